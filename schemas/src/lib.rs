@@ -1,0 +1,39 @@
+//! The aispm contract: published Avro schemas, the Rust event and view types, their JSON form,
+//! the codec and the topic names. No I/O: every service and every test depends on this crate,
+//! and nothing here knows about Kafka or RocksDB.
+//!
+//! # Layout
+//! - `avro/*.avsc`: the published schemas (`avro/v1/` holds earlier versions decoders still read).
+//! - [`events`]: decision, approval, registry and report-delivery events.
+//! - [`views`]: view rows and `ViewChange`; [`readiness`]: `Blocker` and `Readiness`.
+//! - [`codec`]: single-object and Confluent framing, schema resolution; [`fingerprint`]: CRC-64-AVRO.
+//! - [`avro`]: the Rust ⇄ Avro value mapping and the `avro_record!`/`avro_enum!` macros.
+//! - [`json`]: the HTTP form of input events; [`validate`]: semantic checks; [`time`]: timestamps.
+//! - [`topics`]: topic names and dead-letter headers.
+//!
+//! # Changing the contract
+//! Add fields with defaults (optional fields as `["null", T]` with default null) so old records
+//! still decode; copy the previous `.avsc` into `avro/vN/` and list it in `codec.rs` so records
+//! written with it resolve. Never rename or reorder enum symbols.
+
+pub mod avro;
+pub mod codec;
+pub mod error;
+pub mod events;
+pub mod fingerprint;
+pub mod json;
+pub mod readiness;
+pub mod time;
+pub mod topics;
+pub mod validate;
+pub mod views;
+
+pub use codec::{Codec, Record};
+pub use error::{DecodeError, EncodeError, FieldError};
+pub use events::*;
+pub use json::InputEvent;
+pub use readiness::{Blocker, BlockerKind, Readiness, Stage};
+pub use time::Timestamp;
+pub use topics::Topics;
+pub use validate::Validate;
+pub use views::*;

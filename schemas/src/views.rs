@@ -1,0 +1,371 @@
+//! View rows and the `ViewChange` record the projector publishes on `aispm.views.v1`.
+
+use crate::avro::{FromAvro, ToAvro};
+use crate::error::DecodeError;
+use crate::events::Risk;
+use crate::time::Timestamp;
+use crate::{avro_enum, avro_record};
+use apache_avro::types::Value;
+use serde::{Deserialize, Serialize};
+
+avro_enum!(
+    /// The materialized views.
+    ViewName {
+        Coverage = "coverage",
+        Controls = "controls",
+        Findings = "findings",
+        Exceptions = "exceptions",
+        Evidence = "evidence",
+        Validations = "validations",
+        ReportDeliveries = "report_deliveries",
+    }
+);
+avro_enum!(
+    /// Upsert or delete of one row.
+    ViewOp { Upsert = "upsert", Delete = "delete" }
+);
+avro_enum!(
+    /// What a coverage row counts.
+    CoverageKind {
+        Agent = "agent",
+        Repo = "repo",
+        Workflow = "workflow",
+        McpServer = "mcp_server",
+        McpTool = "mcp_tool",
+        ModelEndpoint = "model_endpoint",
+        ActionPath = "action_path",
+    }
+);
+avro_enum!(
+    /// Control state.
+    ControlState { Enforced = "enforced", Shadowed = "shadowed", Missing = "missing", Blocked = "blocked" }
+);
+avro_enum!(
+    /// Finding lifecycle state.
+    FindingStatus { Open = "open", Closed = "closed" }
+);
+avro_enum!(
+    /// Exception kinds.
+    ExceptionKind { Exception = "exception", BreakGlass = "break_glass" }
+);
+avro_enum!(
+    /// Whether an evidence signature verifies against a registered trust root.
+    SignatureState { Verified = "verified", Unsigned = "unsigned", Invalid = "invalid", UnknownKey = "unknown_key" }
+);
+
+/// Coverage of one asset or action path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageRow {
+    pub kind: CoverageKind,
+    pub id: String,
+    pub registered: bool,
+    pub retired: bool,
+    pub owner: Option<String>,
+    pub trust: Option<String>,
+    pub decisions: i64,
+    pub synthetic_decisions: i64,
+    pub first_seen: Option<Timestamp>,
+    pub last_seen: Option<Timestamp>,
+    pub last_decision_id: Option<String>,
+    pub last_real_decision_id: Option<String>,
+    pub shadow_ai: bool,
+}
+avro_record!(CoverageRow {
+    kind,
+    id,
+    registered,
+    retired,
+    owner,
+    trust,
+    decisions,
+    synthetic_decisions,
+    first_seen,
+    last_seen,
+    last_decision_id,
+    last_real_decision_id,
+    shadow_ai,
+});
+
+/// State of one control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlRow {
+    pub control_id: String,
+    pub state: ControlState,
+    pub registered: bool,
+    pub enforced_decisions: i64,
+    pub shadow_decisions: i64,
+    pub high_risk_decisions: i64,
+    pub action_kinds: Vec<String>,
+    pub framework_mappings: Vec<String>,
+    pub decision_ids: Vec<String>,
+    pub last_decision_at: Option<Timestamp>,
+}
+avro_record!(ControlRow {
+    control_id,
+    state,
+    registered,
+    enforced_decisions,
+    shadow_decisions,
+    high_risk_decisions,
+    action_kinds,
+    framework_mappings,
+    decision_ids,
+    last_decision_at,
+});
+
+/// A finding and its lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRow {
+    pub finding_id: String,
+    pub rule_id: String,
+    pub title: String,
+    pub severity: Risk,
+    pub status: FindingStatus,
+    pub subject: String,
+    pub owner: Option<String>,
+    pub due_at: Option<Timestamp>,
+    pub opened_at: Timestamp,
+    pub closed_at: Option<Timestamp>,
+    pub resolution: Option<String>,
+    pub frameworks: Vec<String>,
+    pub event_ids: Vec<String>,
+    pub occurrences: i64,
+    pub exception_id: Option<String>,
+    pub exception_expires_at: Option<Timestamp>,
+}
+avro_record!(FindingRow {
+    finding_id,
+    rule_id,
+    title,
+    severity,
+    status,
+    subject,
+    owner,
+    due_at,
+    opened_at,
+    closed_at,
+    resolution,
+    frameworks,
+    event_ids,
+    occurrences,
+    exception_id,
+    exception_expires_at,
+});
+
+/// An exception or a break-glass event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionRow {
+    pub exception_id: String,
+    pub kind: ExceptionKind,
+    pub finding_id: Option<String>,
+    pub control_id: Option<String>,
+    pub decision_id: Option<String>,
+    pub owner: Option<String>,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    pub granted_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked: bool,
+    pub reviewed_at: Option<Timestamp>,
+    pub reviewed_by: Option<String>,
+    pub event_ids: Vec<String>,
+}
+avro_record!(ExceptionRow {
+    exception_id,
+    kind,
+    finding_id,
+    control_id,
+    decision_id,
+    owner,
+    actor,
+    reason,
+    granted_at,
+    expires_at,
+    revoked,
+    reviewed_at,
+    reviewed_by,
+    event_ids,
+});
+
+/// One evidence artefact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRow {
+    pub evidence_id: String,
+    pub event_id: String,
+    pub sha256: String,
+    pub uri: String,
+    pub signature_state: SignatureState,
+    pub key_id: Option<String>,
+    pub recorded_at: Timestamp,
+    pub synthetic: bool,
+    pub action_kind: Option<String>,
+}
+avro_record!(EvidenceRow {
+    evidence_id,
+    event_id,
+    sha256,
+    uri,
+    signature_state,
+    key_id,
+    recorded_at,
+    synthetic,
+    action_kind,
+});
+
+/// The latest validation per check kind and subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationRow {
+    pub check_kind: String,
+    pub subject: Option<String>,
+    pub result: String,
+    pub evidence_id: Option<String>,
+    pub validated_at: Timestamp,
+    pub event_id: String,
+    pub detail: Option<String>,
+}
+avro_record!(ValidationRow {
+    check_kind,
+    subject,
+    result,
+    evidence_id,
+    validated_at,
+    event_id,
+    detail
+});
+
+/// The latest delivery outcome per report packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub report_id: String,
+    pub report_type: String,
+    pub channel: String,
+    pub outcome: String,
+    pub recipients: Vec<String>,
+    pub approved_recipients: bool,
+    pub message_id: Option<String>,
+    pub packet_sha256: String,
+    pub attempt: i32,
+    pub delivered_at: Timestamp,
+    pub event_id: String,
+    pub evidence_id: Option<String>,
+    pub error: Option<String>,
+}
+avro_record!(DeliveryRow {
+    report_id,
+    report_type,
+    channel,
+    outcome,
+    recipients,
+    approved_recipients,
+    message_id,
+    packet_sha256,
+    attempt,
+    delivered_at,
+    event_id,
+    evidence_id,
+    error,
+});
+
+/// A row of any view: the `row` union of `ViewChange`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ViewRow {
+    Coverage(CoverageRow),
+    Control(ControlRow),
+    Finding(FindingRow),
+    Exception(ExceptionRow),
+    Evidence(EvidenceRow),
+    Validation(ValidationRow),
+    Delivery(DeliveryRow),
+}
+
+impl ViewRow {
+    /// The view this row belongs to.
+    pub fn view(&self) -> ViewName {
+        match self {
+            ViewRow::Coverage(_) => ViewName::Coverage,
+            ViewRow::Control(_) => ViewName::Controls,
+            ViewRow::Finding(_) => ViewName::Findings,
+            ViewRow::Exception(_) => ViewName::Exceptions,
+            ViewRow::Evidence(_) => ViewName::Evidence,
+            ViewRow::Validation(_) => ViewName::Validations,
+            ViewRow::Delivery(_) => ViewName::ReportDeliveries,
+        }
+    }
+
+    /// Position in the `row` union (0 is null).
+    fn branch(&self) -> (u32, Value) {
+        match self {
+            ViewRow::Coverage(r) => (1, r.to_avro()),
+            ViewRow::Control(r) => (2, r.to_avro()),
+            ViewRow::Finding(r) => (3, r.to_avro()),
+            ViewRow::Exception(r) => (4, r.to_avro()),
+            ViewRow::Evidence(r) => (5, r.to_avro()),
+            ViewRow::Validation(r) => (6, r.to_avro()),
+            ViewRow::Delivery(r) => (7, r.to_avro()),
+        }
+    }
+}
+
+impl ToAvro for ViewRow {
+    fn to_avro(&self) -> Value {
+        let (i, v) = self.branch();
+        Value::Union(i, Box::new(v))
+    }
+
+    fn to_avro_option(opt: Option<&Self>) -> Value {
+        match opt {
+            None => Value::Union(0, Box::new(Value::Null)),
+            Some(row) => row.to_avro(),
+        }
+    }
+}
+
+impl FromAvro for ViewRow {
+    fn from_avro(value: Value) -> Result<Self, DecodeError> {
+        Self::from_avro_option(value)?
+            .ok_or_else(|| DecodeError::Shape("row is null where a row is required".into()))
+    }
+
+    fn from_avro_option(value: Value) -> Result<Option<Self>, DecodeError> {
+        let Value::Union(i, inner) = value else {
+            return Err(crate::avro::mismatch("union", &value));
+        };
+        Ok(Some(match i {
+            0 => return Ok(None),
+            1 => ViewRow::Coverage(CoverageRow::from_avro(*inner)?),
+            2 => ViewRow::Control(ControlRow::from_avro(*inner)?),
+            3 => ViewRow::Finding(FindingRow::from_avro(*inner)?),
+            4 => ViewRow::Exception(ExceptionRow::from_avro(*inner)?),
+            5 => ViewRow::Evidence(EvidenceRow::from_avro(*inner)?),
+            6 => ViewRow::Validation(ValidationRow::from_avro(*inner)?),
+            7 => ViewRow::Delivery(DeliveryRow::from_avro(*inner)?),
+            other => {
+                return Err(DecodeError::Shape(format!(
+                    "row union has no branch {other}"
+                )));
+            }
+        }))
+    }
+}
+
+/// An upsert or delete of one view row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    pub tenant_id: String,
+    pub view: ViewName,
+    pub key: String,
+    pub op: ViewOp,
+    pub row: Option<ViewRow>,
+    pub changed_at: Timestamp,
+    pub cause_event_id: String,
+}
+avro_record!(ViewChange {
+    tenant_id,
+    view,
+    key,
+    op,
+    row,
+    changed_at,
+    cause_event_id
+});
