@@ -1,1 +1,13 @@
-//! placeholder
+//! Test support: a real Kafka-protocol broker (Tansu) on 127.0.0.1, the service binaries as child
+//! processes, random topic prefixes, and small Kafka helpers.
+//!
+//! # Layout
+//! - [`broker`]: start, restart and stop Tansu (memory or sqlite storage).
+//! - [`process`]: start the aispm binaries, wait for their HTTP health, kill and restart them.
+//! - [`kafka`]: producers and consumers for tests, topic prefixes.
+
+pub mod broker;
+pub mod kafka;
+pub mod process;
+
+pub use broker::Broker;

@@ -1,0 +1,123 @@
+//! Flags common to every service. Each flag also reads an `AISPM_*` environment variable; the
+//! doc comments are the `--help` text.
+
+use crate::kafka::KafkaConfig;
+use aispm_schemas::Topics;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The flags every aispm service takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "AISPM_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// Bearer tokens bound to tenants (TOML: [[tokens]] token|sha256, tenants). Without it the
+    /// HTTP API refuses every request except health and metrics.
+    #[arg(long, env = "AISPM_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Prefix of every topic name: `{prefix}decisions.v1`, …
+    #[arg(long, env = "AISPM_TOPIC_PREFIX", default_value = aispm_schemas::topics::DEFAULT_PREFIX)]
+    pub topic_prefix: String,
+
+    /// Partitions for topics this service creates.
+    #[arg(long, env = "AISPM_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+
+    /// Replication factor for topics this service creates.
+    #[arg(long, env = "AISPM_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+
+    /// Log format.
+    #[arg(long, env = "AISPM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// A librdkafka property passed through as is (SASL, TLS, tuning), e.g.
+    /// `--kafka-option security.protocol=SASL_SSL`. Repeatable; in the environment, comma-separated.
+    #[arg(long = "kafka-option", env = "AISPM_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+
+    /// How long to wait for in-flight work to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "AISPM_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+}
+
+impl CommonArgs {
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
+    pub fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            options: self.kafka_options.clone(),
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+        }
+    }
+
+    /// Defaults for tests and embedding: local broker, default topics, no tokens.
+    pub fn local(brokers: &str) -> Self {
+        CommonArgs {
+            brokers: brokers.to_owned(),
+            tokens_file: None,
+            topic_prefix: aispm_schemas::topics::DEFAULT_PREFIX.to_owned(),
+            partitions: 6,
+            replication_factor: 1,
+            log_format: LogFormat::Text,
+            kafka_options: vec![],
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not key=value"))?;
+    if k.trim().is_empty() {
+        return Err(format!("'{s}' has an empty key"));
+    }
+    Ok((k.trim().to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn kafka_options_pass_through() {
+        let cli = Cli::parse_from([
+            "x",
+            "--kafka-option",
+            "security.protocol=SASL_SSL",
+            "--kafka-option",
+            "sasl.password=a=b",
+        ]);
+        assert_eq!(
+            cli.common.kafka_options,
+            [
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.password".into(), "a=b".into())
+            ]
+        );
+        assert!(Cli::try_parse_from(["x", "--kafka-option", "novalue"]).is_err());
+        assert_eq!(cli.common.topics().decisions, "aispm.decisions.v1");
+    }
+}

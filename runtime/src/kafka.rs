@@ -1,0 +1,272 @@
+//! Kafka clients: librdkafka configuration with `--kafka-option` pass-through, topic creation at
+//! start, and the statistics callback that exports consumer lag and rebalances.
+
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+use prometheus::{IntCounterVec, IntGaugeVec};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use std::time::Duration;
+
+/// Where the brokers are and how to talk to them.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// librdkafka properties applied last, so they override our defaults.
+    pub options: Vec<(String, String)>,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// A topic a service needs.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    /// Compacted (`cleanup.policy=compact`) for state topics; otherwise retained forever.
+    pub compacted: bool,
+}
+
+impl TopicSpec {
+    pub fn events(name: &str) -> Self {
+        TopicSpec {
+            name: name.to_owned(),
+            compacted: false,
+        }
+    }
+
+    pub fn compacted(name: &str) -> Self {
+        TopicSpec {
+            name: name.to_owned(),
+            compacted: true,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn local(brokers: &str) -> Self {
+        KafkaConfig {
+            brokers: brokers.to_owned(),
+            options: vec![],
+            partitions: 6,
+            replication_factor: 1,
+        }
+    }
+
+    /// The base client configuration: bootstrap servers, then the pass-through options.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "aispm");
+        self.apply_options(&mut c);
+        c
+    }
+
+    fn apply_options(&self, c: &mut ClientConfig) {
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+    }
+
+    /// An idempotent producer (`acks=all`): an acknowledged record is written exactly once.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "aispm")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .set("statistics.interval.ms", "5000");
+        self.apply_options(&mut c);
+        c
+    }
+
+    /// A consumer in `group` that never auto-commits and starts from the earliest offset.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "aispm")
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", "5000");
+        self.apply_options(&mut c);
+        c
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left as they are.
+    /// Retries until `deadline` while the broker is unreachable.
+    pub async fn ensure_topics(&self, topics: &[TopicSpec], deadline: Duration) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let started = std::time::Instant::now();
+        let mut pending: Vec<TopicSpec> = topics.to_vec();
+        let mut last_error = String::new();
+        while !pending.is_empty() {
+            let new: Vec<NewTopic<'_>> = pending
+                .iter()
+                .map(|t| {
+                    let topic = NewTopic::new(
+                        &t.name,
+                        self.partitions,
+                        TopicReplication::Fixed(self.replication_factor),
+                    );
+                    if t.compacted {
+                        topic.set("cleanup.policy", "compact")
+                    } else {
+                        topic.set("retention.ms", "-1")
+                    }
+                })
+                .collect();
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let mut retry = Vec::new();
+            match admin.create_topics(&new, &opts).await {
+                Ok(results) => {
+                    for (spec, result) in pending.iter().zip(results) {
+                        match result {
+                            Ok(_) => {
+                                tracing::info!(topic = %spec.name, compacted = spec.compacted, "Created topic.")
+                            }
+                            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((_, code)) => {
+                                last_error = code.to_string();
+                                retry.push(spec.clone());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    retry = pending.clone();
+                }
+            }
+            pending = retry;
+            if !pending.is_empty() {
+                if started.elapsed() > deadline {
+                    return Err(Error::CreateTopic {
+                        topic: pending[0].name.clone(),
+                        reason: last_error,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Consumer and producer health from librdkafka's statistics callback.
+#[derive(Debug, Clone)]
+pub struct KafkaMetrics {
+    lag: IntGaugeVec,
+    rebalances: IntCounterVec,
+    brokers_up: IntGaugeVec,
+}
+
+impl KafkaMetrics {
+    pub fn new(metrics: &Metrics) -> Result<Self> {
+        Ok(KafkaMetrics {
+            lag: metrics.gauge(
+                "consumer_lag_messages",
+                "Consumer lag per topic-partition, from librdkafka statistics.",
+                &["topic", "partition"],
+            )?,
+            rebalances: metrics.counter(
+                "consumer_rebalances_total",
+                "Consumer group rebalances by kind (assign, revoke, error).",
+                &["kind"],
+            )?,
+            brokers_up: metrics.gauge(
+                "kafka_brokers_up",
+                "Brokers in state UP, per client (consumer, producer).",
+                &["client"],
+            )?,
+        })
+    }
+
+    /// Records one statistics report.
+    pub fn observe(&self, stats: &Statistics) {
+        let client = stats.client_type.as_str();
+        let up = stats.brokers.values().filter(|b| b.state == "UP").count();
+        self.brokers_up
+            .with_label_values(&[client])
+            .set(i64::try_from(up).unwrap_or(i64::MAX));
+        if client != "consumer" {
+            return;
+        }
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.lag
+                    .with_label_values(&[topic, &partition.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+
+    /// Counts a rebalance.
+    pub fn rebalance(&self, rebalance: &Rebalance<'_>) {
+        let kind = match rebalance {
+            Rebalance::Assign(_) => "assign",
+            Rebalance::Revoke(tpl) => {
+                // Partitions we no longer own should not keep reporting stale lag.
+                for e in tpl.elements() {
+                    let _ = self
+                        .lag
+                        .remove_label_values(&[e.topic(), &e.partition().to_string()]);
+                }
+                "revoke"
+            }
+            Rebalance::Error(_) => "error",
+        };
+        self.rebalances.with_label_values(&[kind]).inc();
+    }
+}
+
+/// A client context that exports statistics and rebalances, for consumers and producers that
+/// need nothing else from their context.
+#[derive(Debug, Clone)]
+pub struct MeteredContext {
+    pub metrics: KafkaMetrics,
+}
+
+impl ClientContext for MeteredContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.observe(&statistics);
+    }
+}
+
+impl ConsumerContext for MeteredContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.metrics.rebalance(rebalance);
+    }
+}
+
+/// Whether an error from librdkafka is worth retrying (the broker may come back).
+pub fn is_transient(e: &KafkaError) -> bool {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::QueueFull
+            | RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::OperationTimedOut,
+        ) => true,
+        _ => false,
+    }
+}

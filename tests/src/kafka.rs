@@ -1,0 +1,108 @@
+//! Kafka helpers for tests: random topic prefixes, topic creation, producing and reading back.
+
+use aispm_runtime::kafka::{KafkaConfig, TopicSpec};
+use aispm_schemas::Topics;
+use anyhow::Result;
+use rand::Rng;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::{Duration, Instant};
+
+/// A topic prefix no other test uses, like rust-rdkafka's `rand_test_topic`.
+pub fn random_prefix() -> String {
+    let n: u64 = rand::thread_rng().r#gen();
+    format!("t{n:016x}.")
+}
+
+/// Creates every contract topic under `prefix`.
+pub async fn create_contract_topics(
+    brokers: &str,
+    prefix: &str,
+    partitions: i32,
+) -> Result<Topics> {
+    let topics = Topics::with_prefix(prefix);
+    let mut kafka = KafkaConfig::local(brokers);
+    kafka.partitions = partitions;
+    let mut specs: Vec<TopicSpec> = topics
+        .inputs()
+        .iter()
+        .map(|t| TopicSpec::events(t))
+        .collect();
+    specs.push(TopicSpec::events(&topics.dlq));
+    for t in [&topics.views, &topics.blockers, &topics.readiness] {
+        specs.push(TopicSpec::compacted(t));
+    }
+    kafka.ensure_topics(&specs, Duration::from_secs(30)).await?;
+    Ok(topics)
+}
+
+/// An idempotent producer.
+pub fn producer(brokers: &str) -> Result<FutureProducer> {
+    Ok(KafkaConfig::local(brokers).producer_config().create()?)
+}
+
+/// Produces one record and waits for the acknowledgement.
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<(i32, i64)> {
+    let d = p
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok((d.partition, d.offset))
+}
+
+/// One record read back.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads `topic` from the beginning (no group commits) until `n` records arrived or `timeout`.
+pub fn read_all(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Result<Vec<Record>> {
+    let group = format!("reader-{}", random_prefix());
+    let consumer: BaseConsumer = KafkaConfig::local(brokers)
+        .consumer_config(&group)
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            use rdkafka::message::Headers;
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,153 @@
+//! The aispm service binaries as child processes: start, wait for health, kill -9, restart.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`aispm-projector`, …), built by `cargo build --bins`.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("test executable has no target directory")?;
+    let p = dir.join(name);
+    if !p.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --bins`",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A service child process; killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    name: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+    pub http: String,
+}
+
+impl Service {
+    /// Starts `name` with `args`; its HTTP API is at `http_addr` (passed as `--http-addr`).
+    pub fn start(
+        name: &str,
+        http_addr: &str,
+        args: &[String],
+        log_dir: &std::path::Path,
+    ) -> Result<Service> {
+        let mut s = Service {
+            name: name.to_owned(),
+            args: args.to_vec(),
+            envs: vec![],
+            child: None,
+            log: log_dir.join(format!("{name}-{}.log", http_addr.replace([':', '.'], "_"))),
+            http: format!("http://{http_addr}"),
+        };
+        s.args
+            .extend(["--http-addr".to_owned(), http_addr.to_owned()]);
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(binary(&self.name)?)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env(
+                "RUST_LOG",
+                std::env::var("AISPM_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until `GET /readyz` answers 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.http)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!("{} exited with {status}:\n{}", self.name, self.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not ready within {timeout:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit (up to `timeout`); returns its exit success.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(true);
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!("{} did not exit within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again with the same arguments.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
