@@ -77,6 +77,9 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", "aispm")
             .set("enable.idempotence", "true")
+            // The Java client's partitioner, so a tenant's records land on the same partition
+            // whichever client produced them.
+            .set("partitioner", "murmur2_random")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")

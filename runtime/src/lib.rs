@@ -6,19 +6,23 @@
 //! - [`telemetry`]: `tracing` set-up, text or JSON.
 //! - [`metrics`]: one Prometheus registry per process, `aispm_build_info`, process metrics.
 //! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors.
+//! - [`dlq`]: dead letters with headers naming source, stage and error; counted.
 //! - [`health`]: readiness conditions a service reports (`/readyz`).
 //! - [`auth`]: the tokens file and tenant-scoped bearer-token checks.
 //! - [`kafka`]: librdkafka client config (with `--kafka-option` pass-through), topic creation,
 //!   the statistics callback that exports consumer lag and rebalances.
+//! - [`service`]: the body of every `main`: runtime, signals, grace period, exit code.
 //! - [`shutdown`]: the root cancellation token fired by SIGINT/SIGTERM, and the grace period.
 
 pub mod auth;
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

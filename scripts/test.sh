@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check: formatting, clippy, then all tests (contract, unit, end-to-end against a real
+# broker) with cargo-nextest. Installs what is missing first (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${AISPM_CACHE:-$HOME/.cache/aispm}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+scripts/setup.sh
+# shellcheck disable=SC1091
+source "$CACHE/env.sh"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== building the service binaries the end-to-end tests start"
+cargo build --workspace --bins --quiet
+echo "== cargo nextest run"
+cargo nextest run --workspace --no-fail-fast --profile ci "$@"
