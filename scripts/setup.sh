@@ -2,7 +2,8 @@
 # Installs what the demo and the tests need and is not on a fresh machine; skips what is there.
 #   - Tansu 0.6.0 (the Kafka-compatible broker), built once into ~/.cache/aispm/tansu (15-25 min on 2 cores)
 #   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use)
-#   - Debian packages: prometheus (server and promtool), python3-aiosmtpd (an SMTP server)
+#   - Debian packages: libclang-dev (RocksDB's bindgen), prometheus (server and promtool),
+#     python3-aiosmtpd (an SMTP server)
 # Everything is cached under $AISPM_CACHE (default ~/.cache/aispm).
 set -euo pipefail
 CACHE="${AISPM_CACHE:-$HOME/.cache/aispm}"
@@ -28,6 +29,8 @@ if ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka' 2>/dev/null; then
 fi
 
 need_apt=()
+# librocksdb-sys generates its bindings with bindgen, which loads libclang.
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_apt+=(python3-aiosmtpd)

@@ -1,1 +1,338 @@
-//! placeholder
+//! `aispm-projector`: folds the input topics (decisions, approvals, registry, report
+//! deliveries) into RocksDB views with exactly-once effects, publishes every view change to the
+//! compacted views topic, and serves the views over HTTP.
+//!
+//! Exactly-once: the next offset of every topic-partition is written in the same RocksDB
+//! `WriteBatch` as the changes its records made; on start and on every assignment the consumer
+//! seeks to those offsets. Duplicated events (same `event_id`) are applied once. Views are pure
+//! functions of order-free aggregates, so any batching, duplication or cross-topic
+//! interleaving of the same events gives the same views.
+//!
+//! # Layout
+//! - [`consumer`]: the Kafka loop, batching, the rebalance hook that seeks to stored offsets.
+//! - [`project`]: the engine: a batch of records → one atomic write + view changes + dead letters.
+//! - [`apply`]: one event → aggregate updates + dirty rows; [`state`]: the aggregates.
+//! - [`derive`]: rows from aggregates; [`rules`]: the finding rule catalog;
+//!   [`signature`]: Ed25519 evidence checks against trust roots.
+//! - [`batch`]: a batch's working set over RocksDB and a bounded cache.
+//! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
+//! - [`publish`]: the outbox → views topic; [`api`], [`posture`]: the HTTP query API.
+//! - [`metrics`]: `aispm_projector_*`.
+//!
+//! # Adding a view
+//! 1. Add the row record to `schemas/avro/view_change.avsc` (the `row` union) and `schemas/src/views.rs`.
+//! 2. Add its column family to `store/columns.rs::VIEWS` and bump `store::VIEW_VERSION`.
+//! 3. Fold events into an aggregate in `apply.rs` (commutative updates only) and mark rows dirty.
+//! 4. Derive the row in `derive.rs`; serve it in `api.rs`; describe it in `docs/views.md`.
+
+pub mod api;
+pub mod apply;
+pub mod batch;
+pub mod consumer;
+pub mod derive;
+pub mod error;
+pub mod metrics;
+pub mod posture;
+pub mod project;
+pub mod publish;
+pub mod rules;
+pub mod signature;
+pub mod state;
+pub mod store;
+
+use crate::consumer::{Batching, Ctx, Loop, Totals};
+use crate::error::{Error, Result};
+use crate::project::Engine;
+use crate::publish::Publisher;
+use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::config::CommonArgs;
+use aispm_runtime::dlq::DeadLetters;
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
+use aispm_runtime::metrics::Metrics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, Producer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The projector's configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the HTTP API (views, posture, metrics, health).
+    #[arg(long, env = "AISPM_HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    pub http_addr: SocketAddr,
+
+    /// Directory of the projector's RocksDB.
+    #[arg(long, env = "AISPM_STATE_DIR", default_value = "state/projector")]
+    pub state_dir: PathBuf,
+
+    /// Consumer group of the projector instances.
+    #[arg(long, env = "AISPM_PROJECTOR_GROUP", default_value = "aispm-projector")]
+    pub group: String,
+
+    /// Most records per batch (one RocksDB write per batch).
+    #[arg(long, env = "AISPM_BATCH_MAX", default_value_t = 5000)]
+    pub batch_max: usize,
+
+    /// Longest a batch waits to fill once it has a record.
+    #[arg(long, env = "AISPM_BATCH_WAIT", value_parser = humantime::parse_duration, default_value = "20ms")]
+    pub batch_wait: Duration,
+
+    /// Aggregates and rows kept decoded-ready in memory (bounded; the rest is in RocksDB).
+    #[arg(long, env = "AISPM_CACHE_ENTRIES", default_value_t = 200_000)]
+    pub cache_entries: usize,
+
+    /// RocksDB block cache size in bytes.
+    #[arg(long, env = "AISPM_BLOCK_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub block_cache_bytes: usize,
+
+    /// fsync every batch (survives power loss, not only a process crash); slower.
+    #[arg(long, env = "AISPM_SYNC_WRITES")]
+    pub sync_writes: bool,
+
+    /// Decisions per agent per minute (event time) above which the agent is runaway.
+    #[arg(long, env = "AISPM_RUNAWAY_PER_MINUTE", default_value_t = 120)]
+    pub runaway_per_minute: i64,
+
+    /// A break-glass event reviewed later than this after it was invoked raises a finding.
+    #[arg(long, env = "AISPM_BREAK_GLASS_REVIEW_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub break_glass_review_window: Duration,
+}
+
+impl Config {
+    /// Defaults for tests and embedding.
+    pub fn local(brokers: &str, state_dir: PathBuf) -> Self {
+        Config {
+            common: CommonArgs::local(brokers),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir,
+            group: "aispm-projector".into(),
+            batch_max: 5000,
+            batch_wait: Duration::from_millis(20),
+            cache_entries: 200_000,
+            block_cache_bytes: 64 * 1024 * 1024,
+            sync_writes: false,
+            runaway_per_minute: 120,
+            break_glass_review_window: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    pub fn settings(&self) -> apply::Settings {
+        apply::Settings {
+            runaway_per_minute: self.runaway_per_minute,
+            break_glass_review_ms: i64::try_from(self.break_glass_review_window.as_millis())
+                .unwrap_or(i64::MAX),
+        }
+    }
+}
+
+struct Parts {
+    metrics: Metrics,
+    health: Health,
+    engine: Engine,
+    consumer: BaseConsumer<Ctx>,
+    publisher: Publisher,
+    dead_letters: DeadLetters,
+    pm: metrics::ProjectorMetrics,
+}
+
+async fn setup(config: &Config, group: bool) -> Result<Parts> {
+    let metrics = Metrics::new("projector")?;
+    let health = Health::new();
+    health.set("partitions_assigned", false, "waiting for the group");
+    let topics = config.common.topics();
+    let kafka = config.common.kafka();
+    let mut specs: Vec<TopicSpec> = topics
+        .inputs()
+        .iter()
+        .map(|t| TopicSpec::events(t))
+        .collect();
+    specs.push(TopicSpec::events(&topics.dlq));
+    specs.push(TopicSpec::compacted(&topics.views));
+    kafka.ensure_topics(&specs, Duration::from_secs(60)).await?;
+    health.set("broker", true, "topics exist");
+
+    let store = Arc::new(Store::open(
+        &config.state_dir,
+        config.block_cache_bytes,
+        config.sync_writes,
+    )?);
+    if store.check_version()? {
+        tracing::info!("Views will be rebuilt from the input topics.");
+    }
+    let engine = Engine::new(
+        Arc::clone(&store),
+        topics.clone(),
+        config.settings(),
+        config.cache_entries,
+    )?;
+    let kafka_metrics = KafkaMetrics::new(&metrics)?;
+    let ctx = Ctx {
+        kafka: kafka_metrics,
+        offsets: Arc::default(),
+        assigned: Arc::default(),
+        health: health.clone(),
+    };
+    *ctx.offsets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = engine.next_offsets.clone();
+    let mut cc = kafka.consumer_config(&config.group);
+    cc.set("fetch.wait.max.ms", "50")
+        .set("queued.max.messages.kbytes", "65536");
+    if !group {
+        cc.set("group.id", format!("{}-rebuild", config.group));
+    }
+    let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
+    let producer: FutureProducer = kafka.producer_config().create()?;
+    let md = producer
+        .client()
+        .fetch_metadata(Some(&topics.views), Duration::from_secs(10))?;
+    let partitions = md
+        .topics()
+        .first()
+        .map(|t| i32::try_from(t.partitions().len()).unwrap_or(1))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Error::Other(format!("topic {} has no partitions", topics.views)))?;
+    let publisher = Publisher::new(producer.clone(), topics.views.clone(), partitions);
+    let dead_letters = DeadLetters::new(producer, &topics.dlq, &metrics)?;
+    let pm = metrics::ProjectorMetrics::new(&metrics)?;
+    Ok(Parts {
+        metrics,
+        health,
+        engine,
+        consumer,
+        publisher,
+        dead_letters,
+        pm,
+    })
+}
+
+use crate::store::Store;
+
+/// Publishes what a crash left in the outbox.
+async fn drain_outbox(engine: &Engine, publisher: &Publisher) -> Result<()> {
+    let (pending, range) = engine.pending_outbox()?;
+    if !pending.is_empty() {
+        tracing::info!(
+            changes = pending.len(),
+            "Publishing view changes left in the outbox."
+        );
+        publisher.publish(&pending).await?;
+    }
+    engine.clear_outbox(range)
+}
+
+/// Runs the projector until `shutdown`, then finishes and commits the batch in flight.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let parts = setup(&config, true).await?;
+    drain_outbox(&parts.engine, &parts.publisher).await?;
+    parts.health.set("state_restored", true, "outbox drained");
+    let tokens = match &config.common.tokens_file {
+        Some(p) => Tokens::load(p)?,
+        None => Tokens::none(),
+    };
+    let auth = Auth::new(tokens, &parts.metrics)?;
+    let routes = api::routes(api::Api {
+        store: Arc::clone(parts.engine.store()),
+        auth,
+    });
+    let listener = aispm_runtime::http::bind(config.http_addr).await?;
+    let http = tokio::spawn(aispm_runtime::http::serve(
+        listener,
+        routes,
+        parts.metrics.clone(),
+        parts.health.clone(),
+        shutdown.clone(),
+    ));
+
+    let topics = config.common.topics();
+    let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
+    let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    parts.consumer.subscribe(&input_refs)?;
+    let looper = Loop {
+        consumer: parts.consumer,
+        engine: parts.engine,
+        publisher: parts.publisher,
+        dead_letters: parts.dead_letters,
+        metrics: parts.pm,
+        batching: Batching {
+            max_records: config.batch_max,
+            max_wait: config.batch_wait,
+        },
+        handle: tokio::runtime::Handle::current(),
+        until: None,
+    };
+    let stop = shutdown.clone();
+    let consumed = tokio::task::spawn_blocking(move || looper.run(&stop));
+    let result = consumed
+        .await
+        .map_err(|e| Error::Other(format!("consumer loop panicked: {e}")))?;
+    // Whatever ended the loop ends the service.
+    shutdown.cancel();
+    let served = http.await.map_err(|e| Error::Other(e.to_string()))?;
+    let totals = result?;
+    served?;
+    tracing::info!(
+        applied = totals.applied,
+        batches = totals.batches,
+        "Projector stopped after committing its last batch."
+    );
+    Ok(())
+}
+
+/// What `rebuild` did.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildReport {
+    pub totals: Totals,
+    pub elapsed: Duration,
+}
+
+/// Wipes the views and replays the input topics up to their current end, then returns.
+pub async fn rebuild(config: Config, shutdown: CancellationToken) -> Result<RebuildReport> {
+    {
+        let store = Store::open(
+            &config.state_dir,
+            config.block_cache_bytes,
+            config.sync_writes,
+        )?;
+        store.wipe()?;
+    }
+    catch_up(config, shutdown).await
+}
+
+/// Applies the input topics from the stored offsets up to their current end, then returns.
+pub async fn catch_up(config: Config, shutdown: CancellationToken) -> Result<RebuildReport> {
+    let started = Instant::now();
+    let parts = setup(&config, false).await?;
+    drain_outbox(&parts.engine, &parts.publisher).await?;
+    let topics = config.common.topics();
+    let inputs = topics.inputs();
+    let until = consumer::high_watermarks(&parts.consumer, &inputs)?;
+    consumer::assign_all(&parts.consumer, &inputs, &parts.engine.next_offsets)?;
+    let looper = Loop {
+        consumer: parts.consumer,
+        engine: parts.engine,
+        publisher: parts.publisher,
+        dead_letters: parts.dead_letters,
+        metrics: parts.pm,
+        batching: Batching {
+            max_records: config.batch_max,
+            max_wait: config.batch_wait,
+        },
+        handle: tokio::runtime::Handle::current(),
+        until: Some(until),
+    };
+    let totals = tokio::task::spawn_blocking(move || looper.run(&shutdown))
+        .await
+        .map_err(|e| Error::Other(format!("consumer loop panicked: {e}")))??;
+    Ok(RebuildReport {
+        totals,
+        elapsed: started.elapsed(),
+    })
+}

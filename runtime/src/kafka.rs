@@ -254,6 +254,44 @@ impl ConsumerContext for MeteredContext {
     }
 }
 
+/// Kafka's murmur2 hash (as the Java client and librdkafka's `murmur2_random` partitioner use).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let len = data.len();
+    let mut h = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition a key lands on with the Java client's default partitioner.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    let n = u32::try_from(partitions.max(1)).unwrap_or(1);
+    i32::try_from((murmur2(key) & 0x7fff_ffff) % n).unwrap_or(0)
+}
+
 /// Whether an error from librdkafka is worth retrying (the broker may come back).
 pub fn is_transient(e: &KafkaError) -> bool {
     match e.rdkafka_error_code() {

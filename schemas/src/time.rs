@@ -56,9 +56,14 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// RFC 3339 in human-readable formats (JSON), milliseconds in binary ones (storage).
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_rfc3339())
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
@@ -82,7 +87,11 @@ impl<'de> Deserialize<'de> for Timestamp {
                     .map_err(|_| E::custom("timestamp out of range"))
             }
         }
-        d.deserialize_any(V)
+        if d.is_human_readable() {
+            d.deserialize_any(V)
+        } else {
+            i64::deserialize(d).map(Timestamp)
+        }
     }
 }
 

@@ -1,0 +1,300 @@
+//! The read-only query API, tenant-scoped by bearer token:
+//! `GET /v1/tenants/{tenant}/coverage|controls|findings|exceptions|validations|report-deliveries`,
+//! `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, age) are
+//! computed at read time from the rows' event times.
+
+use crate::posture;
+use crate::project::decode_row;
+use crate::store::{Store, columns};
+use aispm_runtime::auth::Auth;
+use aispm_runtime::http::ApiError;
+use aispm_schemas::*;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub store: Arc<Store>,
+    pub auth: Auth,
+}
+
+pub fn routes(api: Api) -> Router {
+    Router::new()
+        .route("/v1/tenants/{tenant}/coverage", get(coverage))
+        .route("/v1/tenants/{tenant}/controls", get(controls))
+        .route("/v1/tenants/{tenant}/findings", get(findings))
+        .route("/v1/tenants/{tenant}/exceptions", get(exceptions))
+        .route("/v1/tenants/{tenant}/validations", get(validations))
+        .route("/v1/tenants/{tenant}/report-deliveries", get(deliveries))
+        .route("/v1/tenants/{tenant}/evidence/{evidence_id}", get(evidence))
+        .route("/v1/tenants/{tenant}/posture", get(posture_route))
+        .with_state(api)
+}
+
+/// Every row of a view for a tenant (read off the async runtime).
+pub async fn rows(
+    store: &Arc<Store>,
+    tenant: &str,
+    view: ViewName,
+) -> Result<Vec<ViewRow>, ApiError> {
+    let store = Arc::clone(store);
+    let prefix = columns::tenant_prefix(tenant);
+    tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<ViewRow>> {
+        store
+            .scan_prefix(columns::view_cf(view), &prefix)?
+            .iter()
+            .map(|(_, v)| decode_row(view, v))
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn check(api: &Api, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
+    api.auth.for_tenant(headers, tenant)?;
+    Ok(())
+}
+
+async fn list<T: serde::Serialize>(
+    api: &Api,
+    headers: &HeaderMap,
+    tenant: &str,
+    view: ViewName,
+    name: &str,
+    pick: impl Fn(ViewRow) -> Option<T>,
+) -> Result<Json<Value>, ApiError> {
+    check(api, headers, tenant)?;
+    let items: Vec<T> = rows(&api.store, tenant, view)
+        .await?
+        .into_iter()
+        .filter_map(pick)
+        .collect();
+    Ok(Json(
+        json!({"tenant_id": tenant, "count": items.len(), name: items}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct CoverageQuery {
+    kind: Option<String>,
+}
+
+async fn coverage(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<CoverageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(k.parse::<CoverageKind>().map_err(ApiError::bad_request)?),
+    };
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::Coverage,
+        "coverage",
+        |r| match r {
+            ViewRow::Coverage(c) if kind.is_none_or(|k| k == c.kind) => Some(c),
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn controls(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::Controls,
+        "controls",
+        |r| match r {
+            ViewRow::Control(c) => Some(c),
+            _ => None,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct FindingsQuery {
+    status: Option<String>,
+    severity: Option<String>,
+}
+
+/// A finding's SLA state at `now`.
+pub fn sla_state(f: &FindingRow, now: Timestamp) -> &'static str {
+    match (f.status, f.due_at, f.closed_at) {
+        (FindingStatus::Open, Some(due), _) if due < now => "overdue",
+        (FindingStatus::Open, _, _) => "on_track",
+        (FindingStatus::Closed, Some(due), Some(closed)) if closed > due => "closed_late",
+        (FindingStatus::Closed, _, _) => "closed_within_sla",
+    }
+}
+
+async fn findings(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<FindingsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(s.parse::<FindingStatus>().map_err(ApiError::bad_request)?),
+    };
+    let severity = match q.severity.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<Risk>().map_err(ApiError::bad_request)?),
+    };
+    let now = Timestamp::now();
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::Findings,
+        "findings",
+        |r| match r {
+            ViewRow::Finding(f)
+                if status.is_none_or(|s| s == f.status)
+                    && severity.is_none_or(|s| s == f.severity) =>
+            {
+                let sla = sla_state(&f, now);
+                let mut v = serde_json::to_value(&f).ok()?;
+                v["sla_state"] = json!(sla);
+                Some(v)
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// An exception's state at `now`.
+pub fn exception_state(x: &ExceptionRow, now: Timestamp) -> &'static str {
+    match x.kind {
+        ExceptionKind::BreakGlass if x.reviewed_at.is_some() => "reviewed",
+        ExceptionKind::BreakGlass => "pending_review",
+        ExceptionKind::Exception if x.revoked => "revoked",
+        ExceptionKind::Exception if x.expires_at.is_some_and(|e| e <= now) => "expired",
+        ExceptionKind::Exception => "active",
+    }
+}
+
+async fn exceptions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let now = Timestamp::now();
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::Exceptions,
+        "exceptions",
+        |r| match r {
+            ViewRow::Exception(x) => {
+                let state = exception_state(&x, now);
+                let mut v = serde_json::to_value(&x).ok()?;
+                v["state"] = json!(state);
+                Some(v)
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn validations(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::Validations,
+        "validations",
+        |r| match r {
+            ViewRow::Validation(v) => Some(v),
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn deliveries(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::ReportDeliveries,
+        "report_deliveries",
+        |r| match r {
+            ViewRow::Delivery(d) => Some(d),
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn evidence(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let store = Arc::clone(&api.store);
+    let key = columns::tenant_key(&tenant, &id);
+    let row = tokio::task::spawn_blocking(move || {
+        store.get_raw(columns::view_cf(ViewName::Evidence), &key)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some(bytes) = row else {
+        return Err(ApiError::not_found(format!(
+            "no evidence '{id}' for this tenant"
+        )));
+    };
+    let ViewRow::Evidence(e) =
+        decode_row(ViewName::Evidence, &bytes).map_err(|e| ApiError::internal(e.to_string()))?
+    else {
+        return Err(ApiError::internal("evidence row of another type"));
+    };
+    let age = (Timestamp::now().0 - e.recorded_at.0).max(0) / 1000;
+    let mut v = serde_json::to_value(&e).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["tenant_id"] = json!(tenant);
+    v["age_seconds"] = json!(age);
+    Ok(Json(v))
+}
+
+async fn posture_route(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let mut all = Vec::new();
+    for (view, _) in columns::VIEWS {
+        all.extend(rows(&api.store, &tenant, view).await?);
+    }
+    Ok(Json(posture::compute(&tenant, &all, Timestamp::now())))
+}

@@ -1,0 +1,587 @@
+//! Applying one event: update the aggregates it touches (commutatively) and mark the rows that
+//! derive from them dirty. Nothing here reads a clock.
+
+use crate::batch::Overlay;
+use crate::error::Result;
+use crate::rules::{self, Rule};
+use crate::state::*;
+use aispm_schemas::*;
+
+/// Tunables that shape findings (deterministic: same settings, same views).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Decisions per agent per minute above which the agent is runaway.
+    pub runaway_per_minute: i64,
+    /// A break-glass event reviewed later than this (event time) raises a finding.
+    pub break_glass_review_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            runaway_per_minute: 120,
+            break_glass_review_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+/// An input event of any type.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Decision(DecisionEvent),
+    Approval(ApprovalEvent),
+    Registry(RegistryEvent),
+    Delivery(ReportDeliveryEvent),
+}
+
+impl Event {
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Event::Decision(e) => &e.tenant_id,
+            Event::Approval(e) => &e.tenant_id,
+            Event::Registry(e) => &e.tenant_id,
+            Event::Delivery(e) => &e.tenant_id,
+        }
+    }
+
+    pub fn event_id(&self) -> &str {
+        match self {
+            Event::Decision(e) => &e.event_id,
+            Event::Approval(e) => &e.event_id,
+            Event::Registry(e) => &e.event_id,
+            Event::Delivery(e) => &e.event_id,
+        }
+    }
+
+    pub fn validate(&self) -> Vec<FieldError> {
+        match self {
+            Event::Decision(e) => e.validate(),
+            Event::Approval(e) => e.validate(),
+            Event::Registry(e) => e.validate(),
+            Event::Delivery(e) => e.validate(),
+        }
+    }
+}
+
+fn finding_dirty(ov: &mut Overlay<'_>, tenant: &str, rule: Rule, subject: &str) {
+    ov.dirty(tenant, ViewName::Findings, rules::finding_id(rule, subject));
+}
+
+/// Applies one (new, valid) event.
+pub fn apply(ov: &mut Overlay<'_>, event: &Event, s: &Settings) -> Result<()> {
+    match event {
+        Event::Decision(d) => decision(ov, d, s),
+        Event::Approval(a) => approval(ov, a),
+        Event::Registry(r) => registry(ov, r),
+        Event::Delivery(d) => delivery(ov, d),
+    }
+}
+
+/// The coverage asset ids a decision touches.
+fn covered(d: &DecisionEvent) -> Vec<(CoverageKind, String)> {
+    let mut out = vec![(CoverageKind::Agent, d.agent_id.clone())];
+    let opt = [
+        (CoverageKind::Repo, &d.repo),
+        (CoverageKind::Workflow, &d.workflow),
+        (CoverageKind::McpServer, &d.mcp_server),
+        (CoverageKind::ModelEndpoint, &d.model_endpoint),
+    ];
+    out.extend(
+        opt.into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v))),
+    );
+    if let (Some(server), Some(tool)) = (&d.mcp_server, &d.mcp_tool) {
+        out.push((CoverageKind::McpTool, format!("{server}/{tool}")));
+    }
+    out.push((CoverageKind::ActionPath, d.action_kind.as_str().to_owned()));
+    out
+}
+
+fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()> {
+    let t = d.tenant_id.as_str();
+    let at: Stamp = (d.occurred_at.0, d.event_id.clone());
+    let high = matches!(d.risk, Risk::High | Risk::Critical);
+    let allowed = d.verdict == Verdict::Allow;
+    let shadow = d.mode == Mode::Shadow;
+
+    for (kind, id) in covered(d) {
+        let key = format!("{kind}/{id}");
+        let agg = ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
+            a.decisions += 1;
+            if d.synthetic {
+                a.synthetic_decisions += 1;
+            } else if a.last_real_decision.as_ref().is_none_or(|l| &at > l) {
+                a.last_real_decision = Some(at.clone());
+            }
+            min_opt(&mut a.first_seen, at.0);
+            if a.last_decision.as_ref().is_none_or(|l| &at > l) {
+                a.last_decision = Some(at.clone());
+            }
+            keep_newest(&mut a.recent, &at);
+        })?;
+        ov.dirty(t, ViewName::Coverage, key);
+        match kind {
+            CoverageKind::Agent => {
+                finding_dirty(ov, t, rules::SHADOW_AGENT, &id);
+                if agg.runaway_minutes > 0 {
+                    finding_dirty(ov, t, rules::RUNAWAY_AGENT, &id);
+                }
+            }
+            CoverageKind::ModelEndpoint => finding_dirty(ov, t, rules::SHADOW_MODEL, &id),
+            CoverageKind::McpTool => finding_dirty(ov, t, rules::UNTRUSTED_MCP_TOOL, &id),
+            CoverageKind::McpServer => finding_dirty(ov, t, rules::UNTRUSTED_MCP_SERVER, &id),
+            _ => {}
+        }
+    }
+
+    // Runaway: decisions per agent per minute of event time. The threshold is crossed exactly
+    // once per minute whatever the order, so the agent's runaway minutes are order-free.
+    let minute = d.occurred_at.0.div_euclid(60_000) * 60_000;
+    let rate = ov.update(
+        t,
+        Tag::Rate,
+        &format!("{}@{minute}", d.agent_id),
+        |c: &mut Counter| c.n += 1,
+    )?;
+    if rate.n == s.runaway_per_minute + 1 {
+        ov.update(
+            t,
+            Tag::Asset,
+            &format!("agent/{}", d.agent_id),
+            |a: &mut AssetAgg| {
+                a.runaway_minutes += 1;
+                min_opt(&mut a.runaway_first, minute);
+                max_opt(&mut a.runaway_last, minute);
+            },
+        )?;
+        finding_dirty(ov, t, rules::RUNAWAY_AGENT, &d.agent_id);
+    }
+
+    let control = d
+        .control_id
+        .clone()
+        .unwrap_or_else(|| format!("(none):{}", d.action_kind));
+    ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
+        if shadow {
+            c.shadow += 1;
+        } else {
+            c.enforced += 1;
+            max_opt(&mut c.last_enforced_at, at.0);
+        }
+        if high {
+            c.high_risk += 1;
+        }
+        lww(&mut c.mode, &at, shadow);
+        c.action_kinds.insert(d.action_kind.as_str().to_owned());
+        keep_newest(&mut c.recent, &at);
+        max_opt(&mut c.last_decision_at, at.0);
+        if shadow && high && allowed {
+            c.shadow_high_allows += 1;
+            min_opt(&mut c.shadow_high_first, at.0);
+            max_opt(&mut c.shadow_high_last, at.0);
+            keep_newest(&mut c.shadow_high_ids, &at);
+        }
+    })?;
+    ov.dirty(t, ViewName::Controls, control.clone());
+    finding_dirty(ov, t, rules::SHADOW_CONTROL, &control);
+
+    if high && allowed && d.approval_id.is_none() {
+        raise(ov, t, rules::NO_APPROVAL, &d.event_id, &at)?;
+    }
+
+    match &d.evidence {
+        Some(e) => record_evidence(
+            ov,
+            t,
+            e,
+            &at,
+            d.synthetic,
+            Some(d.action_kind.as_str()),
+            high,
+        )?,
+        None if high => raise(ov, t, rules::EVIDENCE_MISSING, &d.event_id, &at)?,
+        None => {}
+    }
+
+    if d.verdict == Verdict::BreakGlass {
+        ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
+            x.break_glass = true;
+            min_opt(&mut x.invoked_at, at.0);
+            lww(
+                &mut x.grant,
+                &at,
+                Grant {
+                    decision_id: Some(d.event_id.clone()),
+                    control_id: d.control_id.clone(),
+                    actor: Some(d.actor.clone()),
+                    ..Grant::default()
+                },
+            );
+            keep_newest(&mut x.ids, &at);
+        })?;
+        ov.dirty(t, ViewName::Exceptions, d.event_id.clone());
+        finding_dirty(ov, t, rules::BREAK_GLASS_LATE, &d.event_id);
+    }
+
+    if let Some(endpoint) = &d.model_endpoint {
+        for class in &d.data_classes {
+            let id = format!("{endpoint}/{class}");
+            ov.update(t, Tag::Exposure, &id, |e: &mut ExposureAgg| {
+                e.decisions += 1;
+                min_opt(&mut e.first, at.0);
+                max_opt(&mut e.last, at.0);
+                keep_newest(&mut e.ids, &at);
+            })?;
+            finding_dirty(ov, t, rules::DATA_CLASS, &id);
+        }
+    }
+    Ok(())
+}
+
+/// An event raises a finding directly.
+fn raise(ov: &mut Overlay<'_>, t: &str, rule: Rule, subject: &str, at: &Stamp) -> Result<()> {
+    let id = rules::finding_id(rule, subject);
+    ov.update(t, Tag::Finding, &id, |f: &mut FindingFacts| {
+        f.raises += 1;
+        min_opt(&mut f.first_raise, at.0);
+        max_opt(&mut f.last_raise, at.0);
+        keep_newest(&mut f.raise_ids, at);
+    })?;
+    ov.dirty(t, ViewName::Findings, id);
+    Ok(())
+}
+
+fn record_evidence(
+    ov: &mut Overlay<'_>,
+    t: &str,
+    e: &Evidence,
+    at: &Stamp,
+    synthetic: bool,
+    action_kind: Option<&str>,
+    high_risk: bool,
+) -> Result<()> {
+    let record = EvidenceRecord {
+        event_id: at.1.clone(),
+        sha256: e.sha256.clone(),
+        uri: e.uri.clone(),
+        signature: e.signature.clone(),
+        key_id: e.key_id.clone(),
+        recorded_at: at.0,
+        synthetic,
+        action_kind: action_kind.map(str::to_owned),
+        high_risk,
+    };
+    ov.update(t, Tag::Evidence, &e.evidence_id, |a: &mut EvidenceAgg| {
+        lww(&mut a.record, at, record);
+    })?;
+    if let Some(key) = &e.key_id {
+        ov.mark(t, Tag::EvidenceByKey, &format!("{key}\0{}", e.evidence_id));
+    }
+    evidence_dirty(ov, t, &e.evidence_id);
+    Ok(())
+}
+
+fn evidence_dirty(ov: &mut Overlay<'_>, t: &str, evidence_id: &str) {
+    ov.dirty(t, ViewName::Evidence, evidence_id.to_owned());
+    finding_dirty(ov, t, rules::EVIDENCE_UNSIGNED, evidence_id);
+    finding_dirty(ov, t, rules::EVIDENCE_SIGNATURE, evidence_id);
+}
+
+fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
+    use ApprovalKind::*;
+    let t = a.tenant_id.as_str();
+    let at: Stamp = (a.occurred_at.0, a.event_id.clone());
+    let note = |f: &mut FindingFacts| keep_newest(&mut f.approval_ids, &at);
+    match a.kind {
+        ApprovalGranted | ApprovalDenied => {
+            let Some(decision) = &a.decision_id else {
+                return Ok(());
+            };
+            ov.update(t, Tag::Decision, decision, |d: &mut DecisionFacts| {
+                let slot = if a.kind == ApprovalGranted {
+                    &mut d.approved
+                } else {
+                    &mut d.denied
+                };
+                lww(slot, &at, a.actor.clone());
+            })?;
+            finding_dirty(ov, t, rules::NO_APPROVAL, decision);
+        }
+        ExceptionGranted | RiskAccepted => {
+            let id = a.exception_id.clone().unwrap_or_else(|| a.event_id.clone());
+            ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
+                lww(
+                    &mut x.grant,
+                    &at,
+                    Grant {
+                        finding_id: a.finding_id.clone(),
+                        control_id: a.control_id.clone(),
+                        decision_id: a.decision_id.clone(),
+                        owner: a.owner.clone(),
+                        actor: Some(a.actor.clone()),
+                        reason: a.reason.clone(),
+                        expires_at: a.expires_at.map(|e| e.0),
+                    },
+                );
+                keep_newest(&mut x.ids, &at);
+            })?;
+            ov.dirty(t, ViewName::Exceptions, id.clone());
+            let covered = a.finding_id.clone().or_else(|| {
+                a.control_id
+                    .as_ref()
+                    .map(|c| rules::finding_id(rules::SHADOW_CONTROL, c))
+            });
+            if let Some(finding) = covered {
+                ov.update(t, Tag::Finding, &finding, |f: &mut FindingFacts| {
+                    lww(&mut f.exception, &at, id.clone());
+                    note(f);
+                })?;
+                ov.dirty(t, ViewName::Findings, finding);
+            }
+            finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, &id);
+        }
+        ExceptionRevoked => {
+            let Some(id) = &a.exception_id else {
+                return Ok(());
+            };
+            let x = ov.update(t, Tag::Exception, id, |x: &mut ExceptionAgg| {
+                max_opt(&mut x.revoked_at, at.0);
+                keep_newest(&mut x.ids, &at);
+            })?;
+            ov.dirty(t, ViewName::Exceptions, id.clone());
+            finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, id);
+            if let Some(f) = x.grant.and_then(|g| g.value.finding_id) {
+                ov.dirty(t, ViewName::Findings, f);
+            }
+        }
+        BreakGlassInvoked | BreakGlassReviewed => {
+            let Some(id) = a.exception_id.clone().or_else(|| a.decision_id.clone()) else {
+                return Ok(());
+            };
+            ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
+                x.break_glass = true;
+                if a.kind == BreakGlassInvoked {
+                    min_opt(&mut x.invoked_at, at.0);
+                    lww(
+                        &mut x.grant,
+                        &at,
+                        Grant {
+                            decision_id: a.decision_id.clone(),
+                            control_id: a.control_id.clone(),
+                            actor: Some(a.actor.clone()),
+                            owner: a.owner.clone(),
+                            reason: a.reason.clone(),
+                            ..Grant::default()
+                        },
+                    );
+                } else {
+                    lww(&mut x.reviewed, &at, a.actor.clone());
+                }
+                keep_newest(&mut x.ids, &at);
+            })?;
+            ov.dirty(t, ViewName::Exceptions, id.clone());
+            finding_dirty(ov, t, rules::BREAK_GLASS_LATE, &id);
+        }
+        FindingAssigned | FindingResolved => {
+            let Some(finding) = &a.finding_id else {
+                return Ok(());
+            };
+            ov.update(t, Tag::Finding, finding, |f: &mut FindingFacts| {
+                if a.kind == FindingAssigned {
+                    if let Some(owner) = &a.owner {
+                        lww(&mut f.owner, &at, owner.clone());
+                    }
+                    if let Some(due) = a.due_at {
+                        lww(&mut f.due_at, &at, due.0);
+                    }
+                } else {
+                    lww(&mut f.resolved, &at, a.reason.clone());
+                }
+                note(f);
+            })?;
+            ov.dirty(t, ViewName::Findings, finding.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Whether a registration makes a registry-derived rule's condition true.
+fn bad(rule: Rule, a: &Asset) -> bool {
+    let registered = a.status == AssetStatus::Registered;
+    match rule.id {
+        id if id == rules::UNTRUSTED_MCP_TOOL.id || id == rules::UNTRUSTED_MCP_SERVER.id => {
+            matches!(a.trust, Some(Trust::Untrusted | Trust::Quarantined))
+        }
+        id if id == rules::PUBLIC_ENDPOINT.id => {
+            registered && a.public == Some(true) && a.auth_required == Some(false)
+        }
+        id if id == rules::WILDCARD_KEY.id => {
+            registered
+                && a.scopes.iter().any(|s| {
+                    let s = s.to_ascii_lowercase();
+                    s == "*"
+                        || s == "admin"
+                        || s.ends_with(":*")
+                        || s.ends_with(":admin")
+                        || s.ends_with("/*")
+                })
+        }
+        id if id == rules::AGENT_UNOWNED.id => registered && a.owner.is_none(),
+        _ => false,
+    }
+}
+
+/// The registry-derived rules per asset kind.
+fn flag_rules(kind: AssetKind) -> &'static [Rule] {
+    match kind {
+        AssetKind::McpTool => &[rules::UNTRUSTED_MCP_TOOL],
+        AssetKind::McpServer => &[rules::UNTRUSTED_MCP_SERVER],
+        AssetKind::ModelEndpoint => &[rules::PUBLIC_ENDPOINT],
+        AssetKind::ApiKey => &[rules::WILDCARD_KEY],
+        AssetKind::Agent => &[rules::AGENT_UNOWNED],
+        _ => &[],
+    }
+}
+
+fn registration(a: &Asset) -> Registration {
+    Registration {
+        retired: a.status == AssetStatus::Retired,
+        owner: a.owner.clone(),
+        trust: a.trust.map(|t| t.as_str().to_owned()),
+        public: a.public,
+        auth_required: a.auth_required,
+        public_key: a.public_key.clone(),
+        scopes: a.scopes.clone(),
+        approved_data_classes: a.approved_data_classes.clone(),
+        recipients: a.recipients.clone(),
+        framework_mappings: a.framework_mappings.clone(),
+    }
+}
+
+fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent) -> Result<()> {
+    let t = r.tenant_id.as_str();
+    let at: Stamp = (r.occurred_at.0, r.event_id.clone());
+    if let Some(a) = &r.asset {
+        if a.asset_kind == AssetKind::Control {
+            ov.update(t, Tag::Control, &a.asset_id, |c: &mut ControlAgg| {
+                lww(&mut c.registration, &at, registration(a));
+            })?;
+            ov.dirty(t, ViewName::Controls, a.asset_id.clone());
+            return Ok(());
+        }
+        let key = format!("{}/{}", a.asset_kind, a.asset_id);
+        ov.update(t, Tag::Asset, &key, |agg: &mut AssetAgg| {
+            lww(&mut agg.registration, &at, registration(a));
+            if a.status == AssetStatus::Registered {
+                min_opt(&mut agg.registered_since, at.0);
+                for class in &a.approved_data_classes {
+                    let since = agg.approved_since.entry(class.clone()).or_insert(at.0);
+                    *since = (*since).min(at.0);
+                }
+            }
+            for rule in flag_rules(a.asset_kind) {
+                agg.flags
+                    .entry(rule.id.to_owned())
+                    .or_default()
+                    .observe(bad(*rule, a), &at);
+            }
+        })?;
+        let coverage = match a.asset_kind {
+            AssetKind::Agent => Some(CoverageKind::Agent),
+            AssetKind::Repo => Some(CoverageKind::Repo),
+            AssetKind::Workflow => Some(CoverageKind::Workflow),
+            AssetKind::McpServer => Some(CoverageKind::McpServer),
+            AssetKind::McpTool => Some(CoverageKind::McpTool),
+            AssetKind::ModelEndpoint => Some(CoverageKind::ModelEndpoint),
+            _ => None,
+        };
+        if coverage.is_some() {
+            ov.dirty(t, ViewName::Coverage, key);
+        }
+        for rule in flag_rules(a.asset_kind) {
+            finding_dirty(ov, t, *rule, &a.asset_id);
+        }
+        match a.asset_kind {
+            AssetKind::Agent => finding_dirty(ov, t, rules::SHADOW_AGENT, &a.asset_id),
+            AssetKind::ModelEndpoint => {
+                finding_dirty(ov, t, rules::SHADOW_MODEL, &a.asset_id);
+                for exposure in ov.ids_with_prefix(t, Tag::Exposure, &format!("{}/", a.asset_id))? {
+                    finding_dirty(ov, t, rules::DATA_CLASS, &exposure);
+                }
+            }
+            AssetKind::TrustRoot => {
+                for entry in
+                    ov.ids_with_prefix(t, Tag::EvidenceByKey, &format!("{}\0", a.asset_id))?
+                {
+                    if let Some((_, evidence)) = entry.split_once('\0') {
+                        evidence_dirty(ov, t, evidence);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(v) = &r.validation {
+        let key = format!("{}/{}", v.check_kind, v.subject.as_deref().unwrap_or("-"));
+        let row = ValidationRow {
+            check_kind: v.check_kind.as_str().to_owned(),
+            subject: v.subject.clone(),
+            result: v.result.as_str().to_owned(),
+            evidence_id: v.evidence.as_ref().map(|e| e.evidence_id.clone()),
+            validated_at: r.occurred_at,
+            event_id: r.event_id.clone(),
+            detail: v.detail.clone(),
+        };
+        ov.update(
+            t,
+            Tag::Validation,
+            &key,
+            |slot: &mut Option<Lww<ValidationRow>>| {
+                lww(slot, &at, row);
+            },
+        )?;
+        ov.dirty(t, ViewName::Validations, key);
+        if let Some(e) = &v.evidence {
+            record_evidence(ov, t, e, &at, false, None, false)?;
+        }
+    }
+    Ok(())
+}
+
+fn delivery(ov: &mut Overlay<'_>, d: &ReportDeliveryEvent) -> Result<()> {
+    let t = d.tenant_id.as_str();
+    let at: Stamp = (d.occurred_at.0, d.event_id.clone());
+    let row = DeliveryRow {
+        report_id: d.report_id.clone(),
+        report_type: d.report_type.as_str().to_owned(),
+        channel: d.channel.as_str().to_owned(),
+        outcome: d.outcome.as_str().to_owned(),
+        recipients: d.recipients.clone(),
+        approved_recipients: d.approved_recipients,
+        message_id: d.message_id.clone(),
+        packet_sha256: d.packet_sha256.clone(),
+        attempt: d.attempt,
+        delivered_at: d.occurred_at,
+        event_id: d.event_id.clone(),
+        evidence_id: d.evidence.as_ref().map(|e| e.evidence_id.clone()),
+        error: d.error.clone(),
+    };
+    // The latest attempt wins: by attempt number, then event time.
+    let order: Stamp = (
+        i64::from(d.attempt) << 44 | (d.occurred_at.0 & ((1 << 44) - 1)),
+        d.event_id.clone(),
+    );
+    ov.update(
+        t,
+        Tag::Delivery,
+        &d.report_id,
+        |slot: &mut Option<Lww<DeliveryRow>>| {
+            lww(slot, &order, row);
+        },
+    )?;
+    ov.dirty(t, ViewName::ReportDeliveries, d.report_id.clone());
+    if let Some(e) = &d.evidence {
+        record_evidence(ov, t, e, &at, false, None, false)?;
+    }
+    Ok(())
+}

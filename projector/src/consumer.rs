@@ -1,0 +1,398 @@
+//! The consumer loop: poll a batch (by count and by time), prepare it, dead-letter the rejects,
+//! commit the batch with its offsets in one RocksDB write, publish the view changes, and only
+//! then commit offsets to Kafka (for lag visibility; our own offsets are the truth).
+//!
+//! On every partition assignment the rebalance hook seeks each partition to the next offset
+//! stored in RocksDB (or the beginning): a partition that moves to this instance is rebuilt by
+//! replaying from where this instance's state stands.
+
+use crate::error::{Error, Result};
+use crate::metrics::ProjectorMetrics;
+use crate::project::{Engine, Input};
+use crate::publish::Publisher;
+use aispm_runtime::dlq::{DeadLetter, DeadLetters};
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::KafkaMetrics;
+use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// The consumer's context: metrics, and the stored offsets to seek to on assignment.
+#[derive(Debug)]
+pub struct Ctx {
+    pub kafka: KafkaMetrics,
+    pub offsets: Offsets,
+    pub assigned: Arc<Mutex<BTreeSet<(String, i32)>>>,
+    pub health: Health,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: Statistics) {
+        self.kafka.observe(&statistics);
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.kafka.rebalance(&Rebalance::Assign(tpl));
+                let offsets = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                for (topic, partition) in &parts {
+                    let offset = offsets
+                        .get(&(topic.clone(), *partition))
+                        .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                    let _ = tpl.set_partition_offset(topic, *partition, offset);
+                }
+                drop(offsets);
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "Assigning partitions failed.");
+                }
+                let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+                if !cooperative {
+                    assigned.clear();
+                }
+                assigned.extend(parts);
+                tracing::info!(
+                    partitions = assigned.len(),
+                    "Partitions assigned; resuming from stored offsets."
+                );
+                self.health.set(
+                    "partitions_assigned",
+                    !assigned.is_empty(),
+                    format!("{} partitions", assigned.len()),
+                );
+            }
+            RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.kafka.rebalance(&Rebalance::Revoke(tpl));
+                let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+                if cooperative {
+                    let _ = consumer.incremental_unassign(tpl);
+                    for e in tpl.elements() {
+                        assigned.remove(&(e.topic().to_owned(), e.partition()));
+                    }
+                } else {
+                    let _ = consumer.unassign();
+                    assigned.clear();
+                }
+                tracing::info!(partitions = assigned.len(), "Partitions revoked.");
+            }
+            other => {
+                tracing::warn!(error = ?other, "Rebalance error.");
+                let _ = consumer.unassign();
+                self.assigned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+            }
+        }
+    }
+}
+
+/// Batch limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_records: usize,
+    pub max_wait: Duration,
+}
+
+/// Everything the loop needs.
+pub struct Loop {
+    pub consumer: BaseConsumer<Ctx>,
+    pub engine: Engine,
+    pub publisher: Publisher,
+    pub dead_letters: DeadLetters,
+    pub metrics: ProjectorMetrics,
+    pub batching: Batching,
+    pub handle: Handle,
+    /// Stop once every partition reached these offsets (rebuild); `None` runs until shutdown.
+    pub until: Option<HashMap<(String, i32), i64>>,
+}
+
+impl std::fmt::Debug for Loop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loop")
+            .field("batching", &self.batching)
+            .finish()
+    }
+}
+
+/// What the loop did, for `rebuild` and the benchmark.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub applied: u64,
+    pub records: u64,
+    pub batches: u64,
+}
+
+impl Loop {
+    /// Runs until `shutdown` (finishing the batch in flight) or until caught up with `until`.
+    pub fn run(mut self, shutdown: &CancellationToken) -> Result<Totals> {
+        let mut totals = Totals::default();
+        let mut last_stats = Instant::now();
+        loop {
+            if shutdown.is_cancelled() || self.caught_up() {
+                break;
+            }
+            let n = self.one_batch(&mut totals)?;
+            if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
+                let (sst, mem) = self.engine.store().sizes();
+                self.metrics
+                    .state_bytes
+                    .with_label_values(&["sst"])
+                    .set(i64::try_from(sst).unwrap_or(i64::MAX));
+                self.metrics
+                    .state_bytes
+                    .with_label_values(&["memtable"])
+                    .set(i64::try_from(mem).unwrap_or(i64::MAX));
+                last_stats = Instant::now();
+            }
+        }
+        self.commit_to_kafka();
+        Ok(totals)
+    }
+
+    fn caught_up(&self) -> bool {
+        self.until.as_ref().is_some_and(|until| {
+            until
+                .iter()
+                .all(|(tp, high)| self.engine.next_offsets.get(tp).copied().unwrap_or(0) >= *high)
+        })
+    }
+
+    fn one_batch(&mut self, totals: &mut Totals) -> Result<usize> {
+        let started = Instant::now();
+        let deadline = started + self.batching.max_wait;
+        let mut messages = Vec::with_capacity(self.batching.max_records);
+        while messages.len() < self.batching.max_records {
+            let now = Instant::now();
+            let wait = if messages.is_empty() {
+                Duration::from_millis(100)
+            } else if now >= deadline {
+                break;
+            } else {
+                deadline - now
+            };
+            match self.consumer.poll(wait) {
+                Some(Ok(m)) => messages.push(m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Consumer error; continuing.");
+                    break;
+                }
+                None if messages.is_empty() => return Ok(0),
+                None => break,
+            }
+        }
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let inputs: Vec<Input<'_>> = messages
+            .iter()
+            .map(|m| Input {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key(),
+                payload: m.payload(),
+            })
+            .collect();
+        let apply_started = Instant::now();
+        let mut prepared = self.engine.prepare(&inputs)?;
+        drop(inputs);
+        let n = messages.len();
+        drop(messages);
+        self.metrics
+            .stage_seconds
+            .with_label_values(&["apply"])
+            .observe(apply_started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_size
+            .with_label_values::<&str>(&[])
+            .observe(n as f64);
+
+        // Dead letters first: once the batch commits, their offsets are behind us.
+        for r in &prepared.rejected {
+            self.handle.block_on(self.dead_letters.send(DeadLetter {
+                topic: &r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key.as_deref(),
+                payload: r.payload.as_deref(),
+                stage: r.stage,
+                reason: r.reason,
+                error: r.error.clone(),
+            }))?;
+        }
+
+        let commit_started = Instant::now();
+        self.engine.commit(&mut prepared)?;
+        self.metrics
+            .stage_seconds
+            .with_label_values(&["commit"])
+            .observe(commit_started.elapsed().as_secs_f64());
+        self.share_offsets();
+        self.metrics
+            .outbox_pending
+            .with_label_values::<&str>(&[])
+            .set(i64::try_from(prepared.outgoing.len()).unwrap_or(i64::MAX));
+
+        let publish_started = Instant::now();
+        self.handle
+            .block_on(self.publisher.publish(&prepared.outgoing))?;
+        self.engine.clear_outbox(prepared.outbox)?;
+        self.metrics
+            .outbox_pending
+            .with_label_values::<&str>(&[])
+            .set(0);
+        self.metrics
+            .stage_seconds
+            .with_label_values(&["publish"])
+            .observe(publish_started.elapsed().as_secs_f64());
+
+        let s = &prepared.stats;
+        for (topic, count) in &s.applied {
+            self.metrics
+                .events
+                .with_label_values(&[topic, "applied"])
+                .inc_by(*count);
+            totals.applied += count;
+        }
+        for (outcome, count) in [("duplicate", s.duplicates), ("skipped", s.skipped)] {
+            if count > 0 {
+                self.metrics
+                    .events
+                    .with_label_values(&["all", outcome])
+                    .inc_by(count);
+            }
+        }
+        for r in &prepared.rejected {
+            self.metrics
+                .events
+                .with_label_values(&[&r.topic, "dead_lettered"])
+                .inc();
+        }
+        for (view, count) in &s.changes {
+            self.metrics
+                .view_changes
+                .with_label_values(&[view.as_str()])
+                .inc_by(*count);
+        }
+        totals.records += n as u64;
+        totals.batches += 1;
+        let kc = Instant::now();
+        self.commit_to_kafka();
+        self.metrics
+            .stage_seconds
+            .with_label_values(&["kafka_commit"])
+            .observe(kc.elapsed().as_secs_f64());
+        Ok(n)
+    }
+
+    fn share_offsets(&self) {
+        let ctx = self.consumer.context();
+        let mut shared = ctx.offsets.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.clone_from(&self.engine.next_offsets);
+    }
+
+    /// Commits our stored offsets of the partitions we own to the group, so lag is visible.
+    fn commit_to_kafka(&self) {
+        if self.until.is_some() {
+            return;
+        }
+        let assigned = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut tpl = TopicPartitionList::new();
+        for tp in &assigned {
+            if let Some(o) = self.engine.next_offsets.get(tp) {
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*o));
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!(error = %e, "Offset commit to Kafka failed; our stored offsets are unaffected.");
+        }
+    }
+}
+
+/// The next offsets at the end of every partition of `topics` (for rebuild's stopping point).
+pub fn high_watermarks(
+    consumer: &BaseConsumer<Ctx>,
+    topics: &[&str],
+) -> Result<HashMap<(String, i32), i64>> {
+    let mut out = HashMap::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (_, high) =
+                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                if high > 0 {
+                    out.insert(((*topic).to_owned(), p.id()), high);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Assigns every partition of `topics` directly (no group), from the stored offsets.
+pub fn assign_all(
+    consumer: &BaseConsumer<Ctx>,
+    topics: &[&str],
+    offsets: &HashMap<(String, i32), i64>,
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let o = offsets
+                    .get(&((*topic).to_owned(), p.id()))
+                    .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                tpl.add_partition_offset(topic, p.id(), o)
+                    .map_err(Error::Kafka)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut assigned = consumer
+        .context()
+        .assigned
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for e in tpl.elements() {
+        assigned.insert((e.topic().to_owned(), e.partition()));
+    }
+    Ok(())
+}

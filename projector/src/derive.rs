@@ -1,0 +1,617 @@
+//! Rows as pure functions of aggregates. Each derivation also returns the newest event stamp
+//! behind the row, which becomes the `ViewChange`'s `changed_at` and `cause_event_id`: the same
+//! aggregates always give the same record, whatever the batching.
+
+use crate::apply::Settings;
+use crate::batch::Overlay;
+use crate::error::Result;
+use crate::rules::{self, DAY_MS, Rule};
+use crate::signature;
+use crate::state::*;
+use aispm_schemas::*;
+
+/// A derived row (or its absence) with the newest stamp behind it.
+#[derive(Debug)]
+pub struct Derived {
+    pub row: Option<ViewRow>,
+    pub stamp: Stamp,
+}
+
+fn newest<'a>(stamps: impl IntoIterator<Item = Option<&'a Stamp>>) -> Stamp {
+    stamps
+        .into_iter()
+        .flatten()
+        .max()
+        .cloned()
+        .unwrap_or((0, String::new()))
+}
+
+/// Derives the row `key` of `view` for `tenant`.
+pub fn row(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    view: ViewName,
+    key: &str,
+    s: &Settings,
+) -> Result<Derived> {
+    match view {
+        ViewName::Coverage => coverage(ov, tenant, key),
+        ViewName::Controls => control(ov, tenant, key),
+        ViewName::Findings => finding(ov, tenant, key, s).map(|(d, _)| d),
+        ViewName::Exceptions => exception(ov, tenant, key),
+        ViewName::Evidence => evidence(ov, tenant, key),
+        ViewName::Validations => {
+            let v: Option<Lww<ValidationRow>> = ov.get(tenant, Tag::Validation, key)?;
+            Ok(match v {
+                Some(l) => Derived {
+                    row: Some(ViewRow::Validation(l.value)),
+                    stamp: l.at,
+                },
+                None => Derived {
+                    row: None,
+                    stamp: (0, String::new()),
+                },
+            })
+        }
+        ViewName::ReportDeliveries => {
+            let v: Option<Lww<DeliveryRow>> = ov.get(tenant, Tag::Delivery, key)?;
+            Ok(match v {
+                Some(l) => {
+                    let stamp = (l.value.delivered_at.0, l.value.event_id.clone());
+                    Derived {
+                        row: Some(ViewRow::Delivery(l.value)),
+                        stamp,
+                    }
+                }
+                None => Derived {
+                    row: None,
+                    stamp: (0, String::new()),
+                },
+            })
+        }
+    }
+}
+
+fn coverage(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
+    let a: AssetAgg = ov.get(tenant, Tag::Asset, key)?;
+    let stamp = newest([
+        a.last_decision.as_ref(),
+        a.registration.as_ref().map(|r| &r.at),
+    ]);
+    let Some((kind, id)) = key.split_once('/') else {
+        return Ok(Derived { row: None, stamp });
+    };
+    let Ok(kind) = kind.parse::<CoverageKind>() else {
+        return Ok(Derived { row: None, stamp });
+    };
+    if a.decisions == 0 && a.registration.is_none() {
+        return Ok(Derived { row: None, stamp });
+    }
+    let reg = a.registration.as_ref().map(|r| &r.value);
+    let row = CoverageRow {
+        kind,
+        id: id.to_owned(),
+        registered: reg.is_some_and(|r| !r.retired),
+        retired: reg.is_some_and(|r| r.retired),
+        owner: reg.and_then(|r| r.owner.clone()),
+        trust: reg.and_then(|r| r.trust.clone()),
+        decisions: a.decisions,
+        synthetic_decisions: a.synthetic_decisions,
+        first_seen: a.first_seen.map(Timestamp),
+        last_seen: a.last_decision.as_ref().map(|l| Timestamp(l.0)),
+        last_decision_id: a.last_decision.as_ref().map(|l| l.1.clone()),
+        last_real_decision_id: a.last_real_decision.as_ref().map(|l| l.1.clone()),
+        shadow_ai: kind != CoverageKind::ActionPath
+            && a.decisions > 0
+            && a.registered_since.is_none(),
+    };
+    Ok(Derived {
+        row: Some(ViewRow::Coverage(row)),
+        stamp,
+    })
+}
+
+fn control(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
+    let c: ControlAgg = ov.get(tenant, Tag::Control, key)?;
+    let stamp = newest([c.recent.last(), c.registration.as_ref().map(|r| &r.at)]);
+    let decisions = c.enforced + c.shadow;
+    if decisions == 0 && c.registration.is_none() {
+        return Ok(Derived { row: None, stamp });
+    }
+    let reg = c.registration.as_ref();
+    let retired_yet_deciding = reg.is_some_and(|r| {
+        (r.value.retired || r.value.trust.as_deref() == Some("quarantined"))
+            && c.last_decision_at.is_some_and(|l| l > r.at.0)
+    });
+    let state = if retired_yet_deciding {
+        ControlState::Blocked
+    } else if decisions == 0 || key.starts_with("(none):") {
+        ControlState::Missing
+    } else if c.mode.as_ref().is_some_and(|m| m.value) {
+        ControlState::Shadowed
+    } else {
+        ControlState::Enforced
+    };
+    let row = ControlRow {
+        control_id: key.to_owned(),
+        state,
+        registered: reg.is_some_and(|r| !r.value.retired),
+        enforced_decisions: c.enforced,
+        shadow_decisions: c.shadow,
+        high_risk_decisions: c.high_risk,
+        action_kinds: c.action_kinds.iter().cloned().collect(),
+        framework_mappings: reg
+            .map(|r| r.value.framework_mappings.clone())
+            .unwrap_or_default(),
+        decision_ids: ids(&c.recent),
+        last_decision_at: c.last_decision_at.map(Timestamp),
+    };
+    Ok(Derived {
+        row: Some(ViewRow::Control(row)),
+        stamp,
+    })
+}
+
+/// A rule's condition over its aggregates.
+#[derive(Debug, Default)]
+struct Condition {
+    exists: bool,
+    active: bool,
+    opened_at: i64,
+    last_trigger: i64,
+    cleared_at: Option<i64>,
+    ids: Vec<String>,
+    occurrences: i64,
+    stamp: Stamp,
+}
+
+fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
+    let flag = a.flags.get(rule.id).cloned().unwrap_or_default();
+    let reg_at = a.registration.as_ref().map(|r| &r.at);
+    // Rows are re-derived on what they depend on; the stamp names only that.
+    let stamp = if needs_use {
+        newest([reg_at, a.last_decision.as_ref()])
+    } else {
+        newest([reg_at])
+    };
+    let used = !needs_use || a.decisions > 0;
+    let Some((bad_at, bad_event)) = flag.bad.clone() else {
+        return Condition {
+            stamp,
+            ..Condition::default()
+        };
+    };
+    let opened_at = if needs_use {
+        a.first_seen.map_or(bad_at, |f| f.max(bad_at))
+    } else {
+        bad_at
+    };
+    let mut ids = vec![bad_event];
+    let mut last_trigger = bad_at;
+    if needs_use {
+        ids.extend(crate::state::ids(&a.recent));
+        last_trigger = a.last_decision.as_ref().map_or(bad_at, |l| l.0.max(bad_at));
+    }
+    Condition {
+        exists: used,
+        active: used && flag.holds(),
+        opened_at,
+        last_trigger,
+        cleared_at: flag.good.as_ref().map(|g| g.0).filter(|g| *g >= bad_at),
+        ids,
+        occurrences: if needs_use { a.decisions } else { 1 },
+        stamp,
+    }
+}
+
+fn shadow_condition(a: &AssetAgg) -> Condition {
+    let stamp = newest([
+        a.last_decision.as_ref(),
+        a.registration.as_ref().map(|r| &r.at),
+    ]);
+    let Some(first) = a.first_seen else {
+        return Condition {
+            stamp,
+            ..Condition::default()
+        };
+    };
+    let last = a.last_decision.as_ref().map_or(first, |l| l.0);
+    let unregistered = match &a.registration {
+        None => true,
+        Some(r) => r.value.retired && last > r.at.0,
+    };
+    let was_shadow = a.registered_since.is_none_or(|since| first < since);
+    Condition {
+        exists: unregistered || was_shadow,
+        active: unregistered,
+        opened_at: first,
+        last_trigger: last,
+        cleared_at: if unregistered {
+            None
+        } else {
+            a.registered_since
+        },
+        ids: ids(&a.recent),
+        occurrences: a.decisions,
+        stamp,
+    }
+}
+
+fn raised_condition(f: &FindingFacts) -> Condition {
+    Condition {
+        exists: f.raises > 0,
+        active: f.raises > 0,
+        opened_at: f.first_raise.unwrap_or(0),
+        last_trigger: f.last_raise.unwrap_or(0),
+        cleared_at: None,
+        ids: ids(&f.raise_ids),
+        occurrences: f.raises,
+        stamp: newest([f.raise_ids.last()]),
+    }
+}
+
+/// Derives a finding; also returns its last trigger time (for the exception-expiry rule).
+fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Result<(Derived, i64)> {
+    let facts: FindingFacts = ov.get(tenant, Tag::Finding, key)?;
+    let Some((rule, subject)) = rules::split_finding_id(key) else {
+        return Ok((
+            Derived {
+                row: None,
+                stamp: (0, String::new()),
+            },
+            0,
+        ));
+    };
+    let cond = match rule.id {
+        id if id == rules::UNTRUSTED_MCP_TOOL.id => {
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("mcp_tool/{subject}"))?;
+            flag_condition(&a, rule, true)
+        }
+        id if id == rules::UNTRUSTED_MCP_SERVER.id => {
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("mcp_server/{subject}"))?;
+            flag_condition(&a, rule, true)
+        }
+        id if id == rules::PUBLIC_ENDPOINT.id => {
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("model_endpoint/{subject}"))?;
+            flag_condition(&a, rule, false)
+        }
+        id if id == rules::WILDCARD_KEY.id => {
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("api_key/{subject}"))?;
+            flag_condition(&a, rule, false)
+        }
+        id if id == rules::AGENT_UNOWNED.id => {
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("agent/{subject}"))?;
+            flag_condition(&a, rule, false)
+        }
+        id if id == rules::SHADOW_AGENT.id => {
+            shadow_condition(&ov.get(tenant, Tag::Asset, &format!("agent/{subject}"))?)
+        }
+        id if id == rules::SHADOW_MODEL.id => {
+            shadow_condition(&ov.get(tenant, Tag::Asset, &format!("model_endpoint/{subject}"))?)
+        }
+        id if id == rules::SHADOW_CONTROL.id => {
+            let c: ControlAgg = ov.get(tenant, Tag::Control, subject)?;
+            Condition {
+                exists: c.shadow_high_allows > 0,
+                active: c.shadow_high_allows > 0 && c.mode.as_ref().is_some_and(|m| m.value),
+                opened_at: c.shadow_high_first.unwrap_or(0),
+                last_trigger: c.shadow_high_last.unwrap_or(0),
+                cleared_at: c.last_enforced_at.filter(|e| Some(*e) > c.shadow_high_last),
+                ids: ids(&c.shadow_high_ids),
+                occurrences: c.shadow_high_allows,
+                stamp: newest([c.recent.last()]),
+            }
+        }
+        id if id == rules::NO_APPROVAL.id => {
+            let d: DecisionFacts = ov.get(tenant, Tag::Decision, subject)?;
+            let mut c = raised_condition(&facts);
+            if let Some(ok) = &d.approved {
+                c.active = false;
+                c.cleared_at = Some(ok.at.0);
+                c.ids.push(ok.at.1.clone());
+                c.stamp = c.stamp.max(ok.at.clone());
+            }
+            c
+        }
+        id if id == rules::EVIDENCE_MISSING.id => raised_condition(&facts),
+        id if id == rules::BREAK_GLASS_LATE.id => {
+            let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
+            let stamp = newest([x.ids.last()]);
+            match (x.invoked_at, &x.reviewed) {
+                (Some(inv), Some(rev)) if rev.at.0 - inv > s.break_glass_review_ms => Condition {
+                    exists: true,
+                    active: true,
+                    opened_at: inv + s.break_glass_review_ms,
+                    last_trigger: rev.at.0,
+                    cleared_at: None,
+                    ids: ids(&x.ids),
+                    occurrences: 1,
+                    stamp,
+                },
+                _ => Condition {
+                    stamp,
+                    ..Condition::default()
+                },
+            }
+        }
+        id if id == rules::EXCEPTION_EXPIRED.id => {
+            let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
+            let stamp = newest([x.ids.last()]);
+            let grant = x.grant.as_ref().map(|g| &g.value);
+            match (
+                grant.and_then(|g| g.finding_id.clone()),
+                grant.and_then(|g| g.expires_at),
+            ) {
+                (Some(fid), Some(expires))
+                    if x.revoked_at.is_none()
+                        && rules::split_finding_id(&fid)
+                            .is_some_and(|(r, _)| r.id != rules::EXCEPTION_EXPIRED.id) =>
+                {
+                    let (covered, last_trigger) = finding(ov, tenant, &fid, s)?;
+                    let open = matches!(&covered.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open);
+                    let exists = covered.row.is_some() && last_trigger > expires;
+                    Condition {
+                        exists,
+                        active: exists && open,
+                        opened_at: expires,
+                        last_trigger,
+                        cleared_at: None,
+                        ids: vec![fid.clone(), subject.to_owned()],
+                        occurrences: 1,
+                        stamp: stamp.max(covered.stamp),
+                    }
+                }
+                _ => Condition {
+                    stamp,
+                    ..Condition::default()
+                },
+            }
+        }
+        id if id == rules::DATA_CLASS.id => {
+            let (endpoint, class) = subject.rsplit_once('/').unwrap_or((subject, ""));
+            let e: ExposureAgg = ov.get(tenant, Tag::Exposure, subject)?;
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("model_endpoint/{endpoint}"))?;
+            let approved_now = a.registration.as_ref().is_some_and(|r| {
+                !r.value.retired && r.value.approved_data_classes.iter().any(|c| c == class)
+            });
+            let since = a.approved_since.get(class).copied();
+            let first = e.first.unwrap_or(0);
+            Condition {
+                exists: e.decisions > 0 && (!approved_now || since.is_none_or(|s| first < s)),
+                active: e.decisions > 0 && !approved_now,
+                opened_at: first,
+                last_trigger: e.last.unwrap_or(0),
+                cleared_at: if approved_now { since } else { None },
+                ids: ids(&e.ids),
+                occurrences: e.decisions,
+                stamp: newest([e.ids.last(), a.registration.as_ref().map(|r| &r.at)]),
+            }
+        }
+        id if id == rules::EVIDENCE_UNSIGNED.id || id == rules::EVIDENCE_SIGNATURE.id => {
+            let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, subject)?;
+            match &ev.record {
+                Some(r) => {
+                    let state = signature_state(ov, tenant, &r.value)?;
+                    let hit = if id == rules::EVIDENCE_UNSIGNED.id {
+                        state == SignatureState::Unsigned
+                    } else {
+                        matches!(state, SignatureState::Invalid | SignatureState::UnknownKey)
+                    };
+                    Condition {
+                        exists: hit,
+                        active: hit,
+                        opened_at: r.value.recorded_at,
+                        last_trigger: r.value.recorded_at,
+                        cleared_at: None,
+                        ids: vec![r.value.event_id.clone()],
+                        occurrences: 1,
+                        stamp: r.at.clone(),
+                    }
+                }
+                None => Condition::default(),
+            }
+        }
+        id if id == rules::RUNAWAY_AGENT.id => {
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("agent/{subject}"))?;
+            Condition {
+                exists: a.runaway_minutes > 0,
+                active: a.runaway_minutes > 0,
+                opened_at: a.runaway_first.unwrap_or(0),
+                last_trigger: a.runaway_last.unwrap_or(0),
+                cleared_at: None,
+                ids: ids(&a.recent),
+                occurrences: a.runaway_minutes,
+                stamp: newest([a.last_decision.as_ref()]),
+                // (apply.rs re-derives this finding on every decision of a runaway agent)
+            }
+        }
+        _ => Condition::default(),
+    };
+
+    let stamp = newest([
+        Some(&cond.stamp),
+        facts.owner.as_ref().map(|o| &o.at),
+        facts.due_at.as_ref().map(|o| &o.at),
+        facts.resolved.as_ref().map(|o| &o.at),
+        facts.exception.as_ref().map(|o| &o.at),
+    ]);
+    if !cond.exists {
+        return Ok((Derived { row: None, stamp }, cond.last_trigger));
+    }
+    // A resolution closes the finding unless the condition fired again after it.
+    let resolved_after = facts
+        .resolved
+        .as_ref()
+        .filter(|r| r.at.0 >= cond.last_trigger);
+    let open = cond.active && resolved_after.is_none();
+    let (closed_at, resolution) = match (open, resolved_after, cond.cleared_at) {
+        (true, _, _) => (None, None),
+        (false, Some(r), _) => (
+            Some(r.at.0),
+            Some(r.value.clone().unwrap_or_else(|| "resolved".to_owned())),
+        ),
+        (false, None, cleared) => (
+            Some(cleared.unwrap_or(cond.last_trigger)),
+            Some("condition no longer holds".to_owned()),
+        ),
+    };
+    let (exception_id, exception_expires_at) = match &facts.exception {
+        Some(e) => {
+            let x: ExceptionAgg = ov.get(tenant, Tag::Exception, &e.value)?;
+            let expires = x.grant.as_ref().and_then(|g| g.value.expires_at);
+            if x.revoked_at.is_some() {
+                (None, None)
+            } else {
+                (Some(e.value.clone()), expires.map(Timestamp))
+            }
+        }
+        None => (None, None),
+    };
+    let mut event_ids = cond.ids.clone();
+    event_ids.extend(ids(&facts.approval_ids));
+    let row = FindingRow {
+        finding_id: key.to_owned(),
+        rule_id: rule.id.to_owned(),
+        title: rule.title.to_owned(),
+        severity: rule.severity,
+        status: if open {
+            FindingStatus::Open
+        } else {
+            FindingStatus::Closed
+        },
+        subject: subject.to_owned(),
+        owner: facts.owner.as_ref().map(|o| o.value.clone()),
+        due_at: Some(Timestamp(facts.due_at.as_ref().map_or(
+            cond.opened_at + rules::sla_days(rule.severity) * DAY_MS,
+            |d| d.value,
+        ))),
+        opened_at: Timestamp(cond.opened_at),
+        closed_at: closed_at.map(Timestamp),
+        resolution,
+        frameworks: rule.frameworks.iter().map(|f| (*f).to_owned()).collect(),
+        event_ids,
+        occurrences: cond.occurrences,
+        exception_id,
+        exception_expires_at,
+    };
+    Ok((
+        Derived {
+            row: Some(ViewRow::Finding(row)),
+            stamp,
+        },
+        cond.last_trigger,
+    ))
+}
+
+fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
+    let x: ExceptionAgg = ov.get(tenant, Tag::Exception, key)?;
+    let stamp = newest([x.ids.last()]);
+    let granted_at = if x.break_glass {
+        x.invoked_at
+    } else {
+        x.grant.as_ref().map(|g| g.at.0)
+    };
+    let Some(granted_at) = granted_at else {
+        return Ok(Derived { row: None, stamp });
+    };
+    let g = x
+        .grant
+        .as_ref()
+        .map(|g| g.value.clone())
+        .unwrap_or_default();
+    let row = ExceptionRow {
+        exception_id: key.to_owned(),
+        kind: if x.break_glass {
+            ExceptionKind::BreakGlass
+        } else {
+            ExceptionKind::Exception
+        },
+        finding_id: g.finding_id,
+        control_id: g.control_id,
+        decision_id: g.decision_id,
+        owner: g.owner,
+        actor: g.actor,
+        reason: g.reason,
+        granted_at: Timestamp(granted_at),
+        expires_at: g.expires_at.map(Timestamp),
+        revoked: x.revoked_at.is_some_and(|r| r >= granted_at),
+        reviewed_at: x.reviewed.as_ref().map(|r| Timestamp(r.at.0)),
+        reviewed_by: x.reviewed.as_ref().map(|r| r.value.clone()),
+        event_ids: ids(&x.ids),
+    };
+    Ok(Derived {
+        row: Some(ViewRow::Exception(row)),
+        stamp,
+    })
+}
+
+/// Whether the evidence's signature verifies against the tenant's registered trust root.
+fn signature_state(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    r: &EvidenceRecord,
+) -> Result<SignatureState> {
+    let (Some(sig), Some(key_id)) = (&r.signature, &r.key_id) else {
+        return Ok(if r.signature.is_none() {
+            SignatureState::Unsigned
+        } else {
+            SignatureState::UnknownKey
+        });
+    };
+    let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{key_id}"))?;
+    let key = root
+        .registration
+        .as_ref()
+        .filter(|r| !r.value.retired)
+        .and_then(|r| r.value.public_key.clone());
+    Ok(match key {
+        None => SignatureState::UnknownKey,
+        Some(key) => signature::verify(&key, &r.sha256, sig),
+    })
+}
+
+fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
+    let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, key)?;
+    let Some(rec) = ev.record else {
+        return Ok(Derived {
+            row: None,
+            stamp: (0, String::new()),
+        });
+    };
+    let state = signature_state(ov, tenant, &rec.value)?;
+    let root_stamp = match &rec.value.key_id {
+        Some(k) => {
+            let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{k}"))?;
+            root.registration.map(|r| r.at)
+        }
+        None => None,
+    };
+    let stamp = newest([Some(&rec.at), root_stamp.as_ref()]);
+    let r = rec.value;
+    let row = EvidenceRow {
+        evidence_id: key.to_owned(),
+        event_id: r.event_id,
+        sha256: r.sha256,
+        uri: r.uri,
+        signature_state: state,
+        key_id: r.key_id,
+        recorded_at: Timestamp(r.recorded_at),
+        synthetic: r.synthetic,
+        action_kind: r.action_kind,
+    };
+    Ok(Derived {
+        row: Some(ViewRow::Evidence(row)),
+        stamp,
+    })
+}
+
+/// The findings a finding row's change can affect in turn (exception expiry reads findings).
+pub fn follow_ups(row: &Option<ViewRow>) -> Option<String> {
+    match row {
+        Some(ViewRow::Finding(f)) => f
+            .exception_id
+            .as_ref()
+            .map(|e| rules::finding_id(rules::EXCEPTION_EXPIRED, e)),
+        _ => None,
+    }
+}

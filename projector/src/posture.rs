@@ -1,0 +1,123 @@
+//! The posture: a score per layer (coverage, control state, findings, evidence, reports), each
+//! with the row ids behind it so an operator can drill from the number to the events.
+
+use crate::api::sla_state;
+use aispm_schemas::*;
+use serde_json::{Value, json};
+
+fn pct(good: usize, total: usize) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        (good as f64 * 1000.0 / total as f64).round() / 10.0
+    }
+}
+
+/// Computes the posture from a tenant's rows at `now`.
+pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
+    let mut seen = 0;
+    let mut governed = 0;
+    let mut shadow = Vec::new();
+    let mut high_paths = 0;
+    let mut enforced = 0;
+    let mut weak_controls = Vec::new();
+    let mut open = Vec::new();
+    let mut penalty = 0i64;
+    let mut overdue = Vec::new();
+    let mut evidence_total = 0;
+    let mut verified = 0;
+    let mut unverified = Vec::new();
+    let mut newest_evidence: Option<Timestamp> = None;
+    let mut delivered = Vec::new();
+    let mut failed = Vec::new();
+    for r in rows {
+        match r {
+            ViewRow::Coverage(c) if c.kind != CoverageKind::ActionPath && c.decisions > 0 => {
+                seen += 1;
+                if c.registered {
+                    governed += 1;
+                } else {
+                    shadow.push(format!("{}/{}", c.kind, c.id));
+                }
+            }
+            ViewRow::Control(c) if c.high_risk_decisions > 0 => {
+                high_paths += 1;
+                if c.state == ControlState::Enforced {
+                    enforced += 1;
+                } else {
+                    weak_controls.push(c.control_id.clone());
+                }
+            }
+            ViewRow::Finding(f) if f.status == FindingStatus::Open => {
+                open.push(f.finding_id.clone());
+                penalty += match f.severity {
+                    Risk::Critical => 25,
+                    Risk::High => 10,
+                    Risk::Medium => 3,
+                    Risk::Low => 1,
+                };
+                if sla_state(f, now) == "overdue" {
+                    overdue.push(f.finding_id.clone());
+                }
+            }
+            ViewRow::Evidence(e) => {
+                evidence_total += 1;
+                if e.signature_state == SignatureState::Verified {
+                    verified += 1;
+                } else {
+                    unverified.push(e.evidence_id.clone());
+                }
+                if !e.synthetic {
+                    newest_evidence = newest_evidence.max(Some(e.recorded_at));
+                }
+            }
+            ViewRow::Delivery(d)
+                if d.outcome == "delivered" && d.approved_recipients && d.evidence_id.is_some() =>
+            {
+                delivered.push(d.report_id.clone())
+            }
+            ViewRow::Delivery(d) if d.outcome != "delivered" => failed.push(d.report_id.clone()),
+            _ => {}
+        }
+    }
+    let layers = json!({
+        "coverage": {
+            "score": pct(governed, seen),
+            "detail": format!("{governed} of {seen} assets seen in decisions are registered"),
+            "drill_down": {"shadow_assets": shadow},
+        },
+        "controls": {
+            "score": pct(enforced, high_paths),
+            "detail": format!("{enforced} of {high_paths} controls on high-risk paths are enforced"),
+            "drill_down": {"not_enforced": weak_controls},
+        },
+        "findings": {
+            "score": (100 - penalty).max(0),
+            "detail": format!("{} open findings, {} overdue", open.len(), overdue.len()),
+            "drill_down": {"open": open, "overdue": overdue},
+        },
+        "evidence": {
+            "score": pct(verified, evidence_total),
+            "detail": format!("{verified} of {evidence_total} evidence artefacts verify against a trust root"),
+            "newest_at": newest_evidence,
+            "age_seconds": newest_evidence.map(|t| (now.0 - t.0).max(0) / 1000),
+            "drill_down": {"unverified": unverified},
+        },
+        "reports": {
+            "score": if delivered.is_empty() { 0 } else { 100 },
+            "detail": format!("{} packets delivered to approved recipients with audit evidence", delivered.len()),
+            "drill_down": {"delivered": delivered, "failed": failed},
+        },
+    });
+    let scores: Vec<f64> = ["coverage", "controls", "findings", "evidence", "reports"]
+        .iter()
+        .filter_map(|l| layers[l]["score"].as_f64())
+        .collect();
+    let overall = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+    json!({
+        "tenant_id": tenant,
+        "score": (overall * 10.0).round() / 10.0,
+        "layers": layers,
+        "evaluated_at": now,
+    })
+}

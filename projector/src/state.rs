@@ -1,0 +1,294 @@
+//! Aggregates: the facts view rows are derived from. Every update is commutative (counters,
+//! min/max event times, last-writer-wins registers ordered by `(occurred_at, event_id)`, bounded
+//! sets of the newest ids), so the final state depends on the set of events applied and not on
+//! the order the input topics interleave in. Rows are pure functions of aggregates (`derive.rs`).
+//!
+//! Stored in the `state` column family under `{tenant} \0 {tag} \0 {id}`; the tag says which
+//! aggregate (see [`Tag`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Which aggregate a state key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tag {
+    /// [`AssetAgg`], id `{kind}/{asset_id}` (coverage kinds, api_key, trust_root, …).
+    Asset,
+    /// [`ControlAgg`], id = control id or `(none):{action_kind}`.
+    Control,
+    /// [`FindingFacts`], id = finding id.
+    Finding,
+    /// [`ExceptionAgg`], id = exception id.
+    Exception,
+    /// [`EvidenceAgg`], id = evidence id.
+    Evidence,
+    /// [`DecisionFacts`], id = decision event id (approvals seen for it).
+    Decision,
+    /// [`ExposureAgg`], id = `{endpoint}/{data class}`.
+    Exposure,
+    /// [`Counter`], id = `{agent}@{minute}`: decisions per agent per minute.
+    Rate,
+    /// Empty marker, id = `{key_id} \0 {evidence_id}`: evidence signed by a trust root.
+    EvidenceByKey,
+    /// [`TenantAgg`], id empty.
+    Tenant,
+    /// `Lww<ValidationRow>`, id = validations row key.
+    Validation,
+    /// `Lww<DeliveryRow>`, id = report id.
+    Delivery,
+}
+
+impl Tag {
+    pub fn byte(self) -> u8 {
+        match self {
+            Tag::Asset => b'A',
+            Tag::Control => b'C',
+            Tag::Finding => b'F',
+            Tag::Exception => b'X',
+            Tag::Evidence => b'E',
+            Tag::Decision => b'D',
+            Tag::Exposure => b'P',
+            Tag::Rate => b'R',
+            Tag::EvidenceByKey => b'K',
+            Tag::Tenant => b'T',
+            Tag::Validation => b'V',
+            Tag::Delivery => b'L',
+        }
+    }
+}
+
+/// `{tenant} \0 {tag} \0 {id}`.
+pub fn state_key(tenant: &str, tag: Tag, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 3 + id.len());
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.push(tag.byte());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// An event's position in event time: `(occurred_at, event_id)`; ties broken by id.
+pub type Stamp = (i64, String);
+
+/// Last-writer-wins register by event time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lww<T> {
+    pub at: Stamp,
+    pub value: T,
+}
+
+/// Sets `slot` to `value` if `at` is newer than what it holds; true if it changed.
+pub fn lww<T>(slot: &mut Option<Lww<T>>, at: &Stamp, value: T) -> bool {
+    match slot {
+        Some(cur) if &cur.at >= at => false,
+        _ => {
+            *slot = Some(Lww {
+                at: at.clone(),
+                value,
+            });
+            true
+        }
+    }
+}
+
+pub fn min_opt(slot: &mut Option<i64>, t: i64) {
+    *slot = Some(slot.map_or(t, |c| c.min(t)));
+}
+
+pub fn max_opt(slot: &mut Option<i64>, t: i64) {
+    *slot = Some(slot.map_or(t, |c| c.max(t)));
+}
+
+/// How many ids a bounded list keeps.
+pub const KEEP_IDS: usize = 20;
+
+/// Keeps the newest `KEEP_IDS` stamps (by event time, then id), oldest first.
+pub fn keep_newest(list: &mut Vec<Stamp>, at: &Stamp) {
+    match list.binary_search(at) {
+        Ok(_) => {}
+        Err(i) => {
+            list.insert(i, at.clone());
+            if list.len() > KEEP_IDS {
+                list.remove(0);
+            }
+        }
+    }
+}
+
+/// The ids of a bounded stamp list.
+pub fn ids(list: &[Stamp]) -> Vec<String> {
+    list.iter().map(|(_, id)| id.clone()).collect()
+}
+
+/// An asset's registration as last registered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub retired: bool,
+    pub owner: Option<String>,
+    pub trust: Option<String>,
+    pub public: Option<bool>,
+    pub auth_required: Option<bool>,
+    pub public_key: Option<String>,
+    pub scopes: Vec<String>,
+    pub approved_data_classes: Vec<String>,
+    pub recipients: Vec<String>,
+    pub framework_mappings: Vec<String>,
+}
+
+/// A registry-derived condition: the newest registration (by event time, then id) that made it
+/// true and the newest that made it false. The condition holds now when `bad` is newer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flag {
+    pub bad: Option<Stamp>,
+    pub good: Option<Stamp>,
+}
+
+impl Flag {
+    pub fn observe(&mut self, bad: bool, at: &Stamp) {
+        let slot = if bad { &mut self.bad } else { &mut self.good };
+        if slot.as_ref().is_none_or(|s| at > s) {
+            *slot = Some(at.clone());
+        }
+    }
+
+    /// Whether the newest registration made the condition true.
+    pub fn holds(&self) -> bool {
+        match (&self.bad, &self.good) {
+            (Some(b), Some(g)) => b > g,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// An asset: what the registry says of it, and what decisions show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetAgg {
+    pub registration: Option<Lww<Registration>>,
+    /// Earliest event time it was registered (not retired).
+    pub registered_since: Option<i64>,
+    /// Registry-derived conditions by rule id.
+    pub flags: BTreeMap<String, Flag>,
+    /// Per data class: earliest event time a registration approved it (model endpoints).
+    pub approved_since: BTreeMap<String, i64>,
+    pub decisions: i64,
+    pub synthetic_decisions: i64,
+    pub first_seen: Option<i64>,
+    pub last_decision: Option<Stamp>,
+    pub last_real_decision: Option<Stamp>,
+    /// Newest decision ids (runaway bursts, drill-down).
+    pub recent: Vec<Stamp>,
+    /// Minutes in which the agent exceeded the runaway threshold.
+    pub runaway_minutes: i64,
+    pub runaway_first: Option<i64>,
+    pub runaway_last: Option<i64>,
+}
+
+/// A control: its registration and the decisions it made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlAgg {
+    pub registration: Option<Lww<Registration>>,
+    pub enforced: i64,
+    pub shadow: i64,
+    pub high_risk: i64,
+    /// The mode of the newest decision.
+    pub mode: Option<Lww<bool>>,
+    pub action_kinds: BTreeSet<String>,
+    pub recent: Vec<Stamp>,
+    pub last_decision_at: Option<i64>,
+    /// High or critical actions allowed in shadow mode.
+    pub shadow_high_allows: i64,
+    pub shadow_high_first: Option<i64>,
+    pub shadow_high_last: Option<i64>,
+    pub shadow_high_ids: Vec<Stamp>,
+    pub last_enforced_at: Option<i64>,
+}
+
+/// Facts about one finding from events that name it or raise it directly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingFacts {
+    /// Raises by events (decision-driven rules): count, first and last event time, newest ids.
+    pub raises: i64,
+    pub first_raise: Option<i64>,
+    pub last_raise: Option<i64>,
+    pub raise_ids: Vec<Stamp>,
+    pub owner: Option<Lww<String>>,
+    pub due_at: Option<Lww<i64>>,
+    pub resolved: Option<Lww<Option<String>>>,
+    pub exception: Option<Lww<String>>,
+    /// Approval events about the finding (drill-down).
+    pub approval_ids: Vec<Stamp>,
+}
+
+/// An exception (accepted risk) or a break-glass event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionAgg {
+    pub break_glass: bool,
+    pub grant: Option<Lww<Grant>>,
+    pub invoked_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub reviewed: Option<Lww<String>>,
+    pub ids: Vec<Stamp>,
+}
+
+/// The granted terms of an exception, or the break-glass invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub finding_id: Option<String>,
+    pub control_id: Option<String>,
+    pub decision_id: Option<String>,
+    pub owner: Option<String>,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// An evidence artefact as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceAgg {
+    pub record: Option<Lww<EvidenceRecord>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    pub event_id: String,
+    pub sha256: String,
+    pub uri: String,
+    pub signature: Option<String>,
+    pub key_id: Option<String>,
+    pub recorded_at: i64,
+    pub synthetic: bool,
+    pub action_kind: Option<String>,
+    /// The decision was high or critical (missing evidence matters there).
+    pub high_risk: bool,
+}
+
+/// What is known of a decision by id: whether it was seen, and approvals that refer to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionFacts {
+    pub approved: Option<Lww<String>>,
+    pub denied: Option<Lww<String>>,
+}
+
+/// Data of one class sent to one model endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposureAgg {
+    pub decisions: i64,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    pub ids: Vec<Stamp>,
+}
+
+/// A plain counter (decisions per agent-minute).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub n: i64,
+}
+
+/// Per-tenant bookkeeping: the input partition the tenant's events arrive on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantAgg {
+    pub partition: i32,
+    pub events: i64,
+}

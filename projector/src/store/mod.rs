@@ -1,0 +1,230 @@
+//! The projector's RocksDB: column families, keys, and typed reads. The projector's source of
+//! truth for progress is here (the `offsets` column family), not in Kafka.
+
+pub mod columns;
+
+use crate::error::{Error, Result};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
+/// wipes the views and replays them from the input topics.
+pub const VIEW_VERSION: u32 = 1;
+
+/// The projector's database.
+#[derive(Debug)]
+pub struct Store {
+    db: DB,
+    sync: bool,
+}
+
+/// Encodes a stored value (aggregates and rows).
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Our own types always serialize; an error here would be a bug in a derive.
+    postcard::to_stdvec(v).unwrap_or_default()
+}
+
+/// Decodes a stored value.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir` with a bounded block cache.
+    pub fn open(dir: &Path, cache_bytes: usize, sync: bool) -> Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let cache = Cache::new_lru_cache(cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let cf_opts = || {
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_write_buffer_size(16 * 1024 * 1024);
+            o.set_max_write_buffer_number(3);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o
+        };
+        let mut db_opts = cf_opts();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_db_write_buffer_size(96 * 1024 * 1024);
+        let cfs = columns::all()
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
+        Ok(Store { db, sync })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Corrupt(format!("column family {name} is missing")))
+    }
+
+    pub fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            Some(b) => decode(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut opts = ReadOptions::default();
+        opts.set_prefix_same_as_start(false);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            opts,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stored next offsets per topic-partition.
+    pub fn offsets(&self) -> Result<HashMap<(String, i32), i64>> {
+        let mut out = HashMap::new();
+        for (k, v) in self.scan_prefix(columns::OFFSETS, b"")? {
+            if let (Some(tp), Ok(b)) = (columns::split_offset_key(&k), <[u8; 8]>::try_from(&v[..]))
+            {
+                out.insert(tp, i64::from_be_bytes(b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a batch atomically (WAL; fsync when `--sync-writes`).
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.sync);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    pub fn batch_put(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        batch.put_cf(self.cf(cf)?, key, value);
+        Ok(())
+    }
+
+    pub fn batch_delete(&self, batch: &mut WriteBatch, cf: &str, key: &[u8]) -> Result<()> {
+        batch.delete_cf(self.cf(cf)?, key);
+        Ok(())
+    }
+
+    /// Removes every row, aggregate, offset and pending output: the next run replays from the
+    /// beginning of the input topics.
+    pub fn wipe(&self) -> Result<()> {
+        for name in columns::all() {
+            let cf = self.cf(name)?;
+            let keys: Vec<Vec<u8>> = self
+                .db
+                .iterator_cf(cf, IteratorMode::Start)
+                .map(|i| i.map(|(k, _)| k.to_vec()))
+                .collect::<Result<_, _>>()?;
+            let mut batch = WriteBatch::default();
+            for k in keys {
+                batch.delete_cf(cf, k);
+            }
+            self.db.write(batch)?;
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(columns::META)?,
+            b"version",
+            VIEW_VERSION.to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Wipes the views when they were built by another view version; true if it did.
+    pub fn check_version(&self) -> Result<bool> {
+        let stored = self.get_raw(columns::META, b"version")?;
+        let current = VIEW_VERSION.to_be_bytes();
+        match stored {
+            Some(v) if v == current => Ok(false),
+            None if self.offsets()?.is_empty() => {
+                self.wipe()?;
+                Ok(false)
+            }
+            _ => {
+                tracing::warn!(
+                    version = VIEW_VERSION,
+                    "View version changed; wiping the views to replay them."
+                );
+                self.wipe()?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Every view row (column family, key, value), for comparing two stores.
+    pub fn dump_views(&self) -> Result<std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (_, cf) in columns::VIEWS {
+            for (k, v) in self.scan_prefix(cf, b"")? {
+                out.insert((cf.to_owned(), k), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A digest of every view row: equal digests, equal views.
+    pub fn view_digest(&self) -> Result<(usize, u64)> {
+        let rows = self.dump_views()?;
+        // FNV-1a over (cf, key, value) in key order.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for ((cf, k), v) in &rows {
+            for part in [cf.as_bytes(), &[0xff][..], k, &[0xfe][..], v, &[0xfd][..]] {
+                for b in part {
+                    h ^= u64::from(*b);
+                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+        }
+        Ok((rows.len(), h))
+    }
+
+    /// Approximate bytes on disk (SST files) and in memtables, for metrics.
+    pub fn sizes(&self) -> (u64, u64) {
+        let sst = self
+            .db
+            .property_int_value("rocksdb.total-sst-files-size")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let mem = self
+            .db
+            .property_int_value("rocksdb.cur-size-all-mem-tables")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        (sst, mem)
+    }
+}

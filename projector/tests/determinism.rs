@@ -1,0 +1,424 @@
+//! The views are a function of the set of events: any batching, any duplication, and any
+//! production order of the same events give byte-identical views.
+
+use aispm_projector::apply::Settings;
+use aispm_projector::project::{Engine, Input};
+use aispm_projector::store::Store;
+use aispm_schemas::codec::encode_single_object;
+use aispm_schemas::*;
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use proptest::prelude::*;
+use proptest::sample::select;
+use std::sync::Arc;
+
+const T0: i64 = 1_763_719_200_000;
+
+fn settings() -> Settings {
+    Settings {
+        runaway_per_minute: 3,
+        break_glass_review_ms: 20 * 60_000,
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[42u8; 32])
+}
+
+/// Blueprint of one event; ids are filled in by position so they are unique.
+#[derive(Debug, Clone)]
+enum Spec {
+    Decision {
+        tenant: &'static str,
+        agent: &'static str,
+        kind: ActionKind,
+        tool: &'static str,
+        endpoint: &'static str,
+        control: Option<&'static str>,
+        shadow: bool,
+        verdict: Verdict,
+        risk: Risk,
+        classes: Vec<&'static str>,
+        synthetic: bool,
+        evidence: u8,
+        minute: i64,
+    },
+    Approval {
+        tenant: &'static str,
+        kind: ApprovalKind,
+        target: usize,
+        rule: &'static str,
+        minute: i64,
+    },
+    Asset {
+        tenant: &'static str,
+        kind: AssetKind,
+        id: &'static str,
+        bad: bool,
+        retired: bool,
+        minute: i64,
+    },
+    Validation {
+        tenant: &'static str,
+        check: CheckKind,
+        pass: bool,
+        minute: i64,
+    },
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let tenant = select(vec!["acme", "globex"]);
+    let minute = 0..90i64;
+    prop_oneof![
+        6 => ((tenant.clone(), select(vec!["a1", "a2", "a3"]), select(ActionKind::ALL), select(vec!["s1/x", "s1/y", "s2/z"]), select(vec!["m1", "m2"]), proptest::option::of(select(vec!["c1", "c2"]))), (any::<bool>(), select(Verdict::ALL), select(Risk::ALL), proptest::collection::vec(select(vec!["pii", "secret"]), 0..2), any::<bool>(), 0..4u8, minute.clone()))
+            .prop_map(|((tenant, agent, kind, tool, endpoint, control), (shadow, verdict, risk, classes, synthetic, evidence, minute))| Spec::Decision { tenant, agent, kind, tool, endpoint, control, shadow, verdict, risk, classes, synthetic, evidence, minute }),
+        3 => (tenant.clone(), select(ApprovalKind::ALL), 0..40usize, select(vec!["AISPM-APR-001", "AISPM-SHADOW-001", "AISPM-DATA-001", "AISPM-EV-001"]), minute.clone())
+            .prop_map(|(tenant, kind, target, rule, minute)| Spec::Approval { tenant, kind, target, rule, minute }),
+        3 => (tenant.clone(), select(vec![AssetKind::Agent, AssetKind::McpTool, AssetKind::McpServer, AssetKind::ModelEndpoint, AssetKind::ApiKey, AssetKind::TrustRoot, AssetKind::Control]), select(vec!["a1", "a2", "s1/x", "s1", "m1", "m2", "k1", "c1"]), any::<bool>(), prop::bool::weighted(0.2), minute.clone())
+            .prop_map(|(tenant, kind, id, bad, retired, minute)| Spec::Asset { tenant, kind, id, bad, retired, minute }),
+        1 => (tenant, select(CheckKind::ALL), any::<bool>(), minute)
+            .prop_map(|(tenant, check, pass, minute)| Spec::Validation { tenant, check, pass, minute }),
+    ]
+}
+
+/// Builds the concrete events: (topic, event bytes).
+fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>)> {
+    let sk = key();
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let id = format!("ev{i}");
+            match s {
+                Spec::Decision {
+                    tenant,
+                    agent,
+                    kind,
+                    tool,
+                    endpoint,
+                    control,
+                    shadow,
+                    verdict,
+                    risk,
+                    classes,
+                    synthetic,
+                    evidence,
+                    minute,
+                } => {
+                    let (server, tool_name) = tool.split_once('/').unwrap();
+                    let digest = [u8::try_from(i % 251).unwrap(); 32];
+                    let ev = match evidence {
+                        0 => None,
+                        1 => Some(Evidence {
+                            evidence_id: format!("evd{}", i % 7),
+                            sha256: hex(&digest),
+                            uri: "s3://e".into(),
+                            signature: None,
+                            key_id: None,
+                        }),
+                        2 => Some(Evidence {
+                            evidence_id: format!("evd{}", i % 7),
+                            sha256: hex(&digest),
+                            uri: "s3://e".into(),
+                            signature: Some(b64(&sk.sign(&digest).to_bytes())),
+                            key_id: Some("k1".into()),
+                        }),
+                        _ => Some(Evidence {
+                            evidence_id: format!("evd{}", i % 7),
+                            sha256: hex(&digest),
+                            uri: "s3://e".into(),
+                            signature: Some(b64(&SigningKey::from_bytes(&[1; 32])
+                                .sign(&digest)
+                                .to_bytes())),
+                            key_id: Some("k1".into()),
+                        }),
+                    };
+                    let d = DecisionEvent {
+                        event_id: id,
+                        tenant_id: (*tenant).into(),
+                        occurred_at: Timestamp(T0 + minute * 60_000 + i as i64),
+                        source: "gw".into(),
+                        agent_id: (*agent).into(),
+                        actor: "alice".into(),
+                        environment: Environment::Production,
+                        action_kind: *kind,
+                        target: "t".into(),
+                        repo: Some("acme/app".into()),
+                        workflow: None,
+                        mcp_server: Some(server.into()),
+                        mcp_tool: Some(tool_name.into()),
+                        model_endpoint: Some((*endpoint).into()),
+                        control_id: control.map(Into::into),
+                        policy_id: None,
+                        mode: if *shadow {
+                            Mode::Shadow
+                        } else {
+                            Mode::Enforced
+                        },
+                        verdict: *verdict,
+                        risk: *risk,
+                        data_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+                        synthetic: *synthetic,
+                        approval_id: None,
+                        evidence: ev,
+                    };
+                    (topics.decisions.clone(), encode_single_object(&d).unwrap())
+                }
+                Spec::Approval {
+                    tenant,
+                    kind,
+                    target,
+                    rule,
+                    minute,
+                } => {
+                    let target_id = format!("ev{target}");
+                    let finding = match *rule {
+                        "AISPM-SHADOW-001" => "AISPM-SHADOW-001:a1".to_owned(),
+                        "AISPM-DATA-001" => "AISPM-DATA-001:m1/pii".to_owned(),
+                        r => format!("{r}:{target_id}"),
+                    };
+                    let a = ApprovalEvent {
+                        event_id: id.clone(),
+                        tenant_id: (*tenant).into(),
+                        occurred_at: Timestamp(T0 + minute * 60_000 + i as i64),
+                        source: "approvals".into(),
+                        kind: *kind,
+                        decision_id: Some(target_id.clone()),
+                        finding_id: Some(finding),
+                        control_id: Some("c1".into()),
+                        exception_id: Some(format!("x{}", target % 5)),
+                        actor: "bob".into(),
+                        owner: Some("carol".into()),
+                        reason: Some("because".into()),
+                        due_at: Some(Timestamp(T0 + 86_400_000)),
+                        expires_at: Some(Timestamp(T0 + minute * 30_000)),
+                    };
+                    (topics.approvals.clone(), encode_single_object(&a).unwrap())
+                }
+                Spec::Asset {
+                    tenant,
+                    kind,
+                    id: asset_id,
+                    bad,
+                    retired,
+                    minute,
+                } => {
+                    let a = Asset {
+                        asset_kind: *kind,
+                        asset_id: (*asset_id).into(),
+                        status: if *retired {
+                            AssetStatus::Retired
+                        } else {
+                            AssetStatus::Registered
+                        },
+                        owner: if *bad { None } else { Some("owner".into()) },
+                        criticality: None,
+                        environment: None,
+                        trust: Some(if *bad {
+                            Trust::Quarantined
+                        } else {
+                            Trust::Trusted
+                        }),
+                        scopes: if *bad {
+                            vec!["*".into()]
+                        } else {
+                            vec!["read".into()]
+                        },
+                        public: Some(true),
+                        auth_required: Some(!bad),
+                        public_key: Some(b64(&key().verifying_key().to_bytes())),
+                        approved_data_classes: if *bad { vec![] } else { vec!["pii".into()] },
+                        recipients: vec![],
+                        framework_mappings: vec![],
+                        attributes: Default::default(),
+                    };
+                    let r = RegistryEvent {
+                        event_id: id,
+                        tenant_id: (*tenant).into(),
+                        occurred_at: Timestamp(T0 + minute * 60_000 + i as i64),
+                        source: "registry".into(),
+                        asset: Some(a),
+                        validation: None,
+                    };
+                    (topics.registry.clone(), encode_single_object(&r).unwrap())
+                }
+                Spec::Validation {
+                    tenant,
+                    check,
+                    pass,
+                    minute,
+                } => {
+                    let v = Validation {
+                        check_kind: *check,
+                        result: if *pass {
+                            CheckResult::Pass
+                        } else {
+                            CheckResult::Fail
+                        },
+                        subject: None,
+                        detail: None,
+                        evidence: None,
+                    };
+                    let r = RegistryEvent {
+                        event_id: id,
+                        tenant_id: (*tenant).into(),
+                        occurred_at: Timestamp(T0 + minute * 60_000 + i as i64),
+                        source: "validator".into(),
+                        asset: None,
+                        validation: Some(v),
+                    };
+                    (topics.registry.clone(), encode_single_object(&r).unwrap())
+                }
+            }
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Produces `events` in the given order (offsets per topic follow it) and applies them in
+/// batches cut at `cuts`; returns the view digest.
+fn project(events: &[(String, Vec<u8>)], order: &[usize], cuts: &[usize]) -> (usize, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
+    store.check_version().unwrap();
+    let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64).unwrap();
+    let mut next: std::collections::HashMap<&str, i64> = Default::default();
+    let inputs: Vec<(String, i64, &Vec<u8>)> = order
+        .iter()
+        .map(|&i| {
+            let (topic, bytes) = &events[i];
+            let o = next.entry(topic.as_str()).or_default();
+            *o += 1;
+            (topic.clone(), *o - 1, bytes)
+        })
+        .collect();
+    let mut start = 0;
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (inputs.len() + 1)).collect();
+    bounds.push(inputs.len());
+    bounds.sort_unstable();
+    for end in bounds {
+        if end <= start {
+            continue;
+        }
+        let batch: Vec<Input<'_>> = inputs[start..end]
+            .iter()
+            .map(|(t, o, b)| Input {
+                topic: t,
+                partition: 0,
+                offset: *o,
+                key: None,
+                payload: Some(b),
+            })
+            .collect();
+        let mut p = engine.prepare(&batch).unwrap();
+        assert!(
+            p.rejected.is_empty(),
+            "{:?}",
+            p.rejected.first().map(|r| &r.error)
+        );
+        engine.commit(&mut p).unwrap();
+        start = end;
+    }
+    store.view_digest().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn batching_duplication_and_order_do_not_change_the_views(
+        specs in proptest::collection::vec(spec(), 1..80),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+        shuffle in any::<u64>(),
+    ) {
+        let topics = Topics::default();
+        let events = build(&specs, &topics);
+        let in_order: Vec<usize> = (0..events.len()).collect();
+        let reference = project(&events, &in_order, &[]);
+        prop_assert!(reference.0 > 0);
+
+        // Re-batched.
+        prop_assert_eq!(project(&events, &in_order, &cuts), reference);
+
+        // Duplicates produced again later (same event ids, new offsets).
+        let mut with_dups = in_order.clone();
+        for d in &dups {
+            let i = d.index(events.len());
+            with_dups.push(i);
+        }
+        prop_assert_eq!(project(&events, &with_dups, &cuts), reference);
+
+        // Produced in another order (as the four topics interleave differently).
+        let mut shuffled = in_order.clone();
+        let mut x = shuffle | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(project(&events, &shuffled, &cuts), reference);
+    }
+}
+
+#[test]
+fn redelivered_offsets_are_skipped_and_bad_records_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
+    store.check_version().unwrap();
+    let topics = Topics::default();
+    let mut engine = Engine::new(Arc::clone(&store), topics.clone(), settings(), 64).unwrap();
+    let events = build(
+        &[Spec::Validation {
+            tenant: "acme",
+            check: CheckKind::TenantIsolation,
+            pass: true,
+            minute: 1,
+        }],
+        &topics,
+    );
+    let good = Input {
+        topic: &topics.registry,
+        partition: 0,
+        offset: 0,
+        key: None,
+        payload: Some(&events[0].1),
+    };
+    let mut p = engine.prepare(&[good]).unwrap();
+    engine.commit(&mut p).unwrap();
+    let digest = store.view_digest().unwrap();
+
+    // The same offset again (a rebalance redelivers it) is skipped; garbage is rejected by stage.
+    let garbage = Input {
+        topic: &topics.registry,
+        partition: 0,
+        offset: 1,
+        key: None,
+        payload: Some(b"{\"json\":true}"),
+    };
+    let wrong_type = Input {
+        topic: &topics.approvals,
+        partition: 0,
+        offset: 0,
+        key: None,
+        payload: Some(&events[0].1),
+    };
+    let p = engine.prepare(&[good, garbage, wrong_type]).unwrap();
+    assert_eq!(p.stats.skipped, 1);
+    let reasons: Vec<_> = p
+        .rejected
+        .iter()
+        .map(|r| (r.stage.as_str(), r.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("decode", "framing"), ("decode", "incompatible_schema")]
+    );
+    assert_eq!(store.view_digest().unwrap(), digest);
+}
