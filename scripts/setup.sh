@@ -3,7 +3,7 @@
 #   - Tansu 0.6.0 (the Kafka-compatible broker), built once into ~/.cache/aispm/tansu (15-25 min on 2 cores)
 #   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use)
 #   - Debian packages: libclang-dev (RocksDB's bindgen), prometheus (server and promtool),
-#     python3-aiosmtpd (an SMTP server)
+#     python3-aiosmtpd (an SMTP server), chromium (headless, renders the reporter's HTML in tests)
 # Everything is cached under $AISPM_CACHE (default ~/.cache/aispm).
 set -euo pipefail
 CACHE="${AISPM_CACHE:-$HOME/.cache/aispm}"
@@ -34,6 +34,7 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_apt+=(python3-aiosmtpd)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ] && [ "${AISPM_SKIP_APT:-0}" != 1 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing Debian packages: ${need_apt[*]}"

@@ -1,1 +1,181 @@
-//! placeholder
+//! The gatekeeper: continuous readiness per tenant and stage (trial, pilot, production).
+//!
+//! It follows the view changelog `aispm.views.v1` into per-tenant state, evaluates every blocker
+//! kind of the design brief against it and the wall clock, and publishes what changed: blockers
+//! to the compacted `aispm.blockers.v1` (key `{tenant}/{stage}/{blocker_id}`, a null tombstone
+//! when a blocker resolves) and verdicts to the compacted `aispm.readiness.v1` (key
+//! `{tenant}/{stage}`). A stage is ready only with zero blockers. Tenants are re-evaluated on
+//! every relevant view change, at the exact instant a due date, expiry or window passes, and by
+//! a periodic sweep. After a restart or rebalance the gatekeeper replays the compacted views and
+//! reads back its own published records, so it publishes nothing that is already there.
+//!
+//! # Layout
+//! - [`config`]: flags and environment variables: windows, stage blocker sets, HTTP address.
+//! - [`state`]: one tenant's view rows, folded from view changes (only what can block).
+//! - [`rules`]: one pure function per blocker kind: meaning, resolution, evidence ids, and the
+//!   next instant time alone changes the answer.
+//! - [`readiness`]: the engine: tenants, published state, timers, the diff that yields records.
+//! - [`follow`]: the consumer loop: assignment and replay, folding, evaluating, committing.
+//! - [`recover`]: reading the published blockers and readiness back from their topics.
+//! - [`publish`]: encoding and sending records to the tenant's partition, awaiting acks.
+//! - [`api`]: `GET /v1/tenants/{tenant}/readiness` and `GET /v1/readiness`.
+//! - [`metrics`]: `aispm_gatekeeper_*`; [`partition`]: the Java client's murmur2 partitioner.
+//! - [`error`]: the crate's error type.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod follow;
+pub mod metrics;
+pub mod partition;
+pub mod publish;
+pub mod readiness;
+pub mod recover;
+pub mod rules;
+pub mod state;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::dlq::DeadLetters;
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
+use aispm_runtime::metrics::Metrics;
+use aispm_schemas::Codec;
+use rdkafka::producer::FutureProducer;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the gatekeeper until `shutdown` fires or a task fails (which stops the others).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Metrics::new("gatekeeper")?;
+    let health = Health::new();
+    health.set("topics", false, "creating the topics");
+    let tokens = match &config.common.tokens_file {
+        Some(path) => Tokens::load(path)?,
+        None => {
+            tracing::warn!("No tokens file: the readiness API refuses every request.");
+            Tokens::none()
+        }
+    };
+    let auth = Auth::new(tokens, &metrics)?;
+    let gk_metrics = metrics::GatekeeperMetrics::new(&metrics)?;
+    let kafka_metrics = KafkaMetrics::new(&metrics)?;
+    let verdicts = readiness::Verdicts::default();
+    let listener = aispm_runtime::http::bind(config.http_addr).await?;
+
+    let stop = shutdown.child_token();
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    {
+        let routes = api::routes(auth, verdicts.clone());
+        let (m, h, s) = (metrics.clone(), health.clone(), stop.clone());
+        tasks.spawn(async move {
+            aispm_runtime::http::serve(listener, routes, m, h, s).await?;
+            Ok(())
+        });
+    }
+
+    let topics = config.common.topics();
+    let kafka = config.common.kafka();
+    kafka
+        .ensure_topics(
+            &[
+                TopicSpec::compacted(&topics.views),
+                TopicSpec::compacted(&topics.blockers),
+                TopicSpec::compacted(&topics.readiness),
+                TopicSpec::events(&topics.dlq),
+            ],
+            Duration::from_secs(60),
+        )
+        .await?;
+    let (views_partitions, blockers_partitions, readiness_partitions) = {
+        let (k, t) = (kafka.clone(), topics.clone());
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((
+                recover::partition_count(&k, &t.views)?,
+                recover::partition_count(&k, &t.blockers)?,
+                recover::partition_count(&k, &t.readiness)?,
+            ))
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??
+    };
+    health.set(
+        "topics",
+        true,
+        format!("{} ({views_partitions} partitions)", topics.views),
+    );
+
+    let mut producer_config = kafka.producer_config();
+    if !kafka
+        .options
+        .iter()
+        .any(|(k, _)| k == "statistics.interval.ms")
+    {
+        // The producer has no statistics context: without this librdkafka logs them.
+        producer_config.set("statistics.interval.ms", "0");
+    }
+    if !kafka.options.iter().any(|(k, _)| k == "linger.ms") {
+        // Each batch is awaited before the next: waiting to fill it only adds latency.
+        producer_config.set("linger.ms", "1");
+    }
+    let producer: FutureProducer = producer_config.create()?;
+    let dead_letters = DeadLetters::new(producer.clone(), &topics.dlq, &metrics)?;
+    let publisher = publish::Publisher::new(
+        producer.clone(),
+        Codec::new(),
+        (topics.blockers.clone(), blockers_partitions),
+        (topics.readiness.clone(), readiness_partitions),
+        gk_metrics.clone(),
+    );
+    let policy = rules::Policy::new(config.windows.clone(), &config.stages);
+    tracing::info!(
+        views = %topics.views, blockers = %topics.blockers, readiness = %topics.readiness,
+        production_freshness = %humantime::format_duration(config.windows.production_evidence_freshness),
+        evaluation_interval = %humantime::format_duration(config.windows.evaluation_interval),
+        "Following the views."
+    );
+    let engine = readiness::Engine::new(policy, gk_metrics.clone(), verdicts.clone());
+    let parts = follow::Parts {
+        kafka,
+        group_id: config.group_id.clone(),
+        topics,
+        engine,
+        publisher,
+        dead_letters,
+        health,
+        metrics: gk_metrics,
+        kafka_metrics,
+        verdicts,
+        views_partitions,
+        sweep_every: config.windows.evaluation_interval,
+    };
+    {
+        let s = stop.clone();
+        tasks.spawn(async move { follow::run(parts, s).await });
+    }
+
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.unwrap_or_else(|e| Err(Error::Task(e.to_string())));
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "A gatekeeper task failed; stopping the others.");
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+        // Whichever task ends first (failure or shutdown), the others follow.
+        stop.cancel();
+    }
+    // Nothing is in flight after the loop (it awaits every acknowledgement), but flush anyway.
+    let _ = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        producer.flush(Duration::from_secs(5))
+    })
+    .await;
+    result
+}

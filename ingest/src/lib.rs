@@ -1,1 +1,170 @@
-//! placeholder
+//! `aispm-ingest`: HTTP intake for agents, gateways and scripts that do not speak Kafka.
+//!
+//! `POST /v1/events` takes one JSON event, a JSON array or NDJSON; checks the bearer token and
+//! that it may write every tenant named; validates every item against the contract (all or
+//! nothing); Avro-encodes the events (single-object encoding) and produces them with the
+//! idempotent producer (`acks=all`), keyed by `tenant_id`, to the input topic of their type;
+//! and answers `202` only once the broker acknowledged every record. Two budgets (events in
+//! flight, body bytes buffered) bound memory: past them the answer is `429` with `Retry-After`.
+//!
+//! `aispm-ingest emit` is the scenario and load generator: the demo scenario (a tenant with
+//! shadow agents, a risky MCP tool, a shadow-mode control, an expired exception and stale
+//! evidence, then the events that clear each blocker) and random load for N tenants at a rate,
+//! over HTTP or straight to Kafka.
+//!
+//! # Layout
+//! - [`config`]: the service's flags (`--http-addr`, body and budget limits, produce timeout).
+//! - [`api`]: the `POST /v1/events` handler: auth, budgets, validation, answers.
+//! - [`body`]: request bodies (JSON object, array, NDJSON) to validated events; generated ids.
+//! - [`publish`]: Avro encoding, the idempotent producer, acknowledgements, budgets, the
+//!   broker probe behind `/readyz`.
+//! - [`metrics`]: requests and events by outcome and reason, produce latency, queue depth.
+//! - [`scenario`]: the demo scenario, phase by phase; [`load`]: random realistic events.
+//! - [`emit`]: the `emit` subcommand: rate, batching, HTTP or Kafka target, retries.
+//! - [`error`]: the crate's `Error`.
+
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod emit;
+pub mod error;
+pub mod load;
+pub mod metrics;
+pub mod publish;
+pub mod scenario;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
+use aispm_runtime::metrics::Metrics;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The service's name in metrics (`aispm_ingest_*`) and logs.
+pub const SERVICE: &str = "ingest";
+
+/// Runs the ingest service until `shutdown` fires or a task fails. In-flight requests finish
+/// (their records are acknowledged or refused) before it returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    config.check().map_err(Error::Config)?;
+    let metrics = Metrics::new(SERVICE)?;
+    let health = Health::new();
+    health.set("topics", false, "creating the input topics");
+    health.set("broker", false, "not probed yet");
+    let tokens = match &config.common.tokens_file {
+        Some(path) => Tokens::load(path)?,
+        None => {
+            tracing::warn!("No --tokens-file: every POST /v1/events will be refused with 401.");
+            Tokens::none()
+        }
+    };
+    let auth = Auth::new(tokens, &metrics)?;
+    let ingest_metrics = metrics::IngestMetrics::new(&metrics)?;
+    let publisher = Arc::new(publish::Publisher::new(
+        &config,
+        KafkaMetrics::new(&metrics)?,
+        ingest_metrics.clone(),
+        health.clone(),
+    )?);
+    let topics_ready = Arc::new(AtomicBool::new(false));
+    let app = Arc::new(api::App {
+        auth,
+        publisher: Arc::clone(&publisher),
+        metrics: ingest_metrics,
+        parse_slots: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        ),
+        topics_ready: Arc::clone(&topics_ready),
+        max_body_bytes: config.max_body_bytes,
+        max_batch_events: config.max_batch_events,
+        retry_after_secs: config.retry_after_secs(),
+    });
+    let listener = aispm_runtime::http::bind(config.http_addr).await?;
+    tracing::info!(addr = %config.http_addr, topics = ?publisher.topics(), "Ingest is starting.");
+
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    {
+        let shutdown = shutdown.clone();
+        let router = api::router(app);
+        let health = health.clone();
+        tasks.spawn(async move {
+            aispm_runtime::http::serve(listener, router, metrics, health, shutdown).await?;
+            Ok(())
+        });
+    }
+    {
+        let kafka = config.common.kafka();
+        let topics = publisher.topics().clone();
+        let shutdown = shutdown.clone();
+        let health = health.clone();
+        tasks.spawn(async move {
+            let specs = [
+                TopicSpec::events(&topics.decisions),
+                TopicSpec::events(&topics.approvals),
+                TopicSpec::events(&topics.registry),
+            ];
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    created = kafka.ensure_topics(&specs, Duration::from_secs(30)) => match created {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Cannot create the input topics yet; retrying.");
+                            health.set("topics", false, e.to_string());
+                        }
+                    }
+                }
+            }
+            topics_ready.store(true, Ordering::Relaxed);
+            health.set("topics", true, "the input topics exist");
+            tracing::info!("The input topics exist; accepting events.");
+            Ok(())
+        });
+    }
+    tasks.spawn(Arc::clone(&publisher).probe(shutdown.clone()));
+    {
+        let state = Arc::clone(publisher.state());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let fatal = state.fatal();
+            tokio::select! {
+                _ = shutdown.cancelled() => Ok(()),
+                _ = fatal.cancelled() => Err(Error::ProducerFatal(
+                    state.fatal_reason().unwrap_or_default(),
+                )),
+            }
+        });
+    }
+
+    // Any task failing cancels the rest; the first error is the result.
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(Error::from).and_then(|r| r);
+        if let Err(e) = result {
+            if first_error.is_none() {
+                tracing::error!(error = %e, "A task failed; shutting down.");
+                first_error = Some(e);
+            }
+            shutdown.cancel();
+        }
+    }
+    // The HTTP server has drained: every request got its answer. Anything still queued
+    // belongs to a request that was already answered with an error.
+    let flush = {
+        let publisher = Arc::clone(&publisher);
+        tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(5))).await?
+    };
+    if let Err(e) = flush {
+        tracing::warn!(error = %e, "Records were still queued at shutdown.");
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -139,10 +139,11 @@ impl<'a> Overlay<'a> {
         }
         let ck_prefix = cache_key(CF_STATE, &key_prefix);
         for (k, v) in &self.writes {
-            if v.is_some() && k.starts_with(&ck_prefix) {
-                if let Ok(id) = std::str::from_utf8(&k[1 + strip..]) {
-                    out.insert(id.to_owned());
-                }
+            if v.is_some()
+                && k.starts_with(&ck_prefix)
+                && let Ok(id) = std::str::from_utf8(&k[1 + strip..])
+            {
+                out.insert(id.to_owned());
             }
         }
         Ok(out)

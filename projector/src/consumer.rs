@@ -78,6 +78,7 @@ impl ConsumerContext for Ctx {
                     assigned.clear();
                 }
                 assigned.extend(parts);
+                self.kafka.set_assigned(assigned.len());
                 tracing::info!(
                     partitions = assigned.len(),
                     "Partitions assigned; resuming from stored offsets."
@@ -100,6 +101,7 @@ impl ConsumerContext for Ctx {
                     let _ = consumer.unassign();
                     assigned.clear();
                 }
+                self.kafka.set_assigned(assigned.len());
                 tracing::info!(partitions = assigned.len(), "Partitions revoked.");
             }
             other => {

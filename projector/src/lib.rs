@@ -17,7 +17,7 @@
 //! - [`batch`]: a batch's working set over RocksDB and a bounded cache.
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`]: the HTTP query API.
-//! - [`metrics`]: `aispm_projector_*`.
+//! - [`metrics`]: the `aispm_projector_*` metrics.
 //!
 //! # Adding a view
 //! 1. Add the row record to `schemas/avro/view_change.avsc` (the `row` union) and `schemas/src/views.rs`.
@@ -76,6 +76,14 @@ pub struct Config {
     #[arg(long, env = "AISPM_PROJECTOR_GROUP", default_value = "aispm-projector")]
     pub group: String,
 
+    /// Static group membership (Kafka's `group.instance.id`) for instances that restart in
+    /// place (e.g. a StatefulSet pod with its own state volume): a restarted instance reclaims
+    /// its partitions at once instead of waiting for the group to expire its old member.
+    /// Without it, membership is dynamic: a stopped instance leaves the group and its
+    /// partitions move to the others.
+    #[arg(long, env = "AISPM_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Most records per batch (one RocksDB write per batch).
     #[arg(long, env = "AISPM_BATCH_MAX", default_value_t = 5000)]
     pub batch_max: usize,
@@ -113,6 +121,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir,
             group: "aispm-projector".into(),
+            instance_id: None,
             batch_max: 5000,
             batch_wait: Duration::from_millis(20),
             cache_entries: 200_000,
@@ -187,6 +196,9 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         .set("queued.max.messages.kbytes", "65536");
     if !group {
         cc.set("group.id", format!("{}-rebuild", config.group));
+    }
+    if let (true, Some(id)) = (group, &config.instance_id) {
+        cc.set("group.instance.id", id);
     }
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
     let producer: FutureProducer = kafka.producer_config().create()?;

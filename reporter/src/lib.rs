@@ -1,1 +1,199 @@
-//! placeholder
+//! `aispm-reporter`: turns posture into signed report packets for executives, auditors and
+//! operators, delivers them (SMTP to the tenant's approved recipients, or export to a
+//! directory) and proves the delivery by publishing a `ReportDeliveryEvent`, which the
+//! projector folds into the `report_deliveries` view so the gatekeeper can clear
+//! `report_delivery_unverified`.
+//!
+//! The reporter follows the views, blockers, readiness and registry topics into its own
+//! in-memory state (it never opens another service's RocksDB). Reports run on demand
+//! (`POST /v1/tenants/{tenant}/reports`) and on a configurable cadence.
+//!
+//! # Layout
+//! - [`config`]: flags and `AISPM_*` environment variables.
+//! - [`follow`]: the consumer that replays and follows the topics; [`state`]: what it folds.
+//! - [`report`]: the report document: the report path's checks ([`report::checks`]), key
+//!   figures and trends ([`report::kpi`]), the sections of each report type ([`report::kind`]).
+//! - [`render`]: the document as HTML with inline SVG charts, JSON, CSV tables and OCSF.
+//! - [`packet`]: the directory, the `.zip`, `manifest.json` and its signature; `verify`.
+//! - [`sign`]: Ed25519 keys (`keygen`) and signatures over SHA-256 digests.
+//! - [`center`]: the report path end to end: generate, deliver, record, retry with backoff.
+//! - [`deliver`]: SMTP (a real mail with the packet attached) and export.
+//! - [`publish`]: `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`.
+//! - [`store`]: report records and the retry queue under `--state-dir`.
+//! - [`cadence`]: daily, weekly, monthly and quarterly reports.
+//! - [`api`]: the HTTP routes; [`metrics`]: `aispm_reporter_*`; [`error`]: the error type.
+
+pub mod api;
+pub mod cadence;
+pub mod center;
+pub mod config;
+pub mod deliver;
+pub mod error;
+pub mod follow;
+pub mod metrics;
+pub mod packet;
+pub mod publish;
+pub mod render;
+pub mod report;
+pub mod sign;
+pub mod state;
+pub mod store;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::dlq::DeadLetters;
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
+use aispm_runtime::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the reporter until `shutdown` fires or a task fails (which cancels the others).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Metrics::new("reporter")?;
+    let reporter_metrics = metrics::ReporterMetrics::new(&metrics)?;
+    let kafka_metrics = KafkaMetrics::new(&metrics)?;
+    let health = Health::new();
+    health.set("state_restored", false, "replaying the state topics");
+    let tokens = match &config.common.tokens_file {
+        Some(p) => Tokens::load(p)?,
+        None => {
+            tracing::warn!("No --tokens-file: the report API refuses every request.");
+            Tokens::none()
+        }
+    };
+    let auth = Auth::new(tokens, &metrics)?;
+
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| Error::io(&config.state_dir, e))?;
+    let out_dir = config.out_dir();
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let key_path = config.signing_key_path();
+    let (signer, created) = sign::Signer::load_or_create(&key_path)?;
+    tracing::info!(
+        key = %key_path.display(), created, public_key = %signer.public_key_b64(),
+        "Loaded the packet signing key; register its public key as a trust_root to anchor packets."
+    );
+
+    let channel = match &config.smtp_url {
+        Some(url) => deliver::Channel::Smtp(Box::new(
+            deliver::Smtp::new(url, &config.smtp_from, config.smtp_timeout)
+                .map_err(Error::Config)?,
+        )),
+        None => {
+            tracing::info!(out_dir = %out_dir.display(), "No --smtp-url: packets are exported to the packet directory.");
+            deliver::Channel::Export
+        }
+    };
+    let schedule = cadence::entries(&config.schedule);
+
+    let topics = config.common.topics();
+    let kafka = config.common.kafka();
+    let mut specs = vec![
+        TopicSpec::events(&topics.registry),
+        TopicSpec::events(&topics.report_deliveries),
+        TopicSpec::events(&topics.dlq),
+    ];
+    for t in [&topics.views, &topics.blockers, &topics.readiness] {
+        specs.push(TopicSpec::compacted(t));
+    }
+    kafka.ensure_topics(&specs, Duration::from_secs(60)).await?;
+    let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create()?;
+    let dead_letters = DeadLetters::new(producer.clone(), &topics.dlq, &metrics)?;
+    let publisher = publish::Publisher::new(producer, &topics.report_deliveries);
+
+    let state = state::Shared::new();
+    let (restored_tx, restored_rx) = tokio::sync::watch::channel(false);
+    let store = store::Store::open(&config.state_dir)?;
+    let center = Arc::new(center::Center::new(
+        center::Settings {
+            out_dir,
+            freshness_window: config.evidence_freshness,
+            fallback_key_id: config.key_id.clone(),
+            max_attempts: config.delivery_attempts.max(1),
+            retry_initial: config.retry_initial,
+            retry_max: config.retry_max,
+            source: config.source.clone(),
+        },
+        state.clone(),
+        store,
+        signer,
+        channel,
+        publisher,
+        reporter_metrics.clone(),
+        restored_rx,
+    )?);
+
+    let listener = aispm_runtime::http::bind(config.http_addr).await?;
+    let tasks = shutdown.child_token();
+    let mut set: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
+    {
+        let follower = follow::Follower {
+            kafka: kafka.clone(),
+            topics: topics.clone(),
+            state,
+            health: health.clone(),
+            metrics: reporter_metrics,
+            kafka_metrics,
+            dead_letters,
+            offsets_file: config.state_dir.join("follow-offsets.json"),
+            restored: restored_tx,
+        };
+        let token = tasks.clone();
+        set.spawn(async move { ("follow", follower.run(token).await) });
+    }
+    {
+        let center = center.clone();
+        let token = tasks.clone();
+        set.spawn(async move { ("retries", center.run_retries(token).await) });
+    }
+    {
+        let center = center.clone();
+        let token = tasks.clone();
+        let file = config.state_dir.join("cadence.json");
+        let hour = config.schedule_hour;
+        set.spawn(async move {
+            (
+                "cadence",
+                cadence::run(center, schedule, hour, file, token).await,
+            )
+        });
+    }
+    {
+        let routes = api::routes(center, auth);
+        let token = tasks.clone();
+        set.spawn(async move {
+            let r = aispm_runtime::http::serve(listener, routes, metrics, health, token)
+                .await
+                .map_err(Error::from);
+            ("http", r)
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = set.join_next().await {
+        let (name, result) = match joined {
+            Ok(r) => r,
+            Err(e) => ("task", Err(Error::Task(e.to_string()))),
+        };
+        match result {
+            Ok(()) if !tasks.is_cancelled() => {
+                tracing::error!(
+                    task = name,
+                    "A task ended before shutdown; stopping the rest."
+                );
+                first_error.get_or_insert(Error::Task(format!("{name} ended unexpectedly")));
+                tasks.cancel();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(task = name, error = %e, "A task failed; stopping the rest.");
+                first_error.get_or_insert(e);
+                tasks.cancel();
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -82,8 +82,7 @@ impl KafkaConfig {
             .set("partitioner", "murmur2_random")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
-            .set("statistics.interval.ms", "5000");
+            .set("message.timeout.ms", "30000");
         self.apply_options(&mut c);
         c
     }
@@ -99,6 +98,9 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long the group waits for a member that died
+            // (kill -9) before reassigning its partitions. Our loops poll continuously.
+            .set("max.poll.interval.ms", "15000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000");
         self.apply_options(&mut c);
@@ -171,6 +173,7 @@ pub struct KafkaMetrics {
     lag: IntGaugeVec,
     rebalances: IntCounterVec,
     brokers_up: IntGaugeVec,
+    assigned: IntGaugeVec,
 }
 
 impl KafkaMetrics {
@@ -190,6 +193,11 @@ impl KafkaMetrics {
                 "kafka_brokers_up",
                 "Brokers in state UP, per client (consumer, producer).",
                 &["client"],
+            )?,
+            assigned: metrics.gauge(
+                "consumer_assigned_partitions",
+                "Partitions currently assigned to this instance.",
+                &[],
             )?,
         })
     }
@@ -214,6 +222,13 @@ impl KafkaMetrics {
                     .set(p.consumer_lag);
             }
         }
+    }
+
+    /// Records how many partitions this instance owns.
+    pub fn set_assigned(&self, n: usize) {
+        self.assigned
+            .with_label_values::<&str>(&[])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a rebalance.
@@ -294,20 +309,20 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
 
 /// Whether an error from librdkafka is worth retrying (the broker may come back).
 pub fn is_transient(e: &KafkaError) -> bool {
-    match e.rdkafka_error_code() {
+    matches!(
+        e.rdkafka_error_code(),
         Some(
             RDKafkaErrorCode::QueueFull
-            | RDKafkaErrorCode::MessageTimedOut
-            | RDKafkaErrorCode::BrokerTransportFailure
-            | RDKafkaErrorCode::AllBrokersDown
-            | RDKafkaErrorCode::NetworkException
-            | RDKafkaErrorCode::RequestTimedOut
-            | RDKafkaErrorCode::NotEnoughReplicas
-            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
-            | RDKafkaErrorCode::LeaderNotAvailable
-            | RDKafkaErrorCode::NotLeaderForPartition
-            | RDKafkaErrorCode::OperationTimedOut,
-        ) => true,
-        _ => false,
-    }
+                | RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NotEnoughReplicas
+                | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::OperationTimedOut,
+        )
+    )
 }

@@ -106,3 +106,50 @@ pub fn read_all(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Resu
     }
     Ok(out)
 }
+
+/// Waits until `group` has committed, on every partition of `topics`, the end of the partition.
+pub fn wait_caught_up(
+    brokers: &str,
+    group: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<()> {
+    use rdkafka::TopicPartitionList;
+    let mut cfg = aispm_runtime::kafka::KafkaConfig::local(brokers).consumer_config(group);
+    cfg.set("group.id", group);
+    let c: BaseConsumer = cfg.create()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        let mut highs = Vec::new();
+        for topic in topics {
+            let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            for t in md.topics() {
+                for p in t.partitions() {
+                    let (_, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                    tpl.add_partition(topic, p.id());
+                    highs.push(((*topic).to_owned(), p.id(), high));
+                }
+            }
+        }
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
+        let behind: Vec<String> = highs
+            .iter()
+            .filter(|(t, p, high)| {
+                let at = committed
+                    .find_partition(t, *p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(0);
+                *high > 0 && at < *high
+            })
+            .map(|(t, p, h)| format!("{t}/{p}<{h}"))
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("group {group} not caught up: {behind:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -131,3 +131,33 @@ async fn records_and_commits_survive_a_broker_restart_on_sqlite() {
     );
     assert_eq!(rest.last().map(|r| r.2.as_str()), Some("v49"));
 }
+
+/// `aispm-projector rebuild` and the crash tests stop at the partitions' high watermarks, so
+/// the broker must report the true end of a partition even when the last records arrived in one
+/// batch (a gap reported against Tansu elsewhere; this pins down that it does not bite here).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_high_watermark_is_the_true_end_of_a_partition() {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::FutureRecord;
+    let broker = Broker::start().unwrap();
+    let topic = format!("{}hwm", random_prefix());
+    let mut kafka = KafkaConfig::local(&broker.bootstrap());
+    kafka.partitions = 1;
+    kafka.ensure_topics(&[TopicSpec::events(&topic)], Duration::from_secs(30)).await.unwrap();
+    let p = producer(&broker.bootstrap()).unwrap();
+    // Ten records sent together go out as one batch (linger.ms).
+    let payloads: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    let sends: Vec<_> = payloads
+        .iter()
+        .map(|v| p.send(FutureRecord::to(&topic).key("k").payload(v), Duration::from_secs(30)))
+        .collect();
+    let mut last = 0;
+    for s in sends {
+        last = last.max(s.await.unwrap().offset);
+    }
+    assert_eq!(last, 9);
+    let c: BaseConsumer = kafka.consumer_config(&format!("g-{}", random_prefix())).create().unwrap();
+    let (_, high) = c.fetch_watermarks(&topic, 0, Duration::from_secs(10)).unwrap();
+    println!("ten records in one batch: last offset {last}, high watermark {high}");
+    assert_eq!(high, last + 1, "the high watermark is one past the last record");
+}

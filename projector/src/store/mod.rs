@@ -17,6 +17,9 @@ use std::path::Path;
 /// wipes the views and replays them from the input topics.
 pub const VIEW_VERSION: u32 = 1;
 
+/// Every view row by (column family, key).
+pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
 /// The projector's database.
 #[derive(Debug)]
 pub struct Store {
@@ -185,7 +188,7 @@ impl Store {
     }
 
     /// Every view row (column family, key, value), for comparing two stores.
-    pub fn dump_views(&self) -> Result<std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>> {
+    pub fn dump_views(&self) -> Result<ViewDump> {
         let mut out = std::collections::BTreeMap::new();
         for (_, cf) in columns::VIEWS {
             for (k, v) in self.scan_prefix(cf, b"")? {

@@ -1,0 +1,212 @@
+//! The gatekeeper's flags. Every flag also reads an `AISPM_*` environment variable; durations are
+//! humantime (`90s`, `24h`, `7d`). The doc comments are the `--help` text.
+
+use aispm_runtime::config::CommonArgs;
+use aispm_schemas::{BlockerKind, Stage};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `aispm-gatekeeper`: continuous readiness per tenant and stage.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "aispm-gatekeeper", version, about)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the readiness API, `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "AISPM_HTTP_ADDR", default_value = "127.0.0.1:8082")]
+    pub http_addr: SocketAddr,
+
+    /// Kafka consumer group the gatekeeper instances share (they split the view partitions).
+    #[arg(
+        long,
+        env = "AISPM_GATEKEEPER_GROUP",
+        default_value = "aispm-gatekeeper"
+    )]
+    pub group_id: String,
+
+    #[command(flatten)]
+    pub windows: Windows,
+
+    #[command(flatten)]
+    pub stages: StageBlockers,
+}
+
+/// Time windows for the clock-driven blockers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Windows {
+    /// Newest evidence older than this raises `evidence_stale` for the trial stage.
+    #[arg(long, env = "AISPM_TRIAL_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub trial_evidence_freshness: Duration,
+
+    /// Newest evidence older than this raises `evidence_stale` for the pilot stage.
+    #[arg(long, env = "AISPM_PILOT_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "7d")]
+    pub pilot_evidence_freshness: Duration,
+
+    /// Newest evidence older than this raises `evidence_stale` for the production stage.
+    #[arg(long, env = "AISPM_PRODUCTION_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub production_evidence_freshness: Duration,
+
+    /// A break-glass event not reviewed within this window raises `break_glass_unreviewed`.
+    #[arg(long, env = "AISPM_BREAK_GLASS_REVIEW_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub break_glass_review_window: Duration,
+
+    /// A passing `tenant_isolation` validation proves isolation for this long.
+    #[arg(long, env = "AISPM_TENANT_ISOLATION_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub tenant_isolation_freshness: Duration,
+
+    /// Every tenant is re-evaluated at least this often. Expiries and staleness are also
+    /// scheduled at the exact instant they happen; this sweep is the safety net.
+    #[arg(long, env = "AISPM_EVALUATION_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub evaluation_interval: Duration,
+}
+
+impl Windows {
+    /// The evidence freshness window of `stage`.
+    pub fn evidence_freshness(&self, stage: Stage) -> Duration {
+        match stage {
+            Stage::Trial => self.trial_evidence_freshness,
+            Stage::Pilot => self.pilot_evidence_freshness,
+            Stage::Production => self.production_evidence_freshness,
+        }
+    }
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Windows {
+            trial_evidence_freshness: Duration::from_secs(30 * DAY),
+            pilot_evidence_freshness: Duration::from_secs(7 * DAY),
+            production_evidence_freshness: Duration::from_secs(DAY),
+            break_glass_review_window: Duration::from_secs(DAY),
+            tenant_isolation_freshness: Duration::from_secs(30 * DAY),
+            evaluation_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which blocker kinds apply to which stage.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StageBlockers {
+    /// Blocker kinds evaluated for the trial stage, comma-separated.
+    #[arg(long, env = "AISPM_TRIAL_BLOCKERS", value_delimiter = ',', value_parser = parse_kind,
+          default_values_t = TRIAL.to_vec())]
+    pub trial_blockers: Vec<BlockerKind>,
+
+    /// Blocker kinds evaluated for the pilot stage, comma-separated.
+    #[arg(long, env = "AISPM_PILOT_BLOCKERS", value_delimiter = ',', value_parser = parse_kind,
+          default_values_t = PILOT.to_vec())]
+    pub pilot_blockers: Vec<BlockerKind>,
+
+    /// Blocker kinds evaluated for the production stage, comma-separated.
+    #[arg(long, env = "AISPM_PRODUCTION_BLOCKERS", value_delimiter = ',', value_parser = parse_kind,
+          default_values_t = BlockerKind::ALL.to_vec())]
+    pub production_blockers: Vec<BlockerKind>,
+}
+
+/// Default trial blockers: the tenant is wired to live systems, isolated, and producing evidence.
+pub const TRIAL: &[BlockerKind] = &[
+    BlockerKind::MissingLiveConnectorEvidence,
+    BlockerKind::TenantIsolationNotProven,
+    BlockerKind::EvidenceStale,
+];
+
+/// Default pilot blockers: the trial's, plus real traffic on every governed path, enforced
+/// controls on high-risk paths, owned critical findings and reviewed break-glass.
+pub const PILOT: &[BlockerKind] = &[
+    BlockerKind::MissingLiveConnectorEvidence,
+    BlockerKind::TenantIsolationNotProven,
+    BlockerKind::EvidenceStale,
+    BlockerKind::RuntimeWorkflowSyntheticOnly,
+    BlockerKind::CriticalFindingUnowned,
+    BlockerKind::ControlMissing,
+    BlockerKind::BreakGlassUnreviewed,
+];
+
+fn parse_kind(s: &str) -> Result<BlockerKind, String> {
+    s.trim().parse()
+}
+
+impl StageBlockers {
+    /// The kinds that apply to `stage`.
+    pub fn kinds(&self, stage: Stage) -> BTreeSet<BlockerKind> {
+        let v = match stage {
+            Stage::Trial => &self.trial_blockers,
+            Stage::Pilot => &self.pilot_blockers,
+            Stage::Production => &self.production_blockers,
+        };
+        v.iter().copied().collect()
+    }
+}
+
+impl Default for StageBlockers {
+    fn default() -> Self {
+        StageBlockers {
+            trial_blockers: TRIAL.to_vec(),
+            pilot_blockers: PILOT.to_vec(),
+            production_blockers: BlockerKind::ALL.to_vec(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults for tests and embedding: local broker, an ephemeral HTTP port.
+    pub fn local(brokers: &str) -> Self {
+        Config {
+            common: CommonArgs::local(brokers),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            group_id: "aispm-gatekeeper".to_owned(),
+            windows: Windows::default(),
+            stages: StageBlockers::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse_from(["aispm-gatekeeper"]);
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8082");
+        assert_eq!(
+            c.windows.evidence_freshness(Stage::Production),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(c.stages.kinds(Stage::Production).len(), 10);
+        assert_eq!(
+            c.stages.kinds(Stage::Trial),
+            TRIAL.iter().copied().collect()
+        );
+        assert_eq!(
+            c.stages.kinds(Stage::Pilot),
+            PILOT.iter().copied().collect()
+        );
+
+        let c = Config::parse_from([
+            "aispm-gatekeeper",
+            "--production-evidence-freshness",
+            "3s",
+            "--trial-blockers",
+            "evidence_stale,control_missing",
+            "--evaluation-interval",
+            "250ms",
+        ]);
+        assert_eq!(
+            c.windows.production_evidence_freshness,
+            Duration::from_secs(3)
+        );
+        assert_eq!(c.windows.evaluation_interval, Duration::from_millis(250));
+        assert_eq!(
+            c.stages.kinds(Stage::Trial),
+            [BlockerKind::EvidenceStale, BlockerKind::ControlMissing]
+                .into_iter()
+                .collect()
+        );
+        assert!(Config::try_parse_from(["x", "--pilot-blockers", "nonsense"]).is_err());
+    }
+}

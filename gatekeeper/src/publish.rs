@@ -1,0 +1,159 @@
+//! Publishing: blockers to the compacted `aispm.blockers.v1` (key `{tenant}/{stage}/{blocker_id}`,
+//! a null value when a blocker resolved) and verdicts to the compacted `aispm.readiness.v1`
+//! (key `{tenant}/{stage}`). Every record of a tenant goes to the tenant's partition (the Java
+//! client's murmur2 of the tenant id), so one tenant's records stay in order on one partition.
+//!
+//! A batch is sent as a whole and every acknowledgement awaited before the next batch: the
+//! in-memory "published" state the engine diffs against is what the topics hold.
+
+use crate::metrics::GatekeeperMetrics;
+use crate::partition::tenant_partition;
+use crate::readiness::{Change, Record};
+use crate::{Error, Result};
+use aispm_schemas::Codec;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+/// Sends changes and waits for their acknowledgements.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    codec: Codec,
+    blockers_topic: String,
+    readiness_topic: String,
+    blockers_partitions: i32,
+    readiness_partitions: i32,
+    metrics: GatekeeperMetrics,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("blockers_topic", &self.blockers_topic)
+            .field("readiness_topic", &self.readiness_topic)
+            .finish()
+    }
+}
+
+/// A change ready to send: topic, partition, key and encoded value.
+struct Encoded<'a> {
+    topic: &'a str,
+    label: &'static str,
+    partition: i32,
+    key: &'a str,
+    value: Option<Vec<u8>>,
+}
+
+impl Publisher {
+    pub fn new(
+        producer: FutureProducer,
+        codec: Codec,
+        (blockers_topic, blockers_partitions): (String, i32),
+        (readiness_topic, readiness_partitions): (String, i32),
+        metrics: GatekeeperMetrics,
+    ) -> Self {
+        Publisher {
+            producer,
+            codec,
+            blockers_topic,
+            readiness_topic,
+            blockers_partitions,
+            readiness_partitions,
+            metrics,
+        }
+    }
+
+    fn encode<'a>(&'a self, c: &'a Change) -> Result<Encoded<'a>> {
+        Ok(match &c.record {
+            Record::Blocker { key, value } => Encoded {
+                topic: &self.blockers_topic,
+                label: "blockers",
+                partition: tenant_partition(&c.tenant, self.blockers_partitions),
+                key,
+                value: value
+                    .as_ref()
+                    .map(|b| self.codec.encode(b))
+                    .transpose()
+                    .map_err(|e| Error::Encode {
+                        what: "blocker",
+                        reason: e.to_string(),
+                    })?,
+            },
+            Record::Readiness { key, value } => Encoded {
+                topic: &self.readiness_topic,
+                label: "readiness",
+                partition: tenant_partition(&c.tenant, self.readiness_partitions),
+                key,
+                value: value
+                    .as_ref()
+                    .map(|r| self.codec.encode(r))
+                    .transpose()
+                    .map_err(|e| Error::Encode {
+                        what: "readiness",
+                        reason: e.to_string(),
+                    })?,
+            },
+        })
+    }
+
+    /// Sends every change and waits for all acknowledgements. Returns the indices of the changes
+    /// whose delivery failed for a transient reason (the caller undoes them so they are sent
+    /// again); a non-transient failure is fatal.
+    pub async fn publish(&self, changes: &[Change]) -> Result<Vec<usize>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = changes
+            .iter()
+            .map(|c| self.encode(c))
+            .collect::<Result<Vec<_>>>()?;
+        let sends = encoded.iter().map(|e| {
+            let mut record: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(e.topic).key(e.key).partition(e.partition);
+            if let Some(v) = &e.value {
+                record = record.payload(v);
+            }
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        let results = futures::future::join_all(sends).await;
+        let acked_ms = aispm_schemas::Timestamp::now().millis();
+        let mut failed = Vec::new();
+        for (i, (result, (e, c))) in results
+            .into_iter()
+            .zip(encoded.iter().zip(changes))
+            .enumerate()
+        {
+            match result {
+                Ok(_) => {
+                    let op = if e.value.is_some() {
+                        "upsert"
+                    } else {
+                        "tombstone"
+                    };
+                    self.metrics
+                        .published
+                        .with_label_values(&[e.label, op])
+                        .inc();
+                    if let Some(since) = c.since {
+                        self.metrics
+                            .change_to_publish_seconds
+                            .with_label_values(&[e.label])
+                            .observe((acked_ms - since).max(0) as f64 / 1000.0);
+                    }
+                }
+                Err((err, _)) => {
+                    self.metrics
+                        .publish_errors
+                        .with_label_values(&[e.label])
+                        .inc();
+                    if !aispm_runtime::kafka::is_transient(&err) {
+                        return Err(Error::Kafka(err));
+                    }
+                    tracing::warn!(topic = e.topic, key = e.key, error = %err, "Delivery failed; the record will be sent again.");
+                    failed.push(i);
+                }
+            }
+        }
+        Ok(failed)
+    }
+}

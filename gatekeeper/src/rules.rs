@@ -1,0 +1,1127 @@
+//! The blocker rules: one function per blocker kind, reading a tenant's [`TenantState`] at a
+//! wall-clock instant. Pure and deterministic: the same state, windows and instant give the same
+//! drafts, in the same order, with the same words. Nothing here mentions "now" in a meaning, so
+//! a blocker's value changes only when its cause changes, never merely because time passed.
+//!
+//! Each rule also reports the next instant at which time alone would change its answer (a due
+//! date, an expiry, the end of a window), so the evaluator can wake up exactly then.
+
+use crate::config::{StageBlockers, Windows};
+use crate::state::TenantState;
+use aispm_schemas::views::{ControlState, ExceptionKind};
+use aispm_schemas::{BlockerKind, Risk, Stage, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// At most this many ids are listed behind one blocker (the first, in row order).
+pub const MAX_EVIDENCE_IDS: usize = 50;
+
+/// The action paths that must carry real (non-synthetic) decisions.
+pub const GOVERNED_PATHS: [&str; 4] = ["file", "command", "git", "mcp"];
+
+/// A blocker as a rule raises it, before it is stamped with tenant, stage and detection time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// `{kind}` or `{kind}/{subject}`; unique per tenant and stage.
+    pub id: String,
+    pub kind: BlockerKind,
+    pub subject: Option<String>,
+    pub meaning: String,
+    pub resolution: String,
+    /// Evidence, finding, exception, validation and decision ids behind the blocker.
+    pub evidence: Vec<String>,
+}
+
+/// What the rules need besides the state: the windows and which kinds apply to which stage.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub windows: Windows,
+    kinds: [BTreeSet<BlockerKind>; 3],
+}
+
+impl Policy {
+    pub fn new(windows: Windows, stages: &StageBlockers) -> Self {
+        Policy {
+            windows,
+            kinds: [
+                stages.kinds(Stage::Trial),
+                stages.kinds(Stage::Pilot),
+                stages.kinds(Stage::Production),
+            ],
+        }
+    }
+
+    /// Whether `kind` applies to `stage`.
+    pub fn applies(&self, stage: Stage, kind: BlockerKind) -> bool {
+        self.kinds[stage_index(stage)].contains(&kind)
+    }
+
+    fn any_stage(&self, kind: BlockerKind) -> bool {
+        self.kinds.iter().any(|k| k.contains(&kind))
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(Windows::default(), &StageBlockers::default())
+    }
+}
+
+/// Position of a stage in per-stage arrays.
+pub fn stage_index(stage: Stage) -> usize {
+    match stage {
+        Stage::Trial => 0,
+        Stage::Pilot => 1,
+        Stage::Production => 2,
+    }
+}
+
+/// The blockers of one tenant for every stage, and when to look again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Per stage (trial, pilot, production), sorted by id.
+    pub stages: [Vec<Draft>; 3],
+    /// The next instant at which time alone changes some stage's blockers.
+    pub next_change: Option<Timestamp>,
+}
+
+/// Collects drafts and the earliest future deadline.
+struct Out {
+    now: Timestamp,
+    drafts: Vec<Draft>,
+    next: Option<Timestamp>,
+}
+
+impl Out {
+    /// Time alone changes an answer at `t` (ignored unless it is in the future).
+    fn wake_at(&mut self, t: Timestamp) {
+        if t > self.now {
+            self.next = Some(self.next.map_or(t, |n| n.min(t)));
+        }
+    }
+
+    fn raise(
+        &mut self,
+        kind: BlockerKind,
+        subject: Option<&str>,
+        meaning: String,
+        resolution: &str,
+        evidence: Vec<String>,
+    ) {
+        let id = match subject {
+            Some(s) => format!("{kind}/{s}"),
+            None => kind.as_str().to_owned(),
+        };
+        self.drafts.push(Draft {
+            id,
+            kind,
+            subject: subject.map(str::to_owned),
+            meaning,
+            resolution: resolution.to_owned(),
+            evidence: cap(evidence),
+        });
+    }
+}
+
+/// Dedups ids (first occurrence wins) and keeps at most [`MAX_EVIDENCE_IDS`].
+fn cap(ids: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(ids.len().min(MAX_EVIDENCE_IDS));
+    for id in ids {
+        if out.len() == MAX_EVIDENCE_IDS {
+            break;
+        }
+        if !id.is_empty() && seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+fn window(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// One stage-independent rule.
+type Rule = fn(&TenantState, &Policy, &mut Out);
+
+/// Evaluates every rule for `state` at `now`.
+pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluation {
+    let mut shared = Out {
+        now,
+        drafts: Vec::new(),
+        next: None,
+    };
+    let rules: [(BlockerKind, Rule); 9] = [
+        (BlockerKind::MissingLiveConnectorEvidence, live_connector),
+        (BlockerKind::TenantIsolationNotProven, tenant_isolation),
+        (BlockerKind::ReportDeliveryUnverified, report_delivery),
+        (BlockerKind::RuntimeWorkflowSyntheticOnly, synthetic_only),
+        (BlockerKind::CriticalFindingUnowned, critical_unowned),
+        (BlockerKind::FindingOverdue, finding_overdue),
+        (BlockerKind::ExceptionExpired, exception_expired),
+        (BlockerKind::ControlMissing, control_missing),
+        (BlockerKind::BreakGlassUnreviewed, break_glass),
+    ];
+    for (kind, rule) in rules {
+        if policy.any_stage(kind) {
+            rule(state, policy, &mut shared);
+        }
+    }
+    let mut eval = Evaluation::default();
+    let mut next = shared.next;
+    for stage in Stage::ALL {
+        let mut drafts: Vec<Draft> = shared
+            .drafts
+            .iter()
+            .filter(|d| policy.applies(*stage, d.kind))
+            .cloned()
+            .collect();
+        if policy.applies(*stage, BlockerKind::EvidenceStale) {
+            let mut out = Out {
+                now,
+                drafts: Vec::new(),
+                next: None,
+            };
+            evidence_stale(
+                state,
+                policy.windows.evidence_freshness(*stage),
+                *stage,
+                &mut out,
+            );
+            drafts.append(&mut out.drafts);
+            if let Some(t) = out.next {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        drafts.sort_by(|a, b| a.id.cmp(&b.id));
+        eval.stages[stage_index(*stage)] = drafts;
+    }
+    eval.next_change = next;
+    eval
+}
+
+const CONNECTOR_FIX: &str = "Connect a live system and run its connector_live validation until it passes with evidence (a registry validation event with result pass and an evidence reference).";
+
+/// `missing_live_connector_evidence`: no passing `connector_live` validation with evidence, or
+/// the latest validation of a connector failed (one blocker per failing connector).
+fn live_connector(state: &TenantState, _: &Policy, out: &mut Out) {
+    let rows: Vec<_> = state
+        .validations
+        .values()
+        .filter(|v| v.check_kind == "connector_live")
+        .collect();
+    let mut failing = 0;
+    for v in rows.iter().filter(|v| v.result != "pass") {
+        failing += 1;
+        let subject = v.subject.as_deref().unwrap_or("-");
+        let detail = v
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        out.raise(
+            BlockerKind::MissingLiveConnectorEvidence,
+            Some(subject),
+            format!(
+                "The latest live-connector validation of {subject} failed at {}{detail}.",
+                v.validated_at
+            ),
+            CONNECTOR_FIX,
+            v.evidence_id
+                .iter()
+                .cloned()
+                .chain([v.event_id.clone()])
+                .collect(),
+        );
+    }
+    let passing = rows
+        .iter()
+        .any(|v| v.result == "pass" && v.evidence_id.is_some());
+    if !passing && failing == 0 {
+        let meaning = if rows.is_empty() {
+            "No connector_live validation has been recorded: nothing shows the tenant's connectors reach live systems.".to_owned()
+        } else {
+            "Live-connector validations passed without evidence: nothing proves the tenant's connectors reach live systems.".to_owned()
+        };
+        out.raise(
+            BlockerKind::MissingLiveConnectorEvidence,
+            None,
+            meaning,
+            CONNECTOR_FIX,
+            rows.iter().map(|v| v.event_id.clone()).collect(),
+        );
+    }
+}
+
+const ISOLATION_FIX: &str = "Run the tenant_isolation validation (cross-tenant reads must be refused) and record a passing result with evidence; repeat it within the freshness window.";
+
+/// `tenant_isolation_not_proven`: no passing `tenant_isolation` validation within the freshness
+/// window, or the latest validation of some subject failed.
+fn tenant_isolation(state: &TenantState, policy: &Policy, out: &mut Out) {
+    let window_len = policy.windows.tenant_isolation_freshness;
+    let rows: Vec<_> = state
+        .validations
+        .values()
+        .filter(|v| v.check_kind == "tenant_isolation")
+        .collect();
+    let mut failing = 0;
+    for v in rows.iter().filter(|v| v.result != "pass") {
+        failing += 1;
+        let subject = v.subject.as_deref().unwrap_or("-");
+        out.raise(
+            BlockerKind::TenantIsolationNotProven,
+            Some(subject),
+            format!(
+                "The latest tenant-isolation validation of {subject} failed at {}.",
+                v.validated_at
+            ),
+            ISOLATION_FIX,
+            v.evidence_id
+                .iter()
+                .cloned()
+                .chain([v.event_id.clone()])
+                .collect(),
+        );
+    }
+    let newest_pass = rows
+        .iter()
+        .filter(|v| v.result == "pass")
+        .max_by(|a, b| (a.validated_at, &a.event_id).cmp(&(b.validated_at, &b.event_id)));
+    let fresh = match newest_pass {
+        Some(v) => {
+            let until = v.validated_at.plus(window_len);
+            out.wake_at(until);
+            until > out.now
+        }
+        None => false,
+    };
+    if !fresh && failing == 0 {
+        let (meaning, evidence) = match newest_pass {
+            Some(v) => (
+                format!(
+                    "The newest passing tenant-isolation validation ({}) is older than the {} freshness window.",
+                    v.validated_at,
+                    window(window_len)
+                ),
+                v.evidence_id.iter().cloned().chain([v.event_id.clone()]).collect(),
+            ),
+            None => (
+                "No tenant-isolation validation has passed: nothing proves one tenant cannot read another's data.".to_owned(),
+                vec![],
+            ),
+        };
+        out.raise(
+            BlockerKind::TenantIsolationNotProven,
+            None,
+            meaning,
+            ISOLATION_FIX,
+            evidence,
+        );
+    }
+}
+
+/// `report_delivery_unverified`: no report delivered to approved recipients with audit evidence
+/// (an evidence reference, or the mail server's message id).
+fn report_delivery(state: &TenantState, _: &Policy, out: &mut Out) {
+    let verified = state.deliveries.values().any(|d| {
+        d.outcome == "delivered"
+            && d.approved_recipients
+            && (d.evidence_id.is_some() || d.message_id.is_some())
+    });
+    if verified {
+        return;
+    }
+    let meaning = if state.deliveries.is_empty() {
+        "No report packet has been delivered: nobody has verifiably received the tenant's reports."
+            .to_owned()
+    } else {
+        "No report packet was delivered to approved recipients with delivery audit evidence; the listed attempts failed, went to unapproved recipients, or carry no audit evidence.".to_owned()
+    };
+    out.raise(
+        BlockerKind::ReportDeliveryUnverified,
+        None,
+        meaning,
+        "Register the report recipients as approved, deliver a report packet (the reporter records a delivery event with the server's message id or an evidence reference), and check the delivery outcome.",
+        state
+            .deliveries
+            .values()
+            .flat_map(|d| [d.report_id.clone(), d.event_id.clone()])
+            .collect(),
+    );
+}
+
+/// `runtime_workflow_synthetic_only`, per governed path: the path has no decision, or only
+/// synthetic (fixture) decisions.
+fn synthetic_only(state: &TenantState, _: &Policy, out: &mut Out) {
+    for path in GOVERNED_PATHS {
+        let row = state.action_paths.get(path);
+        let (meaning, evidence) = match row {
+            Some(r) if r.decisions > r.synthetic_decisions => continue,
+            Some(r) if r.decisions > 0 => (
+                format!(
+                    "Every decision on the {path} path so far is synthetic (fixtures): no real workload has exercised its runtime governance."
+                ),
+                r.last_decision_id.iter().cloned().collect(),
+            ),
+            _ => (
+                format!(
+                    "No decision has been recorded on the {path} path: its runtime governance has never been exercised."
+                ),
+                vec![],
+            ),
+        };
+        out.raise(
+            BlockerKind::RuntimeWorkflowSyntheticOnly,
+            Some(path),
+            meaning,
+            "Route real (non-synthetic) agent traffic on this path through a gateway that reports its decisions.",
+            evidence,
+        );
+    }
+}
+
+/// `critical_finding_unowned`: an open critical finding without an owner or a due date.
+fn critical_unowned(state: &TenantState, _: &Policy, out: &mut Out) {
+    for f in state.open_findings.values() {
+        if f.severity != Risk::Critical || (f.owner.is_some() && f.due_at.is_some()) {
+            continue;
+        }
+        let missing = match (&f.owner, &f.due_at) {
+            (None, None) => "an owner or a due date",
+            (None, Some(_)) => "an owner",
+            _ => "a due date",
+        };
+        out.raise(
+            BlockerKind::CriticalFindingUnowned,
+            Some(&f.finding_id),
+            format!(
+                "Critical finding {} ({}) is open without {missing}.",
+                f.finding_id, f.title
+            ),
+            "Assign an owner and a due date (approval event finding_assigned), or resolve the finding (finding_resolved).",
+            finding_ids(f),
+        );
+    }
+}
+
+fn finding_ids(f: &aispm_schemas::views::FindingRow) -> Vec<String> {
+    std::iter::once(f.finding_id.clone())
+        .chain(f.exception_id.iter().cloned())
+        .chain(f.event_ids.iter().cloned())
+        .collect()
+}
+
+/// `finding_overdue`: an open high or critical finding past its due date, unless an active
+/// exception (accepted risk) covers it; when that exception expires, `exception_expired` and
+/// this blocker take over.
+fn finding_overdue(state: &TenantState, _: &Policy, out: &mut Out) {
+    for f in state.open_findings.values() {
+        if !matches!(f.severity, Risk::High | Risk::Critical) {
+            continue;
+        }
+        let Some(due) = f.due_at else { continue };
+        out.wake_at(due);
+        let covered = match (&f.exception_id, f.exception_expires_at) {
+            (Some(_), None) => true,
+            (Some(_), Some(expires)) => {
+                out.wake_at(expires);
+                expires > out.now
+            }
+            (None, _) => false,
+        };
+        if due > out.now || covered {
+            continue;
+        }
+        out.raise(
+            BlockerKind::FindingOverdue,
+            Some(&f.finding_id),
+            format!(
+                "{} finding {} ({}) was due at {due} and is still open.",
+                capitalize(f.severity.as_str()),
+                f.finding_id,
+                f.title
+            ),
+            "Resolve the finding (finding_resolved), or record an accepted risk with an owner and an expiry (risk_accepted).",
+            finding_ids(f),
+        );
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// `exception_expired`: an exception past its expiry that still covers an open finding, from
+/// the finding's side (its `exception_id`/`exception_expires_at`) or the exception's side (an
+/// unrevoked exception row naming an open finding). One blocker per exception.
+fn exception_expired(state: &TenantState, _: &Policy, out: &mut Out) {
+    // exception id -> (expiry, findings, exception event ids)
+    let mut expired: BTreeMap<&str, (Timestamp, BTreeSet<&str>, Vec<String>)> = BTreeMap::new();
+    for f in state.open_findings.values() {
+        if let (Some(x), Some(e)) = (&f.exception_id, f.exception_expires_at) {
+            out.wake_at(e);
+            if e <= out.now {
+                expired
+                    .entry(x)
+                    .or_insert_with(|| (e, BTreeSet::new(), vec![]))
+                    .1
+                    .insert(&f.finding_id);
+            }
+        }
+    }
+    for x in state.exceptions.values() {
+        if x.kind != ExceptionKind::Exception || x.revoked {
+            continue;
+        }
+        let (Some(e), Some(fid)) = (x.expires_at, &x.finding_id) else {
+            continue;
+        };
+        let Some(f) = state.open_findings.get(fid) else {
+            continue;
+        };
+        // A finding now covered by another exception is no longer this one's.
+        if f.exception_id
+            .as_ref()
+            .is_some_and(|other| other != &x.exception_id)
+        {
+            continue;
+        }
+        out.wake_at(e);
+        if e <= out.now {
+            let entry = expired
+                .entry(&x.exception_id)
+                .or_insert_with(|| (e, BTreeSet::new(), vec![]));
+            entry.0 = entry.0.max(e);
+            entry.1.insert(fid);
+            entry.2.clone_from(&x.event_ids);
+        }
+    }
+    for (x, (e, findings, events)) in expired {
+        let list: Vec<&str> = findings.iter().copied().collect();
+        out.raise(
+            BlockerKind::ExceptionExpired,
+            Some(x),
+            format!(
+                "Exception {x} expired at {e} but still covers open finding(s) {}.",
+                list.join(", ")
+            ),
+            "Resolve the finding(s), renew the exception with a new expiry (exception_granted or risk_accepted), or revoke it (exception_revoked) and treat the finding as due.",
+            std::iter::once(x.to_owned())
+                .chain(list.iter().map(|f| (*f).to_owned()))
+                .chain(events)
+                .collect(),
+        );
+    }
+}
+
+/// `control_missing`: high-risk decisions on a path no enforced control covers: a control that
+/// only logs (shadowed), one registered but never enforcing, decisions no control covered
+/// (`(none):{kind}` rows), or a retired/quarantined control still deciding (blocked).
+fn control_missing(state: &TenantState, _: &Policy, out: &mut Out) {
+    for (key, c) in &state.controls {
+        if c.state == ControlState::Enforced || c.high_risk_decisions <= 0 {
+            continue;
+        }
+        let kinds = if c.action_kinds.is_empty() {
+            "unknown".to_owned()
+        } else {
+            c.action_kinds.join(", ")
+        };
+        let id = &c.control_id;
+        let meaning = match c.state {
+            ControlState::Missing if key.starts_with("(none):") => {
+                format!("High-risk {kinds} actions were decided with no control covering them.")
+            }
+            ControlState::Missing => format!(
+                "Control {id} is registered but has never enforced a decision, while high-risk {kinds} actions occur."
+            ),
+            ControlState::Shadowed => format!(
+                "Control {id} runs in shadow mode (log only) on the high-risk {kinds} path: high-risk actions are not enforced."
+            ),
+            ControlState::Blocked => format!(
+                "Control {id} is retired or quarantined yet still decides high-risk {kinds} actions."
+            ),
+            ControlState::Enforced => continue,
+        };
+        out.raise(
+            BlockerKind::ControlMissing,
+            Some(key),
+            meaning,
+            "Put an enforced control (mode enforced, registered and trusted) in front of this high-risk path, so high-risk actions are denied or require approval.",
+            c.decision_ids.clone(),
+        );
+    }
+}
+
+/// `break_glass_unreviewed`: a break-glass event still unreviewed after the review window.
+fn break_glass(state: &TenantState, policy: &Policy, out: &mut Out) {
+    let review = policy.windows.break_glass_review_window;
+    for x in state.exceptions.values() {
+        if x.kind != ExceptionKind::BreakGlass || x.reviewed_at.is_some() {
+            continue;
+        }
+        let deadline = x.granted_at.plus(review);
+        out.wake_at(deadline);
+        if deadline > out.now {
+            continue;
+        }
+        let by = x
+            .actor
+            .as_deref()
+            .map(|a| format!(" by {a}"))
+            .unwrap_or_default();
+        out.raise(
+            BlockerKind::BreakGlassUnreviewed,
+            Some(&x.exception_id),
+            format!(
+                "Break-glass {} invoked{by} at {} was not reviewed within the {} review window.",
+                x.exception_id,
+                x.granted_at,
+                window(review)
+            ),
+            "Review the break-glass use and record it (approval event break_glass_reviewed).",
+            std::iter::once(x.exception_id.clone())
+                .chain(x.decision_id.iter().cloned())
+                .chain(x.event_ids.iter().cloned())
+                .collect(),
+        );
+    }
+}
+
+/// `evidence_stale`: the newest real evidence is older than the stage's freshness window, or
+/// there is none.
+fn evidence_stale(state: &TenantState, freshness: Duration, stage: Stage, out: &mut Out) {
+    let fix = "Make sure governed agents keep producing decisions with evidence (evidence id, SHA-256, URI, signature); stale evidence usually means a gateway stopped reporting.";
+    match state.evidence.newest() {
+        None => out.raise(
+            BlockerKind::EvidenceStale,
+            None,
+            "No real evidence has been recorded (synthetic and invalidly signed evidence does not count).".to_owned(),
+            fix,
+            vec![],
+        ),
+        Some((recorded, id)) => {
+            let until = recorded.plus(freshness);
+            out.wake_at(until);
+            if until <= out.now {
+                out.raise(
+                    BlockerKind::EvidenceStale,
+                    None,
+                    format!(
+                        "The newest evidence ({id}, recorded {recorded}) is older than the {stage} freshness window of {}.",
+                        window(freshness)
+                    ),
+                    fix,
+                    vec![id.to_owned()],
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use aispm_schemas::views::*;
+
+    const H: i64 = 3_600_000;
+    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+    pub(crate) fn finding(
+        id: &str,
+        severity: Risk,
+        owner: Option<&str>,
+        due_at: Option<Timestamp>,
+    ) -> FindingRow {
+        FindingRow {
+            finding_id: id.to_owned(),
+            rule_id: "R1".into(),
+            title: "t".into(),
+            severity,
+            status: FindingStatus::Open,
+            subject: "s".into(),
+            owner: owner.map(str::to_owned),
+            due_at,
+            opened_at: Timestamp(0),
+            closed_at: None,
+            resolution: None,
+            frameworks: vec![],
+            event_ids: vec![format!("ev-{id}")],
+            occurrences: 1,
+            exception_id: None,
+            exception_expires_at: None,
+        }
+    }
+
+    pub(crate) fn exception(
+        id: &str,
+        kind: ExceptionKind,
+        granted_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        finding_id: Option<&str>,
+    ) -> ExceptionRow {
+        ExceptionRow {
+            exception_id: id.to_owned(),
+            kind,
+            finding_id: finding_id.map(str::to_owned),
+            control_id: None,
+            decision_id: Some(format!("d-{id}")),
+            owner: Some("o".into()),
+            actor: Some("alice".into()),
+            reason: None,
+            granted_at,
+            expires_at,
+            revoked: false,
+            reviewed_at: None,
+            reviewed_by: None,
+            event_ids: vec![format!("ev-{id}")],
+        }
+    }
+
+    pub(crate) fn evidence(
+        id: &str,
+        at: Timestamp,
+        synthetic: bool,
+        sig: SignatureState,
+    ) -> EvidenceRow {
+        EvidenceRow {
+            evidence_id: id.to_owned(),
+            event_id: format!("d-{id}"),
+            sha256: "00".repeat(32),
+            uri: format!("s3://e/{id}"),
+            signature_state: sig,
+            key_id: None,
+            recorded_at: at,
+            synthetic,
+            action_kind: Some("file".into()),
+        }
+    }
+
+    fn validation(kind: &str, subject: Option<&str>, result: &str, at: Timestamp) -> ValidationRow {
+        ValidationRow {
+            check_kind: kind.to_owned(),
+            subject: subject.map(str::to_owned),
+            result: result.to_owned(),
+            evidence_id: Some(format!("ev-{kind}")),
+            validated_at: at,
+            event_id: format!("r-{kind}-{}", subject.unwrap_or("-")),
+            detail: None,
+        }
+    }
+
+    pub(crate) fn path(kind: &str, decisions: i64, synthetic: i64) -> CoverageRow {
+        CoverageRow {
+            kind: CoverageKind::ActionPath,
+            id: kind.to_owned(),
+            registered: false,
+            retired: false,
+            owner: None,
+            trust: None,
+            decisions,
+            synthetic_decisions: synthetic,
+            first_seen: Some(Timestamp(0)),
+            last_seen: Some(Timestamp(0)),
+            last_decision_id: Some(format!("d-{kind}")),
+            last_real_decision_id: None,
+            shadow_ai: false,
+        }
+    }
+
+    fn control(id: &str, state: ControlState, high_risk: i64) -> ControlRow {
+        ControlRow {
+            control_id: id.to_owned(),
+            state,
+            registered: true,
+            enforced_decisions: 0,
+            shadow_decisions: 1,
+            high_risk_decisions: high_risk,
+            action_kinds: vec!["command".into()],
+            framework_mappings: vec![],
+            decision_ids: vec!["d1".into(), "d2".into()],
+            last_decision_at: Some(Timestamp(0)),
+        }
+    }
+
+    fn delivery(outcome: &str, approved: bool, message_id: Option<&str>) -> DeliveryRow {
+        DeliveryRow {
+            report_id: "rep-1".into(),
+            report_type: "board_kpi".into(),
+            channel: "smtp".into(),
+            outcome: outcome.to_owned(),
+            recipients: vec!["board@acme.example".into()],
+            approved_recipients: approved,
+            message_id: message_id.map(str::to_owned),
+            packet_sha256: "ab".repeat(32),
+            attempt: 1,
+            delivered_at: Timestamp(0),
+            event_id: "rd-1".into(),
+            evidence_id: None,
+            error: None,
+        }
+    }
+
+    /// A tenant with nothing in the way of production.
+    pub(crate) fn ready_state(now: Timestamp) -> TenantState {
+        let mut s = TenantState::default();
+        for p in GOVERNED_PATHS {
+            s.action_paths.insert(p.into(), path(p, 10, 2));
+        }
+        s.validations.insert(
+            "connector_live/jira".into(),
+            validation("connector_live", Some("jira"), "pass", now),
+        );
+        s.validations.insert(
+            "tenant_isolation/-".into(),
+            validation("tenant_isolation", None, "pass", now),
+        );
+        s.deliveries
+            .insert("rep-1".into(), delivery("delivered", true, Some("<m@x>")));
+        s.evidence.upsert("ev-1", now);
+        s.controls
+            .insert("ctl-1".into(), control("ctl-1", ControlState::Enforced, 5));
+        s
+    }
+
+    fn production(s: &TenantState, now: Timestamp) -> Vec<Draft> {
+        evaluate(s, &Policy::default(), now).stages[2].clone()
+    }
+
+    fn ids(d: &[Draft]) -> Vec<&str> {
+        d.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_ready_tenant_has_no_blockers_at_any_stage() {
+        let e = evaluate(&ready_state(NOW), &Policy::default(), NOW);
+        assert!(e.stages.iter().all(Vec::is_empty), "{e:?}");
+        // Evidence goes stale first in production (24 h), isolation after 30 days.
+        assert_eq!(e.next_change, Some(NOW.plus(Duration::from_secs(86_400))));
+    }
+
+    #[test]
+    fn an_empty_tenant_is_blocked_everywhere_with_stage_specific_kinds() {
+        let e = evaluate(&TenantState::default(), &Policy::default(), NOW);
+        assert_eq!(
+            ids(&e.stages[0]),
+            [
+                "evidence_stale",
+                "missing_live_connector_evidence",
+                "tenant_isolation_not_proven"
+            ]
+        );
+        assert_eq!(e.stages[1].len(), 7);
+        assert_eq!(
+            ids(&e.stages[2]),
+            [
+                "evidence_stale",
+                "missing_live_connector_evidence",
+                "report_delivery_unverified",
+                "runtime_workflow_synthetic_only/command",
+                "runtime_workflow_synthetic_only/file",
+                "runtime_workflow_synthetic_only/git",
+                "runtime_workflow_synthetic_only/mcp",
+                "tenant_isolation_not_proven",
+            ]
+        );
+        assert_eq!(e.next_change, None);
+    }
+
+    #[test]
+    fn live_connector_needs_a_pass_with_evidence_and_no_failure() {
+        let mut s = ready_state(NOW);
+        let mut v = validation("connector_live", Some("jira"), "pass", NOW);
+        v.evidence_id = None;
+        s.validations.insert("connector_live/jira".into(), v);
+        let d = production(&s, NOW);
+        assert_eq!(ids(&d), ["missing_live_connector_evidence"]);
+        assert!(d[0].meaning.contains("without evidence"));
+        assert_eq!(d[0].evidence, ["r-connector_live-jira"]);
+
+        s.validations.insert(
+            "connector_live/slack".into(),
+            validation("connector_live", Some("slack"), "fail", NOW),
+        );
+        let d = production(&s, NOW);
+        assert_eq!(ids(&d), ["missing_live_connector_evidence/slack"]);
+        assert_eq!(d[0].subject.as_deref(), Some("slack"));
+        assert_eq!(
+            d[0].evidence,
+            ["ev-connector_live", "r-connector_live-slack"]
+        );
+    }
+
+    #[test]
+    fn tenant_isolation_expires_after_its_window() {
+        let s = ready_state(NOW);
+        let mut p = Policy::default();
+        p.windows.tenant_isolation_freshness = Duration::from_secs(3600);
+        p.windows.production_evidence_freshness = Duration::from_secs(100 * 86_400);
+        let e = evaluate(&s, &p, NOW);
+        assert!(e.stages[2].is_empty());
+        assert_eq!(e.next_change, Some(Timestamp(NOW.0 + H)));
+        let later = evaluate(&s, &p, Timestamp(NOW.0 + H));
+        assert_eq!(ids(&later.stages[2]), ["tenant_isolation_not_proven"]);
+        assert!(
+            later.stages[2][0]
+                .meaning
+                .contains("older than the 1h freshness window")
+        );
+        assert_eq!(
+            later.stages[2][0].evidence,
+            ["ev-tenant_isolation", "r-tenant_isolation--"]
+        );
+
+        let mut s = ready_state(NOW);
+        s.validations.insert(
+            "tenant_isolation/eu".into(),
+            validation("tenant_isolation", Some("eu"), "fail", NOW),
+        );
+        assert_eq!(
+            ids(&production(&s, NOW)),
+            ["tenant_isolation_not_proven/eu"]
+        );
+    }
+
+    #[test]
+    fn report_delivery_needs_approved_recipients_and_audit_evidence() {
+        let mut s = ready_state(NOW);
+        for (outcome, approved, mid, blocked) in [
+            ("delivered", true, Some("<m@x>"), false),
+            ("delivered", false, Some("<m@x>"), true),
+            ("failed", true, Some("<m@x>"), true),
+            ("delivered", true, None, true),
+        ] {
+            s.deliveries
+                .insert("rep-1".into(), delivery(outcome, approved, mid));
+            let d = production(&s, NOW);
+            assert_eq!(!d.is_empty(), blocked, "{outcome} {approved} {mid:?}");
+            if blocked {
+                assert_eq!(ids(&d), ["report_delivery_unverified"]);
+                assert_eq!(d[0].evidence, ["rep-1", "rd-1"]);
+            }
+        }
+        let mut d = delivery("delivered", true, None);
+        d.evidence_id = Some("ev-audit".into());
+        s.deliveries.insert("rep-1".into(), d);
+        assert!(production(&s, NOW).is_empty());
+    }
+
+    #[test]
+    fn synthetic_only_is_per_path() {
+        let mut s = ready_state(NOW);
+        s.action_paths.insert("git".into(), path("git", 4, 4));
+        s.action_paths.remove("mcp");
+        // Other paths (model, network) do not count.
+        s.action_paths.insert("model".into(), path("model", 4, 4));
+        let d = production(&s, NOW);
+        assert_eq!(
+            ids(&d),
+            [
+                "runtime_workflow_synthetic_only/git",
+                "runtime_workflow_synthetic_only/mcp"
+            ]
+        );
+        assert_eq!(d[0].evidence, ["d-git"]);
+        assert!(d[0].meaning.contains("synthetic"));
+        assert!(d[1].meaning.contains("No decision"));
+        // Pilot blocks on it too; trial does not.
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert_eq!(e.stages[1].len(), 2);
+        assert!(e.stages[0].is_empty());
+    }
+
+    #[test]
+    fn critical_findings_need_an_owner_and_a_due_date() {
+        let mut s = ready_state(NOW);
+        let due = Some(Timestamp(NOW.0 + H));
+        s.open_findings
+            .insert("c1".into(), finding("c1", Risk::Critical, None, due));
+        s.open_findings.insert(
+            "c2".into(),
+            finding("c2", Risk::Critical, Some("bob"), None),
+        );
+        s.open_findings
+            .insert("c3".into(), finding("c3", Risk::Critical, Some("bob"), due));
+        s.open_findings
+            .insert("h1".into(), finding("h1", Risk::High, None, None));
+        let d = production(&s, NOW);
+        assert_eq!(
+            ids(&d),
+            ["critical_finding_unowned/c1", "critical_finding_unowned/c2"]
+        );
+        assert!(d[0].meaning.ends_with("without an owner."));
+        assert!(d[1].meaning.ends_with("without a due date."));
+        assert_eq!(d[0].evidence, ["c1", "ev-c1"]);
+    }
+
+    #[test]
+    fn high_findings_become_overdue_at_their_due_date() {
+        let mut s = ready_state(NOW);
+        let due = Timestamp(NOW.0 + H);
+        s.open_findings.insert(
+            "h1".into(),
+            finding("h1", Risk::High, Some("bob"), Some(due)),
+        );
+        s.open_findings.insert(
+            "m1".into(),
+            finding("m1", Risk::Medium, Some("bob"), Some(Timestamp(0))),
+        );
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert!(e.stages[2].is_empty());
+        assert_eq!(e.next_change, Some(due));
+        let d = production(&s, due);
+        assert_eq!(ids(&d), ["finding_overdue/h1"]);
+        assert!(d[0].meaning.starts_with("High finding h1"));
+        // Not a pilot blocker by default.
+        assert!(evaluate(&s, &Policy::default(), due).stages[1].is_empty());
+
+        // An active accepted risk holds it off until it expires.
+        let mut f = finding("h1", Risk::High, Some("bob"), Some(due));
+        f.exception_id = Some("x1".into());
+        f.exception_expires_at = Some(Timestamp(NOW.0 + 2 * H));
+        s.open_findings.insert("h1".into(), f);
+        assert!(production(&s, due).is_empty());
+        assert_eq!(
+            ids(&production(&s, Timestamp(NOW.0 + 2 * H))),
+            ["exception_expired/x1", "finding_overdue/h1"]
+        );
+    }
+
+    #[test]
+    fn exceptions_expire_while_covering_an_open_finding() {
+        let mut s = ready_state(NOW);
+        let expires = Timestamp(NOW.0 + H);
+        s.open_findings
+            .insert("m1".into(), finding("m1", Risk::Medium, Some("bob"), None));
+        s.exceptions.insert(
+            "x1".into(),
+            exception(
+                "x1",
+                ExceptionKind::Exception,
+                Timestamp(0),
+                Some(expires),
+                Some("m1"),
+            ),
+        );
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert!(e.stages[2].is_empty());
+        assert_eq!(e.next_change, Some(expires));
+        let d = production(&s, expires);
+        assert_eq!(ids(&d), ["exception_expired/x1"]);
+        assert_eq!(d[0].evidence, ["x1", "m1", "ev-x1"]);
+        assert!(d[0].meaning.contains("open finding(s) m1"));
+        // Closing the finding resolves it; so does a newer exception on the finding.
+        let mut f = finding("m1", Risk::Medium, Some("bob"), None);
+        f.exception_id = Some("x2".into());
+        f.exception_expires_at = Some(Timestamp(expires.0 + H));
+        s.open_findings.insert("m1".into(), f);
+        assert!(production(&s, expires).is_empty());
+        s.open_findings.clear();
+        assert!(production(&s, expires).is_empty());
+    }
+
+    #[test]
+    fn high_risk_paths_need_an_enforced_control() {
+        let mut s = ready_state(NOW);
+        s.controls
+            .insert("ctl-2".into(), control("ctl-2", ControlState::Shadowed, 3));
+        s.controls
+            .insert("ctl-3".into(), control("ctl-3", ControlState::Shadowed, 0));
+        s.controls.insert(
+            "(none):git".into(),
+            control("(none):git", ControlState::Missing, 1),
+        );
+        s.controls
+            .insert("ctl-4".into(), control("ctl-4", ControlState::Blocked, 1));
+        let d = production(&s, NOW);
+        assert_eq!(
+            ids(&d),
+            [
+                "control_missing/(none):git",
+                "control_missing/ctl-2",
+                "control_missing/ctl-4"
+            ]
+        );
+        assert!(d[0].meaning.contains("no control covering"));
+        assert!(d[1].meaning.contains("shadow mode"));
+        assert!(d[2].meaning.contains("retired or quarantined"));
+        assert_eq!(d[1].evidence, ["d1", "d2"]);
+    }
+
+    #[test]
+    fn break_glass_must_be_reviewed_within_the_window() {
+        let mut s = ready_state(NOW);
+        let granted = Timestamp(NOW.0 - 12 * H);
+        s.exceptions.insert(
+            "bg1".into(),
+            exception("bg1", ExceptionKind::BreakGlass, granted, None, None),
+        );
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert!(e.stages[2].is_empty());
+        let deadline = Timestamp(NOW.0 + 12 * H);
+        assert_eq!(e.next_change, Some(deadline));
+        let e = evaluate(&s, &Policy::default(), deadline);
+        assert_eq!(ids(&e.stages[2]), ["break_glass_unreviewed/bg1"]);
+        assert_eq!(ids(&e.stages[1]), ["break_glass_unreviewed/bg1"]);
+        assert!(e.stages[0].is_empty());
+        assert_eq!(e.stages[2][0].evidence, ["bg1", "d-bg1", "ev-bg1"]);
+        assert!(e.stages[2][0].meaning.contains("by alice"));
+    }
+
+    #[test]
+    fn evidence_staleness_depends_on_the_stage() {
+        let s = ready_state(NOW);
+        let later = NOW.plus(Duration::from_secs(2 * 86_400));
+        let e = evaluate(&s, &Policy::default(), later);
+        assert!(e.stages[0].is_empty() && e.stages[1].is_empty());
+        assert_eq!(ids(&e.stages[2]), ["evidence_stale"]);
+        assert_eq!(e.stages[2][0].evidence, ["ev-1"]);
+        assert!(
+            e.stages[2][0]
+                .meaning
+                .contains("production freshness window of 1day")
+        );
+        assert_eq!(
+            e.next_change,
+            Some(NOW.plus(Duration::from_secs(7 * 86_400)))
+        );
+    }
+
+    #[test]
+    fn drafts_are_deterministic_and_do_not_mention_the_clock() {
+        let mut s = TenantState::default();
+        s.open_findings.insert(
+            "c1".into(),
+            finding("c1", Risk::Critical, None, Some(Timestamp(0))),
+        );
+        let a = evaluate(&s, &Policy::default(), NOW);
+        let b = evaluate(&s, &Policy::default(), Timestamp(NOW.0 + 5 * H));
+        assert_eq!(a.stages, b.stages);
+    }
+
+    #[test]
+    fn evidence_lists_are_capped_and_deduplicated() {
+        let ids: Vec<String> = (0..200).map(|i| format!("d{}", i % 120)).collect();
+        let c = cap(ids);
+        assert_eq!(c.len(), MAX_EVIDENCE_IDS);
+        assert_eq!(c[0], "d0");
+        assert_eq!(cap(vec!["a".into(), "a".into(), String::new()]), ["a"]);
+    }
+
+    #[test]
+    fn stage_configuration_limits_the_kinds() {
+        let stages = StageBlockers {
+            trial_blockers: vec![],
+            pilot_blockers: vec![BlockerKind::ReportDeliveryUnverified],
+            production_blockers: vec![BlockerKind::ReportDeliveryUnverified],
+        };
+        let p = Policy::new(Windows::default(), &stages);
+        let e = evaluate(&TenantState::default(), &p, NOW);
+        assert!(e.stages[0].is_empty());
+        assert_eq!(ids(&e.stages[1]), ["report_delivery_unverified"]);
+    }
+}

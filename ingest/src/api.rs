@@ -1,0 +1,395 @@
+//! `POST /v1/events`: authenticate, bound memory, parse and validate, authorize every tenant,
+//! produce, and answer `202` only once the broker acknowledged every record.
+//!
+//! A request is all-or-nothing with respect to validation and authorization: one invalid item
+//! (400) or one tenant the token may not write (403) rejects the whole request and nothing is
+//! produced. See `docs/ingest.md` for the answers.
+
+use crate::body::{self, BodyError, Format, Generated, ItemError, Parsed};
+use crate::metrics::{IngestMetrics, Outcome};
+use crate::publish::{self, Encoded, PublishError, Publisher};
+use aispm_runtime::auth::Auth;
+use aispm_runtime::http::ApiError;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// At most this many item errors are listed in a 400 answer (the count is always exact).
+pub const MAX_LISTED_ERRORS: usize = 1000;
+
+/// How long a refused upload is read (and discarded) so that the client sees the answer.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+
+/// What the handler needs.
+#[derive(Debug)]
+pub struct App {
+    pub auth: Auth,
+    pub publisher: Arc<Publisher>,
+    pub metrics: IngestMetrics,
+    /// Requests being parsed at once (one per core).
+    pub parse_slots: Semaphore,
+    /// Set once the input topics exist.
+    pub topics_ready: Arc<AtomicBool>,
+    pub max_body_bytes: usize,
+    pub max_batch_events: usize,
+    pub retry_after_secs: u64,
+}
+
+/// The `202` body.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: usize,
+    /// Per event type, e.g. `{"decision": 98, "approval": 2}`.
+    pub by_type: BTreeMap<&'static str, u64>,
+    /// The `event_id`s generated for items that had none, by index.
+    pub generated: Vec<Generated>,
+}
+
+/// The service's routes (`/metrics`, `/healthz` and `/readyz` are added by `aispm_runtime::http`).
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// A refused request: its answer, and how it is counted.
+struct Refusal {
+    outcome: Outcome,
+    reason: &'static str,
+    error: ApiError,
+    retry_after: bool,
+}
+
+impl Refusal {
+    fn new(outcome: Outcome, reason: &'static str, error: ApiError) -> Self {
+        Refusal {
+            outcome,
+            reason,
+            error,
+            retry_after: false,
+        }
+    }
+
+    fn retry_later(mut self) -> Self {
+        self.retry_after = true;
+        self
+    }
+}
+
+async fn post_events(State(app): State<Arc<App>>, req: Request) -> Response {
+    match handle(&app, req).await {
+        Ok(accepted) => {
+            app.metrics.request(Outcome::Accepted, "ok");
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        Err(refusal) => {
+            app.metrics.request(refusal.outcome, refusal.reason);
+            let mut response = refusal.error.into_response();
+            if refusal.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(app.retry_after_secs));
+            }
+            response
+        }
+    }
+}
+
+async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
+    if !app.topics_ready.load(Ordering::Relaxed) {
+        return Err(Refusal::new(
+            Outcome::Unavailable,
+            "starting",
+            ApiError::unavailable("the service is starting: the input topics are not ready yet"),
+        )
+        .retry_later());
+    }
+    let headers = req.headers().clone();
+    let principal = app
+        .auth
+        .principal(&headers)
+        .map_err(|e| Refusal::new(Outcome::Unauthorized, "token", e))?;
+    let format = Format::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(|m| {
+        Refusal::new(
+            Outcome::UnsupportedMediaType,
+            "content_type",
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m,
+            ),
+        )
+    })?;
+
+    // Reserve the body's bytes before reading it, so concurrent requests cannot buffer
+    // more than --max-buffered-bytes between them.
+    let declared = content_length(&headers);
+    if let Some(n) = declared
+        && n > app.max_body_bytes
+    {
+        return Err(too_large(app.max_body_bytes));
+    }
+    let Some(_bytes) = app
+        .publisher
+        .try_reserve_bytes(declared.unwrap_or(app.max_body_bytes).max(1))
+    else {
+        // Read and discard the body (no buffering) so that the client sees the 429 rather
+        // than a connection reset in the middle of its upload.
+        drain(req.into_body(), app.max_body_bytes).await;
+        return Err(throttled(
+            "buffer_full",
+            "too many request bytes are in flight",
+        ));
+    };
+    let body = Bytes::from_request(req, &()).await.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            too_large(app.max_body_bytes)
+        }
+        other => Refusal::new(
+            Outcome::Invalid,
+            "unreadable_body",
+            ApiError::bad_request(format!("the body could not be read: {other}")),
+        ),
+    })?;
+
+    // Parsing, validation and Avro encoding are CPU work: off the async workers, and at most
+    // one request per core at a time, so that parsed bodies (several times their size) do not
+    // pile up under overload; waiting requests hold only their raw bytes.
+    let max_events = app.max_batch_events;
+    let codec = app.publisher.codec().clone();
+    let parse_slot = app.parse_slots.acquire().await.map_err(|_| {
+        Refusal::new(
+            Outcome::Unavailable,
+            "shutting_down",
+            ApiError::unavailable("the service is shutting down"),
+        )
+        .retry_later()
+    })?;
+    let (parsed, encoded) = tokio::task::spawn_blocking(move || {
+        let mut parsed = body::parse(&body, format, max_events)?;
+        drop(body);
+        let encoded = if parsed.errors.is_empty() {
+            let encoded = publish::encode(&codec, &parsed.events);
+            // Only the encoded records are needed from here on.
+            parsed.events = Vec::new();
+            encoded
+        } else {
+            Ok(Vec::new())
+        };
+        Ok::<_, BodyError>((parsed, encoded))
+    })
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            Outcome::Unavailable,
+            "internal",
+            ApiError::internal(format!("parsing failed: {e}")),
+        )
+    })?
+    .map_err(|e| body_refusal(&e))?;
+    drop(parse_slot);
+
+    // Every tenant any item names must be one the token may write, valid item or not.
+    if let Some(tenant) = parsed.tenants.iter().find(|t| !principal.may_access(t)) {
+        let error = app
+            .auth
+            .for_tenant(&headers, tenant)
+            .err()
+            .unwrap_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the token may not access this tenant",
+                )
+            });
+        count_discarded(&app.metrics, &parsed, "rejected", "forbidden");
+        return Err(Refusal::new(
+            Outcome::Forbidden,
+            "tenant",
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{}: the token may not write events for tenant '{tenant}'; no event was accepted",
+                    error.message
+                ),
+            ),
+        ));
+    }
+
+    if !parsed.errors.is_empty() {
+        return Err(invalid(&app.metrics, &parsed));
+    }
+    let encoded: Vec<Encoded> = encoded.map_err(|e| {
+        count_discarded(&app.metrics, &parsed, "failed", "encode");
+        Refusal::new(
+            Outcome::Unavailable,
+            "encode",
+            ApiError::internal(e.to_string()),
+        )
+    })?;
+
+    let n = encoded.len();
+    let _events = app.publisher.try_reserve_events(n).ok_or_else(|| {
+        count_discarded(&app.metrics, &parsed, "rejected", "throttled");
+        throttled(
+            "in_flight_full",
+            "too many events are waiting for the broker",
+        )
+    })?;
+    if let Err(e) = app.publisher.publish(&encoded).await {
+        let reason = e.reason();
+        count_discarded(&app.metrics, &parsed, "failed", reason);
+        tracing::warn!(events = n, error = %e, "A batch was not acknowledged by the broker.");
+        return Err(match e {
+            PublishError::QueueFull => {
+                throttled(reason, "the producer queue is full; retry after the delay")
+            }
+            PublishError::BrokerDown(m) | PublishError::NotAcknowledged(m) => Refusal::new(
+                Outcome::Unavailable,
+                reason,
+                ApiError::unavailable(format!(
+                    "the broker did not acknowledge the events ({m}); resend the same request: events are applied once per event_id"
+                )),
+            )
+            .retry_later(),
+        });
+    }
+
+    for (kind, count) in &parsed.by_type {
+        app.metrics.events(kind, "accepted", "ok", *count);
+    }
+    app.metrics
+        .batch_size
+        .with_label_values(&[format.as_str()])
+        .observe(n as f64);
+    Ok(Accepted {
+        accepted: n,
+        by_type: parsed.by_type,
+        generated: parsed.generated,
+    })
+}
+
+/// Discards up to `max` bytes of a body, for at most a few seconds.
+async fn drain(body: axum::body::Body, max: usize) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_FOR;
+    while seen <= max {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => seen += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn too_large(max: usize) -> Refusal {
+    Refusal::new(
+        Outcome::TooLarge,
+        "body_too_large",
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds {max} bytes; split it into smaller requests"),
+        ),
+    )
+}
+
+fn throttled(reason: &'static str, message: &str) -> Refusal {
+    Refusal::new(
+        Outcome::Throttled,
+        reason,
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!("{message}; no event was accepted, retry after the delay"),
+        ),
+    )
+    .retry_later()
+}
+
+fn body_refusal(e: &BodyError) -> Refusal {
+    match e {
+        BodyError::TooManyEvents { .. } => Refusal::new(
+            Outcome::TooLarge,
+            "too_many_events",
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
+        ),
+        BodyError::Json(_) => Refusal::new(
+            Outcome::Invalid,
+            "malformed_json",
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+        ),
+        BodyError::Shape | BodyError::Empty => Refusal::new(
+            Outcome::Invalid,
+            "malformed_body",
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()),
+        ),
+    }
+}
+
+fn invalid(metrics: &IngestMetrics, parsed: &Parsed) -> Refusal {
+    metrics.events(
+        "unknown",
+        "rejected",
+        "invalid",
+        u64::try_from(parsed.rejected).unwrap_or(u64::MAX),
+    );
+    count_discarded(metrics, parsed, "rejected", "batch_rejected");
+    let listed: Vec<&ItemError> = parsed.errors.iter().take(MAX_LISTED_ERRORS).collect();
+    Refusal::new(
+        Outcome::Invalid,
+        "invalid_events",
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_events",
+            format!(
+                "{} of {} events are invalid; no event was accepted (a request is all-or-nothing)",
+                parsed.rejected,
+                parsed.items()
+            ),
+        )
+        .with_details(serde_json::json!({
+            "rejected": parsed.rejected,
+            "items": parsed.items(),
+            "errors": listed,
+            "errors_truncated": parsed.errors.len() > listed.len(),
+        })),
+    )
+}
+
+/// Counts the request's valid events as not accepted, by type.
+fn count_discarded(metrics: &IngestMetrics, parsed: &Parsed, outcome: &str, reason: &str) {
+    for (kind, n) in &parsed.by_type {
+        metrics.events(kind, outcome, reason, *n);
+    }
+}

@@ -1,0 +1,372 @@
+//! Request bodies: one JSON event, a JSON array of events, or NDJSON (one event per line);
+//! each item parsed and validated against the contract, with generated `event_id`s where the
+//! client sent none.
+//!
+//! A generated id is derived from the event's content (a UUIDv8 over the SHA-256 of its JSON),
+//! so resending the same body after a timeout or a 503 yields the same ids and consumers apply
+//! the event once.
+
+use aispm_schemas::{FieldError, InputEvent};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How the body is framed, from `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json` (or any `+json`): one object or an array of objects.
+    Json,
+    /// `application/x-ndjson` (also `application/ndjson`, `application/jsonl`,
+    /// `application/x-jsonlines`): one object per line; blank lines are skipped.
+    Ndjson,
+}
+
+impl Format {
+    /// The format for a `Content-Type` header; a missing header means JSON.
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Format, String> {
+        let Some(ct) = content_type else {
+            return Ok(Format::Json);
+        };
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(Format::Json),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines" => Ok(Format::Ndjson),
+            e if e.starts_with("application/") && e.ends_with("+json") => Ok(Format::Json),
+            other => Err(format!(
+                "unsupported content type '{other}': send application/json (one event or an array) or application/x-ndjson (one event per line)"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Ndjson => "ndjson",
+        }
+    }
+}
+
+/// One reason one item of a request was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    /// Position of the item in the array (0 for a single object; for NDJSON, among the
+    /// non-blank lines).
+    pub index: usize,
+    /// NDJSON only: the 1-based line number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The item's `event_id`, when it had a usable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// The offending field (`risk`, `evidence.sha256`, …); empty for the item as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+/// An `event_id` the service generated for an item that had none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Generated {
+    pub index: usize,
+    pub event_id: String,
+}
+
+/// A parsed body: the valid events in order, the rejected items' errors, and every tenant
+/// any item names (valid or not) for the authorization check.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The valid events, in order (the API drops them once they are encoded).
+    pub events: Vec<InputEvent>,
+    /// How many valid events of each type (`decision`, `approval`, `registry`).
+    pub by_type: BTreeMap<&'static str, u64>,
+    pub generated: Vec<Generated>,
+    pub errors: Vec<ItemError>,
+    /// How many items were rejected (an item may carry several errors).
+    pub rejected: usize,
+    pub tenants: BTreeSet<String>,
+}
+
+impl Parsed {
+    /// Items in the body, valid or not.
+    pub fn items(&self) -> usize {
+        self.valid() + self.rejected
+    }
+
+    /// Valid items in the body.
+    pub fn valid(&self) -> usize {
+        self.by_type.values().sum::<u64>() as usize
+    }
+}
+
+/// Why a body as a whole cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    #[error("the body must be a JSON object (one event) or an array of objects")]
+    Shape,
+    #[error("the body holds no events")]
+    Empty,
+    #[error("the body holds {count} events; at most {max} are accepted per request")]
+    TooManyEvents { count: usize, max: usize },
+}
+
+/// Parses and validates every item of `body`.
+pub fn parse(body: &[u8], format: Format, max_events: usize) -> Result<Parsed, BodyError> {
+    let mut parsed = Parsed::default();
+    match format {
+        Format::Json => {
+            let value: Value =
+                serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
+            let items = match value {
+                Value::Array(items) => items,
+                v @ Value::Object(_) => vec![v],
+                _ => return Err(BodyError::Shape),
+            };
+            if items.len() > max_events {
+                return Err(BodyError::TooManyEvents {
+                    count: items.len(),
+                    max: max_events,
+                });
+            }
+            parsed.events.reserve(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                parse_item(&mut parsed, index, None, item);
+            }
+        }
+        Format::Ndjson => {
+            let lines: Vec<(usize, &[u8])> = body
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+                .map(|(n, l)| (n + 1, l))
+                .collect();
+            if lines.len() > max_events {
+                return Err(BodyError::TooManyEvents {
+                    count: lines.len(),
+                    max: max_events,
+                });
+            }
+            parsed.events.reserve(lines.len());
+            for (index, (line, bytes)) in lines.into_iter().enumerate() {
+                match serde_json::from_slice::<Value>(bytes) {
+                    Ok(item) => parse_item(&mut parsed, index, Some(line), item),
+                    Err(e) => {
+                        parsed.rejected += 1;
+                        parsed.errors.push(ItemError {
+                            index,
+                            line: Some(line),
+                            event_id: None,
+                            field: String::new(),
+                            reason: format!("not valid JSON: {e}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if parsed.items() == 0 {
+        return Err(BodyError::Empty);
+    }
+    Ok(parsed)
+}
+
+fn parse_item(parsed: &mut Parsed, index: usize, line: Option<usize>, mut item: Value) {
+    let mut generated = None;
+    let mut event_id = None;
+    if let Value::Object(map) = &mut item {
+        if let Some(Value::String(t)) = map.get("tenant_id") {
+            parsed.tenants.insert(t.clone());
+        }
+        match map.get("event_id") {
+            None | Some(Value::Null) => {
+                map.remove("event_id");
+                let id = derive_event_id(&item);
+                generated = Some(id.clone());
+                if let Value::Object(map) = &mut item {
+                    map.insert("event_id".into(), Value::String(id));
+                }
+            }
+            Some(Value::String(id)) => event_id = Some(id.clone()),
+            Some(_) => {}
+        }
+    }
+    match InputEvent::from_json(item) {
+        Ok(event) => {
+            if let Some(event_id) = generated {
+                parsed.generated.push(Generated { index, event_id });
+            }
+            *parsed.by_type.entry(event.kind()).or_insert(0) += 1;
+            parsed.events.push(event);
+        }
+        Err(errors) => {
+            parsed.rejected += 1;
+            let event_id = event_id.or(generated);
+            parsed
+                .errors
+                .extend(
+                    errors
+                        .into_iter()
+                        .map(|FieldError { field, reason }| ItemError {
+                            index,
+                            line,
+                            event_id: event_id.clone(),
+                            field,
+                            reason,
+                        }),
+                );
+        }
+    }
+}
+
+/// A deterministic id for an event without one: UUIDv8 from the SHA-256 of its JSON.
+pub fn derive_event_id(item: &Value) -> String {
+    let json = serde_json::to_vec(item).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decision(id: Option<&str>, tenant: &str) -> Value {
+        let mut v = json!({"type":"decision","tenant_id":tenant,"occurred_at":"2026-11-21T10:00:00Z",
+            "source":"gw","agent_id":"a","actor":"alice","environment":"production","action_kind":"file",
+            "target":"/etc/passwd","mode":"enforced","verdict":"deny","risk":"high"});
+        if let Some(id) = id {
+            v["event_id"] = json!(id);
+        }
+        v
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Format::from_content_type(None), Ok(Format::Json));
+        assert_eq!(
+            Format::from_content_type(Some("application/json; charset=utf-8")),
+            Ok(Format::Json)
+        );
+        assert_eq!(
+            Format::from_content_type(Some("Application/X-NDJSON")),
+            Ok(Format::Ndjson)
+        );
+        assert!(Format::from_content_type(Some("text/plain")).is_err());
+        assert!(Format::from_content_type(Some("application/x-www-form-urlencoded")).is_err());
+    }
+
+    #[test]
+    fn object_array_and_ndjson() {
+        let one = serde_json::to_vec(&decision(Some("e1"), "acme")).unwrap();
+        let p = parse(&one, Format::Json, 10).unwrap();
+        assert_eq!((p.events.len(), p.rejected), (1, 0));
+        assert_eq!(p.events[0].event_id(), "e1");
+
+        let arr = serde_json::to_vec(&json!([
+            decision(Some("e1"), "acme"),
+            decision(Some("e2"), "globex")
+        ]))
+        .unwrap();
+        let p = parse(&arr, Format::Json, 10).unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(
+            p.tenants.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["acme", "globex"]
+        );
+
+        let nd = format!(
+            "{}\n\n{}\n",
+            decision(Some("e1"), "acme"),
+            decision(Some("e2"), "acme")
+        );
+        let p = parse(nd.as_bytes(), Format::Ndjson, 10).unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.events[1].event_id(), "e2");
+    }
+
+    #[test]
+    fn errors_carry_index_line_and_field() {
+        let mut bad = decision(Some("e2"), "acme");
+        bad["risk"] = json!("extreme");
+        let arr = serde_json::to_vec(&json!([decision(Some("e1"), "acme"), bad, 7])).unwrap();
+        let p = parse(&arr, Format::Json, 10).unwrap();
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.rejected, 2);
+        assert_eq!(p.errors[0].index, 1);
+        assert_eq!(p.errors[0].field, "risk");
+        assert_eq!(p.errors[0].event_id.as_deref(), Some("e2"));
+        assert_eq!(p.errors[1].index, 2);
+
+        let nd = format!("{}\n{{not json\n", decision(Some("e1"), "acme"));
+        let p = parse(nd.as_bytes(), Format::Ndjson, 10).unwrap();
+        assert_eq!(p.rejected, 1);
+        assert_eq!((p.errors[0].index, p.errors[0].line), (1, Some(2)));
+    }
+
+    #[test]
+    fn whole_body_errors() {
+        assert!(matches!(
+            parse(b"{", Format::Json, 10),
+            Err(BodyError::Json(_))
+        ));
+        assert_eq!(
+            parse(b"\"x\"", Format::Json, 10).unwrap_err(),
+            BodyError::Shape
+        );
+        assert_eq!(
+            parse(b"[]", Format::Json, 10).unwrap_err(),
+            BodyError::Empty
+        );
+        assert_eq!(
+            parse(b"\n \n", Format::Ndjson, 10).unwrap_err(),
+            BodyError::Empty
+        );
+        let arr = serde_json::to_vec(&json!([decision(None, "a"), decision(None, "a")])).unwrap();
+        assert_eq!(
+            parse(&arr, Format::Json, 1).unwrap_err(),
+            BodyError::TooManyEvents { count: 2, max: 1 }
+        );
+    }
+
+    #[test]
+    fn generated_ids_are_deterministic_and_reported() {
+        let body = serde_json::to_vec(&json!([
+            decision(None, "acme"),
+            decision(Some("mine"), "acme")
+        ]))
+        .unwrap();
+        let a = parse(&body, Format::Json, 10).unwrap();
+        let b = parse(&body, Format::Json, 10).unwrap();
+        assert_eq!(a.generated.len(), 1);
+        assert_eq!(a.generated[0].index, 0);
+        assert_eq!(a.generated, b.generated, "the same body gets the same ids");
+        assert_eq!(a.events[0].event_id(), a.generated[0].event_id);
+        assert_eq!(a.events[1].event_id(), "mine");
+        let mut other = decision(None, "acme");
+        other["target"] = json!("/etc/shadow");
+        assert_ne!(
+            derive_event_id(&other),
+            derive_event_id(&decision(None, "acme"))
+        );
+        // A null event_id counts as missing.
+        let mut null_id = decision(None, "acme");
+        null_id["event_id"] = Value::Null;
+        let p = parse(&serde_json::to_vec(&null_id).unwrap(), Format::Json, 10).unwrap();
+        assert_eq!(p.generated.len(), 1);
+    }
+}

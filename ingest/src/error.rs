@@ -1,0 +1,33 @@
+//! Errors of the ingest service and the emit tool.
+
+use rdkafka::error::KafkaError;
+
+/// What can stop the service or the emit tool. Per-request failures (invalid events, refused
+/// tokens, backpressure) are answered over HTTP and never become an `Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Plumbing: config, tokens file, topic creation, HTTP listener, metrics registry.
+    #[error(transparent)]
+    Runtime(#[from] aispm_runtime::Error),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The producer hit a fatal librdkafka error (e.g. the idempotent producer lost its
+    /// sequence); the process must restart to produce again.
+    #[error("the Kafka producer failed fatally: {0}")]
+    ProducerFatal(String),
+    #[error("encoding an event: {0}")]
+    Encode(#[from] aispm_schemas::EncodeError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The ingest API refused what `emit` sent (a 4xx other than 429).
+    #[error("the ingest API answered {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a task panicked or was cancelled: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

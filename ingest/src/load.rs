@@ -1,0 +1,334 @@
+//! Random but realistic load: decisions from a tenant's agents on every action path (most
+//! allowed and low-risk, some denied, some needing approval, a few break-glass), the approvals
+//! that follow, and occasional registry upserts and validations. Seeded: the same seed gives
+//! the same events (apart from `occurred_at`, which is the wall clock when generated).
+
+use aispm_schemas::*;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+const AGENTS: [&str; 6] = [
+    "coder-agent",
+    "review-agent",
+    "triage-agent",
+    "deploy-agent",
+    "notebook-agent",
+    "support-agent",
+];
+const ACTORS: [&str; 5] = [
+    "dev-alice",
+    "dev-bob",
+    "sre-carol",
+    "data-dan",
+    "svc-automation",
+];
+const REPOS: [&str; 4] = ["payments-api", "web-frontend", "ml-pipelines", "infra-live"];
+const WORKFLOWS: [&str; 3] = ["ci", "deploy-prod", "nightly-retrain"];
+const FILES: [&str; 5] = [
+    "src/main.rs",
+    "config/prod.yaml",
+    ".github/workflows/deploy.yml",
+    "/etc/hosts",
+    "README.md",
+];
+const COMMANDS: [&str; 5] = [
+    "cargo test",
+    "npm install",
+    "terraform plan",
+    "kubectl rollout restart deploy/api",
+    "psql -c 'select 1'",
+];
+const MCP_TOOLS: [(&str, &str); 4] = [
+    ("github-mcp", "list_issues"),
+    ("github-mcp", "create_pull_request"),
+    ("jira-mcp", "search"),
+    ("filesystem-mcp", "read_file"),
+];
+const MODELS: [&str; 3] = ["openai-gpt-4o", "anthropic-claude", "internal-llama"];
+const DATA_CLASSES: [&str; 4] = ["internal", "pii", "secret", "phi"];
+
+/// A generator of events for `tenants` tenants (`tenant-000`, `tenant-001`, …).
+#[derive(Debug)]
+pub struct LoadGen {
+    rng: StdRng,
+    tenants: Vec<String>,
+    /// Per tenant, decisions that required approval and await one.
+    pending: Vec<Vec<String>>,
+    seq: u64,
+    run: String,
+}
+
+impl LoadGen {
+    /// `run` goes into every event id, so separate runs do not collide (consumers apply an
+    /// event id once).
+    pub fn new(tenants: usize, seed: u64, run: &str) -> Self {
+        let tenants: Vec<String> = (0..tenants.max(1))
+            .map(|i| format!("tenant-{i:03}"))
+            .collect();
+        LoadGen {
+            rng: StdRng::seed_from_u64(seed),
+            pending: vec![Vec::new(); tenants.len()],
+            tenants,
+            seq: 0,
+            run: run.to_owned(),
+        }
+    }
+
+    pub fn tenants(&self) -> &[String] {
+        &self.tenants
+    }
+
+    /// The next `n` events.
+    pub fn batch(&mut self, n: usize) -> Vec<InputEvent> {
+        (0..n).map(|_| self.next_event()).collect()
+    }
+
+    fn next_id(&mut self, t: usize) -> String {
+        self.seq += 1;
+        format!("load-{}-{}-{:010}", self.run, self.tenants[t], self.seq)
+    }
+
+    pub fn next_event(&mut self) -> InputEvent {
+        let t = self.rng.gen_range(0..self.tenants.len());
+        let roll: f64 = self.rng.r#gen();
+        if roll < 0.04 && !self.pending[t].is_empty() {
+            self.approval(t)
+        } else if roll < 0.07 {
+            self.registry(t)
+        } else {
+            self.decision(t)
+        }
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        *items.choose(&mut self.rng).unwrap_or(&items[0])
+    }
+
+    fn decision(&mut self, t: usize) -> InputEvent {
+        let event_id = self.next_id(t);
+        let tenant = self.tenants[t].clone();
+        let kind = match self.rng.gen_range(0..100) {
+            0..30 => ActionKind::File,
+            30..55 => ActionKind::Command,
+            55..70 => ActionKind::Git,
+            70..85 => ActionKind::Mcp,
+            85..97 => ActionKind::Model,
+            _ => ActionKind::Network,
+        };
+        let risk = match self.rng.gen_range(0..100) {
+            0..60 => Risk::Low,
+            60..85 => Risk::Medium,
+            85..97 => Risk::High,
+            _ => Risk::Critical,
+        };
+        let verdict = match (risk, self.rng.gen_range(0..100)) {
+            (_, 0..2) => Verdict::BreakGlass,
+            (Risk::High | Risk::Critical, 2..40) => Verdict::RequireApproval,
+            (Risk::High | Risk::Critical, 40..70) => Verdict::Deny,
+            (_, 2..8) => Verdict::Deny,
+            _ => Verdict::Allow,
+        };
+        let repo = format!("{tenant}/{}", self.pick(&REPOS));
+        let mut d = DecisionEvent {
+            event_id: event_id.clone(),
+            tenant_id: tenant.clone(),
+            occurred_at: Timestamp::now(),
+            source: "load-gateway".into(),
+            agent_id: self.pick(&AGENTS).into(),
+            actor: format!("{}@{tenant}.example", self.pick(&ACTORS)),
+            environment: Environment::Production,
+            action_kind: kind,
+            target: String::new(),
+            repo: None,
+            workflow: None,
+            mcp_server: None,
+            mcp_tool: None,
+            model_endpoint: None,
+            control_id: Some(format!("ctl-{kind}")),
+            policy_id: Some(format!("pol-{kind}-{risk}")),
+            mode: if self.rng.gen_bool(0.9) {
+                Mode::Enforced
+            } else {
+                Mode::Shadow
+            },
+            verdict,
+            risk,
+            data_classes: vec![],
+            synthetic: self.rng.gen_bool(0.05),
+            approval_id: None,
+            evidence: None,
+        };
+        match kind {
+            ActionKind::File => {
+                d.target = self.pick(&FILES).into();
+                d.repo = Some(repo);
+            }
+            ActionKind::Command => {
+                d.target = self.pick(&COMMANDS).into();
+                d.workflow = Some(self.pick(&WORKFLOWS).into());
+            }
+            ActionKind::Git => {
+                d.target = "git push origin main".into();
+                d.repo = Some(repo);
+            }
+            ActionKind::Mcp => {
+                let (server, tool) = self.pick(&MCP_TOOLS);
+                d.target = format!("{tool} {repo}");
+                d.mcp_server = Some(server.into());
+                d.mcp_tool = Some(tool.into());
+            }
+            ActionKind::Model => {
+                let model = self.pick(&MODELS);
+                d.target = "chat.completions".into();
+                d.model_endpoint = Some(model.into());
+                d.data_classes = vec![self.pick(&DATA_CLASSES).into()];
+            }
+            ActionKind::Network => {
+                d.target = "https://api.partner.example/v2/orders".into();
+            }
+        }
+        if risk != Risk::Low || self.rng.gen_bool(0.3) {
+            let digest = Sha256::digest(event_id.as_bytes());
+            d.evidence = Some(Evidence {
+                evidence_id: format!("ev-{event_id}"),
+                sha256: hex::encode(digest),
+                uri: format!("s3://{tenant}-aispm-evidence/{event_id}.json"),
+                signature: None,
+                key_id: None,
+            });
+        }
+        if verdict == Verdict::RequireApproval && self.pending[t].len() < 1000 {
+            self.pending[t].push(event_id);
+        }
+        InputEvent::Decision(d)
+    }
+
+    fn approval(&mut self, t: usize) -> InputEvent {
+        let i = self.rng.gen_range(0..self.pending[t].len());
+        let decision = self.pending[t].swap_remove(i);
+        let granted = self.rng.gen_bool(0.8);
+        let tenant = self.tenants[t].clone();
+        InputEvent::Approval(ApprovalEvent {
+            event_id: self.next_id(t),
+            tenant_id: tenant.clone(),
+            occurred_at: Timestamp::now(),
+            source: "load-approvals".into(),
+            kind: if granted {
+                ApprovalKind::ApprovalGranted
+            } else {
+                ApprovalKind::ApprovalDenied
+            },
+            decision_id: Some(decision),
+            finding_id: None,
+            control_id: None,
+            exception_id: None,
+            actor: format!("{}@{tenant}.example", self.pick(&ACTORS)),
+            owner: None,
+            reason: Some(
+                if granted {
+                    "change approved"
+                } else {
+                    "not justified"
+                }
+                .into(),
+            ),
+            due_at: None,
+            expires_at: None,
+        })
+    }
+
+    fn registry(&mut self, t: usize) -> InputEvent {
+        let tenant = self.tenants[t].clone();
+        let event_id = self.next_id(t);
+        let (kind, id) = match self.rng.gen_range(0..4) {
+            0 => (AssetKind::Agent, self.pick(&AGENTS).to_owned()),
+            1 => (AssetKind::Repo, format!("{tenant}/{}", self.pick(&REPOS))),
+            2 => {
+                let (server, tool) = self.pick(&MCP_TOOLS);
+                (AssetKind::McpTool, format!("{server}/{tool}"))
+            }
+            _ => (AssetKind::ModelEndpoint, self.pick(&MODELS).to_owned()),
+        };
+        let trust = match kind {
+            AssetKind::McpTool | AssetKind::ModelEndpoint => Some(if self.rng.gen_bool(0.9) {
+                Trust::Trusted
+            } else {
+                Trust::Risky
+            }),
+            _ => None,
+        };
+        InputEvent::Registry(RegistryEvent {
+            event_id,
+            tenant_id: tenant,
+            occurred_at: Timestamp::now(),
+            source: "load-registry".into(),
+            asset: Some(Asset {
+                asset_kind: kind,
+                asset_id: id,
+                status: AssetStatus::Registered,
+                owner: Some("platform-team".into()),
+                criticality: Some(Risk::Medium),
+                environment: Some(Environment::Production),
+                trust,
+                scopes: vec![],
+                public: None,
+                auth_required: None,
+                public_key: None,
+                approved_data_classes: if kind == AssetKind::ModelEndpoint {
+                    vec!["internal".into()]
+                } else {
+                    vec![]
+                },
+                recipients: vec![],
+                framework_mappings: vec![],
+                attributes: Default::default(),
+            }),
+            validation: None,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_valid_unique_and_spread_over_tenants() {
+        let mut g = LoadGen::new(5, 7, "r1");
+        let events = g.batch(5000);
+        let mut ids = std::collections::BTreeSet::new();
+        let mut tenants = std::collections::BTreeSet::new();
+        let mut kinds = std::collections::BTreeMap::new();
+        for e in &events {
+            assert_eq!(InputEvent::from_json(e.to_json()).as_ref(), Ok(e));
+            assert!(ids.insert(e.event_id().to_owned()));
+            tenants.insert(e.tenant_id().to_owned());
+            *kinds.entry(e.kind()).or_insert(0) += 1;
+        }
+        assert_eq!(tenants.len(), 5);
+        assert!(kinds["decision"] > 4000 && kinds["approval"] > 10 && kinds["registry"] > 50);
+    }
+
+    #[test]
+    fn same_seed_same_events() {
+        let strip = |e: InputEvent| {
+            let mut v = e.to_json();
+            v["occurred_at"] = serde_json::Value::Null;
+            v
+        };
+        let a: Vec<_> = LoadGen::new(3, 9, "r1")
+            .batch(100)
+            .into_iter()
+            .map(strip)
+            .collect();
+        let b: Vec<_> = LoadGen::new(3, 9, "r1")
+            .batch(100)
+            .into_iter()
+            .map(strip)
+            .collect();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,400 @@
+//! The producer side: Avro-encodes accepted events, sends them with the idempotent producer
+//! (`acks=all`) keyed by `tenant_id` to the input topic of their type, and waits until the
+//! broker acknowledged every record. Also the two budgets that bound memory under overload
+//! (in-flight events, buffered body bytes) and the broker probe behind `/readyz`.
+
+use crate::config::Config;
+use crate::metrics::IngestMetrics;
+use crate::{Error, Result};
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::{KafkaMetrics, is_transient};
+use aispm_schemas::{Codec, InputEvent, Topics};
+use futures::future::join_all;
+use prometheus::IntGauge;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// How often the broker probe runs, and how many failures in a row mark the broker down.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_FAILURES_FOR_DOWN: u32 = 2;
+
+/// One event ready to send: its input topic, key and Avro single-object bytes.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `decision`, `approval` or `registry`.
+    pub kind: &'static str,
+    pub tenant_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// Encodes events in order.
+pub fn encode(codec: &Codec, events: &[InputEvent]) -> Result<Vec<Encoded>> {
+    events
+        .iter()
+        .map(|e| {
+            let payload = match e {
+                InputEvent::Decision(d) => codec.encode(d)?,
+                InputEvent::Approval(a) => codec.encode(a)?,
+                InputEvent::Registry(r) => codec.encode(r)?,
+            };
+            Ok(Encoded {
+                kind: e.kind(),
+                tenant_id: e.tenant_id().to_owned(),
+                payload,
+            })
+        })
+        .collect()
+}
+
+/// The input topic for an event type.
+pub fn topic_for<'a>(topics: &'a Topics, kind: &str) -> &'a str {
+    match kind {
+        "decision" => &topics.decisions,
+        "approval" => &topics.approvals,
+        _ => &topics.registry,
+    }
+}
+
+/// Why a batch was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// librdkafka's queue was full before any record of the request was sent: come back later.
+    #[error("the producer queue is full")]
+    QueueFull,
+    /// The broker is known to be unreachable; nothing was sent.
+    #[error("the broker is unreachable: {0}")]
+    BrokerDown(String),
+    /// At least one record was not acknowledged (timeout, broker error). Records of the same
+    /// request that were acknowledged stay written; resending the request is safe because
+    /// consumers apply each `event_id` once.
+    #[error("the broker did not acknowledge every record: {0}")]
+    NotAcknowledged(String),
+}
+
+impl PublishError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::QueueFull => "producer_queue_full",
+            PublishError::BrokerDown(_) => "broker_down",
+            PublishError::NotAcknowledged(_) => "not_acknowledged",
+        }
+    }
+}
+
+/// Whether the broker answers, from the probe; and the producer's fatal error, if any.
+#[derive(Debug, Default)]
+pub struct BrokerState {
+    down: AtomicBool,
+    failures: AtomicU32,
+    fatal: Mutex<Option<String>>,
+    fatal_fired: CancellationToken,
+}
+
+impl BrokerState {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// Fires once the producer failed fatally.
+    pub fn fatal(&self) -> CancellationToken {
+        self.fatal_fired.clone()
+    }
+
+    pub fn fatal_reason(&self) -> Option<String> {
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The producer's client context: statistics to metrics, errors to the broker state.
+#[derive(Debug, Clone)]
+pub struct ProducerContext {
+    kafka: KafkaMetrics,
+    state: Arc<BrokerState>,
+}
+
+impl ClientContext for ProducerContext {
+    fn stats(&self, statistics: Statistics) {
+        self.kafka.observe(&statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(%error, reason, "The Kafka producer failed fatally.");
+            *self
+                .state
+                .fatal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(format!("{error}: {reason}"));
+            self.state.fatal_fired.cancel();
+        } else if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            // The broker probe reports these as a state change (once), and /readyz shows it.
+            tracing::debug!(%error, reason, "Kafka connection error.");
+        } else {
+            tracing::warn!(%error, reason, "Kafka client error.");
+        }
+    }
+}
+
+/// A share of a budget, released when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    gauge: IntGauge,
+    n: i64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.gauge.sub(self.n);
+    }
+}
+
+#[derive(Debug)]
+struct Budget {
+    semaphore: Arc<Semaphore>,
+    gauge: IntGauge,
+}
+
+impl Budget {
+    fn new(size: usize, gauge: IntGauge) -> Self {
+        Budget {
+            semaphore: Arc::new(Semaphore::new(size.min(u32::MAX as usize))),
+            gauge,
+        }
+    }
+
+    fn try_reserve(&self, n: usize) -> Option<Reservation> {
+        let n = u32::try_from(n).ok()?;
+        let permit = Arc::clone(&self.semaphore).try_acquire_many_owned(n).ok()?;
+        self.gauge.add(i64::from(n));
+        Some(Reservation {
+            _permit: permit,
+            gauge: self.gauge.clone(),
+            n: i64::from(n),
+        })
+    }
+}
+
+/// Sends batches of events and waits for their acknowledgement.
+pub struct Publisher {
+    producer: FutureProducer<ProducerContext>,
+    topics: Topics,
+    codec: Codec,
+    in_flight: Budget,
+    buffered: Budget,
+    state: Arc<BrokerState>,
+    health: Health,
+    metrics: IngestMetrics,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(
+        config: &Config,
+        kafka: KafkaMetrics,
+        metrics: IngestMetrics,
+        health: Health,
+    ) -> Result<Self> {
+        let kafka_config = config.common.kafka();
+        let mut client = kafka_config.producer_config();
+        let queue = config
+            .max_in_flight_events
+            .saturating_add(1000)
+            .max(100_000);
+        // Ours, unless the operator set them with --kafka-option.
+        let defaults = [
+            (
+                "message.timeout.ms",
+                config.produce_timeout.as_millis().to_string(),
+            ),
+            ("statistics.interval.ms", "1000".to_owned()),
+            ("queue.buffering.max.messages", queue.to_string()),
+            ("client.id", "aispm-ingest".to_owned()),
+        ];
+        for (k, v) in defaults {
+            if !kafka_config.options.iter().any(|(o, _)| o == k) {
+                client.set(k, v);
+            }
+        }
+        let state = Arc::new(BrokerState::default());
+        let producer: FutureProducer<ProducerContext> =
+            client.create_with_context(ProducerContext {
+                kafka,
+                state: Arc::clone(&state),
+            })?;
+        Ok(Publisher {
+            producer,
+            topics: config.common.topics(),
+            codec: Codec::new(),
+            in_flight: Budget::new(
+                config.max_in_flight_events,
+                metrics.in_flight_events.clone(),
+            ),
+            buffered: Budget::new(config.max_buffered_bytes, metrics.buffered_bytes.clone()),
+            state,
+            health,
+            metrics,
+        })
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    /// Reserves room for `n` events in flight, or `None` when the budget is spent (429).
+    pub fn try_reserve_events(&self, n: usize) -> Option<Reservation> {
+        self.in_flight.try_reserve(n)
+    }
+
+    /// Reserves room for `n` body bytes, or `None` when the budget is spent (429).
+    pub fn try_reserve_bytes(&self, n: usize) -> Option<Reservation> {
+        self.buffered.try_reserve(n)
+    }
+
+    /// Sends every record and waits until the broker acknowledged all of them.
+    pub async fn publish(&self, records: &[Encoded]) -> Result<(), PublishError> {
+        if self.state.is_down() {
+            return Err(PublishError::BrokerDown(
+                "the broker probe has failed; no record was sent".into(),
+            ));
+        }
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(records.len());
+        let mut refused = None;
+        for r in records {
+            let record = FutureRecord::to(topic_for(&self.topics, r.kind))
+                .key(r.tenant_id.as_bytes())
+                .payload(&r.payload[..]);
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        // Wait for what was sent even when a record was refused: those records occupy the
+        // queue (and the reservation) until the broker answers.
+        let sent = deliveries.len();
+        let mut failure = None;
+        for outcome in join_all(deliveries).await {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    failure.get_or_insert(e.to_string());
+                }
+                Err(_) => {
+                    failure.get_or_insert("the producer was closed".to_owned());
+                }
+            }
+        }
+        let result = match (refused, failure) {
+            // Refused before anything was sent: nothing of the request is written.
+            (Some(e), _)
+                if sent == 0 && e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+            {
+                Err(PublishError::QueueFull)
+            }
+            (Some(e), _) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                Err(PublishError::NotAcknowledged(format!(
+                    "the producer queue filled up after {sent} of {} records were sent",
+                    records.len()
+                )))
+            }
+            (Some(e), _) => Err(PublishError::NotAcknowledged(if is_transient(&e) {
+                format!("{e} (transient)")
+            } else {
+                e.to_string()
+            })),
+            (None, Some(f)) => Err(PublishError::NotAcknowledged(f)),
+            (None, None) => Ok(()),
+        };
+        let outcome = if result.is_ok() {
+            "acknowledged"
+        } else {
+            "failed"
+        };
+        self.metrics
+            .produce_latency
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Probes the broker (a metadata request) until `shutdown`, keeping `/readyz` and the
+    /// fail-fast flag current, and samples the producer queue depth.
+    pub async fn probe(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            self.metrics
+                .producer_queue
+                .set(i64::from(self.producer.in_flight_count()));
+            let me = Arc::clone(&self);
+            let probe = tokio::task::spawn_blocking(move || {
+                me.producer
+                    .client()
+                    .fetch_metadata(Some(&me.topics.decisions), PROBE_TIMEOUT)
+                    .map(|m| m.brokers().len())
+            })
+            .await?;
+            match probe {
+                Ok(brokers) => {
+                    self.state.failures.store(0, Ordering::Relaxed);
+                    if self.state.down.swap(false, Ordering::Relaxed) {
+                        tracing::info!(brokers, "The broker answers again.");
+                    }
+                    self.health
+                        .set("broker", true, format!("{brokers} broker(s) answer"));
+                }
+                Err(e) => {
+                    let failures = self.state.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failures >= PROBE_FAILURES_FOR_DOWN {
+                        if !self.state.down.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(error = %e, "The broker does not answer; refusing events until it does.");
+                        }
+                        self.health.set("broker", false, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for every queued record to be acknowledged (at shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.producer.flush(timeout).map_err(Error::Kafka)
+    }
+}

@@ -1,0 +1,238 @@
+//! The HTTP API:
+//!
+//! - `POST /v1/tenants/{tenant}/reports` `{"type": "cso", "recipients": [..]?}` → `201` with the
+//!   packet's id, manifest and where it was delivered (the first attempt's outcome).
+//! - `GET /v1/tenants/{tenant}/reports` → the tenant's reports, newest first.
+//! - `GET /v1/tenants/{tenant}/reports/{id}` → one report.
+//! - `GET /v1/tenants/{tenant}/reports/{id}/packet.zip` → the packet archive.
+//!
+//! Every route needs a bearer token bound to the tenant (or an operator token).
+
+use crate::center::{Center, GenerateError, Trigger};
+use crate::store::{ReportRecord, Status};
+use aispm_runtime::auth::Auth;
+use aispm_runtime::http::ApiError;
+use aispm_schemas::ReportType;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct Api {
+    center: Arc<Center>,
+    auth: Auth,
+}
+
+/// The reporter's routes.
+pub fn routes(center: Arc<Center>, auth: Auth) -> Router {
+    Router::new()
+        .route("/v1/tenants/{tenant}/reports", post(create).get(list))
+        .route("/v1/tenants/{tenant}/reports/{id}", get(show))
+        .route("/v1/tenants/{tenant}/reports/{id}/packet.zip", get(archive))
+        .with_state(Api { center, auth })
+}
+
+/// Tenant ids as the contract allows them: letters, digits, `.`, `_` and `-`.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_tenant(t: &str) -> Result<(), ApiError> {
+    if valid_tenant(t) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "tenant ids are letters, digits, '.', '_' and '-'",
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(rename = "type")]
+    report_type: String,
+    #[serde(default)]
+    recipients: Option<Vec<String>>,
+}
+
+/// The JSON answer for a report.
+pub fn view(r: &ReportRecord) -> Value {
+    let last = r.attempts.last();
+    json!({
+        "id": r.id,
+        "tenant_id": r.tenant_id,
+        "type": r.report_type,
+        "title": r.title,
+        "headline": r.headline,
+        "requested_by": r.requested_by,
+        "created_at": r.created_at,
+        "packet": {
+            "dir": r.packet.dir,
+            "zip": r.packet.zip,
+            "sha256": r.packet.zip_sha256,
+            "bytes": r.packet.zip_bytes,
+            "files": r.packet.manifest.files.len(),
+        },
+        "manifest": r.packet.manifest,
+        "manifest_sha256": r.packet.manifest_sha256,
+        "signature": r.packet.signature,
+        "evidence_id": r.evidence_id(),
+        "delivery": {
+            "status": r.status,
+            "channel": last.map(|a| a.channel),
+            "outcome": last.map(|a| a.outcome),
+            "recipients": last.map(|a| a.recipients.clone()).unwrap_or_default(),
+            "approved_recipients": last.is_some_and(|a| a.approved_recipients),
+            "message_id": last.and_then(|a| a.message_id.clone()),
+            "server_response": last.and_then(|a| a.server_response.clone()),
+            "error": last.and_then(|a| a.error.clone()),
+            "next_attempt_at": r.next_attempt_at,
+            "attempts": r.attempts,
+        },
+    })
+}
+
+async fn create(
+    State(api): State<Api>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Result<Response, ApiError> {
+    check_tenant(&tenant)?;
+    let principal = api.auth.for_tenant(&headers, &tenant)?;
+    let Some(Json(body)) = body else {
+        return Err(ApiError::bad_request(
+            "the body must be JSON: {\"type\": \"<report type>\"}",
+        ));
+    };
+    let body: CreateBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let report_type: ReportType = body.report_type.parse().map_err(ApiError::bad_request)?;
+    match api
+        .center
+        .generate(
+            &tenant,
+            report_type,
+            Trigger::Api(principal.name),
+            body.recipients,
+        )
+        .await
+    {
+        Ok(r) => {
+            let status = if r.status == Status::Delivered {
+                StatusCode::CREATED
+            } else {
+                // Generated and recorded; delivery failed and is being retried (or gave up).
+                StatusCode::ACCEPTED
+            };
+            Ok((status, Json(view(&r))).into_response())
+        }
+        Err(GenerateError::NotReady) => Err(ApiError::unavailable(
+            "the reporter is still replaying its state; retry shortly",
+        )),
+        Err(e @ GenerateError::UnknownTenant(_)) => Err(ApiError::not_found(e.to_string())),
+        Err(e @ GenerateError::Unapproved(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unapproved_recipients",
+            e.to_string(),
+        )),
+        Err(GenerateError::Failed(e)) => {
+            tracing::error!(tenant_id = %tenant, error = %e, "Report generation failed.");
+            Err(ApiError::internal(format!("report generation failed: {e}")))
+        }
+    }
+}
+
+async fn list(
+    State(api): State<Api>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_tenant(&tenant)?;
+    api.auth.for_tenant(&headers, &tenant)?;
+    let reports: Vec<Value> = api
+        .center
+        .store()
+        .list(&tenant)
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "type": r.report_type,
+                "created_at": r.created_at,
+                "status": r.status,
+                "packet_sha256": r.packet.zip_sha256,
+                "attempts": r.attempts.len(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"tenant_id": tenant, "reports": reports})))
+}
+
+async fn show(
+    State(api): State<Api>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_tenant(&tenant)?;
+    api.auth.for_tenant(&headers, &tenant)?;
+    let r = api
+        .center
+        .store()
+        .get(&tenant, &id)
+        .ok_or_else(|| ApiError::not_found(format!("no report {id} for tenant {tenant}")))?;
+    Ok(Json(view(&r)))
+}
+
+async fn archive(
+    State(api): State<Api>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_tenant(&tenant)?;
+    api.auth.for_tenant(&headers, &tenant)?;
+    let r = api
+        .center
+        .store()
+        .get(&tenant, &id)
+        .ok_or_else(|| ApiError::not_found(format!("no report {id} for tenant {tenant}")))?;
+    let bytes = tokio::fs::read(&r.packet.zip)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the packet: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.zip\"", r.id),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_cannot_escape_the_packet_directory() {
+        assert!(valid_tenant("acme") && valid_tenant("acme-eu.1_x"));
+        for bad in ["", ".", "..", "a/b", "../etc", "a b", "ä"] {
+            assert!(!valid_tenant(bad), "{bad}");
+        }
+    }
+}

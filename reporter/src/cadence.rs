@@ -1,0 +1,359 @@
+//! The review cadence: reports generated and delivered for every tenant on a schedule (by
+//! default a daily blockers digest, a weekly coverage and findings review, a monthly executive
+//! report and a quarterly readiness archive).
+//!
+//! The last run of each schedule entry is kept in `<state-dir>/cadence.json`, so a restart
+//! neither repeats a run nor loses one: runs missed while the reporter was down collapse into
+//! one catch-up run at start.
+
+use crate::center::{Center, Trigger};
+use crate::{Error, Result};
+use aispm_schemas::ReportType;
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a report runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Daily,
+    Weekly,
+    Monthly,
+    Quarterly,
+    Every(Duration),
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Period::Daily => f.write_str("daily"),
+            Period::Weekly => f.write_str("weekly"),
+            Period::Monthly => f.write_str("monthly"),
+            Period::Quarterly => f.write_str("quarterly"),
+            Period::Every(d) => write!(f, "every:{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// One schedule entry: a period and the report type it produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub period: Period,
+    pub report_type: ReportType,
+}
+
+impl Entry {
+    /// The key under which the last run is stored: `daily=blockers_digest`.
+    pub fn key(&self) -> String {
+        format!("{}={}", self.period, self.report_type)
+    }
+}
+
+/// A `--schedule` value: an entry, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleArg(pub Option<Entry>);
+
+impl std::str::FromStr for ScheduleArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "none" || s.is_empty() {
+            return Ok(ScheduleArg(None));
+        }
+        let (period, ty) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{s}' is not PERIOD=TYPE"))?;
+        let period = match period.trim() {
+            "daily" => Period::Daily,
+            "weekly" => Period::Weekly,
+            "monthly" => Period::Monthly,
+            "quarterly" => Period::Quarterly,
+            p => match p.strip_prefix("every:") {
+                Some(d) => {
+                    let d = humantime::parse_duration(d).map_err(|e| format!("'{d}': {e}"))?;
+                    if d < Duration::from_secs(1) {
+                        return Err("an every: period must be at least 1s".into());
+                    }
+                    Period::Every(d)
+                }
+                None => {
+                    return Err(format!(
+                        "unknown period '{p}' (daily, weekly, monthly, quarterly or every:<duration>)"
+                    ));
+                }
+            },
+        };
+        let report_type = ty.trim().parse::<ReportType>()?;
+        Ok(ScheduleArg(Some(Entry {
+            period,
+            report_type,
+        })))
+    }
+}
+
+/// The schedule entries of the `--schedule` values (`none` anywhere disables all).
+pub fn entries(args: &[ScheduleArg]) -> Vec<Entry> {
+    if args.iter().any(|a| a.0.is_none()) {
+        return vec![];
+    }
+    args.iter().filter_map(|a| a.0).collect()
+}
+
+fn at_hour(date: NaiveDate, hour: u32) -> DateTime<Utc> {
+    let naive = date
+        .and_hms_opt(hour.min(23), 0, 0)
+        .unwrap_or_else(|| date.and_time(chrono::NaiveTime::MIN));
+    Utc.from_utc_datetime(&naive)
+}
+
+fn first_of_month(year: i32, month: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(NaiveDate::MIN)
+}
+
+/// The first run of `period` strictly after `after` (calendar periods run at `hour` UTC).
+pub fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> DateTime<Utc> {
+    let day = after.date_naive();
+    match period {
+        Period::Every(d) => after + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX),
+        Period::Daily => {
+            let today = at_hour(day, hour);
+            if today > after {
+                today
+            } else {
+                at_hour(day + ChronoDuration::days(1), hour)
+            }
+        }
+        Period::Weekly => {
+            let back = i64::from(day.weekday().num_days_from_monday());
+            let mut monday = day - ChronoDuration::days(back);
+            loop {
+                let t = at_hour(monday, hour);
+                if t > after {
+                    return t;
+                }
+                monday += ChronoDuration::days(7);
+            }
+        }
+        Period::Monthly | Period::Quarterly => {
+            let step = if period == Period::Monthly { 1 } else { 3 };
+            let mut year = day.year();
+            let mut month = if step == 3 {
+                (day.month() - 1) / 3 * 3 + 1
+            } else {
+                day.month()
+            };
+            loop {
+                let t = at_hour(first_of_month(year, month), hour);
+                if t > after {
+                    return t;
+                }
+                month += step;
+                if month > 12 {
+                    month -= 12;
+                    year += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Last runs by entry key, persisted.
+#[derive(Debug)]
+struct LastRuns {
+    path: PathBuf,
+    runs: BTreeMap<String, i64>,
+}
+
+impl LastRuns {
+    fn load(path: &Path) -> Result<Self> {
+        let runs = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Ok(LastRuns {
+            path: path.to_owned(),
+            runs,
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        crate::store::write_atomic(&self.path, &serde_json::to_vec_pretty(&self.runs)?)
+    }
+}
+
+/// Which entries are due at `now`, given their last runs; entries never run start their
+/// clock at `now` (a fresh reporter does not send every report at once).
+fn due(
+    entries: &[Entry],
+    last: &mut BTreeMap<String, i64>,
+    now: DateTime<Utc>,
+    hour: u32,
+) -> (Vec<Entry>, DateTime<Utc>) {
+    let mut due = vec![];
+    let mut next = now + ChronoDuration::hours(1);
+    for e in entries {
+        let key = e.key();
+        let last_run = *last.entry(key).or_insert(now.timestamp_millis());
+        let last_run = Utc.timestamp_millis_opt(last_run).single().unwrap_or(now);
+        let at = next_after(e.period, last_run, hour);
+        if at <= now {
+            due.push(*e);
+            next = next.min(next_after(e.period, now, hour));
+        } else {
+            next = next.min(at);
+        }
+    }
+    (due, next)
+}
+
+/// Runs the schedule until `shutdown`: waits for the follower's state, then, whenever an entry
+/// is due, generates and delivers its report for every tenant.
+pub async fn run(
+    center: Arc<Center>,
+    entries: Vec<Entry>,
+    hour: u32,
+    state_file: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    if entries.is_empty() {
+        tracing::info!("No report cadence configured.");
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+    let mut last = LastRuns::load(&state_file)?;
+    tokio::select! {
+        _ = center.restored() => {}
+        _ = shutdown.cancelled() => return Ok(()),
+    }
+    tracing::info!(
+        entries = %entries.iter().map(Entry::key).collect::<Vec<_>>().join(","),
+        hour,
+        "Report cadence started."
+    );
+    loop {
+        let now = Utc::now();
+        let (due, next) = due(&entries, &mut last.runs, now, hour);
+        for e in &due {
+            let tenants = center.tenant_ids();
+            tracing::info!(schedule = %e.key(), tenants = tenants.len(), "Running a scheduled report.");
+            for tenant in tenants {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                match center
+                    .generate(&tenant, e.report_type, Trigger::Cadence(e.period), None)
+                    .await
+                {
+                    Ok(r) => {
+                        tracing::info!(tenant_id = %tenant, report_id = %r.id, schedule = %e.key(), "Scheduled report generated.")
+                    }
+                    Err(err) => {
+                        tracing::warn!(tenant_id = %tenant, schedule = %e.key(), error = %err, "A scheduled report failed.")
+                    }
+                }
+            }
+            last.runs.insert(e.key(), now.timestamp_millis());
+        }
+        last.save()?;
+        let wait = (next - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(200));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn calendar_periods() {
+        // Saturday 2026-11-21 10:00.
+        let sat = t("2026-11-21T10:00:00Z");
+        assert_eq!(next_after(Period::Daily, sat, 6), t("2026-11-22T06:00:00Z"));
+        assert_eq!(
+            next_after(Period::Daily, sat, 12),
+            t("2026-11-21T12:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Weekly, sat, 6),
+            t("2026-11-23T06:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Weekly, t("2026-11-23T06:00:00Z"), 6),
+            t("2026-11-30T06:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Monthly, sat, 6),
+            t("2026-12-01T06:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Monthly, t("2026-12-15T00:00:00Z"), 6),
+            t("2027-01-01T06:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Quarterly, sat, 6),
+            t("2027-01-01T06:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Quarterly, t("2027-01-01T05:59:00Z"), 6),
+            t("2027-01-01T06:00:00Z")
+        );
+        assert_eq!(
+            next_after(Period::Every(Duration::from_secs(90)), sat, 6),
+            t("2026-11-21T10:01:30Z")
+        );
+    }
+
+    #[test]
+    fn schedule_arguments() {
+        let a: ScheduleArg = "weekly=coverage_findings".parse().unwrap();
+        assert_eq!(
+            a.0,
+            Some(Entry {
+                period: Period::Weekly,
+                report_type: ReportType::CoverageFindings
+            })
+        );
+        let e: ScheduleArg = "every:2s=blockers_digest".parse().unwrap();
+        assert_eq!(e.0.unwrap().key(), "every:2s=blockers_digest");
+        assert!("hourly=cso".parse::<ScheduleArg>().is_err());
+        assert!("daily=weekly_thing".parse::<ScheduleArg>().is_err());
+        assert!("every:0s=cso".parse::<ScheduleArg>().is_err());
+        assert!(entries(&[a, "none".parse().unwrap()]).is_empty());
+    }
+
+    #[test]
+    fn missed_runs_collapse_into_one_and_fresh_entries_wait() {
+        let daily = Entry {
+            period: Period::Daily,
+            report_type: ReportType::BlockersDigest,
+        };
+        let mut last = BTreeMap::new();
+        let now = t("2026-11-21T10:00:00Z");
+        let (d, next) = due(&[daily], &mut last, now, 6);
+        assert!(d.is_empty(), "a new entry waits for its first due time");
+        assert_eq!(
+            next,
+            t("2026-11-21T11:00:00Z").min(t("2026-11-22T06:00:00Z"))
+        );
+        // Three days later (the reporter was down): due once.
+        let later = t("2026-11-24T10:00:00Z");
+        let (d, _) = due(&[daily], &mut last, later, 6);
+        assert_eq!(d, [daily]);
+    }
+}

@@ -1,0 +1,456 @@
+//! The report center: runs the report path for one request (choose tenant and type, check
+//! freshness and trust roots, list blocking findings and accepted risks, generate, sign,
+//! deliver, record the delivery) and keeps retrying deliveries that failed.
+
+use crate::cadence::Period;
+use crate::deliver::{self, Channel, Delivered};
+use crate::metrics::ReporterMetrics;
+use crate::packet::{self, Meta};
+use crate::publish::Publisher;
+use crate::report::{self, Request};
+use crate::sign::Signer;
+use crate::state::Shared;
+use crate::store::{Attempt, ReportRecord, Status, Store};
+use crate::{Error, Result, render};
+use aispm_schemas::{
+    DeliveryChannel, DeliveryOutcome, Evidence, ReportDeliveryEvent, ReportType, Timestamp,
+};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What asked for a report.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// The HTTP API, with the caller's name.
+    Api(String),
+    Cadence(Period),
+}
+
+impl Trigger {
+    fn label(&self) -> &'static str {
+        match self {
+            Trigger::Api(_) => "api",
+            Trigger::Cadence(_) => "cadence",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Trigger::Api(p) => format!("api:{p}"),
+            Trigger::Cadence(p) => format!("cadence:{p}"),
+        }
+    }
+}
+
+/// Why a report could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("the reporter is still replaying its state from the topics")]
+    NotReady,
+    #[error("no posture data for tenant {0}")]
+    UnknownTenant(String),
+    #[error("not approved recipients for the tenant: {}", .0.join(", "))]
+    Unapproved(Vec<String>),
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+/// Settings of the report center.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub out_dir: PathBuf,
+    pub freshness_window: Duration,
+    pub fallback_key_id: String,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub source: String,
+}
+
+/// The delay before attempt `n + 1` after attempt `n` failed: doubling from `initial`.
+pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
+    initial.saturating_mul(factor).min(max)
+}
+
+/// Generates, delivers and records reports.
+#[derive(Debug)]
+pub struct Center {
+    settings: Settings,
+    state: Shared,
+    store: Store,
+    signer: Signer,
+    channel: Channel,
+    publisher: Publisher,
+    metrics: ReporterMetrics,
+    restored: watch::Receiver<bool>,
+}
+
+impl Center {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Settings,
+        state: Shared,
+        store: Store,
+        signer: Signer,
+        channel: Channel,
+        publisher: Publisher,
+        metrics: ReporterMetrics,
+        restored: watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let c = Center {
+            settings,
+            state,
+            store,
+            signer,
+            channel,
+            publisher,
+            metrics,
+            restored,
+        };
+        // A record whose first attempt was in flight when the process stopped is due now.
+        for r in c.store.list_all() {
+            if r.status == Status::Retrying && r.next_attempt_at.is_none() {
+                let mut r = r;
+                r.next_attempt_at = Some(Timestamp::now());
+                c.store.put(&r)?;
+            }
+        }
+        c.metrics.deliveries_pending.set(c.store.pending() as i64);
+        Ok(c)
+    }
+
+    /// Resolves once the follower has replayed the topics up to their ends at start.
+    pub async fn restored(&self) {
+        let mut rx = self.restored.clone();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    pub fn is_restored(&self) -> bool {
+        *self.restored.borrow()
+    }
+
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.state.tenant_ids()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn channel(&self) -> DeliveryChannel {
+        self.channel.kind()
+    }
+
+    /// Runs the report path for `tenant` and `report_type`, including the first delivery
+    /// attempt; later attempts run in [`Center::run_retries`].
+    pub async fn generate(
+        &self,
+        tenant: &str,
+        report_type: ReportType,
+        trigger: Trigger,
+        recipients: Option<Vec<String>>,
+    ) -> Result<ReportRecord, GenerateError> {
+        if !self.is_restored() {
+            return Err(GenerateError::NotReady);
+        }
+        // Tenant ids name directories: never follow one that could leave the packet directory.
+        if !crate::api::valid_tenant(tenant) {
+            return Err(GenerateError::UnknownTenant(tenant.to_owned()));
+        }
+        let t = self
+            .state
+            .tenant(tenant)
+            .ok_or_else(|| GenerateError::UnknownTenant(tenant.to_owned()))?;
+        if let Some(rs) = &recipients {
+            let bad: Vec<String> = rs.iter().filter(|r| !t.is_approved(r)).cloned().collect();
+            if !bad.is_empty() {
+                return Err(GenerateError::Unapproved(bad));
+            }
+        }
+        let started = Instant::now();
+        let now = Timestamp::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let public_key = self.signer.public_key_b64();
+        let req = Request {
+            report_id: id.clone(),
+            tenant_id: tenant.to_owned(),
+            report_type,
+            generated_at: now,
+            freshness_window: self.settings.freshness_window,
+            signer_public_key: public_key,
+            fallback_key_id: self.settings.fallback_key_id.clone(),
+            requested_by: trigger.describe(),
+        };
+        let doc = report::build(&t, &req);
+        let findings = render::exported_findings(&t, &doc);
+        let files = render::files(&doc, &findings)?;
+        let written = {
+            let out = self.settings.out_dir.clone();
+            let key_id = doc.trust_roots.packet_key_id.clone();
+            let meta_generated = now.to_rfc3339();
+            let type_str = report_type.as_str();
+            let signer = &self.signer;
+            let id = id.as_str();
+            // Small synchronous file writes; block_in_place keeps the runtime responsive.
+            tokio::task::block_in_place(|| {
+                packet::write(
+                    &out,
+                    &Meta {
+                        report_id: id,
+                        tenant_id: tenant,
+                        report_type: type_str,
+                        generated_at: meta_generated,
+                        key_id: &key_id,
+                    },
+                    files,
+                    signer,
+                )
+            })?
+        };
+        self.metrics
+            .generation_seconds
+            .with_label_values(&[report_type.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.packet_bytes.observe(written.zip_bytes as f64);
+        self.metrics
+            .reports_generated
+            .with_label_values(&[report_type.as_str(), trigger.label()])
+            .inc();
+        tracing::info!(
+            tenant_id = %tenant, report_id = %id, report_type = %report_type,
+            packet_sha256 = %written.zip_sha256, files = written.manifest.files.len(),
+            "Generated a report packet."
+        );
+        let record = ReportRecord {
+            id,
+            tenant_id: tenant.to_owned(),
+            report_type,
+            title: doc.title.clone(),
+            headline: doc.headline.clone(),
+            requested_by: doc.requested_by.clone(),
+            created_at: now,
+            packet: written,
+            requested_recipients: recipients,
+            status: Status::Retrying,
+            attempts: vec![],
+            // In flight: the retry loop leaves it alone until this attempt is recorded.
+            next_attempt_at: None,
+        };
+        self.store.put(&record)?;
+        Ok(self.attempt(record).await?)
+    }
+
+    /// The recipients of the next attempt, and whether every one is approved for the tenant.
+    fn recipients(&self, r: &ReportRecord) -> (Vec<String>, bool) {
+        let t = self.state.tenant(&r.tenant_id).unwrap_or_default();
+        let wanted = r
+            .requested_recipients
+            .clone()
+            .unwrap_or_else(|| t.approved_recipients());
+        // Never mail anyone who is not (or no longer) approved.
+        let approved: Vec<String> = wanted.into_iter().filter(|w| t.is_approved(w)).collect();
+        let ok = !approved.is_empty();
+        (approved, ok)
+    }
+
+    /// One delivery attempt: deliver, record durably, publish the outcome.
+    async fn attempt(&self, mut r: ReportRecord) -> Result<ReportRecord> {
+        let n = r.attempts.len() as i32 + 1;
+        let now = Timestamp::now();
+        let (outcome, approved): (Result<Delivered, String>, bool) = match &self.channel {
+            Channel::Smtp(smtp) => {
+                let (recipients, approved) = self.recipients(&r);
+                (smtp.send(&r, &recipients, n).await, approved)
+            }
+            Channel::Export => (deliver::export(&r).await, false),
+        };
+        let channel = self.channel.kind();
+        let attempt = match outcome {
+            Ok(d) => {
+                tracing::info!(
+                    tenant_id = %r.tenant_id, report_id = %r.id, attempt = n, %channel,
+                    recipients = %d.recipients.join(","), message_id = ?d.message_id,
+                    "Delivered a report packet."
+                );
+                r.status = Status::Delivered;
+                r.next_attempt_at = None;
+                Attempt {
+                    attempt: n,
+                    at: now,
+                    channel,
+                    outcome: DeliveryOutcome::Delivered,
+                    recipients: d.recipients,
+                    approved_recipients: approved,
+                    message_id: d.message_id,
+                    server_response: d.server_response,
+                    error: None,
+                    event_id: format!("{}/attempt/{n}", r.id),
+                    published: false,
+                }
+            }
+            Err(error) => {
+                let last = n as u32 >= self.settings.max_attempts;
+                if last {
+                    r.status = Status::Failed;
+                    r.next_attempt_at = None;
+                } else {
+                    r.status = Status::Retrying;
+                    r.next_attempt_at = Some(now.plus(backoff(
+                        n as u32,
+                        self.settings.retry_initial,
+                        self.settings.retry_max,
+                    )));
+                }
+                tracing::warn!(
+                    tenant_id = %r.tenant_id, report_id = %r.id, attempt = n, %channel, %error,
+                    gave_up = last, next_attempt_at = ?r.next_attempt_at,
+                    "A report delivery failed."
+                );
+                let (recipients, approved) = match &self.channel {
+                    Channel::Smtp(_) => self.recipients(&r),
+                    Channel::Export => (vec![], false),
+                };
+                Attempt {
+                    attempt: n,
+                    at: now,
+                    channel,
+                    outcome: DeliveryOutcome::Failed,
+                    recipients,
+                    approved_recipients: approved,
+                    message_id: None,
+                    server_response: None,
+                    error: Some(error),
+                    event_id: format!("{}/attempt/{n}", r.id),
+                    published: false,
+                }
+            }
+        };
+        self.metrics
+            .deliveries
+            .with_label_values(&[channel.as_str(), attempt.outcome.as_str()])
+            .inc();
+        r.attempts.push(attempt);
+        // Durable before it is announced: a crash now republishes the same event id.
+        self.store.put(&r)?;
+        self.publish_pending(&mut r).await;
+        self.metrics
+            .deliveries_pending
+            .set(self.store.pending() as i64);
+        Ok(r)
+    }
+
+    fn event(&self, r: &ReportRecord, a: &Attempt) -> ReportDeliveryEvent {
+        ReportDeliveryEvent {
+            event_id: a.event_id.clone(),
+            tenant_id: r.tenant_id.clone(),
+            occurred_at: a.at,
+            source: self.settings.source.clone(),
+            report_id: r.id.clone(),
+            report_type: r.report_type,
+            channel: a.channel,
+            outcome: a.outcome,
+            recipients: a.recipients.clone(),
+            approved_recipients: a.approved_recipients,
+            message_id: a.message_id.clone(),
+            server_response: a.server_response.clone(),
+            packet_sha256: r.packet.zip_sha256.clone(),
+            attempt: a.attempt,
+            error: a.error.clone(),
+            evidence: Some(Evidence {
+                evidence_id: r.evidence_id(),
+                sha256: r.packet.manifest_sha256.clone(),
+                uri: format!("file://{}", r.packet.dir.join(packet::MANIFEST).display()),
+                signature: Some(r.packet.signature.clone()),
+                key_id: Some(r.packet.manifest.signer.key_id.clone()),
+            }),
+        }
+    }
+
+    /// Publishes the record's unacknowledged events, in attempt order; stops at the first
+    /// failure (the retry loop tries again).
+    async fn publish_pending(&self, r: &mut ReportRecord) {
+        let mut changed = false;
+        for i in 0..r.attempts.len() {
+            if r.attempts[i].published {
+                continue;
+            }
+            let ev = self.event(r, &r.attempts[i]);
+            match self.publisher.publish(&ev).await {
+                Ok(()) => {
+                    r.attempts[i].published = true;
+                    changed = true;
+                    self.metrics
+                        .events_published
+                        .with_label_values(&[ev.outcome.as_str()])
+                        .inc();
+                }
+                Err(e) => {
+                    let reason = if e.is_transient() {
+                        "transient"
+                    } else {
+                        "other"
+                    };
+                    self.metrics
+                        .publish_errors
+                        .with_label_values(&[reason])
+                        .inc();
+                    tracing::warn!(report_id = %r.id, event_id = %ev.event_id, error = %e, "Could not publish a delivery event; will retry.");
+                    break;
+                }
+            }
+        }
+        if changed && let Err(e) = self.store.put(r) {
+            tracing::error!(report_id = %r.id, error = %e, "Could not record a published delivery event.");
+        }
+    }
+
+    /// Retries due deliveries and republishes unacknowledged events until `shutdown`.
+    pub async fn run_retries(&self, shutdown: CancellationToken) -> Result<()> {
+        loop {
+            let now = Timestamp::now();
+            let (work, _next) = self.store.work(now);
+            for mut r in work {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                // Events of attempts recorded a moment ago are being published by their caller.
+                let stale = r
+                    .attempts
+                    .iter()
+                    .any(|a| !a.published && a.at < now.minus(Duration::from_secs(5)));
+                if stale {
+                    self.publish_pending(&mut r).await;
+                }
+                if r.status == Status::Retrying
+                    && r.next_attempt_at.is_some_and(|t| t <= now)
+                    && let Err(e) = self.attempt(r).await
+                {
+                    tracing::error!(error = %e, "A delivery retry could not be recorded.");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(1, s(30), s(600)), s(30));
+        assert_eq!(backoff(2, s(30), s(600)), s(60));
+        assert_eq!(backoff(3, s(30), s(600)), s(120));
+        assert_eq!(backoff(6, s(30), s(600)), s(600));
+        assert_eq!(backoff(99, s(30), s(600)), s(600));
+    }
+}

@@ -1,0 +1,134 @@
+//! The reporter's flags. Each also reads an `AISPM_*` environment variable; the doc comments
+//! are the `--help` text.
+
+use crate::cadence::ScheduleArg;
+use aispm_runtime::config::CommonArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Configuration of the reporter service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address of the HTTP API (reports, /metrics, /healthz, /readyz).
+    #[arg(long, env = "AISPM_HTTP_ADDR", default_value = "127.0.0.1:8083")]
+    pub http_addr: SocketAddr,
+
+    /// The reporter's own state: report records, the delivery retry queue, the cadence's last
+    /// runs and (unless --signing-key is given) the signing key.
+    #[arg(
+        long,
+        env = "AISPM_STATE_DIR",
+        default_value = "./aispm-reporter-state"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Where packets are written (`<out-dir>/<tenant>/<report-id>/` and `.zip`); without
+    /// --smtp-url this is also the export delivery. Default: `<state-dir>/packets`.
+    #[arg(long, env = "AISPM_OUT_DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// SMTP server to deliver packets through: `smtp://host:25` (plain),
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://user:pass@host:465`.
+    /// Without it packets are exported to --out-dir instead of mailed.
+    #[arg(long, env = "AISPM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The From address of report mails.
+    #[arg(
+        long,
+        env = "AISPM_SMTP_FROM",
+        default_value = "aispm reporter <aispm-reporter@localhost>"
+    )]
+    pub smtp_from: String,
+
+    /// Time allowed for one SMTP delivery attempt.
+    #[arg(long, env = "AISPM_SMTP_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub smtp_timeout: Duration,
+
+    /// Ed25519 private key (PKCS#8 PEM, from `aispm-reporter keygen`) that signs manifests.
+    /// Default: `<state-dir>/signing-key.pem`, created on first start.
+    #[arg(long, env = "AISPM_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// Key id named in manifests and delivery evidence when the tenant has not registered the
+    /// signing key as a `trust_root` asset (when it has, that asset's id is used).
+    #[arg(long, env = "AISPM_KEY_ID", default_value = "aispm-reporter")]
+    pub key_id: String,
+
+    /// Real evidence older than this fails the packet's freshness check.
+    #[arg(long, env = "AISPM_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub evidence_freshness: Duration,
+
+    /// Delivery attempts per packet before it is given up as failed.
+    #[arg(long, env = "AISPM_DELIVERY_ATTEMPTS", default_value_t = 6)]
+    pub delivery_attempts: u32,
+
+    /// Delay before the first retry of a failed delivery; doubles with each attempt.
+    #[arg(long, env = "AISPM_RETRY_INITIAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub retry_initial: Duration,
+
+    /// Longest delay between two delivery attempts.
+    #[arg(long, env = "AISPM_RETRY_MAX", value_parser = humantime::parse_duration, default_value = "30m")]
+    pub retry_max: Duration,
+
+    /// Scheduled reports, `PERIOD=TYPE`, repeatable (comma-separated in the environment).
+    /// PERIOD is daily, weekly (Mondays), monthly (the 1st), quarterly (1 Jan/Apr/Jul/Oct) or
+    /// `every:<duration>`; TYPE is a report type. `none` disables the cadence.
+    #[arg(
+        long = "schedule",
+        env = "AISPM_SCHEDULE",
+        value_delimiter = ',',
+        default_value = "daily=blockers_digest,weekly=coverage_findings,monthly=cso,quarterly=production_readiness"
+    )]
+    pub schedule: Vec<ScheduleArg>,
+
+    /// UTC hour at which daily, weekly, monthly and quarterly reports run.
+    #[arg(long, env = "AISPM_SCHEDULE_HOUR", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..24))]
+    pub schedule_hour: u32,
+
+    /// The `source` of the delivery events this reporter publishes.
+    #[arg(long, env = "AISPM_SOURCE", default_value = "aispm-reporter")]
+    pub source: String,
+}
+
+impl Config {
+    /// Defaults for tests and embedding: local broker, state under `state_dir`, export delivery.
+    pub fn local(brokers: &str, state_dir: PathBuf) -> Self {
+        Config {
+            common: CommonArgs::local(brokers),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir,
+            out_dir: None,
+            smtp_url: None,
+            smtp_from: "aispm reporter <aispm-reporter@localhost>".into(),
+            smtp_timeout: Duration::from_secs(30),
+            signing_key: None,
+            key_id: "aispm-reporter".into(),
+            evidence_freshness: Duration::from_secs(24 * 3600),
+            delivery_attempts: 6,
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(1800),
+            schedule: vec![],
+            schedule_hour: 6,
+            source: "aispm-reporter".into(),
+        }
+    }
+
+    /// The packet directory.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("packets"))
+    }
+
+    /// The signing key's path.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("signing-key.pem"))
+    }
+}

@@ -1,0 +1,213 @@
+//! Delivery: a real mail with the packet attached, sent over SMTP to the tenant's approved
+//! recipients, or, without an SMTP server, export of the packet to the packet directory.
+//!
+//! A delivery counts as delivered only when the SMTP server accepted the message (a positive
+//! reply to the data) or, for export, when the packet on disk verifies; anything else is a
+//! failure with its reason, which the caller records and retries.
+
+use crate::packet;
+use crate::store::ReportRecord;
+use aispm_schemas::DeliveryChannel;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::time::Duration;
+
+/// A successful delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub recipients: Vec<String>,
+    pub message_id: Option<String>,
+    pub server_response: Option<String>,
+}
+
+/// How packets leave the reporter.
+#[derive(Clone)]
+pub enum Channel {
+    Smtp(Box<Smtp>),
+    Export,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Channel::Smtp(s) => write!(f, "Smtp({})", s.server),
+            Channel::Export => f.write_str("Export"),
+        }
+    }
+}
+
+impl Channel {
+    pub fn kind(&self) -> DeliveryChannel {
+        match self {
+            Channel::Smtp(_) => DeliveryChannel::Smtp,
+            Channel::Export => DeliveryChannel::Export,
+        }
+    }
+}
+
+/// An SMTP transport and the sender's address.
+#[derive(Clone)]
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    /// The server, without credentials, for logs.
+    server: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smtp")
+            .field("server", &self.server)
+            .field("from", &self.from.to_string())
+            .finish()
+    }
+}
+
+impl Smtp {
+    /// From `--smtp-url` and `--smtp-from`.
+    pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| format!("--smtp-url: {e}"))?
+            .timeout(Some(timeout))
+            .build();
+        let from: Mailbox = from
+            .parse()
+            .map_err(|e| format!("--smtp-from '{from}': {e}"))?;
+        let server = url
+            .split_once("://")
+            .map(|(scheme, rest)| {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                format!("{scheme}://{}", host.split('?').next().unwrap_or(host))
+            })
+            .unwrap_or_else(|| "smtp".to_owned());
+        Ok(Smtp {
+            transport,
+            from,
+            server,
+            timeout,
+        })
+    }
+
+    /// Sends the packet of `r` to `recipients` as attempt `attempt`.
+    pub async fn send(
+        &self,
+        r: &ReportRecord,
+        recipients: &[String],
+        attempt: i32,
+    ) -> Result<Delivered, String> {
+        if recipients.is_empty() {
+            return Err(
+                "no approved recipients: register a report_provider asset with recipients for the tenant"
+                    .into(),
+            );
+        }
+        let zip = tokio::fs::read(&r.packet.zip)
+            .await
+            .map_err(|e| format!("reading {}: {e}", r.packet.zip.display()))?;
+        let domain = self.from.email.domain().to_owned();
+        let message_id = format!("<{}.{attempt}@{domain}>", r.id);
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(format!(
+                "[aispm] {} for {}: {}",
+                r.title, r.tenant_id, r.headline
+            ))
+            .message_id(Some(message_id.clone()))
+            .user_agent(format!("aispm-reporter {}", env!("CARGO_PKG_VERSION")));
+        for to in recipients {
+            let mb: Mailbox = to
+                .parse()
+                .map_err(|e| format!("recipient '{to}' is not an address: {e}"))?;
+            builder = builder.to(mb);
+        }
+        let body = format!(
+            "{title} for tenant {tenant}\n\n{headline}\n\nReport id: {id}\nGenerated: {at}\nPacket: {name} (SHA-256 {sha})\nManifest SHA-256: {msha}\nSigned with Ed25519, key id {key} (public key {pk}).\n\nOpen report.html in a browser. Check the packet's integrity with:\n  aispm-reporter verify {name}\n",
+            title = r.title,
+            tenant = r.tenant_id,
+            headline = r.headline,
+            id = r.id,
+            at = r.created_at,
+            name = format_args!("{}.zip", r.id),
+            sha = r.packet.zip_sha256,
+            msha = r.packet.manifest_sha256,
+            key = r.packet.manifest.signer.key_id,
+            pk = r.packet.manifest.signer.public_key,
+        );
+        let zip_type = ContentType::parse("application/zip").map_err(|e| e.to_string())?;
+        let message = builder
+            .multipart(
+                MultiPart::mixed()
+                    .singlepart(SinglePart::plain(body))
+                    .singlepart(Attachment::new(format!("{}.zip", r.id)).body(zip, zip_type)),
+            )
+            .map_err(|e| format!("building the message: {e}"))?;
+        let sent = tokio::time::timeout(self.timeout, self.transport.send(message))
+            .await
+            .map_err(|_| format!("{}: no answer within {:?}", self.server, self.timeout))?
+            .map_err(|e| format!("{}: {e}", self.server))?;
+        if !sent.is_positive() {
+            return Err(format!("{}: {}", self.server, response_text(&sent)));
+        }
+        Ok(Delivered {
+            recipients: recipients.to_vec(),
+            message_id: Some(message_id),
+            server_response: Some(response_text(&sent)),
+        })
+    }
+}
+
+fn response_text(r: &lettre::transport::smtp::response::Response) -> String {
+    let lines: Vec<&str> = r.message().collect();
+    format!("{} {}", r.code(), lines.join(" "))
+}
+
+/// Export: the packet is already in the packet directory; it counts as delivered when it
+/// verifies there (directory and archive).
+pub async fn export(r: &ReportRecord) -> Result<Delivered, String> {
+    let dir = r.packet.dir.clone();
+    let zip = r.packet.zip.clone();
+    let expected = r.packet.zip_sha256.clone();
+    tokio::task::spawn_blocking(move || {
+        packet::verify(&dir, None).map_err(|e| e.to_string())?;
+        let v = packet::verify(&zip, None).map_err(|e| e.to_string())?;
+        if v.archive_sha256.as_deref() != Some(expected.as_str()) {
+            return Err("the exported archive is not the one generated".to_owned());
+        }
+        Ok(Delivered {
+            recipients: vec![zip.display().to_string()],
+            message_id: None,
+            server_response: Some(format!("exported to {}", zip.display())),
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls_and_server_names_hide_credentials() {
+        let s = Smtp::new(
+            "smtp://user:secret@127.0.0.1:2525",
+            "aispm <r@acme.example>",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(s.server, "smtp://127.0.0.1:2525");
+        assert!(!format!("{:?}", Channel::Smtp(Box::new(s))).contains("secret"));
+        assert!(Smtp::new("ftp://x", "a <a@b.c>", Duration::from_secs(1)).is_err());
+        assert!(
+            Smtp::new(
+                "smtp://127.0.0.1:25",
+                "not an address",
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Follows `aispm.views.v1`, `aispm.blockers.v1`, `aispm.readiness.v1` and `aispm.registry.v1`
+//! into the reporter's state. Every partition is read from the beginning at start (the state
+//! topics are compacted; the registry is small), so the state is rebuilt rather than stored.
+//! The reporter is ready once it has read up to each partition's end offset as of start.
+//!
+//! A record that does not decode is dead-lettered once: the next offsets read are saved in
+//! `<state-dir>/follow-offsets.json`, and a bad record below them is a replay, counted and
+//! skipped without a second dead letter. Partitions added after start are picked up at the
+//! next restart.
+
+use crate::metrics::ReporterMetrics;
+use crate::state::{Shared, Update};
+use crate::{Error, Result};
+use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
+use aispm_runtime::health::Health;
+use aispm_runtime::kafka::{KafkaConfig, MeteredContext};
+use aispm_schemas::{
+    Blocker, Codec, Readiness, RegistryEvent, Stage, Topics, ViewChange, ViewName,
+};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Which followed topic a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Views,
+    Blockers,
+    Readiness,
+    Registry,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Views => "views",
+            Source::Blockers => "blockers",
+            Source::Readiness => "readiness",
+            Source::Registry => "registry",
+        }
+    }
+}
+
+/// Decodes one record into a state update. `Ok(None)`: nothing to fold (e.g. a readiness
+/// tombstone). `Err`: the record is poison.
+pub fn decode(
+    codec: &Codec,
+    source: Source,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Result<Option<Update>, (&'static str, String)> {
+    let key_str = || {
+        key.and_then(|k| std::str::from_utf8(k).ok()).ok_or((
+            "bad_key",
+            "the record key is missing or not UTF-8".to_owned(),
+        ))
+    };
+    let decode_err = |e: aispm_schemas::DecodeError| ("decode", e.to_string());
+    Ok(match (source, payload) {
+        (Source::Views, Some(p)) => Some(Update::View(
+            codec.decode::<ViewChange>(p).map_err(decode_err)?,
+        )),
+        (Source::Views, None) => {
+            let k = key_str()?;
+            let mut parts = k.splitn(3, '/');
+            let (Some(tenant), Some(view), Some(row)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err((
+                    "bad_key",
+                    format!("view tombstone key '{k}' is not tenant/view/row"),
+                ));
+            };
+            let view = view
+                .parse::<ViewName>()
+                .map_err(|e| ("bad_key", e.to_string()))?;
+            Some(Update::ViewTombstone {
+                tenant_id: tenant.to_owned(),
+                view,
+                key: row.to_owned(),
+            })
+        }
+        (Source::Blockers, Some(p)) => Some(Update::Blocker(
+            codec.decode::<Blocker>(p).map_err(decode_err)?,
+        )),
+        (Source::Blockers, None) => {
+            let k = key_str()?;
+            let mut parts = k.splitn(3, '/');
+            let (Some(tenant), Some(stage), Some(id)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err((
+                    "bad_key",
+                    format!("blocker tombstone key '{k}' is not tenant/stage/id"),
+                ));
+            };
+            let stage = stage
+                .parse::<Stage>()
+                .map_err(|e| ("bad_key", e.to_string()))?;
+            Some(Update::BlockerResolved {
+                tenant_id: tenant.to_owned(),
+                stage,
+                blocker_id: id.to_owned(),
+            })
+        }
+        (Source::Readiness, Some(p)) => Some(Update::Readiness(
+            codec.decode::<Readiness>(p).map_err(decode_err)?,
+        )),
+        (Source::Readiness, None) => None,
+        (Source::Registry, Some(p)) => Some(Update::Registry(
+            codec.decode::<RegistryEvent>(p).map_err(decode_err)?,
+        )),
+        (Source::Registry, None) => None,
+    })
+}
+
+/// Everything the follower needs.
+#[derive(Debug)]
+pub struct Follower {
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub state: Shared,
+    pub health: Health,
+    pub metrics: ReporterMetrics,
+    pub kafka_metrics: aispm_runtime::kafka::KafkaMetrics,
+    pub dead_letters: DeadLetters,
+    pub offsets_file: PathBuf,
+    pub restored: watch::Sender<bool>,
+}
+
+type Offsets = BTreeMap<String, i64>;
+
+fn offset_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+impl Follower {
+    fn source(&self, topic: &str) -> Option<Source> {
+        if topic == self.topics.views {
+            Some(Source::Views)
+        } else if topic == self.topics.blockers {
+            Some(Source::Blockers)
+        } else if topic == self.topics.readiness {
+            Some(Source::Readiness)
+        } else if topic == self.topics.registry {
+            Some(Source::Registry)
+        } else {
+            None
+        }
+    }
+
+    /// Reads the followed topics until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let ctx = MeteredContext {
+            metrics: self.kafka_metrics.clone(),
+        };
+        let consumer: StreamConsumer<MeteredContext> = self
+            .kafka
+            .consumer_config("aispm-reporter-follow")
+            .create_with_context(ctx)?;
+        let topics = [
+            self.topics.views.clone(),
+            self.topics.blockers.clone(),
+            self.topics.readiness.clone(),
+            self.topics.registry.clone(),
+        ];
+        // Assign every partition from the beginning; note where each ends now.
+        let (tpl, mut targets) = {
+            let consumer = &consumer;
+            tokio::task::block_in_place(|| -> Result<_> {
+                let mut tpl = TopicPartitionList::new();
+                let mut targets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+                for t in &topics {
+                    let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
+                    let Some(mt) = md.topics().iter().find(|m| m.name() == t) else {
+                        return Err(Error::Config(format!("topic {t} has no metadata")));
+                    };
+                    for p in mt.partitions() {
+                        tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
+                        let (low, high) =
+                            consumer.fetch_watermarks(t, p.id(), Duration::from_secs(30))?;
+                        if high > low {
+                            targets.insert((t.clone(), p.id()), high);
+                        }
+                    }
+                }
+                Ok((tpl, targets))
+            })?
+        };
+        consumer.assign(&tpl)?;
+        let partitions = tpl.count();
+        tracing::info!(
+            partitions,
+            to_replay = targets.len(),
+            "Following the state topics from the beginning."
+        );
+        let mut restored = false;
+        let mark_restored = |targets: &BTreeMap<(String, i32), i64>, restored: &mut bool| {
+            if !*restored && targets.is_empty() {
+                *restored = true;
+                self.health
+                    .set("state_restored", true, "replayed the state topics");
+                let _ = self.restored.send(true);
+                tracing::info!("Restored the reporter state from the topics.");
+            }
+        };
+        mark_restored(&targets, &mut restored);
+        let codec = Codec::new();
+        let mut saved: Offsets = match std::fs::read(&self.offsets_file) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            Err(_) => Offsets::new(),
+        };
+        let mut next: Offsets = saved.clone();
+        let mut last_save = Instant::now();
+        loop {
+            let m = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = consumer.recv() => m,
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Consumer error while following; continuing.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            self.fold(&codec, &m, &saved).await?;
+            let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
+            next.insert(offset_key(&topic, partition), offset + 1);
+            if let Some(high) = targets.get(&(topic.clone(), partition))
+                && offset + 1 >= *high
+            {
+                targets.remove(&(topic, partition));
+                mark_restored(&targets, &mut restored);
+            }
+            if last_save.elapsed() > Duration::from_secs(5) && next != saved {
+                crate::store::write_atomic(&self.offsets_file, &serde_json::to_vec(&next)?)?;
+                saved = next.clone();
+                last_save = Instant::now();
+                self.metrics
+                    .tenants
+                    .set(self.state.tenant_ids().len() as i64);
+            }
+        }
+        if next != saved {
+            crate::store::write_atomic(&self.offsets_file, &serde_json::to_vec(&next)?)?;
+        }
+        Ok(())
+    }
+
+    async fn fold(&self, codec: &Codec, m: &BorrowedMessage<'_>, saved: &Offsets) -> Result<()> {
+        let Some(source) = self.source(m.topic()) else {
+            return Ok(());
+        };
+        match decode(codec, source, m.key(), m.payload()) {
+            Ok(Some(update)) => {
+                self.state.apply_all([update]);
+                self.metrics
+                    .records_followed
+                    .with_label_values(&[source.as_str()])
+                    .inc();
+            }
+            Ok(None) => {}
+            Err((reason, error)) => {
+                let replay = saved
+                    .get(&offset_key(m.topic(), m.partition()))
+                    .is_some_and(|n| m.offset() < *n);
+                if replay {
+                    tracing::debug!(
+                        topic = m.topic(),
+                        offset = m.offset(),
+                        "Skipped a record dead-lettered before."
+                    );
+                } else {
+                    self.dead_letters
+                        .send(DeadLetter {
+                            topic: m.topic(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            key: m.key(),
+                            payload: m.payload(),
+                            stage: DlqStage::Decode,
+                            reason,
+                            error,
+                        })
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_decode_from_their_keys() {
+        let c = Codec::new();
+        match decode(&c, Source::Views, Some(b"acme/findings/rule:agent/x"), None) {
+            Ok(Some(Update::ViewTombstone {
+                tenant_id,
+                view,
+                key,
+            })) => {
+                assert_eq!(
+                    (tenant_id.as_str(), view, key.as_str()),
+                    ("acme", ViewName::Findings, "rule:agent/x")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode(
+            &c,
+            Source::Blockers,
+            Some(b"acme/production/evidence_stale"),
+            None,
+        ) {
+            Ok(Some(Update::BlockerResolved {
+                stage, blocker_id, ..
+            })) => {
+                assert_eq!(
+                    (stage, blocker_id.as_str()),
+                    (Stage::Production, "evidence_stale")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode(&c, Source::Readiness, Some(b"acme/trial"), None),
+            Ok(None)
+        ));
+        assert_eq!(
+            decode(&c, Source::Blockers, Some(b"acme/nostage/x"), None)
+                .unwrap_err()
+                .0,
+            "bad_key"
+        );
+        assert_eq!(
+            decode(&c, Source::Views, Some(b"acme"), None)
+                .unwrap_err()
+                .0,
+            "bad_key"
+        );
+        assert_eq!(
+            decode(&c, Source::Views, None, Some(b"\x01garbage"))
+                .unwrap_err()
+                .0,
+            "decode"
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! A packet on disk: a directory and a `.zip` of it, both holding the rendered files, a
+//! `manifest.json` listing every file with its SHA-256, and `manifest.sig`, the Ed25519
+//! signature over SHA-256(`manifest.json`).
+//!
+//! ```text
+//! <out-dir>/<tenant>/<report-id>/          <out-dir>/<tenant>/<report-id>.zip
+//!   report.html  report.json                 (the same files under <report-id>/)
+//!   tables/*.csv  ocsf/findings.ocsf.json
+//!   manifest.json  manifest.sig
+//! ```
+//!
+//! [`verify`] accepts either form and fails on any changed, missing or extra byte or file.
+
+use crate::sign::{Signer, sha256, sha256_hex, verify_digest};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// The `format` of `manifest.json`.
+pub const MANIFEST_FORMAT: &str = "aispm.packet.v1";
+pub const MANIFEST: &str = "manifest.json";
+pub const SIGNATURE: &str = "manifest.sig";
+
+/// One file of a packet, by its path inside the packet (`/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+impl PacketFile {
+    pub fn new(path: &str, bytes: Vec<u8>) -> Self {
+        PacketFile {
+            path: path.to_owned(),
+            bytes,
+        }
+    }
+}
+
+/// One entry of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Who signed the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerInfo {
+    pub algorithm: String,
+    pub key_id: String,
+    /// Base64 of the 32 raw bytes of the Ed25519 public key.
+    pub public_key: String,
+    /// What `manifest.sig` signs.
+    pub signs: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub report_id: String,
+    pub tenant_id: String,
+    pub report_type: String,
+    pub generated_at: String,
+    pub generator: String,
+    pub signer: SignerInfo,
+    pub files: Vec<Entry>,
+}
+
+/// A packet written to disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub dir: PathBuf,
+    pub zip: PathBuf,
+    /// SHA-256 of the `.zip` (the delivered artefact).
+    pub zip_sha256: String,
+    pub zip_bytes: u64,
+    /// SHA-256 of `manifest.json`, and the base64 signature over it.
+    pub manifest_sha256: String,
+    pub signature: String,
+    pub manifest: Manifest,
+}
+
+/// What the packet is about; the manifest's header.
+#[derive(Debug, Clone)]
+pub struct Meta<'a> {
+    pub report_id: &'a str,
+    pub tenant_id: &'a str,
+    pub report_type: &'a str,
+    pub generated_at: String,
+    pub key_id: &'a str,
+}
+
+fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\\')
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Writes the packet under `root/<tenant>/`: the directory and the `.zip`, each first under a
+/// temporary name and renamed into place, so a reader never sees half a packet.
+pub fn write(
+    root: &Path,
+    meta: &Meta<'_>,
+    files: Vec<PacketFile>,
+    signer: &Signer,
+) -> Result<Written> {
+    let tenant_dir = root.join(meta.tenant_id);
+    std::fs::create_dir_all(&tenant_dir).map_err(|e| Error::io(&tenant_dir, e))?;
+    let mut entries = Vec::with_capacity(files.len());
+    for f in &files {
+        if !safe_relative(&f.path) || f.path == MANIFEST || f.path == SIGNATURE {
+            return Err(Error::Config(format!(
+                "invalid packet file name {:?}",
+                f.path
+            )));
+        }
+        entries.push(Entry {
+            path: f.path.clone(),
+            sha256: sha256_hex(&f.bytes),
+            bytes: f.bytes.len() as u64,
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.to_owned(),
+        report_id: meta.report_id.to_owned(),
+        tenant_id: meta.tenant_id.to_owned(),
+        report_type: meta.report_type.to_owned(),
+        generated_at: meta.generated_at.clone(),
+        generator: format!("aispm-reporter {}", env!("CARGO_PKG_VERSION")),
+        signer: SignerInfo {
+            algorithm: "ed25519".to_owned(),
+            key_id: meta.key_id.to_owned(),
+            public_key: signer.public_key_b64(),
+            signs: "sha256(manifest.json)".to_owned(),
+        },
+        files: entries,
+    };
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+    let digest = sha256(&manifest_bytes);
+    let signature = signer.sign_digest(&digest);
+    let mut all = files;
+    all.push(PacketFile::new(MANIFEST, manifest_bytes));
+    all.push(PacketFile::new(
+        SIGNATURE,
+        format!("{signature}\n").into_bytes(),
+    ));
+
+    // The directory.
+    let dir = tenant_dir.join(meta.report_id);
+    let tmp_dir = tenant_dir.join(format!(".{}.tmp", meta.report_id));
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    for f in &all {
+        let p = tmp_dir.join(&f.path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        write_synced(&p, &f.bytes)?;
+    }
+    std::fs::rename(&tmp_dir, &dir).map_err(|e| Error::io(&dir, e))?;
+
+    // The archive: canonical (sorted entries, stored, fixed timestamps and modes), so that
+    // `verify` can rebuild it from its verified contents and compare every byte.
+    let zip = tenant_dir.join(format!("{}.zip", meta.report_id));
+    let tmp_zip = tenant_dir.join(format!(".{}.zip.tmp", meta.report_id));
+    let zip_bytes = archive(
+        meta.report_id,
+        all.iter().map(|f| (f.path.as_str(), f.bytes.as_slice())),
+    )?;
+    write_synced(&tmp_zip, &zip_bytes)?;
+    std::fs::rename(&tmp_zip, &zip).map_err(|e| Error::io(&zip, e))?;
+    Ok(Written {
+        dir,
+        zip,
+        zip_sha256: sha256_hex(&zip_bytes),
+        zip_bytes: zip_bytes.len() as u64,
+        manifest_sha256: hex::encode(digest),
+        signature,
+        manifest,
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// The canonical archive of a packet: entries `<report-id>/<path>` in path order, stored
+/// uncompressed, with a fixed timestamp and mode.
+fn archive<'a>(
+    report_id: &str,
+    files: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Vec<u8>> {
+    let mut sorted: Vec<(&str, &[u8])> = files.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(zip::DateTime::default())
+            .unix_permissions(0o644)
+            .large_file(false);
+        for (path, bytes) in sorted {
+            z.start_file(format!("{report_id}/{path}"), opts)?;
+            z.write_all(bytes)
+                .map_err(|e| Error::Verify(format!("archiving {path}: {e}")))?;
+        }
+        z.finish()?;
+    }
+    Ok(buf.into_inner())
+}
+
+/// A packet that verified.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub manifest: Manifest,
+    /// SHA-256 of the archive, when a `.zip` was verified (compare with `packet_sha256`).
+    pub archive_sha256: Option<String>,
+    pub manifest_sha256: String,
+    pub files: usize,
+}
+
+/// Verifies a packet directory or `.zip`: the signature over SHA-256(`manifest.json`) with the
+/// manifest's key (or `pinned_key`, base64, which must then be the manifest's key too), every
+/// listed file's SHA-256 and size, and that no file is missing or extra.
+pub fn verify(path: &Path, pinned_key: Option<&str>) -> Result<Verified> {
+    if path.is_dir() {
+        return verify_files(&read_dir(path)?, pinned_key);
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (report_id, files) = read_zip(&bytes)?;
+    let verified = verify_files(&files, pinned_key)?;
+    if verified.manifest.report_id != report_id {
+        return Err(Error::Verify(format!(
+            "the archive's directory {report_id} is not the manifest's report {}",
+            verified.manifest.report_id
+        )));
+    }
+    // Every byte of the archive, not only the entries' contents: rebuild the canonical archive
+    // from the verified files and compare.
+    let canonical = archive(
+        &report_id,
+        files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+    )?;
+    if canonical != bytes {
+        return Err(Error::Verify(
+            "the archive's bytes differ from the canonical packet archive (its headers or layout were changed)"
+                .into(),
+        ));
+    }
+    Ok(Verified {
+        archive_sha256: Some(sha256_hex(&bytes)),
+        ..verified
+    })
+}
+
+fn verify_files(files: &BTreeMap<String, Vec<u8>>, pinned_key: Option<&str>) -> Result<Verified> {
+    let manifest_bytes = files
+        .get(MANIFEST)
+        .ok_or_else(|| Error::Verify(format!("{MANIFEST} is missing")))?;
+    let sig = files
+        .get(SIGNATURE)
+        .ok_or_else(|| Error::Verify(format!("{SIGNATURE} is missing")))?;
+    let manifest: Manifest = serde_json::from_slice(manifest_bytes)
+        .map_err(|e| Error::Verify(format!("{MANIFEST} is not a packet manifest ({e})")))?;
+    if manifest.format != MANIFEST_FORMAT || manifest.signer.algorithm != "ed25519" {
+        return Err(Error::Verify(format!(
+            "unsupported manifest format {} / algorithm {}",
+            manifest.format, manifest.signer.algorithm
+        )));
+    }
+    if let Some(pinned) = pinned_key
+        && pinned.trim() != manifest.signer.public_key
+    {
+        return Err(Error::Verify(
+            "the manifest is signed by another key than the one given".into(),
+        ));
+    }
+    let digest = sha256(manifest_bytes);
+    let sig =
+        std::str::from_utf8(sig).map_err(|_| Error::Verify(format!("{SIGNATURE} is not text")))?;
+    verify_digest(&manifest.signer.public_key, &digest, sig)?;
+    let mut listed = std::collections::BTreeSet::new();
+    for e in &manifest.files {
+        if !safe_relative(&e.path) {
+            return Err(Error::Verify(format!(
+                "unsafe path {:?} in the manifest",
+                e.path
+            )));
+        }
+        let bytes = files
+            .get(&e.path)
+            .ok_or_else(|| Error::Verify(format!("{} is listed but missing", e.path)))?;
+        let actual = sha256_hex(bytes);
+        if actual != e.sha256 || bytes.len() as u64 != e.bytes {
+            return Err(Error::Verify(format!(
+                "{} changed: sha256 {} ({} bytes), manifest says {} ({} bytes)",
+                e.path,
+                actual,
+                bytes.len(),
+                e.sha256,
+                e.bytes
+            )));
+        }
+        listed.insert(e.path.as_str());
+    }
+    for name in files.keys() {
+        if name != MANIFEST && name != SIGNATURE && !listed.contains(name.as_str()) {
+            return Err(Error::Verify(format!(
+                "{name} is not listed in the manifest"
+            )));
+        }
+    }
+    Ok(Verified {
+        archive_sha256: None,
+        manifest_sha256: hex::encode(digest),
+        files: manifest.files.len(),
+        manifest,
+    })
+}
+
+fn read_dir(root: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let p = entry.path();
+            let ty = entry.file_type().map_err(|e| Error::io(&p, e))?;
+            if ty.is_dir() {
+                stack.push(p);
+            } else if ty.is_file() {
+                let rel = p
+                    .strip_prefix(root)
+                    .map_err(|_| Error::Verify(format!("{} escapes the packet", p.display())))?
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                out.insert(rel, bytes);
+            } else {
+                return Err(Error::Verify(format!(
+                    "{} is neither a file nor a directory",
+                    p.display()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_zip(archive: &[u8]) -> Result<(String, BTreeMap<String, Vec<u8>>)> {
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(archive))?;
+    let mut out = BTreeMap::new();
+    let mut prefix: Option<String> = None;
+    for i in 0..z.len() {
+        let mut entry = z.by_index(i)?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = entry.name().to_owned();
+        let (top, rest) = name
+            .split_once('/')
+            .ok_or_else(|| Error::Verify(format!("{name} is outside the packet directory")))?;
+        match &prefix {
+            None => prefix = Some(top.to_owned()),
+            Some(p) if p != top => {
+                return Err(Error::Verify(format!(
+                    "{name} is outside the packet directory {p}"
+                )));
+            }
+            Some(_) => {}
+        }
+        if !safe_relative(rest) {
+            return Err(Error::Verify(format!("unsafe entry name {name:?}")));
+        }
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Verify(format!("{name}: {e}")))?;
+        if out.insert(rest.to_owned(), bytes).is_some() {
+            return Err(Error::Verify(format!("{name} appears twice")));
+        }
+    }
+    let prefix = prefix.ok_or_else(|| Error::Verify("the archive is empty".into()))?;
+    Ok((prefix, out))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn packet(dir: &Path, signer: &Signer) -> Written {
+        write(
+            dir,
+            &Meta {
+                report_id: "r-1",
+                tenant_id: "acme",
+                report_type: "cso",
+                generated_at: "2026-11-21T00:00:00.000Z".into(),
+                key_id: "k",
+            },
+            vec![
+                PacketFile::new("report.html", b"<html>42</html>".to_vec()),
+                PacketFile::new("tables/findings.csv", b"a,b\r\n".to_vec()),
+            ],
+            signer,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn written_packets_verify_and_any_change_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = Signer::generate();
+        let w = packet(tmp.path(), &signer);
+        assert_eq!(w.dir, tmp.path().join("acme/r-1"));
+        assert_eq!(w.manifest.files.len(), 2);
+        let v = verify(&w.dir, None).unwrap();
+        assert_eq!(
+            (v.files, v.manifest_sha256.as_str()),
+            (2, w.manifest_sha256.as_str())
+        );
+        verify(&w.zip, Some(&signer.public_key_b64())).unwrap();
+        assert!(verify(&w.zip, Some(&Signer::generate().public_key_b64())).is_err());
+
+        // One changed byte in a file.
+        let html = w.dir.join("report.html");
+        let mut bytes = std::fs::read(&html).unwrap();
+        bytes[6] ^= 1;
+        std::fs::write(&html, &bytes).unwrap();
+        let e = verify(&w.dir, None).unwrap_err().to_string();
+        assert!(e.contains("report.html changed"), "{e}");
+        bytes[6] ^= 1;
+        std::fs::write(&html, &bytes).unwrap();
+        verify(&w.dir, None).unwrap();
+
+        // An extra file; a missing file; a changed manifest.
+        std::fs::write(w.dir.join("extra.txt"), b"x").unwrap();
+        assert!(
+            verify(&w.dir, None)
+                .unwrap_err()
+                .to_string()
+                .contains("not listed")
+        );
+        std::fs::remove_file(w.dir.join("extra.txt")).unwrap();
+        let csv = w.dir.join("tables/findings.csv");
+        std::fs::remove_file(&csv).unwrap();
+        assert!(
+            verify(&w.dir, None)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
+        std::fs::write(&csv, b"a,b\r\n").unwrap();
+        let m = w.dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("\"cso\"", "\"ciso\"");
+        std::fs::write(&m, text).unwrap();
+        assert!(
+            verify(&w.dir, None)
+                .unwrap_err()
+                .to_string()
+                .contains("signature")
+        );
+    }
+
+    #[test]
+    fn every_byte_of_the_zip_is_covered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = Signer::generate();
+        let w = packet(tmp.path(), &signer);
+        let original = std::fs::read(&w.zip).unwrap();
+        assert_eq!(sha256_hex(&original), w.zip_sha256);
+        // Flip every byte in turn: each changed archive fails verification.
+        let p = tmp.path().join("t.zip");
+        for i in 0..original.len() {
+            let mut b = original.clone();
+            b[i] ^= 0x20;
+            std::fs::write(&p, &b).unwrap();
+            assert!(
+                verify(&p, None).is_err(),
+                "byte {i} of {} changed unnoticed",
+                original.len()
+            );
+        }
+        std::fs::write(&p, &original).unwrap();
+        let v = verify(&p, None).unwrap();
+        assert_eq!(v.archive_sha256.as_deref(), Some(w.zip_sha256.as_str()));
+
+        // Deterministic: the same content gives the same archive bytes.
+        let tmp2 = tempfile::tempdir().unwrap();
+        let w2 = packet(tmp2.path(), &signer);
+        assert_eq!(w2.zip_sha256, w.zip_sha256);
+    }
+}

@@ -1,0 +1,49 @@
+//! Publishes delivery outcomes as `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`,
+//! keyed by tenant, and waits for the broker's acknowledgement.
+
+use crate::Result;
+use aispm_schemas::{Codec, ReportDeliveryEvent};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+/// The delivery-event producer.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    codec: Codec,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl Publisher {
+    pub fn new(producer: FutureProducer, topic: &str) -> Self {
+        Publisher {
+            producer,
+            topic: topic.to_owned(),
+            codec: Codec::new(),
+        }
+    }
+
+    /// Sends one event and waits until the broker acknowledged it. Its `event_id` is
+    /// deterministic, so a retry after an unacknowledged send is applied once downstream.
+    pub async fn publish(&self, event: &ReportDeliveryEvent) -> Result<()> {
+        let bytes = self.codec.encode(event)?;
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(&event.tenant_id)
+                    .payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| crate::Error::Kafka(e))?;
+        Ok(())
+    }
+}

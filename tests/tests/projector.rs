@@ -1,0 +1,570 @@
+//! The projector as a user runs it: the real binary against the real broker, fed over Kafka,
+//! read over HTTP and from the views and dead-letter topics.
+
+use aispm_schemas::codec::encode_single_object;
+use aispm_schemas::topics::dlq_headers;
+use aispm_schemas::*;
+use aispm_tests::Broker;
+use aispm_tests::broker::free_port;
+use aispm_tests::kafka::{create_contract_topics, produce, producer, random_prefix, read_all};
+use aispm_tests::process::Service;
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_763_719_200_000;
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn decision(tenant: &str, id: &str, agent: &str, kind: ActionKind) -> DecisionEvent {
+    DecisionEvent {
+        event_id: id.into(),
+        tenant_id: tenant.into(),
+        occurred_at: Timestamp(T0),
+        source: "gateway-eu".into(),
+        agent_id: agent.into(),
+        actor: "alice".into(),
+        environment: Environment::Production,
+        action_kind: kind,
+        target: "x".into(),
+        repo: None,
+        workflow: None,
+        mcp_server: None,
+        mcp_tool: None,
+        model_endpoint: None,
+        control_id: None,
+        policy_id: None,
+        mode: Mode::Enforced,
+        verdict: Verdict::Allow,
+        risk: Risk::Low,
+        data_classes: vec![],
+        synthetic: false,
+        approval_id: None,
+        evidence: None,
+    }
+}
+
+fn asset(tenant: &str, id: &str, kind: AssetKind, f: impl FnOnce(&mut Asset)) -> RegistryEvent {
+    let mut a = Asset {
+        asset_kind: kind,
+        asset_id: id.into(),
+        status: AssetStatus::Registered,
+        owner: Some("platform".into()),
+        criticality: None,
+        environment: None,
+        trust: None,
+        scopes: vec![],
+        public: None,
+        auth_required: None,
+        public_key: None,
+        approved_data_classes: vec![],
+        recipients: vec![],
+        framework_mappings: vec![],
+        attributes: Default::default(),
+    };
+    f(&mut a);
+    RegistryEvent {
+        event_id: format!("reg-{kind}-{id}"),
+        tenant_id: tenant.into(),
+        occurred_at: Timestamp(T0 - 60_000),
+        source: "registry".into(),
+        asset: Some(a),
+        validation: None,
+    }
+}
+
+struct Rig {
+    broker: Broker,
+    topics: Topics,
+    prefix: String,
+    dir: tempfile::TempDir,
+    projector: Service,
+    client: reqwest::Client,
+}
+
+const TOKENS: &str = "[[tokens]]\ntoken = \"acme-token\"\ntenants = [\"acme\"]\n\n[[tokens]]\ntoken = \"globex-token\"\ntenants = [\"globex\"]\n\n[[tokens]]\ntoken = \"ops-token\"\ntenants = [\"*\"]\n";
+
+async fn rig() -> Rig {
+    let broker = Broker::start().unwrap();
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), TOKENS).unwrap();
+    let args: Vec<String> = [
+        "--brokers",
+        &broker.bootstrap(),
+        "--topic-prefix",
+        &prefix,
+        "--state-dir",
+        &dir.path().join("state").display().to_string(),
+        "--tokens-file",
+        &dir.path().join("tokens.toml").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut projector = Service::start(
+        "aispm-projector",
+        &format!("127.0.0.1:{}", free_port()),
+        &args,
+        dir.path(),
+    )
+    .unwrap();
+    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+    Rig {
+        broker,
+        topics,
+        prefix,
+        dir,
+        projector,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Rig {
+    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.projector.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until `check` holds on the response of `path`.
+    async fn eventually(&self, token: &str, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, v) = self.get(token, path).await;
+            if status == 200 && check(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out on {path}: {v:#}\n{}",
+                self.projector.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn has(v: &Value, list: &str, field: &str, id: &str) -> bool {
+    v[list]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x[field] == id))
+}
+
+fn find<'a>(v: &'a Value, list: &str, field: &str, id: &str) -> &'a Value {
+    v[list]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x[field] == id))
+        .unwrap_or_else(|| panic!("no {id} in {list}: {v:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_tenant_scenario_produces_the_expected_views() {
+    let rig = rig().await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    let t = &rig.topics;
+    let root = SigningKey::from_bytes(&[9u8; 32]);
+    let forger = SigningKey::from_bytes(&[10u8; 32]);
+
+    // The registry: a registered agent, a trusted and a quarantined MCP tool, an endpoint
+    // approved for PII, a public endpoint without auth, an admin API key, a trust root.
+    let registry = [
+        asset("acme", "agent-reg", AssetKind::Agent, |_| {}),
+        asset("acme", "github/create_pr", AssetKind::McpTool, |a| {
+            a.trust = Some(Trust::Trusted)
+        }),
+        asset("acme", "shady/exec", AssetKind::McpTool, |a| {
+            a.trust = Some(Trust::Quarantined)
+        }),
+        asset("acme", "openai", AssetKind::ModelEndpoint, |a| {
+            a.approved_data_classes = vec!["pii".into()];
+            a.public = Some(true);
+            a.auth_required = Some(true);
+        }),
+        asset("acme", "rogue", AssetKind::ModelEndpoint, |a| {
+            a.public = Some(true);
+            a.auth_required = Some(false);
+        }),
+        asset("acme", "ci-key", AssetKind::ApiKey, |a| {
+            a.scopes = vec!["repo:read".into(), "*".into()]
+        }),
+        asset("acme", "root-1", AssetKind::TrustRoot, |a| {
+            a.public_key = Some(b64(&root.verifying_key().to_bytes()))
+        }),
+    ];
+    for r in &registry {
+        produce(&p, &t.registry, "acme", &encode_single_object(r).unwrap())
+            .await
+            .unwrap();
+    }
+
+    let digest = [0x5au8; 32];
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut d1 = decision("acme", "d1", "agent-reg", ActionKind::Mcp);
+    d1.mcp_server = Some("github".into());
+    d1.mcp_tool = Some("create_pr".into());
+    d1.risk = Risk::High;
+    d1.approval_id = Some("appr-1".into());
+    d1.control_id = Some("ctl-mcp".into());
+    d1.evidence = Some(Evidence {
+        evidence_id: "ev-good".into(),
+        sha256: hex.clone(),
+        uri: "s3://e/1".into(),
+        signature: Some(b64(&root.sign(&digest).to_bytes())),
+        key_id: Some("root-1".into()),
+    });
+    let mut d2 = decision("acme", "d2", "agent-shadow", ActionKind::Mcp);
+    d2.mcp_server = Some("shady".into());
+    d2.mcp_tool = Some("exec".into());
+    d2.risk = Risk::Critical;
+    d2.mode = Mode::Shadow;
+    d2.control_id = Some("ctl-mcp".into());
+    d2.occurred_at = Timestamp(T0 + 1000);
+    let mut d3 = decision("acme", "d3", "agent-reg", ActionKind::Model);
+    d3.model_endpoint = Some("openai".into());
+    d3.data_classes = vec!["pii".into(), "phi".into()];
+    d3.evidence = Some(Evidence {
+        evidence_id: "ev-forged".into(),
+        sha256: hex,
+        uri: "s3://e/2".into(),
+        signature: Some(b64(&forger.sign(&digest).to_bytes())),
+        key_id: Some("root-1".into()),
+    });
+    let d4 = decision("globex", "g1", "globex-agent", ActionKind::File);
+    for d in [&d1, &d2, &d3] {
+        produce(&p, &t.decisions, "acme", &encode_single_object(d).unwrap())
+            .await
+            .unwrap();
+    }
+    produce(
+        &p,
+        &t.decisions,
+        "globex",
+        &encode_single_object(&d4).unwrap(),
+    )
+    .await
+    .unwrap();
+    // A duplicate of d2 changes nothing.
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&d2).unwrap(),
+    )
+    .await
+    .unwrap();
+    let assign = ApprovalEvent {
+        event_id: "ap-1".into(),
+        tenant_id: "acme".into(),
+        occurred_at: Timestamp(T0 + 5000),
+        source: "jira".into(),
+        kind: ApprovalKind::FindingAssigned,
+        decision_id: None,
+        finding_id: Some("AISPM-MCP-001:shady/exec".into()),
+        control_id: None,
+        exception_id: None,
+        actor: "ciso".into(),
+        owner: Some("secops".into()),
+        reason: None,
+        due_at: Some(Timestamp(T0 + 86_400_000)),
+        expires_at: None,
+    };
+    produce(
+        &p,
+        &t.approvals,
+        "acme",
+        &encode_single_object(&assign).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let findings = rig
+        .eventually("acme-token", "/v1/tenants/acme/findings?status=open", |v| {
+            has(v, "findings", "finding_id", "AISPM-EV-003:ev-forged")
+                && find(v, "findings", "finding_id", "AISPM-MCP-001:shady/exec")["owner"]
+                    == "secops"
+        })
+        .await;
+    let open: std::collections::BTreeSet<&str> = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["finding_id"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "AISPM-MCP-001:shady/exec",
+        "AISPM-SHADOW-001:agent-shadow",
+        "AISPM-CTRL-001:ctl-mcp",
+        "AISPM-APR-001:d2",
+        "AISPM-EV-001:d2",
+        "AISPM-EP-001:rogue",
+        "AISPM-KEY-001:ci-key",
+        "AISPM-DATA-001:openai/phi",
+        "AISPM-EV-003:ev-forged",
+    ] {
+        assert!(open.contains(expected), "{expected} missing from {open:?}");
+    }
+    for absent in [
+        "AISPM-DATA-001:openai/pii",
+        "AISPM-APR-001:d1",
+        "AISPM-MCP-001:github/create_pr",
+        "AISPM-EV-003:ev-good",
+    ] {
+        assert!(!open.contains(absent), "{absent} should not be open");
+    }
+    let mcp = find(
+        &findings,
+        "findings",
+        "finding_id",
+        "AISPM-MCP-001:shady/exec",
+    );
+    assert_eq!(mcp["severity"], "high");
+    assert!(
+        mcp["frameworks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("OWASP-LLM"))
+    );
+    assert!(
+        mcp["event_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "d2"),
+        "drill-down to the decision"
+    );
+
+    let coverage = rig
+        .get("acme-token", "/v1/tenants/acme/coverage?kind=agent")
+        .await
+        .1;
+    assert_eq!(
+        find(&coverage, "coverage", "id", "agent-shadow")["shadow_ai"],
+        true
+    );
+    assert_eq!(
+        find(&coverage, "coverage", "id", "agent-reg")["registered"],
+        true
+    );
+    assert_eq!(
+        find(&coverage, "coverage", "id", "agent-shadow")["decisions"],
+        1,
+        "the duplicate is not counted"
+    );
+    let controls = rig.get("acme-token", "/v1/tenants/acme/controls").await.1;
+    assert_eq!(
+        find(&controls, "controls", "control_id", "ctl-mcp")["state"],
+        "shadowed"
+    );
+    let (status, good) = rig
+        .get("acme-token", "/v1/tenants/acme/evidence/ev-good")
+        .await;
+    assert_eq!(
+        (status, good["signature_state"].as_str()),
+        (200, Some("verified"))
+    );
+    let forged = rig
+        .get("acme-token", "/v1/tenants/acme/evidence/ev-forged")
+        .await
+        .1;
+    assert_eq!(forged["signature_state"], "invalid");
+    let posture = rig.get("acme-token", "/v1/tenants/acme/posture").await.1;
+    assert!(
+        posture["layers"]["coverage"]["drill_down"]["shadow_assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "agent/agent-shadow")
+    );
+    assert!(posture["layers"]["findings"]["score"].as_f64().unwrap() < 100.0);
+
+    // Tenant isolation: globex sees only its own data; reading acme is refused and counted.
+    let (status, _) = rig.get("globex-token", "/v1/tenants/acme/findings").await;
+    assert_eq!(status, 403);
+    let (status, _) = rig.get("nobody", "/v1/tenants/acme/findings").await;
+    assert_eq!(status, 401);
+    let globex = rig
+        .eventually("globex-token", "/v1/tenants/globex/coverage", |v| {
+            v["count"].as_u64() > Some(0)
+        })
+        .await;
+    assert!(!globex.to_string().contains("acme"));
+    let metrics = rig
+        .client
+        .get(format!("{}/metrics", rig.projector.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("aispm_projector_auth_denied_total{reason=\"wrong_tenant\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aispm_projector_events_total"),
+        "{metrics}"
+    );
+
+    // Every view change is on the views topic, keyed {tenant}/{view}/{row}.
+    let changes = read_all(
+        &rig.broker.bootstrap(),
+        &t.views,
+        usize::MAX,
+        Duration::from_secs(8),
+    )
+    .unwrap();
+    let keys: Vec<String> = changes
+        .iter()
+        .filter_map(|r| {
+            r.key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+        })
+        .collect();
+    assert!(
+        keys.iter()
+            .any(|k| k == "acme/findings/AISPM-MCP-001:shady/exec"),
+        "{keys:?}"
+    );
+    let codec = Codec::new();
+    for c in &changes {
+        let change: ViewChange = codec.decode(c.value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(c.key.as_deref().unwrap())
+                .split('/')
+                .next(),
+            Some(change.tenant_id.as_str())
+        );
+    }
+    drop(rig.dir);
+    let _ = rig.prefix;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_records_are_dead_lettered_and_the_stream_goes_on() {
+    let rig = rig().await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    let t = &rig.topics;
+    // 1. Not Avro at all. 2. A valid record of another type. 3. Valid Avro, invalid content.
+    produce(&p, &t.decisions, "acme", b"{\"not\":\"avro\"}")
+        .await
+        .unwrap();
+    let wrong = ApprovalEvent {
+        event_id: "ap".into(),
+        tenant_id: "acme".into(),
+        occurred_at: Timestamp(T0),
+        source: "s".into(),
+        kind: ApprovalKind::FindingResolved,
+        decision_id: None,
+        finding_id: Some("f".into()),
+        control_id: None,
+        exception_id: None,
+        actor: "a".into(),
+        owner: None,
+        reason: None,
+        due_at: None,
+        expires_at: None,
+    };
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&wrong).unwrap(),
+    )
+    .await
+    .unwrap();
+    let invalid = decision("acme/evil", "d-bad", "agent", ActionKind::File);
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&invalid).unwrap(),
+    )
+    .await
+    .unwrap();
+    // The partition is not blocked: a good record after them is applied.
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&decision("acme", "d-ok", "agent-after", ActionKind::File)).unwrap(),
+    )
+    .await
+    .unwrap();
+    rig.eventually("acme-token", "/v1/tenants/acme/coverage?kind=agent", |v| {
+        has(v, "coverage", "id", "agent-after")
+    })
+    .await;
+
+    let dead = read_all(&rig.broker.bootstrap(), &t.dlq, 3, Duration::from_secs(30)).unwrap();
+    assert_eq!(dead.len(), 3, "three dead letters");
+    let header = |r: &aispm_tests::kafka::Record, k: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let mut seen: Vec<(String, String)> = dead
+        .iter()
+        .map(|r| {
+            (
+                header(r, dlq_headers::STAGE),
+                header(r, dlq_headers::REASON),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("decode".into(), "framing".into()),
+            ("decode".into(), "incompatible_schema".into()),
+            ("validate".into(), "invalid_field".into())
+        ]
+    );
+    for r in &dead {
+        assert_eq!(header(r, dlq_headers::SOURCE_TOPIC), t.decisions);
+        assert!(header(r, dlq_headers::SOURCE_OFFSET).parse::<i64>().is_ok());
+        assert!(!header(r, dlq_headers::ERROR).is_empty());
+        assert_eq!(r.key.as_deref(), Some(&b"acme"[..]), "original key kept");
+    }
+    assert!(
+        dead.iter()
+            .any(|r| r.value.as_deref() == Some(&b"{\"not\":\"avro\"}"[..])),
+        "original bytes kept"
+    );
+    let validate = dead
+        .iter()
+        .find(|r| header(r, dlq_headers::STAGE) == "validate")
+        .unwrap();
+    assert!(header(validate, dlq_headers::ERROR).contains("tenant_id"));
+    let metrics = rig
+        .client
+        .get(format!("{}/metrics", rig.projector.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("aispm_projector_dead_letters_total"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,1255 @@
+//! The reporter end to end against a real broker (Tansu), a real SMTP server (Python's
+//! aiosmtpd) and a real browser (headless Chromium). The views, blockers, readiness and registry
+//! records the projector and gatekeeper would publish are produced here directly.
+//!
+//! Needs the binary: `cargo build -p aispm-reporter`.
+
+#![allow(clippy::unwrap_used)]
+
+use aispm_schemas::{
+    Asset, AssetKind, AssetStatus, Blocker, BlockerKind, Codec, ControlRow, ControlState,
+    CoverageKind, CoverageRow, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus,
+    Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
+    ValidationRow, ViewChange, ViewOp, ViewRow,
+};
+use aispm_tests::Broker;
+use aispm_tests::broker::free_port;
+use aispm_tests::kafka::{create_contract_topics, produce, producer, random_prefix, read_all};
+use aispm_tests::process::{Service, binary};
+use rdkafka::producer::FutureProducer;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+const ACME_TOKEN: &str = "acme-token";
+const GLOBEX_TOKEN: &str = "globex-token";
+const RECIPIENTS: [&str; 2] = ["ciso@acme.example", "board@acme.example"];
+
+/// A real SMTP server that saves every message it accepts: `msg-N.json` (envelope, headers,
+/// attachments with their SHA-256) and the attachments' bytes.
+const SMTP_SINK: &str = r#"
+import sys, json, hashlib, os, time, email
+from email import policy
+from aiosmtpd.controller import Controller
+port, out = int(sys.argv[1]), sys.argv[2]
+class Sink:
+    def __init__(self):
+        self.n = 0
+    async def handle_DATA(self, server, session, envelope):
+        self.n += 1
+        msg = email.message_from_bytes(envelope.content, policy=policy.default)
+        atts = []
+        for part in msg.iter_attachments():
+            data = part.get_payload(decode=True)
+            name = part.get_filename()
+            path = os.path.join(out, "%d-%s" % (self.n, name))
+            with open(path, "wb") as f:
+                f.write(data)
+            atts.append({"filename": name, "sha256": hashlib.sha256(data).hexdigest(),
+                         "path": path, "content_type": part.get_content_type()})
+        body = msg.get_body(preferencelist=("plain",))
+        rec = {"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
+               "message_id": msg["Message-ID"], "subject": msg["Subject"],
+               "body": body.get_content() if body else "", "attachments": atts}
+        tmp = os.path.join(out, ".msg-%d.json" % self.n)
+        with open(tmp, "w") as f:
+            json.dump(rec, f)
+        os.rename(tmp, os.path.join(out, "msg-%d.json" % self.n))
+        return "250 2.0.0 Message accepted for delivery"
+c = Controller(Sink(), hostname="127.0.0.1", port=port)
+c.start()
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(3600)
+finally:
+    c.stop()
+"#;
+
+struct SmtpSink {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    fn start(port: u16) -> SmtpSink {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("sink.py");
+        std::fs::write(&script, SMTP_SINK).unwrap();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/setup.sh installs python3-aiosmtpd)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP sink did not start");
+        SmtpSink { child, dir }
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        let mut v: Vec<(u32, Value)> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                let n: u32 = name
+                    .strip_prefix("msg-")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                let text = std::fs::read_to_string(self.dir.path().join(&name)).ok()?;
+                Some((n, serde_json::from_str(&text).ok()?))
+            })
+            .collect();
+        v.sort_by_key(|m| m.0);
+        v.into_iter().map(|m| m.1).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp(ms)
+}
+
+async fn view(p: &FutureProducer, topics: &Topics, tenant: &str, key: &str, row: ViewRow) {
+    let vc = ViewChange {
+        tenant_id: tenant.into(),
+        view: row.view(),
+        key: key.into(),
+        op: ViewOp::Upsert,
+        row: Some(row),
+        changed_at: Timestamp::now(),
+        cause_event_id: format!("cause-{key}"),
+    };
+    let k = format!("{tenant}/{}/{key}", vc.view);
+    produce(p, &topics.views, &k, &Codec::new().encode(&vc).unwrap())
+        .await
+        .unwrap();
+}
+
+fn coverage(
+    kind: CoverageKind,
+    id: &str,
+    registered: bool,
+    decisions: i64,
+    synthetic: i64,
+    now: i64,
+) -> ViewRow {
+    ViewRow::Coverage(CoverageRow {
+        kind,
+        id: id.into(),
+        registered,
+        retired: false,
+        owner: registered.then(|| "platform-team".into()),
+        trust: None,
+        decisions,
+        synthetic_decisions: synthetic,
+        first_seen: Some(ts(now - 20 * DAY)),
+        last_seen: Some(ts(now - HOUR)),
+        last_decision_id: Some(format!("d-{id}")),
+        last_real_decision_id: (decisions > synthetic).then(|| format!("d-{id}")),
+        shadow_ai: !registered && decisions > 0,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finding(
+    id: &str,
+    title: &str,
+    severity: Risk,
+    owner: Option<&str>,
+    opened: i64,
+    due: Option<i64>,
+    closed: Option<i64>,
+    frameworks: &[&str],
+) -> ViewRow {
+    ViewRow::Finding(FindingRow {
+        finding_id: id.into(),
+        rule_id: id.split(':').next().unwrap().into(),
+        title: title.into(),
+        severity,
+        status: if closed.is_some() {
+            FindingStatus::Closed
+        } else {
+            FindingStatus::Open
+        },
+        subject: id.split(':').nth(1).unwrap_or("x").into(),
+        owner: owner.map(Into::into),
+        due_at: due.map(ts),
+        opened_at: ts(opened),
+        closed_at: closed.map(ts),
+        resolution: closed.map(|_| "fixed".into()),
+        frameworks: frameworks.iter().map(|f| (*f).into()).collect(),
+        event_ids: vec![format!("d-{id}")],
+        occurrences: 1,
+        exception_id: None,
+        exception_expires_at: None,
+    })
+}
+
+/// The posture of tenant `acme` as the projector and gatekeeper would publish it, plus its
+/// registered report provider and (optionally) the reporter's key as a trust root.
+async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&str>) {
+    let p = producer(brokers).unwrap();
+    let now = Timestamp::now().0;
+    let codec = Codec::new();
+    let mut assets = vec![Asset {
+        asset_kind: AssetKind::ReportProvider,
+        asset_id: "smtp-main".into(),
+        status: AssetStatus::Registered,
+        owner: Some("secops".into()),
+        criticality: None,
+        environment: None,
+        trust: None,
+        scopes: vec![],
+        public: None,
+        auth_required: None,
+        public_key: None,
+        approved_data_classes: vec![],
+        recipients: RECIPIENTS.iter().map(|r| (*r).into()).collect(),
+        framework_mappings: vec![],
+        attributes: Default::default(),
+    }];
+    if let Some(key) = trust_root {
+        let mut a = assets[0].clone();
+        a.asset_kind = AssetKind::TrustRoot;
+        a.asset_id = "reporter-key".into();
+        a.recipients = vec![];
+        a.public_key = Some(key.into());
+        assets.push(a);
+    }
+    for (i, asset) in assets.into_iter().enumerate() {
+        let e = RegistryEvent {
+            event_id: format!("reg-{tenant}-{i}"),
+            tenant_id: tenant.into(),
+            occurred_at: ts(now - DAY),
+            source: "test".into(),
+            asset: Some(asset),
+            validation: None,
+        };
+        produce(&p, &topics.registry, tenant, &codec.encode(&e).unwrap())
+            .await
+            .unwrap();
+    }
+
+    for (key, row) in [
+        (
+            "agent/a1",
+            coverage(CoverageKind::Agent, "a1", true, 10, 0, now),
+        ),
+        (
+            "agent/shadow-bot",
+            coverage(CoverageKind::Agent, "shadow-bot", false, 3, 0, now),
+        ),
+        (
+            "action_path/file",
+            coverage(CoverageKind::ActionPath, "file", false, 6, 1, now),
+        ),
+        (
+            "action_path/command",
+            coverage(CoverageKind::ActionPath, "command", false, 4, 0, now),
+        ),
+        (
+            "action_path/git",
+            coverage(CoverageKind::ActionPath, "git", false, 2, 0, now),
+        ),
+        (
+            "action_path/mcp",
+            coverage(CoverageKind::ActionPath, "mcp", false, 5, 5, now),
+        ),
+    ] {
+        view(&p, topics, tenant, key, row).await;
+    }
+    let control = |id: &str, state, decisions: &[&str], frameworks: &[&str]| {
+        ViewRow::Control(ControlRow {
+            control_id: id.into(),
+            state,
+            registered: true,
+            enforced_decisions: if state == ControlState::Enforced {
+                decisions.len() as i64
+            } else {
+                0
+            },
+            shadow_decisions: if state == ControlState::Shadowed {
+                decisions.len() as i64
+            } else {
+                0
+            },
+            high_risk_decisions: 1,
+            action_kinds: vec!["file".into()],
+            framework_mappings: frameworks.iter().map(|f| (*f).into()).collect(),
+            decision_ids: decisions.iter().map(|d| (*d).into()).collect(),
+            last_decision_at: Some(ts(now - HOUR)),
+        })
+    };
+    for (key, row) in [
+        (
+            "ctl-file-write",
+            control(
+                "ctl-file-write",
+                ControlState::Enforced,
+                &["d-1", "d-2"],
+                &["SOC2:CC6.1"],
+            ),
+        ),
+        (
+            "ctl-mcp-tools",
+            control(
+                "ctl-mcp-tools",
+                ControlState::Shadowed,
+                &["d-3"],
+                &["SOC2:CC7.2"],
+            ),
+        ),
+        (
+            "ctl-git-push",
+            control("ctl-git-push", ControlState::Missing, &[], &["SOC2:CC8.1"]),
+        ),
+    ] {
+        view(&p, topics, tenant, key, row).await;
+    }
+    for (key, row) in [
+        (
+            "critical_unowned:agent-7",
+            finding(
+                "critical_unowned:agent-7",
+                "Critical command without an owner",
+                Risk::Critical,
+                None,
+                now - 2 * DAY,
+                None,
+                None,
+                &["SOC2:CC7.2"],
+            ),
+        ),
+        (
+            "shadow_ai:shadow-bot",
+            finding(
+                "shadow_ai:shadow-bot",
+                "Unregistered agent acting",
+                Risk::High,
+                Some("alice"),
+                now - 10 * DAY,
+                Some(now - DAY),
+                None,
+                &[],
+            ),
+        ),
+        (
+            "secret_in_prompt:a1",
+            finding(
+                "secret_in_prompt:a1",
+                "Secret sent to a model",
+                Risk::High,
+                Some("bob"),
+                now - 9 * DAY,
+                Some(now - 5 * DAY),
+                Some(now - 8 * DAY),
+                &[],
+            ),
+        ),
+        (
+            "unsigned_evidence:a1",
+            finding(
+                "unsigned_evidence:a1",
+                "Unsigned evidence",
+                Risk::Critical,
+                Some("carol"),
+                now - 8 * DAY,
+                Some(now - 7 * DAY),
+                Some(now - 5 * DAY),
+                &[],
+            ),
+        ),
+        (
+            "risky_tool:fs",
+            finding(
+                "risky_tool:fs",
+                "Risky MCP tool in use",
+                Risk::Medium,
+                Some("dave"),
+                now - 4 * DAY,
+                Some(now + 10 * DAY),
+                None,
+                &[],
+            ),
+        ),
+    ] {
+        view(&p, topics, tenant, key, row).await;
+    }
+    let exception =
+        |id: &str, kind, finding: Option<&str>, expires: Option<i64>, reviewed: Option<i64>| {
+            ViewRow::Exception(ExceptionRow {
+                exception_id: id.into(),
+                kind,
+                finding_id: finding.map(Into::into),
+                control_id: None,
+                decision_id: Some("d-9".into()),
+                owner: Some("dave".into()),
+                actor: Some("oncall".into()),
+                reason: Some("vendor fix pending".into()),
+                granted_at: ts(now - 6 * DAY),
+                expires_at: expires.map(ts),
+                revoked: false,
+                reviewed_at: reviewed.map(ts),
+                reviewed_by: reviewed.map(|_| "ciso".into()),
+                event_ids: vec![format!("ap-{id}")],
+            })
+        };
+    for (key, row) in [
+        (
+            "exc-risky-tool",
+            exception(
+                "exc-risky-tool",
+                ExceptionKind::Exception,
+                Some("risky_tool:fs"),
+                Some(now + 20 * DAY),
+                None,
+            ),
+        ),
+        (
+            "bg-1",
+            exception("bg-1", ExceptionKind::BreakGlass, None, None, None),
+        ),
+    ] {
+        view(&p, topics, tenant, key, row).await;
+    }
+    let evidence = |id: &str, decision: &str, state| {
+        ViewRow::Evidence(EvidenceRow {
+            evidence_id: id.into(),
+            event_id: decision.into(),
+            sha256: format!("{:0>64}", id.len()),
+            uri: format!("s3://evidence/{id}"),
+            signature_state: state,
+            key_id: Some("gw-key".into()),
+            recorded_at: ts(now - 2 * HOUR),
+            synthetic: false,
+            action_kind: Some("file".into()),
+        })
+    };
+    for (key, row) in [
+        ("ev-1", evidence("ev-1", "d-1", SignatureState::Verified)),
+        ("ev-2", evidence("ev-2", "d-2", SignatureState::Verified)),
+        ("ev-3", evidence("ev-3", "d-3", SignatureState::Unsigned)),
+    ] {
+        view(&p, topics, tenant, key, row).await;
+    }
+    for (key, check, result) in [
+        ("tenant_isolation/-", "tenant_isolation", "pass"),
+        ("connector_live/crm", "connector_live", "fail"),
+    ] {
+        let row = ViewRow::Validation(ValidationRow {
+            check_kind: check.into(),
+            subject: key.split('/').nth(1).filter(|s| *s != "-").map(Into::into),
+            result: result.into(),
+            evidence_id: Some(format!("val-{check}")),
+            validated_at: ts(now - 3 * HOUR),
+            event_id: format!("reg-val-{check}"),
+            detail: None,
+        });
+        view(&p, topics, tenant, key, row).await;
+    }
+
+    let blocker = |stage, id: &str, kind, evidence: &[&str]| Blocker {
+        tenant_id: tenant.into(),
+        stage,
+        blocker_id: id.into(),
+        kind,
+        meaning: format!("meaning of {kind}"),
+        resolution: format!("resolve {kind}"),
+        subject: None,
+        evidence: evidence.iter().map(|e| (*e).into()).collect(),
+        detected_at: ts(now - HOUR),
+    };
+    for b in [
+        blocker(
+            Stage::Pilot,
+            "missing_live_connector_evidence",
+            BlockerKind::MissingLiveConnectorEvidence,
+            &["val-connector_live"],
+        ),
+        blocker(
+            Stage::Production,
+            "missing_live_connector_evidence",
+            BlockerKind::MissingLiveConnectorEvidence,
+            &["val-connector_live"],
+        ),
+        blocker(
+            Stage::Production,
+            "report_delivery_unverified",
+            BlockerKind::ReportDeliveryUnverified,
+            &[],
+        ),
+        blocker(
+            Stage::Production,
+            "critical_finding_unowned",
+            BlockerKind::CriticalFindingUnowned,
+            &["critical_unowned:agent-7"],
+        ),
+        blocker(
+            Stage::Production,
+            "runtime_workflow_synthetic_only",
+            BlockerKind::RuntimeWorkflowSyntheticOnly,
+            &["ev-3"],
+        ),
+    ] {
+        produce(&p, &topics.blockers, &b.key(), &codec.encode(&b).unwrap())
+            .await
+            .unwrap();
+    }
+    // A resolved blocker: published, then tombstoned.
+    let gone = blocker(
+        Stage::Trial,
+        "evidence_stale",
+        BlockerKind::EvidenceStale,
+        &[],
+    );
+    produce(
+        &p,
+        &topics.blockers,
+        &gone.key(),
+        &codec.encode(&gone).unwrap(),
+    )
+    .await
+    .unwrap();
+    p.send(
+        rdkafka::producer::FutureRecord::<str, [u8]>::to(&topics.blockers).key(&gone.key()),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    for (stage, ready, blockers) in [
+        (Stage::Trial, true, 0),
+        (Stage::Pilot, false, 1),
+        (Stage::Production, false, 4),
+    ] {
+        let r = Readiness {
+            tenant_id: tenant.into(),
+            stage,
+            ready,
+            blocker_ids: (0..blockers).map(|i| format!("b{i}")).collect(),
+            evaluated_at: ts(now - HOUR),
+        };
+        produce(&p, &topics.readiness, &r.key(), &codec.encode(&r).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+struct Setup {
+    broker: Broker,
+    topics: Topics,
+    reporter: Service,
+    _dirs: tempfile::TempDir,
+    state: PathBuf,
+    public_key: String,
+}
+
+/// `aispm-reporter keygen`: returns the base64 public key.
+fn keygen(path: &Path) -> String {
+    let out = Command::new(binary("aispm-reporter").unwrap())
+        .args(["keygen", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("public_key (base64, for a trust_root asset): "))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
+    let broker = Broker::start().unwrap();
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 2)
+        .await
+        .unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let key = dirs.path().join("reporter-key.pem");
+    let public_key = keygen(&key);
+    seed(&broker.bootstrap(), &topics, "acme", Some(&public_key)).await;
+    let tokens = dirs.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\n\n[[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\n"
+        ),
+    )
+    .unwrap();
+    let state = dirs.path().join("state");
+    let mut args: Vec<String> = vec![
+        "--brokers".into(),
+        broker.bootstrap(),
+        "--topic-prefix".into(),
+        prefix,
+        "--partitions".into(),
+        "2".into(),
+        "--state-dir".into(),
+        state.display().to_string(),
+        "--tokens-file".into(),
+        tokens.display().to_string(),
+        "--signing-key".into(),
+        key.display().to_string(),
+        "--smtp-from".into(),
+        "aispm reporter <reports@aispm.example>".into(),
+    ];
+    if let Some(port) = smtp {
+        args.push("--smtp-url".into());
+        args.push(format!("smtp://127.0.0.1:{port}"));
+        args.push("--smtp-timeout".into());
+        args.push("5s".into());
+    }
+    if !extra.contains(&"--schedule") {
+        args.extend(["--schedule".into(), "none".into()]);
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut reporter = Service::start("aispm-reporter", &addr, &args, dirs.path()).unwrap();
+    reporter.wait_ready(Duration::from_secs(60)).await.unwrap();
+    Setup {
+        broker,
+        topics,
+        reporter,
+        _dirs: dirs,
+        state,
+        public_key,
+    }
+}
+
+async fn post_report(s: &Setup, token: &str, tenant: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/tenants/{tenant}/reports", s.reporter.http))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_report(s: &Setup, id: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/v1/tenants/acme/reports/{id}", s.reporter.http))
+        .bearer_auth(ACME_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn delivery_events(s: &Setup, at_least: usize) -> Vec<ReportDeliveryEvent> {
+    read_all(
+        &s.broker.bootstrap(),
+        &s.topics.report_deliveries,
+        at_least,
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|r| {
+        assert_eq!(r.key.as_deref(), Some(&b"acme"[..]), "keyed by tenant");
+        Codec::new().decode(&r.value.unwrap()).unwrap()
+    })
+    .collect()
+}
+
+fn run_verify(path: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(binary("aispm-reporter").unwrap())
+        .arg("verify")
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = at.min(b.len() - 1);
+    b[i] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_delivery() {
+    let smtp_port = free_port();
+    let sink = SmtpSink::start(smtp_port);
+    let s = setup(&[], Some(smtp_port)).await;
+
+    // A tenant's token never generates or reads another tenant's reports.
+    let (status, _) = post_report(&s, GLOBEX_TOKEN, "acme", json!({"type": "cso"})).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_report(&s, ACME_TOKEN, "acme", json!({"type": "weekly_thing"})).await;
+    assert_eq!(status, 400);
+    // Never mails anyone the tenant has not approved.
+    let (status, body) = post_report(
+        &s,
+        ACME_TOKEN,
+        "acme",
+        json!({"type": "cso", "recipients": ["attacker@evil.example"]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(sink.messages().is_empty());
+
+    let (status, report) = post_report(
+        &s,
+        ACME_TOKEN,
+        "acme",
+        json!({"type": "production_readiness"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{report}");
+    let id = report["id"].as_str().unwrap().to_owned();
+    let packet_sha = report["packet"]["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(report["delivery"]["status"], "delivered");
+    assert_eq!(report["delivery"]["channel"], "smtp");
+    assert_eq!(report["delivery"]["approved_recipients"], true);
+    assert_eq!(report["manifest"]["signer"]["key_id"], "reporter-key");
+    assert!(
+        report["delivery"]["server_response"]
+            .as_str()
+            .unwrap()
+            .starts_with("250"),
+        "{report}"
+    );
+
+    // The mail: to the approved recipients, with the packet attached, byte for byte.
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let m = &msgs[0];
+    let mut rcpt: Vec<&str> = m["rcpt_tos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    rcpt.sort_unstable();
+    assert_eq!(rcpt, ["board@acme.example", "ciso@acme.example"]);
+    assert_eq!(m["mail_from"], "reports@aispm.example");
+    assert!(
+        m["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Production readiness packet")
+    );
+    assert_eq!(m["message_id"], report["delivery"]["message_id"]);
+    let att = &m["attachments"][0];
+    assert_eq!(att["filename"], format!("{id}.zip"));
+    assert_eq!(att["content_type"], "application/zip");
+    assert_eq!(
+        att["sha256"],
+        packet_sha.as_str(),
+        "attachment hash = packet hash"
+    );
+    assert!(m["body"].as_str().unwrap().contains(&packet_sha));
+
+    // The attachment verifies: signature, every file's hash against the manifest, every byte.
+    let attachment = PathBuf::from(att["path"].as_str().unwrap());
+    let (ok, out) = run_verify(
+        &attachment,
+        &["--public-key", &s.public_key, "--sha256", &packet_sha],
+    );
+    assert!(ok, "{out}");
+    let manifest_sha = report["manifest_sha256"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("manifest sha256 {manifest_sha}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("archive sha256 {packet_sha}")),
+        "{out}"
+    );
+
+    // The delivery event: delivered, approved recipients, message id, packet hash, and the
+    // signed manifest as evidence.
+    let events = delivery_events(&s, 1);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e.event_id, format!("{id}/attempt/1"));
+    assert_eq!(e.report_id, id);
+    assert_eq!(e.outcome.as_str(), "delivered");
+    assert_eq!(e.channel.as_str(), "smtp");
+    assert!(e.approved_recipients);
+    assert_eq!(e.attempt, 1);
+    assert_eq!(e.packet_sha256, packet_sha);
+    assert_eq!(e.message_id.as_deref(), m["message_id"].as_str());
+    assert!(e.server_response.as_deref().unwrap().starts_with("250"));
+    let mut recipients = e.recipients.clone();
+    recipients.sort();
+    assert_eq!(recipients, ["board@acme.example", "ciso@acme.example"]);
+    let ev = e.evidence.as_ref().unwrap();
+    assert_eq!(ev.sha256, manifest_sha);
+    assert_eq!(ev.key_id.as_deref(), Some("reporter-key"));
+    let dir = PathBuf::from(report["packet"]["dir"].as_str().unwrap());
+    let sig = std::fs::read_to_string(dir.join("manifest.sig")).unwrap();
+    assert_eq!(ev.signature.as_deref(), Some(sig.trim()));
+
+    // GET answers the same packet.
+    let got = get_report(&s, &id).await;
+    assert_eq!(got["packet"]["sha256"], packet_sha.as_str());
+    assert_eq!(got["delivery"]["status"], "delivered");
+
+    // verify passes on the packet directory and fails on a tampered copy of either form.
+    let (ok, out) = run_verify(&dir, &[]);
+    assert!(ok, "{out}");
+    let tampered = s.state.join("tampered");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&dir)
+        .arg(&tampered)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    flip_byte(&tampered.join("report.html"), 500);
+    let (ok, out) = run_verify(&tampered, &[]);
+    assert!(!ok, "a changed byte passed verification: {out}");
+    assert!(out.contains("report.html changed"), "{out}");
+    let tampered_zip = s.state.join("tampered.zip");
+    std::fs::copy(&attachment, &tampered_zip).unwrap();
+    let len = std::fs::metadata(&tampered_zip).unwrap().len() as usize;
+    for at in [40, len / 2, len - 10] {
+        std::fs::copy(&attachment, &tampered_zip).unwrap();
+        flip_byte(&tampered_zip, at);
+        let (ok, out) = run_verify(&tampered_zip, &[]);
+        assert!(!ok, "byte {at} changed unnoticed: {out}");
+    }
+    // A packet signed by another key fails when the trusted key is pinned.
+    let (ok, _) = run_verify(
+        &dir,
+        &[
+            "--public-key",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ],
+    );
+    assert!(!ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_down_records_failed_deliveries_and_retries_until_delivered() {
+    let smtp_port = free_port();
+    let s = setup(
+        &[
+            "--retry-initial",
+            "1s",
+            "--retry-max",
+            "2s",
+            "--delivery-attempts",
+            "20",
+        ],
+        Some(smtp_port),
+    )
+    .await;
+    let (status, report) = post_report(&s, ACME_TOKEN, "acme", json!({"type": "cso"})).await;
+    assert_eq!(status, 202, "generated, not delivered: {report}");
+    let id = report["id"].as_str().unwrap().to_owned();
+    assert_eq!(report["delivery"]["status"], "retrying");
+    assert_eq!(report["delivery"]["outcome"], "failed");
+    assert!(
+        report["delivery"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{report}"
+    );
+    assert!(report["delivery"]["next_attempt_at"].is_string());
+
+    // Failures are recorded as failed events (at least two: the first attempt and a retry),
+    // and never as delivered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let events = delivery_events(&s, 2);
+        if events.len() >= 2 || Instant::now() > deadline {
+            break events;
+        }
+    };
+    assert!(failed.len() >= 2, "{failed:?}");
+    for (i, e) in failed.iter().enumerate() {
+        assert_eq!(e.outcome.as_str(), "failed", "{e:?}");
+        assert_eq!(e.attempt, i as i32 + 1);
+        assert!(e.error.is_some() && e.message_id.is_none());
+        assert_eq!(e.report_id, id);
+    }
+
+    // The server comes up: the next retry delivers.
+    let sink = SmtpSink::start(smtp_port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = get_report(&s, &id).await;
+        if got["delivery"]["status"] == "delivered" || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(got["delivery"]["status"], "delivered", "{got}");
+    let attempts = got["delivery"]["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 3);
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs[0]["attachments"][0]["sha256"],
+        report["packet"]["sha256"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let events = delivery_events(&s, attempts.len());
+        if events.len() >= attempts.len() || Instant::now() > deadline {
+            break events;
+        }
+    };
+    let last = events.last().unwrap();
+    assert_eq!(last.outcome.as_str(), "delivered");
+    assert_eq!(last.attempt as usize, attempts.len());
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.outcome.as_str() == "delivered")
+            .count(),
+        1,
+        "{events:?}"
+    );
+}
+
+/// Headless Chromium's DOM of an HTML file.
+fn chromium_dom(html: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn kpi(dom: &str, key: &str) -> String {
+    let marker = format!("data-kpi=\"{key}\">");
+    let start = dom.find(&marker).unwrap_or_else(|| panic!("no KPI {key}")) + marker.len();
+    dom[start..].split('<').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_report_type_renders_in_headless_chromium_with_its_headings_and_numbers() {
+    let s = setup(&[], None).await;
+    let expectations: &[(&str, &[&str])] = &[
+        (
+            "cso",
+            &[
+                "CSO posture report",
+                "Posture at a glance",
+                "Posture by layer",
+                "Readiness by stage",
+            ],
+        ),
+        (
+            "ciso",
+            &[
+                "CISO operational report",
+                "Control state",
+                "Findings by severity and SLA",
+                "Open findings",
+                "Owners",
+                "Exceptions and aging",
+                "Break-glass events",
+                "Shadow AI and risky tools",
+            ],
+        ),
+        (
+            "board_kpi",
+            &[
+                "Board KPI pack",
+                "Key performance indicators",
+                "Trends (8 weeks)",
+                "Readiness by stage",
+            ],
+        ),
+        (
+            "soc2_evidence",
+            &[
+                "SOC 2 evidence packet",
+                "Control-to-evidence matrix",
+                "Framework criteria",
+                "Evidence by control",
+                "Validations",
+            ],
+        ),
+        (
+            "incident_closure",
+            &[
+                "Incident and closure report",
+                "Break-glass events",
+                "Findings closed in the period",
+                "High-risk findings still open",
+                "Closures by week",
+            ],
+        ),
+        (
+            "trial_handoff",
+            &[
+                "Trial evaluator handoff packet",
+                "Trial verdict",
+                "Action paths: real versus synthetic",
+                "Next steps",
+            ],
+        ),
+        (
+            "pilot_launch",
+            &[
+                "Pilot launch board pack",
+                "Pilot go/no-go",
+                "Pilot scope",
+                "Control readiness",
+            ],
+        ),
+        (
+            "production_readiness",
+            &[
+                "Production readiness packet",
+                "Verdict",
+                "Readiness by stage",
+                "Validations",
+            ],
+        ),
+        (
+            "blockers_digest",
+            &[
+                "Daily blockers digest",
+                "New blockers (last 24 h)",
+                "Open blockers by stage",
+                "Failed validations and connectors",
+                "Open critical findings",
+            ],
+        ),
+        (
+            "coverage_findings",
+            &[
+                "Weekly coverage and findings review",
+                "Coverage",
+                "Control state",
+                "Open findings",
+                "Report readiness",
+            ],
+        ),
+    ];
+    let mut delivered = 0;
+    for (ty, headings) in expectations {
+        let (status, report) = post_report(&s, ACME_TOKEN, "acme", json!({"type": ty})).await;
+        assert_eq!(status, 201, "{ty}: {report}");
+        delivered += 1;
+        assert_eq!(report["delivery"]["channel"], "export");
+        assert_eq!(
+            report["delivery"]["approved_recipients"], false,
+            "an export is no delivery to approved recipients"
+        );
+        let dir = PathBuf::from(report["packet"]["dir"].as_str().unwrap());
+        if let Ok(keep) = std::env::var("AISPM_KEEP_PACKETS") {
+            // For a look at the packets after the test: AISPM_KEEP_PACKETS=/some/dir.
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(&dir)
+                .arg(Path::new(&keep).join(ty))
+                .status();
+        }
+        let dom = chromium_dom(&dir.join("report.html"));
+        for h in *headings {
+            assert!(
+                dom.contains(&format!(">{h}</h")),
+                "{ty}: heading '{h}' not rendered"
+            );
+        }
+        // The report path is stated in every packet.
+        for h in [
+            "Report path checks",
+            "Evidence freshness",
+            "Trust roots",
+            "Blocking findings",
+            "Accepted risks",
+        ] {
+            assert!(
+                dom.contains(&format!(">{h}</h")),
+                "{ty}: heading '{h}' not rendered"
+            );
+        }
+        assert!(
+            dom.contains("data-check=\"freshness\">PASS<"),
+            "{ty}: evidence 2 h old is fresh"
+        );
+        assert!(
+            dom.contains(
+                "This packet's signing key is a registered trust root (key id reporter-key)"
+            ),
+            "{ty}"
+        );
+        assert!(
+            dom.contains("critical_unowned:agent-7"),
+            "{ty}: the blocking finding is listed"
+        );
+        assert!(
+            dom.contains("exc-risky-tool") && dom.contains("dave"),
+            "{ty}: accepted risk with owner"
+        );
+        match *ty {
+            "board_kpi" => {
+                assert_eq!(kpi(&dom, "coverage_pct"), "50%");
+                assert_eq!(kpi(&dom, "findings_open_critical"), "1");
+                assert_eq!(kpi(&dom, "high_risk_within_sla_pct"), "50%");
+                assert_eq!(kpi(&dom, "mean_time_to_remediate_hours"), "48 h");
+                assert_eq!(kpi(&dom, "exception_mean_age_days"), "6 d");
+                assert!(dom.matches("<svg").count() >= 3, "trend charts");
+            }
+            "cso" => {
+                assert_eq!(kpi(&dom, "findings_open"), "3");
+                assert_eq!(kpi(&dom, "enforced_pct"), "33.3%");
+                assert!(dom.contains("<svg"));
+            }
+            "production_readiness" => {
+                assert!(dom.contains("ready_for_aispm_production: false"));
+                assert!(dom.contains("ready_for_aispm_trial = true"));
+                for k in [
+                    "missing_live_connector_evidence",
+                    "report_delivery_unverified",
+                    "critical_finding_unowned",
+                    "runtime_workflow_synthetic_only",
+                ] {
+                    assert!(dom.contains(k), "blocker {k}");
+                }
+                assert!(
+                    !dom.contains("evidence_stale <code>"),
+                    "the tombstoned blocker is gone"
+                );
+                // Each blocker's evidence is resolved: a validation, a finding, an evidence row.
+                assert!(dom.contains("connector_live fail"));
+                assert!(dom.contains("Critical command without an owner"));
+                assert!(dom.contains("signature unsigned"));
+            }
+            "soc2_evidence" => {
+                assert!(dom.contains("SOC2:CC6.1") && dom.contains("ev-1") && dom.contains("ev-2"));
+                let csv = std::fs::read_to_string(dir.join("tables/control_evidence_matrix.csv"))
+                    .unwrap();
+                assert!(
+                    csv.lines()
+                        .any(|l| l.starts_with("ctl-file-write,enforced,SOC2:CC6.1,2,0,ev-1,d-1,")),
+                    "{csv}"
+                );
+            }
+            "trial_handoff" => {
+                assert!(dom.contains("ready_for_aispm_trial = true"));
+                assert!(
+                    dom.contains("<td>mcp</td><td>5</td><td>0</td><td>5</td><td>YES</td>"),
+                    "mcp is synthetic only"
+                );
+            }
+            "incident_closure" => {
+                assert!(dom.contains("bg-1") && dom.contains("UNREVIEWED"));
+                assert!(
+                    dom.contains("Secret sent to a model") && dom.contains("Unsigned evidence")
+                );
+            }
+            "blockers_digest" => {
+                assert!(dom.contains("report_delivery_unverified"));
+                assert!(dom.contains("connector_live"));
+            }
+            _ => {}
+        }
+        // The machine-readable document and OCSF export agree with the page.
+        let json: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["report_type"], *ty);
+        assert_eq!(json["kpis"]["findings_open_critical"], 1);
+        let ocsf: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("ocsf/findings.ocsf.json")).unwrap())
+                .unwrap();
+        let classes: Vec<i64> = ocsf
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["class_uid"].as_i64().unwrap())
+            .collect();
+        assert!(
+            classes.contains(&2003) && classes.contains(&2004),
+            "{ty}: {classes:?}"
+        );
+        let (ok, out) = run_verify(&dir, &["--public-key", &s.public_key]);
+        assert!(ok, "{out}");
+    }
+    let events = delivery_events(&s, delivered);
+    assert_eq!(events.len(), delivered);
+    assert!(events.iter().all(|e| e.outcome.as_str() == "delivered"
+        && e.channel.as_str() == "export"
+        && !e.approved_recipients));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cadence_generates_and_delivers_scheduled_reports() {
+    let s = setup(&["--schedule", "every:2s=blockers_digest"], None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = delivery_events(&s, 1);
+        if !events.is_empty() || Instant::now() > deadline {
+            break events;
+        }
+    };
+    assert!(!events.is_empty(), "no scheduled report within 30 s");
+    assert_eq!(events[0].report_type.as_str(), "blockers_digest");
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/v1/tenants/acme/reports", s.reporter.http))
+        .bearer_auth(ACME_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = &listed["reports"].as_array().unwrap().last().unwrap();
+    let r = get_report(&s, first["id"].as_str().unwrap()).await;
+    assert_eq!(r["requested_by"], "cadence:every:2s");
+    assert_eq!(r["type"], "blockers_digest");
+}
