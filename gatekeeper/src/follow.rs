@@ -290,6 +290,7 @@ impl Follower {
                     self.next_offsets.remove(&p);
                     self.p.engine.drop_partition(p);
                 }
+                self.p.kafka_metrics.set_assigned(self.assigned.len());
             }
             Assignment::Assigned(parts) => {
                 self.p.health.set(
@@ -302,6 +303,7 @@ impl Follower {
                     self.assigned.insert(*p);
                     self.p.engine.set_restoring(*p, true);
                 }
+                self.p.kafka_metrics.set_assigned(self.assigned.len());
                 self.settle_pending = true;
                 let mut backoff = Duration::from_millis(250);
                 loop {

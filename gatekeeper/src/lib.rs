@@ -64,7 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let auth = Auth::new(tokens, &metrics)?;
     let gk_metrics = metrics::GatekeeperMetrics::new(&metrics)?;
-    let kafka_metrics = KafkaMetrics::new(&metrics)?;
+    let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
     let verdicts = readiness::Verdicts::default();
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
 

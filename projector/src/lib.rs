@@ -181,7 +181,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         config.settings(),
         config.cache_entries,
     )?;
-    let kafka_metrics = KafkaMetrics::new(&metrics)?;
+    let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
     let ctx = Ctx {
         kafka: kafka_metrics,
         offsets: Arc::default(),

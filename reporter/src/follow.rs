@@ -193,6 +193,7 @@ impl Follower {
         };
         consumer.assign(&tpl)?;
         let partitions = tpl.count();
+        self.kafka_metrics.set_assigned(partitions);
         tracing::info!(
             partitions,
             to_replay = targets.len(),

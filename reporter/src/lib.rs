@@ -56,8 +56,8 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let metrics = Metrics::new("reporter")?;
     let reporter_metrics = metrics::ReporterMetrics::new(&metrics)?;
-    let kafka_metrics = KafkaMetrics::new(&metrics)?;
     let health = Health::new();
+    let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
     health.set("state_restored", false, "replaying the state topics");
     let tokens = match &config.common.tokens_file {
         Some(p) => Tokens::load(p)?,

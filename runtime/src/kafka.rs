@@ -1,6 +1,7 @@
 //! Kafka clients: librdkafka configuration with `--kafka-option` pass-through, topic creation at
 //! start, and the statistics callback that exports consumer lag and rebalances.
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use prometheus::{IntCounterVec, IntGaugeVec};
@@ -174,6 +175,8 @@ pub struct KafkaMetrics {
     rebalances: IntCounterVec,
     brokers_up: IntGaugeVec,
     assigned: IntGaugeVec,
+    /// Where the consumer reports the `broker` readiness condition, if anywhere.
+    health: Option<Health>,
 }
 
 impl KafkaMetrics {
@@ -199,27 +202,46 @@ impl KafkaMetrics {
                 "Partitions currently assigned to this instance.",
                 &[],
             )?,
+            health: None,
         })
+    }
+
+    /// Also sets the `broker` readiness condition from the consumer's statistics: ready while
+    /// at least one broker of the cluster is connected.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Records one statistics report.
     pub fn observe(&self, stats: &Statistics) {
         let client = stats.client_type.as_str();
-        let up = stats.brokers.values().filter(|b| b.state == "UP").count();
+        // Cluster brokers only: librdkafka's internal broker (`source: internal`) is always UP,
+        // and a bootstrap entry (node id -1) duplicates the broker it resolves to.
+        let up = stats
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0 && b.source != "internal" && b.state == "UP")
+            .count();
         self.brokers_up
             .with_label_values(&[client])
             .set(i64::try_from(up).unwrap_or(i64::MAX));
         if client != "consumer" {
             return;
         }
+        if let Some(health) = &self.health {
+            health.set("broker", up > 0, format!("{up} broker(s) connected"));
+        }
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
-                if *partition < 0 || p.consumer_lag < 0 {
+                if *partition < 0 || !p.desired {
                     continue;
                 }
-                self.lag
-                    .with_label_values(&[topic, &partition.to_string()])
-                    .set(p.consumer_lag);
+                if let Some(lag) = partition_lag(p) {
+                    self.lag
+                        .with_label_values(&[topic, &partition.to_string()])
+                        .set(lag);
+                }
             }
         }
     }
@@ -247,6 +269,19 @@ impl KafkaMetrics {
             Rebalance::Error(_) => "error",
         };
         self.rebalances.with_label_values(&[kind]).inc();
+    }
+}
+
+/// A partition's lag: librdkafka's `consumer_lag` (end offset minus committed offset) when this
+/// consumer committed; otherwise the end offset minus the position handed to the application,
+/// for consumers that keep their offsets elsewhere and never commit (the reporter).
+fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.consumer_lag >= 0 {
+        Some(p.consumer_lag)
+    } else if p.app_offset >= 0 && p.hi_offset >= p.app_offset {
+        Some(p.hi_offset - p.app_offset)
+    } else {
+        None
     }
 }
 

@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`broker`]: start, restart and stop Tansu (memory or sqlite storage).
 //! - [`process`]: start the aispm binaries, wait for their HTTP health, kill and restart them.
+//! - [`demo`]: the whole pipeline driven end to end (the demo binary and the pipeline test).
 //! - [`load`]: a deterministic generator of realistic events for load and crash tests.
 //! - [`kafka`]: producers and consumers for tests, topic prefixes.
 
 pub mod broker;
+pub mod demo;
 pub mod kafka;
 pub mod load;
 pub mod process;

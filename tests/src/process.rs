@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 /// Path of a workspace binary (`aispm-projector`, …), built by `cargo build --bins`.
 pub fn binary(name: &str) -> Result<PathBuf> {
-    // Test executables live in target/<profile>/deps; binaries one level up.
+    // Binaries live in target/<profile>; test executables one level down, in deps/.
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test executable has no target directory")?;
+    let mut dir = exe.parent().context("executable has no directory")?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
     let p = dir.join(name);
     if !p.exists() {
         bail!(

@@ -1,0 +1,600 @@
+//! Projector benchmark (a bench binary printing figures and writing JSON, not a timed test).
+//!
+//! For each entity count (default 1 000 and 100 000, over 100 tenants), in one run against one
+//! broker (Tansu, memory storage, on 127.0.0.1):
+//! 1. pre-fills the input topics (6 partitions each) with N generated events (default 1M), produced
+//!    fast with rdkafka;
+//! 2. **plain reader**: a child process that reads and discards every record of the same topics
+//!    with the projector's own consumer settings (events/s, CPU-µs/event, peak RSS);
+//! 3. **projector**: the real `aispm-projector rebuild` binary as a child under
+//!    `/usr/bin/time -v`, into a fresh RocksDB: every batch is one `WriteBatch` with its offsets,
+//!    and its view changes are published to the views topic (events/s, ratio to the plain reader,
+//!    CPU-µs/event, peak RSS), then a second `rebuild` over the now full state (wipe + replay);
+//! 4. **apply-only**: the same events, already in memory, through `Engine::prepare`/`commit`
+//!    into a fresh RocksDB in this process on one thread, no broker (events/s, CPU-µs/event);
+//!
+//! and, once, a **memory** run: a child process streams `AISPM_BENCH_MEMORY_EVENTS` (default
+//! 10M) generated events over 100 000 entities through the engine with the service's default
+//! bounded caches and reports its peak RSS.
+//!
+//! Writes `bench/projector.json` and `bench/projector.md`, and upserts the `projector` key of
+//! `bench/results.json` (`scripts/bench.sh` assembles the whole suite).
+//!
+//! Run: `source ~/.cache/aispm/env.sh && cargo build --release --bins &&
+//! cargo bench -p aispm-tests --bench projector`.
+//! Tunables (environment): `AISPM_BENCH_EVENTS` (default 1000000), `AISPM_BENCH_ENTITIES`
+//! (comma-separated, default `1000,100000`), `AISPM_BENCH_TENANTS` (default 100),
+//! `AISPM_BENCH_MEMORY_EVENTS` (default 10000000; 0 skips the memory run).
+//!
+//! CPU figures come from `/proc` (utime + stime, 10 ms ticks) and `/usr/bin/time -v`; they cover
+//! every thread of the process (librdkafka's, RocksDB's background threads), start-up included.
+
+use aispm_projector::apply::Settings;
+use aispm_projector::project::{Engine, Input};
+use aispm_projector::store::Store;
+use aispm_runtime::kafka::KafkaConfig;
+use aispm_schemas::Topics;
+use aispm_tests::Broker;
+use aispm_tests::kafka::{create_contract_topics, random_prefix};
+use aispm_tests::load::{Gen, Kind};
+use aispm_tests::process::binary;
+use anyhow::{Context, Result, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 6;
+const SEED: u64 = 7;
+const BATCH: usize = 5000;
+/// The service defaults (`Config::local`): what the binary runs with.
+const CACHE_ENTRIES: usize = 200_000;
+const BLOCK_CACHE: usize = 64 * 1024 * 1024;
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn kind_index(k: Kind) -> usize {
+    match k {
+        Kind::Decision => 0,
+        Kind::Approval => 1,
+        Kind::Registry => 2,
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + sys) of this process, all threads, from `/proc/self/stat`.
+fn process_cpu() -> f64 {
+    stat_cpu("/proc/self/stat")
+}
+
+/// CPU seconds (user + sys) of the calling thread.
+fn thread_cpu() -> f64 {
+    stat_cpu("/proc/thread-self/stat")
+}
+
+fn stat_cpu(path: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(rest) = text.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After "(comm) ": state is field 3, utime field 14, stime field 15.
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+}
+
+/// Peak resident memory of this process, in MiB (`VmHWM`).
+fn peak_rss_mib() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let m = 10f64.powi(places);
+    (x * m).round() / m
+}
+
+/// What `/usr/bin/time -v` says about a child.
+#[derive(Debug, Default, Clone, Copy)]
+struct TimeV {
+    user: f64,
+    sys: f64,
+    max_rss_kib: f64,
+}
+
+fn parse_time_v(text: &str) -> TimeV {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    TimeV {
+        user: field("User time (seconds):"),
+        sys: field("System time (seconds):"),
+        max_rss_kib: field("Maximum resident set size (kbytes):"),
+    }
+}
+
+/// Runs `cmd` under `/usr/bin/time -v`; returns its stdout, wall seconds and resource use.
+fn run_timed(mut cmd: Command, what: &str) -> Result<(String, f64, TimeV)> {
+    let dir = tempfile::tempdir()?;
+    let tfile = dir.path().join("time.txt");
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-v")
+        .arg("-o")
+        .arg(&tfile)
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let started = Instant::now();
+    let out = timed.output().with_context(|| format!("running {what}"))?;
+    let wall = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tv = parse_time_v(&std::fs::read_to_string(&tfile).unwrap_or_default());
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), wall, tv))
+}
+
+// ----------------------------------------------------------------------------------------------
+// Pre-filling the topics
+
+struct Filled {
+    records: u64,
+    by_topic: HashMap<String, u64>,
+    seconds: f64,
+}
+
+fn fill(brokers: &str, topics: &Topics, events: u64, tenants: usize, entities: usize) -> Result<Filled> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("acks", "1")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
+    let mut g = Gen::new(SEED, tenants, entities);
+    let mut by_topic: HashMap<String, u64> = HashMap::new();
+    let started = Instant::now();
+    for _ in 0..events {
+        let r = g.next_record();
+        let topic = r.kind.topic(topics);
+        *by_topic.entry(topic.to_owned()).or_default() += 1;
+        let mut rec = BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    Ok(Filled {
+        records: events,
+        by_topic,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `(topic, partition, high watermark)` of every non-empty input partition.
+fn watermarks(c: &BaseConsumer, topics: &[&str]) -> Result<Vec<(String, i32, i64)>> {
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (_, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                if high > 0 {
+                    out.push(((*topic).to_owned(), p.id(), high));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ----------------------------------------------------------------------------------------------
+// Child: the plain reader
+
+/// Reads every record of `AISPM_BENCH_TOPICS` up to the current end and discards it, with the
+/// projector's consumer settings; prints one JSON line.
+fn reader_child() -> Result<()> {
+    let brokers = std::env::var("AISPM_BENCH_BROKERS")?;
+    let topics_var = std::env::var("AISPM_BENCH_TOPICS")?;
+    let topics: Vec<&str> = topics_var.split(',').collect();
+    let cpu0 = process_cpu();
+    let mut cc = KafkaConfig::local(&brokers).consumer_config(&format!("reader-{}", random_prefix()));
+    cc.set("fetch.wait.max.ms", "50")
+        .set("queued.max.messages.kbytes", "65536");
+    let consumer: BaseConsumer = cc.create()?;
+    let highs = watermarks(&consumer, &topics)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
+    for (t, p, h) in &highs {
+        tpl.add_partition_offset(t, *p, Offset::Beginning)?;
+        remaining.insert((t.clone(), *p), *h);
+    }
+    let started = Instant::now();
+    let cpu1 = process_cpu();
+    consumer.assign(&tpl)?;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while !remaining.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                let tp = (m.topic().to_owned(), m.partition());
+                if remaining.get(&tp).is_some_and(|h| m.offset() + 1 >= *h) {
+                    remaining.remove(&tp);
+                }
+            }
+            Some(Err(e)) => eprintln!("reader: {e}"),
+            None => {}
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("the plain reader did not reach the end within 30 minutes");
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu2 = process_cpu();
+    println!(
+        "{}",
+        json!({
+            "records": records, "bytes": bytes, "seconds": seconds,
+            "cpu_seconds_reading": cpu2 - cpu1, "cpu_seconds_total": cpu2 - cpu0,
+        })
+    );
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------
+// Child: the memory run
+
+/// Streams generated events through the engine (service defaults) and prints peak RSS.
+fn memory_child() -> Result<()> {
+    let events = env_or("AISPM_BENCH_MEMORY_EVENTS", 10_000_000);
+    let entities = env_or("AISPM_BENCH_MEMORY_ENTITIES", 100_000) as usize;
+    let tenants = env_or("AISPM_BENCH_TENANTS", 100) as usize;
+    let dir = tempfile::tempdir()?;
+    let topics = Topics::with_prefix("bench.");
+    let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
+    store.check_version()?;
+    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?;
+    let mut g = Gen::new(SEED, tenants, entities);
+    let mut offsets = [0i64; 3];
+    let started = Instant::now();
+    let cpu0 = process_cpu();
+    let mut done = 0u64;
+    let mut rss_at: Vec<Value> = Vec::new();
+    let mut next_mark = 1_000_000u64;
+    while done < events {
+        let n = BATCH.min(usize::try_from(events - done).unwrap_or(BATCH));
+        let recs: Vec<_> = (0..n).map(|_| g.next_record()).collect();
+        let inputs: Vec<Input<'_>> = recs
+            .iter()
+            .map(|r| {
+                let o = &mut offsets[kind_index(r.kind)];
+                *o += 1;
+                Input {
+                    topic: r.kind.topic(&topics),
+                    partition: 0,
+                    offset: *o - 1,
+                    key: Some(r.tenant.as_bytes()),
+                    payload: Some(&r.bytes),
+                }
+            })
+            .collect();
+        let mut p = engine.prepare(&inputs)?;
+        engine.commit(&mut p)?;
+        engine.clear_outbox(p.outbox)?;
+        done += n as u64;
+        if done >= next_mark {
+            rss_at.push(json!({"events": done, "peak_rss_mib": round(peak_rss_mib(), 1),
+                "seconds": round(started.elapsed().as_secs_f64(), 1)}));
+            eprintln!("memory run: {done} events, peak RSS {:.0} MiB", peak_rss_mib());
+            next_mark += 1_000_000;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (sst, mem) = engine.store().sizes();
+    println!(
+        "{}",
+        json!({
+            "events": done, "entities": entities, "tenants": tenants,
+            "seconds": seconds, "cpu_seconds": process_cpu() - cpu0,
+            "peak_rss_mib": peak_rss_mib(), "sst_bytes": sst, "memtable_bytes": mem,
+            "by_million": rss_at,
+        })
+    );
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------
+// In-process apply-only
+
+fn apply_only(topics: &Topics, events: u64, tenants: usize, entities: usize) -> Result<Value> {
+    let mut g = Gen::new(SEED, tenants, entities);
+    let recs: Vec<_> = (0..events).map(|_| g.next_record()).collect();
+    let mut offsets = [0i64; 3];
+    let inputs: Vec<Input<'_>> = recs
+        .iter()
+        .map(|r| {
+            let o = &mut offsets[kind_index(r.kind)];
+            *o += 1;
+            Input {
+                topic: r.kind.topic(topics),
+                partition: 0,
+                offset: *o - 1,
+                key: Some(r.tenant.as_bytes()),
+                payload: Some(&r.bytes),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
+    store.check_version()?;
+    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?;
+    let (mut applied, mut changes) = (0u64, 0u64);
+    let (p0, t0) = (process_cpu(), thread_cpu());
+    let started = Instant::now();
+    for chunk in inputs.chunks(BATCH) {
+        let mut p = engine.prepare(chunk)?;
+        engine.commit(&mut p)?;
+        engine.clear_outbox(p.outbox)?;
+        applied += p.stats.applied.values().sum::<u64>();
+        changes += p.outgoing.len() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (p1, t1) = (process_cpu(), thread_cpu());
+    Ok(json!({
+        "records": events, "applied": applied, "view_changes": changes,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(events as f64 / seconds, 0),
+        "thread_cpu_us_per_event": round((t1 - t0) * 1e6 / events as f64, 2),
+        "process_cpu_us_per_event": round((p1 - p0) * 1e6 / events as f64, 2),
+    }))
+}
+
+// ----------------------------------------------------------------------------------------------
+// The suite
+
+fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) -> Result<Value> {
+    let mut cmd = Command::new(binary("aispm-projector")?);
+    cmd.args(["--brokers", brokers, "--topic-prefix", prefix])
+        .args(["--http-addr", "127.0.0.1:0", "--partitions", "6"])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("rebuild")
+        .env("RUST_LOG", "warn");
+    let (out, wall, tv) = run_timed(cmd, "aispm-projector rebuild")?;
+    // "rebuilt: {applied} events applied from {records} records in {s} s (...)"
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let num = |i: usize| words.get(i).and_then(|w| w.parse::<f64>().ok()).unwrap_or(0.0);
+    let (applied, read, internal) = (num(1), num(6), num(8));
+    if read as u64 != records {
+        bail!("the projector read {read} records of {records}: {out}");
+    }
+    let cpu = tv.user + tv.sys;
+    Ok(json!({
+        "records": read, "applied": applied,
+        "wall_seconds": round(wall, 3), "rebuild_seconds": round(internal, 3),
+        "events_per_second": round(records as f64 / wall, 0),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
+        "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
+    }))
+}
+
+fn plain_reader(brokers: &str, topics: &Topics, records: u64) -> Result<Value> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env("AISPM_BENCH_ROLE", "reader")
+        .env("AISPM_BENCH_BROKERS", brokers)
+        .env("AISPM_BENCH_TOPICS", topics.inputs().join(","));
+    let (out, wall, tv) = run_timed(cmd, "plain reader")?;
+    let v: Value = serde_json::from_str(out.trim()).context("reader output")?;
+    let read = v["records"].as_u64().unwrap_or(0);
+    if read != records {
+        bail!("the plain reader read {read} records of {records}");
+    }
+    let cpu = tv.user + tv.sys;
+    Ok(json!({
+        "records": read,
+        "wall_seconds": round(wall, 3),
+        "reading_seconds": round(v["seconds"].as_f64().unwrap_or(0.0), 3),
+        "events_per_second": round(records as f64 / wall, 0),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
+        "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
+    }))
+}
+
+fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
+    eprintln!("== {events} events, {entities} entities, {tenants} tenants");
+    let broker = Broker::start()?;
+    let brokers = broker.bootstrap();
+    let prefix = random_prefix();
+    let rt = tokio::runtime::Runtime::new()?;
+    let topics = rt.block_on(create_contract_topics(&brokers, &prefix, PARTITIONS))?;
+    let filled = fill(&brokers, &topics, events, tenants, entities)?;
+    eprintln!(
+        "filled: {} records in {:.1} s ({:.0}/s)",
+        filled.records,
+        filled.seconds,
+        filled.records as f64 / filled.seconds
+    );
+    let reader = plain_reader(&brokers, &topics, filled.records)?;
+    eprintln!("plain reader: {reader}");
+    let state = tempfile::tempdir()?;
+    let projector = projector_rebuild(&brokers, &prefix, state.path(), filled.records)?;
+    eprintln!("projector (fresh state): {projector}");
+    let again = projector_rebuild(&brokers, &prefix, state.path(), filled.records)?;
+    eprintln!("projector rebuild (wipe + replay): {again}");
+    drop(broker);
+    let apply = apply_only(&topics, events, tenants, entities)?;
+    eprintln!("apply-only: {apply}");
+    let rate = |v: &Value| v["events_per_second"].as_f64().unwrap_or(0.0);
+    let cpu = |v: &Value| v["cpu_us_per_event"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "events": events, "entities": entities, "tenants": tenants,
+        "by_topic": filled.by_topic,
+        "fill_events_per_second": round(filled.records as f64 / filled.seconds, 0),
+        "plain_reader": reader,
+        "projector": projector,
+        "projector_rebuild_over_existing_state": again,
+        "ratio_projector_to_reader": round(rate(&projector) / rate(&reader), 3),
+        "cpu_ratio_projector_to_reader": round(cpu(&projector) / cpu(&reader), 2),
+        "apply_only": apply,
+    }))
+}
+
+fn memory_run() -> Result<Value> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env("AISPM_BENCH_ROLE", "memory");
+    let (out, wall, tv) = run_timed(cmd, "memory run")?;
+    let mut v: Value = serde_json::from_str(out.trim()).context("memory run output")?;
+    v["wall_seconds"] = json!(round(wall, 1));
+    v["time_v_max_rss_mib"] = json!(round(tv.max_rss_kib / 1024.0, 1));
+    Ok(v)
+}
+
+fn markdown(report: &Value) -> String {
+    let mut s = String::new();
+    s.push_str("### Projector\n\n");
+    s.push_str(&format!("{}\n\n", report["conditions"].as_str().unwrap_or("")));
+    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s (fresh / wipe+replay) | apply-only ev/s | apply-only CPU-µs/ev |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for sc in report["scenarios"].as_array().into_iter().flatten() {
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} |\n",
+            sc["events"], sc["entities"],
+            f(&sc["plain_reader"]["events_per_second"]),
+            f(&sc["projector"]["events_per_second"]),
+            f(&sc["ratio_projector_to_reader"]),
+            f(&sc["plain_reader"]["cpu_us_per_event"]),
+            f(&sc["projector"]["cpu_us_per_event"]),
+            f(&sc["projector"]["peak_rss_mib"]),
+            f(&sc["projector"]["wall_seconds"]),
+            f(&sc["projector_rebuild_over_existing_state"]["wall_seconds"]),
+            f(&sc["apply_only"]["events_per_second"]),
+            f(&sc["apply_only"]["thread_cpu_us_per_event"]),
+        ));
+    }
+    if let Some(m) = report.get("memory").filter(|m| !m.is_null()) {
+        s.push_str(&format!(
+            "\nMemory run (engine only, service default caches, events generated on the fly): {} events over {} entities, peak RSS {:.0} MiB, {:.0} s.\n",
+            m["events"], m["entities"], m["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            m["seconds"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    s
+}
+
+fn out_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench")
+}
+
+fn suite() -> Result<()> {
+    let events = env_or("AISPM_BENCH_EVENTS", 1_000_000);
+    let tenants = env_or("AISPM_BENCH_TENANTS", 100) as usize;
+    let entities: Vec<usize> = std::env::var("AISPM_BENCH_ENTITIES")
+        .unwrap_or_else(|_| "1000,100000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut scenarios = Vec::new();
+    for e in &entities {
+        scenarios.push(scenario(events, tenants, *e)?);
+    }
+    let memory = if env_or("AISPM_BENCH_MEMORY_EVENTS", 10_000_000) > 0 {
+        eprintln!("== memory run");
+        Some(memory_run()?)
+    } else {
+        None
+    };
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let conditions = format!(
+        "{cores} cores; load average before {}, after {}; Tansu memory storage on 127.0.0.1; 6 partitions per topic; {tenants} tenants.",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_after.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    );
+    let report = json!({
+        "conditions": conditions,
+        "scenarios": scenarios,
+        "memory": memory,
+        "targets": {
+            "projector_to_reader_ratio_min": 0.6,
+            "apply_only_events_per_second_min": 300000,
+            "rebuild_1m_seconds_max": 10,
+            "peak_rss_mib_max_10m_over_100k_entities": 256,
+            "projector_cpu_us_per_event_max": 2,
+        },
+    });
+    let md = markdown(&report);
+    println!("{md}");
+    let dir = out_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("projector.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(dir.join("projector.md"), &md)?;
+    let results = dir.join("results.json");
+    let mut all: Value = std::fs::read_to_string(&results)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    all["projector"] = report;
+    std::fs::write(&results, serde_json::to_string_pretty(&all)?)?;
+    eprintln!("wrote {}", dir.join("projector.json").display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` would too, with a filter.
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    match std::env::var("AISPM_BENCH_ROLE").as_deref() {
+        Ok("reader") => reader_child(),
+        Ok("memory") => memory_child(),
+        _ => suite(),
+    }
+}

@@ -1,0 +1,227 @@
+//! The demo and the full-pipeline test share this driver: a broker, the four services and an
+//! SMTP server on 127.0.0.1, the demo scenario sent through ingest, and a readiness packet
+//! delivered by the reporter. Every step returns what it observed, for the `demo` binary to
+//! print and the pipeline test to assert on.
+
+use crate::Broker;
+use crate::broker::free_port;
+use crate::process::{Service, binary};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TENANT: &str = "acme";
+const TENANT_TOKEN: &str = "demo-acme-token";
+const OPERATOR_TOKEN: &str = "demo-operator-token";
+
+/// A real SMTP server (scripts/smtp_sink.py on Debian's aiosmtpd) saving what it receives.
+#[derive(Debug)]
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl SmtpSink {
+    pub fn start(dir: &Path) -> Result<SmtpSink> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp_sink.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the SMTP server (needs python3-aiosmtpd: scripts/setup.sh)")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("no stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if line.trim() != "ready" {
+            bail!("the SMTP server did not start");
+        }
+        Ok(SmtpSink { child, port, dir: dir.to_owned() })
+    }
+
+    /// The messages received so far (`msg-N.json`).
+    pub fn messages(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for n in 1.. {
+            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("msg-{n}.json"))) else { break };
+            out.extend(serde_json::from_str(&text).ok());
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything the demo runs.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub broker: Broker,
+    pub smtp: SmtpSink,
+    pub ingest: Service,
+    pub projector: Service,
+    pub gatekeeper: Service,
+    pub reporter: Service,
+    pub work: PathBuf,
+    client: reqwest::Client,
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Pipeline {
+    /// Starts the broker, the SMTP server and the four services, with state under `work`.
+    pub async fn start(work: &Path) -> Result<Pipeline> {
+        std::fs::create_dir_all(work)?;
+        let work = std::fs::canonicalize(work)?;
+        let logs = work.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let broker = Broker::start()?;
+        let smtp = SmtpSink::start(&work.join("mailbox"))?;
+        let tokens = work.join("tokens.toml");
+        std::fs::write(
+            &tokens,
+            format!("[[tokens]]\ntoken = \"{TENANT_TOKEN}\"\ntenants = [\"{TENANT}\"]\nname = \"acme\"\n\n[[tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\ntenants = [\"*\"]\nname = \"operator\"\n"),
+        )?;
+        let key = work.join("reporter-key.pem");
+        if !key.exists() {
+            let out = Command::new(binary("aispm-reporter")?).args(["keygen", "--out"]).arg(&key).output()?;
+            if !out.status.success() {
+                bail!("keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let bootstrap = broker.bootstrap();
+        let tokens = tokens.display().to_string();
+        let common = |extra: &[&str]| {
+            let mut a = strings(&["--brokers", &bootstrap, "--tokens-file", &tokens, "--partitions", "3"]);
+            a.extend(strings(extra));
+            a
+        };
+        let addr = || format!("127.0.0.1:{}", free_port());
+        let state = |s: &str| work.join("state").join(s).display().to_string();
+        // The projector creates the input topics; start it first so nothing races topic creation.
+        let projector = Service::start("aispm-projector", &addr(), &common(&["--state-dir", &state("projector"), "--batch-wait", "5ms"]), &logs)?;
+        let gatekeeper = Service::start("aispm-gatekeeper", &addr(), &common(&["--evaluation-interval", "2s"]), &logs)?;
+        let reporter = Service::start(
+            "aispm-reporter",
+            &addr(),
+            &common(&[
+                "--state-dir", &state("reporter"),
+                "--out-dir", &work.join("packets").display().to_string(),
+                "--signing-key", &key.display().to_string(),
+                "--smtp-url", &format!("smtp://127.0.0.1:{}", smtp.port),
+                "--smtp-timeout", "5s",
+            ]),
+            &logs,
+        )?;
+        let ingest = Service::start("aispm-ingest", &addr(), &common(&[]), &logs)?;
+        let mut p = Pipeline { broker, smtp, ingest, projector, gatekeeper, reporter, work, client: reqwest::Client::new() };
+        for s in [&mut p.projector, &mut p.gatekeeper, &mut p.reporter, &mut p.ingest] {
+            s.wait_ready(Duration::from_secs(90)).await?;
+        }
+        Ok(p)
+    }
+
+    /// Sends a phase of the demo scenario (`open` or `remediate`) through the ingest API, as
+    /// an agent runtime without a Kafka client would; returns emit's summary line.
+    pub fn emit(&self, phase: &str) -> Result<String> {
+        let out = Command::new(binary("aispm-ingest")?)
+            .args(["emit", "--scenario", "demo", "--phase", phase, "--tenant", TENANT, "--to", "http"])
+            .args(["--url", &self.ingest.http, "--token", TENANT_TOKEN])
+            .env("RUST_LOG", "warn")
+            .output()?;
+        if !out.status.success() {
+            bail!("emit {phase} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub async fn get(&self, base: &str, path: &str) -> Result<Value> {
+        let r = self.client.get(format!("{base}{path}")).bearer_auth(TENANT_TOKEN).send().await?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("GET {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// The production readiness verdict from the gatekeeper.
+    pub async fn readiness(&self) -> Result<Value> {
+        self.get(&self.gatekeeper.http, &format!("/v1/tenants/{TENANT}/readiness?stage=production")).await
+    }
+
+    /// Polls the verdict until `done` holds on the set of blocker kinds (and it is stable for a
+    /// second), or `timeout`.
+    pub async fn readiness_until(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        let mut since = Instant::now();
+        loop {
+            if let Ok(v) = self.readiness().await {
+                if v["blockers"] != last["blockers"] || v["ready"] != last["ready"] {
+                    since = Instant::now();
+                }
+                last = v;
+                if done(&last) && since.elapsed() > Duration::from_secs(1) {
+                    return Ok(last);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("readiness did not settle as expected within {timeout:?}; last: {last:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Asks the reporter for a production readiness packet, delivered by SMTP.
+    pub async fn report(&self, kind: &str) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .client
+                .post(format!("{}/v1/tenants/{TENANT}/reports", self.reporter.http))
+                .bearer_auth(TENANT_TOKEN)
+                .json(&json!({"type": kind}))
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            match status {
+                200..=299 => return Ok(body),
+                // Still replaying its topics, or not yet seen the tenant.
+                503 | 404 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                _ => bail!("POST reports: {status} {body}"),
+            }
+        }
+    }
+
+    /// Runs `aispm-reporter verify` on a packet; returns its output and whether it passed.
+    pub fn verify(&self, packet: &str) -> Result<(bool, String)> {
+        let out = Command::new(binary("aispm-reporter")?).args(["verify", packet]).output()?;
+        Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_owned()))
+    }
+}
+
+/// The blocker kinds of a verdict, sorted.
+pub fn blocker_kinds(verdict: &Value) -> Vec<String> {
+    let mut kinds: Vec<String> = verdict["blockers"]
+        .as_array()
+        .map(|b| b.iter().filter_map(|x| x["kind"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
