@@ -15,9 +15,9 @@
 
 use aispm_gatekeeper::Config;
 use aispm_gatekeeper::metrics::GatekeeperMetrics;
-use aispm_gatekeeper::partition::tenant_partition;
 use aispm_gatekeeper::readiness::{Engine, Verdicts};
 use aispm_gatekeeper::rules::Policy;
+use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, TopicSpec};
 use aispm_runtime::metrics::Metrics;
 use aispm_schemas::views::*;
@@ -244,7 +244,7 @@ async fn send(p: &FutureProducer, topic: &str, tenant: &str, key: &str, row: Vie
     p.send(
         FutureRecord::to(topic)
             .key(&k)
-            .partition(tenant_partition(tenant, PARTITIONS))
+            .partition(partition_for(tenant.as_bytes(), PARTITIONS))
             .payload(&v),
         Duration::from_secs(30),
     )
@@ -455,7 +455,7 @@ async fn latency(report: &mut serde_json::Map<String, Value>) -> anyhow::Result<
                     let (k, v) = encode(&tenant, &id, evidence(&id, Timestamp::now()));
                     let record = FutureRecord::to(&views)
                         .key(&k)
-                        .partition(tenant_partition(&tenant, PARTITIONS))
+                        .partition(partition_for(tenant.as_bytes(), PARTITIONS))
                         .payload(&v);
                     match producer.send_result(record) {
                         Ok(delivery) => {

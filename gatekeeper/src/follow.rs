@@ -9,13 +9,13 @@
 //! published records go out. Offsets are committed only so that lag is visible.
 
 use crate::metrics::GatekeeperMetrics;
-use crate::partition::tenant_partition;
 use crate::publish::Publisher;
 use crate::readiness::{Change, Engine, Verdicts};
 use crate::recover::{self, KeyedRecord};
 use crate::{Error, Result};
 use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
+use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, KafkaMetrics};
 use aispm_schemas::views::{ViewName, ViewOp};
 use aispm_schemas::{Blocker, Codec, Readiness, Timestamp, Topics, ViewChange};
@@ -363,7 +363,7 @@ impl Follower {
         let changes = self
             .p
             .engine
-            .retract_orphans(|t| assigned.contains(&tenant_partition(t, n)));
+            .retract_orphans(|t| assigned.contains(&partition_for(t.as_bytes(), n)));
         self.publish(changes).await?;
         self.settle_pending = false;
         self.p.verdicts.set_restoring(false);

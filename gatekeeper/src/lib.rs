@@ -29,7 +29,6 @@ pub mod config;
 pub mod error;
 pub mod follow;
 pub mod metrics;
-pub mod partition;
 pub mod publish;
 pub mod readiness;
 pub mod recover;

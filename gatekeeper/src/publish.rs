@@ -7,9 +7,9 @@
 //! in-memory "published" state the engine diffs against is what the topics hold.
 
 use crate::metrics::GatekeeperMetrics;
-use crate::partition::tenant_partition;
 use crate::readiness::{Change, Record};
 use crate::{Error, Result};
+use aispm_runtime::kafka::partition_for;
 use aispm_schemas::Codec;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
@@ -68,7 +68,7 @@ impl Publisher {
             Record::Blocker { key, value } => Encoded {
                 topic: &self.blockers_topic,
                 label: "blockers",
-                partition: tenant_partition(&c.tenant, self.blockers_partitions),
+                partition: partition_for(c.tenant.as_bytes(), self.blockers_partitions),
                 key,
                 value: value
                     .as_ref()
@@ -82,7 +82,7 @@ impl Publisher {
             Record::Readiness { key, value } => Encoded {
                 topic: &self.readiness_topic,
                 label: "readiness",
-                partition: tenant_partition(&c.tenant, self.readiness_partitions),
+                partition: partition_for(c.tenant.as_bytes(), self.readiness_partitions),
                 key,
                 value: value
                     .as_ref()

@@ -151,6 +151,28 @@ struct Parts {
     pm: metrics::ProjectorMetrics,
 }
 
+impl Parts {
+    fn into_loop(
+        self,
+        config: &Config,
+        until: Option<std::collections::HashMap<(String, i32), i64>>,
+    ) -> Loop {
+        Loop {
+            consumer: self.consumer,
+            engine: self.engine,
+            publisher: self.publisher,
+            dead_letters: self.dead_letters,
+            metrics: self.pm,
+            batching: Batching {
+                max_records: config.batch_max,
+                max_wait: config.batch_wait,
+            },
+            handle: tokio::runtime::Handle::current(),
+            until,
+        }
+    }
+}
+
 async fn setup(config: &Config, group: bool) -> Result<Parts> {
     let metrics = Metrics::new("projector")?;
     let health = Health::new();
@@ -267,19 +289,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
     let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     parts.consumer.subscribe(&input_refs)?;
-    let looper = Loop {
-        consumer: parts.consumer,
-        engine: parts.engine,
-        publisher: parts.publisher,
-        dead_letters: parts.dead_letters,
-        metrics: parts.pm,
-        batching: Batching {
-            max_records: config.batch_max,
-            max_wait: config.batch_wait,
-        },
-        handle: tokio::runtime::Handle::current(),
-        until: None,
-    };
+    let looper = parts.into_loop(&config, None);
     let stop = shutdown.clone();
     let consumed = tokio::task::spawn_blocking(move || looper.run(&stop));
     let result = consumed
@@ -327,19 +337,7 @@ pub async fn catch_up(config: Config, shutdown: CancellationToken) -> Result<Reb
     let inputs = topics.inputs();
     let until = consumer::high_watermarks(&parts.consumer, &inputs)?;
     consumer::assign_all(&parts.consumer, &inputs, &parts.engine.next_offsets)?;
-    let looper = Loop {
-        consumer: parts.consumer,
-        engine: parts.engine,
-        publisher: parts.publisher,
-        dead_letters: parts.dead_letters,
-        metrics: parts.pm,
-        batching: Batching {
-            max_records: config.batch_max,
-            max_wait: config.batch_wait,
-        },
-        handle: tokio::runtime::Handle::current(),
-        until: Some(until),
-    };
+    let looper = parts.into_loop(&config, Some(until));
     let totals = tokio::task::spawn_blocking(move || looper.run(&shutdown))
         .await
         .map_err(|e| Error::Other(format!("consumer loop panicked: {e}")))??;

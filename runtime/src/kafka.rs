@@ -361,3 +361,42 @@ pub fn is_transient(e: &KafkaError) -> bool {
         )
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                murmur2(input) as i32,
+                want,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_are_in_range_and_stable() {
+        for t in ["acme", "globex", "initech", ""] {
+            let p = partition_for(t.as_bytes(), 6);
+            assert!((0..6).contains(&p));
+            assert_eq!(p, partition_for(t.as_bytes(), 6));
+        }
+        assert_eq!(partition_for(b"acme", 1), 0);
+    }
+}

@@ -39,15 +39,17 @@ use aispm_tests::kafka::{create_contract_topics, random_prefix};
 use aispm_tests::load::{Gen, Kind};
 use aispm_tests::process::binary;
 use anyhow::{Context, Result, bail};
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
@@ -131,7 +133,7 @@ fn parse_time_v(text: &str) -> TimeV {
 }
 
 /// Runs `cmd` under `/usr/bin/time -v`; returns its stdout, wall seconds and resource use.
-fn run_timed(mut cmd: Command, what: &str) -> Result<(String, f64, TimeV)> {
+fn run_timed(cmd: Command, what: &str) -> Result<(String, f64, TimeV)> {
     let dir = tempfile::tempdir()?;
     let tfile = dir.path().join("time.txt");
     let program = cmd.get_program().to_owned();
@@ -169,14 +171,43 @@ fn run_timed(mut cmd: Command, what: &str) -> Result<(String, f64, TimeV)> {
 // ----------------------------------------------------------------------------------------------
 // Pre-filling the topics
 
+/// Counts failed deliveries (so the figures say how many records really are in the topics).
+#[derive(Debug, Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self
+                .first_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
 struct Filled {
     records: u64,
     by_topic: HashMap<String, u64>,
     seconds: f64,
 }
 
-fn fill(brokers: &str, topics: &Topics, events: u64, tenants: usize, entities: usize) -> Result<Filled> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+fn fill(
+    brokers: &str,
+    topics: &Topics,
+    events: u64,
+    tenants: usize,
+    entities: usize,
+) -> Result<Filled> {
+    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("partitioner", "murmur2_random")
         .set("acks", "1")
@@ -185,7 +216,7 @@ fn fill(brokers: &str, topics: &Topics, events: u64, tenants: usize, entities: u
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
+        .create_with_context(Deliveries::default())?;
     let mut g = Gen::new(SEED, tenants, entities);
     let mut by_topic: HashMap<String, u64> = HashMap::new();
     let started = Instant::now();
@@ -206,6 +237,18 @@ fn fill(brokers: &str, topics: &Topics, events: u64, tenants: usize, entities: u
         }
     }
     producer.flush(Duration::from_secs(300))?;
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!(
+            "{failed} of {events} records were not delivered: {:?}",
+            producer
+                .context()
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+        );
+    }
     Ok(Filled {
         records: events,
         by_topic,
@@ -240,7 +283,8 @@ fn reader_child() -> Result<()> {
     let topics_var = std::env::var("AISPM_BENCH_TOPICS")?;
     let topics: Vec<&str> = topics_var.split(',').collect();
     let cpu0 = process_cpu();
-    let mut cc = KafkaConfig::local(&brokers).consumer_config(&format!("reader-{}", random_prefix()));
+    let mut cc =
+        KafkaConfig::local(&brokers).consumer_config(&format!("reader-{}", random_prefix()));
     cc.set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536");
     let consumer: BaseConsumer = cc.create()?;
@@ -326,9 +370,14 @@ fn memory_child() -> Result<()> {
         engine.clear_outbox(p.outbox)?;
         done += n as u64;
         if done >= next_mark {
-            rss_at.push(json!({"events": done, "peak_rss_mib": round(peak_rss_mib(), 1),
-                "seconds": round(started.elapsed().as_secs_f64(), 1)}));
-            eprintln!("memory run: {done} events, peak RSS {:.0} MiB", peak_rss_mib());
+            rss_at.push(
+                json!({"events": done, "peak_rss_mib": round(peak_rss_mib(), 1),
+                "seconds": round(started.elapsed().as_secs_f64(), 1)}),
+            );
+            eprintln!(
+                "memory run: {done} events, peak RSS {:.0} MiB",
+                peak_rss_mib()
+            );
             next_mark += 1_000_000;
         }
     }
@@ -406,7 +455,12 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
     let (out, wall, tv) = run_timed(cmd, "aispm-projector rebuild")?;
     // "rebuilt: {applied} events applied from {records} records in {s} s (...)"
     let words: Vec<&str> = out.split_whitespace().collect();
-    let num = |i: usize| words.get(i).and_then(|w| w.parse::<f64>().ok()).unwrap_or(0.0);
+    let num = |i: usize| {
+        words
+            .get(i)
+            .and_then(|w| w.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let (applied, read, internal) = (num(1), num(6), num(8));
     if read as u64 != records {
         bail!("the projector read {read} records of {records}: {out}");
@@ -497,7 +551,10 @@ fn memory_run() -> Result<Value> {
 fn markdown(report: &Value) -> String {
     let mut s = String::new();
     s.push_str("### Projector\n\n");
-    s.push_str(&format!("{}\n\n", report["conditions"].as_str().unwrap_or("")));
+    s.push_str(&format!(
+        "{}\n\n",
+        report["conditions"].as_str().unwrap_or("")
+    ));
     s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s (fresh / wipe+replay) | apply-only ev/s | apply-only CPU-µs/ev |\n");
     s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for sc in report["scenarios"].as_array().into_iter().flatten() {
@@ -554,8 +611,15 @@ fn suite() -> Result<()> {
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let conditions = format!(
         "{cores} cores; load average before {}, after {}; Tansu memory storage on 127.0.0.1; 6 partitions per topic; {tenants} tenants.",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        load_after.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_after
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     let report = json!({
         "conditions": conditions,
@@ -573,7 +637,10 @@ fn suite() -> Result<()> {
     println!("{md}");
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("projector.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        dir.join("projector.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     std::fs::write(dir.join("projector.md"), &md)?;
     let results = dir.join("results.json");
     let mut all: Value = std::fs::read_to_string(&results)

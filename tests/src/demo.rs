@@ -43,14 +43,20 @@ impl SmtpSink {
         if line.trim() != "ready" {
             bail!("the SMTP server did not start");
         }
-        Ok(SmtpSink { child, port, dir: dir.to_owned() })
+        Ok(SmtpSink {
+            child,
+            port,
+            dir: dir.to_owned(),
+        })
     }
 
     /// The messages received so far (`msg-N.json`).
     pub fn messages(&self) -> Vec<Value> {
         let mut out = Vec::new();
         for n in 1.. {
-            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("msg-{n}.json"))) else { break };
+            let Ok(text) = std::fs::read_to_string(self.dir.join(format!("msg-{n}.json"))) else {
+                break;
+            };
             out.extend(serde_json::from_str(&text).ok());
         }
         out
@@ -93,11 +99,16 @@ impl Pipeline {
         let tokens = work.join("tokens.toml");
         std::fs::write(
             &tokens,
-            format!("[[tokens]]\ntoken = \"{TENANT_TOKEN}\"\ntenants = [\"{TENANT}\"]\nname = \"acme\"\n\n[[tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\ntenants = [\"*\"]\nname = \"operator\"\n"),
+            format!(
+                "[[tokens]]\ntoken = \"{TENANT_TOKEN}\"\ntenants = [\"{TENANT}\"]\nname = \"acme\"\n\n[[tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\ntenants = [\"*\"]\nname = \"operator\"\n"
+            ),
         )?;
         let key = work.join("reporter-key.pem");
         if !key.exists() {
-            let out = Command::new(binary("aispm-reporter")?).args(["keygen", "--out"]).arg(&key).output()?;
+            let out = Command::new(binary("aispm-reporter")?)
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .output()?;
             if !out.status.success() {
                 bail!("keygen failed: {}", String::from_utf8_lossy(&out.stderr));
             }
@@ -105,30 +116,66 @@ impl Pipeline {
         let bootstrap = broker.bootstrap();
         let tokens = tokens.display().to_string();
         let common = |extra: &[&str]| {
-            let mut a = strings(&["--brokers", &bootstrap, "--tokens-file", &tokens, "--partitions", "3"]);
+            let mut a = strings(&[
+                "--brokers",
+                &bootstrap,
+                "--tokens-file",
+                &tokens,
+                "--partitions",
+                "3",
+            ]);
             a.extend(strings(extra));
             a
         };
         let addr = || format!("127.0.0.1:{}", free_port());
         let state = |s: &str| work.join("state").join(s).display().to_string();
         // The projector creates the input topics; start it first so nothing races topic creation.
-        let projector = Service::start("aispm-projector", &addr(), &common(&["--state-dir", &state("projector"), "--batch-wait", "5ms"]), &logs)?;
-        let gatekeeper = Service::start("aispm-gatekeeper", &addr(), &common(&["--evaluation-interval", "2s"]), &logs)?;
+        let projector = Service::start(
+            "aispm-projector",
+            &addr(),
+            &common(&["--state-dir", &state("projector"), "--batch-wait", "5ms"]),
+            &logs,
+        )?;
+        let gatekeeper = Service::start(
+            "aispm-gatekeeper",
+            &addr(),
+            &common(&["--evaluation-interval", "2s"]),
+            &logs,
+        )?;
         let reporter = Service::start(
             "aispm-reporter",
             &addr(),
             &common(&[
-                "--state-dir", &state("reporter"),
-                "--out-dir", &work.join("packets").display().to_string(),
-                "--signing-key", &key.display().to_string(),
-                "--smtp-url", &format!("smtp://127.0.0.1:{}", smtp.port),
-                "--smtp-timeout", "5s",
+                "--state-dir",
+                &state("reporter"),
+                "--out-dir",
+                &work.join("packets").display().to_string(),
+                "--signing-key",
+                &key.display().to_string(),
+                "--smtp-url",
+                &format!("smtp://127.0.0.1:{}", smtp.port),
+                "--smtp-timeout",
+                "5s",
             ]),
             &logs,
         )?;
         let ingest = Service::start("aispm-ingest", &addr(), &common(&[]), &logs)?;
-        let mut p = Pipeline { broker, smtp, ingest, projector, gatekeeper, reporter, work, client: reqwest::Client::new() };
-        for s in [&mut p.projector, &mut p.gatekeeper, &mut p.reporter, &mut p.ingest] {
+        let mut p = Pipeline {
+            broker,
+            smtp,
+            ingest,
+            projector,
+            gatekeeper,
+            reporter,
+            work,
+            client: reqwest::Client::new(),
+        };
+        for s in [
+            &mut p.projector,
+            &mut p.gatekeeper,
+            &mut p.reporter,
+            &mut p.ingest,
+        ] {
             s.wait_ready(Duration::from_secs(90)).await?;
         }
         Ok(p)
@@ -138,18 +185,37 @@ impl Pipeline {
     /// an agent runtime without a Kafka client would; returns emit's summary line.
     pub fn emit(&self, phase: &str) -> Result<String> {
         let out = Command::new(binary("aispm-ingest")?)
-            .args(["emit", "--scenario", "demo", "--phase", phase, "--tenant", TENANT, "--to", "http"])
+            .args([
+                "emit",
+                "--scenario",
+                "demo",
+                "--phase",
+                phase,
+                "--tenant",
+                TENANT,
+                "--to",
+                "http",
+            ])
             .args(["--url", &self.ingest.http, "--token", TENANT_TOKEN])
             .env("RUST_LOG", "warn")
             .output()?;
         if !out.status.success() {
-            bail!("emit {phase} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "emit {phase} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     pub async fn get(&self, base: &str, path: &str) -> Result<Value> {
-        let r = self.client.get(format!("{base}{path}")).bearer_auth(TENANT_TOKEN).send().await?;
+        let r = self
+            .client
+            .get(format!("{base}{path}"))
+            .bearer_auth(TENANT_TOKEN)
+            .send()
+            .await?;
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -160,12 +226,20 @@ impl Pipeline {
 
     /// The production readiness verdict from the gatekeeper.
     pub async fn readiness(&self) -> Result<Value> {
-        self.get(&self.gatekeeper.http, &format!("/v1/tenants/{TENANT}/readiness?stage=production")).await
+        self.get(
+            &self.gatekeeper.http,
+            &format!("/v1/tenants/{TENANT}/readiness?stage=production"),
+        )
+        .await
     }
 
     /// Polls the verdict until `done` holds on the set of blocker kinds (and it is stable for a
     /// second), or `timeout`.
-    pub async fn readiness_until(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub async fn readiness_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         let mut since = Instant::now();
@@ -192,7 +266,10 @@ impl Pipeline {
         loop {
             let r = self
                 .client
-                .post(format!("{}/v1/tenants/{TENANT}/reports", self.reporter.http))
+                .post(format!(
+                    "{}/v1/tenants/{TENANT}/reports",
+                    self.reporter.http
+                ))
                 .bearer_auth(TENANT_TOKEN)
                 .json(&json!({"type": kind}))
                 .send()
@@ -202,7 +279,9 @@ impl Pipeline {
             match status {
                 200..=299 => return Ok(body),
                 // Still replaying its topics, or not yet seen the tenant.
-                503 | 404 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                503 | 404 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
                 _ => bail!("POST reports: {status} {body}"),
             }
         }
@@ -210,8 +289,19 @@ impl Pipeline {
 
     /// Runs `aispm-reporter verify` on a packet; returns its output and whether it passed.
     pub fn verify(&self, packet: &str) -> Result<(bool, String)> {
-        let out = Command::new(binary("aispm-reporter")?).args(["verify", packet]).output()?;
-        Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_owned()))
+        let out = Command::new(binary("aispm-reporter")?)
+            .args(["verify", packet])
+            .output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .trim()
+            .to_owned(),
+        ))
     }
 }
 
@@ -219,7 +309,11 @@ impl Pipeline {
 pub fn blocker_kinds(verdict: &Value) -> Vec<String> {
     let mut kinds: Vec<String> = verdict["blockers"]
         .as_array()
-        .map(|b| b.iter().filter_map(|x| x["kind"].as_str().map(str::to_owned)).collect())
+        .map(|b| {
+            b.iter()
+                .filter_map(|x| x["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     kinds.sort();
     kinds.dedup();

@@ -143,21 +143,38 @@ async fn the_high_watermark_is_the_true_end_of_a_partition() {
     let topic = format!("{}hwm", random_prefix());
     let mut kafka = KafkaConfig::local(&broker.bootstrap());
     kafka.partitions = 1;
-    kafka.ensure_topics(&[TopicSpec::events(&topic)], Duration::from_secs(30)).await.unwrap();
+    kafka
+        .ensure_topics(&[TopicSpec::events(&topic)], Duration::from_secs(30))
+        .await
+        .unwrap();
     let p = producer(&broker.bootstrap()).unwrap();
     // Ten records sent together go out as one batch (linger.ms).
     let payloads: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
     let sends: Vec<_> = payloads
         .iter()
-        .map(|v| p.send(FutureRecord::to(&topic).key("k").payload(v), Duration::from_secs(30)))
+        .map(|v| {
+            p.send(
+                FutureRecord::to(&topic).key("k").payload(v),
+                Duration::from_secs(30),
+            )
+        })
         .collect();
     let mut last = 0;
     for s in sends {
         last = last.max(s.await.unwrap().offset);
     }
     assert_eq!(last, 9);
-    let c: BaseConsumer = kafka.consumer_config(&format!("g-{}", random_prefix())).create().unwrap();
-    let (_, high) = c.fetch_watermarks(&topic, 0, Duration::from_secs(10)).unwrap();
+    let c: BaseConsumer = kafka
+        .consumer_config(&format!("g-{}", random_prefix()))
+        .create()
+        .unwrap();
+    let (_, high) = c
+        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        .unwrap();
     println!("ten records in one batch: last offset {last}, high watermark {high}");
-    assert_eq!(high, last + 1, "the high watermark is one past the last record");
+    assert_eq!(
+        high,
+        last + 1,
+        "the high watermark is one past the last record"
+    );
 }

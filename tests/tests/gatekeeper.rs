@@ -30,35 +30,8 @@ const OPS_TOKEN: &str = "ops-secret";
 // ---------------------------------------------------------------------------------------------
 // Producing view rows the way the projector does.
 
-/// Kafka's murmur2 (the Java client's partitioner), as the projector partitions by tenant.
-fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
-    let chunks = data.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]).wrapping_mul(M);
-        k ^= k >> 24;
-        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
-    }
-    if tail.len() >= 3 {
-        h ^= u32::from(tail[2]) << 16;
-    }
-    if tail.len() >= 2 {
-        h ^= u32::from(tail[1]) << 8;
-    }
-    if !tail.is_empty() {
-        h ^= u32::from(tail[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
 fn partition_of(tenant: &str) -> i32 {
-    (murmur2(tenant.as_bytes()) & 0x7fff_ffff) % PARTITIONS
+    aispm_runtime::kafka::partition_for(tenant.as_bytes(), PARTITIONS)
 }
 
 struct Views {

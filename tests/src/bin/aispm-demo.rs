@@ -19,55 +19,143 @@ fn verdict_line(v: &serde_json::Value) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let work = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".demo".into()));
-    step(1, "Starting Tansu (Kafka-compatible broker), an SMTP server and the four services");
+    step(
+        1,
+        "Starting Tansu (Kafka-compatible broker), an SMTP server and the four services",
+    );
     let p = Pipeline::start(&work).await?;
     println!("broker      {}", p.broker.bootstrap());
-    for (name, s) in [("ingest", &p.ingest), ("projector", &p.projector), ("gatekeeper", &p.gatekeeper), ("reporter", &p.reporter)] {
+    for (name, s) in [
+        ("ingest", &p.ingest),
+        ("projector", &p.projector),
+        ("gatekeeper", &p.gatekeeper),
+        ("reporter", &p.reporter),
+    ] {
         println!("{name:<11} {}   (/metrics /healthz /readyz)", s.http);
     }
-    println!("smtp        127.0.0.1:{}   (mailbox {})", p.smtp.port, p.smtp.dir.display());
+    println!(
+        "smtp        127.0.0.1:{}   (mailbox {})",
+        p.smtp.port,
+        p.smtp.dir.display()
+    );
 
-    step(2, &format!("An agent runtime posts the demo scenario for tenant '{TENANT}' to the ingest API"));
+    step(
+        2,
+        &format!(
+            "An agent runtime posts the demo scenario for tenant '{TENANT}' to the ingest API"
+        ),
+    );
     println!("{}", p.emit("open")?);
-    println!("(shadow agents, a quarantined MCP tool, a shadow-mode control, an expired exception, stale and unsigned evidence, unreviewed break-glass, no live validations)");
+    println!(
+        "(shadow agents, a quarantined MCP tool, a shadow-mode control, an expired exception, stale and unsigned evidence, unreviewed break-glass, no live validations)"
+    );
 
-    step(3, "The projector folds the events into views; the gatekeeper finds the blockers");
-    let open = p.readiness_until(Duration::from_secs(90), |v| v["blockers"].as_array().is_some_and(|b| b.len() >= 8)).await?;
+    step(
+        3,
+        "The projector folds the events into views; the gatekeeper finds the blockers",
+    );
+    let open = p
+        .readiness_until(Duration::from_secs(90), |v| {
+            v["blockers"].as_array().is_some_and(|b| b.len() >= 8)
+        })
+        .await?;
     println!("{}", verdict_line(&open));
     for b in open["blockers"].as_array().into_iter().flatten() {
-        println!("  - {:<33} {}", b["kind"].as_str().unwrap_or(""), b["evidence"].as_array().map_or(String::new(), |e| e.iter().take(3).filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")));
+        println!(
+            "  - {:<33} {}",
+            b["kind"].as_str().unwrap_or(""),
+            b["evidence"].as_array().map_or(String::new(), |e| e
+                .iter()
+                .take(3)
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+        );
     }
-    let posture = p.get(&p.projector.http, &format!("/v1/tenants/{TENANT}/posture")).await?;
-    println!("posture score {} — coverage {}, controls {}, findings {}, evidence {}, reports {}",
-        posture["score"], posture["layers"]["coverage"]["score"], posture["layers"]["controls"]["score"],
-        posture["layers"]["findings"]["score"], posture["layers"]["evidence"]["score"], posture["layers"]["reports"]["score"]);
-    println!("  {}", posture["layers"]["findings"]["detail"].as_str().unwrap_or(""));
+    let posture = p
+        .get(&p.projector.http, &format!("/v1/tenants/{TENANT}/posture"))
+        .await?;
+    println!(
+        "posture score {} — coverage {}, controls {}, findings {}, evidence {}, reports {}",
+        posture["score"],
+        posture["layers"]["coverage"]["score"],
+        posture["layers"]["controls"]["score"],
+        posture["layers"]["findings"]["score"],
+        posture["layers"]["evidence"]["score"],
+        posture["layers"]["reports"]["score"]
+    );
+    println!(
+        "  {}",
+        posture["layers"]["findings"]["detail"]
+            .as_str()
+            .unwrap_or("")
+    );
 
-    step(4, "The team remediates: registrations, reviews, owners, live validations, real workflows");
+    step(
+        4,
+        "The team remediates: registrations, reviews, owners, live validations, real workflows",
+    );
     println!("{}", p.emit("remediate")?);
-    let left = p.readiness_until(Duration::from_secs(90), |v| blocker_kinds(v) == ["report_delivery_unverified"]).await?;
+    let left = p
+        .readiness_until(Duration::from_secs(90), |v| {
+            blocker_kinds(v) == ["report_delivery_unverified"]
+        })
+        .await?;
     println!("{}", verdict_line(&left));
     for k in blocker_kinds(&left) {
         println!("  - {k}");
     }
 
-    step(5, "The reporter generates a signed production readiness packet and mails it to the approved recipients");
+    step(
+        5,
+        "The reporter generates a signed production readiness packet and mails it to the approved recipients",
+    );
     let report = p.report("production_readiness").await?;
-    println!("packet      {}", report["packet"]["dir"].as_str().unwrap_or(""));
-    println!("archive     {}   sha256 {}", report["packet"]["zip"].as_str().unwrap_or(""), report["packet"]["sha256"].as_str().unwrap_or(""));
-    println!("delivery    {} to {} ({})", report["delivery"]["status"], report["delivery"]["recipients"], report["delivery"]["server_response"].as_str().unwrap_or(""));
+    println!(
+        "packet      {}",
+        report["packet"]["dir"].as_str().unwrap_or("")
+    );
+    println!(
+        "archive     {}   sha256 {}",
+        report["packet"]["zip"].as_str().unwrap_or(""),
+        report["packet"]["sha256"].as_str().unwrap_or("")
+    );
+    println!(
+        "delivery    {} to {} ({})",
+        report["delivery"]["status"],
+        report["delivery"]["recipients"],
+        report["delivery"]["server_response"].as_str().unwrap_or("")
+    );
     let (ok, out) = p.verify(report["packet"]["zip"].as_str().unwrap_or(""))?;
-    println!("verify      {}", if ok { out.lines().next().unwrap_or("OK") } else { "FAILED" });
+    println!(
+        "verify      {}",
+        if ok {
+            out.lines().next().unwrap_or("OK")
+        } else {
+            "FAILED"
+        }
+    );
     if !ok {
         anyhow::bail!("the packet did not verify: {out}");
     }
     println!("mailbox     {} message(s)", p.smtp.messages().len());
 
-    step(6, "The delivery audit event flows back through the projector; the gatekeeper re-evaluates");
-    let ready = p.readiness_until(Duration::from_secs(90), |v| v["ready"] == true).await?;
+    step(
+        6,
+        "The delivery audit event flows back through the projector; the gatekeeper re-evaluates",
+    );
+    let ready = p
+        .readiness_until(Duration::from_secs(90), |v| v["ready"] == true)
+        .await?;
     println!("{}", verdict_line(&ready));
-    println!("\nThe readiness packet: {}", report["packet"]["dir"].as_str().unwrap_or(""));
-    println!("Open it in a browser: {}/report.html", report["packet"]["dir"].as_str().unwrap_or(""));
+    println!(
+        "\nThe readiness packet: {}",
+        report["packet"]["dir"].as_str().unwrap_or("")
+    );
+    println!(
+        "Open it in a browser: {}/report.html",
+        report["packet"]["dir"].as_str().unwrap_or("")
+    );
     println!("Logs: {}/logs", p.work.display());
     Ok(())
 }
