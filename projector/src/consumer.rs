@@ -161,7 +161,7 @@ impl Loop {
             if shutdown.is_cancelled() || self.caught_up() {
                 break;
             }
-            let n = self.one_batch(&mut totals)?;
+            let n = self.one_batch(&mut totals, shutdown)?;
             if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
                 let (sst, mem) = self.engine.store().sizes();
                 self.metrics
@@ -187,7 +187,36 @@ impl Loop {
         })
     }
 
-    fn one_batch(&mut self, totals: &mut Totals) -> Result<usize> {
+    /// Runs `attempt` until it succeeds, backing off while the broker is unreachable; gives up
+    /// only when shutdown fires (what was committed stays in the outbox for the next start).
+    fn retrying<T, E, F, Fut>(
+        &self,
+        what: &str,
+        shutdown: &CancellationToken,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, E>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.handle.block_on(attempt()) {
+                Ok(v) => return Ok(v),
+                Err(e) if shutdown.is_cancelled() => {
+                    return Err(Error::Other(format!("{what} failed during shutdown: {e}")));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "Retrying after a failure {what}.", what = what);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn one_batch(&mut self, totals: &mut Totals, shutdown: &CancellationToken) -> Result<usize> {
         let started = Instant::now();
         let deadline = started + self.batching.max_wait;
         let mut messages = Vec::with_capacity(self.batching.max_records);
@@ -239,16 +268,18 @@ impl Loop {
 
         // Dead letters first: once the batch commits, their offsets are behind us.
         for r in &prepared.rejected {
-            self.handle.block_on(self.dead_letters.send(DeadLetter {
-                topic: &r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                key: r.key.as_deref(),
-                payload: r.payload.as_deref(),
-                stage: r.stage,
-                reason: r.reason,
-                error: r.error.clone(),
-            }))?;
+            self.retrying("dead-lettering a record", shutdown, || {
+                self.dead_letters.send(DeadLetter {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    key: r.key.as_deref(),
+                    payload: r.payload.as_deref(),
+                    stage: r.stage,
+                    reason: r.reason,
+                    error: r.error.clone(),
+                })
+            })?;
         }
 
         let commit_started = Instant::now();
@@ -264,8 +295,9 @@ impl Loop {
             .set(i64::try_from(prepared.outgoing.len()).unwrap_or(i64::MAX));
 
         let publish_started = Instant::now();
-        self.handle
-            .block_on(self.publisher.publish(&prepared.outgoing))?;
+        self.retrying("publishing view changes", shutdown, || {
+            self.publisher.publish(&prepared.outgoing)
+        })?;
         self.engine.clear_outbox(prepared.outbox)?;
         self.metrics
             .outbox_pending
