@@ -13,8 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TENANT: &str = "acme";
-const TENANT_TOKEN: &str = "demo-acme-token";
-const OPERATOR_TOKEN: &str = "demo-operator-token";
+/// The demo tenant's token, another tenant's, and an operator token.
+pub const TENANT_TOKEN: &str = "demo-acme-token";
+pub const OTHER_TENANT_TOKEN: &str = "demo-globex-token";
+pub const OPERATOR_TOKEN: &str = "demo-operator-token";
 
 /// A real SMTP server (scripts/smtp_sink.py on Debian's aiosmtpd) saving what it receives.
 #[derive(Debug)]
@@ -100,7 +102,7 @@ impl Pipeline {
         std::fs::write(
             &tokens,
             format!(
-                "[[tokens]]\ntoken = \"{TENANT_TOKEN}\"\ntenants = [\"{TENANT}\"]\nname = \"acme\"\n\n[[tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\ntenants = [\"*\"]\nname = \"operator\"\n"
+                "[[tokens]]\ntoken = \"{TENANT_TOKEN}\"\ntenants = [\"{TENANT}\"]\nname = \"acme\"\n\n[[tokens]]\ntoken = \"{OTHER_TENANT_TOKEN}\"\ntenants = [\"globex\"]\nname = \"globex\"\n\n[[tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\ntenants = [\"*\"]\nname = \"operator\"\n"
             ),
         )?;
         let key = work.join("reporter-key.pem");
