@@ -204,7 +204,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
     }
 
     if d.verdict == Verdict::BreakGlass {
-        ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
+        let x = ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
             x.break_glass = true;
             min_opt(&mut x.invoked_at, at.0);
             lww(
@@ -219,8 +219,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
             );
             keep_newest(&mut x.ids, &at);
         })?;
-        ov.dirty(t, ViewName::Exceptions, d.event_id.clone());
-        finding_dirty(ov, t, rules::BREAK_GLASS_LATE, &d.event_id);
+        exception_dirty(ov, t, &d.event_id, &x);
     }
 
     if let Some(endpoint) = &d.model_endpoint {
@@ -287,6 +286,17 @@ fn evidence_dirty(ov: &mut Overlay<'_>, t: &str, evidence_id: &str) {
     finding_dirty(ov, t, rules::EVIDENCE_SIGNATURE, evidence_id);
 }
 
+/// Marks every row derived from an exception aggregate: its own row, its expiry and
+/// break-glass findings, and every finding it ever covered.
+fn exception_dirty(ov: &mut Overlay<'_>, t: &str, id: &str, x: &ExceptionAgg) {
+    ov.dirty(t, ViewName::Exceptions, id.to_owned());
+    finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, id);
+    finding_dirty(ov, t, rules::BREAK_GLASS_LATE, id);
+    for f in &x.covers {
+        ov.dirty(t, ViewName::Findings, f.clone());
+    }
+}
+
 fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
     use ApprovalKind::*;
     let t = a.tenant_id.as_str();
@@ -309,7 +319,12 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
         }
         ExceptionGranted | RiskAccepted => {
             let id = a.exception_id.clone().unwrap_or_else(|| a.event_id.clone());
-            ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
+            let covered = a.finding_id.clone().or_else(|| {
+                a.control_id
+                    .as_ref()
+                    .map(|c| rules::finding_id(rules::SHADOW_CONTROL, c))
+            });
+            let x = ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
                 lww(
                     &mut x.grant,
                     &at,
@@ -323,22 +338,17 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                         expires_at: a.expires_at.map(|e| e.0),
                     },
                 );
+                x.covers.extend(covered.clone());
                 keep_newest(&mut x.ids, &at);
             })?;
-            ov.dirty(t, ViewName::Exceptions, id.clone());
-            let covered = a.finding_id.clone().or_else(|| {
-                a.control_id
-                    .as_ref()
-                    .map(|c| rules::finding_id(rules::SHADOW_CONTROL, c))
-            });
+            exception_dirty(ov, t, &id, &x);
             if let Some(finding) = covered {
                 ov.update(t, Tag::Finding, &finding, |f: &mut FindingFacts| {
                     lww(&mut f.exception, &at, id.clone());
+                    f.exceptions.insert(id.clone());
                     note(f);
                 })?;
-                ov.dirty(t, ViewName::Findings, finding);
             }
-            finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, &id);
         }
         ExceptionRevoked => {
             let Some(id) = &a.exception_id else {
@@ -348,17 +358,13 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                 max_opt(&mut x.revoked_at, at.0);
                 keep_newest(&mut x.ids, &at);
             })?;
-            ov.dirty(t, ViewName::Exceptions, id.clone());
-            finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, id);
-            if let Some(f) = x.grant.and_then(|g| g.value.finding_id) {
-                ov.dirty(t, ViewName::Findings, f);
-            }
+            exception_dirty(ov, t, id, &x);
         }
         BreakGlassInvoked | BreakGlassReviewed => {
             let Some(id) = a.exception_id.clone().or_else(|| a.decision_id.clone()) else {
                 return Ok(());
             };
-            ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
+            let x = ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
                 x.break_glass = true;
                 if a.kind == BreakGlassInvoked {
                     min_opt(&mut x.invoked_at, at.0);
@@ -379,8 +385,7 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                 }
                 keep_newest(&mut x.ids, &at);
             })?;
-            ov.dirty(t, ViewName::Exceptions, id.clone());
-            finding_dirty(ov, t, rules::BREAK_GLASS_LATE, &id);
+            exception_dirty(ov, t, &id, &x);
         }
         FindingAssigned | FindingResolved => {
             let Some(finding) = &a.finding_id else {

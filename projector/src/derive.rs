@@ -10,11 +10,23 @@ use crate::signature;
 use crate::state::*;
 use aispm_schemas::*;
 
-/// A derived row (or its absence) with the newest stamp behind it.
+/// A derived row (or its absence) with the newest stamp behind it, and the rows that read
+/// this one and must be derived again when it changes.
 #[derive(Debug)]
 pub struct Derived {
     pub row: Option<ViewRow>,
     pub stamp: Stamp,
+    pub follow: Vec<(ViewName, String)>,
+}
+
+impl Derived {
+    fn new(row: Option<ViewRow>, stamp: Stamp) -> Self {
+        Derived {
+            row,
+            stamp,
+            follow: Vec::new(),
+        }
+    }
 }
 
 fn newest<'a>(stamps: impl IntoIterator<Item = Option<&'a Stamp>>) -> Stamp {
@@ -43,14 +55,8 @@ pub fn row(
         ViewName::Validations => {
             let v: Option<Lww<ValidationRow>> = ov.get(tenant, Tag::Validation, key)?;
             Ok(match v {
-                Some(l) => Derived {
-                    row: Some(ViewRow::Validation(l.value)),
-                    stamp: l.at,
-                },
-                None => Derived {
-                    row: None,
-                    stamp: (0, String::new()),
-                },
+                Some(l) => Derived::new(Some(ViewRow::Validation(l.value)), l.at),
+                None => Derived::new(None, (0, String::new())),
             })
         }
         ViewName::ReportDeliveries => {
@@ -58,15 +64,9 @@ pub fn row(
             Ok(match v {
                 Some(l) => {
                     let stamp = (l.value.delivered_at.0, l.value.event_id.clone());
-                    Derived {
-                        row: Some(ViewRow::Delivery(l.value)),
-                        stamp,
-                    }
+                    Derived::new(Some(ViewRow::Delivery(l.value)), stamp)
                 }
-                None => Derived {
-                    row: None,
-                    stamp: (0, String::new()),
-                },
+                None => Derived::new(None, (0, String::new())),
             })
         }
     }
@@ -79,13 +79,13 @@ fn coverage(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         a.registration.as_ref().map(|r| &r.at),
     ]);
     let Some((kind, id)) = key.split_once('/') else {
-        return Ok(Derived { row: None, stamp });
+        return Ok(Derived::new(None, stamp));
     };
     let Ok(kind) = kind.parse::<CoverageKind>() else {
-        return Ok(Derived { row: None, stamp });
+        return Ok(Derived::new(None, stamp));
     };
     if a.decisions == 0 && a.registration.is_none() {
-        return Ok(Derived { row: None, stamp });
+        return Ok(Derived::new(None, stamp));
     }
     let reg = a.registration.as_ref().map(|r| &r.value);
     let row = CoverageRow {
@@ -105,10 +105,7 @@ fn coverage(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
             && a.decisions > 0
             && a.registered_since.is_none(),
     };
-    Ok(Derived {
-        row: Some(ViewRow::Coverage(row)),
-        stamp,
-    })
+    Ok(Derived::new(Some(ViewRow::Coverage(row)), stamp))
 }
 
 fn control(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
@@ -116,7 +113,7 @@ fn control(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
     let stamp = newest([c.recent.last(), c.registration.as_ref().map(|r| &r.at)]);
     let decisions = c.enforced + c.shadow;
     if decisions == 0 && c.registration.is_none() {
-        return Ok(Derived { row: None, stamp });
+        return Ok(Derived::new(None, stamp));
     }
     let reg = c.registration.as_ref();
     let retired_yet_deciding = reg.is_some_and(|r| {
@@ -146,10 +143,7 @@ fn control(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         decision_ids: ids(&c.recent),
         last_decision_at: c.last_decision_at.map(Timestamp),
     };
-    Ok(Derived {
-        row: Some(ViewRow::Control(row)),
-        stamp,
-    })
+    Ok(Derived::new(Some(ViewRow::Control(row)), stamp))
 }
 
 /// A rule's condition over its aggregates.
@@ -253,14 +247,20 @@ fn raised_condition(f: &FindingFacts) -> Condition {
 /// Derives a finding; also returns its last trigger time (for the exception-expiry rule).
 fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Result<(Derived, i64)> {
     let facts: FindingFacts = ov.get(tenant, Tag::Finding, key)?;
+    // Every exception granted for this finding has an expiry rule that reads it, whether
+    // this finding exists or not.
+    let follow = facts
+        .exceptions
+        .iter()
+        .map(|x| {
+            (
+                ViewName::Findings,
+                rules::finding_id(rules::EXCEPTION_EXPIRED, x),
+            )
+        })
+        .collect();
     let Some((rule, subject)) = rules::split_finding_id(key) else {
-        return Ok((
-            Derived {
-                row: None,
-                stamp: (0, String::new()),
-            },
-            0,
-        ));
+        return Ok((Derived::new(None, (0, String::new())), 0));
     };
     let cond = match rule.id {
         id if id == rules::UNTRUSTED_MCP_TOOL.id => {
@@ -436,7 +436,12 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         facts.exception.as_ref().map(|o| &o.at),
     ]);
     if !cond.exists {
-        return Ok((Derived { row: None, stamp }, cond.last_trigger));
+        let derived = Derived {
+            row: None,
+            stamp,
+            follow,
+        };
+        return Ok((derived, cond.last_trigger));
     }
     // A resolution closes the finding unless the condition fired again after it.
     let resolved_after = facts
@@ -494,13 +499,12 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         exception_id,
         exception_expires_at,
     };
-    Ok((
-        Derived {
-            row: Some(ViewRow::Finding(row)),
-            stamp,
-        },
-        cond.last_trigger,
-    ))
+    let derived = Derived {
+        row: Some(ViewRow::Finding(row)),
+        stamp,
+        follow,
+    };
+    Ok((derived, cond.last_trigger))
 }
 
 fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
@@ -512,7 +516,7 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         x.grant.as_ref().map(|g| g.at.0)
     };
     let Some(granted_at) = granted_at else {
-        return Ok(Derived { row: None, stamp });
+        return Ok(Derived::new(None, stamp));
     };
     let g = x
         .grant
@@ -539,10 +543,7 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         reviewed_by: x.reviewed.as_ref().map(|r| r.value.clone()),
         event_ids: ids(&x.ids),
     };
-    Ok(Derived {
-        row: Some(ViewRow::Exception(row)),
-        stamp,
-    })
+    Ok(Derived::new(Some(ViewRow::Exception(row)), stamp))
 }
 
 /// Whether the evidence's signature verifies against the tenant's registered trust root.
@@ -573,10 +574,7 @@ fn signature_state(
 fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
     let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, key)?;
     let Some(rec) = ev.record else {
-        return Ok(Derived {
-            row: None,
-            stamp: (0, String::new()),
-        });
+        return Ok(Derived::new(None, (0, String::new())));
     };
     let state = signature_state(ov, tenant, &rec.value)?;
     let root_stamp = match &rec.value.key_id {
@@ -599,19 +597,5 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         synthetic: r.synthetic,
         action_kind: r.action_kind,
     };
-    Ok(Derived {
-        row: Some(ViewRow::Evidence(row)),
-        stamp,
-    })
-}
-
-/// The findings a finding row's change can affect in turn (exception expiry reads findings).
-pub fn follow_ups(row: &Option<ViewRow>) -> Option<String> {
-    match row {
-        Some(ViewRow::Finding(f)) => f
-            .exception_id
-            .as_ref()
-            .map(|e| rules::finding_id(rules::EXCEPTION_EXPIRED, e)),
-        _ => None,
-    }
+    Ok(Derived::new(Some(ViewRow::Evidence(row)), stamp))
 }

@@ -199,8 +199,8 @@ impl Engine {
             }
             let (tenant, view, key) = dirty;
             let derived = derive::row(&mut ov, &tenant, view, &key, settings)?;
-            if let Some(next) = derive::follow_ups(&derived.row) {
-                let follow = (tenant.clone(), ViewName::Findings, next);
+            for (v, k) in &derived.follow {
+                let follow = (tenant.clone(), *v, k.clone());
                 if !done.contains(&follow) {
                     ov.dirty.insert(follow);
                 }

@@ -217,6 +217,8 @@ pub struct FindingFacts {
     pub due_at: Option<Lww<i64>>,
     pub resolved: Option<Lww<Option<String>>>,
     pub exception: Option<Lww<String>>,
+    /// Every exception ever granted for the finding (their expiry rules read this finding).
+    pub exceptions: BTreeSet<String>,
     /// Approval events about the finding (drill-down).
     pub approval_ids: Vec<Stamp>,
 }
@@ -230,6 +232,8 @@ pub struct ExceptionAgg {
     pub revoked_at: Option<i64>,
     pub reviewed: Option<Lww<String>>,
     pub ids: Vec<Stamp>,
+    /// Every finding a grant of this exception ever covered (their rows read its terms).
+    pub covers: BTreeSet<String>,
 }
 
 /// The granted terms of an exception, or the break-glass invocation.
