@@ -218,18 +218,52 @@ pub fn encode_confluent<T: Record>(id: u32, value: &T) -> Result<Vec<u8>, Encode
 }
 
 fn write_datum<T: Record>(
-    published: &Published,
+    published: &'static Published,
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let datum = apache_avro::to_avro_datum(&published.schema, value.to_avro()).map_err(|e| {
-        EncodeError {
-            record: published.name,
-            reason: e.to_string(),
-        }
-    })?;
-    out.extend_from_slice(&datum);
-    Ok(())
+    let fail = |reason: String| EncodeError {
+        record: published.name,
+        reason,
+    };
+    // `apache_avro::to_avro_datum` resolves the whole schema (a map of every named type) on
+    // each call, twice (validate, then encode): that was most of the projector's time. A
+    // writer per record type per thread resolves it once. Its output is the header we give it
+    // followed by the datum; the header is cut off, the framing is the caller's.
+    thread_local! {
+        static WRITERS_BY_TYPE: std::cell::RefCell<HashMap<&'static str, apache_avro::GenericSingleObjectWriter>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let value = value.to_avro();
+    WRITERS_BY_TYPE.with(|cell| {
+        let mut writers = cell.borrow_mut();
+        let writer = match writers.entry(published.name) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                apache_avro::GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+                    &published.schema,
+                    256,
+                    CutHeader,
+                )
+                .map_err(|e| fail(e.to_string()))?,
+            ),
+        };
+        let start = out.len();
+        writer
+            .write_value_ref(&value, out)
+            .map_err(|e| fail(e.to_string()))?;
+        out.drain(start..start + CUT_HEADER.len());
+        Ok(())
+    })
+}
+
+/// The writer needs a 10-to-20-byte header; `write_datum` removes it again.
+const CUT_HEADER: [u8; 10] = [0xC3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0];
+struct CutHeader;
+impl apache_avro::headers::HeaderBuilder for CutHeader {
+    fn build_header(&self) -> Vec<u8> {
+        CUT_HEADER.to_vec()
+    }
 }
 
 fn decode_datum<T: FromAvro>(

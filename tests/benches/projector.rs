@@ -9,12 +9,13 @@
 //! 3. **projector**: the real `aispm-projector rebuild` binary as a child under
 //!    `/usr/bin/time -v`, into a fresh RocksDB: every batch is one `WriteBatch` with its offsets,
 //!    and its view changes are published to the views topic (events/s, ratio to the plain reader,
-//!    CPU-µs/event, peak RSS), then a second `rebuild` over the now full state (wipe + replay);
+//!    CPU-µs/event, peak RSS); with `AISPM_BENCH_REBUILD_TWICE=1` a second `rebuild` over the
+//!    now full state (wipe + replay);
 //! 4. **apply-only**: the same events, already in memory, through `Engine::prepare`/`commit`
 //!    into a fresh RocksDB in this process on one thread, no broker (events/s, CPU-µs/event);
 //!
 //! and, once, a **memory** run: a child process streams `AISPM_BENCH_MEMORY_EVENTS` (default
-//! 10M) generated events over 100 000 entities through the engine with the service's default
+//! 2M; 10M takes about ten minutes) generated events over 100 000 entities through the engine with the service's default
 //! bounded caches and reports its peak RSS.
 //!
 //! Writes `bench/projector.json` and `bench/projector.md`, and upserts the `projector` key of
@@ -24,7 +25,8 @@
 //! cargo bench -p aispm-tests --bench projector`.
 //! Tunables (environment): `AISPM_BENCH_EVENTS` (default 1000000), `AISPM_BENCH_ENTITIES`
 //! (comma-separated, default `1000,100000`), `AISPM_BENCH_TENANTS` (default 100),
-//! `AISPM_BENCH_MEMORY_EVENTS` (default 10000000; 0 skips the memory run).
+//! `AISPM_BENCH_MEMORY_EVENTS` (default 2000000; 0 skips the memory run),
+//! `AISPM_BENCH_REBUILD_TWICE` (default 0).
 //!
 //! CPU figures come from `/proc` (utime + stime, 10 ms ticks) and `/usr/bin/time -v`; they cover
 //! every thread of the process (librdkafka's, RocksDB's background threads), start-up included.
@@ -175,6 +177,8 @@ fn run_timed(cmd: Command, what: &str) -> Result<(String, f64, TimeV)> {
 #[derive(Debug, Default)]
 struct Deliveries {
     failed: AtomicU64,
+    /// Next offset after the last delivered record, per topic-partition.
+    ends: std::sync::Mutex<HashMap<(String, i32), i64>>,
     first_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -183,6 +187,16 @@ impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result {
+            let mut ends = self
+                .ends
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let end = ends
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_default();
+            *end = (*end).max(m.offset() + 1);
+        }
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             let mut first = self
@@ -196,6 +210,8 @@ impl ProducerContext for Deliveries {
 
 struct Filled {
     records: u64,
+    /// Extra single-record batches (see `fill`), not counted in `records`.
+    sentinels: u64,
     by_topic: HashMap<String, u64>,
     seconds: f64,
 }
@@ -219,6 +235,7 @@ fn fill(
         .create_with_context(Deliveries::default())?;
     let mut g = Gen::new(SEED, tenants, entities);
     let mut by_topic: HashMap<String, u64> = HashMap::new();
+    let mut last_of = HashMap::new();
     let started = Instant::now();
     for _ in 0..events {
         let r = g.next_record();
@@ -227,7 +244,10 @@ fn fill(
         let mut rec = BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes);
         loop {
             match producer.send(rec) {
-                Ok(()) => break,
+                Ok(()) => {
+                    last_of.insert(kind_index(r.kind), r.clone());
+                    break;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(2));
@@ -249,8 +269,46 @@ fn fill(
                 .and_then(|e| e.clone())
         );
     }
+    // Tansu answers ListOffsets(latest) with the base offset of a partition's last record
+    // batch, not the offset after it, and both the plain reader and `rebuild` stop at that
+    // mark. So every partition gets one more record in a batch of its own: a re-sent event
+    // (same event id, so the projector counts it as a duplicate and changes nothing).
+    let data_ends = producer
+        .context()
+        .ends
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    let mut sentinels = 0;
+    for kind in [Kind::Decision, Kind::Approval, Kind::Registry] {
+        let Some(last) = last_of.get(&kind_index(kind)) else {
+            continue;
+        };
+        let topic = kind.topic(topics);
+        for p in 0..PARTITIONS {
+            let rec = BaseRecord::to(topic)
+                .partition(p)
+                .key(&last.tenant)
+                .payload(&last.bytes);
+            producer.send(rec).map_err(|(e, _)| e)?;
+            producer.flush(Duration::from_secs(30))?;
+            sentinels += 1;
+        }
+    }
+    let c: BaseConsumer = KafkaConfig::local(brokers)
+        .consumer_config("probe")
+        .create()?;
+    for (t, p, high) in watermarks(&c, &topics.inputs())? {
+        let end = data_ends.get(&(t.clone(), p)).copied().unwrap_or(0);
+        if high < end {
+            bail!(
+                "{t}/{p}: the broker says the end is {high}, but records were delivered up to {end}"
+            );
+        }
+    }
     Ok(Filled {
         records: events,
+        sentinels,
         by_topic,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -318,9 +376,11 @@ fn reader_child() -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu2 = process_cpu();
+    let highs_after: i64 = watermarks(&consumer, &topics)?.iter().map(|h| h.2).sum();
     println!(
         "{}",
         json!({
+            "highs_before": highs.iter().map(|h| h.2).sum::<i64>(), "highs_after": highs_after,
             "records": records, "bytes": bytes, "seconds": seconds,
             "cpu_seconds_reading": cpu2 - cpu1, "cpu_seconds_total": cpu2 - cpu0,
         })
@@ -333,7 +393,7 @@ fn reader_child() -> Result<()> {
 
 /// Streams generated events through the engine (service defaults) and prints peak RSS.
 fn memory_child() -> Result<()> {
-    let events = env_or("AISPM_BENCH_MEMORY_EVENTS", 10_000_000);
+    let events = env_or("AISPM_BENCH_MEMORY_EVENTS", 2_000_000);
     let entities = env_or("AISPM_BENCH_MEMORY_ENTITIES", 100_000) as usize;
     let tenants = env_or("AISPM_BENCH_TENANTS", 100) as usize;
     let dir = tempfile::tempdir()?;
@@ -461,8 +521,8 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
             .and_then(|w| w.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let (applied, read, internal) = (num(1), num(6), num(8));
-    if read as u64 != records {
+    let (applied, read, internal) = (num(1), num(5), num(8));
+    if (read as u64) < records {
         bail!("the projector read {read} records of {records}: {out}");
     }
     let cpu = tv.user + tv.sys;
@@ -484,8 +544,8 @@ fn plain_reader(brokers: &str, topics: &Topics, records: u64) -> Result<Value> {
     let (out, wall, tv) = run_timed(cmd, "plain reader")?;
     let v: Value = serde_json::from_str(out.trim()).context("reader output")?;
     let read = v["records"].as_u64().unwrap_or(0);
-    if read != records {
-        bail!("the plain reader read {read} records of {records}");
+    if read < records {
+        bail!("the plain reader read {read} records of {records}: {v}");
     }
     let cpu = tv.user + tv.sys;
     Ok(json!({
@@ -518,8 +578,13 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
     let state = tempfile::tempdir()?;
     let projector = projector_rebuild(&brokers, &prefix, state.path(), filled.records)?;
     eprintln!("projector (fresh state): {projector}");
-    let again = projector_rebuild(&brokers, &prefix, state.path(), filled.records)?;
-    eprintln!("projector rebuild (wipe + replay): {again}");
+    let again = if env_or("AISPM_BENCH_REBUILD_TWICE", 0) == 1 {
+        let v = projector_rebuild(&brokers, &prefix, state.path(), filled.records)?;
+        eprintln!("projector rebuild (wipe + replay): {v}");
+        v
+    } else {
+        Value::Null
+    };
     drop(broker);
     let apply = apply_only(&topics, events, tenants, entities)?;
     eprintln!("apply-only: {apply}");
@@ -528,6 +593,7 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
     Ok(json!({
         "events": events, "entities": entities, "tenants": tenants,
         "by_topic": filled.by_topic,
+        "sentinel_records": filled.sentinels,
         "fill_events_per_second": round(filled.records as f64 / filled.seconds, 0),
         "plain_reader": reader,
         "projector": projector,
@@ -555,13 +621,14 @@ fn markdown(report: &Value) -> String {
         "{}\n\n",
         report["conditions"].as_str().unwrap_or("")
     ));
-    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s (fresh / wipe+replay) | apply-only ev/s | apply-only CPU-µs/ev |\n");
+    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s | apply-only ev/s | apply-only CPU-µs/ev |\n");
     s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for sc in report["scenarios"].as_array().into_iter().flatten() {
         let f = |v: &Value| v.as_f64().unwrap_or(0.0);
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} / {:.1} | {:.0} | {:.2} |\n",
-            sc["events"], sc["entities"],
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.2} |\n",
+            sc["events"],
+            sc["entities"],
             f(&sc["plain_reader"]["events_per_second"]),
             f(&sc["projector"]["events_per_second"]),
             f(&sc["ratio_projector_to_reader"]),
@@ -569,7 +636,6 @@ fn markdown(report: &Value) -> String {
             f(&sc["projector"]["cpu_us_per_event"]),
             f(&sc["projector"]["peak_rss_mib"]),
             f(&sc["projector"]["wall_seconds"]),
-            f(&sc["projector_rebuild_over_existing_state"]["wall_seconds"]),
             f(&sc["apply_only"]["events_per_second"]),
             f(&sc["apply_only"]["thread_cpu_us_per_event"]),
         ));
@@ -602,7 +668,7 @@ fn suite() -> Result<()> {
     for e in &entities {
         scenarios.push(scenario(events, tenants, *e)?);
     }
-    let memory = if env_or("AISPM_BENCH_MEMORY_EVENTS", 10_000_000) > 0 {
+    let memory = if env_or("AISPM_BENCH_MEMORY_EVENTS", 2_000_000) > 0 {
         eprintln!("== memory run");
         Some(memory_run()?)
     } else {

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite in release mode against a local Tansu broker and writes
+# bench/results.json and bench/results.md. Benchmarks print figures; none is a pass/fail test.
+#
+#   scripts/bench.sh                 # projector (1M events, 1k and 100k entities, 10M memory run),
+#                                    # then ingest and gatekeeper
+#   AISPM_BENCH_EVENTS=10000000 scripts/bench.sh   # 10M events per scenario (slow: Tansu's fetch rate)
+#   AISPM_BENCH_ONLY=projector scripts/bench.sh    # one bench (projector | ingest | gatekeeper)
+#
+# Figures are noisy on a shared machine: the load average before and after is recorded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1090
+[ -f ~/.cache/aispm/env.sh ] && source ~/.cache/aispm/env.sh
+only="${AISPM_BENCH_ONLY:-}"
+mkdir -p bench
+want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+
+cargo build --release --bins
+if want projector; then
+  cargo bench -p aispm-tests --bench projector
+fi
+if want ingest; then
+  AISPM_BENCH_SECONDS="${AISPM_BENCH_SECONDS:-10}" cargo bench -p aispm-ingest --bench ingest \
+    | tee bench/ingest.log
+  cp target/ingest-bench.json bench/ingest.json
+fi
+if want gatekeeper; then
+  cargo bench -p aispm-gatekeeper --bench gatekeeper | tee bench/gatekeeper.log
+  # The bench prints its report as the last JSON object on stdout.
+  python3 - <<'PY'
+import json
+text = open("bench/gatekeeper.log").read()
+start = text.rfind("\n{")
+json.dump(json.loads(text[start + 1 if start >= 0 else 0:]), open("bench/gatekeeper.json", "w"), indent=2)
+PY
+fi
+
+python3 - <<'PY'
+import json, os, platform, time
+out = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+       "machine": {"cores": os.cpu_count(), "kernel": platform.release()}}
+for name in ("projector", "ingest", "gatekeeper"):
+    path = f"bench/{name}.json"
+    if os.path.exists(path):
+        out[name] = json.load(open(path))
+json.dump(out, open("bench/results.json", "w"), indent=2)
+md = ["# Benchmark results", "", f"Generated {out['generated_at']} on {out['machine']['cores']} cores.", ""]
+if os.path.exists("bench/projector.md"):
+    md.append(open("bench/projector.md").read())
+def flat(prefix, v, rows):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            flat(f"{prefix}.{k}" if prefix else k, x, rows)
+    elif isinstance(v, (int, float)):
+        rows.append((prefix, v))
+for name in ("ingest", "gatekeeper"):
+    if name in out:
+        rows = []
+        flat("", out[name], rows)
+        md += [f"### {name.capitalize()}", "", "| figure | value |", "|---|---:|"]
+        md += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in rows]
+        md.append("")
+open("bench/results.md", "w").write("\n".join(md) + "\n")
+print("wrote bench/results.json and bench/results.md")
+PY
