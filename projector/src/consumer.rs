@@ -132,9 +132,14 @@ pub struct Loop {
     pub metrics: ProjectorMetrics,
     pub batching: Batching,
     pub handle: Handle,
-    /// Stop once every partition reached these offsets (rebuild); `None` runs until shutdown.
+    /// Stop once every partition reached these offsets and the topics went quiet (rebuild);
+    /// `None` runs until shutdown.
     pub until: Option<HashMap<(String, i32), i64>>,
 }
+
+/// How long a rebuild keeps polling after reaching the high watermarks: brokers that report a
+/// watermark short of the last record batch (Tansu 0.6 does, under load) still deliver it.
+const QUIET: Duration = Duration::from_millis(750);
 
 impl std::fmt::Debug for Loop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,11 +162,15 @@ impl Loop {
     pub fn run(mut self, shutdown: &CancellationToken) -> Result<Totals> {
         let mut totals = Totals::default();
         let mut last_stats = Instant::now();
+        let mut last_record = Instant::now();
         loop {
-            if shutdown.is_cancelled() || self.caught_up() {
+            if shutdown.is_cancelled() || (self.caught_up() && last_record.elapsed() > QUIET) {
                 break;
             }
             let n = self.one_batch(&mut totals, shutdown)?;
+            if n > 0 {
+                last_record = Instant::now();
+            }
             if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
                 let (sst, mem) = self.engine.store().sizes();
                 self.metrics
