@@ -99,9 +99,9 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
-            // Also the rebalance timeout: how long the group waits for a member that died
-            // (kill -9) before reassigning its partitions. Our loops poll continuously.
-            .set("max.poll.interval.ms", "15000")
+            // Also the rebalance timeout. Long enough that a loop starved of CPU is not evicted;
+            // in-place restarts reclaim partitions through static membership instead.
+            .set("max.poll.interval.ms", "60000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000");
         self.apply_options(&mut c);

@@ -256,7 +256,11 @@ impl Pipeline {
                 }
             }
             if Instant::now() > deadline {
-                bail!("readiness did not settle as expected within {timeout:?}; last: {last:#}");
+                bail!(
+                    "readiness did not settle as expected within {timeout:?}; last: {last:#}\nprojector:\n{}\ngatekeeper:\n{}",
+                    self.projector.log_tail(),
+                    self.gatekeeper.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
