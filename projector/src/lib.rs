@@ -155,7 +155,7 @@ impl Parts {
     fn into_loop(
         self,
         config: &Config,
-        until: Option<std::collections::HashMap<(String, i32), i64>>,
+        until: Option<std::collections::BTreeMap<(String, i32), i64>>,
     ) -> Loop {
         Loop {
             consumer: self.consumer,
@@ -209,6 +209,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         offsets: Arc::default(),
         assigned: Arc::default(),
         health: health.clone(),
+        resume: Arc::default(),
     };
     *ctx.offsets
         .lock()
@@ -335,7 +336,14 @@ pub async fn catch_up(config: Config, shutdown: CancellationToken) -> Result<Reb
     drain_outbox(&parts.engine, &parts.publisher).await?;
     let topics = config.common.topics();
     let inputs = topics.inputs();
-    let until = consumer::high_watermarks(&parts.consumer, &inputs)?;
+    let until: std::collections::BTreeMap<_, _> = aispm_runtime::position::partition_ends(
+        &config.common.kafka(),
+        &inputs,
+        Duration::from_secs(30),
+    )?
+    .into_iter()
+    .filter(|(_, end)| *end > 0)
+    .collect();
     consumer::assign_all(&parts.consumer, &inputs, &parts.engine.next_offsets)?;
     let looper = parts.into_loop(&config, Some(until));
     let totals = tokio::task::spawn_blocking(move || looper.run(&shutdown))

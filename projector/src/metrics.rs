@@ -14,6 +14,8 @@ pub struct ProjectorMetrics {
     pub view_changes: IntCounterVec,
     pub outbox_pending: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
+    /// Seeks back after resuming at a stored offset, by why (skipped, stalled, gap).
+    pub resume_seeks: IntCounterVec,
 }
 
 impl ProjectorMetrics {
@@ -34,6 +36,11 @@ impl ProjectorMetrics {
             view_changes: m.counter("view_changes_total", "View rows changed, by view.", &["view"])?,
             outbox_pending: m.gauge("outbox_pending_changes", "View changes durable but not yet acknowledged by the views topic.", &[])?,
             state_bytes: m.gauge("state_bytes", "RocksDB size: sst files and memtables.", &["kind"])?,
+            resume_seeks: m.counter(
+                "resume_seeks_total",
+                "Seeks back after a partition resumed at a stored offset: the broker skipped records past it (skipped), sent nothing (stalled), or the records are gone (gap).",
+                &["why"],
+            )?,
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::{Error, Result};
 use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaConfig, MeteredContext};
+use aispm_runtime::position::partition_ends;
 use aispm_schemas::{
     Blocker, Codec, Readiness, RegistryEvent, Stage, Topics, ViewChange, ViewName,
 };
@@ -168,12 +169,12 @@ impl Follower {
             self.topics.readiness.clone(),
             self.topics.registry.clone(),
         ];
-        // Assign every partition from the beginning; note where each ends now.
+        // Assign every partition from the beginning; note where each ends now (from a fetch
+        // response: see aispm_runtime::position).
         let (tpl, mut targets) = {
             let consumer = &consumer;
             tokio::task::block_in_place(|| -> Result<_> {
                 let mut tpl = TopicPartitionList::new();
-                let mut targets: BTreeMap<(String, i32), i64> = BTreeMap::new();
                 for t in &topics {
                     let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
                     let Some(mt) = md.topics().iter().find(|m| m.name() == t) else {
@@ -181,13 +182,14 @@ impl Follower {
                     };
                     for p in mt.partitions() {
                         tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
-                        let (low, high) =
-                            consumer.fetch_watermarks(t, p.id(), Duration::from_secs(30))?;
-                        if high > low {
-                            targets.insert((t.clone(), p.id()), high);
-                        }
                     }
                 }
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let targets: BTreeMap<(String, i32), i64> =
+                    partition_ends(&self.kafka, &names, Duration::from_secs(30))?
+                        .into_iter()
+                        .filter(|(_, end)| *end > 0)
+                        .collect();
                 Ok((tpl, targets))
             })?
         };

@@ -11,6 +11,8 @@
 //! - [`auth`]: the tokens file and tenant-scoped bearer-token checks.
 //! - [`kafka`]: librdkafka client config (with `--kafka-option` pass-through), topic creation,
 //!   the statistics callback that exports consumer lag and rebalances.
+//! - [`position`]: exact partition ends and resuming at stored offsets on brokers whose
+//!   ListOffsets and mid-batch fetches are off (Tansu 0.6).
 //! - [`service`]: the body of every `main`: runtime, signals, grace period, exit code.
 //! - [`shutdown`]: the root cancellation token fired by SIGINT/SIGTERM, and the grace period.
 
@@ -22,6 +24,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod position;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

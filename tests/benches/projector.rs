@@ -35,6 +35,7 @@ use aispm_projector::apply::Settings;
 use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
 use aispm_runtime::kafka::KafkaConfig;
+use aispm_runtime::position::partition_ends;
 use aispm_schemas::Topics;
 use aispm_tests::Broker;
 use aispm_tests::kafka::{create_contract_topics, random_prefix};
@@ -210,8 +211,6 @@ impl ProducerContext for Deliveries {
 
 struct Filled {
     records: u64,
-    /// Extra single-record batches (see `fill`), not counted in `records`.
-    sentinels: u64,
     by_topic: HashMap<String, u64>,
     seconds: f64,
 }
@@ -235,7 +234,6 @@ fn fill(
         .create_with_context(Deliveries::default())?;
     let mut g = Gen::new(SEED, tenants, entities);
     let mut by_topic: HashMap<String, u64> = HashMap::new();
-    let mut last_of = HashMap::new();
     let started = Instant::now();
     for _ in 0..events {
         let r = g.next_record();
@@ -244,10 +242,7 @@ fn fill(
         let mut rec = BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes);
         loop {
             match producer.send(rec) {
-                Ok(()) => {
-                    last_of.insert(kind_index(r.kind), r.clone());
-                    break;
-                }
+                Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(2));
@@ -269,36 +264,15 @@ fn fill(
                 .and_then(|e| e.clone())
         );
     }
-    // Tansu answers ListOffsets(latest) with the base offset of a partition's last record
-    // batch, not the offset after it, and both the plain reader and `rebuild` stop at that
-    // mark. So every partition gets one more record in a batch of its own: a re-sent event
-    // (same event id, so the projector counts it as a duplicate and changes nothing).
+    // The ends come from a fetch response (aispm_runtime::position): Tansu's ListOffsets
+    // answer is short of the last record batch.
     let data_ends = producer
         .context()
         .ends
         .lock()
         .map(|e| e.clone())
         .unwrap_or_default();
-    let mut sentinels = 0;
-    for kind in [Kind::Decision, Kind::Approval, Kind::Registry] {
-        let Some(last) = last_of.get(&kind_index(kind)) else {
-            continue;
-        };
-        let topic = kind.topic(topics);
-        for p in 0..PARTITIONS {
-            let rec = BaseRecord::to(topic)
-                .partition(p)
-                .key(&last.tenant)
-                .payload(&last.bytes);
-            producer.send(rec).map_err(|(e, _)| e)?;
-            producer.flush(Duration::from_secs(30))?;
-            sentinels += 1;
-        }
-    }
-    let c: BaseConsumer = KafkaConfig::local(brokers)
-        .consumer_config("probe")
-        .create()?;
-    for (t, p, high) in watermarks(&c, &topics.inputs())? {
+    for (t, p, high) in watermarks(brokers, &topics.inputs())? {
         let end = data_ends.get(&(t.clone(), p)).copied().unwrap_or(0);
         if high < end {
             bail!(
@@ -308,27 +282,22 @@ fn fill(
     }
     Ok(Filled {
         records: events,
-        sentinels,
         by_topic,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// `(topic, partition, high watermark)` of every non-empty input partition.
-fn watermarks(c: &BaseConsumer, topics: &[&str]) -> Result<Vec<(String, i32, i64)>> {
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for t in md.topics() {
-            for p in t.partitions() {
-                let (_, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                if high > 0 {
-                    out.push(((*topic).to_owned(), p.id(), high));
-                }
-            }
-        }
-    }
-    Ok(out)
+/// `(topic, partition, end)` of every non-empty input partition.
+fn watermarks(brokers: &str, topics: &[&str]) -> Result<Vec<(String, i32, i64)>> {
+    Ok(partition_ends(
+        &KafkaConfig::local(brokers),
+        topics,
+        Duration::from_secs(30),
+    )?
+    .into_iter()
+    .filter(|(_, end)| *end > 0)
+    .map(|((t, p), end)| (t, p, end))
+    .collect())
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -346,7 +315,7 @@ fn reader_child() -> Result<()> {
     cc.set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536");
     let consumer: BaseConsumer = cc.create()?;
-    let highs = watermarks(&consumer, &topics)?;
+    let highs = watermarks(&brokers, &topics)?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining: HashMap<(String, i32), i64> = HashMap::new();
     for (t, p, h) in &highs {
@@ -376,7 +345,7 @@ fn reader_child() -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu2 = process_cpu();
-    let highs_after: i64 = watermarks(&consumer, &topics)?.iter().map(|h| h.2).sum();
+    let highs_after: i64 = watermarks(&brokers, &topics)?.iter().map(|h| h.2).sum();
     println!(
         "{}",
         json!({
@@ -593,7 +562,6 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
     Ok(json!({
         "events": events, "entities": entities, "tenants": tenants,
         "by_topic": filled.by_topic,
-        "sentinel_records": filled.sentinels,
         "fill_events_per_second": round(filled.records as f64 / filled.seconds, 0),
         "plain_reader": reader,
         "projector": projector,

@@ -107,7 +107,8 @@ pub fn read_all(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Resu
     Ok(out)
 }
 
-/// Waits until `group` has committed, on every partition of `topics`, the end of the partition.
+/// Waits until `group` has committed, on every partition of `topics`, the end of the partition
+/// (read from a fetch response: see `aispm_runtime::position`).
 pub fn wait_caught_up(
     brokers: &str,
     group: &str,
@@ -115,34 +116,27 @@ pub fn wait_caught_up(
     timeout: Duration,
 ) -> Result<()> {
     use rdkafka::TopicPartitionList;
-    let mut cfg = aispm_runtime::kafka::KafkaConfig::local(brokers).consumer_config(group);
-    cfg.set("group.id", group);
-    let c: BaseConsumer = cfg.create()?;
+    let kafka = KafkaConfig::local(brokers);
+    let c: BaseConsumer = kafka.consumer_config(group).create()?;
     let deadline = Instant::now() + timeout;
     loop {
+        let ends =
+            aispm_runtime::position::partition_ends(&kafka, topics, Duration::from_secs(30))?;
         let mut tpl = TopicPartitionList::new();
-        let mut highs = Vec::new();
-        for topic in topics {
-            let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            for t in md.topics() {
-                for p in t.partitions() {
-                    let (_, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                    tpl.add_partition(topic, p.id());
-                    highs.push(((*topic).to_owned(), p.id(), high));
-                }
-            }
+        for (t, p) in ends.keys() {
+            tpl.add_partition(t, *p);
         }
         let committed = c.committed_offsets(tpl, Duration::from_secs(10))?;
-        let behind: Vec<String> = highs
+        let behind: Vec<String> = ends
             .iter()
-            .filter(|(t, p, high)| {
+            .filter(|((t, p), end)| {
                 let at = committed
                     .find_partition(t, *p)
                     .and_then(|e| e.offset().to_raw())
                     .unwrap_or(0);
-                *high > 0 && at < *high
+                **end > 0 && at < **end
             })
-            .map(|(t, p, h)| format!("{t}/{p}<{h}"))
+            .map(|((t, p), end)| format!("{t}/{p}<{end}"))
             .collect();
         if behind.is_empty() {
             return Ok(());
