@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::rules::{self, Rule};
 use crate::state::*;
 use aispm_schemas::*;
+use std::collections::BTreeSet;
 
 /// Tunables that shape findings (deterministic: same settings, same views).
 #[derive(Debug, Clone)]
@@ -106,7 +107,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
 
     for (kind, id) in covered(d) {
         let key = format!("{kind}/{id}");
-        let agg = ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
+        let runaway = ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
             a.decisions += 1;
             if d.synthetic {
                 a.synthetic_decisions += 1;
@@ -118,12 +119,13 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
                 a.last_decision = Some(at.clone());
             }
             keep_newest(&mut a.recent, &at);
+            a.runaway_minutes > 0
         })?;
         ov.dirty(t, ViewName::Coverage, key);
         match kind {
             CoverageKind::Agent => {
                 finding_dirty(ov, t, rules::SHADOW_AGENT, &id);
-                if agg.runaway_minutes > 0 {
+                if runaway {
                     finding_dirty(ov, t, rules::RUNAWAY_AGENT, &id);
                 }
             }
@@ -141,9 +143,12 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
         t,
         Tag::Rate,
         &format!("{}@{minute}", d.agent_id),
-        |c: &mut Counter| c.n += 1,
+        |c: &mut Counter| {
+            c.n += 1;
+            c.n
+        },
     )?;
-    if rate.n == s.runaway_per_minute + 1 {
+    if rate == s.runaway_per_minute + 1 {
         ov.update(
             t,
             Tag::Asset,
@@ -204,7 +209,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
     }
 
     if d.verdict == Verdict::BreakGlass {
-        let x = ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
+        let covers = ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
             x.break_glass = true;
             min_opt(&mut x.invoked_at, at.0);
             lww(
@@ -218,8 +223,9 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
                 },
             );
             keep_newest(&mut x.ids, &at);
+            x.covers.clone()
         })?;
-        exception_dirty(ov, t, &d.event_id, &x);
+        exception_dirty(ov, t, &d.event_id, &covers);
     }
 
     if let Some(endpoint) = &d.model_endpoint {
@@ -288,11 +294,11 @@ fn evidence_dirty(ov: &mut Overlay<'_>, t: &str, evidence_id: &str) {
 
 /// Marks every row derived from an exception aggregate: its own row, its expiry and
 /// break-glass findings, and every finding it ever covered.
-fn exception_dirty(ov: &mut Overlay<'_>, t: &str, id: &str, x: &ExceptionAgg) {
+fn exception_dirty(ov: &mut Overlay<'_>, t: &str, id: &str, covers: &BTreeSet<String>) {
     ov.dirty(t, ViewName::Exceptions, id.to_owned());
     finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, id);
     finding_dirty(ov, t, rules::BREAK_GLASS_LATE, id);
-    for f in &x.covers {
+    for f in covers {
         ov.dirty(t, ViewName::Findings, f.clone());
     }
 }
@@ -324,7 +330,7 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                     .as_ref()
                     .map(|c| rules::finding_id(rules::SHADOW_CONTROL, c))
             });
-            let x = ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
+            let covers = ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
                 lww(
                     &mut x.grant,
                     &at,
@@ -340,8 +346,9 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                 );
                 x.covers.extend(covered.clone());
                 keep_newest(&mut x.ids, &at);
+                x.covers.clone()
             })?;
-            exception_dirty(ov, t, &id, &x);
+            exception_dirty(ov, t, &id, &covers);
             if let Some(finding) = covered {
                 ov.update(t, Tag::Finding, &finding, |f: &mut FindingFacts| {
                     lww(&mut f.exception, &at, id.clone());
@@ -354,17 +361,18 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
             let Some(id) = &a.exception_id else {
                 return Ok(());
             };
-            let x = ov.update(t, Tag::Exception, id, |x: &mut ExceptionAgg| {
+            let covers = ov.update(t, Tag::Exception, id, |x: &mut ExceptionAgg| {
                 max_opt(&mut x.revoked_at, at.0);
                 keep_newest(&mut x.ids, &at);
+                x.covers.clone()
             })?;
-            exception_dirty(ov, t, id, &x);
+            exception_dirty(ov, t, id, &covers);
         }
         BreakGlassInvoked | BreakGlassReviewed => {
             let Some(id) = a.exception_id.clone().or_else(|| a.decision_id.clone()) else {
                 return Ok(());
             };
-            let x = ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
+            let covers = ov.update(t, Tag::Exception, &id, |x: &mut ExceptionAgg| {
                 x.break_glass = true;
                 if a.kind == BreakGlassInvoked {
                     min_opt(&mut x.invoked_at, at.0);
@@ -384,8 +392,9 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                     lww(&mut x.reviewed, &at, a.actor.clone());
                 }
                 keep_newest(&mut x.ids, &at);
+                x.covers.clone()
             })?;
-            exception_dirty(ov, t, &id, &x);
+            exception_dirty(ov, t, &id, &covers);
         }
         FindingAssigned | FindingResolved => {
             let Some(finding) = &a.finding_id else {

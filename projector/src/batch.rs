@@ -1,6 +1,10 @@
 //! The working set of one batch: reads go through the batch's own writes, then a bounded cache
 //! of recent values, then RocksDB; writes stay here until the batch is committed in one
 //! `WriteBatch` (see `consumer.rs`). Rows marked dirty are re-derived once per batch.
+//!
+//! Aggregates are decoded once per batch on first touch and kept typed in the working set;
+//! every later touch in the batch updates them in place, and each changed one is encoded once
+//! when the batch is written (not once per event).
 
 use crate::error::Result;
 use crate::state::{Tag, state_key};
@@ -9,27 +13,75 @@ use aispm_schemas::ViewName;
 use lru::LruCache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
+
+/// A decoded aggregate of any type, encodable when the batch is written.
+trait Agg: Any + Send {
+    fn encode(&self) -> Vec<u8>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Serialize + Any + Send> Agg for T {
+    fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// An aggregate in the working set, and whether this batch changed it.
+struct Slot {
+    value: Box<dyn Agg>,
+    changed: bool,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("changed", &self.changed)
+            .finish()
+    }
+}
 
 /// A row to re-derive: tenant, view, row key.
 pub type Dirty = (String, ViewName, String);
 
-/// Values recently read or written, across batches (bounded: memory does not grow with state).
-#[derive(Debug)]
+/// Values recently read or written, across batches (bounded: memory does not grow with state):
+/// stored rows as bytes, and aggregates decoded, ready to update without decoding again.
 pub struct Cache {
     values: LruCache<Vec<u8>, Option<Vec<u8>>>,
+    aggs: LruCache<Vec<u8>, Box<dyn Agg>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("values", &self.values.len())
+            .field("aggs", &self.aggs.len())
+            .finish()
+    }
 }
 
 impl Cache {
+    /// Room for `entries` values in all: half rows, half aggregates.
     pub fn new(entries: usize) -> Self {
+        let half = NonZeroUsize::new((entries / 2).max(1)).unwrap_or(NonZeroUsize::MIN);
         Cache {
-            values: LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            values: LruCache::new(half),
+            aggs: LruCache::new(half),
         }
     }
 
     pub fn clear(&mut self) {
         self.values.clear();
+        self.aggs.clear();
     }
 }
 
@@ -42,7 +94,6 @@ fn cache_key(cf: u8, key: &[u8]) -> Vec<u8> {
 }
 
 const CF_STATE: u8 = 0;
-const CF_SEEN: u8 = 1;
 fn cf_row(view: ViewName) -> u8 {
     2 + view as u8
 }
@@ -52,8 +103,10 @@ fn cf_row(view: ViewName) -> u8 {
 pub struct Overlay<'a> {
     store: &'a Store,
     cache: &'a mut Cache,
-    /// Writes by cache key; `None` deletes.
+    /// Writes by cache key (rows and index markers); `None` deletes.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Aggregates touched by this batch, by state key.
+    aggs: HashMap<Vec<u8>, Slot>,
     seen: HashSet<Vec<u8>>,
     pub dirty: BTreeSet<Dirty>,
 }
@@ -64,6 +117,7 @@ impl<'a> Overlay<'a> {
             store,
             cache,
             writes: HashMap::new(),
+            aggs: HashMap::new(),
             seen: HashSet::new(),
             dirty: BTreeSet::new(),
         }
@@ -82,36 +136,100 @@ impl<'a> Overlay<'a> {
         Ok(v)
     }
 
+    /// The slot of an aggregate, decoded on first touch in this batch (its default when absent).
+    fn slot<T>(&mut self, tenant: &str, tag: Tag, id: &str) -> Result<&mut T>
+    where
+        T: DeserializeOwned + Serialize + Default + Send + 'static,
+    {
+        let key = state_key(tenant, tag, id);
+        if !self.aggs.contains_key(&key)
+            && let Some(value) = self.cache.aggs.pop(&key)
+        {
+            self.aggs.insert(
+                key.clone(),
+                Slot {
+                    value,
+                    changed: false,
+                },
+            );
+        }
+        let fresh = match self.aggs.get(&key) {
+            Some(slot) if slot.value.as_any().is::<T>() => None,
+            // Read as another type (never done by the rules; kept correct anyway): re-decode.
+            Some(slot) => Some(decode::<T>(&slot.value.encode())?),
+            None => Some(match self.store.get_raw(columns::STATE, &key)? {
+                Some(b) => decode(&b)?,
+                None => T::default(),
+            }),
+        };
+        let slot = match fresh {
+            Some(v) => {
+                let changed = self.aggs.get(&key).is_some_and(|s| s.changed);
+                let slot = self.aggs.entry(key).or_insert(Slot {
+                    value: Box::new(()),
+                    changed,
+                });
+                slot.value = Box::new(v);
+                slot
+            }
+            None => self
+                .aggs
+                .get_mut(&key)
+                .ok_or_else(|| crate::error::Error::Other("aggregate slot vanished".into()))?,
+        };
+        slot.value
+            .as_any_mut()
+            .downcast_mut::<T>()
+            .ok_or_else(|| crate::error::Error::Other("aggregate slot has another type".into()))
+    }
+
     /// An aggregate, or its default when absent.
-    pub fn get<T: DeserializeOwned + Default>(
+    pub fn get<T>(&mut self, tenant: &str, tag: Tag, id: &str) -> Result<T>
+    where
+        T: DeserializeOwned + Serialize + Default + Clone + Send + 'static,
+    {
+        self.slot::<T>(tenant, tag, id).map(|v| v.clone())
+    }
+
+    /// Reads an aggregate for `f` without copying it.
+    pub fn with<T, R>(
         &mut self,
         tenant: &str,
         tag: Tag,
         id: &str,
-    ) -> Result<T> {
-        match self.read(CF_STATE, columns::STATE, &state_key(tenant, tag, id))? {
-            Some(b) => decode(&b),
-            None => Ok(T::default()),
-        }
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R>
+    where
+        T: DeserializeOwned + Serialize + Default + Send + 'static,
+    {
+        self.slot::<T>(tenant, tag, id).map(|v| f(v))
     }
 
-    pub fn put<T: Serialize>(&mut self, tenant: &str, tag: Tag, id: &str, value: &T) {
-        self.writes.insert(
-            cache_key(CF_STATE, &state_key(tenant, tag, id)),
-            Some(encode(value)),
+    pub fn put<T>(&mut self, tenant: &str, tag: Tag, id: &str, value: T)
+    where
+        T: Serialize + Send + 'static,
+    {
+        self.aggs.insert(
+            state_key(tenant, tag, id),
+            Slot {
+                value: Box::new(value),
+                changed: true,
+            },
         );
     }
 
-    /// Reads, updates and writes back an aggregate.
-    pub fn update<T, F>(&mut self, tenant: &str, tag: Tag, id: &str, f: F) -> Result<T>
+    /// Updates an aggregate in place; returns what `f` returns.
+    pub fn update<T, R, F>(&mut self, tenant: &str, tag: Tag, id: &str, f: F) -> Result<R>
     where
-        T: DeserializeOwned + Serialize + Default + Clone,
-        F: FnOnce(&mut T),
+        T: DeserializeOwned + Serialize + Default + Send + 'static,
+        F: FnOnce(&mut T) -> R,
     {
-        let mut v: T = self.get(tenant, tag, id)?;
-        f(&mut v);
-        self.put(tenant, tag, id, &v);
-        Ok(v)
+        let key = state_key(tenant, tag, id);
+        let r = f(self.slot::<T>(tenant, tag, id)?);
+        if let Some(slot) = self.aggs.get_mut(&key) {
+            slot.changed = true;
+        }
+        Ok(r)
     }
 
     /// Marks an empty index entry.
@@ -137,6 +255,14 @@ impl<'a> Overlay<'a> {
                 out.insert(id.to_owned());
             }
         }
+        for (k, slot) in &self.aggs {
+            if slot.changed
+                && k.starts_with(&key_prefix)
+                && let Ok(id) = std::str::from_utf8(&k[strip..])
+            {
+                out.insert(id.to_owned());
+            }
+        }
         let ck_prefix = cache_key(CF_STATE, &key_prefix);
         for (k, v) in &self.writes {
             if v.is_some()
@@ -155,7 +281,9 @@ impl<'a> Overlay<'a> {
         if self.seen.contains(&key) {
             return Ok(false);
         }
-        if self.read(CF_SEEN, columns::SEEN, &key)?.is_some() {
+        // Straight to RocksDB (bloom filters answer the usual miss): event ids would only
+        // evict aggregates from the cache.
+        if self.store.get_raw(columns::SEEN, &key)?.is_some() {
             return Ok(false);
         }
         self.seen.insert(key);
@@ -187,9 +315,14 @@ impl<'a> Overlay<'a> {
         let mut batch = rocksdb::WriteBatch::default();
         for key in &self.seen {
             self.store.batch_put(&mut batch, columns::SEEN, key, &[])?;
-            self.cache
-                .values
-                .put(cache_key(CF_SEEN, key), Some(Vec::new()));
+        }
+        for (key, slot) in self.aggs {
+            if slot.changed {
+                let bytes = slot.value.encode();
+                self.store
+                    .batch_put(&mut batch, columns::STATE, &key, &bytes)?;
+            }
+            self.cache.aggs.put(key, slot.value);
         }
         for (ck, v) in self.writes {
             let cf = match ck[0] {

@@ -58,7 +58,7 @@ pub struct Stats {
 pub struct Prepared {
     pub batch: rocksdb::WriteBatch,
     pub rejected: Vec<Rejected>,
-    /// Outbox sequence numbers `[first, end)` written by this batch.
+    /// Outbox sequence numbers `[first, end)` written by this batch (one record per batch).
     pub outbox: (u64, u64),
     pub outgoing: Vec<Outgoing>,
     pub stats: Stats,
@@ -232,13 +232,14 @@ impl Engine {
         }
 
         let mut batch = ov.into_write_batch()?;
+        // The batch's view changes as one outbox record: one write and one delete per batch.
         let first = self.next_seq;
-        for o in &outgoing {
+        if !outgoing.is_empty() {
             self.store.batch_put(
                 &mut batch,
                 columns::OUTBOX,
                 &self.next_seq.to_be_bytes(),
-                &encode(o),
+                &encode(&outgoing),
             )?;
             self.next_seq += 1;
         }
@@ -286,10 +287,10 @@ impl Engine {
             .first()
             .and_then(|(k, _)| <[u8; 8]>::try_from(&k[..]).ok())
             .map_or(self.next_seq, u64::from_be_bytes);
-        let out = entries
-            .iter()
-            .map(|(_, v)| crate::store::decode(v))
-            .collect::<Result<Vec<Outgoing>>>()?;
+        let mut out = Vec::new();
+        for (_, v) in &entries {
+            out.extend(crate::store::decode::<Vec<Outgoing>>(v)?);
+        }
         Ok((out, (first, self.next_seq)))
     }
 

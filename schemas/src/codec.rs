@@ -204,7 +204,7 @@ pub fn encode_single_object<T: Record>(value: &T) -> Result<Vec<u8>, EncodeError
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
     out.extend_from_slice(&published.fingerprint.to_le_bytes());
-    write_datum(published, value, &mut out)?;
+    value.write_avro(&mut out);
     Ok(out)
 }
 
@@ -213,48 +213,30 @@ pub fn encode_confluent<T: Record>(id: u32, value: &T) -> Result<Vec<u8>, Encode
     let mut out = Vec::with_capacity(256);
     out.push(CONFLUENT_MAGIC);
     out.extend_from_slice(&id.to_be_bytes());
-    write_datum(T::published(), value, &mut out)?;
+    value.write_avro(&mut out);
     Ok(out)
 }
 
-fn write_datum<T: Record>(
-    published: &'static Published,
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
+/// The datum as `apache_avro` writes it from the value's `Value` form, validated against the
+/// published schema: the reference the direct encoder is tested against.
+pub fn write_datum_via_value<T: Record>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let published = T::published();
     let fail = |reason: String| EncodeError {
         record: published.name,
         reason,
     };
-    // `apache_avro::to_avro_datum` resolves the whole schema (a map of every named type) on
-    // each call, twice (validate, then encode): that was most of the projector's time. A
-    // writer per record type per thread resolves it once. Its output is the header we give it
-    // followed by the datum; the header is cut off, the framing is the caller's.
-    thread_local! {
-        static WRITERS_BY_TYPE: std::cell::RefCell<HashMap<&'static str, apache_avro::GenericSingleObjectWriter>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    let value = value.to_avro();
-    WRITERS_BY_TYPE.with(|cell| {
-        let mut writers = cell.borrow_mut();
-        let writer = match writers.entry(published.name) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                apache_avro::GenericSingleObjectWriter::new_with_capacity_and_header_builder(
-                    &published.schema,
-                    256,
-                    CutHeader,
-                )
-                .map_err(|e| fail(e.to_string()))?,
-            ),
-        };
-        let start = out.len();
-        writer
-            .write_value_ref(&value, out)
-            .map_err(|e| fail(e.to_string()))?;
-        out.drain(start..start + CUT_HEADER.len());
-        Ok(())
-    })
+    let mut writer = apache_avro::GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+        &published.schema,
+        256,
+        CutHeader,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let mut out = Vec::new();
+    writer
+        .write_value_ref(&value.to_avro(), &mut out)
+        .map_err(|e| fail(e.to_string()))?;
+    out.drain(..CUT_HEADER.len());
+    Ok(out)
 }
 
 /// The writer needs a 10-to-20-byte header; `write_datum` removes it again.

@@ -313,6 +313,46 @@ impl ToAvro for ViewRow {
         Value::Union(i, Box::new(v))
     }
 
+    fn write_avro(&self, out: &mut Vec<u8>) {
+        match self {
+            ViewRow::Coverage(r) => {
+                crate::avro::write_long(1, out);
+                r.write_avro(out);
+            }
+            ViewRow::Control(r) => {
+                crate::avro::write_long(2, out);
+                r.write_avro(out);
+            }
+            ViewRow::Finding(r) => {
+                crate::avro::write_long(3, out);
+                r.write_avro(out);
+            }
+            ViewRow::Exception(r) => {
+                crate::avro::write_long(4, out);
+                r.write_avro(out);
+            }
+            ViewRow::Evidence(r) => {
+                crate::avro::write_long(5, out);
+                r.write_avro(out);
+            }
+            ViewRow::Validation(r) => {
+                crate::avro::write_long(6, out);
+                r.write_avro(out);
+            }
+            ViewRow::Delivery(r) => {
+                crate::avro::write_long(7, out);
+                r.write_avro(out);
+            }
+        }
+    }
+
+    fn write_avro_option(opt: Option<&Self>, out: &mut Vec<u8>) {
+        match opt {
+            None => crate::avro::write_long(0, out),
+            Some(row) => row.write_avro(out),
+        }
+    }
+
     fn to_avro_option(opt: Option<&Self>) -> Value {
         match opt {
             None => Value::Union(0, Box::new(Value::Null)),

@@ -3,7 +3,7 @@
 
 mod strategies;
 
-use aispm_schemas::codec::{encode_confluent, encode_single_object};
+use aispm_schemas::codec::{encode_confluent, encode_single_object, write_datum_via_value};
 use aispm_schemas::*;
 use proptest::prelude::*;
 use strategies::*;
@@ -20,6 +20,13 @@ fn round_trip<T: Record + PartialEq + std::fmt::Debug>(value: &T) {
     assert_eq!(&framed[..5], &[0, 0, 0, 0, 42]);
     assert_eq!(&framed[5..], &bytes[10..], "same datum under both framings");
     assert_eq!(&codec.decode::<T>(&framed).expect("decodes"), value);
+
+    // The direct encoder writes exactly what apache_avro writes from the schema-checked value.
+    assert_eq!(
+        &bytes[10..],
+        &write_datum_via_value(value).expect("the value matches the published schema")[..],
+        "direct encoding equals apache_avro's"
+    );
 }
 
 proptest! {

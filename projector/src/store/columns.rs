@@ -10,8 +10,9 @@ pub const OFFSETS: &str = "offsets";
 pub const SEEN: &str = "seen";
 /// `{tenant} \0 {tag} \0 {id}` → postcard aggregate (see `state.rs`): the facts rows derive from.
 pub const STATE: &str = "state";
-/// `{seq: u64 BE}` → `{record key} \0 {ViewChange bytes}`: view changes durable but not yet
-/// acknowledged by the views topic. Emptied after publishing; replayed at start.
+/// `{batch seq: u64 BE}` → postcard `Vec<Outgoing>` (tenant, record key, ViewChange bytes): one
+/// batch's view changes, durable but not yet acknowledged by the views topic. Emptied after
+/// publishing; replayed at start.
 pub const OUTBOX: &str = "outbox";
 /// `version` → the view schema version the rows were built with; other bookkeeping.
 pub const META: &str = "meta";
