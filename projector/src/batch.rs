@@ -108,7 +108,7 @@ pub struct Overlay<'a> {
     /// Aggregates touched by this batch, by state key.
     aggs: HashMap<Vec<u8>, Slot>,
     seen: HashSet<Vec<u8>>,
-    pub dirty: BTreeSet<Dirty>,
+    pub dirty: HashSet<Dirty>,
 }
 
 impl<'a> Overlay<'a> {
@@ -119,7 +119,7 @@ impl<'a> Overlay<'a> {
             writes: HashMap::new(),
             aggs: HashMap::new(),
             seen: HashSet::new(),
-            dirty: BTreeSet::new(),
+            dirty: HashSet::new(),
         }
     }
 
@@ -312,11 +312,20 @@ impl<'a> Overlay<'a> {
 
     /// Moves the writes into a RocksDB batch and the cache; returns the batch.
     pub fn into_write_batch(self) -> Result<rocksdb::WriteBatch> {
+        // Written in key order per column family: RocksDB's memtable skip list inserts a run of
+        // ascending keys far faster than the same keys in hash order.
+        let mut seen: Vec<Vec<u8>> = self.seen.into_iter().collect();
+        seen.sort_unstable();
+        let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();
+        aggs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.writes.into_iter().collect();
+        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
         let mut batch = rocksdb::WriteBatch::default();
-        for key in &self.seen {
+        for key in &seen {
             self.store.batch_put(&mut batch, columns::SEEN, key, &[])?;
         }
-        for (key, slot) in self.aggs {
+        for (key, slot) in aggs {
             if slot.changed {
                 let bytes = slot.value.encode();
                 self.store
@@ -324,7 +333,7 @@ impl<'a> Overlay<'a> {
             }
             self.cache.aggs.put(key, slot.value);
         }
-        for (ck, v) in self.writes {
+        for (ck, v) in writes {
             let cf = match ck[0] {
                 CF_STATE => columns::STATE,
                 n => columns::VIEWS

@@ -73,19 +73,22 @@ pub fn row(
 }
 
 fn coverage(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
-    let a: AssetAgg = ov.get(tenant, Tag::Asset, key)?;
+    ov.with(tenant, Tag::Asset, key, |a: &AssetAgg| coverage_row(a, key))
+}
+
+fn coverage_row(a: &AssetAgg, key: &str) -> Derived {
     let stamp = newest([
         a.last_decision.as_ref(),
         a.registration.as_ref().map(|r| &r.at),
     ]);
     let Some((kind, id)) = key.split_once('/') else {
-        return Ok(Derived::new(None, stamp));
+        return Derived::new(None, stamp);
     };
     let Ok(kind) = kind.parse::<CoverageKind>() else {
-        return Ok(Derived::new(None, stamp));
+        return Derived::new(None, stamp);
     };
     if a.decisions == 0 && a.registration.is_none() {
-        return Ok(Derived::new(None, stamp));
+        return Derived::new(None, stamp);
     }
     let reg = a.registration.as_ref().map(|r| &r.value);
     let row = CoverageRow {
@@ -105,15 +108,20 @@ fn coverage(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
             && a.decisions > 0
             && a.registered_since.is_none(),
     };
-    Ok(Derived::new(Some(ViewRow::Coverage(row)), stamp))
+    Derived::new(Some(ViewRow::Coverage(row)), stamp)
 }
 
 fn control(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
-    let c: ControlAgg = ov.get(tenant, Tag::Control, key)?;
+    ov.with(tenant, Tag::Control, key, |c: &ControlAgg| {
+        control_row(c, key)
+    })
+}
+
+fn control_row(c: &ControlAgg, key: &str) -> Derived {
     let stamp = newest([c.recent.last(), c.registration.as_ref().map(|r| &r.at)]);
     let decisions = c.enforced + c.shadow;
     if decisions == 0 && c.registration.is_none() {
-        return Ok(Derived::new(None, stamp));
+        return Derived::new(None, stamp);
     }
     let reg = c.registration.as_ref();
     let retired_yet_deciding = reg.is_some_and(|r| {
@@ -143,7 +151,7 @@ fn control(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         decision_ids: ids(&c.recent),
         last_decision_at: c.last_decision_at.map(Timestamp),
     };
-    Ok(Derived::new(Some(ViewRow::Control(row)), stamp))
+    Derived::new(Some(ViewRow::Control(row)), stamp)
 }
 
 /// A rule's condition over its aggregates.
@@ -263,32 +271,48 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         return Ok((Derived::new(None, (0, String::new())), 0));
     };
     let cond = match rule.id {
-        id if id == rules::UNTRUSTED_MCP_TOOL.id => {
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("mcp_tool/{subject}"))?;
-            flag_condition(&a, rule, true)
-        }
-        id if id == rules::UNTRUSTED_MCP_SERVER.id => {
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("mcp_server/{subject}"))?;
-            flag_condition(&a, rule, true)
-        }
-        id if id == rules::PUBLIC_ENDPOINT.id => {
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("model_endpoint/{subject}"))?;
-            flag_condition(&a, rule, false)
-        }
-        id if id == rules::WILDCARD_KEY.id => {
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("api_key/{subject}"))?;
-            flag_condition(&a, rule, false)
-        }
-        id if id == rules::AGENT_UNOWNED.id => {
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("agent/{subject}"))?;
-            flag_condition(&a, rule, false)
-        }
-        id if id == rules::SHADOW_AGENT.id => {
-            shadow_condition(&ov.get(tenant, Tag::Asset, &format!("agent/{subject}"))?)
-        }
-        id if id == rules::SHADOW_MODEL.id => {
-            shadow_condition(&ov.get(tenant, Tag::Asset, &format!("model_endpoint/{subject}"))?)
-        }
+        id if id == rules::UNTRUSTED_MCP_TOOL.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("mcp_tool/{subject}"),
+            |a: &AssetAgg| flag_condition(a, rule, true),
+        )?,
+        id if id == rules::UNTRUSTED_MCP_SERVER.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("mcp_server/{subject}"),
+            |a: &AssetAgg| flag_condition(a, rule, true),
+        )?,
+        id if id == rules::PUBLIC_ENDPOINT.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("model_endpoint/{subject}"),
+            |a: &AssetAgg| flag_condition(a, rule, false),
+        )?,
+        id if id == rules::WILDCARD_KEY.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("api_key/{subject}"),
+            |a: &AssetAgg| flag_condition(a, rule, false),
+        )?,
+        id if id == rules::AGENT_UNOWNED.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("agent/{subject}"),
+            |a: &AssetAgg| flag_condition(a, rule, false),
+        )?,
+        id if id == rules::SHADOW_AGENT.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("agent/{subject}"),
+            shadow_condition,
+        )?,
+        id if id == rules::SHADOW_MODEL.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("model_endpoint/{subject}"),
+            shadow_condition,
+        )?,
         id if id == rules::SHADOW_CONTROL.id => {
             let c: ControlAgg = ov.get(tenant, Tag::Control, subject)?;
             Condition {
@@ -411,20 +435,24 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                 None => Condition::default(),
             }
         }
-        id if id == rules::RUNAWAY_AGENT.id => {
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("agent/{subject}"))?;
-            Condition {
-                exists: a.runaway_minutes > 0,
-                active: a.runaway_minutes > 0,
-                opened_at: a.runaway_first.unwrap_or(0),
-                last_trigger: a.runaway_last.unwrap_or(0),
-                cleared_at: None,
-                ids: ids(&a.recent),
-                occurrences: a.runaway_minutes,
-                stamp: newest([a.last_decision.as_ref()]),
-                // (apply.rs re-derives this finding on every decision of a runaway agent)
-            }
-        }
+        id if id == rules::RUNAWAY_AGENT.id => ov.with(
+            tenant,
+            Tag::Asset,
+            &format!("agent/{subject}"),
+            |a: &AssetAgg| {
+                Condition {
+                    exists: a.runaway_minutes > 0,
+                    active: a.runaway_minutes > 0,
+                    opened_at: a.runaway_first.unwrap_or(0),
+                    last_trigger: a.runaway_last.unwrap_or(0),
+                    cleared_at: None,
+                    ids: ids(&a.recent),
+                    occurrences: a.runaway_minutes,
+                    stamp: newest([a.last_decision.as_ref()]),
+                    // (apply.rs re-derives this finding on every decision of a runaway agent)
+                }
+            },
+        )?,
         _ => Condition::default(),
     };
 

@@ -192,43 +192,52 @@ impl Engine {
 
         // Re-derive every dirty row once; publish only rows that changed.
         let mut outgoing = Vec::new();
-        let mut done = std::collections::BTreeSet::new();
-        while let Some(dirty) = ov.dirty.pop_first() {
-            if !done.insert(dirty.clone()) {
-                continue;
-            }
-            let (tenant, view, key) = dirty;
-            let derived = derive::row(&mut ov, &tenant, view, &key, settings)?;
-            for (v, k) in &derived.follow {
-                let follow = (tenant.clone(), *v, k.clone());
-                if !done.contains(&follow) {
-                    ov.dirty.insert(follow);
+        // In rounds, each in key order: the rows the batch marked, then the rows those read
+        // (`follow`), until none is left.
+        let mut done: std::collections::HashSet<crate::batch::Dirty> =
+            std::collections::HashSet::new();
+        let mut round: Vec<crate::batch::Dirty> = ov.dirty.drain().collect();
+        while !round.is_empty() {
+            round.sort_unstable();
+            let mut next_round = Vec::new();
+            for dirty in std::mem::take(&mut round) {
+                if !done.insert(dirty.clone()) {
+                    continue;
                 }
+                let (tenant, view, key) = dirty;
+                let derived = derive::row(&mut ov, &tenant, view, &key, settings)?;
+                for (v, k) in &derived.follow {
+                    let follow = (tenant.clone(), *v, k.clone());
+                    if !done.contains(&follow) {
+                        next_round.push(follow);
+                    }
+                }
+                let new_bytes = derived.row.as_ref().map(encode_row);
+                if ov.row(&tenant, view, &key)? == new_bytes {
+                    continue;
+                }
+                ov.set_row(&tenant, view, &key, new_bytes);
+                let change = ViewChange {
+                    tenant_id: tenant.clone(),
+                    view,
+                    key: key.clone(),
+                    op: if derived.row.is_some() {
+                        ViewOp::Upsert
+                    } else {
+                        ViewOp::Delete
+                    },
+                    row: derived.row,
+                    changed_at: Timestamp(derived.stamp.0),
+                    cause_event_id: derived.stamp.1,
+                };
+                *stats.changes.entry(view).or_default() += 1;
+                outgoing.push(Outgoing {
+                    key: format!("{tenant}/{view}/{key}"),
+                    tenant,
+                    value: codec.encode(&change)?,
+                });
             }
-            let new_bytes = derived.row.as_ref().map(encode_row);
-            if ov.row(&tenant, view, &key)? == new_bytes {
-                continue;
-            }
-            ov.set_row(&tenant, view, &key, new_bytes);
-            let change = ViewChange {
-                tenant_id: tenant.clone(),
-                view,
-                key: key.clone(),
-                op: if derived.row.is_some() {
-                    ViewOp::Upsert
-                } else {
-                    ViewOp::Delete
-                },
-                row: derived.row,
-                changed_at: Timestamp(derived.stamp.0),
-                cause_event_id: derived.stamp.1,
-            };
-            *stats.changes.entry(view).or_default() += 1;
-            outgoing.push(Outgoing {
-                key: format!("{tenant}/{view}/{key}"),
-                tenant,
-                value: codec.encode(&change)?,
-            });
+            round = next_round;
         }
 
         let mut batch = ov.into_write_batch()?;

@@ -53,6 +53,10 @@ impl Store {
             o.set_write_buffer_size(16 * 1024 * 1024);
             o.set_max_write_buffer_number(3);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // A bloom filter over whole keys in the memtables too: most lookups (a new event
+            // id, an aggregate touched for the first time) are misses.
+            o.set_memtable_whole_key_filtering(true);
+            o.set_memtable_prefix_bloom_ratio(0.05);
             o
         };
         let mut db_opts = cf_opts();
