@@ -127,7 +127,10 @@ async fn kill_9_at_random_points_then_views_equal_a_clean_replay() {
     let mut kills = 0;
     let mut rng = rand::thread_rng();
     while !feed.is_finished() || kills < 8 {
-        projector.wait_ready(Duration::from_secs(120)).await.unwrap();
+        projector
+            .wait_ready(Duration::from_secs(120))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2000))).await;
         projector.kill9();
         kills += 1;
