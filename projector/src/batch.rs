@@ -54,33 +54,47 @@ impl std::fmt::Debug for Slot {
 pub type Dirty = (String, ViewName, String);
 
 /// Values recently read or written, across batches (bounded: memory does not grow with state):
-/// stored rows as bytes, and aggregates decoded, ready to update without decoding again.
+/// a digest of each stored row (enough to tell whether a re-derived row changed), and
+/// aggregates decoded, ready to update without decoding again.
 pub struct Cache {
-    values: LruCache<Vec<u8>, Option<Vec<u8>>>,
+    rows: LruCache<Vec<u8>, Option<u128>>,
     aggs: LruCache<Vec<u8>, Box<dyn Agg>>,
+}
+
+/// 128 bits identifying a row's bytes (two SipHash passes): equal digests, equal rows.
+fn digest(bytes: &[u8]) -> u128 {
+    use std::hash::Hasher;
+    let pass = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_u8(salt);
+        h.write(bytes);
+        h.finish()
+    };
+    (u128::from(pass(0)) << 64) | u128::from(pass(1))
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("values", &self.values.len())
+            .field("rows", &self.rows.len())
             .field("aggs", &self.aggs.len())
             .finish()
     }
 }
 
 impl Cache {
-    /// Room for `entries` values in all: half rows, half aggregates.
+    /// Room for `entries` row digests and a tenth as many decoded aggregates (a decoded
+    /// aggregate is several times its encoded size; the block cache keeps the encoded ones).
     pub fn new(entries: usize) -> Self {
-        let half = NonZeroUsize::new((entries / 2).max(1)).unwrap_or(NonZeroUsize::MIN);
+        let size = |n: usize| NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN);
         Cache {
-            values: LruCache::new(half),
-            aggs: LruCache::new(half),
+            rows: LruCache::new(size(entries)),
+            aggs: LruCache::new(size(entries / 10)),
         }
     }
 
     pub fn clear(&mut self) {
-        self.values.clear();
+        self.rows.clear();
         self.aggs.clear();
     }
 }
@@ -121,19 +135,6 @@ impl<'a> Overlay<'a> {
             seen: HashSet::new(),
             dirty: HashSet::new(),
         }
-    }
-
-    fn read(&mut self, cf: u8, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let ck = cache_key(cf, key);
-        if let Some(v) = self.writes.get(&ck) {
-            return Ok(v.clone());
-        }
-        if let Some(v) = self.cache.values.get(&ck) {
-            return Ok(v.clone());
-        }
-        let v = self.store.get_raw(cf_name, key)?;
-        self.cache.values.put(ck, v.clone());
-        Ok(v)
     }
 
     /// The slot of an aggregate, decoded on first touch in this batch (its default when absent).
@@ -290,13 +291,26 @@ impl<'a> Overlay<'a> {
         Ok(true)
     }
 
-    /// The stored row, as postcard bytes.
-    pub fn row(&mut self, tenant: &str, view: ViewName, key: &str) -> Result<Option<Vec<u8>>> {
-        self.read(
-            cf_row(view),
-            columns::view_cf(view),
-            &columns::tenant_key(tenant, key),
-        )
+    /// Whether the row stored (or written by this batch) is exactly `new` (postcard bytes;
+    /// `None`: no row).
+    pub fn row_is(
+        &mut self,
+        tenant: &str,
+        view: ViewName,
+        key: &str,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
+        if let Some(v) = self.writes.get(&ck) {
+            return Ok(v.as_deref() == new);
+        }
+        if let Some(d) = self.cache.rows.get(&ck) {
+            return Ok(*d == new.map(digest));
+        }
+        let stored = self.store.get_raw(columns::view_cf(view), &ck[1..])?;
+        let same = stored.as_deref() == new;
+        self.cache.rows.put(ck, stored.as_deref().map(digest));
+        Ok(same)
     }
 
     pub fn set_row(&mut self, tenant: &str, view: ViewName, key: &str, row: Option<Vec<u8>>) {
@@ -345,7 +359,9 @@ impl<'a> Overlay<'a> {
                 Some(bytes) => self.store.batch_put(&mut batch, cf, &ck[1..], bytes)?,
                 None => self.store.batch_delete(&mut batch, cf, &ck[1..])?,
             }
-            self.cache.values.put(ck, v);
+            if ck[0] != CF_STATE {
+                self.cache.rows.put(ck, v.as_deref().map(digest));
+            }
         }
         Ok(batch)
     }

@@ -92,8 +92,9 @@ pub struct Config {
     #[arg(long, env = "AISPM_BATCH_WAIT", value_parser = humantime::parse_duration, default_value = "20ms")]
     pub batch_wait: Duration,
 
-    /// Aggregates and rows kept decoded-ready in memory (bounded; the rest is in RocksDB).
-    #[arg(long, env = "AISPM_CACHE_ENTRIES", default_value_t = 200_000)]
+    /// Row digests kept in memory (change detection), and a tenth as many decoded aggregates
+    /// (bounded; the rest is read from RocksDB).
+    #[arg(long, env = "AISPM_CACHE_ENTRIES", default_value_t = 100_000)]
     pub cache_entries: usize,
 
     /// RocksDB block cache size in bytes.
@@ -124,7 +125,7 @@ impl Config {
             instance_id: None,
             batch_max: 5000,
             batch_wait: Duration::from_millis(20),
-            cache_entries: 200_000,
+            cache_entries: 100_000,
             block_cache_bytes: 64 * 1024 * 1024,
             sync_writes: false,
             runaway_per_minute: 120,

@@ -213,7 +213,7 @@ impl Engine {
                     }
                 }
                 let new_bytes = derived.row.as_ref().map(encode_row);
-                if ov.row(&tenant, view, &key)? == new_bytes {
+                if ov.row_is(&tenant, view, &key, new_bytes.as_deref())? {
                     continue;
                 }
                 ov.set_row(&tenant, view, &key, new_bytes);

@@ -46,11 +46,15 @@ impl Store {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
-        table.set_cache_index_and_filter_blocks(true);
+        // Index and filter blocks stay with their table readers, out of the block cache: cached,
+        // a full filter block was evicted and read back (and checksummed) on most point lookups
+        // once the state outgrew the cache, which made the cost per event grow with the state.
+        // Bloom filters take ~10 bits per key (12 MiB for 10M keys).
+        table.set_cache_index_and_filter_blocks(false);
         let cf_opts = || {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
-            o.set_write_buffer_size(16 * 1024 * 1024);
+            o.set_write_buffer_size(8 * 1024 * 1024);
             o.set_max_write_buffer_number(3);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             // A bloom filter over whole keys in the memtables too: most lookups (a new event
@@ -63,7 +67,7 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
-        db_opts.set_db_write_buffer_size(96 * 1024 * 1024);
+        db_opts.set_db_write_buffer_size(48 * 1024 * 1024);
         let cfs = columns::all()
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
@@ -218,20 +222,36 @@ impl Store {
         Ok((rows.len(), h))
     }
 
-    /// Approximate bytes on disk (SST files) and in memtables, for metrics.
+    /// Approximate bytes on disk (SST files) and in memtables, for metrics: summed over every
+    /// column family (a DB-level property would report the default family only).
     pub fn sizes(&self) -> (u64, u64) {
-        let sst = self
+        (
+            self.property_sum("rocksdb.total-sst-files-size"),
+            self.property_sum("rocksdb.cur-size-all-mem-tables"),
+        )
+    }
+
+    /// Memory RocksDB holds outside the block cache: memtables and table readers (bloom
+    /// filters and indexes); and the block cache's usage.
+    pub fn memory(&self) -> (u64, u64, u64) {
+        let cache = self
             .db
-            .property_int_value("rocksdb.total-sst-files-size")
+            .property_int_value("rocksdb.block-cache-usage")
             .ok()
             .flatten()
             .unwrap_or(0);
-        let mem = self
-            .db
-            .property_int_value("rocksdb.cur-size-all-mem-tables")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        (sst, mem)
+        (
+            self.property_sum("rocksdb.cur-size-all-mem-tables"),
+            self.property_sum("rocksdb.estimate-table-readers-mem"),
+            cache,
+        )
+    }
+
+    fn property_sum(&self, name: &str) -> u64 {
+        columns::all()
+            .into_iter()
+            .filter_map(|cf| self.db.cf_handle(cf))
+            .filter_map(|cf| self.db.property_int_value_cf(cf, name).ok().flatten())
+            .sum()
     }
 }
