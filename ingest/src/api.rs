@@ -145,6 +145,12 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
     if let Some(n) = declared
         && n > app.max_body_bytes
     {
+        // A moderately oversize upload is read and discarded first, so that the client reads
+        // the 413 instead of a connection reset in the middle of sending; a far larger one is
+        // cut off.
+        if n <= app.max_body_bytes.saturating_mul(4) {
+            drain(req.into_body(), n).await;
+        }
         return Err(too_large(app.max_body_bytes));
     }
     let Some(_bytes) = app
