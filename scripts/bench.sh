@@ -5,7 +5,16 @@
 #   scripts/bench.sh                 # projector (1M events, 1k and 100k entities, 10M memory run),
 #                                    # then ingest and gatekeeper
 #   AISPM_BENCH_EVENTS=10000000 scripts/bench.sh   # 10M events per scenario (slow: Tansu's fetch rate)
-#   AISPM_BENCH_ONLY=projector scripts/bench.sh    # one bench (projector | ingest | gatekeeper)
+#   AISPM_BENCH_ONLY=projector scripts/bench.sh    # one bench (projector | ingest | gatekeeper | scale)
+#   AISPM_BENCH_SCALE=1 scripts/bench.sh           # also the scale table (bench/scale.md): the
+#                                    # projector bench (with the Quix Streams comparison) at
+#                                    # 100k and 1M events x 10 and 100 tenants, 100 entities per
+#                                    # tenant; about 20 minutes. AISPM_BENCH_SCALE_EVENTS and
+#                                    # AISPM_BENCH_SCALE_TENANTS (space-separated) change the grid.
+#   AISPM_BENCH_ONLY=scale scripts/bench.sh        # only the scale table
+#
+# The projector bench also runs the same projection in Quix Streams (bench/quix/, needs the
+# venv from scripts/setup.sh; AISPM_BENCH_QUIX=0 skips it).
 #
 # Figures are noisy on a shared machine: the load average before and after is recorded.
 set -euo pipefail
@@ -15,6 +24,7 @@ cd "$(dirname "$0")/.."
 only="${AISPM_BENCH_ONLY:-}"
 mkdir -p bench
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+want_scale() { [ "$only" = scale ] || { [ -z "$only" ] && [ "${AISPM_BENCH_SCALE:-0}" = 1 ]; }; }
 
 cargo build --release --bins
 if want projector; then
@@ -36,11 +46,23 @@ json.dump(json.loads(text[start + 1 if start >= 0 else 0:]), open("bench/gatekee
 PY
 fi
 
+if want_scale; then
+  rm -f bench/scale/projector-e*-t*.json bench/scale/projector-e*-t*.md
+  for tenants in ${AISPM_BENCH_SCALE_TENANTS:-10 100}; do
+    for events in ${AISPM_BENCH_SCALE_EVENTS:-100000 1000000}; do
+      AISPM_BENCH_TAG="e$events-t$tenants" AISPM_BENCH_EVENTS="$events" \
+        AISPM_BENCH_TENANTS="$tenants" AISPM_BENCH_ENTITIES="$((tenants * 100))" \
+        AISPM_BENCH_MEMORY_EVENTS=0 cargo bench -p aispm-tests --bench projector
+    done
+  done
+  python3 scripts/bench_scale.py
+fi
+
 python3 - <<'PY'
 import json, os, platform, time
 out = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "machine": {"cores": os.cpu_count(), "kernel": platform.release()}}
-for name in ("projector", "ingest", "gatekeeper"):
+for name in ("projector", "ingest", "gatekeeper", "scale"):
     path = f"bench/{name}.json"
     if os.path.exists(path):
         out[name] = json.load(open(path))
@@ -48,6 +70,8 @@ json.dump(out, open("bench/results.json", "w"), indent=2)
 md = ["# Benchmark results", "", f"Generated {out['generated_at']} on {out['machine']['cores']} cores.", ""]
 if os.path.exists("bench/projector.md"):
     md.append(open("bench/projector.md").read())
+if os.path.exists("bench/scale.md"):
+    md.append(open("bench/scale.md").read())
 def flat(prefix, v, rows):
     if isinstance(v, dict):
         for k, x in v.items():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need and is not on a fresh machine; skips what is there.
 #   - Tansu 0.6.0 (the Kafka-compatible broker), built once into ~/.cache/aispm/tansu (15-25 min on 2 cores)
-#   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use)
+#   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use) and
+#     quixstreams (the Quix Streams side of the projector bench, bench/quix/)
 #   - Debian packages: libclang-dev (RocksDB's bindgen), prometheus (server and promtool),
 #     python3-aiosmtpd (an SMTP server), chromium (headless, renders the reporter's HTML in tests)
 # Everything is cached under $AISPM_CACHE (default ~/.cache/aispm).
@@ -21,11 +22,11 @@ fi
 log "Tansu: $("$TANSU" --version 2>/dev/null | head -1)"
 
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka' 2>/dev/null; then
-  log "creating the Python venv with fastavro and confluent-kafka"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 \
-    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka
+if ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams' 2>/dev/null; then
+  log "creating the Python venv with fastavro, confluent-kafka and quixstreams"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 \
+    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams
 fi
 
 need_apt=()

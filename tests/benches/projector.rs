@@ -13,6 +13,16 @@
 //!    now full state (wipe + replay);
 //! 4. **apply-only**: the same events, already in memory, through `Engine::prepare`/`commit`
 //!    into a fresh RocksDB in this process on one thread, no broker (events/s, CPU-µs/event);
+//! 5. **decision-only comparison with Quix Streams** (`AISPM_BENCH_QUIX`, default 1): the fill
+//!    also writes every decision record to a copy of the decision topic under a second prefix;
+//!    over exactly those records run the plain reader, `bench/quix/projection.py` (Quix Streams,
+//!    RocksDB state: open findings and last-seen per tenant and agent) as a child under
+//!    `/usr/bin/time -v` with the project venv's Python (`$AISPM_PYTHON`, else
+//!    `~/.cache/aispm/venv/bin/python`; without it or without `quixstreams` the row says
+//!    "skipped" and why), and the projector's `rebuild` (its other inputs empty there): events/s,
+//!    CPU-µs/event and the ratios to the projector. With `AISPM_BENCH_QUIX_VERIFY=1` (default
+//!    when the copy holds at most 200 000 records) a second, untimed Quix run dumps its state and
+//!    `bench/quix/reference.py` (a plain consumer and a dict) checks every row;
 //!
 //! and, once, a **memory** run: a child process streams `AISPM_BENCH_MEMORY_EVENTS` (default
 //! 2M; 10M takes about ten minutes) generated events over 100 000 entities through the engine with the service's default
@@ -26,7 +36,12 @@
 //! Tunables (environment): `AISPM_BENCH_EVENTS` (default 1000000), `AISPM_BENCH_ENTITIES`
 //! (comma-separated, default `1000,100000`), `AISPM_BENCH_TENANTS` (default 100),
 //! `AISPM_BENCH_MEMORY_EVENTS` (default 2000000; 0 skips the memory run),
-//! `AISPM_BENCH_REBUILD_TWICE` (default 0).
+//! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_QUIX` (default 1; 0 skips step 5),
+//! `AISPM_BENCH_QUIX_VERIFY` (see step 5), `AISPM_BENCH_TAG` (writes only
+//! `bench/scale/projector-{tag}.json` and `.md`: one point of `scripts/bench.sh`'s scale table),
+//! `AISPM_BENCH_PROJECTOR_BIN` (the `aispm-projector` to measure; default the one beside this
+//! bench in `target/release`). The bench copies that binary at start and runs the copy, so a
+//! concurrent build cannot change it mid-run; the figures name its build time.
 //!
 //! CPU figures come from `/proc` (utime + stime, 10 ms ticks) and `/usr/bin/time -v`; they cover
 //! every thread of the process (librdkafka's, RocksDB's background threads), start-up included.
@@ -55,11 +70,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The projector binary's allocator, so the in-process figures match the service's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PARTITIONS: i32 = 6;
 const SEED: u64 = 7;
 const BATCH: usize = 5000;
 /// The service defaults (`Config::local`): what the binary runs with.
-const CACHE_ENTRIES: usize = 200_000;
+const CACHE_ENTRIES: usize = 100_000;
 const BLOCK_CACHE: usize = 64 * 1024 * 1024;
 const TICKS_PER_SECOND: f64 = 100.0;
 
@@ -215,9 +234,13 @@ struct Filled {
     seconds: f64,
 }
 
+/// Produces `events` generated records to `topics`; with `decisions_copy`, every decision
+/// record also goes to that topic set's decision topic (the same records in the same order,
+/// for the decision-only comparison: plain reader, Quix Streams, projector).
 fn fill(
     brokers: &str,
     topics: &Topics,
+    decisions_copy: Option<&Topics>,
     events: u64,
     tenants: usize,
     entities: usize,
@@ -237,17 +260,21 @@ fn fill(
     let started = Instant::now();
     for _ in 0..events {
         let r = g.next_record();
-        let topic = r.kind.topic(topics);
-        *by_topic.entry(topic.to_owned()).or_default() += 1;
-        let mut rec = BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(2));
+        let copy = decisions_copy
+            .filter(|_| r.kind == Kind::Decision)
+            .map(|c| c.decisions.as_str());
+        for topic in std::iter::once(r.kind.topic(topics)).chain(copy) {
+            *by_topic.entry(topic.to_owned()).or_default() += 1;
+            let mut rec = BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err((e, _)) => return Err(e.into()),
                 }
-                Err((e, _)) => return Err(e.into()),
             }
         }
     }
@@ -272,7 +299,9 @@ fn fill(
         .lock()
         .map(|e| e.clone())
         .unwrap_or_default();
-    for (t, p, high) in watermarks(brokers, &topics.inputs())? {
+    let mut filled_topics = topics.inputs().to_vec();
+    filled_topics.extend(decisions_copy.map(|c| c.decisions.as_str()));
+    for (t, p, high) in watermarks(brokers, &filled_topics)? {
         let end = data_ends.get(&(t.clone(), p)).copied().unwrap_or(0);
         if high < end {
             bail!(
@@ -412,16 +441,33 @@ fn memory_child() -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let (sst, mem) = engine.store().sizes();
+    let (_, table_readers, block_cache) = engine.store().memory();
     println!(
         "{}",
         json!({
             "events": done, "entities": entities, "tenants": tenants,
             "seconds": seconds, "cpu_seconds": process_cpu() - cpu0,
             "peak_rss_mib": peak_rss_mib(), "sst_bytes": sst, "memtable_bytes": mem,
+            "table_readers_bytes": table_readers, "block_cache_bytes": block_cache,
+            "rss_mib_now": rss_mib_now(),
             "by_million": rss_at,
         })
     );
     Ok(())
+}
+
+/// The resident set now (VmRSS), in MiB.
+fn rss_mib_now() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -471,10 +517,171 @@ fn apply_only(topics: &Topics, events: u64, tenants: usize, entities: usize) -> 
 }
 
 // ----------------------------------------------------------------------------------------------
+// The Quix Streams comparison (decision topic only)
+
+/// The project venv's Python (`$AISPM_PYTHON`, else `~/.cache/aispm/venv/bin/python`), if it
+/// can import `quixstreams` and `fastavro`; otherwise why not.
+fn quix_python() -> std::result::Result<PathBuf, String> {
+    let python = match std::env::var_os("AISPM_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?)
+            .join(".cache/aispm/venv/bin/python"),
+    };
+    if !python.exists() {
+        return Err(format!(
+            "no Python venv at {} (run scripts/setup.sh)",
+            python.display()
+        ));
+    }
+    let out = Command::new(&python)
+        .args(["-c", "import quixstreams, fastavro"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} cannot import quixstreams and fastavro (run scripts/setup.sh)",
+            python.display()
+        ));
+    }
+    Ok(python)
+}
+
+fn quix_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/quix")
+}
+
+/// The last line of a child's stdout, as JSON.
+fn last_json(out: &str, what: &str) -> Result<Value> {
+    let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("{what} printed no JSON line: {out}"))
+}
+
+/// `bench/quix/projection.py` as a child under `/usr/bin/time -v`, fresh RocksDB state, until
+/// it processed every one of the topic's `records`.
+fn quix_run(
+    python: &Path,
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    dump: Option<&Path>,
+) -> Result<Value> {
+    let state = tempfile::tempdir()?;
+    let mut cmd = Command::new(python);
+    cmd.arg(quix_dir().join("projection.py"))
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--records", &records.to_string(), "--idle-timeout", "60"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("PYTHONWARNINGS", "ignore");
+    if let Some(d) = dump {
+        cmd.arg("--dump").arg(d);
+    }
+    let (out, wall, tv) = run_timed(cmd, "Quix Streams projection")?;
+    let v = last_json(&out, "the Quix Streams projection")?;
+    let read = v["records"].as_u64().unwrap_or(0);
+    if read < records {
+        bail!("the Quix Streams app processed {read} records of {records}: {v}");
+    }
+    let cpu = tv.user + tv.sys;
+    let run_s = v["seconds"].as_f64().unwrap_or(0.0);
+    let run_cpu = v["cpu_seconds_run"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "records": read,
+        "applied": v["applied"], "keys": v["keys"],
+        "wall_seconds": round(wall, 3),
+        "events_per_second": round(records as f64 / wall, 0),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
+        "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
+        "run_seconds": round(run_s, 3),
+        "run_events_per_second": round(records as f64 / run_s.max(1e-9), 0),
+        "run_cpu_us_per_event": round(run_cpu * 1e6 / records as f64, 2),
+        "quixstreams": v["quixstreams"],
+    }))
+}
+
+/// A second, untimed Quix run that dumps its state, checked row by row against
+/// `bench/quix/reference.py` (a plain consumer and a dict) over the same records.
+fn quix_verify(python: &Path, brokers: &str, topic: &str, records: u64) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let dump = dir.path().join("quix-state.json");
+    let quix = quix_run(python, brokers, topic, records, Some(&dump))?;
+    let out = Command::new(python)
+        .arg(quix_dir().join("reference.py"))
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--records", &records.to_string(), "--compare"])
+        .arg(&dump)
+        .stdin(Stdio::null())
+        .output()
+        .context("running bench/quix/reference.py")?;
+    let mut reference = last_json(&String::from_utf8_lossy(&out.stdout), "reference.py")?;
+    reference["quix_keys"] = quix["keys"].clone();
+    Ok(reference)
+}
+
+/// On the decision-only copy: the plain reader, the Quix Streams app and the projector, each
+/// over the same decision records.
+fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<Value> {
+    let topic = topics.decisions.as_str();
+    let records = watermarks(brokers, &[topic])?
+        .iter()
+        .map(|h| u64::try_from(h.2).unwrap_or(0))
+        .sum::<u64>();
+    let reader = plain_reader(brokers, &[topic], records)?;
+    eprintln!("plain reader (decisions only): {reader}");
+    let quix = match quix_python() {
+        Err(why) => {
+            eprintln!("Quix Streams: skipped: {why}");
+            json!({ "skipped": why })
+        }
+        Ok(python) => {
+            let v = quix_run(&python, brokers, topic, records, None).unwrap_or_else(|e| {
+                let e = format!("{e:#}");
+                let last = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                json!({ "skipped": format!("failed: {last}"), "error": e })
+            });
+            eprintln!("Quix Streams: {v}");
+            v
+        }
+    };
+    let state = tempfile::tempdir()?;
+    let projector = projector_rebuild(brokers, prefix, state.path(), records)?;
+    eprintln!("projector (decisions only): {projector}");
+    let verify_default = u64::from(records <= 200_000);
+    let verified = match (quix_python(), quix.get("skipped")) {
+        (Ok(python), None) if env_or("AISPM_BENCH_QUIX_VERIFY", verify_default) == 1 => {
+            let v = quix_verify(&python, brokers, topic, records)
+                .unwrap_or_else(|e| json!({ "equal": false, "error": format!("{e:#}") }));
+            eprintln!("Quix Streams vs reference.py: {v}");
+            v
+        }
+        _ => Value::Null,
+    };
+    let rate = |v: &Value| v["events_per_second"].as_f64().unwrap_or(0.0);
+    let cpu = |v: &Value| v["cpu_us_per_event"].as_f64().unwrap_or(0.0);
+    let ratios = |v: &Value| {
+        if v.get("skipped").is_some() {
+            return Value::Null;
+        }
+        json!({
+            "events_per_second_to_projector": round(rate(v) / rate(&projector), 3),
+            "cpu_us_per_event_to_projector": round(cpu(v) / cpu(&projector), 3),
+        })
+    };
+    Ok(json!({
+        "topic": topic, "records": records,
+        "plain_reader": reader, "quix": quix, "projector": projector,
+        "reader_ratios": ratios(&reader), "quix_ratios": ratios(&quix),
+        "quix_verified": verified,
+    }))
+}
+
+// ----------------------------------------------------------------------------------------------
 // The suite
 
 fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) -> Result<Value> {
-    let mut cmd = Command::new(binary("aispm-projector")?);
+    let mut cmd = Command::new(projector_binary()?);
     cmd.args(["--brokers", brokers, "--topic-prefix", prefix])
         .args(["--http-addr", "127.0.0.1:0", "--partitions", "6"])
         .arg("--state-dir")
@@ -505,11 +712,11 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
     }))
 }
 
-fn plain_reader(brokers: &str, topics: &Topics, records: u64) -> Result<Value> {
-    let mut cmd = Command::new(std::env::current_exe()?);
+fn plain_reader(brokers: &str, topics: &[&str], records: u64) -> Result<Value> {
+    let mut cmd = Command::new(self_exe());
     cmd.env("AISPM_BENCH_ROLE", "reader")
         .env("AISPM_BENCH_BROKERS", brokers)
-        .env("AISPM_BENCH_TOPICS", topics.inputs().join(","));
+        .env("AISPM_BENCH_TOPICS", topics.join(","));
     let (out, wall, tv) = run_timed(cmd, "plain reader")?;
     let v: Value = serde_json::from_str(out.trim()).context("reader output")?;
     let read = v["records"].as_u64().unwrap_or(0);
@@ -535,14 +742,23 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
     let prefix = random_prefix();
     let rt = tokio::runtime::Runtime::new()?;
     let topics = rt.block_on(create_contract_topics(&brokers, &prefix, PARTITIONS))?;
-    let filled = fill(&brokers, &topics, events, tenants, entities)?;
+    // The decision-only comparison reads a copy of the decision records under its own prefix,
+    // so the projector can run over exactly those records too (its other inputs empty there).
+    let compare = env_or("AISPM_BENCH_QUIX", 1) == 1;
+    let copy_prefix = random_prefix();
+    let copy = if compare {
+        Some(rt.block_on(create_contract_topics(&brokers, &copy_prefix, PARTITIONS))?)
+    } else {
+        None
+    };
+    let filled = fill(&brokers, &topics, copy.as_ref(), events, tenants, entities)?;
     eprintln!(
         "filled: {} records in {:.1} s ({:.0}/s)",
         filled.records,
         filled.seconds,
         filled.records as f64 / filled.seconds
     );
-    let reader = plain_reader(&brokers, &topics, filled.records)?;
+    let reader = plain_reader(&brokers, &topics.inputs(), filled.records)?;
     eprintln!("plain reader: {reader}");
     let state = tempfile::tempdir()?;
     let projector = projector_rebuild(&brokers, &prefix, state.path(), filled.records)?;
@@ -553,6 +769,10 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
         v
     } else {
         Value::Null
+    };
+    let decisions_only = match &copy {
+        Some(c) => decision_comparison(&brokers, &copy_prefix, c)?,
+        None => Value::Null,
     };
     drop(broker);
     let apply = apply_only(&topics, events, tenants, entities)?;
@@ -569,11 +789,12 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
         "ratio_projector_to_reader": round(rate(&projector) / rate(&reader), 3),
         "cpu_ratio_projector_to_reader": round(cpu(&projector) / cpu(&reader), 2),
         "apply_only": apply,
+        "decisions_only": decisions_only,
     }))
 }
 
 fn memory_run() -> Result<Value> {
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = Command::new(self_exe());
     cmd.env("AISPM_BENCH_ROLE", "memory");
     let (out, wall, tv) = run_timed(cmd, "memory run")?;
     let mut v: Value = serde_json::from_str(out.trim()).context("memory run output")?;
@@ -608,6 +829,15 @@ fn markdown(report: &Value) -> String {
             f(&sc["apply_only"]["thread_cpu_us_per_event"]),
         ));
     }
+    let compared: Vec<&Value> = report["scenarios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|sc| !sc["decisions_only"].is_null())
+        .collect();
+    if !compared.is_empty() {
+        s.push_str(&quix_markdown(&compared));
+    }
     if let Some(m) = report.get("memory").filter(|m| !m.is_null()) {
         s.push_str(&format!(
             "\nMemory run (engine only, service default caches, events generated on the fly): {} events over {} entities, peak RSS {:.0} MiB, {:.0} s.\n",
@@ -618,8 +848,117 @@ fn markdown(report: &Value) -> String {
     s
 }
 
+/// The decision-only comparison table: plain reader, projector and Quix Streams.
+fn quix_markdown(scenarios: &[&Value]) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut s = String::from(
+        "\n#### Same projection in Quix Streams (decision topic only)\n\n\
+         Each over the same decision records (a copy of the scenario's decision topic, 6 partitions): \
+         the plain reader, the projector (`rebuild`, every view, its other inputs empty), and \
+         `bench/quix/projection.py` (Quix Streams: open findings (AISPM-APR-001) and last-seen per \
+         tenant and agent, RocksDB state). Rates are records / wall time of the whole process; CPU \
+         is user + sys of the whole process (`/usr/bin/time -v`), start-up included, so CPU-µs/event \
+         is also CPU-s per million events. Tansu accommodations for Quix Streams: `retention.ms` \
+         (-1) set on its topic object (Tansu's DescribeConfigs returns no entries) and changelog \
+         topics off (`use_changelog_topics=False`).\n\n\
+         | decision records | entities | reader ev/s | reader CPU-µs/ev | projector ev/s | projector CPU-µs/ev | Quix ev/s | Quix CPU-µs/ev | Quix peak RSS MiB | Quix ÷ projector ev/s | Quix ÷ projector CPU | (tenant, agent) keys | checked against reference |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for sc in scenarios {
+        let d = &sc["decisions_only"];
+        let q = &d["quix"];
+        let ratio = |k: &str| format!("{:.2}", f(&d["quix_ratios"][k]));
+        let quix_cells: Vec<String> = match q.get("skipped").and_then(Value::as_str) {
+            Some(why) => std::iter::once(format!("skipped: {why}"))
+                .chain(std::iter::repeat_n("–".to_owned(), 5))
+                .collect(),
+            None => vec![
+                format!("{:.0}", f(&q["events_per_second"])),
+                format!("{:.2}", f(&q["cpu_us_per_event"])),
+                format!("{:.0}", f(&q["peak_rss_mib"])),
+                ratio("events_per_second_to_projector"),
+                ratio("cpu_us_per_event_to_projector"),
+                q["keys"].to_string(),
+            ],
+        };
+        let v = &d["quix_verified"];
+        let checked = if v.is_null() {
+            "not run".to_owned()
+        } else if v["equal"].as_bool() == Some(true) {
+            format!("equal ({} rows)", v["keys"])
+        } else {
+            format!("DIFFERS: {v}")
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {checked} |\n",
+            d["records"],
+            sc["entities"],
+            f(&d["plain_reader"]["events_per_second"]),
+            f(&d["plain_reader"]["cpu_us_per_event"]),
+            f(&d["projector"]["events_per_second"]),
+            f(&d["projector"]["cpu_us_per_event"]),
+            quix_cells.join(" | "),
+        ));
+    }
+    s
+}
+
+/// When a binary was built (its modification time, UTC), so figures name the build they measured.
+fn built_at(path: &Path) -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ", "-r"])
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "at an unknown time".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        )
+}
+
 fn out_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench")
+}
+
+/// This bench's own executable, for its child roles. Through `/proc/{pid}/exe`, which stays
+/// valid while this process runs even if a concurrent `cargo bench` replaces the file.
+fn self_exe() -> PathBuf {
+    PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+}
+
+/// A private copy of `aispm-projector` (and when it was built), made once per run, so that
+/// every scenario measures the same build even if a concurrent `cargo build` replaces the one
+/// in `target/`.
+struct Pinned {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    built_at: String,
+}
+
+static PINNED_PROJECTOR: std::sync::OnceLock<Pinned> = std::sync::OnceLock::new();
+
+fn pinned_projector() -> Result<&'static Pinned> {
+    if let Some(p) = PINNED_PROJECTOR.get() {
+        return Ok(p);
+    }
+    let built = match std::env::var_os("AISPM_BENCH_PROJECTOR_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => binary("aispm-projector")?,
+    };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("aispm-projector");
+    std::fs::copy(&built, &path).with_context(|| format!("copying {}", built.display()))?;
+    let pinned = Pinned {
+        built_at: built_at(&built),
+        path,
+        dir,
+    };
+    Ok(PINNED_PROJECTOR.get_or_init(|| pinned))
+}
+
+fn projector_binary() -> Result<PathBuf> {
+    Ok(pinned_projector()?.path.clone())
 }
 
 fn suite() -> Result<()> {
@@ -630,6 +969,7 @@ fn suite() -> Result<()> {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
+    pinned_projector()?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut scenarios = Vec::new();
@@ -644,7 +984,7 @@ fn suite() -> Result<()> {
     };
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let conditions = format!(
-        "{cores} cores; load average before {}, after {}; Tansu memory storage on 127.0.0.1; 6 partitions per topic; {tenants} tenants.",
+        "{cores} cores; load average before {}, after {}; Tansu memory storage on 127.0.0.1; 6 partitions per topic; {tenants} tenants; aispm-projector built {}.",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -654,6 +994,7 @@ fn suite() -> Result<()> {
             .take(3)
             .collect::<Vec<_>>()
             .join(" "),
+        pinned_projector()?.built_at,
     );
     let report = json!({
         "conditions": conditions,
@@ -665,11 +1006,23 @@ fn suite() -> Result<()> {
             "rebuild_1m_seconds_max": 10,
             "peak_rss_mib_max_10m_over_100k_entities": 256,
             "projector_cpu_us_per_event_max": 2,
+            "projector_cpu_to_quix_max": 0.1,
         },
     });
     let md = markdown(&report);
     println!("{md}");
     let dir = out_dir();
+    // A tagged run (scripts/bench.sh with AISPM_BENCH_SCALE=1) is one point of the scale
+    // table: it writes bench/scale/projector-{tag}.json and leaves the main results alone.
+    if let Ok(tag) = std::env::var("AISPM_BENCH_TAG") {
+        let dir = dir.join("scale");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("projector-{tag}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(dir.join(format!("projector-{tag}.md")), &md)?;
+        eprintln!("wrote {}", path.display());
+        return Ok(());
+    }
     std::fs::create_dir_all(&dir)?;
     std::fs::write(
         dir.join("projector.json"),
@@ -696,6 +1049,13 @@ fn main() -> Result<()> {
     match std::env::var("AISPM_BENCH_ROLE").as_deref() {
         Ok("reader") => reader_child(),
         Ok("memory") => memory_child(),
-        _ => suite(),
+        _ => {
+            let result = suite();
+            // Statics are not dropped: remove the pinned copy of the projector here.
+            if let Some(p) = PINNED_PROJECTOR.get() {
+                let _ = std::fs::remove_dir_all(p.dir.path());
+            }
+            result
+        }
     }
 }
