@@ -106,6 +106,12 @@ impl Parsed {
     }
 }
 
+/// Item errors kept per request: the answer lists at most [`crate::api::MAX_LISTED_ERRORS`], and
+/// one more tells it the list was cut. Without a cap, a body of many small mistakes (a huge
+/// array of empty strings) would hold an error of some hundred bytes per three bytes of body.
+/// [`Parsed::rejected`] still counts every rejected item.
+pub const MAX_KEPT_ERRORS: usize = crate::api::MAX_LISTED_ERRORS + 1;
+
 /// Why a body as a whole cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
@@ -161,13 +167,15 @@ pub fn parse(body: &[u8], format: Format, max_events: usize) -> Result<Parsed, B
                     Ok(item) => parse_item(&mut parsed, index, Some(line), item),
                     Err(e) => {
                         parsed.rejected += 1;
-                        parsed.errors.push(ItemError {
-                            index,
-                            line: Some(line),
-                            event_id: None,
-                            field: String::new(),
-                            reason: format!("not valid JSON: {e}"),
-                        });
+                        if parsed.errors.len() < MAX_KEPT_ERRORS {
+                            parsed.errors.push(ItemError {
+                                index,
+                                line: Some(line),
+                                event_id: None,
+                                field: String::new(),
+                                reason: format!("not valid JSON: {e}"),
+                            });
+                        }
                     }
                 }
             }
@@ -210,19 +218,16 @@ fn parse_item(parsed: &mut Parsed, index: usize, line: Option<usize>, mut item: 
         Err(errors) => {
             parsed.rejected += 1;
             let event_id = event_id.or(generated);
-            parsed
-                .errors
-                .extend(
-                    errors
-                        .into_iter()
-                        .map(|FieldError { field, reason }| ItemError {
-                            index,
-                            line,
-                            event_id: event_id.clone(),
-                            field,
-                            reason,
-                        }),
-                );
+            let room = MAX_KEPT_ERRORS.saturating_sub(parsed.errors.len());
+            parsed.errors.extend(errors.into_iter().take(room).map(
+                |FieldError { field, reason }| ItemError {
+                    index,
+                    line,
+                    event_id: event_id.clone(),
+                    field,
+                    reason,
+                },
+            ));
         }
     }
 }

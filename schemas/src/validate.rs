@@ -79,7 +79,10 @@ impl Check {
 
     fn items(&mut self, field: &str, v: &[String]) {
         if v.len() > MAX_ITEMS {
+            // One error for the array: an error per item of a huge array would cost far more
+            // memory than the request's bytes.
             self.fail(field, format!("more than {MAX_ITEMS} items"));
+            return;
         }
         for (i, item) in v.iter().enumerate() {
             self.id(&format!("{field}[{i}]"), item);
@@ -246,10 +249,11 @@ impl Validate for RegistryEvent {
             c.items("asset.framework_mappings", &a.framework_mappings);
             if a.attributes.len() > MAX_ITEMS {
                 c.fail("asset.attributes", format!("more than {MAX_ITEMS} entries"));
-            }
-            for (k, v) in &a.attributes {
-                c.id(&format!("asset.attributes.{k}"), k);
-                c.text(&format!("asset.attributes.{k}"), v);
+            } else {
+                for (k, v) in &a.attributes {
+                    c.id(&format!("asset.attributes.{k}"), k);
+                    c.text(&format!("asset.attributes.{k}"), v);
+                }
             }
             if a.asset_kind == AssetKind::TrustRoot && a.status == AssetStatus::Registered {
                 match &a.public_key {
