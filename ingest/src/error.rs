@@ -11,10 +11,6 @@ pub enum Error {
     Runtime(#[from] aispm_runtime::Error),
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// The producer hit a fatal librdkafka error (e.g. the idempotent producer lost its
-    /// sequence); the process must restart to produce again.
-    #[error("the Kafka producer failed fatally: {0}")]
-    ProducerFatal(String),
     #[error("encoding an event: {0}")]
     Encode(#[from] aispm_schemas::EncodeError),
     #[error("HTTP client: {0}")]

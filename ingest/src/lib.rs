@@ -128,19 +128,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         });
     }
     tasks.spawn(Arc::clone(&publisher).probe(shutdown.clone()));
-    {
-        let state = Arc::clone(publisher.state());
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let fatal = state.fatal();
-            tokio::select! {
-                _ = shutdown.cancelled() => Ok(()),
-                _ = fatal.cancelled() => Err(Error::ProducerFatal(
-                    state.fatal_reason().unwrap_or_default(),
-                )),
-            }
-        });
-    }
 
     // Any task failing cancels the rest; the first error is the result.
     let mut first_error = None;

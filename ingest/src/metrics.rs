@@ -3,7 +3,7 @@
 
 use crate::Result;
 use aispm_runtime::metrics::{Metrics, latency_buckets, size_buckets};
-use prometheus::{HistogramVec, IntCounterVec, IntGauge};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 /// Why a request ended the way it did (the `outcome` label of `requests_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct IngestMetrics {
     pub in_flight_events: IntGauge,
     pub buffered_bytes: IntGauge,
     pub producer_queue: IntGauge,
+    /// `aispm_ingest_producers_replaced_total`: producers that failed fatally and were replaced.
+    pub producers_replaced: IntCounter,
 }
 
 impl IngestMetrics {
@@ -95,6 +97,13 @@ impl IngestMetrics {
                 &[],
             )?
             .with_label_values::<&str>(&[]),
+            producers_replaced: m
+                .counter(
+                    "producers_replaced_total",
+                    "Kafka producers that failed fatally (e.g. UnknownProducerId after the broker lost their state) and were replaced by a new one.",
+                    &[],
+                )?
+                .with_label_values::<&str>(&[]),
         })
     }
 

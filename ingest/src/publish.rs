@@ -11,12 +11,13 @@ use aispm_runtime::kafka::{KafkaMetrics, is_transient};
 use aispm_schemas::{Codec, InputEvent, Topics};
 use futures::future::join_all;
 use prometheus::IntGauge;
+use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -89,38 +90,25 @@ impl PublishError {
     }
 }
 
-/// Whether the broker answers, from the probe; and the producer's fatal error, if any.
+/// Whether the broker answers, from the probe.
 #[derive(Debug, Default)]
 pub struct BrokerState {
     down: AtomicBool,
     failures: AtomicU32,
-    fatal: Mutex<Option<String>>,
-    fatal_fired: CancellationToken,
 }
 
 impl BrokerState {
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }
-
-    /// Fires once the producer failed fatally.
-    pub fn fatal(&self) -> CancellationToken {
-        self.fatal_fired.clone()
-    }
-
-    pub fn fatal_reason(&self) -> Option<String> {
-        self.fatal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
 }
 
-/// The producer's client context: statistics to metrics, errors to the broker state.
+/// The producer's client context: statistics to metrics, errors to the log. (A fatal error
+/// arrives here with its underlying code, e.g. UnknownProducerId, not as `Fatal`: the publisher
+/// asks the producer itself, see [`Publisher::replace_if_fatal`].)
 #[derive(Debug, Clone)]
 pub struct ProducerContext {
     kafka: KafkaMetrics,
-    state: Arc<BrokerState>,
 }
 
 impl ClientContext for ProducerContext {
@@ -129,15 +117,7 @@ impl ClientContext for ProducerContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            tracing::error!(%error, reason, "The Kafka producer failed fatally.");
-            *self
-                .state
-                .fatal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(format!("{error}: {reason}"));
-            self.state.fatal_fired.cancel();
-        } else if matches!(
+        if matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
         ) {
@@ -191,7 +171,10 @@ impl Budget {
 
 /// Sends batches of events and waits for their acknowledgement.
 pub struct Publisher {
-    producer: FutureProducer<ProducerContext>,
+    /// Replaced by a new one when it fails fatally (see [`Publisher::replace_if_fatal`]).
+    producer: RwLock<FutureProducer<ProducerContext>>,
+    client: ClientConfig,
+    context: ProducerContext,
     topics: Topics,
     codec: Codec,
     in_flight: Budget,
@@ -237,14 +220,13 @@ impl Publisher {
                 client.set(k, v);
             }
         }
-        let state = Arc::new(BrokerState::default());
+        let context = ProducerContext { kafka };
         let producer: FutureProducer<ProducerContext> =
-            client.create_with_context(ProducerContext {
-                kafka,
-                state: Arc::clone(&state),
-            })?;
+            client.create_with_context(context.clone())?;
         Ok(Publisher {
-            producer,
+            producer: RwLock::new(producer),
+            client,
+            context,
             topics: config.common.topics(),
             codec: Codec::new(),
             in_flight: Budget::new(
@@ -252,7 +234,7 @@ impl Publisher {
                 metrics.in_flight_events.clone(),
             ),
             buffered: Budget::new(config.max_buffered_bytes, metrics.buffered_bytes.clone()),
-            state,
+            state: Arc::default(),
             health,
             metrics,
         })
@@ -268,6 +250,52 @@ impl Publisher {
 
     pub fn state(&self) -> &Arc<BrokerState> {
         &self.state
+    }
+
+    /// The current producer (a cheap handle).
+    fn producer(&self) -> FutureProducer<ProducerContext> {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces `used` with a new producer if it failed fatally. librdkafka's idempotent
+    /// producer fails fatally when it can no longer guarantee its sequence (e.g. the broker
+    /// answered UnknownProducerId after losing the producer's state) and then refuses every
+    /// record for good; a new producer gets a new producer id. Records the old one did not get
+    /// acknowledged were answered 503: their senders resend them, with the same event ids.
+    /// Returns whether it was replaced (by this call or another).
+    fn replace_if_fatal(&self, used: &FutureProducer<ProducerContext>) -> bool {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return false;
+        };
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.client().native_ptr() != used.client().native_ptr() {
+            return true;
+        }
+        match self
+            .client
+            .create_with_context::<_, FutureProducer<ProducerContext>>(self.context.clone())
+        {
+            Ok(fresh) => {
+                tracing::error!(
+                    ?code,
+                    reason,
+                    "The Kafka producer failed fatally; replaced it with a new one. Requests it had not delivered were answered 503."
+                );
+                self.metrics.producers_replaced.inc();
+                *current = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::error!(?code, reason, error = %e, "The Kafka producer failed fatally and a new one cannot be created yet.");
+                false
+            }
+        }
     }
 
     /// Reserves room for `n` events in flight, or `None` when the budget is spent (429).
@@ -288,13 +316,14 @@ impl Publisher {
             ));
         }
         let started = Instant::now();
+        let producer = self.producer();
         let mut deliveries = Vec::with_capacity(records.len());
         let mut refused = None;
         for r in records {
             let record = FutureRecord::to(topic_for(&self.topics, r.kind))
                 .key(r.tenant_id.as_bytes())
                 .payload(&r.payload[..]);
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => {
                     refused = Some(e);
@@ -338,6 +367,9 @@ impl Publisher {
             (None, Some(f)) => Err(PublishError::NotAcknowledged(f)),
             (None, None) => Ok(()),
         };
+        if result.is_err() {
+            self.replace_if_fatal(&producer);
+        }
         let outcome = if result.is_ok() {
             "acknowledged"
         } else {
@@ -360,12 +392,15 @@ impl Publisher {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
+            let producer = self.producer();
+            // Also when no request comes: a fatal producer is replaced before the next one.
+            self.replace_if_fatal(&producer);
             self.metrics
                 .producer_queue
-                .set(i64::from(self.producer.in_flight_count()));
+                .set(i64::from(producer.in_flight_count()));
             let me = Arc::clone(&self);
             let probe = tokio::task::spawn_blocking(move || {
-                me.producer
+                producer
                     .client()
                     .fetch_metadata(Some(&me.topics.decisions), PROBE_TIMEOUT)
                     .map(|m| m.brokers().len())
@@ -395,6 +430,6 @@ impl Publisher {
 
     /// Waits for every queued record to be acknowledged (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer.flush(timeout).map_err(Error::Kafka)
+        self.producer().flush(timeout).map_err(Error::Kafka)
     }
 }

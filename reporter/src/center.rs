@@ -409,6 +409,14 @@ impl Center {
 
     /// Retries due deliveries and republishes unacknowledged events until `shutdown`.
     pub async fn run_retries(&self, shutdown: CancellationToken) -> Result<()> {
+        // Not before the state is replayed: an attempt now would find the tenant's approved
+        // recipients missing and record a failure that is not one (and, for an attempt cut
+        // short by a crash after the server took the mail, deliver it again later under a new
+        // attempt number).
+        tokio::select! {
+            _ = self.restored() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
         loop {
             let now = Timestamp::now();
             let (work, _next) = self.store.work(now);

@@ -71,6 +71,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&config.state_dir).map_err(|e| Error::io(&config.state_dir, e))?;
     let out_dir = config.out_dir();
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    let partial = packet::remove_partial(&out_dir);
+    if partial > 0 {
+        tracing::info!(
+            partial,
+            "Removed packets left half-written by a previous run."
+        );
+    }
     let key_path = config.signing_key_path();
     let (signer, created) = sign::Signer::load_or_create(&key_path)?;
     tracing::info!(

@@ -157,25 +157,43 @@ pub fn write(
     let dir = tenant_dir.join(meta.report_id);
     let tmp_dir = tenant_dir.join(format!(".{}.tmp", meta.report_id));
     let _ = std::fs::remove_dir_all(&tmp_dir);
-    for f in &all {
+    let written = all.iter().try_for_each(|f| {
         let p = tmp_dir.join(&f.path);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        write_synced(&p, &f.bytes)?;
+        write_synced(&p, &f.bytes)
+    });
+    if let Err(e) =
+        written.and_then(|()| std::fs::rename(&tmp_dir, &dir).map_err(|e| Error::io(&dir, e)))
+    {
+        // A full disk, say: leave nothing behind (the space is needed, and no record will
+        // ever name this packet).
+        let _ = std::fs::remove_dir_all(&tmp_dir);
+        return Err(e);
     }
-    std::fs::rename(&tmp_dir, &dir).map_err(|e| Error::io(&dir, e))?;
 
     // The archive: canonical (sorted entries, stored, fixed timestamps and modes), so that
     // `verify` can rebuild it from its verified contents and compare every byte.
     let zip = tenant_dir.join(format!("{}.zip", meta.report_id));
     let tmp_zip = tenant_dir.join(format!(".{}.zip.tmp", meta.report_id));
-    let zip_bytes = archive(
+    let archived = archive(
         meta.report_id,
         all.iter().map(|f| (f.path.as_str(), f.bytes.as_slice())),
-    )?;
-    write_synced(&tmp_zip, &zip_bytes)?;
-    std::fs::rename(&tmp_zip, &zip).map_err(|e| Error::io(&zip, e))?;
+    )
+    .and_then(|zip_bytes| {
+        write_synced(&tmp_zip, &zip_bytes)?;
+        std::fs::rename(&tmp_zip, &zip).map_err(|e| Error::io(&zip, e))?;
+        Ok(zip_bytes)
+    });
+    let zip_bytes = match archived {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_zip);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     Ok(Written {
         dir,
         zip,
@@ -185,6 +203,41 @@ pub fn write(
         signature,
         manifest,
     })
+}
+
+/// Removes what packet writes cut short by a crash left under `root/<tenant>/` (the
+/// temporary `.<id>.tmp` directories and `.<id>.zip.tmp` archives); returns how many. Run at
+/// start, before any packet is written (one reporter per packet directory).
+pub fn remove_partial(root: &Path) -> usize {
+    let mut removed = 0;
+    let Ok(tenants) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    for tenant in tenants.flatten() {
+        let Ok(entries) = std::fs::read_dir(tenant.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let p = e.path();
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(err) => {
+                    tracing::warn!(path = %p.display(), error = %err, "Cannot remove a partial packet.")
+                }
+            }
+        }
+    }
+    removed
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

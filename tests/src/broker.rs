@@ -162,8 +162,39 @@ impl Broker {
     /// Stops and starts the broker on the same port and storage.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        self.spawn()?;
-        self.wait_ready()
+        self.start_again()
+    }
+
+    /// Starts a stopped broker again on the same port and storage (a no-op while it runs).
+    /// Tries a few times: the port can still be held for a moment by the killed process's
+    /// connections, and Tansu exits when it cannot bind.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let mut last = None;
+        for _ in 0..10 {
+            self.spawn()?;
+            match self.wait_ready() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.stop();
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("Tansu did not start")))
+    }
+
+    /// Whether the broker process is running (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The broker's whole log (every run).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last lines of the broker's log.

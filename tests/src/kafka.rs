@@ -147,3 +147,94 @@ pub fn wait_caught_up(
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Reads every record of `topics` from the beginning up to their ends now (taken from fetch
+/// responses, see `aispm_runtime::position`), with the topic of each record. No group commits.
+pub fn read_to_end(
+    brokers: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<(String, Record)>> {
+    use rdkafka::message::Headers;
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = KafkaConfig::local(brokers);
+    let ends = aispm_runtime::position::partition_ends(&kafka, topics, timeout)?;
+    let consumer: BaseConsumer = kafka
+        .consumer_config(&format!("reader-{}", random_prefix()))
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut next: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+    for ((t, p), end) in &ends {
+        if *end > 0 {
+            tpl.add_partition_offset(t, *p, Offset::Beginning)?;
+            next.insert((t.clone(), *p), 0);
+        }
+    }
+    if next.is_empty() {
+        return Ok(vec![]);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while next.iter().any(|(tp, at)| *at < ends[tp]) {
+        if Instant::now() > deadline {
+            let behind: Vec<String> = next
+                .iter()
+                .filter(|(tp, at)| **at < ends[*tp])
+                .map(|((t, p), at)| format!("{t}/{p} at {at} of {}", ends[&(t.clone(), *p)]))
+                .collect();
+            anyhow::bail!("did not read to the end within {timeout:?}: {behind:?}");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        let tp = (m.topic().to_owned(), m.partition());
+        if let Some(at) = next.get_mut(&tp) {
+            *at = (*at).max(m.offset() + 1);
+        }
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            tp.0,
+            Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The last value of every key of `topics` (compacted topics' state); `None` for a tombstone.
+pub fn latest_by_key(
+    brokers: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<String, Option<Vec<u8>>>> {
+    let mut records = read_to_end(brokers, topics, timeout)?;
+    records.sort_by_key(|(t, r)| (t.clone(), r.partition, r.offset));
+    Ok(records
+        .into_iter()
+        .map(|(_, r)| {
+            (
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                r.value,
+            )
+        })
+        .collect())
+}

@@ -33,6 +33,22 @@ pub struct Generated {
     pub bytes: Vec<u8>,
 }
 
+impl Generated {
+    /// The record of an event: its input topic, key and Avro single-object bytes.
+    pub fn of(event: &InputEvent) -> Generated {
+        let (kind, bytes) = match event {
+            InputEvent::Decision(d) => (Kind::Decision, encode_single_object(d)),
+            InputEvent::Approval(a) => (Kind::Approval, encode_single_object(a)),
+            InputEvent::Registry(r) => (Kind::Registry, encode_single_object(r)),
+        };
+        Generated {
+            kind,
+            tenant: event.tenant_id().to_owned(),
+            bytes: bytes.expect("encodes"),
+        }
+    }
+}
+
 /// The generator.
 #[derive(Debug)]
 pub struct Gen {
@@ -42,7 +58,7 @@ pub struct Gen {
     seed: u64,
     seq: u64,
     t0: i64,
-    recent: Vec<Generated>,
+    recent: Vec<InputEvent>,
     /// Fraction of records that re-send an earlier event (same event id).
     pub duplicate_rate: f64,
 }
@@ -71,6 +87,11 @@ impl Gen {
 
     /// The next record.
     pub fn next_record(&mut self) -> Generated {
+        Generated::of(&self.next_event())
+    }
+
+    /// The next event (its JSON form, `to_json`, is what the ingest API takes).
+    pub fn next_event(&mut self) -> InputEvent {
         if !self.recent.is_empty() && self.rng.gen_bool(self.duplicate_rate) {
             let i = self.pick(self.recent.len());
             return self.recent[i].clone();
@@ -137,11 +158,7 @@ impl Gen {
                     key_id: None,
                 }),
             };
-            Generated {
-                kind: Kind::Decision,
-                tenant,
-                bytes: encode_single_object(&d).expect("encodes"),
-            }
+            InputEvent::Decision(d)
         } else if roll < 92 {
             let kinds = [
                 ApprovalKind::ApprovalGranted,
@@ -167,11 +184,7 @@ impl Gen {
                 due_at: Some(Timestamp(at.0 + 7 * 86_400_000)),
                 expires_at: Some(Timestamp(at.0 + 86_400_000)),
             };
-            Generated {
-                kind: Kind::Approval,
-                tenant,
-                bytes: encode_single_object(&a).expect("encodes"),
-            }
+            InputEvent::Approval(a)
         } else {
             let asset_kinds = [
                 AssetKind::Agent,
@@ -218,11 +231,7 @@ impl Gen {
                 }),
                 validation: None,
             };
-            Generated {
-                kind: Kind::Registry,
-                tenant,
-                bytes: encode_single_object(&r).expect("encodes"),
-            }
+            InputEvent::Registry(r)
         };
         if self.recent.len() < 1000 {
             self.recent.push(g.clone());
