@@ -69,6 +69,56 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Record {
+    /// A copy of a consumed message.
+    pub fn of<M: Message>(m: &M) -> Record {
+        use rdkafka::message::Headers;
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+}
+
+/// Produces generated records, all enqueued before any is awaited (so they leave in large
+/// batches; `send` would enqueue each only when awaited), and waits for every acknowledgement.
+pub async fn send_all(p: &FutureProducer, topics: &Topics, records: &[crate::load::Generated]) {
+    let sends: Vec<_> = records
+        .iter()
+        .map(|r| {
+            p.send_result(
+                FutureRecord::to(r.kind.topic(topics))
+                    .key(r.tenant.as_bytes())
+                    .payload(&r.bytes),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueued")
+        })
+        .collect();
+    for s in sends {
+        s.await
+            .expect("delivery report")
+            .map_err(|(e, _)| e)
+            .expect("acknowledged");
+    }
+}
+
 /// Reads `topic` from the beginning (no group commits) until `n` records arrived or `timeout`.
 pub fn read_all(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Result<Vec<Record>> {
     let group = format!("reader-{}", random_prefix());
@@ -81,27 +131,7 @@ pub fn read_all(brokers: &str, topic: &str, n: usize, timeout: Duration) -> Resu
     while out.len() < n && Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
-            use rdkafka::message::Headers;
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers,
-            });
+            out.push(Record::of(&m));
         }
     }
     Ok(out)
@@ -155,7 +185,6 @@ pub fn read_to_end(
     topics: &[&str],
     timeout: Duration,
 ) -> Result<Vec<(String, Record)>> {
-    use rdkafka::message::Headers;
     use rdkafka::{Offset, TopicPartitionList};
     let kafka = KafkaConfig::local(brokers);
     let ends = aispm_runtime::position::partition_ends(&kafka, topics, timeout)?;
@@ -193,29 +222,7 @@ pub fn read_to_end(
         if let Some(at) = next.get_mut(&tp) {
             *at = (*at).max(m.offset() + 1);
         }
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push((
-            tp.0,
-            Record {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers,
-            },
-        ));
+        out.push((tp.0, Record::of(&m)));
     }
     Ok(out)
 }

@@ -1225,22 +1225,7 @@ async fn burst(brokers: &str, topics: &Topics, generator: &mut Gen, n: usize) {
         let records: Vec<_> = (0..5000.min(n - chunk * 5000))
             .map(|_| generator.next_record())
             .collect();
-        let sends: Vec<_> = records
-            .iter()
-            .map(|r| {
-                producer
-                    .send_result(
-                        FutureRecord::to(r.kind.topic(topics))
-                            .key(r.tenant.as_bytes())
-                            .payload(&r.bytes),
-                    )
-                    .map_err(|(e, _)| e)
-                    .unwrap()
-            })
-            .collect();
-        for s in sends {
-            s.await.unwrap().map_err(|(e, _)| e).unwrap();
-        }
+        aispm_tests::kafka::send_all(&producer, topics, &records).await;
     }
 }
 

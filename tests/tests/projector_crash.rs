@@ -333,23 +333,7 @@ async fn burst(broker: &Broker, topics: &aispm_schemas::Topics, seed: u64, n: us
     let mut g = Gen::new(seed, 5, 500);
     g.duplicate_rate = 0.0;
     let records: Vec<_> = (0..n).map(|_| g.next_record()).collect();
-    // Enqueued all before awaiting any (`send` would enqueue only when awaited).
-    let sends: Vec<_> = records
-        .iter()
-        .map(|r| {
-            producer
-                .send_result(
-                    FutureRecord::to(r.kind.topic(topics))
-                        .key(r.tenant.as_bytes())
-                        .payload(&r.bytes),
-                )
-                .map_err(|(e, _)| e)
-                .unwrap()
-        })
-        .collect();
-    for s in sends {
-        s.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
+    aispm_tests::kafka::send_all(&producer, topics, &records).await;
 }
 
 /// A rebuild applies every record, including a burst that reached the broker as large batches
