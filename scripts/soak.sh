@@ -6,7 +6,10 @@
 # Starts Tansu (sqlite storage), an SMTP server and the four services (release build) on
 # 127.0.0.1, sends the demo scenario for tenant `acme` (so the reporter has approved
 # recipients), then random realistic load through the ingest API (`aispm-ingest emit`) at
-# AISPM_SOAK_RATE events/s (default 1000) for the given minutes. Every AISPM_SOAK_REPORT_EVERY
+# AISPM_SOAK_RATE events/s (default 1000) for the given minutes, with remediation: each load
+# tenant's security team keeps at most AISPM_SOAK_BACKLOG (200) items that can block readiness
+# open, resolving or reviewing the oldest beyond that (`emit --backlog`; `none` never
+# remediates, so open findings grow with the load). Every AISPM_SOAK_REPORT_EVERY
 # seconds (default 60) it asks the reporter for a CSO packet for `acme`, delivered by SMTP; the
 # reporter's own cadence is off unless AISPM_SOAK_SCHEDULE is set (e.g. `every:5m=blockers_digest`:
 # a report for every tenant, whose packets grow with the load tenants' findings, tens of MB
@@ -18,7 +21,7 @@
 # half, or for lag less than a second's worth of load).
 #
 # Environment: AISPM_SOAK_DIR (default .soak), AISPM_SOAK_RATE, AISPM_SOAK_TENANTS (10),
-# AISPM_SOAK_REPORT_EVERY (60), AISPM_SOAK_SCHEDULE (none), AISPM_SOAK_PROFILE (release|debug,
+# AISPM_SOAK_BACKLOG (200), AISPM_SOAK_REPORT_EVERY (60), AISPM_SOAK_SCHEDULE (none), AISPM_SOAK_PROFILE (release|debug,
 # default release), AISPM_SOAK_INTERVAL (sampling seconds, 10), AISPM_SOAK_BROKER_MAINTENANCE
 # (Tansu's maintenance interval, 24h). It needs a few GB of disk for
 # the broker's and the projector's data (about 2.7 GB and 250 MB after 10 minutes at 1000/s).
@@ -34,6 +37,7 @@ PROFILE="${AISPM_SOAK_PROFILE:-release}"
 RATE="${AISPM_SOAK_RATE:-1000}"
 TENANTS="${AISPM_SOAK_TENANTS:-10}"
 REPORT_EVERY="${AISPM_SOAK_REPORT_EVERY:-60}"
+BACKLOG="${AISPM_SOAK_BACKLOG:-200}"
 SCHEDULE="${AISPM_SOAK_SCHEDULE:-none}"
 INTERVAL="${AISPM_SOAK_INTERVAL:-10}"
 WORK="${AISPM_SOAK_DIR:-.soak}"
@@ -119,7 +123,7 @@ echo "[soak] broker $BROKERS; ingest ${HTTP[ingest]} projector ${HTTP[projector]
 "$BIN/aispm-ingest" emit --scenario demo --phase all --tenant acme --url "${HTTP[ingest]}" --token "$OPS" \
   > "$WORK/logs/emit-demo.log" 2>&1
 "$BIN/aispm-ingest" emit --scenario load --tenants "$TENANTS" --rate "$RATE" --duration "${MINUTES}m" \
-  --batch 100 --concurrency 4 --url "${HTTP[ingest]}" --token "$OPS" \
+  $([ "$BACKLOG" = none ] || echo "--backlog $BACKLOG") --batch 100 --concurrency 4 --url "${HTTP[ingest]}" --token "$OPS" \
   > "$WORK/logs/emit-load.json" 2> "$WORK/logs/emit-load.log" &
 LOAD_PID=$!
 PIDS+=("$LOAD_PID")

@@ -83,6 +83,13 @@ pub struct EmitArgs {
     #[arg(long, env = "AISPM_EMIT_DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
+    /// Load: open items (high-risk actions allowed without approval, unreviewed break-glass)
+    /// per tenant above which the oldest is resolved or reviewed, as a security team working
+    /// its queue would; 0 resolves each at the next event of its tenant. Without it nothing is
+    /// remediated and open findings grow with the load.
+    #[arg(long, env = "AISPM_EMIT_BACKLOG")]
+    pub backlog: Option<usize>,
+
     /// Load: random seed (the same seed gives the same events).
     #[arg(long, env = "AISPM_EMIT_SEED", default_value_t = 1)]
     pub seed: u64,
@@ -333,6 +340,9 @@ async fn load(
 ) -> Result<()> {
     let run_id = format!("{:x}", Timestamp::now().millis());
     let mut generator = LoadGen::new(args.tenants, args.seed, &run_id);
+    if let Some(backlog) = args.backlog {
+        generator = generator.with_backlog(backlog);
+    }
     let limit = args.count.unwrap_or(u64::MAX);
     let deadline = match (args.count, args.duration) {
         (_, Some(d)) => Some(Instant::now() + d),

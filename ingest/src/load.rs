@@ -1,13 +1,17 @@
 //! Random but realistic load: decisions from a tenant's agents on every action path (most
 //! allowed and low-risk, some denied, some needing approval, a few break-glass), the approvals
-//! that follow, and occasional registry upserts and validations. Seeded: the same seed gives
-//! the same events (apart from `occurred_at`, which is the wall clock when generated).
+//! that follow, occasional registry upserts and validations, and the remediation a security
+//! team does: once a tenant has more than its backlog of open items that can block readiness
+//! (high-risk actions allowed without approval, unreviewed break-glass), the oldest is resolved
+//! or reviewed. Seeded: the same seed gives the same events (apart from `occurred_at`, which is
+//! the wall clock when generated).
 
 use aispm_schemas::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 
 const AGENTS: [&str; 6] = [
     "coder-agent",
@@ -56,8 +60,27 @@ pub struct LoadGen {
     tenants: Vec<String>,
     /// Per tenant, decisions that required approval and await one.
     pending: Vec<Vec<String>>,
+    /// Per tenant, open items that can block readiness, oldest first.
+    open: Vec<VecDeque<Remedy>>,
+    /// Open items per tenant above which the oldest is remediated.
+    backlog: usize,
     seq: u64,
     run: String,
+}
+
+/// What remediates an open item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Remedy {
+    /// `finding_resolved` for this finding id.
+    Resolve(String),
+    /// `break_glass_reviewed` for this break-glass decision id.
+    Review(String),
+}
+
+/// The projector's finding id for a high-risk action allowed without approval (rule
+/// AISPM-APR-001, subject the decision id).
+fn no_approval_finding(decision_id: &str) -> String {
+    format!("AISPM-APR-001:{decision_id}")
 }
 
 impl LoadGen {
@@ -70,10 +93,19 @@ impl LoadGen {
         LoadGen {
             rng: StdRng::seed_from_u64(seed),
             pending: vec![Vec::new(); tenants.len()],
+            open: vec![VecDeque::new(); tenants.len()],
+            backlog: usize::MAX,
             tenants,
             seq: 0,
             run: run.to_owned(),
         }
+    }
+
+    /// Remediates the oldest open item of a tenant whenever it has more than `backlog` (by
+    /// default nothing is ever remediated, and open findings grow with the load).
+    pub fn with_backlog(mut self, backlog: usize) -> Self {
+        self.backlog = backlog;
+        self
     }
 
     pub fn tenants(&self) -> &[String] {
@@ -92,6 +124,11 @@ impl LoadGen {
 
     pub fn next_event(&mut self) -> InputEvent {
         let t = self.rng.gen_range(0..self.tenants.len());
+        if self.open[t].len() > self.backlog
+            && let Some(remedy) = self.open[t].pop_front()
+        {
+            return self.remediate(t, remedy);
+        }
         let roll: f64 = self.rng.r#gen();
         if roll < 0.04 && !self.pending[t].is_empty() {
             self.approval(t)
@@ -200,9 +237,52 @@ impl LoadGen {
             });
         }
         if verdict == Verdict::RequireApproval && self.pending[t].len() < 1000 {
-            self.pending[t].push(event_id);
+            self.pending[t].push(event_id.clone());
+        }
+        if self.backlog != usize::MAX {
+            if matches!(risk, Risk::High | Risk::Critical) && verdict == Verdict::Allow {
+                self.open[t].push_back(Remedy::Resolve(no_approval_finding(&event_id)));
+            }
+            if verdict == Verdict::BreakGlass {
+                self.open[t].push_back(Remedy::Review(event_id));
+            }
         }
         InputEvent::Decision(d)
+    }
+
+    /// The approval event that closes an open item.
+    fn remediate(&mut self, t: usize, remedy: Remedy) -> InputEvent {
+        let tenant = self.tenants[t].clone();
+        let (kind, finding_id, decision_id, reason) = match remedy {
+            Remedy::Resolve(f) => (
+                ApprovalKind::FindingResolved,
+                Some(f),
+                None,
+                "change reviewed after the fact and accepted",
+            ),
+            Remedy::Review(d) => (
+                ApprovalKind::BreakGlassReviewed,
+                None,
+                Some(d),
+                "break-glass use reviewed",
+            ),
+        };
+        InputEvent::Approval(ApprovalEvent {
+            event_id: self.next_id(t),
+            tenant_id: tenant.clone(),
+            occurred_at: Timestamp::now(),
+            source: "load-remediation".into(),
+            kind,
+            decision_id,
+            finding_id,
+            control_id: None,
+            exception_id: None,
+            actor: format!("sec-erin@{tenant}.example"),
+            owner: None,
+            reason: Some(reason.into()),
+            due_at: None,
+            expires_at: None,
+        })
     }
 
     fn approval(&mut self, t: usize) -> InputEvent {
@@ -310,6 +390,44 @@ mod tests {
         }
         assert_eq!(tenants.len(), 5);
         assert!(kinds["decision"] > 4000 && kinds["approval"] > 10 && kinds["registry"] > 50);
+    }
+
+    #[test]
+    fn a_backlog_bounds_the_open_items() {
+        let mut g = LoadGen::new(2, 3, "r1").with_backlog(20);
+        let events = g.batch(20_000);
+        let mut open = std::collections::BTreeSet::new();
+        let mut remediations = 0;
+        for e in &events {
+            match e {
+                InputEvent::Decision(d)
+                    if matches!(d.risk, Risk::High | Risk::Critical)
+                        && d.verdict == Verdict::Allow =>
+                {
+                    assert!(open.insert(no_approval_finding(&d.event_id)));
+                }
+                InputEvent::Decision(d) if d.verdict == Verdict::BreakGlass => {
+                    assert!(open.insert(d.event_id.clone()));
+                }
+                InputEvent::Approval(a) if a.kind == ApprovalKind::FindingResolved => {
+                    assert!(open.remove(a.finding_id.as_deref().unwrap()));
+                    remediations += 1;
+                }
+                InputEvent::Approval(a) if a.kind == ApprovalKind::BreakGlassReviewed => {
+                    assert!(open.remove(a.decision_id.as_deref().unwrap()));
+                    remediations += 1;
+                }
+                _ => {}
+            }
+            assert!(open.len() <= 2 * 21, "{}", open.len());
+        }
+        assert!(remediations > 500, "{remediations}");
+        // Without a backlog nothing is remediated.
+        let none = LoadGen::new(2, 3, "r1").batch(5_000);
+        assert!(
+            !none.iter().any(|e| matches!(e, InputEvent::Approval(a)
+            if matches!(a.kind, ApprovalKind::FindingResolved | ApprovalKind::BreakGlassReviewed)))
+        );
     }
 
     #[test]

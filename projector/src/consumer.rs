@@ -94,15 +94,10 @@ impl ConsumerContext for Ctx {
                     assigned.clear();
                 }
                 assigned.extend(parts);
-                self.kafka.set_assigned(assigned.len());
+                self.note_assigned(assigned.len());
                 tracing::info!(
                     partitions = assigned.len(),
                     "Partitions assigned; resuming from stored offsets."
-                );
-                self.health.set(
-                    "partitions_assigned",
-                    !assigned.is_empty(),
-                    format!("{} partitions", assigned.len()),
                 );
             }
             RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -122,7 +117,7 @@ impl ConsumerContext for Ctx {
                     let _ = consumer.unassign();
                     assigned.clear();
                 }
-                self.kafka.set_assigned(assigned.len());
+                self.note_assigned(assigned.len());
                 tracing::info!(partitions = assigned.len(), "Partitions revoked.");
             }
             other => {
@@ -132,8 +127,22 @@ impl ConsumerContext for Ctx {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clear();
+                self.note_assigned(0);
             }
         }
+    }
+}
+
+impl Ctx {
+    /// Publishes how many partitions this instance owns: the metric, and readiness (an
+    /// instance with none, e.g. mid-rebalance or a standby beside busier peers, is not ready).
+    fn note_assigned(&self, partitions: usize) {
+        self.kafka.set_assigned(partitions);
+        self.health.set(
+            "partitions_assigned",
+            partitions > 0,
+            format!("{partitions} partitions"),
+        );
     }
 }
 
