@@ -126,22 +126,30 @@ impl Engine {
     pub fn prepare(&mut self, inputs: &[Input<'_>]) -> Result<Prepared> {
         let mut stats = Stats::default();
         let mut rejected = Vec::new();
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        // Next offset per partition of this batch (a handful: searched, not hashed, so no key
+        // is allocated per record).
+        let mut offsets: Vec<((String, i32), i64)> = Vec::new();
         let store = Arc::clone(&self.store);
         let (topics, codec, settings) = (&self.topics, &self.codec, &self.settings);
         let mut ov = Overlay::new(&store, &mut self.cache);
         for input in inputs {
-            let tp = (input.topic.to_owned(), input.partition);
-            let next = offsets
-                .get(&tp)
-                .or_else(|| self.next_offsets.get(&tp))
-                .copied()
-                .unwrap_or(0);
-            if input.offset < next {
+            let slot = match offsets
+                .iter()
+                .position(|((t, p), _)| *p == input.partition && t == input.topic)
+            {
+                Some(i) => i,
+                None => {
+                    let tp = (input.topic.to_owned(), input.partition);
+                    let stored = self.next_offsets.get(&tp).copied().unwrap_or(0);
+                    offsets.push((tp, stored));
+                    offsets.len() - 1
+                }
+            };
+            if input.offset < offsets[slot].1 {
                 stats.skipped += 1; // redelivered after a rebalance: already applied
                 continue;
             }
-            offsets.insert(tp, input.offset + 1);
+            offsets[slot].1 = input.offset + 1;
             let reject = |stage, reason, error: String| Rejected {
                 topic: input.topic.to_owned(),
                 partition: input.partition,
@@ -186,7 +194,12 @@ impl Engine {
                 continue;
             }
             apply::apply(&mut ov, &event, settings)?;
-            *stats.applied.entry(input.topic.to_owned()).or_default() += 1;
+            match stats.applied.get_mut(input.topic) {
+                Some(n) => *n += 1,
+                None => {
+                    stats.applied.insert(input.topic.to_owned(), 1);
+                }
+            }
         }
         stats.rejected = rejected.len() as u64;
 
@@ -194,8 +207,7 @@ impl Engine {
         let mut outgoing = Vec::new();
         // In rounds, each in key order: the rows the batch marked, then the rows those read
         // (`follow`), until none is left.
-        let mut done: std::collections::HashSet<crate::batch::Dirty> =
-            std::collections::HashSet::new();
+        let mut done: crate::batch::HashSet<crate::batch::Dirty> = crate::batch::HashSet::default();
         let mut round: Vec<crate::batch::Dirty> = ov.dirty.drain().collect();
         while !round.is_empty() {
             round.sort_unstable();

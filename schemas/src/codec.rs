@@ -1,7 +1,11 @@
 //! The wire codec: Avro single-object encoding by default, Confluent framing when a schema
 //! registry id is known; decoding accepts both and resolves the writer schema to the reader's.
+//!
+//! A datum written with the reader type's own schema (same fingerprint) is read straight into the
+//! type ([`read_datum`]); any other known writer schema goes through `apache_avro`'s `Value` tree
+//! and schema resolution.
 
-use crate::avro::{FromAvro, ToAvro};
+use crate::avro::{AvroReader, FromAvro, ToAvro};
 use crate::error::{DecodeError, EncodeError};
 use crate::fingerprint::schema_fingerprint;
 use apache_avro::Schema;
@@ -175,10 +179,13 @@ impl Codec {
                     "single-object header needs 10 bytes",
                 ))?;
                 let fp = u64::from_le_bytes(*fp);
+                if fp == reader.fingerprint {
+                    return read_datum(datum);
+                }
                 let writer = WRITERS
                     .get(&fp)
                     .ok_or(DecodeError::UnknownFingerprint(fp))?;
-                decode_datum(&writer.schema, fp == reader.fingerprint, reader, datum)
+                decode_datum(&writer.schema, false, reader, datum)
             }
             [CONFLUENT_MAGIC, rest @ ..] => {
                 let (id, datum) = rest
@@ -191,7 +198,10 @@ impl Codec {
                     .get(&id)
                     .cloned()
                     .ok_or(DecodeError::UnknownSchemaId(id))?;
-                decode_datum(&writer, fp == reader.fingerprint, reader, datum)
+                if fp == reader.fingerprint {
+                    return read_datum(datum);
+                }
+                decode_datum(&writer, false, reader, datum)
             }
             [first, ..] => Err(DecodeError::Framing(*first)),
         }
@@ -237,6 +247,22 @@ pub fn write_datum_via_value<T: Record>(value: &T) -> Result<Vec<u8>, EncodeErro
         .map_err(|e| fail(e.to_string()))?;
     out.drain(..CUT_HEADER.len());
     Ok(out)
+}
+
+/// Reads a datum written with `T`'s published schema straight into `T`, without a `Value` tree.
+/// Bytes after the datum are an error, as on the `Value` path.
+pub fn read_datum<T: FromAvro>(datum: &[u8]) -> Result<T, DecodeError> {
+    let mut reader = AvroReader::new(datum);
+    let value = T::read_avro(&mut reader)?;
+    reader.finish()?;
+    Ok(value)
+}
+
+/// The datum as `apache_avro` reads it under `T`'s published schema (a `Value` tree, then
+/// [`FromAvro::from_avro`]): the reference the direct reader is tested and fuzzed against.
+pub fn decode_datum_via_value<T: Record>(datum: &[u8]) -> Result<T, DecodeError> {
+    let published = T::published();
+    decode_datum(&published.schema, true, published, datum)
 }
 
 /// The writer needs a 10-to-20-byte header; `write_datum` removes it again.

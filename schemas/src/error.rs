@@ -30,9 +30,12 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Names the field an error is about (the `Value` path's shape errors, the direct reader's
+    /// malformed bytes).
     pub(crate) fn within(self, record: &str, field: &str) -> Self {
         match self {
             DecodeError::Shape(s) => DecodeError::Shape(format!("{record}.{field}: {s}")),
+            DecodeError::Datum(s) => DecodeError::Datum(format!("{record}.{field}: {s}")),
             other => other,
         }
     }

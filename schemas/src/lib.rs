@@ -7,7 +7,8 @@
 //! - [`events`]: decision, approval, registry and report-delivery events.
 //! - [`views`]: view rows and `ViewChange`; [`readiness`]: `Blocker` and `Readiness`.
 //! - [`codec`]: single-object and Confluent framing, schema resolution; [`fingerprint`]: CRC-64-AVRO.
-//! - [`avro`]: the Rust ⇄ Avro value mapping and the `avro_record!`/`avro_enum!` macros.
+//! - [`avro`]: the Rust ⇄ Avro mapping (direct binary writer and reader, `Value` form for schema
+//!   resolution) and the `avro_record!`/`avro_enum!` macros.
 //! - [`json`]: the HTTP form of input events; [`validate`]: semantic checks; [`time`]: timestamps.
 //! - [`topics`]: topic names and dead-letter headers.
 //!

@@ -1,6 +1,6 @@
 //! View rows and the `ViewChange` record the projector publishes on `aispm.views.v1`.
 
-use crate::avro::{FromAvro, ToAvro};
+use crate::avro::{AvroReader, FromAvro, ToAvro};
 use crate::error::DecodeError;
 use crate::events::Risk;
 use crate::time::Timestamp;
@@ -385,6 +385,24 @@ impl FromAvro for ViewRow {
                     "row union has no branch {other}"
                 )));
             }
+        }))
+    }
+
+    fn read_avro(r: &mut AvroReader<'_>) -> Result<Self, DecodeError> {
+        Self::read_avro_option(r)?
+            .ok_or_else(|| DecodeError::Shape("row is null where a row is required".into()))
+    }
+
+    fn read_avro_option(r: &mut AvroReader<'_>) -> Result<Option<Self>, DecodeError> {
+        Ok(Some(match r.union_index(8)? {
+            0 => return Ok(None),
+            1 => ViewRow::Coverage(CoverageRow::read_avro(r)?),
+            2 => ViewRow::Control(ControlRow::read_avro(r)?),
+            3 => ViewRow::Finding(FindingRow::read_avro(r)?),
+            4 => ViewRow::Exception(ExceptionRow::read_avro(r)?),
+            5 => ViewRow::Evidence(EvidenceRow::read_avro(r)?),
+            6 => ViewRow::Validation(ValidationRow::read_avro(r)?),
+            _ => ViewRow::Delivery(DeliveryRow::read_avro(r)?),
         }))
     }
 }
