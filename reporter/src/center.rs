@@ -9,7 +9,7 @@ use crate::packet::{self, Meta};
 use crate::publish::Publisher;
 use crate::report::{self, Request};
 use crate::sign::Signer;
-use crate::state::Shared;
+use crate::state::{self, Shared};
 use crate::store::{Attempt, ReportRecord, Status, Store};
 use crate::{Error, Result, render};
 use aispm_schemas::{
@@ -160,16 +160,26 @@ impl Center {
         if !crate::api::valid_tenant(tenant) {
             return Err(GenerateError::UnknownTenant(tenant.to_owned()));
         }
-        let t = self
+        // Checked on the in-memory part first: a refused request reads no rows.
+        let meta = self
             .state
-            .tenant(tenant)
+            .tenant_meta(tenant)
             .ok_or_else(|| GenerateError::UnknownTenant(tenant.to_owned()))?;
         if let Some(rs) = &recipients {
-            let bad: Vec<String> = rs.iter().filter(|r| !t.is_approved(r)).cloned().collect();
+            let approved = meta.approved_recipients();
+            let bad: Vec<String> = rs
+                .iter()
+                .filter(|r| !state::is_approved(&approved, r))
+                .cloned()
+                .collect();
             if !bad.is_empty() {
                 return Err(GenerateError::Unapproved(bad));
             }
         }
+        drop(meta);
+        // Every row of the tenant, read from the row store: held for this packet only.
+        let t = tokio::task::block_in_place(|| self.state.tenant(tenant))?
+            .ok_or_else(|| GenerateError::UnknownTenant(tenant.to_owned()))?;
         let started = Instant::now();
         let now = Timestamp::now();
         let id = uuid::Uuid::now_v7().to_string();
@@ -245,13 +255,17 @@ impl Center {
 
     /// The recipients of the next attempt, and whether every one is approved for the tenant.
     fn recipients(&self, r: &ReportRecord) -> (Vec<String>, bool) {
-        let t = self.state.tenant(&r.tenant_id).unwrap_or_default();
+        // The in-memory part only: an attempt never reads the tenant's rows.
+        let approved = self.state.approved_recipients(&r.tenant_id);
         let wanted = r
             .requested_recipients
             .clone()
-            .unwrap_or_else(|| t.approved_recipients());
+            .unwrap_or_else(|| approved.clone());
         // Never mail anyone who is not (or no longer) approved.
-        let approved: Vec<String> = wanted.into_iter().filter(|w| t.is_approved(w)).collect();
+        let approved: Vec<String> = wanted
+            .into_iter()
+            .filter(|w| state::is_approved(&approved, w))
+            .collect();
         let ok = !approved.is_empty();
         (approved, ok)
     }

@@ -18,7 +18,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
 
     /// The reporter's own state: report records, the delivery retry queue, the cadence's last
-    /// runs and (unless --signing-key is given) the signing key.
+    /// runs, (unless --signing-key is given) the signing key, and `views-db`, the view rows
+    /// followed from the views topic (rebuilt at every start).
     #[arg(
         long,
         env = "AISPM_STATE_DIR",
@@ -123,6 +124,11 @@ impl Config {
         self.out_dir
             .clone()
             .unwrap_or_else(|| self.state_dir.join("packets"))
+    }
+
+    /// The view-row database (see [`crate::rows`]).
+    pub fn views_db_path(&self) -> PathBuf {
+        self.state_dir.join("views-db")
     }
 
     /// The signing key's path.

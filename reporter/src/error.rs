@@ -30,6 +30,10 @@ pub enum Error {
     Delivery(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("view row store (RocksDB): {0}")]
+    Store(#[from] rocksdb::Error),
+    #[error("view row store: {0}")]
+    Corrupt(String),
     #[error("a background task failed: {0}")]
     Task(String),
 }

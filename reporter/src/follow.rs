@@ -3,6 +3,9 @@
 //! topics are compacted; the registry is small), so the state is rebuilt rather than stored.
 //! The reporter is ready once it has read up to each partition's end offset as of start.
 //!
+//! Records are folded in batches (up to 1000 records or 20 ms), each one write to the view-row
+//! store ([`crate::rows`]); an error writing it stops the service.
+//!
 //! A record that does not decode is dead-lettered once: the next offsets read are saved in
 //! `<state-dir>/follow-offsets.json`, and a bad record below them is a replay, counted and
 //! skipped without a second dead letter. Partitions added after start are picked up at the
@@ -29,7 +32,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Which followed topic a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
     Views,
     Blockers,
@@ -48,6 +51,18 @@ impl Source {
     }
 }
 
+/// View rows are stored under `{tenant} \0 …` keys (see [`crate::rows`]): a tenant id with a
+/// NUL in it (never a valid one) is poison.
+fn no_nul(tenant: &str) -> Result<(), (&'static str, String)> {
+    if tenant.contains('\0') {
+        return Err((
+            "bad_tenant",
+            "the tenant id contains a NUL character".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes one record into a state update. `Ok(None)`: nothing to fold (e.g. a readiness
 /// tombstone). `Err`: the record is poison.
 pub fn decode(
@@ -64,9 +79,11 @@ pub fn decode(
     };
     let decode_err = |e: aispm_schemas::DecodeError| ("decode", e.to_string());
     Ok(match (source, payload) {
-        (Source::Views, Some(p)) => Some(Update::View(
-            codec.decode::<ViewChange>(p).map_err(decode_err)?,
-        )),
+        (Source::Views, Some(p)) => {
+            let change = codec.decode::<ViewChange>(p).map_err(decode_err)?;
+            no_nul(&change.tenant_id)?;
+            Some(Update::View(change))
+        }
         (Source::Views, None) => {
             let k = key_str()?;
             let mut parts = k.splitn(3, '/');
@@ -77,6 +94,7 @@ pub fn decode(
                     format!("view tombstone key '{k}' is not tenant/view/row"),
                 ));
             };
+            no_nul(tenant)?;
             let view = view
                 .parse::<ViewName>()
                 .map_err(|e| ("bad_key", e.to_string()))?;
@@ -134,6 +152,23 @@ pub struct Follower {
 }
 
 type Offsets = BTreeMap<String, i64>;
+
+/// Most records folded in one batch (one RocksDB write).
+const MAX_BATCH: usize = 1000;
+/// How long a batch waits for more records after its first.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// Records read but not folded in yet.
+#[derive(Debug, Default)]
+struct Batch {
+    updates: Vec<Update>,
+    /// Records read, poison included.
+    records: usize,
+    /// Updates per source topic, for `records_followed_total`.
+    followed: BTreeMap<Source, u64>,
+    /// Highest offset read per (topic, partition).
+    positions: BTreeMap<(String, i32), i64>,
+}
 
 fn offset_key(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
@@ -232,41 +267,76 @@ impl Follower {
                     continue;
                 }
             };
-            self.fold(&codec, &m, &saved).await?;
-            let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
-            next.insert(offset_key(&topic, partition), offset + 1);
-            if let Some(high) = targets.get(&(topic.clone(), partition))
-                && offset + 1 >= *high
-            {
-                targets.remove(&(topic, partition));
-                mark_restored(&targets, &mut restored);
+            // A batch: this record and whatever follows within the window, one RocksDB write.
+            let mut batch = Batch::default();
+            self.stage(&codec, &m, &saved, &mut batch).await?;
+            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+            while batch.records < MAX_BATCH && !shutdown.is_cancelled() {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => self.stage(&codec, &m, &saved, &mut batch).await?,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "Consumer error while following; continuing.");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let updates = std::mem::take(&mut batch.updates);
+            // RocksDB work is blocking. A failed write (disk full, I/O error) is fatal: the
+            // state would no longer match the offsets read, so the service stops.
+            tokio::task::block_in_place(|| self.state.apply_all(updates))?;
+            self.metrics
+                .follow_batch_records
+                .observe(batch.records as f64);
+            for (source, n) in batch.followed {
+                self.metrics
+                    .records_followed
+                    .with_label_values(&[source.as_str()])
+                    .inc_by(n);
+            }
+            for ((topic, partition), offset) in batch.positions {
+                next.insert(offset_key(&topic, partition), offset + 1);
+                let key = (topic, partition);
+                if let Some(high) = targets.get(&key)
+                    && offset + 1 >= *high
+                {
+                    targets.remove(&key);
+                    mark_restored(&targets, &mut restored);
+                }
             }
             if last_save.elapsed() > Duration::from_secs(5) && next != saved {
                 crate::store::write_atomic(&self.offsets_file, &serde_json::to_vec(&next)?)?;
                 saved = next.clone();
                 last_save = Instant::now();
-                self.metrics
-                    .tenants
-                    .set(self.state.tenant_ids().len() as i64);
+                self.metrics.observe_state(&self.state);
             }
         }
         if next != saved {
             crate::store::write_atomic(&self.offsets_file, &serde_json::to_vec(&next)?)?;
         }
+        self.metrics.observe_state(&self.state);
         Ok(())
     }
 
-    async fn fold(&self, codec: &Codec, m: &BorrowedMessage<'_>, saved: &Offsets) -> Result<()> {
+    /// Decodes one record into `batch`; a poison record is dead-lettered (once) instead.
+    async fn stage(
+        &self,
+        codec: &Codec,
+        m: &BorrowedMessage<'_>,
+        saved: &Offsets,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        batch.records += 1;
+        batch
+            .positions
+            .insert((m.topic().to_owned(), m.partition()), m.offset());
         let Some(source) = self.source(m.topic()) else {
             return Ok(());
         };
         match decode(codec, source, m.key(), m.payload()) {
             Ok(Some(update)) => {
-                self.state.apply_all([update]);
-                self.metrics
-                    .records_followed
-                    .with_label_values(&[source.as_str()])
-                    .inc();
+                batch.updates.push(update);
+                *batch.followed.entry(source).or_default() += 1;
             }
             Ok(None) => {}
             Err((reason, error)) => {
@@ -351,6 +421,12 @@ mod tests {
                 .unwrap_err()
                 .0,
             "bad_key"
+        );
+        assert_eq!(
+            decode(&c, Source::Views, Some(b"ac\0me/findings/x"), None)
+                .unwrap_err()
+                .0,
+            "bad_tenant"
         );
         assert_eq!(
             decode(&c, Source::Views, None, Some(b"\x01garbage"))

@@ -5,12 +5,14 @@
 //! `report_delivery_unverified`.
 //!
 //! The reporter follows the views, blockers, readiness and registry topics into its own
-//! in-memory state (it never opens another service's RocksDB). Reports run on demand
+//! state (it never opens another service's RocksDB): the view rows in a RocksDB database of its
+//! own under `--state-dir`, rebuilt at every start, and the rest in memory. Reports run on demand
 //! (`POST /v1/tenants/{tenant}/reports`) and on a configurable cadence.
 //!
 //! # Layout
 //! - [`config`]: flags and `AISPM_*` environment variables.
-//! - [`follow`]: the consumer that replays and follows the topics; [`state`]: what it folds.
+//! - [`follow`]: the consumer that replays and follows the topics; [`state`]: what it folds;
+//!   [`rows`]: the view rows, kept in RocksDB so that memory does not grow with them.
 //! - [`report`]: the report document: the report path's checks ([`report::checks`]), key
 //!   figures and trends ([`report::kpi`]), the sections of each report type ([`report::kind`]).
 //! - [`render`]: the document as HTML with inline SVG charts, JSON, CSV tables and OCSF.
@@ -35,6 +37,7 @@ pub mod packet;
 pub mod publish;
 pub mod render;
 pub mod report;
+pub mod rows;
 pub mod sign;
 pub mod state;
 pub mod store;
@@ -112,7 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let dead_letters = DeadLetters::new(producer.clone(), &topics.dlq, &metrics)?;
     let publisher = publish::Publisher::new(producer, &topics.report_deliveries);
 
-    let state = state::Shared::new();
+    let state = state::Shared::open(&config.views_db_path())?;
     let (restored_tx, restored_rx) = tokio::sync::watch::channel(false);
     let store = store::Store::open(&config.state_dir)?;
     let center = Arc::new(center::Center::new(

@@ -2,8 +2,9 @@
 //! trigger, channel, outcome, topic kind), never tenant or report ids.
 
 use crate::Result;
+use crate::state::Shared;
 use aispm_runtime::metrics::{Metrics, latency_buckets};
-use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric the reporter updates.
 #[derive(Debug, Clone)]
@@ -17,6 +18,10 @@ pub struct ReporterMetrics {
     pub deliveries_pending: IntGauge,
     pub records_followed: IntCounterVec,
     pub tenants: IntGauge,
+    pub follow_batch_records: Histogram,
+    pub views_db_memory_bytes: IntGaugeVec,
+    pub views_db_disk_bytes: IntGauge,
+    pub view_rows: IntGauge,
 }
 
 impl ReporterMetrics {
@@ -69,6 +74,53 @@ impl ReporterMetrics {
             tenants: m
                 .gauge("tenants", "Tenants the reporter knows.", &[])?
                 .with_label_values::<&str>(&[]),
+            follow_batch_records: m
+                .histogram(
+                    "follow_batch_records",
+                    "Records folded into the state per batch (one RocksDB write).",
+                    &[],
+                    vec![1.0, 10.0, 100.0, 500.0, 1000.0],
+                )?
+                .with_label_values::<&str>(&[]),
+            views_db_memory_bytes: m.gauge(
+                "views_db_memory_bytes",
+                "Memory of the view-row database by part (memtables, block_cache, table_readers); bounded by its options.",
+                &["part"],
+            )?,
+            views_db_disk_bytes: m
+                .gauge(
+                    "views_db_disk_bytes",
+                    "Table files of the view-row database on disk.",
+                    &[],
+                )?
+                .with_label_values::<&str>(&[]),
+            view_rows: m
+                .gauge(
+                    "view_rows",
+                    "View rows in the view-row database (RocksDB's estimate).",
+                    &[],
+                )?
+                .with_label_values::<&str>(&[]),
         })
+    }
+}
+
+impl ReporterMetrics {
+    /// Sets the state gauges: tenants, and the view-row database's memory, size and rows.
+    pub fn observe_state(&self, state: &Shared) {
+        self.tenants.set(state.tenant_count() as i64);
+        let rows = state.rows();
+        let memory = rows.memory();
+        for (part, bytes) in [
+            ("memtables", memory.memtables),
+            ("block_cache", memory.block_cache),
+            ("table_readers", memory.table_readers),
+        ] {
+            self.views_db_memory_bytes
+                .with_label_values(&[part])
+                .set(bytes as i64);
+        }
+        self.views_db_disk_bytes.set(rows.disk_bytes() as i64);
+        self.view_rows.set(rows.estimated_rows() as i64);
     }
 }

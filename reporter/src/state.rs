@@ -4,13 +4,22 @@
 //!
 //! Everything here is derived: the follower rebuilds it by replaying the compacted state topics
 //! and the registry from the beginning at start, so it is never persisted.
+//!
+//! The view rows, which grow with the events, are not held in memory: they go to a RocksDB
+//! database ([`crate::rows`]) that is wiped at start, and are read back per report
+//! ([`Shared::tenant`]). What stays in memory per tenant ([`TenantMeta`]) is small and does not
+//! grow with the events: blockers, readiness, report providers, trust roots.
 
+use crate::Result;
+use crate::rows::{self, Rows};
 use aispm_schemas::{
     AssetKind, AssetStatus, Blocker, ControlRow, CoverageRow, DeliveryRow, EvidenceRow,
     ExceptionRow, FindingRow, Readiness, RegistryEvent, Stage, Timestamp, ValidationRow,
-    ViewChange, ViewName, ViewOp, ViewRow,
+    ViewChange, ViewName, ViewOp,
 };
+use rocksdb::WriteBatch;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// One update the follower decoded from a topic.
@@ -38,7 +47,8 @@ pub enum Update {
     Registry(RegistryEvent),
 }
 
-/// Everything the reporter knows about one tenant.
+/// Everything the reporter knows about one tenant: the view rows read back from the row
+/// store and the in-memory rest. Built per report ([`Shared::tenant`]), never kept.
 #[derive(Debug, Clone, Default)]
 pub struct TenantState {
     pub coverage: BTreeMap<String, CoverageRow>,
@@ -59,24 +69,32 @@ pub struct TenantState {
     pub updated_at: Option<Timestamp>,
 }
 
+/// Every recipient of every provider, deduplicated and compared case-insensitively.
+fn approved_recipients(providers: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut seen = BTreeMap::new();
+    for r in providers.values().flatten() {
+        seen.entry(r.trim().to_ascii_lowercase())
+            .or_insert_with(|| r.trim().to_owned());
+    }
+    seen.into_values().filter(|r| !r.is_empty()).collect()
+}
+
+/// Whether `recipient` is one of `approved` (case-insensitively).
+pub fn is_approved(approved: &[String], recipient: &str) -> bool {
+    let r = recipient.trim().to_ascii_lowercase();
+    approved.iter().any(|a| a.to_ascii_lowercase() == r)
+}
+
 impl TenantState {
     /// Approved recipients: every recipient of every registered report provider, deduplicated
     /// and compared case-insensitively.
     pub fn approved_recipients(&self) -> Vec<String> {
-        let mut seen = BTreeMap::new();
-        for r in self.providers.values().flatten() {
-            seen.entry(r.trim().to_ascii_lowercase())
-                .or_insert_with(|| r.trim().to_owned());
-        }
-        seen.into_values().filter(|r| !r.is_empty()).collect()
+        approved_recipients(&self.providers)
     }
 
     /// Whether `recipient` is approved for this tenant.
     pub fn is_approved(&self, recipient: &str) -> bool {
-        let r = recipient.trim().to_ascii_lowercase();
-        self.approved_recipients()
-            .iter()
-            .any(|a| a.to_ascii_lowercase() == r)
+        is_approved(&self.approved_recipients(), recipient)
     }
 
     /// The trust root whose key is `public_key_b64`, if this tenant registered it.
@@ -86,65 +104,84 @@ impl TenantState {
             .find(|(_, k)| k.trim() == public_key_b64)
             .map(|(id, _)| id.as_str())
     }
+}
+
+/// The part of a tenant's state kept in memory: everything but the view rows. Its size does
+/// not grow with the events (blockers and readiness are per stage, providers and trust roots
+/// are a handful of registry assets).
+#[derive(Debug, Clone, Default)]
+pub struct TenantMeta {
+    /// Open blockers by stage, then blocker id.
+    pub blockers: BTreeMap<Stage, BTreeMap<String, Blocker>>,
+    pub readiness: BTreeMap<Stage, Readiness>,
+    /// Registered report providers and their approved recipients.
+    pub providers: BTreeMap<String, Vec<String>>,
+    /// Registered trust roots and their base64 Ed25519 public keys.
+    pub trust_roots: BTreeMap<String, String>,
+    /// Event time of the latest change folded in.
+    pub updated_at: Option<Timestamp>,
+}
+
+impl TenantMeta {
+    /// Approved recipients (see [`TenantState::approved_recipients`]).
+    pub fn approved_recipients(&self) -> Vec<String> {
+        approved_recipients(&self.providers)
+    }
 
     fn touch(&mut self, at: Timestamp) {
         self.updated_at = Some(self.updated_at.map_or(at, |u| u.max(at)));
     }
 
-    fn apply_row(&mut self, view: ViewName, key: String, row: Option<ViewRow>) {
-        macro_rules! put {
-            ($map:ident, $variant:ident) => {
-                match row {
-                    Some(ViewRow::$variant(r)) => {
-                        self.$map.insert(key, r);
-                    }
-                    None => {
-                        self.$map.remove(&key);
-                    }
-                    Some(_) => {
-                        tracing::warn!(%key, %view, "Ignored a view row of another view's type.")
-                    }
-                }
-            };
-        }
-        match view {
-            ViewName::Coverage => put!(coverage, Coverage),
-            ViewName::Controls => put!(controls, Control),
-            ViewName::Findings => put!(findings, Finding),
-            ViewName::Exceptions => put!(exceptions, Exception),
-            ViewName::Evidence => put!(evidence, Evidence),
-            ViewName::Validations => put!(validations, Validation),
-            ViewName::ReportDeliveries => put!(deliveries, Delivery),
+    /// The full state, with no rows yet.
+    fn to_state(&self) -> TenantState {
+        TenantState {
+            blockers: self.blockers.clone(),
+            readiness: self.readiness.clone(),
+            providers: self.providers.clone(),
+            trust_roots: self.trust_roots.clone(),
+            updated_at: self.updated_at,
+            ..TenantState::default()
         }
     }
 }
 
-/// Every tenant's state.
-#[derive(Debug, Clone, Default)]
-pub struct State {
-    pub tenants: BTreeMap<String, TenantState>,
+/// Every tenant's in-memory state.
+#[derive(Debug, Default)]
+struct State {
+    tenants: BTreeMap<String, TenantMeta>,
 }
 
 impl State {
-    /// Folds one update in.
-    pub fn apply(&mut self, update: Update) {
+    /// Folds one update in: the in-memory part directly, row changes into `batch`.
+    fn apply(&mut self, update: Update, batch: &mut WriteBatch) -> Result<()> {
         match update {
             Update::View(vc) => {
-                let t = self.tenants.entry(vc.tenant_id).or_default();
+                if vc.tenant_id.contains('\0') {
+                    tracing::warn!(view = %vc.view, "Ignored a view row whose tenant id contains NUL.");
+                    return Ok(());
+                }
+                let t = self.tenants.entry(vc.tenant_id.clone()).or_default();
                 t.touch(vc.changed_at);
-                let row = match vc.op {
-                    ViewOp::Upsert => vc.row,
-                    ViewOp::Delete => None,
-                };
-                t.apply_row(vc.view, vc.key, row);
+                let key = rows::row_key(&vc.tenant_id, vc.view, &vc.key);
+                match (vc.op, vc.row) {
+                    (ViewOp::Upsert, Some(row)) => match rows::encode_row(vc.view, &row)? {
+                        Some(bytes) => batch.put(key, bytes),
+                        None => tracing::warn!(
+                            key = %vc.key, view = %vc.view,
+                            "Ignored a view row of another view's type."
+                        ),
+                    },
+                    // An upsert without a row removes it, as before the rows moved to RocksDB.
+                    (ViewOp::Upsert, None) | (ViewOp::Delete, _) => batch.delete(key),
+                }
             }
             Update::ViewTombstone {
                 tenant_id,
                 view,
                 key,
             } => {
-                if let Some(t) = self.tenants.get_mut(&tenant_id) {
-                    t.apply_row(view, key, None);
+                if self.tenants.contains_key(&tenant_id) {
+                    batch.delete(rows::row_key(&tenant_id, view, &key));
                 }
             }
             Update::Blocker(b) => {
@@ -172,12 +209,14 @@ impl State {
                 t.readiness.insert(r.stage, r);
             }
             Update::Registry(e) => {
-                let Some(asset) = e.asset else { return };
+                let Some(asset) = e.asset else {
+                    return Ok(());
+                };
                 if !matches!(
                     asset.asset_kind,
                     AssetKind::ReportProvider | AssetKind::TrustRoot
                 ) {
-                    return;
+                    return Ok(());
                 }
                 let t = self.tenants.entry(e.tenant_id).or_default();
                 t.touch(e.occurred_at);
@@ -201,38 +240,118 @@ impl State {
                 }
             }
         }
+        Ok(())
     }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<State>,
+    rows: Rows,
 }
 
 /// The state shared between the follower (writer), the API and the cadence (readers).
-#[derive(Debug, Clone, Default)]
+///
+/// The in-memory part sits behind a lock; the rows are in [`Rows`]. A writer changes both under
+/// the write lock, and a reader copies the in-memory part and takes a row snapshot under the
+/// read lock, so a [`Shared::tenant`] is always one consistent state.
+#[derive(Debug, Clone)]
 pub struct Shared {
-    inner: Arc<RwLock<State>>,
+    inner: Arc<Inner>,
 }
 
 impl Shared {
-    pub fn new() -> Self {
-        Self::default()
+    /// Empty state whose rows live in a RocksDB database at `rows_dir`; a database left there
+    /// by an earlier run is destroyed first (the follower replays the topics from the start).
+    pub fn open(rows_dir: &Path) -> Result<Self> {
+        Ok(Shared {
+            inner: Arc::new(Inner {
+                state: RwLock::new(State::default()),
+                rows: Rows::open_empty(rows_dir)?,
+            }),
+        })
     }
 
-    /// Folds a batch of updates in under one write lock.
-    pub fn apply_all(&self, updates: impl IntoIterator<Item = Update>) {
-        let mut s = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+    /// Folds a batch of updates in: one `WriteBatch` for the rows, under one write lock.
+    /// Blocking (RocksDB): call it off the async runtime's worker threads.
+    pub fn apply_all(&self, updates: impl IntoIterator<Item = Update>) -> Result<()> {
+        let mut s = self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut batch = WriteBatch::default();
         for u in updates {
-            s.apply(u);
+            s.apply(u, &mut batch)?;
         }
+        self.inner.rows.write(batch)
     }
 
-    /// A copy of one tenant's state, if the reporter has seen the tenant.
-    pub fn tenant(&self, tenant_id: &str) -> Option<TenantState> {
-        let s = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+    /// One tenant's state with every view row, if the reporter has seen the tenant. Reads all
+    /// of the tenant's rows from RocksDB: for report generation, not for lookups. Blocking.
+    pub fn tenant(&self, tenant_id: &str) -> Result<Option<TenantState>> {
+        let (mut t, snapshot) = {
+            let s = self
+                .inner
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(meta) = s.tenants.get(tenant_id) else {
+                return Ok(None);
+            };
+            (meta.to_state(), self.inner.rows.snapshot())
+        };
+        self.inner.rows.load(&snapshot, tenant_id, &mut t)?;
+        Ok(Some(t))
+    }
+
+    /// One tenant's in-memory state (no view rows), if the reporter has seen the tenant. Cheap.
+    pub fn tenant_meta(&self, tenant_id: &str) -> Option<TenantMeta> {
+        let s = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         s.tenants.get(tenant_id).cloned()
+    }
+
+    /// The tenant's approved recipients (see [`TenantState::approved_recipients`]); empty for
+    /// a tenant the reporter has not seen. Cheap.
+    pub fn approved_recipients(&self, tenant_id: &str) -> Vec<String> {
+        let s = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        s.tenants
+            .get(tenant_id)
+            .map(TenantMeta::approved_recipients)
+            .unwrap_or_default()
     }
 
     /// Every tenant the reporter has seen.
     pub fn tenant_ids(&self) -> Vec<String> {
-        let s = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let s = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         s.tenants.keys().cloned().collect()
+    }
+
+    /// How many tenants the reporter has seen.
+    pub fn tenant_count(&self) -> usize {
+        let s = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        s.tenants.len()
+    }
+
+    /// The row store, for its memory and size figures.
+    pub fn rows(&self) -> &Rows {
+        &self.inner.rows
     }
 }
 
@@ -240,7 +359,7 @@ impl Shared {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use aispm_schemas::{Asset, BlockerKind, FindingStatus, Risk};
+    use aispm_schemas::{Asset, BlockerKind, FindingStatus, Risk, ViewRow};
 
     pub(crate) fn finding(id: &str) -> FindingRow {
         FindingRow {
@@ -294,9 +413,25 @@ mod tests {
         })
     }
 
+    /// State over a throwaway row database. Bind it as `let (_dir, s)`: the state is dropped
+    /// (the database closed) before its directory is removed.
+    pub(crate) fn shared() -> (tempfile::TempDir, Shared) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Shared::open(&dir.path().join("views-db")).unwrap();
+        (dir, s)
+    }
+
+    fn apply(s: &Shared, u: Update) {
+        s.apply_all([u]).unwrap();
+    }
+
+    fn tenant(s: &Shared) -> TenantState {
+        s.tenant("acme").unwrap().unwrap()
+    }
+
     #[test]
     fn views_upsert_delete_and_tombstone() {
-        let mut s = State::default();
+        let (_dir, s) = shared();
         let change = |op, row| {
             Update::View(ViewChange {
                 tenant_id: "acme".into(),
@@ -308,40 +443,194 @@ mod tests {
                 cause_event_id: "e1".into(),
             })
         };
-        s.apply(change(
-            ViewOp::Upsert,
-            Some(ViewRow::Finding(finding("r:s"))),
-        ));
-        assert_eq!(s.tenants["acme"].findings.len(), 1);
-        assert_eq!(s.tenants["acme"].updated_at, Some(Timestamp(10)));
-        s.apply(change(ViewOp::Delete, None));
-        assert!(s.tenants["acme"].findings.is_empty());
-        s.apply(change(
-            ViewOp::Upsert,
-            Some(ViewRow::Finding(finding("r:s"))),
-        ));
-        s.apply(Update::ViewTombstone {
-            tenant_id: "acme".into(),
-            view: ViewName::Findings,
-            key: "r:s".into(),
-        });
-        assert!(s.tenants["acme"].findings.is_empty());
+        apply(
+            &s,
+            change(ViewOp::Upsert, Some(ViewRow::Finding(finding("r:s")))),
+        );
+        assert_eq!(tenant(&s).findings.len(), 1);
+        assert_eq!(tenant(&s).findings["r:s"], finding("r:s"));
+        assert_eq!(tenant(&s).updated_at, Some(Timestamp(10)));
+        apply(&s, change(ViewOp::Delete, None));
+        assert!(tenant(&s).findings.is_empty());
+        apply(
+            &s,
+            change(ViewOp::Upsert, Some(ViewRow::Finding(finding("r:s")))),
+        );
+        apply(
+            &s,
+            Update::ViewTombstone {
+                tenant_id: "acme".into(),
+                view: ViewName::Findings,
+                key: "r:s".into(),
+            },
+        );
+        assert!(tenant(&s).findings.is_empty());
         // A row of the wrong type for the view is ignored, not filed under the wrong view.
-        s.apply(Update::View(ViewChange {
-            tenant_id: "acme".into(),
-            view: ViewName::Controls,
-            key: "x".into(),
-            op: ViewOp::Upsert,
-            row: Some(ViewRow::Finding(finding("x"))),
-            changed_at: Timestamp(11),
-            cause_event_id: "e2".into(),
-        }));
-        assert!(s.tenants["acme"].controls.is_empty());
+        apply(
+            &s,
+            Update::View(ViewChange {
+                tenant_id: "acme".into(),
+                view: ViewName::Controls,
+                key: "x".into(),
+                op: ViewOp::Upsert,
+                row: Some(ViewRow::Finding(finding("x"))),
+                changed_at: Timestamp(11),
+                cause_event_id: "e2".into(),
+            }),
+        );
+        assert!(tenant(&s).controls.is_empty());
+        assert!(s.tenant("other").unwrap().is_none());
+    }
+
+    #[test]
+    fn one_batch_is_folded_in_order_and_tenants_stay_apart() {
+        let (_dir, s) = shared();
+        let upsert = |tenant: &str, key: &str| {
+            Update::View(ViewChange {
+                tenant_id: tenant.into(),
+                view: ViewName::Findings,
+                key: key.into(),
+                op: ViewOp::Upsert,
+                row: Some(ViewRow::Finding(finding(key))),
+                changed_at: Timestamp(1),
+                cause_event_id: "e".into(),
+            })
+        };
+        let delete = |tenant: &str, key: &str| Update::ViewTombstone {
+            tenant_id: tenant.into(),
+            view: ViewName::Findings,
+            key: key.into(),
+        };
+        s.apply_all([
+            upsert("acme", "a"),
+            upsert("acme", "b"),
+            upsert("acme-eu", "a"),
+            delete("acme", "a"),
+            upsert("acme", "c/with\0odd:key"),
+            // A tombstone for a tenant never seen creates nothing.
+            delete("ghost", "a"),
+        ])
+        .unwrap();
+        let keys: Vec<String> = tenant(&s).findings.into_keys().collect();
+        assert_eq!(keys, ["b", "c/with\0odd:key"]);
+        assert_eq!(s.tenant("acme-eu").unwrap().unwrap().findings.len(), 1);
+        assert_eq!(s.tenant_ids(), ["acme", "acme-eu"]);
+        assert_eq!(s.tenant_count(), 2);
+    }
+
+    #[test]
+    fn every_view_round_trips_through_the_row_store() {
+        use aispm_schemas::{ControlState, CoverageKind, ExceptionKind, SignatureState};
+        let (_dir, s) = shared();
+        let rows = [
+            ViewRow::Coverage(CoverageRow {
+                kind: CoverageKind::Agent,
+                id: "a1".into(),
+                registered: true,
+                retired: false,
+                owner: Some("o".into()),
+                trust: None,
+                decisions: 3,
+                synthetic_decisions: 1,
+                first_seen: Some(Timestamp(1)),
+                last_seen: Some(Timestamp(2)),
+                last_decision_id: Some("d".into()),
+                last_real_decision_id: None,
+                shadow_ai: false,
+            }),
+            ViewRow::Control(ControlRow {
+                control_id: "c1".into(),
+                state: ControlState::Shadowed,
+                registered: false,
+                enforced_decisions: 0,
+                shadow_decisions: 2,
+                high_risk_decisions: 1,
+                action_kinds: vec!["git".into()],
+                framework_mappings: vec!["soc2:CC6.1".into()],
+                decision_ids: vec!["d1".into(), "d2".into()],
+                last_decision_at: None,
+            }),
+            ViewRow::Finding(finding("f1")),
+            ViewRow::Exception(ExceptionRow {
+                exception_id: "x1".into(),
+                kind: ExceptionKind::BreakGlass,
+                finding_id: None,
+                control_id: Some("c1".into()),
+                decision_id: None,
+                owner: None,
+                actor: Some("bob".into()),
+                reason: Some("outage".into()),
+                granted_at: Timestamp(5),
+                expires_at: Some(Timestamp(9)),
+                revoked: false,
+                reviewed_at: None,
+                reviewed_by: None,
+                event_ids: vec!["e".into()],
+            }),
+            ViewRow::Evidence(EvidenceRow {
+                evidence_id: "ev1".into(),
+                event_id: "d1".into(),
+                sha256: "ab".repeat(32),
+                uri: "s3://bucket/ev1".into(),
+                signature_state: SignatureState::Verified,
+                key_id: Some("k".into()),
+                recorded_at: Timestamp(7),
+                synthetic: true,
+                action_kind: Some("file".into()),
+            }),
+            ViewRow::Validation(ValidationRow {
+                check_kind: "tenant_isolation".into(),
+                subject: None,
+                result: "pass".into(),
+                evidence_id: Some("ev1".into()),
+                validated_at: Timestamp(8),
+                event_id: "v".into(),
+                detail: None,
+            }),
+            ViewRow::Delivery(DeliveryRow {
+                report_id: "r1".into(),
+                report_type: "cso".into(),
+                channel: "smtp".into(),
+                outcome: "delivered".into(),
+                recipients: vec!["ciso@acme.example".into()],
+                approved_recipients: true,
+                message_id: Some("<m@x>".into()),
+                packet_sha256: "cd".repeat(32),
+                attempt: 2,
+                delivered_at: Timestamp(9),
+                event_id: "r1/attempt/2".into(),
+                evidence_id: None,
+                error: None,
+            }),
+        ];
+        s.apply_all(rows.iter().map(|row| {
+            Update::View(ViewChange {
+                tenant_id: "acme".into(),
+                view: row.view(),
+                key: "k".into(),
+                op: ViewOp::Upsert,
+                row: Some(row.clone()),
+                changed_at: Timestamp(1),
+                cause_event_id: "e".into(),
+            })
+        }))
+        .unwrap();
+        let t = tenant(&s);
+        let back = [
+            ViewRow::Coverage(t.coverage["k"].clone()),
+            ViewRow::Control(t.controls["k"].clone()),
+            ViewRow::Finding(t.findings["k"].clone()),
+            ViewRow::Exception(t.exceptions["k"].clone()),
+            ViewRow::Evidence(t.evidence["k"].clone()),
+            ViewRow::Validation(t.validations["k"].clone()),
+            ViewRow::Delivery(t.deliveries["k"].clone()),
+        ];
+        assert_eq!(back, rows);
     }
 
     #[test]
     fn blockers_open_and_resolve() {
-        let mut s = State::default();
+        let (_dir, s) = shared();
         let b = Blocker {
             tenant_id: "acme".into(),
             stage: Stage::Production,
@@ -353,53 +642,64 @@ mod tests {
             evidence: vec![],
             detected_at: Timestamp(3),
         };
-        s.apply(Update::Blocker(b));
-        assert_eq!(s.tenants["acme"].blockers[&Stage::Production].len(), 1);
-        s.apply(Update::BlockerResolved {
-            tenant_id: "acme".into(),
-            stage: Stage::Production,
-            blocker_id: "b1".into(),
-        });
-        assert!(s.tenants["acme"].blockers[&Stage::Production].is_empty());
+        apply(&s, Update::Blocker(b));
+        assert_eq!(tenant(&s).blockers[&Stage::Production].len(), 1);
+        apply(
+            &s,
+            Update::BlockerResolved {
+                tenant_id: "acme".into(),
+                stage: Stage::Production,
+                blocker_id: "b1".into(),
+            },
+        );
+        assert!(tenant(&s).blockers[&Stage::Production].is_empty());
     }
 
     #[test]
     fn recipients_come_from_registered_report_providers() {
-        let mut s = State::default();
-        s.apply(registry(asset(
-            AssetKind::ReportProvider,
-            "smtp-main",
-            AssetStatus::Registered,
-        )));
-        let t = &s.tenants["acme"];
+        let (_dir, s) = shared();
+        apply(
+            &s,
+            registry(asset(
+                AssetKind::ReportProvider,
+                "smtp-main",
+                AssetStatus::Registered,
+            )),
+        );
+        let t = tenant(&s);
         assert_eq!(
             t.approved_recipients(),
             ["CISO@acme.example", "cso@acme.example"]
         );
+        assert_eq!(s.approved_recipients("acme"), t.approved_recipients());
+        assert!(s.approved_recipients("other").is_empty());
         assert!(t.is_approved("ciso@ACME.example"));
         assert!(!t.is_approved("attacker@evil.example"));
-        s.apply(registry(asset(
-            AssetKind::ReportProvider,
-            "smtp-main",
-            AssetStatus::Retired,
-        )));
-        assert!(s.tenants["acme"].approved_recipients().is_empty());
-
-        s.apply(registry(asset(
-            AssetKind::TrustRoot,
-            "reporter-key",
-            AssetStatus::Registered,
-        )));
-        assert_eq!(
-            s.tenants["acme"].trust_root_for("a2V5"),
-            Some("reporter-key")
+        apply(
+            &s,
+            registry(asset(
+                AssetKind::ReportProvider,
+                "smtp-main",
+                AssetStatus::Retired,
+            )),
         );
+        assert!(tenant(&s).approved_recipients().is_empty());
+        assert!(s.approved_recipients("acme").is_empty());
+
+        apply(
+            &s,
+            registry(asset(
+                AssetKind::TrustRoot,
+                "reporter-key",
+                AssetStatus::Registered,
+            )),
+        );
+        assert_eq!(tenant(&s).trust_root_for("a2V5"), Some("reporter-key"));
         // Other asset kinds are not the reporter's business.
-        s.apply(registry(asset(
-            AssetKind::Agent,
-            "a1",
-            AssetStatus::Registered,
-        )));
-        assert_eq!(s.tenants.len(), 1);
+        apply(
+            &s,
+            registry(asset(AssetKind::Agent, "a1", AssetStatus::Registered)),
+        );
+        assert_eq!(s.tenant_ids().len(), 1);
     }
 }
