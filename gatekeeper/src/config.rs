@@ -1,10 +1,12 @@
 //! The gatekeeper's flags. Every flag also reads an `AISPM_*` environment variable; durations are
 //! humantime (`90s`, `24h`, `7d`). The doc comments are the `--help` text.
 
+use crate::state::DEFAULT_TRACKED_EVIDENCE;
 use aispm_runtime::config::CommonArgs;
 use aispm_schemas::{BlockerKind, Stage};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// `aispm-gatekeeper`: continuous readiness per tenant and stage.
@@ -25,6 +27,17 @@ pub struct Config {
         default_value = "aispm-gatekeeper"
     )]
     pub group_id: String,
+
+    /// Real evidence rows tracked per tenant: the newest this many, which is all
+    /// `evidence_stale` needs (the newest one) with room for invalidations. Older rows are not
+    /// kept; if every tracked row is invalidated or removed, the newest evidence is unknown and
+    /// `evidence_stale` is raised until newer evidence arrives or a restart replays the views.
+    #[arg(
+        long,
+        env = "AISPM_TRACKED_EVIDENCE_PER_TENANT",
+        default_value_t = DEFAULT_TRACKED_EVIDENCE
+    )]
+    pub tracked_evidence_per_tenant: NonZeroUsize,
 
     #[command(flatten)]
     pub windows: Windows,
@@ -158,6 +171,7 @@ impl Config {
             common: CommonArgs::local(brokers),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             group_id: "aispm-gatekeeper".to_owned(),
+            tracked_evidence_per_tenant: DEFAULT_TRACKED_EVIDENCE,
             windows: Windows::default(),
             stages: StageBlockers::default(),
         }
@@ -178,6 +192,7 @@ mod tests {
             Duration::from_secs(86_400)
         );
         assert_eq!(c.stages.kinds(Stage::Production).len(), 10);
+        assert_eq!(c.tracked_evidence_per_tenant.get(), 256);
         assert_eq!(
             c.stages.kinds(Stage::Trial),
             TRIAL.iter().copied().collect()
@@ -195,7 +210,10 @@ mod tests {
             "evidence_stale,control_missing",
             "--evaluation-interval",
             "250ms",
+            "--tracked-evidence-per-tenant",
+            "16",
         ]);
+        assert_eq!(c.tracked_evidence_per_tenant.get(), 16);
         assert_eq!(
             c.windows.production_evidence_freshness,
             Duration::from_secs(3)
@@ -208,5 +226,6 @@ mod tests {
                 .collect()
         );
         assert!(Config::try_parse_from(["x", "--pilot-blockers", "nonsense"]).is_err());
+        assert!(Config::try_parse_from(["x", "--tracked-evidence-per-tenant", "0"]).is_err());
     }
 }

@@ -10,8 +10,11 @@
 //! reads back its own published records, so it publishes nothing that is already there.
 //!
 //! # Layout
-//! - [`config`]: flags and environment variables: windows, stage blocker sets, HTTP address.
-//! - [`state`]: one tenant's view rows, folded from view changes (only what can block).
+//! - [`config`]: flags and environment variables: windows, stage blocker sets, HTTP address,
+//!   evidence rows tracked per tenant.
+//! - [`state`]: one tenant's view rows, folded from view changes: only what can block, in
+//!   compact form (findings a rule iterates, the newest evidence), so memory follows what can
+//!   block rather than the event volume.
 //! - [`rules`]: one pure function per blocker kind: meaning, resolution, evidence ids, and the
 //!   next instant time alone changes the answer.
 //! - [`readiness`]: the engine: tenants, published state, timers, the diff that yields records.
@@ -138,7 +141,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         evaluation_interval = %humantime::format_duration(config.windows.evaluation_interval),
         "Following the views."
     );
-    let engine = readiness::Engine::new(policy, gk_metrics.clone(), verdicts.clone());
+    let engine = readiness::Engine::new(policy, gk_metrics.clone(), verdicts.clone())
+        .tracked_evidence(config.tracked_evidence_per_tenant);
     let parts = follow::Parts {
         kafka,
         group_id: config.group_id.clone(),

@@ -29,6 +29,12 @@ pub struct GatekeeperMetrics {
     pub publish_errors: IntCounterVec,
     /// View partitions still replaying after an assignment.
     pub partitions_restoring: IntGaugeVec,
+    /// Rows held in the tenants' state, by kind (`findings`, `finding_fingerprints`,
+    /// `evidence`, `exceptions`, `controls`, `action_paths`, `validations`, `deliveries`).
+    pub state_rows: IntGaugeVec,
+    /// Evidence upserts not tracked because newer evidence of the tenant is (they cannot be
+    /// the newest).
+    pub evidence_untracked: IntCounterVec,
 }
 
 impl GatekeeperMetrics {
@@ -85,6 +91,16 @@ impl GatekeeperMetrics {
             partitions_restoring: m.gauge(
                 "partitions_restoring",
                 "View partitions still replaying from the beginning after an assignment.",
+                &[],
+            )?,
+            state_rows: m.gauge(
+                "state_rows",
+                "Rows held in the tenants' state, by kind (findings, finding_fingerprints, evidence, exceptions, controls, action_paths, validations, deliveries).",
+                &["kind"],
+            )?,
+            evidence_untracked: m.counter(
+                "evidence_untracked_total",
+                "Evidence upserts left untracked because newer evidence of the tenant is tracked.",
                 &[],
             )?,
         })

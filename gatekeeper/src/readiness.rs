@@ -14,10 +14,11 @@
 
 use crate::metrics::GatekeeperMetrics;
 use crate::rules::{self, Policy, stage_index};
-use crate::state::{TenantState, WrongRow};
+use crate::state::{DEFAULT_TRACKED_EVIDENCE, RowCounts, TenantState, WrongRow};
 use aispm_schemas::views::{ViewName, ViewRow};
 use aispm_schemas::{Blocker, Readiness, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// Why a tenant is evaluated (the `trigger` label of `evaluations_total`).
@@ -154,6 +155,17 @@ impl Verdicts {
     }
 }
 
+/// Moves the `state_rows` gauges from `before` to `after`.
+fn count_rows(m: &GatekeeperMetrics, before: &RowCounts, after: &RowCounts) {
+    for ((kind, b), (_, a)) in before.iter().zip(after) {
+        if a != b {
+            let delta =
+                i64::try_from(*a).unwrap_or(i64::MAX) - i64::try_from(*b).unwrap_or(i64::MAX);
+            m.state_rows.with_label_values(&[*kind]).add(delta);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tenant {
     state: TenantState,
@@ -175,6 +187,8 @@ pub struct Engine {
     timer_of: HashMap<String, Timestamp>,
     /// View partitions still replaying: their tenants are not evaluated yet.
     restoring: HashSet<i32>,
+    /// Evidence rows each tenant's state tracks.
+    tracked_evidence: NonZeroUsize,
 }
 
 impl Engine {
@@ -189,7 +203,15 @@ impl Engine {
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
             restoring: HashSet::new(),
+            tracked_evidence: DEFAULT_TRACKED_EVIDENCE,
         }
+    }
+
+    /// Tracks at most `n` evidence rows per tenant (the newest; see
+    /// [`crate::state::EvidenceIndex`]).
+    pub fn tracked_evidence(mut self, n: NonZeroUsize) -> Self {
+        self.tracked_evidence = n;
+        self
     }
 
     pub fn tenant_count(&self) -> usize {
@@ -212,11 +234,26 @@ impl Engine {
             None => {
                 // A new tenant is evaluated even if this first row is irrelevant: it exists now.
                 self.dirty.insert(tenant.to_owned(), Trigger::Change);
-                self.tenants.entry(tenant.to_owned()).or_default()
+                self.tenants
+                    .entry(tenant.to_owned())
+                    .or_insert_with(|| Tenant {
+                        state: TenantState::new(self.tracked_evidence),
+                        partition,
+                        pending_since: None,
+                    })
             }
         };
         t.partition = partition;
+        let (rows, untracked) = (t.state.row_counts(), t.state.evidence.untracked());
         let changed = t.state.apply(view, key, row)?;
+        count_rows(&self.metrics, &rows, &t.state.row_counts());
+        let untracked = t.state.evidence.untracked() - untracked;
+        if untracked > 0 {
+            self.metrics
+                .evidence_untracked
+                .with_label_values::<&str>(&[])
+                .inc_by(untracked);
+        }
         if changed || self.dirty.contains_key(tenant) {
             if let Some(ts) = ts_ms {
                 t.pending_since = Some(t.pending_since.map_or(ts, |p| p.min(ts)));
@@ -295,7 +332,10 @@ impl Engine {
             .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
-            self.tenants.remove(&name);
+            if let Some(t) = self.tenants.remove(&name) {
+                let rows = t.state.row_counts();
+                count_rows(&self.metrics, &rows, &rows.map(|(kind, _)| (kind, 0)));
+            }
             self.dirty.remove(&name);
             self.set_timer(&name, None);
             self.set_published(&name, None);
@@ -894,14 +934,52 @@ mod tests {
 
     #[test]
     fn revoked_partitions_are_forgotten() {
-        let (mut e, _m) = engine();
+        let (mut e, m) = engine();
         seed_ready(&mut e, "acme");
         e.evaluate_due(NOW);
         assert!(e.verdicts.get("acme").is_some());
+        let rows = |m: &Metrics, kind: &str| {
+            let line = format!("aispm_gatekeeper_state_rows{{kind=\"{kind}\"}} ");
+            m.render()
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+        };
+        assert_eq!(rows(&m, "evidence").as_deref(), Some("1"));
+        assert_eq!(rows(&m, "action_paths").as_deref(), Some("4"));
         e.drop_partition(0);
         assert_eq!(e.tenant_count(), 0);
         assert!(e.verdicts.get("acme").is_none());
         assert!(e.next_timer().is_none());
+        assert_eq!(rows(&m, "evidence").as_deref(), Some("0"));
+        assert_eq!(rows(&m, "action_paths").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn tenants_track_the_configured_evidence_rows() {
+        let (e, m) = engine();
+        let mut e = e.tracked_evidence(NonZeroUsize::new(2).unwrap());
+        for i in 0..5 {
+            let id = format!("ev-{i}");
+            let ev = evidence(&id, Timestamp(NOW.0 + i), false, SignatureState::Verified);
+            e.apply(
+                "acme",
+                0,
+                ViewName::Evidence,
+                &id,
+                Some(ViewRow::Evidence(ev)),
+                None,
+            )
+            .unwrap();
+        }
+        let text = m.render();
+        assert!(
+            text.contains("aispm_gatekeeper_state_rows{kind=\"evidence\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aispm_gatekeeper_evidence_untracked_total 3"),
+            "{text}"
+        );
     }
 
     #[test]

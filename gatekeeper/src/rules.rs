@@ -7,7 +7,7 @@
 //! date, an expiry, the end of a window), so the evaluator can wake up exactly then.
 
 use crate::config::{StageBlockers, Windows};
-use crate::state::TenantState;
+use crate::state::{Finding, Newest, TenantState};
 use aispm_schemas::views::{ControlState, ExceptionKind};
 use aispm_schemas::{BlockerKind, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -394,7 +394,7 @@ fn critical_unowned(state: &TenantState, _: &Policy, out: &mut Out) {
         };
         out.raise(
             BlockerKind::CriticalFindingUnowned,
-            Some(&f.finding_id),
+            Some(&*f.finding_id),
             format!(
                 "Critical finding {} ({}) is open without {missing}.",
                 f.finding_id, f.title
@@ -405,10 +405,11 @@ fn critical_unowned(state: &TenantState, _: &Policy, out: &mut Out) {
     }
 }
 
-fn finding_ids(f: &aispm_schemas::views::FindingRow) -> Vec<String> {
-    std::iter::once(f.finding_id.clone())
-        .chain(f.exception_id.iter().cloned())
-        .chain(f.event_ids.iter().cloned())
+fn finding_ids(f: &Finding) -> Vec<String> {
+    std::iter::once(&*f.finding_id)
+        .chain(f.exception_id.as_deref())
+        .chain(f.event_ids.iter().map(|e| &**e))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -435,7 +436,7 @@ fn finding_overdue(state: &TenantState, _: &Policy, out: &mut Out) {
         }
         out.raise(
             BlockerKind::FindingOverdue,
-            Some(&f.finding_id),
+            Some(&*f.finding_id),
             format!(
                 "{} finding {} ({}) was due at {due} and is still open.",
                 capitalize(f.severity.as_str()),
@@ -462,14 +463,14 @@ fn exception_expired(state: &TenantState, _: &Policy, out: &mut Out) {
     // exception id -> (expiry, findings, exception event ids)
     let mut expired: BTreeMap<&str, (Timestamp, BTreeSet<&str>, Vec<String>)> = BTreeMap::new();
     for f in state.open_findings.values() {
-        if let (Some(x), Some(e)) = (&f.exception_id, f.exception_expires_at) {
+        if let (Some(x), Some(e)) = (f.exception_id.as_deref(), f.exception_expires_at) {
             out.wake_at(e);
             if e <= out.now {
                 expired
                     .entry(x)
                     .or_insert_with(|| (e, BTreeSet::new(), vec![]))
                     .1
-                    .insert(&f.finding_id);
+                    .insert(&*f.finding_id);
             }
         }
     }
@@ -480,14 +481,11 @@ fn exception_expired(state: &TenantState, _: &Policy, out: &mut Out) {
         let (Some(e), Some(fid)) = (x.expires_at, &x.finding_id) else {
             continue;
         };
-        let Some(f) = state.open_findings.get(fid) else {
+        let Some(covered_by) = state.open_findings.exception_of(fid) else {
             continue;
         };
         // A finding now covered by another exception is no longer this one's.
-        if f.exception_id
-            .as_ref()
-            .is_some_and(|other| other != &x.exception_id)
-        {
+        if covered_by.is_some_and(|other| other != x.exception_id) {
             continue;
         }
         out.wake_at(e);
@@ -593,18 +591,26 @@ fn break_glass(state: &TenantState, policy: &Policy, out: &mut Out) {
 }
 
 /// `evidence_stale`: the newest real evidence is older than the stage's freshness window, or
-/// there is none.
+/// there is none, or it is unknown (the tracked evidence was all removed or invalidated after
+/// older rows were left untracked; see [`crate::state::EvidenceIndex`]): that fails closed.
 fn evidence_stale(state: &TenantState, freshness: Duration, stage: Stage, out: &mut Out) {
     let fix = "Make sure governed agents keep producing decisions with evidence (evidence id, SHA-256, URI, signature); stale evidence usually means a gateway stopped reporting.";
     match state.evidence.newest() {
-        None => out.raise(
+        Newest::None => out.raise(
             BlockerKind::EvidenceStale,
             None,
             "No real evidence has been recorded (synthetic and invalidly signed evidence does not count).".to_owned(),
             fix,
             vec![],
         ),
-        Some((recorded, id)) => {
+        Newest::Unknown => out.raise(
+            BlockerKind::EvidenceStale,
+            None,
+            "The newest evidence is unknown: every evidence row tracked for freshness was removed or invalidated, and older rows were not tracked; it is treated as stale until newer evidence arrives.".to_owned(),
+            fix,
+            vec![],
+        ),
+        Newest::Known(recorded, id) => {
             let until = recorded.plus(freshness);
             out.wake_at(until);
             if until <= out.now {
@@ -939,15 +945,13 @@ pub(crate) mod tests {
         let mut s = ready_state(NOW);
         let due = Some(Timestamp(NOW.0 + H));
         s.open_findings
-            .insert("c1".into(), finding("c1", Risk::Critical, None, due));
-        s.open_findings.insert(
-            "c2".into(),
-            finding("c2", Risk::Critical, Some("bob"), None),
-        );
+            .upsert("c1", &finding("c1", Risk::Critical, None, due));
         s.open_findings
-            .insert("c3".into(), finding("c3", Risk::Critical, Some("bob"), due));
+            .upsert("c2", &finding("c2", Risk::Critical, Some("bob"), None));
         s.open_findings
-            .insert("h1".into(), finding("h1", Risk::High, None, None));
+            .upsert("c3", &finding("c3", Risk::Critical, Some("bob"), due));
+        s.open_findings
+            .upsert("h1", &finding("h1", Risk::High, None, None));
         let d = production(&s, NOW);
         assert_eq!(
             ids(&d),
@@ -962,13 +966,11 @@ pub(crate) mod tests {
     fn high_findings_become_overdue_at_their_due_date() {
         let mut s = ready_state(NOW);
         let due = Timestamp(NOW.0 + H);
-        s.open_findings.insert(
-            "h1".into(),
-            finding("h1", Risk::High, Some("bob"), Some(due)),
-        );
-        s.open_findings.insert(
-            "m1".into(),
-            finding("m1", Risk::Medium, Some("bob"), Some(Timestamp(0))),
+        s.open_findings
+            .upsert("h1", &finding("h1", Risk::High, Some("bob"), Some(due)));
+        s.open_findings.upsert(
+            "m1",
+            &finding("m1", Risk::Medium, Some("bob"), Some(Timestamp(0))),
         );
         let e = evaluate(&s, &Policy::default(), NOW);
         assert!(e.stages[2].is_empty());
@@ -983,7 +985,7 @@ pub(crate) mod tests {
         let mut f = finding("h1", Risk::High, Some("bob"), Some(due));
         f.exception_id = Some("x1".into());
         f.exception_expires_at = Some(Timestamp(NOW.0 + 2 * H));
-        s.open_findings.insert("h1".into(), f);
+        s.open_findings.upsert("h1", &f);
         assert!(production(&s, due).is_empty());
         assert_eq!(
             ids(&production(&s, Timestamp(NOW.0 + 2 * H))),
@@ -996,7 +998,7 @@ pub(crate) mod tests {
         let mut s = ready_state(NOW);
         let expires = Timestamp(NOW.0 + H);
         s.open_findings
-            .insert("m1".into(), finding("m1", Risk::Medium, Some("bob"), None));
+            .upsert("m1", &finding("m1", Risk::Medium, Some("bob"), None));
         s.exceptions.insert(
             "x1".into(),
             exception(
@@ -1018,7 +1020,7 @@ pub(crate) mod tests {
         let mut f = finding("m1", Risk::Medium, Some("bob"), None);
         f.exception_id = Some("x2".into());
         f.exception_expires_at = Some(Timestamp(expires.0 + H));
-        s.open_findings.insert("m1".into(), f);
+        s.open_findings.upsert("m1", &f);
         assert!(production(&s, expires).is_empty());
         s.open_findings.clear();
         assert!(production(&s, expires).is_empty());
@@ -1094,9 +1096,9 @@ pub(crate) mod tests {
     #[test]
     fn drafts_are_deterministic_and_do_not_mention_the_clock() {
         let mut s = TenantState::default();
-        s.open_findings.insert(
-            "c1".into(),
-            finding("c1", Risk::Critical, None, Some(Timestamp(0))),
+        s.open_findings.upsert(
+            "c1",
+            &finding("c1", Risk::Critical, None, Some(Timestamp(0))),
         );
         let a = evaluate(&s, &Policy::default(), NOW);
         let b = evaluate(&s, &Policy::default(), Timestamp(NOW.0 + 5 * H));

@@ -1,12 +1,17 @@
 //! Random but realistic load: decisions from a tenant's agents on every action path (most
 //! allowed and low-risk, some denied, some needing approval, a few break-glass), the approvals
 //! that follow, occasional registry upserts and validations, and the remediation a security
-//! team does: once a tenant has more than its backlog of open items that can block readiness
-//! (high-risk actions allowed without approval, unreviewed break-glass), the oldest is resolved
-//! or reviewed. Seeded: the same seed gives the same events (apart from `occurred_at`, which is
+//! team does: once a tenant has more than its backlog of open items (high-risk actions allowed
+//! without approval, unreviewed break-glass, unsigned evidence), the oldest is resolved or
+//! reviewed. Most evidence is signed with the tenant's demo key, whose trust root is each
+//! tenant's first event. Seeded: the same seed gives the same events (apart from `occurred_at`, which is
 //! the wall clock when generated).
 
+use crate::scenario::{demo_key, ids};
 use aispm_schemas::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signer, SigningKey};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -64,6 +69,8 @@ pub struct LoadGen {
     open: Vec<VecDeque<Remedy>>,
     /// Open items per tenant above which the oldest is remediated.
     backlog: usize,
+    /// Per tenant, the evidence-signing key once its trust root was sent.
+    keys: Vec<Option<SigningKey>>,
     seq: u64,
     run: String,
 }
@@ -95,6 +102,7 @@ impl LoadGen {
             pending: vec![Vec::new(); tenants.len()],
             open: vec![VecDeque::new(); tenants.len()],
             backlog: usize::MAX,
+            keys: vec![None; tenants.len()],
             tenants,
             seq: 0,
             run: run.to_owned(),
@@ -124,6 +132,9 @@ impl LoadGen {
 
     pub fn next_event(&mut self) -> InputEvent {
         let t = self.rng.gen_range(0..self.tenants.len());
+        if self.keys[t].is_none() {
+            return self.trust_root(t);
+        }
         if self.open[t].len() > self.backlog
             && let Some(remedy) = self.open[t].pop_front()
         {
@@ -228,12 +239,26 @@ impl LoadGen {
         }
         if risk != Risk::Low || self.rng.gen_bool(0.3) {
             let digest = Sha256::digest(event_id.as_bytes());
+            let evidence_id = format!("ev-{event_id}");
+            // Nine in ten gateways sign their evidence; the rest raise AISPM-EV-002.
+            let signature = match &self.keys[t] {
+                Some(key) if self.rng.gen_bool(0.9) => {
+                    Some(STANDARD.encode(key.sign(&digest).to_bytes()))
+                }
+                _ => {
+                    if self.backlog != usize::MAX {
+                        self.open[t]
+                            .push_back(Remedy::Resolve(format!("AISPM-EV-002:{evidence_id}")));
+                    }
+                    None
+                }
+            };
             d.evidence = Some(Evidence {
-                evidence_id: format!("ev-{event_id}"),
+                key_id: signature.as_ref().map(|_| ids::trust_root(&tenant)),
+                evidence_id,
                 sha256: hex::encode(digest),
                 uri: format!("s3://{tenant}-aispm-evidence/{event_id}.json"),
-                signature: None,
-                key_id: None,
+                signature,
             });
         }
         if verdict == Verdict::RequireApproval && self.pending[t].len() < 1000 {
@@ -316,6 +341,38 @@ impl LoadGen {
             ),
             due_at: None,
             expires_at: None,
+        })
+    }
+
+    /// Registers the tenant's evidence-signing key as a trust root.
+    fn trust_root(&mut self, t: usize) -> InputEvent {
+        let tenant = self.tenants[t].clone();
+        let key = demo_key(&tenant);
+        let public_key = STANDARD.encode(key.verifying_key().to_bytes());
+        self.keys[t] = Some(key);
+        InputEvent::Registry(RegistryEvent {
+            event_id: self.next_id(t),
+            occurred_at: Timestamp::now(),
+            source: "load-registry".into(),
+            asset: Some(Asset {
+                asset_kind: AssetKind::TrustRoot,
+                asset_id: ids::trust_root(&tenant),
+                status: AssetStatus::Registered,
+                owner: Some("security-team".into()),
+                criticality: Some(Risk::High),
+                environment: Some(Environment::Production),
+                trust: None,
+                scopes: vec![],
+                public: None,
+                auth_required: None,
+                public_key: Some(public_key),
+                approved_data_classes: vec![],
+                recipients: vec![],
+                framework_mappings: vec![],
+                attributes: Default::default(),
+            }),
+            tenant_id: tenant,
+            validation: None,
         })
     }
 
@@ -409,6 +466,7 @@ mod tests {
                 InputEvent::Decision(d) if d.verdict == Verdict::BreakGlass => {
                     assert!(open.insert(d.event_id.clone()));
                 }
+                InputEvent::Decision(_) => {}
                 InputEvent::Approval(a) if a.kind == ApprovalKind::FindingResolved => {
                     assert!(open.remove(a.finding_id.as_deref().unwrap()));
                     remediations += 1;
@@ -419,7 +477,13 @@ mod tests {
                 }
                 _ => {}
             }
-            assert!(open.len() <= 2 * 21, "{}", open.len());
+            if let InputEvent::Decision(d) = e
+                && let Some(ev) = d.evidence.as_ref().filter(|ev| ev.signature.is_none())
+            {
+                assert!(open.insert(format!("AISPM-EV-002:{}", ev.evidence_id)));
+            }
+            // A decision opens at most two items (no approval, unsigned evidence).
+            assert!(open.len() <= 2 * (20 + 2), "{}", open.len());
         }
         assert!(remediations > 500, "{remediations}");
         // Without a backlog nothing is remediated.
