@@ -4,8 +4,8 @@
 //! team does: once a tenant has more than its backlog of open items (high-risk actions allowed
 //! without approval, unreviewed break-glass, unsigned evidence), the oldest is resolved or
 //! reviewed. Most evidence is signed with the tenant's demo key, whose trust root is each
-//! tenant's first event. Seeded: the same seed gives the same events (apart from `occurred_at`, which is
-//! the wall clock when generated).
+//! tenant's first event. Seeded: the same seed gives the same events (apart from
+//! `occurred_at`, which is the wall clock when generated).
 
 use crate::scenario::{demo_key, ids};
 use aispm_schemas::*;
