@@ -138,7 +138,7 @@ metric() {
 rss_kb() { awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 CSV="$WORK/samples.csv"
-echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_tansu,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated" > "$CSV"
+echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_tansu,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory" > "$CSV"
 START=$(date +%s)
 END=$((START + MINUTES * 60))
 sample() {
@@ -151,7 +151,7 @@ sample() {
   local accepted applied
   accepted=$(metric aispm_ingest_events_total 'outcome="accepted"' <<< "$m_i")
   applied=$(metric aispm_projector_events_total 'outcome="applied"' <<< "$m_p")
-  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$TANSU_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r")" >> "$CSV"
+  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$TANSU_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r")" >> "$CSV"
 }
 NEXT_REPORT=$((START + REPORT_EVERY))
 REPORTS_OK=0

@@ -198,15 +198,18 @@ impl Loop {
             let n = self.one_batch(&mut totals, shutdown)?;
             self.rewind_stalled();
             if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
-                let (sst, mem) = self.engine.store().sizes();
-                self.metrics
-                    .state_bytes
-                    .with_label_values(&["sst"])
-                    .set(i64::try_from(sst).unwrap_or(i64::MAX));
-                self.metrics
-                    .state_bytes
-                    .with_label_values(&["memtable"])
-                    .set(i64::try_from(mem).unwrap_or(i64::MAX));
+                let store = self.engine.store();
+                let (sst, mem) = store.sizes();
+                let (memtables, table_readers, block_cache) = store.memory();
+                let gauge = |g: &prometheus::IntGaugeVec, label: &str, v: u64| {
+                    g.with_label_values(&[label])
+                        .set(i64::try_from(v).unwrap_or(i64::MAX));
+                };
+                gauge(&self.metrics.state_bytes, "sst", sst);
+                gauge(&self.metrics.state_bytes, "memtable", mem);
+                gauge(&self.metrics.state_memory, "block_cache", block_cache);
+                gauge(&self.metrics.state_memory, "memtables", memtables);
+                gauge(&self.metrics.state_memory, "table_readers", table_readers);
                 last_stats = Instant::now();
             }
         }

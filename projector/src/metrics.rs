@@ -14,6 +14,7 @@ pub struct ProjectorMetrics {
     pub view_changes: IntCounterVec,
     pub outbox_pending: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
+    pub state_memory: IntGaugeVec,
     /// Seeks back after resuming at a stored offset, by why (skipped, stalled, gap).
     pub resume_seeks: IntCounterVec,
 }
@@ -36,6 +37,11 @@ impl ProjectorMetrics {
             view_changes: m.counter("view_changes_total", "View rows changed, by view.", &["view"])?,
             outbox_pending: m.gauge("outbox_pending_changes", "View changes durable but not yet acknowledged by the views topic.", &[])?,
             state_bytes: m.gauge("state_bytes", "RocksDB size: sst files and memtables.", &["kind"])?,
+            state_memory: m.gauge(
+                "state_memory_bytes",
+                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state).",
+                &["part"],
+            )?,
             resume_seeks: m.counter(
                 "resume_seeks_total",
                 "Seeks back after a partition resumed at a stored offset: the broker skipped records past it (skipped), sent nothing (stalled), or the records are gone (gap).",
