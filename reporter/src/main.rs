@@ -5,12 +5,6 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc: with glibc's malloc the soak showed the reporter's resident memory creeping in
-/// per-thread arenas (tokio workers and blocking threads each growing their own), while its
-/// state stayed bounded; mimalloc returns freed pages to the system.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Signed report packets for AISPM tenants, delivered by SMTP or export, with delivery audit
 /// events. Without a subcommand, runs the service.
 #[derive(Debug, Parser)]

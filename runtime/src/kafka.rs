@@ -103,7 +103,12 @@ impl KafkaConfig {
             // in-place restarts reclaim partitions through static membership instead.
             .set("max.poll.interval.ms", "60000")
             .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // What a consumer prefetches ahead of its loop: 16 MiB instead of librdkafka's
+            // 64 MiB default, so a follower that falls behind for a moment does not grow its
+            // resident memory by the difference (the projector, which reads in big batches,
+            // raises it again). Options given with --kafka-option still win.
+            .set("queued.max.messages.kbytes", "16384");
         self.apply_options(&mut c);
         c
     }

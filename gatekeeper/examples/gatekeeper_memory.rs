@@ -6,7 +6,7 @@
 //! the medium "evidence is not signed" one, some the high "allowed without approval" one, a
 //! third of which an approval later closes.
 //!
-//! Run: `cargo run --release -p aispm-gatekeeper --example state_memory [view_changes]`
+//! Run: `cargo run --release -p aispm-gatekeeper --example gatekeeper_memory [view_changes]`
 //! (default 300 000).
 
 use aispm_gatekeeper::state::TenantState;

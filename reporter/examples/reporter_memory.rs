@@ -2,7 +2,7 @@
 //! measurement. Prints one JSON line per sample and a summary line.
 //!
 //! ```sh
-//! cargo run --release -p aispm-reporter --example state_memory -- [rocksdb|memory] [changes] [tenants]
+//! cargo run --release -p aispm-reporter --example reporter_memory -- [rocksdb|memory] [changes] [tenants]
 //! ```
 //!
 //! `rocksdb` is the reporter's state ([`Shared`], rows in RocksDB); `memory` folds the same rows
