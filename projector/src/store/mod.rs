@@ -21,10 +21,21 @@ pub const VIEW_VERSION: u32 = 3;
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
 
 /// The projector's database.
-#[derive(Debug)]
 pub struct Store {
     db: DB,
     sync: bool,
+    /// The block cache every column family shares (its usage, for the metrics: RocksDB's
+    /// `block-cache-usage` property did not report it here).
+    cache: Cache,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .field("sync", &self.sync)
+            .finish()
+    }
 }
 
 /// Encodes a stored value (aggregates and rows).
@@ -81,7 +92,7 @@ impl Store {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
-        Ok(Store { db, sync })
+        Ok(Store { db, sync, cache })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -243,12 +254,7 @@ impl Store {
     /// Memory RocksDB holds outside the block cache: memtables and table readers (bloom
     /// filters and indexes); and the block cache's usage.
     pub fn memory(&self) -> (u64, u64, u64) {
-        let cache = self
-            .db
-            .property_int_value("rocksdb.block-cache-usage")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let cache = self.cache.get_usage() as u64;
         (
             self.property_sum("rocksdb.cur-size-all-mem-tables"),
             self.property_sum("rocksdb.estimate-table-readers-mem"),
