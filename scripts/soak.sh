@@ -23,8 +23,10 @@
 # Environment: AISPM_SOAK_DIR (default .soak), AISPM_SOAK_RATE, AISPM_SOAK_TENANTS (10),
 # AISPM_SOAK_BACKLOG (200), AISPM_SOAK_REPORT_EVERY (60), AISPM_SOAK_SCHEDULE (none), AISPM_SOAK_PROFILE (release|debug,
 # default release), AISPM_SOAK_INTERVAL (sampling seconds, 10), AISPM_SOAK_BROKER_MAINTENANCE
-# (Tansu's maintenance interval, 24h). It needs a few GB of disk for
-# the broker's and the projector's data (about 2.7 GB and 250 MB after 10 minutes at 1000/s).
+# (Tansu's maintenance interval, 24h), AISPM_SOAK_KEEP_STATE (1 keeps <dir>/state after the
+# run). It needs a few GB of disk for the broker's and the projector's data (about 2.7 GB and
+# 250 MB after 10 minutes at 1000/s); the state is deleted when the soak ends, so repeated runs
+# do not fill the disk (the samples, summary, logs and packets stay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES="${1:-10}"
@@ -60,6 +62,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 2
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  [ "${AISPM_SOAK_KEEP_STATE:-0}" = 1 ] || rm -rf "${WORK:?}/state"
 }
 trap cleanup EXIT
 
