@@ -603,11 +603,18 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
         Duration::from_secs(10),
     )
     .await;
+    // The delivery event is published after the report request returns: wait for a scrape
+    // that has it.
+    prom.wait_value(
+        "sum(aispm_reporter_delivery_events_published_total) >= bool 1",
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
     let delivered = prom
         .scalar("sum(aispm_reporter_delivery_events_published_total)")
         .await
         .unwrap_or(0.0);
-    assert!(delivered >= 1.0, "the reporter published no delivery event");
     prom.wait_value(
         &format!(
             r#"sum(aispm_projector_events_total{{topic="{}",outcome="applied"}})"#,
