@@ -346,42 +346,27 @@ impl LoadGen {
 
     /// Registers the tenant's evidence-signing key as a trust root.
     fn trust_root(&mut self, t: usize) -> InputEvent {
-        let tenant = self.tenants[t].clone();
-        let key = demo_key(&tenant);
-        let public_key = STANDARD.encode(key.verifying_key().to_bytes());
+        let key = demo_key(&self.tenants[t]);
+        let asset = Asset {
+            public_key: Some(STANDARD.encode(key.verifying_key().to_bytes())),
+            ..asset(
+                AssetKind::TrustRoot,
+                ids::trust_root(&self.tenants[t]),
+                "security-team",
+                Risk::High,
+            )
+        };
         self.keys[t] = Some(key);
-        InputEvent::Registry(RegistryEvent {
-            event_id: self.next_id(t),
-            occurred_at: Timestamp::now(),
-            source: "load-registry".into(),
-            asset: Some(Asset {
-                asset_kind: AssetKind::TrustRoot,
-                asset_id: ids::trust_root(&tenant),
-                status: AssetStatus::Registered,
-                owner: Some("security-team".into()),
-                criticality: Some(Risk::High),
-                environment: Some(Environment::Production),
-                trust: None,
-                scopes: vec![],
-                public: None,
-                auth_required: None,
-                public_key: Some(public_key),
-                approved_data_classes: vec![],
-                recipients: vec![],
-                framework_mappings: vec![],
-                attributes: Default::default(),
-            }),
-            tenant_id: tenant,
-            validation: None,
-        })
+        self.register(t, asset)
     }
 
     fn registry(&mut self, t: usize) -> InputEvent {
-        let tenant = self.tenants[t].clone();
-        let event_id = self.next_id(t);
         let (kind, id) = match self.rng.gen_range(0..4) {
             0 => (AssetKind::Agent, self.pick(&AGENTS).to_owned()),
-            1 => (AssetKind::Repo, format!("{tenant}/{}", self.pick(&REPOS))),
+            1 => {
+                let repo = self.pick(&REPOS);
+                (AssetKind::Repo, format!("{}/{repo}", self.tenants[t]))
+            }
             2 => {
                 let (server, tool) = self.pick(&MCP_TOOLS);
                 (AssetKind::McpTool, format!("{server}/{tool}"))
@@ -396,34 +381,49 @@ impl LoadGen {
             }),
             _ => None,
         };
+        let asset = Asset {
+            trust,
+            approved_data_classes: if kind == AssetKind::ModelEndpoint {
+                vec!["internal".into()]
+            } else {
+                vec![]
+            },
+            ..asset(kind, id, "platform-team", Risk::Medium)
+        };
+        self.register(t, asset)
+    }
+
+    /// The registry event registering `asset` for tenant `t`.
+    fn register(&mut self, t: usize, asset: Asset) -> InputEvent {
         InputEvent::Registry(RegistryEvent {
-            event_id,
-            tenant_id: tenant,
+            event_id: self.next_id(t),
+            tenant_id: self.tenants[t].clone(),
             occurred_at: Timestamp::now(),
             source: "load-registry".into(),
-            asset: Some(Asset {
-                asset_kind: kind,
-                asset_id: id,
-                status: AssetStatus::Registered,
-                owner: Some("platform-team".into()),
-                criticality: Some(Risk::Medium),
-                environment: Some(Environment::Production),
-                trust,
-                scopes: vec![],
-                public: None,
-                auth_required: None,
-                public_key: None,
-                approved_data_classes: if kind == AssetKind::ModelEndpoint {
-                    vec!["internal".into()]
-                } else {
-                    vec![]
-                },
-                recipients: vec![],
-                framework_mappings: vec![],
-                attributes: Default::default(),
-            }),
+            asset: Some(asset),
             validation: None,
         })
+    }
+}
+
+/// A registered production asset: kind, id, owner and criticality; nothing else set.
+fn asset(kind: AssetKind, id: String, owner: &str, criticality: Risk) -> Asset {
+    Asset {
+        asset_kind: kind,
+        asset_id: id,
+        status: AssetStatus::Registered,
+        owner: Some(owner.to_owned()),
+        criticality: Some(criticality),
+        environment: Some(Environment::Production),
+        trust: None,
+        scopes: vec![],
+        public: None,
+        auth_required: None,
+        public_key: None,
+        approved_data_classes: vec![],
+        recipients: vec![],
+        framework_mappings: vec![],
+        attributes: Default::default(),
     }
 }
 
