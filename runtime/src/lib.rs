@@ -13,6 +13,7 @@
 //!   the statistics callback that exports consumer lag and rebalances.
 //! - [`position`]: exact partition ends and resuming at stored offsets on brokers whose
 //!   ListOffsets and mid-batch fetches are off (Tansu 0.6).
+//! - [`malloc`]: caps glibc's malloc arenas before any thread starts (flat RSS over days).
 //! - [`service`]: the body of every `main`: runtime, signals, grace period, exit code.
 //! - [`shutdown`]: the root cancellation token fired by SIGINT/SIGTERM, and the grace period.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod malloc;
 pub mod metrics;
 pub mod position;
 pub mod service;

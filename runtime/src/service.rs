@@ -16,6 +16,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
+    let arenas = crate::malloc::limit_arenas();
     crate::telemetry::init(common.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -30,7 +31,12 @@ where
     let grace = common.shutdown_grace;
     runtime.block_on(async move {
         let shutdown = on_signal();
-        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "Starting.");
+        tracing::info!(
+            service,
+            version = env!("CARGO_PKG_VERSION"),
+            malloc_arenas = arenas,
+            "Starting."
+        );
         match run_with_grace(run(shutdown.clone()), shutdown, grace).await {
             Outcome::Finished(Ok(())) => {
                 tracing::info!(service, "Stopped.");
