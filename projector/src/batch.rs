@@ -263,6 +263,11 @@ impl<'a> Overlay<'a> {
         Ok(out)
     }
 
+    /// Distinct aggregates this batch holds decoded.
+    pub fn aggregates(&self) -> usize {
+        self.aggs.len()
+    }
+
     /// True the first time an event id is seen for a tenant (here or in any earlier batch).
     pub fn first_sighting(&mut self, tenant: &str, event_id: &str) -> Result<bool> {
         let key = columns::tenant_key(tenant, event_id);

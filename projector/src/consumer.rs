@@ -150,6 +150,8 @@ impl Ctx {
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
     pub max_records: usize,
+    /// Cuts batches so one holds about this many aggregates (`Engine::batch_limit`).
+    pub max_aggregates: usize,
     pub max_wait: Duration,
 }
 
@@ -326,8 +328,11 @@ impl Loop {
     fn one_batch(&mut self, totals: &mut Totals, shutdown: &CancellationToken) -> Result<usize> {
         let started = Instant::now();
         let deadline = started + self.batching.max_wait;
-        let mut messages = Vec::with_capacity(self.batching.max_records);
-        while messages.len() < self.batching.max_records {
+        let limit = self
+            .engine
+            .batch_limit(self.batching.max_records, self.batching.max_aggregates);
+        let mut messages = Vec::with_capacity(limit.min(4096));
+        while messages.len() < limit {
             let now = Instant::now();
             let wait = if messages.is_empty() {
                 Duration::from_millis(100)
@@ -373,6 +378,10 @@ impl Loop {
             .batch_size
             .with_label_values::<&str>(&[])
             .observe(n as f64);
+        self.metrics
+            .batch_aggregates
+            .with_label_values::<&str>(&[])
+            .observe(prepared.stats.aggregates as f64);
 
         // Dead letters first: once the batch commits, their offsets are behind us.
         for r in &prepared.rejected {

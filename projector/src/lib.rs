@@ -84,9 +84,16 @@ pub struct Config {
     #[arg(long, env = "AISPM_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
-    /// Most records per batch (one RocksDB write per batch).
-    #[arg(long, env = "AISPM_BATCH_MAX", default_value_t = 5000)]
+    /// Most records per batch (one RocksDB write per batch). Bigger batches cost less per
+    /// event: what a batch touches many times is derived and written once.
+    #[arg(long, env = "AISPM_BATCH_MAX", default_value_t = Config::DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
+
+    /// Batches are cut shorter than `--batch-max` so that one holds about this many distinct
+    /// aggregates decoded in memory (about 1 KiB each), judged from the batches before: it
+    /// bounds a batch's memory when records spread over many entities.
+    #[arg(long, env = "AISPM_BATCH_MAX_AGGREGATES", default_value_t = Config::DEFAULT_BATCH_MAX_AGGREGATES)]
+    pub batch_max_aggregates: usize,
 
     /// Longest a batch waits to fill once it has a record.
     #[arg(long, env = "AISPM_BATCH_WAIT", value_parser = humantime::parse_duration, default_value = "20ms")]
@@ -115,6 +122,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--batch-max`'s default.
+    pub const DEFAULT_BATCH_MAX: usize = 50_000;
+    /// `--batch-max-aggregates`' default.
+    pub const DEFAULT_BATCH_MAX_AGGREGATES: usize = 50_000;
+
     /// Defaults for tests and embedding.
     pub fn local(brokers: &str, state_dir: PathBuf) -> Self {
         Config {
@@ -123,7 +135,8 @@ impl Config {
             state_dir,
             group: "aispm-projector".into(),
             instance_id: None,
-            batch_max: 5000,
+            batch_max: Config::DEFAULT_BATCH_MAX,
+            batch_max_aggregates: Config::DEFAULT_BATCH_MAX_AGGREGATES,
             batch_wait: Duration::from_millis(20),
             cache_entries: 100_000,
             block_cache_bytes: 64 * 1024 * 1024,
@@ -166,6 +179,7 @@ impl Parts {
             metrics: self.pm,
             batching: Batching {
                 max_records: config.batch_max,
+                max_aggregates: config.batch_max_aggregates,
                 max_wait: config.batch_wait,
             },
             handle: tokio::runtime::Handle::current(),

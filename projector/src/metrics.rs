@@ -9,6 +9,8 @@ pub struct ProjectorMetrics {
     /// Input records by topic and outcome (applied, duplicate, skipped, dead_lettered).
     pub events: IntCounterVec,
     pub batch_size: HistogramVec,
+    /// Distinct aggregates a batch held decoded (what `--batch-max-aggregates` bounds).
+    pub batch_aggregates: HistogramVec,
     /// Seconds per stage of a batch (apply, commit, publish, kafka_commit).
     pub stage_seconds: HistogramVec,
     pub view_changes: IntCounterVec,
@@ -28,6 +30,12 @@ impl ProjectorMetrics {
                 &["topic", "outcome"],
             )?,
             batch_size: m.histogram("batch_records", "Records per batch.", &[], size_buckets())?,
+            batch_aggregates: m.histogram(
+                "batch_aggregates",
+                "Distinct aggregates a batch held decoded in memory (batches are cut to about --batch-max-aggregates).",
+                &[],
+                size_buckets(),
+            )?,
             stage_seconds: m.histogram(
                 "batch_stage_duration_seconds",
                 "Time per batch stage: apply (decode, fold, derive), commit (RocksDB write with offsets), publish (view changes acknowledged), kafka_commit.",

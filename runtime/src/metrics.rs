@@ -93,10 +93,11 @@ pub fn latency_buckets() -> Vec<f64> {
     ]
 }
 
-/// Buckets for batch sizes from 1 to 10 000.
+/// Buckets for batch sizes from 1 to 100 000.
 pub fn size_buckets() -> Vec<f64> {
     vec![
-        1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 50000.0,
+        100000.0,
     ]
 }
 

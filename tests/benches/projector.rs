@@ -36,7 +36,8 @@
 //! Tunables (environment): `AISPM_BENCH_EVENTS` (default 1000000), `AISPM_BENCH_ENTITIES`
 //! (comma-separated, default `1000,100000`), `AISPM_BENCH_TENANTS` (default 100),
 //! `AISPM_BENCH_MEMORY_EVENTS` (default 2000000; 0 skips the memory run),
-//! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_QUIX` (default 1; 0 skips step 5),
+//! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_BATCH` and `AISPM_BENCH_BATCH_AGGREGATES` (in-process
+//! batches, default the projector's `--batch-max` and `--batch-max-aggregates`), `AISPM_BENCH_QUIX` (default 1; 0 skips step 5),
 //! `AISPM_BENCH_QUIX_VERIFY` (see step 5), `AISPM_BENCH_TAG` (writes only
 //! `bench/scale/projector-{tag}.json` and `.md`: one point of `scripts/bench.sh`'s scale table),
 //! `AISPM_BENCH_PROJECTOR_BIN` (the `aispm-projector` to measure; default the one beside this
@@ -76,7 +77,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PARTITIONS: i32 = 6;
 const SEED: u64 = 7;
-const BATCH: usize = 5000;
+/// Records per engine batch in the in-process runs, at most (`AISPM_BENCH_BATCH`; default the
+/// projector's own `--batch-max`), cut as the service cuts them (`Engine::batch_limit`, with
+/// `AISPM_BENCH_BATCH_AGGREGATES`, default the projector's `--batch-max-aggregates`).
+fn batch_limit(engine: &Engine) -> usize {
+    use aispm_projector::Config;
+    let max = env_or("AISPM_BENCH_BATCH", Config::DEFAULT_BATCH_MAX as u64) as usize;
+    let aggs = env_or(
+        "AISPM_BENCH_BATCH_AGGREGATES",
+        Config::DEFAULT_BATCH_MAX_AGGREGATES as u64,
+    ) as usize;
+    engine.batch_limit(max, aggs)
+}
 /// The service defaults (`Config::local`): what the binary runs with.
 const CACHE_ENTRIES: usize = 100_000;
 const BLOCK_CACHE: usize = 64 * 1024 * 1024;
@@ -406,8 +418,9 @@ fn memory_child() -> Result<()> {
     let mut done = 0u64;
     let mut rss_at: Vec<Value> = Vec::new();
     let mut next_mark = 1_000_000u64;
+    let (mut batches, mut aggregates) = (0u64, 0u64);
     while done < events {
-        let n = BATCH.min(usize::try_from(events - done).unwrap_or(BATCH));
+        let n = batch_limit(&engine).min(usize::try_from(events - done).unwrap_or(usize::MAX));
         let recs: Vec<_> = (0..n).map(|_| g.next_record()).collect();
         let inputs: Vec<Input<'_>> = recs
             .iter()
@@ -427,6 +440,8 @@ fn memory_child() -> Result<()> {
         engine.commit(&mut p)?;
         engine.clear_outbox(p.outbox)?;
         done += n as u64;
+        batches += 1;
+        aggregates += p.stats.aggregates as u64;
         if done >= next_mark {
             rss_at.push(
                 json!({"events": done, "peak_rss_mib": round(peak_rss_mib(), 1),
@@ -450,6 +465,9 @@ fn memory_child() -> Result<()> {
             "peak_rss_mib": peak_rss_mib(), "sst_bytes": sst, "memtable_bytes": mem,
             "table_readers_bytes": table_readers, "block_cache_bytes": block_cache,
             "rss_mib_now": rss_mib_now(),
+            "batches": batches,
+            "records_per_batch": round(done as f64 / batches.max(1) as f64, 0),
+            "aggregates_per_batch": round(aggregates as f64 / batches.max(1) as f64, 0),
             "by_million": rss_at,
         })
     );
@@ -498,7 +516,10 @@ fn apply_only(topics: &Topics, events: u64, tenants: usize, entities: usize) -> 
     let (mut applied, mut changes) = (0u64, 0u64);
     let (p0, t0) = (process_cpu(), thread_cpu());
     let started = Instant::now();
-    for chunk in inputs.chunks(BATCH) {
+    let mut rest = &inputs[..];
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(batch_limit(&engine).min(rest.len()));
+        rest = tail;
         let mut p = engine.prepare(chunk)?;
         engine.commit(&mut p)?;
         engine.clear_outbox(p.outbox)?;

@@ -10,9 +10,9 @@ pub const OFFSETS: &str = "offsets";
 pub const SEEN: &str = "seen";
 /// `{tenant} \0 {tag} \0 {id}` → postcard aggregate (see `state.rs`): the facts rows derive from.
 pub const STATE: &str = "state";
-/// `{batch seq: u64 BE}` → postcard `Vec<Outgoing>` (tenant, record key, ViewChange bytes): one
-/// batch's view changes, durable but not yet acknowledged by the views topic. Emptied after
-/// publishing; replayed at start.
+/// `{batch seq: u64 BE}` → postcard list of (view, tenant, row key, change stamp): one batch's
+/// view changes, durable but not yet acknowledged by the views topic. Emptied after publishing;
+/// at start each listed row is published again as stored then (see `project::Pending`).
 pub const OUTBOX: &str = "outbox";
 /// `version` → the view schema version the rows were built with; other bookkeeping.
 pub const META: &str = "meta";
