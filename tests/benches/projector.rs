@@ -1067,6 +1067,8 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
+    // As every service does at start (the in-process runs stand in for the projector).
+    aispm_runtime::malloc::limit_arenas();
     match std::env::var("AISPM_BENCH_ROLE").as_deref() {
         Ok("reader") => reader_child(),
         Ok("memory") => memory_child(),
