@@ -312,6 +312,10 @@ async fn main() -> Result<()> {
         "Raw producer straight to Kafka: {raw_rate:>9.0} events/s (Avro encoding alone: {encode_rate:.0} events/s)"
     );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ingest-bench.json");
+    if let Some(dir) = out.parent() {
+        // `target/` may not exist when builds go to another CARGO_TARGET_DIR.
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("\n{}", serde_json::to_string_pretty(&report)?);
     service.terminate(Duration::from_secs(15))?;
