@@ -265,19 +265,14 @@ impl Engine {
                     continue;
                 }
                 ov.set_row(&tenant, view, &key, new_bytes);
-                let change = ViewChange {
-                    tenant_id: tenant.clone(),
+                let change = view_change(
+                    &tenant,
                     view,
-                    key: key.clone(),
-                    op: if derived.row.is_some() {
-                        ViewOp::Upsert
-                    } else {
-                        ViewOp::Delete
-                    },
-                    row: derived.row,
-                    changed_at: Timestamp(derived.stamp.0),
-                    cause_event_id: derived.stamp.1,
-                };
+                    &key,
+                    derived.row,
+                    derived.stamp.0,
+                    derived.stamp.1,
+                );
                 *stats.changes.entry(view).or_default() += 1;
                 pending.push(Pending {
                     view: view_index(view),
@@ -381,19 +376,14 @@ impl Engine {
                 .get_raw(cf, &columns::tenant_key(&p.tenant, &p.key))?
                 .map(|b| decode_row(view, &b))
                 .transpose()?;
-            let change = ViewChange {
-                tenant_id: p.tenant.clone(),
+            let change = view_change(
+                &p.tenant,
                 view,
-                key: p.key.clone(),
-                op: if row.is_some() {
-                    ViewOp::Upsert
-                } else {
-                    ViewOp::Delete
-                },
+                &p.key,
                 row,
-                changed_at: Timestamp(p.changed_at),
-                cause_event_id: p.cause_event_id.clone(),
-            };
+                p.changed_at,
+                p.cause_event_id.clone(),
+            );
             out.push(Outgoing {
                 key: format!("{}/{view}/{}", p.tenant, p.key),
                 tenant: p.tenant.clone(),
@@ -417,6 +407,30 @@ const MIN_BATCH: usize = 500;
 /// Aggregates per record assumed before the first batch says otherwise: about what a
 /// decision touches when every entity it names is new (the worst case).
 const INITIAL_TOUCH_RATE: f64 = 8.0;
+
+/// The change that sets a row (upsert) or removes it (`None`: delete).
+fn view_change(
+    tenant: &str,
+    view: ViewName,
+    key: &str,
+    row: Option<ViewRow>,
+    changed_at: i64,
+    cause_event_id: String,
+) -> ViewChange {
+    ViewChange {
+        tenant_id: tenant.to_owned(),
+        view,
+        key: key.to_owned(),
+        op: if row.is_some() {
+            ViewOp::Upsert
+        } else {
+            ViewOp::Delete
+        },
+        row,
+        changed_at: Timestamp(changed_at),
+        cause_event_id,
+    }
+}
 
 /// A view's index in `columns::VIEWS` (every view has one).
 fn view_index(view: ViewName) -> u8 {

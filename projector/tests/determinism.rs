@@ -538,3 +538,64 @@ fn changes_left_in_the_outbox_are_published_again_as_stored() {
     engine.clear_outbox(range).unwrap();
     assert!(engine.pending_outbox().unwrap().0.is_empty());
 }
+
+/// Batches are cut by their working set: the limit starts from a worst-case guess, follows the
+/// aggregates per record the batches show, and stays between its floor and `max_records`.
+#[test]
+fn batch_limit_follows_the_working_set_of_recent_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::default();
+    let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
+    store.check_version().unwrap();
+    let mut engine = Engine::new(Arc::clone(&store), topics.clone(), settings(), 64).unwrap();
+    let before = engine.batch_limit(50_000, 50_000);
+    assert_eq!(before, 6_250, "8 aggregates per record assumed at first");
+    assert_eq!(
+        engine.batch_limit(100, 50_000),
+        100,
+        "never above max_records"
+    );
+    assert_eq!(engine.batch_limit(50_000, 10), 500, "never below the floor");
+
+    // 600 decisions of two agents on one tool and endpoint: few distinct aggregates.
+    let specs: Vec<Spec> = (0..600)
+        .map(|i| Spec::Decision {
+            tenant: "acme",
+            agent: ["a1", "a2"][i % 2],
+            kind: ActionKind::Mcp,
+            tool: "s1/x",
+            endpoint: "m1",
+            control: Some("c1"),
+            shadow: false,
+            verdict: Verdict::Allow,
+            risk: Risk::Low,
+            classes: vec![],
+            synthetic: false,
+            evidence: 0,
+            minute: (i / 100) as i64,
+        })
+        .collect();
+    let events = build(&specs, &topics);
+    let inputs: Vec<Input<'_>> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (t, b))| Input {
+            topic: t,
+            partition: 0,
+            offset: i as i64,
+            key: None,
+            payload: Some(b),
+        })
+        .collect();
+    let mut p = engine.prepare(&inputs).unwrap();
+    engine.commit(&mut p).unwrap();
+    let per_record = p.stats.aggregates as f64 / inputs.len() as f64;
+    assert!(
+        p.stats.aggregates > 0 && per_record < 8.0,
+        "{} aggregates",
+        p.stats.aggregates
+    );
+    let expected = (50_000.0 / ((8.0 + per_record) / 2.0)) as usize;
+    assert_eq!(engine.batch_limit(1_000_000, 50_000), expected);
+    assert!(engine.batch_limit(50_000, 50_000) > before);
+}
