@@ -409,21 +409,10 @@ impl LoadGen {
 /// A registered production asset: kind, id, owner and criticality; nothing else set.
 fn asset(kind: AssetKind, id: String, owner: &str, criticality: Risk) -> Asset {
     Asset {
-        asset_kind: kind,
-        asset_id: id,
-        status: AssetStatus::Registered,
         owner: Some(owner.to_owned()),
         criticality: Some(criticality),
         environment: Some(Environment::Production),
-        trust: None,
-        scopes: vec![],
-        public: None,
-        auth_required: None,
-        public_key: None,
-        approved_data_classes: vec![],
-        recipients: vec![],
-        framework_mappings: vec![],
-        attributes: Default::default(),
+        ..Asset::registered(kind, id)
     }
 }
 

@@ -298,21 +298,9 @@ impl Demo {
         let t = &self.tenant;
         let reg = |slug: &str| self.id("open", slug);
         let registered = |kind, id: &str, owner: &str| Asset {
-            asset_kind: kind,
-            asset_id: id.to_owned(),
-            status: AssetStatus::Registered,
             owner: Some(owner.to_owned()),
-            criticality: None,
             environment: Some(Environment::Production),
-            trust: None,
-            scopes: vec![],
-            public: None,
-            auth_required: None,
-            public_key: None,
-            approved_data_classes: vec![],
-            recipients: vec![],
-            framework_mappings: vec![],
-            attributes: Default::default(),
+            ..Asset::registered(kind, id)
         };
         let r0 = self.ago(40 * DAY);
         let mut ev = vec![
@@ -735,21 +723,10 @@ impl Demo {
                 fix(&format!("r0{}-register-{agent}", i + 1)),
                 step(0),
                 Asset {
-                    asset_kind: AssetKind::Agent,
-                    asset_id: (*agent).to_owned(),
-                    status: AssetStatus::Registered,
                     owner: Some(owner.into()),
                     criticality: Some(Medium),
                     environment: Some(Environment::Production),
-                    trust: None,
-                    scopes: vec![],
-                    public: None,
-                    auth_required: None,
-                    public_key: None,
-                    approved_data_classes: vec![],
-                    recipients: vec![],
-                    framework_mappings: vec![],
-                    attributes: Default::default(),
+                    ..Asset::registered(AssetKind::Agent, *agent)
                 },
             ));
         }

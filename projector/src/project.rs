@@ -9,7 +9,7 @@ use crate::derive;
 use crate::error::{Error, Result};
 use crate::store::{Store, columns, encode};
 use aispm_runtime::dlq::Stage;
-use aispm_schemas::{Codec, Timestamp, Topics, ViewChange, ViewName, ViewOp, ViewRow};
+use aispm_schemas::{Codec, Timestamp, Topics, ViewChange, ViewName, ViewRow};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -265,12 +265,12 @@ impl Engine {
                     continue;
                 }
                 ov.set_row(&tenant, view, &key, new_bytes);
-                let change = view_change(
-                    &tenant,
+                let change = ViewChange::new(
+                    tenant.as_str(),
                     view,
-                    &key,
+                    key.as_str(),
                     derived.row,
-                    derived.stamp.0,
+                    Timestamp(derived.stamp.0),
                     derived.stamp.1,
                 );
                 *stats.changes.entry(view).or_default() += 1;
@@ -376,13 +376,13 @@ impl Engine {
                 .get_raw(cf, &columns::tenant_key(&p.tenant, &p.key))?
                 .map(|b| decode_row(view, &b))
                 .transpose()?;
-            let change = view_change(
-                &p.tenant,
+            let change = ViewChange::new(
+                p.tenant.as_str(),
                 view,
-                &p.key,
+                p.key.as_str(),
                 row,
-                p.changed_at,
-                p.cause_event_id.clone(),
+                Timestamp(p.changed_at),
+                p.cause_event_id.as_str(),
             );
             out.push(Outgoing {
                 key: format!("{}/{view}/{}", p.tenant, p.key),
@@ -407,30 +407,6 @@ const MIN_BATCH: usize = 500;
 /// Aggregates per record assumed before the first batch says otherwise: about what a
 /// decision touches when every entity it names is new (the worst case).
 const INITIAL_TOUCH_RATE: f64 = 8.0;
-
-/// The change that sets a row (upsert) or removes it (`None`: delete).
-fn view_change(
-    tenant: &str,
-    view: ViewName,
-    key: &str,
-    row: Option<ViewRow>,
-    changed_at: i64,
-    cause_event_id: String,
-) -> ViewChange {
-    ViewChange {
-        tenant_id: tenant.to_owned(),
-        view,
-        key: key.to_owned(),
-        op: if row.is_some() {
-            ViewOp::Upsert
-        } else {
-            ViewOp::Delete
-        },
-        row,
-        changed_at: Timestamp(changed_at),
-        cause_event_id,
-    }
-}
 
 /// A view's index in `columns::VIEWS` (every view has one).
 fn view_index(view: ViewName) -> u8 {

@@ -329,6 +329,21 @@ fn project(events: &[(String, Vec<u8>)], order: &[usize], cuts: &[usize]) -> Vie
     Views(store.dump_views().unwrap())
 }
 
+/// The events as records of one partition, offsets in order.
+fn in_order(events: &[(String, Vec<u8>)]) -> Vec<Input<'_>> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, (t, b))| Input {
+            topic: t,
+            partition: 0,
+            offset: i as i64,
+            key: None,
+            payload: Some(b),
+        })
+        .collect()
+}
+
 /// Every view row; compared row by row so a failure names the rows that differ.
 #[derive(PartialEq)]
 struct Views(aispm_projector::store::ViewDump);
@@ -488,17 +503,7 @@ fn changes_left_in_the_outbox_are_published_again_as_stored() {
         })
         .collect();
     let events = build(&specs, &topics);
-    let inputs: Vec<Input<'_>> = events
-        .iter()
-        .enumerate()
-        .map(|(i, (t, b))| Input {
-            topic: t,
-            partition: 0,
-            offset: i as i64,
-            key: None,
-            payload: Some(b),
-        })
-        .collect();
+    let inputs = in_order(&events);
 
     // Three batches; the first is published and cleared, the other two "crash" before.
     let mut last_sent: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
@@ -576,17 +581,7 @@ fn batch_limit_follows_the_working_set_of_recent_batches() {
         })
         .collect();
     let events = build(&specs, &topics);
-    let inputs: Vec<Input<'_>> = events
-        .iter()
-        .enumerate()
-        .map(|(i, (t, b))| Input {
-            topic: t,
-            partition: 0,
-            offset: i as i64,
-            key: None,
-            payload: Some(b),
-        })
-        .collect();
+    let inputs = in_order(&events);
     let mut p = engine.prepare(&inputs).unwrap();
     engine.commit(&mut p).unwrap();
     let per_record = p.stats.aggregates as f64 / inputs.len() as f64;

@@ -284,6 +284,31 @@ avro_record!(Asset {
     attributes,
 });
 
+impl Asset {
+    /// A registered asset with nothing else said of it: no owner, criticality, environment or
+    /// trust, no scopes, keys, data classes, recipients, mappings or attributes. Registrations
+    /// spell out only what they set: `Asset { owner: …, ..Asset::registered(kind, id) }`.
+    pub fn registered(asset_kind: AssetKind, asset_id: impl Into<String>) -> Self {
+        Asset {
+            asset_kind,
+            asset_id: asset_id.into(),
+            status: AssetStatus::Registered,
+            owner: None,
+            criticality: None,
+            environment: None,
+            trust: None,
+            scopes: vec![],
+            public: None,
+            auth_required: None,
+            public_key: None,
+            approved_data_classes: vec![],
+            recipients: vec![],
+            framework_mappings: vec![],
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
 /// The result of a validator run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -427,3 +427,30 @@ avro_record!(ViewChange {
     changed_at,
     cause_event_id
 });
+
+impl ViewChange {
+    /// The change that sets a row (`Some`: upsert) or removes it (`None`: delete); the op
+    /// always agrees with the row.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        view: ViewName,
+        key: impl Into<String>,
+        row: Option<ViewRow>,
+        changed_at: Timestamp,
+        cause_event_id: impl Into<String>,
+    ) -> Self {
+        ViewChange {
+            tenant_id: tenant_id.into(),
+            view,
+            key: key.into(),
+            op: if row.is_some() {
+                ViewOp::Upsert
+            } else {
+                ViewOp::Delete
+            },
+            row,
+            changed_at,
+            cause_event_id: cause_event_id.into(),
+        }
+    }
+}

@@ -205,29 +205,20 @@ impl Gen {
                 occurred_at: at,
                 source: "registry".into(),
                 asset: Some(Asset {
-                    asset_kind: kind,
-                    asset_id,
-                    status: AssetStatus::Registered,
                     owner: (!e.is_multiple_of(3)).then(|| "platform".into()),
-                    criticality: None,
-                    environment: None,
                     trust: Some(if e.is_multiple_of(11) {
                         Trust::Quarantined
                     } else {
                         Trust::Trusted
                     }),
-                    scopes: vec![],
                     public: Some(e.is_multiple_of(13)),
                     auth_required: Some(!e.is_multiple_of(13)),
-                    public_key: None,
                     approved_data_classes: if e.is_multiple_of(2) {
                         vec!["pii".into()]
                     } else {
                         vec![]
                     },
-                    recipients: vec![],
-                    framework_mappings: vec![],
-                    attributes: Default::default(),
+                    ..Asset::registered(kind, asset_id)
                 }),
                 validation: None,
             };

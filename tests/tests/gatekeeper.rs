@@ -59,19 +59,14 @@ impl Views {
 
     async fn send(&mut self, tenant: &str, view: ViewName, key: &str, row: Option<ViewRow>) {
         self.n += 1;
-        let change = ViewChange {
-            tenant_id: tenant.to_owned(),
+        let change = ViewChange::new(
+            tenant,
             view,
-            key: key.to_owned(),
-            op: if row.is_some() {
-                ViewOp::Upsert
-            } else {
-                ViewOp::Delete
-            },
+            key,
             row,
-            changed_at: Timestamp::now(),
-            cause_event_id: format!("cause-{}", self.n),
-        };
+            Timestamp::now(),
+            format!("cause-{}", self.n),
+        );
         let bytes = Codec::new().encode(&change).unwrap();
         let record_key = format!("{tenant}/{view}/{key}");
         self.producer

@@ -49,21 +49,8 @@ fn decision(tenant: &str, id: &str, agent: &str, kind: ActionKind) -> DecisionEv
 
 fn asset(tenant: &str, id: &str, kind: AssetKind, f: impl FnOnce(&mut Asset)) -> RegistryEvent {
     let mut a = Asset {
-        asset_kind: kind,
-        asset_id: id.into(),
-        status: AssetStatus::Registered,
         owner: Some("platform".into()),
-        criticality: None,
-        environment: None,
-        trust: None,
-        scopes: vec![],
-        public: None,
-        auth_required: None,
-        public_key: None,
-        approved_data_classes: vec![],
-        recipients: vec![],
-        framework_mappings: vec![],
-        attributes: Default::default(),
+        ..Asset::registered(kind, id)
     };
     f(&mut a);
     RegistryEvent {

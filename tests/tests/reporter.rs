@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use aispm_schemas::{
-    Asset, AssetKind, AssetStatus, Blocker, BlockerKind, Codec, ControlRow, ControlState,
-    CoverageKind, CoverageRow, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus,
-    Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
+    Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
+    CoverageRow, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus, Readiness,
+    RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
     ValidationRow, ViewChange, ViewOp, ViewRow,
 };
 use aispm_tests::Broker;
@@ -173,21 +173,9 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
     let now = Timestamp::now().0;
     let codec = Codec::new();
     let mut assets = vec![Asset {
-        asset_kind: AssetKind::ReportProvider,
-        asset_id: "smtp-main".into(),
-        status: AssetStatus::Registered,
         owner: Some("secops".into()),
-        criticality: None,
-        environment: None,
-        trust: None,
-        scopes: vec![],
-        public: None,
-        auth_required: None,
-        public_key: None,
-        approved_data_classes: vec![],
         recipients: RECIPIENTS.iter().map(|r| (*r).into()).collect(),
-        framework_mappings: vec![],
-        attributes: Default::default(),
+        ..Asset::registered(AssetKind::ReportProvider, "smtp-main")
     }];
     if let Some(key) = trust_root {
         let mut a = assets[0].clone();
