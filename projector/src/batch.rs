@@ -60,6 +60,9 @@ impl std::fmt::Debug for Slot {
 /// A row to re-derive: tenant, view, row key.
 pub type Dirty = (String, ViewName, String);
 
+/// One write of a batch: column family, key, value (`None` deletes).
+pub type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
+
 /// Values recently read or written, across batches (bounded: memory does not grow with state):
 /// a digest of each stored row (enough to tell whether a re-derived row changed), and
 /// aggregates decoded, ready to update without decoding again.
@@ -316,10 +319,10 @@ impl<'a> Overlay<'a> {
         self.dirty.insert((tenant.to_owned(), view, key.into()));
     }
 
-    /// Moves the writes into a RocksDB batch and the cache; returns the batch.
-    pub fn into_write_batch(self) -> Result<rocksdb::WriteBatch> {
-        // Written in key order per column family: RocksDB's memtable skip list inserts a run of
-        // ascending keys far faster than the same keys in hash order.
+    /// Moves the writes out, each changed aggregate encoded once, and what was read or written
+    /// into the cache. In key order per column family: RocksDB's memtable skip list inserts a
+    /// run of ascending keys far faster than the same keys in hash order.
+    pub fn into_writes(self) -> Vec<Write> {
         let mut seen: Vec<Vec<u8>> = self.seen.into_iter().collect();
         seen.sort_unstable();
         let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();
@@ -327,19 +330,18 @@ impl<'a> Overlay<'a> {
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.writes.into_iter().collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        let mut batch = rocksdb::WriteBatch::default();
-        for key in &seen {
-            self.store.batch_put(&mut batch, columns::SEEN, key, &[])?;
-        }
+        let mut out = Vec::with_capacity(seen.len() + aggs.len() + writes.len());
+        out.extend(
+            seen.into_iter()
+                .map(|key| (columns::SEEN, key, Some(Vec::new()))),
+        );
         for (key, slot) in aggs {
             if slot.changed {
-                let bytes = slot.value.encode();
-                self.store
-                    .batch_put(&mut batch, columns::STATE, &key, &bytes)?;
+                out.push((columns::STATE, key.clone(), Some(slot.value.encode())));
             }
             self.cache.aggs.put(key, slot.value);
         }
-        for (ck, v) in writes {
+        for (mut ck, v) in writes {
             let cf = match ck[0] {
                 CF_STATE => columns::STATE,
                 n => columns::VIEWS
@@ -347,14 +349,12 @@ impl<'a> Overlay<'a> {
                     .map(|(_, cf)| *cf)
                     .unwrap_or(columns::STATE),
             };
-            match &v {
-                Some(bytes) => self.store.batch_put(&mut batch, cf, &ck[1..], bytes)?,
-                None => self.store.batch_delete(&mut batch, cf, &ck[1..])?,
-            }
             if ck[0] != CF_STATE {
-                self.cache.rows.put(ck, v.as_deref().map(digest));
+                self.cache.rows.put(ck.clone(), v.as_deref().map(digest));
             }
+            ck.remove(0);
+            out.push((cf, ck, v));
         }
-        Ok(batch)
+        out
     }
 }

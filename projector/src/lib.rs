@@ -95,6 +95,12 @@ pub struct Config {
     #[arg(long, env = "AISPM_BATCH_MAX_AGGREGATES", default_value_t = Config::DEFAULT_BATCH_MAX_AGGREGATES)]
     pub batch_max_aggregates: usize,
 
+    /// Threads a batch is applied on, its tenants split between them (tenants share no state);
+    /// 0: one per available core. Decoding, the RocksDB write and publishing stay on one
+    /// thread.
+    #[arg(long, env = "AISPM_APPLY_WORKERS", default_value_t = 0)]
+    pub apply_workers: usize,
+
     /// Longest a batch waits to fill once it has a record.
     #[arg(long, env = "AISPM_BATCH_WAIT", value_parser = humantime::parse_duration, default_value = "20ms")]
     pub batch_wait: Duration,
@@ -137,12 +143,21 @@ impl Config {
             instance_id: None,
             batch_max: Config::DEFAULT_BATCH_MAX,
             batch_max_aggregates: Config::DEFAULT_BATCH_MAX_AGGREGATES,
+            apply_workers: 0,
             batch_wait: Duration::from_millis(20),
             cache_entries: 100_000,
             block_cache_bytes: 64 * 1024 * 1024,
             sync_writes: false,
             runaway_per_minute: 120,
             break_glass_review_window: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// `--apply-workers`, with 0 resolved to the available cores.
+    pub fn workers(&self) -> usize {
+        match self.apply_workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
         }
     }
 
@@ -217,7 +232,8 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         topics.clone(),
         config.settings(),
         config.cache_entries,
-    )?;
+    )?
+    .with_workers(config.workers());
     let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
     let ctx = Ctx {
         kafka: kafka_metrics,

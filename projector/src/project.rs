@@ -4,7 +4,7 @@
 //! benchmark drive it directly.
 
 use crate::apply::{self, Event, Settings};
-use crate::batch::{Cache, Overlay};
+use crate::batch::{Cache, Dirty, Overlay, Write};
 use crate::derive;
 use crate::error::{Error, Result};
 use crate::store::{Store, columns, encode};
@@ -95,7 +95,9 @@ impl std::fmt::Debug for Prepared {
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<Store>,
-    cache: Cache,
+    /// One cache per worker (`with_workers`), each for the tenants that worker applies.
+    caches: Vec<Cache>,
+    cache_entries: usize,
     settings: Settings,
     codec: Codec,
     topics: Topics,
@@ -106,6 +108,7 @@ pub struct Engine {
     pub next_offsets: HashMap<(String, i32), i64>,
 }
 
+/// An input topic's event type, in the order of `Topics::inputs`.
 #[derive(Clone, Copy)]
 enum Kind {
     Decision,
@@ -129,7 +132,8 @@ impl Engine {
             .map_or(0, |k| u64::from_be_bytes(k) + 1);
         Ok(Engine {
             store,
-            cache: Cache::new(cache_entries),
+            caches: vec![Cache::new(cache_entries)],
+            cache_entries,
             settings,
             codec: Codec::new(),
             topics,
@@ -153,20 +157,40 @@ impl Engine {
         by_memory.clamp(MIN_BATCH.min(max_records), max_records.max(1))
     }
 
+    /// Applies each batch on `workers` threads, tenants split between them (1: on the calling
+    /// thread). The caches' total size stays the same.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        let workers = workers.max(1);
+        self.caches = (0..workers)
+            .map(|_| Cache::new(self.cache_entries.div_ceil(workers)))
+            .collect();
+        self
+    }
+
+    pub fn workers(&self) -> usize {
+        self.caches.len()
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
     /// Applies a batch of records to a working set and prepares its atomic write.
+    ///
+    /// Records are decoded and validated in order on the calling thread, then split by tenant
+    /// over the engine's workers (`with_workers`): tenants share no state, so each worker
+    /// applies its tenants' events in their order, re-derives their rows and encodes what
+    /// changed, with its own cache, while the others do the same. The writes, view changes and
+    /// offsets are then put into one `WriteBatch`. The views do not depend on the number of
+    /// workers; the order of the view changes differs only between tenants.
     pub fn prepare(&mut self, inputs: &[Input<'_>]) -> Result<Prepared> {
         let mut stats = Stats::default();
         let mut rejected = Vec::new();
         // Next offset per partition of this batch (a handful: searched, not hashed, so no key
         // is allocated per record).
         let mut offsets: Vec<((String, i32), i64)> = Vec::new();
-        let store = Arc::clone(&self.store);
-        let (topics, codec, settings) = (&self.topics, &self.codec, &self.settings);
-        let mut ov = Overlay::new(&store, &mut self.cache);
+        let workers = self.caches.len();
+        let mut shards: Vec<Vec<(Kind, Event)>> = (0..workers).map(|_| Vec::new()).collect();
         for input in inputs {
             let slot = match offsets
                 .iter()
@@ -195,7 +219,7 @@ impl Engine {
                 reason,
                 error,
             };
-            let Some(kind) = kind(topics, input.topic) else {
+            let Some(kind) = kind(&self.topics, input.topic) else {
                 rejected.push(reject(
                     Stage::Decode,
                     "unknown_topic",
@@ -207,7 +231,7 @@ impl Engine {
                 rejected.push(reject(Stage::Decode, "empty", "record has no value".into()));
                 continue;
             };
-            let event = match decode(codec, kind, payload) {
+            let event = match decode(&self.codec, kind, payload) {
                 Ok(e) => e,
                 Err(e) => {
                     rejected.push(reject(Stage::Decode, e.reason(), e.to_string()));
@@ -224,80 +248,74 @@ impl Engine {
                 rejected.push(reject(Stage::Validate, "invalid_field", msg));
                 continue;
             }
-            if !ov.first_sighting(event.tenant_id(), event.event_id())? {
-                stats.duplicates += 1;
-                continue;
-            }
-            apply::apply(&mut ov, &event, settings)?;
-            match stats.applied.get_mut(input.topic) {
-                Some(n) => *n += 1,
-                None => {
-                    stats.applied.insert(input.topic.to_owned(), 1);
-                }
-            }
+            shards[worker_of(event.tenant_id(), workers)].push((kind, event));
         }
         stats.rejected = rejected.len() as u64;
 
-        // Re-derive every dirty row once; publish only rows that changed.
+        let (store, settings, codec) = (&*self.store, &self.settings, &self.codec);
+        let busy = shards.iter().filter(|s| !s.is_empty()).count();
+        let outs: Vec<Result<Shard>> =
+            if busy > 1 && inputs.len() >= PARALLEL_MIN {
+                std::thread::scope(|scope| {
+                    let mut work = self.caches.iter_mut().zip(&shards);
+                    let first = work.next();
+                    let handles: Vec<_> = work
+                        .map(|(cache, events)| {
+                            scope.spawn(move || apply_shard(store, cache, settings, codec, events))
+                        })
+                        .collect();
+                    let mut outs = Vec::with_capacity(workers);
+                    if let Some((cache, events)) = first {
+                        outs.push(apply_shard(store, cache, settings, codec, events));
+                    }
+                    for h in handles {
+                        outs.push(h.join().unwrap_or_else(|_| {
+                            Err(Error::Other("an apply worker panicked".into()))
+                        }));
+                    }
+                    outs
+                })
+            } else {
+                self.caches
+                    .iter_mut()
+                    .zip(&shards)
+                    .filter(|(_, events)| !events.is_empty())
+                    .map(|(cache, events)| apply_shard(store, cache, settings, codec, events))
+                    .collect()
+            };
+
+        let mut batch = rocksdb::WriteBatch::default();
         let mut outgoing = Vec::new();
         let mut pending = Vec::new();
-        // In rounds, each in key order: the rows the batch marked, then the rows those read
-        // (`follow`), until none is left.
-        let mut done: crate::batch::HashSet<crate::batch::Dirty> = crate::batch::HashSet::default();
-        let mut round: Vec<crate::batch::Dirty> = ov.dirty.drain().collect();
-        while !round.is_empty() {
-            round.sort_unstable();
-            let mut next_round = Vec::new();
-            for dirty in std::mem::take(&mut round) {
-                if !done.insert(dirty.clone()) {
-                    continue;
+        for out in outs {
+            let out = out?;
+            // `Kind` follows the order of `Topics::inputs`.
+            for (topic, n) in self.topics.inputs().into_iter().zip(out.applied) {
+                if n > 0 {
+                    *stats.applied.entry(topic.to_owned()).or_default() += n;
                 }
-                let (tenant, view, key) = dirty;
-                let derived = derive::row(&mut ov, &tenant, view, &key, settings)?;
-                for (v, k) in &derived.follow {
-                    let follow = (tenant.clone(), *v, k.clone());
-                    if !done.contains(&follow) {
-                        next_round.push(follow);
-                    }
-                }
-                let new_bytes = derived.row.as_ref().map(encode_row);
-                if ov.row_is(&tenant, view, &key, new_bytes.as_deref())? {
-                    continue;
-                }
-                ov.set_row(&tenant, view, &key, new_bytes);
-                let change = ViewChange::new(
-                    tenant.as_str(),
-                    view,
-                    key.as_str(),
-                    derived.row,
-                    Timestamp(derived.stamp.0),
-                    derived.stamp.1,
-                );
-                *stats.changes.entry(view).or_default() += 1;
-                pending.push(Pending {
-                    view: view_index(view),
-                    tenant: tenant.clone(),
-                    key: key.clone(),
-                    changed_at: change.changed_at.0,
-                    cause_event_id: change.cause_event_id.clone(),
-                });
-                outgoing.push(Outgoing {
-                    key: format!("{tenant}/{view}/{key}"),
-                    tenant,
-                    value: codec.encode(&change)?,
-                });
             }
-            round = next_round;
+            stats.duplicates += out.duplicates;
+            stats.aggregates += out.aggregates;
+            for (view, n) in out.changes {
+                *stats.changes.entry(view).or_default() += n;
+            }
+            for (cf, key, value) in out.writes {
+                match value {
+                    Some(v) => self.store.batch_put(&mut batch, cf, &key, &v)?,
+                    None => self.store.batch_delete(&mut batch, cf, &key)?,
+                }
+            }
+            pending.extend(out.pending);
+            outgoing.extend(out.outgoing);
         }
 
-        stats.aggregates = ov.aggregates();
         // Only batches big enough to say something move the rate (a live trickle of a few
         // records touches everything once: the rate of a tiny batch is its worst case).
         if inputs.len() >= MIN_BATCH {
             let rate = stats.aggregates as f64 / inputs.len() as f64;
             self.touch_rate = (self.touch_rate + rate) / 2.0;
         }
-        let mut batch = ov.into_write_batch()?;
         // The batch's view changes as one outbox record: one write and one delete per batch.
         let first = self.next_seq;
         if !pending.is_empty() {
@@ -395,12 +413,125 @@ impl Engine {
 
     /// Drops cached values (after the store is wiped).
     pub fn reset(&mut self) -> Result<()> {
-        self.cache.clear();
+        self.caches.iter_mut().for_each(Cache::clear);
         self.next_offsets = self.store.offsets()?;
         self.next_seq = 0;
         Ok(())
     }
 }
+
+/// What one worker made of its tenants' events in a batch.
+struct Shard {
+    writes: Vec<Write>,
+    pending: Vec<Pending>,
+    outgoing: Vec<Outgoing>,
+    /// Applied events by `Kind`.
+    applied: [u64; 4],
+    duplicates: u64,
+    changes: HashMap<ViewName, u64>,
+    aggregates: usize,
+}
+
+/// Applies one worker's events (all of its tenants' events of the batch, in order), re-derives
+/// every row they made dirty once, and returns the writes and the view changes.
+fn apply_shard(
+    store: &Store,
+    cache: &mut Cache,
+    settings: &Settings,
+    codec: &Codec,
+    events: &[(Kind, Event)],
+) -> Result<Shard> {
+    let mut ov = Overlay::new(store, cache);
+    let mut applied = [0u64; 4];
+    let mut duplicates = 0;
+    for (kind, event) in events {
+        if !ov.first_sighting(event.tenant_id(), event.event_id())? {
+            duplicates += 1;
+            continue;
+        }
+        apply::apply(&mut ov, event, settings)?;
+        applied[*kind as usize] += 1;
+    }
+
+    // Re-derive every dirty row once; publish only rows that changed.
+    let mut outgoing = Vec::new();
+    let mut pending = Vec::new();
+    let mut changes: HashMap<ViewName, u64> = HashMap::new();
+    // In rounds, each in key order: the rows the batch marked, then the rows those read
+    // (`follow`), until none is left.
+    let mut done: crate::batch::HashSet<Dirty> = crate::batch::HashSet::default();
+    let mut round: Vec<Dirty> = ov.dirty.drain().collect();
+    while !round.is_empty() {
+        round.sort_unstable();
+        let mut next_round = Vec::new();
+        for dirty in std::mem::take(&mut round) {
+            if !done.insert(dirty.clone()) {
+                continue;
+            }
+            let (tenant, view, key) = dirty;
+            let derived = derive::row(&mut ov, &tenant, view, &key, settings)?;
+            for (v, k) in &derived.follow {
+                let follow = (tenant.clone(), *v, k.clone());
+                if !done.contains(&follow) {
+                    next_round.push(follow);
+                }
+            }
+            let new_bytes = derived.row.as_ref().map(encode_row);
+            if ov.row_is(&tenant, view, &key, new_bytes.as_deref())? {
+                continue;
+            }
+            ov.set_row(&tenant, view, &key, new_bytes);
+            let change = ViewChange::new(
+                tenant.as_str(),
+                view,
+                key.as_str(),
+                derived.row,
+                Timestamp(derived.stamp.0),
+                derived.stamp.1,
+            );
+            *changes.entry(view).or_default() += 1;
+            pending.push(Pending {
+                view: view_index(view),
+                tenant: tenant.clone(),
+                key: key.clone(),
+                changed_at: change.changed_at.0,
+                cause_event_id: change.cause_event_id.clone(),
+            });
+            outgoing.push(Outgoing {
+                key: format!("{tenant}/{view}/{key}"),
+                tenant,
+                value: codec.encode(&change)?,
+            });
+        }
+        round = next_round;
+    }
+    let aggregates = ov.aggregates();
+    Ok(Shard {
+        writes: ov.into_writes(),
+        pending,
+        outgoing,
+        applied,
+        duplicates,
+        changes,
+        aggregates,
+    })
+}
+
+/// The worker a tenant's events go to: a fixed hash (FNV-1a), so a tenant stays with one
+/// worker, and its cache, from batch to batch.
+fn worker_of(tenant: &str, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let h = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % workers as u64) as usize
+}
+
+/// Batches smaller than this are applied on the calling thread even with several workers (a
+/// live trickle: starting threads would cost more than it saves).
+const PARALLEL_MIN: usize = 256;
 
 /// `batch_limit` never cuts a batch below this many records.
 const MIN_BATCH: usize = 500;

@@ -10,6 +10,8 @@ use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::ValueTree;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const T0: i64 = 1_763_719_200_000;
@@ -285,10 +287,24 @@ fn hex(b: &[u8]) -> String {
 /// Produces `events` in the given order (offsets per topic follow it) and applies them in
 /// batches cut at `cuts`; returns every view row.
 fn project(events: &[(String, Vec<u8>)], order: &[usize], cuts: &[usize]) -> Views {
+    project_on(events, order, cuts, 1).0
+}
+
+/// [`project`] on an engine with `workers` apply threads; also returns the view changes each
+/// tenant's rows went through, in publishing order.
+fn project_on(
+    events: &[(String, Vec<u8>)],
+    order: &[usize],
+    cuts: &[usize],
+    workers: usize,
+) -> (Views, BTreeMap<String, Vec<String>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
     store.check_version().unwrap();
-    let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64).unwrap();
+    let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64)
+        .unwrap()
+        .with_workers(workers);
+    let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut next: std::collections::HashMap<&str, i64> = Default::default();
     let inputs: Vec<(String, i64, &Vec<u8>)> = order
         .iter()
@@ -323,10 +339,17 @@ fn project(events: &[(String, Vec<u8>)], order: &[usize], cuts: &[usize]) -> Vie
             "{:?}",
             p.rejected.first().map(|r| &r.error)
         );
+        for o in &p.outgoing {
+            published.entry(o.tenant.clone()).or_default().push(format!(
+                "{} {}",
+                o.key,
+                hex(&o.value)
+            ));
+        }
         engine.commit(&mut p).unwrap();
         start = end;
     }
-    Views(store.dump_views().unwrap())
+    (Views(store.dump_views().unwrap()), published)
 }
 
 /// The events as records of one partition, offsets in order.
@@ -419,6 +442,56 @@ proptest! {
         }
         let reordered = project(&events, &shuffled, &cuts);
         prop_assert_eq!(&reordered, &reference, "reordered:\n{}", diff(&reordered, &reference));
+
+        // Applied with the tenants split over three workers.
+        let (split, _) = project_on(&events, &shuffled, &cuts, 3);
+        prop_assert_eq!(&split, &reference, "three workers:\n{}", diff(&split, &reference));
+    }
+}
+
+/// The same spec under another tenant.
+fn for_tenant(spec: &Spec, t: &'static str) -> Spec {
+    let mut spec = spec.clone();
+    match &mut spec {
+        Spec::Decision { tenant, .. }
+        | Spec::Approval { tenant, .. }
+        | Spec::Asset { tenant, .. }
+        | Spec::Validation { tenant, .. } => *tenant = t,
+    }
+    spec
+}
+
+#[test]
+fn workers_split_the_tenants_and_change_neither_the_views_nor_a_tenants_changes() {
+    // Batches big enough to run on threads (several hundred records), eight tenants.
+    const TENANTS: [&str; 8] = [
+        "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let specs: Vec<Spec> = (0..3_000)
+        .map(|i| {
+            let spec = spec().new_tree(&mut runner).unwrap().current();
+            for_tenant(&spec, TENANTS[i % TENANTS.len()])
+        })
+        .collect();
+    let events = build(&specs, &Topics::default());
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.extend((0..events.len()).step_by(7)); // duplicates, produced again later
+    let cuts = [900, 1_700, 2_900];
+
+    let (one, one_published) = project_on(&events, &order, &cuts, 1);
+    assert!(one.0.len() > 1_000, "{} rows", one.0.len());
+    for workers in [2, 3] {
+        let (split, published) = project_on(&events, &order, &cuts, workers);
+        assert_eq!(split, one, "{workers} workers:\n{}", diff(&split, &one));
+        // Each tenant's view changes, in the order they were published, are the same.
+        assert_eq!(published.len(), TENANTS.len());
+        for (tenant, changes) in &one_published {
+            assert!(
+                published.get(tenant) == Some(changes),
+                "{workers} workers: {tenant}'s view changes differ"
+            );
+        }
     }
 }
 

@@ -13,6 +13,8 @@
 //!    now full state (wipe + replay);
 //! 4. **apply-only**: the same events, already in memory, through `Engine::prepare`/`commit`
 //!    into a fresh RocksDB in this process on one thread, no broker (events/s, CPU-µs/event);
+//!    then again with the batch's tenants split over the projector's default apply workers
+//!    (one per core, `AISPM_BENCH_WORKERS`), as the service runs;
 //! 5. **decision-only comparison with Quix Streams** (`AISPM_BENCH_QUIX`, default 1): the fill
 //!    also writes every decision record to a copy of the decision topic under a second prefix;
 //!    over exactly those records run the plain reader, `bench/quix/projection.py` (Quix Streams,
@@ -37,7 +39,8 @@
 //! (comma-separated, default `1000,100000`), `AISPM_BENCH_TENANTS` (default 100),
 //! `AISPM_BENCH_MEMORY_EVENTS` (default 2000000; 0 skips the memory run),
 //! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_BATCH` and `AISPM_BENCH_BATCH_AGGREGATES` (in-process
-//! batches, default the projector's `--batch-max` and `--batch-max-aggregates`), `AISPM_BENCH_QUIX` (default 1; 0 skips step 5),
+//! batches, default the projector's `--batch-max` and `--batch-max-aggregates`), `AISPM_BENCH_WORKERS`
+//! (apply workers of the in-process runs, default the projector's `--apply-workers`), `AISPM_BENCH_QUIX` (default 1; 0 skips step 5),
 //! `AISPM_BENCH_QUIX_VERIFY` (see step 5), `AISPM_BENCH_TAG` (writes only
 //! `bench/scale/projector-{tag}.json` and `.md`: one point of `scripts/bench.sh`'s scale table),
 //! `AISPM_BENCH_PROJECTOR_BIN` (the `aispm-projector` to measure; default the one beside this
@@ -88,6 +91,12 @@ fn batch_limit(engine: &Engine) -> usize {
         Config::DEFAULT_BATCH_MAX_AGGREGATES as u64,
     ) as usize;
     engine.batch_limit(max, aggs)
+}
+/// Apply workers of the in-process runs but the one-core apply-only figure
+/// (`AISPM_BENCH_WORKERS`; default the projector's own `--apply-workers` default, one per core).
+fn bench_workers() -> usize {
+    let default = aispm_projector::Config::local("", PathBuf::new()).workers();
+    env_or("AISPM_BENCH_WORKERS", default as u64).max(1) as usize
 }
 /// The service defaults (`Config::local`): what the binary runs with.
 const CACHE_ENTRIES: usize = 100_000;
@@ -410,7 +419,8 @@ fn memory_child() -> Result<()> {
     let topics = Topics::with_prefix("bench.");
     let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
     store.check_version()?;
-    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?;
+    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
+        .with_workers(bench_workers());
     let mut g = Gen::new(SEED, tenants, entities);
     let mut offsets = [0i64; 3];
     let started = Instant::now();
@@ -491,7 +501,15 @@ fn rss_mib_now() -> f64 {
 // ----------------------------------------------------------------------------------------------
 // In-process apply-only
 
-fn apply_only(topics: &Topics, events: u64, tenants: usize, entities: usize) -> Result<Value> {
+/// Applies the events in memory on `workers` threads; the one-worker figure is the target's
+/// "on one core" (its thread CPU is the engine's own work, without RocksDB's threads).
+fn apply_only(
+    topics: &Topics,
+    events: u64,
+    tenants: usize,
+    entities: usize,
+    workers: usize,
+) -> Result<Value> {
     let mut g = Gen::new(SEED, tenants, entities);
     let recs: Vec<_> = (0..events).map(|_| g.next_record()).collect();
     let mut offsets = [0i64; 3];
@@ -512,7 +530,8 @@ fn apply_only(topics: &Topics, events: u64, tenants: usize, entities: usize) -> 
     let dir = tempfile::tempdir()?;
     let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
     store.check_version()?;
-    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?;
+    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
+        .with_workers(workers);
     let (mut applied, mut changes) = (0u64, 0u64);
     let (p0, t0) = (process_cpu(), thread_cpu());
     let started = Instant::now();
@@ -529,7 +548,7 @@ fn apply_only(topics: &Topics, events: u64, tenants: usize, entities: usize) -> 
     let seconds = started.elapsed().as_secs_f64();
     let (p1, t1) = (process_cpu(), thread_cpu());
     Ok(json!({
-        "records": events, "applied": applied, "view_changes": changes,
+        "records": events, "applied": applied, "view_changes": changes, "workers": workers,
         "seconds": round(seconds, 3),
         "events_per_second": round(events as f64 / seconds, 0),
         "thread_cpu_us_per_event": round((t1 - t0) * 1e6 / events as f64, 2),
@@ -796,8 +815,16 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
         None => Value::Null,
     };
     drop(broker);
-    let apply = apply_only(&topics, events, tenants, entities)?;
+    let apply = apply_only(&topics, events, tenants, entities, 1)?;
     eprintln!("apply-only: {apply}");
+    let workers = bench_workers();
+    let apply_workers = if workers > 1 {
+        let v = apply_only(&topics, events, tenants, entities, workers)?;
+        eprintln!("apply-only on {workers} workers: {v}");
+        v
+    } else {
+        Value::Null
+    };
     let rate = |v: &Value| v["events_per_second"].as_f64().unwrap_or(0.0);
     let cpu = |v: &Value| v["cpu_us_per_event"].as_f64().unwrap_or(0.0);
     Ok(json!({
@@ -810,6 +837,7 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
         "ratio_projector_to_reader": round(rate(&projector) / rate(&reader), 3),
         "cpu_ratio_projector_to_reader": round(cpu(&projector) / cpu(&reader), 2),
         "apply_only": apply,
+        "apply_only_workers": apply_workers,
         "decisions_only": decisions_only,
     }))
 }
@@ -831,12 +859,12 @@ fn markdown(report: &Value) -> String {
         "{}\n\n",
         report["conditions"].as_str().unwrap_or("")
     ));
-    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s | apply-only ev/s | apply-only CPU-µs/ev |\n");
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s | apply-only ev/s | apply-only CPU-µs/ev | apply-only ev/s, all workers |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for sc in report["scenarios"].as_array().into_iter().flatten() {
         let f = |v: &Value| v.as_f64().unwrap_or(0.0);
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.2} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.2} | {} |\n",
             sc["events"],
             sc["entities"],
             f(&sc["plain_reader"]["events_per_second"]),
@@ -848,6 +876,10 @@ fn markdown(report: &Value) -> String {
             f(&sc["projector"]["wall_seconds"]),
             f(&sc["apply_only"]["events_per_second"]),
             f(&sc["apply_only"]["thread_cpu_us_per_event"]),
+            match sc["apply_only_workers"]["events_per_second"].as_f64() {
+                Some(r) => format!("{r:.0} ({})", sc["apply_only_workers"]["workers"]),
+                None => "–".into(),
+            },
         ));
     }
     let compared: Vec<&Value> = report["scenarios"]
