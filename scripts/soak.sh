@@ -14,7 +14,8 @@
 # reporter's own cadence is off unless AISPM_SOAK_SCHEDULE is set (e.g. `every:5m=blockers_digest`:
 # a report for every tenant, whose packets grow with the load tenants' findings, tens of MB
 # each after a few minutes at 1000 events/s). Every 10 s it records, per service,
-# the resident memory (VmRSS) and, from each /metrics, consumer lag, events accepted by ingest
+# the resident memory (VmRSS, and its anonymous part RssAnon: heap and stacks, without the
+# file-backed pages of the binary) and, from each /metrics, consumer lag, events accepted by ingest
 # and applied by the projector, and the projector's state size, into
 # <dir>/samples.csv; at the end it writes <dir>/summary.json and prints, for the last half of
 # the run, the slope of each curve and whether it is flat (a change of less than 5 % over the
@@ -139,9 +140,12 @@ metric() {
     END { printf "%.0f", s }'
 }
 rss_kb() { awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Anonymous resident memory (heap, stacks): RSS without the file-backed pages of the binary and
+# its libraries, which grow as code paths are first run and are reclaimable.
+anon_kb() { awk '/^RssAnon:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 CSV="$WORK/samples.csv"
-echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_tansu,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory" > "$CSV"
+echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_tansu,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory,anon_kb_ingest,anon_kb_projector,anon_kb_gatekeeper,anon_kb_reporter,anon_kb_tansu" > "$CSV"
 START=$(date +%s)
 END=$((START + MINUTES * 60))
 sample() {
@@ -154,7 +158,7 @@ sample() {
   local accepted applied
   accepted=$(metric aispm_ingest_events_total 'outcome="accepted"' <<< "$m_i")
   applied=$(metric aispm_projector_events_total 'outcome="applied"' <<< "$m_p")
-  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$TANSU_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r")" >> "$CSV"
+  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$TANSU_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r"),$(anon_kb "${PID[ingest]}"),$(anon_kb "${PID[projector]}"),$(anon_kb "${PID[gatekeeper]}"),$(anon_kb "${PID[reporter]}"),$(anon_kb "$TANSU_PID")" >> "$CSV"
 }
 NEXT_REPORT=$((START + REPORT_EVERY))
 REPORTS_OK=0
@@ -198,7 +202,7 @@ for key in [k for k in rows[0] if k != "seconds"]:
     change = s * span
     entry = {"mean": round(mean, 1), "min": min(ys), "max": max(ys), "slope_per_min": round(s * 60, 2),
              "change_over_half": round(change, 1)}
-    if key.startswith("rss"):
+    if key.startswith(("rss", "anon")):
         entry["change_pct"] = round(100 * change / mean, 2) if mean else 0.0
         entry["flat"] = abs(entry["change_pct"]) < 5
     elif key.endswith("lag") or key == "backlog":

@@ -49,6 +49,11 @@ pub struct CommonArgs {
     /// How long to wait for in-flight work to finish after SIGINT/SIGTERM.
     #[arg(long, env = "AISPM_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
+
+    /// How often glibc's free heap memory is handed back to the system (`malloc_trim`); `0s`
+    /// never. Without it, memory freed inside glibc's heaps stays resident.
+    #[arg(long, env = "AISPM_MALLOC_TRIM_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub malloc_trim_interval: Duration,
 }
 
 impl CommonArgs {
@@ -76,6 +81,7 @@ impl CommonArgs {
             log_format: LogFormat::Text,
             kafka_options: vec![],
             shutdown_grace: Duration::from_secs(10),
+            malloc_trim_interval: Duration::from_secs(30),
         }
     }
 }

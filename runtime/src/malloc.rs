@@ -1,4 +1,5 @@
-//! glibc malloc tuning applied before any thread starts.
+//! glibc malloc tuning: arenas capped before any thread starts, free memory trimmed while
+//! running.
 //!
 //! glibc gives each thread that contends for the heap its own arena, up to eight per core, and
 //! returns an arena's free memory to the system only from its top. A long-running service with
@@ -6,6 +7,13 @@
 //! threads) therefore spreads its heap over many arenas whose free space stays resident: the
 //! 20-minute soak saw the reporter's RSS creep about 0.6 MiB a minute that way. Two arenas keep
 //! contention low on the few cores this runs on and stop that creep.
+//!
+//! Within an arena, memory freed below live allocations (a report's rendering buffers under a
+//! connection's, a batch's records under RocksDB's) also stays resident: glibc returns only the
+//! top of a heap by itself. [`spawn_trimmer`] calls `malloc_trim(0)` every
+//! `--malloc-trim-interval` (30 s), which gives the free pages of every arena back; in the soak
+//! that took the reporter's anonymous memory from 28.7 to 22.5 MiB at once. It takes well under
+//! a millisecond on these heaps.
 //!
 //! An operator's `MALLOC_ARENA_MAX` (read by glibc itself at start) wins: the cap is applied
 //! only when that variable is unset. Other allocators (the projector's mimalloc for Rust
@@ -37,8 +45,52 @@ fn set_arena_max(_arenas: i32) -> bool {
     false
 }
 
+/// Gives glibc's free heap memory back to the system. Returns whether any was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn trim() -> bool {
+    // SAFETY: `malloc_trim` takes an integer (the padding to keep at the top of the heap) and
+    // works under malloc's own locks; it only releases pages no allocation uses.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim() -> bool {
+    false
+}
+
+/// Calls [`trim`] every `interval` on the current tokio runtime, on a blocking thread, for the
+/// life of the process. A zero interval does nothing.
+pub fn spawn_trimmer(interval: std::time::Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate
+        loop {
+            ticks.tick().await;
+            let _ = tokio::task::spawn_blocking(trim).await;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trimming_after_freeing_a_large_heap_releases_it() {
+        // Many small blocks (below the mmap threshold, so on the heap), the last one kept:
+        // what glibc cannot return from the top by itself.
+        let mut blocks: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 1_000]).collect();
+        let keep = blocks.pop();
+        drop(blocks);
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(super::trim(), "nothing was released");
+        }
+        drop(keep);
+    }
+
     #[test]
     fn the_cap_is_applied_unless_the_operator_set_one() {
         let applied = super::limit_arenas();

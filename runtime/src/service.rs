@@ -29,12 +29,15 @@ where
         }
     };
     let grace = common.shutdown_grace;
+    let trim_every = common.malloc_trim_interval;
     runtime.block_on(async move {
         let shutdown = on_signal();
+        crate::malloc::spawn_trimmer(trim_every);
         tracing::info!(
             service,
             version = env!("CARGO_PKG_VERSION"),
             malloc_arenas = arenas,
+            malloc_trim_interval = ?trim_every,
             "Starting."
         );
         match run_with_grace(run(shutdown.clone()), shutdown, grace).await {
