@@ -234,6 +234,12 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         config.cache_entries,
     )?
     .with_workers(config.workers());
+    tracing::info!(
+        apply_workers = engine.workers(),
+        batch_max = config.batch_max,
+        batch_max_aggregates = config.batch_max_aggregates,
+        "Engine ready."
+    );
     let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
     let ctx = Ctx {
         kafka: kafka_metrics,
