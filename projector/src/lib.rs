@@ -233,7 +233,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         config.settings(),
         config.cache_entries,
     )?
-    .with_workers(config.workers());
+    .with_workers(config.workers())?;
     tracing::info!(
         apply_workers = engine.workers(),
         batch_max = config.batch_max,

@@ -11,7 +11,7 @@ use crate::store::{Store, columns, encode};
 use aispm_runtime::dlq::Stage;
 use aispm_schemas::{Codec, Timestamp, Topics, ViewChange, ViewName, ViewRow};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 /// One input record.
 #[derive(Debug, Clone, Copy)]
@@ -95,8 +95,10 @@ impl std::fmt::Debug for Prepared {
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<Store>,
-    /// One cache per worker (`with_workers`), each for the tenants that worker applies.
-    caches: Vec<Cache>,
+    /// The cache of the first worker, whose tenants are applied on the calling thread.
+    cache: Cache,
+    /// The other workers (`with_workers`): threads that own their caches.
+    pool: Vec<Worker>,
     cache_entries: usize,
     settings: Settings,
     codec: Codec,
@@ -132,7 +134,8 @@ impl Engine {
             .map_or(0, |k| u64::from_be_bytes(k) + 1);
         Ok(Engine {
             store,
-            caches: vec![Cache::new(cache_entries)],
+            cache: Cache::new(cache_entries),
+            pool: Vec::new(),
             cache_entries,
             settings,
             codec: Codec::new(),
@@ -157,18 +160,28 @@ impl Engine {
         by_memory.clamp(MIN_BATCH.min(max_records), max_records.max(1))
     }
 
-    /// Applies each batch on `workers` threads, tenants split between them (1: on the calling
-    /// thread). The caches' total size stays the same.
-    pub fn with_workers(mut self, workers: usize) -> Self {
+    /// Applies each batch on `workers` threads, tenants split between them: the calling
+    /// thread and `workers - 1` long-lived threads, each with its own cache (the caches' total
+    /// size stays the same).
+    pub fn with_workers(mut self, workers: usize) -> Result<Self> {
         let workers = workers.max(1);
-        self.caches = (0..workers)
-            .map(|_| Cache::new(self.cache_entries.div_ceil(workers)))
-            .collect();
-        self
+        let entries = self.cache_entries.div_ceil(workers);
+        self.pool.clear(); // stops the old threads
+        self.cache = Cache::new(entries);
+        for i in 1..workers {
+            self.pool.push(Worker::start(
+                i,
+                Arc::clone(&self.store),
+                self.settings.clone(),
+                self.codec.clone(),
+                entries,
+            )?);
+        }
+        Ok(self)
     }
 
     pub fn workers(&self) -> usize {
-        self.caches.len()
+        1 + self.pool.len()
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -189,7 +202,7 @@ impl Engine {
         // Next offset per partition of this batch (a handful: searched, not hashed, so no key
         // is allocated per record).
         let mut offsets: Vec<((String, i32), i64)> = Vec::new();
-        let workers = self.caches.len();
+        let workers = self.workers();
         let mut shards: Vec<Vec<(Kind, Event)>> = (0..workers).map(|_| Vec::new()).collect();
         for input in inputs {
             let slot = match offsets
@@ -252,37 +265,43 @@ impl Engine {
         }
         stats.rejected = rejected.len() as u64;
 
-        let (store, settings, codec) = (&*self.store, &self.settings, &self.codec);
-        let busy = shards.iter().filter(|s| !s.is_empty()).count();
-        let outs: Vec<Result<Shard>> =
-            if busy > 1 && inputs.len() >= PARALLEL_MIN {
-                std::thread::scope(|scope| {
-                    let mut work = self.caches.iter_mut().zip(&shards);
-                    let first = work.next();
-                    let handles: Vec<_> = work
-                        .map(|(cache, events)| {
-                            scope.spawn(move || apply_shard(store, cache, settings, codec, events))
-                        })
-                        .collect();
-                    let mut outs = Vec::with_capacity(workers);
-                    if let Some((cache, events)) = first {
-                        outs.push(apply_shard(store, cache, settings, codec, events));
-                    }
-                    for h in handles {
-                        outs.push(h.join().unwrap_or_else(|_| {
-                            Err(Error::Other("an apply worker panicked".into()))
-                        }));
-                    }
-                    outs
-                })
-            } else {
-                self.caches
-                    .iter_mut()
-                    .zip(&shards)
-                    .filter(|(_, events)| !events.is_empty())
-                    .map(|(cache, events)| apply_shard(store, cache, settings, codec, events))
-                    .collect()
-            };
+        // The other workers' shards go to their threads; the first is applied here meanwhile.
+        // Every worker asked is answered before any error is returned, so no answer is left
+        // for the next batch to read.
+        let mut shards = shards.into_iter();
+        let mine = shards.next().unwrap_or_default();
+        let mut asked = Vec::new();
+        let mut outs: Vec<Result<Shard>> = Vec::with_capacity(workers);
+        for (i, events) in shards.enumerate() {
+            if events.is_empty() {
+                continue;
+            }
+            match self.pool[i]
+                .jobs
+                .as_ref()
+                .map(|j| j.send(Job::Apply(events)))
+            {
+                Some(Ok(())) => asked.push(i),
+                _ => outs.push(Err(worker_stopped(i + 1))),
+            }
+        }
+        if !mine.is_empty() {
+            outs.push(apply_shard(
+                &self.store,
+                &mut self.cache,
+                &self.settings,
+                &self.codec,
+                &mine,
+            ));
+        }
+        for i in asked {
+            outs.push(
+                self.pool[i]
+                    .results
+                    .recv()
+                    .unwrap_or_else(|_| Err(worker_stopped(i + 1))),
+            );
+        }
 
         let mut batch = rocksdb::WriteBatch::default();
         let mut outgoing = Vec::new();
@@ -413,11 +432,86 @@ impl Engine {
 
     /// Drops cached values (after the store is wiped).
     pub fn reset(&mut self) -> Result<()> {
-        self.caches.iter_mut().for_each(Cache::clear);
+        self.cache.clear();
+        for w in &self.pool {
+            if let Some(jobs) = &w.jobs {
+                // A stopped worker says so at the next batch.
+                let _ = jobs.send(Job::Clear);
+            }
+        }
         self.next_offsets = self.store.offsets()?;
         self.next_seq = 0;
         Ok(())
     }
+}
+
+/// What a worker thread is asked to do.
+enum Job {
+    /// Apply these events (all of the batch's events of the worker's tenants, in order).
+    Apply(Vec<(Kind, Event)>),
+    /// Drop the cache (the store was wiped).
+    Clear,
+}
+
+/// A long-lived apply thread and its channels; it owns its cache, so what it caches stays in
+/// its own allocator heap from batch to batch.
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    results: mpsc::Receiver<Result<Shard>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    fn start(
+        index: usize,
+        store: Arc<Store>,
+        settings: Settings,
+        codec: Codec,
+        cache_entries: usize,
+    ) -> Result<Worker> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (outbox, results) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("apply-{index}"))
+            .spawn(move || {
+                let mut cache = Cache::new(cache_entries);
+                for job in inbox {
+                    match job {
+                        Job::Apply(events) => {
+                            let out = apply_shard(&store, &mut cache, &settings, &codec, &events);
+                            if outbox.send(out).is_err() {
+                                return;
+                            }
+                        }
+                        Job::Clear => cache.clear(),
+                    }
+                }
+            })?;
+        Ok(Worker {
+            jobs: Some(jobs),
+            results,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.jobs = None; // ends the thread's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_stopped(index: usize) -> Error {
+    Error::Other(format!("apply worker {index} stopped"))
 }
 
 /// What one worker made of its tenants' events in a batch.
@@ -528,10 +622,6 @@ fn worker_of(tenant: &str, workers: usize) -> usize {
     });
     (h % workers as u64) as usize
 }
-
-/// Batches smaller than this are applied on the calling thread even with several workers (a
-/// live trickle: starting threads would cost more than it saves).
-const PARALLEL_MIN: usize = 256;
 
 /// `batch_limit` never cuts a batch below this many records.
 const MIN_BATCH: usize = 500;

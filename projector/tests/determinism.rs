@@ -303,7 +303,8 @@ fn project_on(
     store.check_version().unwrap();
     let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64)
         .unwrap()
-        .with_workers(workers);
+        .with_workers(workers)
+        .unwrap();
     let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut next: std::collections::HashMap<&str, i64> = Default::default();
     let inputs: Vec<(String, i64, &Vec<u8>)> = order
@@ -463,7 +464,7 @@ fn for_tenant(spec: &Spec, t: &'static str) -> Spec {
 
 #[test]
 fn workers_split_the_tenants_and_change_neither_the_views_nor_a_tenants_changes() {
-    // Batches big enough to run on threads (several hundred records), eight tenants.
+    // Batches of several hundred records, eight tenants.
     const TENANTS: [&str; 8] = [
         "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell",
     ];

@@ -420,7 +420,7 @@ fn memory_child() -> Result<()> {
     let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
-        .with_workers(bench_workers());
+        .with_workers(bench_workers())?;
     let mut g = Gen::new(SEED, tenants, entities);
     let mut offsets = [0i64; 3];
     let started = Instant::now();
@@ -531,7 +531,7 @@ fn apply_only(
     let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
-        .with_workers(workers);
+        .with_workers(workers)?;
     let (mut applied, mut changes) = (0u64, 0u64);
     let (p0, t0) = (process_cpu(), thread_cpu());
     let started = Instant::now();
