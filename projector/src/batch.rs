@@ -319,10 +319,10 @@ impl<'a> Overlay<'a> {
         self.dirty.insert((tenant.to_owned(), view, key.into()));
     }
 
-    /// Moves the writes out, each changed aggregate encoded once, and what was read or written
-    /// into the cache. In key order per column family: RocksDB's memtable skip list inserts a
-    /// run of ascending keys far faster than the same keys in hash order.
-    pub fn into_writes(self) -> Vec<Write> {
+    /// Hands every write to `put` in turn (each changed aggregate encoded once) and moves what
+    /// was read or written into the cache. In key order per column family: RocksDB's memtable
+    /// skip list inserts a run of ascending keys far faster than the same keys in hash order.
+    pub fn drain_writes(self, mut put: impl FnMut(Write) -> Result<()>) -> Result<()> {
         let mut seen: Vec<Vec<u8>> = self.seen.into_iter().collect();
         seen.sort_unstable();
         let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();
@@ -330,14 +330,12 @@ impl<'a> Overlay<'a> {
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.writes.into_iter().collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        let mut out = Vec::with_capacity(seen.len() + aggs.len() + writes.len());
-        out.extend(
-            seen.into_iter()
-                .map(|key| (columns::SEEN, key, Some(Vec::new()))),
-        );
+        for key in seen {
+            put((columns::SEEN, key, Some(Vec::new())))?;
+        }
         for (key, slot) in aggs {
             if slot.changed {
-                out.push((columns::STATE, key.clone(), Some(slot.value.encode())));
+                put((columns::STATE, key.clone(), Some(slot.value.encode())))?;
             }
             self.cache.aggs.put(key, slot.value);
         }
@@ -353,8 +351,8 @@ impl<'a> Overlay<'a> {
                 self.cache.rows.put(ck.clone(), v.as_deref().map(digest));
             }
             ck.remove(0);
-            out.push((cf, ck, v));
+            put((cf, ck, v))?;
         }
-        out
+        Ok(())
     }
 }

@@ -285,6 +285,7 @@ impl Engine {
                 _ => outs.push(Err(worker_stopped(i + 1))),
             }
         }
+        let mut batch = rocksdb::WriteBatch::default();
         if !mine.is_empty() {
             outs.push(apply_shard(
                 &self.store,
@@ -292,6 +293,7 @@ impl Engine {
                 &self.settings,
                 &self.codec,
                 &mine,
+                Some(&mut batch),
             ));
         }
         for i in asked {
@@ -303,7 +305,6 @@ impl Engine {
             );
         }
 
-        let mut batch = rocksdb::WriteBatch::default();
         let mut outgoing = Vec::new();
         let mut pending = Vec::new();
         for out in outs {
@@ -320,10 +321,7 @@ impl Engine {
                 *stats.changes.entry(view).or_default() += n;
             }
             for (cf, key, value) in out.writes {
-                match value {
-                    Some(v) => self.store.batch_put(&mut batch, cf, &key, &v)?,
-                    None => self.store.batch_delete(&mut batch, cf, &key)?,
-                }
+                put(&self.store, &mut batch, cf, &key, value)?;
             }
             pending.extend(out.pending);
             outgoing.extend(out.outgoing);
@@ -484,7 +482,8 @@ impl Worker {
                 for job in inbox {
                     match job {
                         Job::Apply(events) => {
-                            let out = apply_shard(&store, &mut cache, &settings, &codec, &events);
+                            let out =
+                                apply_shard(&store, &mut cache, &settings, &codec, &events, None);
                             if outbox.send(out).is_err() {
                                 return;
                             }
@@ -510,6 +509,20 @@ impl Drop for Worker {
     }
 }
 
+/// One write into a batch (`None` deletes).
+fn put(
+    store: &Store,
+    batch: &mut rocksdb::WriteBatch,
+    cf: &str,
+    key: &[u8],
+    value: Option<Vec<u8>>,
+) -> Result<()> {
+    match value {
+        Some(v) => store.batch_put(batch, cf, key, &v),
+        None => store.batch_delete(batch, cf, key),
+    }
+}
+
 fn worker_stopped(index: usize) -> Error {
     Error::Other(format!("apply worker {index} stopped"))
 }
@@ -528,12 +541,16 @@ struct Shard {
 
 /// Applies one worker's events (all of its tenants' events of the batch, in order), re-derives
 /// every row they made dirty once, and returns the writes and the view changes.
+///
+/// Its writes go straight into `batch` when given (the calling thread's worker), else into
+/// `Shard::writes` for the calling thread to copy into the batch.
 fn apply_shard(
     store: &Store,
     cache: &mut Cache,
     settings: &Settings,
     codec: &Codec,
     events: &[(Kind, Event)],
+    batch: Option<&mut rocksdb::WriteBatch>,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache);
     let mut applied = [0u64; 4];
@@ -600,8 +617,16 @@ fn apply_shard(
         round = next_round;
     }
     let aggregates = ov.aggregates();
+    let mut writes = Vec::new();
+    match batch {
+        Some(batch) => ov.drain_writes(|(cf, key, value)| put(store, batch, cf, &key, value))?,
+        None => ov.drain_writes(|w| {
+            writes.push(w);
+            Ok(())
+        })?,
+    }
     Ok(Shard {
-        writes: ov.into_writes(),
+        writes,
         pending,
         outgoing,
         applied,
