@@ -307,6 +307,15 @@ impl Engine {
 
         let mut outgoing = Vec::new();
         let mut pending = Vec::new();
+        if outs.iter().any(Result::is_err) {
+            // Some workers' caches already hold what this failed batch derived: drop them all,
+            // so a retry reads the store as committed.
+            self.clear_caches();
+            if let Some(Err(e)) = outs.into_iter().find(Result::is_err) {
+                return Err(e);
+            }
+            return Err(Error::Other("an apply worker failed".into()));
+        }
         for out in outs {
             let out = out?;
             // `Kind` follows the order of `Topics::inputs`.
@@ -428,15 +437,19 @@ impl Engine {
         Ok((out, (first, self.next_seq)))
     }
 
-    /// Drops cached values (after the store is wiped).
-    pub fn reset(&mut self) -> Result<()> {
+    /// Empties every worker's cache (a stopped worker says so at the next batch).
+    fn clear_caches(&mut self) {
         self.cache.clear();
         for w in &self.pool {
             if let Some(jobs) = &w.jobs {
-                // A stopped worker says so at the next batch.
                 let _ = jobs.send(Job::Clear);
             }
         }
+    }
+
+    /// Drops cached values (after the store is wiped).
+    pub fn reset(&mut self) -> Result<()> {
+        self.clear_caches();
         self.next_offsets = self.store.offsets()?;
         self.next_seq = 0;
         Ok(())
