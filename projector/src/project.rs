@@ -307,17 +307,16 @@ impl Engine {
 
         let mut outgoing = Vec::new();
         let mut pending = Vec::new();
-        if outs.iter().any(Result::is_err) {
-            // Some workers' caches already hold what this failed batch derived: drop them all,
-            // so a retry reads the store as committed.
-            self.clear_caches();
-            if let Some(Err(e)) = outs.into_iter().find(Result::is_err) {
+        let outs = match outs.into_iter().collect::<Result<Vec<Shard>>>() {
+            Ok(outs) => outs,
+            Err(e) => {
+                // Some workers' caches already hold what this failed batch derived: drop them
+                // all, so a retry reads the store as committed.
+                self.clear_caches();
                 return Err(e);
             }
-            return Err(Error::Other("an apply worker failed".into()));
-        }
+        };
         for out in outs {
-            let out = out?;
             // `Kind` follows the order of `Topics::inputs`.
             for (topic, n) in self.topics.inputs().into_iter().zip(out.applied) {
                 if n > 0 {
@@ -655,9 +654,7 @@ fn worker_of(tenant: &str, workers: usize) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let h = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = crate::store::fnv1a(crate::store::FNV_OFFSET, tenant.as_bytes());
     (h % workers as u64) as usize
 }
 

@@ -384,21 +384,10 @@ mod tests {
 
     fn asset(kind: AssetKind, id: &str, status: AssetStatus) -> Asset {
         Asset {
-            asset_kind: kind,
-            asset_id: id.into(),
             status,
-            owner: None,
-            criticality: None,
-            environment: None,
-            trust: None,
-            scopes: vec![],
-            public: None,
-            auth_required: None,
             public_key: Some("a2V5".into()),
-            approved_data_classes: vec![],
             recipients: vec!["CISO@acme.example".into(), "cso@acme.example".into()],
-            framework_mappings: vec![],
-            attributes: Default::default(),
+            ..Asset::registered(kind, id)
         }
     }
 

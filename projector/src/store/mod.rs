@@ -38,6 +38,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// FNV-1a's starting value.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `h` (`FNV_OFFSET` to start): a fixed, seedless hash for
+/// digests and for placing tenants, stable across processes.
+pub fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Encodes a stored value (aggregates and rows).
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Our own types always serialize; an error here would be a bug in a derive.
@@ -230,13 +241,10 @@ impl Store {
     pub fn view_digest(&self) -> Result<(usize, u64)> {
         let rows = self.dump_views()?;
         // FNV-1a over (cf, key, value) in key order.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h = FNV_OFFSET;
         for ((cf, k), v) in &rows {
             for part in [cf.as_bytes(), &[0xff][..], k, &[0xfe][..], v, &[0xfd][..]] {
-                for b in part {
-                    h ^= u64::from(*b);
-                    h = h.wrapping_mul(0x0000_0100_0000_01b3);
-                }
+                h = fnv1a(h, part);
             }
         }
         Ok((rows.len(), h))

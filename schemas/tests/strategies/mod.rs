@@ -573,18 +573,9 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
 
 pub fn view_change() -> impl Strategy<Value = ViewChange> {
     (id(), id(), of(view_row()), ts(), id()).prop_map(
-        |(tenant_id, key, row, changed_at, cause_event_id)| ViewChange {
-            tenant_id,
-            view: row.as_ref().map_or(ViewName::Findings, ViewRow::view),
-            key,
-            op: if row.is_some() {
-                ViewOp::Upsert
-            } else {
-                ViewOp::Delete
-            },
-            row,
-            changed_at,
-            cause_event_id,
+        |(tenant_id, key, row, changed_at, cause_event_id)| {
+            let view = row.as_ref().map_or(ViewName::Findings, ViewRow::view);
+            ViewChange::new(tenant_id, view, key, row, changed_at, cause_event_id)
         },
     )
 }
