@@ -324,6 +324,46 @@ fn readiness_of(recs: &[Rec], key: &str) -> Option<Readiness> {
         .map(|v| Codec::new().decode::<Readiness>(&v).unwrap())
 }
 
+/// Waits until the production verdicts of `tenant`, in the order they were published, pass
+/// through each of `seq` (sorted blocker ids) in turn, and returns the verdicts that matched.
+/// Unlike [`wait_production`] this sees a verdict that held only for a moment, such as
+/// readiness on evidence that is fresh for a few seconds.
+async fn wait_production_history(
+    brokers: &str,
+    topics: &Topics,
+    tenant: &str,
+    seq: &[&BTreeSet<String>],
+) -> Vec<Readiness> {
+    let key = format!("{tenant}/production");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recs = snapshot_async(brokers, &topics.readiness).await;
+        let verdicts: Vec<Readiness> = recs
+            .iter()
+            .filter(|r| r.key == key)
+            .filter_map(|r| r.value.as_ref())
+            .map(|v| Codec::new().decode::<Readiness>(v).unwrap())
+            .collect();
+        let mut matched = Vec::new();
+        for v in &verdicts {
+            let Some(want) = seq.get(matched.len()) else {
+                break;
+            };
+            if v.blocker_ids.iter().eq(want.iter()) && v.ready == want.is_empty() {
+                matched.push(v.clone());
+            }
+        }
+        if matched.len() == seq.len() {
+            return matched;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {key} to pass through {seq:?}; its verdicts are {verdicts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 /// Waits until the production verdict of `tenant` lists exactly `ids` (sorted).
 async fn wait_production(brokers: &str, topics: &Topics, tenant: &str, ids: &BTreeSet<String>) {
     let key = format!("{tenant}/production");
@@ -859,14 +899,15 @@ async fn a_ready_tenant_falls_back_to_unready_when_its_evidence_goes_stale() {
     let mut v = Views::new(&brokers, &topics);
     seed_ready(&mut v, "globex").await;
     seed_ready(&mut v, "acme").await;
+    // The evidence is fresh for 4 s, so each verdict below may hold only briefly: the test
+    // reads the verdicts' history, not the latest one.
     let none = BTreeSet::new();
-    wait_production(&brokers, &topics, "globex", &none).await;
-    let ready_at = Instant::now();
+    let stale: BTreeSet<String> = ["evidence_stale".to_owned()].into();
 
     // No event arrives; the clock alone makes the evidence stale (the sweep is an hour away).
-    let stale: BTreeSet<String> = ["evidence_stale".to_owned()].into();
-    wait_production(&brokers, &topics, "globex", &stale).await;
-    assert!(ready_at.elapsed() < Duration::from_secs(15));
+    let verdicts = wait_production_history(&brokers, &topics, "globex", &[&none, &stale]).await;
+    let took = verdicts[1].evaluated_at.0 - verdicts[0].evaluated_at.0;
+    assert!((0..15_000).contains(&took), "stale after {took} ms");
     let recs = snapshot_async(&brokers, &topics.blockers).await;
     let b = latest(&recs)
         .get("globex/production/evidence_stale")
@@ -937,20 +978,19 @@ async fn a_ready_tenant_falls_back_to_unready_when_its_evidence_goes_stale() {
     // Fresh evidence resolves it: tombstone, and ready again.
     v.upsert("globex", "ev-2", evidence("ev-2", Timestamp::now()))
         .await;
+    // (ev-2 goes stale 4 s later in turn, so the blocker may be back by the time we look.)
     wait_for(
         &brokers,
         &topics.blockers,
         "the evidence_stale tombstone",
         Duration::from_secs(30),
         |recs| {
-            matches!(
-                latest(recs).get("globex/production/evidence_stale"),
-                Some(None)
-            )
+            recs.iter()
+                .any(|r| r.key == "globex/production/evidence_stale" && r.value.is_none())
         },
     )
     .await;
-    wait_production(&brokers, &topics, "globex", &none).await;
+    wait_production_history(&brokers, &topics, "globex", &[&none, &stale, &none]).await;
 
     // A record that is not a ViewChange is dead-lettered; the gatekeeper carries on.
     v.producer
