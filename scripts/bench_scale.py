@@ -43,6 +43,8 @@ FIGURES = [
     ("decisions: Quix Streams events/s", ("decisions_only", "quix", "events_per_second"), "rate"),
     ("decisions: Quix Streams CPU-µs/event", ("decisions_only", "quix", "cpu_us_per_event"), "cost"),
     ("decisions: Quix Streams peak RSS MiB", ("decisions_only", "quix", "peak_rss_mib"), "memory"),
+    ("decisions: contract floor (read, decode, store, publish) events/s", ("decisions_only", "floor", "publish", "events_per_second"), "rate"),
+    ("decisions: contract floor CPU-µs/event", ("decisions_only", "floor", "publish", "cpu_us_per_event"), "cost"),
 ]
 
 

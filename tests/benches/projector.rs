@@ -24,7 +24,11 @@
 //!    "skipped" and why), and the projector's `rebuild` (its other inputs empty there): events/s,
 //!    CPU-µs/event and the ratios to the projector. With `AISPM_BENCH_QUIX_VERIFY=1` (default
 //!    when the copy holds at most 200 000 records) a second, untimed Quix run dumps its state and
-//!    `bench/quix/reference.py` (a plain consumer and a dict) checks every row;
+//!    `bench/quix/reference.py` (a plain consumer and a dict) checks every row; and, over the
+//!    same records, **the contract's floor**: the reader child again, adding stage by stage
+//!    (`AISPM_BENCH_FLOOR`) the least any projector must do per decision: decode it, look its
+//!    event id up in RocksDB and store it with its evidence row and the offsets in one
+//!    `WriteBatch`, publish the evidence row's view change (CPU-µs/event per stage);
 //!
 //! and, once, a **memory** run: a child process streams `AISPM_BENCH_MEMORY_EVENTS` (default
 //! 2M; 10M takes about ten minutes) generated events over 100 000 entities through the engine with the service's default
@@ -353,13 +357,191 @@ fn watermarks(brokers: &str, topics: &[&str]) -> Result<Vec<(String, i32, i64)>>
 // ----------------------------------------------------------------------------------------------
 // Child: the plain reader
 
-/// Reads every record of `AISPM_BENCH_TOPICS` up to the current end and discards it, with the
-/// projector's consumer settings; prints one JSON line.
+/// How much of the projector's per-event work the reader child does (`AISPM_BENCH_FLOOR`). Each
+/// stage adds to the one before; together they are the floor the contract sets under any
+/// projector: what every decision costs before a single aggregate, finding or coverage row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Floor {
+    /// Read and discard: the plain reader.
+    Read,
+    /// And decode each record into the contract's `DecisionEvent`.
+    Decode,
+    /// And, per batch, what exactly-once asks of RocksDB for the one row every decision
+    /// creates: its event id looked up (dedup, as the projector does: one point read) and
+    /// stored, its evidence row, the batch's offsets, one `WriteBatch` (WAL on).
+    Store,
+    /// And that evidence row's view change published to the views topic after the write, every
+    /// acknowledgement awaited (the contract: every view change is published).
+    Publish,
+}
+
+impl Floor {
+    const ALL: [(Floor, &'static str); 4] = [
+        (Floor::Read, "read"),
+        (Floor::Decode, "decode"),
+        (Floor::Store, "store"),
+        (Floor::Publish, "publish"),
+    ];
+
+    fn name(self) -> &'static str {
+        Floor::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("read", |(_, n)| n)
+    }
+
+    fn from_env() -> Result<Floor> {
+        let v = std::env::var("AISPM_BENCH_FLOOR").unwrap_or_else(|_| "read".into());
+        Floor::ALL
+            .iter()
+            .find(|(_, n)| *n == v)
+            .map(|(f, _)| *f)
+            .with_context(|| {
+                format!("AISPM_BENCH_FLOOR={v}: not one of read, decode, store, publish")
+            })
+    }
+}
+
+/// What the store and publish stages keep of a batch's decisions.
+struct FloorSink {
+    store: Store,
+    _dir: tempfile::TempDir,
+    publisher: Option<(rdkafka::producer::FutureProducer, String)>,
+    codec: aispm_schemas::Codec,
+    /// (tenant, event id, evidence row if it carries evidence) of the batch's decisions.
+    pending: Vec<(String, String, Option<aispm_schemas::EvidenceRow>)>,
+    offsets: HashMap<(String, i32), i64>,
+    applied: u64,
+}
+
+impl FloorSink {
+    const BATCH: usize = 10_000;
+
+    fn new(floor: Floor, brokers: &str, views_topic: &str) -> Result<FloorSink> {
+        let dir = tempfile::tempdir()?;
+        let publisher = if floor >= Floor::Publish {
+            let p = KafkaConfig::local(brokers).producer_config().create()?;
+            Some((p, views_topic.to_owned()))
+        } else {
+            None
+        };
+        Ok(FloorSink {
+            store: Store::open(dir.path(), BLOCK_CACHE, false)?,
+            _dir: dir,
+            publisher,
+            codec: aispm_schemas::Codec::new(),
+            pending: Vec::with_capacity(Self::BATCH),
+            offsets: HashMap::new(),
+            applied: 0,
+        })
+    }
+
+    fn add(&mut self, d: aispm_schemas::DecisionEvent, topic: &str, partition: i32, offset: i64) {
+        use aispm_schemas::{EvidenceRow, SignatureState};
+        self.offsets
+            .insert((topic.to_owned(), partition), offset + 1);
+        let row = d.evidence.map(|ev| EvidenceRow {
+            evidence_id: ev.evidence_id,
+            event_id: d.event_id.clone(),
+            sha256: ev.sha256,
+            uri: ev.uri,
+            signature_state: if ev.signature.is_some() {
+                SignatureState::Verified
+            } else {
+                SignatureState::Unsigned
+            },
+            key_id: ev.key_id,
+            recorded_at: d.occurred_at,
+            synthetic: d.synthetic,
+            action_kind: Some(d.action_kind.as_str().to_owned()),
+        });
+        self.pending.push((d.tenant_id, d.event_id, row));
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        use aispm_projector::store::{columns, encode};
+        use aispm_schemas::{Timestamp, ViewChange, ViewName, ViewRow};
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut fresh = Vec::with_capacity(self.pending.len());
+        let mut seen = std::collections::HashSet::with_capacity(self.pending.len());
+        for (i, (tenant, event_id, row)) in self.pending.iter().enumerate() {
+            let key = columns::tenant_key(tenant, event_id);
+            if seen.contains(&key) || self.store.get_raw(columns::SEEN, &key)?.is_some() {
+                continue;
+            }
+            self.store.batch_put(&mut batch, columns::SEEN, &key, &[])?;
+            seen.insert(key);
+            if let Some(row) = row {
+                let view = columns::view_cf(ViewName::Evidence);
+                let row_key = columns::tenant_key(tenant, &row.evidence_id);
+                self.store
+                    .batch_put(&mut batch, view, &row_key, &encode(row))?;
+                fresh.push(i);
+            }
+            self.applied += 1;
+        }
+        for ((topic, partition), next) in &self.offsets {
+            let key = columns::offset_key(topic, *partition);
+            self.store
+                .batch_put(&mut batch, columns::OFFSETS, &key, &next.to_be_bytes())?;
+        }
+        self.store.write(batch)?;
+        if let Some((producer, topic)) = &self.publisher {
+            let now = Timestamp::now();
+            let mut sends = Vec::with_capacity(fresh.len());
+            for i in fresh {
+                let (tenant, event_id, Some(row)) = &self.pending[i] else {
+                    continue;
+                };
+                let key = format!("{tenant}/evidence/{}", row.evidence_id);
+                let change = ViewChange::new(
+                    tenant.as_str(),
+                    ViewName::Evidence,
+                    row.evidence_id.as_str(),
+                    Some(ViewRow::Evidence(row.clone())),
+                    now,
+                    event_id.as_str(),
+                );
+                let value = self.codec.encode(&change)?;
+                let record = rdkafka::producer::FutureRecord::to(topic)
+                    .partition(aispm_runtime::kafka::partition_for(
+                        tenant.as_bytes(),
+                        PARTITIONS,
+                    ))
+                    .key(key.as_bytes())
+                    .payload(&value);
+                sends.push(producer.send_result(record).map_err(|(e, _)| e)?);
+            }
+            for s in sends {
+                futures::executor::block_on(s)?.map_err(|(e, _)| e)?;
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Reads every record of `AISPM_BENCH_TOPICS` up to the current end, with the projector's
+/// consumer settings, does what `AISPM_BENCH_FLOOR` says with each (default: discards it), and
+/// prints one JSON line.
 fn reader_child() -> Result<()> {
     let brokers = std::env::var("AISPM_BENCH_BROKERS")?;
     let topics_var = std::env::var("AISPM_BENCH_TOPICS")?;
     let topics: Vec<&str> = topics_var.split(',').collect();
+    let floor = Floor::from_env()?;
     let cpu0 = process_cpu();
+    let codec = aispm_schemas::Codec::new();
+    let mut sink = match floor {
+        Floor::Store | Floor::Publish => Some(FloorSink::new(
+            floor,
+            &brokers,
+            &std::env::var("AISPM_BENCH_VIEWS_TOPIC").unwrap_or_default(),
+        )?),
+        _ => None,
+    };
     let mut cc =
         KafkaConfig::local(&brokers).consumer_config(&format!("reader-{}", random_prefix()));
     cc.set("fetch.wait.max.ms", "50")
@@ -375,19 +557,39 @@ fn reader_child() -> Result<()> {
     let started = Instant::now();
     let cpu1 = process_cpu();
     consumer.assign(&tpl)?;
-    let (mut records, mut bytes) = (0u64, 0u64);
+    let (mut records, mut bytes, mut undecoded) = (0u64, 0u64, 0u64);
     while !remaining.is_empty() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 records += 1;
-                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                let payload = m.payload().unwrap_or_default();
+                bytes += payload.len() as u64;
+                if floor >= Floor::Decode {
+                    match codec.decode::<aispm_schemas::DecisionEvent>(payload) {
+                        Ok(d) => {
+                            if let Some(sink) = sink.as_mut() {
+                                sink.add(d, m.topic(), m.partition(), m.offset());
+                            }
+                        }
+                        Err(_) => undecoded += 1,
+                    }
+                }
                 let tp = (m.topic().to_owned(), m.partition());
                 if remaining.get(&tp).is_some_and(|h| m.offset() + 1 >= *h) {
                     remaining.remove(&tp);
                 }
+                if let Some(sink) = sink.as_mut()
+                    && (sink.pending.len() >= FloorSink::BATCH || remaining.is_empty())
+                {
+                    sink.flush()?;
+                }
             }
             Some(Err(e)) => eprintln!("reader: {e}"),
-            None => {}
+            None => {
+                if let Some(sink) = sink.as_mut() {
+                    sink.flush()?;
+                }
+            }
         }
         if started.elapsed() > Duration::from_secs(1800) {
             bail!("the plain reader did not reach the end within 30 minutes");
@@ -399,8 +601,10 @@ fn reader_child() -> Result<()> {
     println!(
         "{}",
         json!({
+            "floor": floor.name(),
             "highs_before": highs.iter().map(|h| h.2).sum::<i64>(), "highs_after": highs_after,
-            "records": records, "bytes": bytes, "seconds": seconds,
+            "records": records, "bytes": bytes, "seconds": seconds, "undecoded": undecoded,
+            "applied": sink.as_ref().map(|s| s.applied),
             "cpu_seconds_reading": cpu2 - cpu1, "cpu_seconds_total": cpu2 - cpu0,
         })
     );
@@ -688,6 +892,12 @@ fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<V
     let state = tempfile::tempdir()?;
     let projector = projector_rebuild(brokers, prefix, state.path(), records)?;
     eprintln!("projector (decisions only): {projector}");
+    let mut floor = serde_json::Map::new();
+    for (stage, name) in &Floor::ALL[1..] {
+        let v = reader_run(brokers, &[topic], records, *stage, &topics.views)?;
+        eprintln!("floor ({name}): {v}");
+        floor.insert((*name).to_owned(), v);
+    }
     let verify_default = u64::from(records <= 200_000);
     let verified = match (quix_python(), quix.get("skipped")) {
         (Ok(python), None) if env_or("AISPM_BENCH_QUIX_VERIFY", verify_default) == 1 => {
@@ -713,7 +923,7 @@ fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<V
         "topic": topic, "records": records,
         "plain_reader": reader, "quix": quix, "projector": projector,
         "reader_ratios": ratios(&reader), "quix_ratios": ratios(&quix),
-        "quix_verified": verified,
+        "quix_verified": verified, "floor": floor,
     }))
 }
 
@@ -753,19 +963,39 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
 }
 
 fn plain_reader(brokers: &str, topics: &[&str], records: u64) -> Result<Value> {
+    reader_run(brokers, topics, records, Floor::Read, "")
+}
+
+/// The reader child over `topics`, doing `floor`'s share of the projector's work (publishing to
+/// `views`).
+fn reader_run(
+    brokers: &str,
+    topics: &[&str],
+    records: u64,
+    floor: Floor,
+    views: &str,
+) -> Result<Value> {
     let mut cmd = Command::new(self_exe());
     cmd.env("AISPM_BENCH_ROLE", "reader")
+        .env("AISPM_BENCH_FLOOR", floor.name())
+        .env("AISPM_BENCH_VIEWS_TOPIC", views)
         .env("AISPM_BENCH_BROKERS", brokers)
         .env("AISPM_BENCH_TOPICS", topics.join(","));
-    let (out, wall, tv) = run_timed(cmd, "plain reader")?;
+    let (out, wall, tv) = run_timed(cmd, &format!("reader ({})", floor.name()))?;
     let v: Value = serde_json::from_str(out.trim()).context("reader output")?;
     let read = v["records"].as_u64().unwrap_or(0);
     if read < records {
         bail!("the plain reader read {read} records of {records}: {v}");
     }
+    if v["undecoded"].as_u64().unwrap_or(0) > 0 {
+        bail!(
+            "the reader ({}) could not decode every record: {v}",
+            floor.name()
+        );
+    }
     let cpu = tv.user + tv.sys;
     Ok(json!({
-        "records": read,
+        "records": read, "applied": v["applied"],
         "wall_seconds": round(wall, 3),
         "reading_seconds": round(v["seconds"].as_f64().unwrap_or(0.0), 3),
         "events_per_second": round(records as f64 / wall, 0),
@@ -951,6 +1181,39 @@ fn quix_markdown(scenarios: &[&Value]) -> String {
             f(&d["projector"]["events_per_second"]),
             f(&d["projector"]["cpu_us_per_event"]),
             quix_cells.join(" | "),
+        ));
+    }
+    s.push_str(
+        "\n#### The contract's floor (decision topic only)\n\n\
+         What every decision costs any projector before a single aggregate, finding or coverage \
+         row, measured stage by stage by the reader child over the same decision records (each \
+         stage adds to the one before; CPU is user + sys of the whole process): **read** (the \
+         plain reader), **decode** (into `DecisionEvent`), **store** (per 10 000-record batch: \
+         each event id looked up in RocksDB and stored, the evidence row of each decision that \
+         carries evidence, the offsets, one `WriteBatch` with the WAL, the projector's RocksDB \
+         settings), **publish** (each evidence row's view change Avro-encoded and published to \
+         the views topic after the write, every acknowledgement awaited).\n\n\
+         | decision records | entities | read CPU-µs/ev | decode | store | publish | publish ev/s | projector CPU-µs/ev | projector ÷ floor |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for sc in scenarios {
+        let d = &sc["decisions_only"];
+        let cpu = |v: &Value| f(&v["cpu_us_per_event"]);
+        let fl = &d["floor"];
+        if fl.get("publish").is_none() {
+            continue;
+        }
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.1} |\n",
+            d["records"],
+            sc["entities"],
+            cpu(&d["plain_reader"]),
+            cpu(&fl["decode"]),
+            cpu(&fl["store"]),
+            cpu(&fl["publish"]),
+            f(&fl["publish"]["events_per_second"]),
+            cpu(&d["projector"]),
+            cpu(&d["projector"]) / cpu(&fl["publish"]).max(f64::MIN_POSITIVE),
         ));
     }
     s
