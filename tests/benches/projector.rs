@@ -366,9 +366,9 @@ enum Floor {
     Read,
     /// And decode each record into the contract's `DecisionEvent`.
     Decode,
-    /// And, per batch, what exactly-once asks of RocksDB for the one row every decision
-    /// creates: its event id looked up (dedup, as the projector does: one point read) and
-    /// stored, its evidence row, the batch's offsets, one `WriteBatch` (WAL on).
+    /// And, per batch, what exactly-once asks of RocksDB of every decision: its event id looked
+    /// up (dedup, as the projector does: one point read) and stored, its evidence row if it
+    /// carries evidence, the batch's offsets, one `WriteBatch` (WAL on).
     Store,
     /// And that evidence row's view change published to the views topic after the write, every
     /// acknowledgement awaited (the contract: every view change is published).
