@@ -908,6 +908,9 @@ async fn a_ready_tenant_falls_back_to_unready_when_its_evidence_goes_stale() {
     let verdicts = wait_production_history(&brokers, &topics, "globex", &[&none, &stale]).await;
     let took = verdicts[1].evaluated_at.0 - verdicts[0].evaluated_at.0;
     assert!((0..15_000).contains(&took), "stale after {took} ms");
+    // acme's evidence, recorded a moment later, goes stale too (the listing and the metrics
+    // below count both tenants).
+    wait_production_history(&brokers, &topics, "acme", &[&none, &stale]).await;
     let recs = snapshot_async(&brokers, &topics.blockers).await;
     let b = latest(&recs)
         .get("globex/production/evidence_stale")
