@@ -428,7 +428,7 @@ impl Engine {
                 p.cause_event_id.as_str(),
             );
             out.push(Outgoing {
-                key: format!("{}/{view}/{}", p.tenant, p.key),
+                key: change.record_key(),
                 tenant: p.tenant.clone(),
                 value: self.codec.encode(&change)?,
             });
@@ -621,7 +621,7 @@ fn apply_shard(
                 cause_event_id: change.cause_event_id.clone(),
             });
             outgoing.push(Outgoing {
-                key: format!("{tenant}/{view}/{key}"),
+                key: change.record_key(),
                 tenant,
                 value: codec.encode(&change)?,
             });

@@ -429,6 +429,12 @@ avro_record!(ViewChange {
 });
 
 impl ViewChange {
+    /// The record key on the views topic: `{tenant}/{view}/{key}` (compaction keeps the latest
+    /// change per row).
+    pub fn record_key(&self) -> String {
+        format!("{}/{}/{}", self.tenant_id, self.view, self.key)
+    }
+
     /// The change that sets a row (`Some`: upsert) or removes it (`None`: delete); the op
     /// always agrees with the row.
     pub fn new(

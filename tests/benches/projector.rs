@@ -445,6 +445,8 @@ impl FloorSink {
             event_id: d.event_id.clone(),
             sha256: ev.sha256,
             uri: ev.uri,
+            // Taken as verified without the ed25519 check the projector makes: the floor leaves
+            // it out (it could only add to the floor).
             signature_state: if ev.signature.is_some() {
                 SignatureState::Verified
             } else {
@@ -496,7 +498,6 @@ impl FloorSink {
                 let (tenant, event_id, Some(row)) = &self.pending[i] else {
                     continue;
                 };
-                let key = format!("{tenant}/evidence/{}", row.evidence_id);
                 let change = ViewChange::new(
                     tenant.as_str(),
                     ViewName::Evidence,
@@ -505,7 +506,7 @@ impl FloorSink {
                     now,
                     event_id.as_str(),
                 );
-                let value = self.codec.encode(&change)?;
+                let (key, value) = (change.record_key(), self.codec.encode(&change)?);
                 let record = rdkafka::producer::FutureRecord::to(topic)
                     .partition(aispm_runtime::kafka::partition_for(
                         tenant.as_bytes(),

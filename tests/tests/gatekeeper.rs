@@ -68,11 +68,10 @@ impl Views {
             format!("cause-{}", self.n),
         );
         let bytes = Codec::new().encode(&change).unwrap();
-        let record_key = format!("{tenant}/{view}/{key}");
         self.producer
             .send(
                 FutureRecord::to(&self.topic)
-                    .key(&record_key)
+                    .key(&change.record_key())
                     .partition(partition_of(tenant))
                     .payload(&bytes),
                 Duration::from_secs(30),
