@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo: installs what is missing (scripts/setup.sh), builds, starts the Kafka-compatible broker
-# Tansu, an SMTP server and the four services on 127.0.0.1, sends the demo scenario for tenant
+# The demo: installs what is missing (scripts/setup.sh), builds, starts Apache Kafka (one KRaft
+# node), an SMTP server and the four services on 127.0.0.1, sends the demo scenario for tenant
 # `acme` through the ingest API, and prints what each stage did: the blockers, the remediation,
 # the signed readiness packet mailed to the approved recipients, and the final verdict.
 # Everything it starts stops when it ends; state, logs, the mailbox and the packet stay in .demo/
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${AISPM_CACHE:-$HOME/.cache/aispm}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-scripts/setup.sh
+scripts/setup.sh demo
 # shellcheck disable=SC1091
 source "$CACHE/env.sh"
 echo "[demo] building the services" >&2

@@ -3,7 +3,7 @@
 #
 #   scripts/soak.sh [minutes]          (default 10; not part of CI)
 #
-# Starts Tansu (sqlite storage), an SMTP server and the four services (release build) on
+# Starts Apache Kafka (one KRaft node, `aispm-broker`), an SMTP server and the four services (release build) on
 # 127.0.0.1, sends the demo scenario for tenant `acme` (so the reporter has approved
 # recipients), then random realistic load through the ingest API (`aispm-ingest emit`) at
 # AISPM_SOAK_RATE events/s (default 1000) for the given minutes, with remediation: each load
@@ -23,8 +23,7 @@
 #
 # Environment: AISPM_SOAK_DIR (default .soak), AISPM_SOAK_RATE, AISPM_SOAK_TENANTS (10),
 # AISPM_SOAK_BACKLOG (200), AISPM_SOAK_REPORT_EVERY (60), AISPM_SOAK_SCHEDULE (none), AISPM_SOAK_PROFILE (release|debug,
-# default release), AISPM_SOAK_INTERVAL (sampling seconds, 10), AISPM_SOAK_BROKER_MAINTENANCE
-# (Tansu's maintenance interval, 24h), AISPM_SOAK_KEEP_STATE (1 keeps <dir>/state after the
+# default release), AISPM_SOAK_INTERVAL (sampling seconds, 10), AISPM_SOAK_KEEP_STATE (1 keeps <dir>/state after the
 # run). It needs a few GB of disk for the broker's and the projector's data (about 2.7 GB and
 # 250 MB after 10 minutes at 1000/s); the state is deleted when the soak ends, so repeated runs
 # do not fill the disk (the samples, summary, logs and packets stay).
@@ -77,16 +76,12 @@ EOF
 
 BROKER_PORT=$(free_port)
 BROKERS="127.0.0.1:$BROKER_PORT"
-# Tansu's sqlite maintenance (retention, compaction, VACUUM) runs every 10 minutes by default
-# and stops the broker answering for a minute or more on a database of a few GB: not what this
-# soak measures, so it is put off.
-(cd "$WORK/state" && exec "$AISPM_TANSU" broker --listener-url "tcp://$BROKERS" \
-  --advertised-listener-url "tcp://$BROKERS" \
-  --storage-engine "sqlite://tansu.db?maintenance_interval=${AISPM_SOAK_BROKER_MAINTENANCE:-24h}") \
-  > "$WORK/logs/tansu.log" 2>&1 &
-TANSU_PID=$!
-PIDS+=("$TANSU_PID")
-for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && break; sleep 0.1; done
+# The broker's log is $WORK/state/kafka/node-1/server.log; its JVM's pid is sampled as "kafka".
+"$BIN/aispm-broker" --port "$BROKER_PORT" --dir "$WORK/state/kafka" > "$WORK/logs/broker.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 900); do grep -q bootstrap "$WORK/logs/broker.log" && break; sleep 0.1; done
+grep -q bootstrap "$WORK/logs/broker.log" || { echo "[soak] the broker did not start:" >&2; cat "$WORK/logs/broker.log" >&2; exit 1; }
+KAFKA_PID=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["pids"][0])' "$WORK/logs/broker.log")
 
 SMTP_PORT=$(free_port)
 # Debian's python3, which has aiosmtpd (scripts/setup.sh installs python3-aiosmtpd).
@@ -145,7 +140,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1
 anon_kb() { awk '/^RssAnon:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 CSV="$WORK/samples.csv"
-echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_tansu,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory,anon_kb_ingest,anon_kb_projector,anon_kb_gatekeeper,anon_kb_reporter,anon_kb_tansu" > "$CSV"
+echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_kafka,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory,anon_kb_ingest,anon_kb_projector,anon_kb_gatekeeper,anon_kb_reporter,anon_kb_kafka" > "$CSV"
 START=$(date +%s)
 END=$((START + MINUTES * 60))
 sample() {
@@ -158,7 +153,7 @@ sample() {
   local accepted applied
   accepted=$(metric aispm_ingest_events_total 'outcome="accepted"' <<< "$m_i")
   applied=$(metric aispm_projector_events_total 'outcome="applied"' <<< "$m_p")
-  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$TANSU_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r"),$(anon_kb "${PID[ingest]}"),$(anon_kb "${PID[projector]}"),$(anon_kb "${PID[gatekeeper]}"),$(anon_kb "${PID[reporter]}"),$(anon_kb "$TANSU_PID")" >> "$CSV"
+  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$KAFKA_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r"),$(anon_kb "${PID[ingest]}"),$(anon_kb "${PID[projector]}"),$(anon_kb "${PID[gatekeeper]}"),$(anon_kb "${PID[reporter]}"),$(anon_kb "$KAFKA_PID")" >> "$CSV"
 }
 NEXT_REPORT=$((START + REPORT_EVERY))
 REPORTS_OK=0
@@ -168,7 +163,7 @@ while [ "$(date +%s)" -lt "$END" ] && kill -0 "$LOAD_PID" 2>/dev/null; do
   for s in projector gatekeeper reporter ingest; do
     kill -0 "${PID[$s]}" 2>/dev/null || { echo "[soak] $s exited during the soak:" >&2; tail -20 "$WORK/logs/$s.log" >&2; exit 1; }
   done
-  tail -1 "$CSV" | awk -F, '{ printf "[soak] t=%ss rss MiB: ingest %.0f projector %.0f gatekeeper %.0f reporter %.0f tansu %.0f | accepted %s applied %s backlog %s lag p/g/r %s/%s/%s\n", $1, $2/1024, $3/1024, $4/1024, $5/1024, $6/1024, $7, $8, $12, $9, $10, $11 }' >&2
+  tail -1 "$CSV" | awk -F, '{ printf "[soak] t=%ss rss MiB: ingest %.0f projector %.0f gatekeeper %.0f reporter %.0f kafka %.0f | accepted %s applied %s backlog %s lag p/g/r %s/%s/%s\n", $1, $2/1024, $3/1024, $4/1024, $5/1024, $6/1024, $7, $8, $12, $9, $10, $11 }' >&2
   if [ "$(date +%s)" -ge "$NEXT_REPORT" ]; then
     NEXT_REPORT=$(( $(date +%s) + REPORT_EVERY ))
     code=$(curl -s -o /dev/null -w '%{http_code}' -m 120 -X POST -H "Authorization: Bearer $OPS" \

@@ -14,6 +14,6 @@ cargo fmt --all --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== building the service binaries the end-to-end tests start"
-cargo build --workspace --bins --quiet
+cargo build --workspace --all-targets --quiet
 echo "== cargo nextest run"
 cargo nextest run --workspace --no-fail-fast --profile ci "$@"

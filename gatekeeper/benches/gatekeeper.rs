@@ -5,12 +5,12 @@
 //!    steady-state sweeps (nothing changed).
 //! 2. Latency from producing a view change that opens or resolves a blocker to the blocker
 //!    record (upsert or tombstone) arriving at a consumer of the blockers topic, p50/p99, at
-//!    rest and under a background load of view changes, against a real broker (Tansu) on
-//!    loopback with the gatekeeper running in-process.
+//!    rest and under a background load of view changes, against a real broker (Apache Kafka)
+//!    on loopback with the gatekeeper running in-process.
 //!
-//! Run: `cargo bench -p aispm-gatekeeper`. It starts Tansu (`$AISPM_TANSU`, else the setup
-//! script's `~/.cache/aispm/tansu/bin/tansu`) with memory storage on a free loopback port, or
-//! uses `$AISPM_BENCH_BROKERS` if set. `$AISPM_BENCH_RATE` sets the background load (default
+//! Run: `cargo bench -p aispm-gatekeeper`. It starts a single-node Apache Kafka (the setup
+//! script's, `aispm_tests::Broker`) on a free loopback port, or uses `$AISPM_BENCH_BROKERS` if
+//! set. `$AISPM_BENCH_RATE` sets the background load (default
 //! 10 000 view changes per second).
 
 use aispm_gatekeeper::Config;
@@ -298,55 +298,13 @@ async fn probe(
     out
 }
 
-/// A Tansu broker for the run, killed on drop.
-struct Tansu(std::process::Child);
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_tansu() -> anyhow::Result<(Tansu, String)> {
-    let bin = std::env::var("AISPM_TANSU").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/aispm/tansu/bin/tansu",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let broker = Tansu(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "Tansu did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((broker, format!("127.0.0.1:{port}")))
-}
-
 async fn latency(report: &mut serde_json::Map<String, Value>) -> anyhow::Result<()> {
     let (_broker, brokers) = match std::env::var("AISPM_BENCH_BROKERS") {
         Ok(b) => (None, b),
         Err(_) => {
-            let (t, b) = start_tansu()?;
-            (Some(t), b)
+            let broker = aispm_tests::Broker::start()?;
+            let b = broker.bootstrap();
+            (Some(broker), b)
         }
     };
     let prefix = format!("bench{}.", std::process::id());
@@ -487,7 +445,7 @@ async fn latency(report: &mut serde_json::Map<String, Value>) -> anyhow::Result<
     report.insert(
         "latency_view_change_to_blocker_record".into(),
         json!({
-            "broker": "tansu (memory storage) on 127.0.0.1",
+            "broker": "Apache Kafka (one KRaft node) on 127.0.0.1",
             "warm_up_ms": warm,
             "at_rest": summary(&at_rest),
             "under_load": summary(&under_load),

@@ -57,8 +57,7 @@ pub fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<i32> {
 /// off the async runtime). Records come in offset order per partition.
 ///
 /// "The end" is where librdkafka reports partition EOF, i.e. the high watermark of the fetch
-/// responses, not a ListOffsets query made beforehand: some Kafka-compatible brokers (Tansu)
-/// answer ListOffsets with the base offset of the last batch plus one, which would stop short.
+/// responses, which also takes in records written while the replay runs.
 pub fn read_compacted(
     kafka: &KafkaConfig,
     topic: &str,

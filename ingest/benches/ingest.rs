@@ -1,5 +1,5 @@
 //! Ingest benchmark (a bench binary, not a timed test): the real `aispm-ingest` binary against
-//! a real broker (Tansu, in memory), driven over HTTP by concurrent clients.
+//! a real broker (Apache Kafka, one node), driven over HTTP by concurrent clients.
 //!
 //! Prints, then writes as JSON to `target/ingest-bench.json`:
 //! - sustained accepted events/s over HTTP with batches of 100 and of 1000, with p50/p99/max

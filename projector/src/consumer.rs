@@ -4,9 +4,7 @@
 //!
 //! On every partition assignment the rebalance hook seeks each partition to the next offset
 //! stored in RocksDB (or the beginning): a partition that moves to this instance is rebuilt by
-//! replaying from where this instance's state stands. A [`ResumeGuard`] then checks that the
-//! broker really resumed there (Tansu 0.6 skips the rest of a record batch when asked to fetch
-//! from inside it) and seeks back when it did not.
+//! replaying from where this instance's state stands.
 
 use crate::error::{Error, Result};
 use crate::metrics::ProjectorMetrics;
@@ -15,13 +13,11 @@ use crate::publish::Publisher;
 use aispm_runtime::dlq::{DeadLetter, DeadLetters};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::KafkaMetrics;
-use aispm_runtime::position::{Resume, ResumeGuard};
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
-use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,14 +35,6 @@ pub struct Ctx {
     pub offsets: Offsets,
     pub assigned: Arc<Mutex<BTreeSet<(String, i32)>>>,
     pub health: Health,
-    /// Partitions resumed at a stored offset whose first record has not arrived yet.
-    pub resume: Arc<Mutex<ResumeGuard>>,
-}
-
-impl Ctx {
-    fn guard(&self) -> std::sync::MutexGuard<'_, ResumeGuard> {
-        self.resume.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl ClientContext for Ctx {
@@ -70,16 +58,11 @@ impl ConsumerContext for Ctx {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
-                let mut guard = self.guard();
                 for (topic, partition) in &parts {
                     let stored = offsets.get(&(topic.clone(), *partition)).copied();
-                    if let Some(o) = stored {
-                        guard.resumed(topic, *partition, o);
-                    }
                     let offset = stored.map_or(Offset::Beginning, Offset::Offset);
                     let _ = tpl.set_partition_offset(topic, *partition, offset);
                 }
-                drop(guard);
                 drop(offsets);
                 let result = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -103,11 +86,6 @@ impl ConsumerContext for Ctx {
             RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.kafka.rebalance(&Rebalance::Revoke(tpl));
                 let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut guard = self.guard();
-                for e in tpl.elements() {
-                    guard.forget(e.topic(), e.partition());
-                }
-                drop(guard);
                 if cooperative {
                     let _ = consumer.incremental_unassign(tpl);
                     for e in tpl.elements() {
@@ -168,10 +146,6 @@ pub struct Loop {
     pub until: Option<BTreeMap<(String, i32), i64>>,
 }
 
-/// How long a partition resumed at a stored offset may stay silent before the guard seeks it
-/// further back (a stored offset inside the last record batch gets no records at all).
-const RESUME_IDLE: Duration = Duration::from_millis(300);
-
 impl std::fmt::Debug for Loop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loop")
@@ -198,7 +172,6 @@ impl Loop {
                 break;
             }
             let n = self.one_batch(&mut totals, shutdown)?;
-            self.rewind_stalled();
             if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
                 let store = self.engine.store();
                 let (sst, mem) = store.sizes();
@@ -217,75 +190,6 @@ impl Loop {
         }
         self.commit_to_kafka();
         Ok(totals)
-    }
-
-    /// Seeks a partition to `offset` after the broker skipped records past its stored offset.
-    fn seek_back(&self, topic: &str, partition: i32, offset: i64, why: &str) {
-        self.metrics.resume_seeks.with_label_values(&[why]).inc();
-        tracing::info!(
-            topic,
-            partition,
-            offset,
-            why,
-            "Seeking back: the broker did not resume at the stored offset."
-        );
-        if let Err(e) = self.consumer.seek(
-            topic,
-            partition,
-            Offset::Offset(offset),
-            Duration::from_secs(10),
-        ) {
-            // The guard stays armed: the next record past the stored offset seeks again.
-            tracing::warn!(topic, partition, error = %e, "Seek failed; will retry.");
-        }
-    }
-
-    /// Seeks back the resumed partitions that got nothing for a while.
-    fn rewind_stalled(&self) {
-        let ctx = self.consumer.context();
-        let stalled = {
-            let mut guard = ctx.guard();
-            if !guard.is_armed() {
-                return;
-            }
-            guard.stalled(RESUME_IDLE)
-        };
-        for ((topic, partition), to) in stalled {
-            self.seek_back(&topic, partition, to, "stalled");
-        }
-    }
-
-    /// Drops the records of partitions whose first record after a resume came from past the
-    /// stored offset, seeking those partitions back.
-    fn guard_resumes(&self, messages: &mut Vec<BorrowedMessage<'_>>) {
-        let ctx = self.consumer.context();
-        if !ctx.guard().is_armed() {
-            return;
-        }
-        let mut rewound: BTreeSet<(String, i32)> = BTreeSet::new();
-        messages.retain(|m| {
-            let tp = (m.topic().to_owned(), m.partition());
-            if rewound.contains(&tp) {
-                return false;
-            }
-            let verdict = ctx.guard().check(&tp.0, tp.1, m.offset());
-            match verdict {
-                Resume::Continue => true,
-                Resume::Gap { expected } => {
-                    self.metrics.resume_seeks.with_label_values(&["gap"]).inc();
-                    tracing::warn!(
-                        topic = tp.0, partition = tp.1, expected, first = m.offset(),
-                        "Records after the stored offset are gone from the log (retention or compaction)."
-                    );
-                    true
-                }
-                Resume::SeekBack(to) => {
-                    self.seek_back(&tp.0, tp.1, to, "skipped");
-                    rewound.insert(tp);
-                    false
-                }
-            }
-        });
     }
 
     fn caught_up(&self) -> bool {
@@ -350,10 +254,6 @@ impl Loop {
                 None if messages.is_empty() => return Ok(0),
                 None => break,
             }
-        }
-        self.guard_resumes(&mut messages);
-        if messages.is_empty() {
-            return Ok(0);
         }
         let inputs: Vec<Input<'_>> = messages
             .iter()
@@ -516,13 +416,6 @@ pub fn assign_all(
         }
     }
     consumer.assign(&tpl)?;
-    let mut guard = consumer.context().guard();
-    for e in tpl.elements() {
-        if let Offset::Offset(o) = e.offset() {
-            guard.resumed(e.topic(), e.partition(), o);
-        }
-    }
-    drop(guard);
     let mut assigned = consumer
         .context()
         .assigned

@@ -246,7 +246,6 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         offsets: Arc::default(),
         assigned: Arc::default(),
         health: health.clone(),
-        resume: Arc::default(),
     };
     *ctx.offsets
         .lock()
@@ -373,7 +372,7 @@ pub async fn catch_up(config: Config, shutdown: CancellationToken) -> Result<Reb
     drain_outbox(&parts.engine, &parts.publisher).await?;
     let topics = config.common.topics();
     let inputs = topics.inputs();
-    let until: std::collections::BTreeMap<_, _> = aispm_runtime::position::partition_ends(
+    let until: std::collections::BTreeMap<_, _> = aispm_runtime::kafka::partition_ends(
         &config.common.kafka(),
         &inputs,
         Duration::from_secs(30),

@@ -17,8 +17,6 @@ pub struct ProjectorMetrics {
     pub outbox_pending: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub state_memory: IntGaugeVec,
-    /// Seeks back after resuming at a stored offset, by why (skipped, stalled, gap).
-    pub resume_seeks: IntCounterVec,
 }
 
 impl ProjectorMetrics {
@@ -49,11 +47,6 @@ impl ProjectorMetrics {
                 "state_memory_bytes",
                 "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state).",
                 &["part"],
-            )?,
-            resume_seeks: m.counter(
-                "resume_seeks_total",
-                "Seeks back after a partition resumed at a stored offset: the broker skipped records past it (skipped), sent nothing (stalled), or the records are gone (gap).",
-                &["why"],
             )?,
         })
     }

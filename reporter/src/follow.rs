@@ -16,8 +16,8 @@ use crate::state::{Shared, Update};
 use crate::{Error, Result};
 use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
+use aispm_runtime::kafka::partition_ends;
 use aispm_runtime::kafka::{KafkaConfig, MeteredContext};
-use aispm_runtime::position::partition_ends;
 use aispm_schemas::{
     Blocker, Codec, Readiness, RegistryEvent, Stage, Topics, ViewChange, ViewName,
 };

@@ -1,5 +1,6 @@
 //! Kafka clients: librdkafka configuration with `--kafka-option` pass-through, topic creation at
-//! start, and the statistics callback that exports consumer lag and rebalances.
+//! start, the statistics callback that exports consumer lag and rebalances, and where each
+//! partition ends.
 
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -8,9 +9,10 @@ use prometheus::{IntCounterVec, IntGaugeVec};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Where the brokers are and how to talk to them.
@@ -171,6 +173,37 @@ impl KafkaConfig {
         }
         Ok(())
     }
+}
+
+/// A topic-partition.
+pub type Tp = (String, i32);
+
+/// The end of every partition of `topics` now (the offset the next record written to it will
+/// get: the high watermark, from ListOffsets). No group is joined and nothing is committed.
+pub fn partition_ends(
+    kafka: &KafkaConfig,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<BTreeMap<Tp, i64>> {
+    let consumer: BaseConsumer = kafka.consumer_config("aispm-partition-ends").create()?;
+    let mut ends = BTreeMap::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == *topic) else {
+            continue;
+        };
+        if let Some(e) = t.error() {
+            return Err(Error::Config(format!(
+                "metadata of topic {topic}: {:?}",
+                RDKafkaErrorCode::from(e)
+            )));
+        }
+        for p in t.partitions() {
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            ends.insert(((*topic).to_owned(), p.id()), high);
+        }
+    }
+    Ok(ends)
 }
 
 /// Consumer and producer health from librdkafka's statistics callback.

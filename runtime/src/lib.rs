@@ -10,9 +10,7 @@
 //! - [`health`]: readiness conditions a service reports (`/readyz`).
 //! - [`auth`]: the tokens file and tenant-scoped bearer-token checks.
 //! - [`kafka`]: librdkafka client config (with `--kafka-option` pass-through), topic creation,
-//!   the statistics callback that exports consumer lag and rebalances.
-//! - [`position`]: exact partition ends and resuming at stored offsets on brokers whose
-//!   ListOffsets and mid-batch fetches are off (Tansu 0.6).
+//!   the statistics callback that exports consumer lag and rebalances, where partitions end.
 //! - [`malloc`]: caps glibc's malloc arenas before any thread starts (flat RSS over days).
 //! - [`service`]: the body of every `main`: runtime, signals, grace period, exit code.
 //! - [`shutdown`]: the root cancellation token fired by SIGINT/SIGTERM, and the grace period.
@@ -26,7 +24,6 @@ pub mod http;
 pub mod kafka;
 pub mod malloc;
 pub mod metrics;
-pub mod position;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

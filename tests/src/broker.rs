@@ -1,47 +1,56 @@
-//! Tansu, a Kafka-compatible broker, run as a child process for tests and the demo.
+//! Apache Kafka in KRaft mode, run as child processes for the tests and the demo: one node
+//! ([`Broker::start`]) or a cluster of three ([`Broker::cluster`]) whose nodes are each broker and
+//! controller, on free ports of 127.0.0.1.
 //!
-//! The binary comes from `scripts/setup.sh` (cached under `~/.cache/aispm/tansu`); set
-//! `AISPM_TANSU` to use another. Tansu listens on IPv4 only, so everything uses 127.0.0.1.
+//! The jars and launchers come from `scripts/setup.sh` (`~/.cache/aispm/kafka`, or
+//! `$AISPM_KAFKA_HOME`). Every node's storage is formatted once per machine into a template
+//! (`kafka-storage format`, a JVM start of its own) and copied for each new broker, so a test pays
+//! one broker start, not two. Kafka's own admin tools run through [`tool`].
 
 use anyhow::{Context, Result, bail};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where Tansu keeps its data.
-#[derive(Debug, Clone)]
-pub enum Storage {
-    /// Gone when the broker stops; fastest.
-    Memory,
-    /// A SQLite file: records and committed offsets survive a broker restart.
-    Sqlite(PathBuf),
-}
-
-/// A running broker; stopped when dropped.
-#[derive(Debug)]
-pub struct Broker {
-    child: Option<Child>,
-    port: u16,
-    storage: Storage,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// The Tansu binary: `$AISPM_TANSU`, else the setup script's cache.
-pub fn tansu_binary() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("AISPM_TANSU") {
-        return Ok(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").context("HOME is not set")?;
-    let p = PathBuf::from(home).join(".cache/aispm/tansu/bin/tansu");
-    if !p.exists() {
+/// The Apache Kafka installation: `$AISPM_KAFKA_HOME`, else the setup script's cache.
+pub fn kafka_home() -> Result<PathBuf> {
+    let p = match std::env::var("AISPM_KAFKA_HOME") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => {
+            let home = std::env::var("HOME").context("HOME is not set")?;
+            PathBuf::from(home).join(".cache/aispm/kafka")
+        }
+    };
+    if !p.join("bin/kafka-server-start").exists() {
         bail!(
-            "Tansu is not installed at {}: run scripts/setup.sh",
+            "Apache Kafka is not installed at {}: run scripts/setup.sh",
             p.display()
         );
     }
     Ok(p)
+}
+
+/// Runs one of Kafka's own command-line tools (`kafka-consumer-groups`, `kafka-configs`,
+/// `kafka-console-consumer`, ...) with `args`; fails unless it exits 0. Its stdout is the answer.
+pub fn tool(name: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(kafka_home()?.join("bin").join(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {name}"))?;
+    if !out.status.success() {
+        bail!(
+            "{name} {} exited with {}: {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -52,156 +61,350 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// One KRaft node: broker and controller in one JVM.
+#[derive(Debug)]
+struct Node {
+    id: u32,
+    port: u16,
+    controller_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+}
+
+/// A running single node or cluster; every node is killed when dropped.
+#[derive(Debug)]
+pub struct Broker {
+    nodes: Vec<Node>,
+    /// The nodes' directories when they go with the broker (none for [`Broker::start_in`]).
+    _dir: Option<tempfile::TempDir>,
+}
+
 impl Broker {
-    /// A broker with in-memory storage.
+    /// A single-node broker (replication factor 1), ready to serve.
     pub fn start() -> Result<Broker> {
-        Self::start_with(Storage::Memory)
+        Self::start_nodes(1)
     }
 
-    /// A broker whose data survives restarts, in a fresh SQLite file.
-    pub fn start_durable() -> Result<Broker> {
+    /// A three-node cluster: every topic aispm creates there should take replication factor 3,
+    /// and `min.insync.replicas` is 2, so any one node may die without losing an acknowledged
+    /// record or stopping producers.
+    pub fn cluster() -> Result<Broker> {
+        Self::start_nodes(3)
+    }
+
+    /// A single-node broker listening on `port`, its storage in `dir` (kept: a later start
+    /// on the same directory finds its records and committed offsets), for the demo, the soak
+    /// and running aispm by hand (`aispm-broker`).
+    pub fn start_in(dir: &Path, port: u16) -> Result<Broker> {
+        std::fs::create_dir_all(dir)?;
+        Self::start_nodes_in(dir.to_owned(), None, Some(port), 1)
+    }
+
+    fn start_nodes(n: u32) -> Result<Broker> {
         let dir = tempfile::tempdir()?;
-        let file = dir.path().join("tansu.db");
-        let mut b = Self::start_in(Storage::Sqlite(file), dir)?;
-        b.wait_ready()?;
+        Self::start_nodes_in(dir.path().to_owned(), Some(dir), None, n)
+    }
+
+    fn start_nodes_in(
+        root: PathBuf,
+        owned: Option<tempfile::TempDir>,
+        port: Option<u16>,
+        n: u32,
+    ) -> Result<Broker> {
+        let mut nodes: Vec<Node> = (1..=n)
+            .map(|id| Node {
+                id,
+                port: port.unwrap_or_else(free_port),
+                controller_port: free_port(),
+                dir: root.join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut nodes {
+            std::fs::create_dir_all(&node.dir)?;
+            std::fs::write(
+                node.dir.join("server.properties"),
+                server_properties(node, n, &voters),
+            )?;
+            if !node.dir.join("data/meta.properties").exists() {
+                copy_dir(&formatted_template(node.id)?, &node.dir.join("data"))?;
+            }
+        }
+        let mut b = Broker { nodes, _dir: owned };
+        for i in 0..b.nodes.len() {
+            b.spawn(i)?;
+        }
+        b.wait_ready(Duration::from_secs(90))?;
         Ok(b)
     }
 
-    pub fn start_with(storage: Storage) -> Result<Broker> {
-        let dir = tempfile::tempdir()?;
-        let mut b = Self::start_in(storage, dir)?;
-        b.wait_ready()?;
-        Ok(b)
-    }
-
-    fn start_in(storage: Storage, dir: tempfile::TempDir) -> Result<Broker> {
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            storage,
-            log: dir.path().join("tansu.log"),
-            _dir: dir,
-        };
-        b.spawn()?;
-        Ok(b)
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let engine = match &self.storage {
-            Storage::Memory => "memory://tansu/".to_owned(),
-            // Tansu resolves the path against its working directory: run it beside the file.
-            Storage::Sqlite(f) => format!(
-                "sqlite://{}",
-                f.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ),
-        };
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let home = kafka_home()?;
+        let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)?;
-        let cwd = match &self.storage {
-            Storage::Sqlite(f) => f.parent().map(PathBuf::from),
-            Storage::Memory => None,
-        };
-        let mut cmd = Command::new(tansu_binary()?);
-        if let Some(cwd) = cwd {
-            cmd.current_dir(cwd);
-        }
-        let child = cmd
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &engine])
-            .env("RUST_LOG", "warn")
+            .open(node.log())?;
+        // A test broker holds little: a 512 MiB heap leaves room for three nodes and the
+        // services on 2 cores and 24 GiB (the demo and compose/ give one node 1 GiB).
+        let heap =
+            std::env::var("AISPM_KAFKA_HEAP_OPTS").unwrap_or_else(|_| "-Xms256m -Xmx512m".into());
+        let child = Command::new(home.join("bin/kafka-server-start"))
+            .arg(node.dir.join("server.properties"))
+            .env("KAFKA_HEAP_OPTS", heap)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting Tansu")?;
-        self.child = Some(child);
+            .context("starting Apache Kafka")?;
+        node.child = Some(child);
         Ok(())
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Waits until every running node is registered and answers metadata.
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect();
+        for &i in &running {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", self.node_bootstrap(i))
+                .set("log_level", "0")
+                .create()?;
+            loop {
+                if let Some(child) = self.nodes[i].child.as_mut()
+                    && let Some(status) = child.try_wait()?
+                {
+                    self.nodes[i].child = None;
+                    bail!(
+                        "Kafka node {} exited with {status}: {}",
+                        self.nodes[i].id,
+                        self.log_tail()
+                    );
+                }
+                // The node answers, and sees every running node registered (a broker that
+                // answers before the controllers know it would refuse to lead partitions).
+                if let Ok(md) = consumer.fetch_metadata(None, Duration::from_millis(500))
+                    && md.brokers().len() >= running.len()
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "Kafka node {} not ready within {timeout:?}: {}",
+                        self.nodes[i].id,
+                        self.log_tail()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node's `127.0.0.1:<port>`, comma-separated, for `bootstrap.servers` and `--brokers`.
+    pub fn bootstrap(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.node_bootstrap(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The address of node `i` (0-based) alone.
+    pub fn node_bootstrap(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// The process id of every running node's JVM.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The replication factor topics should take here: 3 on a cluster, 1 on a single node.
+    pub fn replication_factor(&self) -> i32 {
+        self.nodes.len().min(3) as i32
+    }
+
+    /// The node id (1-based) of node `i`.
+    pub fn node_id(&self, i: usize) -> i32 {
+        self.nodes[i].id as i32
+    }
+
+    /// The leader of every partition of `topics` (`-1` while a partition has none), as the
+    /// running nodes' metadata tells it.
+    pub fn leaders(
+        &self,
+        topics: &[&str],
+    ) -> Result<std::collections::BTreeMap<(String, i32), i32>> {
+        let md = self.metadata()?;
+        let mut out = std::collections::BTreeMap::new();
+        for t in md.topics().iter().filter(|t| topics.contains(&t.name())) {
+            for p in t.partitions() {
+                out.insert((t.name().to_owned(), p.id()), p.leader());
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many partitions of the cluster have fewer in-sync replicas than replicas.
+    pub fn under_replicated(&self) -> Result<usize> {
+        let md = self.metadata()?;
+        Ok(md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .filter(|p| p.isr().len() < p.replicas().len())
+            .count())
+    }
+
+    /// Waits until no partition is under-replicated (what a rolling restart waits for before
+    /// it takes the next node down).
+    pub fn wait_fully_replicated(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
+            match self.under_replicated() {
+                Ok(0) => return Ok(()),
+                Ok(n) if Instant::now() > deadline => {
+                    bail!("{n} partition(s) still under-replicated after {timeout:?}")
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                _ => std::thread::sleep(Duration::from_millis(200)),
             }
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("Tansu exited with {status}: {}", self.log_tail());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "Tansu did not listen on {addr} within 30 s: {}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// `127.0.0.1:<port>`, for `bootstrap.servers` and `--brokers`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+    fn metadata(&self) -> Result<rdkafka::metadata::Metadata> {
+        let running: Vec<String> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .map(|i| self.node_bootstrap(i))
+            .collect();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", running.join(","))
+            .set("log_level", "0")
+            .create()?;
+        Ok(consumer.fetch_metadata(None, Duration::from_secs(10))?)
     }
 
-    /// Stops the broker (SIGKILL: it has no state to flush beyond what it acknowledged).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    /// Kills node `i` with SIGKILL: no controlled shutdown, no flush beyond what the OS has.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Stops and starts the broker on the same port and storage.
+    /// Stops node `i` with SIGTERM and waits for its controlled shutdown (leadership moves
+    /// first), as a rolling restart does.
+    pub fn shut_down_node(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        let Some(mut child) = self.nodes[i].child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "Kafka node {} did not shut down within {timeout:?}",
+                    self.nodes[i].id
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a stopped node again on its ports and storage and waits until it serves (a
+    /// no-op while it runs).
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        if self.nodes[i].child.is_some() {
+            return Ok(());
+        }
+        self.spawn(i)?;
+        self.wait_ready(Duration::from_secs(90))
+    }
+
+    /// Kills every node (SIGKILL).
+    pub fn stop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+
+    /// Kills every node and starts them again on the same ports and storage.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         self.start_again()
     }
 
-    /// Starts a stopped broker again on the same port and storage (a no-op while it runs).
-    /// Tries a few times: the port can still be held for a moment by the killed process's
-    /// connections, and Tansu exits when it cannot bind.
+    /// Starts every stopped node again and waits until the cluster serves.
     pub fn start_again(&mut self) -> Result<()> {
-        if self.child.is_some() {
-            return Ok(());
-        }
-        let mut last = None;
-        for _ in 0..10 {
-            self.spawn()?;
-            match self.wait_ready() {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    self.stop();
-                    last = Some(e);
-                    std::thread::sleep(Duration::from_millis(500));
-                }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                self.spawn(i)?;
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("Tansu did not start")))
+        self.wait_ready(Duration::from_secs(90))
     }
 
-    /// Whether the broker process is running (not stopped).
+    /// Whether any node is running.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.nodes.iter().any(|n| n.child.is_some())
     }
 
-    /// The broker's whole log (every run).
+    /// Every node's whole log (every run), one after the other.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "== node {}\n{}",
+                    n.id,
+                    std::fs::read_to_string(n.log()).unwrap_or_default()
+                )
+            })
+            .collect()
     }
 
-    /// The last lines of the broker's log.
+    /// The last lines of every node's log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(n.log()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!(
+                    "== node {}\n{}\n",
+                    n.id,
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                )
+            })
+            .collect()
     }
 }
 
@@ -209,4 +412,103 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The node's configuration: KRaft with static voters, one listener for clients and one for
+/// the controllers, internal topics replicated as widely as the cluster allows.
+fn server_properties(node: &Node, nodes: u32, voters: &str) -> String {
+    let rf = nodes.min(3);
+    let min_isr = if nodes >= 3 { 2 } else { 1 };
+    format!(
+        "process.roles=broker,controller
+node.id={id}
+controller.quorum.voters={voters}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+# Topics are created by the services (each with its partitions, cleanup and retention), never
+# by a stray produce or fetch.
+auto.create.topics.enable=false
+default.replication.factor={rf}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={rf}
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr={min_isr}
+# Groups form at once instead of waiting 3 s for more members: tests start one consumer at a time.
+group.initial.rebalance.delay.ms=0
+# Two cores: fewer threads than Kafka's defaults for many-core machines.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+",
+        id = node.id,
+        port = node.port,
+        cport = node.controller_port,
+        data = node.dir.join("data").display(),
+    )
+}
+
+/// A storage directory formatted for node `id` (a fixed cluster id; the node's configuration
+/// supplies everything else), made once per machine and Kafka version and copied for each
+/// broker. Formatting writes only `meta.properties` and the bootstrap metadata, neither of
+/// which names a port or a path.
+fn formatted_template(id: u32) -> Result<PathBuf> {
+    let home = kafka_home()?;
+    let version = std::fs::read_to_string(home.join("VERSION")).unwrap_or_default();
+    let root = home.join("formatted").join(version.trim());
+    let dir = root.join(format!("node-{id}"));
+    if dir.join("meta.properties").exists() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&root)?;
+    let work = tempfile::tempdir_in(&root)?;
+    let props = work.path().join("format.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "process.roles=broker,controller\nnode.id={id}\ncontroller.quorum.voters={id}@127.0.0.1:9\n\
+             controller.listener.names=CONTROLLER\n\
+             listeners=PLAINTEXT://127.0.0.1:8,CONTROLLER://127.0.0.1:9\nlog.dirs={}\n",
+            work.path().join("data").display()
+        ),
+    )?;
+    // Any cluster id in Kafka's form (a UUID in 22 characters of URL-safe base64).
+    let cluster_id = "MkU3OEVBNTcwNTJENDM2Qk";
+    let out = Command::new(home.join("bin/kafka-storage"))
+        .args(["format", "--ignore-formatted", "-t", cluster_id, "-c"])
+        .arg(&props)
+        .output()
+        .context("running kafka-storage format")?;
+    if !out.status.success() {
+        bail!(
+            "kafka-storage format failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Another test may have made the same template meanwhile: the first rename wins.
+    match std::fs::rename(work.path().join("data"), &dir) {
+        Ok(()) => {}
+        Err(_) if dir.join("meta.properties").exists() => {}
+        Err(e) => return Err(e).context("installing the formatted template"),
+    }
+    Ok(dir)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }

@@ -96,7 +96,8 @@ impl Pipeline {
         let work = std::fs::canonicalize(work)?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
-        let broker = Broker::start()?;
+        // The broker's storage and log stay beside the services' (kafka/node-1/server.log).
+        let broker = Broker::start_in(&work.join("kafka"), free_port())?;
         let smtp = SmtpSink::start(&work.join("mailbox"))?;
         let tokens = work.join("tokens.toml");
         std::fs::write(

@@ -15,15 +15,27 @@ pub fn random_prefix() -> String {
     format!("t{n:016x}.")
 }
 
-/// Creates every contract topic under `prefix`.
+/// Creates every contract topic under `prefix` (replication factor 1).
 pub async fn create_contract_topics(
     brokers: &str,
     prefix: &str,
     partitions: i32,
 ) -> Result<Topics> {
+    create_replicated_contract_topics(brokers, prefix, partitions, 1).await
+}
+
+/// Creates every contract topic under `prefix` with `replication_factor` replicas (3 on a
+/// cluster, where the brokers' `min.insync.replicas` is 2).
+pub async fn create_replicated_contract_topics(
+    brokers: &str,
+    prefix: &str,
+    partitions: i32,
+    replication_factor: i32,
+) -> Result<Topics> {
     let topics = Topics::with_prefix(prefix);
     let mut kafka = KafkaConfig::local(brokers);
     kafka.partitions = partitions;
+    kafka.replication_factor = replication_factor;
     let mut specs: Vec<TopicSpec> = topics
         .inputs()
         .iter()
@@ -150,8 +162,7 @@ pub fn wait_caught_up(
     let c: BaseConsumer = kafka.consumer_config(group).create()?;
     let deadline = Instant::now() + timeout;
     loop {
-        let ends =
-            aispm_runtime::position::partition_ends(&kafka, topics, Duration::from_secs(30))?;
+        let ends = aispm_runtime::kafka::partition_ends(&kafka, topics, Duration::from_secs(30))?;
         let mut tpl = TopicPartitionList::new();
         for (t, p) in ends.keys() {
             tpl.add_partition(t, *p);
@@ -187,7 +198,7 @@ pub fn read_to_end(
 ) -> Result<Vec<(String, Record)>> {
     use rdkafka::{Offset, TopicPartitionList};
     let kafka = KafkaConfig::local(brokers);
-    let ends = aispm_runtime::position::partition_ends(&kafka, topics, timeout)?;
+    let ends = aispm_runtime::kafka::partition_ends(&kafka, topics, timeout)?;
     let consumer: BaseConsumer = kafka
         .consumer_config(&format!("reader-{}", random_prefix()))
         .create()?;

@@ -1,8 +1,8 @@
-//! Test support: a real Kafka-protocol broker (Tansu) on 127.0.0.1, the service binaries as child
+//! Test support: Apache Kafka (one node or three) on 127.0.0.1, the service binaries as child
 //! processes, random topic prefixes, and small Kafka helpers.
 //!
 //! # Layout
-//! - [`broker`]: start, restart and stop Tansu (memory or sqlite storage).
+//! - [`broker`]: start, kill, restart and stop Apache Kafka nodes; Kafka's own admin tools.
 //! - [`process`]: start the aispm binaries, wait for their HTTP health, kill and restart them.
 //! - [`demo`]: the whole pipeline driven end to end (the demo binary and the pipeline test).
 //! - [`load`]: a deterministic generator of realistic events for load and crash tests.

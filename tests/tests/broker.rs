@@ -86,14 +86,14 @@ async fn round_trip(broker: &mut Broker) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn produce_consume_and_commit_on_memory_storage() {
+async fn produce_consume_and_commit() {
     let mut broker = Broker::start().unwrap();
     round_trip(&mut broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn records_and_commits_survive_a_broker_restart_on_sqlite() {
-    let mut broker = Broker::start_durable().unwrap();
+async fn records_and_commits_survive_a_broker_kill_and_restart() {
+    let mut broker = Broker::start().unwrap();
     let topic = format!("{}durable", random_prefix());
     let kafka = KafkaConfig::local(&broker.bootstrap());
     kafka

@@ -1,13 +1,16 @@
-//! Faults under load, each against the real binaries and a real broker (Tansu):
+//! Faults under load, each against the real binaries and a real broker (Apache Kafka):
 //!
 //! - `kill -9` of ingest at random moments while a real HTTP client posts events: every event
 //!   answered `202` is applied exactly once (a client retries what got an error or a dropped
 //!   connection with the same event ids, and those retries never count twice);
 //! - `kill -9` of the reporter while it generates and delivers packets: no acknowledged packet
 //!   is lost, none is delivered twice, every delivery is recorded once downstream;
-//! - the broker restarted mid-stream (sqlite storage) under ingest, projector and gatekeeper:
-//!   every acknowledged event is reflected once and blockers and readiness equal a clean replay
-//!   of the whole pipeline;
+//! - the broker killed and restarted mid-stream under ingest, projector and gatekeeper: every
+//!   acknowledged event is reflected once and blockers and readiness equal a clean replay of the
+//!   whole pipeline;
+//! - a three-node cluster (replication factor 3, `min.insync.replicas` 2) under the same load:
+//!   one node killed with `kill -9` (leadership moves, nothing acknowledged is lost), and a
+//!   rolling restart of all three; the views, blockers and readiness equal a clean replay;
 //! - a full disk under the projector's state and the reporter's packets (a small tmpfs): the
 //!   service fails loudly, never acknowledges what it could not write, and resumes once the
 //!   quota is raised.
@@ -25,11 +28,12 @@ use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::demo::{Pipeline, TENANT, TENANT_TOKEN};
 use aispm_tests::kafka::{
-    create_contract_topics, latest_by_key, random_prefix, read_to_end, wait_caught_up,
+    create_contract_topics, create_replicated_contract_topics, latest_by_key, random_prefix,
+    read_to_end, wait_caught_up,
 };
 use aispm_tests::load::Gen;
 use aispm_tests::process::{Service, binary};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -66,7 +70,7 @@ fn keep_logs(dir: &Path, broker: &Broker) -> String {
     let Ok(to) = std::env::var("AISPM_FAULT_KEEP") else {
         return String::new();
     };
-    let _ = std::fs::write(dir.join("tansu.log"), broker.log());
+    let _ = std::fs::write(dir.join("kafka.log"), broker.log());
     let copied = std::process::Command::new("cp")
         .arg("-r")
         .arg(dir)
@@ -102,8 +106,6 @@ fn addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
-/// The projector restarting in place: static membership, so a restart reclaims the partitions
-/// at once (Tansu never expires a member that died).
 fn projector_args(brokers: &str, prefix: &str, state: &Path, group: &str) -> Vec<String> {
     strings(&[
         "--brokers",
@@ -114,8 +116,6 @@ fn projector_args(brokers: &str, prefix: &str, state: &Path, group: &str) -> Vec
         &state.display().to_string(),
         "--group",
         group,
-        "--instance-id",
-        "projector-0",
         "--batch-wait",
         "5ms",
     ])
@@ -915,10 +915,159 @@ fn gatekeeper_args(brokers: &str, prefix: &str, tokens: &str, group: &str) -> Ve
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_once() {
-    let mut broker = Broker::start_durable().unwrap();
+    let events = env_or("AISPM_FAULT_EVENTS", 20_000);
+    pipeline_survives(Broker::start().unwrap(), BrokerFault::Restarts, events).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_node_killed_under_load_moves_leadership_and_loses_nothing() {
+    let events = env_or("AISPM_FAULT_EVENTS", 20_000);
+    pipeline_survives(Broker::cluster().unwrap(), BrokerFault::KillNodes, events).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_of_the_cluster_under_load_loses_nothing() {
+    // A roll takes longer than two kills: more events keep the load on through all of it.
+    let events = env_or("AISPM_FAULT_EVENTS", 20_000) * 2;
+    pipeline_survives(
+        Broker::cluster().unwrap(),
+        BrokerFault::RollingRestart,
+        events,
+    )
+    .await;
+}
+
+/// What happens to the brokers while the pipeline is under load.
+#[derive(Debug, Clone, Copy)]
+enum BrokerFault {
+    /// Every node killed (SIGKILL) and started again, five times.
+    Restarts,
+    /// One node at a time killed (SIGKILL) and started again once the others lead its
+    /// partitions, twice.
+    KillNodes,
+    /// Each node in turn shut down (SIGTERM, controlled shutdown) and started again, waiting
+    /// until every partition is fully replicated before the next, as operators roll a cluster.
+    RollingRestart,
+}
+
+/// Applies `fault` while `feed` runs; a summary of what it did.
+async fn inject(
+    fault: BrokerFault,
+    broker: &mut Broker,
+    topics: &Topics,
+    feed: &tokio::task::JoinHandle<FeedReport>,
+) -> String {
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    match fault {
+        BrokerFault::Restarts => {
+            // Down for a blink to longer than the consumers' session timeout (10 s: every
+            // group member's session expires and the groups form again).
+            let downtimes = [
+                Duration::from_millis(200),
+                Duration::from_secs(3),
+                Duration::from_secs(12),
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+            ];
+            let mut restarts = 0;
+            let mut down_total = Duration::ZERO;
+            for down in downtimes {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..5000))).await;
+                if feed.is_finished() {
+                    break;
+                }
+                broker.stop();
+                tokio::time::sleep(down).await;
+                tokio::task::block_in_place(|| broker.start_again()).unwrap();
+                restarts += 1;
+                down_total += down;
+            }
+            assert!(restarts >= 3, "restarted the broker {restarts} times");
+            format!("restarts={restarts} downtime={down_total:?}")
+        }
+        BrokerFault::KillNodes => {
+            let names: Vec<&str> = topics
+                .inputs()
+                .into_iter()
+                .chain([topics.views.as_str()])
+                .collect();
+            let mut kills = Vec::new();
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(2000..4000))).await;
+                if feed.is_finished() {
+                    break;
+                }
+                let i = rng.gen_range(0..broker.size());
+                let id = broker.node_id(i);
+                let led = tokio::task::block_in_place(|| broker.leaders(&names))
+                    .unwrap()
+                    .values()
+                    .filter(|l| **l == id)
+                    .count();
+                broker.kill_node(i);
+                let killed = Instant::now();
+                // Leadership moves: no partition keeps the dead node as its leader.
+                let moved = loop {
+                    let leaders =
+                        tokio::task::block_in_place(|| broker.leaders(&names)).unwrap_or_default();
+                    if !leaders.is_empty() && leaders.values().all(|l| *l != id && *l >= 0) {
+                        break killed.elapsed();
+                    }
+                    assert!(
+                        killed.elapsed() < Duration::from_secs(60),
+                        "leadership never moved off node {id}: {leaders:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                // The cluster serves on two nodes for a while, then the node comes back and
+                // catches up before the next fault.
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                tokio::task::block_in_place(|| {
+                    broker.start_node(i)?;
+                    broker.wait_fully_replicated(Duration::from_secs(120))
+                })
+                .unwrap();
+                kills.push(format!("node{id}(led={led},moved_in={moved:?})"));
+            }
+            assert!(!kills.is_empty(), "the load ended before a node was killed");
+            format!("kills={}", kills.join(","))
+        }
+        BrokerFault::RollingRestart => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let started = Instant::now();
+            let mut under_load = 0;
+            for i in 0..broker.size() {
+                under_load += usize::from(!feed.is_finished());
+                tokio::task::block_in_place(|| {
+                    broker.shut_down_node(i, Duration::from_secs(60))?;
+                    broker.start_node(i)?;
+                    broker.wait_fully_replicated(Duration::from_secs(120))
+                })
+                .unwrap();
+            }
+            assert!(
+                under_load >= 2,
+                "only {under_load} nodes went down under load: raise AISPM_FAULT_EVENTS"
+            );
+            format!(
+                "rolled={} under_load={under_load} in {:?}",
+                broker.size(),
+                started.elapsed()
+            )
+        }
+    }
+}
+
+/// Ingest, projector and gatekeeper on `broker`, a real HTTP client posting `events` events
+/// while `fault` strikes the brokers; then every acknowledged event must be applied once and
+/// the views, blockers and readiness must equal a clean replay of the whole pipeline.
+async fn pipeline_survives(mut broker: Broker, fault: BrokerFault, events: usize) {
     let brokers = broker.bootstrap();
     let prefix = random_prefix();
-    let topics = create_contract_topics(&brokers, &prefix, 3).await.unwrap();
+    let rf = broker.replication_factor();
+    let topics = create_replicated_contract_topics(&brokers, &prefix, 3, rf)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tokens = write_tokens(dir.path());
     let state = dir.path().join("projector");
@@ -927,14 +1076,22 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
     let mut projector = Service::start(
         "aispm-projector",
         &addr(),
-        &projector_args(&brokers, &prefix, &state, &group),
+        &[
+            projector_args(&brokers, &prefix, &state, &group),
+            strings(&["--replication-factor", &rf.to_string()]),
+        ]
+        .concat(),
         dir.path(),
     )
     .unwrap();
     let mut gatekeeper = Service::start(
         "aispm-gatekeeper",
         &addr(),
-        &gatekeeper_args(&brokers, &prefix, &tokens, &gk_group),
+        &[
+            gatekeeper_args(&brokers, &prefix, &tokens, &gk_group),
+            strings(&["--replication-factor", &rf.to_string()]),
+        ]
+        .concat(),
         dir.path(),
     )
     .unwrap();
@@ -948,6 +1105,8 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
             &tokens,
             "--topic-prefix",
             &prefix,
+            "--replication-factor",
+            &rf.to_string(),
         ]),
         dir.path(),
     )
@@ -956,7 +1115,6 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
         s.wait_ready(Duration::from_secs(60)).await.unwrap();
     }
 
-    let events = env_or("AISPM_FAULT_EVENTS", 20_000);
     let feed = tokio::spawn(http_feed(
         format!("{}/v1/events", ingest.http),
         Gen::new(41, 20, 2000),
@@ -965,32 +1123,7 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
         800,
         4,
     ));
-    // Restarts at random moments, down for a blink to a few seconds: shorter than the producers'
-    // message timeout (a record that times out makes librdkafka bump the idempotent producer's
-    // epoch, and Tansu's sqlite storage panics on that) and than the consumers' session timeout
-    // (10 s: a group whose session timed out sometimes never gets its partitions back from
-    // Tansu). Both are in the README's known gaps of the local broker.
-    let downtimes = [
-        Duration::from_millis(200),
-        Duration::from_secs(3),
-        Duration::from_secs(1),
-        Duration::from_secs(2),
-        Duration::from_millis(500),
-    ];
-    let mut restarts = 0;
-    let mut down_total = Duration::ZERO;
-    for down in downtimes {
-        let wait = rand::thread_rng().gen_range(2000..5000);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        if feed.is_finished() {
-            break;
-        }
-        broker.stop();
-        tokio::time::sleep(down).await;
-        broker.start_again().unwrap();
-        restarts += 1;
-        down_total += down;
-    }
+    let injected = inject(fault, &mut broker, &topics, &feed).await;
     let feed = match feed.await {
         Ok(f) => f,
         Err(e) => panic!(
@@ -1051,7 +1184,7 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
     // A clean replay of the whole pipeline: the same input records under a fresh prefix,
     // a fresh projector, a fresh gatekeeper.
     let clean_prefix = random_prefix();
-    let clean_topics = create_contract_topics(&brokers, &clean_prefix, 3)
+    let clean_topics = create_replicated_contract_topics(&brokers, &clean_prefix, 3, rf)
         .await
         .unwrap();
     let copied = copy_inputs(&brokers, &topics, &clean_topics).await;
@@ -1101,7 +1234,7 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
         + blocker_diff
         + readiness_diff;
     println!(
-        "broker restarts: events={events} restarts={restarts} downtime={down_total:?} requests={} accepted_events={} refused={:?} dropped={} \
+        "broker fault {fault:?}: events={events} {injected} requests={} accepted_events={} refused={:?} dropped={} \
          records={} duplicate_records={} distinct_on_topics={} applied={applied} clean_applied={clean_applied} copied={copied} \
          lost={} invented={} unacknowledged={} rows={} digest={:016x} clean_digest={:016x} \
          blockers={} clean_blockers={} readiness={} clean_readiness={} blocker_diff={blocker_diff} readiness_diff={readiness_diff} mismatches={mismatches}",
@@ -1123,7 +1256,6 @@ async fn broker_restarts_mid_stream_then_every_acknowledged_event_is_reflected_o
         gk.1.len(),
         clean_gk.1.len(),
     );
-    assert!(restarts >= 3, "restarted the broker {restarts} times");
     assert_eq!(r.lost, 0, "acknowledged events missing from the topics");
     assert_eq!(r.invented, 0);
     assert_eq!(r.unacknowledged, 0);

@@ -1,4 +1,4 @@
-//! The gatekeeper end to end: the real `aispm-gatekeeper` binary against a real broker (Tansu).
+//! The gatekeeper end to end: the real `aispm-gatekeeper` binary against a real broker (Apache Kafka).
 //! The projector is driven by hand: these tests produce `ViewChange` records onto the views
 //! topic exactly as docs/views.md says the projector does (key `{tenant}/{view}/{row key}`,
 //! partition by the tenant's murmur2), and read what the gatekeeper publishes.
@@ -245,8 +245,7 @@ struct Rec {
     value: Option<Vec<u8>>,
 }
 
-/// Every record of `topic`, read to its end (no group, nothing committed). The end is the
-/// partition EOF: Tansu's ListOffsets answers short of the real high watermark.
+/// Every record of `topic`, read to its end (the partition EOF; no group, nothing committed).
 fn snapshot(brokers: &str, topic: &str) -> Vec<Rec> {
     let kafka = KafkaConfig::local(brokers);
     let mut config = kafka.consumer_config("gk-test-snapshot");
@@ -589,9 +588,8 @@ async fn production_blockers_resolve_one_by_one_with_a_tombstone_each() {
         &[
             "--evaluation-interval",
             "1s",
-            // Static membership: the restarted instance takes the killed one's place at once.
-            "--kafka-option",
-            "group.instance.id=gatekeeper-1",
+            // No static membership: after the kill -9 below, the broker expires the dead
+            // member's session and the restarted instance gets the partitions back.
         ],
     )
     .await;

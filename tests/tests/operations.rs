@@ -1,4 +1,4 @@
-//! Operations end to end: the four service binaries against Tansu, scraped by a real
+//! Operations end to end: the four service binaries against Apache Kafka, scraped by a real
 //! Prometheus server (Debian's `/usr/bin/prometheus`) that also evaluates
 //! `compose/prometheus/alerts.yml`. The demo scenario goes in through ingest's HTTP API; the
 //! assertions read Prometheus's HTTP query API: events applied per topic, consumer lag back to
@@ -470,7 +470,7 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
     prom.wait_value(r#"sum(up{job=~"aispm-.+"})"#, 4.0, Duration::from_secs(30))
         .await;
 
-    // Readiness includes a connected broker, now from librdkafka's statistics: one Tansu, and
+    // Readiness includes a connected broker, now from librdkafka's statistics: one Kafka node, and
     // librdkafka's always-UP internal broker is not counted.
     for svc in ["projector", "gatekeeper", "reporter"] {
         prom.wait_value(

@@ -2,12 +2,14 @@
 //! delivery audit → projector → gatekeeper. Every production blocker of the scenario opens,
 //! remediation clears all but report delivery, and a real delivery makes the tenant ready.
 
-use aispm_schemas::Codec;
 use aispm_schemas::readiness::Blocker;
+use aispm_schemas::topics::dlq_headers;
+use aispm_schemas::{Codec, Topics};
+use aispm_tests::broker::tool;
 use aispm_tests::demo::{Pipeline, blocker_kinds};
-use aispm_tests::kafka::read_all;
+use aispm_tests::kafka::{produce, producer, read_all};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
@@ -111,5 +113,188 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
             let b: Blocker = Codec::new().decode(v).unwrap();
             panic!("{key} is still open on the topic: {b:?}");
         }
+    }
+}
+
+/// The projector's lag per partition of the input topics, from its `/metrics`.
+async fn metric_lag(p: &Pipeline) -> BTreeMap<(String, i32), i64> {
+    let text = reqwest::get(format!("{}/metrics", p.projector.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("aispm_projector_consumer_lag_messages{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once("} ").unwrap();
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap()
+        };
+        out.insert(
+            (label("topic"), label("partition").parse().unwrap()),
+            value.trim().parse().unwrap(),
+        );
+    }
+    out
+}
+
+/// `kafka-consumer-groups --describe`: (topic, partition) → (current offset, log end, lag).
+fn group_offsets(bootstrap: &str, group: &str) -> BTreeMap<(String, i32), (i64, i64, i64)> {
+    let out = tool(
+        "kafka-consumer-groups",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--group",
+            group,
+        ],
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = BTreeMap::new();
+    for line in text.lines() {
+        // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[0] != group {
+            continue;
+        }
+        let n = |s: &str| s.parse::<i64>().unwrap_or(-1);
+        rows.insert(
+            (f[1].to_owned(), f[2].parse().unwrap()),
+            (n(f[3]), n(f[4]), n(f[5])),
+        );
+    }
+    rows
+}
+
+/// Apache Kafka's own tools, as an operator would use them, see what aispm made: every topic
+/// with the cleanup and retention the contract names, the projector's consumer group with the
+/// lag its metrics export, and a dead letter's headers naming its origin and error.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_tools_see_the_topics_groups_and_dead_letters_aispm_made() {
+    let work = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(work.path()).await.unwrap();
+    let bootstrap = p.broker.bootstrap();
+    p.emit("open").unwrap();
+
+    // Topics: created by the services at start, each with its policy.
+    let topics = Topics::with_prefix("aispm.");
+    let mut policies: Vec<(&str, &str)> = topics
+        .inputs()
+        .into_iter()
+        .map(|t| (t, "retention.ms=-1"))
+        .collect();
+    policies.push((&topics.dlq, "retention.ms=-1"));
+    for t in [&topics.views, &topics.blockers, &topics.readiness] {
+        policies.push((t, "cleanup.policy=compact"));
+    }
+    for (topic, expected) in &policies {
+        let out = tool(
+            "kafka-configs",
+            &[
+                "--bootstrap-server",
+                &bootstrap,
+                "--describe",
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                topic,
+            ],
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(expected),
+            "kafka-configs shows {topic} without {expected}:\n{text}"
+        );
+        let described = tool(
+            "kafka-topics",
+            &[
+                "--bootstrap-server",
+                &bootstrap,
+                "--describe",
+                "--topic",
+                topic,
+            ],
+        )
+        .unwrap();
+        let described = String::from_utf8_lossy(&described.stdout);
+        assert!(
+            described.contains("PartitionCount: 3"),
+            "{topic} has the --partitions the services were given:\n{described}"
+        );
+    }
+
+    // A record that is not an event: the projector dead-letters it, and the console consumer
+    // reads the headers that say where it came from and why.
+    let producer = producer(&bootstrap).unwrap();
+    produce(&producer, &topics.decisions, "acme", b"not an event")
+        .await
+        .unwrap();
+    let out = tool(
+        "kafka-console-consumer",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            &topics.dlq,
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "60000",
+            "--property",
+            "print.headers=true",
+            "--property",
+            "print.key=true",
+        ],
+    )
+    .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        format!("{}:{}", dlq_headers::SOURCE_TOPIC, topics.decisions),
+        format!("{}:decode", dlq_headers::STAGE),
+        format!("{}:projector", dlq_headers::SERVICE),
+        format!("{}:", dlq_headers::REASON),
+        format!("{}:", dlq_headers::ERROR),
+        "\tacme\tnot an event".to_owned(),
+    ] {
+        assert!(line.contains(&expected), "no {expected} in:\n{line}");
+    }
+
+    // The projector's group: the committed offsets kafka-consumer-groups reads are the ones
+    // aispm stored, and its lag is the lag aispm exports, partition by partition.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let kafka = group_offsets(&bootstrap, "aispm-projector");
+        let ours = metric_lag(&p).await;
+        let theirs: BTreeMap<(String, i32), i64> = kafka
+            .iter()
+            .map(|(tp, (_, _, lag))| (tp.clone(), *lag))
+            .collect();
+        let settled = !kafka.is_empty()
+            && kafka.values().all(|(cur, end, _)| cur == end)
+            && kafka.values().map(|(_, end, _)| end).sum::<i64>() > 0;
+        if settled && theirs.iter().all(|(tp, lag)| ours.get(tp) == Some(lag)) {
+            let consumed: i64 = kafka.values().map(|(cur, _, _)| cur).sum();
+            println!(
+                "kafka-consumer-groups: {} partitions, {consumed} records consumed, lag 0 as aispm_projector_consumer_lag_messages says",
+                kafka.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kafka-consumer-groups and aispm disagree or never settle:\nkafka: {kafka:?}\naispm: {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

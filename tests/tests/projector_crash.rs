@@ -93,6 +93,22 @@ fn digest(dir: &Path) -> (usize, u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_points_then_views_equal_a_clean_replay() {
+    // Restarting in place with static membership: each restart reclaims the partitions at once.
+    let events = std::env::var("AISPM_CRASH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    kill_9_at_random_points(Some("projector-0"), events, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_without_instance_id_then_the_partitions_come_back_after_the_session_timeout() {
+    // A new member each time: the dead one holds its partitions until the broker expires its
+    // session (10 s), then the group gives them to the restarted process.
+    kill_9_at_random_points(None, 30_000, 3).await;
+}
+
+async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_kills: usize) {
     let broker = Broker::start().unwrap();
     let prefix = random_prefix();
     let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
@@ -102,17 +118,13 @@ async fn kill_9_at_random_points_then_views_equal_a_clean_replay() {
     let state = dir.path().join("state");
     let group = format!("proj-{}", random_prefix());
     let http = format!("127.0.0.1:{}", free_port());
-    // Restarting in place: static membership lets each restart reclaim the partitions at once
-    // (Tansu never expires a dead member, so without it a restart would wait forever).
     let mut a = args(&broker, &prefix, &state, &group);
-    a.extend(["--instance-id".to_owned(), "projector-0".to_owned()]);
+    if let Some(id) = instance_id {
+        a.extend(["--instance-id".to_owned(), id.to_owned()]);
+    }
     let mut projector = Service::start("aispm-projector", &http, &a, dir.path()).unwrap();
     projector.wait_ready(Duration::from_secs(60)).await.unwrap();
 
-    let events: usize = std::env::var("AISPM_CRASH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
     let producer: FutureProducer = aispm_tests::kafka::producer(&broker.bootstrap()).unwrap();
     let feed = tokio::spawn(stream(
         producer,
@@ -123,10 +135,10 @@ async fn kill_9_at_random_points_then_views_equal_a_clean_replay() {
     ));
     // Every kill lands while the projector is applying: after each restart it first gets its
     // partitions back (ready), then runs for a random while. Kills go on after the last event
-    // is produced (the projector is still catching up) until there were at least eight.
+    // is produced (the projector is still catching up) until there were at least `min_kills`.
     let mut kills = 0;
     let mut rng = rand::thread_rng();
-    while !feed.is_finished() || kills < 8 {
+    while !feed.is_finished() || kills < min_kills {
         projector
             .wait_ready(Duration::from_secs(120))
             .await
@@ -169,10 +181,10 @@ async fn kill_9_at_random_points_then_views_equal_a_clean_replay() {
     let crashed = digest(&state);
     let clean = clean_digest(&broker, &prefix).await;
     println!(
-        "events={events} kills={kills} rows={} digest={:016x} clean_rows={} clean_digest={:016x}",
+        "instance_id={instance_id:?} events={events} kills={kills} rows={} digest={:016x} clean_rows={} clean_digest={:016x}",
         crashed.0, crashed.1, clean.0, clean.1
     );
-    assert!(kills >= 8, "killed {kills} times");
+    assert!(kills >= min_kills, "killed {kills} times");
     assert_eq!(
         crashed, clean,
         "views after {kills} kill -9 differ from a clean replay"
@@ -273,14 +285,9 @@ async fn two_instances_split_the_partitions_and_a_moved_partition_is_rebuilt() {
         "the group split the 16 input partitions: A {on_a}, B {on_b}"
     );
 
-    // A stops; B takes its partitions and rebuilds them from the beginning of the topics.
-    // (A graceful stop leaves the group. After a kill -9, Kafka would move the partitions once
-    // the session times out; Tansu 0.6 never expires a dead member, so it cannot be shown here.)
-    assert!(
-        a.terminate(Duration::from_secs(30)).unwrap(),
-        "{}",
-        a.log_tail()
-    );
+    // A dies (kill -9, no goodbye to the group); once the broker expires its session, B takes
+    // its partitions and rebuilds them from the beginning of the topics.
+    a.kill9();
     stream(producer, topics.clone(), g, 5_000, 20_000).await;
     if let Err(e) = wait_caught_up(
         &broker.bootstrap(),
@@ -336,8 +343,8 @@ async fn burst(broker: &Broker, topics: &aispm_schemas::Topics, seed: u64, n: us
     aispm_tests::kafka::send_all(&producer, topics, &records).await;
 }
 
-/// A rebuild applies every record, including a burst that reached the broker as large batches
-/// (Tansu 0.6 answers ListOffsets short of such a batch; the end comes from a fetch response).
+/// A rebuild applies every record, including a burst that reached the broker as large batches:
+/// the end it runs to (ListOffsets) is past the last record of the last batch.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_applies_every_record_of_a_burst() {
     let broker = Broker::start().unwrap();
@@ -359,8 +366,8 @@ async fn a_rebuild_applies_every_record_of_a_burst() {
 }
 
 /// Stopping in the middle of a record batch and resuming there loses nothing: small projector
-/// batches store offsets inside the broker's large record batches, and Tansu 0.6 answers a fetch
-/// from inside a batch with the batches after it (the resume guard seeks back).
+/// batches store offsets inside the broker's large record batches, and a fetch from inside a
+/// batch must deliver the rest of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_inside_a_record_batch_applies_every_record_once() {
     let broker = Broker::start().unwrap();

@@ -1,4 +1,4 @@
-//! The reporter end to end against a real broker (Tansu), a real SMTP server (Python's
+//! The reporter end to end against a real broker (Apache Kafka), a real SMTP server (Python's
 //! aiosmtpd) and a real browser (headless Chromium). The views, blockers, readiness and registry
 //! records the projector and gatekeeper would publish are produced here directly.
 //!

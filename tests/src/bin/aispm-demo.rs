@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let work = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".demo".into()));
     step(
         1,
-        "Starting Tansu (Kafka-compatible broker), an SMTP server and the four services",
+        "Starting Apache Kafka (one KRaft node), an SMTP server and the four services",
     );
     let p = Pipeline::start(&work).await?;
     println!("broker      {}", p.broker.bootstrap());
