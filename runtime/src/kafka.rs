@@ -171,7 +171,43 @@ impl KafkaConfig {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
-        Ok(())
+        // The controller has created them; brokers learn of new topics a moment later, and a
+        // metadata request answered in between says they do not exist. Wait until they show.
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let config = self.client_config();
+        let remaining = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(10));
+        tokio::task::spawn_blocking(move || wait_visible(&config, &names, remaining))
+            .await
+            .map_err(|e| Error::Config(format!("waiting for topic metadata: {e}")))?
+    }
+}
+
+/// Waits until the metadata shows every one of `topics` with its partitions, each with a leader.
+fn wait_visible(config: &ClientConfig, topics: &[String], timeout: Duration) -> Result<()> {
+    let consumer: BaseConsumer = config.create()?;
+    let started = std::time::Instant::now();
+    loop {
+        let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+        let missing = topics.iter().find(|name| {
+            !md.topics().iter().any(|t| {
+                t.name() == name.as_str()
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+        });
+        let Some(missing) = missing else {
+            return Ok(());
+        };
+        if started.elapsed() > timeout {
+            return Err(Error::CreateTopic {
+                topic: missing.clone(),
+                reason: "created, but not in the brokers' metadata".to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
