@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Runs the benchmark suite in release mode against a local Tansu broker and writes
-# bench/results.json and bench/results.md. Benchmarks print figures; none is a pass/fail test.
+# Runs the benchmark suite in release mode against local Apache Kafka brokers (one KRaft node
+# each, started by the benches: aispm_tests::Broker) and writes bench/results.json and
+# bench/results.md. Benchmarks print figures; none is a pass/fail test.
 #
 #   scripts/bench.sh                 # projector (1M events, 1k and 100k entities, 10M memory run),
 #                                    # then ingest and gatekeeper
-#   AISPM_BENCH_EVENTS=10000000 scripts/bench.sh   # 10M events per scenario (slow: Tansu's fetch rate)
+#   AISPM_BENCH_EVENTS=10000000 scripts/bench.sh   # 10M events per scenario (slow)
 #   AISPM_BENCH_ONLY=projector scripts/bench.sh    # one bench (projector | ingest | gatekeeper | scale)
 #   AISPM_BENCH_SCALE=1 scripts/bench.sh           # also the scale table (bench/scale.md): the
-#                                    # projector bench (with the Quix Streams comparison) at
+#                                    # projector bench (with the Quix Streams and Kafka
+#                                    # Streams comparison) at
 #                                    # 100k and 1M events x 10 and 100 tenants, 100 entities per
 #                                    # tenant; about 20 minutes. AISPM_BENCH_SCALE_EVENTS and
 #                                    # AISPM_BENCH_SCALE_TENANTS (space-separated) change the grid.
 #   AISPM_BENCH_ONLY=scale scripts/bench.sh        # only the scale table
 #
 # The projector bench also runs the same projection in Quix Streams (bench/quix/, needs the
-# venv from scripts/setup.sh; AISPM_BENCH_QUIX=0 skips it).
+# venv from scripts/setup.sh; AISPM_BENCH_QUIX=0 skips it) and in Kafka Streams
+# (bench/kafka-streams/, needs `java` 17+ on PATH, and `mvn` when the jar must be built;
+# AISPM_BENCH_KSTREAMS=0 skips it): the projector bench builds its jar with
+# `mvn -q -B -f bench/kafka-streams/pom.xml package` when it is missing or older than its
+# sources. Without them the rows say "skipped" and why.
 #
 # Figures are noisy on a shared machine: the load average before and after is recorded.
 set -euo pipefail

@@ -23,11 +23,9 @@ State layout: Quix Streams scopes state to the message key (the tenant), so each
 holds one row per agent (`agent/{agent_id}` -> {"open_findings", "decisions", "last_seen"})
 and one marker per applied event id (`seen/{event_id}`).
 
-Tansu accommodations (the local broker; neither is needed on Apache Kafka):
-- Tansu answers DescribeConfigs with no entries, while Quix Streams derives its state store's
-  changelog config from the input topic's `retention.ms`: the topic object is given the
-  contract's value (infinite, `-1`).
-- Changelog topics are off (`use_changelog_topics=False`): RocksDB state is local only.
+Everything else is Quix Streams' default: its state store's changelog topics are on (so the
+RocksDB state can be restored from Kafka), the processing guarantee is its default,
+at-least-once, and the input topic's configuration is read from the broker.
 
 The app stops by itself once it has processed `--records` records (or when nothing new
 arrived for `--idle-timeout` seconds) and prints one JSON line: records, seconds, CPU seconds
@@ -52,7 +50,6 @@ from pathlib import Path
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from quixstreams import Application, State
-from quixstreams.models import TopicConfig
 from quixstreams.models.serializers import Deserializer, SerializationContext
 from quixstreams.models.serializers.exceptions import SerializationError
 
@@ -62,8 +59,6 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
 HIGH = frozenset(("high", "critical"))
-# The contract's retention for the input topics (README: "retention infinite").
-RETENTION_MS = "-1"
 
 
 def cpu_seconds() -> float:
@@ -214,7 +209,6 @@ def main() -> int:
         consumer_group=group,
         auto_offset_reset="earliest",
         state_dir=state_dir,
-        use_changelog_topics=False,  # Tansu: local RocksDB state only (see the module doc)
         loglevel="WARNING",
     )
     decisions = app.topic(
@@ -223,12 +217,7 @@ def main() -> int:
         value_deserializer=SingleObjectAvroDeserializer(
             AVRO / "decision_event.avsc", sorted((AVRO / "v1").glob("decision_event*.avsc"))
         ),
-        config=TopicConfig(num_partitions=6, replication_factor=1,
-                           extra_config={"retention.ms": RETENTION_MS}),
     )
-    # Tansu's DescribeConfigs has no entries, so the config read back from the broker lacks
-    # retention.ms, which Quix needs to derive its state store's changelog config.
-    decisions.broker_config.extra_config.setdefault("retention.ms", RETENTION_MS)
 
     projection = Projection()
     sdf = app.dataframe(decisions)

@@ -1,12 +1,14 @@
-"""A tiny reference for `projection.py`: the same projection with no framework.
+"""A tiny reference for the comparison projections (Quix Streams, Kafka Streams): no framework.
 
 Reads the decision topic from the beginning with a plain confluent-kafka consumer (no group
 commits) until `--records` records arrived, decodes each value (Avro single-object encoding:
 `C3 01`, 8-byte little-endian CRC-64-AVRO fingerprint, datum) with fastavro, and folds it into a
 dict {tenant/agent: {open_findings, decisions, last_seen}} with the same rules (AISPM-APR-001:
 risk high or critical, verdict allow, no approval_id; each event id once). Prints one JSON line
-with the key count and totals; with `--compare DUMP` (from `projection.py --dump`) it says
-whether every row is equal and exits 1 when not.
+with the key count and totals; with `--compare DUMP` (the table written by `--dump` of
+`bench/quix/projection.py` or of the Kafka Streams app in `bench/kafka-streams/`: one JSON object
+{"tenant/agent": {"open_findings", "decisions", "last_seen"}}) it says whether every row is
+equal and exits 1 when not.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def main() -> int:
     ap.add_argument("--topic", required=True)
     ap.add_argument("--records", type=int, required=True)
     ap.add_argument("--idle-timeout", type=float, default=30.0)
-    ap.add_argument("--compare", default=None, help="projection.py --dump output")
+    ap.add_argument("--compare", default=None,
+                    help="a --dump of bench/quix/projection.py or bench/kafka-streams")
     args = ap.parse_args()
 
     raw = json.loads(SCHEMA.read_text())
@@ -80,11 +83,12 @@ def main() -> int:
            "decisions": sum(r["decisions"] for r in rows.values())}
     ok = n >= args.records
     if args.compare:
-        quix = json.loads(Path(args.compare).read_text())
-        diff = [k for k in rows.keys() | quix.keys() if rows.get(k) != quix.get(k)]
-        out["compared_keys"] = len(quix)
+        other = json.loads(Path(args.compare).read_text())
+        diff = [k for k in rows.keys() | other.keys() if rows.get(k) != other.get(k)]
+        out["compared_keys"] = len(other)
         out["differing_rows"] = len(diff)
-        out["examples"] = {k: [rows.get(k), quix.get(k)] for k in sorted(diff)[:3]}
+        # [reference row, compared row] of the first few that differ.
+        out["examples"] = {k: [rows.get(k), other.get(k)] for k in sorted(diff)[:3]}
         out["equal"] = not diff
         ok = ok and not diff
     print(json.dumps(out), flush=True)

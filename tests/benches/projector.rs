@@ -1,7 +1,7 @@
 //! Projector benchmark (a bench binary printing figures and writing JSON, not a timed test).
 //!
 //! For each entity count (default 1 000 and 100 000, over 100 tenants), in one run against one
-//! broker (Tansu, memory storage, on 127.0.0.1):
+//! broker (Apache Kafka, one KRaft node on 127.0.0.1, `aispm_tests::Broker::start()`):
 //! 1. pre-fills the input topics (6 partitions each) with N generated events (default 1M), produced
 //!    fast with rdkafka;
 //! 2. **plain reader**: a child process that reads and discards every record of the same topics
@@ -15,16 +15,22 @@
 //!    into a fresh RocksDB in this process on one thread, no broker (events/s, CPU-µs/event);
 //!    then again with the batch's tenants split over the projector's default apply workers
 //!    (one per core, `AISPM_BENCH_WORKERS`), as the service runs;
-//! 5. **decision-only comparison with Quix Streams** (`AISPM_BENCH_QUIX`, default 1): the fill
-//!    also writes every decision record to a copy of the decision topic under a second prefix;
-//!    over exactly those records run the plain reader, `bench/quix/projection.py` (Quix Streams,
-//!    RocksDB state: open findings and last-seen per tenant and agent) as a child under
-//!    `/usr/bin/time -v` with the project venv's Python (`$AISPM_PYTHON`, else
+//! 5. **decision-only comparison with Quix Streams and Kafka Streams** (`AISPM_BENCH_QUIX` and
+//!    `AISPM_BENCH_KSTREAMS`, default 1 each; the step runs unless both are 0): the fill also
+//!    writes every decision record to a copy of the decision topic under a second prefix; over
+//!    exactly those records run, each as a child under `/usr/bin/time -v`, the plain reader,
+//!    `bench/quix/projection.py` (Quix Streams, RocksDB state: open findings and last-seen per
+//!    tenant and agent) with the project venv's Python (`$AISPM_PYTHON`, else
 //!    `~/.cache/aispm/venv/bin/python`; without it or without `quixstreams` the row says
-//!    "skipped" and why), and the projector's `rebuild` (its other inputs empty there): events/s,
-//!    CPU-µs/event and the ratios to the projector. With `AISPM_BENCH_QUIX_VERIFY=1` (default
-//!    when the copy holds at most 200 000 records) a second, untimed Quix run dumps its state and
-//!    `bench/quix/reference.py` (a plain consumer and a dict) checks every row; and, over the
+//!    "skipped" and why), the same projection in Kafka Streams (`bench/kafka-streams/`, a
+//!    runnable jar run with the `java` on PATH, exactly_once_v2, RocksDB stores; the bench
+//!    builds it with `mvn -q -B -f bench/kafka-streams/pom.xml package` when the jar is missing
+//!    or older than its sources; without `java` or `mvn` the row says "skipped" and why), and the
+//!    projector's `rebuild` (its other inputs empty there): events/s, CPU-µs/event, peak RSS and
+//!    the ratios to the projector. With `AISPM_BENCH_QUIX_VERIFY=1` and
+//!    `AISPM_BENCH_KSTREAMS_VERIFY=1` (each the default when the copy holds at most 200 000
+//!    records) a second, untimed run of that engine dumps its table and `bench/quix/reference.py`
+//!    (a plain consumer and a dict) checks every row; and, over the
 //!    same records, **the contract's floor**: the reader child again, adding stage by stage
 //!    (`AISPM_BENCH_FLOOR`) the least any projector must do per decision: decode it, look its
 //!    event id up in RocksDB and store it with its evidence row and the offsets in one
@@ -44,21 +50,23 @@
 //! `AISPM_BENCH_MEMORY_EVENTS` (default 2000000; 0 skips the memory run),
 //! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_BATCH` and `AISPM_BENCH_BATCH_AGGREGATES` (in-process
 //! batches, default the projector's `--batch-max` and `--batch-max-aggregates`), `AISPM_BENCH_WORKERS`
-//! (apply workers of the in-process runs, default the projector's `--apply-workers`), `AISPM_BENCH_QUIX` (default 1; 0 skips step 5),
-//! `AISPM_BENCH_QUIX_VERIFY` (see step 5), `AISPM_BENCH_TAG` (writes only
+//! (apply workers of the in-process runs, default the projector's `--apply-workers`), `AISPM_BENCH_QUIX` and
+//! `AISPM_BENCH_KSTREAMS` (default 1 each; 0 skips that engine, both 0 skip step 5),
+//! `AISPM_BENCH_QUIX_VERIFY` and `AISPM_BENCH_KSTREAMS_VERIFY` (see step 5), `AISPM_BENCH_TAG` (writes only
 //! `bench/scale/projector-{tag}.json` and `.md`: one point of `scripts/bench.sh`'s scale table),
 //! `AISPM_BENCH_PROJECTOR_BIN` (the `aispm-projector` to measure; default the one beside this
 //! bench in `target/release`). The bench copies that binary at start and runs the copy, so a
 //! concurrent build cannot change it mid-run; the figures name its build time.
 //!
 //! CPU figures come from `/proc` (utime + stime, 10 ms ticks) and `/usr/bin/time -v`; they cover
-//! every thread of the process (librdkafka's, RocksDB's background threads), start-up included.
+//! every thread of the process (librdkafka's, RocksDB's background threads, the JVM's compiler and
+//! garbage collector threads), start-up included.
 
 use aispm_projector::apply::Settings;
 use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
 use aispm_runtime::kafka::KafkaConfig;
-use aispm_runtime::position::partition_ends;
+use aispm_runtime::kafka::partition_ends;
 use aispm_schemas::Topics;
 use aispm_tests::Broker;
 use aispm_tests::kafka::{create_contract_topics, random_prefix};
@@ -316,8 +324,7 @@ fn fill(
                 .and_then(|e| e.clone())
         );
     }
-    // The ends come from a fetch response (aispm_runtime::position): Tansu's ListOffsets
-    // answer is short of the last record batch.
+    // The broker's end offsets must cover every record the producer saw delivered.
     let data_ends = producer
         .context()
         .ends
@@ -762,11 +769,11 @@ fn apply_only(
 }
 
 // ----------------------------------------------------------------------------------------------
-// The Quix Streams comparison (decision topic only)
+// The Quix Streams and Kafka Streams comparison (decision topic only)
 
 /// The project venv's Python (`$AISPM_PYTHON`, else `~/.cache/aispm/venv/bin/python`), if it
-/// can import `quixstreams` and `fastavro`; otherwise why not.
-fn quix_python() -> std::result::Result<PathBuf, String> {
+/// can import every one of `modules` (comma-separated); otherwise why not.
+fn venv_python(modules: &str) -> std::result::Result<PathBuf, String> {
     let python = match std::env::var_os("AISPM_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?)
@@ -779,27 +786,141 @@ fn quix_python() -> std::result::Result<PathBuf, String> {
         ));
     }
     let out = Command::new(&python)
-        .args(["-c", "import quixstreams, fastavro"])
+        .args(["-c", &format!("import {modules}")])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
     if !out.status.success() {
         return Err(format!(
-            "{} cannot import quixstreams and fastavro (run scripts/setup.sh)",
-            python.display()
+            "{} cannot import {} (run scripts/setup.sh)",
+            python.display(),
+            modules.replace(", ", " and ")
         ));
     }
     Ok(python)
+}
+
+/// The Python that runs `bench/quix/projection.py`.
+fn quix_python() -> std::result::Result<PathBuf, String> {
+    venv_python("quixstreams, fastavro")
+}
+
+/// The Python that runs `bench/quix/reference.py`.
+fn reference_python() -> std::result::Result<PathBuf, String> {
+    venv_python("confluent_kafka, fastavro")
 }
 
 fn quix_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/quix")
 }
 
+fn kstreams_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/kafka-streams")
+}
+
+/// The latest modification time of `path` and, for a directory, of everything under it.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mut newest = meta.modified().ok();
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).ok()?.flatten() {
+            newest = newest.max(newest_mtime(&entry.path()));
+        }
+    }
+    newest
+}
+
+static KSTREAMS_JAR: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+    std::sync::OnceLock::new();
+
+/// The Kafka Streams app's runnable jar, built with Maven when it is missing or older than its
+/// sources (`pom.xml`, `src/`); needs `java` (and then `mvn`) on PATH. Once per run; otherwise
+/// why not.
+fn kstreams_jar() -> std::result::Result<PathBuf, String> {
+    KSTREAMS_JAR.get_or_init(build_kstreams_jar).clone()
+}
+
+fn build_kstreams_jar() -> std::result::Result<PathBuf, String> {
+    let runs = |program: &str, arg: &str| {
+        Command::new(program)
+            .arg(arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !runs("java", "-version") {
+        return Err("no `java` on PATH (Java 17 or newer)".into());
+    }
+    let dir = kstreams_dir();
+    let jar = dir.join("target/aispm-kstreams-bench.jar");
+    let sources = newest_mtime(&dir.join("pom.xml")).max(newest_mtime(&dir.join("src")));
+    let built = std::fs::metadata(&jar).and_then(|m| m.modified()).ok();
+    if built.is_some() && built >= sources {
+        return Ok(jar);
+    }
+    if !runs("mvn", "-v") {
+        return Err("no `mvn` on PATH to build bench/kafka-streams".into());
+    }
+    eprintln!("building bench/kafka-streams (mvn package)");
+    let out = Command::new("mvn")
+        .args(["-q", "-B", "-f"])
+        .arg(dir.join("pom.xml"))
+        .arg("package")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("mvn: {e}"))?;
+    if !out.status.success() || !jar.exists() {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("mvn package failed:\n{text}");
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!("mvn package failed: {last}"));
+    }
+    Ok(jar)
+}
+
 /// The last line of a child's stdout, as JSON.
 fn last_json(out: &str, what: &str) -> Result<Value> {
     let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
     serde_json::from_str(line).with_context(|| format!("{what} printed no JSON line: {out}"))
+}
+
+/// Runs one comparison engine (`cmd`, which prints one JSON line like `projection.py`'s) under
+/// `/usr/bin/time -v` until it processed every one of the topic's `records`; its figures, with
+/// its `version` field (the engine's version) copied.
+fn engine_run(cmd: Command, what: &str, records: u64, version: &str) -> Result<Value> {
+    let (out, wall, tv) = run_timed(cmd, what)?;
+    let v = last_json(&out, what)?;
+    let read = v["records"].as_u64().unwrap_or(0);
+    if read < records {
+        bail!("{what} processed {read} records of {records}: {v}");
+    }
+    let cpu = tv.user + tv.sys;
+    let run_s = v["seconds"].as_f64().unwrap_or(0.0);
+    let run_cpu = v["cpu_seconds_run"].as_f64().unwrap_or(0.0);
+    let mut r = json!({
+        "records": read,
+        "applied": v["applied"], "keys": v["keys"],
+        "wall_seconds": round(wall, 3),
+        "events_per_second": round(records as f64 / wall, 0),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
+        "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
+        "run_seconds": round(run_s, 3),
+        "run_events_per_second": round(records as f64 / run_s.max(1e-9), 0),
+        "run_cpu_us_per_event": round(run_cpu * 1e6 / records as f64, 2),
+    });
+    r[version] = v[version].clone();
+    Ok(r)
 }
 
 /// `bench/quix/projection.py` as a child under `/usr/bin/time -v`, fresh RocksDB state, until
@@ -822,51 +943,131 @@ fn quix_run(
     if let Some(d) = dump {
         cmd.arg("--dump").arg(d);
     }
-    let (out, wall, tv) = run_timed(cmd, "Quix Streams projection")?;
-    let v = last_json(&out, "the Quix Streams projection")?;
-    let read = v["records"].as_u64().unwrap_or(0);
-    if read < records {
-        bail!("the Quix Streams app processed {read} records of {records}: {v}");
-    }
-    let cpu = tv.user + tv.sys;
-    let run_s = v["seconds"].as_f64().unwrap_or(0.0);
-    let run_cpu = v["cpu_seconds_run"].as_f64().unwrap_or(0.0);
-    Ok(json!({
-        "records": read,
-        "applied": v["applied"], "keys": v["keys"],
-        "wall_seconds": round(wall, 3),
-        "events_per_second": round(records as f64 / wall, 0),
-        "cpu_seconds": round(cpu, 2),
-        "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
-        "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
-        "run_seconds": round(run_s, 3),
-        "run_events_per_second": round(records as f64 / run_s.max(1e-9), 0),
-        "run_cpu_us_per_event": round(run_cpu * 1e6 / records as f64, 2),
-        "quixstreams": v["quixstreams"],
-    }))
+    engine_run(cmd, "the Quix Streams projection", records, "quixstreams")
 }
 
-/// A second, untimed Quix run that dumps its state, checked row by row against
-/// `bench/quix/reference.py` (a plain consumer and a dict) over the same records.
-fn quix_verify(python: &Path, brokers: &str, topic: &str, records: u64) -> Result<Value> {
-    let dir = tempfile::tempdir()?;
-    let dump = dir.path().join("quix-state.json");
-    let quix = quix_run(python, brokers, topic, records, Some(&dump))?;
+/// The Kafka Streams app (`java -jar`, the JVM's defaults) as a child under `/usr/bin/time -v`,
+/// a fresh application id and state directory, until it processed every one of the topic's
+/// `records`.
+fn kstreams_run(
+    jar: &Path,
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    dump: Option<&Path>,
+) -> Result<Value> {
+    let state = tempfile::tempdir()?;
+    let mut cmd = Command::new("java");
+    cmd.arg("-jar")
+        .arg(jar)
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--records", &records.to_string(), "--idle-timeout", "60"])
+        .arg("--state-dir")
+        .arg(state.path());
+    if let Some(d) = dump {
+        cmd.arg("--dump").arg(d);
+    }
+    engine_run(
+        cmd,
+        "the Kafka Streams projection",
+        records,
+        "kafka_streams",
+    )
+}
+
+/// Checks an engine's dumped table row by row with `bench/quix/reference.py` (a plain consumer
+/// and a dict) over the same records; `keys` is what the engine said it holds.
+fn reference_check(
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    dump: &Path,
+    engine: &Value,
+) -> Result<Value> {
+    let python = reference_python().map_err(anyhow::Error::msg)?;
     let out = Command::new(python)
         .arg(quix_dir().join("reference.py"))
         .args(["--brokers", brokers, "--topic", topic])
         .args(["--records", &records.to_string(), "--compare"])
-        .arg(&dump)
+        .arg(dump)
         .stdin(Stdio::null())
         .output()
         .context("running bench/quix/reference.py")?;
     let mut reference = last_json(&String::from_utf8_lossy(&out.stdout), "reference.py")?;
-    reference["quix_keys"] = quix["keys"].clone();
+    reference["engine_keys"] = engine["keys"].clone();
     Ok(reference)
 }
 
-/// On the decision-only copy: the plain reader, the Quix Streams app and the projector, each
-/// over the same decision records.
+/// A second, untimed Quix run that dumps its state, checked against `reference.py`.
+fn quix_verify(python: &Path, brokers: &str, topic: &str, records: u64) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let dump = dir.path().join("quix-state.json");
+    let quix = quix_run(python, brokers, topic, records, Some(&dump))?;
+    reference_check(brokers, topic, records, &dump, &quix)
+}
+
+/// A second, untimed Kafka Streams run that dumps its table, checked against `reference.py`.
+fn kstreams_verify(jar: &Path, brokers: &str, topic: &str, records: u64) -> Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let dump = dir.path().join("kstreams-table.json");
+    let ks = kstreams_run(jar, brokers, topic, records, Some(&dump))?;
+    reference_check(brokers, topic, records, &dump, &ks)
+}
+
+/// An engine's row: its figures, or `{"skipped": why}` when it cannot run or failed.
+fn engine_row(
+    name: &str,
+    switch: &str,
+    prepare: impl FnOnce() -> std::result::Result<PathBuf, String>,
+    run: impl FnOnce(&Path) -> Result<Value>,
+) -> (Value, Option<PathBuf>) {
+    if env_or(switch, 1) != 1 {
+        return (json!({ "skipped": format!("{switch}=0") }), None);
+    }
+    let (v, ready) = match prepare() {
+        Err(why) => (json!({ "skipped": why }), None),
+        Ok(path) => match run(&path) {
+            Ok(v) => (v, Some(path)),
+            Err(e) => {
+                let e = format!("{e:#}");
+                let last = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                (
+                    json!({ "skipped": format!("failed: {last}"), "error": e }),
+                    None,
+                )
+            }
+        },
+    };
+    match v.get("skipped") {
+        Some(why) => eprintln!("{name}: skipped: {why}"),
+        None => eprintln!("{name}: {v}"),
+    }
+    (v, ready)
+}
+
+/// The second, untimed run of an engine that ran, checked against `reference.py`, when
+/// `switch` (default: at most 200 000 records) says so.
+fn engine_verified(
+    name: &str,
+    switch: &str,
+    records: u64,
+    ready: Option<PathBuf>,
+    verify: impl FnOnce(&Path) -> Result<Value>,
+) -> Value {
+    let verify_default = u64::from(records <= 200_000);
+    match ready {
+        Some(path) if env_or(switch, verify_default) == 1 => {
+            let v = verify(&path)
+                .unwrap_or_else(|e| json!({ "equal": false, "error": format!("{e:#}") }));
+            eprintln!("{name} vs reference.py: {v}");
+            v
+        }
+        _ => Value::Null,
+    }
+}
+
+/// On the decision-only copy: the plain reader, the Quix Streams app, the Kafka Streams app and
+/// the projector, each over the same decision records.
 fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<Value> {
     let topic = topics.decisions.as_str();
     let records = watermarks(brokers, &[topic])?
@@ -875,21 +1076,15 @@ fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<V
         .sum::<u64>();
     let reader = plain_reader(brokers, &[topic], records)?;
     eprintln!("plain reader (decisions only): {reader}");
-    let quix = match quix_python() {
-        Err(why) => {
-            eprintln!("Quix Streams: skipped: {why}");
-            json!({ "skipped": why })
-        }
-        Ok(python) => {
-            let v = quix_run(&python, brokers, topic, records, None).unwrap_or_else(|e| {
-                let e = format!("{e:#}");
-                let last = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                json!({ "skipped": format!("failed: {last}"), "error": e })
-            });
-            eprintln!("Quix Streams: {v}");
-            v
-        }
-    };
+    let (quix, quix_ready) = engine_row("Quix Streams", "AISPM_BENCH_QUIX", quix_python, |py| {
+        quix_run(py, brokers, topic, records, None)
+    });
+    let (kstreams, kstreams_ready) = engine_row(
+        "Kafka Streams",
+        "AISPM_BENCH_KSTREAMS",
+        kstreams_jar,
+        |jar| kstreams_run(jar, brokers, topic, records, None),
+    );
     let state = tempfile::tempdir()?;
     let projector = projector_rebuild(brokers, prefix, state.path(), records)?;
     eprintln!("projector (decisions only): {projector}");
@@ -899,16 +1094,20 @@ fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<V
         eprintln!("floor ({name}): {v}");
         floor.insert((*name).to_owned(), v);
     }
-    let verify_default = u64::from(records <= 200_000);
-    let verified = match (quix_python(), quix.get("skipped")) {
-        (Ok(python), None) if env_or("AISPM_BENCH_QUIX_VERIFY", verify_default) == 1 => {
-            let v = quix_verify(&python, brokers, topic, records)
-                .unwrap_or_else(|e| json!({ "equal": false, "error": format!("{e:#}") }));
-            eprintln!("Quix Streams vs reference.py: {v}");
-            v
-        }
-        _ => Value::Null,
-    };
+    let quix_verified = engine_verified(
+        "Quix Streams",
+        "AISPM_BENCH_QUIX_VERIFY",
+        records,
+        quix_ready,
+        |py| quix_verify(py, brokers, topic, records),
+    );
+    let kstreams_verified = engine_verified(
+        "Kafka Streams",
+        "AISPM_BENCH_KSTREAMS_VERIFY",
+        records,
+        kstreams_ready,
+        |jar| kstreams_verify(jar, brokers, topic, records),
+    );
     let rate = |v: &Value| v["events_per_second"].as_f64().unwrap_or(0.0);
     let cpu = |v: &Value| v["cpu_us_per_event"].as_f64().unwrap_or(0.0);
     let ratios = |v: &Value| {
@@ -918,13 +1117,20 @@ fn decision_comparison(brokers: &str, prefix: &str, topics: &Topics) -> Result<V
         json!({
             "events_per_second_to_projector": round(rate(v) / rate(&projector), 3),
             "cpu_us_per_event_to_projector": round(cpu(v) / cpu(&projector), 3),
+            "peak_rss_to_projector": round(
+                v["peak_rss_mib"].as_f64().unwrap_or(0.0)
+                    / projector["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+                3,
+            ),
         })
     };
     Ok(json!({
         "topic": topic, "records": records,
-        "plain_reader": reader, "quix": quix, "projector": projector,
+        "plain_reader": reader, "quix": quix, "kstreams": kstreams, "projector": projector,
         "reader_ratios": ratios(&reader), "quix_ratios": ratios(&quix),
-        "quix_verified": verified, "floor": floor,
+        "kstreams_ratios": ratios(&kstreams),
+        "quix_verified": quix_verified, "kstreams_verified": kstreams_verified,
+        "floor": floor,
     }))
 }
 
@@ -1015,7 +1221,7 @@ fn scenario(events: u64, tenants: usize, entities: usize) -> Result<Value> {
     let topics = rt.block_on(create_contract_topics(&brokers, &prefix, PARTITIONS))?;
     // The decision-only comparison reads a copy of the decision records under its own prefix,
     // so the projector can run over exactly those records too (its other inputs empty there).
-    let compare = env_or("AISPM_BENCH_QUIX", 1) == 1;
+    let compare = env_or("AISPM_BENCH_QUIX", 1) == 1 || env_or("AISPM_BENCH_KSTREAMS", 1) == 1;
     let copy_prefix = random_prefix();
     let copy = if compare {
         Some(rt.block_on(create_contract_topics(&brokers, &copy_prefix, PARTITIONS))?)
@@ -1120,7 +1326,7 @@ fn markdown(report: &Value) -> String {
         .filter(|sc| !sc["decisions_only"].is_null())
         .collect();
     if !compared.is_empty() {
-        s.push_str(&quix_markdown(&compared));
+        s.push_str(&comparison_markdown(&compared));
     }
     if let Some(m) = report.get("memory").filter(|m| !m.is_null()) {
         s.push_str(&format!(
@@ -1132,57 +1338,92 @@ fn markdown(report: &Value) -> String {
     s
 }
 
-/// The decision-only comparison table: plain reader, projector and Quix Streams.
-fn quix_markdown(scenarios: &[&Value]) -> String {
+/// The decision-only comparison table: plain reader, projector, Quix Streams and Kafka Streams.
+fn comparison_markdown(scenarios: &[&Value]) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mut s = String::from(
-        "\n#### Same projection in Quix Streams (decision topic only)\n\n\
-         Each over the same decision records (a copy of the scenario's decision topic, 6 partitions): \
-         the plain reader, the projector (`rebuild`, every view, its other inputs empty), and \
-         `bench/quix/projection.py` (Quix Streams: open findings (AISPM-APR-001) and last-seen per \
-         tenant and agent, RocksDB state). Rates are records / wall time of the whole process; CPU \
-         is user + sys of the whole process (`/usr/bin/time -v`), start-up included, so CPU-µs/event \
-         is also CPU-s per million events. Tansu accommodations for Quix Streams: `retention.ms` \
-         (-1) set on its topic object (Tansu's DescribeConfigs returns no entries) and changelog \
-         topics off (`use_changelog_topics=False`).\n\n\
-         | decision records | entities | reader ev/s | reader CPU-µs/ev | projector ev/s | projector CPU-µs/ev | Quix ev/s | Quix CPU-µs/ev | Quix peak RSS MiB | Quix ÷ projector ev/s | Quix ÷ projector CPU | (tenant, agent) keys | checked against reference |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "\n#### Same projection in Quix Streams and Kafka Streams (decision topic only)\n\n\
+         Each over the same decision records (a copy of the scenario's decision topic, 6 partitions), \
+         each a child process: the plain reader, the projector (`rebuild`, every view, its other \
+         inputs empty), `bench/quix/projection.py` (Quix Streams, its defaults: RocksDB state with \
+         changelog topics, at-least-once) and `bench/kafka-streams/` (Kafka Streams, exactly_once_v2: \
+         event ids in a persistent RocksDB store, a repartition topic by (tenant, agent), a \
+         RocksDB-backed `KTable`, changelog topics for both stores; the JVM's defaults). Both \
+         engines count open findings (AISPM-APR-001) and last-seen per tenant and agent. Rates are \
+         records / wall time of the whole process; CPU is user + sys of the whole process \
+         (`/usr/bin/time -v`), start-up included, so CPU-µs/event is also CPU-s per million \
+         events. \"Checked\": a second, untimed run's table against `bench/quix/reference.py`, row \
+         by row.\n\n\
+         | decision records | entities | engine | ev/s | CPU-µs/ev | peak RSS MiB | ÷ projector ev/s | ÷ projector CPU | ÷ projector RSS | (tenant, agent) keys | checked against reference |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for sc in scenarios {
         let d = &sc["decisions_only"];
-        let q = &d["quix"];
-        let ratio = |k: &str| format!("{:.2}", f(&d["quix_ratios"][k]));
-        let quix_cells: Vec<String> = match q.get("skipped").and_then(Value::as_str) {
-            Some(why) => std::iter::once(format!("skipped: {why}"))
-                .chain(std::iter::repeat_n("–".to_owned(), 5))
-                .collect(),
-            None => vec![
-                format!("{:.0}", f(&q["events_per_second"])),
-                format!("{:.2}", f(&q["cpu_us_per_event"])),
-                format!("{:.0}", f(&q["peak_rss_mib"])),
-                ratio("events_per_second_to_projector"),
-                ratio("cpu_us_per_event_to_projector"),
-                q["keys"].to_string(),
-            ],
-        };
-        let v = &d["quix_verified"];
-        let checked = if v.is_null() {
-            "not run".to_owned()
-        } else if v["equal"].as_bool() == Some(true) {
-            format!("equal ({} rows)", v["keys"])
-        } else {
-            format!("DIFFERS: {v}")
-        };
-        s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {checked} |\n",
-            d["records"],
-            sc["entities"],
-            f(&d["plain_reader"]["events_per_second"]),
-            f(&d["plain_reader"]["cpu_us_per_event"]),
-            f(&d["projector"]["events_per_second"]),
-            f(&d["projector"]["cpu_us_per_event"]),
-            quix_cells.join(" | "),
-        ));
+        let engines = [
+            (
+                "plain reader",
+                &d["plain_reader"],
+                &d["reader_ratios"],
+                &Value::Null,
+            ),
+            ("projector", &d["projector"], &Value::Null, &Value::Null),
+            (
+                "Quix Streams",
+                &d["quix"],
+                &d["quix_ratios"],
+                &d["quix_verified"],
+            ),
+            (
+                "Kafka Streams",
+                &d["kstreams"],
+                &d["kstreams_ratios"],
+                &d["kstreams_verified"],
+            ),
+        ];
+        for (name, e, ratios, verified) in engines {
+            if e.is_null() {
+                continue;
+            }
+            let cells: Vec<String> = match e.get("skipped").and_then(Value::as_str) {
+                Some(why) => std::iter::once(format!("skipped: {why}"))
+                    .chain(std::iter::repeat_n("–".to_owned(), 7))
+                    .collect(),
+                None => {
+                    let ratio = |k: &str| {
+                        if name == "projector" {
+                            "1".to_owned()
+                        } else {
+                            format!("{:.2}", f(&ratios[k]))
+                        }
+                    };
+                    let checked = if name == "plain reader" || name == "projector" {
+                        "–".to_owned()
+                    } else if verified.is_null() {
+                        "not run".to_owned()
+                    } else if verified["equal"].as_bool() == Some(true) {
+                        format!("equal ({} rows)", verified["keys"])
+                    } else {
+                        format!("DIFFERS: {verified}")
+                    };
+                    vec![
+                        format!("{:.0}", f(&e["events_per_second"])),
+                        format!("{:.2}", f(&e["cpu_us_per_event"])),
+                        format!("{:.0}", f(&e["peak_rss_mib"])),
+                        ratio("events_per_second_to_projector"),
+                        ratio("cpu_us_per_event_to_projector"),
+                        ratio("peak_rss_to_projector"),
+                        e.get("keys").map_or("–".to_owned(), Value::to_string),
+                        checked,
+                    ]
+                }
+            };
+            s.push_str(&format!(
+                "| {} | {} | {name} | {} |\n",
+                d["records"],
+                sc["entities"],
+                cells.join(" | "),
+            ));
+        }
     }
     s.push_str(
         "\n#### The contract's floor (decision topic only)\n\n\
@@ -1287,6 +1528,12 @@ fn suite() -> Result<()> {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     pinned_projector()?;
+    if env_or("AISPM_BENCH_KSTREAMS", 1) == 1 {
+        // Any Maven build of the Kafka Streams jar happens now, before anything is measured.
+        if let Err(why) = kstreams_jar() {
+            eprintln!("Kafka Streams: will be skipped: {why}");
+        }
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut scenarios = Vec::new();
@@ -1300,8 +1547,12 @@ fn suite() -> Result<()> {
         None
     };
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let kafka = aispm_tests::broker::kafka_home()
+        .ok()
+        .and_then(|h| std::fs::read_to_string(h.join("VERSION")).ok())
+        .map_or_else(|| "(unknown version)".to_owned(), |v| v.trim().to_owned());
     let conditions = format!(
-        "{cores} cores; load average before {}, after {}; Tansu memory storage on 127.0.0.1; 6 partitions per topic; {tenants} tenants; aispm-projector built {}.",
+        "{cores} cores; load average before {}, after {}; Apache Kafka {kafka} (one KRaft node) on 127.0.0.1; 6 partitions per topic; {tenants} tenants; aispm-projector built {}.",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
