@@ -235,7 +235,18 @@ pub fn partition_ends(
             )));
         }
         for p in t.partitions() {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            // A partition of a topic created a moment ago can answer NotLeaderForPartition
+            // until its leader is known everywhere: retried until `timeout`.
+            let started = std::time::Instant::now();
+            let high = loop {
+                match consumer.fetch_watermarks(topic, p.id(), timeout) {
+                    Ok((_, high)) => break high,
+                    Err(e) if is_transient(&e) && started.elapsed() < timeout => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             ends.insert(((*topic).to_owned(), p.id()), high);
         }
     }
