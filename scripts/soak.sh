@@ -71,6 +71,7 @@ cat > "$WORK/tokens.toml" <<EOF
 [[tokens]]
 token = "$OPS"
 tenants = ["*"]
+scopes = ["read", "emit", "approve", "register", "validate", "admin", "reports"]
 name = "soak"
 EOF
 

@@ -15,16 +15,19 @@ pub const TOKENS: &str = r#"
 [[tokens]]
 token = "s3cr3t-acme"
 tenants = ["acme"]
+scopes = ["read", "emit", "approve", "register", "validate", "admin", "reports"]
 name = "acme"
 
 [[tokens]]
 token = "s3cr3t-globex"
 tenants = ["globex", "tenant-000"]
+scopes = ["read", "emit", "approve", "register", "validate", "admin", "reports"]
 name = "globex"
 
 [[tokens]]
 token = "ops-secret"
 tenants = ["*"]
+scopes = ["read", "emit", "approve", "register", "validate", "admin", "reports"]
 name = "ops"
 "#;
 

@@ -36,6 +36,7 @@ const PARTITIONS: i32 = 3;
 
 fn path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
     ViewRow::Coverage(CoverageRow {
+        asserted_by: None,
         kind: CoverageKind::ActionPath,
         id: kind.into(),
         registered: false,
@@ -54,6 +55,7 @@ fn path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
     ViewRow::Evidence(EvidenceRow {
+        asserted_by: None,
         evidence_id: id.into(),
         event_id: format!("d-{id}"),
         sha256: "ab".repeat(32),
@@ -68,6 +70,7 @@ fn evidence(id: &str, at: Timestamp) -> ViewRow {
 
 fn validation(kind: &str) -> ViewRow {
     ViewRow::Validation(ValidationRow {
+        asserted_by: None,
         check_kind: kind.into(),
         subject: None,
         result: "pass".into(),
@@ -80,6 +83,7 @@ fn validation(kind: &str) -> ViewRow {
 
 fn delivery() -> ViewRow {
     ViewRow::Delivery(DeliveryRow {
+        asserted_by: None,
         report_id: "rep-1".into(),
         report_type: "board_kpi".into(),
         channel: "smtp".into(),
@@ -98,6 +102,7 @@ fn delivery() -> ViewRow {
 
 fn control(id: &str, state: ControlState) -> ViewRow {
     ViewRow::Control(ControlRow {
+        asserted_by: None,
         control_id: id.into(),
         state,
         registered: true,
@@ -113,6 +118,7 @@ fn control(id: &str, state: ControlState) -> ViewRow {
 
 fn finding(id: &str, severity: Risk, due: Timestamp) -> ViewRow {
     ViewRow::Finding(FindingRow {
+        asserted_by: None,
         finding_id: id.into(),
         rule_id: "R".into(),
         title: "t".into(),

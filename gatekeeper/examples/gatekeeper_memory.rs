@@ -49,6 +49,7 @@ fn uuid(i: u64, salt: u64) -> String {
 
 fn evidence(id: &str, event_id: &str, at: i64) -> ViewRow {
     ViewRow::Evidence(EvidenceRow {
+        asserted_by: None,
         evidence_id: id.to_owned(),
         event_id: event_id.to_owned(),
         sha256: "ab".repeat(32),
@@ -73,6 +74,7 @@ fn finding(
     open: bool,
 ) -> ViewRow {
     ViewRow::Finding(FindingRow {
+        asserted_by: None,
         finding_id: id,
         rule_id: rule.to_owned(),
         title: title.to_owned(),

@@ -9,7 +9,7 @@
 
 use crate::readiness::{StageVerdict, Verdicts};
 use crate::rules::stage_index;
-use aispm_runtime::auth::Auth;
+use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_schemas::Stage;
 use axum::extract::{Path, Query, State};
@@ -51,7 +51,7 @@ async fn tenant_readiness(
     Query(q): Query<StageQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    api.auth.for_tenant(&headers, &tenant)?;
+    api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
     let stage = parse_stage(&q)?.unwrap_or(Stage::Production);
     match api.verdicts.get(&tenant) {
         Some(v) => Ok(Json(verdict_json(&tenant, stage, &v[stage_index(stage)]))),

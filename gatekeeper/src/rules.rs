@@ -644,6 +644,7 @@ pub(crate) mod tests {
         due_at: Option<Timestamp>,
     ) -> FindingRow {
         FindingRow {
+            asserted_by: None,
             finding_id: id.to_owned(),
             rule_id: "R1".into(),
             title: "t".into(),
@@ -671,6 +672,7 @@ pub(crate) mod tests {
         finding_id: Option<&str>,
     ) -> ExceptionRow {
         ExceptionRow {
+            asserted_by: None,
             exception_id: id.to_owned(),
             kind,
             finding_id: finding_id.map(str::to_owned),
@@ -695,6 +697,7 @@ pub(crate) mod tests {
         sig: SignatureState,
     ) -> EvidenceRow {
         EvidenceRow {
+            asserted_by: None,
             evidence_id: id.to_owned(),
             event_id: format!("d-{id}"),
             sha256: "00".repeat(32),
@@ -709,6 +712,7 @@ pub(crate) mod tests {
 
     fn validation(kind: &str, subject: Option<&str>, result: &str, at: Timestamp) -> ValidationRow {
         ValidationRow {
+            asserted_by: None,
             check_kind: kind.to_owned(),
             subject: subject.map(str::to_owned),
             result: result.to_owned(),
@@ -721,6 +725,7 @@ pub(crate) mod tests {
 
     pub(crate) fn path(kind: &str, decisions: i64, synthetic: i64) -> CoverageRow {
         CoverageRow {
+            asserted_by: None,
             kind: CoverageKind::ActionPath,
             id: kind.to_owned(),
             registered: false,
@@ -739,6 +744,7 @@ pub(crate) mod tests {
 
     fn control(id: &str, state: ControlState, high_risk: i64) -> ControlRow {
         ControlRow {
+            asserted_by: None,
             control_id: id.to_owned(),
             state,
             registered: true,
@@ -754,6 +760,7 @@ pub(crate) mod tests {
 
     fn delivery(outcome: &str, approved: bool, message_id: Option<&str>) -> DeliveryRow {
         DeliveryRow {
+            asserted_by: None,
             report_id: "rep-1".into(),
             report_type: "board_kpi".into(),
             channel: "smtp".into(),

@@ -233,7 +233,9 @@ async fn main() -> Result<()> {
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(
         &tokens,
-        format!("[[tokens]]\ntoken = \"{TOKEN}\"\ntenants = [\"*\"]\n"),
+        format!(
+            "[[tokens]]\ntoken = \"{TOKEN}\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n"
+        ),
     )?;
     let addr = format!("127.0.0.1:{}", free_port());
     let args: Vec<String> = [

@@ -8,7 +8,7 @@
 use crate::body::{self, BodyError, Format, Generated, ItemError, Parsed};
 use crate::metrics::{IngestMetrics, Outcome};
 use crate::publish::{self, Encoded, PublishError, Publisher};
-use aispm_runtime::auth::Auth;
+use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -44,6 +44,8 @@ pub struct App {
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
     pub retry_after_secs: u64,
+    /// How far `occurred_at` may lie after this service's clock.
+    pub future_tolerance: Duration,
 }
 
 /// The `202` body.
@@ -180,6 +182,7 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
     // one request per core at a time, so that parsed bodies (several times their size) do not
     // pile up under overload; waiting requests hold only their raw bytes.
     let max_events = app.max_batch_events;
+    let latest = aispm_schemas::Timestamp::now().plus(app.future_tolerance);
     let codec = app.publisher.codec().clone();
     let parse_slot = app.parse_slots.acquire().await.map_err(|_| {
         Refusal::new(
@@ -190,7 +193,7 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
         .retry_later()
     })?;
     let (parsed, encoded) = tokio::task::spawn_blocking(move || {
-        let mut parsed = body::parse(&body, format, max_events)?;
+        let mut parsed = body::parse(&body, format, max_events, latest)?;
         drop(body);
         let encoded = if parsed.errors.is_empty() {
             let encoded = publish::encode(&codec, &parsed.events);
@@ -215,9 +218,10 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
 
     // Every tenant any item names must be one the token may write, valid item or not.
     if let Some(tenant) = parsed.tenants.iter().find(|t| !principal.may_access(t)) {
+        // Counted as a refusal for the tenant, like a read of another tenant's data.
         let error = app
             .auth
-            .for_tenant(&headers, tenant)
+            .check(&principal, tenant, Scope::Emit)
             .err()
             .unwrap_or_else(|| {
                 ApiError::new(
@@ -237,6 +241,25 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
                     "{}: the token may not write events for tenant '{tenant}'; no event was accepted",
                     error.message
                 ),
+            ),
+        ));
+    }
+
+    // And every scope its items need: a token that may emit decisions may not resolve
+    // findings, register trust roots or report validations.
+    if let Some(error) = parsed
+        .scopes
+        .iter()
+        .find_map(|s| app.auth.check_scope(&principal, *s).err())
+    {
+        count_discarded(&app.metrics, &parsed, "rejected", "forbidden");
+        return Err(Refusal::new(
+            Outcome::Forbidden,
+            "scope",
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{}; no event was accepted", error.message),
             ),
         ));
     }
@@ -261,7 +284,7 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
             "too many events are waiting for the broker",
         )
     })?;
-    if let Err(e) = app.publisher.publish(&encoded).await {
+    if let Err(e) = app.publisher.publish(&encoded, &principal.name).await {
         let reason = e.reason();
         count_discarded(&app.metrics, &parsed, "failed", reason);
         tracing::warn!(events = n, error = %e, "A batch was not acknowledged by the broker.");

@@ -6,7 +6,8 @@
 //! so resending the same body after a timeout or a 503 yields the same ids and consumers apply
 //! the event once.
 
-use aispm_schemas::{FieldError, InputEvent};
+use aispm_runtime::auth::Scope;
+use aispm_schemas::{AssetKind, FieldError, InputEvent, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -92,6 +93,8 @@ pub struct Parsed {
     /// How many items were rejected (an item may carry several errors).
     pub rejected: usize,
     pub tenants: BTreeSet<String>,
+    /// The scopes the valid items need (see [`scope_for`]).
+    pub scopes: BTreeSet<Scope>,
 }
 
 impl Parsed {
@@ -125,8 +128,37 @@ pub enum BodyError {
     TooManyEvents { count: usize, max: usize },
 }
 
-/// Parses and validates every item of `body`.
-pub fn parse(body: &[u8], format: Format, max_events: usize) -> Result<Parsed, BodyError> {
+/// The scope a token needs to write `event`: decisions need `emit`; approval events
+/// `approve`; validation results `validate`; trust roots (and validator keys, which are trust
+/// roots) and report providers (which carry the approved recipients) `admin`; every other asset
+/// `register`.
+pub fn scope_for(event: &InputEvent) -> Scope {
+    match event {
+        InputEvent::Decision(_) => Scope::Emit,
+        InputEvent::Approval(_) => Scope::Approve,
+        InputEvent::Registry(r) => match (&r.asset, &r.validation) {
+            (_, Some(_)) => Scope::Validate,
+            (Some(a), None)
+                if matches!(
+                    a.asset_kind,
+                    AssetKind::TrustRoot | AssetKind::ReportProvider
+                ) || !a.recipients.is_empty() =>
+            {
+                Scope::Admin
+            }
+            _ => Scope::Register,
+        },
+    }
+}
+
+/// Parses and validates every item of `body`. An item dated after `latest` (the service's
+/// clock plus the tolerance) is rejected as `future_occurred_at`.
+pub fn parse(
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+    latest: Timestamp,
+) -> Result<Parsed, BodyError> {
     let mut parsed = Parsed::default();
     match format {
         Format::Json => {
@@ -145,7 +177,7 @@ pub fn parse(body: &[u8], format: Format, max_events: usize) -> Result<Parsed, B
             }
             parsed.events.reserve(items.len());
             for (index, item) in items.into_iter().enumerate() {
-                parse_item(&mut parsed, index, None, item);
+                parse_item(&mut parsed, index, None, item, latest);
             }
         }
         Format::Ndjson => {
@@ -164,7 +196,7 @@ pub fn parse(body: &[u8], format: Format, max_events: usize) -> Result<Parsed, B
             parsed.events.reserve(lines.len());
             for (index, (line, bytes)) in lines.into_iter().enumerate() {
                 match serde_json::from_slice::<Value>(bytes) {
-                    Ok(item) => parse_item(&mut parsed, index, Some(line), item),
+                    Ok(item) => parse_item(&mut parsed, index, Some(line), item, latest),
                     Err(e) => {
                         parsed.rejected += 1;
                         if parsed.errors.len() < MAX_KEPT_ERRORS {
@@ -187,7 +219,13 @@ pub fn parse(body: &[u8], format: Format, max_events: usize) -> Result<Parsed, B
     Ok(parsed)
 }
 
-fn parse_item(parsed: &mut Parsed, index: usize, line: Option<usize>, mut item: Value) {
+fn parse_item(
+    parsed: &mut Parsed,
+    index: usize,
+    line: Option<usize>,
+    mut item: Value,
+    latest: Timestamp,
+) {
     let mut generated = None;
     let mut event_id = None;
     if let Value::Object(map) = &mut item {
@@ -207,8 +245,22 @@ fn parse_item(parsed: &mut Parsed, index: usize, line: Option<usize>, mut item: 
             Some(_) => {}
         }
     }
-    match InputEvent::from_json(item) {
+    let event = InputEvent::from_json(item).and_then(|event| {
+        if event.occurred_at() > latest {
+            Err(vec![FieldError::new(
+                "occurred_at",
+                format!(
+                    "future_occurred_at: {} is later than this service's clock allows (latest accepted: {latest}); send the time the event happened",
+                    event.occurred_at()
+                ),
+            )])
+        } else {
+            Ok(event)
+        }
+    });
+    match event {
         Ok(event) => {
+            parsed.scopes.insert(scope_for(&event));
             if let Some(event_id) = generated {
                 parsed.generated.push(Generated { index, event_id });
             }
@@ -250,6 +302,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const LATEST: Timestamp = Timestamp(1_900_000_000_000);
+
     fn decision(id: Option<&str>, tenant: &str) -> Value {
         let mut v = json!({"type":"decision","tenant_id":tenant,"occurred_at":"2026-11-21T10:00:00Z",
             "source":"gw","agent_id":"a","actor":"alice","environment":"production","action_kind":"file",
@@ -278,7 +332,7 @@ mod tests {
     #[test]
     fn object_array_and_ndjson() {
         let one = serde_json::to_vec(&decision(Some("e1"), "acme")).unwrap();
-        let p = parse(&one, Format::Json, 10).unwrap();
+        let p = parse(&one, Format::Json, 10, LATEST).unwrap();
         assert_eq!((p.events.len(), p.rejected), (1, 0));
         assert_eq!(p.events[0].event_id(), "e1");
 
@@ -287,7 +341,7 @@ mod tests {
             decision(Some("e2"), "globex")
         ]))
         .unwrap();
-        let p = parse(&arr, Format::Json, 10).unwrap();
+        let p = parse(&arr, Format::Json, 10, LATEST).unwrap();
         assert_eq!(p.events.len(), 2);
         assert_eq!(
             p.tenants.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -299,7 +353,7 @@ mod tests {
             decision(Some("e1"), "acme"),
             decision(Some("e2"), "acme")
         );
-        let p = parse(nd.as_bytes(), Format::Ndjson, 10).unwrap();
+        let p = parse(nd.as_bytes(), Format::Ndjson, 10, LATEST).unwrap();
         assert_eq!(p.events.len(), 2);
         assert_eq!(p.events[1].event_id(), "e2");
     }
@@ -309,7 +363,7 @@ mod tests {
         let mut bad = decision(Some("e2"), "acme");
         bad["risk"] = json!("extreme");
         let arr = serde_json::to_vec(&json!([decision(Some("e1"), "acme"), bad, 7])).unwrap();
-        let p = parse(&arr, Format::Json, 10).unwrap();
+        let p = parse(&arr, Format::Json, 10, LATEST).unwrap();
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.rejected, 2);
         assert_eq!(p.errors[0].index, 1);
@@ -318,7 +372,7 @@ mod tests {
         assert_eq!(p.errors[1].index, 2);
 
         let nd = format!("{}\n{{not json\n", decision(Some("e1"), "acme"));
-        let p = parse(nd.as_bytes(), Format::Ndjson, 10).unwrap();
+        let p = parse(nd.as_bytes(), Format::Ndjson, 10, LATEST).unwrap();
         assert_eq!(p.rejected, 1);
         assert_eq!((p.errors[0].index, p.errors[0].line), (1, Some(2)));
     }
@@ -326,24 +380,24 @@ mod tests {
     #[test]
     fn whole_body_errors() {
         assert!(matches!(
-            parse(b"{", Format::Json, 10),
+            parse(b"{", Format::Json, 10, LATEST),
             Err(BodyError::Json(_))
         ));
         assert_eq!(
-            parse(b"\"x\"", Format::Json, 10).unwrap_err(),
+            parse(b"\"x\"", Format::Json, 10, LATEST).unwrap_err(),
             BodyError::Shape
         );
         assert_eq!(
-            parse(b"[]", Format::Json, 10).unwrap_err(),
+            parse(b"[]", Format::Json, 10, LATEST).unwrap_err(),
             BodyError::Empty
         );
         assert_eq!(
-            parse(b"\n \n", Format::Ndjson, 10).unwrap_err(),
+            parse(b"\n \n", Format::Ndjson, 10, LATEST).unwrap_err(),
             BodyError::Empty
         );
         let arr = serde_json::to_vec(&json!([decision(None, "a"), decision(None, "a")])).unwrap();
         assert_eq!(
-            parse(&arr, Format::Json, 1).unwrap_err(),
+            parse(&arr, Format::Json, 1, LATEST).unwrap_err(),
             BodyError::TooManyEvents { count: 2, max: 1 }
         );
     }
@@ -355,8 +409,8 @@ mod tests {
             decision(Some("mine"), "acme")
         ]))
         .unwrap();
-        let a = parse(&body, Format::Json, 10).unwrap();
-        let b = parse(&body, Format::Json, 10).unwrap();
+        let a = parse(&body, Format::Json, 10, LATEST).unwrap();
+        let b = parse(&body, Format::Json, 10, LATEST).unwrap();
         assert_eq!(a.generated.len(), 1);
         assert_eq!(a.generated[0].index, 0);
         assert_eq!(a.generated, b.generated, "the same body gets the same ids");
@@ -371,7 +425,72 @@ mod tests {
         // A null event_id counts as missing.
         let mut null_id = decision(None, "acme");
         null_id["event_id"] = Value::Null;
-        let p = parse(&serde_json::to_vec(&null_id).unwrap(), Format::Json, 10).unwrap();
+        let p = parse(
+            &serde_json::to_vec(&null_id).unwrap(),
+            Format::Json,
+            10,
+            LATEST,
+        )
+        .unwrap();
         assert_eq!(p.generated.len(), 1);
+    }
+
+    #[test]
+    fn events_dated_after_the_latest_instant_are_rejected() {
+        let mut late = decision(Some("late"), "acme");
+        late["occurred_at"] = json!("2099-01-01T00:00:00Z");
+        let body = serde_json::to_vec(&json!([decision(Some("ok"), "acme"), late])).unwrap();
+        let p = parse(&body, Format::Json, 10, LATEST).unwrap();
+        assert_eq!((p.events.len(), p.rejected), (1, 1));
+        assert_eq!(p.errors[0].field, "occurred_at");
+        assert!(p.errors[0].reason.starts_with("future_occurred_at"));
+        assert_eq!(p.errors[0].event_id.as_deref(), Some("late"));
+    }
+
+    #[test]
+    fn each_item_names_the_scope_it_needs() {
+        let reg = |asset: Value| {
+            json!({"type":"registry","event_id":"r","tenant_id":"acme","occurred_at":"2026-11-21T10:00:00Z",
+                "source":"registry","asset":asset})
+        };
+        let body = serde_json::to_vec(&json!([
+            decision(Some("d"), "acme"),
+            {"type":"approval","event_id":"a","tenant_id":"acme","occurred_at":"2026-11-21T10:00:00Z",
+             "source":"approvals","kind":"finding_resolved","finding_id":"f","actor":"bob"},
+            reg(json!({"asset_kind":"agent","asset_id":"a1","status":"registered"})),
+        ]))
+        .unwrap();
+        let p = parse(&body, Format::Json, 10, LATEST).unwrap();
+        assert_eq!(
+            p.scopes.iter().copied().collect::<Vec<_>>(),
+            [Scope::Emit, Scope::Approve, Scope::Register]
+        );
+        for asset in [
+            json!({"asset_kind":"connector","asset_id":"c","status":"registered","recipients":["ciso@acme.example"]}),
+            json!({"asset_kind":"report_provider","asset_id":"smtp","status":"registered"}),
+        ] {
+            let p = parse(
+                &serde_json::to_vec(&reg(asset)).unwrap(),
+                Format::Json,
+                10,
+                LATEST,
+            )
+            .unwrap();
+            assert_eq!(p.scopes.iter().copied().collect::<Vec<_>>(), [Scope::Admin]);
+        }
+        let validation = json!({"type":"registry","event_id":"v","tenant_id":"acme",
+            "occurred_at":"2026-11-21T10:00:00Z","source":"probe",
+            "validation":{"check_kind":"tenant_isolation","result":"pass"}});
+        let p = parse(
+            &serde_json::to_vec(&validation).unwrap(),
+            Format::Json,
+            10,
+            LATEST,
+        )
+        .unwrap();
+        assert_eq!(
+            p.scopes.iter().copied().collect::<Vec<_>>(),
+            [Scope::Validate]
+        );
     }
 }

@@ -49,6 +49,12 @@ pub struct Config {
     /// The Retry-After sent with 429 and 503 answers (rounded up to whole seconds).
     #[arg(long, env = "AISPM_INGEST_RETRY_AFTER", value_parser = humantime::parse_duration, default_value = "1s")]
     pub retry_after: Duration,
+
+    /// How far an event's `occurred_at` may lie after this service's clock; a later one is
+    /// answered 400 (`future_occurred_at`): future-dated events would pin views and defeat
+    /// every freshness window.
+    #[arg(long, env = "AISPM_FUTURE_TOLERANCE", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub future_tolerance: Duration,
 }
 
 impl Config {
@@ -63,6 +69,7 @@ impl Config {
             max_buffered_bytes: 64 * 1024 * 1024,
             produce_timeout: Duration::from_secs(30),
             retry_after: Duration::from_secs(1),
+            future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
         }
     }
 

@@ -84,6 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         max_body_bytes: config.max_body_bytes,
         max_batch_events: config.max_batch_events,
         retry_after_secs: config.retry_after_secs(),
+        future_tolerance: config.future_tolerance,
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     tracing::info!(addr = %config.http_addr, topics = ?publisher.topics(), "Ingest is starting.");

@@ -8,12 +8,14 @@ use crate::metrics::IngestMetrics;
 use crate::{Error, Result};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, is_transient};
+use aispm_schemas::topics::record_headers;
 use aispm_schemas::{Codec, InputEvent, Topics};
 use futures::future::join_all;
 use prometheus::IntGauge;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -308,8 +310,9 @@ impl Publisher {
         self.buffered.try_reserve(n)
     }
 
-    /// Sends every record and waits until the broker acknowledged all of them.
-    pub async fn publish(&self, records: &[Encoded]) -> Result<(), PublishError> {
+    /// Sends every record, stamped with the principal that asserted it, and waits until the
+    /// broker acknowledged all of them.
+    pub async fn publish(&self, records: &[Encoded], principal: &str) -> Result<(), PublishError> {
         if self.state.is_down() {
             return Err(PublishError::BrokerDown(
                 "the broker probe has failed; no record was sent".into(),
@@ -322,7 +325,11 @@ impl Publisher {
         for r in records {
             let record = FutureRecord::to(topic_for(&self.topics, r.kind))
                 .key(r.tenant_id.as_bytes())
-                .payload(&r.payload[..]);
+                .payload(&r.payload[..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: record_headers::PRINCIPAL,
+                    value: Some(principal),
+                }));
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => {

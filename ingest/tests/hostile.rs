@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 const MAX_EVENTS: usize = 100;
+/// No event in these bodies is dated in the future.
+const LATEST: aispm_schemas::Timestamp = aispm_schemas::Timestamp(i64::MAX);
 
 fn decision(id: Option<&str>, tenant: &str) -> Value {
     let mut v = json!({"type":"decision","tenant_id":tenant,"occurred_at":"2026-11-21T10:00:00Z",
@@ -45,14 +47,14 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let deep = format!("{}1", open.repeat(100_000));
         assert!(
             matches!(
-                body::parse(deep.as_bytes(), Format::Json, MAX_EVENTS),
+                body::parse(deep.as_bytes(), Format::Json, MAX_EVENTS, LATEST),
                 Err(BodyError::Json(_))
             ),
             "{open}…"
         );
         // In NDJSON the line is one rejected item, the others are still parsed.
         let nd = format!("{}\n{deep}\n", decision(Some("e1"), "acme"));
-        let p = body::parse(nd.as_bytes(), Format::Ndjson, MAX_EVENTS).unwrap();
+        let p = body::parse(nd.as_bytes(), Format::Ndjson, MAX_EVENTS, LATEST).unwrap();
         assert_eq!((p.events.len(), p.rejected), (1, 1));
         assert_eq!(p.errors[0].line, Some(2));
     }
@@ -62,7 +64,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         deep = json!([deep]);
     }
     let body = json_body(&with(decision(Some("e1"), "acme"), "data_classes", deep));
-    let p = body::parse(&body, Format::Json, MAX_EVENTS).unwrap();
+    let p = body::parse(&body, Format::Json, MAX_EVENTS, LATEST).unwrap();
     assert_eq!(p.rejected, 1);
     assert_eq!(p.errors[0].field, "data_classes[0]");
 }
@@ -72,7 +74,7 @@ fn huge_strings_and_arrays_are_item_errors_naming_the_field() {
     let huge = "x".repeat(2 << 20);
     for field in ["agent_id", "event_id", "target", "source"] {
         let body = json_body(&with(decision(None, "acme"), field, json!(huge)));
-        let p = body::parse(&body, Format::Json, MAX_EVENTS).unwrap();
+        let p = body::parse(&body, Format::Json, MAX_EVENTS, LATEST).unwrap();
         assert_eq!(p.rejected, 1, "{field}");
         assert_eq!(p.errors[0].field, field);
         // The answer does not echo the huge value.
@@ -80,7 +82,7 @@ fn huge_strings_and_arrays_are_item_errors_naming_the_field() {
     }
     // A huge tenant name is refused, and a generated event_id is still reported.
     let body = json_body(&decision(None, &huge));
-    let p = body::parse(&body, Format::Json, MAX_EVENTS).unwrap();
+    let p = body::parse(&body, Format::Json, MAX_EVENTS, LATEST).unwrap();
     assert_eq!(p.errors[0].field, "tenant_id");
     assert!(p.errors[0].event_id.is_some());
 }
@@ -94,7 +96,8 @@ fn more_items_than_the_limit_are_refused_whole() {
         body::parse(
             &json_body(&Value::Array(items.clone())),
             Format::Json,
-            MAX_EVENTS
+            MAX_EVENTS,
+            LATEST
         )
         .unwrap_err(),
         BodyError::TooManyEvents {
@@ -104,7 +107,7 @@ fn more_items_than_the_limit_are_refused_whole() {
     );
     let nd: String = items.iter().map(|v| format!("{v}\n")).collect();
     assert!(matches!(
-        body::parse(nd.as_bytes(), Format::Ndjson, MAX_EVENTS),
+        body::parse(nd.as_bytes(), Format::Ndjson, MAX_EVENTS, LATEST),
         Err(BodyError::TooManyEvents { .. })
     ));
 }
@@ -120,13 +123,13 @@ fn the_errors_kept_for_a_hostile_body_are_bounded() {
         json!(vec![""; aispm_schemas::validate::MAX_ITEMS]),
     );
     let body = json_body(&Value::Array(vec![bad; MAX_EVENTS]));
-    let p = body::parse(&body, Format::Json, MAX_EVENTS).unwrap();
+    let p = body::parse(&body, Format::Json, MAX_EVENTS, LATEST).unwrap();
     assert_eq!(p.rejected, MAX_EVENTS, "the count is exact");
     assert_eq!(p.errors.len(), body::MAX_KEPT_ERRORS);
     assert_eq!(body::MAX_KEPT_ERRORS, api::MAX_LISTED_ERRORS + 1);
     // The same for lines that are not JSON at all.
     let nd = "x\n".repeat(5_000);
-    let p = body::parse(nd.as_bytes(), Format::Ndjson, 10_000).unwrap();
+    let p = body::parse(nd.as_bytes(), Format::Ndjson, 10_000, LATEST).unwrap();
     assert_eq!(p.rejected, 5_000);
     assert_eq!(p.errors.len(), body::MAX_KEPT_ERRORS);
 }
@@ -135,8 +138,14 @@ fn the_errors_kept_for_a_hostile_body_are_bounded() {
 fn duplicated_and_reordered_events_get_the_same_ids() {
     let a = decision(None, "acme");
     let b = with(decision(None, "acme"), "target", json!("/etc/shadow"));
-    let ab = body::parse(&json_body(&json!([a, b, a])), Format::Json, MAX_EVENTS).unwrap();
-    let ba = body::parse(&json_body(&json!([b, a])), Format::Json, MAX_EVENTS).unwrap();
+    let ab = body::parse(
+        &json_body(&json!([a, b, a])),
+        Format::Json,
+        MAX_EVENTS,
+        LATEST,
+    )
+    .unwrap();
+    let ba = body::parse(&json_body(&json!([b, a])), Format::Json, MAX_EVENTS, LATEST).unwrap();
     // A duplicate in one request is accepted (consumers apply an event_id once) and gets the
     // same generated id as its twin; reordering does not change any item's id.
     assert_eq!(ab.events.len(), 3);
@@ -146,11 +155,17 @@ fn duplicated_and_reordered_events_get_the_same_ids() {
     assert_eq!(ab.events[1].event_id(), ba.events[0].event_id());
     // The same in NDJSON, and with the client's own ids.
     let nd = format!("{a}\n{a}\n");
-    let p = body::parse(nd.as_bytes(), Format::Ndjson, MAX_EVENTS).unwrap();
+    let p = body::parse(nd.as_bytes(), Format::Ndjson, MAX_EVENTS, LATEST).unwrap();
     assert_eq!(p.events[0].event_id(), ab.events[0].event_id());
     assert_eq!(p.events[0].event_id(), p.events[1].event_id());
     let same = decision(Some("dup"), "acme");
-    let p = body::parse(&json_body(&json!([same, same])), Format::Json, MAX_EVENTS).unwrap();
+    let p = body::parse(
+        &json_body(&json!([same, same])),
+        Format::Json,
+        MAX_EVENTS,
+        LATEST,
+    )
+    .unwrap();
     assert_eq!((p.events.len(), p.generated.len()), (2, 0));
 }
 
@@ -161,7 +176,7 @@ fn every_tenant_named_is_collected_for_authorization_valid_or_not() {
         decision(Some("e2"), "never-configured"),
         with(decision(Some("e3"), "globex"), "risk", json!("apocalyptic")),
     ]);
-    let p = body::parse(&json_body(&body), Format::Json, MAX_EVENTS).unwrap();
+    let p = body::parse(&json_body(&body), Format::Json, MAX_EVENTS, LATEST).unwrap();
     let tenants: Vec<&str> = p.tenants.iter().map(String::as_str).collect();
     assert_eq!(tenants, ["acme", "globex", "never-configured"]);
 }
@@ -171,8 +186,8 @@ fn every_tenant_named_is_collected_for_authorization_valid_or_not() {
 async fn serve(max_body_bytes: usize) -> String {
     let metrics = Metrics::new("ingest").unwrap();
     let tokens = Tokens::parse(
-        "[[tokens]]\ntoken = \"acme-token\"\ntenants = [\"acme\"]\n\n\
-         [[tokens]]\ntoken = \"ops-token\"\ntenants = [\"*\"]\n",
+        "[[tokens]]\ntoken = \"acme-token\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n\
+         [[tokens]]\ntoken = \"ops-token\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n",
     )
     .unwrap();
     let mut config = Config::local("127.0.0.1:9");
@@ -196,6 +211,7 @@ async fn serve(max_body_bytes: usize) -> String {
         max_body_bytes: config.max_body_bytes,
         max_batch_events: config.max_batch_events,
         retry_after_secs: 1,
+        future_tolerance: config.future_tolerance,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/events", listener.local_addr().unwrap());

@@ -6,7 +6,7 @@
 use crate::posture;
 use crate::project::decode_row;
 use crate::store::{Store, columns};
-use aispm_runtime::auth::Auth;
+use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_schemas::*;
 use axum::extract::{Path, Query, State};
@@ -57,7 +57,7 @@ pub async fn rows(
 }
 
 fn check(api: &Api, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
-    api.auth.for_tenant(headers, tenant)?;
+    api.auth.for_tenant(headers, tenant, Scope::Read)?;
     Ok(())
 }
 

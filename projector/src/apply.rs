@@ -15,6 +15,8 @@ pub struct Settings {
     pub runaway_per_minute: i64,
     /// A break-glass event reviewed later than this (event time) raises a finding.
     pub break_glass_review_ms: i64,
+    /// How far `occurred_at` may lie after the record's timestamp.
+    pub future_tolerance: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -22,6 +24,7 @@ impl Default for Settings {
         Settings {
             runaway_per_minute: 120,
             break_glass_review_ms: 24 * 3_600_000,
+            future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
         }
     }
 }
@@ -54,6 +57,15 @@ impl Event {
         }
     }
 
+    pub fn occurred_at(&self) -> Timestamp {
+        match self {
+            Event::Decision(e) => e.occurred_at,
+            Event::Approval(e) => e.occurred_at,
+            Event::Registry(e) => e.occurred_at,
+            Event::Delivery(e) => e.occurred_at,
+        }
+    }
+
     pub fn validate(&self) -> Vec<FieldError> {
         match self {
             Event::Decision(e) => e.validate(),
@@ -68,13 +80,15 @@ fn finding_dirty(ov: &mut Overlay<'_>, tenant: &str, rule: Rule, subject: &str) 
     ov.dirty(tenant, ViewName::Findings, rules::finding_id(rule, subject));
 }
 
-/// Applies one (new, valid) event.
-pub fn apply(ov: &mut Overlay<'_>, event: &Event, s: &Settings) -> Result<()> {
+/// Applies one (new, valid) event, asserted by principal `by` (the record's `aispm.principal`
+/// header: ingest's token name, or the reporter), which the rows it shapes keep as
+/// `asserted_by`.
+pub fn apply(ov: &mut Overlay<'_>, event: &Event, by: Option<&str>, s: &Settings) -> Result<()> {
     match event {
-        Event::Decision(d) => decision(ov, d, s),
-        Event::Approval(a) => approval(ov, a),
-        Event::Registry(r) => registry(ov, r),
-        Event::Delivery(d) => delivery(ov, d),
+        Event::Decision(d) => decision(ov, d, by, s),
+        Event::Approval(a) => approval(ov, a, by),
+        Event::Registry(r) => registry(ov, r, by),
+        Event::Delivery(d) => delivery(ov, d, by),
     }
 }
 
@@ -98,7 +112,7 @@ fn covered(d: &DecisionEvent) -> Vec<(CoverageKind, String)> {
     out
 }
 
-fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()> {
+fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Settings) -> Result<()> {
     let t = d.tenant_id.as_str();
     let at: Stamp = (d.occurred_at.0, d.event_id.clone());
     let high = matches!(d.risk, Risk::High | Risk::Critical);
@@ -203,6 +217,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
             d.synthetic,
             Some(d.action_kind.as_str()),
             high,
+            by,
         )?,
         None if high => raise(ov, t, rules::EVIDENCE_MISSING, &d.event_id, &at)?,
         None => {}
@@ -219,6 +234,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()>
                     decision_id: Some(d.event_id.clone()),
                     control_id: d.control_id.clone(),
                     actor: Some(d.actor.clone()),
+                    asserted_by: by.map(str::to_owned),
                     ..Grant::default()
                 },
             );
@@ -256,6 +272,8 @@ fn raise(ov: &mut Overlay<'_>, t: &str, rule: Rule, subject: &str, at: &Stamp) -
     Ok(())
 }
 
+// Every argument is a fact of the event being recorded; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn record_evidence(
     ov: &mut Overlay<'_>,
     t: &str,
@@ -264,8 +282,10 @@ fn record_evidence(
     synthetic: bool,
     action_kind: Option<&str>,
     high_risk: bool,
+    by: Option<&str>,
 ) -> Result<()> {
     let record = EvidenceRecord {
+        asserted_by: by.map(str::to_owned),
         event_id: at.1.clone(),
         sha256: e.sha256.clone(),
         uri: e.uri.clone(),
@@ -303,11 +323,14 @@ fn exception_dirty(ov: &mut Overlay<'_>, t: &str, id: &str, covers: &BTreeSet<St
     }
 }
 
-fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
+fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result<()> {
     use ApprovalKind::*;
     let t = a.tenant_id.as_str();
     let at: Stamp = (a.occurred_at.0, a.event_id.clone());
-    let note = |f: &mut FindingFacts| keep_newest(&mut f.approval_ids, &at);
+    let note = |f: &mut FindingFacts| {
+        keep_newest(&mut f.approval_ids, &at);
+        lww(&mut f.asserted, &at, by.map(str::to_owned));
+    };
     match a.kind {
         ApprovalGranted | ApprovalDenied => {
             let Some(decision) = &a.decision_id else {
@@ -342,6 +365,7 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                         actor: Some(a.actor.clone()),
                         reason: a.reason.clone(),
                         expires_at: a.expires_at.map(|e| e.0),
+                        asserted_by: by.map(str::to_owned),
                     },
                 );
                 x.covers.extend(covered.clone());
@@ -385,6 +409,7 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent) -> Result<()> {
                             actor: Some(a.actor.clone()),
                             owner: a.owner.clone(),
                             reason: a.reason.clone(),
+                            asserted_by: by.map(str::to_owned),
                             ..Grant::default()
                         },
                     );
@@ -457,8 +482,9 @@ fn flag_rules(kind: AssetKind) -> &'static [Rule] {
     }
 }
 
-fn registration(a: &Asset) -> Registration {
+fn registration(a: &Asset, by: Option<&str>) -> Registration {
     Registration {
+        asserted_by: by.map(str::to_owned),
         retired: a.status == AssetStatus::Retired,
         owner: a.owner.clone(),
         trust: a.trust.map(|t| t.as_str().to_owned()),
@@ -472,20 +498,20 @@ fn registration(a: &Asset) -> Registration {
     }
 }
 
-fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent) -> Result<()> {
+fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result<()> {
     let t = r.tenant_id.as_str();
     let at: Stamp = (r.occurred_at.0, r.event_id.clone());
     if let Some(a) = &r.asset {
         if a.asset_kind == AssetKind::Control {
             ov.update(t, Tag::Control, &a.asset_id, |c: &mut ControlAgg| {
-                lww(&mut c.registration, &at, registration(a));
+                lww(&mut c.registration, &at, registration(a, by));
             })?;
             ov.dirty(t, ViewName::Controls, a.asset_id.clone());
             return Ok(());
         }
         let key = format!("{}/{}", a.asset_kind, a.asset_id);
         ov.update(t, Tag::Asset, &key, |agg: &mut AssetAgg| {
-            lww(&mut agg.registration, &at, registration(a));
+            lww(&mut agg.registration, &at, registration(a, by));
             if a.status == AssetStatus::Registered {
                 min_opt(&mut agg.registered_since, at.0);
                 for class in &a.approved_data_classes {
@@ -545,6 +571,7 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent) -> Result<()> {
             validated_at: r.occurred_at,
             event_id: r.event_id.clone(),
             detail: v.detail.clone(),
+            asserted_by: by.map(str::to_owned),
         };
         ov.update(
             t,
@@ -556,13 +583,13 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent) -> Result<()> {
         )?;
         ov.dirty(t, ViewName::Validations, key);
         if let Some(e) = &v.evidence {
-            record_evidence(ov, t, e, &at, false, None, false)?;
+            record_evidence(ov, t, e, &at, false, None, false, by)?;
         }
     }
     Ok(())
 }
 
-fn delivery(ov: &mut Overlay<'_>, d: &ReportDeliveryEvent) -> Result<()> {
+fn delivery(ov: &mut Overlay<'_>, d: &ReportDeliveryEvent, by: Option<&str>) -> Result<()> {
     let t = d.tenant_id.as_str();
     let at: Stamp = (d.occurred_at.0, d.event_id.clone());
     let row = DeliveryRow {
@@ -579,6 +606,7 @@ fn delivery(ov: &mut Overlay<'_>, d: &ReportDeliveryEvent) -> Result<()> {
         event_id: d.event_id.clone(),
         evidence_id: d.evidence.as_ref().map(|e| e.evidence_id.clone()),
         error: d.error.clone(),
+        asserted_by: by.map(str::to_owned),
     };
     // The latest attempt wins: by attempt number, then event time.
     let order: Stamp = (
@@ -595,7 +623,7 @@ fn delivery(ov: &mut Overlay<'_>, d: &ReportDeliveryEvent) -> Result<()> {
     )?;
     ov.dirty(t, ViewName::ReportDeliveries, d.report_id.clone());
     if let Some(e) = &d.evidence {
-        record_evidence(ov, t, e, &at, false, None, false)?;
+        record_evidence(ov, t, e, &at, false, None, false, by)?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
+use rdkafka::message::Headers;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -263,6 +264,8 @@ impl Loop {
                 offset: m.offset(),
                 key: m.key(),
                 payload: m.payload(),
+                timestamp: m.timestamp().to_millis(),
+                principal: principal(m),
             })
             .collect();
         let apply_started = Instant::now();
@@ -425,4 +428,14 @@ pub fn assign_all(
         assigned.insert((e.topic().to_owned(), e.partition()));
     }
     Ok(())
+}
+
+/// The record's `aispm.principal` header, if it has one that is text.
+fn principal<'a>(m: &'a rdkafka::message::BorrowedMessage<'_>) -> Option<&'a str> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == aispm_schemas::topics::record_headers::PRINCIPAL)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }

@@ -107,6 +107,7 @@ fn coverage_row(a: &AssetAgg, key: &str) -> Derived {
         shadow_ai: kind != CoverageKind::ActionPath
             && a.decisions > 0
             && a.registered_since.is_none(),
+        asserted_by: reg.and_then(|r| r.asserted_by.clone()),
     };
     Derived::new(Some(ViewRow::Coverage(row)), stamp)
 }
@@ -150,6 +151,7 @@ fn control_row(c: &ControlAgg, key: &str) -> Derived {
             .unwrap_or_default(),
         decision_ids: ids(&c.recent),
         last_decision_at: c.last_decision_at.map(Timestamp),
+        asserted_by: reg.and_then(|r| r.value.asserted_by.clone()),
     };
     Derived::new(Some(ViewRow::Control(row)), stamp)
 }
@@ -526,6 +528,7 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         occurrences: cond.occurrences,
         exception_id,
         exception_expires_at,
+        asserted_by: facts.asserted.as_ref().and_then(|a| a.value.clone()),
     };
     let derived = Derived {
         row: Some(ViewRow::Finding(row)),
@@ -570,6 +573,7 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         reviewed_at: x.reviewed.as_ref().map(|r| Timestamp(r.at.0)),
         reviewed_by: x.reviewed.as_ref().map(|r| r.value.clone()),
         event_ids: ids(&x.ids),
+        asserted_by: g.asserted_by,
     };
     Ok(Derived::new(Some(ViewRow::Exception(row)), stamp))
 }
@@ -624,6 +628,7 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         recorded_at: Timestamp(r.recorded_at),
         synthetic: r.synthetic,
         action_kind: r.action_kind,
+        asserted_by: r.asserted_by,
     };
     Ok(Derived::new(Some(ViewRow::Evidence(row)), stamp))
 }

@@ -125,6 +125,12 @@ pub struct Config {
     /// A break-glass event reviewed later than this after it was invoked raises a finding.
     #[arg(long, env = "AISPM_BREAK_GLASS_REVIEW_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
     pub break_glass_review_window: Duration,
+
+    /// How far an event's `occurred_at` may lie after its Kafka record's timestamp; a later
+    /// one is dead-lettered (`future_occurred_at`). Judged against the record timestamp, not
+    /// the wall clock, so a replay decides the same way.
+    #[arg(long, env = "AISPM_FUTURE_TOLERANCE", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub future_tolerance: Duration,
 }
 
 impl Config {
@@ -150,6 +156,7 @@ impl Config {
             sync_writes: false,
             runaway_per_minute: 120,
             break_glass_review_window: Duration::from_secs(24 * 3600),
+            future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
         }
     }
 
@@ -166,6 +173,7 @@ impl Config {
             runaway_per_minute: self.runaway_per_minute,
             break_glass_review_ms: i64::try_from(self.break_glass_review_window.as_millis())
                 .unwrap_or(i64::MAX),
+            future_tolerance: self.future_tolerance,
         }
     }
 }

@@ -21,6 +21,39 @@ pub struct Input<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// The record's timestamp (ms), when it has one: future-dated events are judged against it,
+    /// not against the wall clock, so a replay decides the same way.
+    pub timestamp: Option<i64>,
+    /// The `aispm.principal` header: who asserted the event (kept as `asserted_by`).
+    pub principal: Option<&'a str>,
+}
+
+impl<'a> Input<'a> {
+    /// A record with a key, a value and nothing else (tests and benchmarks).
+    pub fn new(
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        key: &'a [u8],
+        payload: &'a [u8],
+    ) -> Self {
+        Input {
+            topic,
+            partition,
+            offset,
+            key: Some(key),
+            payload: Some(payload),
+            timestamp: None,
+            principal: None,
+        }
+    }
+}
+
+/// A valid event on its way to its worker: its topic's kind and who asserted it.
+struct Asserted {
+    kind: Kind,
+    event: Event,
+    by: Option<String>,
 }
 
 /// A record the projector cannot use, to be dead-lettered before the batch commits.
@@ -203,7 +236,7 @@ impl Engine {
         // is allocated per record).
         let mut offsets: Vec<((String, i32), i64)> = Vec::new();
         let workers = self.workers();
-        let mut shards: Vec<Vec<(Kind, Event)>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut shards: Vec<Vec<Asserted>> = (0..workers).map(|_| Vec::new()).collect();
         for input in inputs {
             let slot = match offsets
                 .iter()
@@ -261,7 +294,48 @@ impl Engine {
                 rejected.push(reject(Stage::Validate, "invalid_field", msg));
                 continue;
             }
-            shards[worker_of(event.tenant_id(), workers)].push((kind, event));
+            // The key places the record (a tenant's events in order on one partition) and is
+            // what topic-level tooling and consumers route by: it must name the payload's
+            // tenant, or a producer could file one tenant's events under another's key.
+            if input.key != Some(event.tenant_id().as_bytes()) {
+                let key = input.key.map_or_else(
+                    || "no key".to_owned(),
+                    |k| format!("key '{}'", String::from_utf8_lossy(k)),
+                );
+                rejected.push(reject(
+                    Stage::Validate,
+                    "tenant_mismatch",
+                    format!(
+                        "the record has {key} but its payload names tenant '{}'; records are keyed by tenant_id",
+                        event.tenant_id()
+                    ),
+                ));
+                continue;
+            }
+            if let Some(ts) = input.timestamp
+                && aispm_schemas::time::dated_in_future(
+                    event.occurred_at(),
+                    Timestamp(ts),
+                    self.settings.future_tolerance,
+                )
+            {
+                rejected.push(reject(
+                    Stage::Validate,
+                    "future_occurred_at",
+                    format!(
+                        "occurred_at {} is more than {} after the record's timestamp {}",
+                        event.occurred_at(),
+                        humantime::format_duration(self.settings.future_tolerance),
+                        Timestamp(ts)
+                    ),
+                ));
+                continue;
+            }
+            shards[worker_of(event.tenant_id(), workers)].push(Asserted {
+                kind,
+                event,
+                by: input.principal.map(str::to_owned),
+            });
         }
         stats.rejected = rejected.len() as u64;
 
@@ -458,7 +532,7 @@ impl Engine {
 /// What a worker thread is asked to do.
 enum Job {
     /// Apply these events (all of the batch's events of the worker's tenants, in order).
-    Apply(Vec<(Kind, Event)>),
+    Apply(Vec<Asserted>),
     /// Drop the cache (the store was wiped).
     Clear,
 }
@@ -561,18 +635,18 @@ fn apply_shard(
     cache: &mut Cache,
     settings: &Settings,
     codec: &Codec,
-    events: &[(Kind, Event)],
+    events: &[Asserted],
     batch: Option<&mut rocksdb::WriteBatch>,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache);
     let mut applied = [0u64; 4];
     let mut duplicates = 0;
-    for (kind, event) in events {
+    for Asserted { kind, event, by } in events {
         if !ov.first_sighting(event.tenant_id(), event.event_id())? {
             duplicates += 1;
             continue;
         }
-        apply::apply(&mut ov, event, settings)?;
+        apply::apply(&mut ov, event, by.as_deref(), settings)?;
         applied[*kind as usize] += 1;
     }
 

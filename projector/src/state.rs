@@ -124,6 +124,8 @@ pub fn ids(list: &[Stamp]) -> Vec<String> {
 /// An asset's registration as last registered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
+    /// The principal that asserted this registration.
+    pub asserted_by: Option<String>,
     pub retired: bool,
     pub owner: Option<String>,
     pub trust: Option<String>,
@@ -221,6 +223,8 @@ pub struct FindingFacts {
     pub exceptions: BTreeSet<String>,
     /// Approval events about the finding (drill-down).
     pub approval_ids: Vec<Stamp>,
+    /// The principal behind the newest approval event about the finding.
+    pub asserted: Option<Lww<Option<String>>>,
 }
 
 /// An exception (accepted risk) or a break-glass event.
@@ -246,6 +250,8 @@ pub struct Grant {
     pub actor: Option<String>,
     pub reason: Option<String>,
     pub expires_at: Option<i64>,
+    /// The principal that granted (or invoked) it.
+    pub asserted_by: Option<String>,
 }
 
 /// An evidence artefact as recorded.
@@ -256,6 +262,8 @@ pub struct EvidenceAgg {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvidenceRecord {
+    /// The principal that asserted the event carrying it.
+    pub asserted_by: Option<String>,
     pub event_id: String,
     pub sha256: String,
     pub uri: String,

@@ -20,6 +20,7 @@ fn settings() -> Settings {
     Settings {
         runaway_per_minute: 3,
         break_glass_review_ms: 20 * 60_000,
+        ..Settings::default()
     }
 }
 
@@ -88,7 +89,7 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 /// Builds the concrete events: (topic, event bytes).
-fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>)> {
+fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
     let sk = key();
     specs
         .iter()
@@ -168,7 +169,11 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>)> {
                         approval_id: None,
                         evidence: ev,
                     };
-                    (topics.decisions.clone(), encode_single_object(&d).unwrap())
+                    (
+                        topics.decisions.clone(),
+                        encode_single_object(&d).unwrap(),
+                        d.tenant_id.clone(),
+                    )
                 }
                 Spec::Approval {
                     tenant,
@@ -199,7 +204,11 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>)> {
                         due_at: Some(Timestamp(T0 + 86_400_000)),
                         expires_at: Some(Timestamp(T0 + minute * 30_000)),
                     };
-                    (topics.approvals.clone(), encode_single_object(&a).unwrap())
+                    (
+                        topics.approvals.clone(),
+                        encode_single_object(&a).unwrap(),
+                        a.tenant_id.clone(),
+                    )
                 }
                 Spec::Asset {
                     tenant,
@@ -246,7 +255,11 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>)> {
                         asset: Some(a),
                         validation: None,
                     };
-                    (topics.registry.clone(), encode_single_object(&r).unwrap())
+                    (
+                        topics.registry.clone(),
+                        encode_single_object(&r).unwrap(),
+                        r.tenant_id.clone(),
+                    )
                 }
                 Spec::Validation {
                     tenant,
@@ -273,7 +286,11 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>)> {
                         asset: None,
                         validation: Some(v),
                     };
-                    (topics.registry.clone(), encode_single_object(&r).unwrap())
+                    (
+                        topics.registry.clone(),
+                        encode_single_object(&r).unwrap(),
+                        r.tenant_id.clone(),
+                    )
                 }
             }
         })
@@ -286,14 +303,14 @@ fn hex(b: &[u8]) -> String {
 
 /// Produces `events` in the given order (offsets per topic follow it) and applies them in
 /// batches cut at `cuts`; returns every view row.
-fn project(events: &[(String, Vec<u8>)], order: &[usize], cuts: &[usize]) -> Views {
+fn project(events: &[(String, Vec<u8>, String)], order: &[usize], cuts: &[usize]) -> Views {
     project_on(events, order, cuts, 1).0
 }
 
 /// [`project`] on an engine with `workers` apply threads; also returns the view changes each
 /// tenant's rows went through, in publishing order.
 fn project_on(
-    events: &[(String, Vec<u8>)],
+    events: &[(String, Vec<u8>, String)],
     order: &[usize],
     cuts: &[usize],
     workers: usize,
@@ -307,13 +324,13 @@ fn project_on(
         .unwrap();
     let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut next: std::collections::HashMap<&str, i64> = Default::default();
-    let inputs: Vec<(String, i64, &Vec<u8>)> = order
+    let inputs: Vec<(String, i64, &Vec<u8>, &String)> = order
         .iter()
         .map(|&i| {
-            let (topic, bytes) = &events[i];
+            let (topic, bytes, tenant) = &events[i];
             let o = next.entry(topic.as_str()).or_default();
             *o += 1;
-            (topic.clone(), *o - 1, bytes)
+            (topic.clone(), *o - 1, bytes, tenant)
         })
         .collect();
     let mut start = 0;
@@ -326,13 +343,7 @@ fn project_on(
         }
         let batch: Vec<Input<'_>> = inputs[start..end]
             .iter()
-            .map(|(t, o, b)| Input {
-                topic: t,
-                partition: 0,
-                offset: *o,
-                key: None,
-                payload: Some(b),
-            })
+            .map(|(t, o, b, k)| Input::new(t, 0, *o, k.as_bytes(), b))
             .collect();
         let mut p = engine.prepare(&batch).unwrap();
         assert!(
@@ -354,17 +365,11 @@ fn project_on(
 }
 
 /// The events as records of one partition, offsets in order.
-fn in_order(events: &[(String, Vec<u8>)]) -> Vec<Input<'_>> {
+fn in_order(events: &[(String, Vec<u8>, String)]) -> Vec<Input<'_>> {
     events
         .iter()
         .enumerate()
-        .map(|(i, (t, b))| Input {
-            topic: t,
-            partition: 0,
-            offset: i as i64,
-            key: None,
-            payload: Some(b),
-        })
+        .map(|(i, (t, b, k))| Input::new(t, 0, i as i64, k.as_bytes(), b))
         .collect()
 }
 
@@ -512,33 +517,32 @@ fn redelivered_offsets_are_skipped_and_bad_records_are_rejected() {
         }],
         &topics,
     );
-    let good = Input {
-        topic: &topics.registry,
-        partition: 0,
-        offset: 0,
-        key: None,
-        payload: Some(&events[0].1),
-    };
+    let good = Input::new(&topics.registry, 0, 0, b"acme", &events[0].1);
     let mut p = engine.prepare(&[good]).unwrap();
     engine.commit(&mut p).unwrap();
     let before = store.dump_views().unwrap();
 
     // The same offset again (a rebalance redelivers it) is skipped; garbage is rejected by stage.
-    let garbage = Input {
-        topic: &topics.registry,
-        partition: 0,
-        offset: 1,
-        key: None,
-        payload: Some(b"{\"json\":true}"),
+    let garbage = Input::new(&topics.registry, 0, 1, b"acme", b"{\"json\":true}");
+    let wrong_type = Input::new(&topics.approvals, 0, 0, b"acme", &events[0].1);
+    // A record filed under another tenant's key, and one dated past its record timestamp
+    // plus the tolerance: judged against the timestamp, so a replay decides the same.
+    let misfiled = Input::new(&topics.registry, 0, 2, b"globex", &events[0].1);
+    let occurred_at = T0 + 60_000; // the validation's (minute 1)
+    let future = Input {
+        offset: 3,
+        timestamp: Some(occurred_at - 5 * 60_000 - 1),
+        ..Input::new(&topics.registry, 0, 3, b"acme", &events[0].1)
     };
-    let wrong_type = Input {
-        topic: &topics.approvals,
-        partition: 0,
-        offset: 0,
-        key: None,
-        payload: Some(&events[0].1),
+    let on_time = Input {
+        offset: 4,
+        timestamp: Some(occurred_at - 5 * 60_000),
+        principal: Some("acme-validator"),
+        ..Input::new(&topics.registry, 0, 4, b"acme", &events[0].1)
     };
-    let p = engine.prepare(&[good, garbage, wrong_type]).unwrap();
+    let p = engine
+        .prepare(&[good, garbage, wrong_type, misfiled, future, on_time])
+        .unwrap();
     assert_eq!(p.stats.skipped, 1);
     let reasons: Vec<_> = p
         .rejected
@@ -547,8 +551,15 @@ fn redelivered_offsets_are_skipped_and_bad_records_are_rejected() {
         .collect();
     assert_eq!(
         reasons,
-        [("decode", "framing"), ("decode", "incompatible_schema")]
+        [
+            ("decode", "framing"),
+            ("decode", "incompatible_schema"),
+            ("validate", "tenant_mismatch"),
+            ("validate", "future_occurred_at"),
+        ]
     );
+    // The on-time copy is a duplicate event id: applied once, views unchanged.
+    assert_eq!(p.stats.duplicates, 1);
     assert!(store.dump_views().unwrap() == before);
 }
 

@@ -33,6 +33,7 @@ fn changes(i: u64, tenants: u64) -> [ViewChange; 2] {
     let evidence_id = format!("ev-{i:012x}");
     let finding_id = format!("unsigned_evidence:agent-{i:08}");
     let evidence = EvidenceRow {
+        asserted_by: None,
         evidence_id: evidence_id.clone(),
         event_id: event_id.clone(),
         sha256: format!("{:064x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15),
@@ -44,6 +45,7 @@ fn changes(i: u64, tenants: u64) -> [ViewChange; 2] {
         action_kind: Some("command".into()),
     };
     let finding = FindingRow {
+        asserted_by: None,
         finding_id: finding_id.clone(),
         rule_id: "unsigned_evidence".into(),
         title: "Evidence without a verified signature on a high-risk action".into(),

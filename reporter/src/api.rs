@@ -10,7 +10,7 @@
 
 use crate::center::{Center, GenerateError, Trigger};
 use crate::store::{ReportRecord, Status};
-use aispm_runtime::auth::Auth;
+use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_schemas::ReportType;
 use axum::extract::{Path, State};
@@ -110,7 +110,7 @@ async fn create(
     body: Option<Json<Value>>,
 ) -> Result<Response, ApiError> {
     check_tenant(&tenant)?;
-    let principal = api.auth.for_tenant(&headers, &tenant)?;
+    let principal = api.auth.for_tenant(&headers, &tenant, Scope::Reports)?;
     let Some(Json(body)) = body else {
         return Err(ApiError::bad_request(
             "the body must be JSON: {\"type\": \"<report type>\"}",
@@ -160,7 +160,7 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_tenant(&tenant)?;
-    api.auth.for_tenant(&headers, &tenant)?;
+    api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
     let reports: Vec<Value> = api
         .center
         .store()
@@ -186,7 +186,7 @@ async fn show(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_tenant(&tenant)?;
-    api.auth.for_tenant(&headers, &tenant)?;
+    api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
     let r = api
         .center
         .store()
@@ -201,7 +201,7 @@ async fn archive(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_tenant(&tenant)?;
-    api.auth.for_tenant(&headers, &tenant)?;
+    api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
     let r = api
         .center
         .store()

@@ -2,9 +2,14 @@
 //! keyed by tenant, and waits for the broker's acknowledgement.
 
 use crate::Result;
+use aispm_schemas::topics::record_headers;
 use aispm_schemas::{Codec, ReportDeliveryEvent};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
+
+/// The principal the reporter stamps on its delivery events (`asserted_by` in the views).
+pub const PRINCIPAL: &str = "aispm-reporter";
 
 /// The delivery-event producer.
 #[derive(Clone)]
@@ -39,7 +44,11 @@ impl Publisher {
             .send(
                 FutureRecord::to(&self.topic)
                     .key(&event.tenant_id)
-                    .payload(&bytes),
+                    .payload(&bytes)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: record_headers::PRINCIPAL,
+                        value: Some(PRINCIPAL),
+                    })),
                 Duration::from_secs(30),
             )
             .await

@@ -363,6 +363,7 @@ mod tests {
 
     pub(crate) fn finding(id: &str) -> FindingRow {
         FindingRow {
+            asserted_by: None,
             finding_id: id.into(),
             rule_id: "r".into(),
             title: "t".into(),
@@ -513,6 +514,7 @@ mod tests {
         let (_dir, s) = shared();
         let rows = [
             ViewRow::Coverage(CoverageRow {
+                asserted_by: None,
                 kind: CoverageKind::Agent,
                 id: "a1".into(),
                 registered: true,
@@ -528,6 +530,7 @@ mod tests {
                 shadow_ai: false,
             }),
             ViewRow::Control(ControlRow {
+                asserted_by: None,
                 control_id: "c1".into(),
                 state: ControlState::Shadowed,
                 registered: false,
@@ -541,6 +544,7 @@ mod tests {
             }),
             ViewRow::Finding(finding("f1")),
             ViewRow::Exception(ExceptionRow {
+                asserted_by: None,
                 exception_id: "x1".into(),
                 kind: ExceptionKind::BreakGlass,
                 finding_id: None,
@@ -557,6 +561,7 @@ mod tests {
                 event_ids: vec!["e".into()],
             }),
             ViewRow::Evidence(EvidenceRow {
+                asserted_by: None,
                 evidence_id: "ev1".into(),
                 event_id: "d1".into(),
                 sha256: "ab".repeat(32),
@@ -568,6 +573,7 @@ mod tests {
                 action_kind: Some("file".into()),
             }),
             ViewRow::Validation(ValidationRow {
+                asserted_by: None,
                 check_kind: "tenant_isolation".into(),
                 subject: None,
                 result: "pass".into(),
@@ -577,6 +583,7 @@ mod tests {
                 detail: None,
             }),
             ViewRow::Delivery(DeliveryRow {
+                asserted_by: None,
                 report_id: "r1".into(),
                 report_type: "cso".into(),
                 channel: "smtp".into(),

@@ -1,14 +1,17 @@
-//! Bearer tokens bound to tenants, from the tokens file:
+//! Bearer tokens bound to tenants and scopes, from the tokens file:
 //!
 //! ```toml
 //! [[tokens]]
 //! token = "s3cr3t-acme"      # or sha256 = "<hex of the token's SHA-256>"
-//! tenants = ["acme"]         # ["*"] for an operator token that reads every tenant
-//! name = "acme-ci"           # optional, shown in logs instead of the token
+//! tenants = ["acme"]         # ["*"] for an operator token that reaches every tenant
+//! scopes = ["read", "emit"]  # what it may do there: read emit approve register validate admin reports
+//! name = "acme-gateway"      # optional: shown in logs and stamped on what it writes
 //! ```
 //!
-//! Tokens are hashed on load and compared as SHA-256 digests in constant time; they are never
-//! logged. A refused request is counted by reason.
+//! A token may do exactly what its scopes name, for exactly its tenants: a `*` token gets no
+//! scope it does not list. Tokens are hashed on load and compared as SHA-256 digests in constant
+//! time; they are never logged. A refused request is counted by reason and, for a missing scope,
+//! by the scope.
 
 use crate::http::ApiError;
 use crate::metrics::Metrics;
@@ -34,7 +37,63 @@ struct TokenEntry {
     token: Option<String>,
     sha256: Option<String>,
     tenants: Vec<String>,
+    scopes: Option<Vec<String>>,
     name: Option<String>,
+}
+
+/// What a token may do for its tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Read views, readiness, reports and the evidence behind them.
+    Read,
+    /// Emit decisions.
+    Emit,
+    /// Emit approval events: grants, exceptions, finding assignment and resolution, risk
+    /// acceptance, break-glass review.
+    Approve,
+    /// Register, change and retire ordinary assets.
+    Register,
+    /// Emit validation results.
+    Validate,
+    /// Register what decides trust: trust roots and validator keys, report providers and their
+    /// recipients.
+    Admin,
+    /// Request report packets.
+    Reports,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 7] = [
+        Scope::Read,
+        Scope::Emit,
+        Scope::Approve,
+        Scope::Register,
+        Scope::Validate,
+        Scope::Admin,
+        Scope::Reports,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Emit => "emit",
+            Scope::Approve => "approve",
+            Scope::Register => "register",
+            Scope::Validate => "validate",
+            Scope::Admin => "admin",
+            Scope::Reports => "reports",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a token may reach.
@@ -51,9 +110,14 @@ pub enum Access {
 pub struct Principal {
     pub name: String,
     pub access: Access,
+    pub scopes: BTreeSet<Scope>,
 }
 
 impl Principal {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
     pub fn may_access(&self, tenant: &str) -> bool {
         match &self.access {
             Access::All => true,
@@ -112,8 +176,46 @@ impl Tokens {
             } else {
                 Access::Tenants(t.tenants.into_iter().collect())
             };
+            let Some(listed) = t.scopes else {
+                return Err(format!(
+                    "tokens[{i}]: scopes is required: any of {}",
+                    Scope::ALL.map(Scope::as_str).join(", ")
+                ));
+            };
+            let mut scopes = BTreeSet::new();
+            for s in &listed {
+                scopes.insert(Scope::parse(s).ok_or_else(|| {
+                    format!(
+                        "tokens[{i}].scopes: unknown scope '{s}': use any of {}",
+                        Scope::ALL.map(Scope::as_str).join(", ")
+                    )
+                })?);
+            }
+            if scopes.is_empty() {
+                return Err(format!("tokens[{i}]: scopes must not be empty"));
+            }
             let name = t.name.unwrap_or_else(|| format!("token#{i}"));
-            entries.push((digest, Principal { name, access }));
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "tokens[{i}].name: must be non-empty printable text"
+                ));
+            }
+            if entries
+                .iter()
+                .any(|(_, p): &([u8; 32], Principal)| p.name == name)
+            {
+                return Err(format!(
+                    "tokens[{i}].name: '{name}' names another token too; names identify who asserted what"
+                ));
+            }
+            entries.push((
+                digest,
+                Principal {
+                    name,
+                    access,
+                    scopes,
+                },
+            ));
         }
         Ok(Tokens { entries })
     }
@@ -146,8 +248,9 @@ impl Auth {
     pub fn new(tokens: Tokens, metrics: &Metrics) -> Result<Self> {
         let denied = metrics.counter(
             "auth_denied_total",
-            "HTTP requests refused by authentication or tenant scope, by reason.",
-            &["reason"],
+            "HTTP requests refused by authentication, tenant or scope, by reason and (for \
+             missing_scope) the scope that was missing.",
+            &["reason", "scope"],
         )?;
         Ok(Auth { tokens, denied })
     }
@@ -186,37 +289,63 @@ impl Auth {
         })
     }
 
-    /// The caller, if it may access `tenant`; 401 or 403 otherwise.
-    pub fn for_tenant(&self, headers: &HeaderMap, tenant: &str) -> Result<Principal, ApiError> {
+    /// The caller, if it may access `tenant` with `scope`; 401 or 403 otherwise.
+    pub fn for_tenant(
+        &self,
+        headers: &HeaderMap,
+        tenant: &str,
+        scope: Scope,
+    ) -> Result<Principal, ApiError> {
         let p = self.principal(headers)?;
-        if p.may_access(tenant) {
-            Ok(p)
-        } else {
+        self.check(&p, tenant, scope)?;
+        Ok(p)
+    }
+
+    /// 403 unless `p` may access `tenant` with `scope`.
+    pub fn check(&self, p: &Principal, tenant: &str, scope: Scope) -> Result<(), ApiError> {
+        if !p.may_access(tenant) {
             tracing::warn!(principal = %p.name, "Refused a request for a tenant the token is not bound to.");
-            Err(self.refuse(
+            return Err(self.refuse(
                 "wrong_tenant",
                 StatusCode::FORBIDDEN,
-                "the token may not access this tenant",
-            ))
+                &format!("the token may not access tenant '{tenant}'"),
+            ));
         }
+        self.check_scope(p, scope)
+    }
+
+    /// 403 naming the scope unless `p` has it.
+    pub fn check_scope(&self, p: &Principal, scope: Scope) -> Result<(), ApiError> {
+        if p.has(scope) {
+            return Ok(());
+        }
+        tracing::warn!(principal = %p.name, scope = %scope, "Refused a request outside the token's scopes.");
+        self.denied
+            .with_label_values(&["missing_scope", scope.as_str()])
+            .inc();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the token lacks the '{scope}' scope"),
+        ))
     }
 
     /// The caller, if it is an operator (reads every tenant); 401 or 403 otherwise.
     pub fn operator(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
         let p = self.principal(headers)?;
-        if p.is_operator() {
-            Ok(p)
-        } else {
-            Err(self.refuse(
+        if !p.is_operator() {
+            return Err(self.refuse(
                 "not_operator",
                 StatusCode::FORBIDDEN,
-                "an operator token is required",
-            ))
+                "a token for every tenant (tenants = [\"*\"]) is required",
+            ));
         }
+        self.check_scope(&p, Scope::Read)?;
+        Ok(p)
     }
 
     fn refuse(&self, reason: &'static str, status: StatusCode, message: &str) -> ApiError {
-        self.denied.with_label_values(&[reason]).inc();
+        self.denied.with_label_values(&[reason, ""]).inc();
         let code = if status == StatusCode::FORBIDDEN {
             "forbidden"
         } else {
@@ -234,41 +363,66 @@ mod tests {
     fn tokens_and_digests() {
         let digest = hex::encode(sha256(b"ops-secret"));
         let t = Tokens::parse(&format!(
-            "[[tokens]]\ntoken = \"acme-secret\"\ntenants = [\"acme\"]\n\n[[tokens]]\nsha256 = \"{digest}\"\ntenants = [\"*\"]\nname = \"ops\"\n"
+            "[[tokens]]\ntoken = \"acme-secret\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\"]\n\n[[tokens]]\nsha256 = \"{digest}\"\ntenants = [\"*\"]\nscopes = [\"read\"]\nname = \"ops\"\n"
         ))
         .unwrap();
         let acme = t.principal("acme-secret").unwrap();
         assert!(acme.may_access("acme") && !acme.may_access("globex") && !acme.is_operator());
+        assert!(acme.has(Scope::Emit) && !acme.has(Scope::Approve));
         let ops = t.principal("ops-secret").unwrap();
         assert!(ops.is_operator() && ops.may_access("globex"));
+        assert!(
+            ops.has(Scope::Read) && !ops.has(Scope::Emit),
+            "a * token gets only what it lists"
+        );
         assert_eq!(ops.name, "ops");
         assert!(t.principal("acme-secre").is_none());
-        assert!(Tokens::parse("[[tokens]]\ntenants=[\"a\"]\n").is_err());
-        assert!(Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[]\n").is_err());
+        assert!(Tokens::parse("[[tokens]]\ntenants=[\"a\"]\nscopes=[\"read\"]\n").is_err());
+        assert!(Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[]\nscopes=[\"read\"]\n").is_err());
+        let missing = Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[\"a\"]\n").unwrap_err();
+        assert!(missing.contains("scopes is required"), "{missing}");
+        let unknown =
+            Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[\"a\"]\nscopes=[\"write\"]\n")
+                .unwrap_err();
+        assert!(unknown.contains("unknown scope 'write'"), "{unknown}");
+        let twice = Tokens::parse(
+            "[[tokens]]\ntoken=\"x\"\ntenants=[\"a\"]\nscopes=[\"read\"]\nname=\"n\"\n[[tokens]]\ntoken=\"y\"\ntenants=[\"a\"]\nscopes=[\"read\"]\nname=\"n\"\n",
+        )
+        .unwrap_err();
+        assert!(twice.contains("names another token"), "{twice}");
     }
 
     #[test]
-    fn refusals_are_counted() {
+    fn refusals_are_counted_by_reason_and_scope() {
         let m = Metrics::new("test").unwrap();
         let auth = Auth::new(
-            Tokens::parse("[[tokens]]\ntoken=\"a\"\ntenants=[\"acme\"]\n").unwrap(),
+            Tokens::parse("[[tokens]]\ntoken=\"a\"\ntenants=[\"acme\"]\nscopes=[\"read\"]\n")
+                .unwrap(),
             &m,
         )
         .unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(
-            auth.for_tenant(&h, "acme").unwrap_err().status,
+            auth.for_tenant(&h, "acme", Scope::Read).unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
         h.insert(header::AUTHORIZATION, "Bearer a".parse().unwrap());
-        assert!(auth.for_tenant(&h, "acme").is_ok());
+        assert!(auth.for_tenant(&h, "acme", Scope::Read).is_ok());
         assert_eq!(
-            auth.for_tenant(&h, "globex").unwrap_err().status,
+            auth.for_tenant(&h, "globex", Scope::Read)
+                .unwrap_err()
+                .status,
             StatusCode::FORBIDDEN
         );
+        let e = auth.for_tenant(&h, "acme", Scope::Approve).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(e.message.contains("'approve'"), "{}", e.message);
+        let text = m.render();
         assert!(
-            m.render()
-                .contains("aispm_test_auth_denied_total{reason=\"wrong_tenant\"} 1")
+            text.contains("aispm_test_auth_denied_total{reason=\"wrong_tenant\",scope=\"\"} 1")
         );
+        assert!(text.contains(
+            "aispm_test_auth_denied_total{reason=\"missing_scope\",scope=\"approve\"} 1"
+        ));
     }
 }

@@ -71,6 +71,7 @@ published! {
     BLOCKER => "Blocker", "blocker.avsc";
     READINESS => "Readiness", "readiness.avsc";
     DECISION_EVENT_V1 => "DecisionEvent", "v1/decision_event.avsc";
+    VIEW_CHANGE_V1 => "ViewChange", "v1/view_change.avsc";
 }
 
 /// Writer schemas by fingerprint.

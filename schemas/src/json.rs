@@ -94,6 +94,14 @@ impl InputEvent {
         }
     }
 
+    pub fn occurred_at(&self) -> crate::Timestamp {
+        match self {
+            InputEvent::Decision(e) => e.occurred_at,
+            InputEvent::Approval(e) => e.occurred_at,
+            InputEvent::Registry(e) => e.occurred_at,
+        }
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         match self {
             InputEvent::Decision(e) => e.validate(),

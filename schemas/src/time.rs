@@ -50,6 +50,23 @@ impl Timestamp {
     }
 }
 
+/// How far an event's `occurred_at` may lie after the instant it is judged against (its Kafka
+/// record's timestamp in the projector; the service clock in ingest) before it is refused as
+/// `future_occurred_at`.
+pub const DEFAULT_FUTURE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Whether `occurred_at` lies more than `tolerance` after `reference`: such an event is dated
+/// in the future and would pin views and defeat every freshness window. The one definition
+/// ingest (against its clock) and the projector (against the record timestamp, so that a replay
+/// decides the same) both use.
+pub fn dated_in_future(
+    occurred_at: Timestamp,
+    reference: Timestamp,
+    tolerance: std::time::Duration,
+) -> bool {
+    occurred_at > reference.plus(tolerance)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -114,5 +131,14 @@ mod tests {
             t
         );
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+    }
+
+    #[test]
+    fn future_dating_is_judged_against_the_reference_with_a_tolerance() {
+        let at = Timestamp(1_000_000);
+        let tol = std::time::Duration::from_millis(300);
+        assert!(!dated_in_future(Timestamp(1_000_300), at, tol));
+        assert!(dated_in_future(Timestamp(1_000_301), at, tol));
+        assert!(!dated_in_future(Timestamp(0), at, tol));
     }
 }

@@ -54,6 +54,14 @@ impl Default for Topics {
     }
 }
 
+/// Header names on input records.
+pub mod record_headers {
+    /// The authenticated principal that produced the record (ingest: the token's name; the
+    /// reporter: `aispm-reporter`). Views keep it as `asserted_by`. A producer writing straight
+    /// to Kafka may set it too: what it may write is then decided by the broker's ACLs.
+    pub const PRINCIPAL: &str = "aispm.principal";
+}
+
 /// Header names on dead-letter records.
 pub mod dlq_headers {
     /// Topic the record came from.

@@ -69,6 +69,11 @@ pub struct CoverageRow {
     pub last_decision_id: Option<String>,
     pub last_real_decision_id: Option<String>,
     pub shadow_ai: bool,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(CoverageRow {
     kind,
@@ -84,6 +89,7 @@ avro_record!(CoverageRow {
     last_decision_id,
     last_real_decision_id,
     shadow_ai,
+    asserted_by,
 });
 
 /// State of one control.
@@ -99,6 +105,11 @@ pub struct ControlRow {
     pub framework_mappings: Vec<String>,
     pub decision_ids: Vec<String>,
     pub last_decision_at: Option<Timestamp>,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(ControlRow {
     control_id,
@@ -111,6 +122,7 @@ avro_record!(ControlRow {
     framework_mappings,
     decision_ids,
     last_decision_at,
+    asserted_by,
 });
 
 /// A finding and its lifecycle.
@@ -132,6 +144,11 @@ pub struct FindingRow {
     pub occurrences: i64,
     pub exception_id: Option<String>,
     pub exception_expires_at: Option<Timestamp>,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(FindingRow {
     finding_id,
@@ -150,6 +167,7 @@ avro_record!(FindingRow {
     occurrences,
     exception_id,
     exception_expires_at,
+    asserted_by,
 });
 
 /// An exception or a break-glass event.
@@ -169,6 +187,11 @@ pub struct ExceptionRow {
     pub reviewed_at: Option<Timestamp>,
     pub reviewed_by: Option<String>,
     pub event_ids: Vec<String>,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(ExceptionRow {
     exception_id,
@@ -185,6 +208,7 @@ avro_record!(ExceptionRow {
     reviewed_at,
     reviewed_by,
     event_ids,
+    asserted_by,
 });
 
 /// One evidence artefact.
@@ -199,6 +223,11 @@ pub struct EvidenceRow {
     pub recorded_at: Timestamp,
     pub synthetic: bool,
     pub action_kind: Option<String>,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(EvidenceRow {
     evidence_id,
@@ -210,6 +239,7 @@ avro_record!(EvidenceRow {
     recorded_at,
     synthetic,
     action_kind,
+    asserted_by,
 });
 
 /// The latest validation per check kind and subject.
@@ -222,6 +252,11 @@ pub struct ValidationRow {
     pub validated_at: Timestamp,
     pub event_id: String,
     pub detail: Option<String>,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(ValidationRow {
     check_kind,
@@ -230,7 +265,8 @@ avro_record!(ValidationRow {
     evidence_id,
     validated_at,
     event_id,
-    detail
+    detail,
+    asserted_by,
 });
 
 /// The latest delivery outcome per report packet.
@@ -249,6 +285,11 @@ pub struct DeliveryRow {
     pub event_id: String,
     pub evidence_id: Option<String>,
     pub error: Option<String>,
+    /// The principal that asserted the event behind this row (the `aispm.principal` header:
+    /// the ingest token's name, or the service that produced it); `None` when the record
+    /// carried none (a producer writing straight to Kafka without stamping it).
+    #[serde(default)]
+    pub asserted_by: Option<String>,
 }
 avro_record!(DeliveryRow {
     report_id,
@@ -264,6 +305,7 @@ avro_record!(DeliveryRow {
     event_id,
     evidence_id,
     error,
+    asserted_by,
 });
 
 /// A row of any view: the `row` union of `ViewChange`.

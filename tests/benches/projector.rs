@@ -448,6 +448,7 @@ impl FloorSink {
         self.offsets
             .insert((topic.to_owned(), partition), offset + 1);
         let row = d.evidence.map(|ev| EvidenceRow {
+            asserted_by: None,
             evidence_id: ev.evidence_id,
             event_id: d.event_id.clone(),
             sha256: ev.sha256,
@@ -649,13 +650,13 @@ fn memory_child() -> Result<()> {
             .map(|r| {
                 let o = &mut offsets[kind_index(r.kind)];
                 *o += 1;
-                Input {
-                    topic: r.kind.topic(&topics),
-                    partition: 0,
-                    offset: *o - 1,
-                    key: Some(r.tenant.as_bytes()),
-                    payload: Some(&r.bytes),
-                }
+                Input::new(
+                    r.kind.topic(&topics),
+                    0,
+                    *o - 1,
+                    r.tenant.as_bytes(),
+                    &r.bytes,
+                )
             })
             .collect();
         let mut p = engine.prepare(&inputs)?;
@@ -730,13 +731,13 @@ fn apply_only(
         .map(|r| {
             let o = &mut offsets[kind_index(r.kind)];
             *o += 1;
-            Input {
-                topic: r.kind.topic(topics),
-                partition: 0,
-                offset: *o - 1,
-                key: Some(r.tenant.as_bytes()),
-                payload: Some(&r.bytes),
-            }
+            Input::new(
+                r.kind.topic(topics),
+                0,
+                *o - 1,
+                r.tenant.as_bytes(),
+                &r.bytes,
+            )
         })
         .collect();
     let dir = tempfile::tempdir()?;

@@ -13,10 +13,33 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TENANT: &str = "acme";
-/// The demo tenant's token, another tenant's, and an operator token.
+/// The demo tenant's token (the tenant's security team: every scope), another tenant's, and an
+/// operator token (every tenant, `read` only).
 pub const TENANT_TOKEN: &str = "demo-acme-token";
 pub const OTHER_TENANT_TOKEN: &str = "demo-globex-token";
 pub const OPERATOR_TOKEN: &str = "demo-operator-token";
+/// The demo tenant's agent gateway: `emit` only.
+pub const GATEWAY_TOKEN: &str = "demo-acme-gateway-token";
+/// The demo tenant's dashboard: `read` only.
+pub const READER_TOKEN: &str = "demo-acme-reader-token";
+
+/// The demo's tokens file: one line per token, `tenants` and `scopes` as a role needs them.
+pub fn tokens_toml() -> String {
+    let all = r#"["read", "emit", "approve", "register", "validate", "admin", "reports"]"#;
+    [
+        (TENANT_TOKEN, format!(r#"["{TENANT}"]"#), all.to_owned(), "acme"),
+        (OTHER_TENANT_TOKEN, r#"["globex"]"#.to_owned(), all.to_owned(), "globex"),
+        (OPERATOR_TOKEN, r#"["*"]"#.to_owned(), r#"["read"]"#.to_owned(), "operator"),
+        (GATEWAY_TOKEN, format!(r#"["{TENANT}"]"#), r#"["emit"]"#.to_owned(), "acme-gateway"),
+        (READER_TOKEN, format!(r#"["{TENANT}"]"#), r#"["read"]"#.to_owned(), "acme-dashboard"),
+    ]
+    .iter()
+    .map(|(token, tenants, scopes, name)| {
+        format!("[[tokens]]\ntoken = \"{token}\"\ntenants = {tenants}\nscopes = {scopes}\nname = \"{name}\"\n")
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
 
 /// A real SMTP server (scripts/smtp_sink.py on Debian's aiosmtpd) saving what it receives.
 #[derive(Debug)]
@@ -100,12 +123,7 @@ impl Pipeline {
         let broker = Broker::start_in(&work.join("kafka"), free_port())?;
         let smtp = SmtpSink::start(&work.join("mailbox"))?;
         let tokens = work.join("tokens.toml");
-        std::fs::write(
-            &tokens,
-            format!(
-                "[[tokens]]\ntoken = \"{TENANT_TOKEN}\"\ntenants = [\"{TENANT}\"]\nname = \"acme\"\n\n[[tokens]]\ntoken = \"{OTHER_TENANT_TOKEN}\"\ntenants = [\"globex\"]\nname = \"globex\"\n\n[[tokens]]\ntoken = \"{OPERATOR_TOKEN}\"\ntenants = [\"*\"]\nname = \"operator\"\n"
-            ),
-        )?;
+        std::fs::write(&tokens, tokens_toml())?;
         let key = work.join("reporter-key.pem");
         if !key.exists() {
             let out = Command::new(binary("aispm-reporter")?)
@@ -210,6 +228,72 @@ impl Pipeline {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// POSTs `events` to ingest with `token`; returns the status and the answer.
+    pub async fn post_events(&self, token: &str, events: &Value) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(format!("{}/v1/events", self.ingest.http))
+            .bearer_auth(token)
+            .json(events)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// What an attacker holding the gateway's token, or a clock trick, tries against the
+    /// verdict: each attempt and how it was answered (none may be accepted).
+    pub async fn forgeries(&self) -> Result<Vec<(String, u16, String)>> {
+        let now = aispm_schemas::Timestamp::now();
+        let validation = |id: &str, at: aispm_schemas::Timestamp| {
+            json!({"type": "registry", "event_id": id, "tenant_id": TENANT,
+                "occurred_at": at.to_rfc3339(), "source": "forger",
+                "validation": {"check_kind": "tenant_isolation", "result": "pass"}})
+        };
+        let attempts = [
+            (
+                "the gateway's token posts a passing tenant_isolation validation",
+                GATEWAY_TOKEN,
+                validation("forged-isolation", now),
+            ),
+            (
+                "the gateway's token resolves its own findings",
+                GATEWAY_TOKEN,
+                json!({"type": "approval", "event_id": "forged-resolution", "tenant_id": TENANT,
+                    "occurred_at": now.to_rfc3339(), "source": "forger", "kind": "finding_resolved",
+                    "finding_id": "F-ANY", "actor": "gateway", "reason": "trust me"}),
+            ),
+            (
+                "the gateway's token registers its own trust root",
+                GATEWAY_TOKEN,
+                json!({"type": "registry", "event_id": "forged-root", "tenant_id": TENANT,
+                    "occurred_at": now.to_rfc3339(), "source": "forger",
+                    "asset": {"asset_kind": "trust_root", "asset_id": "forger-key", "status": "registered",
+                        "public_key": "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="}}),
+            ),
+            (
+                "a validation dated 2099, to outlive every freshness window",
+                TENANT_TOKEN,
+                validation(
+                    "forged-2099",
+                    aispm_schemas::Timestamp::parse_rfc3339("2099-01-01T00:00:00Z")
+                        .map_err(anyhow::Error::msg)?,
+                ),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (what, token, event) in attempts {
+            let (status, body) = self.post_events(token, &event).await?;
+            let reason = body["details"]["errors"][0]["reason"]
+                .as_str()
+                .or(body["message"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            out.push((what.to_owned(), status, reason));
+        }
+        Ok(out)
     }
 
     pub async fn get(&self, base: &str, path: &str) -> Result<Value> {

@@ -59,7 +59,7 @@ fn write_tokens(dir: &Path) -> String {
     let p = dir.join("tokens.toml");
     std::fs::write(
         &p,
-        format!("[[tokens]]\ntoken = \"{OPS}\"\ntenants = [\"*\"]\nname = \"ops\"\n"),
+        format!("[[tokens]]\ntoken = \"{OPS}\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\nname = \"ops\"\n"),
     )
     .unwrap();
     p.display().to_string()

@@ -84,6 +84,7 @@ impl Views {
 
 fn action_path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
     ViewRow::Coverage(CoverageRow {
+        asserted_by: None,
         kind: CoverageKind::ActionPath,
         id: kind.to_owned(),
         registered: false,
@@ -102,6 +103,7 @@ fn action_path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
     ViewRow::Evidence(EvidenceRow {
+        asserted_by: None,
         evidence_id: id.to_owned(),
         event_id: format!("d-{id}"),
         sha256: "ab".repeat(32),
@@ -122,6 +124,7 @@ fn finding(
     status: FindingStatus,
 ) -> FindingRow {
     FindingRow {
+        asserted_by: None,
         finding_id: id.to_owned(),
         rule_id: "AISPM-TEST-001".into(),
         title: format!("test finding {id}"),
@@ -143,6 +146,7 @@ fn finding(
 
 fn exception(id: &str, kind: ExceptionKind, granted_at: Timestamp) -> ExceptionRow {
     ExceptionRow {
+        asserted_by: None,
         exception_id: id.to_owned(),
         kind,
         finding_id: None,
@@ -162,6 +166,7 @@ fn exception(id: &str, kind: ExceptionKind, granted_at: Timestamp) -> ExceptionR
 
 fn control(id: &str, state: ControlState) -> ViewRow {
     ViewRow::Control(ControlRow {
+        asserted_by: None,
         control_id: id.to_owned(),
         state,
         registered: true,
@@ -177,6 +182,7 @@ fn control(id: &str, state: ControlState) -> ViewRow {
 
 fn validation(kind: &str, subject: Option<&str>, result: &str) -> ViewRow {
     ViewRow::Validation(ValidationRow {
+        asserted_by: None,
         check_kind: kind.to_owned(),
         subject: subject.map(str::to_owned),
         result: result.to_owned(),
@@ -189,6 +195,7 @@ fn validation(kind: &str, subject: Option<&str>, result: &str) -> ViewRow {
 
 fn delivery() -> ViewRow {
     ViewRow::Delivery(DeliveryRow {
+        asserted_by: None,
         report_id: "rep-1".into(),
         report_type: "production_readiness".into(),
         channel: "smtp".into(),
@@ -392,9 +399,9 @@ fn tokens_file(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\n\n\
-             [[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\n\n\
-             [[tokens]]\ntoken = \"{OPS_TOKEN}\"\ntenants = [\"*\"]\nname = \"ops\"\n"
+            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n\
+             [[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n\
+             [[tokens]]\ntoken = \"{OPS_TOKEN}\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\nname = \"ops\"\n"
         ),
     )
     .unwrap();
@@ -713,6 +720,7 @@ async fn production_blockers_resolve_one_by_one_with_a_tombstone_each() {
             ViewName::Exceptions,
             "bg-1",
             Some(ViewRow::Exception(ExceptionRow {
+                asserted_by: None,
                 reviewed_at: Some(Timestamp::now()),
                 reviewed_by: Some("ciso".into()),
                 ..bg.clone()

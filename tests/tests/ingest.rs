@@ -39,7 +39,7 @@ impl Fixture {
         std::fs::write(
             &tokens,
             format!(
-                "[[tokens]]\ntoken = \"{ACME}\"\ntenants = [\"acme\"]\n\n[[tokens]]\ntoken = \"{OPS}\"\ntenants = [\"*\"]\nname = \"ops\"\n"
+                "[[tokens]]\ntoken = \"{ACME}\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"{OPS}\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\nname = \"ops\"\n"
             ),
         )
         .unwrap();

@@ -72,7 +72,7 @@ struct Rig {
     client: reqwest::Client,
 }
 
-const TOKENS: &str = "[[tokens]]\ntoken = \"acme-token\"\ntenants = [\"acme\"]\n\n[[tokens]]\ntoken = \"globex-token\"\ntenants = [\"globex\"]\n\n[[tokens]]\ntoken = \"ops-token\"\ntenants = [\"*\"]\n";
+const TOKENS: &str = "[[tokens]]\ntoken = \"acme-token\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"globex-token\"\ntenants = [\"globex\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"ops-token\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n";
 
 async fn rig() -> Rig {
     let broker = Broker::start().unwrap();

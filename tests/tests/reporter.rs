@@ -115,6 +115,7 @@ fn coverage(
     now: i64,
 ) -> ViewRow {
     ViewRow::Coverage(CoverageRow {
+        asserted_by: None,
         kind,
         id: id.into(),
         registered,
@@ -143,6 +144,7 @@ fn finding(
     frameworks: &[&str],
 ) -> ViewRow {
     ViewRow::Finding(FindingRow {
+        asserted_by: None,
         finding_id: id.into(),
         rule_id: id.split(':').next().unwrap().into(),
         title: title.into(),
@@ -229,6 +231,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
     }
     let control = |id: &str, state, decisions: &[&str], frameworks: &[&str]| {
         ViewRow::Control(ControlRow {
+            asserted_by: None,
             control_id: id.into(),
             state,
             registered: true,
@@ -347,6 +350,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
     let exception =
         |id: &str, kind, finding: Option<&str>, expires: Option<i64>, reviewed: Option<i64>| {
             ViewRow::Exception(ExceptionRow {
+                asserted_by: None,
                 exception_id: id.into(),
                 kind,
                 finding_id: finding.map(Into::into),
@@ -383,6 +387,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
     }
     let evidence = |id: &str, decision: &str, state| {
         ViewRow::Evidence(EvidenceRow {
+            asserted_by: None,
             evidence_id: id.into(),
             event_id: decision.into(),
             sha256: format!("{:0>64}", id.len()),
@@ -406,6 +411,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
         ("connector_live/crm", "connector_live", "fail"),
     ] {
         let row = ViewRow::Validation(ValidationRow {
+            asserted_by: None,
             check_kind: check.into(),
             subject: key.split('/').nth(1).filter(|s| *s != "-").map(Into::into),
             result: result.into(),
@@ -547,7 +553,7 @@ async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
     std::fs::write(
         &tokens,
         format!(
-            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\n\n[[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\n"
+            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n"
         ),
     )
     .unwrap();

@@ -190,7 +190,7 @@ async fn tenants_are_isolated_on_every_route_and_hostile_input_is_refused_precis
             .await
             .unwrap();
         assert!(
-            metrics.contains("auth_denied_total{reason=\"wrong_tenant\"}"),
+            metrics.contains("auth_denied_total{reason=\"wrong_tenant\",scope=\"\"}"),
             "{}: refusals are counted",
             s.http
         );

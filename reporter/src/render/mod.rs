@@ -490,6 +490,7 @@ pub(crate) mod tests {
 
     pub(crate) fn finding() -> FindingRow {
         FindingRow {
+            asserted_by: None,
             finding_id: "unowned_critical:agent-7".into(),
             rule_id: "unowned_critical".into(),
             title: "Critical action by <script>".into(),

@@ -268,6 +268,7 @@ mod tests {
 
     fn evidence(id: &str, at: i64, synthetic: bool, state: SignatureState) -> EvidenceRow {
         EvidenceRow {
+            asserted_by: None,
             evidence_id: id.into(),
             event_id: "d".into(),
             sha256: "00".into(),
@@ -330,6 +331,7 @@ mod tests {
         let mut t = TenantState::default();
         let f =
             |id: &str, sev, owner: Option<&str>, due: Option<i64>, exc: Option<i64>| FindingRow {
+                asserted_by: None,
                 finding_id: id.into(),
                 rule_id: "r".into(),
                 title: id.into(),

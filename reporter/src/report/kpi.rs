@@ -342,6 +342,7 @@ mod tests {
         due: Option<i64>,
     ) -> FindingRow {
         FindingRow {
+            asserted_by: None,
             finding_id: id.into(),
             rule_id: "rule".into(),
             title: id.into(),
@@ -367,6 +368,7 @@ mod tests {
 
     fn coverage(kind: CoverageKind, id: &str, registered: bool, decisions: i64) -> CoverageRow {
         CoverageRow {
+            asserted_by: None,
             kind,
             id: id.into(),
             registered,
@@ -409,6 +411,7 @@ mod tests {
         t.controls.insert(
             "c1".into(),
             ControlRow {
+                asserted_by: None,
                 control_id: "c1".into(),
                 state: ControlState::Shadowed,
                 registered: true,
@@ -424,6 +427,7 @@ mod tests {
         t.exceptions.insert(
             "x1".into(),
             ExceptionRow {
+                asserted_by: None,
                 exception_id: "x1".into(),
                 kind: ExceptionKind::Exception,
                 finding_id: Some("c".into()),

@@ -481,6 +481,7 @@ mod tests {
         t.evidence.insert(
             "ev1".into(),
             EvidenceRow {
+                asserted_by: None,
                 evidence_id: "ev1".into(),
                 event_id: "d1".into(),
                 sha256: "abcdef0123456789".into(),

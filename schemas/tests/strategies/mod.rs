@@ -329,6 +329,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 ),
             )| {
                 ViewRow::Coverage(CoverageRow {
+                    asserted_by: None,
                     kind,
                     id,
                     registered,
@@ -371,6 +372,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 last_decision_at,
             )| {
                 ViewRow::Control(ControlRow {
+                    asserted_by: None,
                     control_id,
                     state,
                     registered,
@@ -421,6 +423,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 ),
             )| {
                 ViewRow::Finding(FindingRow {
+                    asserted_by: None,
                     finding_id,
                     rule_id,
                     title,
@@ -466,6 +469,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 (reason, granted_at, expires_at, revoked, reviewed_at, reviewed_by, event_ids),
             )| {
                 ViewRow::Exception(ExceptionRow {
+                    asserted_by: None,
                     exception_id,
                     kind,
                     finding_id,
@@ -507,6 +511,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 action_kind,
             )| {
                 ViewRow::Evidence(EvidenceRow {
+                    asserted_by: None,
                     evidence_id,
                     event_id,
                     sha256,
@@ -522,6 +527,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
     let validation = (id(), of(id()), id(), of(id()), ts(), id(), of(text())).prop_map(
         |(check_kind, subject, result, evidence_id, validated_at, event_id, detail)| {
             ViewRow::Validation(ValidationRow {
+                asserted_by: None,
                 check_kind,
                 subject,
                 result,
@@ -550,6 +556,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 (packet_sha256, attempt, delivered_at, event_id, evidence_id, error),
             )| {
                 ViewRow::Delivery(DeliveryRow {
+                    asserted_by: None,
                     report_id,
                     report_type,
                     channel,

@@ -93,6 +93,20 @@ async fn main() -> anyhow::Result<()> {
 
     step(
         4,
+        "Forgeries: the gateway's token and a clock trick try to clear blockers, and are refused",
+    );
+    for (what, status, reason) in p.forgeries().await? {
+        println!("  - {what}: {status} {reason}");
+    }
+    let after = p.readiness().await?;
+    println!(
+        "{} (unchanged: {} blockers)",
+        verdict_line(&after),
+        after["blockers"].as_array().map_or(0, Vec::len)
+    );
+
+    step(
+        5,
         "The team remediates: registrations, reviews, owners, live validations, real workflows",
     );
     println!("{}", p.emit("remediate")?);
@@ -107,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     step(
-        5,
+        6,
         "The reporter generates a signed production readiness packet and mails it to the approved recipients",
     );
     let report = p.report("production_readiness").await?;
@@ -141,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     println!("mailbox     {} message(s)", p.smtp.messages().len());
 
     step(
-        6,
+        7,
         "The delivery audit event flows back through the projector; the gatekeeper re-evaluates",
     );
     let ready = p

@@ -1,0 +1,243 @@
+//! The verdict as an attacker sees it: with the whole pipeline running, every way to fake
+//! readiness without the right to is tried, and each must be refused, counted and leave the
+//! verdict as it was. Tokens do exactly what their scopes say; what a token writes is stamped
+//! with its name; records filed under another tenant's key or dated in the future are
+//! dead-lettered, judged against the record's own timestamp.
+
+use aispm_schemas::topics::dlq_headers;
+use aispm_schemas::{CheckKind, CheckResult, Codec, RegistryEvent, Timestamp, Topics, Validation};
+use aispm_tests::demo::{
+    OPERATOR_TOKEN, Pipeline, READER_TOKEN, TENANT, TENANT_TOKEN, blocker_kinds,
+};
+use aispm_tests::kafka::{produce, producer, read_all};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one sample line of a Prometheus text page (0 when absent).
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn header<'a>(r: &'a aispm_tests::kafka::Record, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_scope_or_clock_trick_clears_a_blocker() {
+    let work = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(work.path()).await.unwrap();
+    let client = reqwest::Client::new();
+    p.emit("open").unwrap();
+    let before = p
+        .readiness_until(Duration::from_secs(120), |v| {
+            v["blockers"].as_array().is_some_and(|b| b.len() >= 8)
+        })
+        .await
+        .unwrap();
+    assert!(blocker_kinds(&before).contains(&"tenant_isolation_not_proven".to_owned()));
+
+    // Through ingest: each forgery is refused with the reason, and nothing is written.
+    let forgeries = p.forgeries().await.unwrap();
+    let expect = [
+        (403, "the token lacks the 'validate' scope"),
+        (403, "the token lacks the 'approve' scope"),
+        (403, "the token lacks the 'admin' scope"),
+        (400, "future_occurred_at"),
+    ];
+    assert_eq!(forgeries.len(), expect.len());
+    for ((what, status, reason), (want_status, want_reason)) in forgeries.iter().zip(expect) {
+        assert_eq!(*status, want_status, "{what}: {reason}");
+        assert!(reason.contains(want_reason), "{what}: {reason}");
+    }
+
+    // The operator's read-everything token cannot write; a tenant's read token cannot approve
+    // or request packets, but reads.
+    let decision = json!({"type": "decision", "event_id": "op-write", "tenant_id": TENANT,
+        "occurred_at": Timestamp::now().to_rfc3339(), "source": "gw", "agent_id": "a",
+        "actor": "alice", "environment": "production", "action_kind": "file", "target": "/tmp/x",
+        "mode": "enforced", "verdict": "allow", "risk": "low"});
+    let (status, body) = p.post_events(OPERATOR_TOKEN, &decision).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("'emit'"),
+        "{body}"
+    );
+    let exception = json!({"type": "approval", "event_id": "reader-exception", "tenant_id": TENANT,
+        "occurred_at": Timestamp::now().to_rfc3339(), "source": "dashboard",
+        "kind": "exception_granted", "finding_id": "F-ANY", "actor": "mallory", "owner": "mallory",
+        "expires_at": "2099-01-01T00:00:00Z"});
+    let (status, body) = p.post_events(READER_TOKEN, &exception).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    let report = client
+        .post(format!("{}/v1/tenants/{TENANT}/reports", p.reporter.http))
+        .bearer_auth(READER_TOKEN)
+        .json(&json!({"type": "cso"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status().as_u16(), 403);
+    assert!(report.text().await.unwrap().contains("'reports'"));
+    let read = client
+        .get(format!("{}/v1/tenants/{TENANT}/findings", p.projector.http))
+        .bearer_auth(READER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200);
+
+    // Counted per scope where the refusals happened.
+    let ingest = metrics(&p.ingest.http).await;
+    for (scope, at_least) in [
+        ("validate", 1.0),
+        ("approve", 2.0),
+        ("admin", 1.0),
+        ("emit", 1.0),
+    ] {
+        let series =
+            format!("aispm_ingest_auth_denied_total{{reason=\"missing_scope\",scope=\"{scope}\"}}");
+        assert!(
+            sample(&ingest, &series) >= at_least,
+            "{series} in\n{ingest}"
+        );
+    }
+    let reporter = metrics(&p.reporter.http).await;
+    assert!(
+        sample(
+            &reporter,
+            "aispm_reporter_auth_denied_total{reason=\"missing_scope\",scope=\"reports\"}"
+        ) >= 1.0
+    );
+
+    // Straight to Kafka: a validation filed under another tenant's key, and one dated an hour
+    // after its record's timestamp, are dead-lettered by the projector with the reason.
+    let topics = Topics::default();
+    let codec = Codec::new();
+    let validation = |id: &str, at: Timestamp| RegistryEvent {
+        event_id: id.into(),
+        tenant_id: TENANT.into(),
+        occurred_at: at,
+        source: "forger".into(),
+        asset: None,
+        validation: Some(Validation {
+            check_kind: CheckKind::TenantIsolation,
+            result: CheckResult::Pass,
+            subject: None,
+            detail: None,
+            evidence: None,
+        }),
+    };
+    let kafka = producer(&p.broker.bootstrap()).unwrap();
+    let misfiled = codec
+        .encode(&validation("kafka-misfiled", Timestamp::now()))
+        .unwrap();
+    produce(&kafka, &topics.registry, "globex", &misfiled)
+        .await
+        .unwrap();
+    let future = codec
+        .encode(&validation(
+            "kafka-future",
+            Timestamp::now().plus(Duration::from_secs(3600)),
+        ))
+        .unwrap();
+    produce(&kafka, &topics.registry, TENANT, &future)
+        .await
+        .unwrap();
+    let wanted = ["kafka-future", "kafka-misfiled"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead: Vec<_> = read_all(
+            &p.broker.bootstrap(),
+            &topics.dlq,
+            usize::MAX,
+            Duration::from_secs(3),
+        )
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            let value = r.value.as_deref().unwrap_or_default();
+            wanted
+                .iter()
+                .any(|id| value.windows(id.len()).any(|w| w == id.as_bytes()))
+        })
+        .collect();
+        if dead.len() >= 2 || Instant::now() > deadline {
+            break dead;
+        }
+    };
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .filter_map(|r| header(r, dlq_headers::REASON))
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        ["future_occurred_at", "tenant_mismatch"],
+        "{dead:?}"
+    );
+    for r in &dead {
+        assert_eq!(header(r, dlq_headers::STAGE), Some("validate"));
+        assert!(header(r, dlq_headers::ERROR).is_some_and(|e| !e.is_empty()));
+    }
+
+    // Nothing of it moved the verdict: the same blockers, still not ready.
+    let after = p.readiness().await.unwrap();
+    assert_eq!(after["ready_for_aispm_production"], false);
+    assert_eq!(blocker_kinds(&after), blocker_kinds(&before));
+
+    // Provenance: an assignment by the tenant's token is stamped with the token's name, and
+    // the finding row shows who asserted it.
+    let findings: Value = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/findings?status=open"),
+        )
+        .await
+        .unwrap();
+    let finding = findings["findings"][0]["finding_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let assign = json!({"type": "approval", "event_id": "trust-assign", "tenant_id": TENANT,
+        "occurred_at": Timestamp::now().to_rfc3339(), "source": "tickets",
+        "kind": "finding_assigned", "finding_id": finding, "actor": "ciso",
+        "owner": "secops", "due_at": "2027-01-01T00:00:00Z"});
+    let (status, body) = p.post_events(TENANT_TOKEN, &assign).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: Value = p
+            .get(&p.projector.http, &format!("/v1/tenants/{TENANT}/findings"))
+            .await
+            .unwrap();
+        let row = rows["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["finding_id"] == finding.as_str())
+            .cloned()
+            .unwrap();
+        if row["owner"] == "secops" {
+            assert_eq!(row["asserted_by"], "acme", "{row}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the assignment never applied: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
