@@ -2,8 +2,8 @@
 //! humantime (`90s`, `24h`, `7d`). The doc comments are the `--help` text.
 
 use crate::state::DEFAULT_TRACKED_EVIDENCE;
-use aispm_runtime::config::CommonArgs;
-use aispm_schemas::{BlockerKind, Stage};
+use aispm_runtime::config::{ClockArgs, CommonArgs};
+use aispm_schemas::{BlockerKind, Stage, clock};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -46,28 +46,14 @@ pub struct Config {
     pub stages: StageBlockers,
 }
 
-/// Time windows for the clock-driven blockers.
+/// Time windows for the clock-driven blockers, and how often every tenant is re-evaluated.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Windows {
-    /// Newest evidence older than this raises `evidence_stale` for the trial stage.
-    #[arg(long, env = "AISPM_TRIAL_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
-    pub trial_evidence_freshness: Duration,
-
-    /// Newest evidence older than this raises `evidence_stale` for the pilot stage.
-    #[arg(long, env = "AISPM_PILOT_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "7d")]
-    pub pilot_evidence_freshness: Duration,
-
-    /// Newest evidence older than this raises `evidence_stale` for the production stage.
-    #[arg(long, env = "AISPM_PRODUCTION_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "24h")]
-    pub production_evidence_freshness: Duration,
-
-    /// A break-glass event not reviewed within this window raises `break_glass_unreviewed`.
-    #[arg(long, env = "AISPM_BREAK_GLASS_REVIEW_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
-    pub break_glass_review_window: Duration,
-
-    /// A passing `tenant_isolation` validation proves isolation for this long.
-    #[arg(long, env = "AISPM_TENANT_ISOLATION_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
-    pub tenant_isolation_freshness: Duration,
+    /// The clock rules' windows (evidence freshness per stage, break-glass review, tenant
+    /// isolation freshness): the same flags the reporter and the projector take, so all three
+    /// judge with the same windows (`aispm_schemas::clock`).
+    #[command(flatten)]
+    pub clock: ClockArgs,
 
     /// Every tenant is re-evaluated at least this often. Expiries and staleness are also
     /// scheduled at the exact instant they happen; this sweep is the safety net.
@@ -76,25 +62,16 @@ pub struct Windows {
 }
 
 impl Windows {
-    /// The evidence freshness window of `stage`.
-    pub fn evidence_freshness(&self, stage: Stage) -> Duration {
-        match stage {
-            Stage::Trial => self.trial_evidence_freshness,
-            Stage::Pilot => self.pilot_evidence_freshness,
-            Stage::Production => self.production_evidence_freshness,
-        }
+    /// The clock rules' windows.
+    pub fn clock(&self) -> clock::Windows {
+        self.clock.windows()
     }
 }
 
 impl Default for Windows {
     fn default() -> Self {
-        const DAY: u64 = 86_400;
         Windows {
-            trial_evidence_freshness: Duration::from_secs(30 * DAY),
-            pilot_evidence_freshness: Duration::from_secs(7 * DAY),
-            production_evidence_freshness: Duration::from_secs(DAY),
-            break_glass_review_window: Duration::from_secs(DAY),
-            tenant_isolation_freshness: Duration::from_secs(30 * DAY),
+            clock: ClockArgs::default(),
             evaluation_interval: Duration::from_secs(30),
         }
     }
@@ -188,7 +165,7 @@ mod tests {
         let c = Config::parse_from(["aispm-gatekeeper"]);
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8082");
         assert_eq!(
-            c.windows.evidence_freshness(Stage::Production),
+            c.windows.clock().evidence_freshness(Stage::Production),
             Duration::from_secs(86_400)
         );
         assert_eq!(c.stages.kinds(Stage::Production).len(), 10);
@@ -215,7 +192,7 @@ mod tests {
         ]);
         assert_eq!(c.tracked_evidence_per_tenant.get(), 16);
         assert_eq!(
-            c.windows.production_evidence_freshness,
+            c.windows.clock.production_evidence_freshness,
             Duration::from_secs(3)
         );
         assert_eq!(c.windows.evaluation_interval, Duration::from_millis(250));

@@ -134,10 +134,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         (topics.readiness.clone(), readiness_partitions),
         gk_metrics.clone(),
     );
-    let policy = rules::Policy::new(config.windows.clone(), &config.stages);
+    let policy = rules::Policy::new(config.windows.clock(), &config.stages);
     tracing::info!(
         views = %topics.views, blockers = %topics.blockers, readiness = %topics.readiness,
-        production_freshness = %humantime::format_duration(config.windows.production_evidence_freshness),
+        production_freshness = %humantime::format_duration(config.windows.clock.production_evidence_freshness),
         evaluation_interval = %humantime::format_duration(config.windows.evaluation_interval),
         "Following the views."
     );

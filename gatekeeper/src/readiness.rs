@@ -409,7 +409,8 @@ impl Engine {
     /// partitions, and returns the records to publish.
     pub fn evaluate_due(&mut self, now: Timestamp) -> Vec<Change> {
         while let Some((t, name)) = self.timers.first().cloned() {
-            if t > now {
+            // A timer is a rule's deadline: it fires once the deadline is reached.
+            if !aispm_schemas::clock::reached(t, now) {
                 break;
             }
             self.timers.pop_first();

@@ -5,9 +5,14 @@
 //!
 //! Each rule also reports the next instant at which time alone would change its answer (a due
 //! date, an expiry, the end of a window), so the evaluator can wake up exactly then.
+//!
+//! What "overdue", "expired", "covered", "stale" and "reviewed in time" mean, and on which side
+//! of its boundary an instant falls, is not decided here: every comparison with the clock is a
+//! call into [`aispm_schemas::clock`], which the reporter and the projector's API use too.
 
-use crate::config::{StageBlockers, Windows};
+use crate::config::StageBlockers;
 use crate::state::{Finding, Newest, TenantState};
+use aispm_schemas::clock::{self, Windows};
 use aispm_schemas::views::{ControlState, ExceptionKind};
 use aispm_schemas::{BlockerKind, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,9 +98,9 @@ struct Out {
 }
 
 impl Out {
-    /// Time alone changes an answer at `t` (ignored unless it is in the future).
-    fn wake_at(&mut self, t: Timestamp) {
-        if t > self.now {
+    /// Time alone changes an answer at the deadline `t` (ignored once reached).
+    fn wake_at(&mut self, t: clock::Deadline) {
+        if !clock::reached(t, self.now) {
             self.next = Some(self.next.map_or(t, |n| n.min(t)));
         }
     }
@@ -290,9 +295,8 @@ fn tenant_isolation(state: &TenantState, policy: &Policy, out: &mut Out) {
         .max_by(|a, b| (a.validated_at, &a.event_id).cmp(&(b.validated_at, &b.event_id)));
     let fresh = match newest_pass {
         Some(v) => {
-            let until = v.validated_at.plus(window_len);
-            out.wake_at(until);
-            until > out.now
+            out.wake_at(clock::fresh_until(v.validated_at, window_len));
+            !clock::stale(v.validated_at, window_len, out.now)
         }
         None => false,
     };
@@ -418,20 +422,16 @@ fn finding_ids(f: &Finding) -> Vec<String> {
 /// this blocker take over.
 fn finding_overdue(state: &TenantState, _: &Policy, out: &mut Out) {
     for f in state.open_findings.values() {
-        if !matches!(f.severity, Risk::High | Risk::Critical) {
+        if !clock::severity_can_be_overdue(f.severity) {
             continue;
         }
         let Some(due) = f.due_at else { continue };
+        let times = f.times();
         out.wake_at(due);
-        let covered = match (&f.exception_id, f.exception_expires_at) {
-            (Some(_), None) => true,
-            (Some(_), Some(expires)) => {
-                out.wake_at(expires);
-                expires > out.now
-            }
-            (None, _) => false,
-        };
-        if due > out.now || covered {
+        if let Some(Some(expires)) = times.exception {
+            out.wake_at(expires);
+        }
+        if !clock::finding_overdue(times, out.now) {
             continue;
         }
         out.raise(
@@ -465,7 +465,7 @@ fn exception_expired(state: &TenantState, _: &Policy, out: &mut Out) {
     for f in state.open_findings.values() {
         if let (Some(x), Some(e)) = (f.exception_id.as_deref(), f.exception_expires_at) {
             out.wake_at(e);
-            if e <= out.now {
+            if clock::expired(Some(e), out.now) {
                 expired
                     .entry(x)
                     .or_insert_with(|| (e, BTreeSet::new(), vec![]))
@@ -489,7 +489,7 @@ fn exception_expired(state: &TenantState, _: &Policy, out: &mut Out) {
             continue;
         }
         out.wake_at(e);
-        if e <= out.now {
+        if clock::exception_expired(x, out.now) {
             let entry = expired
                 .entry(&x.exception_id)
                 .or_insert_with(|| (e, BTreeSet::new(), vec![]));
@@ -562,9 +562,8 @@ fn break_glass(state: &TenantState, policy: &Policy, out: &mut Out) {
         if x.kind != ExceptionKind::BreakGlass || x.reviewed_at.is_some() {
             continue;
         }
-        let deadline = x.granted_at.plus(review);
-        out.wake_at(deadline);
-        if deadline > out.now {
+        out.wake_at(clock::review_deadline(x.granted_at, review));
+        if !clock::break_glass_unreviewed(x, review, out.now) {
             continue;
         }
         let by = x
@@ -611,9 +610,8 @@ fn evidence_stale(state: &TenantState, freshness: Duration, stage: Stage, out: &
             vec![],
         ),
         Newest::Known(recorded, id) => {
-            let until = recorded.plus(freshness);
-            out.wake_at(until);
-            if until <= out.now {
+            out.wake_at(clock::fresh_until(recorded, freshness));
+            if clock::evidence_stale(Some(recorded), freshness, out.now) {
                 out.raise(
                     BlockerKind::EvidenceStale,
                     None,

@@ -12,9 +12,10 @@
 //! - controls, action-path coverage, the latest validation per check and delivery per report.
 
 use crate::rules::MAX_EVIDENCE_IDS;
+use aispm_schemas::clock::{self, FindingTimes};
 use aispm_schemas::views::{
     ControlRow, CoverageKind, CoverageRow, DeliveryRow, ExceptionKind, ExceptionRow, FindingRow,
-    FindingStatus, SignatureState, ValidationRow, ViewName, ViewRow,
+    FindingStatus, ValidationRow, ViewName, ViewRow,
 };
 use aispm_schemas::{Risk, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -65,6 +66,22 @@ pub struct Finding {
     pub event_ids: Box<[Box<str>]>,
 }
 
+impl Finding {
+    /// What the clock rules ([`aispm_schemas::clock`]) read of this open finding.
+    pub fn times(&self) -> FindingTimes {
+        FindingTimes {
+            severity: self.severity,
+            open: true,
+            due_at: self.due_at,
+            closed_at: None,
+            exception: self
+                .exception_id
+                .as_ref()
+                .map(|_| self.exception_expires_at),
+        }
+    }
+}
+
 /// The open findings of a tenant.
 ///
 /// Which rules read findings, and what they read:
@@ -98,7 +115,7 @@ impl Eq for OpenFindings {}
 
 /// Whether a rule iterates this open finding (and so needs it in full).
 pub fn finding_kept_in_full(r: &FindingRow) -> bool {
-    matches!(r.severity, Risk::High | Risk::Critical) || r.exception_id.is_some()
+    clock::severity_can_be_overdue(r.severity) || r.exception_id.is_some()
 }
 
 impl OpenFindings {
@@ -381,11 +398,6 @@ impl EvidenceIndex {
     }
 }
 
-/// Whether an evidence row counts for freshness: real traffic, and not a broken signature.
-pub fn evidence_counts(synthetic: bool, signature: SignatureState) -> bool {
-    !synthetic && signature != SignatureState::Invalid
-}
-
 /// A view row that does not belong to the view it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrongRow {
@@ -461,7 +473,7 @@ impl TenantState {
             (ViewName::Exceptions, None) => replace(&mut self.exceptions, key, None),
             (ViewName::Evidence, Some(ViewRow::Evidence(r))) => {
                 let before = self.evidence.newest().owned();
-                if evidence_counts(r.synthetic, r.signature_state) {
+                if clock::evidence_counts(&r) {
                     self.evidence.upsert(key, r.recorded_at);
                 } else {
                     self.evidence.remove(key);
@@ -516,6 +528,7 @@ mod tests {
     use crate::rules::tests::{evidence, exception, finding};
     use crate::rules::{Policy, evaluate};
     use aispm_schemas::BlockerKind;
+    use aispm_schemas::views::SignatureState;
     use rand::{Rng, SeedableRng};
 
     fn upsert_finding(s: &mut TenantState, r: &FindingRow) -> Result<bool, WrongRow> {

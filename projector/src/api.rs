@@ -1,7 +1,8 @@
 //! The read-only query API, tenant-scoped by bearer token:
 //! `GET /v1/tenants/{tenant}/coverage|controls|findings|exceptions|validations|report-deliveries`,
-//! `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, age) are
-//! computed at read time from the rows' event times.
+//! `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, review,
+//! staleness, age) are computed at read time from the rows' event times, by the clock rules of
+//! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
 
 use crate::posture;
 use crate::project::decode_row;
@@ -21,6 +22,8 @@ use std::sync::Arc;
 pub struct Api {
     pub store: Arc<Store>,
     pub auth: Auth,
+    /// The clock rules' windows the API's states are judged with.
+    pub windows: clock::Windows,
 }
 
 pub fn routes(api: Api) -> Router {
@@ -134,14 +137,10 @@ struct FindingsQuery {
     severity: Option<String>,
 }
 
-/// A finding's SLA state at `now`.
+/// A finding's SLA state at `now` ([`clock::finding_sla`]): `on_track`, `overdue` (the
+/// `finding_overdue` blocker), `risk_accepted`, `past_due`, `closed_within_sla`, `closed_late`.
 pub fn sla_state(f: &FindingRow, now: Timestamp) -> &'static str {
-    match (f.status, f.due_at, f.closed_at) {
-        (FindingStatus::Open, Some(due), _) if due < now => "overdue",
-        (FindingStatus::Open, _, _) => "on_track",
-        (FindingStatus::Closed, Some(due), Some(closed)) if closed > due => "closed_late",
-        (FindingStatus::Closed, _, _) => "closed_within_sla",
-    }
+    clock::row_sla(f, now).as_str()
 }
 
 async fn findings(
@@ -181,15 +180,25 @@ async fn findings(
     .await
 }
 
-/// An exception's state at `now`.
-pub fn exception_state(x: &ExceptionRow, now: Timestamp) -> &'static str {
-    match x.kind {
-        ExceptionKind::BreakGlass if x.reviewed_at.is_some() => "reviewed",
-        ExceptionKind::BreakGlass => "pending_review",
-        ExceptionKind::Exception if x.revoked => "revoked",
-        ExceptionKind::Exception if x.expires_at.is_some_and(|e| e <= now) => "expired",
-        ExceptionKind::Exception => "active",
-    }
+/// An exception's state at `now` ([`clock::exception_state`]): `active`, `expired`,
+/// `revoked`; for break-glass `pending_review`, `review_overdue` (the `break_glass_unreviewed`
+/// blocker), `reviewed`, `reviewed_late`.
+pub fn exception_state(x: &ExceptionRow, windows: &clock::Windows, now: Timestamp) -> &'static str {
+    clock::exception_state(x, windows.break_glass_review_window, now).as_str()
+}
+
+/// Whether an evidence row counts for freshness, and whether it alone is stale per stage
+/// ([`clock::counts_for_freshness`], [`clock::stale`]).
+pub fn evidence_freshness(e: &EvidenceRow, windows: &clock::Windows, now: Timestamp) -> Value {
+    let stale = |stage| clock::stale(e.recorded_at, windows.evidence_freshness(stage), now);
+    json!({
+        "counts_for_freshness": clock::evidence_counts(e),
+        "stale": {
+            "trial": stale(Stage::Trial),
+            "pilot": stale(Stage::Pilot),
+            "production": stale(Stage::Production),
+        },
+    })
 }
 
 async fn exceptions(
@@ -206,7 +215,7 @@ async fn exceptions(
         "exceptions",
         |r| match r {
             ViewRow::Exception(x) => {
-                let state = exception_state(&x, now);
+                let state = exception_state(&x, &api.windows, now);
                 let mut v = serde_json::to_value(&x).ok()?;
                 v["state"] = json!(state);
                 Some(v)
@@ -279,10 +288,14 @@ async fn evidence(
     else {
         return Err(ApiError::internal("evidence row of another type"));
     };
-    let age = (Timestamp::now().0 - e.recorded_at.0).max(0) / 1000;
+    let now = Timestamp::now();
+    let age = (now.0 - e.recorded_at.0).max(0) / 1000;
+    let freshness = evidence_freshness(&e, &api.windows, now);
     let mut v = serde_json::to_value(&e).map_err(|e| ApiError::internal(e.to_string()))?;
     v["tenant_id"] = json!(tenant);
     v["age_seconds"] = json!(age);
+    v["counts_for_freshness"] = freshness["counts_for_freshness"].clone();
+    v["stale"] = freshness["stale"].clone();
     Ok(Json(v))
 }
 
@@ -296,5 +309,10 @@ async fn posture_route(
     for (view, _) in columns::VIEWS {
         all.extend(rows(&api.store, &tenant, view).await?);
     }
-    Ok(Json(posture::compute(&tenant, &all, Timestamp::now())))
+    Ok(Json(posture::compute(
+        &tenant,
+        &all,
+        &api.windows,
+        Timestamp::now(),
+    )))
 }

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 pub struct Settings {
     /// Decisions per agent per minute above which the agent is runaway.
     pub runaway_per_minute: i64,
-    /// A break-glass event reviewed later than this (event time) raises a finding.
+    /// A break-glass event reviewed this long or later after it was invoked (event time)
+    /// raises a finding (`aispm_schemas::clock::review_in_time`).
     pub break_glass_review_ms: i64,
     /// How far `occurred_at` may lie after the record's timestamp.
     pub future_tolerance: std::time::Duration,
@@ -23,7 +24,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             runaway_per_minute: 120,
-            break_glass_review_ms: 24 * 3_600_000,
+            break_glass_review_ms: i64::try_from(
+                aispm_schemas::clock::DEFAULT_BREAK_GLASS_REVIEW_WINDOW.as_millis(),
+            )
+            .unwrap_or(i64::MAX),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
         }
     }

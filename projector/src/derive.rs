@@ -343,17 +343,25 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         id if id == rules::BREAK_GLASS_LATE.id => {
             let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
             let stamp = newest([x.ids.last()]);
+            // Late as `clock::review_in_time` says: at or after the end of the review window.
+            let window = std::time::Duration::from_millis(
+                u64::try_from(s.break_glass_review_ms).unwrap_or(0),
+            );
             match (x.invoked_at, &x.reviewed) {
-                (Some(inv), Some(rev)) if rev.at.0 - inv > s.break_glass_review_ms => Condition {
-                    exists: true,
-                    active: true,
-                    opened_at: inv + s.break_glass_review_ms,
-                    last_trigger: rev.at.0,
-                    cleared_at: None,
-                    ids: ids(&x.ids),
-                    occurrences: 1,
-                    stamp,
-                },
+                (Some(inv), Some(rev))
+                    if !clock::review_in_time(Timestamp(inv), Timestamp(rev.at.0), window) =>
+                {
+                    Condition {
+                        exists: true,
+                        active: true,
+                        opened_at: clock::review_deadline(Timestamp(inv), window).0,
+                        last_trigger: rev.at.0,
+                        cleared_at: None,
+                        ids: ids(&x.ids),
+                        occurrences: 1,
+                        stamp,
+                    }
+                }
                 _ => Condition {
                     stamp,
                     ..Condition::default()
@@ -375,7 +383,9 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                 {
                     let (covered, last_trigger) = finding(ov, tenant, &fid, s)?;
                     let open = matches!(&covered.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open);
-                    let exists = covered.row.is_some() && last_trigger > expires;
+                    // The finding fired again once the exception had expired (`clock::expired`).
+                    let exists = covered.row.is_some()
+                        && clock::expired(Some(Timestamp(expires)), Timestamp(last_trigger));
                     Condition {
                         exists,
                         active: exists && open,

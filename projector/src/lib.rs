@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::project::Engine;
 use crate::publish::Publisher;
 use aispm_runtime::auth::{Auth, Tokens};
-use aispm_runtime::config::CommonArgs;
+use aispm_runtime::config::{ClockArgs, CommonArgs};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
@@ -122,9 +122,12 @@ pub struct Config {
     #[arg(long, env = "AISPM_RUNAWAY_PER_MINUTE", default_value_t = 120)]
     pub runaway_per_minute: i64,
 
-    /// A break-glass event reviewed later than this after it was invoked raises a finding.
-    #[arg(long, env = "AISPM_BREAK_GLASS_REVIEW_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
-    pub break_glass_review_window: Duration,
+    /// The clock rules' windows (`aispm_schemas::clock`), the gatekeeper's flags: the API's
+    /// states (`sla_state`, exception `state`, evidence staleness in `/posture`) and the
+    /// break-glass finding (a review later than `--break-glass-review-window` after the
+    /// invocation raises one) judge with them.
+    #[command(flatten)]
+    pub clock: ClockArgs,
 
     /// How far an event's `occurred_at` may lie after its Kafka record's timestamp; a later
     /// one is dead-lettered (`future_occurred_at`). Judged against the record timestamp, not
@@ -155,7 +158,7 @@ impl Config {
             block_cache_bytes: 64 * 1024 * 1024,
             sync_writes: false,
             runaway_per_minute: 120,
-            break_glass_review_window: Duration::from_secs(24 * 3600),
+            clock: ClockArgs::default(),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
         }
     }
@@ -171,7 +174,7 @@ impl Config {
     pub fn settings(&self) -> apply::Settings {
         apply::Settings {
             runaway_per_minute: self.runaway_per_minute,
-            break_glass_review_ms: i64::try_from(self.break_glass_review_window.as_millis())
+            break_glass_review_ms: i64::try_from(self.clock.break_glass_review_window.as_millis())
                 .unwrap_or(i64::MAX),
             future_tolerance: self.future_tolerance,
         }
@@ -320,6 +323,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let routes = api::routes(api::Api {
         store: Arc::clone(parts.engine.store()),
         auth,
+        windows: config.clock.windows(),
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     let http = tokio::spawn(aispm_runtime::http::serve(

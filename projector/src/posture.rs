@@ -1,7 +1,9 @@
 //! The posture: a score per layer (coverage, control state, findings, evidence, reports), each
-//! with the row ids behind it so an operator can drill from the number to the events.
+//! with the row ids behind it so an operator can drill from the number to the events. Overdue,
+//! expired, unreviewed and stale are [`aispm_schemas::clock`]'s rules, with the gatekeeper's
+//! windows.
 
-use crate::api::sla_state;
+use crate::api::{exception_state, sla_state};
 use aispm_schemas::*;
 use serde_json::{Value, json};
 
@@ -13,8 +15,8 @@ fn pct(good: usize, total: usize) -> f64 {
     }
 }
 
-/// Computes the posture from a tenant's rows at `now`.
-pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
+/// Computes the posture from a tenant's rows at `now`, judged with `windows`.
+pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Timestamp) -> Value {
     let mut seen = 0;
     let mut governed = 0;
     let mut shadow = Vec::new();
@@ -24,10 +26,13 @@ pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
     let mut open = Vec::new();
     let mut penalty = 0i64;
     let mut overdue = Vec::new();
+    let mut risk_accepted = Vec::new();
+    let mut expired_exceptions = Vec::new();
+    let mut review_overdue = Vec::new();
     let mut evidence_total = 0;
     let mut verified = 0;
     let mut unverified = Vec::new();
-    let mut newest_evidence: Option<Timestamp> = None;
+    let mut counting_evidence = Vec::new();
     let mut delivered = Vec::new();
     let mut failed = Vec::new();
     for r in rows {
@@ -56,10 +61,17 @@ pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
                     Risk::Medium => 3,
                     Risk::Low => 1,
                 };
-                if sla_state(f, now) == "overdue" {
-                    overdue.push(f.finding_id.clone());
+                match sla_state(f, now) {
+                    "overdue" => overdue.push(f.finding_id.clone()),
+                    "risk_accepted" => risk_accepted.push(f.finding_id.clone()),
+                    _ => {}
                 }
             }
+            ViewRow::Exception(x) => match exception_state(x, windows, now) {
+                "expired" => expired_exceptions.push(x.exception_id.clone()),
+                "review_overdue" => review_overdue.push(x.exception_id.clone()),
+                _ => {}
+            },
             ViewRow::Evidence(e) => {
                 evidence_total += 1;
                 if e.signature_state == SignatureState::Verified {
@@ -67,9 +79,7 @@ pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
                 } else {
                     unverified.push(e.evidence_id.clone());
                 }
-                if !e.synthetic {
-                    newest_evidence = newest_evidence.max(Some(e.recorded_at));
-                }
+                counting_evidence.push(e);
             }
             ViewRow::Delivery(d)
                 if d.outcome == "delivered" && d.approved_recipients && d.evidence_id.is_some() =>
@@ -80,6 +90,11 @@ pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
             _ => {}
         }
     }
+    // Only evidence that counts for freshness (not synthetic, signature not invalid).
+    let newest = clock::newest_evidence(counting_evidence);
+    let newest_evidence = newest.map(|e| e.recorded_at);
+    let stale =
+        |stage| clock::evidence_stale(newest_evidence, windows.evidence_freshness(stage), now);
     let layers = json!({
         "coverage": {
             "score": pct(governed, seen),
@@ -94,13 +109,25 @@ pub fn compute(tenant: &str, rows: &[ViewRow], now: Timestamp) -> Value {
         "findings": {
             "score": (100 - penalty).max(0),
             "detail": format!("{} open findings, {} overdue", open.len(), overdue.len()),
-            "drill_down": {"open": open, "overdue": overdue},
+            "drill_down": {
+                "open": open,
+                "overdue": overdue,
+                "risk_accepted": risk_accepted,
+                "expired_exceptions": expired_exceptions,
+                "break_glass_review_overdue": review_overdue,
+            },
         },
         "evidence": {
             "score": pct(verified, evidence_total),
             "detail": format!("{verified} of {evidence_total} evidence artefacts verify against a trust root"),
             "newest_at": newest_evidence,
+            "newest_id": newest.map(|e| e.evidence_id.clone()),
             "age_seconds": newest_evidence.map(|t| (now.0 - t.0).max(0) / 1000),
+            "stale": {
+                "trial": stale(Stage::Trial),
+                "pilot": stale(Stage::Pilot),
+                "production": stale(Stage::Production),
+            },
             "drill_down": {"unverified": unverified},
         },
         "reports": {

@@ -61,7 +61,8 @@ pub enum GenerateError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub out_dir: PathBuf,
-    pub freshness_window: Duration,
+    /// The clock rules' windows packets judge with.
+    pub windows: aispm_schemas::clock::Windows,
     pub fallback_key_id: String,
     pub max_attempts: u32,
     pub retry_initial: Duration,
@@ -189,7 +190,7 @@ impl Center {
             tenant_id: tenant.to_owned(),
             report_type,
             generated_at: now,
-            freshness_window: self.settings.freshness_window,
+            windows: self.settings.windows,
             signer_public_key: public_key,
             fallback_key_id: self.settings.fallback_key_id.clone(),
             requested_by: trigger.describe(),

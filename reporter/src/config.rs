@@ -2,7 +2,7 @@
 //! are the `--help` text.
 
 use crate::cadence::ScheduleArg;
-use aispm_runtime::config::CommonArgs;
+use aispm_runtime::config::{ClockArgs, CommonArgs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,9 +60,11 @@ pub struct Config {
     #[arg(long, env = "AISPM_KEY_ID", default_value = "aispm-reporter")]
     pub key_id: String,
 
-    /// Real evidence older than this fails the packet's freshness check.
-    #[arg(long, env = "AISPM_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "24h")]
-    pub evidence_freshness: Duration,
+    /// The clock rules' windows (evidence freshness per stage, break-glass review, tenant
+    /// isolation freshness): the gatekeeper's flags, so a packet judges "stale" and "reviewed in
+    /// time" with the same windows as the gate (`aispm_schemas::clock`).
+    #[command(flatten)]
+    pub clock: ClockArgs,
 
     /// Delivery attempts per packet before it is given up as failed.
     #[arg(long, env = "AISPM_DELIVERY_ATTEMPTS", default_value_t = 6)]
@@ -109,7 +111,7 @@ impl Config {
             smtp_timeout: Duration::from_secs(30),
             signing_key: None,
             key_id: "aispm-reporter".into(),
-            evidence_freshness: Duration::from_secs(24 * 3600),
+            clock: ClockArgs::default(),
             delivery_attempts: 6,
             retry_initial: Duration::from_secs(30),
             retry_max: Duration::from_secs(1800),

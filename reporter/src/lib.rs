@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let center = Arc::new(center::Center::new(
         center::Settings {
             out_dir,
-            freshness_window: config.evidence_freshness,
+            windows: config.clock.windows(),
             fallback_key_id: config.key_id.clone(),
             max_attempts: config.delivery_attempts.max(1),
             retry_initial: config.retry_initial,

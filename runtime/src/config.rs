@@ -2,7 +2,7 @@
 //! doc comments are the `--help` text.
 
 use crate::kafka::KafkaConfig;
-use aispm_schemas::Topics;
+use aispm_schemas::{Topics, clock};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,6 +86,66 @@ impl CommonArgs {
     }
 }
 
+/// The windows of the clock rules (`aispm_schemas::clock`): the same flags, environment
+/// variables and defaults in every service that judges them (the gatekeeper's blockers, the
+/// reporter's packets, the projector's API states and break-glass finding), so that set once in
+/// a deployment's environment, they agree.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClockArgs {
+    /// Newest evidence older than this is stale for the trial stage (`evidence_stale`).
+    #[arg(long, env = "AISPM_TRIAL_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub trial_evidence_freshness: Duration,
+
+    /// Newest evidence older than this is stale for the pilot stage (`evidence_stale`).
+    #[arg(long, env = "AISPM_PILOT_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "7d")]
+    pub pilot_evidence_freshness: Duration,
+
+    /// Newest evidence older than this is stale for the production stage (`evidence_stale`).
+    #[arg(long, env = "AISPM_PRODUCTION_EVIDENCE_FRESHNESS", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub production_evidence_freshness: Duration,
+
+    /// A break-glass event must be reviewed within this long after it was invoked
+    /// (`break_glass_unreviewed`; a later review is late).
+    #[arg(long, env = "AISPM_BREAK_GLASS_REVIEW_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub break_glass_review_window: Duration,
+
+    /// A passing `tenant_isolation` validation proves isolation for this long.
+    #[arg(long, env = "AISPM_TENANT_ISOLATION_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub tenant_isolation_freshness: Duration,
+}
+
+impl ClockArgs {
+    /// The windows these flags set.
+    pub fn windows(&self) -> clock::Windows {
+        clock::Windows {
+            trial_evidence_freshness: self.trial_evidence_freshness,
+            pilot_evidence_freshness: self.pilot_evidence_freshness,
+            production_evidence_freshness: self.production_evidence_freshness,
+            break_glass_review_window: self.break_glass_review_window,
+            tenant_isolation_freshness: self.tenant_isolation_freshness,
+        }
+    }
+}
+
+impl From<clock::Windows> for ClockArgs {
+    fn from(w: clock::Windows) -> Self {
+        ClockArgs {
+            trial_evidence_freshness: w.trial_evidence_freshness,
+            pilot_evidence_freshness: w.pilot_evidence_freshness,
+            production_evidence_freshness: w.production_evidence_freshness,
+            break_glass_review_window: w.break_glass_review_window,
+            tenant_isolation_freshness: w.tenant_isolation_freshness,
+        }
+    }
+}
+
+/// The defaults of [`clock::Windows`].
+impl Default for ClockArgs {
+    fn default() -> Self {
+        clock::Windows::default().into()
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -125,5 +185,32 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["x", "--kafka-option", "novalue"]).is_err());
         assert_eq!(cli.common.topics().decisions, "aispm.decisions.v1");
+    }
+
+    #[derive(Parser)]
+    struct ClockCli {
+        #[command(flatten)]
+        clock: ClockArgs,
+    }
+
+    #[test]
+    fn clock_flag_defaults_are_the_schemas_defaults() {
+        let cli = ClockCli::parse_from(["x"]);
+        assert_eq!(cli.clock.windows(), clock::Windows::default());
+        assert_eq!(ClockArgs::default().windows(), clock::Windows::default());
+        let cli = ClockCli::parse_from([
+            "x",
+            "--production-evidence-freshness",
+            "3s",
+            "--break-glass-review-window",
+            "90m",
+        ]);
+        let w = cli.clock.windows();
+        assert_eq!(w.production_evidence_freshness, Duration::from_secs(3));
+        assert_eq!(w.break_glass_review_window, Duration::from_secs(5400));
+        assert_eq!(
+            w.trial_evidence_freshness,
+            clock::DEFAULT_TRIAL_EVIDENCE_FRESHNESS
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! - [`avro`]: the Rust ⇄ Avro mapping (direct binary writer and reader, `Value` form for schema
 //!   resolution) and the `avro_record!`/`avro_enum!` macros.
 //! - [`json`]: the HTTP form of input events; [`validate`]: semantic checks; [`time`]: timestamps.
+//! - [`clock`]: the clock rules (overdue, expired, covered, stale, review window), defined once
+//!   for every service, with their windows' defaults.
 //! - [`topics`]: topic names and dead-letter headers.
 //!
 //! # Changing the contract
@@ -18,6 +20,7 @@
 //! written with it resolve. Never rename or reorder enum symbols.
 
 pub mod avro;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod events;

@@ -5,7 +5,8 @@ use super::svg;
 use crate::report::checks::Status;
 use crate::report::kind::fmt_pct;
 use crate::report::{Document, StageReadiness, short};
-use aispm_schemas::{ControlState, FindingStatus, ReportType, Stage, Timestamp};
+use aispm_schemas::clock::{self, Sla};
+use aispm_schemas::{ControlState, ReportType, Stage, Timestamp};
 use std::fmt::Write;
 
 /// Escapes text for HTML content and attribute values.
@@ -422,14 +423,14 @@ fn findings_table(
         findings
             .iter()
             .map(|f| {
-                let sla = match (f.status, f.due_at) {
-                    (FindingStatus::Closed, Some(d)) if f.closed_at.is_some_and(|c| c <= d) => {
-                        "met"
-                    }
-                    (FindingStatus::Closed, _) => "missed",
-                    (FindingStatus::Open, Some(d)) if d < now => "overdue",
-                    (FindingStatus::Open, Some(_)) => "within",
-                    (FindingStatus::Open, None) => "no due date",
+                let sla = match clock::row_sla(f, now) {
+                    Sla::OnTrack if f.due_at.is_none() => "no due date",
+                    Sla::OnTrack => "within",
+                    Sla::Overdue => "overdue",
+                    Sla::RiskAccepted => "past due, risk accepted",
+                    Sla::PastDue => "past due",
+                    Sla::ClosedWithinSla => "met",
+                    Sla::ClosedLate => "missed",
                 };
                 vec![
                     f.finding_id.clone(),
@@ -513,13 +514,7 @@ fn exceptions(h: &mut Html, doc: &Document, heading: &str) {
         ],
         ex.iter()
             .map(|e| {
-                let state = if e.revoked {
-                    "revoked"
-                } else if e.expires_at.is_some_and(|x| x <= now) {
-                    "expired"
-                } else {
-                    "active"
-                };
+                let state = super::exception_state(doc, e).as_str();
                 vec![
                     e.exception_id.clone(),
                     opt(e.finding_id.as_deref().or(e.control_id.as_deref())),
@@ -549,6 +544,7 @@ fn break_glass(h: &mut Html, doc: &Document) {
             "Reviewed",
             "Reviewed by",
             "Hours to review",
+            "State",
         ],
         bg.iter()
             .map(|e| {
@@ -565,6 +561,7 @@ fn break_glass(h: &mut Html, doc: &Document) {
                         || "—".to_owned(),
                         |r| format!("{:.1}", (r.0 - e.granted_at.0) as f64 / 3.6e6),
                     ),
+                    super::exception_state(doc, e).as_str().to_owned(),
                 ]
             })
             .collect(),

@@ -9,7 +9,7 @@ pub mod svg;
 use crate::Result;
 use crate::packet::PacketFile;
 use crate::report::Document;
-use aispm_schemas::{FindingRow, Timestamp};
+use aispm_schemas::{FindingRow, Timestamp, clock};
 use html::ts;
 
 fn t(x: Option<Timestamp>) -> String {
@@ -18,6 +18,12 @@ fn t(x: Option<Timestamp>) -> String {
 
 fn o(x: Option<&str>) -> String {
     x.unwrap_or_default().to_owned()
+}
+
+/// An exception's or break-glass event's state when the packet was generated, with the
+/// packet's review window.
+pub fn exception_state(doc: &Document, e: &aispm_schemas::ExceptionRow) -> clock::ExceptionState {
+    clock::exception_state(e, doc.windows.break_glass_review_window, doc.generated_at)
 }
 
 /// Every file of the packet except the manifest and its signature. `findings` are the findings
@@ -53,6 +59,7 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
                 "exception_id",
                 "exception_expires_at",
                 "event_ids",
+                "sla_state",
             ],
             findings.iter().map(|f| {
                 vec![
@@ -71,6 +78,7 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
                     o(f.exception_id.as_deref()),
                     t(f.exception_expires_at),
                     f.event_ids.join(";"),
+                    clock::row_sla(f, doc.generated_at).to_string(),
                 ]
             }),
         ),
@@ -263,6 +271,7 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
                     "granted_at",
                     "expires_at",
                     "revoked",
+                    "state",
                 ],
                 e.iter().map(|e| {
                     vec![
@@ -275,6 +284,7 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
                         t(Some(e.granted_at)),
                         t(e.expires_at),
                         e.revoked.to_string(),
+                        exception_state(doc, e).to_string(),
                     ]
                 }),
             ),
@@ -292,6 +302,7 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
                     "invoked_at",
                     "reviewed_at",
                     "reviewed_by",
+                    "state",
                 ],
                 b.iter().map(|e| {
                     vec![
@@ -302,6 +313,7 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
                         t(Some(e.granted_at)),
                         t(e.reviewed_at),
                         o(e.reviewed_by.as_deref()),
+                        exception_state(doc, e).to_string(),
                     ]
                 }),
             ),
@@ -486,7 +498,6 @@ pub(crate) mod tests {
     use crate::report::{Request, build};
     use crate::state::TenantState;
     use aispm_schemas::{FindingStatus, ReportType, Risk};
-    use std::time::Duration;
 
     pub(crate) fn finding() -> FindingRow {
         FindingRow {
@@ -518,7 +529,7 @@ pub(crate) mod tests {
                 tenant_id: "acme".into(),
                 report_type: ty,
                 generated_at: Timestamp(1_763_719_200_000),
-                freshness_window: Duration::from_secs(86_400),
+                windows: clock::Windows::default(),
                 signer_public_key: "PUB".into(),
                 fallback_key_id: "aispm-reporter".into(),
                 requested_by: "test".into(),

@@ -1,9 +1,8 @@
 //! The report path's checks, stated in every packet: evidence freshness, trust roots, the
 //! findings that block and the risks accepted instead (with owner and expiry).
 
-use super::kpi::exception_active_at;
 use crate::state::TenantState;
-use aispm_schemas::{FindingStatus, Risk, SignatureState, Timestamp};
+use aispm_schemas::{FindingStatus, Risk, SignatureState, Stage, Timestamp, clock};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,12 +26,16 @@ impl Status {
     }
 }
 
-/// Is the evidence behind the report fresh?
+/// Is the evidence behind the report fresh? Judged as the gatekeeper's `evidence_stale` for
+/// the report's stage ([`clock::evidence_stale`]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Freshness {
     pub status: Status,
+    /// The stage whose freshness window applies.
+    pub stage: Stage,
     pub window_hours: f64,
-    /// Newest non-synthetic evidence, and its age.
+    /// Newest evidence that counts for freshness (not synthetic, signature not invalid), and
+    /// its age.
     pub newest_evidence_id: Option<String>,
     pub newest_evidence_at: Option<Timestamp>,
     pub age_hours: Option<f64>,
@@ -84,40 +87,39 @@ pub struct AcceptedRisk {
     pub expires_at: Option<Timestamp>,
     /// Days until expiry (negative when expired).
     pub days_to_expiry: Option<f64>,
+    /// [`clock::exception_expired`] at the report's time.
     pub expired: bool,
 }
 
-/// The evidence-freshness check at `now`.
-pub fn freshness(t: &TenantState, now: Timestamp, window: Duration) -> Freshness {
-    let newest = t
-        .evidence
-        .values()
-        .filter(|e| !e.synthetic)
-        .max_by_key(|e| e.recorded_at);
+/// The evidence-freshness check at `now`, with `stage`'s freshness `window`.
+pub fn freshness(t: &TenantState, now: Timestamp, stage: Stage, window: Duration) -> Freshness {
+    let newest = clock::newest_evidence(t.evidence.values());
     let window_hours = window.as_secs_f64() / 3600.0;
     let age_hours = newest.map(|e| super::kpi::round1((now.0 - e.recorded_at.0) as f64 / 3.6e6));
+    let stale = clock::evidence_stale(newest.map(|e| e.recorded_at), window, now);
     let (status, statement) = match (newest, age_hours) {
-        (Some(e), Some(age)) if age <= window_hours => (
+        (Some(e), Some(age)) if !stale => (
             Status::Pass,
             format!(
-                "Evidence is fresh: the newest real evidence ({}) is {age} h old, within the {window_hours} h window.",
+                "Evidence is fresh: the newest real evidence ({}) is {age} h old, within the {stage} window of {window_hours} h.",
                 e.evidence_id
             ),
         ),
         (Some(e), Some(age)) => (
             Status::Fail,
             format!(
-                "Evidence is stale: the newest real evidence ({}) is {age} h old, beyond the {window_hours} h window.",
+                "Evidence is stale: the newest real evidence ({}) is {age} h old, beyond the {stage} window of {window_hours} h.",
                 e.evidence_id
             ),
         ),
         _ => (
             Status::Fail,
-            "No real (non-synthetic) evidence has been recorded for this tenant.".to_owned(),
+            "No real evidence has been recorded for this tenant (synthetic and invalidly signed evidence does not count).".to_owned(),
         ),
     };
     Freshness {
         status,
+        stage,
         window_hours,
         newest_evidence_id: newest.map(|e| e.evidence_id.clone()),
         newest_evidence_at: newest.map(|e| e.recorded_at),
@@ -183,8 +185,9 @@ pub fn trust_roots(t: &TenantState, packet_public_key: &str, fallback_key_id: &s
     c
 }
 
-/// Open findings that block: critical without owner or due date, high/critical overdue, any
-/// finding a current blocker names, and open criticals not covered by an active exception.
+/// Open findings that block: critical without owner or due date, overdue
+/// ([`clock::finding_overdue`]: high/critical, due date reached, no unexpired exception), any
+/// finding a current blocker names, and open criticals not covered by an unexpired exception.
 pub fn blocking_findings(t: &TenantState, now: Timestamp) -> Vec<BlockingFinding> {
     let named: BTreeSet<&str> = t
         .blockers
@@ -202,10 +205,9 @@ pub fn blocking_findings(t: &TenantState, now: Timestamp) -> Vec<BlockingFinding
         .values()
         .filter(|f| f.status == FindingStatus::Open)
         .filter_map(|f| {
-            let covered =
-                f.exception_id.is_some() && exception_active_at(f.exception_expires_at, now);
-            let high = matches!(f.severity, Risk::High | Risk::Critical);
-            let overdue = high && f.due_at.is_some_and(|d| d < now);
+            let times = clock::FindingTimes::from(f);
+            let covered = clock::finding_covered(times, now);
+            let overdue = clock::finding_overdue(times, now);
             let mut reasons = vec![];
             if f.severity == Risk::Critical && (f.owner.is_none() || f.due_at.is_none()) {
                 reasons.push("critical_unowned".to_owned());
@@ -255,7 +257,7 @@ pub fn accepted_risks(t: &TenantState, now: Timestamp) -> Vec<AcceptedRisk> {
             days_to_expiry: e
                 .expires_at
                 .map(|x| super::kpi::round1((x.0 - now.0) as f64 / 86_400_000.0)),
-            expired: !exception_active_at(e.expires_at, now),
+            expired: clock::exception_expired(e, now),
         })
         .collect()
 }
@@ -293,13 +295,32 @@ mod tests {
             "synthetic".into(),
             evidence("synthetic", 47 * hour, true, SignatureState::Verified),
         );
-        let f = freshness(&t, Timestamp(48 * hour), Duration::from_secs(24 * 3600));
+        t.evidence.insert(
+            "forged".into(),
+            evidence("forged", 47 * hour, false, SignatureState::Invalid),
+        );
+        let f = freshness(
+            &t,
+            Timestamp(48 * hour),
+            Stage::Production,
+            Duration::from_secs(24 * 3600),
+        );
         assert_eq!(f.status, Status::Fail);
         assert_eq!(f.newest_evidence_id.as_deref(), Some("old"));
         assert_eq!(f.age_hours, Some(48.0));
-        let f = freshness(&t, Timestamp(12 * hour), Duration::from_secs(24 * 3600));
+        let f = freshness(
+            &t,
+            Timestamp(12 * hour),
+            Stage::Production,
+            Duration::from_secs(24 * 3600),
+        );
         assert_eq!(f.status, Status::Pass);
         assert!(f.statement.contains("12 h old"));
+        // Stale from the instant the window ends (`aispm_schemas::clock::stale`).
+        let day = Duration::from_secs(24 * 3600);
+        let at = |ms| freshness(&t, Timestamp(ms), Stage::Production, day).status;
+        assert_eq!(at(24 * hour - 1), Status::Pass);
+        assert_eq!(at(24 * hour), Status::Fail);
     }
 
     #[test]

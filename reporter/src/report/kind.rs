@@ -6,7 +6,7 @@
 
 use super::{Document, Layer};
 use crate::state::TenantState;
-use aispm_schemas::{ExceptionKind, FindingStatus, ReportType, Stage};
+use aispm_schemas::{ExceptionKind, FindingStatus, ReportType, Stage, clock};
 use std::time::Duration;
 
 const DAY: u64 = 86_400;
@@ -18,6 +18,9 @@ pub struct Info {
     pub audience: &'static str,
     /// The window "in the period" sections cover.
     pub period: Duration,
+    /// The stage the report speaks to: its evidence freshness check uses that stage's window
+    /// (as the gatekeeper's `evidence_stale` for that stage does).
+    pub stage: Stage,
 }
 
 /// Title, audience and period of each type.
@@ -74,10 +77,16 @@ pub fn info(t: ReportType) -> Info {
             7,
         ),
     };
+    let stage = match t {
+        ReportType::TrialHandoff => Stage::Trial,
+        ReportType::PilotLaunch => Stage::Pilot,
+        _ => Stage::Production,
+    };
     Info {
         title,
         audience,
         period: Duration::from_secs(days * DAY),
+        stage,
     }
 }
 
@@ -150,7 +159,7 @@ pub fn fill(doc: &mut Document, t: &TenantState) {
                     .values()
                     .filter(|e| {
                         e.kind == ExceptionKind::Exception
-                            && (e.revoked || e.expires_at.is_some_and(|x| x <= now))
+                            && (e.revoked || clock::exception_expired(e, now))
                     })
                     .cloned()
                     .collect(),

@@ -3,11 +3,12 @@
 //! Every figure carries the ids behind it (`*_ids`), so a reader can drill from a number down
 //! to the rows and events that produced it. Trends are rebuilt from event-time stamps in the
 //! rows (opened, closed, due, first seen, granted, expires), so a replay gives the same series.
+//! Overdue, expired, within SLA and unreviewed are [`aispm_schemas::clock`]'s rules.
 
 use crate::state::TenantState;
 use aispm_schemas::{
     ControlState, CoverageKind, ExceptionKind, FindingRow, FindingStatus, Risk, SignatureState,
-    Timestamp,
+    Timestamp, clock,
 };
 use serde::Serialize;
 
@@ -43,7 +44,8 @@ pub struct Kpis {
     pub findings_open_medium: u64,
     pub findings_open_low: u64,
     pub open_critical_ids: Vec<String>,
-    /// Open high or critical findings past their due date.
+    /// Open high or critical findings whose due date is reached and that no unexpired
+    /// exception covers ([`clock::finding_overdue`], the `finding_overdue` blocker).
     pub findings_overdue: u64,
     pub overdue_ids: Vec<String>,
     /// Open critical findings without an owner or a due date.
@@ -51,11 +53,13 @@ pub struct Kpis {
     pub critical_unowned_ids: Vec<String>,
     /// Closed high or critical findings.
     pub high_risk_closed: u64,
-    /// Of those, closed on or before their due date.
+    /// Of those, closed before their due date ([`clock::closed_within_sla`]).
     pub high_risk_closed_within_sla: u64,
     pub high_risk_within_sla_pct: Option<f64>,
     /// Mean hours from opened to closed over closed findings.
     pub mean_time_to_remediate_hours: Option<f64>,
+    /// Unrevoked exceptions in force ([`clock::exception_active`]) and past their expiry
+    /// ([`clock::exception_expired`]).
     pub exceptions_active: u64,
     pub exceptions_expired: u64,
     pub expired_exception_ids: Vec<String>,
@@ -63,13 +67,22 @@ pub struct Kpis {
     pub exception_mean_age_days: Option<f64>,
     pub exception_oldest_age_days: Option<f64>,
     pub break_glass_total: u64,
+    /// Break-glass without a review once the review window is over
+    /// ([`clock::break_glass_unreviewed`], the `break_glass_unreviewed` blocker).
     pub break_glass_unreviewed: u64,
     pub break_glass_unreviewed_ids: Vec<String>,
+    /// Break-glass not reviewed yet, inside its review window.
+    pub break_glass_pending_review: u64,
+    /// Break-glass reviewed, but after its review window.
+    pub break_glass_reviewed_late: u64,
+    pub break_glass_reviewed_late_ids: Vec<String>,
     pub evidence_total: u64,
     pub evidence_verified: u64,
     pub evidence_unsigned: u64,
     pub evidence_invalid: u64,
     pub evidence_unknown_key: u64,
+    /// Recording time of the newest evidence that counts for freshness
+    /// ([`clock::counts_for_freshness`]: not synthetic, signature not invalid).
     pub newest_evidence_at: Option<Timestamp>,
     pub deliveries_delivered: u64,
     pub deliveries_failed: u64,
@@ -88,17 +101,12 @@ pub fn round1(x: f64) -> f64 {
 }
 
 fn is_high_risk(f: &FindingRow) -> bool {
-    matches!(f.severity, Risk::High | Risk::Critical)
-}
-
-/// Whether a finding's exception (accepted risk) still covers it at `now`.
-pub fn exception_active_at(expires_at: Option<Timestamp>, now: Timestamp) -> bool {
-    expires_at.is_none_or(|e| e > now)
+    clock::severity_can_be_overdue(f.severity)
 }
 
 impl Kpis {
-    /// The figures of `t` at `now`.
-    pub fn compute(t: &TenantState, now: Timestamp) -> Kpis {
+    /// The figures of `t` at `now`, judged with `windows`.
+    pub fn compute(t: &TenantState, now: Timestamp, windows: &clock::Windows) -> Kpis {
         let mut k = Kpis::default();
         for c in t.coverage.values() {
             if c.kind == CoverageKind::ActionPath || c.retired {
@@ -159,7 +167,7 @@ impl Kpis {
                         Risk::Medium => k.findings_open_medium += 1,
                         Risk::Low => k.findings_open_low += 1,
                     }
-                    if is_high_risk(f) && f.due_at.is_some_and(|d| d < now) {
+                    if clock::row_overdue(f, now) {
                         k.findings_overdue += 1;
                         k.overdue_ids.push(f.finding_id.clone());
                     }
@@ -170,7 +178,7 @@ impl Kpis {
                         ttr_n += 1;
                         if is_high_risk(f) {
                             k.high_risk_closed += 1;
-                            if f.due_at.is_some_and(|d| closed <= d) {
+                            if clock::closed_within_sla(f.into()) {
                                 k.high_risk_closed_within_sla += 1;
                             }
                         }
@@ -189,7 +197,7 @@ impl Kpis {
                     if e.revoked {
                         continue;
                     }
-                    if exception_active_at(e.expires_at, now) {
+                    if clock::exception_active(e, now) {
                         k.exceptions_active += 1;
                         ages.push((now.0 - e.granted_at.0).max(0) as f64 / DAY_MS as f64);
                     } else {
@@ -199,9 +207,17 @@ impl Kpis {
                 }
                 ExceptionKind::BreakGlass => {
                     k.break_glass_total += 1;
-                    if e.reviewed_at.is_none() {
-                        k.break_glass_unreviewed += 1;
-                        k.break_glass_unreviewed_ids.push(e.exception_id.clone());
+                    match clock::exception_state(e, windows.break_glass_review_window, now) {
+                        clock::ExceptionState::ReviewOverdue => {
+                            k.break_glass_unreviewed += 1;
+                            k.break_glass_unreviewed_ids.push(e.exception_id.clone());
+                        }
+                        clock::ExceptionState::PendingReview => k.break_glass_pending_review += 1,
+                        clock::ExceptionState::ReviewedLate => {
+                            k.break_glass_reviewed_late += 1;
+                            k.break_glass_reviewed_late_ids.push(e.exception_id.clone());
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -219,11 +235,8 @@ impl Kpis {
                 SignatureState::Invalid => k.evidence_invalid += 1,
                 SignatureState::UnknownKey => k.evidence_unknown_key += 1,
             }
-            k.newest_evidence_at = Some(
-                k.newest_evidence_at
-                    .map_or(e.recorded_at, |n| n.max(e.recorded_at)),
-            );
         }
+        k.newest_evidence_at = clock::newest_evidence(t.evidence.values()).map(|e| e.recorded_at);
 
         for d in t.deliveries.values() {
             match d.outcome.as_str() {
@@ -295,7 +308,7 @@ pub fn trends(t: &TenantState, now: Timestamp, weeks: u32) -> Vec<TrendPoint> {
                     n += 1;
                     if is_high_risk(f) {
                         p.high_risk_closed += 1;
-                        if f.due_at.is_some_and(|d| c <= d) {
+                        if clock::closed_within_sla(f.into()) {
                             p.high_risk_closed_within_sla += 1;
                         }
                     }
@@ -316,12 +329,7 @@ pub fn trends(t: &TenantState, now: Timestamp, weeks: u32) -> Vec<TrendPoint> {
             p.active_exceptions = t
                 .exceptions
                 .values()
-                .filter(|e| {
-                    e.kind == ExceptionKind::Exception
-                        && !e.revoked
-                        && e.granted_at <= end
-                        && exception_active_at(e.expires_at, end)
-                })
+                .filter(|e| clock::exception_in_force_at(e, end))
                 .count() as u64;
             p
         })
@@ -444,7 +452,7 @@ mod tests {
                 event_ids: vec![],
             },
         );
-        let k = Kpis::compute(&t, now);
+        let k = Kpis::compute(&t, now, &clock::Windows::default());
         assert_eq!((k.assets_seen, k.assets_governed), (2, 1));
         assert_eq!(k.coverage_pct, Some(50.0));
         assert_eq!(k.shadow_ai_ids, ["shadow"]);
@@ -458,7 +466,7 @@ mod tests {
         assert_eq!(k.exceptions_active, 1);
         assert_eq!(k.exception_mean_age_days, Some(10.0));
         // After the exception's expiry it counts as expired.
-        let later = Kpis::compute(&t, Timestamp(121 * DAY_MS));
+        let later = Kpis::compute(&t, Timestamp(121 * DAY_MS), &clock::Windows::default());
         assert_eq!(later.expired_exception_ids, ["x1"]);
 
         let series = trends(&t, Timestamp(7 * DAY_MS), 2);

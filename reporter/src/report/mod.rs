@@ -4,6 +4,10 @@
 //! findings and the accepted risks (with owner and expiry) are stated in every packet; then
 //! each type adds the sections its reader needs (see [`kind`]). The document is the packet's
 //! `report.json`; the HTML, CSV and OCSF files are renderings of it.
+//!
+//! Every judgement against the clock (overdue, expired, covered, stale, reviewed in time) is a
+//! call into [`aispm_schemas::clock`] with the packet's `generated_at` and the windows in
+//! [`Request::windows`] (the gatekeeper's flags), so a packet agrees with the gate.
 
 pub mod checks;
 pub mod kind;
@@ -12,13 +16,12 @@ pub mod kpi;
 use crate::state::TenantState;
 use aispm_schemas::{
     Blocker, ControlRow, ControlState, CoverageRow, DeliveryRow, ExceptionKind, ExceptionRow,
-    FindingRow, FindingStatus, ReportType, SignatureState, Stage, Timestamp, ValidationRow,
+    FindingRow, FindingStatus, ReportType, SignatureState, Stage, Timestamp, ValidationRow, clock,
 };
 use checks::{AcceptedRisk, BlockingFinding, Freshness, TrustRoots};
 use kpi::{Kpis, TrendPoint};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// The `format` of `report.json`.
 pub const FORMAT: &str = "aispm.report.v1";
@@ -30,8 +33,9 @@ pub struct Request {
     pub tenant_id: String,
     pub report_type: ReportType,
     pub generated_at: Timestamp,
-    /// Evidence older than this fails the freshness check.
-    pub freshness_window: Duration,
+    /// The clock rules' windows: the report's stage's evidence freshness window decides the
+    /// freshness check, the break-glass review window which break-glass is unreviewed.
+    pub windows: clock::Windows,
     /// Base64 public key of the key that signs the packet, and the key id to name otherwise.
     pub signer_public_key: String,
     pub fallback_key_id: String,
@@ -152,6 +156,9 @@ pub struct Document {
     pub generated_at: Timestamp,
     pub period_start: Timestamp,
     pub requested_by: String,
+    /// The windows the packet judged time with (humantime, e.g. `1day`).
+    #[serde(serialize_with = "windows_json")]
+    pub windows: clock::Windows,
     /// One sentence a reader takes away.
     pub headline: String,
     pub freshness: Freshness,
@@ -197,7 +204,7 @@ pub struct Document {
 pub fn build(t: &TenantState, req: &Request) -> Document {
     let now = req.generated_at;
     let info = kind::info(req.report_type);
-    let kpis = Kpis::compute(t, now);
+    let kpis = Kpis::compute(t, now, &req.windows);
     let readiness = readiness(t);
     let mut doc = Document {
         format: FORMAT,
@@ -209,8 +216,14 @@ pub fn build(t: &TenantState, req: &Request) -> Document {
         generated_at: now,
         period_start: now.minus(info.period),
         requested_by: req.requested_by.clone(),
+        windows: req.windows,
         headline: String::new(),
-        freshness: checks::freshness(t, now, req.freshness_window),
+        freshness: checks::freshness(
+            t,
+            now,
+            info.stage,
+            req.windows.evidence_freshness(info.stage),
+        ),
         trust_roots: checks::trust_roots(t, &req.signer_public_key, &req.fallback_key_id),
         blocking_findings: checks::blocking_findings(t, now),
         accepted_risks: checks::accepted_risks(t, now),
@@ -424,7 +437,7 @@ pub fn owners(t: &TenantState, now: Timestamp) -> Vec<OwnerLoad> {
         });
         o.open += 1;
         o.critical += u64::from(f.severity == aispm_schemas::Risk::Critical);
-        o.overdue += u64::from(f.due_at.is_some_and(|d| d < now));
+        o.overdue += u64::from(clock::row_overdue(f, now));
     }
     let mut v: Vec<_> = m.into_values().collect();
     v.sort_by(|a, b| b.open.cmp(&a.open).then(a.owner.cmp(&b.owner)));
@@ -445,6 +458,25 @@ pub fn open_findings(t: &TenantState) -> Vec<FindingRow> {
             .then(a.opened_at.cmp(&b.opened_at))
     });
     v
+}
+
+/// The windows as `report.json` states them: humantime durations by flag name.
+fn windows_json<S: serde::Serializer>(w: &clock::Windows, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let h = |d| humantime::format_duration(d).to_string();
+    let mut m = s.serialize_map(Some(5))?;
+    m.serialize_entry("trial_evidence_freshness", &h(w.trial_evidence_freshness))?;
+    m.serialize_entry("pilot_evidence_freshness", &h(w.pilot_evidence_freshness))?;
+    m.serialize_entry(
+        "production_evidence_freshness",
+        &h(w.production_evidence_freshness),
+    )?;
+    m.serialize_entry("break_glass_review_window", &h(w.break_glass_review_window))?;
+    m.serialize_entry(
+        "tenant_isolation_freshness",
+        &h(w.tenant_isolation_freshness),
+    )?;
+    m.end()
 }
 
 /// Break-glass events, unreviewed first.
