@@ -258,7 +258,8 @@ impl Engine {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ");
-                rejected.push(reject(Stage::Validate, "invalid_field", msg));
+                let reason = aispm_schemas::FieldError::code_of(&errors);
+                rejected.push(reject(Stage::Validate, reason, msg));
                 continue;
             }
             shards[worker_of(event.tenant_id(), workers)].push((kind, event));

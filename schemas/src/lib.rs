@@ -10,6 +10,8 @@
 //! - [`avro`]: the Rust ⇄ Avro mapping (direct binary writer and reader, `Value` form for schema
 //!   resolution) and the `avro_record!`/`avro_enum!` macros.
 //! - [`json`]: the HTTP form of input events; [`validate`]: semantic checks; [`time`]: timestamps.
+//! - [`signature`]: evidence signatures (the signed message, signing, strict verification) and
+//!   the public keys a trust root may register.
 //! - [`topics`]: topic names and dead-letter headers.
 //!
 //! # Changing the contract
@@ -24,6 +26,7 @@ pub mod events;
 pub mod fingerprint;
 pub mod json;
 pub mod readiness;
+pub mod signature;
 pub mod time;
 pub mod topics;
 pub mod validate;
