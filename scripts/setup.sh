@@ -6,7 +6,8 @@
 #     kafka-configs, kafka-console-consumer, ...). The project starts the brokers itself
 #     (tests/src/broker.rs): KRaft, one node for the demo and most tests, three for fault tests.
 #   - cargo-nextest (the test runner), built once into ~/.cache/aispm/nextest
-#   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use) and
+#   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use),
+#     cryptography (the evidence signer of docs/examples/sign_evidence.py, which a test runs) and
 #     quixstreams (the Quix Streams side of the projector bench, bench/quix/)
 #   - Debian packages: a Java runtime and Maven (if absent), libclang-dev (RocksDB's bindgen),
 #     prometheus (server and promtool), python3-aiosmtpd (an SMTP server), chromium (headless,
@@ -107,11 +108,11 @@ if [ "$MODE" != demo ] && ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "
 fi
 
 VENV="$CACHE/venv"
-if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams' 2>/dev/null; then
-  log "creating the Python venv with fastavro, confluent-kafka and quixstreams"
+if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography' 2>/dev/null; then
+  log "creating the Python venv with fastavro, confluent-kafka, quixstreams and cryptography"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 \
-    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 \
+    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography
 fi
 
 cat >"$CACHE/env.sh" <<ENV

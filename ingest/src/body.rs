@@ -272,7 +272,7 @@ fn parse_item(
             let event_id = event_id.or(generated);
             let room = MAX_KEPT_ERRORS.saturating_sub(parsed.errors.len());
             parsed.errors.extend(errors.into_iter().take(room).map(
-                |FieldError { field, reason }| ItemError {
+                |FieldError { field, reason, .. }| ItemError {
                     index,
                     line,
                     event_id: event_id.clone(),

@@ -11,7 +11,7 @@ use crate::scenario::{demo_key, ids};
 use aispm_schemas::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -238,13 +238,16 @@ impl LoadGen {
             }
         }
         if risk != Risk::Low || self.rng.gen_bool(0.3) {
-            let digest = Sha256::digest(event_id.as_bytes());
+            let digest: [u8; 32] = Sha256::digest(event_id.as_bytes()).into();
             let evidence_id = format!("ev-{event_id}");
             // Nine in ten gateways sign their evidence; the rest raise AISPM-EV-002.
             let signature = match &self.keys[t] {
-                Some(key) if self.rng.gen_bool(0.9) => {
-                    Some(STANDARD.encode(key.sign(&digest).to_bytes()))
-                }
+                Some(key) if self.rng.gen_bool(0.9) => Some(aispm_schemas::signature::sign(
+                    key,
+                    &tenant,
+                    &evidence_id,
+                    &digest,
+                )),
                 _ => {
                     if self.backlog != usize::MAX {
                         self.open[t]

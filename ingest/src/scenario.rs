@@ -32,7 +32,7 @@
 use aispm_schemas::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -169,13 +169,19 @@ impl Demo {
 
     /// Signed evidence for an artefact named `what`.
     fn evidence(&self, slug: &str, what: &str) -> Evidence {
-        let digest = Sha256::digest(format!("{}/{slug}/{what}", self.tenant).as_bytes());
-        let signature = self.key.sign(&digest);
+        let digest: [u8; 32] =
+            Sha256::digest(format!("{}/{slug}/{what}", self.tenant).as_bytes()).into();
+        let evidence_id = format!("ev-{}-{slug}", self.tenant);
         Evidence {
-            evidence_id: format!("ev-{}-{slug}", self.tenant),
+            signature: Some(signature::sign(
+                &self.key,
+                &self.tenant,
+                &evidence_id,
+                &digest,
+            )),
+            evidence_id,
             sha256: hex::encode(digest),
             uri: format!("s3://{}-aispm-evidence/{slug}.json", self.tenant),
-            signature: Some(STANDARD.encode(signature.to_bytes())),
             key_id: Some(ids::trust_root(&self.tenant)),
         }
     }
@@ -919,7 +925,6 @@ fn sort_by_time(events: &mut [InputEvent]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
     use std::collections::BTreeSet;
 
     const AT: Timestamp = Timestamp(1_800_000_000_000);
@@ -1084,19 +1089,25 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        let key: [u8; 32] = STANDARD.decode(key_b64).unwrap().try_into().unwrap();
-        let key = VerifyingKey::from_bytes(&key).unwrap();
-        for d in decisions(&events) {
-            if let Some(ev) = &d.evidence {
-                let sig: [u8; 64] = STANDARD
-                    .decode(ev.signature.as_ref().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                let digest = hex::decode(&ev.sha256).unwrap();
-                assert!(key.verify(&digest, &Signature::from_bytes(&sig)).is_ok());
-                assert_eq!(ev.key_id.as_deref(), Some("acme-evidence-key"));
-            }
+        let evidence: Vec<&Evidence> = events
+            .iter()
+            .filter_map(|e| match e {
+                InputEvent::Decision(d) => d.evidence.as_ref(),
+                InputEvent::Registry(r) => r.validation.as_ref()?.evidence.as_ref(),
+                _ => None,
+            })
+            .collect();
+        assert!(evidence.len() > 3, "{evidence:?}");
+        for ev in evidence {
+            let state = signature::verify(
+                &key_b64,
+                "acme",
+                &ev.evidence_id,
+                &ev.sha256,
+                ev.signature.as_ref().unwrap(),
+            );
+            assert_eq!(state, SignatureState::Verified, "{ev:?}");
+            assert_eq!(ev.key_id.as_deref(), Some("acme-evidence-key"));
         }
     }
 }

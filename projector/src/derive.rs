@@ -6,7 +6,6 @@ use crate::apply::Settings;
 use crate::batch::Overlay;
 use crate::error::Result;
 use crate::rules::{self, DAY_MS, Rule};
-use crate::signature;
 use crate::state::*;
 use aispm_schemas::*;
 
@@ -427,7 +426,7 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
             let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, subject)?;
             match &ev.record {
                 Some(r) => {
-                    let state = signature_state(ov, tenant, &r.value)?;
+                    let state = signature_state(ov, tenant, subject, &r.value)?;
                     let hit = if id == rules::EVIDENCE_UNSIGNED.id {
                         state == SignatureState::Unsigned
                     } else {
@@ -588,10 +587,12 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
     Ok(Derived::new(Some(ViewRow::Exception(row)), stamp))
 }
 
-/// Whether the evidence's signature verifies against the tenant's registered trust root.
+/// Whether the evidence's signature verifies against the tenant's registered trust root: the
+/// contract's one rule (`aispm_schemas::signature`), over this tenant and evidence id.
 fn signature_state(
     ov: &mut Overlay<'_>,
     tenant: &str,
+    evidence_id: &str,
     r: &EvidenceRecord,
 ) -> Result<SignatureState> {
     let (Some(sig), Some(key_id)) = (&r.signature, &r.key_id) else {
@@ -609,7 +610,7 @@ fn signature_state(
         .and_then(|r| r.value.public_key.clone());
     Ok(match key {
         None => SignatureState::UnknownKey,
-        Some(key) => signature::verify(&key, &r.sha256, sig),
+        Some(key) => aispm_schemas::signature::verify(&key, tenant, evidence_id, &r.sha256, sig),
     })
 }
 
@@ -618,7 +619,7 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
     let Some(rec) = ev.record else {
         return Ok(Derived::new(None, (0, String::new())));
     };
-    let state = signature_state(ov, tenant, &rec.value)?;
+    let state = signature_state(ov, tenant, key, &rec.value)?;
     let root_stamp = match &rec.value.key_id {
         Some(k) => {
             let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{k}"))?;

@@ -12,8 +12,8 @@
 //! - [`consumer`]: the Kafka loop, batching, the rebalance hook that seeks to stored offsets.
 //! - [`project`]: the engine: a batch of records → one atomic write + view changes + dead letters.
 //! - [`apply`]: one event → aggregate updates + dirty rows; [`state`]: the aggregates.
-//! - [`derive`]: rows from aggregates; [`rules`]: the finding rule catalog;
-//!   [`signature`]: Ed25519 evidence checks against trust roots.
+//! - [`derive`]: rows from aggregates (evidence signatures are checked there against the
+//!   tenant's trust roots with `aispm_schemas::signature`); [`rules`]: the finding rule catalog.
 //! - [`batch`]: a batch's working set over RocksDB and a bounded cache.
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`]: the HTTP query API.
@@ -36,7 +36,6 @@ pub mod posture;
 pub mod project;
 pub mod publish;
 pub mod rules;
-pub mod signature;
 pub mod state;
 pub mod store;
 

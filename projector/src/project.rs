@@ -291,7 +291,8 @@ impl Engine {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ");
-                rejected.push(reject(Stage::Validate, "invalid_field", msg));
+                let reason = aispm_schemas::FieldError::code_of(&errors);
+                rejected.push(reject(Stage::Validate, reason, msg));
                 continue;
             }
             // The key places the record (a tenant's events in order on one partition) and is

@@ -5,9 +5,10 @@ use aispm_projector::apply::Settings;
 use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
 use aispm_schemas::codec::encode_single_object;
+use aispm_schemas::signature;
 use aispm_schemas::*;
 use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::ValueTree;
@@ -127,16 +128,24 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                             evidence_id: format!("evd{}", i % 7),
                             sha256: hex(&digest),
                             uri: "s3://e".into(),
-                            signature: Some(b64(&sk.sign(&digest).to_bytes())),
+                            signature: Some(signature::sign(
+                                &sk,
+                                tenant,
+                                &format!("evd{}", i % 7),
+                                &digest,
+                            )),
                             key_id: Some("k1".into()),
                         }),
                         _ => Some(Evidence {
                             evidence_id: format!("evd{}", i % 7),
                             sha256: hex(&digest),
                             uri: "s3://e".into(),
-                            signature: Some(b64(&SigningKey::from_bytes(&[1; 32])
-                                .sign(&digest)
-                                .to_bytes())),
+                            signature: Some(signature::sign(
+                                &SigningKey::from_bytes(&[1; 32]),
+                                tenant,
+                                &format!("evd{}", i % 7),
+                                &digest,
+                            )),
                             key_id: Some("k1".into()),
                         }),
                     };

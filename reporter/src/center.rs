@@ -235,7 +235,7 @@ impl Center {
             packet_sha256 = %written.zip_sha256, files = written.manifest.files.len(),
             "Generated a report packet."
         );
-        let record = ReportRecord {
+        let mut record = ReportRecord {
             id,
             tenant_id: tenant.to_owned(),
             report_type,
@@ -249,7 +249,14 @@ impl Center {
             attempts: vec![],
             // In flight: the retry loop leaves it alone until this attempt is recorded.
             next_attempt_at: None,
+            evidence_signature: None,
         };
+        // The delivery evidence is signed now, by the key that signed the packet.
+        record.evidence_signature = self.signer.sign_evidence(
+            &record.tenant_id,
+            &record.evidence_id(),
+            &record.packet.manifest_sha256,
+        );
         self.store.put(&record)?;
         Ok(self.attempt(record).await?)
     }
@@ -378,7 +385,13 @@ impl Center {
                 evidence_id: r.evidence_id(),
                 sha256: r.packet.manifest_sha256.clone(),
                 uri: format!("file://{}", r.packet.dir.join(packet::MANIFEST).display()),
-                signature: Some(r.packet.signature.clone()),
+                signature: r.evidence_signature.clone().or_else(|| {
+                    self.signer.sign_evidence(
+                        &r.tenant_id,
+                        &r.evidence_id(),
+                        &r.packet.manifest_sha256,
+                    )
+                }),
                 key_id: Some(r.packet.manifest.signer.key_id.clone()),
             }),
         }

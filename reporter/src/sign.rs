@@ -1,8 +1,9 @@
 //! Ed25519 keys and signatures. The private key is PKCS#8 PEM (`aispm-reporter keygen`); the
 //! public key travels as base64 of its 32 raw bytes, the form a `trust_root` asset registers.
 //!
-//! What is signed is always a SHA-256 digest's 32 raw bytes, as the contract's `Evidence`
-//! defines it: the packet's `manifest.sig` is the signature over SHA-256(`manifest.json`).
+//! The packet's `manifest.sig` is the signature over the 32 raw bytes of SHA-256
+//! (`manifest.json`); the delivery evidence's signature is over the contract's evidence message
+//! (`aispm_schemas::signature`: tenant, evidence id and that digest), by the same key.
 
 use crate::{Error, Result};
 use base64::Engine;
@@ -104,6 +105,18 @@ impl Signer {
     /// Base64 signature over the 32 raw bytes of `digest`.
     pub fn sign_digest(&self, digest: &[u8; 32]) -> String {
         B64.encode(self.key.sign(digest).to_bytes())
+    }
+
+    /// Base64 evidence signature: the contract's message for (`tenant_id`, `evidence_id`,
+    /// `sha256_hex`) (`aispm_schemas::signature`), as delivery evidence carries it. `None` when
+    /// `sha256_hex` is not 64 lower-case hex characters.
+    pub fn sign_evidence(
+        &self,
+        tenant_id: &str,
+        evidence_id: &str,
+        sha256_hex: &str,
+    ) -> Option<String> {
+        aispm_schemas::signature::sign_hex(&self.key, tenant_id, evidence_id, sha256_hex)
     }
 }
 

@@ -229,6 +229,11 @@ impl State {
                         t.providers.remove(&asset.asset_id);
                     }
                     AssetKind::TrustRoot => match asset.public_key {
+                        // A key the contract refuses (malformed, weak) registers nothing: the
+                        // projector dead-letters that event, and this follows it.
+                        Some(key)
+                            if registered
+                                && aispm_schemas::signature::public_key(&key).is_err() => {}
                         Some(key) if registered => {
                             t.trust_roots.insert(asset.asset_id, key);
                         }
@@ -383,10 +388,13 @@ mod tests {
         }
     }
 
+    /// The Ed25519 public key of seed 07×32.
+    const KEY: &str = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+
     fn asset(kind: AssetKind, id: &str, status: AssetStatus) -> Asset {
         Asset {
             status,
-            public_key: Some("a2V5".into()),
+            public_key: Some(KEY.into()),
             recipients: vec!["CISO@acme.example".into(), "cso@acme.example".into()],
             ..Asset::registered(kind, id)
         }
@@ -690,7 +698,21 @@ mod tests {
                 AssetStatus::Registered,
             )),
         );
-        assert_eq!(tenant(&s).trust_root_for("a2V5"), Some("reporter-key"));
+        assert_eq!(tenant(&s).trust_root_for(KEY), Some("reporter-key"));
+        // A weak key (the identity point) registers nothing and replaces nothing.
+        let weak = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        for id in ["weak-key", "reporter-key"] {
+            apply(
+                &s,
+                registry(Asset {
+                    public_key: Some(weak.into()),
+                    ..asset(AssetKind::TrustRoot, id, AssetStatus::Registered)
+                }),
+            );
+        }
+        assert_eq!(tenant(&s).trust_root_for(weak), None);
+        assert_eq!(tenant(&s).trust_root_for(KEY), Some("reporter-key"));
+        assert_eq!(tenant(&s).trust_roots.len(), 1);
         // Other asset kinds are not the reporter's business.
         apply(
             &s,

@@ -55,6 +55,11 @@ pub struct ReportRecord {
     pub status: Status,
     pub attempts: Vec<Attempt>,
     pub next_attempt_at: Option<Timestamp>,
+    /// The delivery evidence's signature (`aispm_schemas::signature` over this tenant, the
+    /// evidence id and the manifest's SHA-256), made with the key that signed the packet.
+    /// Absent in records written before it existed: signed when the event is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_signature: Option<String>,
 }
 
 impl ReportRecord {

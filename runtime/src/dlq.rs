@@ -40,7 +40,8 @@ pub struct DeadLetter<'a> {
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
     pub stage: Stage,
-    /// Short stable label (also the metric label), e.g. `unknown_schema`, `invalid_field`.
+    /// Short stable label (also the metric label), e.g. `unknown_schema`, `invalid_field`, or a
+    /// semantic check's own (`weak_key`, `invalid_key`: `FieldError::code`).
     pub reason: &'static str,
     pub error: String,
 }

@@ -69,14 +69,41 @@ pub struct EncodeError {
 pub struct FieldError {
     pub field: String,
     pub reason: String,
+    /// Short stable label for dead-letter headers and metrics: [`FieldError::INVALID_FIELD`]
+    /// unless the check names its own (`weak_key`, `invalid_key`).
+    #[serde(skip)]
+    pub code: &'static str,
 }
 
 impl FieldError {
+    /// The label of an ordinary invalid field.
+    pub const INVALID_FIELD: &'static str = "invalid_field";
+
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::with_code(Self::INVALID_FIELD, field, reason)
+    }
+
+    /// An error with its own dead-letter label.
+    pub fn with_code(
+        code: &'static str,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         FieldError {
             field: field.into(),
             reason: reason.into(),
+            code,
         }
+    }
+
+    /// The dead-letter label of a rejected event: the first error's own label, if one has one,
+    /// else `invalid_field`.
+    pub fn code_of(errors: &[FieldError]) -> &'static str {
+        errors
+            .iter()
+            .map(|e| e.code)
+            .find(|c| *c != Self::INVALID_FIELD)
+            .unwrap_or(Self::INVALID_FIELD)
     }
 }
 

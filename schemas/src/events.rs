@@ -110,7 +110,8 @@ pub struct Evidence {
     /// Lower-case hex SHA-256 of the artefact.
     pub sha256: String,
     pub uri: String,
-    /// Base64 Ed25519 signature over the 32 raw bytes of `sha256`.
+    /// Base64 Ed25519 signature over the evidence message binding the tenant, `evidence_id` and
+    /// the 32 raw bytes of `sha256` ([`crate::signature::message`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// The trust_root asset whose key verifies `signature`.

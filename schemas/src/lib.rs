@@ -12,6 +12,8 @@
 //! - [`json`]: the HTTP form of input events; [`validate`]: semantic checks; [`time`]: timestamps.
 //! - [`clock`]: the clock rules (overdue, expired, covered, stale, review window), defined once
 //!   for every service, with their windows' defaults.
+//! - [`signature`]: evidence signatures (the signed message, signing, strict verification) and
+//!   the public keys a trust root may register.
 //! - [`topics`]: topic names and dead-letter headers.
 //!
 //! # Changing the contract
@@ -27,6 +29,7 @@ pub mod events;
 pub mod fingerprint;
 pub mod json;
 pub mod readiness;
+pub mod signature;
 pub mod time;
 pub mod topics;
 pub mod validate;

@@ -3,6 +3,7 @@
 
 use crate::error::FieldError;
 use crate::events::*;
+use crate::signature;
 use crate::time::Timestamp;
 
 /// Longest id (event, tenant, agent, asset, …) accepted.
@@ -255,11 +256,26 @@ impl Validate for RegistryEvent {
                     c.text(&format!("asset.attributes.{k}"), v);
                 }
             }
-            if a.asset_kind == AssetKind::TrustRoot && a.status == AssetStatus::Registered {
-                match &a.public_key {
-                    None => c.fail("asset.public_key", "is required for a trust_root"),
-                    Some(k) => c.text("asset.public_key", k),
+            if a.asset_kind == AssetKind::TrustRoot
+                && a.status == AssetStatus::Registered
+                && a.public_key.is_none()
+            {
+                c.fail("asset.public_key", "is required for a trust_root");
+            }
+            // Any asset registering a key (a trust root, a validator) registers a usable one: a
+            // weak key would let one signature verify for every message.
+            match &a.public_key {
+                Some(k) if a.status == AssetStatus::Registered => {
+                    if let Err(e) = signature::public_key(k) {
+                        c.0.push(FieldError::with_code(
+                            e.reason(),
+                            "asset.public_key",
+                            e.to_string(),
+                        ));
+                    }
                 }
+                Some(k) => c.text("asset.public_key", k),
+                None => {}
             }
         }
         if let Some(v) = &self.validation {
@@ -290,5 +306,88 @@ impl Validate for ReportDeliveryEvent {
         }
         c.evidence("evidence", &self.evidence);
         c.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust_root(status: AssetStatus, key: Option<&str>) -> RegistryEvent {
+        RegistryEvent {
+            event_id: "r1".into(),
+            tenant_id: "acme".into(),
+            occurred_at: Timestamp(1_763_719_200_000),
+            source: "registry".into(),
+            asset: Some(Asset {
+                status,
+                public_key: key.map(Into::into),
+                ..Asset::registered(AssetKind::TrustRoot, "root-1")
+            }),
+            validation: None,
+        }
+    }
+
+    /// The public key of seed 07×32.
+    const GOOD: &str = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+    /// The identity point, 01 00 … 00: of small order.
+    const WEAK: &str = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn registered_keys_must_be_usable_and_name_their_reason() {
+        assert_eq!(
+            trust_root(AssetStatus::Registered, Some(GOOD)).validate(),
+            []
+        );
+
+        let errors = trust_root(AssetStatus::Registered, Some(WEAK)).validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "asset.public_key");
+        assert!(errors[0].reason.contains("small order"), "{errors:?}");
+        assert_eq!(errors[0].code, "weak_key");
+        assert_eq!(FieldError::code_of(&errors), "weak_key");
+
+        for bad in ["a2V5", "not base64!", &format!("{GOOD}\n")] {
+            let errors = trust_root(AssetStatus::Registered, Some(bad)).validate();
+            assert_eq!(FieldError::code_of(&errors), "invalid_key", "{bad:?}");
+            assert_eq!(errors[0].field, "asset.public_key");
+        }
+
+        // Any asset kind that carries a key is held to the same rule.
+        let mut validator = trust_root(AssetStatus::Registered, Some(WEAK));
+        validator.asset.as_mut().unwrap().asset_kind = AssetKind::Connector;
+        assert_eq!(FieldError::code_of(&validator.validate()), "weak_key");
+
+        // A trust root needs a key; retiring one never depends on the key it had.
+        let errors = trust_root(AssetStatus::Registered, None).validate();
+        assert_eq!(FieldError::code_of(&errors), "invalid_field");
+        assert_eq!(trust_root(AssetStatus::Retired, Some(WEAK)).validate(), []);
+    }
+
+    #[test]
+    fn ingest_refuses_a_weak_key_naming_the_field_and_reason() {
+        // The parse ingest runs on every HTTP item (a 400 lists these errors).
+        let item = serde_json::json!({
+            "type": "registry", "event_id": "r1", "tenant_id": "acme",
+            "occurred_at": "2026-11-21T10:00:00Z", "source": "security-team",
+            "asset": {"asset_kind": "trust_root", "asset_id": "root-1", "status": "registered",
+                      "public_key": WEAK}
+        });
+        let errors = crate::InputEvent::from_json(item).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "asset.public_key");
+        assert!(errors[0].reason.contains("weak"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_dead_letter_reason_is_the_first_named_one() {
+        let plain = FieldError::new("tenant_id", "bad");
+        let weak = FieldError::with_code("weak_key", "asset.public_key", "weak");
+        assert_eq!(FieldError::code_of(&[]), "invalid_field");
+        assert_eq!(
+            FieldError::code_of(std::slice::from_ref(&plain)),
+            "invalid_field"
+        );
+        assert_eq!(FieldError::code_of(&[plain, weak]), "weak_key");
     }
 }

@@ -9,7 +9,7 @@ use aispm_tests::broker::free_port;
 use aispm_tests::kafka::{create_contract_topics, produce, producer, random_prefix, read_all};
 use aispm_tests::process::Service;
 use base64::Engine as _;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -209,7 +209,7 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
         evidence_id: "ev-good".into(),
         sha256: hex.clone(),
         uri: "s3://e/1".into(),
-        signature: Some(b64(&root.sign(&digest).to_bytes())),
+        signature: Some(signature::sign(&root, "acme", "ev-good", &digest)),
         key_id: Some("root-1".into()),
     });
     let mut d2 = decision("acme", "d2", "agent-shadow", ActionKind::Mcp);
@@ -226,7 +226,7 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
         evidence_id: "ev-forged".into(),
         sha256: hex,
         uri: "s3://e/2".into(),
-        signature: Some(b64(&forger.sign(&digest).to_bytes())),
+        signature: Some(signature::sign(&forger, "acme", "ev-forged", &digest)),
         key_id: Some("root-1".into()),
     });
     let d4 = decision("globex", "g1", "globex-agent", ActionKind::File);

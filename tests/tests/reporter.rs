@@ -773,8 +773,24 @@ async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_d
     assert_eq!(ev.sha256, manifest_sha);
     assert_eq!(ev.key_id.as_deref(), Some("reporter-key"));
     let dir = PathBuf::from(report["packet"]["dir"].as_str().unwrap());
-    let sig = std::fs::read_to_string(dir.join("manifest.sig")).unwrap();
-    assert_eq!(ev.signature.as_deref(), Some(sig.trim()));
+    // Signed by the packet's key over the contract's evidence message: bound to this tenant
+    // and evidence id, so it verifies as this evidence and as no other.
+    assert_eq!(ev.evidence_id, format!("report/{id}/manifest"));
+    let state = |tenant: &str, evidence_id: &str| {
+        aispm_schemas::signature::verify(
+            &s.public_key,
+            tenant,
+            evidence_id,
+            &ev.sha256,
+            ev.signature.as_deref().unwrap(),
+        )
+    };
+    assert_eq!(state("acme", &ev.evidence_id), SignatureState::Verified);
+    assert_eq!(
+        state("acme", "report/other/manifest"),
+        SignatureState::Invalid
+    );
+    assert_eq!(state("globex", &ev.evidence_id), SignatureState::Invalid);
 
     // GET answers the same packet.
     let got = get_report(&s, &id).await;
