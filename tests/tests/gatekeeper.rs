@@ -981,7 +981,10 @@ async fn a_ready_tenant_falls_back_to_unready_when_its_evidence_goes_stale() {
         "{metrics}"
     );
     assert!(metrics.contains("aispm_gatekeeper_evaluations_total{trigger=\"clock\"}"));
-    assert!(metrics.contains("aispm_gatekeeper_auth_denied_total{reason=\"wrong_tenant\"} 1"));
+    assert!(
+        metrics
+            .contains("aispm_gatekeeper_auth_denied_total{reason=\"wrong_tenant\",scope=\"\"} 1")
+    );
 
     // Fresh evidence resolves it: tombstone, and ready again.
     v.upsert("globex", "ev-2", evidence("ev-2", Timestamp::now()))

@@ -459,7 +459,7 @@ async fn every_refusal_gets_its_documented_answer_and_writes_nothing() {
         r#"aispm_ingest_requests_total{outcome="invalid",reason="invalid_events"} 2"#,
         r#"aispm_ingest_requests_total{outcome="too_large",reason="body_too_large"} 1"#,
         r#"aispm_ingest_requests_total{outcome="too_large",reason="too_many_events"} 1"#,
-        r#"aispm_ingest_auth_denied_total{reason="wrong_tenant"} 2"#,
+        r#"aispm_ingest_auth_denied_total{reason="wrong_tenant",scope=""} 2"#,
     ] {
         assert!(m.contains(line), "missing {line} in\n{m}");
     }

@@ -399,7 +399,7 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("aispm_projector_auth_denied_total{reason=\"wrong_tenant\"} 1"),
+        metrics.contains("aispm_projector_auth_denied_total{reason=\"wrong_tenant\",scope=\"\"} 1"),
         "{metrics}"
     );
     assert!(
