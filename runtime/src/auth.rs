@@ -425,4 +425,21 @@ mod tests {
             "aispm_test_auth_denied_total{reason=\"missing_scope\",scope=\"approve\"} 1"
         ));
     }
+
+    /// The example file shipped in `compose/` parses, and each role holds what its comment says.
+    #[test]
+    fn the_compose_example_file_parses_and_its_roles_hold() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/tokens.example.toml");
+        let t = Tokens::load(&path).unwrap();
+        let gateway = t.principal("change-me-acme-gateway").unwrap();
+        assert!(gateway.has(Scope::Emit) && !gateway.has(Scope::Approve));
+        assert!(gateway.may_access("acme") && !gateway.may_access("globex"));
+        let registry = t.principal("change-me-acme-registry").unwrap();
+        assert!(registry.has(Scope::Validate) && !registry.has(Scope::Admin));
+        let globex = t.principal("change-me-globex").unwrap();
+        assert!(globex.has(Scope::Read) && !globex.has(Scope::Emit));
+        let operator = t.principal("change-me-operator").unwrap();
+        assert!(operator.is_operator() && operator.has(Scope::Read));
+        assert!(!operator.has(Scope::Emit), "the operator token cannot write");
+    }
 }

@@ -8,6 +8,7 @@
 //! that the exported names follow `aispm_<service>_<noun>_<unit>`.
 
 use aispm_tests::Broker;
+use aispm_tests::demo;
 use aispm_tests::broker::free_port;
 use aispm_tests::kafka::{create_contract_topics, produce, producer, random_prefix};
 use aispm_tests::process::{Service, binary};
@@ -17,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Tokens from the compose example file, which this test therefore also proves parses.
-const ACME: &str = "change-me-acme";
-const OPERATOR: &str = "change-me-operator";
+/// The demo's tokens: a tenant token with every scope, and an operator that reads every tenant.
+const ACME: &str = demo::TENANT_TOKEN;
+const OPERATOR: &str = demo::OPERATOR_TOKEN;
 /// The gatekeeper's trial freshness window here: short, so that the remediation's fresh
 /// evidence goes stale during the test and trial readiness regresses.
 const TRIAL_FRESHNESS_SECS: u64 = 45;
@@ -395,7 +396,8 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
     let prefix = random_prefix();
     let topics = create_contract_topics(&brokers, &prefix, 3).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let tokens = compose_dir().join("tokens.example.toml");
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, demo::tokens_toml()).unwrap();
     let common: Vec<String> = [
         "--brokers",
         &brokers,
@@ -505,7 +507,7 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
         open.contains_key(&("trial".into(), "evidence_stale".into())),
         "{open:?}"
     );
-    // The example file's operator token reads every tenant's verdict (the AispmReadinessRegressed
+    // The operator token reads every tenant's verdict (the AispmReadinessRegressed
     // runbook starts there); a tenant token does not.
     let all = get_json(
         &format!("{}/v1/readiness?stage=production", gatekeeper.http),
