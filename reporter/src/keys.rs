@@ -258,7 +258,10 @@ mod tests {
             [current_public.clone(), old_public.clone()]
         );
         let pub_file = dir.path().join(PUBLIC_KEY_FILE);
-        assert_eq!(keys_file(&pub_file).unwrap(), [current_public.clone()]);
+        assert_eq!(
+            keys_file(&pub_file).unwrap(),
+            std::slice::from_ref(&current_public)
+        );
         assert_eq!(
             pin(&pub_file.display().to_string()).unwrap(),
             current_public

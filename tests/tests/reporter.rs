@@ -1043,7 +1043,8 @@ async fn packets_verify_with_minisign_and_never_against_the_key_they_carry() {
 
     // With the real key pinned (flag, file, environment or keys file), the forgery fails and
     // the genuine packet verifies.
-    let pins: [(Vec<&str>, Vec<(&str, &str)>); 5] = [
+    type Pin<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let pins: [Pin<'_>; 5] = [
         (vec!["--public-key", s.key.minisign.as_str()], vec![]),
         (vec!["--public-key", published.to_str().unwrap()], vec![]),
         (vec!["--public-key", s.key.base64.as_str()], vec![]),
