@@ -30,6 +30,8 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_apt+=(python3-aiosmtpd)
+# The outside verifier of report packets (minisign -V), used by the tests and the demo.
+command -v minisign >/dev/null 2>&1 || need_apt+=(minisign)
 if [ "$MODE" != demo ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)

@@ -5,8 +5,13 @@
 //! - `GET /v1/tenants/{tenant}/reports` → the tenant's reports, newest first.
 //! - `GET /v1/tenants/{tenant}/reports/{id}` → one report.
 //! - `GET /v1/tenants/{tenant}/reports/{id}/packet.zip` → the packet archive.
+//! - `GET /v1/tenants/{tenant}/reports/{id}/packet.zip.minisig` → its minisign signature.
+//! - `GET /v1/signing-keys` → the current and previous packet signing keys
+//!   ([`crate::keys::KeysDocument`]).
 //!
-//! Every route needs a bearer token bound to the tenant (or an operator token).
+//! Every route needs a bearer token bound to the tenant (or an operator token);
+//! `/v1/signing-keys` names no tenant and answers any valid token (the keys are public, but
+//! the API answers no anonymous caller).
 
 use crate::center::{Center, GenerateError, Trigger};
 use crate::store::{ReportRecord, Status};
@@ -34,6 +39,11 @@ pub fn routes(center: Arc<Center>, auth: Auth) -> Router {
         .route("/v1/tenants/{tenant}/reports", post(create).get(list))
         .route("/v1/tenants/{tenant}/reports/{id}", get(show))
         .route("/v1/tenants/{tenant}/reports/{id}/packet.zip", get(archive))
+        .route(
+            "/v1/tenants/{tenant}/reports/{id}/packet.zip.minisig",
+            get(archive_signature),
+        )
+        .route("/v1/signing-keys", get(signing_keys))
         .with_state(Api { center, auth })
 }
 
@@ -87,6 +97,11 @@ pub fn view(r: &ReportRecord) -> Value {
         "manifest": r.packet.manifest,
         "manifest_sha256": r.packet.manifest_sha256,
         "signature": r.packet.signature,
+        "minisign": {
+            "key_id": r.packet.manifest.signer.minisign_key_id,
+            "public_key": r.packet.manifest.signer.minisign_public_key,
+            "archive_signature": r.packet.zip_minisig,
+        },
         "evidence_id": r.evidence_id(),
         "delivery": {
             "status": r.status,
@@ -221,6 +236,49 @@ async fn archive(
         bytes,
     )
         .into_response())
+}
+
+async fn archive_signature(
+    State(api): State<Api>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_tenant(&tenant)?;
+    api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
+    let r = api
+        .center
+        .store()
+        .get(&tenant, &id)
+        .ok_or_else(|| ApiError::not_found(format!("no report {id} for tenant {tenant}")))?;
+    let path = r.packet.zip_minisig.as_ref().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "report {id} was written before packets were signed with minisign"
+        ))
+    })?;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the packet's signature: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}.zip.minisig\"", r.id),
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+/// The packet signing keys: public, but like every `/v1` route, for a valid token only (of any
+/// tenant: the keys belong to no tenant).
+async fn signing_keys(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<Json<crate::keys::KeysDocument>, ApiError> {
+    api.auth.principal(&headers)?;
+    Ok(Json(api.center.keys().document()))
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 
 use crate::cadence::Period;
 use crate::deliver::{self, Channel, Delivered};
+use crate::keys::KeyRing;
 use crate::metrics::ReporterMetrics;
 use crate::packet::{self, Meta};
 use crate::publish::Publisher;
 use crate::report::{self, Request};
-use crate::sign::Signer;
 use crate::state::{self, Shared};
 use crate::store::{Attempt, ReportRecord, Status, Store};
 use crate::{Error, Result, render};
@@ -82,7 +82,7 @@ pub struct Center {
     settings: Settings,
     state: Shared,
     store: Store,
-    signer: Signer,
+    keys: KeyRing,
     channel: Channel,
     publisher: Publisher,
     metrics: ReporterMetrics,
@@ -95,7 +95,7 @@ impl Center {
         settings: Settings,
         state: Shared,
         store: Store,
-        signer: Signer,
+        keys: KeyRing,
         channel: Channel,
         publisher: Publisher,
         metrics: ReporterMetrics,
@@ -105,7 +105,7 @@ impl Center {
             settings,
             state,
             store,
-            signer,
+            keys,
             channel,
             publisher,
             metrics,
@@ -121,6 +121,11 @@ impl Center {
         }
         c.metrics.deliveries_pending.set(c.store.pending() as i64);
         Ok(c)
+    }
+
+    /// The signing keys: the current one and the previous ones, as published.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     /// Resolves once the follower has replayed the topics up to their ends at start.
@@ -184,7 +189,7 @@ impl Center {
         let started = Instant::now();
         let now = Timestamp::now();
         let id = uuid::Uuid::now_v7().to_string();
-        let public_key = self.signer.public_key_b64();
+        let public_key = self.keys.current().public_key_b64();
         let req = Request {
             report_id: id.clone(),
             tenant_id: tenant.to_owned(),
@@ -203,7 +208,7 @@ impl Center {
             let key_id = doc.trust_roots.packet_key_id.clone();
             let meta_generated = now.to_rfc3339();
             let type_str = report_type.as_str();
-            let signer = &self.signer;
+            let signer = self.keys.current();
             let id = id.as_str();
             // Small synchronous file writes; block_in_place keeps the runtime responsive.
             tokio::task::block_in_place(|| {
@@ -252,7 +257,7 @@ impl Center {
             evidence_signature: None,
         };
         // The delivery evidence is signed now, by the key that signed the packet.
-        record.evidence_signature = self.signer.sign_evidence(
+        record.evidence_signature = self.keys.current().sign_evidence(
             &record.tenant_id,
             &record.evidence_id(),
             &record.packet.manifest_sha256,
@@ -287,7 +292,7 @@ impl Center {
                 let (recipients, approved) = self.recipients(&r);
                 (smtp.send(&r, &recipients, n).await, approved)
             }
-            Channel::Export => (deliver::export(&r).await, false),
+            Channel::Export => (deliver::export(&r, self.keys.all()).await, false),
         };
         let channel = self.channel.kind();
         let attempt = match outcome {
@@ -386,7 +391,7 @@ impl Center {
                 sha256: r.packet.manifest_sha256.clone(),
                 uri: format!("file://{}", r.packet.dir.join(packet::MANIFEST).display()),
                 signature: r.evidence_signature.clone().or_else(|| {
-                    self.signer.sign_evidence(
+                    self.keys.current().sign_evidence(
                         &r.tenant_id,
                         &r.evidence_id(),
                         &r.packet.manifest_sha256,

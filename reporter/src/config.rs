@@ -50,10 +50,22 @@ pub struct Config {
     #[arg(long, env = "AISPM_SMTP_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub smtp_timeout: Duration,
 
-    /// Ed25519 private key (PKCS#8 PEM, from `aispm-reporter keygen`) that signs manifests.
-    /// Default: `<state-dir>/signing-key.pem`, created on first start.
+    /// Ed25519 private key (PKCS#8 PEM, from `aispm-reporter keygen`) that signs packets: the
+    /// current key. Default: `<state-dir>/signing-key.pem`, created on first start.
     #[arg(long, env = "AISPM_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
+
+    /// A previous signing key, published beside the current one (`GET /v1/signing-keys`,
+    /// `<out-dir>/signing-keys.json`) so that packets it signed still verify; never used to
+    /// sign. A minisign public key file (`keygen` writes `<key>.pub`), a public key PEM, or the
+    /// old private key PEM (only its public half is read). Repeatable (comma-separated in the
+    /// environment).
+    #[arg(
+        long = "previous-signing-key",
+        env = "AISPM_PREVIOUS_SIGNING_KEYS",
+        value_delimiter = ','
+    )]
+    pub previous_signing_keys: Vec<PathBuf>,
 
     /// Key id named in manifests and delivery evidence when the tenant has not registered the
     /// signing key as a `trust_root` asset (when it has, that asset's id is used).
@@ -110,6 +122,7 @@ impl Config {
             smtp_from: "aispm reporter <aispm-reporter@localhost>".into(),
             smtp_timeout: Duration::from_secs(30),
             signing_key: None,
+            previous_signing_keys: vec![],
             key_id: "aispm-reporter".into(),
             clock: ClockArgs::default(),
             delivery_attempts: 6,

@@ -5,6 +5,7 @@
 //! reply to the data) or, for export, when the packet on disk verifies; anything else is a
 //! failure with its reason, which the caller records and retries.
 
+use crate::minisign::PublicKey;
 use crate::packet;
 use crate::store::ReportRecord;
 use aispm_schemas::DeliveryChannel;
@@ -122,26 +123,24 @@ impl Smtp {
                 .map_err(|e| format!("recipient '{to}' is not an address: {e}"))?;
             builder = builder.to(mb);
         }
-        let body = format!(
-            "{title} for tenant {tenant}\n\n{headline}\n\nReport id: {id}\nGenerated: {at}\nPacket: {name} (SHA-256 {sha})\nManifest SHA-256: {msha}\nSigned with Ed25519, key id {key} (public key {pk}).\n\nOpen report.html in a browser. Check the packet's integrity with:\n  aispm-reporter verify {name}\n",
-            title = r.title,
-            tenant = r.tenant_id,
-            headline = r.headline,
-            id = r.id,
-            at = r.created_at,
-            name = format_args!("{}.zip", r.id),
-            sha = r.packet.zip_sha256,
-            msha = r.packet.manifest_sha256,
-            key = r.packet.manifest.signer.key_id,
-            pk = r.packet.manifest.signer.public_key,
-        );
+        let body = body(r);
         let zip_type = ContentType::parse("application/zip").map_err(|e| e.to_string())?;
+        let mut parts = MultiPart::mixed()
+            .singlepart(SinglePart::plain(body))
+            .singlepart(Attachment::new(format!("{}.zip", r.id)).body(zip, zip_type));
+        // The archive's minisign signature, under the name `minisign -V` looks for.
+        if let Some(sig_path) = &r.packet.zip_minisig {
+            let sig = tokio::fs::read(sig_path)
+                .await
+                .map_err(|e| format!("reading {}: {e}", sig_path.display()))?;
+            // Bytes as they are (base64 on the wire), so no mail system rewrites its line ends.
+            let sig_type =
+                ContentType::parse("application/octet-stream").map_err(|e| e.to_string())?;
+            parts = parts
+                .singlepart(Attachment::new(format!("{}.zip.minisig", r.id)).body(sig, sig_type));
+        }
         let message = builder
-            .multipart(
-                MultiPart::mixed()
-                    .singlepart(SinglePart::plain(body))
-                    .singlepart(Attachment::new(format!("{}.zip", r.id)).body(zip, zip_type)),
-            )
+            .multipart(parts)
             .map_err(|e| format!("building the message: {e}"))?;
         let sent = tokio::time::timeout(self.timeout, self.transport.send(message))
             .await
@@ -158,20 +157,56 @@ impl Smtp {
     }
 }
 
+/// The mail's text: the summary, the packet's hashes, the signing key's fingerprint and how to
+/// check the packet against a key the recipient pinned.
+fn body(r: &ReportRecord) -> String {
+    let signer = &r.packet.manifest.signer;
+    let name = format!("{}.zip", r.id);
+    let mut text = format!(
+        "{title} for tenant {tenant}\n\n{headline}\n\nReport id: {id}\nGenerated: {at}\nPacket: {name} (SHA-256 {sha})\nManifest SHA-256: {msha}\n",
+        title = r.title,
+        tenant = r.tenant_id,
+        headline = r.headline,
+        id = r.id,
+        at = r.created_at,
+        sha = r.packet.zip_sha256,
+        msha = r.packet.manifest_sha256,
+    );
+    if signer.minisign_key_id.is_empty() {
+        text.push_str(&format!(
+            "Signed with Ed25519, key id {} (public key {}).\n",
+            signer.key_id, signer.public_key
+        ));
+    } else {
+        text.push_str(&format!(
+            "Signed with minisign (Ed25519) by the aispm reporter's key {fp}.\n\n\
+             Check that {fp} is the key id of the reporter key you pinned (from your operator, or\n\
+             GET /v1/signing-keys); never trust a key that arrives with the packet. Then verify,\n\
+             with {name}.minisig beside {name}:\n  \
+             minisign -Vm {name} -P <pinned minisign public key>\n\
+             or, with aispm:\n  \
+             aispm-reporter verify {name} --public-key <pinned minisign public key>\n",
+            fp = signer.minisign_key_id,
+        ));
+    }
+    text.push_str("\nOpen report.html in a browser.\n");
+    text
+}
+
 fn response_text(r: &lettre::transport::smtp::response::Response) -> String {
     let lines: Vec<&str> = r.message().collect();
     format!("{} {}", r.code(), lines.join(" "))
 }
 
 /// Export: the packet is already in the packet directory; it counts as delivered when it
-/// verifies there (directory and archive).
-pub async fn export(r: &ReportRecord) -> Result<Delivered, String> {
+/// verifies there (directory and archive) against the reporter's published `keys`.
+pub async fn export(r: &ReportRecord, keys: Vec<PublicKey>) -> Result<Delivered, String> {
     let dir = r.packet.dir.clone();
     let zip = r.packet.zip.clone();
     let expected = r.packet.zip_sha256.clone();
     tokio::task::spawn_blocking(move || {
-        packet::verify(&dir, None).map_err(|e| e.to_string())?;
-        let v = packet::verify(&zip, None).map_err(|e| e.to_string())?;
+        packet::verify(&dir, &keys).map_err(|e| e.to_string())?;
+        let v = packet::verify(&zip, &keys).map_err(|e| e.to_string())?;
         if v.archive_sha256.as_deref() != Some(expected.as_str()) {
             return Err("the exported archive is not the one generated".to_owned());
         }

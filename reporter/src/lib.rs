@@ -16,8 +16,10 @@
 //! - [`report`]: the report document: the report path's checks ([`report::checks`]), key
 //!   figures and trends ([`report::kpi`]), the sections of each report type ([`report::kind`]).
 //! - [`render`]: the document as HTML with inline SVG charts, JSON, CSV tables and OCSF.
-//! - [`packet`]: the directory, the `.zip`, `manifest.json` and its signature; `verify`.
+//! - [`packet`]: the directory, the `.zip`, `manifest.json` and its signatures; `verify`.
 //! - [`sign`]: Ed25519 keys (`keygen`) and signatures over SHA-256 digests.
+//! - [`minisign`]: signatures and public keys in minisign's format (what `minisign -V` checks).
+//! - [`keys`]: the current and previous signing keys, published; the keys a verifier pins.
 //! - [`center`]: the report path end to end: generate, deliver, record, retry with backoff.
 //! - [`deliver`]: SMTP (a real mail with the packet attached) and export.
 //! - [`publish`]: `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`.
@@ -32,7 +34,9 @@ pub mod config;
 pub mod deliver;
 pub mod error;
 pub mod follow;
+pub mod keys;
 pub mod metrics;
+pub mod minisign;
 pub mod packet;
 pub mod publish;
 pub mod render;
@@ -83,9 +87,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     let key_path = config.signing_key_path();
     let (signer, created) = sign::Signer::load_or_create(&key_path)?;
+    let previous = config
+        .previous_signing_keys
+        .iter()
+        .map(|p| keys::load_public(p))
+        .collect::<Result<Vec<_>>>()?;
+    let keys = keys::KeyRing::new(signer, previous);
+    keys.publish(&out_dir)?;
     tracing::info!(
-        key = %key_path.display(), created, public_key = %signer.public_key_b64(),
-        "Loaded the packet signing key; register its public key as a trust_root to anchor packets."
+        key = %key_path.display(), created, key_id = %keys.current_public().key_id,
+        minisign_public_key = %keys.current_public().encode(),
+        public_key = %keys.current().public_key_b64(),
+        previous = %keys::ids(&keys.all()[1..]),
+        "Loaded the packet signing key; recipients pin its minisign public key, and a trust_root asset with its public key anchors packets."
     );
 
     let channel = match &config.smtp_url {
@@ -130,7 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         },
         state.clone(),
         store,
-        signer,
+        keys,
         channel,
         publisher,
         reporter_metrics.clone(),

@@ -1,16 +1,25 @@
 //! A packet on disk: a directory and a `.zip` of it, both holding the rendered files, a
-//! `manifest.json` listing every file with its SHA-256, and `manifest.sig`, the Ed25519
-//! signature over SHA-256(`manifest.json`).
+//! `manifest.json` listing every file with its SHA-256, `manifest.json.minisig`, the minisign
+//! signature of `manifest.json`, and `manifest.sig`, the Ed25519 signature over
+//! SHA-256(`manifest.json`) that the delivery event's evidence cites. Beside the `.zip`,
+//! `<report-id>.zip.minisig` is the minisign signature of the archive itself, so that
+//! `minisign -Vm <report-id>.zip -P <key>` checks the delivered file as it is.
 //!
 //! ```text
 //! <out-dir>/<tenant>/<report-id>/          <out-dir>/<tenant>/<report-id>.zip
 //!   report.html  report.json                 (the same files under <report-id>/)
-//!   tables/*.csv  ocsf/findings.ocsf.json
-//!   manifest.json  manifest.sig
+//!   tables/*.csv  ocsf/findings.ocsf.json  <out-dir>/<tenant>/<report-id>.zip.minisig
+//!   manifest.json  manifest.json.minisig
+//!   manifest.sig
 //! ```
 //!
-//! [`verify`] accepts either form and fails on any changed, missing or extra byte or file.
+//! Both minisign signatures carry the trusted comment
+//! `timestamp:<unix seconds>\tfile:<name>\thashed\treport:<report-id>\ttenant:<tenant>`.
+//!
+//! [`verify`] accepts either form, only against keys the caller pins (never the key the
+//! manifest names), and fails on any changed, missing or extra byte or file.
 
+use crate::minisign::{self, KeyId, PublicKey};
 use crate::sign::{Signer, sha256, sha256_hex, verify_digest};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -22,6 +31,16 @@ use std::path::{Component, Path, PathBuf};
 pub const MANIFEST_FORMAT: &str = "aispm.packet.v1";
 pub const MANIFEST: &str = "manifest.json";
 pub const SIGNATURE: &str = "manifest.sig";
+/// The minisign signature of `manifest.json`, inside the packet.
+pub const MANIFEST_MINISIG: &str = "manifest.json.minisig";
+
+/// Where the minisign signature of a packet archive lives: beside it, `<archive>.minisig`
+/// (where `minisign -V` looks for it).
+pub fn archive_signature_path(zip: &Path) -> PathBuf {
+    let mut name = zip.as_os_str().to_owned();
+    name.push(".minisig");
+    PathBuf::from(name)
+}
 
 /// One file of a packet, by its path inside the packet (`/`-separated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +75,13 @@ pub struct SignerInfo {
     pub public_key: String,
     /// What `manifest.sig` signs.
     pub signs: String,
+    /// The minisign key id (fingerprint) of the key that signed `manifest.json.minisig` and
+    /// the archive. For information only: a verifier checks against the key it pinned.
+    #[serde(default)]
+    pub minisign_key_id: String,
+    /// That key as a minisign public key string; for information only, like `minisign_key_id`.
+    #[serde(default)]
+    pub minisign_public_key: String,
 }
 
 /// `manifest.json`.
@@ -83,6 +109,10 @@ pub struct Written {
     pub manifest_sha256: String,
     pub signature: String,
     pub manifest: Manifest,
+    /// The minisign signature of the `.zip` (`<report-id>.zip.minisig`, beside it); `None` for
+    /// packets written before packets were signed with minisign.
+    #[serde(default)]
+    pub zip_minisig: Option<PathBuf>,
 }
 
 /// What the packet is about; the manifest's header.
@@ -113,9 +143,14 @@ pub fn write(
 ) -> Result<Written> {
     let tenant_dir = root.join(meta.tenant_id);
     std::fs::create_dir_all(&tenant_dir).map_err(|e| Error::io(&tenant_dir, e))?;
+    let public = PublicKey::new(signer.verifying_key());
     let mut entries = Vec::with_capacity(files.len());
     for f in &files {
-        if !safe_relative(&f.path) || f.path == MANIFEST || f.path == SIGNATURE {
+        if !safe_relative(&f.path)
+            || f.path == MANIFEST
+            || f.path == SIGNATURE
+            || f.path == MANIFEST_MINISIG
+        {
             return Err(Error::Config(format!(
                 "invalid packet file name {:?}",
                 f.path
@@ -140,17 +175,24 @@ pub fn write(
             key_id: meta.key_id.to_owned(),
             public_key: signer.public_key_b64(),
             signs: "sha256(manifest.json)".to_owned(),
+            minisign_key_id: public.key_id.to_string(),
+            minisign_public_key: public.encode(),
         },
         files: entries,
     };
     let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
     let digest = sha256(&manifest_bytes);
     let signature = signer.sign_digest(&digest);
+    let manifest_minisig = minisign_sign(signer, meta, MANIFEST, &manifest_bytes)?;
     let mut all = files;
     all.push(PacketFile::new(MANIFEST, manifest_bytes));
     all.push(PacketFile::new(
         SIGNATURE,
         format!("{signature}\n").into_bytes(),
+    ));
+    all.push(PacketFile::new(
+        MANIFEST_MINISIG,
+        manifest_minisig.into_bytes(),
     ));
 
     // The directory.
@@ -174,14 +216,21 @@ pub fn write(
     }
 
     // The archive: canonical (sorted entries, stored, fixed timestamps and modes), so that
-    // `verify` can rebuild it from its verified contents and compare every byte.
+    // `verify` can rebuild it from its verified contents and compare every byte; and its
+    // minisign signature beside it, in place before the archive is.
     let zip = tenant_dir.join(format!("{}.zip", meta.report_id));
     let tmp_zip = tenant_dir.join(format!(".{}.zip.tmp", meta.report_id));
+    let zip_sig = archive_signature_path(&zip);
+    let tmp_sig = tenant_dir.join(format!(".{}.zip.minisig.tmp", meta.report_id));
     let archived = archive(
         meta.report_id,
         all.iter().map(|f| (f.path.as_str(), f.bytes.as_slice())),
     )
     .and_then(|zip_bytes| {
+        let name = format!("{}.zip", meta.report_id);
+        let sig = minisign_sign(signer, meta, &name, &zip_bytes)?;
+        write_synced(&tmp_sig, sig.as_bytes())?;
+        std::fs::rename(&tmp_sig, &zip_sig).map_err(|e| Error::io(&zip_sig, e))?;
         write_synced(&tmp_zip, &zip_bytes)?;
         std::fs::rename(&tmp_zip, &zip).map_err(|e| Error::io(&zip, e))?;
         Ok(zip_bytes)
@@ -190,6 +239,8 @@ pub fn write(
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_zip);
+            let _ = std::fs::remove_file(&tmp_sig);
+            let _ = std::fs::remove_file(&zip_sig);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -202,11 +253,38 @@ pub fn write(
         manifest_sha256: hex::encode(digest),
         signature,
         manifest,
+        zip_minisig: Some(zip_sig),
     })
 }
 
+/// The minisign signature of `bytes` (the file `name` of the packet), with the packet's
+/// identity in the trusted comment.
+fn minisign_sign(signer: &Signer, meta: &Meta<'_>, name: &str, bytes: &[u8]) -> Result<String> {
+    let at = chrono::DateTime::parse_from_rfc3339(&meta.generated_at).map_err(|e| {
+        Error::Config(format!(
+            "generated_at {:?} is not RFC 3339 ({e})",
+            meta.generated_at
+        ))
+    })?;
+    minisign::sign(
+        signer.signing_key(),
+        bytes,
+        &format!(
+            "timestamp:{}\tfile:{name}\thashed\treport:{}\ttenant:{}",
+            at.timestamp(),
+            meta.report_id,
+            meta.tenant_id
+        ),
+        &format!(
+            "signature from aispm-reporter key {}",
+            PublicKey::new(signer.verifying_key()).key_id
+        ),
+    )
+}
+
 /// Removes what packet writes cut short by a crash left under `root/<tenant>/` (the
-/// temporary `.<id>.tmp` directories and `.<id>.zip.tmp` archives); returns how many. Run at
+/// temporary `.<id>.tmp` directories, `.<id>.zip.tmp` archives and `.<id>.zip.minisig.tmp`
+/// signatures, and a `<id>.zip.minisig` without its archive); returns how many. Run at
 /// start, before any packet is written (one reporter per packet directory).
 pub fn remove_partial(root: &Path) -> usize {
     let mut removed = 0;
@@ -220,10 +298,16 @@ pub fn remove_partial(root: &Path) -> usize {
         for e in entries.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            let p = e.path();
+            // A temporary file or directory, or an archive's signature whose archive a crash
+            // kept from being renamed into place.
+            let partial = (name.starts_with('.') && name.ends_with(".tmp"))
+                || name
+                    .strip_suffix(".minisig")
+                    .is_some_and(|zip| zip.ends_with(".zip") && !p.with_file_name(zip).exists());
+            if !partial {
                 continue;
             }
-            let p = e.path();
             let gone = if p.is_dir() {
                 std::fs::remove_dir_all(&p)
             } else {
@@ -280,18 +364,32 @@ pub struct Verified {
     pub archive_sha256: Option<String>,
     pub manifest_sha256: String,
     pub files: usize,
+    /// The pinned key that signed.
+    pub signed_by: PublicKey,
+    /// The trusted comment of `manifest.json.minisig`.
+    pub trusted_comment: String,
+    /// The archive's own minisign signature, when one lay beside the `.zip` (it verified too).
+    pub archive_signature: Option<PathBuf>,
 }
 
-/// Verifies a packet directory or `.zip`: the signature over SHA-256(`manifest.json`) with the
-/// manifest's key (or `pinned_key`, base64, which must then be the manifest's key too), every
-/// listed file's SHA-256 and size, and that no file is missing or extra.
-pub fn verify(path: &Path, pinned_key: Option<&str>) -> Result<Verified> {
+/// Verifies a packet directory or `.zip` against the keys the caller trusts (at least one;
+/// never the key the manifest names): `manifest.json.minisig` by one of `trusted`,
+/// `manifest.sig` by the same key, every listed file's SHA-256 and size, and that no file is
+/// missing or extra. For a `.zip`, also every byte of the archive, and the archive's own
+/// signature (`<zip>.minisig`) when one lies beside it.
+pub fn verify(path: &Path, trusted: &[PublicKey]) -> Result<Verified> {
+    if trusted.is_empty() {
+        return Err(Error::Verify(
+            "no pinned public key: a packet is verified only against a key you trust, never the one it carries"
+                .into(),
+        ));
+    }
     if path.is_dir() {
-        return verify_files(&read_dir(path)?, pinned_key);
+        return verify_files(&read_dir(path)?, trusted);
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (report_id, files) = read_zip(&bytes)?;
-    let verified = verify_files(&files, pinned_key)?;
+    let verified = verify_files(&files, trusted)?;
     if verified.manifest.report_id != report_id {
         return Err(Error::Verify(format!(
             "the archive's directory {report_id} is not the manifest's report {}",
@@ -310,19 +408,80 @@ pub fn verify(path: &Path, pinned_key: Option<&str>) -> Result<Verified> {
                 .into(),
         ));
     }
+    let sig_path = archive_signature_path(path);
+    let archive_signature = match std::fs::read(&sig_path) {
+        Ok(sig) => {
+            let sig = String::from_utf8(sig)
+                .map_err(|_| Error::Verify(format!("{} is not text", sig_path.display())))?;
+            let v = minisign::verify(std::slice::from_ref(&verified.signed_by), &bytes, &sig)
+                .map_err(|e| context(&sig_path.display().to_string(), e))?;
+            check_identity(
+                &v.signature,
+                &verified.manifest,
+                &sig_path.display().to_string(),
+            )?;
+            Some(sig_path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&sig_path, e)),
+    };
     Ok(Verified {
         archive_sha256: Some(sha256_hex(&bytes)),
+        archive_signature,
         ..verified
     })
 }
 
-fn verify_files(files: &BTreeMap<String, Vec<u8>>, pinned_key: Option<&str>) -> Result<Verified> {
+/// The key id a packet's `manifest.json.minisig` names, unverified: for messages only.
+pub fn claimed_key_id(path: &Path) -> Option<KeyId> {
+    let files = if path.is_dir() {
+        read_dir(path).ok()?
+    } else {
+        read_zip(&std::fs::read(path).ok()?).ok()?.1
+    };
+    let sig = std::str::from_utf8(files.get(MANIFEST_MINISIG)?).ok()?;
+    Some(minisign::Signature::parse(sig).ok()?.key_id)
+}
+
+/// A verification failure about `what`.
+fn context(what: &str, e: Error) -> Error {
+    match e {
+        Error::Verify(m) => Error::Verify(format!("{what}: {m}")),
+        e => Error::Verify(format!("{what}: {e}")),
+    }
+}
+
+/// The report and tenant of a trusted comment, when it names them, are the manifest's.
+fn check_identity(sig: &minisign::Signature, m: &Manifest, what: &str) -> Result<()> {
+    for (field, want) in [("report", &m.report_id), ("tenant", &m.tenant_id)] {
+        if let Some(got) = sig.trusted_field(field)
+            && got != want
+        {
+            return Err(Error::Verify(format!(
+                "{what}: its trusted comment names {field} {got}, the manifest {want}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn verify_files(files: &BTreeMap<String, Vec<u8>>, trusted: &[PublicKey]) -> Result<Verified> {
     let manifest_bytes = files
         .get(MANIFEST)
         .ok_or_else(|| Error::Verify(format!("{MANIFEST} is missing")))?;
+    let minisig = files.get(MANIFEST_MINISIG).ok_or_else(|| {
+        Error::Verify(format!(
+            "{MANIFEST_MINISIG} is missing: the packet has no minisign signature"
+        ))
+    })?;
     let sig = files
         .get(SIGNATURE)
         .ok_or_else(|| Error::Verify(format!("{SIGNATURE} is missing")))?;
+    // The signature first, with a pinned key: nothing the packet says is believed before.
+    let minisig = std::str::from_utf8(minisig)
+        .map_err(|_| Error::Verify(format!("{MANIFEST_MINISIG} is not text")))?;
+    let signed = minisign::verify(trusted, manifest_bytes, minisig)
+        .map_err(|e| context(MANIFEST_MINISIG, e))?;
     let manifest: Manifest = serde_json::from_slice(manifest_bytes)
         .map_err(|e| Error::Verify(format!("{MANIFEST} is not a packet manifest ({e})")))?;
     if manifest.format != MANIFEST_FORMAT || manifest.signer.algorithm != "ed25519" {
@@ -331,17 +490,11 @@ fn verify_files(files: &BTreeMap<String, Vec<u8>>, pinned_key: Option<&str>) -> 
             manifest.format, manifest.signer.algorithm
         )));
     }
-    if let Some(pinned) = pinned_key
-        && pinned.trim() != manifest.signer.public_key
-    {
-        return Err(Error::Verify(
-            "the manifest is signed by another key than the one given".into(),
-        ));
-    }
+    check_identity(&signed.signature, &manifest, MANIFEST_MINISIG)?;
     let digest = sha256(manifest_bytes);
     let sig =
         std::str::from_utf8(sig).map_err(|_| Error::Verify(format!("{SIGNATURE} is not text")))?;
-    verify_digest(&manifest.signer.public_key, &digest, sig)?;
+    verify_digest(&signed.key.ed25519_base64(), &digest, sig).map_err(|e| context(SIGNATURE, e))?;
     let mut listed = std::collections::BTreeSet::new();
     for e in &manifest.files {
         if !safe_relative(&e.path) {
@@ -367,7 +520,11 @@ fn verify_files(files: &BTreeMap<String, Vec<u8>>, pinned_key: Option<&str>) -> 
         listed.insert(e.path.as_str());
     }
     for name in files.keys() {
-        if name != MANIFEST && name != SIGNATURE && !listed.contains(name.as_str()) {
+        if name != MANIFEST
+            && name != SIGNATURE
+            && name != MANIFEST_MINISIG
+            && !listed.contains(name.as_str())
+        {
             return Err(Error::Verify(format!(
                 "{name} is not listed in the manifest"
             )));
@@ -378,6 +535,9 @@ fn verify_files(files: &BTreeMap<String, Vec<u8>>, pinned_key: Option<&str>) -> 
         manifest_sha256: hex::encode(digest),
         files: manifest.files.len(),
         manifest,
+        signed_by: signed.key,
+        trusted_comment: signed.signature.trusted_comment,
+        archive_signature: None,
     })
 }
 
@@ -473,36 +633,59 @@ mod tests {
         .unwrap()
     }
 
+    fn pin(signer: &Signer) -> Vec<PublicKey> {
+        vec![PublicKey::new(signer.verifying_key())]
+    }
+
     #[test]
     fn written_packets_verify_and_any_change_fails() {
         let tmp = tempfile::tempdir().unwrap();
         let signer = Signer::generate();
+        let trusted = pin(&signer);
         let w = packet(tmp.path(), &signer);
         assert_eq!(w.dir, tmp.path().join("acme/r-1"));
         assert_eq!(w.manifest.files.len(), 2);
-        let v = verify(&w.dir, None).unwrap();
+        assert_eq!(
+            w.manifest.signer.minisign_key_id,
+            trusted[0].key_id.to_string()
+        );
+        let v = verify(&w.dir, &trusted).unwrap();
         assert_eq!(
             (v.files, v.manifest_sha256.as_str()),
             (2, w.manifest_sha256.as_str())
         );
-        verify(&w.zip, Some(&signer.public_key_b64())).unwrap();
-        assert!(verify(&w.zip, Some(&Signer::generate().public_key_b64())).is_err());
+        assert_eq!(v.signed_by, trusted[0]);
+        assert_eq!(
+            v.trusted_comment,
+            "timestamp:1795219200\tfile:manifest.json\thashed\treport:r-1\ttenant:acme"
+        );
+        let v = verify(&w.zip, &trusted).unwrap();
+        assert_eq!(v.archive_signature.as_deref(), w.zip_minisig.as_deref());
+        // Only a pinned key verifies: another key, or none, does not.
+        let stranger = pin(&Signer::generate());
+        let e = verify(&w.zip, &stranger).unwrap_err().to_string();
+        assert!(e.contains("not a trusted key"), "{e}");
+        let e = verify(&w.dir, &[]).unwrap_err().to_string();
+        assert!(e.contains("no pinned public key"), "{e}");
+        // A previous key among the pins still verifies what it signed.
+        verify(&w.dir, &[stranger[0].clone(), trusted[0].clone()]).unwrap();
+        assert_eq!(claimed_key_id(&w.zip), Some(trusted[0].key_id));
 
         // One changed byte in a file.
         let html = w.dir.join("report.html");
         let mut bytes = std::fs::read(&html).unwrap();
         bytes[6] ^= 1;
         std::fs::write(&html, &bytes).unwrap();
-        let e = verify(&w.dir, None).unwrap_err().to_string();
+        let e = verify(&w.dir, &trusted).unwrap_err().to_string();
         assert!(e.contains("report.html changed"), "{e}");
         bytes[6] ^= 1;
         std::fs::write(&html, &bytes).unwrap();
-        verify(&w.dir, None).unwrap();
+        verify(&w.dir, &trusted).unwrap();
 
         // An extra file; a missing file; a changed manifest.
         std::fs::write(w.dir.join("extra.txt"), b"x").unwrap();
         assert!(
-            verify(&w.dir, None)
+            verify(&w.dir, &trusted)
                 .unwrap_err()
                 .to_string()
                 .contains("not listed")
@@ -511,47 +694,116 @@ mod tests {
         let csv = w.dir.join("tables/findings.csv");
         std::fs::remove_file(&csv).unwrap();
         assert!(
-            verify(&w.dir, None)
+            verify(&w.dir, &trusted)
                 .unwrap_err()
                 .to_string()
                 .contains("missing")
         );
         std::fs::write(&csv, b"a,b\r\n").unwrap();
+        // manifest.sig is covered too: another valid-looking signature fails.
+        let sig_path = w.dir.join(SIGNATURE);
+        let original_sig = std::fs::read(&sig_path).unwrap();
+        std::fs::write(&sig_path, Signer::generate().sign_digest(&sha256(b"other"))).unwrap();
+        let e = verify(&w.dir, &trusted).unwrap_err().to_string();
+        assert!(e.contains("manifest.sig"), "{e}");
+        std::fs::write(&sig_path, original_sig).unwrap();
+        verify(&w.dir, &trusted).unwrap();
         let m = w.dir.join(MANIFEST);
         let text = std::fs::read_to_string(&m)
             .unwrap()
             .replace("\"cso\"", "\"ciso\"");
         std::fs::write(&m, text).unwrap();
-        assert!(
-            verify(&w.dir, None)
-                .unwrap_err()
-                .to_string()
-                .contains("signature")
+        let e = verify(&w.dir, &trusted).unwrap_err().to_string();
+        assert!(e.contains("does not match the data"), "{e}");
+    }
+
+    #[test]
+    fn a_repacked_packet_signed_by_another_key_is_refused() {
+        // The attacker changes the report and writes a complete, self-consistent packet with
+        // their own key inside the manifest.
+        let tmp = tempfile::tempdir().unwrap();
+        let real = Signer::generate();
+        let w = packet(tmp.path(), &real);
+        let attacker = Signer::generate();
+        let forged_root = tmp.path().join("forged");
+        let forged = write(
+            &forged_root,
+            &Meta {
+                report_id: "r-1",
+                tenant_id: "acme",
+                report_type: "cso",
+                generated_at: "2026-11-21T00:00:00.000Z".into(),
+                key_id: "k",
+            },
+            vec![
+                PacketFile::new("report.html", b"<html>ready</html>".to_vec()),
+                PacketFile::new("tables/findings.csv", b"a,b\r\n".to_vec()),
+            ],
+            &attacker,
+        )
+        .unwrap();
+        assert_eq!(
+            forged.manifest.signer.public_key,
+            attacker.public_key_b64(),
+            "the forgery carries its own key"
         );
+        for p in [&forged.dir, &forged.zip] {
+            let e = verify(p, &pin(&real)).unwrap_err().to_string();
+            assert!(e.contains("not a trusted key"), "{e}");
+        }
+        // The forged archive's signature beside the real archive: refused as well.
+        std::fs::copy(
+            forged.zip_minisig.as_ref().unwrap(),
+            w.zip_minisig.as_ref().unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&w.zip, &pin(&real)).is_err());
+    }
+
+    #[test]
+    fn a_lone_archive_signature_is_a_partial_packet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = Signer::generate();
+        let w = packet(tmp.path(), &signer);
+        std::fs::create_dir_all(tmp.path().join("acme/.r-2.tmp")).unwrap();
+        std::fs::write(tmp.path().join("acme/r-3.zip.minisig"), "x").unwrap();
+        assert_eq!(remove_partial(tmp.path()), 2);
+        assert!(w.zip_minisig.as_ref().unwrap().exists());
+        verify(&w.zip, &pin(&signer)).unwrap();
     }
 
     #[test]
     fn every_byte_of_the_zip_is_covered() {
         let tmp = tempfile::tempdir().unwrap();
         let signer = Signer::generate();
+        let trusted = pin(&signer);
         let w = packet(tmp.path(), &signer);
         let original = std::fs::read(&w.zip).unwrap();
         assert_eq!(sha256_hex(&original), w.zip_sha256);
-        // Flip every byte in turn: each changed archive fails verification.
+        // Flip every byte in turn: each changed archive fails verification, with and without
+        // its detached signature beside it.
         let p = tmp.path().join("t.zip");
         for i in 0..original.len() {
             let mut b = original.clone();
             b[i] ^= 0x20;
             std::fs::write(&p, &b).unwrap();
             assert!(
-                verify(&p, None).is_err(),
+                verify(&p, &trusted).is_err(),
                 "byte {i} of {} changed unnoticed",
                 original.len()
             );
         }
         std::fs::write(&p, &original).unwrap();
-        let v = verify(&p, None).unwrap();
+        let v = verify(&p, &trusted).unwrap();
         assert_eq!(v.archive_sha256.as_deref(), Some(w.zip_sha256.as_str()));
+        assert_eq!(v.archive_signature, None);
+        std::fs::copy(w.zip_minisig.as_ref().unwrap(), archive_signature_path(&p)).unwrap();
+        let v = verify(&p, &trusted).unwrap();
+        assert!(v.archive_signature.is_some());
+        let mut b = original.clone();
+        b[0] ^= 0x20;
+        std::fs::write(&p, &b).unwrap();
+        assert!(verify(&p, &trusted).is_err());
 
         // Deterministic: the same content gives the same archive bytes.
         let tmp2 = tempfile::tempdir().unwrap();

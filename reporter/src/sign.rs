@@ -97,6 +97,16 @@ impl Signer {
             })
     }
 
+    /// The Ed25519 public key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The private key, for the minisign signatures of [`crate::minisign`].
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The public key as base64 of its 32 raw bytes (a `trust_root` asset's `public_key`).
     pub fn public_key_b64(&self) -> String {
         B64.encode(self.key.verifying_key().as_bytes())

@@ -351,6 +351,26 @@ impl Pipeline {
         }
     }
 
+    /// Runs Debian's `minisign -V` on a packet archive (its `.minisig` beside it) against the
+    /// pinned reporter key; `None` when minisign is not installed.
+    pub fn minisign_verify(&self, zip: &str) -> Option<(bool, String)> {
+        let out = Command::new("minisign")
+            .args(["-Vm", zip, "-p"])
+            .arg(self.public_key_file())
+            .output()
+            .ok()?;
+        Some((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .trim()
+            .to_owned(),
+        ))
+    }
+
     /// Asks the reporter for a production readiness packet, delivered by SMTP.
     pub async fn report(&self, kind: &str) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -378,10 +398,18 @@ impl Pipeline {
         }
     }
 
-    /// Runs `aispm-reporter verify` on a packet; returns its output and whether it passed.
+    /// The reporter key's minisign public key file (`aispm-reporter keygen` writes it beside
+    /// the private key): the operator's pin, from outside any packet.
+    pub fn public_key_file(&self) -> PathBuf {
+        self.work.join("reporter-key.pub")
+    }
+
+    /// Runs `aispm-reporter verify` on a packet against the pinned reporter key; returns its
+    /// output and whether it passed.
     pub fn verify(&self, packet: &str) -> Result<(bool, String)> {
         let out = Command::new(binary("aispm-reporter")?)
-            .args(["verify", packet])
+            .args(["verify", packet, "--public-key"])
+            .arg(self.public_key_file())
             .output()?;
         Ok((
             out.status.success(),

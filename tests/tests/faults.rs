@@ -759,6 +759,8 @@ async fn kill_9_reporter_while_it_delivers_then_no_packet_is_lost_or_delivered_t
             .arg("verify")
             .arg(r["packet"]["zip"].as_str().unwrap())
             .args(["--sha256", r["packet"]["sha256"].as_str().unwrap()])
+            .arg("--public-key")
+            .arg(p.public_key_file())
             .output()
             .unwrap();
         if !out.status.success() {
@@ -1624,6 +1626,8 @@ async fn a_full_packet_disk_fails_report_requests_loudly_and_loses_no_delivered_
                     "--sha256",
                     r["packet"]["sha256"].as_str().unwrap_or_default(),
                 ])
+                .arg("--public-key")
+                .arg(p.public_key_file())
                 .status()
                 .unwrap()
                 .success();

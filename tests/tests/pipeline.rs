@@ -67,6 +67,11 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
     assert_eq!(report["delivery"]["approved_recipients"], true);
     let (ok, out) = p.verify(report["packet"]["zip"].as_str().unwrap()).unwrap();
     assert!(ok, "{out}");
+    // Debian's minisign verifies the same archive against the same pinned key.
+    let (ok, out) = p
+        .minisign_verify(report["packet"]["zip"].as_str().unwrap())
+        .expect("Debian's minisign (scripts/setup.sh installs it)");
+    assert!(ok, "{out}");
     let mails = p.smtp.messages();
     assert_eq!(mails.len(), 1, "one mail");
     assert_eq!(

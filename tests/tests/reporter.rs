@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use aispm_reporter::minisign;
+use aispm_reporter::packet::{self, PacketFile};
+use aispm_reporter::sign::Signer;
 use aispm_schemas::{
     Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
     CoverageRow, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus, Readiness,
@@ -514,13 +517,29 @@ struct Setup {
     broker: Broker,
     topics: Topics,
     reporter: Service,
-    _dirs: tempfile::TempDir,
+    dirs: tempfile::TempDir,
     state: PathBuf,
+    /// The reporter's arguments, for a restart with other keys.
+    args: Vec<String>,
+    /// The signing key's base64 public key (a trust_root's form).
     public_key: String,
+    key: Key,
 }
 
-/// `aispm-reporter keygen`: returns the base64 public key.
-fn keygen(path: &Path) -> String {
+/// A key made by `aispm-reporter keygen`.
+struct Key {
+    pem: PathBuf,
+    /// The minisign public key file, `<pem>.pub`.
+    pub_file: PathBuf,
+    /// The minisign public key string (`minisign -P`).
+    minisign: String,
+    key_id: String,
+    /// Base64 of the raw Ed25519 public key.
+    base64: String,
+}
+
+/// `aispm-reporter keygen`.
+fn keygen(path: &Path) -> Key {
     let out = Command::new(binary("aispm-reporter").unwrap())
         .args(["keygen", "--out"])
         .arg(path)
@@ -532,11 +551,29 @@ fn keygen(path: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("public_key (base64, for a trust_root asset): "))
-        .unwrap()
-        .trim()
-        .to_owned()
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+            .trim()
+            .to_owned()
+    };
+    let key = Key {
+        pem: path.to_owned(),
+        pub_file: path.with_extension("pub"),
+        minisign: field("minisign public key (pin it): "),
+        key_id: field("key id: "),
+        base64: field("public_key (base64, for a trust_root asset): "),
+    };
+    // The .pub file is a minisign public key file of that key.
+    assert_eq!(
+        std::fs::read_to_string(&key.pub_file).unwrap(),
+        format!(
+            "untrusted comment: minisign public key {}\n{}\n",
+            key.key_id, key.minisign
+        )
+    );
+    key
 }
 
 async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
@@ -546,8 +583,8 @@ async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
         .await
         .unwrap();
     let dirs = tempfile::tempdir().unwrap();
-    let key = dirs.path().join("reporter-key.pem");
-    let public_key = keygen(&key);
+    let key = keygen(&dirs.path().join("reporter-key.pem"));
+    let public_key = key.base64.clone();
     seed(&broker.bootstrap(), &topics, "acme", Some(&public_key)).await;
     let tokens = dirs.path().join("tokens.toml");
     std::fs::write(
@@ -570,7 +607,7 @@ async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
         "--tokens-file".into(),
         tokens.display().to_string(),
         "--signing-key".into(),
-        key.display().to_string(),
+        key.pem.display().to_string(),
         "--smtp-from".into(),
         "aispm reporter <reports@aispm.example>".into(),
     ];
@@ -591,9 +628,11 @@ async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
         broker,
         topics,
         reporter,
-        _dirs: dirs,
+        dirs,
         state,
+        args,
         public_key,
+        key,
     }
 }
 
@@ -646,6 +685,47 @@ fn run_verify(path: &Path, extra: &[&str]) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Debian's `minisign -V` on `file` (the signature `-x sig`, default `<file>.minisig`).
+fn minisign_verify(file: &Path, sig: Option<&Path>, key: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("minisign");
+    cmd.arg("-Vm").arg(file).args(key);
+    if let Some(sig) = sig {
+        cmd.arg("-x").arg(sig);
+    }
+    let out = cmd
+        .output()
+        .expect("Debian's minisign (scripts/setup.sh installs it: apt-get install minisign)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `aispm-reporter verify` with its exit code.
+fn run_verify_code(path: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(binary("aispm-reporter").unwrap())
+        .arg("verify")
+        .arg(path)
+        .args(extra)
+        .env_remove("AISPM_REPORTER_PUBLIC_KEY")
+        .env_remove("AISPM_REPORTER_KEYS_FILE")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -734,9 +814,29 @@ async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_d
         "attachment hash = packet hash"
     );
     assert!(m["body"].as_str().unwrap().contains(&packet_sha));
+    // The mail names the signing key's fingerprint, and attaches the archive's signature.
+    let body = m["body"].as_str().unwrap();
+    assert!(
+        body.contains(&format!("by the aispm reporter's key {}", s.key.key_id)),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("minisign -Vm {id}.zip -P ")),
+        "{body}"
+    );
+    assert_eq!(report["minisign"]["key_id"], s.key.key_id.as_str());
+    let sig_att = &m["attachments"][1];
+    assert_eq!(sig_att["filename"], format!("{id}.zip.minisig"));
 
     // The attachment verifies: signature, every file's hash against the manifest, every byte.
     let attachment = PathBuf::from(att["path"].as_str().unwrap());
+    // With Debian's minisign, as a recipient would: the signature lies beside the archive.
+    assert_eq!(
+        PathBuf::from(sig_att["path"].as_str().unwrap()),
+        PathBuf::from(format!("{}.minisig", attachment.display()))
+    );
+    let (ok, out) = minisign_verify(&attachment, None, &["-P", &s.key.minisign]);
+    assert!(ok, "{out}");
     let (ok, out) = run_verify(
         &attachment,
         &["--public-key", &s.public_key, "--sha256", &packet_sha],
@@ -798,7 +898,8 @@ async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_d
     assert_eq!(got["delivery"]["status"], "delivered");
 
     // verify passes on the packet directory and fails on a tampered copy of either form.
-    let (ok, out) = run_verify(&dir, &[]);
+    let pin = ["--public-key", s.key.minisign.as_str()];
+    let (ok, out) = run_verify(&dir, &pin);
     assert!(ok, "{out}");
     let tampered = s.state.join("tampered");
     let status = Command::new("cp")
@@ -809,7 +910,7 @@ async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_d
         .unwrap();
     assert!(status.success());
     flip_byte(&tampered.join("report.html"), 500);
-    let (ok, out) = run_verify(&tampered, &[]);
+    let (ok, out) = run_verify(&tampered, &pin);
     assert!(!ok, "a changed byte passed verification: {out}");
     assert!(out.contains("report.html changed"), "{out}");
     let tampered_zip = s.state.join("tampered.zip");
@@ -818,18 +919,320 @@ async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_d
     for at in [40, len / 2, len - 10] {
         std::fs::copy(&attachment, &tampered_zip).unwrap();
         flip_byte(&tampered_zip, at);
-        let (ok, out) = run_verify(&tampered_zip, &[]);
+        let (ok, out) = run_verify(&tampered_zip, &pin);
         assert!(!ok, "byte {at} changed unnoticed: {out}");
     }
-    // A packet signed by another key fails when the trusted key is pinned.
-    let (ok, _) = run_verify(
-        &dir,
-        &[
-            "--public-key",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        ],
+    // A packet signed by another key than the pinned one fails.
+    let other = keygen(&s.dirs.path().join("other-key.pem"));
+    let (ok, out) = run_verify(&dir, &["--public-key", &other.minisign]);
+    assert!(!ok && out.contains("not a trusted key"), "{out}");
+}
+
+/// The files of a packet directory other than the manifest and its signatures, by their
+/// `/`-separated paths.
+fn packet_content(dir: &Path) -> Vec<PacketFile> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap()
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            if ![
+                packet::MANIFEST,
+                packet::SIGNATURE,
+                packet::MANIFEST_MINISIG,
+            ]
+            .contains(&rel.as_str())
+            {
+                out.push(PacketFile::new(&rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+async fn signing_keys_route(s: &Setup, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(format!("{}/v1/signing-keys", s.reporter.http));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packets_verify_with_minisign_and_never_against_the_key_they_carry() {
+    let s = setup(&[], None).await;
+    let (status, report) = post_report(
+        &s,
+        ACME_TOKEN,
+        "acme",
+        json!({"type": "production_readiness"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{report}");
+    let id = report["id"].as_str().unwrap().to_owned();
+    let zip = PathBuf::from(report["packet"]["zip"].as_str().unwrap());
+    let dir = PathBuf::from(report["packet"]["dir"].as_str().unwrap());
+    assert_eq!(report["minisign"]["key_id"], s.key.key_id.as_str());
+    assert_eq!(report["minisign"]["public_key"], s.key.minisign.as_str());
+
+    // The reporter publishes its key: a minisign public key file and the keys document in the
+    // packet directory, and GET /v1/signing-keys (for any valid token, never anonymously).
+    let out_dir = s.state.join("packets");
+    let published = out_dir.join("aispm-reporter.pub");
+    assert_eq!(
+        std::fs::read_to_string(&published).unwrap(),
+        std::fs::read_to_string(&s.key.pub_file).unwrap()
     );
+    let keys_json = out_dir.join("signing-keys.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&keys_json).unwrap()).unwrap();
+    assert_eq!(doc["current"], s.key.key_id.as_str());
+    assert_eq!(doc["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["keys"][0]["status"], "current");
+    assert_eq!(
+        doc["keys"][0]["minisign_public_key"],
+        s.key.minisign.as_str()
+    );
+    assert_eq!(doc["keys"][0]["ed25519_public_key"], s.key.base64.as_str());
+    assert_eq!(signing_keys_route(&s, Some(GLOBEX_TOKEN)).await, (200, doc));
+    assert_eq!(signing_keys_route(&s, None).await.0, 401);
+    assert_eq!(signing_keys_route(&s, Some("forged-token")).await.0, 401);
+
+    // Debian's minisign checks the delivered archive and the manifest with the published key.
+    let (ok, out) = minisign_verify(&zip, None, &["-p", published.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("file:{id}.zip\thashed\treport:{id}\ttenant:acme")),
+        "the trusted comment names the packet: {out}"
+    );
+    let (ok, out) = minisign_verify(&dir.join("manifest.json"), None, &["-P", &s.key.minisign]);
+    assert!(ok, "{out}");
+    let attacker = keygen(&s.dirs.path().join("attacker-key.pem"));
+    let (ok, out) = minisign_verify(&zip, None, &["-P", &attacker.minisign]);
+    assert!(!ok, "minisign accepted another key: {out}");
+
+    // The attacker repacks the packet: a changed report, every file signed with their own key,
+    // which the manifest now carries.
+    let mut files = packet_content(&dir);
+    for f in &mut files {
+        if f.path == "report.html" {
+            f.bytes = b"<html>ready_for_aispm_production: true</html>".to_vec();
+        }
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let forged = packet::write(
+        &s.dirs.path().join("forged"),
+        &packet::Meta {
+            report_id: &id,
+            tenant_id: "acme",
+            report_type: "production_readiness",
+            generated_at: manifest["generated_at"].as_str().unwrap().to_owned(),
+            key_id: "reporter-key",
+        },
+        files,
+        &Signer::load(&attacker.pem).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(forged.manifest.signer.public_key, attacker.base64);
+
+    // Without a pin, verify refuses, for the forgery and the genuine packet alike.
+    for p in [&forged.zip, &forged.dir, &zip] {
+        let (code, out) = run_verify_code(p, &[], &[]);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains("REFUSED") && out.contains("no pinned public key"),
+            "{out}"
+        );
+    }
+    let (_, out) = run_verify_code(&forged.zip, &[], &[]);
+    assert!(
+        out.contains(&format!("says it is signed by key id {}", attacker.key_id)),
+        "{out}"
+    );
+
+    // With the real key pinned (flag, file, environment or keys file), the forgery fails and
+    // the genuine packet verifies.
+    type Pin<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let pins: [Pin<'_>; 5] = [
+        (vec!["--public-key", s.key.minisign.as_str()], vec![]),
+        (vec!["--public-key", published.to_str().unwrap()], vec![]),
+        (vec!["--public-key", s.key.base64.as_str()], vec![]),
+        (
+            vec![],
+            vec![("AISPM_REPORTER_PUBLIC_KEY", s.key.minisign.as_str())],
+        ),
+        (vec!["--keys-file", keys_json.to_str().unwrap()], vec![]),
+    ];
+    for (args, envs) in &pins {
+        for p in [&forged.zip, &forged.dir] {
+            let (code, out) = run_verify_code(p, args, envs);
+            assert_eq!(code, 1, "{args:?} {envs:?}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "signed by key id {}, which is not a trusted key",
+                    attacker.key_id
+                )),
+                "{out}"
+            );
+        }
+        let (code, out) = run_verify_code(&zip, args, envs);
+        assert_eq!(code, 0, "{args:?} {envs:?}: {out}");
+        assert!(
+            out.contains(&format!("signed by pinned key {}", s.key.key_id)),
+            "{out}"
+        );
+        assert!(out.contains("archive signature"), "{out}");
+    }
+    // The forgery is otherwise well made: only the pin tells it apart.
+    let (code, out) = run_verify_code(&forged.zip, &["--public-key", &attacker.minisign], &[]);
+    assert_eq!(code, 0, "{out}");
+    let (ok, _) = minisign_verify(&forged.zip, None, &["-P", &s.key.minisign]);
     assert!(!ok);
+    // The genuine archive beside the forgery's signature: refused.
+    let swapped = s.dirs.path().join("swapped.zip");
+    std::fs::copy(&zip, &swapped).unwrap();
+    std::fs::copy(
+        forged.zip_minisig.as_ref().unwrap(),
+        s.dirs.path().join("swapped.zip.minisig"),
+    )
+    .unwrap();
+    let (code, out) = run_verify_code(&swapped, &["--public-key", &s.key.minisign], &[]);
+    assert_eq!(code, 1, "{out}");
+
+    // Keys and signatures made by minisign itself: a `minisign -G` public key file is a pin
+    // aispm reads (of another key, so the packet fails rather than being refused), and a
+    // `minisign -S` signature verifies with aispm's reader.
+    let m = s.dirs.path().join("minisign");
+    std::fs::create_dir_all(&m).unwrap();
+    let (mpub, msec) = (m.join("m.pub"), m.join("m.key"));
+    let out = Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&mpub)
+        .arg("-s")
+        .arg(&msec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, out) = run_verify_code(&zip, &["--keys-file", mpub.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a trusted key"), "{out}");
+    let copy = m.join("p.zip");
+    std::fs::copy(&zip, &copy).unwrap();
+    let out = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(&msec)
+        .arg("-m")
+        .arg(&copy)
+        .args(["-t", "signed by minisign"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = minisign::PublicKey::parse(&std::fs::read_to_string(&mpub).unwrap()).unwrap();
+    let v = minisign::verify(
+        &[key],
+        &std::fs::read(&copy).unwrap(),
+        &std::fs::read_to_string(m.join("p.zip.minisig")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v.signature.trusted_comment, "signed by minisign");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_publishes_both_keys_and_old_packets_still_verify() {
+    let mut s = setup(&[], None).await;
+    let (status, old) = post_report(&s, ACME_TOKEN, "acme", json!({"type": "cso"})).await;
+    assert_eq!(status, 201, "{old}");
+    assert_eq!(old["minisign"]["key_id"], s.key.key_id.as_str());
+    let old_zip = PathBuf::from(old["packet"]["zip"].as_str().unwrap());
+
+    // Rotate: a new current key; the old one is published as previous, from its public key
+    // file alone.
+    assert!(s.reporter.terminate(Duration::from_secs(30)).unwrap());
+    let new = keygen(&s.dirs.path().join("reporter-key-2.pem"));
+    let mut args = s.args.clone();
+    let at = args.iter().position(|a| a == "--signing-key").unwrap();
+    args[at + 1] = new.pem.display().to_string();
+    args.extend([
+        "--previous-signing-key".to_owned(),
+        s.key.pub_file.display().to_string(),
+    ]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    s.reporter = Service::start("aispm-reporter", &addr, &args, s.dirs.path()).unwrap();
+    s.reporter
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // The route and the file list both keys, the new one current.
+    let (status, doc) = signing_keys_route(&s, Some(ACME_TOKEN)).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["current"], new.key_id.as_str());
+    let listed: Vec<(&str, &str, &str)> = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["key_id"].as_str().unwrap(),
+                k["status"].as_str().unwrap(),
+                k["minisign_public_key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (new.key_id.as_str(), "current", new.minisign.as_str()),
+            (s.key.key_id.as_str(), "previous", s.key.minisign.as_str()),
+        ]
+    );
+    let out_dir = s.state.join("packets");
+    let keys_json = out_dir.join("signing-keys.json");
+    let file: Value = serde_json::from_slice(&std::fs::read(&keys_json).unwrap()).unwrap();
+    assert_eq!(file, doc);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("aispm-reporter.pub")).unwrap(),
+        std::fs::read_to_string(&new.pub_file).unwrap()
+    );
+
+    // A new packet is signed by the new key, and by it only.
+    let (status, fresh) = post_report(&s, ACME_TOKEN, "acme", json!({"type": "cso"})).await;
+    assert_eq!(status, 201, "{fresh}");
+    assert_eq!(fresh["minisign"]["key_id"], new.key_id.as_str());
+    let fresh_zip = PathBuf::from(fresh["packet"]["zip"].as_str().unwrap());
+    let (code, out) = run_verify_code(&fresh_zip, &["--public-key", &new.minisign], &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_verify_code(&fresh_zip, &["--public-key", &s.key.minisign], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(minisign_verify(&fresh_zip, None, &["-P", &new.minisign]).0);
+    assert!(!minisign_verify(&fresh_zip, None, &["-P", &s.key.minisign]).0);
+
+    // The old packet still verifies against the old pin (not the new one), with aispm and
+    // with minisign.
+    let (code, out) = run_verify_code(&old_zip, &["--public-key", &s.key.minisign], &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_verify_code(&old_zip, &["--public-key", &new.minisign], &[]);
+    assert_eq!(code, 1, "{out}");
+    let (ok, out) = minisign_verify(&old_zip, None, &["-P", &s.key.minisign]);
+    assert!(ok, "{out}");
+    // Pinning both (the published document as a keys file) verifies both packets.
+    for z in [&old_zip, &fresh_zip] {
+        let (code, out) = run_verify_code(z, &["--keys-file", keys_json.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

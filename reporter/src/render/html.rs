@@ -164,9 +164,10 @@ pub fn render(doc: &Document) -> String {
     report_path(&mut h, doc);
     let _ = write!(
         h.out,
-        "<footer>Packet {} for tenant {}. Every file of this packet is listed with its SHA-256 in manifest.json, signed with Ed25519 (manifest.sig, key id {}). Check it with <code>aispm-reporter verify &lt;packet&gt;</code>. Machine-readable: report.json; tables: tables/*.csv; findings in OCSF: ocsf/findings.ocsf.json.</footer></body></html>",
+        "<footer>Packet {} for tenant {}. Every file of this packet is listed with its SHA-256 in manifest.json, signed with minisign (manifest.json.minisig) by the reporter's key {} (trust root key id {}). Check it against the reporter key you pinned, never a key that came with the packet: <code>minisign -Vm manifest.json -P &lt;pinned key&gt;</code> and the hashes, or <code>aispm-reporter verify &lt;packet&gt; --public-key &lt;pinned key&gt;</code>. Machine-readable: report.json; tables: tables/*.csv; findings in OCSF: ocsf/findings.ocsf.json.</footer></body></html>",
         esc(&doc.report_id),
         esc(&doc.tenant_id),
+        esc(&doc.trust_roots.packet_key_fingerprint),
         esc(&doc.trust_roots.packet_key_id)
     );
     h.out

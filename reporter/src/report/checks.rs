@@ -58,6 +58,8 @@ pub struct TrustRoots {
     /// Whether the key signing this packet is registered as one of the tenant's trust roots.
     pub packet_key_registered: bool,
     pub packet_key_id: String,
+    /// The minisign key id (fingerprint) of the key signing this packet.
+    pub packet_key_fingerprint: String,
     pub statement: String,
 }
 
@@ -141,6 +143,9 @@ pub fn trust_roots(t: &TenantState, packet_public_key: &str, fallback_key_id: &s
         failing_evidence_ids: vec![],
         packet_key_registered: false,
         packet_key_id: fallback_key_id.to_owned(),
+        packet_key_fingerprint: crate::minisign::PublicKey::parse(packet_public_key)
+            .map(|k| k.key_id.to_string())
+            .unwrap_or_default(),
         statement: String::new(),
     };
     for e in t.evidence.values() {

@@ -152,6 +152,20 @@ async fn main() -> anyhow::Result<()> {
     if !ok {
         anyhow::bail!("the packet did not verify: {out}");
     }
+    let zip = report["packet"]["zip"].as_str().unwrap_or("");
+    let pin = p.public_key_file();
+    match p.minisign_verify(zip) {
+        Some((true, out)) => println!(
+            "minisign    {} (minisign -Vm {zip} -p {})",
+            out.lines().next().unwrap_or("OK"),
+            pin.display()
+        ),
+        Some((false, out)) => anyhow::bail!("minisign refused the packet: {out}"),
+        None => println!(
+            "minisign    not installed; verify with: minisign -Vm {zip} -p {}",
+            pin.display()
+        ),
+    }
     println!("mailbox     {} message(s)", p.smtp.messages().len());
 
     step(
