@@ -79,6 +79,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp (ms since the epoch), if it has one.
+    pub timestamp: Option<i64>,
 }
 
 impl Record {
@@ -104,6 +106,7 @@ impl Record {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
             headers,
+            timestamp: m.timestamp().to_millis(),
         }
     }
 }

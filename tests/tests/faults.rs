@@ -34,6 +34,7 @@ use aispm_tests::kafka::{
 use aispm_tests::load::Gen;
 use aispm_tests::process::{Service, binary};
 use rand::{Rng, SeedableRng};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -140,12 +141,15 @@ struct FeedReport {
 }
 
 /// Posts `events` generated events to `url` in JSON arrays of `batch`, at about `rate` events
-/// per second from `workers` concurrent clients. A request that gets 429, 5xx or no answer is
-/// sent again, unchanged (same event ids), until it is answered 202.
+/// per second from `workers` concurrent clients, and goes on past `events` (up to four times as
+/// many) until `hold` is cancelled, so that a fault outlasting the planned load still happens
+/// under load. A request that gets 429, 5xx or no answer is sent again, unchanged (same event
+/// ids), until it is answered 202.
 async fn http_feed(
     url: String,
     generator: Gen,
     events: usize,
+    hold: CancellationToken,
     batch: usize,
     rate: usize,
     workers: usize,
@@ -158,21 +162,24 @@ async fn http_feed(
     let report = Arc::new(Mutex::new(FeedReport::default()));
     let started = Instant::now();
     let mut handles = Vec::new();
+    let most = events * 4;
     for _ in 0..workers {
-        let (client, url, source, report) = (
+        let (client, url, source, report, hold) = (
             client.clone(),
             url.clone(),
             Arc::clone(&source),
             Arc::clone(&report),
+            hold.clone(),
         );
         handles.push(tokio::spawn(async move {
             loop {
                 let (body, ids, due) = {
                     let mut s = source.lock().unwrap();
-                    if s.1 >= events {
+                    let planned = if hold.is_cancelled() { events } else { most };
+                    if s.1 >= planned {
                         break;
                     }
-                    let n = batch.min(events - s.1);
+                    let n = batch.min(planned - s.1);
                     let due = Duration::from_secs_f64(s.1 as f64 / rate as f64);
                     s.1 += n;
                     let evs: Vec<InputEvent> = (0..n).map(|_| s.0.next_event()).collect();
@@ -373,10 +380,13 @@ async fn kill_9_ingest_under_http_load_then_every_accepted_event_is_applied_once
     ingest.wait_ready(Duration::from_secs(60)).await.unwrap();
 
     let events = env_or("AISPM_FAULT_EVENTS", 30_000);
+    let no_hold = CancellationToken::new();
+    no_hold.cancel();
     let feed = tokio::spawn(http_feed(
         format!("{}/v1/events", ingest.http),
         Gen::new(31, 30, 3000),
         events,
+        no_hold,
         100,
         1500,
         4,
@@ -883,11 +893,24 @@ async fn copy_inputs(brokers: &str, from: &Topics, to: &Topics) -> usize {
         let sends: Vec<_> = records
             .iter()
             .map(|(_, r)| {
+                // A faithful copy: key, headers (the principal) and timestamp (the clock the
+                // projector judges `occurred_at` by) as well as the payload.
+                let mut headers = OwnedHeaders::new();
+                for (k, v) in &r.headers {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    });
+                }
                 let mut rec = FutureRecord::to(dst)
                     .partition(r.partition)
-                    .payload(r.value.as_deref().unwrap());
+                    .payload(r.value.as_deref().unwrap())
+                    .headers(headers);
                 if let Some(k) = r.key.as_deref() {
                     rec = rec.key(k);
+                }
+                if let Some(t) = r.timestamp {
+                    rec = rec.timestamp(t);
                 }
                 producer.send_result(rec).map_err(|(e, _)| e).unwrap()
             })
@@ -1134,15 +1157,19 @@ async fn pipeline_survives(mut broker: Broker, fault: BrokerFault, events: usize
         s.wait_ready(Duration::from_secs(60)).await.unwrap();
     }
 
+    // The load goes on until the fault is over (see `http_feed`).
+    let hold = CancellationToken::new();
     let feed = tokio::spawn(http_feed(
         format!("{}/v1/events", ingest.http),
         Gen::new(41, 20, 2000),
         events,
+        hold.clone(),
         100,
         800,
         4,
     ));
     let injected = inject(fault, &mut broker, &topics, &feed).await;
+    hold.cancel();
     let feed = match feed.await {
         Ok(f) => f,
         Err(e) => panic!(

@@ -169,16 +169,7 @@ fn read_inputs(
         }
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m.unwrap();
-            out.push((
-                m.topic().to_owned(),
-                Record {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers: vec![],
-                },
-            ));
+            out.push((m.topic().to_owned(), Record::of(&m)));
         }
         if out.len() >= expect && quiet_until.is_none() {
             quiet_until = Some(Instant::now() + Duration::from_secs(3));
