@@ -50,7 +50,9 @@ fn path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
         last_decision_id: Some(format!("d-{kind}-{decisions}")),
         last_real_decision_id: None,
         shadow_ai: false,
-    })
+        environments: vec![],
+    }
+.only_in(Environment::Production))
 }
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
@@ -65,6 +67,7 @@ fn evidence(id: &str, at: Timestamp) -> ViewRow {
         recorded_at: at,
         synthetic: false,
         action_kind: Some("command".into()),
+        environment: Some(Environment::Production),
     })
 }
 
@@ -78,6 +81,7 @@ fn validation(kind: &str) -> ViewRow {
         validated_at: Timestamp::now(),
         event_id: format!("r-{kind}"),
         detail: None,
+        environment: Some(Environment::Production),
     })
 }
 
@@ -113,7 +117,9 @@ fn control(id: &str, state: ControlState) -> ViewRow {
         framework_mappings: vec![],
         decision_ids: (0..10).map(|i| format!("d-{id}-{i}")).collect(),
         last_decision_at: None,
-    })
+        environments: vec![],
+    }
+.only_in(Environment::Production))
 }
 
 fn finding(id: &str, severity: Risk, due: Timestamp) -> ViewRow {

@@ -13,7 +13,7 @@ use aispm_gatekeeper::state::TenantState;
 use aispm_schemas::views::{
     EvidenceRow, FindingRow, FindingStatus, SignatureState, ViewName, ViewRow,
 };
-use aispm_schemas::{Risk, Timestamp};
+use aispm_schemas::{Environment, Risk, Timestamp};
 
 const TENANTS: usize = 10;
 const T0: i64 = 1_800_000_000_000;
@@ -59,6 +59,7 @@ fn evidence(id: &str, event_id: &str, at: i64) -> ViewRow {
         recorded_at: Timestamp(at),
         synthetic: false,
         action_kind: Some("command".into()),
+        environment: Some(Environment::Production),
     })
 }
 

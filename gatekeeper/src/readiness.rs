@@ -244,10 +244,10 @@ impl Engine {
             }
         };
         t.partition = partition;
-        let (rows, untracked) = (t.state.row_counts(), t.state.evidence.untracked());
+        let (rows, untracked) = (t.state.row_counts(), t.state.evidence_untracked());
         let changed = t.state.apply(view, key, row)?;
         count_rows(&self.metrics, &rows, &t.state.row_counts());
-        let untracked = t.state.evidence.untracked() - untracked;
+        let untracked = t.state.evidence_untracked() - untracked;
         if untracked > 0 {
             self.metrics
                 .evidence_untracked
@@ -659,8 +659,8 @@ mod tests {
     use super::*;
     use crate::rules::tests::{evidence, finding, ready_state};
     use aispm_runtime::metrics::Metrics;
-    use aispm_schemas::views::SignatureState;
-    use aispm_schemas::{BlockerKind, Risk};
+    use aispm_schemas::views::{SignatureState, ValidationRow};
+    use aispm_schemas::{BlockerKind, Environment, Risk};
 
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -672,7 +672,7 @@ mod tests {
 
     fn seed_ready(e: &mut Engine, tenant: &str) {
         let s = ready_state(NOW);
-        for (k, r) in &s.action_paths {
+        for (k, r) in &s.stage(Stage::Production).action_paths {
             e.apply(
                 tenant,
                 0,
@@ -683,13 +683,32 @@ mod tests {
             )
             .unwrap();
         }
-        for (k, r) in &s.validations {
+        // Validations and evidence belong to one environment each: one row per environment.
+        for stage in Stage::ALL {
+            let env = Environment::of(*stage);
+            for (k, r) in &s.stage(*stage).validations {
+                let row = ValidationRow {
+                    environment: Some(env),
+                    ..r.clone()
+                };
+                e.apply(
+                    tenant,
+                    0,
+                    ViewName::Validations,
+                    &format!("{k}/{env}"),
+                    Some(ViewRow::Validation(row)),
+                    Some(1),
+                )
+                .unwrap();
+            }
+            let mut ev = evidence("ev-1", NOW, false, SignatureState::Verified);
+            ev.environment = Some(env);
             e.apply(
                 tenant,
                 0,
-                ViewName::Validations,
-                k,
-                Some(ViewRow::Validation(r.clone())),
+                ViewName::Evidence,
+                &format!("ev-1/{env}"),
+                Some(ViewRow::Evidence(ev)),
                 Some(1),
             )
             .unwrap();
@@ -705,7 +724,7 @@ mod tests {
             )
             .unwrap();
         }
-        for (k, r) in &s.controls {
+        for (k, r) in &s.stage(Stage::Production).controls {
             e.apply(
                 tenant,
                 0,
@@ -716,16 +735,6 @@ mod tests {
             )
             .unwrap();
         }
-        let ev = evidence("ev-1", NOW, false, SignatureState::Verified);
-        e.apply(
-            tenant,
-            0,
-            ViewName::Evidence,
-            "ev-1",
-            Some(ViewRow::Evidence(ev)),
-            Some(1),
-        )
-        .unwrap();
     }
 
     fn blockers(changes: &[Change]) -> Vec<(String, bool)> {

@@ -11,10 +11,10 @@
 //! call into [`aispm_schemas::clock`], which the reporter and the projector's API use too.
 
 use crate::config::StageBlockers;
-use crate::state::{Finding, Newest, TenantState};
+use crate::state::{Finding, Newest, StageFacts, TenantState};
 use aispm_schemas::clock::{self, Windows};
 use aispm_schemas::views::{ControlState, ExceptionKind};
-use aispm_schemas::{BlockerKind, Risk, Stage, Timestamp};
+use aispm_schemas::{BlockerKind, Environment, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -147,8 +147,33 @@ fn window(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// One stage-independent rule.
-type Rule = fn(&TenantState, &Policy, &mut Out);
+/// A rule over tenant-wide facts (findings, exceptions, break-glass, deliveries): the same
+/// answer for every stage it applies to.
+type SharedRule = fn(&TenantState, &Policy, &mut Out);
+
+/// A rule over one stage's own facts (its environment's coverage, controls, evidence and
+/// validations): evaluated once per stage it applies to.
+type StagedRule = fn(&StageFacts, &Policy, Stage, &mut Out);
+
+/// Rules over tenant-wide facts. Findings, exceptions and break-glass events are read in every
+/// environment: an open critical finding blocks production wherever it was raised (fail closed).
+const SHARED_RULES: [(BlockerKind, SharedRule); 5] = [
+    (BlockerKind::ReportDeliveryUnverified, report_delivery),
+    (BlockerKind::CriticalFindingUnowned, critical_unowned),
+    (BlockerKind::FindingOverdue, finding_overdue),
+    (BlockerKind::ExceptionExpired, exception_expired),
+    (BlockerKind::BreakGlassUnreviewed, break_glass),
+];
+
+/// Rules over the facts of the stage's own environment: trial traffic, trial validations and
+/// trial evidence never make pilot or production ready.
+const STAGED_RULES: [(BlockerKind, StagedRule); 5] = [
+    (BlockerKind::MissingLiveConnectorEvidence, live_connector),
+    (BlockerKind::TenantIsolationNotProven, tenant_isolation),
+    (BlockerKind::RuntimeWorkflowSyntheticOnly, synthetic_only),
+    (BlockerKind::ControlMissing, control_missing),
+    (BlockerKind::EvidenceStale, evidence_stale),
+];
 
 /// Evaluates every rule for `state` at `now`.
 pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluation {
@@ -157,18 +182,7 @@ pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluat
         drafts: Vec::new(),
         next: None,
     };
-    let rules: [(BlockerKind, Rule); 9] = [
-        (BlockerKind::MissingLiveConnectorEvidence, live_connector),
-        (BlockerKind::TenantIsolationNotProven, tenant_isolation),
-        (BlockerKind::ReportDeliveryUnverified, report_delivery),
-        (BlockerKind::RuntimeWorkflowSyntheticOnly, synthetic_only),
-        (BlockerKind::CriticalFindingUnowned, critical_unowned),
-        (BlockerKind::FindingOverdue, finding_overdue),
-        (BlockerKind::ExceptionExpired, exception_expired),
-        (BlockerKind::ControlMissing, control_missing),
-        (BlockerKind::BreakGlassUnreviewed, break_glass),
-    ];
-    for (kind, rule) in rules {
+    for (kind, rule) in SHARED_RULES {
         if policy.any_stage(kind) {
             rule(state, policy, &mut shared);
         }
@@ -176,29 +190,26 @@ pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluat
     let mut eval = Evaluation::default();
     let mut next = shared.next;
     for stage in Stage::ALL {
-        let mut drafts: Vec<Draft> = shared
-            .drafts
-            .iter()
-            .filter(|d| policy.applies(*stage, d.kind))
-            .cloned()
-            .collect();
-        if policy.applies(*stage, BlockerKind::EvidenceStale) {
-            let mut out = Out {
-                now,
-                drafts: Vec::new(),
-                next: None,
-            };
-            evidence_stale(
-                state,
-                policy.windows.evidence_freshness(*stage),
-                *stage,
-                &mut out,
-            );
-            drafts.append(&mut out.drafts);
-            if let Some(t) = out.next {
-                next = Some(next.map_or(t, |n| n.min(t)));
+        let mut out = Out {
+            now,
+            drafts: shared
+                .drafts
+                .iter()
+                .filter(|d| policy.applies(*stage, d.kind))
+                .cloned()
+                .collect(),
+            next: None,
+        };
+        let facts = state.stage(*stage);
+        for (kind, rule) in STAGED_RULES {
+            if policy.applies(*stage, kind) {
+                rule(facts, policy, *stage, &mut out);
             }
         }
+        if let Some(t) = out.next {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        let mut drafts = out.drafts;
         drafts.sort_by(|a, b| a.id.cmp(&b.id));
         eval.stages[stage_index(*stage)] = drafts;
     }
@@ -210,8 +221,9 @@ const CONNECTOR_FIX: &str = "Connect a live system and run its connector_live va
 
 /// `missing_live_connector_evidence`: no passing `connector_live` validation with evidence, or
 /// the latest validation of a connector failed (one blocker per failing connector).
-fn live_connector(state: &TenantState, _: &Policy, out: &mut Out) {
-    let rows: Vec<_> = state
+fn live_connector(facts: &StageFacts, _: &Policy, stage: Stage, out: &mut Out) {
+    let env = Environment::of(stage);
+    let rows: Vec<_> = facts
         .validations
         .values()
         .filter(|v| v.check_kind == "connector_live")
@@ -229,7 +241,7 @@ fn live_connector(state: &TenantState, _: &Policy, out: &mut Out) {
             BlockerKind::MissingLiveConnectorEvidence,
             Some(subject),
             format!(
-                "The latest live-connector validation of {subject} failed at {}{detail}.",
+                "The latest live-connector validation of {subject} in the {env} environment failed at {}{detail}.",
                 v.validated_at
             ),
             CONNECTOR_FIX,
@@ -245,9 +257,13 @@ fn live_connector(state: &TenantState, _: &Policy, out: &mut Out) {
         .any(|v| v.result == "pass" && v.evidence_id.is_some());
     if !passing && failing == 0 {
         let meaning = if rows.is_empty() {
-            "No connector_live validation has been recorded: nothing shows the tenant's connectors reach live systems.".to_owned()
+            format!(
+                "No connector_live validation has been recorded in the {env} environment: nothing shows the tenant's connectors reach live systems."
+            )
         } else {
-            "Live-connector validations passed without evidence: nothing proves the tenant's connectors reach live systems.".to_owned()
+            format!(
+                "Live-connector validations in the {env} environment passed without evidence: nothing proves the tenant's connectors reach live systems."
+            )
         };
         out.raise(
             BlockerKind::MissingLiveConnectorEvidence,
@@ -263,9 +279,10 @@ const ISOLATION_FIX: &str = "Run the tenant_isolation validation (cross-tenant r
 
 /// `tenant_isolation_not_proven`: no passing `tenant_isolation` validation within the freshness
 /// window, or the latest validation of some subject failed.
-fn tenant_isolation(state: &TenantState, policy: &Policy, out: &mut Out) {
+fn tenant_isolation(facts: &StageFacts, policy: &Policy, stage: Stage, out: &mut Out) {
+    let env = Environment::of(stage);
     let window_len = policy.windows.tenant_isolation_freshness;
-    let rows: Vec<_> = state
+    let rows: Vec<_> = facts
         .validations
         .values()
         .filter(|v| v.check_kind == "tenant_isolation")
@@ -278,7 +295,7 @@ fn tenant_isolation(state: &TenantState, policy: &Policy, out: &mut Out) {
             BlockerKind::TenantIsolationNotProven,
             Some(subject),
             format!(
-                "The latest tenant-isolation validation of {subject} failed at {}.",
+                "The latest tenant-isolation validation of {subject} in the {env} environment failed at {}.",
                 v.validated_at
             ),
             ISOLATION_FIX,
@@ -304,14 +321,20 @@ fn tenant_isolation(state: &TenantState, policy: &Policy, out: &mut Out) {
         let (meaning, evidence) = match newest_pass {
             Some(v) => (
                 format!(
-                    "The newest passing tenant-isolation validation ({}) is older than the {} freshness window.",
+                    "The newest passing tenant-isolation validation in the {env} environment ({}) is older than the {} freshness window.",
                     v.validated_at,
                     window(window_len)
                 ),
-                v.evidence_id.iter().cloned().chain([v.event_id.clone()]).collect(),
+                v.evidence_id
+                    .iter()
+                    .cloned()
+                    .chain([v.event_id.clone()])
+                    .collect(),
             ),
             None => (
-                "No tenant-isolation validation has passed: nothing proves one tenant cannot read another's data.".to_owned(),
+                format!(
+                    "No tenant-isolation validation has passed in the {env} environment: nothing proves one tenant cannot read another's data."
+                ),
                 vec![],
             ),
         };
@@ -357,20 +380,21 @@ fn report_delivery(state: &TenantState, _: &Policy, out: &mut Out) {
 
 /// `runtime_workflow_synthetic_only`, per governed path: the path has no decision, or only
 /// synthetic (fixture) decisions.
-fn synthetic_only(state: &TenantState, _: &Policy, out: &mut Out) {
+fn synthetic_only(facts: &StageFacts, _: &Policy, stage: Stage, out: &mut Out) {
+    let env = Environment::of(stage);
     for path in GOVERNED_PATHS {
-        let row = state.action_paths.get(path);
+        let row = facts.action_paths.get(path);
         let (meaning, evidence) = match row {
             Some(r) if r.decisions > r.synthetic_decisions => continue,
             Some(r) if r.decisions > 0 => (
                 format!(
-                    "Every decision on the {path} path so far is synthetic (fixtures): no real workload has exercised its runtime governance."
+                    "Every decision on the {path} path in the {env} environment so far is synthetic (fixtures): no real workload has exercised its runtime governance."
                 ),
                 r.last_decision_id.iter().cloned().collect(),
             ),
             _ => (
                 format!(
-                    "No decision has been recorded on the {path} path: its runtime governance has never been exercised."
+                    "No decision has been recorded on the {path} path in the {env} environment: its runtime governance has never been exercised."
                 ),
                 vec![],
             ),
@@ -519,8 +543,9 @@ fn exception_expired(state: &TenantState, _: &Policy, out: &mut Out) {
 /// `control_missing`: high-risk decisions on a path no enforced control covers: a control that
 /// only logs (shadowed), one registered but never enforcing, decisions no control covered
 /// (`(none):{kind}` rows), or a retired/quarantined control still deciding (blocked).
-fn control_missing(state: &TenantState, _: &Policy, out: &mut Out) {
-    for (key, c) in &state.controls {
+fn control_missing(facts: &StageFacts, _: &Policy, stage: Stage, out: &mut Out) {
+    let env = Environment::of(stage);
+    for (key, c) in &facts.controls {
         if c.state == ControlState::Enforced || c.high_risk_decisions <= 0 {
             continue;
         }
@@ -532,16 +557,18 @@ fn control_missing(state: &TenantState, _: &Policy, out: &mut Out) {
         let id = &c.control_id;
         let meaning = match c.state {
             ControlState::Missing if key.starts_with("(none):") => {
-                format!("High-risk {kinds} actions were decided with no control covering them.")
+                format!(
+                    "High-risk {kinds} actions were decided in the {env} environment with no control covering them."
+                )
             }
             ControlState::Missing => format!(
-                "Control {id} is registered but has never enforced a decision, while high-risk {kinds} actions occur."
+                "Control {id} is registered but has never enforced a decision, while high-risk {kinds} actions occur in the {env} environment."
             ),
             ControlState::Shadowed => format!(
-                "Control {id} runs in shadow mode (log only) on the high-risk {kinds} path: high-risk actions are not enforced."
+                "Control {id} runs in shadow mode (log only) on the high-risk {kinds} path in the {env} environment: high-risk actions are not enforced."
             ),
             ControlState::Blocked => format!(
-                "Control {id} is retired or quarantined yet still decides high-risk {kinds} actions."
+                "Control {id} is retired or quarantined yet still decides high-risk {kinds} actions in the {env} environment."
             ),
             ControlState::Enforced => continue,
         };
@@ -592,20 +619,22 @@ fn break_glass(state: &TenantState, policy: &Policy, out: &mut Out) {
 /// `evidence_stale`: the newest real evidence is older than the stage's freshness window, or
 /// there is none, or it is unknown (the tracked evidence was all removed or invalidated after
 /// older rows were left untracked; see [`crate::state::EvidenceIndex`]): that fails closed.
-fn evidence_stale(state: &TenantState, freshness: Duration, stage: Stage, out: &mut Out) {
+fn evidence_stale(facts: &StageFacts, policy: &Policy, stage: Stage, out: &mut Out) {
+    let freshness = policy.windows.evidence_freshness(stage);
+    let env = Environment::of(stage);
     let fix = "Make sure governed agents keep producing decisions with evidence (evidence id, SHA-256, URI, signature); stale evidence usually means a gateway stopped reporting.";
-    match state.evidence.newest() {
+    match facts.evidence.newest() {
         Newest::None => out.raise(
             BlockerKind::EvidenceStale,
             None,
-            "No real evidence has been recorded (synthetic and invalidly signed evidence does not count).".to_owned(),
+            format!("No real evidence has been recorded in the {env} environment (synthetic and invalidly signed evidence does not count)."),
             fix,
             vec![],
         ),
         Newest::Unknown => out.raise(
             BlockerKind::EvidenceStale,
             None,
-            "The newest evidence is unknown: every evidence row tracked for freshness was removed or invalidated, and older rows were not tracked; it is treated as stale until newer evidence arrives.".to_owned(),
+            format!("The newest {env} evidence is unknown: every evidence row tracked for freshness was removed or invalidated, and older rows were not tracked; it is treated as stale until newer evidence arrives."),
             fix,
             vec![],
         ),
@@ -616,7 +645,7 @@ fn evidence_stale(state: &TenantState, freshness: Duration, stage: Stage, out: &
                     BlockerKind::EvidenceStale,
                     None,
                     format!(
-                        "The newest evidence ({id}, recorded {recorded}) is older than the {stage} freshness window of {}.",
+                        "The newest {env} evidence ({id}, recorded {recorded}) is older than the {stage} freshness window of {}.",
                         window(freshness)
                     ),
                     fix,
@@ -705,10 +734,11 @@ pub(crate) mod tests {
             recorded_at: at,
             synthetic,
             action_kind: Some("file".into()),
+            environment: Some(Environment::Production),
         }
     }
 
-    fn validation(kind: &str, subject: Option<&str>, result: &str, at: Timestamp) -> ValidationRow {
+    pub(crate) fn validation(kind: &str, subject: Option<&str>, result: &str, at: Timestamp) -> ValidationRow {
         ValidationRow {
             asserted_by: None,
             check_kind: kind.to_owned(),
@@ -718,6 +748,7 @@ pub(crate) mod tests {
             validated_at: at,
             event_id: format!("r-{kind}-{}", subject.unwrap_or("-")),
             detail: None,
+            environment: Some(Environment::Production),
         }
     }
 
@@ -737,10 +768,21 @@ pub(crate) mod tests {
             last_decision_id: Some(format!("d-{kind}")),
             last_real_decision_id: None,
             shadow_ai: false,
+            environments: Stage::ALL
+                .iter()
+                .map(|s| EnvironmentActivity {
+                    environment: Environment::of(*s),
+                    decisions,
+                    synthetic_decisions: synthetic,
+                    last_seen: Some(Timestamp(0)),
+                    last_decision_id: Some(format!("d-{kind}")),
+                    last_real_decision_id: None,
+                })
+                .collect(),
         }
     }
 
-    fn control(id: &str, state: ControlState, high_risk: i64) -> ControlRow {
+    pub(crate) fn control(id: &str, state: ControlState, high_risk: i64) -> ControlRow {
         ControlRow {
             asserted_by: None,
             control_id: id.to_owned(),
@@ -753,6 +795,18 @@ pub(crate) mod tests {
             framework_mappings: vec![],
             decision_ids: vec!["d1".into(), "d2".into()],
             last_decision_at: Some(Timestamp(0)),
+            environments: Stage::ALL
+                .iter()
+                .map(|s| ControlActivity {
+                    environment: Environment::of(*s),
+                    state,
+                    enforced_decisions: 0,
+                    shadow_decisions: 1,
+                    high_risk_decisions: high_risk,
+                    decision_ids: vec!["d1".into(), "d2".into()],
+                    last_decision_at: Some(Timestamp(0)),
+                })
+                .collect(),
         }
     }
 
@@ -775,25 +829,39 @@ pub(crate) mod tests {
         }
     }
 
+    /// Sets the same facts in every environment (a test's tenant is uniform unless it says
+    /// otherwise).
+    pub(crate) fn everywhere(s: &mut TenantState, set: impl Fn(&mut StageFacts)) {
+        s.stages.iter_mut().for_each(set);
+    }
+
     /// A tenant with nothing in the way of production.
     pub(crate) fn ready_state(now: Timestamp) -> TenantState {
         let mut s = TenantState::default();
         for p in GOVERNED_PATHS {
-            s.action_paths.insert(p.into(), path(p, 10, 2));
+            everywhere(&mut s, |f| {
+                f.action_paths.insert(p.into(), path(p, 10, 2));
+            });
         }
-        s.validations.insert(
-            "connector_live/jira".into(),
-            validation("connector_live", Some("jira"), "pass", now),
-        );
-        s.validations.insert(
-            "tenant_isolation/-".into(),
-            validation("tenant_isolation", None, "pass", now),
-        );
+        everywhere(&mut s, |f| {
+            f.validations.insert(
+                "connector_live/jira".into(),
+                validation("connector_live", Some("jira"), "pass", now),
+            );
+        });
+        everywhere(&mut s, |f| {
+            f.validations.insert(
+                "tenant_isolation/-".into(),
+                validation("tenant_isolation", None, "pass", now),
+            );
+        });
         s.deliveries
             .insert("rep-1".into(), delivery("delivered", true, Some("<m@x>")));
-        s.evidence.upsert("ev-1", now);
-        s.controls
-            .insert("ctl-1".into(), control("ctl-1", ControlState::Enforced, 5));
+        everywhere(&mut s, |f| f.evidence.upsert("ev-1", now));
+        everywhere(&mut s, |f| {
+            f.controls
+                .insert("ctl-1".into(), control("ctl-1", ControlState::Enforced, 5));
+        });
         s
     }
 
@@ -846,16 +914,21 @@ pub(crate) mod tests {
         let mut s = ready_state(NOW);
         let mut v = validation("connector_live", Some("jira"), "pass", NOW);
         v.evidence_id = None;
-        s.validations.insert("connector_live/jira".into(), v);
+        everywhere(&mut s, |f| {
+            f.validations
+                .insert("connector_live/jira".into(), v.clone());
+        });
         let d = production(&s, NOW);
         assert_eq!(ids(&d), ["missing_live_connector_evidence"]);
         assert!(d[0].meaning.contains("without evidence"));
         assert_eq!(d[0].evidence, ["r-connector_live-jira"]);
 
-        s.validations.insert(
-            "connector_live/slack".into(),
-            validation("connector_live", Some("slack"), "fail", NOW),
-        );
+        everywhere(&mut s, |f| {
+            f.validations.insert(
+                "connector_live/slack".into(),
+                validation("connector_live", Some("slack"), "fail", NOW),
+            );
+        });
         let d = production(&s, NOW);
         assert_eq!(ids(&d), ["missing_live_connector_evidence/slack"]);
         assert_eq!(d[0].subject.as_deref(), Some("slack"));
@@ -887,10 +960,12 @@ pub(crate) mod tests {
         );
 
         let mut s = ready_state(NOW);
-        s.validations.insert(
-            "tenant_isolation/eu".into(),
-            validation("tenant_isolation", Some("eu"), "fail", NOW),
-        );
+        everywhere(&mut s, |f| {
+            f.validations.insert(
+                "tenant_isolation/eu".into(),
+                validation("tenant_isolation", Some("eu"), "fail", NOW),
+            );
+        });
         assert_eq!(
             ids(&production(&s, NOW)),
             ["tenant_isolation_not_proven/eu"]
@@ -924,10 +999,16 @@ pub(crate) mod tests {
     #[test]
     fn synthetic_only_is_per_path() {
         let mut s = ready_state(NOW);
-        s.action_paths.insert("git".into(), path("git", 4, 4));
-        s.action_paths.remove("mcp");
+        everywhere(&mut s, |f| {
+            f.action_paths.insert("git".into(), path("git", 4, 4));
+        });
+        everywhere(&mut s, |f| {
+            f.action_paths.remove("mcp");
+        });
         // Other paths (model, network) do not count.
-        s.action_paths.insert("model".into(), path("model", 4, 4));
+        everywhere(&mut s, |f| {
+            f.action_paths.insert("model".into(), path("model", 4, 4));
+        });
         let d = production(&s, NOW);
         assert_eq!(
             ids(&d),
@@ -1034,16 +1115,24 @@ pub(crate) mod tests {
     #[test]
     fn high_risk_paths_need_an_enforced_control() {
         let mut s = ready_state(NOW);
-        s.controls
-            .insert("ctl-2".into(), control("ctl-2", ControlState::Shadowed, 3));
-        s.controls
-            .insert("ctl-3".into(), control("ctl-3", ControlState::Shadowed, 0));
-        s.controls.insert(
-            "(none):git".into(),
-            control("(none):git", ControlState::Missing, 1),
-        );
-        s.controls
-            .insert("ctl-4".into(), control("ctl-4", ControlState::Blocked, 1));
+        everywhere(&mut s, |f| {
+            f.controls
+                .insert("ctl-2".into(), control("ctl-2", ControlState::Shadowed, 3));
+        });
+        everywhere(&mut s, |f| {
+            f.controls
+                .insert("ctl-3".into(), control("ctl-3", ControlState::Shadowed, 0));
+        });
+        everywhere(&mut s, |f| {
+            f.controls.insert(
+                "(none):git".into(),
+                control("(none):git", ControlState::Missing, 1),
+            );
+        });
+        everywhere(&mut s, |f| {
+            f.controls
+                .insert("ctl-4".into(), control("ctl-4", ControlState::Blocked, 1));
+        });
         let d = production(&s, NOW);
         assert_eq!(
             ids(&d),
@@ -1077,6 +1166,53 @@ pub(crate) mod tests {
         assert!(e.stages[0].is_empty());
         assert_eq!(e.stages[2][0].evidence, ["bg1", "d-bg1", "ev-bg1"]);
         assert!(e.stages[2][0].meaning.contains("by alice"));
+    }
+
+    #[test]
+    fn a_stage_reads_only_its_own_environment() {
+        // Everything production needs, but only in trial: trial is ready, production is not.
+        let ready = ready_state(NOW);
+        let mut s = ready.clone();
+        s.stages[1] = StageFacts::default();
+        s.stages[2] = StageFacts::default();
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert!(e.stages[0].is_empty(), "{:?}", e.stages[0]);
+        assert_eq!(
+            ids(&e.stages[2]),
+            [
+                "evidence_stale",
+                "missing_live_connector_evidence",
+                "runtime_workflow_synthetic_only/command",
+                "runtime_workflow_synthetic_only/file",
+                "runtime_workflow_synthetic_only/git",
+                "runtime_workflow_synthetic_only/mcp",
+                "tenant_isolation_not_proven",
+            ]
+        );
+        for d in &e.stages[2] {
+            assert!(d.meaning.contains("production environment"), "{d:?}");
+        }
+        // Production's own facts make it ready, whatever trial lacks.
+        let mut s = ready.clone();
+        s.stages[0] = StageFacts::default();
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert!(e.stages[2].is_empty(), "{:?}", e.stages[2]);
+        assert!(!e.stages[0].is_empty());
+        // A shadowed high-risk control in production blocks production only.
+        let mut s = ready.clone();
+        s.stages[2].controls.insert(
+            "ctl-9".into(),
+            control("ctl-9", ControlState::Shadowed, 2),
+        );
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert_eq!(ids(&e.stages[2]), ["control_missing/ctl-9"]);
+        assert!(e.stages[1].is_empty());
+        // Tenant-wide facts block every stage they apply to, wherever they were raised.
+        let mut s = ready;
+        s.open_findings.upsert("c1", &finding("c1", Risk::Critical, None, None));
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert_eq!(ids(&e.stages[1]), ["critical_finding_unowned/c1"]);
+        assert_eq!(ids(&e.stages[2]), ["critical_finding_unowned/c1"]);
     }
 
     #[test]

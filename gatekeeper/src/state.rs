@@ -7,9 +7,10 @@
 //!   which is all the `exception_expired` rule asks of it (see [`OpenFindings`]);
 //! - exceptions that can still block (unrevoked with an expiry and a finding; break-glass not
 //!   yet reviewed);
-//! - evidence: the newest `K` real evidence rows per tenant, enough to know the newest one
-//!   (see [`EvidenceIndex`]);
-//! - controls, action-path coverage, the latest validation per check and delivery per report.
+//! - per stage ([`StageFacts`]), only what the stage's own environment shows: action-path
+//!   coverage, controls, the latest validation per check, and the newest `K` real evidence rows,
+//!   enough to know the newest one (see [`EvidenceIndex`]);
+//! - the latest delivery per report, for every stage.
 
 use crate::rules::MAX_EVIDENCE_IDS;
 use aispm_schemas::clock::{self, FindingTimes};
@@ -17,7 +18,7 @@ use aispm_schemas::views::{
     ControlRow, CoverageKind, CoverageRow, DeliveryRow, ExceptionKind, ExceptionRow, FindingRow,
     FindingStatus, ValidationRow, ViewName, ViewRow,
 };
-use aispm_schemas::{Risk, Timestamp};
+use aispm_schemas::{Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
@@ -29,22 +30,76 @@ pub const DEFAULT_TRACKED_EVIDENCE: NonZeroUsize = NonZeroUsize::new(256).expect
 /// The state of one tenant, as the blocker rules see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TenantState {
-    /// Coverage rows of kind `action_path`, by action kind (`file`, `command`, …; the row key
-    /// is `action_path/{kind}`).
-    pub action_paths: BTreeMap<String, CoverageRow>,
-    /// Control rows by row key (`{control_id}` or `(none):{action_kind}`).
-    pub controls: BTreeMap<String, ControlRow>,
     /// Open findings, by finding id; closed ones are dropped.
     pub open_findings: OpenFindings,
     /// Exceptions that can still block: unrevoked exceptions with an expiry and a finding, and
     /// break-glass events not yet reviewed.
     pub exceptions: BTreeMap<String, ExceptionRow>,
-    /// Real evidence (not synthetic, signature not invalid): the newest rows, by recording time.
-    pub evidence: EvidenceIndex,
-    /// Latest validation per `{check_kind}/{subject}`.
-    pub validations: BTreeMap<String, ValidationRow>,
     /// Latest delivery per report id.
     pub deliveries: BTreeMap<String, DeliveryRow>,
+    /// The facts each stage reads of its own environment (trial, pilot, production): every
+    /// coverage, control, evidence and validation row as [`ViewRow::for_stage`] restricts it.
+    pub stages: [StageFacts; 3],
+}
+
+/// What one stage reads of its own environment's facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageFacts {
+    /// Coverage rows of kind `action_path`, by action kind (`file`, `command`, …; the row key
+    /// is `action_path/{kind}`).
+    pub action_paths: BTreeMap<String, CoverageRow>,
+    /// Control rows by row key (`{control_id}` or `(none):{action_kind}`).
+    pub controls: BTreeMap<String, ControlRow>,
+    /// Real evidence (not synthetic, signature not invalid): the newest rows, by recording time.
+    pub evidence: EvidenceIndex,
+    /// Latest validation per row key (`{check_kind}/{environment}/{subject}`).
+    pub validations: BTreeMap<String, ValidationRow>,
+}
+
+impl StageFacts {
+    fn new(tracked_evidence: NonZeroUsize) -> Self {
+        StageFacts {
+            evidence: EvidenceIndex::new(tracked_evidence),
+            ..StageFacts::default()
+        }
+    }
+
+    /// Applies a row already restricted to this stage (`None`: none of it counts here).
+    fn apply(&mut self, view: ViewName, key: &str, row: Option<ViewRow>) -> bool {
+        match (view, row) {
+            (ViewName::Coverage, Some(ViewRow::Coverage(r))) => {
+                if r.kind == CoverageKind::ActionPath {
+                    let path = key.strip_prefix(ACTION_PATH).unwrap_or(&r.id).to_owned();
+                    replace(&mut self.action_paths, &path, Some(r))
+                } else {
+                    false
+                }
+            }
+            (ViewName::Coverage, _) => match key.strip_prefix(ACTION_PATH) {
+                Some(path) => replace(&mut self.action_paths, path, None),
+                None => false,
+            },
+            (ViewName::Controls, Some(ViewRow::Control(r))) => {
+                replace(&mut self.controls, key, Some(r))
+            }
+            (ViewName::Controls, _) => replace(&mut self.controls, key, None),
+            (ViewName::Evidence, row) => {
+                let before = self.evidence.newest().owned();
+                match row {
+                    Some(ViewRow::Evidence(r)) if clock::evidence_counts(&r) => {
+                        self.evidence.upsert(key, r.recorded_at);
+                    }
+                    _ => self.evidence.remove(key),
+                }
+                before != self.evidence.newest().owned()
+            }
+            (ViewName::Validations, Some(ViewRow::Validation(r))) => {
+                replace(&mut self.validations, key, Some(r))
+            }
+            (ViewName::Validations, _) => replace(&mut self.validations, key, None),
+            _ => false,
+        }
+    }
 }
 
 /// Row-key prefix of action-path coverage rows.
@@ -409,24 +464,35 @@ pub struct WrongRow {
 pub type RowCounts = [(&'static str, usize); 8];
 
 impl TenantState {
-    /// An empty state tracking at most `tracked_evidence` evidence rows.
+    /// An empty state tracking at most `tracked_evidence` evidence rows per stage.
     pub fn new(tracked_evidence: NonZeroUsize) -> Self {
         TenantState {
-            evidence: EvidenceIndex::new(tracked_evidence),
+            stages: std::array::from_fn(|_| StageFacts::new(tracked_evidence)),
             ..TenantState::default()
         }
     }
 
-    /// Rows held, by kind.
+    /// The facts `stage` reads.
+    pub fn stage(&self, stage: Stage) -> &StageFacts {
+        &self.stages[crate::rules::stage_index(stage)]
+    }
+
+    /// Evidence upserts left untracked so far, over every stage.
+    pub fn evidence_untracked(&self) -> u64 {
+        self.stages.iter().map(|f| f.evidence.untracked()).sum()
+    }
+
+    /// Rows held, by kind (a row held for several stages counts once per stage).
     pub fn row_counts(&self) -> RowCounts {
+        let sum = |f: fn(&StageFacts) -> usize| self.stages.iter().map(f).sum::<usize>();
         [
-            ("action_paths", self.action_paths.len()),
-            ("controls", self.controls.len()),
+            ("action_paths", sum(|f| f.action_paths.len())),
+            ("controls", sum(|f| f.controls.len())),
             ("findings", self.open_findings.len()),
             ("finding_fingerprints", self.open_findings.fingerprints()),
             ("exceptions", self.exceptions.len()),
-            ("evidence", self.evidence.len()),
-            ("validations", self.validations.len()),
+            ("evidence", sum(|f| f.evidence.len())),
+            ("validations", sum(|f| f.validations.len())),
             ("deliveries", self.deliveries.len()),
         ]
     }
@@ -448,22 +514,21 @@ impl TenantState {
             });
         }
         Ok(match (view, row) {
-            (ViewName::Coverage, Some(ViewRow::Coverage(r))) => {
-                if r.kind == CoverageKind::ActionPath {
-                    let path = key.strip_prefix(ACTION_PATH).unwrap_or(&r.id).to_owned();
-                    replace(&mut self.action_paths, &path, Some(r))
-                } else {
-                    false
+            // Facts of an environment: each stage takes the row as restricted to it.
+            (
+                ViewName::Coverage
+                | ViewName::Controls
+                | ViewName::Evidence
+                | ViewName::Validations,
+                row,
+            ) => {
+                let mut changed = false;
+                for (facts, stage) in self.stages.iter_mut().zip(Stage::ALL) {
+                    let own = row.as_ref().and_then(|r| r.for_stage(*stage));
+                    changed |= facts.apply(view, key, own);
                 }
+                changed
             }
-            (ViewName::Coverage, None) => match key.strip_prefix(ACTION_PATH) {
-                Some(path) => replace(&mut self.action_paths, path, None),
-                None => false,
-            },
-            (ViewName::Controls, Some(ViewRow::Control(r))) => {
-                replace(&mut self.controls, key, Some(r))
-            }
-            (ViewName::Controls, None) => replace(&mut self.controls, key, None),
             (ViewName::Findings, Some(ViewRow::Finding(r))) => self.open_findings.upsert(key, &r),
             (ViewName::Findings, None) => self.open_findings.remove(key),
             (ViewName::Exceptions, Some(ViewRow::Exception(r))) => {
@@ -471,24 +536,6 @@ impl TenantState {
                 replace(&mut self.exceptions, key, keep)
             }
             (ViewName::Exceptions, None) => replace(&mut self.exceptions, key, None),
-            (ViewName::Evidence, Some(ViewRow::Evidence(r))) => {
-                let before = self.evidence.newest().owned();
-                if clock::evidence_counts(&r) {
-                    self.evidence.upsert(key, r.recorded_at);
-                } else {
-                    self.evidence.remove(key);
-                }
-                before != self.evidence.newest().owned()
-            }
-            (ViewName::Evidence, None) => {
-                let before = self.evidence.newest().owned();
-                self.evidence.remove(key);
-                before != self.evidence.newest().owned()
-            }
-            (ViewName::Validations, Some(ViewRow::Validation(r))) => {
-                replace(&mut self.validations, key, Some(r))
-            }
-            (ViewName::Validations, None) => replace(&mut self.validations, key, None),
             (ViewName::ReportDeliveries, Some(ViewRow::Delivery(r))) => {
                 replace(&mut self.deliveries, key, Some(r))
             }

@@ -480,7 +480,7 @@ mod tests {
         }
         let validation = json!({"type":"registry","event_id":"v","tenant_id":"acme",
             "occurred_at":"2026-11-21T10:00:00Z","source":"probe",
-            "validation":{"check_kind":"tenant_isolation","result":"pass"}});
+            "validation":{"check_kind":"tenant_isolation","result":"pass","environment":"production"}});
         let p = parse(
             &serde_json::to_vec(&validation).unwrap(),
             Format::Json,

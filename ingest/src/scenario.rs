@@ -8,8 +8,8 @@
 //! | `missing_live_connector_evidence` | the `okta-connector` `connector_live` validation failed (9 days ago) |
 //! | `tenant_isolation_not_proven` | the only passing `tenant_isolation` validation is 45 days old |
 //! | `report_delivery_unverified` | no report was ever delivered (the `acme-smtp` provider validation failed) |
-//! | `runtime_workflow_synthetic_only` | the git path has synthetic (fixture) decisions only |
-//! | `evidence_stale` | the newest evidence is 8 days old |
+//! | `runtime_workflow_synthetic_only` | the git path has synthetic (fixture) decisions only in production; the real git pushes of the last hour went through the staging gateway (environment `trial`), which counts for the trial stage only |
+//! | `evidence_stale` | the newest production evidence is 8 days old (the staging pushes' evidence is fresh, for trial) |
 //! | `critical_finding_unowned` | the shadow agent `slack-summarizer` sent PII to `openai-gpt-4o`, which is approved for `internal` only: finding `AISPM-DATA-001:openai-gpt-4o/pii`, critical, no owner |
 //! | `finding_overdue` | that critical finding is past its 3-day SLA, and `AISPM-APR-001:<curl decision>` (a high-risk command allowed without approval) is past the due date it was assigned |
 //! | `exception_expired` | exception `<tenant>-exc-mcp-guard-rollout` covering `AISPM-CTRL-001:ctl-mcp-guard` expired 2 days ago |
@@ -220,6 +220,8 @@ impl Demo {
                 subject: subject.map(str::to_owned),
                 detail: Some(detail.to_owned()),
                 evidence,
+                // The scenario's deployment is production (its decisions say so too).
+                environment: Some(Environment::Production),
             }),
         })
     }
@@ -622,6 +624,31 @@ impl Demo {
                 },
             ));
         }
+        // Real git pushes with fresh evidence, but through the staging gateway: they count for
+        // the trial stage only, so production still has synthetic git traffic only and stale
+        // evidence (stages read their own facts).
+        for (i, target) in ["git push origin release/staging", "git push origin hotfix/login"]
+            .into_iter()
+            .enumerate()
+        {
+            ev.push(self.decision(
+                reg(&format!("d{:02}-git-trial", 7 + i)),
+                self.ago(HOUR - u64::try_from(i).unwrap_or(0) * MINUTE),
+                "coder-agent",
+                Git,
+                target,
+                Some("ctl-git-push"),
+                Enforced,
+                Allow,
+                Low,
+                |d| {
+                    d.repo = Some("acme/payments-api".into());
+                    d.environment = Environment::Trial;
+                    d.source = "staging-gateway".into();
+                    d.evidence = Some(self.evidence(&format!("open-trial-{i}"), target));
+                },
+            ));
+        }
         // A shadow agent calls the risky MCP tool; the guard only logs.
         ev.push(self.decision(
             ids::shadow_mcp_decision(t),
@@ -969,20 +996,31 @@ mod tests {
     fn open_phase_sets_up_each_blocker() {
         let events = demo("acme", Phase::Open, AT);
         let ds = decisions(&events);
-        // Git has synthetic decisions only; file, command and mcp have real ones.
+        // In production, git has synthetic decisions only; file, command and mcp have real
+        // ones. Real git traffic exists, in trial only.
+        let production: Vec<_> = ds
+            .iter()
+            .filter(|d| d.environment == Environment::Production)
+            .collect();
         assert!(
-            ds.iter()
+            production
+                .iter()
                 .filter(|d| d.action_kind == ActionKind::Git)
                 .all(|d| d.synthetic)
         );
         for kind in [ActionKind::File, ActionKind::Command, ActionKind::Mcp] {
-            assert!(ds.iter().any(|d| d.action_kind == kind && !d.synthetic));
+            assert!(production.iter().any(|d| d.action_kind == kind && !d.synthetic));
         }
-        // The newest evidence is older than a week.
+        assert!(ds.iter().any(|d| d.action_kind == ActionKind::Git
+            && !d.synthetic
+            && d.environment == Environment::Trial));
+        // The newest production evidence is older than a week.
         let newest_evidence = events
             .iter()
             .filter(|e| match e {
-                InputEvent::Decision(d) => d.evidence.is_some() && !d.synthetic,
+                InputEvent::Decision(d) => {
+                    d.evidence.is_some() && !d.synthetic && d.environment == Environment::Production
+                }
                 InputEvent::Registry(r) => {
                     r.validation.as_ref().is_some_and(|v| v.evidence.is_some())
                 }

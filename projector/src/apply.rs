@@ -137,6 +137,10 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 a.last_decision = Some(at.clone());
             }
             keep_newest(&mut a.recent, &at);
+            a.environments
+                .entry(d.environment)
+                .or_default()
+                .count(&at, d.synthetic);
             a.runaway_minutes > 0
         })?;
         ov.dirty(t, ViewName::Coverage, key);
@@ -198,6 +202,18 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         c.action_kinds.insert(d.action_kind.as_str().to_owned());
         keep_newest(&mut c.recent, &at);
         max_opt(&mut c.last_decision_at, at.0);
+        let env = c.environments.entry(d.environment).or_default();
+        if shadow {
+            env.shadow += 1;
+        } else {
+            env.enforced += 1;
+        }
+        if high {
+            env.high_risk += 1;
+        }
+        lww(&mut env.mode, &at, shadow);
+        keep_newest(&mut env.recent, &at);
+        max_opt(&mut env.last_decision_at, at.0);
         if shadow && high && allowed {
             c.shadow_high_allows += 1;
             min_opt(&mut c.shadow_high_first, at.0);
@@ -217,11 +233,14 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             ov,
             t,
             e,
-            &at,
-            d.synthetic,
-            Some(d.action_kind.as_str()),
-            high,
-            by,
+            &Carrier {
+                at: &at,
+                by,
+                environment: Some(d.environment),
+                synthetic: d.synthetic,
+                action_kind: Some(d.action_kind.as_str()),
+                high_risk: high,
+            },
         )?,
         None if high => raise(ov, t, rules::EVIDENCE_MISSING, &d.event_id, &at)?,
         None => {}
@@ -276,29 +295,48 @@ fn raise(ov: &mut Overlay<'_>, t: &str, rule: Rule, subject: &str, at: &Stamp) -
     Ok(())
 }
 
-// Every argument is a fact of the event being recorded; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn record_evidence(
-    ov: &mut Overlay<'_>,
-    t: &str,
-    e: &Evidence,
-    at: &Stamp,
+/// The event carrying an evidence item, as far as the evidence row keeps it.
+struct Carrier<'a> {
+    /// Its `(occurred_at, event_id)`.
+    at: &'a Stamp,
+    /// The principal that asserted it.
+    by: Option<&'a str>,
+    /// The stage it counts for (`None`: none, e.g. delivery evidence).
+    environment: Option<Environment>,
     synthetic: bool,
-    action_kind: Option<&str>,
+    action_kind: Option<&'a str>,
+    /// A high or critical decision (missing evidence matters there).
     high_risk: bool,
-    by: Option<&str>,
-) -> Result<()> {
+}
+
+impl<'a> Carrier<'a> {
+    /// A carrier that is not a decision: real, no action kind, not high risk.
+    fn other(at: &'a Stamp, by: Option<&'a str>, environment: Option<Environment>) -> Self {
+        Carrier {
+            at,
+            by,
+            environment,
+            synthetic: false,
+            action_kind: None,
+            high_risk: false,
+        }
+    }
+}
+
+fn record_evidence(ov: &mut Overlay<'_>, t: &str, e: &Evidence, c: &Carrier<'_>) -> Result<()> {
+    let at = c.at;
     let record = EvidenceRecord {
-        asserted_by: by.map(str::to_owned),
+        asserted_by: c.by.map(str::to_owned),
         event_id: at.1.clone(),
         sha256: e.sha256.clone(),
         uri: e.uri.clone(),
         signature: e.signature.clone(),
         key_id: e.key_id.clone(),
         recorded_at: at.0,
-        synthetic,
-        action_kind: action_kind.map(str::to_owned),
-        high_risk,
+        synthetic: c.synthetic,
+        action_kind: c.action_kind.map(str::to_owned),
+        high_risk: c.high_risk,
+        environment: c.environment,
     };
     ov.update(t, Tag::Evidence, &e.evidence_id, |a: &mut EvidenceAgg| {
         lww(&mut a.record, at, record);
@@ -566,7 +604,13 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
         }
     }
     if let Some(v) = &r.validation {
-        let key = format!("{}/{}", v.check_kind, v.subject.as_deref().unwrap_or("-"));
+        // The latest result per check, environment (stage) and subject.
+        let key = format!(
+            "{}/{}/{}",
+            v.check_kind,
+            v.environment.map_or("-", Environment::as_str),
+            v.subject.as_deref().unwrap_or("-")
+        );
         let row = ValidationRow {
             check_kind: v.check_kind.as_str().to_owned(),
             subject: v.subject.clone(),
@@ -576,6 +620,7 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
             event_id: r.event_id.clone(),
             detail: v.detail.clone(),
             asserted_by: by.map(str::to_owned),
+            environment: v.environment,
         };
         ov.update(
             t,
@@ -587,7 +632,7 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
         )?;
         ov.dirty(t, ViewName::Validations, key);
         if let Some(e) = &v.evidence {
-            record_evidence(ov, t, e, &at, false, None, false, by)?;
+            record_evidence(ov, t, e, &Carrier::other(&at, by, v.environment))?;
         }
     }
     Ok(())
@@ -627,7 +672,7 @@ fn delivery(ov: &mut Overlay<'_>, d: &ReportDeliveryEvent, by: Option<&str>) -> 
     )?;
     ov.dirty(t, ViewName::ReportDeliveries, d.report_id.clone());
     if let Some(e) = &d.evidence {
-        record_evidence(ov, t, e, &at, false, None, false, by)?;
+        record_evidence(ov, t, e, &Carrier::other(&at, by, None))?;
     }
     Ok(())
 }

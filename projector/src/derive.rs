@@ -107,6 +107,18 @@ fn coverage_row(a: &AssetAgg, key: &str) -> Derived {
             && a.decisions > 0
             && a.registered_since.is_none(),
         asserted_by: reg.and_then(|r| r.asserted_by.clone()),
+        environments: a
+            .environments
+            .iter()
+            .map(|(env, e)| EnvironmentActivity {
+                environment: *env,
+                decisions: e.decisions,
+                synthetic_decisions: e.synthetic_decisions,
+                last_seen: e.last_decision.as_ref().map(|l| Timestamp(l.0)),
+                last_decision_id: e.last_decision.as_ref().map(|l| l.1.clone()),
+                last_real_decision_id: e.last_real_decision.as_ref().map(|l| l.1.clone()),
+            })
+            .collect(),
     };
     Derived::new(Some(ViewRow::Coverage(row)), stamp)
 }
@@ -124,19 +136,7 @@ fn control_row(c: &ControlAgg, key: &str) -> Derived {
         return Derived::new(None, stamp);
     }
     let reg = c.registration.as_ref();
-    let retired_yet_deciding = reg.is_some_and(|r| {
-        (r.value.retired || r.value.trust.as_deref() == Some("quarantined"))
-            && c.last_decision_at.is_some_and(|l| l > r.at.0)
-    });
-    let state = if retired_yet_deciding {
-        ControlState::Blocked
-    } else if decisions == 0 || key.starts_with("(none):") {
-        ControlState::Missing
-    } else if c.mode.as_ref().is_some_and(|m| m.value) {
-        ControlState::Shadowed
-    } else {
-        ControlState::Enforced
-    };
+    let state = control_state(c.registration.as_ref(), key, decisions, c.last_decision_at, c.mode.as_ref());
     let row = ControlRow {
         control_id: key.to_owned(),
         state,
@@ -151,8 +151,52 @@ fn control_row(c: &ControlAgg, key: &str) -> Derived {
         decision_ids: ids(&c.recent),
         last_decision_at: c.last_decision_at.map(Timestamp),
         asserted_by: reg.and_then(|r| r.value.asserted_by.clone()),
+        environments: c
+            .environments
+            .iter()
+            .map(|(env, e)| ControlActivity {
+                environment: *env,
+                state: control_state(
+                    reg,
+                    key,
+                    e.enforced + e.shadow,
+                    e.last_decision_at,
+                    e.mode.as_ref(),
+                ),
+                enforced_decisions: e.enforced,
+                shadow_decisions: e.shadow,
+                high_risk_decisions: e.high_risk,
+                decision_ids: ids(&e.recent),
+                last_decision_at: e.last_decision_at.map(Timestamp),
+            })
+            .collect(),
     };
     Derived::new(Some(ViewRow::Control(row)), stamp)
+}
+
+/// A control's state from its registration and the decisions it made (all of them, or one
+/// environment's): blocked when retired or quarantined yet still deciding, missing without
+/// decisions or without a control id, shadowed when the newest decision was in shadow mode.
+fn control_state(
+    reg: Option<&Lww<Registration>>,
+    key: &str,
+    decisions: i64,
+    last_decision_at: Option<i64>,
+    mode: Option<&Lww<bool>>,
+) -> ControlState {
+    let retired_yet_deciding = reg.is_some_and(|r| {
+        (r.value.retired || r.value.trust.as_deref() == Some("quarantined"))
+            && last_decision_at.is_some_and(|l| l > r.at.0)
+    });
+    if retired_yet_deciding {
+        ControlState::Blocked
+    } else if decisions == 0 || key.starts_with("(none):") {
+        ControlState::Missing
+    } else if mode.is_some_and(|m| m.value) {
+        ControlState::Shadowed
+    } else {
+        ControlState::Enforced
+    }
 }
 
 /// A rule's condition over its aggregates.
@@ -640,6 +684,7 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         synthetic: r.synthetic,
         action_kind: r.action_kind,
         asserted_by: r.asserted_by,
+        environment: r.environment,
     };
     Ok(Derived::new(Some(ViewRow::Evidence(row)), stamp))
 }

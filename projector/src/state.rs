@@ -6,6 +6,7 @@
 //! Stored in the `state` column family under `{tenant} \0 {tag} \0 {id}`; the tag says which
 //! aggregate (see [`Tag`]).
 
+use aispm_schemas::Environment;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,6 +186,44 @@ pub struct AssetAgg {
     pub runaway_minutes: i64,
     pub runaway_first: Option<i64>,
     pub runaway_last: Option<i64>,
+    /// The decisions per environment (the stage each counts for).
+    pub environments: BTreeMap<Environment, EnvDecisions>,
+}
+
+/// The decisions an asset or action path saw in one environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvDecisions {
+    pub decisions: i64,
+    pub synthetic_decisions: i64,
+    pub last_decision: Option<Stamp>,
+    pub last_real_decision: Option<Stamp>,
+}
+
+impl EnvDecisions {
+    /// Counts one decision made at `at`.
+    pub fn count(&mut self, at: &Stamp, synthetic: bool) {
+        self.decisions += 1;
+        if synthetic {
+            self.synthetic_decisions += 1;
+        } else if self.last_real_decision.as_ref().is_none_or(|l| at > l) {
+            self.last_real_decision = Some(at.clone());
+        }
+        if self.last_decision.as_ref().is_none_or(|l| at > l) {
+            self.last_decision = Some(at.clone());
+        }
+    }
+}
+
+/// A control's decisions in one environment: what its state there is derived from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlEnv {
+    pub enforced: i64,
+    pub shadow: i64,
+    pub high_risk: i64,
+    /// The mode of the newest decision in this environment.
+    pub mode: Option<Lww<bool>>,
+    pub recent: Vec<Stamp>,
+    pub last_decision_at: Option<i64>,
 }
 
 /// A control: its registration and the decisions it made.
@@ -205,6 +244,8 @@ pub struct ControlAgg {
     pub shadow_high_last: Option<i64>,
     pub shadow_high_ids: Vec<Stamp>,
     pub last_enforced_at: Option<i64>,
+    /// The decisions per environment (the stage each counts for).
+    pub environments: BTreeMap<Environment, ControlEnv>,
 }
 
 /// Facts about one finding from events that name it or raise it directly.
@@ -274,6 +315,8 @@ pub struct EvidenceRecord {
     pub action_kind: Option<String>,
     /// The decision was high or critical (missing evidence matters there).
     pub high_risk: bool,
+    /// The environment of the event carrying it (the stage whose freshness it proves).
+    pub environment: Option<Environment>,
 }
 
 /// What is known of a decision by id: whether it was seen, and approvals that refer to it.

@@ -156,7 +156,7 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                         source: "gw".into(),
                         agent_id: (*agent).into(),
                         actor: "alice".into(),
-                        environment: Environment::Production,
+                        environment: Environment::ALL[(*minute % 3) as usize],
                         action_kind: *kind,
                         target: "t".into(),
                         repo: Some("acme/app".into()),
@@ -286,6 +286,7 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                         subject: None,
                         detail: None,
                         evidence: None,
+                        environment: Some(Environment::ALL[(*minute % 3) as usize]),
                     };
                     let r = RegistryEvent {
                         event_id: id,
@@ -461,7 +462,128 @@ proptest! {
         // Applied with the tenants split over three workers.
         let (split, _) = project_on(&events, &shuffled, &cuts, 3);
         prop_assert_eq!(&split, &reference, "three workers:\n{}", diff(&split, &reference));
+
+        // Each stage's share adds up to the row's totals.
+        prop_assert_eq!(environments_add_up(&reference), Ok(()));
     }
+}
+
+/// Every coverage and control row splits its counts over the environments of the decisions
+/// behind them (each stage reads its own share); validations and evidence name theirs.
+fn environments_add_up(views: &Views) -> Result<(), String> {
+    use aispm_projector::project::decode_row;
+    for ((cf, key), bytes) in &views.0 {
+        let key = String::from_utf8_lossy(key);
+        match cf.as_str() {
+            "coverage" => {
+                let ViewRow::Coverage(r) = decode_row(ViewName::Coverage, bytes).unwrap() else {
+                    unreachable!()
+                };
+                let sum = |f: fn(&EnvironmentActivity) -> i64| r.environments.iter().map(f).sum::<i64>();
+                if sum(|a| a.decisions) != r.decisions
+                    || sum(|a| a.synthetic_decisions) != r.synthetic_decisions
+                {
+                    return Err(format!("coverage {key}: {r:?}"));
+                }
+                if r.environments.windows(2).any(|w| w[0].environment >= w[1].environment) {
+                    return Err(format!("coverage {key}: environments out of order: {r:?}"));
+                }
+            }
+            "controls" => {
+                let ViewRow::Control(r) = decode_row(ViewName::Controls, bytes).unwrap() else {
+                    unreachable!()
+                };
+                let sum = |f: fn(&ControlActivity) -> i64| r.environments.iter().map(f).sum::<i64>();
+                if sum(|a| a.enforced_decisions) != r.enforced_decisions
+                    || sum(|a| a.shadow_decisions) != r.shadow_decisions
+                    || sum(|a| a.high_risk_decisions) != r.high_risk_decisions
+                {
+                    return Err(format!("control {key}: {r:?}"));
+                }
+            }
+            "validations" => {
+                let ViewRow::Validation(r) = decode_row(ViewName::Validations, bytes).unwrap() else {
+                    unreachable!()
+                };
+                let env = r.environment.map(|e| e.to_string());
+                if !key.contains(&format!("/{}/", env.as_deref().unwrap_or("-"))) {
+                    return Err(format!("validation {key} is not keyed by its environment {env:?}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn each_environment_gets_its_own_share_of_the_counts() {
+    let topics = Topics::default();
+    let mut specs = Vec::new();
+    // Decisions on the same agent and path in every environment, and a validation in each.
+    for minute in 0..9 {
+        specs.push(Spec::Decision {
+            tenant: "acme",
+            agent: "a1",
+            kind: ActionKind::Git,
+            tool: "s1/x",
+            endpoint: "m1",
+            control: Some("c1"),
+            shadow: minute % 2 == 0,
+            verdict: Verdict::Allow,
+            risk: Risk::High,
+            classes: vec![],
+            synthetic: minute >= 6,
+            evidence: 1,
+            minute,
+        });
+    }
+    for minute in 0..3 {
+        specs.push(Spec::Validation {
+            tenant: "acme",
+            check: CheckKind::TenantIsolation,
+            pass: true,
+            minute,
+        });
+    }
+    let events = build(&specs, &topics);
+    let views = project(&events, &(0..events.len()).collect::<Vec<_>>(), &[]);
+    environments_add_up(&views).unwrap();
+    let dump = &views.0;
+    let row = |cf: &str, key: &str| {
+        dump.get(&(cf.to_owned(), key.as_bytes().to_vec()))
+            .unwrap_or_else(|| panic!("no {cf} row {key}"))
+    };
+    use aispm_projector::project::decode_row;
+    let ViewRow::Coverage(git) = decode_row(ViewName::Coverage, row("coverage", "action_path/git")).unwrap() else {
+        unreachable!()
+    };
+    // Minutes 0, 3, 6 are trial; 1, 4, 7 pilot; 2, 5, 8 production; 6, 7, 8 are synthetic.
+    let got: Vec<_> = git
+        .environments
+        .iter()
+        .map(|a| (a.environment, a.decisions, a.synthetic_decisions))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Environment::Trial, 3, 1),
+            (Environment::Pilot, 3, 1),
+            (Environment::Production, 3, 1)
+        ]
+    );
+    for stage in Stage::ALL {
+        let Some(ViewRow::Coverage(r)) = ViewRow::Coverage(git.clone()).for_stage(*stage) else {
+            panic!("no {stage} share")
+        };
+        assert_eq!((r.decisions, r.synthetic_decisions), (3, 1));
+    }
+    let validations: Vec<_> = dump
+        .keys()
+        .filter(|(cf, _)| cf == "validations")
+        .map(|(_, k)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(validations.len(), 3, "{validations:?}");
 }
 
 /// The same spec under another tenant.

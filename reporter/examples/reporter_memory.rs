@@ -12,7 +12,7 @@
 
 use aispm_reporter::state::{Shared, TenantState, Update};
 use aispm_schemas::{
-    EvidenceRow, FindingRow, FindingStatus, Risk, SignatureState, Timestamp, ViewChange, ViewName,
+    Environment, EvidenceRow, FindingRow, FindingStatus, Risk, SignatureState, Timestamp, ViewChange, ViewName,
     ViewOp, ViewRow,
 };
 use std::collections::BTreeMap;
@@ -43,6 +43,7 @@ fn changes(i: u64, tenants: u64) -> [ViewChange; 2] {
         recorded_at: at,
         synthetic: false,
         action_kind: Some("command".into()),
+        environment: Some(Environment::Production),
     };
     let finding = FindingRow {
         asserted_by: None,

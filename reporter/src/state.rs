@@ -536,7 +536,9 @@ mod tests {
                 last_decision_id: Some("d".into()),
                 last_real_decision_id: None,
                 shadow_ai: false,
-            }),
+                environments: vec![],
+            }
+.only_in(Environment::Production)),
             ViewRow::Control(ControlRow {
                 asserted_by: None,
                 control_id: "c1".into(),
@@ -549,7 +551,9 @@ mod tests {
                 framework_mappings: vec!["soc2:CC6.1".into()],
                 decision_ids: vec!["d1".into(), "d2".into()],
                 last_decision_at: None,
-            }),
+                environments: vec![],
+            }
+.only_in(Environment::Production)),
             ViewRow::Finding(finding("f1")),
             ViewRow::Exception(ExceptionRow {
                 asserted_by: None,
@@ -579,6 +583,7 @@ mod tests {
                 recorded_at: Timestamp(7),
                 synthetic: true,
                 action_kind: Some("file".into()),
+                environment: Some(Environment::Production),
             }),
             ViewRow::Validation(ValidationRow {
                 asserted_by: None,
@@ -589,6 +594,7 @@ mod tests {
                 validated_at: Timestamp(8),
                 event_id: "v".into(),
                 detail: None,
+                environment: Some(Environment::Production),
             }),
             ViewRow::Delivery(DeliveryRow {
                 asserted_by: None,

@@ -462,6 +462,7 @@ mod tests {
             recorded_at,
             synthetic,
             action_kind: None,
+            environment: Some(Environment::Production),
         }
     }
 

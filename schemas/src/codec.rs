@@ -72,6 +72,7 @@ published! {
     READINESS => "Readiness", "readiness.avsc";
     DECISION_EVENT_V1 => "DecisionEvent", "v1/decision_event.avsc";
     VIEW_CHANGE_V1 => "ViewChange", "v1/view_change.avsc";
+    REGISTRY_EVENT_V1 => "RegistryEvent", "v1/registry_event.avsc";
 }
 
 /// Writer schemas by fingerprint.

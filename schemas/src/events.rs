@@ -11,6 +11,17 @@ avro_enum!(
     /// Deployment stage an agent acted in (also an asset's approved stage).
     Environment { Trial = "trial", Pilot = "pilot", Production = "production" }
 );
+
+impl Environment {
+    /// The environment whose facts readiness for `stage` reads (the same three names).
+    pub fn of(stage: crate::readiness::Stage) -> Self {
+        match stage {
+            crate::readiness::Stage::Trial => Environment::Trial,
+            crate::readiness::Stage::Pilot => Environment::Pilot,
+            crate::readiness::Stage::Production => Environment::Production,
+        }
+    }
+}
 avro_enum!(
     /// The governed action path.
     ActionKind { File = "file", Command = "command", Git = "git", Mcp = "mcp", Model = "model", Network = "network" }
@@ -322,13 +333,18 @@ pub struct Validation {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
+    /// The stage whose deployment was validated: the result counts for that stage only.
+    /// Required ([`crate::validate`]); `None` only in records written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
 }
 avro_record!(Validation {
     check_kind,
     result,
     subject,
     detail,
-    evidence
+    evidence,
+    environment
 });
 
 /// An asset upsert or retirement, or a validation result: exactly one of `asset` and `validation`.

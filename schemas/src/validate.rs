@@ -284,6 +284,12 @@ impl Validate for RegistryEvent {
                 c.text("validation.detail", d);
             }
             c.evidence("validation.evidence", &v.evidence);
+            if v.environment.is_none() {
+                c.fail(
+                    "validation.environment",
+                    "is required: the stage (trial, pilot or production) whose deployment was validated",
+                );
+            }
         }
         c.0
     }

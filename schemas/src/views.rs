@@ -2,7 +2,8 @@
 
 use crate::avro::{AvroReader, FromAvro, ToAvro};
 use crate::error::DecodeError;
-use crate::events::Risk;
+use crate::events::{Environment, Risk};
+use crate::readiness::Stage;
 use crate::time::Timestamp;
 use crate::{avro_enum, avro_record};
 use apache_avro::types::Value;
@@ -74,6 +75,9 @@ pub struct CoverageRow {
     /// carried none (a producer writing straight to Kafka without stamping it).
     #[serde(default)]
     pub asserted_by: Option<String>,
+    /// The decisions behind the counts, per environment (the stage each counts for).
+    #[serde(default)]
+    pub environments: Vec<EnvironmentActivity>,
 }
 avro_record!(CoverageRow {
     kind,
@@ -90,6 +94,47 @@ avro_record!(CoverageRow {
     last_real_decision_id,
     shadow_ai,
     asserted_by,
+    environments,
+});
+
+/// What a coverage row counts in one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentActivity {
+    pub environment: Environment,
+    pub decisions: i64,
+    pub synthetic_decisions: i64,
+    pub last_seen: Option<Timestamp>,
+    pub last_decision_id: Option<String>,
+    pub last_real_decision_id: Option<String>,
+}
+avro_record!(EnvironmentActivity {
+    environment,
+    decisions,
+    synthetic_decisions,
+    last_seen,
+    last_decision_id,
+    last_real_decision_id,
+});
+
+/// A control in one environment: its state there and the decisions it made there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlActivity {
+    pub environment: Environment,
+    pub state: ControlState,
+    pub enforced_decisions: i64,
+    pub shadow_decisions: i64,
+    pub high_risk_decisions: i64,
+    pub decision_ids: Vec<String>,
+    pub last_decision_at: Option<Timestamp>,
+}
+avro_record!(ControlActivity {
+    environment,
+    state,
+    enforced_decisions,
+    shadow_decisions,
+    high_risk_decisions,
+    decision_ids,
+    last_decision_at,
 });
 
 /// State of one control.
@@ -110,6 +155,9 @@ pub struct ControlRow {
     /// carried none (a producer writing straight to Kafka without stamping it).
     #[serde(default)]
     pub asserted_by: Option<String>,
+    /// The control per environment: its state and decisions there (the stage each counts for).
+    #[serde(default)]
+    pub environments: Vec<ControlActivity>,
 }
 avro_record!(ControlRow {
     control_id,
@@ -123,6 +171,7 @@ avro_record!(ControlRow {
     decision_ids,
     last_decision_at,
     asserted_by,
+    environments,
 });
 
 /// A finding and its lifecycle.
@@ -228,6 +277,10 @@ pub struct EvidenceRow {
     /// carried none (a producer writing straight to Kafka without stamping it).
     #[serde(default)]
     pub asserted_by: Option<String>,
+    /// The environment of the event that carried it: the stage whose freshness it proves.
+    /// `None` (delivery evidence, older rows) counts for no stage.
+    #[serde(default)]
+    pub environment: Option<Environment>,
 }
 avro_record!(EvidenceRow {
     evidence_id,
@@ -240,6 +293,7 @@ avro_record!(EvidenceRow {
     synthetic,
     action_kind,
     asserted_by,
+    environment,
 });
 
 /// The latest validation per check kind and subject.
@@ -257,6 +311,9 @@ pub struct ValidationRow {
     /// carried none (a producer writing straight to Kafka without stamping it).
     #[serde(default)]
     pub asserted_by: Option<String>,
+    /// The stage whose deployment was validated; `None` (older rows) counts for no stage.
+    #[serde(default)]
+    pub environment: Option<Environment>,
 }
 avro_record!(ValidationRow {
     check_kind,
@@ -267,6 +324,7 @@ avro_record!(ValidationRow {
     event_id,
     detail,
     asserted_by,
+    environment,
 });
 
 /// The latest delivery outcome per report packet.
@@ -321,6 +379,61 @@ pub enum ViewRow {
     Delivery(DeliveryRow),
 }
 
+impl CoverageRow {
+    /// The row with every decision it counts made in `env`: its per-environment list holds that
+    /// one entry, carrying the row's totals.
+    pub fn only_in(self, env: Environment) -> Self {
+        let a = EnvironmentActivity {
+            environment: env,
+            decisions: self.decisions,
+            synthetic_decisions: self.synthetic_decisions,
+            last_seen: self.last_seen,
+            last_decision_id: self.last_decision_id.clone(),
+            last_real_decision_id: self.last_real_decision_id.clone(),
+        };
+        CoverageRow {
+            environments: vec![a],
+            ..self
+        }
+    }
+}
+
+impl ControlRow {
+    /// The row with every decision it counts made in `env`: its per-environment list holds that
+    /// one entry, carrying the row's state and totals.
+    pub fn only_in(self, env: Environment) -> Self {
+        let a = ControlActivity {
+            environment: env,
+            state: self.state,
+            enforced_decisions: self.enforced_decisions,
+            shadow_decisions: self.shadow_decisions,
+            high_risk_decisions: self.high_risk_decisions,
+            decision_ids: self.decision_ids.clone(),
+            last_decision_at: self.last_decision_at,
+        };
+        ControlRow {
+            environments: vec![a],
+            ..self
+        }
+    }
+}
+
+impl EvidenceRow {
+    /// Whether the evidence counts for `stage`: it was carried by an event of the stage's
+    /// environment (evidence without an environment counts for no stage).
+    pub fn counts_for(&self, stage: Stage) -> bool {
+        self.environment == Some(Environment::of(stage))
+    }
+}
+
+impl ValidationRow {
+    /// Whether the validation counts for `stage`: it validated the stage's environment (a
+    /// validation without an environment counts for no stage).
+    pub fn counts_for(&self, stage: Stage) -> bool {
+        self.environment == Some(Environment::of(stage))
+    }
+}
+
 impl ViewRow {
     /// The view this row belongs to.
     pub fn view(&self) -> ViewName {
@@ -332,6 +445,53 @@ impl ViewRow {
             ViewRow::Evidence(_) => ViewName::Evidence,
             ViewRow::Validation(_) => ViewName::Validations,
             ViewRow::Delivery(_) => ViewName::ReportDeliveries,
+        }
+    }
+
+    /// The row as readiness for `stage` reads it: only the facts of that stage's environment
+    /// ("stages read their own facts", `shared/DESIGN.md`). `None` when nothing in the row
+    /// counts for the stage.
+    ///
+    /// - coverage and controls: the counts, ids and state of the stage's environment only;
+    ///   `None` when the row has no decision there;
+    /// - evidence and validations: the row itself if its environment is the stage, else `None`
+    ///   (a row without an environment counts for no stage);
+    /// - findings, exceptions and deliveries: the row itself for every stage. They can only
+    ///   raise blockers (or, for deliveries, prove the tenant's report channel, which is the
+    ///   same for every stage), so reading them everywhere fails closed.
+    pub fn for_stage(&self, stage: Stage) -> Option<ViewRow> {
+        let env = Environment::of(stage);
+        match self {
+            ViewRow::Coverage(r) => {
+                let a = r.environments.iter().find(|a| a.environment == env)?;
+                Some(ViewRow::Coverage(CoverageRow {
+                    decisions: a.decisions,
+                    synthetic_decisions: a.synthetic_decisions,
+                    last_seen: a.last_seen,
+                    last_decision_id: a.last_decision_id.clone(),
+                    last_real_decision_id: a.last_real_decision_id.clone(),
+                    environments: vec![a.clone()],
+                    ..r.clone()
+                }))
+            }
+            ViewRow::Control(r) => {
+                let a = r.environments.iter().find(|a| a.environment == env)?;
+                Some(ViewRow::Control(ControlRow {
+                    state: a.state,
+                    enforced_decisions: a.enforced_decisions,
+                    shadow_decisions: a.shadow_decisions,
+                    high_risk_decisions: a.high_risk_decisions,
+                    decision_ids: a.decision_ids.clone(),
+                    last_decision_at: a.last_decision_at,
+                    environments: vec![a.clone()],
+                    ..r.clone()
+                }))
+            }
+            ViewRow::Evidence(r) => r.counts_for(stage).then(|| self.clone()),
+            ViewRow::Validation(r) => r.counts_for(stage).then(|| self.clone()),
+            ViewRow::Finding(_) | ViewRow::Exception(_) | ViewRow::Delivery(_) => {
+                Some(self.clone())
+            }
         }
     }
 

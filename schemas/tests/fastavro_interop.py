@@ -72,7 +72,8 @@ ours = [
         "event_id": "py-r-2", "tenant_id": "globex", "occurred_at": T, "source": "validator",
         "asset": None,
         "validation": {"check_kind": "tenant_isolation", "result": "pass", "subject": None,
-                       "detail": "cross-tenant reads refused", "evidence": evidence}}),
+                       "detail": "cross-tenant reads refused", "evidence": evidence,
+                       "environment": "production"}}),
     ("report_delivery_event.avsc", {
         "event_id": "py-rd-1", "tenant_id": "globex", "occurred_at": T, "source": "reporter",
         "report_id": "rep-1", "report_type": "board_kpi", "channel": "smtp", "outcome": "delivered",

@@ -30,7 +30,7 @@ fn registry() -> Value {
 
 fn validation() -> Value {
     json!({"type":"registry","event_id":"v1","tenant_id":"acme","occurred_at":"2026-11-21T09:00:00Z",
-           "source":"validator","validation":{"check_kind":"tenant_isolation","result":"pass"}})
+           "source":"validator","validation":{"check_kind":"tenant_isolation","result":"pass","environment":"production"}})
 }
 
 /// Sets `path` (`a` or `a.b`) in `v`.
@@ -67,6 +67,16 @@ fn the_fixtures_are_valid() {
 }
 
 #[test]
+fn a_validation_must_name_the_environment_it_validated() {
+    // A result that names no stage could be read as any stage's: it is refused.
+    let mut v = validation();
+    v["validation"].as_object_mut().unwrap().remove("environment");
+    assert_eq!(refused(v), ["validation.environment"]);
+    let v = set(validation(), "validation.environment", json!(null));
+    assert_eq!(refused(v), ["validation.environment"]);
+}
+
+#[test]
 fn unknown_enum_symbols_in_json_name_their_field() {
     let cases = [
         (decision(), "environment"),
@@ -80,6 +90,7 @@ fn unknown_enum_symbols_in_json_name_their_field() {
         (registry(), "asset.trust"),
         (validation(), "validation.check_kind"),
         (validation(), "validation.result"),
+        (validation(), "validation.environment"),
     ];
     for (base, field) in cases {
         // Unknown, empty, the right word in the wrong case or padded, not a string.

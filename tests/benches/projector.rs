@@ -67,7 +67,7 @@ use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
 use aispm_runtime::kafka::KafkaConfig;
 use aispm_runtime::kafka::partition_ends;
-use aispm_schemas::Topics;
+use aispm_schemas::{Environment, Topics};
 use aispm_tests::Broker;
 use aispm_tests::kafka::{create_contract_topics, random_prefix};
 use aispm_tests::load::{Gen, Kind};
@@ -464,6 +464,7 @@ impl FloorSink {
             recorded_at: d.occurred_at,
             synthetic: d.synthetic,
             action_kind: Some(d.action_kind.as_str().to_owned()),
+            environment: Some(Environment::Production),
         });
         self.pending.push((d.tenant_id, d.event_id, row));
     }

@@ -250,7 +250,8 @@ impl Pipeline {
         let validation = |id: &str, at: aispm_schemas::Timestamp| {
             json!({"type": "registry", "event_id": id, "tenant_id": TENANT,
                 "occurred_at": at.to_rfc3339(), "source": "forger",
-                "validation": {"check_kind": "tenant_isolation", "result": "pass"}})
+                "validation": {"check_kind": "tenant_isolation", "result": "pass",
+                    "environment": "production"}})
         };
         let attempts = [
             (

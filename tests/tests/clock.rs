@@ -138,6 +138,7 @@ fn evidence(id: &str, recorded: i64, synthetic: bool, sig: SignatureState) -> Ev
         recorded_at: at(recorded),
         synthetic,
         action_kind: Some("file".into()),
+        environment: Some(Environment::Production),
     }
 }
 

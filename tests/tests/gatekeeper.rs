@@ -98,7 +98,9 @@ fn action_path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
         last_decision_id: Some(format!("d-{kind}-{decisions}")),
         last_real_decision_id: (decisions > synthetic).then(|| format!("d-{kind}-{decisions}")),
         shadow_ai: false,
-    })
+        environments: vec![],
+    }
+.only_in(Environment::Production))
 }
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
@@ -113,6 +115,7 @@ fn evidence(id: &str, at: Timestamp) -> ViewRow {
         recorded_at: at,
         synthetic: false,
         action_kind: Some("command".into()),
+        environment: Some(Environment::Production),
     })
 }
 
@@ -177,7 +180,9 @@ fn control(id: &str, state: ControlState) -> ViewRow {
         framework_mappings: vec![],
         decision_ids: vec!["d-shell-1".into(), "d-shell-2".into()],
         last_decision_at: Some(Timestamp::now()),
-    })
+        environments: vec![],
+    }
+.only_in(Environment::Production))
 }
 
 fn validation(kind: &str, subject: Option<&str>, result: &str) -> ViewRow {
@@ -190,6 +195,7 @@ fn validation(kind: &str, subject: Option<&str>, result: &str) -> ViewRow {
         validated_at: Timestamp::now(),
         event_id: format!("r-{kind}"),
         detail: None,
+        environment: Some(Environment::Production),
     })
 }
 

@@ -10,7 +10,7 @@ use aispm_reporter::minisign;
 use aispm_reporter::packet::{self, PacketFile};
 use aispm_reporter::sign::Signer;
 use aispm_schemas::{
-    Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
+    Asset, AssetKind, Environment, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
     CoverageRow, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus, Readiness,
     RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
     ValidationRow, ViewChange, ViewOp, ViewRow,
@@ -132,7 +132,9 @@ fn coverage(
         last_decision_id: Some(format!("d-{id}")),
         last_real_decision_id: (decisions > synthetic).then(|| format!("d-{id}")),
         shadow_ai: !registered && decisions > 0,
-    })
+        environments: vec![],
+    }
+.only_in(Environment::Production))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -253,7 +255,9 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             framework_mappings: frameworks.iter().map(|f| (*f).into()).collect(),
             decision_ids: decisions.iter().map(|d| (*d).into()).collect(),
             last_decision_at: Some(ts(now - HOUR)),
-        })
+            environments: vec![],
+        }
+.only_in(Environment::Production))
     };
     for (key, row) in [
         (
@@ -400,6 +404,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             recorded_at: ts(now - 2 * HOUR),
             synthetic: false,
             action_kind: Some("file".into()),
+            environment: Some(Environment::Production),
         })
     };
     for (key, row) in [
@@ -422,6 +427,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             validated_at: ts(now - 3 * HOUR),
             event_id: format!("reg-val-{check}"),
             detail: None,
+            environment: Some(Environment::Production),
         });
         view(&p, topics, tenant, key, row).await;
     }

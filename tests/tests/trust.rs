@@ -5,9 +5,11 @@
 //! dead-lettered, judged against the record's own timestamp.
 
 use aispm_schemas::topics::dlq_headers;
-use aispm_schemas::{CheckKind, CheckResult, Codec, RegistryEvent, Timestamp, Topics, Validation};
+use aispm_schemas::{
+    CheckKind, CheckResult, Codec, Environment, RegistryEvent, Timestamp, Topics, Validation,
+};
 use aispm_tests::demo::{
-    OPERATOR_TOKEN, Pipeline, READER_TOKEN, TENANT, TENANT_TOKEN, blocker_kinds,
+    GATEWAY_TOKEN, OPERATOR_TOKEN, Pipeline, READER_TOKEN, TENANT, TENANT_TOKEN, blocker_kinds,
 };
 use aispm_tests::kafka::{produce, producer, read_all};
 use serde_json::{Value, json};
@@ -138,6 +140,7 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
             subject: None,
             detail: None,
             evidence: None,
+            environment: Some(Environment::Production),
         }),
     };
     let kafka = producer(&p.broker.bootstrap()).unwrap();
@@ -191,6 +194,46 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
     for r in &dead {
         assert_eq!(header(r, dlq_headers::STAGE), Some("validate"));
         assert!(header(r, dlq_headers::ERROR).is_some_and(|e| !e.is_empty()));
+    }
+
+    // Trial traffic: real git decisions with fresh evidence and passing validations, all in
+    // the trial environment. They make trial ready and leave production exactly as it was.
+    let now = Timestamp::now().to_rfc3339();
+    let evidence = |id: &str| {
+        json!({"evidence_id": id, "sha256": "ab".repeat(32), "uri": format!("s3://trial/{id}")})
+    };
+    let trial_decision = json!({"type": "decision", "event_id": "trial-git-1", "tenant_id": TENANT,
+        "occurred_at": now, "source": "gw", "agent_id": "trial-agent", "actor": "alice",
+        "environment": "trial", "action_kind": "git", "target": "acme/site", "mode": "enforced",
+        "verdict": "allow", "risk": "low", "evidence": evidence("trial-ev-1")});
+    let (status, body) = p.post_events(GATEWAY_TOKEN, &trial_decision).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    for (id, check) in [("trial-iso", "tenant_isolation"), ("trial-conn", "connector_live")] {
+        let v = json!({"type": "registry", "event_id": id, "tenant_id": TENANT,
+            "occurred_at": now, "source": "validator", "validation": {"check_kind": check,
+            "result": "pass", "subject": "trial-probe", "environment": "trial",
+            "evidence": evidence(&format!("{id}-ev"))}});
+        let (status, body) = p.post_events(TENANT_TOKEN, &v).await.unwrap();
+        assert_eq!(status, 202, "{body}");
+    }
+    let trial_path = format!("/v1/tenants/{TENANT}/readiness?stage=trial");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let trial = p.get(&p.gatekeeper.http, &trial_path).await.unwrap();
+        if trial["ready_for_aispm_trial"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "trial never became ready: {trial:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let production = blocker_kinds(&p.readiness().await.unwrap());
+    for kind in [
+        "runtime_workflow_synthetic_only",
+        "evidence_stale",
+        "tenant_isolation_not_proven",
+        "missing_live_connector_evidence",
+    ] {
+        assert!(production.contains(&kind.to_owned()), "{kind}: {production:?}");
     }
 
     // Nothing of it moved the verdict: the same blockers, still not ready.

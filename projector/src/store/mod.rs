@@ -15,7 +15,7 @@ use std::path::Path;
 
 /// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
 /// wipes the views and replays them from the input topics.
-pub const VIEW_VERSION: u32 = 6; // 5: strict evidence signatures bind tenant and id; 6: rows keep `asserted_by`
+pub const VIEW_VERSION: u32 = 7; // 6: rows keep `asserted_by`; 7: facts per environment (stage)
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;

@@ -93,9 +93,10 @@ pub struct AcceptedRisk {
     pub expired: bool,
 }
 
-/// The evidence-freshness check at `now`, with `stage`'s freshness `window`.
+/// The evidence-freshness check at `now`, with `stage`'s freshness `window`: only evidence of the
+/// stage's own environment counts ([`aispm_schemas::EvidenceRow::counts_for`]), as for the gatekeeper.
 pub fn freshness(t: &TenantState, now: Timestamp, stage: Stage, window: Duration) -> Freshness {
-    let newest = clock::newest_evidence(t.evidence.values());
+    let newest = clock::newest_evidence(t.evidence.values().filter(|e| e.counts_for(stage)));
     let window_hours = window.as_secs_f64() / 3600.0;
     let age_hours = newest.map(|e| super::kpi::round1((now.0 - e.recorded_at.0) as f64 / 3.6e6));
     let stale = clock::evidence_stale(newest.map(|e| e.recorded_at), window, now);
@@ -103,20 +104,20 @@ pub fn freshness(t: &TenantState, now: Timestamp, stage: Stage, window: Duration
         (Some(e), Some(age)) if !stale => (
             Status::Pass,
             format!(
-                "Evidence is fresh: the newest real evidence ({}) is {age} h old, within the {stage} window of {window_hours} h.",
+                "Evidence is fresh: the newest real {stage} evidence ({}) is {age} h old, within the {stage} window of {window_hours} h.",
                 e.evidence_id
             ),
         ),
         (Some(e), Some(age)) => (
             Status::Fail,
             format!(
-                "Evidence is stale: the newest real evidence ({}) is {age} h old, beyond the {stage} window of {window_hours} h.",
+                "Evidence is stale: the newest real {stage} evidence ({}) is {age} h old, beyond the {stage} window of {window_hours} h.",
                 e.evidence_id
             ),
         ),
         _ => (
             Status::Fail,
-            "No real evidence has been recorded for this tenant (synthetic and invalidly signed evidence does not count).".to_owned(),
+            format!("No real evidence has been recorded in this tenant's {stage} environment (synthetic and invalidly signed evidence does not count)."),
         ),
     };
     Freshness {
@@ -271,7 +272,7 @@ pub fn accepted_risks(t: &TenantState, now: Timestamp) -> Vec<AcceptedRisk> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use aispm_schemas::{EvidenceRow, FindingRow};
+    use aispm_schemas::{Environment, EvidenceRow, FindingRow};
 
     fn evidence(id: &str, at: i64, synthetic: bool, state: SignatureState) -> EvidenceRow {
         EvidenceRow {
@@ -285,6 +286,7 @@ mod tests {
             recorded_at: Timestamp(at),
             synthetic,
             action_kind: None,
+            environment: Some(Environment::Production),
         }
     }
 
@@ -326,6 +328,14 @@ mod tests {
         let at = |ms| freshness(&t, Timestamp(ms), Stage::Production, day).status;
         assert_eq!(at(24 * hour - 1), Status::Pass);
         assert_eq!(at(24 * hour), Status::Fail);
+        // Newer evidence of another environment does not make production fresh.
+        let mut trial = evidence("trial", 47 * hour, false, SignatureState::Verified);
+        trial.environment = Some(Environment::Trial);
+        t.evidence.insert("trial".into(), trial);
+        let f = freshness(&t, Timestamp(48 * hour), Stage::Production, day);
+        assert_eq!(f.newest_evidence_id.as_deref(), Some("old"));
+        let f = freshness(&t, Timestamp(48 * hour), Stage::Trial, day);
+        assert_eq!(f.newest_evidence_id.as_deref(), Some("trial"));
     }
 
     #[test]

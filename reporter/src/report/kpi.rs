@@ -390,7 +390,9 @@ mod tests {
             last_decision_id: None,
             last_real_decision_id: None,
             shadow_ai: !registered && decisions > 0,
+            environments: vec![],
         }
+.only_in(Environment::Production)
     }
 
     #[test]
@@ -430,7 +432,9 @@ mod tests {
                 framework_mappings: vec![],
                 decision_ids: vec![],
                 last_decision_at: None,
-            },
+                environments: vec![],
+            }
+.only_in(Environment::Production),
         );
         t.exceptions.insert(
             "x1".into(),

@@ -523,6 +523,7 @@ mod tests {
                 recorded_at: Timestamp(0),
                 synthetic: false,
                 action_kind: None,
+                environment: Some(Environment::Production),
             },
         );
         t.blockers.entry(Stage::Production).or_default().insert(

@@ -215,14 +215,75 @@ pub fn validation() -> impl Strategy<Value = Validation> {
         of(id()),
         of(text()),
         of(evidence()),
+        of(select(Environment::ALL)),
     )
         .prop_map(
-            |(check_kind, result, subject, detail, evidence)| Validation {
+            |(check_kind, result, subject, detail, evidence, environment)| Validation {
                 check_kind,
                 result,
                 subject,
                 detail,
                 evidence,
+                environment,
+            },
+        )
+}
+
+fn environment_activity() -> impl Strategy<Value = EnvironmentActivity> {
+    (
+        select(Environment::ALL),
+        i(),
+        i(),
+        of(ts()),
+        of(id()),
+        of(id()),
+    )
+        .prop_map(
+            |(
+                environment,
+                decisions,
+                synthetic_decisions,
+                last_seen,
+                last_decision_id,
+                last_real_decision_id,
+            )| EnvironmentActivity {
+                environment,
+                decisions,
+                synthetic_decisions,
+                last_seen,
+                last_decision_id,
+                last_real_decision_id,
+            },
+        )
+}
+
+fn control_activity() -> impl Strategy<Value = ControlActivity> {
+    (
+        select(Environment::ALL),
+        select(ControlState::ALL),
+        i(),
+        i(),
+        i(),
+        ids(),
+        of(ts()),
+    )
+        .prop_map(
+            |(
+                environment,
+                state,
+                enforced_decisions,
+                shadow_decisions,
+                high_risk_decisions,
+                decision_ids,
+                last_decision_at,
+            )| ControlActivity {
+                environment,
+                state,
+                enforced_decisions,
+                shadow_decisions,
+                high_risk_decisions,
+                decision_ids,
+                last_decision_at,
             },
         )
 }
@@ -315,6 +376,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
             i(),
         ),
         (i(), of(ts()), of(ts()), of(id()), of(id()), any::<bool>()),
+        vec(environment_activity(), 0..3),
     )
         .prop_map(
             |(
@@ -327,6 +389,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     last_real_decision_id,
                     shadow_ai,
                 ),
+                environments,
             )| {
                 ViewRow::Coverage(CoverageRow {
                     asserted_by: None,
@@ -343,6 +406,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     last_decision_id,
                     last_real_decision_id,
                     shadow_ai,
+                    environments,
                 })
             },
         );
@@ -357,6 +421,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
         ids(),
         ids(),
         of(ts()),
+        vec(control_activity(), 0..3),
     )
         .prop_map(
             |(
@@ -370,6 +435,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 framework_mappings,
                 decision_ids,
                 last_decision_at,
+                environments,
             )| {
                 ViewRow::Control(ControlRow {
                     asserted_by: None,
@@ -383,6 +449,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     framework_mappings,
                     decision_ids,
                     last_decision_at,
+                    environments,
                 })
             },
         );
@@ -497,6 +564,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
         ts(),
         any::<bool>(),
         of(id()),
+        of(select(Environment::ALL)),
     )
         .prop_map(
             |(
@@ -509,6 +577,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 recorded_at,
                 synthetic,
                 action_kind,
+                environment,
             )| {
                 ViewRow::Evidence(EvidenceRow {
                     asserted_by: None,
@@ -521,11 +590,22 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     recorded_at,
                     synthetic,
                     action_kind,
+                    environment,
                 })
             },
         );
-    let validation = (id(), of(id()), id(), of(id()), ts(), id(), of(text())).prop_map(
-        |(check_kind, subject, result, evidence_id, validated_at, event_id, detail)| {
+    let validation = (
+        id(),
+        of(id()),
+        id(),
+        of(id()),
+        ts(),
+        id(),
+        of(text()),
+        of(select(Environment::ALL)),
+    )
+        .prop_map(
+        |(check_kind, subject, result, evidence_id, validated_at, event_id, detail, environment)| {
             ViewRow::Validation(ValidationRow {
                 asserted_by: None,
                 check_kind,
@@ -535,6 +615,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 validated_at,
                 event_id,
                 detail,
+                environment,
             })
         },
     );
