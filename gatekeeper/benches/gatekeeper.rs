@@ -21,7 +21,7 @@ use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, TopicSpec};
 use aispm_runtime::metrics::Metrics;
 use aispm_schemas::views::*;
-use aispm_schemas::{Codec, Risk, Timestamp, ViewChange};
+use aispm_schemas::{Codec, Environment, Risk, Timestamp, ViewChange};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -35,24 +35,26 @@ const H: i64 = 3_600_000;
 const PARTITIONS: i32 = 3;
 
 fn path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
-    ViewRow::Coverage(CoverageRow {
-        asserted_by: None,
-        kind: CoverageKind::ActionPath,
-        id: kind.into(),
-        registered: false,
-        retired: false,
-        owner: None,
-        trust: None,
-        decisions,
-        synthetic_decisions: synthetic,
-        first_seen: None,
-        last_seen: None,
-        last_decision_id: Some(format!("d-{kind}-{decisions}")),
-        last_real_decision_id: None,
-        shadow_ai: false,
-        environments: vec![],
-    }
-.only_in(Environment::Production))
+    ViewRow::Coverage(
+        CoverageRow {
+            asserted_by: None,
+            kind: CoverageKind::ActionPath,
+            id: kind.into(),
+            registered: false,
+            retired: false,
+            owner: None,
+            trust: None,
+            decisions,
+            synthetic_decisions: synthetic,
+            first_seen: None,
+            last_seen: None,
+            last_decision_id: Some(format!("d-{kind}-{decisions}")),
+            last_real_decision_id: None,
+            shadow_ai: false,
+            environments: vec![],
+        }
+        .only_in(Environment::Production),
+    )
 }
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
@@ -82,6 +84,8 @@ fn validation(kind: &str) -> ViewRow {
         event_id: format!("r-{kind}"),
         detail: None,
         environment: Some(Environment::Production),
+        signature_state: SignatureState::Verified,
+        key_id: Some("validator-key".into()),
     })
 }
 
@@ -105,21 +109,23 @@ fn delivery() -> ViewRow {
 }
 
 fn control(id: &str, state: ControlState) -> ViewRow {
-    ViewRow::Control(ControlRow {
-        asserted_by: None,
-        control_id: id.into(),
-        state,
-        registered: true,
-        enforced_decisions: 5,
-        shadow_decisions: 1,
-        high_risk_decisions: 2,
-        action_kinds: vec!["command".into()],
-        framework_mappings: vec![],
-        decision_ids: (0..10).map(|i| format!("d-{id}-{i}")).collect(),
-        last_decision_at: None,
-        environments: vec![],
-    }
-.only_in(Environment::Production))
+    ViewRow::Control(
+        ControlRow {
+            asserted_by: None,
+            control_id: id.into(),
+            state,
+            registered: true,
+            enforced_decisions: 5,
+            shadow_decisions: 1,
+            high_risk_decisions: 2,
+            action_kinds: vec!["command".into()],
+            framework_mappings: vec![],
+            decision_ids: (0..10).map(|i| format!("d-{id}-{i}")).collect(),
+            last_decision_at: None,
+            environments: vec![],
+        }
+        .only_in(Environment::Production),
+    )
 }
 
 fn finding(id: &str, severity: Risk, due: Timestamp) -> ViewRow {

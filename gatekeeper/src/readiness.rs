@@ -701,13 +701,19 @@ mod tests {
                 )
                 .unwrap();
             }
-            let mut ev = evidence("ev-1", NOW, false, SignatureState::Verified);
+            // Production's evidence is `ev-1`; the other stages' are their own items.
+            let id = if *stage == Stage::Production {
+                "ev-1".to_owned()
+            } else {
+                format!("ev-1-{env}")
+            };
+            let mut ev = evidence(&id, NOW, false, SignatureState::Verified);
             ev.environment = Some(env);
             e.apply(
                 tenant,
                 0,
                 ViewName::Evidence,
-                &format!("ev-1/{env}"),
+                &id,
                 Some(ViewRow::Evidence(ev)),
                 Some(1),
             )
@@ -954,8 +960,9 @@ mod tests {
                 .lines()
                 .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
         };
-        assert_eq!(rows(&m, "evidence").as_deref(), Some("1"));
-        assert_eq!(rows(&m, "action_paths").as_deref(), Some("4"));
+        // One evidence item per stage; the four action paths in every stage.
+        assert_eq!(rows(&m, "evidence").as_deref(), Some("3"));
+        assert_eq!(rows(&m, "action_paths").as_deref(), Some("12"));
         e.drop_partition(0);
         assert_eq!(e.tenant_count(), 0);
         assert!(e.verdicts.get("acme").is_none());

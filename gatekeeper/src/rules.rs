@@ -13,7 +13,7 @@
 use crate::config::StageBlockers;
 use crate::state::{Finding, Newest, StageFacts, TenantState};
 use aispm_schemas::clock::{self, Windows};
-use aispm_schemas::views::{ControlState, ExceptionKind};
+use aispm_schemas::views::{ControlState, ExceptionKind, ValidationRow};
 use aispm_schemas::{BlockerKind, Environment, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -217,17 +217,42 @@ pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluat
     eval
 }
 
-const CONNECTOR_FIX: &str = "Connect a live system and run its connector_live validation until it passes with evidence (a registry validation event with result pass and an evidence reference).";
+/// The validations of `check_kind` in the stage's facts: those proven by a validator's
+/// signature (the only ones that count), and the others.
+fn results<'a>(
+    facts: &'a StageFacts,
+    check_kind: &str,
+) -> (Vec<&'a ValidationRow>, Vec<&'a ValidationRow>) {
+    facts
+        .validations
+        .values()
+        .filter(|v| v.check_kind == check_kind)
+        .partition(|v| v.proven())
+}
+
+/// What a blocker's meaning adds about results that were ignored as unproven.
+fn ignored(unproven: &[&ValidationRow]) -> String {
+    if unproven.is_empty() {
+        return String::new();
+    }
+    let states: BTreeSet<&str> = unproven
+        .iter()
+        .map(|v| v.signature_state.as_str())
+        .collect();
+    format!(
+        " {} result(s) were ignored as unproven (signature {}): a result counts only when signed by a registered validator key.",
+        unproven.len(),
+        states.into_iter().collect::<Vec<_>>().join(", ")
+    )
+}
+
+const CONNECTOR_FIX: &str = "Connect a live system and run its connector_live validation until it passes with evidence, signed by a registered validator key (a trust_root whose scopes include validator).";
 
 /// `missing_live_connector_evidence`: no passing `connector_live` validation with evidence, or
 /// the latest validation of a connector failed (one blocker per failing connector).
 fn live_connector(facts: &StageFacts, _: &Policy, stage: Stage, out: &mut Out) {
     let env = Environment::of(stage);
-    let rows: Vec<_> = facts
-        .validations
-        .values()
-        .filter(|v| v.check_kind == "connector_live")
-        .collect();
+    let (rows, unproven) = results(facts, "connector_live");
     let mut failing = 0;
     for v in rows.iter().filter(|v| v.result != "pass") {
         failing += 1;
@@ -258,7 +283,7 @@ fn live_connector(facts: &StageFacts, _: &Policy, stage: Stage, out: &mut Out) {
     if !passing && failing == 0 {
         let meaning = if rows.is_empty() {
             format!(
-                "No connector_live validation has been recorded in the {env} environment: nothing shows the tenant's connectors reach live systems."
+                "No proven connector_live validation has been recorded in the {env} environment: nothing shows the tenant's connectors reach live systems."
             )
         } else {
             format!(
@@ -268,25 +293,24 @@ fn live_connector(facts: &StageFacts, _: &Policy, stage: Stage, out: &mut Out) {
         out.raise(
             BlockerKind::MissingLiveConnectorEvidence,
             None,
-            meaning,
+            meaning + &ignored(&unproven),
             CONNECTOR_FIX,
-            rows.iter().map(|v| v.event_id.clone()).collect(),
+            rows.iter()
+                .chain(&unproven)
+                .map(|v| v.event_id.clone())
+                .collect(),
         );
     }
 }
 
-const ISOLATION_FIX: &str = "Run the tenant_isolation validation (cross-tenant reads must be refused) and record a passing result with evidence; repeat it within the freshness window.";
+const ISOLATION_FIX: &str = "Run the tenant-isolation probe (aispm-validate isolation: cross-tenant reads must be refused everywhere) so that it records a passing result signed by a registered validator key; repeat it within the freshness window.";
 
 /// `tenant_isolation_not_proven`: no passing `tenant_isolation` validation within the freshness
 /// window, or the latest validation of some subject failed.
 fn tenant_isolation(facts: &StageFacts, policy: &Policy, stage: Stage, out: &mut Out) {
     let env = Environment::of(stage);
     let window_len = policy.windows.tenant_isolation_freshness;
-    let rows: Vec<_> = facts
-        .validations
-        .values()
-        .filter(|v| v.check_kind == "tenant_isolation")
-        .collect();
+    let (rows, unproven) = results(facts, "tenant_isolation");
     let mut failing = 0;
     for v in rows.iter().filter(|v| v.result != "pass") {
         failing += 1;
@@ -333,7 +357,7 @@ fn tenant_isolation(facts: &StageFacts, policy: &Policy, stage: Stage, out: &mut
             ),
             None => (
                 format!(
-                    "No tenant-isolation validation has passed in the {env} environment: nothing proves one tenant cannot read another's data."
+                    "No proven tenant-isolation validation has passed in the {env} environment: nothing proves one tenant cannot read another's data."
                 ),
                 vec![],
             ),
@@ -341,9 +365,12 @@ fn tenant_isolation(facts: &StageFacts, policy: &Policy, stage: Stage, out: &mut
         out.raise(
             BlockerKind::TenantIsolationNotProven,
             None,
-            meaning,
+            meaning + &ignored(&unproven),
             ISOLATION_FIX,
-            evidence,
+            evidence
+                .into_iter()
+                .chain(unproven.iter().map(|v| v.event_id.clone()))
+                .collect(),
         );
     }
 }
@@ -738,7 +765,12 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn validation(kind: &str, subject: Option<&str>, result: &str, at: Timestamp) -> ValidationRow {
+    pub(crate) fn validation(
+        kind: &str,
+        subject: Option<&str>,
+        result: &str,
+        at: Timestamp,
+    ) -> ValidationRow {
         ValidationRow {
             asserted_by: None,
             check_kind: kind.to_owned(),
@@ -749,6 +781,8 @@ pub(crate) mod tests {
             event_id: format!("r-{kind}-{}", subject.unwrap_or("-")),
             detail: None,
             environment: Some(Environment::Production),
+            signature_state: SignatureState::Verified,
+            key_id: Some("validator-key".into()),
         }
     }
 
@@ -936,6 +970,44 @@ pub(crate) mod tests {
             d[0].evidence,
             ["ev-connector_live", "r-connector_live-slack"]
         );
+    }
+
+    #[test]
+    fn only_results_signed_by_a_validator_count() {
+        for state in [
+            SignatureState::Unsigned,
+            SignatureState::Invalid,
+            SignatureState::UnknownKey,
+        ] {
+            let mut s = ready_state(NOW);
+            everywhere(&mut s, |f| {
+                for v in f.validations.values_mut() {
+                    v.signature_state = state;
+                }
+            });
+            let d = production(&s, NOW);
+            assert_eq!(
+                ids(&d),
+                [
+                    "missing_live_connector_evidence",
+                    "tenant_isolation_not_proven"
+                ]
+            );
+            for b in &d {
+                assert!(b.meaning.contains("ignored as unproven"), "{b:?}");
+                assert!(b.meaning.contains(state.as_str()), "{b:?}");
+            }
+            assert_eq!(d[1].evidence, ["r-tenant_isolation--"]);
+        }
+        // An unproven failure does not block either: it proves nothing.
+        let mut s = ready_state(NOW);
+        let mut v = validation("connector_live", Some("slack"), "fail", NOW);
+        v.signature_state = SignatureState::Unsigned;
+        everywhere(&mut s, |f| {
+            f.validations
+                .insert("connector_live/slack".into(), v.clone());
+        });
+        assert!(production(&s, NOW).is_empty());
     }
 
     #[test]
@@ -1200,16 +1272,16 @@ pub(crate) mod tests {
         assert!(!e.stages[0].is_empty());
         // A shadowed high-risk control in production blocks production only.
         let mut s = ready.clone();
-        s.stages[2].controls.insert(
-            "ctl-9".into(),
-            control("ctl-9", ControlState::Shadowed, 2),
-        );
+        s.stages[2]
+            .controls
+            .insert("ctl-9".into(), control("ctl-9", ControlState::Shadowed, 2));
         let e = evaluate(&s, &Policy::default(), NOW);
         assert_eq!(ids(&e.stages[2]), ["control_missing/ctl-9"]);
         assert!(e.stages[1].is_empty());
         // Tenant-wide facts block every stage they apply to, wherever they were raised.
         let mut s = ready;
-        s.open_findings.upsert("c1", &finding("c1", Risk::Critical, None, None));
+        s.open_findings
+            .upsert("c1", &finding("c1", Risk::Critical, None, None));
         let e = evaluate(&s, &Policy::default(), NOW);
         assert_eq!(ids(&e.stages[1]), ["critical_finding_unowned/c1"]);
         assert_eq!(ids(&e.stages[2]), ["critical_finding_unowned/c1"]);

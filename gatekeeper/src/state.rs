@@ -67,13 +67,11 @@ impl StageFacts {
     /// Applies a row already restricted to this stage (`None`: none of it counts here).
     fn apply(&mut self, view: ViewName, key: &str, row: Option<ViewRow>) -> bool {
         match (view, row) {
-            (ViewName::Coverage, Some(ViewRow::Coverage(r))) => {
-                if r.kind == CoverageKind::ActionPath {
-                    let path = key.strip_prefix(ACTION_PATH).unwrap_or(&r.id).to_owned();
-                    replace(&mut self.action_paths, &path, Some(r))
-                } else {
-                    false
-                }
+            (ViewName::Coverage, Some(ViewRow::Coverage(r)))
+                if r.kind == CoverageKind::ActionPath =>
+            {
+                let path = key.strip_prefix(ACTION_PATH).unwrap_or(&r.id).to_owned();
+                replace(&mut self.action_paths, &path, Some(r))
             }
             (ViewName::Coverage, _) => match key.strip_prefix(ACTION_PATH) {
                 Some(path) => replace(&mut self.action_paths, path, None),
@@ -574,8 +572,8 @@ mod tests {
     use super::*;
     use crate::rules::tests::{evidence, exception, finding};
     use crate::rules::{Policy, evaluate};
-    use aispm_schemas::BlockerKind;
     use aispm_schemas::views::SignatureState;
+    use aispm_schemas::{BlockerKind, Environment};
     use rand::{Rng, SeedableRng};
 
     fn upsert_finding(s: &mut TenantState, r: &FindingRow) -> Result<bool, WrongRow> {
@@ -752,7 +750,7 @@ mod tests {
                 .unwrap();
         }
         let stale = |s: &TenantState| {
-            evaluate(s, &Policy::default(), now).stages[0]
+            evaluate(s, &Policy::default(), now).stages[2]
                 .iter()
                 .find(|d| d.kind == BlockerKind::EvidenceStale)
                 .cloned()
@@ -767,10 +765,14 @@ mod tests {
                 "{id}"
             );
         }
-        assert_eq!(s.evidence.newest(), Newest::Unknown);
+        assert_eq!(
+            s.stage(Stage::Production).evidence.newest(),
+            Newest::Unknown
+        );
         let d = stale(&s).unwrap();
         assert!(
-            d.meaning.starts_with("The newest evidence is unknown"),
+            d.meaning
+                .starts_with("The newest production evidence is unknown"),
             "{}",
             d.meaning
         );
@@ -862,10 +864,13 @@ mod tests {
             s.apply(ViewName::Evidence, "e4", Some(ViewRow::Evidence(ev))),
             Ok(false)
         );
-        assert_eq!(s.evidence.newest(), Newest::Known(Timestamp(10), "e3"));
+        let production = |s: &TenantState| s.stage(Stage::Production).evidence.newest().owned();
+        assert_eq!(production(&s), Newest::Known(Timestamp(10), "e3").owned());
         assert_eq!(s.apply(ViewName::Evidence, "e3", None), Ok(true));
-        assert_eq!(s.evidence.newest(), Newest::Known(Timestamp(5), "e4"));
-        assert_eq!(s.evidence.len(), 1);
+        assert_eq!(production(&s), Newest::Known(Timestamp(5), "e4").owned());
+        assert_eq!(s.stage(Stage::Production).evidence.len(), 1);
+        // Evidence counts for its own stage only.
+        assert_eq!(s.stage(Stage::Trial).evidence.len(), 0);
     }
 
     #[test]
@@ -880,7 +885,7 @@ mod tests {
             ),
             Ok(true)
         );
-        assert!(s.action_paths.contains_key("git"));
+        assert!(s.stage(Stage::Production).action_paths.contains_key("git"));
         // Other coverage kinds are not kept.
         row.kind = CoverageKind::Repo;
         assert_eq!(
@@ -892,7 +897,25 @@ mod tests {
             s.apply(ViewName::Coverage, "action_path/git", None),
             Ok(true)
         );
-        assert!(s.action_paths.is_empty());
+        assert!(s.stages.iter().all(|f| f.action_paths.is_empty()));
+
+        // A row whose decisions were all made in trial exists for trial only, with trial's
+        // counts; production reads nothing of it.
+        let mut row = crate::rules::tests::path("git", 0, 0).only_in(Environment::Trial);
+        row.environments[0].decisions = 5;
+        row.environments[0].synthetic_decisions = 1;
+        assert_eq!(
+            s.apply(
+                ViewName::Coverage,
+                "action_path/git",
+                Some(ViewRow::Coverage(row))
+            ),
+            Ok(true)
+        );
+        let trial = &s.stage(Stage::Trial).action_paths["git"];
+        assert_eq!((trial.decisions, trial.synthetic_decisions), (5, 1));
+        assert!(s.stage(Stage::Production).action_paths.is_empty());
+        assert!(s.stage(Stage::Pilot).action_paths.is_empty());
     }
 
     #[test]

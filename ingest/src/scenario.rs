@@ -16,13 +16,16 @@
 //! | `control_missing` | `ctl-mcp-guard` runs in shadow mode while the shadow agent `notebook-agent` calls the risky MCP tool `github-mcp/delete_repo` |
 //! | `break_glass_unreviewed` | a break-glass `kubectl delete namespace` 9 days ago was never reviewed |
 //!
-//! Phase [`Phase::Remediate`] clears each of them: fresh passing `tenant_isolation`,
-//! `connector_live`, `report_provider` and `runtime_workflow` validations with signed evidence;
-//! the shadow agents registered with owners; real (non-synthetic) git decisions; `ctl-mcp-guard`
-//! enforcing (denying `delete_repo`); the critical finding assigned with a due date; the overdue
-//! findings resolved; the expired exception revoked; the break-glass reviewed. Only
-//! `report_delivery_unverified` remains, until the reporter delivers a packet
-//! (`POST /v1/tenants/{tenant}/reports` on the reporter).
+//! Phase [`Phase::Remediate`] clears the others: fresh passing `connector_live`,
+//! `report_provider` and `runtime_workflow` validations for the staging (trial) and production
+//! deployments, signed by the validator key `aispm-demo-validator` (registered in the open
+//! phase with `scopes: ["validator"]`); the shadow agents registered with owners; real
+//! (non-synthetic) git decisions; `ctl-mcp-guard` enforcing (denying `delete_repo`); the critical
+//! finding assigned with a due date; the overdue findings resolved; the expired exception
+//! revoked; the break-glass reviewed. Two blockers remain, for aispm's own validators to clear:
+//! `tenant_isolation_not_proven` until the isolation probe (`aispm-validate isolation`) has
+//! tried every cross-tenant read and signed a pass, and `report_delivery_unverified` until the
+//! reporter delivers a packet (`POST /v1/tenants/{tenant}/reports` on the reporter).
 //!
 //! Evidence is signed with a demo Ed25519 key derived from the tenant name and registered as
 //! the trust root `<tenant>-evidence-key`, so evidence rows verify. Event ids are
@@ -88,6 +91,11 @@ pub mod ids {
     pub fn trust_root(tenant: &str) -> String {
         format!("{tenant}-evidence-key")
     }
+
+    /// The trust root (scopes `validator`) whose key signs the demo's validation results
+    /// ([`super::demo_validator_key`]): the scenario registers it in its tenant; the same key
+    /// signs the isolation probe's results in the demo.
+    pub const VALIDATOR_KEY: &str = "aispm-demo-validator";
 }
 
 /// The events of `phase` for `tenant`, in event-time order, anchored at `at` ("now").
@@ -132,9 +140,13 @@ pub fn expected_open_blockers(tenant: &str) -> Vec<(BlockerKind, Option<String>)
     ]
 }
 
-/// The blockers left after the remediation phase: report delivery needs the reporter.
+/// The production blockers left after the remediation phase: report delivery needs the
+/// reporter, and tenant isolation the isolation probe (`aispm-validate isolation`).
 pub fn expected_remediated_blockers() -> Vec<(BlockerKind, Option<String>)> {
-    vec![(BlockerKind::ReportDeliveryUnverified, None)]
+    vec![
+        (BlockerKind::TenantIsolationNotProven, None),
+        (BlockerKind::ReportDeliveryUnverified, None),
+    ]
 }
 
 /// The scenario's building blocks for one tenant at one instant.
@@ -143,6 +155,7 @@ struct Demo {
     tenant: String,
     at: Timestamp,
     key: SigningKey,
+    validator: SigningKey,
 }
 
 const SOURCE_GATEWAY: &str = "cavra-gateway";
@@ -156,6 +169,7 @@ impl Demo {
             tenant: tenant.to_owned(),
             at,
             key: demo_key(tenant),
+            validator: demo_validator_key(),
         }
     }
 
@@ -197,6 +211,7 @@ impl Demo {
         })
     }
 
+    /// A production validation (the scenario's deployment).
     #[allow(clippy::too_many_arguments)]
     fn validation(
         &self,
@@ -208,7 +223,32 @@ impl Demo {
         detail: &str,
         evidence: Option<Evidence>,
     ) -> InputEvent {
-        InputEvent::Registry(RegistryEvent {
+        self.validation_in(
+            Environment::Production,
+            id,
+            when,
+            check_kind,
+            result,
+            subject,
+            detail,
+            evidence,
+        )
+    }
+
+    /// A validation of `environment`'s deployment, signed by the demo's validator key.
+    #[allow(clippy::too_many_arguments)]
+    fn validation_in(
+        &self,
+        environment: Environment,
+        id: String,
+        when: Timestamp,
+        check_kind: CheckKind,
+        result: CheckResult,
+        subject: Option<&str>,
+        detail: &str,
+        evidence: Option<Evidence>,
+    ) -> InputEvent {
+        let mut r = RegistryEvent {
             event_id: id,
             tenant_id: self.tenant.clone(),
             occurred_at: when,
@@ -220,10 +260,12 @@ impl Demo {
                 subject: subject.map(str::to_owned),
                 detail: Some(detail.to_owned()),
                 evidence,
-                // The scenario's deployment is production (its decisions say so too).
-                environment: Some(Environment::Production),
+                environment: Some(environment),
             }),
-        })
+        };
+        // The validator signs its claim with the evidence: only then does the result count.
+        signature::sign_validation(&self.validator, ids::VALIDATOR_KEY, &mut r);
+        InputEvent::Registry(r)
     }
 
     fn approval(
@@ -318,6 +360,15 @@ impl Demo {
                 Asset {
                     public_key: Some(STANDARD.encode(self.key.verifying_key().to_bytes())),
                     ..registered(AssetKind::TrustRoot, &ids::trust_root(t), "security-team")
+                },
+            ),
+            self.asset(
+                reg("r01-validator-key"),
+                r0,
+                Asset {
+                    public_key: Some(STANDARD.encode(self.validator.verifying_key().to_bytes())),
+                    scopes: vec![VALIDATOR_SCOPE.to_owned()],
+                    ..registered(AssetKind::TrustRoot, ids::VALIDATOR_KEY, "security-team")
                 },
             ),
             self.asset(
@@ -564,7 +615,8 @@ impl Demo {
             CheckResult::Fail,
             Some("okta-connector"),
             "GET https://acme.okta.example/api/v1/users answered 401",
-            None,
+            // The probe's transcript, which the validator signs with its result.
+            Some(self.evidence("v02-connector", "okta connector probe transcript")),
         ));
         ev.push(self.validation(
             reg("v03-report-provider"),
@@ -573,7 +625,7 @@ impl Demo {
             CheckResult::Fail,
             Some(&format!("{t}-smtp")),
             "SMTP AUTH answered 535 authentication failed",
-            None,
+            Some(self.evidence("v03-report-provider", "smtp provider probe transcript")),
         ));
         // Break-glass, never reviewed.
         ev.push(self.decision(
@@ -627,9 +679,12 @@ impl Demo {
         // Real git pushes with fresh evidence, but through the staging gateway: they count for
         // the trial stage only, so production still has synthetic git traffic only and stale
         // evidence (stages read their own facts).
-        for (i, target) in ["git push origin release/staging", "git push origin hotfix/login"]
-            .into_iter()
-            .enumerate()
+        for (i, target) in [
+            "git push origin release/staging",
+            "git push origin hotfix/login",
+        ]
+        .into_iter()
+        .enumerate()
         {
             ev.push(self.decision(
                 reg(&format!("d{:02}-git-trial", 7 + i)),
@@ -813,14 +868,10 @@ impl Demo {
                 d.evidence = Some(self.evidence("fix-d03", "force push denied"));
             },
         ));
-        // Fresh, passing validations with signed evidence.
+        // Fresh, passing validations with signed evidence, for the staging (trial) and the
+        // production deployment. Tenant isolation is not among them: only the isolation probe
+        // (`aispm-validate isolation`) can prove it, by trying.
         for (n, (slug, kind, subject, detail)) in [
-            (
-                "v01-isolation",
-                CheckKind::TenantIsolation,
-                None,
-                "cross-tenant reads refused for every tenant pair",
-            ),
             (
                 "v02-connector",
                 CheckKind::ConnectorLive,
@@ -843,15 +894,24 @@ impl Demo {
         .into_iter()
         .enumerate()
         {
-            ev.push(self.validation(
-                fix(slug),
-                step(4 + u64::try_from(n).unwrap_or(0)),
-                kind,
-                CheckResult::Pass,
-                subject.as_deref(),
-                detail,
-                Some(self.evidence(&format!("fix-{slug}"), detail)),
-            ));
+            for env in [Environment::Production, Environment::Trial] {
+                // Production keeps the plain ids; the staging deployment's are suffixed.
+                let suffix = if env == Environment::Production {
+                    String::new()
+                } else {
+                    format!("-{env}")
+                };
+                ev.push(self.validation_in(
+                    env,
+                    fix(&format!("{slug}{suffix}")),
+                    step(4 + u64::try_from(n).unwrap_or(0)),
+                    kind,
+                    CheckResult::Pass,
+                    subject.as_deref(),
+                    detail,
+                    Some(self.evidence(&format!("fix-{slug}{suffix}"), detail)),
+                ));
+            }
         }
         // Findings: the critical one gets an owner and a due date; the overdue ones are resolved.
         ev.push(self.approval(
@@ -935,6 +995,13 @@ pub fn demo_key(tenant: &str) -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
+/// The demo's validator key (derived from a fixed string, like [`demo_key`]; a demo key only:
+/// never register it for real tenants).
+pub fn demo_validator_key() -> SigningKey {
+    let seed: [u8; 32] = Sha256::digest("aispm-demo-validator-key").into();
+    SigningKey::from_bytes(&seed)
+}
+
 /// The event time of any input event.
 pub fn occurred_at(e: &InputEvent) -> Timestamp {
     match e {
@@ -1009,7 +1076,11 @@ mod tests {
                 .all(|d| d.synthetic)
         );
         for kind in [ActionKind::File, ActionKind::Command, ActionKind::Mcp] {
-            assert!(production.iter().any(|d| d.action_kind == kind && !d.synthetic));
+            assert!(
+                production
+                    .iter()
+                    .any(|d| d.action_kind == kind && !d.synthetic)
+            );
         }
         assert!(ds.iter().any(|d| d.action_kind == ActionKind::Git
             && !d.synthetic
@@ -1108,13 +1179,15 @@ mod tests {
                 _ => None,
             })
             .collect();
-        for k in [
-            CheckKind::TenantIsolation,
-            CheckKind::ConnectorLive,
-            CheckKind::ReportProvider,
-        ] {
+        for k in [CheckKind::ConnectorLive, CheckKind::ReportProvider] {
             assert!(kinds.contains(&(k, CheckResult::Pass, true)), "{k}");
         }
+        // Isolation is the probe's to prove, never the scenario's.
+        assert!(
+            !kinds
+                .iter()
+                .any(|(k, _, _)| *k == CheckKind::TenantIsolation)
+        );
     }
 
     #[test]
@@ -1131,7 +1204,6 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 InputEvent::Decision(d) => d.evidence.as_ref(),
-                InputEvent::Registry(r) => r.validation.as_ref()?.evidence.as_ref(),
                 _ => None,
             })
             .collect();
@@ -1147,5 +1219,45 @@ mod tests {
             assert_eq!(state, SignatureState::Verified, "{ev:?}");
             assert_eq!(ev.key_id.as_deref(), Some("acme-evidence-key"));
         }
+    }
+
+    #[test]
+    fn validations_are_signed_by_the_registered_validator_key() {
+        let events = demo("acme", Phase::All, AT);
+        let validator = events
+            .iter()
+            .find_map(|e| match e {
+                InputEvent::Registry(r) => r
+                    .asset
+                    .as_ref()
+                    .filter(|a| a.scopes.iter().any(|s| s == VALIDATOR_SCOPE)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(validator.asset_id, ids::VALIDATOR_KEY);
+        let key = validator.public_key.clone().unwrap();
+        let mut n = 0;
+        for e in &events {
+            let InputEvent::Registry(r) = e else { continue };
+            let Some(v) = &r.validation else { continue };
+            let Some(ev) = &v.evidence else { continue };
+            let sha = signature::digest(&ev.sha256).unwrap();
+            let claim = signature::ValidationClaim {
+                tenant_id: "acme",
+                event_id: &r.event_id,
+                check_kind: v.check_kind.as_str(),
+                environment: v.environment.unwrap().as_str(),
+                subject: v.subject.as_deref(),
+                result: v.result.as_str(),
+                occurred_at_ms: r.occurred_at.0,
+                evidence_id: &ev.evidence_id,
+                sha256: &sha,
+            };
+            let state = claim.verify(&key, ev.signature.as_deref().unwrap());
+            assert_eq!(state, SignatureState::Verified, "{}", r.event_id);
+            assert_eq!(ev.key_id.as_deref(), Some(ids::VALIDATOR_KEY));
+            n += 1;
+        }
+        assert!(n >= 4, "{n}");
     }
 }

@@ -240,6 +240,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 synthetic: d.synthetic,
                 action_kind: Some(d.action_kind.as_str()),
                 high_risk: high,
+                claim: None,
             },
         )?,
         None if high => raise(ov, t, rules::EVIDENCE_MISSING, &d.event_id, &at)?,
@@ -307,6 +308,8 @@ struct Carrier<'a> {
     action_kind: Option<&'a str>,
     /// A high or critical decision (missing evidence matters there).
     high_risk: bool,
+    /// A validation's claim, which the evidence's signature covers.
+    claim: Option<Claim>,
 }
 
 impl<'a> Carrier<'a> {
@@ -319,6 +322,7 @@ impl<'a> Carrier<'a> {
             synthetic: false,
             action_kind: None,
             high_risk: false,
+            claim: None,
         }
     }
 }
@@ -337,6 +341,7 @@ fn record_evidence(ov: &mut Overlay<'_>, t: &str, e: &Evidence, c: &Carrier<'_>)
         action_kind: c.action_kind.map(str::to_owned),
         high_risk: c.high_risk,
         environment: c.environment,
+        claim: c.claim.clone(),
     };
     ov.update(t, Tag::Evidence, &e.evidence_id, |a: &mut EvidenceAgg| {
         lww(&mut a.record, at, record);
@@ -599,6 +604,11 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
                         evidence_dirty(ov, t, evidence);
                     }
                 }
+                // A validator key's validations: few rows per tenant (one per check,
+                // environment and subject), so all of them.
+                for key in ov.ids_with_prefix(t, Tag::Validation, "")? {
+                    ov.dirty(t, ViewName::Validations, key);
+                }
             }
             _ => {}
         }
@@ -621,18 +631,39 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
             detail: v.detail.clone(),
             asserted_by: by.map(str::to_owned),
             environment: v.environment,
+            // Derived from the signature and the tenant's validator keys.
+            signature_state: SignatureState::Unsigned,
+            key_id: v.evidence.as_ref().and_then(|e| e.key_id.clone()),
+        };
+        let claim = Claim {
+            event_id: r.event_id.clone(),
+            check_kind: v.check_kind.as_str().to_owned(),
+            environment: v.environment.map_or("", Environment::as_str).to_owned(),
+            subject: v.subject.clone(),
+            result: v.result.as_str().to_owned(),
+            occurred_at: r.occurred_at.0,
+        };
+        let record = ValidationRecord {
+            row,
+            claim: claim.clone(),
+            sha256: v.evidence.as_ref().map(|e| e.sha256.clone()),
+            signature: v.evidence.as_ref().and_then(|e| e.signature.clone()),
         };
         ov.update(
             t,
             Tag::Validation,
             &key,
-            |slot: &mut Option<Lww<ValidationRow>>| {
-                lww(slot, &at, row);
+            |slot: &mut Option<Lww<ValidationRecord>>| {
+                lww(slot, &at, record);
             },
         )?;
         ov.dirty(t, ViewName::Validations, key);
         if let Some(e) = &v.evidence {
-            record_evidence(ov, t, e, &Carrier::other(&at, by, v.environment))?;
+            let carrier = Carrier {
+                claim: Some(claim),
+                ..Carrier::other(&at, by, v.environment)
+            };
+            record_evidence(ov, t, e, &carrier)?;
         }
     }
     Ok(())

@@ -51,13 +51,7 @@ pub fn row(
         ViewName::Findings => finding(ov, tenant, key, s).map(|(d, _)| d),
         ViewName::Exceptions => exception(ov, tenant, key),
         ViewName::Evidence => evidence(ov, tenant, key),
-        ViewName::Validations => {
-            let v: Option<Lww<ValidationRow>> = ov.get(tenant, Tag::Validation, key)?;
-            Ok(match v {
-                Some(l) => Derived::new(Some(ViewRow::Validation(l.value)), l.at),
-                None => Derived::new(None, (0, String::new())),
-            })
-        }
+        ViewName::Validations => validation(ov, tenant, key),
         ViewName::ReportDeliveries => {
             let v: Option<Lww<DeliveryRow>> = ov.get(tenant, Tag::Delivery, key)?;
             Ok(match v {
@@ -136,7 +130,13 @@ fn control_row(c: &ControlAgg, key: &str) -> Derived {
         return Derived::new(None, stamp);
     }
     let reg = c.registration.as_ref();
-    let state = control_state(c.registration.as_ref(), key, decisions, c.last_decision_at, c.mode.as_ref());
+    let state = control_state(
+        c.registration.as_ref(),
+        key,
+        decisions,
+        c.last_decision_at,
+        c.mode.as_ref(),
+    );
     let row = ControlRow {
         control_id: key.to_owned(),
         state,
@@ -632,30 +632,124 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
 }
 
 /// Whether the evidence's signature verifies against the tenant's registered trust root: the
-/// contract's one rule (`aispm_schemas::signature`), over this tenant and evidence id.
+/// contract's one rule (`aispm_schemas::signature`), over this tenant and evidence id; or, for
+/// evidence a validation carried, over the validation's claim by a validator key.
 fn signature_state(
     ov: &mut Overlay<'_>,
     tenant: &str,
     evidence_id: &str,
     r: &EvidenceRecord,
 ) -> Result<SignatureState> {
-    let (Some(sig), Some(key_id)) = (&r.signature, &r.key_id) else {
-        return Ok(if r.signature.is_none() {
+    match &r.claim {
+        Some(claim) => claim_state(
+            ov,
+            tenant,
+            claim,
+            evidence_id,
+            Some(&r.sha256),
+            r.signature.as_deref(),
+            r.key_id.as_deref(),
+        ),
+        None => {
+            let (Some(sig), Some(key_id)) = (&r.signature, &r.key_id) else {
+                return Ok(if r.signature.is_none() {
+                    SignatureState::Unsigned
+                } else {
+                    SignatureState::UnknownKey
+                });
+            };
+            Ok(match trust_root_key(ov, tenant, key_id, false)? {
+                None => SignatureState::UnknownKey,
+                Some(key) => {
+                    aispm_schemas::signature::verify(&key, tenant, evidence_id, &r.sha256, sig)
+                }
+            })
+        }
+    }
+}
+
+/// The public key of the tenant's registered, unretired trust root `key_id`; with `validator`,
+/// only if its scopes include `validator` (the keys whose signatures prove validation results).
+fn trust_root_key(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    key_id: &str,
+    validator: bool,
+) -> Result<Option<String>> {
+    let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{key_id}"))?;
+    Ok(root
+        .registration
+        .as_ref()
+        .filter(|r| !r.value.retired)
+        .filter(|r| !validator || r.value.scopes.iter().any(|s| s == VALIDATOR_SCOPE))
+        .and_then(|r| r.value.public_key.clone()))
+}
+
+/// Whether a validator's signature proves `claim` with the evidence (`evidence_id`, `sha256`).
+fn claim_state(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    claim: &Claim,
+    evidence_id: &str,
+    sha256: Option<&str>,
+    signature: Option<&str>,
+    key_id: Option<&str>,
+) -> Result<SignatureState> {
+    let (Some(sig), Some(key_id), Some(sha256)) = (signature, key_id, sha256) else {
+        return Ok(if signature.is_none() {
             SignatureState::Unsigned
         } else {
             SignatureState::UnknownKey
         });
     };
-    let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{key_id}"))?;
-    let key = root
-        .registration
-        .as_ref()
-        .filter(|r| !r.value.retired)
-        .and_then(|r| r.value.public_key.clone());
-    Ok(match key {
-        None => SignatureState::UnknownKey,
-        Some(key) => aispm_schemas::signature::verify(&key, tenant, evidence_id, &r.sha256, sig),
-    })
+    let Some(key) = trust_root_key(ov, tenant, key_id, true)? else {
+        return Ok(SignatureState::UnknownKey);
+    };
+    let Some(digest) = aispm_schemas::signature::digest(sha256) else {
+        return Ok(SignatureState::Invalid);
+    };
+    let c = aispm_schemas::signature::ValidationClaim {
+        tenant_id: tenant,
+        event_id: &claim.event_id,
+        check_kind: &claim.check_kind,
+        environment: &claim.environment,
+        subject: claim.subject.as_deref(),
+        result: &claim.result,
+        occurred_at_ms: claim.occurred_at,
+        evidence_id,
+        sha256: &digest,
+    };
+    Ok(c.verify(&key, sig))
+}
+
+/// A validation row, its signature state derived from the tenant's validator keys now.
+fn validation(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
+    let v: Option<Lww<ValidationRecord>> = ov.get(tenant, Tag::Validation, key)?;
+    let Some(l) = v else {
+        return Ok(Derived::new(None, (0, String::new())));
+    };
+    let mut row = l.value.row;
+    row.signature_state = match &row.evidence_id {
+        Some(evidence_id) => claim_state(
+            ov,
+            tenant,
+            &l.value.claim,
+            evidence_id,
+            l.value.sha256.as_deref(),
+            l.value.signature.as_deref(),
+            row.key_id.as_deref(),
+        )?,
+        None => SignatureState::Unsigned,
+    };
+    let root_stamp = match &row.key_id {
+        Some(k) => {
+            let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{k}"))?;
+            root.registration.map(|r| r.at)
+        }
+        None => None,
+    };
+    let stamp = newest([Some(&l.at), root_stamp.as_ref()]);
+    Ok(Derived::new(Some(ViewRow::Validation(row)), stamp))
 }
 
 fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {

@@ -33,7 +33,7 @@ pub enum Tag {
     EvidenceByKey,
     /// [`TenantAgg`], id empty.
     Tenant,
-    /// `Lww<ValidationRow>`, id = validations row key.
+    /// `Lww<ValidationRecord>`, id = validations row key.
     Validation,
     /// `Lww<DeliveryRow>`, id = report id.
     Delivery,
@@ -317,6 +317,31 @@ pub struct EvidenceRecord {
     pub high_risk: bool,
     /// The environment of the event carrying it (the stage whose freshness it proves).
     pub environment: Option<Environment>,
+    /// When a validation carried it: the claim its signature covers (a validator signs the
+    /// result with its evidence, `aispm_schemas::signature::ValidationClaim`).
+    pub claim: Option<Claim>,
+}
+
+/// A validation's claim, as its validator signed it (with the tenant, the evidence id and the
+/// sha256 kept beside it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub event_id: String,
+    pub check_kind: String,
+    pub environment: String,
+    pub subject: Option<String>,
+    pub result: String,
+    pub occurred_at: i64,
+}
+
+/// A validation as recorded: its row (the signature state is derived) and what its signature
+/// is checked with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub row: aispm_schemas::views::ValidationRow,
+    pub claim: Claim,
+    pub sha256: Option<String>,
+    pub signature: Option<String>,
 }
 
 /// What is known of a decision by id: whether it was seen, and approvals that refer to it.

@@ -12,8 +12,8 @@
 
 use aispm_reporter::state::{Shared, TenantState, Update};
 use aispm_schemas::{
-    Environment, EvidenceRow, FindingRow, FindingStatus, Risk, SignatureState, Timestamp, ViewChange, ViewName,
-    ViewOp, ViewRow,
+    Environment, EvidenceRow, FindingRow, FindingStatus, Risk, SignatureState, Timestamp,
+    ViewChange, ViewName, ViewOp, ViewRow,
 };
 use std::collections::BTreeMap;
 

@@ -364,7 +364,7 @@ impl Shared {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use aispm_schemas::{Asset, BlockerKind, FindingStatus, Risk, ViewRow};
+    use aispm_schemas::{Asset, BlockerKind, Environment, FindingStatus, Risk, ViewRow};
 
     pub(crate) fn finding(id: &str) -> FindingRow {
         FindingRow {
@@ -521,39 +521,43 @@ mod tests {
         use aispm_schemas::{ControlState, CoverageKind, ExceptionKind, SignatureState};
         let (_dir, s) = shared();
         let rows = [
-            ViewRow::Coverage(CoverageRow {
-                asserted_by: None,
-                kind: CoverageKind::Agent,
-                id: "a1".into(),
-                registered: true,
-                retired: false,
-                owner: Some("o".into()),
-                trust: None,
-                decisions: 3,
-                synthetic_decisions: 1,
-                first_seen: Some(Timestamp(1)),
-                last_seen: Some(Timestamp(2)),
-                last_decision_id: Some("d".into()),
-                last_real_decision_id: None,
-                shadow_ai: false,
-                environments: vec![],
-            }
-.only_in(Environment::Production)),
-            ViewRow::Control(ControlRow {
-                asserted_by: None,
-                control_id: "c1".into(),
-                state: ControlState::Shadowed,
-                registered: false,
-                enforced_decisions: 0,
-                shadow_decisions: 2,
-                high_risk_decisions: 1,
-                action_kinds: vec!["git".into()],
-                framework_mappings: vec!["soc2:CC6.1".into()],
-                decision_ids: vec!["d1".into(), "d2".into()],
-                last_decision_at: None,
-                environments: vec![],
-            }
-.only_in(Environment::Production)),
+            ViewRow::Coverage(
+                CoverageRow {
+                    asserted_by: None,
+                    kind: CoverageKind::Agent,
+                    id: "a1".into(),
+                    registered: true,
+                    retired: false,
+                    owner: Some("o".into()),
+                    trust: None,
+                    decisions: 3,
+                    synthetic_decisions: 1,
+                    first_seen: Some(Timestamp(1)),
+                    last_seen: Some(Timestamp(2)),
+                    last_decision_id: Some("d".into()),
+                    last_real_decision_id: None,
+                    shadow_ai: false,
+                    environments: vec![],
+                }
+                .only_in(Environment::Production),
+            ),
+            ViewRow::Control(
+                ControlRow {
+                    asserted_by: None,
+                    control_id: "c1".into(),
+                    state: ControlState::Shadowed,
+                    registered: false,
+                    enforced_decisions: 0,
+                    shadow_decisions: 2,
+                    high_risk_decisions: 1,
+                    action_kinds: vec!["git".into()],
+                    framework_mappings: vec!["soc2:CC6.1".into()],
+                    decision_ids: vec!["d1".into(), "d2".into()],
+                    last_decision_at: None,
+                    environments: vec![],
+                }
+                .only_in(Environment::Production),
+            ),
             ViewRow::Finding(finding("f1")),
             ViewRow::Exception(ExceptionRow {
                 asserted_by: None,
@@ -595,6 +599,8 @@ mod tests {
                 event_id: "v".into(),
                 detail: None,
                 environment: Some(Environment::Production),
+                signature_state: SignatureState::Verified,
+                key_id: Some("validator-key".into()),
             }),
             ViewRow::Delivery(DeliveryRow {
                 asserted_by: None,

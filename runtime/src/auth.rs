@@ -440,6 +440,9 @@ mod tests {
         assert!(globex.has(Scope::Read) && !globex.has(Scope::Emit));
         let operator = t.principal("change-me-operator").unwrap();
         assert!(operator.is_operator() && operator.has(Scope::Read));
-        assert!(!operator.has(Scope::Emit), "the operator token cannot write");
+        assert!(
+            !operator.has(Scope::Emit),
+            "the operator token cannot write"
+        );
     }
 }

@@ -397,6 +397,7 @@ pub fn evidence_stale(newest: Option<Timestamp>, window: Duration, now: Timestam
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Environment;
 
     const MS: i64 = 1;
     const H: i64 = 3_600_000;

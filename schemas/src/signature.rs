@@ -56,12 +56,107 @@ pub const DOMAIN: &str = "aispm/evidence/v1";
 
 /// The message an evidence signature covers (see the module docs for its bytes).
 pub fn message(tenant_id: &str, evidence_id: &str, sha256: &[u8; 32]) -> Vec<u8> {
-    let fields: [&[u8]; 4] = [
+    framed(&[
         DOMAIN.as_bytes(),
         tenant_id.as_bytes(),
         evidence_id.as_bytes(),
         sha256,
-    ];
+    ])
+}
+
+/// The domain tag of a validation signature.
+pub const VALIDATION_DOMAIN: &str = "aispm/validation/v1";
+
+/// What a validator signs: the result it claims, bound to the event and the artefact (its
+/// transcript) that proves it. A signature over one claim verifies for no other: not another
+/// tenant, stage, check, subject, result, instant, event or transcript.
+///
+/// ```text
+/// message = field("aispm/validation/v1") || field(tenant_id) || field(event_id)
+///        || field(check_kind) || field(environment) || field(subject or "")
+///        || field(result) || field(decimal occurred_at in ms since the epoch)
+///        || field(evidence_id) || field(sha256, 32 raw bytes)
+/// ```
+///
+/// `field` is the evidence message's (a 4-byte big-endian length, then the bytes). The
+/// signature travels in the validation's `evidence.signature`, its key in `evidence.key_id`: a
+/// `trust_root` whose `scopes` include `validator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidationClaim<'a> {
+    pub tenant_id: &'a str,
+    pub event_id: &'a str,
+    pub check_kind: &'a str,
+    pub environment: &'a str,
+    pub subject: Option<&'a str>,
+    pub result: &'a str,
+    pub occurred_at_ms: i64,
+    pub evidence_id: &'a str,
+    pub sha256: &'a [u8; 32],
+}
+
+impl ValidationClaim<'_> {
+    /// The message a validator's signature covers.
+    pub fn message(&self) -> Vec<u8> {
+        let at = self.occurred_at_ms.to_string();
+        framed(&[
+            VALIDATION_DOMAIN.as_bytes(),
+            self.tenant_id.as_bytes(),
+            self.event_id.as_bytes(),
+            self.check_kind.as_bytes(),
+            self.environment.as_bytes(),
+            self.subject.unwrap_or_default().as_bytes(),
+            self.result.as_bytes(),
+            at.as_bytes(),
+            self.evidence_id.as_bytes(),
+            self.sha256,
+        ])
+    }
+
+    /// The base64 signature of the claim by `key`.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        STANDARD.encode(key.sign(&self.message()).to_bytes())
+    }
+
+    /// Verifies `signature_b64` by `public_key_b64` over the claim, strictly (as [`verify`]).
+    pub fn verify(&self, public_key_b64: &str, signature_b64: &str) -> SignatureState {
+        verify_message(public_key_b64, &self.message(), signature_b64)
+    }
+}
+
+/// Signs the validation of `r` as its validator: fills in its evidence's `signature` and
+/// `key_id`. `false` (nothing changed) when `r` carries no validation with evidence, names no
+/// environment, or its evidence's `sha256` is not hex.
+pub fn sign_validation(key: &SigningKey, key_id: &str, r: &mut crate::RegistryEvent) -> bool {
+    let Some(v) = r.validation.as_ref() else {
+        return false;
+    };
+    let (Some(e), Some(env)) = (v.evidence.as_ref(), v.environment) else {
+        return false;
+    };
+    let Some(sha) = digest(&e.sha256) else {
+        return false;
+    };
+    let claim = ValidationClaim {
+        tenant_id: &r.tenant_id,
+        event_id: &r.event_id,
+        check_kind: v.check_kind.as_str(),
+        environment: env.as_str(),
+        subject: v.subject.as_deref(),
+        result: v.result.as_str(),
+        occurred_at_ms: r.occurred_at.0,
+        evidence_id: &e.evidence_id,
+        sha256: &sha,
+    };
+    let signature = claim.sign(key);
+    if let Some(e) = r.validation.as_mut().and_then(|v| v.evidence.as_mut()) {
+        e.signature = Some(signature);
+        e.key_id = Some(key_id.to_owned());
+    }
+    true
+}
+
+/// Length-prefixes and concatenates `fields`.
+fn framed(fields: &[&[u8]]) -> Vec<u8> {
     let mut m = Vec::with_capacity(fields.iter().map(|f| 4 + f.len()).sum());
     for f in fields {
         // Ids are at most a few hundred bytes (validate.rs); saturate rather than wrap anyway,
@@ -164,6 +259,18 @@ pub fn verify(
     sha256_hex: &str,
     signature_b64: &str,
 ) -> SignatureState {
+    let Some(sha256) = digest(sha256_hex) else {
+        return SignatureState::Invalid;
+    };
+    verify_message(
+        public_key_b64,
+        &message(tenant_id, evidence_id, &sha256),
+        signature_b64,
+    )
+}
+
+/// Verifies `signature_b64` by `public_key_b64` over `message`, strictly.
+fn verify_message(public_key_b64: &str, message: &[u8], signature_b64: &str) -> SignatureState {
     let Ok(key) = public_key(public_key_b64) else {
         return SignatureState::UnknownKey;
     };
@@ -175,10 +282,7 @@ pub fn verify(
     else {
         return SignatureState::Invalid;
     };
-    let Some(sha256) = digest(sha256_hex) else {
-        return SignatureState::Invalid;
-    };
-    match key.verify_strict(&message(tenant_id, evidence_id, &sha256), &sig) {
+    match key.verify_strict(message, &sig) {
         Ok(()) => SignatureState::Verified,
         Err(_) => SignatureState::Invalid,
     }
@@ -274,6 +378,81 @@ mod tests {
         let forged = sign_hex(&other, "acme", "ev-1", &sha).unwrap();
         assert_eq!(
             verify(&pk, "acme", "ev-1", &sha, &forged),
+            SignatureState::Invalid
+        );
+    }
+
+    #[test]
+    fn a_validation_signature_binds_every_claim() {
+        let k = key();
+        let pk = public(&k);
+        let sha = digest(EMPTY_SHA256).unwrap();
+        let claim = ValidationClaim {
+            tenant_id: "acme",
+            event_id: "v-1",
+            check_kind: "tenant_isolation",
+            environment: "production",
+            subject: None,
+            result: "pass",
+            occurred_at_ms: 1_800_000_000_000,
+            evidence_id: "ev-v-1",
+            sha256: &sha,
+        };
+        let m = claim.message();
+        assert_eq!(&m[..23], b"\0\0\0\x13aispm/validation/v1");
+        assert_eq!(&m[m.len() - 36..m.len() - 32], &[0, 0, 0, 32]);
+        let sig = claim.sign(&k);
+        assert_eq!(claim.verify(&pk, &sig), SignatureState::Verified);
+        let other = [0u8; 32];
+        for changed in [
+            ValidationClaim {
+                tenant_id: "globex",
+                ..claim
+            },
+            ValidationClaim {
+                event_id: "v-2",
+                ..claim
+            },
+            ValidationClaim {
+                check_kind: "connector_live",
+                ..claim
+            },
+            ValidationClaim {
+                environment: "trial",
+                ..claim
+            },
+            ValidationClaim {
+                subject: Some("x"),
+                ..claim
+            },
+            ValidationClaim {
+                result: "fail",
+                ..claim
+            },
+            ValidationClaim {
+                occurred_at_ms: 1_800_000_000_001,
+                ..claim
+            },
+            ValidationClaim {
+                evidence_id: "ev-v-2",
+                ..claim
+            },
+            ValidationClaim {
+                sha256: &other,
+                ..claim
+            },
+        ] {
+            assert_eq!(
+                changed.verify(&pk, &sig),
+                SignatureState::Invalid,
+                "{changed:?}"
+            );
+        }
+        // Neither signature passes for the other kind: the domains differ.
+        let evidence_sig = sign(&k, "acme", "ev-v-1", &sha);
+        assert_eq!(claim.verify(&pk, &evidence_sig), SignatureState::Invalid);
+        assert_eq!(
+            verify(&pk, "acme", "ev-v-1", EMPTY_SHA256, &sig),
             SignatureState::Invalid
         );
     }

@@ -314,6 +314,14 @@ pub struct ValidationRow {
     /// The stage whose deployment was validated; `None` (older rows) counts for no stage.
     #[serde(default)]
     pub environment: Option<Environment>,
+    /// The validator's signature over the claim ([`crate::signature::ValidationClaim`]):
+    /// `verified` only with a registered, unretired trust root whose scopes include
+    /// `validator`. Only a verified result counts for readiness ([`ValidationRow::proven`]).
+    #[serde(default = "unsigned")]
+    pub signature_state: SignatureState,
+    /// The validator key the signature names.
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 avro_record!(ValidationRow {
     check_kind,
@@ -325,7 +333,16 @@ avro_record!(ValidationRow {
     detail,
     asserted_by,
     environment,
+    signature_state,
+    key_id,
 });
+
+fn unsigned() -> SignatureState {
+    SignatureState::Unsigned
+}
+
+/// The scope a `trust_root` must list to sign validation results.
+pub const VALIDATOR_SCOPE: &str = "validator";
 
 /// The latest delivery outcome per report packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +444,12 @@ impl EvidenceRow {
 }
 
 impl ValidationRow {
+    /// Whether the result is proven: signed by a registered validator key over exactly this
+    /// claim. An unproven result, pass or fail, counts for no stage.
+    pub fn proven(&self) -> bool {
+        self.signature_state == SignatureState::Verified
+    }
+
     /// Whether the validation counts for `stage`: it validated the stage's environment (a
     /// validation without an environment counts for no stage).
     pub fn counts_for(&self, stage: Stage) -> bool {

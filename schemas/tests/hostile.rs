@@ -70,7 +70,10 @@ fn the_fixtures_are_valid() {
 fn a_validation_must_name_the_environment_it_validated() {
     // A result that names no stage could be read as any stage's: it is refused.
     let mut v = validation();
-    v["validation"].as_object_mut().unwrap().remove("environment");
+    v["validation"]
+        .as_object_mut()
+        .unwrap()
+        .remove("environment");
     assert_eq!(refused(v), ["validation.environment"]);
     let v = set(validation(), "validation.environment", json!(null));
     assert_eq!(refused(v), ["validation.environment"]);

@@ -41,6 +41,82 @@ pub fn tokens_toml() -> String {
     .join("\n")
 }
 
+/// The second tenant of the demo's tokens file (the isolation probe needs two).
+pub const OTHER_TENANT: &str = "globex";
+
+/// Runs aispm's tenant-isolation probe (`aispm-validate isolation`) against the services at
+/// `urls` (ingest, projector, gatekeeper, reporter) for the demo tenant and [`OTHER_TENANT`],
+/// posting signed results for `environments` (comma-separated). The demo validator key is
+/// registered in the other tenant first (the scenario registers it in its own). Returns
+/// whether the probe passed, and its summary.
+pub async fn isolation_probe(
+    client: &reqwest::Client,
+    work: &Path,
+    urls: [&str; 4],
+    environments: &str,
+) -> Result<(bool, Value)> {
+    use aispm_ingest::scenario::{demo_validator_key, ids};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let key = demo_validator_key();
+    let register = json!({"type": "registry", "event_id": "globex-validator-key",
+        "tenant_id": OTHER_TENANT, "occurred_at": aispm_schemas::Timestamp::now().to_rfc3339(),
+        "source": "security-team", "asset": {"asset_kind": "trust_root",
+        "asset_id": ids::VALIDATOR_KEY, "status": "registered", "owner": "security-team",
+        "scopes": ["validator"], "public_key": STANDARD.encode(key.verifying_key().as_bytes())}});
+    let r = client
+        .post(format!("{}/v1/events", urls[0]))
+        .bearer_auth(OTHER_TENANT_TOKEN)
+        .json(&register)
+        .send()
+        .await?;
+    if r.status().as_u16() != 202 {
+        bail!(
+            "registering the validator key in {OTHER_TENANT}: {}",
+            r.status()
+        );
+    }
+    let dir = work.join("validator");
+    std::fs::create_dir_all(&dir)?;
+    let key_file = dir.join("validator.key");
+    std::fs::write(&key_file, STANDARD.encode(key.to_bytes()))?;
+    let tenants = dir.join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!(
+            "[[tenants]]\ntenant = \"{TENANT}\"\nread_token = \"{READER_TOKEN}\"\nwrite_token = \"{TENANT_TOKEN}\"\n\n\
+             [[tenants]]\ntenant = \"{OTHER_TENANT}\"\nread_token = \"{OTHER_TENANT_TOKEN}\"\nwrite_token = \"{OTHER_TENANT_TOKEN}\"\n"
+        ),
+    )?;
+    let out = Command::new(binary("aispm-validate")?)
+        .arg("isolation")
+        .arg("--tenants-file")
+        .arg(&tenants)
+        .arg("--key")
+        .arg(&key_file)
+        .args([
+            "--key-id",
+            ids::VALIDATOR_KEY,
+            "--environments",
+            environments,
+        ])
+        .args(["--ingest", urls[0], "--projector", urls[1]])
+        .args(["--gatekeeper", urls[2], "--reporter", urls[3]])
+        .arg("--out")
+        .arg(&dir)
+        .output()?;
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    match out.status.code() {
+        Some(0) => Ok((true, summary)),
+        Some(1) => Ok((false, summary)),
+        _ => bail!(
+            "aispm-validate isolation failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// A real SMTP server (scripts/smtp_sink.py on Debian's aiosmtpd) saving what it receives.
 #[derive(Debug)]
 pub struct SmtpSink {
@@ -228,6 +304,23 @@ impl Pipeline {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Runs the isolation probe against this pipeline for the production and trial stages
+    /// ([`isolation_probe`]).
+    pub async fn validate_isolation(&self) -> Result<(bool, Value)> {
+        isolation_probe(
+            &self.client,
+            &self.work,
+            [
+                &self.ingest.http,
+                &self.projector.http,
+                &self.gatekeeper.http,
+                &self.reporter.http,
+            ],
+            "production,trial",
+        )
+        .await
     }
 
     /// POSTs `events` to ingest with `token`; returns the status and the answer.

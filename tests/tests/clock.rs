@@ -17,7 +17,7 @@ use aispm_projector::api as projector_api;
 use aispm_projector::posture;
 use aispm_reporter::report::{self, Request};
 use aispm_schemas::views::*;
-use aispm_schemas::{BlockerKind, ReportType, Risk, Stage, Timestamp, clock};
+use aispm_schemas::{BlockerKind, Environment, ReportType, Risk, Stage, Timestamp, clock};
 use clap::Parser;
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -7,7 +7,7 @@
 
 use aispm_runtime::kafka::KafkaConfig;
 use aispm_schemas::views::*;
-use aispm_schemas::{Blocker, Codec, Readiness, Risk, Timestamp, Topics, ViewChange};
+use aispm_schemas::{Blocker, Codec, Environment, Readiness, Risk, Timestamp, Topics, ViewChange};
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::kafka::{create_contract_topics, producer, random_prefix};
@@ -83,24 +83,26 @@ impl Views {
 }
 
 fn action_path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
-    ViewRow::Coverage(CoverageRow {
-        asserted_by: None,
-        kind: CoverageKind::ActionPath,
-        id: kind.to_owned(),
-        registered: false,
-        retired: false,
-        owner: None,
-        trust: None,
-        decisions,
-        synthetic_decisions: synthetic,
-        first_seen: Some(Timestamp(0)),
-        last_seen: Some(Timestamp::now()),
-        last_decision_id: Some(format!("d-{kind}-{decisions}")),
-        last_real_decision_id: (decisions > synthetic).then(|| format!("d-{kind}-{decisions}")),
-        shadow_ai: false,
-        environments: vec![],
-    }
-.only_in(Environment::Production))
+    ViewRow::Coverage(
+        CoverageRow {
+            asserted_by: None,
+            kind: CoverageKind::ActionPath,
+            id: kind.to_owned(),
+            registered: false,
+            retired: false,
+            owner: None,
+            trust: None,
+            decisions,
+            synthetic_decisions: synthetic,
+            first_seen: Some(Timestamp(0)),
+            last_seen: Some(Timestamp::now()),
+            last_decision_id: Some(format!("d-{kind}-{decisions}")),
+            last_real_decision_id: (decisions > synthetic).then(|| format!("d-{kind}-{decisions}")),
+            shadow_ai: false,
+            environments: vec![],
+        }
+        .only_in(Environment::Production),
+    )
 }
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
@@ -168,21 +170,23 @@ fn exception(id: &str, kind: ExceptionKind, granted_at: Timestamp) -> ExceptionR
 }
 
 fn control(id: &str, state: ControlState) -> ViewRow {
-    ViewRow::Control(ControlRow {
-        asserted_by: None,
-        control_id: id.to_owned(),
-        state,
-        registered: true,
-        enforced_decisions: i64::from(state == ControlState::Enforced),
-        shadow_decisions: 3,
-        high_risk_decisions: 3,
-        action_kinds: vec!["command".into()],
-        framework_mappings: vec![],
-        decision_ids: vec!["d-shell-1".into(), "d-shell-2".into()],
-        last_decision_at: Some(Timestamp::now()),
-        environments: vec![],
-    }
-.only_in(Environment::Production))
+    ViewRow::Control(
+        ControlRow {
+            asserted_by: None,
+            control_id: id.to_owned(),
+            state,
+            registered: true,
+            enforced_decisions: i64::from(state == ControlState::Enforced),
+            shadow_decisions: 3,
+            high_risk_decisions: 3,
+            action_kinds: vec!["command".into()],
+            framework_mappings: vec![],
+            decision_ids: vec!["d-shell-1".into(), "d-shell-2".into()],
+            last_decision_at: Some(Timestamp::now()),
+            environments: vec![],
+        }
+        .only_in(Environment::Production),
+    )
 }
 
 fn validation(kind: &str, subject: Option<&str>, result: &str) -> ViewRow {
@@ -196,6 +200,8 @@ fn validation(kind: &str, subject: Option<&str>, result: &str) -> ViewRow {
         event_id: format!("r-{kind}"),
         detail: None,
         environment: Some(Environment::Production),
+        signature_state: SignatureState::Verified,
+        key_id: Some("validator-key".into()),
     })
 }
 

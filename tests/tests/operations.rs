@@ -8,8 +8,8 @@
 //! that the exported names follow `aispm_<service>_<noun>_<unit>`.
 
 use aispm_tests::Broker;
-use aispm_tests::demo;
 use aispm_tests::broker::free_port;
+use aispm_tests::demo;
 use aispm_tests::kafka::{create_contract_topics, produce, producer, random_prefix};
 use aispm_tests::process::{Service, binary};
 use serde_json::Value;
@@ -528,8 +528,9 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
     )
     .await;
 
-    // Remediation clears everything but report_delivery_unverified (production only); trial
-    // and pilot become ready.
+    // Remediation, then the isolation probe, clear everything but report_delivery_unverified
+    // (production only); trial becomes ready. Pilot stays blocked: the demo tenant runs no
+    // pilot deployment, and stages read their own facts.
     // Dated so that its newest evidence is from now: trial evidence is fresh for
     // TRIAL_FRESHNESS_SECS, then goes stale.
     let remediated_at = Instant::now();
@@ -538,11 +539,42 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
         &ingest.http,
         unix_now() + newest_evidence_before_at("remediate"),
     );
+    let (passed, probe) = demo::isolation_probe(
+        &reqwest::Client::new(),
+        dir.path(),
+        [
+            &ingest.http,
+            &projector.http,
+            &gatekeeper.http,
+            &reporter.http,
+        ],
+        "production,trial",
+    )
+    .await
+    .unwrap();
+    assert!(passed, "{probe:#}");
+    // What the probe posted: the other tenant's validator key, and per tenant its canary's
+    // registration and retirement and one result per environment.
+    let probe_events = 1.0
+        + probe["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| 2.0 + t["event_ids"].as_array().unwrap().len() as f64)
+            .sum::<f64>();
+    let not_pilot = |b: &BTreeMap<(String, String), f64>| {
+        b.iter()
+            .filter(|((stage, _), _)| stage != "pilot")
+            .map(|(k, v)| (k.clone(), *v))
+            .collect::<BTreeMap<_, _>>()
+    };
     let fixed = wait_blockers(&prom, &gatekeeper.http, |b| {
-        b.keys()
+        not_pilot(b)
+            .keys()
             .all(|(_, kind)| kind == "report_delivery_unverified")
     })
     .await;
+    let fixed = not_pilot(&fixed);
     assert_eq!(
         fixed,
         BTreeMap::from([(
@@ -586,6 +618,7 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
     for (k, v) in demo_events("remediate") {
         *want.entry(k).or_insert(0.0) += v;
     }
+    *want.entry("registry".to_owned()).or_insert(0.0) += probe_events;
     let total: f64 = want.values().sum();
     for (kind, topic) in [
         ("decision", &topics.decisions),

@@ -1,6 +1,7 @@
 //! The whole pipeline as the demo runs it: ingest → projector → gatekeeper → reporter → SMTP →
 //! delivery audit → projector → gatekeeper. Every production blocker of the scenario opens,
-//! remediation clears all but report delivery, and a real delivery makes the tenant ready.
+//! remediation clears all but what aispm's validators must prove: the isolation probe proves
+//! tenant isolation, and a real delivery makes the tenant ready.
 
 use aispm_schemas::readiness::Blocker;
 use aispm_schemas::topics::dlq_headers;
@@ -56,6 +57,16 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
     assert!(with_evidence >= 6, "blockers name their evidence: {open:#}");
 
     p.emit("remediate").unwrap();
+    // The team's remediation leaves what only aispm's own validators can prove.
+    p.readiness_until(Duration::from_secs(120), |v| {
+        blocker_kinds(v) == ["report_delivery_unverified", "tenant_isolation_not_proven"]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nprojector:\n{}", p.projector.log_tail()));
+    // The isolation probe tries every cross-tenant read, and signs a pass.
+    let (passed, summary) = p.validate_isolation().await.unwrap();
+    assert!(passed, "{summary:#}");
+    assert!(summary["requests"].as_u64().unwrap() >= 50, "{summary:#}");
     p.readiness_until(Duration::from_secs(120), |v| {
         blocker_kinds(v) == ["report_delivery_unverified"]
     })

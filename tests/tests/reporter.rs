@@ -10,9 +10,9 @@ use aispm_reporter::minisign;
 use aispm_reporter::packet::{self, PacketFile};
 use aispm_reporter::sign::Signer;
 use aispm_schemas::{
-    Asset, AssetKind, Environment, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
-    CoverageRow, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus, Readiness,
-    RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
+    Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
+    CoverageRow, Environment, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus,
+    Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
     ValidationRow, ViewChange, ViewOp, ViewRow,
 };
 use aispm_tests::Broker;
@@ -117,24 +117,26 @@ fn coverage(
     synthetic: i64,
     now: i64,
 ) -> ViewRow {
-    ViewRow::Coverage(CoverageRow {
-        asserted_by: None,
-        kind,
-        id: id.into(),
-        registered,
-        retired: false,
-        owner: registered.then(|| "platform-team".into()),
-        trust: None,
-        decisions,
-        synthetic_decisions: synthetic,
-        first_seen: Some(ts(now - 20 * DAY)),
-        last_seen: Some(ts(now - HOUR)),
-        last_decision_id: Some(format!("d-{id}")),
-        last_real_decision_id: (decisions > synthetic).then(|| format!("d-{id}")),
-        shadow_ai: !registered && decisions > 0,
-        environments: vec![],
-    }
-.only_in(Environment::Production))
+    ViewRow::Coverage(
+        CoverageRow {
+            asserted_by: None,
+            kind,
+            id: id.into(),
+            registered,
+            retired: false,
+            owner: registered.then(|| "platform-team".into()),
+            trust: None,
+            decisions,
+            synthetic_decisions: synthetic,
+            first_seen: Some(ts(now - 20 * DAY)),
+            last_seen: Some(ts(now - HOUR)),
+            last_decision_id: Some(format!("d-{id}")),
+            last_real_decision_id: (decisions > synthetic).then(|| format!("d-{id}")),
+            shadow_ai: !registered && decisions > 0,
+            environments: vec![],
+        }
+        .only_in(Environment::Production),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -235,29 +237,31 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
         view(&p, topics, tenant, key, row).await;
     }
     let control = |id: &str, state, decisions: &[&str], frameworks: &[&str]| {
-        ViewRow::Control(ControlRow {
-            asserted_by: None,
-            control_id: id.into(),
-            state,
-            registered: true,
-            enforced_decisions: if state == ControlState::Enforced {
-                decisions.len() as i64
-            } else {
-                0
-            },
-            shadow_decisions: if state == ControlState::Shadowed {
-                decisions.len() as i64
-            } else {
-                0
-            },
-            high_risk_decisions: 1,
-            action_kinds: vec!["file".into()],
-            framework_mappings: frameworks.iter().map(|f| (*f).into()).collect(),
-            decision_ids: decisions.iter().map(|d| (*d).into()).collect(),
-            last_decision_at: Some(ts(now - HOUR)),
-            environments: vec![],
-        }
-.only_in(Environment::Production))
+        ViewRow::Control(
+            ControlRow {
+                asserted_by: None,
+                control_id: id.into(),
+                state,
+                registered: true,
+                enforced_decisions: if state == ControlState::Enforced {
+                    decisions.len() as i64
+                } else {
+                    0
+                },
+                shadow_decisions: if state == ControlState::Shadowed {
+                    decisions.len() as i64
+                } else {
+                    0
+                },
+                high_risk_decisions: 1,
+                action_kinds: vec!["file".into()],
+                framework_mappings: frameworks.iter().map(|f| (*f).into()).collect(),
+                decision_ids: decisions.iter().map(|d| (*d).into()).collect(),
+                last_decision_at: Some(ts(now - HOUR)),
+                environments: vec![],
+            }
+            .only_in(Environment::Production),
+        )
     };
     for (key, row) in [
         (
@@ -428,6 +432,8 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             event_id: format!("reg-val-{check}"),
             detail: None,
             environment: Some(Environment::Production),
+            signature_state: SignatureState::Verified,
+            key_id: Some("validator-key".into()),
         });
         view(&p, topics, tenant, key, row).await;
     }

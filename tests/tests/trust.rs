@@ -4,14 +4,17 @@
 //! with its name; records filed under another tenant's key or dated in the future are
 //! dead-lettered, judged against the record's own timestamp.
 
+use aispm_ingest::scenario::{self, demo_key, demo_validator_key};
 use aispm_schemas::topics::dlq_headers;
 use aispm_schemas::{
-    CheckKind, CheckResult, Codec, Environment, RegistryEvent, Timestamp, Topics, Validation,
+    CheckKind, CheckResult, Codec, Environment, InputEvent, RegistryEvent, Timestamp, Topics,
+    Validation, signature,
 };
 use aispm_tests::demo::{
     GATEWAY_TOKEN, OPERATOR_TOKEN, Pipeline, READER_TOKEN, TENANT, TENANT_TOKEN, blocker_kinds,
 };
 use aispm_tests::kafka::{produce, producer, read_all};
+use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -199,20 +202,54 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
     // Trial traffic: real git decisions with fresh evidence and passing validations, all in
     // the trial environment. They make trial ready and leave production exactly as it was.
     let now = Timestamp::now().to_rfc3339();
-    let evidence = |id: &str| {
-        json!({"evidence_id": id, "sha256": "ab".repeat(32), "uri": format!("s3://trial/{id}")})
-    };
+    let evidence = |id: &str| json!({"evidence_id": id, "sha256": "ab".repeat(32), "uri": format!("s3://trial/{id}")});
     let trial_decision = json!({"type": "decision", "event_id": "trial-git-1", "tenant_id": TENANT,
         "occurred_at": now, "source": "gw", "agent_id": "trial-agent", "actor": "alice",
         "environment": "trial", "action_kind": "git", "target": "acme/site", "mode": "enforced",
         "verdict": "allow", "risk": "low", "evidence": evidence("trial-ev-1")});
     let (status, body) = p.post_events(GATEWAY_TOKEN, &trial_decision).await.unwrap();
     assert_eq!(status, 202, "{body}");
-    for (id, check) in [("trial-iso", "tenant_isolation"), ("trial-conn", "connector_live")] {
-        let v = json!({"type": "registry", "event_id": id, "tenant_id": TENANT,
-            "occurred_at": now, "source": "validator", "validation": {"check_kind": check,
-            "result": "pass", "subject": "trial-probe", "environment": "trial",
-            "evidence": evidence(&format!("{id}-ev"))}});
+    // A validation result as a validator posts it, signed by `key` (named `key_id`) or not.
+    let result =
+        |id: &str, check: CheckKind, env: Environment, key: Option<(&SigningKey, &str)>| {
+            let mut r = RegistryEvent {
+                event_id: id.into(),
+                tenant_id: TENANT.into(),
+                occurred_at: Timestamp::now(),
+                source: "validator".into(),
+                asset: None,
+                validation: Some(Validation {
+                    check_kind: check,
+                    result: CheckResult::Pass,
+                    subject: Some("probe".into()),
+                    detail: None,
+                    evidence: Some(aispm_schemas::Evidence {
+                        evidence_id: format!("{id}-ev"),
+                        sha256: "ab".repeat(32),
+                        uri: format!("s3://validator/{id}"),
+                        signature: None,
+                        key_id: None,
+                    }),
+                    environment: Some(env),
+                }),
+            };
+            if let Some((key, key_id)) = key {
+                assert!(signature::sign_validation(key, key_id, &mut r));
+            }
+            InputEvent::Registry(r).to_json()
+        };
+    let validator = demo_validator_key();
+    let validator_id = scenario::ids::VALIDATOR_KEY;
+    for (id, check) in [
+        ("trial-iso", CheckKind::TenantIsolation),
+        ("trial-conn", CheckKind::ConnectorLive),
+    ] {
+        let v = result(
+            id,
+            check,
+            Environment::Trial,
+            Some((&validator, validator_id)),
+        );
         let (status, body) = p.post_events(TENANT_TOKEN, &v).await.unwrap();
         assert_eq!(status, 202, "{body}");
     }
@@ -223,17 +260,88 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
         if trial["ready_for_aispm_trial"] == true {
             break;
         }
-        assert!(Instant::now() < deadline, "trial never became ready: {trial:#}");
+        assert!(
+            Instant::now() < deadline,
+            "trial never became ready: {trial:#}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let production = blocker_kinds(&p.readiness().await.unwrap());
+    // Production passes that prove nothing: unsigned, and signed by the evidence key (a trust
+    // root without the validator scope). Accepted as claims, shown unproven, never counted.
+    let evidence_key = demo_key(TENANT);
+    let evidence_id = scenario::ids::trust_root(TENANT);
+    let claims = [
+        ("claim-unsigned", None, "unsigned"),
+        (
+            "claim-evidence-key",
+            Some((&evidence_key, evidence_id.as_str())),
+            "unknown_key",
+        ),
+    ];
+    for (id, key, _) in &claims {
+        let v = result(
+            id,
+            CheckKind::TenantIsolation,
+            Environment::Production,
+            *key,
+        );
+        let (status, body) = p.post_events(TENANT_TOKEN, &v).await.unwrap();
+        assert_eq!(status, 202, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = p
+            .get(
+                &p.projector.http,
+                &format!("/v1/tenants/{TENANT}/validations"),
+            )
+            .await
+            .unwrap();
+        let state = |id: &str| {
+            rows["validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["event_id"] == id)
+                .map(|v| v["signature_state"].clone())
+        };
+        // Both land on the same row (tenant_isolation/production/probe): the newer one shows.
+        if state("claim-evidence-key").is_some() {
+            assert_eq!(state("claim-evidence-key").unwrap(), claims[1].2);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the claims never landed: {rows:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let verdict = p.readiness().await.unwrap();
+    let isolation = verdict["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "tenant_isolation_not_proven")
+        .cloned()
+        .unwrap();
+    assert!(
+        isolation["meaning"]
+            .as_str()
+            .unwrap()
+            .contains("ignored as unproven"),
+        "{isolation}"
+    );
+    let production = blocker_kinds(&verdict);
     for kind in [
         "runtime_workflow_synthetic_only",
         "evidence_stale",
         "tenant_isolation_not_proven",
         "missing_live_connector_evidence",
     ] {
-        assert!(production.contains(&kind.to_owned()), "{kind}: {production:?}");
+        assert!(
+            production.contains(&kind.to_owned()),
+            "{kind}: {production:?}"
+        );
     }
 
     // Nothing of it moved the verdict: the same blockers, still not ready.

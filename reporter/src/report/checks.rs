@@ -117,7 +117,9 @@ pub fn freshness(t: &TenantState, now: Timestamp, stage: Stage, window: Duration
         ),
         _ => (
             Status::Fail,
-            format!("No real evidence has been recorded in this tenant's {stage} environment (synthetic and invalidly signed evidence does not count)."),
+            format!(
+                "No real evidence has been recorded in this tenant's {stage} environment (synthetic and invalidly signed evidence does not count)."
+            ),
         ),
     };
     Freshness {

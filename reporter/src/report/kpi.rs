@@ -340,7 +340,7 @@ pub fn trends(t: &TenantState, now: Timestamp, weeks: u32) -> Vec<TrendPoint> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use aispm_schemas::{ControlRow, CoverageRow, ExceptionRow};
+    use aispm_schemas::{ControlRow, CoverageRow, Environment, ExceptionRow};
 
     fn finding(
         id: &str,
@@ -392,7 +392,7 @@ mod tests {
             shadow_ai: !registered && decisions > 0,
             environments: vec![],
         }
-.only_in(Environment::Production)
+        .only_in(Environment::Production)
     }
 
     #[test]
@@ -434,7 +434,7 @@ mod tests {
                 last_decision_at: None,
                 environments: vec![],
             }
-.only_in(Environment::Production),
+            .only_in(Environment::Production),
         );
         t.exceptions.insert(
             "x1".into(),

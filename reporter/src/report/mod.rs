@@ -495,7 +495,7 @@ pub fn break_glass(t: &TenantState) -> Vec<ExceptionRow> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use aispm_schemas::{BlockerKind, EvidenceRow, Readiness};
+    use aispm_schemas::{BlockerKind, Environment, EvidenceRow, Readiness};
 
     #[test]
     fn readiness_needs_a_ready_verdict_and_no_blockers() {

@@ -603,11 +603,10 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
         id(),
         of(text()),
         of(select(Environment::ALL)),
+        (select(SignatureState::ALL), of(id())),
     )
         .prop_map(
-        |(check_kind, subject, result, evidence_id, validated_at, event_id, detail, environment)| {
-            ViewRow::Validation(ValidationRow {
-                asserted_by: None,
+            |(
                 check_kind,
                 subject,
                 result,
@@ -616,9 +615,23 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 event_id,
                 detail,
                 environment,
-            })
-        },
-    );
+                (signature_state, key_id),
+            )| {
+                ViewRow::Validation(ValidationRow {
+                    asserted_by: None,
+                    check_kind,
+                    subject,
+                    result,
+                    evidence_id,
+                    validated_at,
+                    event_id,
+                    detail,
+                    environment,
+                    signature_state,
+                    key_id,
+                })
+            },
+        );
     let delivery = (
         (id(), id(), id(), id(), ids(), any::<bool>(), of(id())),
         (hex64(), 1..5i32, ts(), id(), of(id()), of(text())),

@@ -112,16 +112,41 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", p.emit("remediate")?);
     let left = p
         .readiness_until(Duration::from_secs(90), |v| {
-            blocker_kinds(v) == ["report_delivery_unverified"]
+            blocker_kinds(v) == ["report_delivery_unverified", "tenant_isolation_not_proven"]
         })
         .await?;
     println!("{}", verdict_line(&left));
     for k in blocker_kinds(&left) {
         println!("  - {k}");
     }
+    println!(
+        "  (the staging gateway's real git pushes and fresh evidence count for trial only: production judged on its own)"
+    );
 
     step(
         6,
+        "aispm's isolation probe tries every read route with each tenant's token against the other tenant, and signs the result",
+    );
+    let (passed, probe) = p.validate_isolation().await?;
+    println!(
+        "probe       {} — {} requests, transcript {} (sha256 {})",
+        if passed { "pass" } else { "FAIL" },
+        probe["requests"],
+        probe["transcript"].as_str().unwrap_or(""),
+        probe["sha256"].as_str().unwrap_or("")
+    );
+    if !passed {
+        anyhow::bail!("the isolation probe failed: {probe:#}");
+    }
+    let left = p
+        .readiness_until(Duration::from_secs(90), |v| {
+            blocker_kinds(v) == ["report_delivery_unverified"]
+        })
+        .await?;
+    println!("{}", verdict_line(&left));
+
+    step(
+        7,
         "The reporter generates a signed production readiness packet and mails it to the approved recipients",
     );
     let report = p.report("production_readiness").await?;
@@ -169,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     println!("mailbox     {} message(s)", p.smtp.messages().len());
 
     step(
-        7,
+        8,
         "The delivery audit event flows back through the projector; the gatekeeper re-evaluates",
     );
     let ready = p
