@@ -20,6 +20,8 @@
 #   AISPM_KAFKA_ADMIN_PASSWORD and AISPM_KAFKA_{INGEST,PROJECTOR,GATEKEEPER,REPORTER,GATEWAY,
 #   APPROVER,REGISTRAR}_PASSWORD (required; letters, digits, `-` and `_`)
 set -eu
+# No globbing: words are split on purpose below, never expanded as paths.
+set -f
 
 bootstrap=${KAFKA_ADMIN_BOOTSTRAP:-kafka:9094}
 bin=${KAFKA_BIN:-/opt/kafka/bin}
@@ -39,6 +41,7 @@ readiness=${prefix}readiness.v1
 dlq=${prefix}dlq.v1
 
 for name in ADMIN INGEST PROJECTOR GATEKEEPER REPORTER GATEWAY APPROVER REGISTRAR; do
+  value=
   eval "value=\${AISPM_KAFKA_${name}_PASSWORD:-}"
   case $value in
     '') echo "AISPM_KAFKA_${name}_PASSWORD is not set" >&2; exit 2 ;;
@@ -75,6 +78,7 @@ allow() {
 running=
 failed=0
 reap_oldest() {
+  # shellcheck disable=SC2086 # split into "pid:name" words
   set -- $running
   entry=$1
   shift
@@ -92,6 +96,7 @@ job() {
   shift
   "$@" >"$work/$name.log" 2>&1 &
   running="$running $!:$name"
+  # shellcheck disable=SC2086 # split into "pid:name" words
   set -- $running
   if [ $# -ge "$jobs_max" ]; then
     reap_oldest
