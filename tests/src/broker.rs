@@ -6,10 +6,15 @@
 //! `$AISPM_KAFKA_HOME`). Every node's storage is formatted once per machine into a template
 //! (`kafka-storage format`, a JVM start of its own) and copied for each new broker, so a test pays
 //! one broker start, not two. Kafka's own admin tools run through [`tool`].
+//!
+//! [`Broker::start_secured`] runs a node with the security settings of `compose/` (SASL
+//! listeners, the `StandardAuthorizer`, no access without an ACL), read from
+//! `compose/docker-compose.yml` itself: see [`crate::compose`].
 
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -38,6 +43,7 @@ pub fn kafka_home() -> Result<PathBuf> {
 pub fn tool(name: &str, args: &[&str]) -> Result<Output> {
     let out = Command::new(kafka_home()?.join("bin").join(name))
         .args(args)
+        .env("KAFKA_OPTS", tools_jvm_options())
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {name}"))?;
@@ -51,6 +57,41 @@ pub fn tool(name: &str, args: &[&str]) -> Result<Output> {
         );
     }
     Ok(out)
+}
+
+/// JVM options for Kafka's command-line tools: a class-data-sharing archive of the classes they
+/// load (dumped from one run of `kafka-acls`, once per machine and Kafka version, by the first
+/// [`Broker::start_secured`]), which halves a tool's start. Empty until the archive exists; a JVM
+/// that cannot use it runs without it. The JVM's own logging is kept off stdout, which callers
+/// parse.
+pub fn tools_jvm_options() -> String {
+    match tools_archive() {
+        Some(p) if p.exists() => format!(
+            "-XX:SharedArchiveFile={} -Xshare:auto -Xlog:disable -Xlog:all=warning:stderr",
+            p.display()
+        ),
+        _ => String::new(),
+    }
+}
+
+fn tools_archive() -> Option<PathBuf> {
+    let home = kafka_home().ok()?;
+    let version = std::fs::read_to_string(home.join("VERSION")).unwrap_or_default();
+    Some(home.join("cds").join(version.trim()).join("tools.jsa"))
+}
+
+/// SASL/SCRAM-SHA-512 client settings for `user` (librdkafka properties, as given to the
+/// services with `--kafka-option`), for the client listener of [`Broker::start_secured`].
+pub fn scram_options(user: &str, password: &str) -> Vec<(String, String)> {
+    [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", user),
+        ("sasl.password", password),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
 }
 
 /// A free TCP port on 127.0.0.1, never one this process was given before: the kernel may hand
@@ -77,8 +118,11 @@ pub fn free_port() -> u16 {
 #[derive(Debug)]
 struct Node {
     id: u32,
+    /// The client listener (`PLAINTEXT`, or `CLIENT` on a secured node).
     port: u16,
     controller_port: u16,
+    /// A secured node's other listeners by name (`BROKER`, `EXTERNAL`).
+    listener_ports: BTreeMap<String, u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -95,6 +139,28 @@ pub struct Broker {
     nodes: Vec<Node>,
     /// The nodes' directories when they go with the broker (none for [`Broker::start_in`]).
     _dir: Option<tempfile::TempDir>,
+    security: Option<Security>,
+}
+
+/// The name of the secured node's listener for clients (`CLIENT` in compose/).
+const CLIENT_LISTENER: &str = "CLIENT";
+
+/// What makes a node secured: the compose broker's settings.
+#[derive(Debug, Clone)]
+struct Security {
+    /// Broker properties as `compose/docker-compose.yml` gives them to the `apache/kafka`
+    /// image; ports, hosts and paths are rewritten per node when its configuration is written.
+    properties: Vec<(String, String)>,
+    /// Each listener's name and port in compose/.
+    listeners: Vec<(String, u16)>,
+    /// The compose service's `KAFKA_OPTS`, for the JVM.
+    jvm_options: String,
+    /// The inter-broker listener, where the super user signs in with PLAIN.
+    admin_listener: String,
+    admin_user: String,
+    admin_password: String,
+    /// Kafka's Java client properties for the super user (`--command-config` of the tools).
+    admin_config: PathBuf,
 }
 
 impl Broker {
@@ -115,12 +181,85 @@ impl Broker {
     /// and running aispm by hand (`aispm-broker`).
     pub fn start_in(dir: &Path, port: u16) -> Result<Broker> {
         std::fs::create_dir_all(dir)?;
-        Self::start_nodes_in(dir.to_owned(), None, Some(port), 1)
+        Self::start_nodes_in(dir.to_owned(), None, Some(port), 1, None)
+    }
+
+    /// A single-node broker with the security of `compose/`: its `kafka` service's settings
+    /// (SASL listeners, `StandardAuthorizer`, `allow.everyone.if.no.acl.found=false`, the super
+    /// user) read from `compose/docker-compose.yml`, with `vars` for its `${…}` variables (the
+    /// passwords; unset ones take the file's defaults). Only the super user can do anything
+    /// until ACLs say otherwise: see [`crate::compose::kafka_setup`].
+    ///
+    /// [`Broker::bootstrap`] is the `CLIENT` listener (SASL/SCRAM-SHA-512: [`scram_options`]);
+    /// [`Broker::admin_bootstrap`], [`Broker::admin_options`] and
+    /// [`Broker::admin_command_config`] sign in as the super user.
+    pub fn start_secured(vars: &BTreeMap<String, String>) -> Result<Broker> {
+        let env = crate::compose::service_environment("kafka", vars)?;
+        let properties = crate::compose::kafka_properties(&env);
+        let prop = |key: &str| {
+            properties
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .with_context(|| format!("compose/docker-compose.yml sets no {key}"))
+        };
+        let listeners = prop("listeners")?
+            .split(',')
+            .map(|l| {
+                let (name, addr) = l
+                    .split_once("://")
+                    .with_context(|| format!("listener {l}"))?;
+                let port = addr
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .with_context(|| format!("listener {l} has no port"))?;
+                Ok((name.trim().to_owned(), port))
+            })
+            .collect::<Result<Vec<(String, u16)>>>()?;
+        if !listeners.iter().any(|(n, _)| n == CLIENT_LISTENER) {
+            bail!("compose/docker-compose.yml has no {CLIENT_LISTENER} listener");
+        }
+        let admin_listener = prop("inter.broker.listener.name")?;
+        let jaas = prop(&format!(
+            "listener.name.{}.plain.sasl.jaas.config",
+            admin_listener.to_lowercase()
+        ))?;
+        let admin_user = jaas_option(&jaas, "username")?;
+        let admin_password = jaas_option(&jaas, "password")?;
+        let jvm_options = env
+            .iter()
+            .find(|(k, _)| k == "KAFKA_OPTS")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let dir = tempfile::tempdir()?;
+        let admin_config = dir.path().join("admin.properties");
+        std::fs::write(
+            &admin_config,
+            format!(
+                "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n\
+                 sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 username=\"{admin_user}\" password=\"{admin_password}\";\n"
+            ),
+        )?;
+        let security = Security {
+            properties,
+            listeners,
+            jvm_options,
+            admin_listener,
+            admin_user,
+            admin_password,
+            admin_config,
+        };
+        let root = dir.path().to_owned();
+        let b = Self::start_nodes_in(root, Some(dir), None, 1, Some(security))?;
+        b.ensure_tools_archive()?;
+        Ok(b)
     }
 
     fn start_nodes(n: u32) -> Result<Broker> {
         let dir = tempfile::tempdir()?;
-        Self::start_nodes_in(dir.path().to_owned(), Some(dir), None, n)
+        Self::start_nodes_in(dir.path().to_owned(), Some(dir), None, n, None)
     }
 
     fn start_nodes_in(
@@ -128,16 +267,27 @@ impl Broker {
         owned: Option<tempfile::TempDir>,
         port: Option<u16>,
         n: u32,
+        security: Option<Security>,
     ) -> Result<Broker> {
         let mut nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
                 id,
                 port: port.unwrap_or_else(free_port),
                 controller_port: free_port(),
+                listener_ports: security
+                    .iter()
+                    .flat_map(|s| &s.listeners)
+                    .map(|(name, _)| (name.clone(), free_port()))
+                    .collect(),
                 dir: root.join(format!("node-{id}")),
                 child: None,
             })
             .collect();
+        for node in &mut nodes {
+            if let Some(p) = node.listener_ports.get(CLIENT_LISTENER) {
+                node.port = *p;
+            }
+        }
         let voters = nodes
             .iter()
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
@@ -145,15 +295,20 @@ impl Broker {
             .join(",");
         for node in &mut nodes {
             std::fs::create_dir_all(&node.dir)?;
-            std::fs::write(
-                node.dir.join("server.properties"),
-                server_properties(node, n, &voters),
-            )?;
+            let mut props = server_properties(node, n, &voters);
+            if let Some(security) = &security {
+                props = secured_properties(node, security, &props)?;
+            }
+            std::fs::write(node.dir.join("server.properties"), props)?;
             if !node.dir.join("data/meta.properties").exists() {
                 copy_dir(&formatted_template(node.id)?, &node.dir.join("data"))?;
             }
         }
-        let mut b = Broker { nodes, _dir: owned };
+        let mut b = Broker {
+            nodes,
+            _dir: owned,
+            security,
+        };
         for i in 0..b.nodes.len() {
             b.spawn(i)?;
         }
@@ -163,18 +318,24 @@ impl Broker {
 
     fn spawn(&mut self, i: usize) -> Result<()> {
         let home = kafka_home()?;
-        let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(node.log())?;
+            .open(self.nodes[i].log())?;
         // A test broker holds little: a 512 MiB heap leaves room for three nodes and the
         // services on 2 cores and 24 GiB (the demo and compose/ give one node 1 GiB).
         let heap =
             std::env::var("AISPM_KAFKA_HEAP_OPTS").unwrap_or_else(|_| "-Xms256m -Xmx512m".into());
+        let jvm_options = self
+            .security
+            .as_ref()
+            .map(|s| s.jvm_options.clone())
+            .unwrap_or_default();
+        let node = &mut self.nodes[i];
         let child = Command::new(home.join("bin/kafka-server-start"))
             .arg(node.dir.join("server.properties"))
             .env("KAFKA_HEAP_OPTS", heap)
+            .env("KAFKA_OPTS", jvm_options)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -191,10 +352,7 @@ impl Broker {
             .filter(|i| self.nodes[*i].child.is_some())
             .collect();
         for &i in &running {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", self.node_bootstrap(i))
-                .set("log_level", "0")
-                .create()?;
+            let consumer: BaseConsumer = self.admin_client(&[i]).create()?;
             loop {
                 if let Some(child) = self.nodes[i].child.as_mut()
                     && let Some(status) = child.try_wait()?
@@ -306,15 +464,124 @@ impl Broker {
     }
 
     fn metadata(&self) -> Result<rdkafka::metadata::Metadata> {
-        let running: Vec<String> = (0..self.nodes.len())
+        let running: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].child.is_some())
-            .map(|i| self.node_bootstrap(i))
             .collect();
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", running.join(","))
-            .set("log_level", "0")
-            .create()?;
+        let consumer: BaseConsumer = self.admin_client(&running).create()?;
         Ok(consumer.fetch_metadata(None, Duration::from_secs(10))?)
+    }
+
+    /// A client of nodes `nodes` that may do anything: the plain listener, or a secured node's
+    /// super user on its inter-broker listener.
+    fn admin_client(&self, nodes: &[usize]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        let bootstrap = nodes
+            .iter()
+            .map(|&i| self.node_admin_bootstrap(i))
+            .collect::<Vec<_>>()
+            .join(",");
+        c.set("bootstrap.servers", bootstrap).set("log_level", "0");
+        for (k, v) in self.admin_options() {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn node_admin_bootstrap(&self, i: usize) -> String {
+        match &self.security {
+            Some(s) => format!(
+                "127.0.0.1:{}",
+                self.nodes[i].listener_ports[&s.admin_listener]
+            ),
+            None => self.node_bootstrap(i),
+        }
+    }
+
+    /// Where a client signs in as the super user: a secured broker's inter-broker listener
+    /// (SASL/PLAIN, with [`Broker::admin_options`]); otherwise [`Broker::bootstrap`].
+    pub fn admin_bootstrap(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.node_admin_bootstrap(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// librdkafka properties of the super user at [`Broker::admin_bootstrap`] (none on an
+    /// unsecured broker).
+    pub fn admin_options(&self) -> Vec<(String, String)> {
+        match &self.security {
+            Some(s) => [
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", s.admin_user.as_str()),
+                ("sasl.password", s.admin_password.as_str()),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+            None => vec![],
+        }
+    }
+
+    /// The `--command-config` file for Kafka's tools at [`Broker::admin_bootstrap`] (a
+    /// secured broker's super user).
+    pub fn admin_command_config(&self) -> Option<&Path> {
+        self.security.as_ref().map(|s| s.admin_config.as_path())
+    }
+
+    /// The address of a secured node's listener `name` (`EXTERNAL`, …), as compose/ names it.
+    pub fn listener(&self, name: &str) -> Option<String> {
+        let port = self.nodes.first()?.listener_ports.get(name)?;
+        Some(format!("127.0.0.1:{port}"))
+    }
+
+    /// Dumps the class-data-sharing archive of [`tools_jvm_options`] unless it exists: one run
+    /// of `kafka-acls --list` as the super user.
+    fn ensure_tools_archive(&self) -> Result<()> {
+        let (Some(archive), Some(config)) = (tools_archive(), self.admin_command_config()) else {
+            return Ok(());
+        };
+        if archive.exists() {
+            return Ok(());
+        }
+        let dir = archive.parent().context("archive has no directory")?;
+        std::fs::create_dir_all(dir)?;
+        let work = tempfile::tempdir_in(dir)?;
+        let dump = work.path().join("tools.jsa");
+        let out = Command::new(kafka_home()?.join("bin/kafka-acls"))
+            .args([
+                "--bootstrap-server",
+                &self.admin_bootstrap(),
+                "--command-config",
+            ])
+            .arg(config)
+            .arg("--list")
+            .env(
+                "KAFKA_OPTS",
+                format!(
+                    "-XX:ArchiveClassesAtExit={} -Xlog:disable -Xlog:all=warning:stderr",
+                    dump.display()
+                ),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .context("running kafka-acls")?;
+        if !out.status.success() {
+            bail!(
+                "kafka-acls --list exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // A JVM that could not dump leaves no file: the tools then start without an archive.
+        if dump.exists() {
+            match std::fs::rename(&dump, &archive) {
+                Ok(()) => {}
+                Err(_) if archive.exists() => {}
+                Err(e) => return Err(e).context("installing the class-data-sharing archive"),
+            }
+        }
+        Ok(())
     }
 
     /// Kills node `i` with SIGKILL: no controlled shutdown, no flush beyond what the OS has.
@@ -468,6 +735,87 @@ num.recovery.threads.per.data.dir=1
         cport = node.controller_port,
         data = node.dir.join("data").display(),
     )
+}
+
+/// A secured node's configuration: the compose broker's properties, with its listeners on this
+/// node's ports of 127.0.0.1 and its data in the node's directory, after the test timings of
+/// `base` that compose does not set (where both set a key, compose's value stands).
+fn secured_properties(node: &Node, security: &Security, base: &str) -> Result<String> {
+    let controller = security
+        .properties
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "controller.listener.names")
+        .map(|(_, v)| v.clone())
+        .context("compose/docker-compose.yml sets no controller.listener.names")?;
+    // Compose port → this node's port, per listener.
+    let ports: Vec<(u16, u16)> = security
+        .listeners
+        .iter()
+        .map(|(name, port)| {
+            let local = if *name == controller {
+                node.controller_port
+            } else {
+                node.listener_ports[name]
+            };
+            (*port, local)
+        })
+        .collect();
+    let rewrite = |v: &str| {
+        let mut v = v.to_owned();
+        for (from, to) in &ports {
+            for host in ["kafka", "localhost"] {
+                v = v.replace(&format!("{host}:{from}"), &format!("127.0.0.1:{to}"));
+            }
+            v = v.replace(&format!("://:{from}"), &format!("://127.0.0.1:{to}"));
+        }
+        v
+    };
+    let security_keys: Vec<&str> = security
+        .properties
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut out = String::new();
+    // The listener lines of `base` go: compose's listeners replace them.
+    for line in base.lines() {
+        let key = line.split_once('=').map_or("", |(k, _)| k);
+        let listener_key = key.contains("listener") || key == "controller.quorum.voters";
+        if !listener_key && !security_keys.contains(&key) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("# compose/docker-compose.yml, service kafka\n");
+    for (k, v) in &security.properties {
+        let v = match k.as_str() {
+            "log.dirs" => node.dir.join("data").display().to_string(),
+            "node.id" => node.id.to_string(),
+            "listeners" | "advertised.listeners" | "controller.quorum.voters" => {
+                let v = rewrite(v);
+                if v.contains("kafka:") || v.contains("localhost:") || v.contains("://:") {
+                    bail!("{k}={v}: a listener of compose/docker-compose.yml was not mapped");
+                }
+                v
+            }
+            _ => v.clone(),
+        };
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    Ok(out)
+}
+
+/// The value of `option="…"` in a JAAS configuration line.
+fn jaas_option(jaas: &str, option: &str) -> Result<String> {
+    let start = jaas
+        .find(&format!(" {option}=\""))
+        .with_context(|| format!("no {option} in {jaas}"))?
+        + option.len()
+        + 3;
+    let len = jaas[start..]
+        .find('"')
+        .with_context(|| format!("unterminated {option} in {jaas}"))?;
+    Ok(jaas[start..start + len].to_owned())
 }
 
 /// A storage directory formatted for node `id` (a fixed cluster id; the node's configuration

@@ -2,13 +2,16 @@
 //! processes, random topic prefixes, and small Kafka helpers.
 //!
 //! # Layout
-//! - [`broker`]: start, kill, restart and stop Apache Kafka nodes; Kafka's own admin tools.
+//! - [`broker`]: start, kill, restart and stop Apache Kafka nodes (also one secured as
+//!   compose/ secures it); Kafka's own admin tools.
+//! - [`compose`]: the settings of `compose/docker-compose.yml` and its Kafka ACL setup script.
 //! - [`process`]: start the aispm binaries, wait for their HTTP health, kill and restart them.
 //! - [`demo`]: the whole pipeline driven end to end (the demo binary and the pipeline test).
 //! - [`load`]: a deterministic generator of realistic events for load and crash tests.
 //! - [`kafka`]: producers and consumers for tests, topic prefixes.
 
 pub mod broker;
+pub mod compose;
 pub mod demo;
 pub mod kafka;
 pub mod load;

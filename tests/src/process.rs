@@ -42,10 +42,22 @@ impl Service {
         args: &[String],
         log_dir: &std::path::Path,
     ) -> Result<Service> {
+        Self::start_with_env(name, http_addr, args, &[], log_dir)
+    }
+
+    /// As [`Service::start`], with environment variables set for the process (kept across
+    /// restarts), e.g. `AISPM_KAFKA_OPTIONS` as compose/ sets it.
+    pub fn start_with_env(
+        name: &str,
+        http_addr: &str,
+        args: &[String],
+        envs: &[(String, String)],
+        log_dir: &std::path::Path,
+    ) -> Result<Service> {
         let mut s = Service {
             name: name.to_owned(),
             args: args.to_vec(),
-            envs: vec![],
+            envs: envs.to_vec(),
             child: None,
             log: log_dir.join(format!("{name}-{}.log", http_addr.replace([':', '.'], "_"))),
             http: format!("http://{http_addr}"),
