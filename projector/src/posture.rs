@@ -91,10 +91,22 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
         }
     }
     // Only evidence that counts for freshness (not synthetic, signature not invalid).
-    let newest = clock::newest_evidence(counting_evidence);
+    let newest = clock::newest_evidence(counting_evidence.iter().copied());
     let newest_evidence = newest.map(|e| e.recorded_at);
-    let stale =
-        |stage| clock::evidence_stale(newest_evidence, windows.evidence_freshness(stage), now);
+    // Per stage, only the evidence of its own environment (as the gatekeeper reads it).
+    let stale = |stage| {
+        let own = clock::newest_evidence(
+            counting_evidence
+                .iter()
+                .copied()
+                .filter(|e| e.counts_for(stage)),
+        );
+        clock::evidence_stale(
+            own.map(|e| e.recorded_at),
+            windows.evidence_freshness(stage),
+            now,
+        )
+    };
     let layers = json!({
         "coverage": {
             "score": pct(governed, seen),

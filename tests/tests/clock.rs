@@ -181,8 +181,16 @@ fn rows() -> Vec<(String, ViewRow)> {
     bg_ok.reviewed_at = Some(at(REVIEW_DEADLINE - 1));
     bg_ok.reviewed_by = Some("carol".into());
 
+    // The newest real evidence of each stage, recorded at the same instant (each stage reads
+    // its own environment's).
+    let in_env = |id: &str, env: Environment| EvidenceRow {
+        environment: Some(env),
+        ..evidence(id, EVIDENCE, false, SignatureState::Verified)
+    };
     let evidence = [
         evidence("ev-real", EVIDENCE, false, SignatureState::Verified),
+        in_env(NEWEST[1].1, Environment::Pilot),
+        in_env(NEWEST[2].1, Environment::Trial),
         evidence("ev-old", 0, false, SignatureState::Unsigned),
         // Newer, but neither counts for freshness.
         evidence(
@@ -217,6 +225,14 @@ fn rows() -> Vec<(String, ViewRow)> {
     );
     out
 }
+
+/// The newest real evidence of each stage's environment (ids below `ev-real`, so that the
+/// tenant-wide newest is production's).
+const NEWEST: [(Stage, &str); 3] = [
+    (Stage::Production, "ev-real"),
+    (Stage::Pilot, "ev-pilot"),
+    (Stage::Trial, "ev-poc"),
+];
 
 /// What one service says at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,7 +396,8 @@ fn reporter(windows: clock::Windows, now: Timestamp) -> Verdict {
     .filter(|(stage, ty)| {
         let d = packet(&t, *ty, windows, now);
         assert_eq!(d.freshness.stage, *stage);
-        assert_eq!(d.freshness.newest_evidence_id.as_deref(), Some("ev-real"));
+        let newest = NEWEST.iter().find(|(s, _)| s == stage).map(|(_, id)| *id);
+        assert_eq!(d.freshness.newest_evidence_id.as_deref(), newest);
         d.freshness.status == report::checks::Status::Fail
     })
     .map(|(stage, _)| stage)

@@ -101,8 +101,64 @@ fn action_path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
             shadow_ai: false,
             environments: vec![],
         }
-        .only_in(Environment::Production),
+        .only_in(Environment::Production)
+        .in_every_stage(),
     )
+}
+
+/// Rows whose decisions count the same in every stage's environment.
+trait EveryStage {
+    fn in_every_stage(self) -> Self;
+}
+
+impl EveryStage for CoverageRow {
+    fn in_every_stage(self) -> Self {
+        let one = self.environments[0].clone();
+        let environments = Environment::ALL
+            .iter()
+            .map(|e| EnvironmentActivity {
+                environment: *e,
+                ..one.clone()
+            })
+            .collect();
+        CoverageRow {
+            environments,
+            ..self
+        }
+    }
+}
+
+impl EveryStage for ControlRow {
+    fn in_every_stage(self) -> Self {
+        let one = self.environments[0].clone();
+        let environments = Environment::ALL
+            .iter()
+            .map(|e| ControlActivity {
+                environment: *e,
+                ..one.clone()
+            })
+            .collect();
+        ControlRow {
+            environments,
+            ..self
+        }
+    }
+}
+
+/// `row` (an evidence or validation row) as `env`'s.
+fn in_env(row: ViewRow, env: Environment) -> ViewRow {
+    match row {
+        ViewRow::Evidence(r) => ViewRow::Evidence(EvidenceRow {
+            environment: Some(env),
+            evidence_id: format!("{}-{env}", r.evidence_id),
+            ..r
+        }),
+        ViewRow::Validation(r) => ViewRow::Validation(ValidationRow {
+            environment: Some(env),
+            ..r
+        }),
+        other => other,
+    }
 }
 
 fn evidence(id: &str, at: Timestamp) -> ViewRow {
@@ -185,7 +241,8 @@ fn control(id: &str, state: ControlState) -> ViewRow {
             last_decision_at: Some(Timestamp::now()),
             environments: vec![],
         }
-        .only_in(Environment::Production),
+        .only_in(Environment::Production)
+        .in_every_stage(),
     )
 }
 
@@ -242,6 +299,22 @@ async fn seed_ready(v: &mut Views, tenant: &str) {
         validation("tenant_isolation", None, "pass"),
     )
     .await;
+    // Trial and pilot read their own environments' validations and evidence.
+    for env in [Environment::Trial, Environment::Pilot] {
+        for (key, row) in [
+            (
+                format!("connector_live/{env}/jira"),
+                validation("connector_live", Some("jira"), "pass"),
+            ),
+            (
+                format!("tenant_isolation/{env}/-"),
+                validation("tenant_isolation", None, "pass"),
+            ),
+            (format!("ev-1-{env}"), evidence("ev-1", Timestamp::now())),
+        ] {
+            v.upsert(tenant, &key, in_env(row, env)).await;
+        }
+    }
     v.upsert(tenant, "rep-1", delivery()).await;
     v.upsert(
         tenant,
@@ -552,6 +625,11 @@ async fn production_blockers_resolve_one_by_one_with_a_tombstone_each() {
     }
     v.upsert(t, "ev-old", evidence("ev-old", Timestamp(now.0 - 48 * H)))
         .await;
+    // The same age in trial and pilot: stale for production only.
+    for env in [Environment::Trial, Environment::Pilot] {
+        let row = in_env(evidence("ev-old", Timestamp(now.0 - 48 * H)), env);
+        v.upsert(t, &format!("ev-old-{env}"), row).await;
+    }
     v.upsert(
         t,
         "crit-1",
@@ -740,6 +818,17 @@ async fn production_blockers_resolve_one_by_one_with_a_tombstone_each() {
         ),
     ];
     for (i, (blocker, view, key, row)) in steps.into_iter().enumerate() {
+        // Validations and evidence belong to one environment: the other stages get their own.
+        if let Some(row @ (ViewRow::Validation(_) | ViewRow::Evidence(_))) = &row {
+            for env in [Environment::Trial, Environment::Pilot] {
+                let own = in_env(row.clone(), env);
+                let own_key = match &own {
+                    ViewRow::Evidence(e) => e.evidence_id.clone(),
+                    _ => format!("{key}/{env}"),
+                };
+                v.upsert(t, &own_key, own).await;
+            }
+        }
         match row {
             Some(row) => v.upsert(t, key, row).await,
             None => v.delete(t, view, key).await,
