@@ -363,9 +363,12 @@ pub fn counts_for_freshness(synthetic: bool, signature: SignatureState) -> bool 
     !synthetic && signature != SignatureState::Invalid
 }
 
-/// [`counts_for_freshness`] of a row.
+/// [`counts_for_freshness`] of a row. Evidence no decision carried (no `action_kind`: a
+/// validation's transcript) counts only when its signature is verified: an unproven claim shows
+/// nothing, not even that the tenant's systems are alive.
 pub fn evidence_counts(e: &EvidenceRow) -> bool {
     counts_for_freshness(e.synthetic, e.signature_state)
+        && (e.action_kind.is_some() || e.signature_state == SignatureState::Verified)
 }
 
 /// The newest evidence that [`counts_for_freshness`]: latest `recorded_at`, then greatest id.
@@ -462,7 +465,7 @@ mod tests {
             key_id: None,
             recorded_at,
             synthetic,
-            action_kind: None,
+            action_kind: Some("file".into()),
             environment: Some(Environment::Production),
         }
     }
@@ -672,6 +675,15 @@ mod tests {
         assert!(newest_evidence(&rows[2..4]).is_none());
         assert!(counts_for_freshness(false, SignatureState::UnknownKey));
         assert!(!counts_for_freshness(true, SignatureState::Verified));
+        // A validation's transcript (no decision carried it) counts only when verified.
+        let transcript = |sig| EvidenceRow {
+            action_kind: None,
+            ..evidence("v", T, false, sig)
+        };
+        assert!(evidence_counts(&transcript(SignatureState::Verified)));
+        for sig in [SignatureState::Unsigned, SignatureState::UnknownKey] {
+            assert!(!evidence_counts(&transcript(sig)), "{sig:?}");
+        }
     }
 
     #[test]

@@ -271,6 +271,8 @@ pub struct EvidenceRow {
     pub key_id: Option<String>,
     pub recorded_at: Timestamp,
     pub synthetic: bool,
+    /// The action kind of the decision that carried it; `None` when a validation (its
+    /// transcript) or a delivery carried it.
     pub action_kind: Option<String>,
     /// The principal that asserted the event behind this row (the `aispm.principal` header:
     /// the ingest token's name, or the service that produced it); `None` when the record

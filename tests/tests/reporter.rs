@@ -396,7 +396,8 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
     ] {
         view(&p, topics, tenant, key, row).await;
     }
-    let evidence = |id: &str, decision: &str, state| {
+    // One item per stage's environment: each packet's freshness check reads its stage's.
+    let evidence = |id: &str, decision: &str, state, env| {
         ViewRow::Evidence(EvidenceRow {
             asserted_by: None,
             evidence_id: id.into(),
@@ -408,13 +409,27 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             recorded_at: ts(now - 2 * HOUR),
             synthetic: false,
             action_kind: Some("file".into()),
-            environment: Some(Environment::Production),
+            environment: Some(env),
         })
     };
     for (key, row) in [
-        ("ev-1", evidence("ev-1", "d-1", SignatureState::Verified)),
-        ("ev-2", evidence("ev-2", "d-2", SignatureState::Verified)),
-        ("ev-3", evidence("ev-3", "d-3", SignatureState::Unsigned)),
+        (
+            "ev-1",
+            evidence(
+                "ev-1",
+                "d-1",
+                SignatureState::Verified,
+                Environment::Production,
+            ),
+        ),
+        (
+            "ev-2",
+            evidence("ev-2", "d-2", SignatureState::Verified, Environment::Pilot),
+        ),
+        (
+            "ev-3",
+            evidence("ev-3", "d-3", SignatureState::Unsigned, Environment::Trial),
+        ),
     ] {
         view(&p, topics, tenant, key, row).await;
     }
