@@ -77,16 +77,8 @@ pub struct IsolationArgs {
     pub out: PathBuf,
 
     /// How long to wait for a tenant's canary to become visible to it.
-    #[arg(long, default_value = "60s", value_parser = humantime_secs)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub canary_timeout: Duration,
-}
-
-fn humantime_secs(s: &str) -> Result<Duration, String> {
-    let digits = s.strip_suffix('s').unwrap_or(s);
-    digits
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("'{s}': a number of seconds, like 60s"))
 }
 
 /// One tenant of the tenants file.
@@ -239,21 +231,9 @@ fn canary_asset(tenant: &str, id: &str, status: AssetStatus) -> InputEvent {
         occurred_at: Timestamp::now(),
         source: "aispm-validate".into(),
         asset: Some(Asset {
-            asset_kind: AssetKind::Repo,
-            asset_id: id.to_owned(),
             status,
             owner: Some("aispm-validate".into()),
-            criticality: None,
-            environment: None,
-            trust: None,
-            scopes: vec![],
-            public: None,
-            auth_required: None,
-            public_key: None,
-            approved_data_classes: vec![],
-            recipients: vec![],
-            framework_mappings: vec![],
-            attributes: BTreeMap::new(),
+            ..Asset::registered(AssetKind::Repo, id)
         }),
         validation: None,
     })
