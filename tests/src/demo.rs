@@ -340,6 +340,8 @@ impl Pipeline {
     /// verdict: each attempt and how it was answered (none may be accepted).
     pub async fn forgeries(&self) -> Result<Vec<(String, u16, String)>> {
         let now = aispm_schemas::Timestamp::now();
+        let y2099 = aispm_schemas::Timestamp::parse_rfc3339("2099-01-01T00:00:00Z")
+            .map_err(anyhow::Error::msg)?;
         let validation = |id: &str, at: aispm_schemas::Timestamp| {
             json!({"type": "registry", "event_id": id, "tenant_id": TENANT,
                 "occurred_at": at.to_rfc3339(), "source": "forger",
@@ -370,11 +372,25 @@ impl Pipeline {
             (
                 "a validation dated 2099, to outlive every freshness window",
                 TENANT_TOKEN,
-                validation(
-                    "forged-2099",
-                    aispm_schemas::Timestamp::parse_rfc3339("2099-01-01T00:00:00Z")
-                        .map_err(anyhow::Error::msg)?,
-                ),
+                validation("forged-2099", y2099),
+            ),
+            (
+                "a decision with evidence dated 2099, to keep the evidence fresh forever",
+                GATEWAY_TOKEN,
+                json!({"type": "decision", "event_id": "forged-evidence-2099", "tenant_id": TENANT,
+                    "occurred_at": y2099.to_rfc3339(), "source": "forger", "agent_id": "coder-agent",
+                    "actor": "mallory", "environment": "production", "action_kind": "git",
+                    "target": "git push", "mode": "enforced", "verdict": "allow", "risk": "low",
+                    "evidence": {"evidence_id": "forged-ev-2099", "sha256": "ab".repeat(32),
+                        "uri": "s3://forger/ev"}}),
+            ),
+            (
+                "a finding resolution dated 2099, to outlast any later reopening",
+                TENANT_TOKEN,
+                json!({"type": "approval", "event_id": "forged-resolution-2099",
+                    "tenant_id": TENANT, "occurred_at": y2099.to_rfc3339(), "source": "forger",
+                    "kind": "finding_resolved", "finding_id": "F-ANY", "actor": "mallory",
+                    "reason": "resolved in the future"}),
             ),
         ];
         let mut out = Vec::new();

@@ -62,6 +62,8 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
         (403, "the token lacks the 'approve' scope"),
         (403, "the token lacks the 'admin' scope"),
         (400, "future_occurred_at"),
+        (400, "future_occurred_at"),
+        (400, "future_occurred_at"),
     ];
     assert_eq!(forgeries.len(), expect.len());
     for ((what, status, reason), (want_status, want_reason)) in forgeries.iter().zip(expect) {
