@@ -296,6 +296,32 @@ impl Demo {
         InputEvent::Approval(a)
     }
 
+    /// A low-risk git push by `coder-agent` to `acme/payments-api`, allowed by the enforcing
+    /// `ctl-git-push`; `f` fills in the rest.
+    fn git_push(
+        &self,
+        id: String,
+        when: Timestamp,
+        target: &str,
+        f: impl FnOnce(&mut DecisionEvent),
+    ) -> InputEvent {
+        self.decision(
+            id,
+            when,
+            "coder-agent",
+            ActionKind::Git,
+            target,
+            Some("ctl-git-push"),
+            Mode::Enforced,
+            Verdict::Allow,
+            Risk::Low,
+            |d| {
+                d.repo = Some("acme/payments-api".into());
+                f(d);
+            },
+        )
+    }
+
     /// A decision with the common fields; `f` fills in the rest.
     #[allow(clippy::too_many_arguments)]
     fn decision(
@@ -659,18 +685,11 @@ impl Demo {
             .into_iter()
             .enumerate()
         {
-            ev.push(self.decision(
+            ev.push(self.git_push(
                 reg(&format!("d{:02}-git-fixture", 5 + i)),
                 self.ago(8 * DAY + HOUR - u64::try_from(i).unwrap_or(0) * MINUTE),
-                "coder-agent",
-                Git,
                 target,
-                Some("ctl-git-push"),
-                Enforced,
-                Allow,
-                Low,
                 |d| {
-                    d.repo = Some("acme/payments-api".into());
                     d.synthetic = true;
                     d.source = "ci-fixtures".into();
                 },
@@ -686,18 +705,11 @@ impl Demo {
         .into_iter()
         .enumerate()
         {
-            ev.push(self.decision(
+            ev.push(self.git_push(
                 reg(&format!("d{:02}-git-trial", 7 + i)),
                 self.ago(HOUR - u64::try_from(i).unwrap_or(0) * MINUTE),
-                "coder-agent",
-                Git,
                 target,
-                Some("ctl-git-push"),
-                Enforced,
-                Allow,
-                Low,
                 |d| {
-                    d.repo = Some("acme/payments-api".into());
                     d.environment = Environment::Trial;
                     d.source = "staging-gateway".into();
                     d.evidence = Some(self.evidence(&format!("open-trial-{i}"), target));
