@@ -44,6 +44,12 @@ pub fn tokens_toml() -> String {
 /// The second tenant of the demo's tokens file (the isolation probe needs two).
 pub const OTHER_TENANT: &str = "globex";
 
+/// The tenants the demo's isolation probe covers: (tenant, read token, write token).
+pub const PROBE_TENANTS: [(&str, &str, &str); 2] = [
+    (TENANT, READER_TOKEN, TENANT_TOKEN),
+    (OTHER_TENANT, OTHER_TENANT_TOKEN, OTHER_TENANT_TOKEN),
+];
+
 /// Runs aispm's tenant-isolation probe (`aispm-validate isolation`) against the services at
 /// `urls` (ingest, projector, gatekeeper, reporter) for the demo tenant and [`OTHER_TENANT`],
 /// posting signed results for `environments` (comma-separated). The demo validator key is
@@ -54,6 +60,17 @@ pub async fn isolation_probe(
     work: &Path,
     urls: [&str; 4],
     environments: &str,
+) -> Result<(bool, Value)> {
+    isolation_probe_with(client, work, urls, environments, &PROBE_TENANTS).await
+}
+
+/// [`isolation_probe`] with the tenants and tokens given (a wrongly scoped token, say).
+pub async fn isolation_probe_with(
+    client: &reqwest::Client,
+    work: &Path,
+    urls: [&str; 4],
+    environments: &str,
+    tenants: &[(&str, &str, &str)],
 ) -> Result<(bool, Value)> {
     use aispm_ingest::scenario::{demo_validator_key, ids};
     use base64::Engine as _;
@@ -80,18 +97,23 @@ pub async fn isolation_probe(
     std::fs::create_dir_all(&dir)?;
     let key_file = dir.join("validator.key");
     std::fs::write(&key_file, STANDARD.encode(key.to_bytes()))?;
-    let tenants = dir.join("tenants.toml");
+    let tenants_file = dir.join("tenants.toml");
     std::fs::write(
-        &tenants,
-        format!(
-            "[[tenants]]\ntenant = \"{TENANT}\"\nread_token = \"{READER_TOKEN}\"\nwrite_token = \"{TENANT_TOKEN}\"\n\n\
-             [[tenants]]\ntenant = \"{OTHER_TENANT}\"\nread_token = \"{OTHER_TENANT_TOKEN}\"\nwrite_token = \"{OTHER_TENANT_TOKEN}\"\n"
-        ),
+        &tenants_file,
+        tenants
+            .iter()
+            .map(|(t, read, write)| {
+                format!(
+                    "[[tenants]]\ntenant = \"{t}\"\nread_token = \"{read}\"\nwrite_token = \"{write}\"\n"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     )?;
     let out = Command::new(binary("aispm-validate")?)
         .arg("isolation")
         .arg("--tenants-file")
-        .arg(&tenants)
+        .arg(&tenants_file)
         .arg("--key")
         .arg(&key_file)
         .args([

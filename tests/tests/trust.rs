@@ -11,7 +11,8 @@ use aispm_schemas::{
     Validation, signature,
 };
 use aispm_tests::demo::{
-    GATEWAY_TOKEN, OPERATOR_TOKEN, Pipeline, READER_TOKEN, TENANT, TENANT_TOKEN, blocker_kinds,
+    self, GATEWAY_TOKEN, OPERATOR_TOKEN, OTHER_TENANT_TOKEN, Pipeline, READER_TOKEN, TENANT,
+    TENANT_TOKEN, blocker_kinds,
 };
 use aispm_tests::kafka::{produce, producer, read_all};
 use ed25519_dalek::SigningKey;
@@ -393,4 +394,41 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The isolation probe fails where isolation is broken: a read token for the demo tenant
+    // that can also read every other tenant (the operator's, misused) answers for the other
+    // tenant's routes and sees its canary. The other tenant fails; the demo tenant, whose data
+    // nobody else could read, passes.
+    let (passed, summary) = demo::isolation_probe_with(
+        &reqwest::Client::new(),
+        &p.work,
+        [
+            &p.ingest.http,
+            &p.projector.http,
+            &p.gatekeeper.http,
+            &p.reporter.http,
+        ],
+        "production",
+        &[
+            (TENANT, OPERATOR_TOKEN, TENANT_TOKEN),
+            (demo::OTHER_TENANT, OTHER_TENANT_TOKEN, OTHER_TENANT_TOKEN),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(!passed, "{summary:#}");
+    let of = |t: &str| {
+        summary["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tenant"] == t)
+            .cloned()
+            .unwrap()
+    };
+    let other = of(demo::OTHER_TENANT);
+    assert_eq!(other["passed"], false, "{summary:#}");
+    assert!(other["answered"].as_u64().unwrap() > 0, "{summary:#}");
+    assert!(other["leaked"].as_u64().unwrap() > 0, "{summary:#}");
+    assert_eq!(of(TENANT)["passed"], true, "{summary:#}");
 }
