@@ -211,33 +211,9 @@ impl Demo {
         })
     }
 
-    /// A production validation (the scenario's deployment).
-    #[allow(clippy::too_many_arguments)]
-    fn validation(
-        &self,
-        id: String,
-        when: Timestamp,
-        check_kind: CheckKind,
-        result: CheckResult,
-        subject: Option<&str>,
-        detail: &str,
-        evidence: Option<Evidence>,
-    ) -> InputEvent {
-        self.validation_in(
-            Environment::Production,
-            id,
-            when,
-            check_kind,
-            result,
-            subject,
-            detail,
-            evidence,
-        )
-    }
-
     /// A validation of `environment`'s deployment, signed by the demo's validator key.
     #[allow(clippy::too_many_arguments)]
-    fn validation_in(
+    fn validation(
         &self,
         environment: Environment,
         id: String,
@@ -507,6 +483,7 @@ impl Demo {
 
         // The only passing isolation check is older than the 30-day window.
         ev.push(self.validation(
+            Environment::Production,
             reg("v01-isolation"),
             self.ago(45 * DAY),
             CheckKind::TenantIsolation,
@@ -635,6 +612,7 @@ impl Demo {
             },
         ));
         ev.push(self.validation(
+            Environment::Production,
             reg("v02-connector"),
             self.ago(9 * DAY),
             CheckKind::ConnectorLive,
@@ -645,6 +623,7 @@ impl Demo {
             Some(self.evidence("v02-connector", "okta connector probe transcript")),
         ));
         ev.push(self.validation(
+            Environment::Production,
             reg("v03-report-provider"),
             self.ago(9 * DAY),
             CheckKind::ReportProvider,
@@ -913,7 +892,7 @@ impl Demo {
                 } else {
                     format!("-{env}")
                 };
-                ev.push(self.validation_in(
+                ev.push(self.validation(
                     env,
                     fix(&format!("{slug}{suffix}")),
                     step(4 + u64::try_from(n).unwrap_or(0)),
