@@ -147,6 +147,9 @@ fn finding(id: &str, severity: Risk, due: Timestamp) -> ViewRow {
         occurrences: 1,
         exception_id: None,
         exception_expires_at: None,
+        first_occurrence_at: Timestamp(0),
+        last_occurrence_at: Timestamp(0),
+        environments: Vec::new(),
     })
 }
 

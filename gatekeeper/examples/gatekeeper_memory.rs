@@ -99,6 +99,9 @@ fn finding(
         occurrences: 1,
         exception_id: None,
         exception_expires_at: None,
+        first_occurrence_at: Timestamp(at),
+        last_occurrence_at: Timestamp(at),
+        environments: Vec::new(),
     })
 }
 

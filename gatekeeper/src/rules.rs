@@ -715,6 +715,9 @@ pub(crate) mod tests {
             occurrences: 1,
             exception_id: None,
             exception_expires_at: None,
+            first_occurrence_at: Timestamp(0),
+            last_occurrence_at: Timestamp(0),
+            environments: Vec::new(),
         }
     }
 

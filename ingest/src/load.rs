@@ -85,9 +85,9 @@ enum Remedy {
 }
 
 /// The projector's finding id for a high-risk action allowed without approval (rule
-/// AISPM-APR-001, subject the decision id).
-fn no_approval_finding(decision_id: &str) -> String {
-    format!("AISPM-APR-001:{decision_id}")
+/// AISPM-APR-001): one per agent and control, every such decision an occurrence of it.
+fn no_approval_finding(d: &DecisionEvent) -> String {
+    format!("AISPM-APR-001:{}", d.finding_subject())
 }
 
 impl LoadGen {
@@ -269,7 +269,11 @@ impl LoadGen {
         }
         if self.backlog != usize::MAX {
             if matches!(risk, Risk::High | Risk::Critical) && verdict == Verdict::Allow {
-                self.open[t].push_back(Remedy::Resolve(no_approval_finding(&event_id)));
+                // One finding per agent and control: queued once until it is resolved.
+                let remedy = Remedy::Resolve(no_approval_finding(&d));
+                if !self.open[t].contains(&remedy) {
+                    self.open[t].push_back(remedy);
+                }
             }
             if verdict == Verdict::BreakGlass {
                 self.open[t].push_back(Remedy::Review(event_id));
@@ -453,18 +457,18 @@ mod tests {
                     if matches!(d.risk, Risk::High | Risk::Critical)
                         && d.verdict == Verdict::Allow =>
                 {
-                    assert!(open.insert(no_approval_finding(&d.event_id)));
+                    open.insert((d.tenant_id.clone(), no_approval_finding(d)));
                 }
                 InputEvent::Decision(d) if d.verdict == Verdict::BreakGlass => {
-                    assert!(open.insert(d.event_id.clone()));
+                    assert!(open.insert((d.tenant_id.clone(), d.event_id.clone())));
                 }
                 InputEvent::Decision(_) => {}
                 InputEvent::Approval(a) if a.kind == ApprovalKind::FindingResolved => {
-                    assert!(open.remove(a.finding_id.as_deref().unwrap()));
+                    assert!(open.remove(&(a.tenant_id.clone(), a.finding_id.clone().unwrap())));
                     remediations += 1;
                 }
                 InputEvent::Approval(a) if a.kind == ApprovalKind::BreakGlassReviewed => {
-                    assert!(open.remove(a.decision_id.as_deref().unwrap()));
+                    assert!(open.remove(&(a.tenant_id.clone(), a.decision_id.clone().unwrap())));
                     remediations += 1;
                 }
                 _ => {}
@@ -472,7 +476,10 @@ mod tests {
             if let InputEvent::Decision(d) = e
                 && let Some(ev) = d.evidence.as_ref().filter(|ev| ev.signature.is_none())
             {
-                assert!(open.insert(format!("AISPM-EV-002:{}", ev.evidence_id)));
+                assert!(open.insert((
+                    d.tenant_id.clone(),
+                    format!("AISPM-EV-002:{}", ev.evidence_id)
+                )));
             }
             // A decision opens at most two items (no approval, unsigned evidence).
             assert!(open.len() <= 2 * (20 + 2), "{}", open.len());

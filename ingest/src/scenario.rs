@@ -11,7 +11,7 @@
 //! | `runtime_workflow_synthetic_only` | the git path has synthetic (fixture) decisions only in production; the real git pushes of the last hour went through the staging gateway (environment `trial`), which counts for the trial stage only |
 //! | `evidence_stale` | the newest production evidence is 8 days old (the staging pushes' evidence is fresh, for trial) |
 //! | `critical_finding_unowned` | the shadow agent `slack-summarizer` sent PII to `openai-gpt-4o`, which is approved for `internal` only: finding `AISPM-DATA-001:openai-gpt-4o/pii`, critical, no owner |
-//! | `finding_overdue` | that critical finding is past its 3-day SLA, and `AISPM-APR-001:<curl decision>` (a high-risk command allowed without approval) is past the due date it was assigned |
+//! | `finding_overdue` | that critical finding is past its 3-day SLA, and `AISPM-APR-001:coder-agent/ctl-shell-exec` (a high-risk command allowed without approval) is past the due date it was assigned |
 //! | `exception_expired` | exception `<tenant>-exc-mcp-guard-rollout` covering `AISPM-CTRL-001:ctl-mcp-guard` expired 2 days ago |
 //! | `control_missing` | `ctl-mcp-guard` runs in shadow mode while the shadow agent `notebook-agent` calls the risky MCP tool `github-mcp/delete_repo` |
 //! | `break_glass_unreviewed` | a break-glass `kubectl delete namespace` 9 days ago was never reviewed |
@@ -56,6 +56,8 @@ const DAY: u64 = 24 * HOUR;
 
 /// Where the demo's blockers come from; public so tests and the README can name them.
 pub mod ids {
+    use aispm_schemas::finding_subject;
+
     /// The critical finding left unowned (and overdue) in the open phase.
     pub const CRITICAL_FINDING: &str = "AISPM-DATA-001:openai-gpt-4o/pii";
     /// The shadow-mode control's finding the expired exception covers.
@@ -85,6 +87,23 @@ pub mod ids {
     /// The shadow-mode MCP decision allowed without approval.
     pub fn shadow_mcp_decision(tenant: &str) -> String {
         format!("{tenant}-open-d12-mcp-delete-repo-shadow")
+    }
+
+    /// The finding the unapproved command raised: high-risk actions allowed without approval
+    /// by `coder-agent` under `ctl-shell-exec` (one finding per agent and control).
+    pub fn unapproved_command_finding() -> String {
+        format!(
+            "AISPM-APR-001:{}",
+            finding_subject(&["coder-agent", "ctl-shell-exec"])
+        )
+    }
+
+    /// The finding the shadow-mode MCP decision raised (`notebook-agent` under the guard).
+    pub fn shadow_mcp_finding() -> String {
+        format!(
+            "AISPM-APR-001:{}",
+            finding_subject(&["notebook-agent", SHADOW_CONTROL])
+        )
     }
 
     /// The trust root whose key signs the demo evidence.
@@ -124,13 +143,7 @@ pub fn expected_open_blockers(tenant: &str) -> Vec<(BlockerKind, Option<String>)
         (EvidenceStale, None),
         (CriticalFindingUnowned, s(ids::CRITICAL_FINDING)),
         (FindingOverdue, s(ids::CRITICAL_FINDING)),
-        (
-            FindingOverdue,
-            Some(format!(
-                "AISPM-APR-001:{}",
-                ids::unapproved_command_decision(tenant)
-            )),
-        ),
+        (FindingOverdue, Some(ids::unapproved_command_finding())),
         (ExceptionExpired, Some(ids::exception(tenant))),
         (ControlMissing, s(ids::SHADOW_CONTROL)),
         (
@@ -529,10 +542,7 @@ impl Demo {
             ApprovalKind::FindingAssigned,
             "secops-lead@acme.example",
             |a| {
-                a.finding_id = Some(format!(
-                    "AISPM-APR-001:{}",
-                    ids::unapproved_command_decision(t)
-                ));
+                a.finding_id = Some(ids::unapproved_command_finding());
                 a.owner = Some("platform-team".into());
                 a.due_at = Some(self.ago(4 * DAY));
             },
@@ -923,10 +933,7 @@ impl Demo {
             ApprovalKind::FindingResolved,
             "platform-lead@acme.example",
             |a| {
-                a.finding_id = Some(format!(
-                    "AISPM-APR-001:{}",
-                    ids::unapproved_command_decision(t)
-                ));
+                a.finding_id = Some(ids::unapproved_command_finding());
                 a.reason = Some(
                     "installer pinned and vendored; pipe-to-shell now requires approval".into(),
                 );
@@ -938,7 +945,7 @@ impl Demo {
             ApprovalKind::FindingResolved,
             "appsec-lead@acme.example",
             |a| {
-                a.finding_id = Some(format!("AISPM-APR-001:{}", ids::shadow_mcp_decision(t)));
+                a.finding_id = Some(ids::shadow_mcp_finding());
                 a.reason = Some("repository restored from backup; delete_repo now denied".into());
             },
         ));

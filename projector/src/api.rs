@@ -1,11 +1,13 @@
 //! The read-only query API, tenant-scoped by bearer token:
 //! `GET /v1/tenants/{tenant}/coverage|controls|findings|exceptions|validations|report-deliveries`,
-//! `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, review,
+//! `/findings/{finding_id}` (one finding), `/findings/{finding_id}/events` (every event that
+//! raised it, by cursor), `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, review,
 //! staleness, age) are computed at read time from the rows' event times, by the clock rules of
 //! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
 
 use crate::posture;
 use crate::project::decode_row;
+use crate::state::{Tag, occurrence_prefix, state_key};
 use crate::store::{Store, columns};
 use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
@@ -31,6 +33,11 @@ pub fn routes(api: Api) -> Router {
         .route("/v1/tenants/{tenant}/coverage", get(coverage))
         .route("/v1/tenants/{tenant}/controls", get(controls))
         .route("/v1/tenants/{tenant}/findings", get(findings))
+        .route("/v1/tenants/{tenant}/findings/{finding_id}", get(finding))
+        .route(
+            "/v1/tenants/{tenant}/findings/{finding_id}/events",
+            get(finding_events),
+        )
         .route("/v1/tenants/{tenant}/exceptions", get(exceptions))
         .route("/v1/tenants/{tenant}/validations", get(validations))
         .route("/v1/tenants/{tenant}/report-deliveries", get(deliveries))
@@ -262,6 +269,148 @@ async fn deliveries(
         },
     )
     .await
+}
+
+/// One stored row of a view, by key (read off the async runtime).
+async fn one_row(
+    store: &Arc<Store>,
+    tenant: &str,
+    view: ViewName,
+    key: &str,
+) -> Result<Option<ViewRow>, ApiError> {
+    let store = Arc::clone(store);
+    let key = columns::tenant_key(tenant, key);
+    tokio::task::spawn_blocking(move || -> crate::error::Result<Option<ViewRow>> {
+        store
+            .get_raw(columns::view_cf(view), &key)?
+            .map(|b| decode_row(view, &b))
+            .transpose()
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn finding(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let Some(ViewRow::Finding(f)) = one_row(&api.store, &tenant, ViewName::Findings, &id).await?
+    else {
+        return Err(ApiError::not_found(format!(
+            "no finding '{id}' for this tenant"
+        )));
+    };
+    let sla = sla_state(&f, Timestamp::now());
+    let mut v = serde_json::to_value(&f).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["tenant_id"] = json!(tenant);
+    v["sla_state"] = json!(sla);
+    Ok(Json(v))
+}
+
+/// Most events per page of `/findings/{id}/events`, and the default.
+pub const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// The `next_cursor` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Every event that raised an event-raised finding (`AISPM-APR-001`, `AISPM-EV-001`), oldest
+/// first, a page at a time: `next_cursor` names where the next page starts (`null` after the
+/// last). Other findings are derived from an asset's or control's state and name their newest
+/// events on the row (`event_ids`); for them `indexed` is false and `events` lists those.
+async fn finding_events(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = match &q.after {
+        None => None,
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("after: not a cursor this API returned"))?,
+        ),
+    };
+    let Some(ViewRow::Finding(f)) = one_row(&api.store, &tenant, ViewName::Findings, &id).await?
+    else {
+        return Err(ApiError::not_found(format!(
+            "no finding '{id}' for this tenant"
+        )));
+    };
+    let indexed = crate::rules::split_finding_id(&id).is_some_and(|(r, _)| r.raised_by_events);
+    if !indexed {
+        return Ok(Json(json!({
+            "tenant_id": tenant, "finding_id": id, "indexed": false,
+            "events": f.event_ids.iter().map(|e| json!({"event_id": e})).collect::<Vec<_>>(),
+            "next_cursor": null,
+        })));
+    }
+    let store = Arc::clone(&api.store);
+    let prefix = state_key(&tenant, Tag::Occurrence, &occurrence_prefix(&id));
+    let page = tokio::task::spawn_blocking(move || {
+        let start = match &after {
+            Some(suffix) => {
+                let mut k = prefix.clone();
+                k.extend_from_slice(suffix);
+                k.push(0); // strictly after the cursor's marker
+                k
+            }
+            None => prefix.clone(),
+        };
+        store.scan_from(columns::STATE, &prefix, &start, limit + 1)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let strip = state_key(&tenant, Tag::Occurrence, &occurrence_prefix(&id)).len();
+    let more = page.len() > limit;
+    let mut events = Vec::with_capacity(limit.min(page.len()));
+    let mut last = None;
+    for (k, _) in page.iter().take(limit) {
+        let suffix = &k[strip..];
+        let text = String::from_utf8_lossy(suffix);
+        let Some((at, event_id)) = text.split_once('\0') else {
+            continue;
+        };
+        let at: i64 = at.parse().unwrap_or(0);
+        events.push(json!({"event_id": event_id, "occurred_at": Timestamp(at)}));
+        last = Some(suffix.to_vec());
+    }
+    Ok(Json(json!({
+        "tenant_id": tenant, "finding_id": id, "indexed": true,
+        "occurrences": f.occurrences,
+        "events": events,
+        "next_cursor": if more { last.map(|l| encode_cursor(&l)) } else { None },
+    })))
+}
+
+/// Cursors are the marker's bytes after the finding's prefix, hex-encoded (opaque to callers).
+fn encode_cursor(suffix: &[u8]) -> String {
+    suffix.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
+        return None;
+    }
+    (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 async fn evidence(

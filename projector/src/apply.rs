@@ -184,10 +184,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         finding_dirty(ov, t, rules::RUNAWAY_AGENT, &d.agent_id);
     }
 
-    let control = d
-        .control_id
-        .clone()
-        .unwrap_or_else(|| format!("(none):{}", d.action_kind));
+    let control = d.control_key();
     ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
         if shadow {
             c.shadow += 1;
@@ -224,8 +221,25 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     ov.dirty(t, ViewName::Controls, control.clone());
     finding_dirty(ov, t, rules::SHADOW_CONTROL, &control);
 
+    // Event-raised findings are about the agent and the control it acted under: one row per
+    // pair, every decision an occurrence of it.
+    let pair = d.finding_subject();
     if high && allowed && d.approval_id.is_none() {
-        raise(ov, t, rules::NO_APPROVAL, &d.event_id, &at)?;
+        let id = raise(ov, t, rules::NO_APPROVAL, &pair, &at, d.environment)?;
+        // An approval granted for this decision (before or after it arrives) clears its
+        // occurrence: the pair is counted here or in `approval`, whichever comes second.
+        let approvals = ov.update(t, Tag::Decision, &d.event_id, |f: &mut DecisionFacts| {
+            f.raised = Some(id.clone());
+            f.approvals.clone()
+        })?;
+        if !approvals.is_empty() {
+            ov.update(t, Tag::Finding, &id, |f: &mut FindingFacts| {
+                f.cleared += 1;
+                for a in &approvals {
+                    keep_newest(&mut f.cleared_ids, a);
+                }
+            })?;
+        }
     }
 
     match &d.evidence {
@@ -243,7 +257,9 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 claim: None,
             },
         )?,
-        None if high => raise(ov, t, rules::EVIDENCE_MISSING, &d.event_id, &at)?,
+        None if high => {
+            raise(ov, t, rules::EVIDENCE_MISSING, &pair, &at, d.environment)?;
+        }
         None => {}
     }
 
@@ -272,6 +288,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         for class in &d.data_classes {
             let id = format!("{endpoint}/{class}");
             ov.update(t, Tag::Exposure, &id, |e: &mut ExposureAgg| {
+                e.environments.insert(d.environment);
                 e.decisions += 1;
                 min_opt(&mut e.first, at.0);
                 max_opt(&mut e.last, at.0);
@@ -283,17 +300,27 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     Ok(())
 }
 
-/// An event raises a finding directly.
-fn raise(ov: &mut Overlay<'_>, t: &str, rule: Rule, subject: &str, at: &Stamp) -> Result<()> {
+/// An event raises a finding directly: one more occurrence of the finding `(rule, subject)`,
+/// indexed by event time (`Tag::Occurrence`). Returns the finding's id.
+fn raise(
+    ov: &mut Overlay<'_>,
+    t: &str,
+    rule: Rule,
+    subject: &str,
+    at: &Stamp,
+    environment: Environment,
+) -> Result<String> {
     let id = rules::finding_id(rule, subject);
     ov.update(t, Tag::Finding, &id, |f: &mut FindingFacts| {
         f.raises += 1;
         min_opt(&mut f.first_raise, at.0);
         max_opt(&mut f.last_raise, at.0);
         keep_newest(&mut f.raise_ids, at);
+        f.environments.insert(environment);
     })?;
-    ov.dirty(t, ViewName::Findings, id);
-    Ok(())
+    ov.mark(t, Tag::Occurrence, &occurrence_id(&id, at));
+    ov.dirty(t, ViewName::Findings, id.clone());
+    Ok(id)
 }
 
 /// The event carrying an evidence item, as far as the evidence row keeps it.
@@ -383,15 +410,29 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
             let Some(decision) = &a.decision_id else {
                 return Ok(());
             };
-            ov.update(t, Tag::Decision, decision, |d: &mut DecisionFacts| {
-                let slot = if a.kind == ApprovalGranted {
-                    &mut d.approved
-                } else {
-                    &mut d.denied
-                };
-                lww(slot, &at, a.actor.clone());
-            })?;
-            finding_dirty(ov, t, rules::NO_APPROVAL, decision);
+            let granted = a.kind == ApprovalGranted;
+            let (first, raised) =
+                ov.update(t, Tag::Decision, decision, |d: &mut DecisionFacts| {
+                    if granted {
+                        let first = d.approvals.is_empty();
+                        keep_newest(&mut d.approvals, &at);
+                        (first, d.raised.clone())
+                    } else {
+                        lww(&mut d.denied, &at, a.actor.clone());
+                        (false, None)
+                    }
+                })?;
+            // The decision raised a finding for lack of approval: this approval clears that
+            // occurrence (counted once, by the decision's first approval).
+            if let Some(finding) = raised {
+                ov.update(t, Tag::Finding, &finding, |f: &mut FindingFacts| {
+                    if first {
+                        f.cleared += 1;
+                    }
+                    keep_newest(&mut f.cleared_ids, &at);
+                })?;
+                ov.dirty(t, ViewName::Findings, finding);
+            }
         }
         ExceptionGranted | RiskAccepted => {
             let id = a.exception_id.clone().unwrap_or_else(|| a.event_id.clone());

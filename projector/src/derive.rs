@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::rules::{self, DAY_MS, Rule};
 use crate::state::*;
 use aispm_schemas::*;
+use std::collections::BTreeSet;
 
 /// A derived row (or its absence) with the newest stamp behind it, and the rows that read
 /// this one and must be derived again when it changes.
@@ -210,6 +211,11 @@ struct Condition {
     ids: Vec<String>,
     occurrences: i64,
     stamp: Stamp,
+    /// The newest occurrences (event time, id), oldest first: when a resolution is followed
+    /// by new occurrences, the first of them reopened the finding.
+    recent: Vec<Stamp>,
+    /// The environments of the events behind it; empty: every stage.
+    environments: BTreeSet<Environment>,
 }
 
 fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
@@ -233,11 +239,14 @@ fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
     } else {
         bad_at
     };
-    let mut ids = vec![bad_event];
+    let mut ids = vec![bad_event.clone()];
     let mut last_trigger = bad_at;
+    let mut recent = vec![(bad_at, bad_event)];
     if needs_use {
         ids.extend(crate::state::ids(&a.recent));
         last_trigger = a.last_decision.as_ref().map_or(bad_at, |l| l.0.max(bad_at));
+        recent.extend(a.recent.iter().cloned());
+        recent.sort_unstable();
     }
     Condition {
         exists: used,
@@ -248,6 +257,13 @@ fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
         ids,
         occurrences: if needs_use { a.decisions } else { 1 },
         stamp,
+        recent,
+        // Used in some environments: those; a registration alone: every stage.
+        environments: if needs_use {
+            a.environments.keys().copied().collect()
+        } else {
+            BTreeSet::new()
+        },
     }
 }
 
@@ -281,19 +297,29 @@ fn shadow_condition(a: &AssetAgg) -> Condition {
         ids: ids(&a.recent),
         occurrences: a.decisions,
         stamp,
+        recent: a.recent.clone(),
+        environments: a.environments.keys().copied().collect(),
     }
 }
 
+/// A finding raised by events (`apply::raise`): open while some occurrence is not cleared.
 fn raised_condition(f: &FindingFacts) -> Condition {
+    let all_cleared = f.raises > 0 && f.cleared >= f.raises;
+    let mut ids = ids(&f.raise_ids);
+    ids.extend(crate::state::ids(&f.cleared_ids));
     Condition {
         exists: f.raises > 0,
-        active: f.raises > 0,
+        active: f.raises > 0 && !all_cleared,
         opened_at: f.first_raise.unwrap_or(0),
         last_trigger: f.last_raise.unwrap_or(0),
-        cleared_at: None,
-        ids: ids(&f.raise_ids),
+        cleared_at: all_cleared
+            .then(|| f.cleared_ids.last().map(|c| c.0))
+            .flatten(),
+        ids,
         occurrences: f.raises,
-        stamp: newest([f.raise_ids.last()]),
+        stamp: newest([f.raise_ids.last(), f.cleared_ids.last()]),
+        recent: f.raise_ids.clone(),
+        environments: f.environments.clone(),
     }
 }
 
@@ -359,8 +385,7 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
             shadow_condition,
         )?,
         id if id == rules::SHADOW_CONTROL.id => {
-            let c: ControlAgg = ov.get(tenant, Tag::Control, subject)?;
-            Condition {
+            ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| Condition {
                 exists: c.shadow_high_allows > 0,
                 active: c.shadow_high_allows > 0 && c.mode.as_ref().is_some_and(|m| m.value),
                 opened_at: c.shadow_high_first.unwrap_or(0),
@@ -369,20 +394,14 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                 ids: ids(&c.shadow_high_ids),
                 occurrences: c.shadow_high_allows,
                 stamp: newest([c.recent.last()]),
-            }
+                recent: c.shadow_high_ids.clone(),
+                // Every environment the control decided in (a superset: fails closed).
+                environments: c.environments.keys().copied().collect(),
+            })?
         }
-        id if id == rules::NO_APPROVAL.id => {
-            let d: DecisionFacts = ov.get(tenant, Tag::Decision, subject)?;
-            let mut c = raised_condition(&facts);
-            if let Some(ok) = &d.approved {
-                c.active = false;
-                c.cleared_at = Some(ok.at.0);
-                c.ids.push(ok.at.1.clone());
-                c.stamp = c.stamp.max(ok.at.clone());
-            }
-            c
+        id if id == rules::NO_APPROVAL.id || id == rules::EVIDENCE_MISSING.id => {
+            raised_condition(&facts)
         }
-        id if id == rules::EVIDENCE_MISSING.id => raised_condition(&facts),
         id if id == rules::BREAK_GLASS_LATE.id => {
             let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
             let stamp = newest([x.ids.last()]);
@@ -403,6 +422,8 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                         ids: ids(&x.ids),
                         occurrences: 1,
                         stamp,
+                        recent: vec![rev.at.clone()],
+                        environments: BTreeSet::new(),
                     }
                 }
                 _ => Condition {
@@ -438,6 +459,8 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                         ids: vec![fid.clone(), subject.to_owned()],
                         occurrences: 1,
                         stamp: stamp.max(covered.stamp),
+                        recent: Vec::new(),
+                        environments: BTreeSet::new(),
                     }
                 }
                 _ => Condition {
@@ -464,6 +487,8 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                 ids: ids(&e.ids),
                 occurrences: e.decisions,
                 stamp: newest([e.ids.last(), a.registration.as_ref().map(|r| &r.at)]),
+                recent: e.ids.clone(),
+                environments: e.environments.clone(),
             }
         }
         id if id == rules::EVIDENCE_UNSIGNED.id || id == rules::EVIDENCE_SIGNATURE.id => {
@@ -485,6 +510,8 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                         ids: vec![r.value.event_id.clone()],
                         occurrences: 1,
                         stamp: r.at.clone(),
+                        recent: vec![(r.value.recorded_at, r.value.event_id.clone())],
+                        environments: r.value.environment.into_iter().collect(),
                     }
                 }
                 None => Condition::default(),
@@ -504,6 +531,8 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                     ids: ids(&a.recent),
                     occurrences: a.runaway_minutes,
                     stamp: newest([a.last_decision.as_ref()]),
+                    recent: a.recent.clone(),
+                    environments: a.environments.keys().copied().collect(),
                     // (apply.rs re-derives this finding on every decision of a runaway agent)
                 }
             },
@@ -532,6 +561,14 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         .as_ref()
         .filter(|r| r.at.0 >= cond.last_trigger);
     let open = cond.active && resolved_after.is_none();
+    // A resolution followed by new occurrences: the finding reopened with the first of them,
+    // and its SLA runs from there.
+    let opened_at = match &facts.resolved {
+        Some(r) if r.at.0 < cond.last_trigger && r.at.0 >= cond.opened_at => {
+            reopened_at(&cond.recent, r.at.0)
+        }
+        _ => cond.opened_at,
+    };
     let (closed_at, resolution) = match (open, resolved_after, cond.cleared_at) {
         (true, _, _) => (None, None),
         (false, Some(r), _) => (
@@ -569,11 +606,15 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         },
         subject: subject.to_owned(),
         owner: facts.owner.as_ref().map(|o| o.value.clone()),
-        due_at: Some(Timestamp(facts.due_at.as_ref().map_or(
-            cond.opened_at + rules::sla_days(rule.severity) * DAY_MS,
-            |d| d.value,
-        ))),
-        opened_at: Timestamp(cond.opened_at),
+        due_at: Some(Timestamp(
+            facts
+                .due_at
+                .as_ref()
+                .map_or(opened_at + rules::sla_days(rule.severity) * DAY_MS, |d| {
+                    d.value
+                }),
+        )),
+        opened_at: Timestamp(opened_at),
         closed_at: closed_at.map(Timestamp),
         resolution,
         frameworks: rule.frameworks.iter().map(|f| (*f).to_owned()).collect(),
@@ -582,6 +623,9 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         exception_id,
         exception_expires_at,
         asserted_by: facts.asserted.as_ref().and_then(|a| a.value.clone()),
+        first_occurrence_at: Timestamp(cond.opened_at),
+        last_occurrence_at: Timestamp(cond.last_trigger),
+        environments: cond.environments.into_iter().collect(),
     };
     let derived = Derived {
         row: Some(ViewRow::Finding(row)),
@@ -589,6 +633,20 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         follow,
     };
     Ok((derived, cond.last_trigger))
+}
+
+/// The first occurrence after a resolution at `resolved_at`, from the newest occurrences
+/// kept (`recent`, oldest first). Exact when they reach back to the resolution; when more
+/// occurrences followed it than are kept, the resolution time itself: no later than the true
+/// reopening, so the SLA never runs from later than it should.
+fn reopened_at(recent: &[Stamp], resolved_at: i64) -> i64 {
+    match recent.first() {
+        Some(oldest) if oldest.0 <= resolved_at => recent
+            .iter()
+            .find(|s| s.0 > resolved_at)
+            .map_or(resolved_at, |s| s.0),
+        _ => resolved_at,
+    }
 }
 
 fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {

@@ -1,5 +1,8 @@
 //! The finding rule catalog. Ids are stable: a finding's id is `{rule id}:{subject}`, so events
-//! (assignments, resolutions, exceptions) can name a finding before or after it is raised.
+//! (assignments, resolutions, exceptions) can name a finding before or after it is raised. A
+//! finding is one row per (rule, resource): the subject names the resource (an agent, a tool,
+//! an endpoint, a key, an evidence item, or an agent and the control it acted under,
+//! `aispm_schemas::finding_subject`), and every event that raised it is an occurrence.
 //!
 //! Framework mappings: OWASP Top 10 for LLM Applications (2025), MITRE ATLAS techniques, and the
 //! NIST AI RMF function (GOVERN, MAP, MEASURE, MANAGE).
@@ -13,11 +16,23 @@ pub struct Rule {
     pub title: &'static str,
     pub severity: Risk,
     pub frameworks: &'static [&'static str],
+    /// Raised by events one by one (each an occurrence, indexed for the API), rather than
+    /// derived from the state of an asset, control or exception.
+    pub raised_by_events: bool,
+}
+
+macro_rules! raised_by_events {
+    () => {
+        false
+    };
+    (events) => {
+        true
+    };
 }
 
 macro_rules! rules {
-    ($($name:ident = $id:literal, $sev:ident, $title:literal, [$($fw:literal),*];)+) => {
-        $(pub const $name: Rule = Rule { id: $id, title: $title, severity: Risk::$sev, frameworks: &[$($fw),*] };)+
+    ($($name:ident = $id:literal, $sev:ident, $title:literal, [$($fw:literal),*] $(, $raised:ident)?;)+) => {
+        $(pub const $name: Rule = Rule { id: $id, title: $title, severity: Risk::$sev, frameworks: &[$($fw),*], raised_by_events: raised_by_events!($($raised)?) };)+
         /// Every rule.
         pub const ALL: &[Rule] = &[$($name),+];
     };
@@ -35,7 +50,7 @@ rules! {
     SHADOW_CONTROL = "AISPM-CTRL-001", High, "High or critical action allowed while its control runs in shadow mode",
         ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF MANAGE"];
     NO_APPROVAL = "AISPM-APR-001", High, "High or critical action allowed without approval",
-        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0053 LLM Plugin Compromise", "NIST-AI-RMF GOVERN"];
+        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0053 LLM Plugin Compromise", "NIST-AI-RMF GOVERN"], events;
     BREAK_GLASS_LATE = "AISPM-BG-001", High, "Break-glass not reviewed within the review window",
         ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF GOVERN"];
     EXCEPTION_EXPIRED = "AISPM-EXC-001", Medium, "Exception expired while its finding is open",
@@ -49,7 +64,7 @@ rules! {
     AGENT_UNOWNED = "AISPM-OWN-001", Medium, "Agent without an owner",
         ["NIST-AI-RMF GOVERN"];
     EVIDENCE_MISSING = "AISPM-EV-001", Medium, "High or critical decision without evidence",
-        ["NIST-AI-RMF MEASURE"];
+        ["NIST-AI-RMF MEASURE"], events;
     EVIDENCE_UNSIGNED = "AISPM-EV-002", Medium, "Evidence is not signed",
         ["NIST-AI-RMF MEASURE"];
     EVIDENCE_SIGNATURE = "AISPM-EV-003", High, "Evidence signature does not verify against the tenant's trust roots",

@@ -37,6 +37,10 @@ pub enum Tag {
     Validation,
     /// `Lww<DeliveryRow>`, id = report id.
     Delivery,
+    /// Empty marker, id = `{finding_id} \0 {occurred_at: 20 digits} \0 {event_id}`: an event
+    /// that raised an event-raised finding ([`occurrence_id`]), in event-time order: every
+    /// event behind the finding, read by cursor through the API.
+    Occurrence,
 }
 
 impl Tag {
@@ -54,6 +58,7 @@ impl Tag {
             Tag::Tenant => b'T',
             Tag::Validation => b'V',
             Tag::Delivery => b'L',
+            Tag::Occurrence => b'O',
         }
     }
 }
@@ -67,6 +72,17 @@ pub fn state_key(tenant: &str, tag: Tag, id: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The id of an occurrence marker: `{finding_id} \0 {occurred_at} \0 {event_id}`, the time
+/// zero-padded to 20 digits so that markers sort by event time (times before 1970 sort first).
+pub fn occurrence_id(finding_id: &str, at: &Stamp) -> String {
+    format!("{finding_id}\0{:020}\0{}", at.0.max(0), at.1)
+}
+
+/// The prefix of a finding's occurrence markers.
+pub fn occurrence_prefix(finding_id: &str) -> String {
+    format!("{finding_id}\0")
 }
 
 /// An event's position in event time: `(occurred_at, event_id)`; ties broken by id.
@@ -266,6 +282,13 @@ pub struct FindingFacts {
     pub approval_ids: Vec<Stamp>,
     /// The principal behind the newest approval event about the finding.
     pub asserted: Option<Lww<Option<String>>>,
+    /// Raised occurrences since cleared by their own approval (AISPM-APR-001: the decision
+    /// was approved after the fact); counted once per decision, whichever arrives first.
+    pub cleared: i64,
+    /// The approvals that cleared occurrences (newest kept).
+    pub cleared_ids: Vec<Stamp>,
+    /// The environments of the events that raised it.
+    pub environments: BTreeSet<Environment>,
 }
 
 /// An exception (accepted risk) or a break-glass event.
@@ -347,13 +370,18 @@ pub struct ValidationRecord {
 /// What is known of a decision by id: whether it was seen, and approvals that refer to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionFacts {
-    pub approved: Option<Lww<String>>,
     pub denied: Option<Lww<String>>,
+    /// Approvals granted for the decision (newest kept; any one approves it).
+    pub approvals: Vec<Stamp>,
+    /// The finding the decision raised for lack of approval (AISPM-APR-001), once applied.
+    pub raised: Option<String>,
 }
 
 /// Data of one class sent to one model endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExposureAgg {
+    /// The environments of the decisions that sent it.
+    pub environments: BTreeSet<Environment>,
     pub decisions: i64,
     pub first: Option<i64>,
     pub last: Option<i64>,

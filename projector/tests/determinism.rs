@@ -195,7 +195,14 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                     let finding = match *rule {
                         "AISPM-SHADOW-001" => "AISPM-SHADOW-001:a1".to_owned(),
                         "AISPM-DATA-001" => "AISPM-DATA-001:m1/pii".to_owned(),
-                        r => format!("{r}:{target_id}"),
+                        // One finding per agent and control: name one of the pairs.
+                        r => format!(
+                            "{r}:{}",
+                            aispm_schemas::finding_subject(&[
+                                ["a1", "a2", "a3"][*target % 3],
+                                ["c1", "c2"][*target % 2],
+                            ])
+                        ),
                     };
                     let a = ApprovalEvent {
                         event_id: id.clone(),
@@ -822,4 +829,126 @@ fn batch_limit_follows_the_working_set_of_recent_batches() {
     let expected = (50_000.0 / ((8.0 + per_record) / 2.0)) as usize;
     assert_eq!(engine.batch_limit(1_000_000, 50_000), expected);
     assert!(engine.batch_limit(50_000, 50_000) > before);
+}
+
+/// The finding row `id` of tenant `acme` in `views`.
+fn finding_row(views: &Views, id: &str) -> Option<FindingRow> {
+    let key = [b"acme\0".as_slice(), id.as_bytes()].concat();
+    let bytes = views.0.get(&("findings".to_owned(), key))?;
+    match aispm_projector::project::decode_row(ViewName::Findings, bytes).unwrap() {
+        ViewRow::Finding(f) => Some(f),
+        _ => None,
+    }
+}
+
+/// Decisions allowed without approval by one agent under one control are occurrences of one
+/// AISPM-APR-001 finding (count, first and last occurrence, environments); an approval of each
+/// decision, arriving before or after it, clears its occurrence; a resolution followed by a new
+/// occurrence reopens the finding with its SLA running from that occurrence. Whatever the
+/// order and batching.
+#[test]
+fn a_finding_is_one_row_per_agent_and_control() {
+    let topics = Topics::default();
+    let decide = |agent, minute| Spec::Decision {
+        tenant: "acme",
+        agent,
+        kind: ActionKind::Command,
+        tool: "s1/x",
+        endpoint: "m1",
+        control: Some("c1"),
+        shadow: false,
+        verdict: Verdict::Allow,
+        risk: Risk::High,
+        classes: vec![],
+        synthetic: false,
+        evidence: 2,
+        minute,
+    };
+    let approval = |kind, target, minute| Spec::Approval {
+        tenant: "acme",
+        kind,
+        target,
+        rule: "AISPM-APR-001",
+        minute,
+    };
+    let id = "AISPM-APR-001:a1/c1";
+    // ev0..ev2 by a1 (minutes 1, 3, 5: three environments), ev3 by a2; ev0 approved later,
+    // ev1 approved before its decision was seen (an earlier minute).
+    let mut specs = vec![
+        decide("a1", 1),
+        decide("a1", 3),
+        decide("a1", 5),
+        decide("a2", 2),
+        approval(ApprovalKind::ApprovalGranted, 0, 10),
+        approval(ApprovalKind::ApprovalGranted, 1, 0),
+    ];
+    let check_orders = |specs: &[Spec]| -> Views {
+        let events = build(specs, &topics);
+        let forward: Vec<usize> = (0..events.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        let one = project(&events, &forward, &[]);
+        for (order, cuts) in [
+            (&backward, vec![]),
+            (&forward, vec![1, 3]),
+            (&backward, vec![2]),
+        ] {
+            let other = project(&events, order, &cuts);
+            assert_eq!(other, one, "{}", diff(&other, &one));
+        }
+        one
+    };
+
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).expect("one row for a1 under c1");
+    assert_eq!(f.subject, "a1/c1");
+    assert_eq!(f.occurrences, 3);
+    assert_eq!(f.status, FindingStatus::Open, "ev2 is not approved");
+    assert_eq!(f.first_occurrence_at, Timestamp(T0 + 60_000));
+    assert_eq!(f.opened_at, f.first_occurrence_at);
+    assert_eq!(f.last_occurrence_at, Timestamp(T0 + 5 * 60_000 + 2));
+    assert_eq!(f.environments.len(), 3, "{:?}", f.environments);
+    for e in ["ev0", "ev1", "ev2", "ev4", "ev5"] {
+        assert!(
+            f.event_ids.iter().any(|x| x == e),
+            "{e} in {:?}",
+            f.event_ids
+        );
+    }
+    assert_eq!(
+        finding_row(&views, "AISPM-APR-001:a2/c1").map(|f| f.occurrences),
+        Some(1)
+    );
+    // Stages read their own: a finding raised only in production counts for production only.
+    let a2 = finding_row(&views, "AISPM-APR-001:a2/c1").unwrap();
+    assert_eq!(a2.environments, vec![Environment::Production]);
+    assert!(a2.counts_for(Stage::Production));
+    assert!(!a2.counts_for(Stage::Trial));
+
+    // The last unapproved decision approved: closed, the condition no longer holds.
+    specs.push(approval(ApprovalKind::ApprovalGranted, 2, 12));
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).unwrap();
+    assert_eq!(f.status, FindingStatus::Closed);
+    assert_eq!(f.resolution.as_deref(), Some("condition no longer holds"));
+
+    // Resolved at minute 20; a new occurrence at minute 30 reopens it from there.
+    specs.push(approval(ApprovalKind::FindingResolved, 0, 20));
+    let views = check_orders(&specs);
+    assert_eq!(
+        finding_row(&views, id).unwrap().status,
+        FindingStatus::Closed
+    );
+    specs.push(decide("a1", 30));
+    let n = specs.len() as i64 - 1;
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).unwrap();
+    assert_eq!(f.status, FindingStatus::Open);
+    assert_eq!(f.occurrences, 4);
+    assert_eq!(f.opened_at, Timestamp(T0 + 30 * 60_000 + n));
+    assert_eq!(f.first_occurrence_at, Timestamp(T0 + 60_000));
+    assert_eq!(
+        f.due_at,
+        Some(Timestamp(f.opened_at.0 + 14 * 86_400_000)),
+        "the SLA runs from the reopening"
+    );
 }

@@ -63,6 +63,9 @@ fn changes(i: u64, tenants: u64) -> [ViewChange; 2] {
         occurrences: 1,
         exception_id: None,
         exception_expires_at: None,
+        first_occurrence_at: at,
+        last_occurrence_at: at,
+        environments: Vec::new(),
     };
     let change = |view, key: String, row| ViewChange {
         tenant_id: tenant.clone(),

@@ -385,6 +385,9 @@ mod tests {
             occurrences: 1,
             exception_id: None,
             exception_expires_at: None,
+            first_occurrence_at: Timestamp(1),
+            last_occurrence_at: Timestamp(1),
+            environments: Vec::new(),
         }
     }
 

@@ -546,6 +546,9 @@ mod tests {
             occurrences: 1,
             exception_id: None,
             exception_expires_at: Some(at(H)),
+            first_occurrence_at: at(-2 * H),
+            last_occurrence_at: at(-2 * H),
+            environments: Vec::new(),
         };
         assert!(row_overdue(&row, T));
         let covered = FindingRow {

@@ -202,6 +202,22 @@ avro_record!(DecisionEvent {
     evidence,
 });
 
+impl DecisionEvent {
+    /// The control the decision acted under, as the views key it: its `control_id`, or
+    /// `(none):{action_kind}` for an action path no control governs.
+    pub fn control_key(&self) -> String {
+        self.control_id
+            .clone()
+            .unwrap_or_else(|| format!("(none):{}", self.action_kind))
+    }
+
+    /// The subject of the findings this decision raises by itself (AISPM-APR-001,
+    /// AISPM-EV-001): its agent and the control it acted under (`finding_subject`).
+    pub fn finding_subject(&self) -> String {
+        crate::views::finding_subject(&[&self.agent_id, &self.control_key()])
+    }
+}
+
 /// A decision about a decision, a finding, an exception or a break-glass event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

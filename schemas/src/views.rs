@@ -198,7 +198,44 @@ pub struct FindingRow {
     /// carried none (a producer writing straight to Kafka without stamping it).
     #[serde(default)]
     pub asserted_by: Option<String>,
+    /// The event time of its first occurrence ever (`opened_at` is the first since it last
+    /// opened).
+    pub first_occurrence_at: Timestamp,
+    /// The event time of its newest occurrence.
+    pub last_occurrence_at: Timestamp,
+    /// The environments (stages) whose events raised it; empty: facts of no one environment
+    /// (a registration, an exception), which count for every stage.
+    #[serde(default)]
+    pub environments: Vec<Environment>,
 }
+/// The subject of a finding about several resources at once (e.g. an agent and the control
+/// it acted under): the parts joined by `/`, each with `%` and `/` percent-encoded, so that
+/// distinct parts never give the same subject. A finding id is `{rule id}:{subject}`.
+pub fn finding_subject(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                '/' => out.push_str("%2F"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
+}
+
+impl FindingRow {
+    /// Whether the finding counts for `stage`: raised by events of its environment, or by
+    /// facts of no one environment (empty `environments`: it counts for every stage).
+    pub fn counts_for(&self, stage: Stage) -> bool {
+        self.environments.is_empty() || self.environments.contains(&Environment::of(stage))
+    }
+}
+
 avro_record!(FindingRow {
     finding_id,
     rule_id,
@@ -217,6 +254,9 @@ avro_record!(FindingRow {
     exception_id,
     exception_expires_at,
     asserted_by,
+    first_occurrence_at,
+    last_occurrence_at,
+    environments,
 });
 
 /// An exception or a break-glass event.
@@ -481,9 +521,11 @@ impl ViewRow {
     ///   `None` when the row has no decision there;
     /// - evidence and validations: the row itself if its environment is the stage, else `None`
     ///   (a row without an environment counts for no stage);
-    /// - findings, exceptions and deliveries: the row itself for every stage. They can only
-    ///   raise blockers (or, for deliveries, prove the tenant's report channel, which is the
-    ///   same for every stage), so reading them everywhere fails closed.
+    /// - findings: the row itself if events of the stage's environment raised it, or if it
+    ///   names no environment (raised by a registration or an exception: it counts everywhere);
+    /// - exceptions and deliveries: the row itself for every stage. They can only raise
+    ///   blockers (or, for deliveries, prove the tenant's report channel, which is the same for
+    ///   every stage), so reading them everywhere fails closed.
     pub fn for_stage(&self, stage: Stage) -> Option<ViewRow> {
         let env = Environment::of(stage);
         match self {
@@ -514,9 +556,8 @@ impl ViewRow {
             }
             ViewRow::Evidence(r) => r.counts_for(stage).then(|| self.clone()),
             ViewRow::Validation(r) => r.counts_for(stage).then(|| self.clone()),
-            ViewRow::Finding(_) | ViewRow::Exception(_) | ViewRow::Delivery(_) => {
-                Some(self.clone())
-            }
+            ViewRow::Finding(r) => r.counts_for(stage).then(|| self.clone()),
+            ViewRow::Exception(_) | ViewRow::Delivery(_) => Some(self.clone()),
         }
     }
 

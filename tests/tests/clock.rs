@@ -103,6 +103,9 @@ fn finding(id: &str, severity: Risk, due: i64) -> FindingRow {
         occurrences: 1,
         exception_id: None,
         exception_expires_at: None,
+        first_occurrence_at: T0,
+        last_occurrence_at: T0,
+        environments: Vec::new(),
     }
 }
 

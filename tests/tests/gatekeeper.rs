@@ -202,6 +202,9 @@ fn finding(
         occurrences: 1,
         exception_id: None,
         exception_expires_at: None,
+        first_occurrence_at: Timestamp(Timestamp::now().0 - 72 * H),
+        last_occurrence_at: Timestamp(Timestamp::now().0 - 72 * H),
+        environments: Vec::new(),
     }
 }
 

@@ -230,7 +230,18 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
         key_id: Some("root-1".into()),
     });
     let d4 = decision("globex", "g1", "globex-agent", ActionKind::File);
-    for d in [&d1, &d2, &d3] {
+    // Three high-risk commands by the registered agent under one control, allowed without
+    // approval: three occurrences of one finding, each reachable by cursor.
+    let commands: Vec<DecisionEvent> = (0..3)
+        .map(|i| {
+            let mut d = decision("acme", &format!("cmd{i}"), "agent-reg", ActionKind::Command);
+            d.risk = Risk::High;
+            d.control_id = Some("ctl-shell".into());
+            d.occurred_at = Timestamp(T0 + 2000 + i);
+            d
+        })
+        .collect();
+    for d in [&d1, &d2, &d3].into_iter().chain(&commands) {
         produce(&p, &t.decisions, "acme", &encode_single_object(d).unwrap())
             .await
             .unwrap();
@@ -294,8 +305,8 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
         "AISPM-MCP-001:shady/exec",
         "AISPM-SHADOW-001:agent-shadow",
         "AISPM-CTRL-001:ctl-mcp",
-        "AISPM-APR-001:d2",
-        "AISPM-EV-001:d2",
+        "AISPM-APR-001:agent-shadow/ctl-mcp",
+        "AISPM-EV-001:agent-shadow/ctl-mcp",
         "AISPM-EP-001:rogue",
         "AISPM-KEY-001:ci-key",
         "AISPM-DATA-001:openai/phi",
@@ -305,12 +316,46 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
     }
     for absent in [
         "AISPM-DATA-001:openai/pii",
-        "AISPM-APR-001:d1",
+        "AISPM-APR-001:agent-reg/ctl-mcp",
         "AISPM-MCP-001:github/create_pr",
         "AISPM-EV-003:ev-good",
     ] {
         assert!(!open.contains(absent), "{absent} should not be open");
     }
+    // One finding per agent and control; its events by cursor, a page at a time.
+    let path = "/v1/tenants/acme/findings/AISPM-APR-001:agent-reg%2Fctl-shell";
+    let (status, one) = rig.get("acme-token", path).await;
+    assert_eq!(status, 200, "{one:#}");
+    assert_eq!(one["occurrences"], 3);
+    assert_eq!(one["subject"], "agent-reg/ctl-shell");
+    assert_eq!(one["environments"], serde_json::json!(["production"]));
+    assert!(one["sla_state"].is_string());
+    let mut seen = Vec::new();
+    let mut next = format!("{path}/events?limit=2");
+    loop {
+        let (status, page) = rig.get("acme-token", &next).await;
+        assert_eq!(status, 200, "{page:#}");
+        assert_eq!(page["indexed"], true);
+        for e in page["events"].as_array().unwrap() {
+            seen.push(e["event_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => next = format!("{path}/events?limit=2&after={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["cmd0", "cmd1", "cmd2"], "oldest first, each once");
+    for (bad, status) in [
+        (format!("{path}/events?limit=0"), 400),
+        (format!("{path}/events?after=zz"), 400),
+        (
+            "/v1/tenants/acme/findings/AISPM-APR-001:nobody".to_owned(),
+            404,
+        ),
+    ] {
+        assert_eq!(rig.get("acme-token", &bad).await.0, status, "{bad}");
+    }
+    assert_eq!(rig.get("globex-token", path).await.0, 403);
     let mcp = find(
         &findings,
         "findings",
@@ -399,7 +444,7 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("aispm_projector_auth_denied_total{reason=\"wrong_tenant\",scope=\"\"} 1"),
+        metrics.contains("aispm_projector_auth_denied_total{reason=\"wrong_tenant\",scope=\"\"} 2"),
         "{metrics}"
     );
     assert!(

@@ -172,6 +172,9 @@ fn finding(
         occurrences: 1,
         exception_id: None,
         exception_expires_at: None,
+        first_occurrence_at: ts(opened),
+        last_occurrence_at: ts(opened),
+        environments: Vec::new(),
     })
 }
 

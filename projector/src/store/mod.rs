@@ -15,7 +15,8 @@ use std::path::Path;
 
 /// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
 /// wipes the views and replays them from the input topics.
-pub const VIEW_VERSION: u32 = 7; // 6: rows keep `asserted_by`; 7: facts per environment (stage)
+pub const VIEW_VERSION: u32 = 8; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
+// 8: one finding per (rule, resource), with its occurrences' environments
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
@@ -136,6 +137,29 @@ impl Store {
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` `(key, value)` pairs from `start` on whose keys start with `prefix`,
+    /// in key order (a page of a prefix scan).
+    pub fn scan_from(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
                 break;
             }
             out.push((k.to_vec(), v.to_vec()));

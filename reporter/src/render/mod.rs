@@ -518,6 +518,9 @@ pub(crate) mod tests {
             occurrences: 1,
             exception_id: None,
             exception_expires_at: None,
+            first_occurrence_at: Timestamp(1_000),
+            last_occurrence_at: Timestamp(1_000),
+            environments: Vec::new(),
         }
     }
 

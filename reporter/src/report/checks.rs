@@ -386,6 +386,9 @@ mod tests {
                 occurrences: 1,
                 exception_id: exc.map(|_| "x".into()),
                 exception_expires_at: exc.map(Timestamp),
+                first_occurrence_at: Timestamp(0),
+                last_occurrence_at: Timestamp(0),
+                environments: Vec::new(),
             };
         for r in [
             f("unowned", Risk::Critical, None, None, None),

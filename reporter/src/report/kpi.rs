@@ -371,6 +371,9 @@ mod tests {
             occurrences: 1,
             exception_id: None,
             exception_expires_at: None,
+            first_occurrence_at: Timestamp(opened),
+            last_occurrence_at: Timestamp(opened),
+            environments: Vec::new(),
         }
     }
 

@@ -507,6 +507,9 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     occurrences,
                     exception_id,
                     exception_expires_at,
+                    first_occurrence_at: opened_at,
+                    last_occurrence_at: opened_at,
+                    environments: Vec::new(),
                 })
             },
         );
