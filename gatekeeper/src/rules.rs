@@ -13,7 +13,7 @@
 use crate::config::StageBlockers;
 use crate::state::{Finding, Newest, StageFacts, TenantState};
 use aispm_schemas::clock::{self, Windows};
-use aispm_schemas::views::{ControlState, ExceptionKind, ValidationRow};
+use aispm_schemas::views::{ControlState, ExceptionKind, FindingRow, ValidationRow};
 use aispm_schemas::{BlockerKind, Environment, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,6 +35,20 @@ pub struct Draft {
     pub resolution: String,
     /// Evidence, finding, exception, validation and decision ids behind the blocker.
     pub evidence: Vec<String>,
+    /// The stages it counts for, a bit per [`stage_index`] (a shared rule's blocker about a
+    /// finding counts only where the finding does: [`stages_of`]).
+    pub stages: u8,
+}
+
+/// Every stage, as [`Draft::stages`] bits.
+pub const ALL_STAGES: u8 = 0b111;
+
+/// The stages a finding row counts for ([`FindingRow::counts_for`]), as [`Draft::stages`] bits.
+pub fn stages_of(r: &FindingRow) -> u8 {
+    Stage::ALL
+        .iter()
+        .filter(|s| r.counts_for(**s))
+        .fold(0, |m, s| m | 1 << stage_index(*s))
 }
 
 /// What the rules need besides the state: the windows and which kinds apply to which stage.
@@ -113,6 +127,19 @@ impl Out {
         resolution: &str,
         evidence: Vec<String>,
     ) {
+        self.raise_in(ALL_STAGES, kind, subject, meaning, resolution, evidence);
+    }
+
+    /// [`Out::raise`] for the `stages` bits only.
+    fn raise_in(
+        &mut self,
+        stages: u8,
+        kind: BlockerKind,
+        subject: Option<&str>,
+        meaning: String,
+        resolution: &str,
+        evidence: Vec<String>,
+    ) {
         let id = match subject {
             Some(s) => format!("{kind}/{s}"),
             None => kind.as_str().to_owned(),
@@ -124,6 +151,7 @@ impl Out {
             meaning,
             resolution: resolution.to_owned(),
             evidence: cap(evidence),
+            stages,
         });
     }
 }
@@ -155,8 +183,9 @@ type SharedRule = fn(&TenantState, &Policy, &mut Out);
 /// validations): evaluated once per stage it applies to.
 type StagedRule = fn(&StageFacts, &Policy, Stage, &mut Out);
 
-/// Rules over tenant-wide facts. Findings, exceptions and break-glass events are read in every
-/// environment: an open critical finding blocks production wherever it was raised (fail closed).
+/// Rules over tenant-wide facts. A finding's blockers count for the stages of the environments
+/// whose events raised it (a finding of no one environment, e.g. from a registration, for
+/// every stage); exceptions and break-glass events block every stage (fail closed).
 const SHARED_RULES: [(BlockerKind, SharedRule); 5] = [
     (BlockerKind::ReportDeliveryUnverified, report_delivery),
     (BlockerKind::CriticalFindingUnowned, critical_unowned),
@@ -195,7 +224,9 @@ pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluat
             drafts: shared
                 .drafts
                 .iter()
-                .filter(|d| policy.applies(*stage, d.kind))
+                .filter(|d| {
+                    policy.applies(*stage, d.kind) && d.stages & 1 << stage_index(*stage) != 0
+                })
                 .cloned()
                 .collect(),
             next: None,
@@ -447,7 +478,8 @@ fn critical_unowned(state: &TenantState, _: &Policy, out: &mut Out) {
             (None, Some(_)) => "an owner",
             _ => "a due date",
         };
-        out.raise(
+        out.raise_in(
+            f.stages,
             BlockerKind::CriticalFindingUnowned,
             Some(&*f.finding_id),
             format!(
@@ -485,7 +517,8 @@ fn finding_overdue(state: &TenantState, _: &Policy, out: &mut Out) {
         if !clock::finding_overdue(times, out.now) {
             continue;
         }
-        out.raise(
+        out.raise_in(
+            f.stages,
             BlockerKind::FindingOverdue,
             Some(&*f.finding_id),
             format!(
@@ -1281,13 +1314,33 @@ pub(crate) mod tests {
         let e = evaluate(&s, &Policy::default(), NOW);
         assert_eq!(ids(&e.stages[2]), ["control_missing/ctl-9"]);
         assert!(e.stages[1].is_empty());
-        // Tenant-wide facts block every stage they apply to, wherever they were raised.
-        let mut s = ready;
+        // A finding of no one environment (a registration's) blocks every stage it applies to.
+        let mut s = ready.clone();
         s.open_findings
             .upsert("c1", &finding("c1", Risk::Critical, None, None));
         let e = evaluate(&s, &Policy::default(), NOW);
         assert_eq!(ids(&e.stages[1]), ["critical_finding_unowned/c1"]);
         assert_eq!(ids(&e.stages[2]), ["critical_finding_unowned/c1"]);
+        // A finding raised by pilot traffic blocks pilot only; one raised in pilot and
+        // production blocks both (trial does not apply the kind by default).
+        let mut s = ready;
+        let pilot_only = FindingRow {
+            environments: vec![Environment::Pilot],
+            ..finding("c2", Risk::Critical, None, None)
+        };
+        s.open_findings.upsert("c2", &pilot_only);
+        let both = FindingRow {
+            environments: vec![Environment::Pilot, Environment::Production],
+            ..finding("c3", Risk::Critical, None, None)
+        };
+        s.open_findings.upsert("c3", &both);
+        let e = evaluate(&s, &Policy::default(), NOW);
+        assert!(e.stages[0].is_empty(), "{:?}", e.stages[0]);
+        assert_eq!(
+            ids(&e.stages[1]),
+            ["critical_finding_unowned/c2", "critical_finding_unowned/c3"]
+        );
+        assert_eq!(ids(&e.stages[2]), ["critical_finding_unowned/c3"]);
     }
 
     #[test]

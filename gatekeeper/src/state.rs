@@ -117,6 +117,8 @@ pub struct Finding {
     /// The row's event ids without empty ones and repeats, in order, at most
     /// [`MAX_EVIDENCE_IDS`]: a blocker lists no more, so its list is the same as from the row.
     pub event_ids: Box<[Box<str>]>,
+    /// The stages it counts for (`rules::stages_of`: those of the environments that raised it).
+    pub stages: u8,
 }
 
 impl Finding {
@@ -261,6 +263,7 @@ impl OpenFindings {
             exception_id: r.exception_id.as_deref().map(Box::from),
             exception_expires_at: r.exception_expires_at,
             event_ids,
+            stages: crate::rules::stages_of(r),
         };
         (id, f)
     }
