@@ -7,6 +7,7 @@
 //! when the batch is written (not once per event).
 
 use crate::error::Result;
+use crate::filter::MayExist;
 use crate::state::{Tag, state_key};
 use crate::store::{Store, columns, decode, encode};
 use aispm_schemas::ViewName;
@@ -69,6 +70,8 @@ pub type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 pub struct Cache {
     rows: LruCache<Vec<u8>, Option<u128>>,
     aggs: LruCache<Vec<u8>, Box<dyn Agg>>,
+    /// The keys of this worker's tenants that may exist: a read of any other is skipped.
+    pub exists: MayExist,
 }
 
 /// Two independently seeded hashers, fixed for the life of the process (the digests only live
@@ -86,6 +89,7 @@ impl std::fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("rows", &self.rows.len())
             .field("aggs", &self.aggs.len())
+            .field("exists", &self.exists.len())
             .finish()
     }
 }
@@ -98,13 +102,31 @@ impl Cache {
         Cache {
             rows: LruCache::new(size(entries)),
             aggs: LruCache::new(size(entries / 10)),
+            exists: MayExist::default(),
         }
     }
 
+    /// Drops the cached values. The may-exist filter stays: it only ever over-approximates
+    /// the stored keys, so it stays right whatever was rolled back or wiped.
     pub fn clear(&mut self) {
         self.rows.clear();
         self.aggs.clear();
     }
+}
+
+/// The filter byte of a column family: the cache-key byte for `state` and the views, and
+/// [`CF_SEEN`] for `seen`; `None` for the others (never filtered).
+pub fn filter_byte(cf: &str) -> Option<u8> {
+    if cf == columns::STATE {
+        return Some(CF_STATE);
+    }
+    if cf == columns::SEEN {
+        return Some(CF_SEEN);
+    }
+    columns::VIEWS
+        .iter()
+        .find(|(_, name)| *name == cf)
+        .map(|(view, _)| cf_row(*view))
 }
 
 /// Cache keys carry the column family as a first byte.
@@ -116,6 +138,7 @@ fn cache_key(cf: u8, key: &[u8]) -> Vec<u8> {
 }
 
 const CF_STATE: u8 = 0;
+const CF_SEEN: u8 = 1;
 fn cf_row(view: ViewName) -> u8 {
     2 + view as u8
 }
@@ -157,6 +180,9 @@ impl<'a> Overlay<'a> {
             std::collections::hash_map::Entry::Vacant(e) => {
                 let value = match self.cache.aggs.pop(e.key()) {
                     Some(value) => value,
+                    None if !self.cache.exists.may_contain(CF_STATE, e.key()) => {
+                        Box::new(T::default())
+                    }
                     None => match self.store.get_raw(columns::STATE, e.key())? {
                         Some(b) => Box::new(decode::<T>(&b)?),
                         None => Box::new(T::default()),
@@ -277,9 +303,11 @@ impl<'a> Overlay<'a> {
         if self.seen.contains(&key) {
             return Ok(false);
         }
-        // Straight to RocksDB (bloom filters answer the usual miss): event ids would only
-        // evict aggregates from the cache.
-        if self.store.get_raw(columns::SEEN, &key)?.is_some() {
+        // A new id is usually answered by the may-exist filter; else straight to RocksDB:
+        // event ids would only evict aggregates from the cache.
+        if self.cache.exists.may_contain(CF_SEEN, &key)
+            && self.store.get_raw(columns::SEEN, &key)?.is_some()
+        {
             return Ok(false);
         }
         self.seen.insert(key);
@@ -302,7 +330,11 @@ impl<'a> Overlay<'a> {
         if let Some(d) = self.cache.rows.get(&ck) {
             return Ok(*d == new.map(digest));
         }
-        let stored = self.store.get_raw(columns::view_cf(view), &ck[1..])?;
+        let stored = if self.cache.exists.may_contain(ck[0], &ck[1..]) {
+            self.store.get_raw(columns::view_cf(view), &ck[1..])?
+        } else {
+            None
+        };
         let same = stored.as_deref() == new;
         self.cache.rows.put(ck, stored.as_deref().map(digest));
         Ok(same)
@@ -331,10 +363,12 @@ impl<'a> Overlay<'a> {
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
         for key in seen {
+            self.cache.exists.insert(CF_SEEN, &key);
             put((columns::SEEN, key, Some(Vec::new())))?;
         }
         for (key, slot) in aggs {
             if slot.changed {
+                self.cache.exists.insert(CF_STATE, &key);
                 put((columns::STATE, key.clone(), Some(slot.value.encode())))?;
             }
             self.cache.aggs.put(key, slot.value);
@@ -347,6 +381,9 @@ impl<'a> Overlay<'a> {
                     .map(|(_, cf)| *cf)
                     .unwrap_or(columns::STATE),
             };
+            if v.is_some() {
+                self.cache.exists.insert(ck[0], &ck[1..]);
+            }
             if ck[0] != CF_STATE {
                 self.cache.rows.put(ck.clone(), v.as_deref().map(digest));
             }

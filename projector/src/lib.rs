@@ -14,7 +14,8 @@
 //! - [`apply`]: one event → aggregate updates + dirty rows; [`state`]: the aggregates.
 //! - [`derive`]: rows from aggregates (evidence signatures are checked there against the
 //!   tenant's trust roots with `aispm_schemas::signature`); [`rules`]: the finding rule catalog.
-//! - [`batch`]: a batch's working set over RocksDB and a bounded cache.
+//! - [`batch`]: a batch's working set over RocksDB and a bounded cache; [`filter`]: which keys
+//!   may exist, so that reads of keys that cannot are skipped.
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`]: the HTTP query API.
 //! - [`metrics`]: the `aispm_projector_*` metrics.
@@ -31,6 +32,7 @@ pub mod batch;
 pub mod consumer;
 pub mod derive;
 pub mod error;
+pub mod filter;
 pub mod metrics;
 pub mod posture;
 pub mod project;

@@ -165,7 +165,7 @@ impl Engine {
             .last()
             .and_then(|(k, _)| <[u8; 8]>::try_from(&k[..]).ok())
             .map_or(0, |k| u64::from_be_bytes(k) + 1);
-        Ok(Engine {
+        let engine = Engine {
             store,
             cache: Cache::new(cache_entries),
             pool: Vec::new(),
@@ -176,7 +176,9 @@ impl Engine {
             next_seq,
             touch_rate: INITIAL_TOUCH_RATE,
             next_offsets,
-        })
+        };
+        // One worker until `with_workers` says otherwise; its cache knows the stored keys.
+        engine.with_workers(1)
     }
 
     /// How many records the next batch may take: `max_records`, or fewer when recent batches
@@ -196,18 +198,34 @@ impl Engine {
     /// Applies each batch on `workers` threads, tenants split between them: the calling
     /// thread and `workers - 1` long-lived threads, each with its own cache (the caches' total
     /// size stays the same).
+    ///
+    /// Each worker's cache starts with the may-exist filter of its tenants' stored keys
+    /// (`filter.rs`): one scan of the keys of `state`, `seen` and the views.
     pub fn with_workers(mut self, workers: usize) -> Result<Self> {
         let workers = workers.max(1);
         let entries = self.cache_entries.div_ceil(workers);
         self.pool.clear(); // stops the old threads
-        self.cache = Cache::new(entries);
-        for i in 1..workers {
+        let mut caches: Vec<Cache> = (0..workers).map(|_| Cache::new(entries)).collect();
+        let mut cfs = vec![columns::STATE, columns::SEEN];
+        cfs.extend(columns::VIEWS.iter().map(|(_, cf)| *cf));
+        for cf in cfs {
+            let Some(byte) = crate::batch::filter_byte(cf) else {
+                continue;
+            };
+            self.store.for_each_key(cf, |key| {
+                let tenant = columns::split_tenant_key(key).map_or("", |(t, _)| t);
+                caches[worker_of(tenant, workers)].exists.insert(byte, key);
+            })?;
+        }
+        let mut caches = caches.into_iter();
+        self.cache = caches.next().unwrap_or_else(|| Cache::new(entries));
+        for (i, cache) in (1..workers).zip(caches) {
             self.pool.push(Worker::start(
                 i,
                 Arc::clone(&self.store),
                 self.settings.clone(),
                 self.codec.clone(),
-                entries,
+                cache,
             )?);
         }
         Ok(self)
@@ -558,14 +576,13 @@ impl Worker {
         store: Arc<Store>,
         settings: Settings,
         codec: Codec,
-        cache_entries: usize,
+        mut cache: Cache,
     ) -> Result<Worker> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (outbox, results) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("apply-{index}"))
             .spawn(move || {
-                let mut cache = Cache::new(cache_entries);
                 for job in inbox {
                     match job {
                         Job::Apply(events) => {

@@ -167,6 +167,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Calls `f` with every key of `cf`, in key order.
+    pub fn for_each_key(&self, cf: &str, mut f: impl FnMut(&[u8])) -> Result<()> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);
+        iter.seek_to_first();
+        while let Some(k) = iter.key() {
+            f(k);
+            iter.next();
+        }
+        Ok(iter.status()?)
+    }
+
     /// Stored next offsets per topic-partition.
     pub fn offsets(&self) -> Result<HashMap<(String, i32), i64>> {
         let mut out = HashMap::new();
