@@ -156,13 +156,14 @@ job acl-gatekeeper-groups allow --allow-principal User:aispm-gatekeeper \
   --group aispm-gatekeeper-recover --group aispm-gatekeeper-metadata
 
 # aispm-reporter: follows views, blockers, readiness and the registry by assignment (nothing
-# committed); writes report-delivery events and dead letters; creates them at start.
+# committed); writes report-delivery events, the report-provider validations its deliveries
+# prove (registry, signed by its validator key) and dead letters; creates them at start.
 job acl-reporter-read allow --allow-principal User:aispm-reporter \
   --operation Read \
   --topic "$views" --topic "$blockers" --topic "$readiness" --topic "$registry"
 job acl-reporter-write allow --allow-principal User:aispm-reporter \
   --operation Write \
-  --topic "$deliveries" --topic "$dlq"
+  --topic "$deliveries" --topic "$registry" --topic "$dlq"
 job acl-reporter-create allow --allow-principal User:aispm-reporter \
   --operation Create --operation Describe \
   --topic "$registry" --topic "$deliveries" --topic "$dlq" \

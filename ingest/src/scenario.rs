@@ -16,16 +16,20 @@
 //! | `control_missing` | `ctl-mcp-guard` runs in shadow mode while the shadow agent `notebook-agent` calls the risky MCP tool `github-mcp/delete_repo` |
 //! | `break_glass_unreviewed` | a break-glass `kubectl delete namespace` 9 days ago was never reviewed |
 //!
-//! Phase [`Phase::Remediate`] clears the others: fresh passing `connector_live`,
-//! `report_provider` and `runtime_workflow` validations for the staging (trial) and production
-//! deployments, signed by the validator key `aispm-demo-validator` (registered in the open
-//! phase with `scopes: ["validator"]`); the shadow agents registered with owners; real
-//! (non-synthetic) git decisions; `ctl-mcp-guard` enforcing (denying `delete_repo`); the critical
-//! finding assigned with a due date; the overdue findings resolved; the expired exception
-//! revoked; the break-glass reviewed. Two blockers remain, for aispm's own validators to clear:
+//! Phase [`Phase::Remediate`] clears what the tenant's own people and systems can: a fresh
+//! passing `runtime_workflow` validation for the staging (trial) and production deployments,
+//! signed by the validator key `aispm-demo-validator` (registered in the open phase with
+//! `scopes: ["validator"]`); the shadow agents registered with owners; real (non-synthetic) git
+//! decisions; `ctl-mcp-guard` enforcing (denying `delete_repo`); the critical finding assigned
+//! with a due date; the overdue findings resolved; the expired exception revoked; the
+//! break-glass reviewed. Three blockers remain, for aispm's validators to clear by doing the
+//! work, never for the scenario to claim:
+//! `missing_live_connector_evidence` until the connector probe (`aispm-validate connector`)
+//! reads the live system with the connector's credential and signs a pass;
 //! `tenant_isolation_not_proven` until the isolation probe (`aispm-validate isolation`) has
-//! tried every cross-tenant read and signed a pass, and `report_delivery_unverified` until the
-//! reporter delivers a packet (`POST /v1/tenants/{tenant}/reports` on the reporter).
+//! tried every cross-tenant read and signed a pass; and `report_delivery_unverified` until the
+//! reporter delivers a packet (`POST /v1/tenants/{tenant}/reports` on the reporter), which
+//! also proves the `report_provider` it reached.
 //!
 //! Evidence is signed with a demo Ed25519 key derived from the tenant name and registered as
 //! the trust root `<tenant>-evidence-key`, so evidence rows verify. Event ids are
@@ -153,10 +157,15 @@ pub fn expected_open_blockers(tenant: &str) -> Vec<(BlockerKind, Option<String>)
     ]
 }
 
-/// The production blockers left after the remediation phase: report delivery needs the
+/// The production blockers left after the remediation phase, for aispm's validators: the live
+/// connector needs the connector probe (`aispm-validate connector`), report delivery the
 /// reporter, and tenant isolation the isolation probe (`aispm-validate isolation`).
 pub fn expected_remediated_blockers() -> Vec<(BlockerKind, Option<String>)> {
     vec![
+        (
+            BlockerKind::MissingLiveConnectorEvidence,
+            Some("okta-connector".to_owned()),
+        ),
         (BlockerKind::TenantIsolationNotProven, None),
         (BlockerKind::ReportDeliveryUnverified, None),
     ]
@@ -869,29 +878,15 @@ impl Demo {
                 d.evidence = Some(self.evidence("fix-d03", "force push denied"));
             },
         ));
-        // Fresh, passing validations with signed evidence, for the staging (trial) and the
-        // production deployment. Tenant isolation is not among them: only the isolation probe
-        // (`aispm-validate isolation`) can prove it, by trying.
-        for (n, (slug, kind, subject, detail)) in [
-            (
-                "v02-connector",
-                CheckKind::ConnectorLive,
-                Some("okta-connector".to_owned()),
-                "listed 1,204 users from the live Okta org",
-            ),
-            (
-                "v03-report-provider",
-                CheckKind::ReportProvider,
-                Some(format!("{t}-smtp")),
-                "SMTP AUTH and a test message to the approved recipients succeeded",
-            ),
-            (
-                "v04-runtime-workflow",
-                CheckKind::RuntimeWorkflow,
-                Some("git".to_owned()),
-                "real git pushes observed through the gateway",
-            ),
-        ]
+        // A fresh, passing validation with signed evidence, for the staging (trial) and the
+        // production deployment. Tenant isolation, the live connector and the report provider
+        // are not among them: only aispm's validators can prove those, by doing the work.
+        for (n, (slug, kind, subject, detail)) in [(
+            "v04-runtime-workflow",
+            CheckKind::RuntimeWorkflow,
+            Some("git".to_owned()),
+            "real git pushes observed through the gateway",
+        )]
         .into_iter()
         .enumerate()
         {
@@ -1177,15 +1172,16 @@ mod tests {
                 _ => None,
             })
             .collect();
-        for k in [CheckKind::ConnectorLive, CheckKind::ReportProvider] {
-            assert!(kinds.contains(&(k, CheckResult::Pass, true)), "{k}");
+        assert!(kinds.contains(&(CheckKind::RuntimeWorkflow, CheckResult::Pass, true)));
+        // Isolation, the live connector and the provider are the validators' to prove, never
+        // the scenario's.
+        for k in [
+            CheckKind::TenantIsolation,
+            CheckKind::ConnectorLive,
+            CheckKind::ReportProvider,
+        ] {
+            assert!(!kinds.iter().any(|(kind, _, _)| *kind == k), "{k}");
         }
-        // Isolation is the probe's to prove, never the scenario's.
-        assert!(
-            !kinds
-                .iter()
-                .any(|(k, _, _)| *k == CheckKind::TenantIsolation)
-        );
     }
 
     #[test]

@@ -10,12 +10,17 @@ use crate::packet::{self, Meta};
 use crate::publish::Publisher;
 use crate::report::{self, Request};
 use crate::state::{self, Shared};
-use crate::store::{Attempt, ReportRecord, Status, Store};
+use crate::store::{Attempt, ReportRecord, SmtpTranscript, Status, Store};
 use crate::{Error, Result, render};
 use aispm_schemas::{
-    DeliveryChannel, DeliveryOutcome, Evidence, ReportDeliveryEvent, ReportType, Timestamp,
+    CheckKind, DeliveryChannel, DeliveryOutcome, Environment, Evidence, RegistryEvent,
+    ReportDeliveryEvent, ReportType, Timestamp,
 };
+use aispm_validate::sign::{Claim, Transcript, ValidatorKey, signed_result};
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +73,35 @@ pub struct Settings {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub source: String,
+    /// Validates the report providers by the deliveries (`--validator-key`).
+    pub provider_check: Option<Arc<ProviderCheck>>,
+}
+
+/// The report-provider validator: the key that signs the results and the environments they
+/// count for.
+#[derive(Debug)]
+pub struct ProviderCheck {
+    pub key: ValidatorKey,
+    pub environments: Vec<Environment>,
+}
+
+/// The providers among `providers` that `mailed` reached: those with at least one recipient
+/// mailed (compared case-insensitively), with the recipients it reached.
+pub fn providers_mailed(
+    providers: &BTreeMap<String, Vec<String>>,
+    mailed: &[String],
+) -> BTreeMap<String, Vec<String>> {
+    providers
+        .iter()
+        .filter_map(|(id, recipients)| {
+            let reached: Vec<String> = mailed
+                .iter()
+                .filter(|m| state::is_approved(recipients, m))
+                .cloned()
+                .collect();
+            (!reached.is_empty()).then(|| (id.clone(), reached))
+        })
+        .collect()
 }
 
 /// The delay before attempt `n + 1` after attempt `n` failed: doubling from `initial`.
@@ -294,6 +328,19 @@ impl Center {
             }
             Channel::Export => (deliver::export(&r, self.keys.all()).await, false),
         };
+        // A delivery to approved recipients proves the providers it reached.
+        let (providers, transcript) = match (&outcome, &self.channel) {
+            (Ok(d), Channel::Smtp(smtp)) if approved && self.settings.provider_check.is_some() => {
+                // The mail is sent: a transcript that cannot be written costs the validation,
+                // never the record of the delivery.
+                self.provider_transcript(&r, n, now, smtp, d)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(report_id = %r.id, error = %e, "Could not write the SMTP transcript; no provider validation for this delivery.");
+                        (vec![], None)
+                    })
+            }
+            _ => (vec![], None),
+        };
         let channel = self.channel.kind();
         let attempt = match outcome {
             Ok(d) => {
@@ -316,6 +363,8 @@ impl Center {
                     error: None,
                     event_id: format!("{}/attempt/{n}", r.id),
                     published: false,
+                    providers,
+                    transcript,
                 }
             }
             Err(error) => {
@@ -352,6 +401,8 @@ impl Center {
                     error: Some(error),
                     event_id: format!("{}/attempt/{n}", r.id),
                     published: false,
+                    providers: vec![],
+                    transcript: None,
                 }
             }
         };
@@ -367,6 +418,112 @@ impl Center {
             .deliveries_pending
             .set(self.store.pending() as i64);
         Ok(r)
+    }
+
+    /// Writes the SMTP transcript of a delivery that reached approved recipients, once, at
+    /// `<out-dir>/validations/<tenant>/<report id>-attempt-<n>.smtp.json`: the providers it
+    /// reached and the server's reply. The providers' validations carry it as evidence.
+    fn provider_transcript(
+        &self,
+        r: &ReportRecord,
+        n: i32,
+        at: Timestamp,
+        smtp: &deliver::Smtp,
+        d: &Delivered,
+    ) -> Result<(Vec<String>, Option<SmtpTranscript>)> {
+        let registered = self
+            .state
+            .tenant_meta(&r.tenant_id)
+            .map(|m| m.providers)
+            .unwrap_or_default();
+        let reached = providers_mailed(&registered, &d.recipients);
+        if reached.is_empty() {
+            return Ok((vec![], None));
+        }
+        let doc = json!({
+            "check": "report_provider",
+            "tenant": r.tenant_id,
+            "report_id": r.id,
+            "attempt": n,
+            "at": at.to_rfc3339(),
+            "server": smtp.server(),
+            "from": smtp.from(),
+            "recipients": d.recipients,
+            "providers": reached,
+            "message_id": d.message_id,
+            "server_response": d.server_response,
+            "packet_sha256": r.packet.zip_sha256,
+        });
+        let dir = self.settings.out_dir.join("validations").join(&r.tenant_id);
+        let path = dir.join(format!("{}-attempt-{n}.smtp.json", r.id));
+        let bytes = serde_json::to_vec_pretty(&doc)?;
+        crate::store::write_atomic(&path, &bytes)?;
+        let t = Transcript::describe(&path, "", &bytes);
+        Ok((
+            reached.into_keys().collect(),
+            Some(SmtpTranscript {
+                uri: t.uri,
+                sha256: t.sha256,
+            }),
+        ))
+    }
+
+    /// The signed `report_provider` results of a delivered attempt: one per provider it
+    /// reached and environment. Deterministic (ids, time, signature), so a republish is
+    /// applied once.
+    fn provider_results(&self, r: &ReportRecord, a: &Attempt) -> Result<Vec<RegistryEvent>> {
+        let (Some(check), Some(t)) = (&self.settings.provider_check, &a.transcript) else {
+            return Ok(vec![]);
+        };
+        let mut out = Vec::new();
+        for provider in &a.providers {
+            for env in &check.environments {
+                let claim = Claim {
+                    source: &self.settings.source,
+                    event_id: format!("{}/report_provider/{provider}/{env}", a.event_id),
+                    tenant: &r.tenant_id,
+                    check_kind: CheckKind::ReportProvider,
+                    environment: *env,
+                    subject: Some(provider),
+                    passed: true,
+                    detail: format!(
+                        "report {} delivered to {} approved recipient(s); the server answered {}",
+                        r.id,
+                        a.recipients.len(),
+                        a.server_response
+                            .as_deref()
+                            .unwrap_or("without a reply text")
+                    ),
+                    at: a.at,
+                };
+                let evidence = Transcript {
+                    evidence_id: format!(
+                        "report/{}/attempt/{}/smtp/{provider}/{env}",
+                        r.id, a.attempt
+                    ),
+                    uri: t.uri.clone(),
+                    sha256: t.sha256.clone(),
+                };
+                let event = signed_result(&check.key, &claim, &evidence)
+                    .map_err(|e| Error::Config(format!("signing a provider validation: {e:#}")))?;
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Publishes an attempt's delivery event, then its provider validations.
+    async fn publish_attempt(&self, r: &ReportRecord, a: &Attempt) -> Result<()> {
+        let ev = self.event(r, a);
+        self.publisher.publish(&ev).await?;
+        for v in self.provider_results(r, a)? {
+            self.publisher.publish_validation(&v).await?;
+        }
+        self.metrics
+            .events_published
+            .with_label_values(&[ev.outcome.as_str()])
+            .inc();
+        Ok(())
     }
 
     fn event(&self, r: &ReportRecord, a: &Attempt) -> ReportDeliveryEvent {
@@ -410,15 +567,10 @@ impl Center {
             if r.attempts[i].published {
                 continue;
             }
-            let ev = self.event(r, &r.attempts[i]);
-            match self.publisher.publish(&ev).await {
+            match self.publish_attempt(r, &r.attempts[i]).await {
                 Ok(()) => {
                     r.attempts[i].published = true;
                     changed = true;
-                    self.metrics
-                        .events_published
-                        .with_label_values(&[ev.outcome.as_str()])
-                        .inc();
                 }
                 Err(e) => {
                     let reason = if e.is_transient() {
@@ -430,7 +582,7 @@ impl Center {
                         .publish_errors
                         .with_label_values(&[reason])
                         .inc();
-                    tracing::warn!(report_id = %r.id, event_id = %ev.event_id, error = %e, "Could not publish a delivery event; will retry.");
+                    tracing::warn!(report_id = %r.id, event_id = %r.attempts[i].event_id, error = %e, "Could not publish a delivery event; will retry.");
                     break;
                 }
             }
@@ -484,6 +636,23 @@ impl Center {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_is_proven_only_by_its_own_recipients() {
+        let providers = BTreeMap::from([
+            ("acme-smtp".to_owned(), vec!["CISO@acme.example".to_owned()]),
+            (
+                "acme-sec".to_owned(),
+                vec!["secops@acme.example".to_owned()],
+            ),
+        ]);
+        let reached = providers_mailed(&providers, &["ciso@acme.example".to_owned()]);
+        assert_eq!(
+            reached,
+            BTreeMap::from([("acme-smtp".to_owned(), vec!["ciso@acme.example".to_owned()])])
+        );
+        assert!(providers_mailed(&providers, &["intruder@evil.example".to_owned()]).is_empty());
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

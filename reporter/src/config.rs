@@ -105,6 +105,32 @@ pub struct Config {
     #[arg(long, env = "AISPM_SCHEDULE_HOUR", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..24))]
     pub schedule_hour: u32,
 
+    /// A validator key (the 32-byte Ed25519 seed in base64, as `aispm-validate` reads it):
+    /// with it, each SMTP delivery to approved recipients also publishes a signed, passing
+    /// `report_provider` validation per provider mailed, the server's reply as its evidence.
+    /// The tenant must register the key as a `trust_root` with `scopes: ["validator"]` for the
+    /// result to count. Without it no provider validation is published.
+    #[arg(long, env = "AISPM_VALIDATOR_KEY_FILE")]
+    pub validator_key: Option<PathBuf>,
+
+    /// The `trust_root` id the validator key is registered under.
+    #[arg(
+        long,
+        env = "AISPM_VALIDATOR_KEY_ID",
+        default_value = "aispm-reporter-validator"
+    )]
+    pub validator_key_id: String,
+
+    /// The environments (stages) this reporter's mail path serves: one provider validation
+    /// per environment, each counting for its stage only.
+    #[arg(
+        long,
+        env = "AISPM_PROVIDER_ENVIRONMENTS",
+        value_delimiter = ',',
+        default_value = "production"
+    )]
+    pub provider_environments: Vec<String>,
+
     /// The `source` of the delivery events this reporter publishes.
     #[arg(long, env = "AISPM_SOURCE", default_value = "aispm-reporter")]
     pub source: String,
@@ -130,6 +156,9 @@ impl Config {
             retry_max: Duration::from_secs(1800),
             schedule: vec![],
             schedule_hour: 6,
+            validator_key: None,
+            validator_key_id: "aispm-reporter-validator".into(),
+            provider_environments: vec!["production".into()],
             source: "aispm-reporter".into(),
         }
     }
@@ -144,6 +173,18 @@ impl Config {
     /// The view-row database (see [`crate::rows`]).
     pub fn views_db_path(&self) -> PathBuf {
         self.state_dir.join("views-db")
+    }
+
+    /// The report-provider validator, when --validator-key is given.
+    pub fn provider_check(&self) -> crate::Result<Option<crate::center::ProviderCheck>> {
+        let Some(path) = &self.validator_key else {
+            return Ok(None);
+        };
+        let key = aispm_validate::sign::ValidatorKey::load(path, &self.validator_key_id)
+            .map_err(|e| crate::Error::Config(format!("--validator-key: {e:#}")))?;
+        let environments = aispm_validate::sign::environments(&self.provider_environments)
+            .map_err(|e| crate::Error::Config(format!("--provider-{e:#}")))?;
+        Ok(Some(crate::center::ProviderCheck { key, environments }))
     }
 
     /// The signing key's path.

@@ -91,6 +91,16 @@ impl Smtp {
         })
     }
 
+    /// The server, without credentials (`smtp://host:port`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The From address.
+    pub fn from(&self) -> String {
+        self.from.to_string()
+    }
+
     /// Sends the packet of `r` to `recipients` as attempt `attempt`.
     pub async fn send(
         &self,

@@ -127,7 +127,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     kafka.ensure_topics(&specs, Duration::from_secs(60)).await?;
     let producer: rdkafka::producer::FutureProducer = kafka.producer_config().create()?;
     let dead_letters = DeadLetters::new(producer.clone(), &topics.dlq, &metrics)?;
-    let publisher = publish::Publisher::new(producer, &topics.report_deliveries);
+    let publisher = publish::Publisher::new(producer, &topics.report_deliveries, &topics.registry);
+    let provider_check = config.provider_check()?.map(Arc::new);
+    if let Some(c) = &provider_check {
+        tracing::info!(
+            key_id = %c.key.key_id, public_key = %c.key.public_key(),
+            environments = ?c.environments,
+            "Deliveries validate the report providers they reach: tenants register this key as a trust_root with scopes [\"validator\"]."
+        );
+    }
 
     let state = state::Shared::open(&config.views_db_path())?;
     let (restored_tx, restored_rx) = tokio::sync::watch::channel(false);
@@ -141,6 +149,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             retry_initial: config.retry_initial,
             retry_max: config.retry_max,
             source: config.source.clone(),
+            provider_check,
         },
         state.clone(),
         store,

@@ -1,9 +1,10 @@
-//! Publishes delivery outcomes as `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`,
-//! keyed by tenant, and waits for the broker's acknowledgement.
+//! Publishes delivery outcomes as `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`, and
+//! the report-provider validations they prove on `aispm.registry.v1`, keyed by tenant, and
+//! waits for the broker's acknowledgement.
 
 use crate::Result;
 use aispm_schemas::topics::record_headers;
-use aispm_schemas::{Codec, ReportDeliveryEvent};
+use aispm_schemas::{Codec, RegistryEvent, ReportDeliveryEvent};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
@@ -16,6 +17,7 @@ pub const PRINCIPAL: &str = "aispm-reporter";
 pub struct Publisher {
     producer: FutureProducer,
     topic: String,
+    registry: String,
     codec: Codec,
 }
 
@@ -28,10 +30,12 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub fn new(producer: FutureProducer, topic: &str) -> Self {
+    /// Delivery events go to `topic`, provider validations to `registry`.
+    pub fn new(producer: FutureProducer, topic: &str, registry: &str) -> Self {
         Publisher {
             producer,
             topic: topic.to_owned(),
+            registry: registry.to_owned(),
             codec: Codec::new(),
         }
     }
@@ -40,15 +44,25 @@ impl Publisher {
     /// deterministic, so a retry after an unacknowledged send is applied once downstream.
     pub async fn publish(&self, event: &ReportDeliveryEvent) -> Result<()> {
         let bytes = self.codec.encode(event)?;
+        self.send(&self.topic, &event.tenant_id, &bytes).await
+    }
+
+    /// Sends one validation result to the registry topic, acknowledged (deterministic
+    /// `event_id` too).
+    pub async fn publish_validation(&self, event: &RegistryEvent) -> Result<()> {
+        let bytes = self.codec.encode(event)?;
+        self.send(&self.registry, &event.tenant_id, &bytes).await
+    }
+
+    async fn send(&self, topic: &str, tenant: &str, bytes: &[u8]) -> Result<()> {
         self.producer
             .send(
-                FutureRecord::to(&self.topic)
-                    .key(&event.tenant_id)
-                    .payload(&bytes)
-                    .headers(OwnedHeaders::new().insert(Header {
+                FutureRecord::to(topic).key(tenant).payload(bytes).headers(
+                    OwnedHeaders::new().insert(Header {
                         key: record_headers::PRINCIPAL,
                         value: Some(PRINCIPAL),
-                    })),
+                    }),
+                ),
                 Duration::from_secs(30),
             )
             .await

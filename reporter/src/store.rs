@@ -35,8 +35,24 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The `ReportDeliveryEvent`'s id (deterministic: `<report id>/attempt/<n>`).
     pub event_id: String,
-    /// Whether the event was acknowledged by the broker.
+    /// Whether the event was acknowledged by the broker (and, with it, the provider
+    /// validations of this attempt).
     pub published: bool,
+    /// The report providers this delivery reached (those whose recipients were mailed): each
+    /// gets a signed `report_provider` validation per environment when the reporter has a
+    /// validator key. Empty for failed attempts and exports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<String>,
+    /// The SMTP transcript the provider validations carry as evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<SmtpTranscript>,
+}
+
+/// Where an attempt's SMTP transcript was written and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpTranscript {
+    pub uri: String,
+    pub sha256: String,
 }
 
 /// A generated report.

@@ -41,6 +41,137 @@ pub fn tokens_toml() -> String {
     .join("\n")
 }
 
+/// The demo tenant's connector (registered by the scenario) and the credential it holds for
+/// the live system it reads.
+pub const CONNECTOR: &str = "okta-connector";
+pub const CONNECTOR_CREDENTIAL: &str = "SSWS demo-okta-api-token";
+
+/// A stand-in for the live system the demo's connector reads: an identity provider's users API
+/// (`GET /api/v1/users`) on 127.0.0.1 that answers 401 without the connector's credential.
+/// Real HTTP on a real socket; there is no Okta org here to probe instead.
+#[derive(Debug)]
+pub struct LiveSystem {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveSystem {
+    pub fn start() -> Result<LiveSystem> {
+        use axum::http::{HeaderMap, StatusCode};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let url = format!("http://{}/api/v1/users", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let users = |headers: HeaderMap| async move {
+            let authorized = headers
+                .get("authorization")
+                .is_some_and(|v| v.as_bytes() == CONNECTOR_CREDENTIAL.as_bytes());
+            if authorized {
+                let users: Vec<Value> = (1..=3)
+                    .map(|n| {
+                        json!({"id": format!("00u{n}"), "status": "ACTIVE",
+                        "profile": {"login": format!("user{n}@{TENANT}.example")}})
+                    })
+                    .collect();
+                (StatusCode::OK, axum::Json(Value::from(users)))
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(
+                        json!({"errorCode": "E0000011", "errorSummary": "Invalid token provided"}),
+                    ),
+                )
+            }
+        };
+        let app = axum::Router::new().route("/api/v1/users", axum::routing::get(users));
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(LiveSystem {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LiveSystem {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes the demo validator key where `aispm-validate` and the reporter read it
+/// (`<work>/validator/validator.key`); returns its path.
+pub fn validator_key_file(work: &Path) -> Result<PathBuf> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let dir = work.join("validator");
+    std::fs::create_dir_all(&dir)?;
+    let key_file = dir.join("validator.key");
+    std::fs::write(
+        &key_file,
+        STANDARD.encode(aispm_ingest::scenario::demo_validator_key().to_bytes()),
+    )?;
+    Ok(key_file)
+}
+
+/// Runs aispm's live-connector probe (`aispm-validate connector`) for the demo tenant's
+/// connector against `live_url`, sending `credential` as the connector would, and posting
+/// signed results for production and trial. Returns whether it passed, and its summary.
+pub fn connector_probe(
+    work: &Path,
+    ingest: &str,
+    live_url: &str,
+    credential: &str,
+) -> Result<(bool, Value)> {
+    let key_file = validator_key_file(work)?;
+    let out = Command::new(binary("aispm-validate")?)
+        .args(["connector", "--tenant", TENANT, "--connector", CONNECTOR])
+        .args(["--url", live_url])
+        .args(["--header", &format!("Authorization: {credential}")])
+        .arg("--key")
+        .arg(&key_file)
+        .args(["--key-id", aispm_ingest::scenario::ids::VALIDATOR_KEY])
+        .args(["--environments", "production,trial", "--ingest", ingest])
+        .arg("--out")
+        .arg(work.join("validator"))
+        // The token from the environment, as an operator's scheduler would pass it.
+        .env("AISPM_VALIDATE_TOKEN", TENANT_TOKEN)
+        .output()?;
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    match out.status.code() {
+        Some(0) => Ok((true, summary)),
+        Some(1) => Ok((false, summary)),
+        _ => bail!(
+            "aispm-validate connector failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// The second tenant of the demo's tokens file (the isolation probe needs two).
 pub const OTHER_TENANT: &str = "globex";
 
@@ -93,10 +224,8 @@ pub async fn isolation_probe_with(
             r.status()
         );
     }
+    let key_file = validator_key_file(work)?;
     let dir = work.join("validator");
-    std::fs::create_dir_all(&dir)?;
-    let key_file = dir.join("validator.key");
-    std::fs::write(&key_file, STANDARD.encode(key.to_bytes()))?;
     let tenants_file = dir.join("tenants.toml");
     std::fs::write(
         &tenants_file,
@@ -198,6 +327,8 @@ impl Drop for SmtpSink {
 pub struct Pipeline {
     pub broker: Broker,
     pub smtp: SmtpSink,
+    /// The live system the demo tenant's connector reads.
+    pub live: LiveSystem,
     pub ingest: Service,
     pub projector: Service,
     pub gatekeeper: Service,
@@ -220,6 +351,8 @@ impl Pipeline {
         // The broker's storage and log stay beside the services' (kafka/node-1/server.log).
         let broker = Broker::start_in(&work.join("kafka"), free_port())?;
         let smtp = SmtpSink::start(&work.join("mailbox"))?;
+        let live = LiveSystem::start()?;
+        let validator_key = validator_key_file(&work)?.display().to_string();
         let tokens = work.join("tokens.toml");
         std::fs::write(&tokens, tokens_toml())?;
         let key = work.join("reporter-key.pem");
@@ -275,6 +408,14 @@ impl Pipeline {
                 &format!("smtp://127.0.0.1:{}", smtp.port),
                 "--smtp-timeout",
                 "5s",
+                // Deliveries prove the report providers they reach, signed by the demo's
+                // validator key (the scenario registers it in the tenant).
+                "--validator-key",
+                &validator_key,
+                "--validator-key-id",
+                aispm_ingest::scenario::ids::VALIDATOR_KEY,
+                "--provider-environments",
+                "production,trial",
             ]),
             &logs,
         )?;
@@ -282,6 +423,7 @@ impl Pipeline {
         let mut p = Pipeline {
             broker,
             smtp,
+            live,
             ingest,
             projector,
             gatekeeper,
@@ -343,6 +485,12 @@ impl Pipeline {
             "production,trial",
         )
         .await
+    }
+
+    /// Runs the live-connector probe for the demo tenant's connector against [`LiveSystem`]
+    /// with `credential` ([`connector_probe`]).
+    pub fn validate_connector(&self, credential: &str) -> Result<(bool, Value)> {
+        connector_probe(&self.work, &self.ingest.http, &self.live.url, credential)
     }
 
     /// POSTs `events` to ingest with `token`; returns the status and the answer.

@@ -544,7 +544,8 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
     )
     .await;
 
-    // Remediation, then the isolation probe, clear everything but report_delivery_unverified
+    // Remediation, then the connector and isolation probes, clear everything but
+    // report_delivery_unverified
     // (production only); trial becomes ready. Pilot stays blocked: the demo tenant runs no
     // pilot deployment, and stages read their own facts.
     // Dated so that its newest evidence is from now: trial evidence is fresh for
@@ -569,9 +570,20 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
     .await
     .unwrap();
     assert!(passed, "{probe:#}");
-    // What the probe posted: the other tenant's validator key, and per tenant its canary's
-    // registration and retirement and one result per environment.
-    let probe_events = 1.0
+    let live = demo::LiveSystem::start().unwrap();
+    let (passed, connector) = demo::connector_probe(
+        dir.path(),
+        &ingest.http,
+        &live.url,
+        demo::CONNECTOR_CREDENTIAL,
+    )
+    .unwrap();
+    assert!(passed, "{connector:#}");
+    // What the probes posted: the connector's result per environment; the other tenant's
+    // validator key, and per tenant its canary's registration and retirement and one result
+    // per environment.
+    let probe_events = connector["event_ids"].as_array().unwrap().len() as f64
+        + 1.0
         + probe["tenants"]
             .as_array()
             .unwrap()

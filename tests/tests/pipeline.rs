@@ -1,13 +1,14 @@
 //! The whole pipeline as the demo runs it: ingest → projector → gatekeeper → reporter → SMTP →
 //! delivery audit → projector → gatekeeper. Every production blocker of the scenario opens,
-//! remediation clears all but what aispm's validators must prove: the isolation probe proves
-//! tenant isolation, and a real delivery makes the tenant ready.
+//! remediation clears all but what aispm's validators must prove: the connector probe reads the
+//! live system (refused with a revoked credential, then passing), the isolation probe proves
+//! tenant isolation, and a real delivery proves the report provider and makes the tenant ready.
 
 use aispm_schemas::readiness::Blocker;
 use aispm_schemas::topics::dlq_headers;
 use aispm_schemas::{Codec, Topics};
 use aispm_tests::broker::tool;
-use aispm_tests::demo::{Pipeline, blocker_kinds};
+use aispm_tests::demo::{CONNECTOR, CONNECTOR_CREDENTIAL, Pipeline, blocker_kinds};
 use aispm_tests::kafka::{produce, producer, read_all};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -59,10 +60,56 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
     p.emit("remediate").unwrap();
     // The team's remediation leaves what only aispm's own validators can prove.
     p.readiness_until(Duration::from_secs(120), |v| {
+        blocker_kinds(v)
+            == [
+                "missing_live_connector_evidence",
+                "report_delivery_unverified",
+                "tenant_isolation_not_proven",
+            ]
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nprojector:\n{}", p.projector.log_tail()));
+
+    // The connector probe with a revoked credential: the live system refuses, the failure is
+    // posted signed, and the blocker names the connector and the answer.
+    let (passed, summary) = p.validate_connector("SSWS revoked-token").unwrap();
+    assert!(!passed, "{summary:#}");
+    assert_eq!(summary["status"], 401, "{summary:#}");
+    let failing = p
+        .readiness_until(Duration::from_secs(120), |v| {
+            v["blockers"].as_array().unwrap().iter().any(|b| {
+                b["kind"] == "missing_live_connector_evidence"
+                    && b["meaning"].as_str().unwrap().contains("answered 401")
+            })
+        })
+        .await
+        .unwrap();
+    let blocker = failing["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "missing_live_connector_evidence")
+        .unwrap();
+    assert_eq!(blocker["subject"], CONNECTOR, "{blocker:#}");
+    // With the connector's real credential it reads the live system, and signs a pass.
+    let (passed, summary) = p.validate_connector(CONNECTOR_CREDENTIAL).unwrap();
+    assert!(passed, "{summary:#}");
+    assert_eq!(summary["event_ids"].as_array().unwrap().len(), 2);
+    // The transcript, which the signature covers, names the header but never its value.
+    let transcript_path = summary["transcript"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("file://");
+    let transcript = std::fs::read_to_string(transcript_path).unwrap();
+    assert!(transcript.contains("authorization"), "{transcript}");
+    assert!(!transcript.contains("demo-okta-api-token"), "{transcript}");
+    assert!(!transcript.contains("revoked-token"), "{transcript}");
+    p.readiness_until(Duration::from_secs(120), |v| {
         blocker_kinds(v) == ["report_delivery_unverified", "tenant_isolation_not_proven"]
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\nprojector:\n{}", p.projector.log_tail()));
+
     // The isolation probe tries every cross-tenant read, and signs a pass.
     let (passed, summary) = p.validate_isolation().await.unwrap();
     assert!(passed, "{summary:#}");
@@ -102,6 +149,39 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
         });
     assert_eq!(ready["ready_for_aispm_production"], true);
     assert_eq!(ready["blockers"].as_array().unwrap().len(), 0);
+
+    // The delivery proved the report provider it reached, in both stages the reporter serves:
+    // signed by the validator key, asserted by the reporter, the SMTP transcript as evidence.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let providers = loop {
+        let v = p
+            .get(&p.projector.http, "/v1/tenants/acme/validations")
+            .await
+            .unwrap();
+        let rows: Vec<serde_json::Value> = v
+            .as_array()
+            .or(v["validations"].as_array())
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r["check_kind"] == "report_provider" && r["result"] == "pass")
+            .collect();
+        if rows.len() >= 2 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut environments: Vec<&str> = providers
+        .iter()
+        .map(|r| r["environment"].as_str().unwrap())
+        .collect();
+    environments.sort();
+    assert_eq!(environments, ["production", "trial"], "{providers:#?}");
+    for r in &providers {
+        assert_eq!(r["subject"], "acme-smtp", "{r:#}");
+        assert_eq!(r["signature_state"], "verified", "{r:#}");
+        assert_eq!(r["asserted_by"], "aispm-reporter", "{r:#}");
+    }
 
     // Downstream sees every production blocker resolved: the last record of each key is a tombstone.
     let records = read_all(

@@ -15,9 +15,9 @@
 //!    other tenant's answer.
 //! 4. Retires the canaries.
 
-use crate::sign::{Transcript, ValidatorKey, signed_result};
+use crate::sign::{self, Claim, Transcript, ValidatorKey, signed_result};
 use aispm_schemas::{
-    Asset, AssetKind, AssetStatus, CheckKind, Environment, InputEvent, RegistryEvent, Timestamp,
+    Asset, AssetKind, AssetStatus, CheckKind, InputEvent, RegistryEvent, Timestamp,
 };
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The `source` of the events the probe posts.
+const SOURCE: &str = "aispm-validate";
 
 /// `aispm-validate isolation` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -204,23 +207,9 @@ impl Probe<'_> {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
-    /// POSTs one event to ingest with `token`; the status, failing on anything but 202.
-    async fn post(&self, token: &str, event: &InputEvent) -> Result<u16> {
-        let url = format!("{}/v1/events", self.args.ingest.trim_end_matches('/'));
-        let r = self
-            .http
-            .post(&url)
-            .bearer_auth(token)
-            .json(&event.to_json())
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = r.status().as_u16();
-        if status != 202 {
-            let body = r.text().await.unwrap_or_default();
-            bail!("POST {url} answered {status}: {body}");
-        }
-        Ok(status)
+    /// POSTs one event to ingest with `token`.
+    async fn post(&self, token: &str, event: &InputEvent) -> Result<()> {
+        sign::post(&self.http, &self.args.ingest, token, event).await
     }
 }
 
@@ -229,7 +218,7 @@ fn canary_asset(tenant: &str, id: &str, status: AssetStatus) -> InputEvent {
         event_id: format!("{id}/{}", status.as_str()).replace('/', "-"),
         tenant_id: tenant.to_owned(),
         occurred_at: Timestamp::now(),
-        source: "aispm-validate".into(),
+        source: SOURCE.into(),
         asset: Some(Asset {
             status,
             owner: Some("aispm-validate".into()),
@@ -248,12 +237,7 @@ pub async fn run(args: &IsolationArgs) -> Result<Summary> {
     if file.tenants.len() < 2 {
         bail!("isolation needs at least two tenants to probe each against the other");
     }
-    let environments: Vec<Environment> = args
-        .environments
-        .iter()
-        .map(|e| e.parse())
-        .collect::<Result<_, String>>()
-        .map_err(|e| anyhow::anyhow!("--environments: {e}"))?;
+    let environments = sign::environments(&args.environments)?;
     let key = ValidatorKey::load(&args.key, &args.key_id)?;
     let probe = Probe {
         args,
@@ -405,18 +389,21 @@ pub async fn run(args: &IsolationArgs) -> Result<Summary> {
                 evidence_id: format!("{}-{environment}", evidence.evidence_id),
                 ..evidence.clone()
             };
-            let result = signed_result(
-                &key,
-                &event_id,
-                &t.tenant,
-                CheckKind::TenantIsolation,
-                *environment,
-                None,
+            let claim = Claim {
+                source: SOURCE,
+                event_id: event_id.clone(),
+                tenant: &t.tenant,
+                check_kind: CheckKind::TenantIsolation,
+                environment: *environment,
+                subject: None,
                 passed,
-                &detail,
-                &evidence,
-            )?;
-            probe.post(&t.write_token, &result).await?;
+                detail: detail.clone(),
+                at: Timestamp::now(),
+            };
+            let result = signed_result(&key, &claim, &evidence)?;
+            probe
+                .post(&t.write_token, &InputEvent::Registry(result))
+                .await?;
             event_ids.push(event_id);
         }
         tenants.push(TenantResult {

@@ -60,42 +60,58 @@ impl Transcript {
         std::fs::write(path, bytes)
             .with_context(|| format!("writing the transcript {}", path.display()))?;
         let path = std::fs::canonicalize(path)?;
-        Ok(Transcript {
+        Ok(Self::describe(&path, evidence_id, bytes))
+    }
+
+    /// Describes `bytes`, already written at `path`.
+    pub fn describe(path: &Path, evidence_id: &str, bytes: &[u8]) -> Self {
+        Transcript {
             evidence_id: evidence_id.to_owned(),
             uri: format!("file://{}", path.display()),
             sha256: hex::encode(Sha256::digest(bytes)),
-        })
+        }
     }
 }
 
-/// The result of one check for one tenant, signed by `key` over the whole claim.
-#[allow(clippy::too_many_arguments)]
+/// What a validator claims: one check, for one tenant and environment.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// The validator's name (the event's `source`).
+    pub source: &'a str,
+    /// Deterministic per run, so a repost is applied once.
+    pub event_id: String,
+    pub tenant: &'a str,
+    pub check_kind: CheckKind,
+    pub environment: Environment,
+    pub subject: Option<&'a str>,
+    pub passed: bool,
+    pub detail: String,
+    /// When the check ran (the event's `occurred_at`).
+    pub at: Timestamp,
+}
+
+/// The result `claim` describes, with `transcript` as its evidence, signed by `key` over the
+/// whole claim and the transcript's digest.
 pub fn signed_result(
     key: &ValidatorKey,
-    event_id: &str,
-    tenant: &str,
-    check_kind: CheckKind,
-    environment: Environment,
-    subject: Option<&str>,
-    passed: bool,
-    detail: &str,
+    claim: &Claim<'_>,
     transcript: &Transcript,
-) -> Result<InputEvent> {
+) -> Result<RegistryEvent> {
     let mut r = RegistryEvent {
-        event_id: event_id.to_owned(),
-        tenant_id: tenant.to_owned(),
-        occurred_at: Timestamp::now(),
-        source: "aispm-validate".into(),
+        event_id: claim.event_id.clone(),
+        tenant_id: claim.tenant.to_owned(),
+        occurred_at: claim.at,
+        source: claim.source.to_owned(),
         asset: None,
         validation: Some(Validation {
-            check_kind,
-            result: if passed {
+            check_kind: claim.check_kind,
+            result: if claim.passed {
                 CheckResult::Pass
             } else {
                 CheckResult::Fail
             },
-            subject: subject.map(str::to_owned),
-            detail: Some(detail.to_owned()),
+            subject: claim.subject.map(str::to_owned),
+            detail: Some(claim.detail.clone()),
             evidence: Some(Evidence {
                 evidence_id: transcript.evidence_id.clone(),
                 sha256: transcript.sha256.clone(),
@@ -103,11 +119,46 @@ pub fn signed_result(
                 signature: None,
                 key_id: None,
             }),
-            environment: Some(environment),
+            environment: Some(claim.environment),
         }),
     };
     if !signature::sign_validation(&key.key, &key.key_id, &mut r) {
         bail!("the result could not be signed (no evidence digest)");
     }
-    Ok(InputEvent::Registry(r))
+    Ok(r)
+}
+
+/// Parses `--environments`.
+pub fn environments(names: &[String]) -> Result<Vec<Environment>> {
+    if names.is_empty() {
+        bail!("--environments: name at least one environment");
+    }
+    names
+        .iter()
+        .map(|e| e.parse::<Environment>())
+        .collect::<Result<_, String>>()
+        .map_err(|e| anyhow::anyhow!("--environments: {e}"))
+}
+
+/// POSTs one event to ingest's `/v1/events` with `token`; fails on anything but 202.
+pub async fn post(
+    http: &reqwest::Client,
+    ingest: &str,
+    token: &str,
+    event: &InputEvent,
+) -> Result<()> {
+    let url = format!("{}/v1/events", ingest.trim_end_matches('/'));
+    let r = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&event.to_json())
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = r.status().as_u16();
+    if status != 202 {
+        let body = r.text().await.unwrap_or_default();
+        bail!("POST {url} answered {status}: {body}");
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! `scripts/demo.sh` runs this: the whole pipeline on one machine, narrated.
 
-use aispm_tests::demo::{Pipeline, TENANT, blocker_kinds};
+use aispm_tests::demo::{CONNECTOR, CONNECTOR_CREDENTIAL, Pipeline, TENANT, blocker_kinds};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let work = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".demo".into()));
     step(
         1,
-        "Starting Apache Kafka (one KRaft node), an SMTP server and the four services",
+        "Starting Apache Kafka (one KRaft node), an SMTP server, the live system the tenant's connector reads, and the four services",
     );
     let p = Pipeline::start(&work).await?;
     println!("broker      {}", p.broker.bootstrap());
@@ -37,6 +37,10 @@ async fn main() -> anyhow::Result<()> {
         "smtp        127.0.0.1:{}   (mailbox {})",
         p.smtp.port,
         p.smtp.dir.display()
+    );
+    println!(
+        "live system {}   (a stand-in identity provider: the okta-connector reads its users)",
+        p.live.url
     );
 
     step(
@@ -107,12 +111,17 @@ async fn main() -> anyhow::Result<()> {
 
     step(
         5,
-        "The team remediates: registrations, reviews, owners, live validations, real workflows",
+        "The team remediates: registrations, reviews, owners, enforced controls, real workflows",
     );
     println!("{}", p.emit("remediate")?);
     let left = p
         .readiness_until(Duration::from_secs(90), |v| {
-            blocker_kinds(v) == ["report_delivery_unverified", "tenant_isolation_not_proven"]
+            blocker_kinds(v)
+                == [
+                    "missing_live_connector_evidence",
+                    "report_delivery_unverified",
+                    "tenant_isolation_not_proven",
+                ]
         })
         .await?;
     println!("{}", verdict_line(&left));
@@ -122,9 +131,40 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  (the staging gateway's real git pushes and fresh evidence count for trial only: production judged on its own)"
     );
+    println!(
+        "  (what is left is for aispm's validators to prove by doing the work, never for the tenant to claim)"
+    );
 
     step(
         6,
+        &format!(
+            "aispm's connector probe reads the live system with the {CONNECTOR}'s credential, and signs the result"
+        ),
+    );
+    for (label, credential) in [
+        ("revoked credential", "SSWS revoked-token"),
+        ("current credential", CONNECTOR_CREDENTIAL),
+    ] {
+        let (passed, probe) = p.validate_connector(credential)?;
+        println!(
+            "probe       {} with the {label}: {}",
+            if passed { "pass" } else { "fail" },
+            probe["detail"].as_str().unwrap_or("")
+        );
+        println!(
+            "            transcript {} (credential redacted)",
+            probe["transcript"].as_str().unwrap_or("")
+        );
+    }
+    let left = p
+        .readiness_until(Duration::from_secs(90), |v| {
+            blocker_kinds(v) == ["report_delivery_unverified", "tenant_isolation_not_proven"]
+        })
+        .await?;
+    println!("{}", verdict_line(&left));
+
+    step(
+        7,
         "aispm's isolation probe tries every read route with each tenant's token against the other tenant, and signs the result",
     );
     let (passed, probe) = p.validate_isolation().await?;
@@ -146,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", verdict_line(&left));
 
     step(
-        7,
+        8,
         "The reporter generates a signed production readiness packet and mails it to the approved recipients",
     );
     let report = p.report("production_readiness").await?;
@@ -192,9 +232,13 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     println!("mailbox     {} message(s)", p.smtp.messages().len());
+    println!(
+        "provider    the delivery proves acme-smtp: signed report_provider passes (production, trial), the SMTP reply as evidence under {}/packets/validations/{TENANT}/",
+        p.work.display()
+    );
 
     step(
-        8,
+        9,
         "The delivery audit event flows back through the projector; the gatekeeper re-evaluates",
     );
     let ready = p
