@@ -6,10 +6,12 @@
 //!   tenant (or an operator token); 401/403 otherwise.
 //! - `GET /v1/readiness[?stage=…]`: every tenant this instance holds, for an operator token, with
 //!   ready/unready counts per stage.
+//! - `GET /v1/principal`: who the token is: `{"name","tenants":"*"|[…],"scopes":[…]}`, for any
+//!   valid token (the console signs in with it).
 
 use crate::readiness::{StageVerdict, Verdicts};
 use crate::rules::stage_index;
-use aispm_runtime::auth::{Auth, Scope};
+use aispm_runtime::auth::{Access, Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_schemas::Stage;
 use axum::extract::{Path, Query, State};
@@ -35,6 +37,7 @@ pub fn routes(auth: Auth, verdicts: Verdicts) -> Router {
     Router::new()
         .route("/v1/tenants/{tenant}/readiness", get(tenant_readiness))
         .route("/v1/readiness", get(all_readiness))
+        .route("/v1/principal", get(principal))
         .with_state(Api { auth, verdicts })
 }
 
@@ -62,6 +65,18 @@ async fn tenant_readiness(
             "no view rows for tenant {tenant} on this gatekeeper instance"
         ))),
     }
+}
+
+async fn principal(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let p = api.auth.principal(&headers)?;
+    let tenants = match &p.access {
+        Access::All => json!("*"),
+        Access::Tenants(t) => json!(t),
+    };
+    let scopes: Vec<&str> = p.scopes.iter().map(|s| s.as_str()).collect();
+    Ok(Json(
+        json!({"name": p.name, "tenants": tenants, "scopes": scopes}),
+    ))
 }
 
 async fn all_readiness(

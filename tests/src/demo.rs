@@ -333,6 +333,8 @@ pub struct Pipeline {
     pub projector: Service,
     pub gatekeeper: Service,
     pub reporter: Service,
+    /// The web console, reading the three services with each viewer's token.
+    pub console: Service,
     pub work: PathBuf,
     client: reqwest::Client,
 }
@@ -420,6 +422,19 @@ impl Pipeline {
             &logs,
         )?;
         let ingest = Service::start("aispm-ingest", &addr(), &common(&[]), &logs)?;
+        let console = Service::start(
+            "aispm-console",
+            &addr(),
+            &strings(&[
+                "--projector",
+                &projector.http,
+                "--gatekeeper",
+                &gatekeeper.http,
+                "--reporter",
+                &reporter.http,
+            ]),
+            &logs,
+        )?;
         let mut p = Pipeline {
             broker,
             smtp,
@@ -428,6 +443,7 @@ impl Pipeline {
             projector,
             gatekeeper,
             reporter,
+            console,
             work,
             client: reqwest::Client::new(),
         };
@@ -436,6 +452,7 @@ impl Pipeline {
             &mut p.gatekeeper,
             &mut p.reporter,
             &mut p.ingest,
+            &mut p.console,
         ] {
             s.wait_ready(Duration::from_secs(90)).await?;
         }
@@ -491,6 +508,78 @@ impl Pipeline {
     /// with `credential` ([`connector_probe`]).
     pub fn validate_connector(&self, credential: &str) -> Result<(bool, Value)> {
         connector_probe(&self.work, &self.ingest.http, &self.live.url, credential)
+    }
+
+    /// Signs in to the console with `token` and saves each of `pages` (console paths) as
+    /// `<dir>/<name>.html`, with the console's stylesheet beside them, and, when Chromium is
+    /// installed, a screenshot `<dir>/<name>.png` of each taken by headless Chromium. Returns the
+    /// files written.
+    pub async fn console_snapshots(
+        &self,
+        dir: &Path,
+        token: &str,
+        pages: &[(&str, &str)],
+    ) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let base = &self.console.http;
+        let signed = http
+            .post(format!("{base}/sign-in"))
+            .form(&[("token", token)])
+            .send()
+            .await?;
+        let cookie = signed
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .context("the console set no session cookie")?
+            .to_owned();
+        let css = http
+            .get(format!("{base}/assets/console.css"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        std::fs::write(dir.join("console.css"), css)?;
+        let mut written = Vec::new();
+        for (name, path) in pages {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header(reqwest::header::COOKIE, &cookie)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("console {path}: {}", r.status());
+            }
+            let page = r
+                .text()
+                .await?
+                .replace("/assets/console.css", "console.css");
+            let html = dir.join(format!("{name}.html"));
+            std::fs::write(&html, page)?;
+            written.push(html.clone());
+            let png = dir.join(format!("{name}.png"));
+            let shot = Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--hide-scrollbars",
+                    "--window-size=1280,1400",
+                ])
+                .arg(format!("--screenshot={}", png.display()))
+                .arg(format!("file://{}", html.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if shot.is_ok_and(|s| s.success()) && png.exists() {
+                written.push(png);
+            }
+        }
+        Ok(written)
     }
 
     /// POSTs `events` to ingest with `token`; returns the status and the answer.

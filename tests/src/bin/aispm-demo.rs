@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     ] {
         println!("{name:<11} {}   (/metrics /healthz /readyz)", s.http);
     }
+    println!("console     {}   (the web console)", p.console.http);
     println!(
         "smtp        127.0.0.1:{}   (mailbox {})",
         p.smtp.port,
@@ -94,6 +95,34 @@ async fn main() -> anyhow::Result<()> {
             .as_str()
             .unwrap_or("")
     );
+
+    let critical = format!(
+        "/t/{TENANT}/finding?id={}",
+        aispm_ingest::scenario::ids::CRITICAL_FINDING
+            .replace(':', "%3A")
+            .replace('/', "%2F")
+    );
+    match p
+        .console_snapshots(
+            &p.work.join("console"),
+            aispm_tests::demo::TENANT_TOKEN,
+            &[
+                ("overview-open", &format!("/t/{TENANT}")),
+                ("critical-finding", &critical),
+            ],
+        )
+        .await
+    {
+        Ok(files) => println!(
+            "console     the overview and the critical finding it links to, as the console shows them: {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Err(e) => println!("console     snapshots failed: {e:#}"),
+    }
 
     step(
         4,
@@ -253,6 +282,36 @@ async fn main() -> anyhow::Result<()> {
         "Open it in a browser: {}/report.html",
         report["packet"]["dir"].as_str().unwrap_or("")
     );
+    if let Ok(files) = p
+        .console_snapshots(
+            &p.work.join("console"),
+            aispm_tests::demo::TENANT_TOKEN,
+            &[("overview-ready", &format!("/t/{TENANT}"))],
+        )
+        .await
+    {
+        println!(
+            "The console's overview now: {}",
+            files
+                .last()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "The console: {}  sign in with the token {} (acme's security team), {} (acme's read-only dashboard) or {} (operator: every tenant)",
+        p.console.http,
+        aispm_tests::demo::TENANT_TOKEN,
+        aispm_tests::demo::READER_TOKEN,
+        aispm_tests::demo::OPERATOR_TOKEN
+    );
     println!("Logs: {}/logs", p.work.display());
+    // At a terminal the services stay up for the console until Ctrl-C; a script's demo ends.
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        || std::env::var_os("AISPM_DEMO_STAY").is_some()
+    {
+        println!("\nThe broker and the services keep running for the console; Ctrl-C stops them.");
+        tokio::signal::ctrl_c().await?;
+    }
     Ok(())
 }

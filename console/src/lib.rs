@@ -1,0 +1,690 @@
+//! `aispm-console`: the web console. It shows what the gatekeeper, projector and reporter
+//! answer, to a person, and links every number to the rows behind it and every row to its
+//! events.
+//!
+//! - Server-rendered HTML ([`pages`], maud: every interpolation escaped), usable without
+//!   JavaScript; the one stylesheet is served by the binary; every answer carries a strict
+//!   Content-Security-Policy (no script at all, styles from the console only, no framing).
+//! - No data of its own and no token of its own: a viewer signs in with an aispm bearer token
+//!   ([`session`]), which the console checks with the gatekeeper (`GET /v1/principal`) and then
+//!   uses for every read ([`upstream`]), so a token sees exactly what its tenants and scopes
+//!   allow, and a refusal by a service is a refusal page with none of the data.
+//! - One write, requesting a report packet, behind the session's CSRF token.
+//!
+//! Routes: `/sign-in`, `/sign-out`, `/` (tenants: every tenant's verdict per stage for an
+//! operator token), `/t/{tenant}` (overview), `/t/{tenant}/findings`, `/t/{tenant}/finding?id=`,
+//! `/t/{tenant}/go?id=` (whatever row an id names), `/t/{tenant}/validations`,
+//! `/t/{tenant}/reports`, `/assets/console.css`, and `/metrics`, `/healthz`, `/readyz`.
+
+pub mod config;
+pub mod pages;
+pub mod session;
+pub mod upstream;
+
+pub use config::Config;
+
+use crate::pages::{Chrome, FindingFilter};
+use crate::session::{Session, Sessions};
+use crate::upstream::{Service, Upstream, UpstreamError, encode};
+use aispm_runtime::health::Health;
+use aispm_runtime::metrics::Metrics;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use maud::Markup;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The Content-Security-Policy of every answer: nothing runs, nothing loads from elsewhere,
+/// forms post to the console only, and no other site may frame it.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The stages, as the gatekeeper names them, in the order the overview shows them.
+const STAGES: [&str; 3] = ["production", "pilot", "trial"];
+
+/// The console's state.
+#[derive(Debug, Clone)]
+pub struct App {
+    up: Upstream,
+    sessions: Sessions,
+    secure_cookie: bool,
+    session_max: Duration,
+    metrics: ConsoleMetrics,
+}
+
+#[derive(Debug, Clone)]
+struct ConsoleMetrics {
+    sign_ins: prometheus::IntCounterVec,
+    refusals: prometheus::IntCounterVec,
+    sessions: prometheus::IntGaugeVec,
+}
+
+impl App {
+    pub fn new(config: &Config, metrics: &Metrics) -> aispm_runtime::Result<Self> {
+        Ok(App {
+            up: Upstream::new(
+                &config.projector,
+                &config.gatekeeper,
+                &config.reporter,
+                config.upstream_timeout,
+            ),
+            sessions: Sessions::new(config.session_idle, config.session_max),
+            secure_cookie: config.secure_cookie,
+            session_max: config.session_max,
+            metrics: ConsoleMetrics {
+                sign_ins: metrics.counter(
+                    "sign_ins_total",
+                    "Sign-in attempts by outcome (ok, refused, unavailable).",
+                    &["outcome"],
+                )?,
+                refusals: metrics.counter(
+                    "refusals_total",
+                    "Pages refused: a service answered 403 to the viewer's token, or a form came without its CSRF token.",
+                    &["reason"],
+                )?,
+                sessions: metrics.gauge("sessions", "Live sign-in sessions.", &["kind"])?,
+            },
+        })
+    }
+}
+
+/// The console's routes (without `/metrics`, `/healthz`, `/readyz`, which
+/// [`aispm_runtime::http::serve`] adds).
+pub fn routes(app: App) -> Router {
+    Router::new()
+        .route("/assets/console.css", get(stylesheet))
+        .route("/sign-in", get(sign_in_form).post(sign_in))
+        .route("/sign-out", post(sign_out))
+        .route("/", get(home))
+        .route("/t/{tenant}", get(overview))
+        .route("/t/{tenant}/findings", get(findings))
+        .route("/t/{tenant}/finding", get(finding))
+        .route("/t/{tenant}/go", get(go))
+        .route("/t/{tenant}/validations", get(validations))
+        .route("/t/{tenant}/reports", get(reports).post(request_report))
+        .layer(middleware::map_response(security_headers))
+        .with_state(app)
+}
+
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Runs the console until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> aispm_runtime::Result<()> {
+    let metrics = Metrics::new("console")?;
+    let health = Health::new();
+    health.set(
+        "serving",
+        true,
+        "pages are read from the services per request",
+    );
+    let app = App::new(&config, &metrics)?;
+    let listener = aispm_runtime::http::bind(config.http_addr).await?;
+    tracing::info!(
+        projector = %config.projector, gatekeeper = %config.gatekeeper, reporter = %config.reporter,
+        "The console reads the services with each viewer's own token."
+    );
+    aispm_runtime::http::serve(listener, routes(app), metrics, health, shutdown).await
+}
+
+fn html(status: StatusCode, page: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page.into_string(),
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        pages::CSS,
+    )
+        .into_response()
+}
+
+fn chrome<'a>(s: &'a Session, tenant: Option<&'a str>) -> Chrome<'a> {
+    Chrome {
+        viewer: Some(&s.principal.name),
+        csrf: Some(&s.csrf),
+        tenant,
+    }
+}
+
+/// The signed-in viewer: the session id and the session.
+fn viewer(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
+    session::cookie_id(headers).and_then(|id| app.sessions.get(&id).map(|s| (id, s)))
+}
+
+fn to_sign_in() -> Response {
+    Redirect::to("/sign-in").into_response()
+}
+
+/// A service's refusal or failure as a page, without any of the data.
+fn failure(app: &App, id: &str, s: &Session, tenant: Option<&str>, e: UpstreamError) -> Response {
+    let c = chrome(s, tenant);
+    match e {
+        UpstreamError::Unauthorized => {
+            // Revoked since sign-in: the session ends with it.
+            app.sessions.end(id);
+            let mut r = Redirect::to("/sign-in").into_response();
+            clear_cookie(app, &mut r);
+            r
+        }
+        UpstreamError::Forbidden(why) => {
+            app.metrics.refusals.with_label_values(&["forbidden"]).inc();
+            let detail = match tenant {
+                Some(t) => format!(
+                    "Your token ({}) may not read tenant {t}{}.",
+                    s.principal.name,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {why}")
+                    }
+                ),
+                None => format!("Your token ({}) may not read this.", s.principal.name),
+            };
+            html(
+                StatusCode::FORBIDDEN,
+                pages::problem(&c, "Refused", &detail),
+            )
+        }
+        UpstreamError::NotFound(why) => {
+            html(StatusCode::NOT_FOUND, pages::problem(&c, "Not found", &why))
+        }
+        UpstreamError::Unavailable(why) => html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::problem(
+                &c,
+                "A service is unavailable",
+                &format!("{why} Try again shortly."),
+            ),
+        ),
+        UpstreamError::Other(why) => html(
+            StatusCode::BAD_GATEWAY,
+            pages::problem(&c, "A service failed", &why),
+        ),
+    }
+}
+
+fn clear_cookie(app: &App, r: &mut Response) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+        None,
+        app.secure_cookie,
+        app.session_max,
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+async fn sign_in_form(State(app): State<App>, headers: HeaderMap) -> Response {
+    if viewer(&app, &headers).is_some() {
+        return Redirect::to("/").into_response();
+    }
+    html(StatusCode::OK, pages::sign_in(None))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn sign_in(State(app): State<App>, Form(form): Form<SignIn>) -> Response {
+    let token = form.token.trim().to_owned();
+    if token.is_empty() {
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::sign_in(Some("Paste a token to sign in.")),
+        );
+    }
+    match app
+        .up
+        .get(Service::Gatekeeper, "/v1/principal", &token)
+        .await
+    {
+        Ok(p) => match serde_json::from_value::<session::Principal>(p) {
+            Ok(principal) => {
+                tracing::info!(principal = %principal.name, "Signed in.");
+                app.metrics.sign_ins.with_label_values(&["ok"]).inc();
+                let id = app.sessions.start(token, principal);
+                app.metrics
+                    .sessions
+                    .with_label_values(&["live"])
+                    .set(app.sessions.len() as i64);
+                let mut r = Redirect::to("/").into_response();
+                if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+                    Some(&id),
+                    app.secure_cookie,
+                    app.session_max,
+                )) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                r
+            }
+            Err(e) => html(
+                StatusCode::BAD_GATEWAY,
+                pages::sign_in(Some(&format!(
+                    "The gatekeeper's answer was not understood: {e}"
+                ))),
+            ),
+        },
+        Err(UpstreamError::Unauthorized | UpstreamError::Forbidden(_)) => {
+            app.metrics.sign_ins.with_label_values(&["refused"]).inc();
+            html(
+                StatusCode::UNAUTHORIZED,
+                pages::sign_in(Some("That token is not accepted.")),
+            )
+        }
+        Err(e) => {
+            app.metrics
+                .sign_ins
+                .with_label_values(&["unavailable"])
+                .inc();
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::sign_in(Some(&format!("The gatekeeper could not be asked: {e}"))),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Refuses a form without the session's CSRF token.
+fn csrf_refused(app: &App, s: &Session, form: &str, tenant: Option<&str>) -> Option<Response> {
+    if s.csrf_ok(form) {
+        return None;
+    }
+    app.metrics.refusals.with_label_values(&["csrf"]).inc();
+    Some(html(
+        StatusCode::FORBIDDEN,
+        pages::problem(
+            &chrome(s, tenant),
+            "Refused",
+            "This form did not come from your console session (its CSRF token is missing or wrong). Reload the page and try again.",
+        ),
+    ))
+}
+
+async fn sign_out(State(app): State<App>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    if let Some(r) = csrf_refused(&app, &s, &f.csrf, None) {
+        return r;
+    }
+    app.sessions.end(&id);
+    app.metrics
+        .sessions
+        .with_label_values(&["live"])
+        .set(app.sessions.len() as i64);
+    let mut r = Redirect::to("/sign-in").into_response();
+    clear_cookie(&app, &mut r);
+    r
+}
+
+#[derive(Deserialize)]
+struct SortQuery {
+    sort: Option<String>,
+}
+
+async fn home(State(app): State<App>, headers: HeaderMap, Query(q): Query<SortQuery>) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    if s.principal.is_operator() {
+        return match app
+            .up
+            .get(Service::Gatekeeper, "/v1/readiness", &s.token)
+            .await
+        {
+            Ok(all) => html(
+                StatusCode::OK,
+                pages::tenants(&chrome(&s, None), &all, q.sort.as_deref().unwrap_or("")),
+            ),
+            Err(e) => failure(&app, &id, &s, None, e),
+        };
+    }
+    let tenants = s.principal.tenant_ids();
+    if let [only] = tenants.as_slice() {
+        return Redirect::to(&format!("/t/{}", encode(only))).into_response();
+    }
+    html(
+        StatusCode::OK,
+        pages::my_tenants(&chrome(&s, None), &tenants),
+    )
+}
+
+fn tenant_path(tenant: &str, rest: &str) -> String {
+    format!("/v1/tenants/{}{rest}", encode(tenant))
+}
+
+async fn overview(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let readiness = |stage: &'static str| {
+        let path = tenant_path(&tenant, &format!("/readiness?stage={stage}"));
+        let up = app.up.clone();
+        let token = s.token.clone();
+        async move { up.get(Service::Gatekeeper, &path, &token).await }
+    };
+    let (posture_path, findings_path) = (
+        tenant_path(&tenant, "/posture"),
+        tenant_path(&tenant, "/findings"),
+    );
+    let (production, pilot, trial, posture, findings) = tokio::join!(
+        readiness(STAGES[0]),
+        readiness(STAGES[1]),
+        readiness(STAGES[2]),
+        app.up.get(Service::Projector, &posture_path, &s.token),
+        app.up.get(Service::Projector, &findings_path, &s.token),
+    );
+    let all = (|| Ok::<_, UpstreamError>((production?, pilot?, trial?, posture?, findings?)))();
+    match all {
+        Ok((production, pilot, trial, posture, findings)) => {
+            let stages = [
+                (STAGES[0], production),
+                (STAGES[1], pilot),
+                (STAGES[2], trial),
+            ];
+            html(
+                StatusCode::OK,
+                pages::overview(
+                    &chrome(&s, Some(&tenant)),
+                    &tenant,
+                    &stages,
+                    &posture,
+                    &findings,
+                ),
+            )
+        }
+        Err(e) => failure(&app, &id, &s, Some(&tenant), e),
+    }
+}
+
+async fn findings(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(filter): Query<FindingFilter>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    match app
+        .up
+        .get(
+            Service::Projector,
+            &tenant_path(&tenant, "/findings"),
+            &s.token,
+        )
+        .await
+    {
+        Ok(all) => html(
+            StatusCode::OK,
+            pages::findings(&chrome(&s, Some(&tenant)), &tenant, &all, &filter),
+        ),
+        Err(e) => failure(&app, &id, &s, Some(&tenant), e),
+    }
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    id: String,
+    after: Option<String>,
+}
+
+async fn finding(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<IdQuery>,
+) -> Response {
+    let Some((sid, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let base = tenant_path(&tenant, &format!("/findings/{}", encode(&q.id)));
+    let events_path = match &q.after {
+        Some(a) => format!("{base}/events?after={}", encode(a)),
+        None => format!("{base}/events"),
+    };
+    let (row, events) = tokio::join!(
+        app.up.get(Service::Projector, &base, &s.token),
+        app.up.get(Service::Projector, &events_path, &s.token),
+    );
+    match row.and_then(|r| events.map(|e| (r, e))) {
+        Ok((row, events)) => html(
+            StatusCode::OK,
+            pages::finding(&chrome(&s, Some(&tenant)), &tenant, &row, &events),
+        ),
+        Err(e) => failure(&app, &sid, &s, Some(&tenant), e),
+    }
+}
+
+/// The lists searched for a row an id names, and what the rows are called.
+const LISTS: [(&str, &str, &str); 5] = [
+    ("/coverage", "coverage", "Asset"),
+    ("/controls", "controls", "Control"),
+    ("/exceptions", "exceptions", "Exception"),
+    ("/validations", "validations", "Validation"),
+    ("/report-deliveries", "report_deliveries", "Report delivery"),
+];
+
+/// Whether a row names `id` in an id field (`*_id`, `id`, `*_ids`).
+fn names(row: &Value, id: &str) -> bool {
+    row.as_object().is_some_and(|o| {
+        o.iter().any(|(k, v)| {
+            (k == "id" || k.ends_with("_id")) && v.as_str() == Some(id)
+                || k.ends_with("_ids")
+                    && v.as_array()
+                        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(id)))
+        })
+    })
+}
+
+/// Finds the row an id names: a finding, an evidence item, then any row of the other views
+/// that carries it in an id field.
+async fn go(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<IdQuery>,
+) -> Response {
+    let Some((sid, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let c = chrome(&s, Some(&tenant));
+    let finding = tenant_path(&tenant, &format!("/findings/{}", encode(&q.id)));
+    match app.up.get(Service::Projector, &finding, &s.token).await {
+        Ok(_) => {
+            return Redirect::to(&format!(
+                "/t/{}/finding?id={}",
+                encode(&tenant),
+                encode(&q.id)
+            ))
+            .into_response();
+        }
+        Err(UpstreamError::NotFound(_)) => {}
+        Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
+    }
+    let evidence = tenant_path(&tenant, &format!("/evidence/{}", encode(&q.id)));
+    match app.up.get(Service::Projector, &evidence, &s.token).await {
+        Ok(v) => {
+            return html(
+                StatusCode::OK,
+                pages::row(&c, &tenant, "Evidence", &q.id, &v),
+            );
+        }
+        Err(UpstreamError::NotFound(_)) => {}
+        Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
+    }
+    for (path, key, kind) in LISTS {
+        match app
+            .up
+            .get(Service::Projector, &tenant_path(&tenant, path), &s.token)
+            .await
+        {
+            Ok(list) => {
+                let found = list[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| names(r, &q.id));
+                if let Some(r) = found {
+                    return html(StatusCode::OK, pages::row(&c, &tenant, kind, &q.id, r));
+                }
+            }
+            Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
+        }
+    }
+    let mut searched = vec!["findings", "evidence"];
+    searched.extend(LISTS.iter().map(|(_, k, _)| *k));
+    html(
+        StatusCode::NOT_FOUND,
+        pages::unresolved(&c, &tenant, &q.id, &searched),
+    )
+}
+
+async fn validations(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    match app
+        .up
+        .get(
+            Service::Projector,
+            &tenant_path(&tenant, "/validations"),
+            &s.token,
+        )
+        .await
+    {
+        Ok(v) => html(
+            StatusCode::OK,
+            pages::validations(&chrome(&s, Some(&tenant)), &tenant, &v),
+        ),
+        Err(e) => failure(&app, &id, &s, Some(&tenant), e),
+    }
+}
+
+async fn report_list(
+    app: &App,
+    sid: &str,
+    s: &Session,
+    tenant: &str,
+    notice: Option<&str>,
+) -> Response {
+    match app
+        .up
+        .get(
+            Service::Reporter,
+            &tenant_path(tenant, "/reports"),
+            &s.token,
+        )
+        .await
+    {
+        Ok(list) => html(
+            StatusCode::OK,
+            pages::reports(
+                &chrome(s, Some(tenant)),
+                tenant,
+                &list,
+                s.principal.has("reports"),
+                notice,
+            ),
+        ),
+        Err(e) => failure(app, sid, s, Some(tenant), e),
+    }
+}
+
+async fn reports(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    report_list(&app, &id, &s, &tenant, None).await
+}
+
+#[derive(Deserialize)]
+struct ReportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(rename = "type")]
+    report_type: String,
+}
+
+async fn request_report(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Form(f): Form<ReportForm>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    if let Some(r) = csrf_refused(&app, &s, &f.csrf, Some(&tenant)) {
+        return r;
+    }
+    let body = json!({"type": f.report_type});
+    match app
+        .up
+        .post(
+            Service::Reporter,
+            &tenant_path(&tenant, "/reports"),
+            &s.token,
+            &body,
+        )
+        .await
+    {
+        Ok(r) => {
+            let notice = format!(
+                "Report {} generated; delivery {}.",
+                r["id"].as_str().unwrap_or("?"),
+                r["delivery"]["status"].as_str().unwrap_or("?")
+            );
+            report_list(&app, &id, &s, &tenant, Some(&notice)).await
+        }
+        Err(e) => failure(&app, &id, &s, Some(&tenant), e),
+    }
+}

@@ -1,0 +1,582 @@
+//! The console's pages, as maud templates (every interpolation is HTML-escaped). Pages take
+//! the services' JSON answers as they are and never compute a verdict of their own: the
+//! gatekeeper, projector and reporter decide, the console shows and links.
+
+use crate::upstream::encode;
+use aispm_schemas::Timestamp;
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+/// The stylesheet, served at `/assets/console.css` (no CDN, no inline style: the CSP allows
+/// `style-src 'self'` only).
+pub const CSS: &str = include_str!("../assets/console.css");
+
+/// What the layout needs of the signed-in viewer.
+#[derive(Debug, Clone)]
+pub struct Chrome<'a> {
+    pub viewer: Option<&'a str>,
+    pub csrf: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+}
+
+/// The page frame: header with the viewer and sign-out, the tenant's navigation, the body.
+pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · aispm console" }
+                link rel="stylesheet" href="/assets/console.css";
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "aispm console" }
+                    @if let Some(t) = chrome.tenant {
+                        nav aria-label="Tenant" {
+                            a href={ "/t/" (encode(t)) } { "Overview" }
+                            a href={ "/t/" (encode(t)) "/findings" } { "Findings" }
+                            a href={ "/t/" (encode(t)) "/validations" } { "Validations" }
+                            a href={ "/t/" (encode(t)) "/reports" } { "Reports" }
+                        }
+                    }
+                    @if let (Some(v), Some(csrf)) = (chrome.viewer, chrome.csrf) {
+                        form.signout method="post" action="/sign-out" {
+                            span { "Signed in as " strong { (v) } }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The sign-in form; `error` explains a refused token.
+pub fn sign_in(error: Option<&str>) -> Markup {
+    let chrome = Chrome {
+        viewer: None,
+        csrf: None,
+        tenant: None,
+    };
+    layout(
+        "Sign in",
+        &chrome,
+        html! {
+            h1 { "Sign in" }
+            p { "Paste an aispm bearer token. The console reads the services with it and shows exactly what its tenants and scopes allow; the token stays on the server." }
+            @if let Some(e) = error {
+                p.error role="alert" { (e) }
+            }
+            form method="post" action="/sign-in" {
+                label for="token" { "Token" }
+                input #token type="password" name="token" autocomplete="off" required;
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// A refusal, a missing row or an unavailable service: the status and why, and no data.
+pub fn problem(chrome: &Chrome<'_>, heading: &str, detail: &str) -> Markup {
+    layout(
+        heading,
+        chrome,
+        html! {
+            h1 { (heading) }
+            p.error role="alert" { (detail) }
+            p { a href="/" { "Back to your tenants" } }
+        },
+    )
+}
+
+/// A link to whatever row an id names (finding, evidence, asset, control or event): the
+/// console's resolver finds it.
+pub fn id_link(tenant: &str, id: &str) -> Markup {
+    html! {
+        a.id href={ "/t/" (encode(tenant)) "/go?id=" (encode(id)) } { code { (id) } }
+    }
+}
+
+fn verdict_badge(ready: bool) -> Markup {
+    html! {
+        @if ready { span.badge.ready { "ready" } } @else { span.badge.unready { "not ready" } }
+    }
+}
+
+/// How long ago `t` (an RFC 3339 time) was, in words.
+pub fn age(t: &Value) -> String {
+    let Some(ts) = t.as_str().and_then(|s| Timestamp::parse_rfc3339(s).ok()) else {
+        return "—".into();
+    };
+    let secs = (Timestamp::now().0 - ts.0) / 1000;
+    let (n, unit) = match secs.abs() {
+        s if s < 120 => (s, "s"),
+        s if s < 7200 => (s / 60, "min"),
+        s if s < 172_800 => (s / 3600, "h"),
+        s => (s / 86_400, "d"),
+    };
+    if secs < 0 {
+        format!("in {n} {unit}")
+    } else {
+        format!("{n} {unit} ago")
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A tenant's stages: (stage, ready, blockers).
+type Stages = Vec<(String, bool, usize)>;
+
+/// Every tenant's verdict per stage (an operator token).
+pub fn tenants(chrome: &Chrome<'_>, all: &Value, sort: &str) -> Markup {
+    // tenant → [(stage, ready, blockers)]
+    let mut rows: std::collections::BTreeMap<String, Stages> = std::collections::BTreeMap::new();
+    for r in all["readiness"].as_array().into_iter().flatten() {
+        rows.entry(text(&r["tenant_id"])).or_default().push((
+            text(&r["stage"]),
+            r["ready"].as_bool().unwrap_or(false),
+            r["blockers"].as_array().map_or(0, Vec::len),
+        ));
+    }
+    let mut list: Vec<(String, Stages)> = rows.into_iter().collect();
+    let blockers = |stages: &[(String, bool, usize)]| -> usize {
+        stages
+            .iter()
+            .filter(|(s, _, _)| s == "production")
+            .map(|(_, _, n)| *n)
+            .sum()
+    };
+    if sort == "blockers" {
+        list.sort_by(|a, b| blockers(&b.1).cmp(&blockers(&a.1)).then(a.0.cmp(&b.0)));
+    }
+    layout(
+        "Tenants",
+        chrome,
+        html! {
+            h1 { "Tenants" }
+            p { (list.len()) " tenants. "
+                @for (stage, s) in all["summary"].as_object().into_iter().flatten() {
+                    (stage) ": " (text(&s["ready"])) " ready, " (text(&s["unready"])) " not ready. "
+                }
+            }
+            table {
+                thead { tr {
+                    th { a href="/?sort=tenant" { "Tenant" } }
+                    th { "Production" }
+                    th { a href="/?sort=blockers" { "Production blockers" } }
+                    th { "Pilot" }
+                    th { "Trial" }
+                } }
+                tbody {
+                    @for (tenant, stages) in &list {
+                        tr {
+                            td { a href={ "/t/" (encode(tenant)) } { (tenant) } }
+                            @for stage in ["production"] {
+                                @let s = stages.iter().find(|(n, _, _)| n == stage);
+                                td { @if let Some((_, ready, _)) = s { (verdict_badge(*ready)) } }
+                            }
+                            td { (blockers(stages)) }
+                            @for stage in ["pilot", "trial"] {
+                                @let s = stages.iter().find(|(n, _, _)| n == stage);
+                                td { @if let Some((_, ready, n)) = s { (verdict_badge(*ready)) " " (n) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A tenant-bound token's tenants.
+pub fn my_tenants(chrome: &Chrome<'_>, tenants: &[String]) -> Markup {
+    layout(
+        "Tenants",
+        chrome,
+        html! {
+            h1 { "Your tenants" }
+            ul { @for t in tenants { li { a href={ "/t/" (encode(t)) } { (t) } } } }
+        },
+    )
+}
+
+/// One layer's score and the ids behind it.
+fn layer(tenant: &str, name: &str, l: &Value) -> Markup {
+    html! {
+        section.layer {
+            h3 { (name) " " span.score { (text(&l["score"])) } }
+            p { (text(&l["detail"])) }
+            @for (what, ids) in l["drill_down"].as_object().into_iter().flatten() {
+                @let ids: Vec<&str> = ids.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                @if !ids.is_empty() {
+                    details {
+                        summary { (what.replace('_', " ")) " (" (ids.len()) ")" }
+                        ul.ids { @for id in ids { li { (id_link(tenant, id)) } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tenant overview: verdict per stage with its blockers, the posture score per layer, and
+/// open findings by severity.
+pub fn overview(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    stages: &[(&str, Value)],
+    posture: &Value,
+    findings: &Value,
+) -> Markup {
+    let open: Vec<&Value> = findings["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["status"] == "open")
+        .collect();
+    let severities = ["critical", "high", "medium", "low"];
+    layout(
+        tenant,
+        chrome,
+        html! {
+            h1 { "Tenant " (tenant) }
+            section.verdicts {
+                @for (stage, v) in stages {
+                    article.verdict {
+                        h2 { (stage) " " (verdict_badge(v["ready"].as_bool().unwrap_or(false))) }
+                        p.small { "ready_for_aispm_" (stage) ": " code { (text(&v["ready"])) }
+                            " · evaluated " (age(&v["evaluated_at"])) }
+                        @let blockers = v["blockers"].as_array().cloned().unwrap_or_default();
+                        @if blockers.is_empty() {
+                            p { "No blockers." }
+                        } @else {
+                            ol.blockers {
+                                @for b in &blockers {
+                                    li.blocker {
+                                        h3 { code { (text(&b["kind"])) }
+                                            @if let Some(s) = b["subject"].as_str() { " · " (s) } }
+                                        p { (text(&b["meaning"])) }
+                                        p.resolution { strong { "Resolution: " } (text(&b["resolution"])) }
+                                        @let ev: Vec<&str> = b["evidence"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                                        @if !ev.is_empty() {
+                                            p.evidence { "Behind it: "
+                                                @for id in ev { (id_link(tenant, id)) " " }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section {
+                h2 { "Posture " span.score { (text(&posture["score"])) } }
+                div.layers {
+                    @for name in ["coverage", "controls", "findings", "evidence", "reports"] {
+                        (layer(tenant, name, &posture["layers"][name]))
+                    }
+                }
+            }
+            section {
+                h2 { "Open findings" }
+                table {
+                    thead { tr { @for s in severities { th { (s) } } } }
+                    tbody { tr { @for s in severities {
+                        @let n = open.iter().filter(|f| f["severity"] == s).count();
+                        td { a href={ "/t/" (encode(tenant)) "/findings?status=open&severity=" (s) } { (n) } }
+                    } } }
+                }
+            }
+        },
+    )
+}
+
+/// The filters of the findings list.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FindingFilter {
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    pub rule: Option<String>,
+    pub owner: Option<String>,
+    pub sla: Option<String>,
+    pub page: Option<usize>,
+}
+
+/// Findings per page of the list.
+pub const PAGE: usize = 50;
+
+impl FindingFilter {
+    fn keeps(&self, f: &Value) -> bool {
+        let is = |want: &Option<String>, got: &Value| {
+            want.as_deref()
+                .filter(|w| !w.is_empty())
+                .is_none_or(|w| got.as_str() == Some(w))
+        };
+        is(&self.status, &f["status"])
+            && is(&self.severity, &f["severity"])
+            && is(&self.rule, &f["rule_id"])
+            && is(&self.owner, &f["owner"])
+            && is(&self.sla, &f["sla_state"])
+    }
+
+    fn query(&self, page: usize) -> String {
+        let mut q = vec![format!("page={page}")];
+        for (k, v) in [
+            ("status", &self.status),
+            ("severity", &self.severity),
+            ("rule", &self.rule),
+            ("owner", &self.owner),
+            ("sla", &self.sla),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.push(format!("{k}={}", encode(v)));
+            }
+        }
+        q.join("&")
+    }
+}
+
+/// The findings list, filtered and paginated.
+pub fn findings(chrome: &Chrome<'_>, tenant: &str, all: &Value, filter: &FindingFilter) -> Markup {
+    let mut rows: Vec<&Value> = all["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| filter.keeps(f))
+        .collect();
+    let rank = |s: &Value| match s.as_str() {
+        Some("critical") => 0,
+        Some("high") => 1,
+        Some("medium") => 2,
+        _ => 3,
+    };
+    rows.sort_by(|a, b| {
+        rank(&a["severity"])
+            .cmp(&rank(&b["severity"]))
+            .then(text(&a["finding_id"]).cmp(&text(&b["finding_id"])))
+    });
+    let total = rows.len();
+    let page = filter.page.unwrap_or(1).max(1);
+    let shown: Vec<&Value> = rows
+        .into_iter()
+        .skip((page - 1) * PAGE)
+        .take(PAGE)
+        .collect();
+    let selected = |v: &Option<String>, o: &str| v.as_deref() == Some(o);
+    layout(
+        "Findings",
+        chrome,
+        html! {
+            h1 { "Findings of " (tenant) }
+            form.filters method="get" {
+                label { "Status "
+                    select name="status" {
+                        @for o in ["", "open", "closed"] {
+                            option value=(o) selected[selected(&filter.status, o)] { @if o.is_empty() { "any" } @else { (o) } }
+                        }
+                    }
+                }
+                label { "Severity "
+                    select name="severity" {
+                        @for o in ["", "critical", "high", "medium", "low"] {
+                            option value=(o) selected[selected(&filter.severity, o)] { @if o.is_empty() { "any" } @else { (o) } }
+                        }
+                    }
+                }
+                label { "SLA "
+                    select name="sla" {
+                        @for o in ["", "overdue", "past_due", "on_track", "risk_accepted", "closed_within_sla", "closed_late"] {
+                            option value=(o) selected[selected(&filter.sla, o)] { @if o.is_empty() { "any" } @else { (o) } }
+                        }
+                    }
+                }
+                label { "Rule " input type="text" name="rule" value=(filter.rule.clone().unwrap_or_default()); }
+                label { "Owner " input type="text" name="owner" value=(filter.owner.clone().unwrap_or_default()); }
+                button type="submit" { "Filter" }
+            }
+            p { (total) " findings" @if total > PAGE { ", page " (page) " of " (total.div_ceil(PAGE)) } "." }
+            table {
+                thead { tr { th { "Finding" } th { "Severity" } th { "Status" } th { "Owner" } th { "SLA" } th { "Occurrences" } th { "Last seen" } } }
+                tbody {
+                    @for f in &shown {
+                        tr {
+                            td { a href={ "/t/" (encode(tenant)) "/finding?id=" (encode(&text(&f["finding_id"]))) } { (text(&f["title"])) } br; code.small { (text(&f["finding_id"])) } }
+                            td { span class={ "sev " (text(&f["severity"])) } { (text(&f["severity"])) } }
+                            td { (text(&f["status"])) }
+                            td { (text(&f["owner"])) }
+                            td { (text(&f["sla_state"])) }
+                            td { (text(&f["occurrences"])) }
+                            td { (age(&f["last_occurrence_at"])) }
+                        }
+                    }
+                }
+            }
+            nav.pages {
+                @if page > 1 { a href={ "?" (filter.query(page - 1)) } { "← previous" } " " }
+                @if page * PAGE < total { a href={ "?" (filter.query(page + 1)) } { "next →" } }
+            }
+        },
+    )
+}
+
+/// Any JSON object as a definition list; ids in it link to their rows.
+pub fn fields(tenant: &str, v: &Value) -> Markup {
+    html! {
+        dl.fields {
+            @for (k, val) in v.as_object().into_iter().flatten() {
+                dt { (k) }
+                dd {
+                    @match val {
+                        Value::String(s) if k.ends_with("_id") && k != "tenant_id" => { (id_link(tenant, s)) }
+                        Value::Array(a) if k.ends_with("_ids") => {
+                            @for id in a.iter().filter_map(Value::as_str) { (id_link(tenant, id)) " " }
+                        }
+                        Value::Array(_) | Value::Object(_) => { code { (serde_json::to_string(val).unwrap_or_default()) } }
+                        other => { (text(other)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One finding, with every event behind it.
+pub fn finding(chrome: &Chrome<'_>, tenant: &str, f: &Value, events: &Value) -> Markup {
+    let id = text(&f["finding_id"]);
+    layout(
+        &id,
+        chrome,
+        html! {
+            h1 { (text(&f["title"])) }
+            p { code { (id) } " · " span class={ "sev " (text(&f["severity"])) } { (text(&f["severity"])) }
+                " · " (text(&f["status"])) " · SLA " (text(&f["sla_state"])) }
+            (fields(tenant, f))
+            h2 { "Events behind it" }
+            @let list = events["events"].as_array().cloned().unwrap_or_default();
+            @if list.is_empty() { p { "No event is recorded for this finding." } }
+            ol.events {
+                @for e in &list {
+                    li { (id_link(tenant, &text(&e["event_id"])))
+                        @if let Some(t) = e["occurred_at"].as_str() { " · " (t) } }
+                }
+            }
+            @if let Some(next) = events["next_cursor"].as_str() {
+                p { a href={ "/t/" (encode(tenant)) "/finding?id=" (encode(&id)) "&after=" (encode(next)) } { "more events →" } }
+            }
+        },
+    )
+}
+
+/// A row found by id (evidence, asset, control, validation…) shown field by field.
+pub fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -> Markup {
+    layout(
+        id,
+        chrome,
+        html! {
+            h1 { (kind) " " code { (id) } }
+            (fields(tenant, v))
+        },
+    )
+}
+
+/// An id no view holds a row for: what was searched.
+pub fn unresolved(chrome: &Chrome<'_>, tenant: &str, id: &str, searched: &[&str]) -> Markup {
+    layout(
+        id,
+        chrome,
+        html! {
+            h1 { "No row named " code { (id) } }
+            p { "Searched the tenant's " (searched.join(", ")) ". The id may name an input event (a decision, approval or registry event): the projector keeps events by their effect on the rows, and a route to fetch an event by id is not built yet." }
+            p { a href={ "/t/" (encode(tenant)) } { "Back to the overview" } }
+        },
+    )
+}
+
+/// The tenant's validations, with their proof.
+pub fn validations(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
+    layout(
+        "Validations",
+        chrome,
+        html! {
+            h1 { "Validations of " (tenant) }
+            table {
+                thead { tr { th { "Check" } th { "Environment" } th { "Subject" } th { "Result" } th { "Signature" } th { "Asserted by" } th { "Validated" } th { "Evidence" } } }
+                tbody {
+                    @for r in v["validations"].as_array().into_iter().flatten() {
+                        tr {
+                            td { (text(&r["check_kind"])) }
+                            td { (text(&r["environment"])) }
+                            td { (text(&r["subject"])) }
+                            td { (text(&r["result"])) }
+                            td { (text(&r["signature_state"])) }
+                            td { (text(&r["asserted_by"])) }
+                            td { (age(&r["validated_at"])) }
+                            td { @if let Some(e) = r["evidence_id"].as_str() { (id_link(tenant, e)) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The report center: packets, their delivery, and the form to request one.
+pub fn reports(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    list: &Value,
+    may_request: bool,
+    notice: Option<&str>,
+) -> Markup {
+    layout(
+        "Reports",
+        chrome,
+        html! {
+            h1 { "Reports of " (tenant) }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            @if may_request {
+                form method="post" action={ "/t/" (encode(tenant)) "/reports" } {
+                    input type="hidden" name="csrf" value=(chrome.csrf.unwrap_or(""));
+                    label { "Type "
+                        select name="type" {
+                            @for t in ["production_readiness", "blockers_digest", "coverage_findings", "cso"] {
+                                option value=(t) { (t) }
+                            }
+                        }
+                    }
+                    button type="submit" { "Generate and deliver" }
+                }
+            } @else {
+                p.small { "Your token has no reports scope: it can read packets but not request one." }
+            }
+            table {
+                thead { tr { th { "Report" } th { "Type" } th { "Created" } th { "Delivery" } th { "Attempts" } th { "Packet sha256" } } }
+                tbody {
+                    @for r in list["reports"].as_array().into_iter().flatten() {
+                        tr {
+                            td { code { (text(&r["id"])) } }
+                            td { (text(&r["type"])) }
+                            td { (age(&r["created_at"])) }
+                            td { (text(&r["status"])) }
+                            td { (text(&r["attempts"])) }
+                            td { code.small { (text(&r["packet_sha256"])) } }
+                        }
+                    }
+                }
+            }
+            p.small { "Verify a packet against the reporter's pinned key: "
+                code { "minisign -Vm <id>.zip -P <pinned key>" } }
+        },
+    )
+}

@@ -1,0 +1,138 @@
+//! The services' read-only APIs, called with the signed-in viewer's own token: the console
+//! holds no token of its own, so a viewer sees exactly what its token may read.
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// The service a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Projector,
+    Gatekeeper,
+    Reporter,
+}
+
+/// Why a call brought no data.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// 401: the token is no longer valid (revoked since sign-in).
+    #[error("the token is no longer accepted")]
+    Unauthorized,
+    /// 403: the token may not read this.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// 503, or the service could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Percent-encodes one path segment or query value (every byte but the unreserved ones), so an
+/// id holding `/`, `:` or `?` stays one segment.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The services' base URLs and one HTTP client.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    http: reqwest::Client,
+    projector: String,
+    gatekeeper: String,
+    reporter: String,
+}
+
+impl Upstream {
+    pub fn new(projector: &str, gatekeeper: &str, reporter: &str, timeout: Duration) -> Self {
+        Upstream {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            projector: projector.trim_end_matches('/').to_owned(),
+            gatekeeper: gatekeeper.trim_end_matches('/').to_owned(),
+            reporter: reporter.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn base(&self, s: Service) -> &str {
+        match s {
+            Service::Projector => &self.projector,
+            Service::Gatekeeper => &self.gatekeeper,
+            Service::Reporter => &self.reporter,
+        }
+    }
+
+    /// GETs `path` of `s` with the viewer's `token`.
+    pub async fn get(&self, s: Service, path: &str, token: &str) -> Result<Value, UpstreamError> {
+        let url = format!("{}{path}", self.base(s));
+        let r = self.http.get(&url).bearer_auth(token).send().await;
+        Self::answer(r).await
+    }
+
+    /// POSTs `body` to `path` of `s` with the viewer's `token`.
+    pub async fn post(
+        &self,
+        s: Service,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> Result<Value, UpstreamError> {
+        let url = format!("{}{path}", self.base(s));
+        let r = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await;
+        Self::answer(r).await
+    }
+
+    async fn answer(r: reqwest::Result<reqwest::Response>) -> Result<Value, UpstreamError> {
+        let r = r.map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let message = || {
+            body["message"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        match status {
+            200..=299 => Ok(body),
+            401 => Err(UpstreamError::Unauthorized),
+            403 => Err(UpstreamError::Forbidden(message())),
+            404 => Err(UpstreamError::NotFound(message())),
+            502..=504 => Err(UpstreamError::Unavailable(message())),
+            _ => Err(UpstreamError::Other(format!("{status}: {}", message()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_one_segment() {
+        assert_eq!(
+            encode("AISPM-DATA-001:openai-gpt-4o/pii"),
+            "AISPM-DATA-001%3Aopenai-gpt-4o%2Fpii"
+        );
+        assert_eq!(encode("a b?c#"), "a%20b%3Fc%23");
+    }
+}

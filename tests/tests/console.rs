@@ -1,0 +1,252 @@
+//! The console against the real services, over real HTTP, as a browser talks to it: sign in
+//! with a token, get an HttpOnly SameSite=Strict session cookie, open the tenant, follow a
+//! blocker's link to the finding behind it and on to its events and evidence; another tenant is
+//! a refusal page without any of its data; forms without the CSRF token are refused; the CSP
+//! forbids every script.
+
+use aispm_tests::demo::{OPERATOR_TOKEN, Pipeline, READER_TOKEN, TENANT_TOKEN, blocker_kinds};
+use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use std::time::Duration;
+
+/// A browser's view of the console: no redirects followed, the session cookie kept.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    csp: Option<String>,
+    set_cookie: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            cookie: None,
+        }
+    }
+
+    async fn page(&mut self, r: reqwest::RequestBuilder) -> Page {
+        let r = match &self.cookie {
+            Some(c) => r.header(COOKIE, c),
+            None => r,
+        };
+        let r = r.send().await.unwrap();
+        let h = |name| {
+            r.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (location, csp, set_cookie) = (h(LOCATION), h(CONTENT_SECURITY_POLICY), h(SET_COOKIE));
+        if let Some(c) = &set_cookie {
+            let pair = c.split(';').next().unwrap().to_owned();
+            self.cookie = (!pair.ends_with('=')).then_some(pair);
+        }
+        Page {
+            status: r.status().as_u16(),
+            location,
+            csp,
+            set_cookie,
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let r = self.http.get(url);
+        self.page(r).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let r = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.page(r).await
+    }
+
+    /// Follows redirects from `path` as a browser would; the final page.
+    async fn follow(&mut self, path: &str) -> (String, Page) {
+        let mut at = path.to_owned();
+        for _ in 0..5 {
+            let p = self.get(&at).await;
+            match p.location.clone() {
+                Some(l) if (300..400).contains(&p.status) => at = l,
+                _ => return (at, p),
+            }
+        }
+        panic!("too many redirects from {path}");
+    }
+
+    async fn sign_in(&mut self, token: &str) -> Page {
+        self.post("/sign-in", &[("token", token)]).await
+    }
+}
+
+/// The CSRF token of the page's first form that carries one.
+fn csrf(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Every `href` of a page that starts with `prefix`, HTML entities undone.
+fn links(body: &str, prefix: &str) -> Vec<String> {
+    body.split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .map(|h| h.replace("&amp;", "&"))
+        .filter(|h| h.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
+    let work = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(work.path()).await.unwrap();
+    p.emit("open").unwrap();
+    p.readiness_until(Duration::from_secs(120), |v| blocker_kinds(v).len() >= 10)
+        .await
+        .unwrap();
+    let mut b = Browser::new(&p.console.http);
+
+    // Signed out: every page leads to the sign-in form, which is served with the strict CSP.
+    let home = b.get("/").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.location.as_deref(), Some("/sign-in"));
+    let form = b.get("/sign-in").await;
+    assert_eq!(form.status, 200);
+    let csp = form.csp.unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert!(!form.body.contains("<script"), "no script on any page");
+    let css = b.get("/assets/console.css").await;
+    assert_eq!(css.status, 200);
+
+    // A wrong token is refused; the acme dashboard's token (read only) signs in.
+    let refused = b.sign_in("not-a-token").await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.set_cookie.is_none());
+    let signed = b.sign_in(READER_TOKEN).await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let cookie = signed.set_cookie.unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(READER_TOKEN),
+        "the token never goes to the browser"
+    );
+
+    // A tenant-bound token lands on its tenant's overview: every production blocker, with
+    // its meaning and links to what is behind it.
+    let (at, overview) = b.follow("/").await;
+    assert_eq!(at, "/t/acme");
+    assert_eq!(overview.status, 200);
+    for kind in blocker_kinds(&p.readiness().await.unwrap()) {
+        assert!(overview.body.contains(&kind), "{kind} is on the overview");
+    }
+    assert!(overview.body.contains("not ready"));
+    assert!(overview.body.contains("Posture"));
+
+    // The critical finding's blocker links to the finding, which shows its rule, severity and
+    // the events behind it.
+    let critical = aispm_ingest::scenario::ids::CRITICAL_FINDING;
+    let link = links(&overview.body, "/t/acme/go?id=")
+        .into_iter()
+        .find(|l| l.contains("AISPM-DATA-001"))
+        .expect("a blocker links to the critical finding");
+    let (at, finding) = b.follow(&link).await;
+    assert!(at.starts_with("/t/acme/finding?id="), "{at}");
+    assert_eq!(finding.status, 200, "{}", finding.body);
+    assert!(finding.body.contains(critical));
+    assert!(finding.body.contains("critical"));
+    assert!(finding.body.contains("Events behind it"));
+    let events = links(&finding.body, "/t/acme/go?id=");
+    assert!(!events.is_empty(), "the finding names its events");
+
+    // An evidence id behind a blocker opens the evidence row with its signature state.
+    let mut evidence_seen = false;
+    for l in links(&overview.body, "/t/acme/go?id=") {
+        let (_, page) = b.follow(&l).await;
+        if page.body.contains("Evidence") && page.body.contains("signature_state") {
+            evidence_seen = true;
+            break;
+        }
+    }
+    assert!(evidence_seen, "some blocker links to an evidence row");
+
+    // The findings list filters and links each row.
+    let list = b
+        .get("/t/acme/findings?status=open&severity=critical")
+        .await;
+    assert_eq!(list.status, 200);
+    assert!(list.body.contains(critical));
+    assert!(!list.body.contains("AISPM-APR-001"), "filtered by severity");
+
+    // Another tenant: a refusal page, and none of its data.
+    let other = b.get("/t/globex").await;
+    assert_eq!(other.status, 403);
+    assert!(other.body.contains("Refused"));
+    assert!(!other.body.contains("blocker") && !other.body.contains("Posture"));
+
+    // The one write: without the session's CSRF token it is refused; with it, a read-only
+    // token is still refused by the reporter (no `reports` scope).
+    let reports = b.get("/t/acme/reports").await;
+    assert_eq!(reports.status, 200);
+    let forged = b
+        .post("/t/acme/reports", &[("type", "cso"), ("csrf", "forged")])
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(forged.body.contains("CSRF"));
+    let token = csrf(&reports.body);
+    let no_scope = b
+        .post("/t/acme/reports", &[("type", "cso"), ("csrf", &token)])
+        .await;
+    assert_eq!(no_scope.status, 403, "{}", no_scope.body);
+
+    // Sign-out needs the CSRF token too, then ends the session.
+    let out = b.post("/sign-out", &[("csrf", &token)]).await;
+    assert_eq!(out.status, 303);
+    assert!(b.cookie.is_none(), "the cookie is cleared");
+    assert_eq!(b.get("/t/acme").await.status, 303);
+
+    // The tenant's security team requests a packet through the console.
+    let mut team = Browser::new(&p.console.http);
+    assert_eq!(team.sign_in(TENANT_TOKEN).await.status, 303);
+    let reports = team.get("/t/acme/reports").await;
+    let token = csrf(&reports.body);
+    let made = team
+        .post(
+            "/t/acme/reports",
+            &[("type", "blockers_digest"), ("csrf", &token)],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert!(made.body.contains("generated"), "{}", made.body);
+
+    // An operator token sees every tenant's verdict per stage.
+    let mut ops = Browser::new(&p.console.http);
+    assert_eq!(ops.sign_in(OPERATOR_TOKEN).await.status, 303);
+    let tenants = ops.get("/").await;
+    assert_eq!(tenants.status, 200);
+    assert!(
+        tenants.body.contains("href=\"/t/acme\""),
+        "{}",
+        tenants.body
+    );
+    assert!(tenants.body.contains("not ready"));
+}
