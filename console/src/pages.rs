@@ -438,7 +438,7 @@ pub fn fields(tenant: &str, v: &Value) -> Markup {
                 dt { (k) }
                 dd {
                     @match val {
-                        Value::String(s) if k.ends_with("_id") && k != "tenant_id" => { (id_link(tenant, s)) }
+                        Value::String(s) if k.ends_with("_id") && !matches!(k.as_str(), "tenant_id" | "rule_id") => { (id_link(tenant, s)) }
                         Value::Array(a) if k.ends_with("_ids") => {
                             @for id in a.iter().filter_map(Value::as_str) { (id_link(tenant, id)) " " }
                         }
