@@ -201,33 +201,19 @@ impl Loop {
         })
     }
 
-    /// Runs `attempt` until it succeeds, backing off while the broker is unreachable; gives up
-    /// only when shutdown fires (what was committed stays in the outbox for the next start).
+    /// [`retrying`] on this loop's runtime.
     fn retrying<T, E, F, Fut>(
         &self,
         what: &str,
         shutdown: &CancellationToken,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<T>
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, E>>,
     {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.handle.block_on(attempt()) {
-                Ok(v) => return Ok(v),
-                Err(e) if shutdown.is_cancelled() => {
-                    return Err(Error::Other(format!("{what} failed during shutdown: {e}")));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "Retrying after a failure {what}.", what = what);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        retrying(&self.handle, what, shutdown, attempt)
     }
 
     fn one_batch(&mut self, totals: &mut Totals, shutdown: &CancellationToken) -> Result<usize> {
@@ -315,8 +301,10 @@ impl Loop {
             .set(i64::try_from(prepared.outgoing.len()).unwrap_or(i64::MAX));
 
         let publish_started = Instant::now();
-        self.retrying("publishing view changes", shutdown, || {
-            self.publisher.publish(&prepared.outgoing)
+        let publisher = &mut self.publisher;
+        let outgoing = &prepared.outgoing;
+        retrying(&self.handle, "publishing view changes", shutdown, || {
+            std::future::ready(publisher.publish(outgoing))
         })?;
         self.engine.clear_outbox(prepared.outbox)?;
         self.metrics
@@ -438,4 +426,33 @@ fn principal<'a>(m: &'a rdkafka::message::BorrowedMessage<'_>) -> Option<&'a str
         .find(|h| h.key == aispm_schemas::topics::record_headers::PRINCIPAL)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Runs `attempt` until it succeeds, backing off while the broker is unreachable; gives up
+/// only when shutdown fires (what was committed stays in the outbox for the next start).
+fn retrying<T, E, F, Fut>(
+    handle: &Handle,
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match handle.block_on(attempt()) {
+            Ok(v) => return Ok(v),
+            Err(e) if shutdown.is_cancelled() => {
+                return Err(Error::Other(format!("{what} failed during shutdown: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "Retrying after a failure {what}.", what = what);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -282,7 +282,8 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         .map(|t| i32::try_from(t.partitions().len()).unwrap_or(1))
         .filter(|n| *n > 0)
         .ok_or_else(|| Error::Other(format!("topic {} has no partitions", topics.views)))?;
-    let publisher = Publisher::new(producer.clone(), topics.views.clone(), partitions);
+    // The views get a producer of their own, driven by the loop's thread (see `publish`).
+    let publisher = Publisher::new(&kafka.producer_config(), topics.views.clone(), partitions)?;
     let dead_letters = DeadLetters::new(producer, &topics.dlq, &metrics)?;
     let pm = metrics::ProjectorMetrics::new(&metrics)?;
     Ok(Parts {
@@ -299,22 +300,22 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
 use crate::store::Store;
 
 /// Publishes what a crash left in the outbox.
-async fn drain_outbox(engine: &Engine, publisher: &Publisher) -> Result<()> {
+async fn drain_outbox(engine: &Engine, publisher: &mut Publisher) -> Result<()> {
     let (pending, range) = engine.pending_outbox()?;
     if !pending.is_empty() {
         tracing::info!(
             changes = pending.len(),
             "Publishing view changes left in the outbox."
         );
-        publisher.publish(&pending).await?;
+        tokio::task::block_in_place(|| publisher.publish(&pending))?;
     }
     engine.clear_outbox(range)
 }
 
 /// Runs the projector until `shutdown`, then finishes and commits the batch in flight.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let parts = setup(&config, true).await?;
-    drain_outbox(&parts.engine, &parts.publisher).await?;
+    let mut parts = setup(&config, true).await?;
+    drain_outbox(&parts.engine, &mut parts.publisher).await?;
     parts.health.set("state_restored", true, "outbox drained");
     let tokens = match &config.common.tokens_file {
         Some(p) => Tokens::load(p)?,
@@ -381,8 +382,8 @@ pub async fn rebuild(config: Config, shutdown: CancellationToken) -> Result<Rebu
 /// Applies the input topics from the stored offsets up to their current end, then returns.
 pub async fn catch_up(config: Config, shutdown: CancellationToken) -> Result<RebuildReport> {
     let started = Instant::now();
-    let parts = setup(&config, false).await?;
-    drain_outbox(&parts.engine, &parts.publisher).await?;
+    let mut parts = setup(&config, false).await?;
+    drain_outbox(&parts.engine, &mut parts.publisher).await?;
     let topics = config.common.topics();
     let inputs = topics.inputs();
     let until: std::collections::BTreeMap<_, _> = aispm_runtime::kafka::partition_ends(
