@@ -1,7 +1,7 @@
 //! The console's flags. Each also reads an `AISPM_*` environment variable; the doc comments are
 //! the `--help` text.
 
-use aispm_runtime::config::{CommonArgs, LogFormat};
+use aispm_runtime::config::{CommonArgs, LogFormat, ReadApis};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,29 +13,8 @@ pub struct Config {
     #[arg(long, env = "AISPM_CONSOLE_ADDR", default_value = "127.0.0.1:8084")]
     pub http_addr: SocketAddr,
 
-    /// The projector's HTTP API (views, findings, evidence, posture).
-    #[arg(
-        long,
-        env = "AISPM_PROJECTOR_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub projector: String,
-
-    /// The gatekeeper's HTTP API (readiness, the signed-in principal).
-    #[arg(
-        long,
-        env = "AISPM_GATEKEEPER_URL",
-        default_value = "http://127.0.0.1:8082"
-    )]
-    pub gatekeeper: String,
-
-    /// The reporter's HTTP API (report center).
-    #[arg(
-        long,
-        env = "AISPM_REPORTER_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub reporter: String,
+    #[command(flatten)]
+    pub apis: ReadApis,
 
     /// How long a sign-in lasts without activity.
     #[arg(long, env = "AISPM_CONSOLE_SESSION_IDLE", value_parser = humantime::parse_duration, default_value = "30m")]
@@ -68,9 +47,11 @@ impl Config {
     pub fn local(projector: &str, gatekeeper: &str, reporter: &str) -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            projector: projector.to_owned(),
-            gatekeeper: gatekeeper.to_owned(),
-            reporter: reporter.to_owned(),
+            apis: ReadApis {
+                projector: projector.to_owned(),
+                gatekeeper: gatekeeper.to_owned(),
+                reporter: reporter.to_owned(),
+            },
             session_idle: Duration::from_secs(30 * 60),
             session_max: Duration::from_secs(8 * 3600),
             secure_cookie: false,

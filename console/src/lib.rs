@@ -66,12 +66,7 @@ struct ConsoleMetrics {
 impl App {
     pub fn new(config: &Config, metrics: &Metrics) -> aispm_runtime::Result<Self> {
         Ok(App {
-            up: Upstream::new(
-                &config.projector,
-                &config.gatekeeper,
-                &config.reporter,
-                config.upstream_timeout,
-            ),
+            up: Upstream::new(&config.apis, config.upstream_timeout),
             sessions: Sessions::new(config.session_idle, config.session_max),
             secure_cookie: config.secure_cookie,
             session_max: config.session_max,
@@ -142,7 +137,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> aispm_runtime::
     let app = App::new(&config, &metrics)?;
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     tracing::info!(
-        projector = %config.projector, gatekeeper = %config.gatekeeper, reporter = %config.reporter,
+        projector = %config.apis.projector, gatekeeper = %config.apis.gatekeeper,
+        reporter = %config.apis.reporter,
         "The console reads the services with each viewer's own token."
     );
     aispm_runtime::http::serve(listener, routes(app), metrics, health, shutdown).await
@@ -437,6 +433,27 @@ async fn overview(
     }
 }
 
+/// One read of a tenant's data for the signed-in viewer, rendered by `render`; a refusal or a
+/// failure becomes its page.
+async fn tenant_page(
+    app: &App,
+    sid: &str,
+    s: &Session,
+    tenant: &str,
+    service: Service,
+    path: &str,
+    render: impl FnOnce(&Chrome<'_>, &Value) -> Markup,
+) -> Response {
+    match app
+        .up
+        .get(service, &tenant_path(tenant, path), &s.token)
+        .await
+    {
+        Ok(v) => html(StatusCode::OK, render(&chrome(s, Some(tenant)), &v)),
+        Err(e) => failure(app, sid, s, Some(tenant), e),
+    }
+}
+
 async fn findings(
     State(app): State<App>,
     headers: HeaderMap,
@@ -446,21 +463,16 @@ async fn findings(
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    match app
-        .up
-        .get(
-            Service::Projector,
-            &tenant_path(&tenant, "/findings"),
-            &s.token,
-        )
-        .await
-    {
-        Ok(all) => html(
-            StatusCode::OK,
-            pages::findings(&chrome(&s, Some(&tenant)), &tenant, &all, &filter),
-        ),
-        Err(e) => failure(&app, &id, &s, Some(&tenant), e),
-    }
+    tenant_page(
+        &app,
+        &id,
+        &s,
+        &tenant,
+        Service::Projector,
+        "/findings",
+        |c, v| pages::findings(c, &tenant, v, &filter),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -588,21 +600,16 @@ async fn validations(
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    match app
-        .up
-        .get(
-            Service::Projector,
-            &tenant_path(&tenant, "/validations"),
-            &s.token,
-        )
-        .await
-    {
-        Ok(v) => html(
-            StatusCode::OK,
-            pages::validations(&chrome(&s, Some(&tenant)), &tenant, &v),
-        ),
-        Err(e) => failure(&app, &id, &s, Some(&tenant), e),
-    }
+    tenant_page(
+        &app,
+        &id,
+        &s,
+        &tenant,
+        Service::Projector,
+        "/validations",
+        |c, v| pages::validations(c, &tenant, v),
+    )
+    .await
 }
 
 async fn report_list(
@@ -612,27 +619,17 @@ async fn report_list(
     tenant: &str,
     notice: Option<&str>,
 ) -> Response {
-    match app
-        .up
-        .get(
-            Service::Reporter,
-            &tenant_path(tenant, "/reports"),
-            &s.token,
-        )
-        .await
-    {
-        Ok(list) => html(
-            StatusCode::OK,
-            pages::reports(
-                &chrome(s, Some(tenant)),
-                tenant,
-                &list,
-                s.principal.has("reports"),
-                notice,
-            ),
-        ),
-        Err(e) => failure(app, sid, s, Some(tenant), e),
-    }
+    let may_request = s.principal.has("reports");
+    tenant_page(
+        app,
+        sid,
+        s,
+        tenant,
+        Service::Reporter,
+        "/reports",
+        |c, v| pages::reports(c, tenant, v, may_request, notice),
+    )
+    .await
 }
 
 async fn reports(

@@ -1,6 +1,7 @@
 //! The services' read-only APIs, called with the signed-in viewer's own token: the console
 //! holds no token of its own, so a viewer sees exactly what its token may read.
 
+use aispm_runtime::config::ReadApis;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -54,16 +55,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(projector: &str, gatekeeper: &str, reporter: &str, timeout: Duration) -> Self {
+    pub fn new(apis: &ReadApis, timeout: Duration) -> Self {
         Upstream {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
-            projector: projector.trim_end_matches('/').to_owned(),
-            gatekeeper: gatekeeper.trim_end_matches('/').to_owned(),
-            reporter: reporter.trim_end_matches('/').to_owned(),
+            projector: apis.projector.trim_end_matches('/').to_owned(),
+            gatekeeper: apis.gatekeeper.trim_end_matches('/').to_owned(),
+            reporter: apis.reporter.trim_end_matches('/').to_owned(),
         }
     }
 

@@ -214,3 +214,32 @@ mod tests {
         );
     }
 }
+
+/// The services' read APIs, for the programs that read them from outside with a viewer's or a
+/// prober's token (the console, the isolation probe).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadApis {
+    /// The projector's HTTP API (views, findings, evidence, posture).
+    #[arg(
+        long,
+        env = "AISPM_PROJECTOR_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub projector: String,
+
+    /// The gatekeeper's HTTP API (readiness, the token's principal).
+    #[arg(
+        long,
+        env = "AISPM_GATEKEEPER_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub gatekeeper: String,
+
+    /// The reporter's HTTP API (reports).
+    #[arg(
+        long,
+        env = "AISPM_REPORTER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    pub reporter: String,
+}

@@ -11,7 +11,7 @@
 //! A failed probe is posted too: a failing `connector_live` result is a blocker naming the
 //! connector and the status, which is what an operator needs to see.
 
-use crate::sign::{self, Claim, Transcript, ValidatorKey, signed_result};
+use crate::sign::{self, Claim, SignerArgs, Transcript, signed_result};
 use aispm_schemas::{CheckKind, InputEvent, Timestamp};
 use anyhow::{Context, Result, bail};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -48,24 +48,8 @@ pub struct ConnectorArgs {
     #[arg(long, env = "AISPM_VALIDATE_TOKEN", hide_env_values = true)]
     pub token: String,
 
-    /// The validator key: a file holding the 32-byte Ed25519 seed in base64.
-    #[arg(long, env = "AISPM_VALIDATOR_KEY_FILE")]
-    pub key: PathBuf,
-
-    /// The `trust_root` id the key is registered under (with `scopes: ["validator"]`).
-    #[arg(long, env = "AISPM_VALIDATOR_KEY_ID")]
-    pub key_id: String,
-
-    /// The environments (stages) the connector serves: one signed result per environment.
-    #[arg(long, value_delimiter = ',', default_value = "production")]
-    pub environments: Vec<String>,
-
-    #[arg(
-        long,
-        env = "AISPM_INGEST_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub ingest: String,
+    #[command(flatten)]
+    pub signer: SignerArgs,
 
     /// Where the transcript is written.
     #[arg(long, default_value = ".")]
@@ -123,8 +107,7 @@ fn public_url(url: &reqwest::Url) -> String {
 
 /// Runs the probe and posts the results.
 pub async fn run(args: &ConnectorArgs) -> Result<Summary> {
-    let environments = sign::environments(&args.environments)?;
-    let key = ValidatorKey::load(&args.key, &args.key_id)?;
+    let (key, environments) = args.signer.load()?;
     let url: reqwest::Url = args
         .url
         .parse()
@@ -244,7 +227,7 @@ pub async fn run(args: &ConnectorArgs) -> Result<Summary> {
         let result = signed_result(&key, &claim, &item)?;
         sign::post(
             &ingest,
-            &args.ingest,
+            &args.signer.ingest,
             &args.token,
             &InputEvent::Registry(result),
         )

@@ -15,7 +15,8 @@
 //!    other tenant's answer.
 //! 4. Retires the canaries.
 
-use crate::sign::{self, Claim, Transcript, ValidatorKey, signed_result};
+use crate::sign::{self, Claim, SignerArgs, Transcript, signed_result};
+use aispm_runtime::config::ReadApis;
 use aispm_schemas::{
     Asset, AssetKind, AssetStatus, CheckKind, InputEvent, RegistryEvent, Timestamp,
 };
@@ -37,43 +38,11 @@ pub struct IsolationArgs {
     #[arg(long, env = "AISPM_VALIDATE_TENANTS_FILE")]
     pub tenants_file: PathBuf,
 
-    /// The validator key: a file holding the 32-byte Ed25519 seed in base64.
-    #[arg(long, env = "AISPM_VALIDATOR_KEY_FILE")]
-    pub key: PathBuf,
+    #[command(flatten)]
+    pub signer: SignerArgs,
 
-    /// The `trust_root` id the key is registered under (with `scopes: ["validator"]`).
-    #[arg(long, env = "AISPM_VALIDATOR_KEY_ID")]
-    pub key_id: String,
-
-    /// The environments (stages) these services serve: one signed result per tenant and
-    /// environment, each counting for its stage only.
-    #[arg(long, value_delimiter = ',', default_value = "production")]
-    pub environments: Vec<String>,
-
-    #[arg(
-        long,
-        env = "AISPM_INGEST_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub ingest: String,
-    #[arg(
-        long,
-        env = "AISPM_PROJECTOR_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub projector: String,
-    #[arg(
-        long,
-        env = "AISPM_GATEKEEPER_URL",
-        default_value = "http://127.0.0.1:8082"
-    )]
-    pub gatekeeper: String,
-    #[arg(
-        long,
-        env = "AISPM_REPORTER_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub reporter: String,
+    #[command(flatten)]
+    pub apis: ReadApis,
 
     /// Where the transcript is written.
     #[arg(long, default_value = ".")]
@@ -185,9 +154,9 @@ struct Probe<'a> {
 impl Probe<'_> {
     fn base(&self, s: Service) -> &str {
         match s {
-            Service::Projector => &self.args.projector,
-            Service::Gatekeeper => &self.args.gatekeeper,
-            Service::Reporter => &self.args.reporter,
+            Service::Projector => &self.args.apis.projector,
+            Service::Gatekeeper => &self.args.apis.gatekeeper,
+            Service::Reporter => &self.args.apis.reporter,
         }
     }
 
@@ -209,7 +178,7 @@ impl Probe<'_> {
 
     /// POSTs one event to ingest with `token`.
     async fn post(&self, token: &str, event: &InputEvent) -> Result<()> {
-        sign::post(&self.http, &self.args.ingest, token, event).await
+        sign::post(&self.http, &self.args.signer.ingest, token, event).await
     }
 }
 
@@ -237,8 +206,7 @@ pub async fn run(args: &IsolationArgs) -> Result<Summary> {
     if file.tenants.len() < 2 {
         bail!("isolation needs at least two tenants to probe each against the other");
     }
-    let environments = sign::environments(&args.environments)?;
-    let key = ValidatorKey::load(&args.key, &args.key_id)?;
+    let (key, environments) = args.signer.load()?;
     let probe = Probe {
         args,
         http: reqwest::Client::builder()
@@ -347,8 +315,8 @@ pub async fn run(args: &IsolationArgs) -> Result<Summary> {
         "started_at": started_at.to_rfc3339(),
         "finished_at": Timestamp::now().to_rfc3339(),
         "services": {
-            "ingest": args.ingest, "projector": args.projector,
-            "gatekeeper": args.gatekeeper, "reporter": args.reporter,
+            "ingest": args.signer.ingest, "projector": args.apis.projector,
+            "gatekeeper": args.apis.gatekeeper, "reporter": args.apis.reporter,
         },
         "canaries": file.tenants.iter().map(|t| (t.tenant.clone(), Value::from(canary(&t.tenant)))).collect::<serde_json::Map<_, _>>(),
         "canary_visible_to_its_tenant": visible,

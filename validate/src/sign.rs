@@ -9,7 +9,42 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The flags every validator takes: its key, the stages it validates, and ingest.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignerArgs {
+    /// The validator key: a file holding the 32-byte Ed25519 seed in base64.
+    #[arg(long, env = "AISPM_VALIDATOR_KEY_FILE")]
+    pub key: PathBuf,
+
+    /// The `trust_root` id the key is registered under (with `scopes: ["validator"]`).
+    #[arg(long, env = "AISPM_VALIDATOR_KEY_ID")]
+    pub key_id: String,
+
+    /// The environments (stages) the checked system serves: one signed result per environment
+    /// (and tenant), each counting for its stage only.
+    #[arg(long, value_delimiter = ',', default_value = "production")]
+    pub environments: Vec<String>,
+
+    /// Ingest's HTTP API, where the results are posted.
+    #[arg(
+        long,
+        env = "AISPM_INGEST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub ingest: String,
+}
+
+impl SignerArgs {
+    /// The key and the environments.
+    pub fn load(&self) -> Result<(ValidatorKey, Vec<Environment>)> {
+        Ok((
+            ValidatorKey::load(&self.key, &self.key_id)?,
+            environments(&self.environments)?,
+        ))
+    }
+}
 
 /// A validator key: the Ed25519 seed and the `trust_root` id it is registered under (with
 /// `scopes: ["validator"]`).
