@@ -399,20 +399,16 @@ async fn overview(
         let token = s.token.clone();
         async move { up.get(Service::Gatekeeper, &path, &token).await }
     };
-    let (posture_path, findings_path) = (
-        tenant_path(&tenant, "/posture"),
-        tenant_path(&tenant, "/findings"),
-    );
-    let (production, pilot, trial, posture, findings) = tokio::join!(
+    let posture_path = tenant_path(&tenant, "/posture");
+    let (production, pilot, trial, posture) = tokio::join!(
         readiness(STAGES[0]),
         readiness(STAGES[1]),
         readiness(STAGES[2]),
         app.up.get(Service::Projector, &posture_path, &s.token),
-        app.up.get(Service::Projector, &findings_path, &s.token),
     );
-    let all = (|| Ok::<_, UpstreamError>((production?, pilot?, trial?, posture?, findings?)))();
+    let all = (|| Ok::<_, UpstreamError>((production?, pilot?, trial?, posture?)))();
     match all {
-        Ok((production, pilot, trial, posture, findings)) => {
+        Ok((production, pilot, trial, posture)) => {
             let stages = [
                 (STAGES[0], production),
                 (STAGES[1], pilot),
@@ -420,13 +416,7 @@ async fn overview(
             ];
             html(
                 StatusCode::OK,
-                pages::overview(
-                    &chrome(&s, Some(&tenant)),
-                    &tenant,
-                    &stages,
-                    &posture,
-                    &findings,
-                ),
+                pages::overview(&chrome(&s, Some(&tenant)), &tenant, &stages, &posture),
             )
         }
         Err(e) => failure(&app, &id, &s, Some(&tenant), e),
@@ -463,15 +453,14 @@ async fn findings(
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    tenant_page(
-        &app,
-        &id,
-        &s,
-        &tenant,
-        Service::Projector,
-        "/findings",
-        |c, v| pages::findings(c, &tenant, v, &filter),
-    )
+    let path = format!(
+        "/findings?limit={}&{}",
+        pages::PAGE,
+        filter.query(filter.after.as_deref())
+    );
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::findings(c, &tenant, v, &filter)
+    })
     .await
 }
 

@@ -236,14 +236,8 @@ pub fn overview(
     tenant: &str,
     stages: &[(&str, Value)],
     posture: &Value,
-    findings: &Value,
 ) -> Markup {
-    let open: Vec<&Value> = findings["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["status"] == "open")
-        .collect();
+    let open = &posture["layers"]["findings"]["open_by_severity"];
     let severities = ["critical", "high", "medium", "low"];
     layout(
         tenant,
@@ -293,8 +287,7 @@ pub fn overview(
                 table {
                     thead { tr { @for s in severities { th { (s) } } } }
                     tbody { tr { @for s in severities {
-                        @let n = open.iter().filter(|f| f["severity"] == s).count();
-                        td { a href={ "/t/" (encode(tenant)) "/findings?status=open&severity=" (s) } { (n) } }
+                        td { a href={ "/t/" (encode(tenant)) "/findings?status=open&severity=" (s) } { (text(&open[s])) } }
                     } } }
                 }
             }
@@ -302,7 +295,7 @@ pub fn overview(
     )
 }
 
-/// The filters of the findings list.
+/// The filters of the findings list, passed on to the projector, and the page's cursor.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct FindingFilter {
     pub status: Option<String>,
@@ -310,28 +303,16 @@ pub struct FindingFilter {
     pub rule: Option<String>,
     pub owner: Option<String>,
     pub sla: Option<String>,
-    pub page: Option<usize>,
+    pub after: Option<String>,
 }
 
 /// Findings per page of the list.
 pub const PAGE: usize = 50;
 
 impl FindingFilter {
-    fn keeps(&self, f: &Value) -> bool {
-        let is = |want: &Option<String>, got: &Value| {
-            want.as_deref()
-                .filter(|w| !w.is_empty())
-                .is_none_or(|w| got.as_str() == Some(w))
-        };
-        is(&self.status, &f["status"])
-            && is(&self.severity, &f["severity"])
-            && is(&self.rule, &f["rule_id"])
-            && is(&self.owner, &f["owner"])
-            && is(&self.sla, &f["sla_state"])
-    }
-
-    fn query(&self, page: usize) -> String {
-        let mut q = vec![format!("page={page}")];
+    /// The query string of these filters (empty ones left out), starting a page `after`.
+    pub fn query(&self, after: Option<&str>) -> String {
+        let mut q = Vec::new();
         for (k, v) in [
             ("status", &self.status),
             ("severity", &self.severity),
@@ -343,36 +324,16 @@ impl FindingFilter {
                 q.push(format!("{k}={}", encode(v)));
             }
         }
+        if let Some(a) = after {
+            q.push(format!("after={}", encode(a)));
+        }
         q.join("&")
     }
 }
 
-/// The findings list, filtered and paginated.
-pub fn findings(chrome: &Chrome<'_>, tenant: &str, all: &Value, filter: &FindingFilter) -> Markup {
-    let mut rows: Vec<&Value> = all["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| filter.keeps(f))
-        .collect();
-    let rank = |s: &Value| match s.as_str() {
-        Some("critical") => 0,
-        Some("high") => 1,
-        Some("medium") => 2,
-        _ => 3,
-    };
-    rows.sort_by(|a, b| {
-        rank(&a["severity"])
-            .cmp(&rank(&b["severity"]))
-            .then(text(&a["finding_id"]).cmp(&text(&b["finding_id"])))
-    });
-    let total = rows.len();
-    let page = filter.page.unwrap_or(1).max(1);
-    let shown: Vec<&Value> = rows
-        .into_iter()
-        .skip((page - 1) * PAGE)
-        .take(PAGE)
-        .collect();
+/// A page of the findings list, as the projector filtered it.
+pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &FindingFilter) -> Markup {
+    let rows: Vec<&Value> = page["findings"].as_array().into_iter().flatten().collect();
     let selected = |v: &Option<String>, o: &str| v.as_deref() == Some(o);
     layout(
         "Findings",
@@ -405,11 +366,11 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, all: &Value, filter: &Finding
                 label { "Owner " input type="text" name="owner" value=(filter.owner.clone().unwrap_or_default()); }
                 button type="submit" { "Filter" }
             }
-            p { (total) " findings" @if total > PAGE { ", page " (page) " of " (total.div_ceil(PAGE)) } "." }
+            p { (rows.len()) " findings on this page" @if filter.after.is_some() { " (not the first)" } "." }
             table {
                 thead { tr { th { "Finding" } th { "Severity" } th { "Status" } th { "Owner" } th { "SLA" } th { "Occurrences" } th { "Last seen" } } }
                 tbody {
-                    @for f in &shown {
+                    @for f in &rows {
                         tr {
                             td { a href={ "/t/" (encode(tenant)) "/finding?id=" (encode(&text(&f["finding_id"]))) } { (text(&f["title"])) } br; code.small { (text(&f["finding_id"])) } }
                             td { span class={ "sev " (text(&f["severity"])) } { (text(&f["severity"])) } }
@@ -423,8 +384,8 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, all: &Value, filter: &Finding
                 }
             }
             nav.pages {
-                @if page > 1 { a href={ "?" (filter.query(page - 1)) } { "← previous" } " " }
-                @if page * PAGE < total { a href={ "?" (filter.query(page + 1)) } { "next →" } }
+                @if filter.after.is_some() { a href={ "?" (filter.query(None)) } { "← first page" } " " }
+                @if let Some(next) = page["next_cursor"].as_str() { a href={ "?" (filter.query(Some(next))) } { "next page →" } }
             }
         },
     )

@@ -4,6 +4,10 @@
 //! raised it, by cursor), `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, review,
 //! staleness, age) are computed at read time from the rows' event times, by the clock rules of
 //! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
+//!
+//! Every list route answers a page: at most `limit` rows (default and most [`LIST_PAGE`]) in
+//! key order, after `after` (the `next_cursor` of the page before; `null` on the last page).
+//! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`.
 
 use crate::posture;
 use crate::project::decode_row;
@@ -71,22 +75,72 @@ fn check(api: &Api, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Rows per page of a list route, at most (and by default).
+pub const LIST_PAGE: usize = 1000;
+
+/// A list route's page: `limit` rows (1 to [`LIST_PAGE`]) after the `next_cursor` of the page
+/// before (`after`).
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// One page of a tenant's rows of `view`, in key order, and the cursor of the next page (`None`
+/// after the last).
+async fn page_rows(
+    store: &Arc<Store>,
+    tenant: &str,
+    view: ViewName,
+    page: &PageQuery,
+) -> Result<(Vec<ViewRow>, Option<String>), ApiError> {
+    let limit = page.limit.unwrap_or(LIST_PAGE);
+    if limit == 0 || limit > LIST_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {LIST_PAGE}"
+        )));
+    }
+    let prefix = columns::tenant_prefix(tenant);
+    let mut start = prefix.clone();
+    if let Some(c) = &page.after {
+        start.extend_from_slice(
+            &decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("after: not a cursor this API returned"))?,
+        );
+        start.push(0); // strictly after the cursor's row
+    }
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
+        let raw = store.scan_from(columns::view_cf(view), &prefix, &start, limit + 1)?;
+        let next = (raw.len() > limit).then(|| encode_cursor(&raw[limit - 1].0[prefix.len()..]));
+        let rows = raw
+            .iter()
+            .take(limit)
+            .map(|(_, v)| decode_row(view, v))
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        Ok((rows, next))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A page of a list route: the rows `pick` keeps of the next `limit` rows of the view (a filter
+/// may keep fewer; follow `next_cursor` until it is `null`).
 async fn list<T: serde::Serialize>(
     api: &Api,
     headers: &HeaderMap,
     tenant: &str,
     view: ViewName,
     name: &str,
+    page: &PageQuery,
     pick: impl Fn(ViewRow) -> Option<T>,
 ) -> Result<Json<Value>, ApiError> {
     check(api, headers, tenant)?;
-    let items: Vec<T> = rows(&api.store, tenant, view)
-        .await?
-        .into_iter()
-        .filter_map(pick)
-        .collect();
+    let (rows, next) = page_rows(&api.store, tenant, view, page).await?;
+    let items: Vec<T> = rows.into_iter().filter_map(pick).collect();
     Ok(Json(
-        json!({"tenant_id": tenant, "count": items.len(), name: items}),
+        json!({"tenant_id": tenant, "count": items.len(), name: items, "next_cursor": next}),
     ))
 }
 
@@ -99,6 +153,7 @@ async fn coverage(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
     Query(q): Query<CoverageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = match q.kind.as_deref() {
@@ -111,6 +166,7 @@ async fn coverage(
         &tenant,
         ViewName::Coverage,
         "coverage",
+        &page,
         |r| match r {
             ViewRow::Coverage(c) if kind.is_none_or(|k| k == c.kind) => Some(c),
             _ => None,
@@ -123,6 +179,7 @@ async fn controls(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     list(
         &api,
@@ -130,6 +187,7 @@ async fn controls(
         &tenant,
         ViewName::Controls,
         "controls",
+        &page,
         |r| match r {
             ViewRow::Control(c) => Some(c),
             _ => None,
@@ -142,6 +200,10 @@ async fn controls(
 struct FindingsQuery {
     status: Option<String>,
     severity: Option<String>,
+    rule: Option<String>,
+    owner: Option<String>,
+    /// An SLA state ([`sla_state`]).
+    sla: Option<String>,
 }
 
 /// A finding's SLA state at `now` ([`clock::finding_sla`]): `on_track`, `overdue` (the
@@ -154,6 +216,7 @@ async fn findings(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
     Query(q): Query<FindingsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let status = match q.status.as_deref() {
@@ -171,12 +234,20 @@ async fn findings(
         &tenant,
         ViewName::Findings,
         "findings",
+        &page,
         |r| match r {
             ViewRow::Finding(f)
                 if status.is_none_or(|s| s == f.status)
-                    && severity.is_none_or(|s| s == f.severity) =>
+                    && severity.is_none_or(|s| s == f.severity)
+                    && q.rule.as_deref().is_none_or(|r| r == f.rule_id)
+                    && q.owner
+                        .as_deref()
+                        .is_none_or(|o| f.owner.as_deref() == Some(o)) =>
             {
                 let sla = sla_state(&f, now);
+                if q.sla.as_deref().is_some_and(|want| want != sla) {
+                    return None;
+                }
                 let mut v = serde_json::to_value(&f).ok()?;
                 v["sla_state"] = json!(sla);
                 Some(v)
@@ -212,6 +283,7 @@ async fn exceptions(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let now = Timestamp::now();
     list(
@@ -220,6 +292,7 @@ async fn exceptions(
         &tenant,
         ViewName::Exceptions,
         "exceptions",
+        &page,
         |r| match r {
             ViewRow::Exception(x) => {
                 let state = exception_state(&x, &api.windows, now);
@@ -237,6 +310,7 @@ async fn validations(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     list(
         &api,
@@ -244,6 +318,7 @@ async fn validations(
         &tenant,
         ViewName::Validations,
         "validations",
+        &page,
         |r| match r {
             ViewRow::Validation(v) => Some(v),
             _ => None,
@@ -256,6 +331,7 @@ async fn deliveries(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     list(
         &api,
@@ -263,6 +339,7 @@ async fn deliveries(
         &tenant,
         ViewName::ReportDeliveries,
         "report_deliveries",
+        &page,
         |r| match r {
             ViewRow::Delivery(d) => Some(d),
             _ => None,

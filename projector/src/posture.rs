@@ -24,6 +24,8 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
     let mut enforced = 0;
     let mut weak_controls = Vec::new();
     let mut open = Vec::new();
+    let mut by_severity: std::collections::BTreeMap<&'static str, u64> =
+        [("critical", 0), ("high", 0), ("medium", 0), ("low", 0)].into();
     let mut penalty = 0i64;
     let mut overdue = Vec::new();
     let mut risk_accepted = Vec::new();
@@ -55,6 +57,7 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
             }
             ViewRow::Finding(f) if f.status == FindingStatus::Open => {
                 open.push(f.finding_id.clone());
+                *by_severity.entry(f.severity.as_str()).or_default() += 1;
                 penalty += match f.severity {
                     Risk::Critical => 25,
                     Risk::High => 10,
@@ -121,6 +124,7 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
         "findings": {
             "score": (100 - penalty).max(0),
             "detail": format!("{} open findings, {} overdue", open.len(), overdue.len()),
+            "open_by_severity": by_severity,
             "drill_down": {
                 "open": open,
                 "overdue": overdue,

@@ -176,6 +176,26 @@ impl Probe<'_> {
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
+    /// Whether the tenant's repo coverage, read with `token` page by page, lists `canary`.
+    async fn lists_canary(&self, tenant: &str, canary: &str, token: &str) -> Result<bool> {
+        let mut after = String::new();
+        loop {
+            let path = format!("/v1/tenants/{tenant}/coverage?kind=repo{after}");
+            let (status, body) = self.get(Service::Projector, &path, token).await?;
+            if status != 200 {
+                return Ok(false);
+            }
+            if body.contains(canary) {
+                return Ok(true);
+            }
+            let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            match page["next_cursor"].as_str() {
+                Some(c) => after = format!("&after={c}"),
+                None => return Ok(false),
+            }
+        }
+    }
+
     /// POSTs one event to ingest with `token`.
     async fn post(&self, token: &str, event: &InputEvent) -> Result<()> {
         sign::post(&self.http, &self.args.signer.ingest, token, event).await
@@ -229,10 +249,11 @@ pub async fn run(args: &IsolationArgs) -> Result<Summary> {
     let mut visible: BTreeMap<&str, bool> = BTreeMap::new();
     let deadline = Instant::now() + args.canary_timeout;
     for t in &file.tenants {
-        let path = format!("/v1/tenants/{}/coverage", t.tenant);
         let seen = loop {
-            let (status, body) = probe.get(Service::Projector, &path, &t.read_token).await?;
-            if status == 200 && body.contains(&canary(&t.tenant)) {
+            if probe
+                .lists_canary(&t.tenant, &canary(&t.tenant), &t.read_token)
+                .await?
+            {
                 break true;
             }
             if Instant::now() > deadline {
