@@ -116,8 +116,6 @@ impl Publisher {
                     }
                 }
             }
-            // Serve deliveries as they come, without waiting.
-            self.producer.poll(Duration::ZERO);
         }
         self.wait_acks(Instant::now() + ACK_TIMEOUT)?;
         match self

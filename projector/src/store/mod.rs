@@ -229,6 +229,10 @@ impl Store {
                 batch.delete_cf(cf, k);
             }
             self.db.write(batch)?;
+            // Compact the tombstones away now: left in place, every read of the replay that
+            // follows (a miss, mostly) wades through one per deleted key, and the rebuild over
+            // an existing state directory took 3-4 times the CPU of one into a fresh directory.
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(
