@@ -122,6 +122,21 @@ impl Drop for LiveSystem {
     }
 }
 
+/// What a validator run said: exit 0 passed, 1 failed (both print a JSON summary), anything
+/// else could not run.
+fn validator_outcome(name: &str, out: &std::process::Output) -> Result<(bool, Value)> {
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    match out.status.code() {
+        Some(0) => Ok((true, summary)),
+        Some(1) => Ok((false, summary)),
+        _ => bail!(
+            "aispm-validate {name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// Writes the demo validator key where `aispm-validate` and the reporter read it
 /// (`<work>/validator/validator.key`); returns its path.
 pub fn validator_key_file(work: &Path) -> Result<PathBuf> {
@@ -160,16 +175,7 @@ pub fn connector_probe(
         // The token from the environment, as an operator's scheduler would pass it.
         .env("AISPM_VALIDATE_TOKEN", TENANT_TOKEN)
         .output()?;
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    match out.status.code() {
-        Some(0) => Ok((true, summary)),
-        Some(1) => Ok((false, summary)),
-        _ => bail!(
-            "aispm-validate connector failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    validator_outcome("connector", &out)
 }
 
 /// The second tenant of the demo's tokens file (the isolation probe needs two).
@@ -256,16 +262,7 @@ pub async fn isolation_probe_with(
         .arg("--out")
         .arg(&dir)
         .output()?;
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    match out.status.code() {
-        Some(0) => Ok((true, summary)),
-        Some(1) => Ok((false, summary)),
-        _ => bail!(
-            "aispm-validate isolation failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    validator_outcome("isolation", &out)
 }
 
 /// A real SMTP server (scripts/smtp_sink.py on Debian's aiosmtpd) saving what it receives.
