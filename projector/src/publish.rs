@@ -16,7 +16,7 @@ use aispm_runtime::kafka::partition_for;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -142,10 +142,5 @@ impl Publisher {
             self.producer.poll(Duration::from_millis(10));
         }
         Ok(())
-    }
-
-    /// Flushes what is queued (shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
     }
 }
