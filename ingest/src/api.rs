@@ -197,6 +197,10 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
         drop(body);
         let encoded = if parsed.errors.is_empty() {
             let encoded = publish::encode(&codec, &parsed.events);
+            if let Ok(records) = &encoded {
+                let sizes: Vec<usize> = records.iter().map(|r| r.payload.len()).collect();
+                body::check_sizes(&mut parsed, &sizes);
+            }
             // Only the encoded records are needed from here on.
             parsed.events = Vec::new();
             encoded

@@ -86,6 +86,8 @@ pub struct Generated {
 pub struct Parsed {
     /// The valid events, in order (the API drops them once they are encoded).
     pub events: Vec<InputEvent>,
+    /// Where each valid event was in the body: its item index and, for NDJSON, its line.
+    pub positions: Vec<(usize, Option<usize>)>,
     /// How many valid events of each type (`decision`, `approval`, `registry`).
     pub by_type: BTreeMap<&'static str, u64>,
     pub generated: Vec<Generated>,
@@ -265,6 +267,7 @@ fn parse_item(
                 parsed.generated.push(Generated { index, event_id });
             }
             *parsed.by_type.entry(event.kind()).or_insert(0) += 1;
+            parsed.positions.push((index, line));
             parsed.events.push(event);
         }
         Err(errors) => {
@@ -282,6 +285,33 @@ fn parse_item(
             ));
         }
     }
+}
+
+/// Rejects the valid events whose encoded records (`sizes`, in the order of
+/// [`Parsed::events`]) exceed the size policy (`aispm_schemas::limits`): each becomes an item
+/// error, so the request is refused with the reason, before anything is produced.
+pub fn check_sizes(parsed: &mut Parsed, sizes: &[usize]) {
+    for (i, size) in sizes.iter().enumerate() {
+        let Some(why) = aispm_schemas::limits::oversized_event(*size) else {
+            continue;
+        };
+        let (index, line) = parsed.positions.get(i).copied().unwrap_or((i, None));
+        let event = parsed.events.get(i);
+        if let Some(n) = event.and_then(|e| parsed.by_type.get_mut(e.kind())) {
+            *n = n.saturating_sub(1);
+        }
+        parsed.rejected += 1;
+        if parsed.errors.len() < MAX_KEPT_ERRORS {
+            parsed.errors.push(ItemError {
+                index,
+                line,
+                event_id: event.map(|e| e.event_id().to_owned()),
+                field: String::new(),
+                reason: format!("{why}: send smaller lists or split the event"),
+            });
+        }
+    }
+    parsed.by_type.retain(|_, n| *n > 0);
 }
 
 /// A deterministic id for an event without one: UUIDv8 from the SHA-256 of its JSON.

@@ -295,6 +295,16 @@ impl Engine {
                 rejected.push(reject(Stage::Decode, "empty", "record has no value".into()));
                 continue;
             };
+            // The size policy: a record over it is refused whole (and dead-lettered by
+            // reference), never decoded into rows that could not be published.
+            if let Some(why) = aispm_schemas::limits::oversized_event(payload.len()) {
+                rejected.push(reject(
+                    Stage::Validate,
+                    aispm_schemas::limits::RECORD_TOO_LARGE,
+                    why,
+                ));
+                continue;
+            }
             let event = match decode(&self.codec, kind, payload) {
                 Ok(e) => e,
                 Err(e) => {

@@ -78,6 +78,12 @@ pub fn decode(
         ))
     };
     let decode_err = |e: aispm_schemas::DecodeError| ("decode", e.to_string());
+    // The size policy, as the projector applies it: an input record over it is no event.
+    if let (Source::Registry, Some(p)) = (source, payload)
+        && let Some(why) = aispm_schemas::limits::oversized_event(p.len())
+    {
+        return Err((aispm_schemas::limits::RECORD_TOO_LARGE, why));
+    }
     Ok(match (source, payload) {
         (Source::Views, Some(p)) => {
             let change = codec.decode::<ViewChange>(p).map_err(decode_err)?;

@@ -1,13 +1,17 @@
 //! Dead letters: a record a consumer cannot use goes to the dead-letter topic with its original
 //! key and bytes, and headers naming where it came from and why. It is counted, and the
 //! partition moves on: one bad record never blocks the stream and never disappears silently.
+//! A record too large to carry is dead-lettered by reference (see [`DeadLetters::send`]).
 
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+use aispm_schemas::limits;
 use aispm_schemas::topics::dlq_headers as h;
 use prometheus::IntCounterVec;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Where a record was when it was rejected.
@@ -79,15 +83,53 @@ impl DeadLetters {
 
     /// Sends one dead letter and waits for the broker's acknowledgement, so that the source
     /// offset may be committed after this returns.
+    ///
+    /// The record travels inline while its key and value fit the size policy
+    /// (`aispm_schemas::limits`), and by reference otherwise: the source coordinates, sizes and
+    /// SHA-256 of key and value. A broker that refuses an inline dead letter as too large (a
+    /// dead-letter topic created with a smaller limit) gets it by reference instead, so a
+    /// dead letter can always be written and never blocks the partition.
     pub async fn send(&self, d: DeadLetter<'_>) -> Result<()> {
+        let inline_bytes = d.key.map_or(0, <[u8]>::len) + d.payload.map_or(0, <[u8]>::len);
+        let inline = inline_bytes <= limits::MAX_DEAD_LETTER_INLINE_BYTES;
         tracing::warn!(
             topic = d.topic, partition = d.partition, offset = d.offset,
             stage = d.stage.as_str(), reason = d.reason, error = %d.error,
+            bytes = inline_bytes, inline,
             "Dead-lettered a record."
         );
+        let sent = if inline {
+            match self.produce(&d, true).await {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                    tracing::warn!(
+                        topic = d.topic,
+                        partition = d.partition,
+                        offset = d.offset,
+                        "The dead-letter topic refused the record inline; sending it by reference."
+                    );
+                    self.produce(&d, false).await
+                }
+                other => other,
+            }
+        } else {
+            self.produce(&d, false).await
+        };
+        sent.map_err(Error::Kafka)?;
+        self.counter
+            .with_label_values(&[d.topic, d.stage.as_str(), d.reason])
+            .inc();
+        Ok(())
+    }
+
+    async fn produce(
+        &self,
+        d: &DeadLetter<'_>,
+        inline: bool,
+    ) -> std::result::Result<(), KafkaError> {
         let partition = d.partition.to_string();
         let offset = d.offset.to_string();
-        let headers = OwnedHeaders::new()
+        let error = cut(&d.error, limits::MAX_DEAD_LETTER_HEADER_BYTES / 2);
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: h::SOURCE_TOPIC,
                 value: Some(d.topic),
@@ -110,27 +152,70 @@ impl DeadLetters {
             })
             .insert(Header {
                 key: h::ERROR,
-                value: Some(&d.error),
+                value: Some(error),
             })
             .insert(Header {
                 key: h::SERVICE,
                 value: Some(self.service),
+            })
+            .insert(Header {
+                key: h::RECORD,
+                value: Some(if inline { "inline" } else { "by_reference" }),
             });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).headers(headers);
-        if let Some(k) = d.key {
-            record = record.key(k);
-        }
-        if let Some(p) = d.payload {
-            record = record.payload(p);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
+        if inline {
+            if let Some(k) = d.key {
+                record = record.key(k);
+            }
+            if let Some(p) = d.payload {
+                record = record.payload(p);
+            }
+        } else {
+            for (bytes_key, sha_key, part) in [
+                (h::KEY_BYTES, h::KEY_SHA256, d.key),
+                (h::VALUE_BYTES, h::VALUE_SHA256, d.payload),
+            ] {
+                if let Some(part) = part {
+                    headers = headers
+                        .insert(Header {
+                            key: bytes_key,
+                            value: Some(&part.len().to_string()),
+                        })
+                        .insert(Header {
+                            key: sha_key,
+                            value: Some(&hex::encode(Sha256::digest(part))),
+                        });
+                }
+            }
         }
         self.producer
-            .send(record, Duration::from_secs(30))
+            .send(record.headers(headers), Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| Error::Kafka(e))?;
-        self.counter
-            .with_label_values(&[d.topic, d.stage.as_str(), d.reason])
-            .inc();
-        Ok(())
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("abc", 8), "abc");
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aé", 3), "aé");
     }
 }

@@ -5,6 +5,7 @@
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+use aispm_schemas::limits;
 use prometheus::{IntCounterVec, IntGaugeVec};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -85,7 +86,9 @@ impl KafkaConfig {
             .set("partitioner", "murmur2_random")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", "30000")
+            // The size policy (`aispm_schemas::limits`): the same bound as the topics'.
+            .set("message.max.bytes", limits::MAX_RECORD_BYTES.to_string());
         self.apply_options(&mut c);
         c
     }
@@ -122,6 +125,7 @@ impl KafkaConfig {
         let started = std::time::Instant::now();
         let mut pending: Vec<TopicSpec> = topics.to_vec();
         let mut last_error = String::new();
+        let max_record = limits::MAX_RECORD_BYTES.to_string();
         while !pending.is_empty() {
             let new: Vec<NewTopic<'_>> = pending
                 .iter()
@@ -131,6 +135,8 @@ impl KafkaConfig {
                         self.partitions,
                         TopicReplication::Fixed(self.replication_factor),
                     );
+                    // A producer writing straight to the topic meets aispm's own bound.
+                    let topic = topic.set("max.message.bytes", &max_record);
                     if t.compacted {
                         topic.set("cleanup.policy", "compact")
                     } else {

@@ -15,6 +15,7 @@
 //! - [`signature`]: evidence signatures (the signed message, signing, strict verification) and
 //!   the public keys a trust root may register.
 //! - [`topics`]: topic names and dead-letter headers.
+//! - [`limits`]: the size policy (event, record and dead-letter bounds), in one place.
 //!
 //! # Changing the contract
 //! Add fields with defaults (optional fields as `["null", T]` with default null) so old records
@@ -28,6 +29,7 @@ pub mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod json;
+pub mod limits;
 pub mod readiness;
 pub mod signature;
 pub mod time;

@@ -78,4 +78,16 @@ pub mod dlq_headers {
     pub const ERROR: &str = "aispm.dlq.error";
     /// The service that dead-lettered it.
     pub const SERVICE: &str = "aispm.dlq.service";
+    /// How the rejected record travels: `inline` (the dead letter's key and value are the
+    /// record's) or `by_reference` (too large to carry: fetch it from the source coordinates;
+    /// see `crate::limits`).
+    pub const RECORD: &str = "aispm.dlq.record";
+    /// By reference: the record's value size in bytes (decimal).
+    pub const VALUE_BYTES: &str = "aispm.dlq.record.value.bytes";
+    /// By reference: the SHA-256 of the record's value (hex).
+    pub const VALUE_SHA256: &str = "aispm.dlq.record.value.sha256";
+    /// By reference: the record's key size in bytes (decimal).
+    pub const KEY_BYTES: &str = "aispm.dlq.record.key.bytes";
+    /// By reference: the SHA-256 of the record's key (hex).
+    pub const KEY_SHA256: &str = "aispm.dlq.record.key.sha256";
 }

@@ -600,3 +600,143 @@ async fn bad_records_are_dead_lettered_and_the_stream_goes_on() {
         "{metrics}"
     );
 }
+
+/// The size policy's poison pill: a record over `limits::MAX_EVENT_BYTES` on an input topic
+/// (created by hand with a higher limit than aispm's) is dead-lettered by reference, and every
+/// other record of every tenant, before and after it on the same partition, is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_record_is_dead_lettered_by_reference_and_the_stream_goes_on() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use sha2::{Digest, Sha256};
+
+    let rig = rig().await;
+    let t = &rig.topics;
+    let brokers = rig.broker.bootstrap();
+    let mut big = decision("acme", "d-pill", "agent-pill", ActionKind::File);
+    big.data_classes = (0..120_000).map(|i| format!("class-{i}")).collect();
+    let pill = encode_single_object(&big).unwrap();
+    assert!(pill.len() > 1_048_588, "{} bytes", pill.len());
+    let mut wide = aispm_runtime::kafka::KafkaConfig::local(&brokers).producer_config();
+    wide.set("message.max.bytes", "4000000");
+    let wide: rdkafka::producer::FutureProducer = wide.create().unwrap();
+
+    // The topics aispm creates refuse it at the door.
+    let refused = produce(&wide, &t.decisions, "acme", &pill).await;
+    assert!(refused.is_err(), "the broker took an oversized record");
+    println!(
+        "size policy: a {}-byte record refused by the topic aispm created: {:?}",
+        pill.len(),
+        refused.err().map(|e| e.to_string())
+    );
+
+    // An operator raised the topic's limit by hand: the record gets in.
+    let admin: AdminClient<DefaultClientContext> =
+        aispm_runtime::kafka::KafkaConfig::local(&brokers)
+            .client_config()
+            .create()
+            .unwrap();
+    let raised = AlterConfig::new(ResourceSpecifier::Topic(&t.decisions))
+        .set("max.message.bytes", "4000000")
+        .set("retention.ms", "-1");
+    let altered = admin
+        .alter_configs(&[raised], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+
+    let ok = |tenant: &str, id: &str, agent: &str| {
+        encode_single_object(&decision(tenant, id, agent, ActionKind::File)).unwrap()
+    };
+    produce(
+        &wide,
+        &t.decisions,
+        "acme",
+        &ok("acme", "d-1", "agent-before"),
+    )
+    .await
+    .unwrap();
+    let mut placed = None;
+    for attempt in 0..30 {
+        match produce(&wide, &t.decisions, "acme", &pill).await {
+            Ok(at) => {
+                placed = Some(at);
+                break;
+            }
+            // The new limit reaches the partition leader a moment after the answer.
+            Err(e) if attempt < 29 => {
+                eprintln!("retrying the pill: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the raised topic still refuses the pill: {e}"),
+        }
+    }
+    let (partition, offset) = placed.unwrap();
+    let after = Instant::now();
+    produce(
+        &wide,
+        &t.decisions,
+        "acme",
+        &ok("acme", "d-2", "agent-after"),
+    )
+    .await
+    .unwrap();
+    produce(
+        &wide,
+        &t.decisions,
+        "globex",
+        &ok("globex", "d-3", "agent-globex"),
+    )
+    .await
+    .unwrap();
+    rig.eventually("acme-token", "/v1/tenants/acme/coverage?kind=agent", |v| {
+        has(v, "coverage", "id", "agent-before") && has(v, "coverage", "id", "agent-after")
+    })
+    .await;
+    rig.eventually(
+        "globex-token",
+        "/v1/tenants/globex/coverage?kind=agent",
+        |v| has(v, "coverage", "id", "agent-globex"),
+    )
+    .await;
+    let flowing = after.elapsed();
+    let (_, acme) = rig
+        .get("acme-token", "/v1/tenants/acme/coverage?kind=agent")
+        .await;
+    assert!(
+        !has(&acme, "coverage", "id", "agent-pill"),
+        "the oversized record was applied: {acme:#}"
+    );
+
+    let dead = read_all(&brokers, &t.dlq, 1, Duration::from_secs(30)).unwrap();
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let r = &dead[0];
+    let header = |k: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header(dlq_headers::REASON), "record_too_large");
+    assert_eq!(header(dlq_headers::STAGE), "validate");
+    assert_eq!(header(dlq_headers::RECORD), "by_reference");
+    assert_eq!(header(dlq_headers::SOURCE_TOPIC), t.decisions);
+    assert_eq!(header(dlq_headers::SOURCE_PARTITION), partition.to_string());
+    assert_eq!(header(dlq_headers::SOURCE_OFFSET), offset.to_string());
+    assert_eq!(header(dlq_headers::VALUE_BYTES), pill.len().to_string());
+    assert_eq!(
+        header(dlq_headers::VALUE_SHA256),
+        hex::encode(Sha256::digest(&pill))
+    );
+    assert!(r.value.is_none(), "the pill travels by reference");
+    println!(
+        "size policy: a {}-byte pill dead-lettered by reference ({} bytes of headers); both tenants' next records applied {} ms after it",
+        pill.len(),
+        r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>(),
+        flowing.as_millis()
+    );
+}
