@@ -2,6 +2,7 @@
 //! the `--help` text.
 
 use aispm_runtime::config::{CommonArgs, LogFormat, ReadApis};
+use aispm_runtime::http::HttpArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub apis: ReadApis,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// How long a sign-in lasts without activity.
     #[arg(long, env = "AISPM_CONSOLE_SESSION_IDLE", value_parser = humantime::parse_duration, default_value = "30m")]
@@ -56,6 +60,7 @@ impl Config {
             session_max: Duration::from_secs(8 * 3600),
             secure_cookie: false,
             upstream_timeout: Duration::from_secs(10),
+            http: HttpArgs::default(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
         }

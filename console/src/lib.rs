@@ -141,7 +141,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> aispm_runtime::
         reporter = %config.apis.reporter,
         "The console reads the services with each viewer's own token."
     );
-    aispm_runtime::http::serve(listener, routes(app), metrics, health, shutdown).await
+    let http = config.http.clone();
+    aispm_runtime::http::serve(listener, routes(app), metrics, health, shutdown, http).await
 }
 
 fn html(status: StatusCode, page: Markup) -> Response {

@@ -10,6 +10,7 @@ use crate::metrics::{IngestMetrics, Outcome};
 use crate::publish::{self, Encoded, PublishError, Publisher};
 use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
+use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -41,11 +42,48 @@ pub struct App {
     pub parse_slots: Semaphore,
     /// Set once the input topics exist.
     pub topics_ready: Arc<AtomicBool>,
+    /// Requests in progress per token (`--per-token-concurrency`).
+    pub token_slots: Slots<String>,
+    /// Events per second per token (`--per-token-events-per-second`).
+    pub token_rate: Option<Buckets<String>>,
+    /// How long a client has to send its body.
+    pub body_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
     pub retry_after_secs: u64,
     /// How far `occurred_at` may lie after this service's clock.
     pub future_tolerance: Duration,
+}
+
+impl App {
+    /// The handler's state for `config`: one parse slot per core, the per-token quotas.
+    pub fn new(
+        config: &crate::Config,
+        auth: Auth,
+        publisher: Arc<Publisher>,
+        metrics: IngestMetrics,
+        topics_ready: Arc<AtomicBool>,
+    ) -> App {
+        App {
+            auth,
+            publisher,
+            metrics,
+            parse_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
+            topics_ready,
+            token_slots: Slots::new(config.per_token_concurrency),
+            token_rate: (config.per_token_events_per_second > 0).then(|| {
+                let rate = f64::from(config.per_token_events_per_second);
+                Buckets::new(rate, rate)
+            }),
+            body_timeout: config.body_timeout,
+            max_body_bytes: config.max_body_bytes,
+            max_batch_events: config.max_batch_events,
+            retry_after_secs: config.retry_after_secs(),
+            future_tolerance: config.future_tolerance,
+        }
+    }
 }
 
 /// The `202` body.
@@ -72,7 +110,8 @@ struct Refusal {
     outcome: Outcome,
     reason: &'static str,
     error: ApiError,
-    retry_after: bool,
+    /// `Some(None)`: Retry-After with the configured delay; `Some(Some(s))`: `s` seconds.
+    retry_after: Option<Option<u64>>,
 }
 
 impl Refusal {
@@ -81,12 +120,17 @@ impl Refusal {
             outcome,
             reason,
             error,
-            retry_after: false,
+            retry_after: None,
         }
     }
 
     fn retry_later(mut self) -> Self {
-        self.retry_after = true;
+        self.retry_after = Some(None);
+        self
+    }
+
+    fn retry_in(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(Some(retry_after_secs(wait)));
         self
     }
 }
@@ -100,10 +144,11 @@ async fn post_events(State(app): State<Arc<App>>, req: Request) -> Response {
         Err(refusal) => {
             app.metrics.request(refusal.outcome, refusal.reason);
             let mut response = refusal.error.into_response();
-            if refusal.retry_after {
+            if let Some(secs) = refusal.retry_after {
+                let secs = secs.unwrap_or(app.retry_after_secs);
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(app.retry_after_secs));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             response
         }
@@ -124,6 +169,24 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
         .auth
         .principal(&headers)
         .map_err(|e| Refusal::new(Outcome::Unauthorized, "token", e))?;
+    // Per-token quotas: one token's flood or slow uploads meet 429 without touching the
+    // budgets every other token shares. The slot is held until the answer.
+    let Some(_slot) = app.token_slots.try_acquire(&principal.name) else {
+        drain(req.into_body(), app.max_body_bytes).await;
+        return Err(throttled(
+            "token_concurrency",
+            &format!(
+                "this token already has {} requests in progress",
+                app.token_slots.max()
+            ),
+        ));
+    };
+    if let Some(rate) = &app.token_rate
+        && let Err(wait) = rate.check(&principal.name)
+    {
+        drain(req.into_body(), app.max_body_bytes).await;
+        return Err(throttled("token_rate", "this token is over its event rate").retry_in(wait));
+    }
     let format = Format::from_content_type(
         headers
             .get(header::CONTENT_TYPE)
@@ -167,16 +230,32 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
             "too many request bytes are in flight",
         ));
     };
-    let body = Bytes::from_request(req, &()).await.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-            too_large(app.max_body_bytes)
-        }
-        other => Refusal::new(
-            Outcome::Invalid,
-            "unreadable_body",
-            ApiError::bad_request(format!("the body could not be read: {other}")),
-        ),
-    })?;
+    let body = tokio::time::timeout(app.body_timeout, Bytes::from_request(req, &()))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                Outcome::Timeout,
+                "body_timeout",
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the body did not arrive within {}; no event was accepted",
+                        humantime::format_duration(app.body_timeout)
+                    ),
+                ),
+            )
+        })?
+        .map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                too_large(app.max_body_bytes)
+            }
+            other => Refusal::new(
+                Outcome::Invalid,
+                "unreadable_body",
+                ApiError::bad_request(format!("the body could not be read: {other}")),
+            ),
+        })?;
 
     // Parsing, validation and Avro encoding are CPU work: off the async workers, and at most
     // one request per core at a time, so that parsed bodies (several times their size) do not
@@ -281,6 +360,16 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
     })?;
 
     let n = encoded.len();
+    if let Some(rate) = &app.token_rate
+        && let Err(wait) = rate.take(&principal.name, n as f64)
+    {
+        count_discarded(&app.metrics, &parsed, "rejected", "throttled");
+        return Err(throttled(
+            "token_rate",
+            &format!("{n} events would put this token over its event rate"),
+        )
+        .retry_in(wait));
+    }
     let _events = app.publisher.try_reserve_events(n).ok_or_else(|| {
         count_discarded(&app.metrics, &parsed, "rejected", "throttled");
         throttled(

@@ -41,6 +41,27 @@ pub struct Config {
     #[arg(long, env = "AISPM_INGEST_MAX_BUFFERED_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_buffered_bytes: usize,
 
+    /// Requests one token may have in progress at once (reading, parsing or producing); more
+    /// are answered 429 with Retry-After, to that token only. With `--max-body-bytes` this
+    /// bounds the share of `--max-buffered-bytes` one token can hold.
+    #[arg(long, env = "AISPM_INGEST_PER_TOKEN_CONCURRENCY", default_value_t = 4)]
+    pub per_token_concurrency: usize,
+
+    /// Events per second one token may send, with a burst of one second's worth; a request
+    /// over it is answered 429 with the Retry-After that would let it pass (a batch larger
+    /// than the burst passes once the allowance is full). 0: no limit.
+    #[arg(
+        long,
+        env = "AISPM_INGEST_PER_TOKEN_EVENTS_PER_SECOND",
+        default_value_t = 20_000
+    )]
+    pub per_token_events_per_second: u32,
+
+    /// How long a client has to send its whole request body; a slower upload is answered 408
+    /// and its reservation freed, so slow clients cannot hold the byte budget.
+    #[arg(long, env = "AISPM_INGEST_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub body_timeout: Duration,
+
     /// How long the broker has to acknowledge every record of a request (librdkafka
     /// `message.timeout.ms`); past it the request is answered 503.
     #[arg(long, env = "AISPM_INGEST_PRODUCE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
@@ -67,6 +88,9 @@ impl Config {
             max_batch_events: 10_000,
             max_in_flight_events: 100_000,
             max_buffered_bytes: 64 * 1024 * 1024,
+            per_token_concurrency: 4,
+            per_token_events_per_second: 20_000,
+            body_timeout: Duration::from_secs(30),
             produce_timeout: Duration::from_secs(30),
             retry_after: Duration::from_secs(1),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
@@ -94,6 +118,12 @@ impl Config {
                 "--max-buffered-bytes ({}) must be at least --max-body-bytes ({}), or a full body could never be accepted",
                 self.max_buffered_bytes, self.max_body_bytes
             ));
+        }
+        if self.per_token_concurrency == 0 {
+            return Err("--per-token-concurrency must be positive".into());
+        }
+        if self.body_timeout < Duration::from_millis(100) {
+            return Err("--body-timeout must be at least 100ms".into());
         }
         if self.produce_timeout < Duration::from_millis(100) {
             return Err("--produce-timeout must be at least 100ms".into());

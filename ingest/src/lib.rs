@@ -73,19 +73,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         health.clone(),
     )?);
     let topics_ready = Arc::new(AtomicBool::new(false));
-    let app = Arc::new(api::App {
+    let app = Arc::new(api::App::new(
+        &config,
         auth,
-        publisher: Arc::clone(&publisher),
-        metrics: ingest_metrics,
-        parse_slots: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-        ),
-        topics_ready: Arc::clone(&topics_ready),
-        max_body_bytes: config.max_body_bytes,
-        max_batch_events: config.max_batch_events,
-        retry_after_secs: config.retry_after_secs(),
-        future_tolerance: config.future_tolerance,
-    });
+        Arc::clone(&publisher),
+        ingest_metrics,
+        Arc::clone(&topics_ready),
+    ));
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     tracing::info!(addr = %config.http_addr, topics = ?publisher.topics(), "Ingest is starting.");
 
@@ -94,8 +88,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let shutdown = shutdown.clone();
         let router = api::router(app);
         let health = health.clone();
+        let http = config.common.http.clone();
         tasks.spawn(async move {
-            aispm_runtime::http::serve(listener, router, metrics, health, shutdown).await?;
+            aispm_runtime::http::serve(listener, router, metrics, health, shutdown, http).await?;
             Ok(())
         });
     }

@@ -15,6 +15,7 @@ pub enum Outcome {
     TooLarge,
     UnsupportedMediaType,
     Throttled,
+    Timeout,
     Unavailable,
 }
 
@@ -28,6 +29,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::UnsupportedMediaType => "unsupported_media_type",
             Outcome::Throttled => "throttled",
+            Outcome::Timeout => "timeout",
             Outcome::Unavailable => "unavailable",
         }
     }

@@ -202,17 +202,13 @@ async fn serve(max_body_bytes: usize) -> String {
         Health::new(),
     )
     .unwrap();
-    let app = Arc::new(App {
-        auth: Auth::new(tokens, &metrics).unwrap(),
-        publisher: Arc::new(publisher),
-        metrics: ingest_metrics,
-        parse_slots: tokio::sync::Semaphore::new(2),
-        topics_ready: Arc::new(AtomicBool::new(true)),
-        max_body_bytes: config.max_body_bytes,
-        max_batch_events: config.max_batch_events,
-        retry_after_secs: 1,
-        future_tolerance: config.future_tolerance,
-    });
+    let app = Arc::new(App::new(
+        &config,
+        Auth::new(tokens, &metrics).unwrap(),
+        Arc::new(publisher),
+        ingest_metrics,
+        Arc::new(AtomicBool::new(true)),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/events", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, api::router(app)).await });

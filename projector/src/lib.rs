@@ -334,6 +334,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         parts.metrics.clone(),
         parts.health.clone(),
         shutdown.clone(),
+        config.common.http.clone(),
     ));
 
     let topics = config.common.topics();

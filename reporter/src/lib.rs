@@ -198,8 +198,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     {
         let routes = api::routes(center, auth);
         let token = tasks.clone();
+        let http = config.common.http.clone();
         set.spawn(async move {
-            let r = aispm_runtime::http::serve(listener, routes, metrics, health, token)
+            let r = aispm_runtime::http::serve(listener, routes, metrics, health, token, http)
                 .await
                 .map_err(Error::from);
             ("http", r)

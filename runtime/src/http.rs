@@ -3,16 +3,18 @@
 
 use crate::Result;
 use crate::health::Health;
+use crate::limit::{Buckets, retry_after_secs};
 use crate::metrics::{Metrics, latency_buckets};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{HistogramVec, IntCounterVec};
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +80,83 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     Ok(TcpListener::bind(addr).await?)
 }
 
+/// The flags of every HTTP server (flattened into each service's configuration).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Failed authentications (answers 401) one client address may cause per minute. Past
+    /// it, every request from that address is answered 429 with Retry-After until the
+    /// allowance refills, so guessing tokens costs the guesser time; other clients are served
+    /// as before. 0: no limit.
+    #[arg(long, env = "AISPM_AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
+
+    /// Client addresses never throttled for failed authentications: the console and any
+    /// reverse proxy in front of this service, which pass on their users' tokens (and their
+    /// users' mistakes) from one address. An address or a CIDR block; repeatable, or
+    /// comma-separated in the environment.
+    #[arg(long = "auth-throttle-exempt", env = "AISPM_AUTH_THROTTLE_EXEMPT", value_delimiter = ',', value_parser = Cidr::parse)]
+    pub auth_throttle_exempt: Vec<Cidr>,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        HttpArgs {
+            auth_failures_per_minute: 30,
+            auth_throttle_exempt: Vec::new(),
+        }
+    }
+}
+
+/// An address block: `10.0.0.0/8`, `fd00::/8`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> std::result::Result<Cidr, String> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|e| format!("'{s}' is not an address or CIDR block: {e}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{s}': the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mask = |bits: u32, len: u8| -> u128 {
+            if len == 0 {
+                0
+            } else {
+                (u128::MAX << (bits - u32::from(len))) & (u128::MAX >> (128 - bits))
+            }
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let m = mask(32, self.prefix);
+                u128::from(u32::from(a)) & m == u128::from(u32::from(b)) & m
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let m = mask(128, self.prefix);
+                u128::from(a) & m == u128::from(b) & m
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Serves `routes` plus `/metrics`, `/healthz` and `/readyz` until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -85,6 +164,7 @@ pub async fn serve(
     metrics: Metrics,
     health: Health,
     shutdown: CancellationToken,
+    args: HttpArgs,
 ) -> Result<()> {
     let request_metrics = RequestMetrics {
         requests: metrics.counter(
@@ -99,6 +179,16 @@ pub async fn serve(
             latency_buckets(),
         )?,
     };
+    let auth_guard = Arc::new(AuthGuard {
+        failures: (args.auth_failures_per_minute > 0)
+            .then(|| Buckets::per(args.auth_failures_per_minute, Duration::from_secs(60))),
+        exempt: args.auth_throttle_exempt.clone(),
+        throttled: metrics.counter(
+            "auth_throttled_total",
+            "Requests refused because their client address failed authentication too often.",
+            &[],
+        )?,
+    });
     let metrics_route = {
         let metrics = metrics.clone();
         get(move || {
@@ -135,13 +225,66 @@ pub async fn serve(
                 }
             }),
         )
+        .layer(middleware::from_fn_with_state(auth_guard, guard_auth))
         .layer(middleware::from_fn_with_state(request_metrics, record));
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, service = metrics.service(), "Serving HTTP.");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
     Ok(())
+}
+
+/// Failed authentications per client address.
+#[derive(Debug)]
+struct AuthGuard {
+    failures: Option<Buckets<IpAddr>>,
+    exempt: Vec<Cidr>,
+    throttled: IntCounterVec,
+}
+
+/// Refuses requests from an address that failed authentication too often, and counts each
+/// answer 401 against its address. Health and metrics stay open to everyone.
+async fn guard_auth(State(g): State<Arc<AuthGuard>>, req: Request, next: Next) -> Response {
+    let Some(failures) = &g.failures else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return next.run(req).await;
+    }
+    let Some(ip) = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+    else {
+        return next.run(req).await;
+    };
+    if g.exempt.iter().any(|c| c.contains(ip)) {
+        return next.run(req).await;
+    }
+    if let Err(wait) = failures.check(&ip) {
+        g.throttled.with_label_values::<&str>(&[]).inc();
+        let secs = retry_after_secs(wait);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth_throttled",
+            format!("too many failed authentications from this address; retry after {secs} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return response;
+    }
+    let response = next.run(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED && failures.take(&ip, 1.0).is_err() {
+        tracing::warn!(%ip, "A client address failed authentication too often; throttling it.");
+    }
+    response
 }
 
 async fn record(State(m): State<RequestMetrics>, req: Request, next: Next) -> Response {
@@ -163,4 +306,25 @@ async fn record(State(m): State<RequestMetrics>, req: Request, next: Next) -> Re
 /// The address a service listens on by default, per service.
 pub fn default_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Cidr;
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses() {
+        let ip = |s: &str| s.parse().unwrap();
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(ip("10.1.255.3")));
+        assert!(!c.contains(ip("10.2.0.1")));
+        assert!(!c.contains(ip("::1")));
+        assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
+        assert!(!Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.2")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(Cidr::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
 }

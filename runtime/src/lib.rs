@@ -5,10 +5,12 @@
 //!   `AISPM_*` environment variable.
 //! - [`telemetry`]: `tracing` set-up, text or JSON.
 //! - [`metrics`]: one Prometheus registry per process, `aispm_build_info`, process metrics.
-//! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors.
+//! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors;
+//!   throttles client addresses that fail authentication.
 //! - [`dlq`]: dead letters with headers naming source, stage and error; counted.
 //! - [`health`]: readiness conditions a service reports (`/readyz`).
 //! - [`auth`]: the tokens file and tenant-scoped bearer-token checks.
+//! - [`limit`]: rate and concurrency limits per caller (token buckets, slots), bounded memory.
 //! - [`kafka`]: librdkafka client config (with `--kafka-option` pass-through), topic creation,
 //!   the statistics callback that exports consumer lag and rebalances, where partitions end.
 //! - [`malloc`]: caps glibc's malloc arenas before any thread starts (flat RSS over days).
@@ -22,6 +24,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod limit;
 pub mod malloc;
 pub mod metrics;
 pub mod service;
