@@ -14,27 +14,70 @@
 //! the API answers no anonymous caller).
 
 use crate::center::{Center, GenerateError, Trigger};
+use crate::config::LimitArgs;
 use crate::store::{ReportRecord, Status};
 use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
+use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
+use aispm_runtime::metrics::Metrics;
 use aispm_schemas::ReportType;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus::IntCounterVec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 #[derive(Clone)]
 struct Api {
     center: Arc<Center>,
     auth: Auth,
+    limits: Arc<Limits>,
+}
+
+/// The per-tenant limits on report requests (see [`LimitArgs`]).
+#[derive(Debug)]
+pub struct Limits {
+    per_hour: Option<Buckets<String>>,
+    per_tenant: Slots<String>,
+    all: Semaphore,
+    refused: IntCounterVec,
+}
+
+impl Limits {
+    pub fn new(args: &LimitArgs, metrics: &Metrics) -> aispm_runtime::Result<Limits> {
+        let per_hour = args.reports_per_tenant_per_hour;
+        Ok(Limits {
+            per_hour: (per_hour > 0).then(|| {
+                Buckets::new(
+                    f64::from(per_hour) / 3600.0,
+                    f64::from((per_hour / 10).max(1)),
+                )
+            }),
+            per_tenant: Slots::new(args.report_concurrency_per_tenant),
+            all: Semaphore::new(args.max_concurrent_reports.max(1)),
+            refused: metrics.counter(
+                "report_requests_throttled_total",
+                "Report requests answered 429, by limit.",
+                &["limit"],
+            )?,
+        })
+    }
+
+    fn refuse(&self, limit: &str, wait: Duration, message: String) -> ApiError {
+        self.refused.with_label_values(&[limit]).inc();
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+            .with_retry_after(wait)
+    }
 }
 
 /// The reporter's routes.
-pub fn routes(center: Arc<Center>, auth: Auth) -> Router {
+pub fn routes(center: Arc<Center>, auth: Auth, limits: Arc<Limits>) -> Router {
     Router::new()
         .route("/v1/tenants/{tenant}/reports", post(create).get(list))
         .route("/v1/tenants/{tenant}/reports/{id}", get(show))
@@ -44,7 +87,11 @@ pub fn routes(center: Arc<Center>, auth: Auth) -> Router {
             get(archive_signature),
         )
         .route("/v1/signing-keys", get(signing_keys))
-        .with_state(Api { center, auth })
+        .with_state(Api {
+            center,
+            auth,
+            limits,
+        })
 }
 
 /// Tenant ids as the contract allows them: letters, digits, `.`, `_` and `-`.
@@ -134,7 +181,35 @@ async fn create(
     let body: CreateBody = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let report_type: ReportType = body.report_type.parse().map_err(ApiError::bad_request)?;
-    match api
+    let limits = &api.limits;
+    let Some(_slot) = limits.per_tenant.try_acquire(&tenant) else {
+        return Err(limits.refuse(
+            "tenant_concurrency",
+            Duration::from_secs(1),
+            format!(
+                "tenant '{tenant}' already has {} report(s) in generation; retry when it is done",
+                limits.per_tenant.max()
+            ),
+        ));
+    };
+    if let Some(per_hour) = &limits.per_hour
+        && let Err(wait) = per_hour.check(&tenant)
+    {
+        return Err(limits.refuse(
+            "tenant_rate",
+            wait,
+            format!(
+                "tenant '{tenant}' is over its report allowance; retry after {} s",
+                retry_after_secs(wait)
+            ),
+        ));
+    }
+    let _turn = limits
+        .all
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("the reporter is shutting down"))?;
+    let generated = api
         .center
         .generate(
             &tenant,
@@ -142,8 +217,14 @@ async fn create(
             Trigger::Api(principal.name),
             body.recipients,
         )
-        .await
-    {
+        .await;
+    // The allowance counts reports made (checked above, taken here): a request refused as
+    // unknown, unapproved or not ready costs nothing. One at a time per tenant (the slot), so
+    // the check and the take cannot be raced past the allowance.
+    if let (Ok(_), Some(per_hour)) = (&generated, &limits.per_hour) {
+        let _ = per_hour.take(&tenant, 1.0);
+    }
+    match generated {
         Ok(r) => {
             let status = if r.status == Status::Delivered {
                 StatusCode::CREATED

@@ -134,6 +134,39 @@ pub struct Config {
     /// The `source` of the delivery events this reporter publishes.
     #[arg(long, env = "AISPM_SOURCE", default_value = "aispm-reporter")]
     pub source: String,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one tenant may ask of the reporter through the API: each request loads every row of
+/// the tenant, renders, signs, writes and mails, so a flood from one tenant must meet 429
+/// without slowing anyone else's reports. Scheduled reports are not counted.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Reports one tenant may request per hour, with a burst of a tenth of it (at least 1);
+    /// more are answered 429 with the Retry-After that lets the next one pass. 0: no limit.
+    #[arg(long, env = "AISPM_REPORTS_PER_TENANT_PER_HOUR", default_value_t = 60)]
+    pub reports_per_tenant_per_hour: u32,
+
+    /// Reports one tenant may have in generation at once; another request meanwhile is
+    /// answered 429.
+    #[arg(long, env = "AISPM_REPORT_CONCURRENCY_PER_TENANT", default_value_t = 1)]
+    pub report_concurrency_per_tenant: usize,
+
+    /// Reports generated at once across all tenants; the others wait their turn.
+    #[arg(long, env = "AISPM_MAX_CONCURRENT_REPORTS", default_value_t = 2)]
+    pub max_concurrent_reports: usize,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        LimitArgs {
+            reports_per_tenant_per_hour: 60,
+            report_concurrency_per_tenant: 1,
+            max_concurrent_reports: 2,
+        }
+    }
 }
 
 impl Config {
@@ -160,6 +193,7 @@ impl Config {
             validator_key_id: "aispm-reporter-validator".into(),
             provider_environments: vec!["production".into()],
             source: "aispm-reporter".into(),
+            limits: LimitArgs::default(),
         }
     }
 

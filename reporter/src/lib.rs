@@ -196,7 +196,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         });
     }
     {
-        let routes = api::routes(center, auth);
+        let limits = Arc::new(api::Limits::new(&config.limits, &metrics)?);
+        let routes = api::routes(center, auth, limits);
         let token = tasks.clone();
         let http = config.common.http.clone();
         set.spawn(async move {

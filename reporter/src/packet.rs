@@ -199,16 +199,25 @@ pub fn write(
     let dir = tenant_dir.join(meta.report_id);
     let tmp_dir = tenant_dir.join(format!(".{}.tmp", meta.report_id));
     let _ = std::fs::remove_dir_all(&tmp_dir);
+    let mut dirs = std::collections::BTreeSet::new();
     let written = all.iter().try_for_each(|f| {
         let p = tmp_dir.join(&f.path);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            dirs.insert(parent.to_path_buf());
         }
         write_synced(&p, &f.bytes)
     });
-    if let Err(e) =
-        written.and_then(|()| std::fs::rename(&tmp_dir, &dir).map_err(|e| Error::io(&dir, e)))
-    {
+    // The files are synced; their names too, deepest directory first, before the directory
+    // is renamed into place (durably: its parent synced after).
+    let synced = written.and_then(|()| {
+        dirs.iter()
+            .rev()
+            .try_for_each(|d| aispm_runtime::fs::sync_dir(d).map_err(|e| Error::io(d, e)))
+    });
+    if let Err(e) = synced.and_then(|()| {
+        aispm_runtime::fs::rename_durable(&tmp_dir, &dir).map_err(|e| Error::io(&dir, e))
+    }) {
         // A full disk, say: leave nothing behind (the space is needed, and no record will
         // ever name this packet).
         let _ = std::fs::remove_dir_all(&tmp_dir);
@@ -230,9 +239,10 @@ pub fn write(
         let name = format!("{}.zip", meta.report_id);
         let sig = minisign_sign(signer, meta, &name, &zip_bytes)?;
         write_synced(&tmp_sig, sig.as_bytes())?;
-        std::fs::rename(&tmp_sig, &zip_sig).map_err(|e| Error::io(&zip_sig, e))?;
+        aispm_runtime::fs::rename_durable(&tmp_sig, &zip_sig)
+            .map_err(|e| Error::io(&zip_sig, e))?;
         write_synced(&tmp_zip, &zip_bytes)?;
-        std::fs::rename(&tmp_zip, &zip).map_err(|e| Error::io(&zip, e))?;
+        aispm_runtime::fs::rename_durable(&tmp_zip, &zip).map_err(|e| Error::io(&zip, e))?;
         Ok(zip_bytes)
     });
     let zip_bytes = match archived {
@@ -325,9 +335,7 @@ pub fn remove_partial(root: &Path) -> usize {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
+    aispm_runtime::fs::write_synced(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// The canonical archive of a packet: entries `<report-id>/<path>` in path order, stored

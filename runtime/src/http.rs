@@ -25,6 +25,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<serde_json::Value>,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -57,6 +60,12 @@ impl ApiError {
         self.details = Some(details);
         self
     }
+
+    /// Tells the client when to try again (429, 503).
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -65,7 +74,14 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.details {
             body["details"] = d;
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
+        response
     }
 }
 
@@ -269,16 +285,13 @@ async fn guard_auth(State(g): State<Arc<AuthGuard>>, req: Request, next: Next) -
     if let Err(wait) = failures.check(&ip) {
         g.throttled.with_label_values::<&str>(&[]).inc();
         let secs = retry_after_secs(wait);
-        let mut response = ApiError::new(
+        return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "auth_throttled",
             format!("too many failed authentications from this address; retry after {secs} s"),
         )
+        .with_retry_after(wait)
         .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return response;
     }
     let response = next.run(req).await;
     if response.status() == StatusCode::UNAUTHORIZED && failures.take(&ip, 1.0).is_err() {

@@ -8,6 +8,7 @@
 //! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors;
 //!   throttles client addresses that fail authentication.
 //! - [`dlq`]: dead letters with headers naming source, stage and error; counted.
+//! - [`fs`]: durable files: atomic writes and renames that survive a power loss.
 //! - [`health`]: readiness conditions a service reports (`/readyz`).
 //! - [`auth`]: the tokens file and tenant-scoped bearer-token checks.
 //! - [`limit`]: rate and concurrency limits per caller (token buckets, slots), bounded memory.
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod fs;
 pub mod health;
 pub mod http;
 pub mod kafka;

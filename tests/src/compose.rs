@@ -137,6 +137,19 @@ fn interpolate(v: &str, vars: &BTreeMap<String, String>) -> Result<String> {
                 .with_context(|| format!("unclosed ${{ in {v}"))?;
             let expr = &r[..close];
             rest = &r[close + 1..];
+            // `${NAME:?message}` and `${NAME?message}`: required; Compose refuses to start
+            // with the message when it is unset (or, with the colon, empty).
+            let required = expr
+                .split_once(":?")
+                .map(|(n, m)| (n, m, true))
+                .or_else(|| expr.split_once('?').map(|(n, m)| (n, m, false)));
+            if let Some((name, message, colon)) = required {
+                match vars.get(name).filter(|x| !(colon && x.is_empty())) {
+                    Some(value) => out.push_str(value),
+                    None => bail!("required variable {name} is missing a value: {message}"),
+                }
+                continue;
+            }
             let (name, default, colon) = if let Some((n, d)) = expr.split_once(":-") {
                 (n, Some(d), true)
             } else if let Some((n, d)) = expr.split_once('-') {
@@ -251,6 +264,13 @@ mod tests {
         assert_eq!(interpolate("${E-d}", &v).unwrap(), "");
         assert_eq!(interpolate("p=\"$A\";$$HOME", &v).unwrap(), "p=\"x\";$HOME");
         assert!(interpolate("${B}", &v).is_err());
+        assert_eq!(interpolate("${A:?say}", &v).unwrap(), "x");
+        let e = interpolate("${B:?set B - now}", &v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set B - now"), "{e}");
+        assert!(interpolate("${E:?set E}", &v).is_err());
+        assert_eq!(interpolate("${E?set E}", &v).unwrap(), "");
     }
 
     #[test]
@@ -279,7 +299,31 @@ mod tests {
     /// The compose broker refuses what no ACL allows, and its JAAS settings are well-formed.
     #[test]
     fn the_compose_broker_is_locked_down() {
-        let env = service_environment("kafka", &BTreeMap::new()).unwrap();
+        // No secret has a default: without them, Compose refuses to start.
+        let e = format!(
+            "{:#}",
+            service_environment("kafka", &BTreeMap::new()).unwrap_err()
+        );
+        assert!(e.contains("AISPM_KAFKA_ADMIN_PASSWORD"), "{e}");
+        let vars: BTreeMap<String, String> = [
+            "ADMIN",
+            "INGEST",
+            "PROJECTOR",
+            "GATEKEEPER",
+            "REPORTER",
+            "GATEWAY",
+            "APPROVER",
+            "REGISTRAR",
+        ]
+        .iter()
+        .map(|p| {
+            (
+                format!("AISPM_KAFKA_{p}_PASSWORD"),
+                format!("pw-{p}-0123456789"),
+            )
+        })
+        .collect();
+        let env = service_environment("kafka", &vars).unwrap();
         let props: BTreeMap<String, String> = kafka_properties(&env).into_iter().collect();
         assert_eq!(
             props["authorizer.class.name"],
@@ -295,13 +339,68 @@ mod tests {
         );
         assert!(
             props["listener.name.broker.plain.sasl.jaas.config"]
-                .contains(r#"password="change-me-admin""#)
+                .contains(r#"password="pw-ADMIN-0123456789""#)
         );
-        let setup = service_environment("kafka-setup", &BTreeMap::new()).unwrap();
+        let setup = service_environment("kafka-setup", &vars).unwrap();
         assert!(
             setup
                 .iter()
-                .any(|(k, v)| k == "AISPM_KAFKA_GATEWAY_PASSWORD" && v == "change-me-gateway")
+                .any(|(k, v)| k == "AISPM_KAFKA_GATEWAY_PASSWORD" && v == "pw-GATEWAY-0123456789")
         );
+    }
+
+    /// `compose/preflight.sh`, run as the `preflight` service runs it: it refuses the example
+    /// secrets and tokens, and passes real ones.
+    #[test]
+    fn preflight_refuses_example_secrets() {
+        let script = compose_dir().join("preflight.sh");
+        let example = compose_dir().join("tokens.example.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("tokens.toml");
+        std::fs::write(
+            &good,
+            std::fs::read_to_string(&example)
+                .unwrap()
+                .replace("change-me-", "9f2c4e1a7b3d5f60-"),
+        )
+        .unwrap();
+        let run = |tokens: &std::path::Path, kafka: &str, grafana: &str| {
+            let mut c = std::process::Command::new("sh");
+            c.arg(&script)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("AISPM_TOKENS_FILE", tokens)
+                .env("GRAFANA_ADMIN_PASSWORD", grafana);
+            for p in [
+                "ADMIN",
+                "INGEST",
+                "PROJECTOR",
+                "GATEKEEPER",
+                "REPORTER",
+                "GATEWAY",
+                "APPROVER",
+                "REGISTRAR",
+            ] {
+                c.env(format!("AISPM_KAFKA_{p}_PASSWORD"), format!("{kafka}{p}"));
+            }
+            let out = c.output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, err) = run(&example, "change-me-", "admin");
+        assert!(!ok);
+        assert!(
+            err.contains("AISPM_KAFKA_ADMIN_PASSWORD is still its example value"),
+            "{err}"
+        );
+        assert!(err.contains("GRAFANA_ADMIN_PASSWORD is a default"), "{err}");
+        assert!(err.contains("token 1 is still an example value"), "{err}");
+        let (ok, err) = run(&good, "short", "0123456789abcdef");
+        assert!(!ok);
+        assert!(err.contains("shorter than 16"), "{err}");
+        let (ok, err) = run(&good, "a1b2c3d4e5f60718-", "0123456789abcdef");
+        assert!(ok, "{err}");
     }
 }

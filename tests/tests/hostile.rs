@@ -337,3 +337,140 @@ async fn a_failed_auth_flood_is_throttled_while_valid_tokens_pass() {
         "{m}"
     );
 }
+
+/// Asks for a report; answers the status, the time it took and the Retry-After, if any.
+async fn request_report(
+    client: &reqwest::Client,
+    reporter: &str,
+    tenant: &str,
+    token: &str,
+) -> (u16, Duration, Option<u64>) {
+    let started = Instant::now();
+    let r = client
+        .post(format!("{reporter}/v1/tenants/{tenant}/reports"))
+        .bearer_auth(token)
+        .json(&json!({"type": "cso"}))
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (r.status().as_u16(), started.elapsed(), retry)
+}
+
+/// One tenant floods the reporter with report requests; another tenant's reports take as long
+/// as they did before the flood, and the flood meets 429 with Retry-After.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_flood_from_one_tenant_leaves_anothers_report_latency_alone() {
+    use aispm_tests::demo::{OTHER_TENANT_TOKEN, Pipeline, TENANT, TENANT_TOKEN};
+    let work = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(work.path()).await.unwrap();
+    p.emit("open").unwrap();
+    let (s, b) = p
+        .post_events(OTHER_TENANT_TOKEN, &decision("g-1", "globex"))
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{b}");
+    let client = reqwest::Client::new();
+    let reporter = p.reporter.http.clone();
+    // Both tenants are known to the reporter (404 until their rows arrive).
+    for (tenant, token) in [(TENANT, TENANT_TOKEN), ("globex", OTHER_TENANT_TOKEN)] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = client
+                .get(format!("{reporter}/v1/tenants/{tenant}/reports"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let probe = client
+                .get(format!("{}/v1/tenants/{tenant}/posture", p.projector.http))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 && probe.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{tenant} never became known");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let mut quiet = Vec::new();
+    while quiet.len() < 3 {
+        let (s, took, _) = request_report(&client, &reporter, "globex", OTHER_TENANT_TOKEN).await;
+        if s == 404 || s == 503 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        assert!((200..300).contains(&s), "globex report: {s}");
+        quiet.push(took);
+    }
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood = {
+        let (client, reporter, stop) = (client.clone(), reporter.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+            let mut retry_after = std::collections::BTreeSet::new();
+            while !stop.is_cancelled() {
+                let burst: Vec<_> = (0..10)
+                    .map(|_| {
+                        let (client, reporter) = (client.clone(), reporter.clone());
+                        tokio::spawn(async move {
+                            request_report(&client, &reporter, TENANT, TENANT_TOKEN).await
+                        })
+                    })
+                    .collect();
+                for b in burst {
+                    let (s, _, retry) = b.await.unwrap();
+                    *answers.entry(s).or_default() += 1;
+                    retry_after.extend(retry);
+                }
+            }
+            (answers, retry_after)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut hostile = Vec::new();
+    for _ in 0..3 {
+        let (s, took, _) = request_report(&client, &reporter, "globex", OTHER_TENANT_TOKEN).await;
+        assert!(
+            (200..300).contains(&s),
+            "globex report during the flood: {s}\n{}",
+            p.reporter.log_tail()
+        );
+        hostile.push(took);
+    }
+    stop.cancel();
+    let (answers, retry_after) = flood.await.unwrap();
+    quiet.sort();
+    hostile.sort();
+    println!(
+        "report flood: acme's requests answered {answers:?} (Retry-After {retry_after:?} s); globex report latency min/median/max quiet {:?}/{:?}/{:?}, during the flood {:?}/{:?}/{:?}",
+        quiet[0], quiet[1], quiet[2], hostile[0], hostile[1], hostile[2]
+    );
+    let made: usize = answers
+        .iter()
+        .filter(|(s, _)| (200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        made <= 6,
+        "the allowance is 6 at once (60 an hour): {answers:?}"
+    );
+    assert!(answers.get(&429).copied().unwrap_or(0) > 0, "{answers:?}");
+    assert!(
+        answers.keys().all(|s| (200..300).contains(s) || *s == 429),
+        "only 2xx and 429: {answers:?}"
+    );
+    assert!(!retry_after.is_empty());
+    assert!(
+        hostile[1] < quiet[1] * 3 + Duration::from_millis(500),
+        "globex's median report latency went from {:?} to {:?}",
+        quiet[1],
+        hostile[1]
+    );
+}

@@ -92,7 +92,8 @@ pub struct Transcript {
 impl Transcript {
     /// Writes `bytes` to `path` and describes it.
     pub fn write(path: &Path, evidence_id: &str, bytes: &[u8]) -> Result<Self> {
-        std::fs::write(path, bytes)
+        // Evidence: durable before its digest is published.
+        aispm_runtime::fs::write_atomic(path, bytes)
             .with_context(|| format!("writing the transcript {}", path.display()))?;
         let path = std::fs::canonicalize(path)?;
         Ok(Self::describe(&path, evidence_id, bytes))
