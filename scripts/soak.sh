@@ -21,6 +21,14 @@
 # the run, the slope of each curve and whether it is flat (a change of less than 5 % over the
 # half, or for lag less than a second's worth of load).
 #
+# Beside the normal load runs the hostile mix (scripts/hostile_load.py; AISPM_SOAK_HOSTILE=0
+# turns it off): bad input at a tenth of the rate (malformed, invalid, forbidden, unknown
+# tokens from another address, oversized events), one slow client trickling uploads until the
+# body deadline cuts them, and one tenant (`flood`) posting as fast as it can over its token's
+# rate (AISPM_SOAK_TOKEN_RATE events/s per token, default twice the rate). At the end the soak
+# waits for the projector to apply every accepted event and prints what each hostile actor was
+# answered; nothing accepted may be missing.
+#
 # Environment: AISPM_SOAK_DIR (default .soak), AISPM_SOAK_RATE, AISPM_SOAK_TENANTS (10),
 # AISPM_SOAK_BACKLOG (200), AISPM_SOAK_REPORT_EVERY (60), AISPM_SOAK_SCHEDULE (none), AISPM_SOAK_PROFILE (release|debug,
 # default release), AISPM_SOAK_INTERVAL (sampling seconds, 10), AISPM_SOAK_KEEP_STATE (1 keeps <dir>/state after the
@@ -42,6 +50,8 @@ REPORT_EVERY="${AISPM_SOAK_REPORT_EVERY:-60}"
 BACKLOG="${AISPM_SOAK_BACKLOG:-200}"
 SCHEDULE="${AISPM_SOAK_SCHEDULE:-none}"
 INTERVAL="${AISPM_SOAK_INTERVAL:-10}"
+HOSTILE="${AISPM_SOAK_HOSTILE:-1}"
+TOKEN_RATE="${AISPM_SOAK_TOKEN_RATE:-$((RATE * 2))}"
 WORK="${AISPM_SOAK_DIR:-.soak}"
 [[ "$WORK" = /* ]] || WORK="$(pwd)/$WORK"
 
@@ -73,6 +83,12 @@ token = "$OPS"
 tenants = ["*"]
 scopes = ["read", "emit", "approve", "register", "validate", "admin", "reports"]
 name = "soak"
+
+[[tokens]]
+token = "soak-flood-token"
+tenants = ["flood"]
+scopes = ["emit"]
+name = "flood"
 EOF
 
 BROKER_PORT=$(free_port)
@@ -116,7 +132,7 @@ start gatekeeper aispm-gatekeeper
 start reporter aispm-reporter --state-dir "$WORK/state/reporter" --out-dir "$WORK/packets" \
   --smtp-url "smtp://127.0.0.1:$SMTP_PORT" --schedule "$SCHEDULE" \
   --retry-initial 30s --retry-max 2m
-start ingest aispm-ingest
+start ingest aispm-ingest --per-token-events-per-second "$TOKEN_RATE"
 for s in gatekeeper reporter ingest; do wait_ready "$s"; done
 echo "[soak] broker $BROKERS; ingest ${HTTP[ingest]} projector ${HTTP[projector]} gatekeeper ${HTTP[gatekeeper]} reporter ${HTTP[reporter]}" >&2
 
@@ -127,6 +143,14 @@ echo "[soak] broker $BROKERS; ingest ${HTTP[ingest]} projector ${HTTP[projector]
   > "$WORK/logs/emit-load.json" 2> "$WORK/logs/emit-load.log" &
 LOAD_PID=$!
 PIDS+=("$LOAD_PID")
+HOSTILE_PID=
+if [ "$HOSTILE" = 1 ]; then
+  python3 scripts/hostile_load.py "${HTTP[ingest]}" "$OPS" soak-flood-token "$RATE" "$((MINUTES * 60))" \
+    "$WORK/hostile.json" > "$WORK/logs/hostile.log" 2>&1 &
+  HOSTILE_PID=$!
+  PIDS+=("$HOSTILE_PID")
+  echo "[soak] hostile mix: bad input at $((RATE / 10)) events/s, one slow client, tenant 'flood' over its $TOKEN_RATE events/s" >&2
+fi
 echo "[soak] load: $RATE events/s for $MINUTES min, $TENANTS tenants; sampling every ${INTERVAL}s into $WORK/samples.csv" >&2
 
 # metric NAME FILTER < metrics text: the sum of NAME's samples whose labels match FILTER.
@@ -177,6 +201,20 @@ LOAD_OK=1
 wait "$LOAD_PID" || LOAD_OK=0
 echo "[soak] load finished (ok=$LOAD_OK): $(cat "$WORK/logs/emit-load.json" 2>/dev/null); reports delivered $REPORTS_OK, failed $REPORTS_FAILED" >&2
 [ "$LOAD_OK" = 1 ] || tail -3 "$WORK/logs/emit-load.log" >&2
+if [ -n "$HOSTILE_PID" ]; then
+  wait "$HOSTILE_PID" || true
+  echo "[soak] hostile mix answered: $(cat "$WORK/hostile.json" 2>/dev/null || tail -3 "$WORK/logs/hostile.log")" >&2
+fi
+# Nothing lost: every event ingest accepted is applied once the projector catches up.
+for _ in $(seq 120); do
+  m_i=$(curl -sf "${HTTP[ingest]}/metrics" || true); m_p=$(curl -sf "${HTTP[projector]}/metrics" || true)
+  ACCEPTED=$(metric aispm_ingest_events_total 'outcome="accepted"' <<< "$m_i")
+  APPLIED=$(metric aispm_projector_events_total 'outcome="applied"' <<< "$m_p")
+  [ "$APPLIED" -ge "$ACCEPTED" ] && break
+  sleep 1
+done
+echo "[soak] after the load: accepted $ACCEPTED, applied $APPLIED, missing $((ACCEPTED - APPLIED))" >&2
+sample
 
 python3 - "$CSV" "$WORK/summary.json" "$RATE" "$LOAD_OK" "$REPORTS_OK" "$REPORTS_FAILED" <<'PY'
 import csv, json, sys
