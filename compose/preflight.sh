@@ -1,8 +1,8 @@
 #!/bin/sh
 # Refuses to start the deployment on an example or weak secret (docker-compose.yml runs it
 # before anything else; it exits non-zero with one line per problem):
-#   - a Kafka password (AISPM_KAFKA_<PRINCIPAL>_PASSWORD) that is a `change-me-…` example or
-#     shorter than 16 characters;
+#   - a Kafka password (AISPM_KAFKA_<PRINCIPAL>_PASSWORD, and AISPM_KAFKA_TLS_PASSWORD of the
+#     broker's key store) that is a `change-me-…` example or shorter than 16 characters;
 #   - GRAFANA_ADMIN_PASSWORD that is `admin`, a `change-me-…` example or shorter than 12;
 #   - a bearer token in the tokens file (AISPM_TOKENS_FILE) that is a `change-me-…` example
 #     or shorter than 24 characters.
@@ -15,7 +15,7 @@ refuse() {
   problems=$((problems + 1))
 }
 
-for name in ADMIN INGEST PROJECTOR GATEKEEPER REPORTER GATEWAY APPROVER REGISTRAR; do
+for name in ADMIN INGEST PROJECTOR GATEKEEPER REPORTER GATEWAY APPROVER REGISTRAR TLS; do
   var="AISPM_KAFKA_${name}_PASSWORD"
   eval "value=\${$var:-}"
   case $value in

@@ -80,20 +80,6 @@ fn tools_archive() -> Option<PathBuf> {
     Some(home.join("cds").join(version.trim()).join("tools.jsa"))
 }
 
-/// SASL/SCRAM-SHA-512 client settings for `user` (librdkafka properties, as given to the
-/// services with `--kafka-option`), for the client listener of [`Broker::start_secured`].
-pub fn scram_options(user: &str, password: &str) -> Vec<(String, String)> {
-    [
-        ("security.protocol", "SASL_PLAINTEXT"),
-        ("sasl.mechanism", "SCRAM-SHA-512"),
-        ("sasl.username", user),
-        ("sasl.password", password),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
-}
-
 /// A free TCP port on 127.0.0.1, never one this process was given before: the kernel may hand
 /// the same free port to two `bind(0)`s in a row, and two services told to listen on one port
 /// would answer for each other (a test then sees one service's 404 for the other's route).
@@ -161,7 +147,14 @@ struct Security {
     admin_password: String,
     /// Kafka's Java client properties for the super user (`--command-config` of the tools).
     admin_config: PathBuf,
+    /// The security protocol of the `CLIENT` listener (`SASL_SSL` in compose/).
+    client_protocol: String,
+    /// The CA certificate clients trust, made by `compose/kafka/certs.sh`.
+    ca_file: PathBuf,
 }
+
+/// Where compose/ mounts the broker's TLS material (`kafka-certs` volume).
+const COMPOSE_CERTS_DIR: &str = "/etc/kafka/certs";
 
 impl Broker {
     /// A single-node broker (replication factor 1), ready to serve.
@@ -190,7 +183,7 @@ impl Broker {
     /// passwords; unset ones take the file's defaults). Only the super user can do anything
     /// until ACLs say otherwise: see [`crate::compose::kafka_setup`].
     ///
-    /// [`Broker::bootstrap`] is the `CLIENT` listener (SASL/SCRAM-SHA-512: [`scram_options`]);
+    /// [`Broker::bootstrap`] is the `CLIENT` listener (SASL_SSL, SCRAM-SHA-512: [`Broker::client_options`]);
     /// [`Broker::admin_bootstrap`], [`Broker::admin_options`] and
     /// [`Broker::admin_command_config`] sign in as the super user.
     pub fn start_secured(vars: &BTreeMap<String, String>) -> Result<Broker> {
@@ -233,6 +226,41 @@ impl Broker {
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
         let dir = tempfile::tempdir()?;
+        // The broker's TLS material, made by compose's own script (keytool from the JDK here,
+        // from the apache/kafka image there), with an address the tests connect to.
+        let certs = dir.path().join("certs");
+        let tls_password = vars
+            .get("AISPM_KAFKA_TLS_PASSWORD")
+            .context("AISPM_KAFKA_TLS_PASSWORD is required (compose/docker-compose.yml)")?;
+        let made = std::process::Command::new("sh")
+            .arg(crate::compose::compose_dir().join("kafka").join("certs.sh"))
+            .env("AISPM_KAFKA_CERTS_DIR", &certs)
+            .env("AISPM_KAFKA_TLS_PASSWORD", tls_password)
+            .env("AISPM_KAFKA_TLS_HOSTS", "kafka,localhost,127.0.0.1")
+            .output()?;
+        if !made.status.success() {
+            bail!(
+                "compose/kafka/certs.sh failed: {}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+        }
+        let properties: Vec<(String, String)> = properties
+            .into_iter()
+            .map(|(k, v)| {
+                let v = v.replace(COMPOSE_CERTS_DIR, &certs.display().to_string());
+                (k, v)
+            })
+            .collect();
+        let client_protocol = properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "listener.security.protocol.map")
+            .and_then(|(_, map)| {
+                map.split(',')
+                    .find_map(|l| l.strip_prefix(&format!("{CLIENT_LISTENER}:")))
+                    .map(str::to_owned)
+            })
+            .context("compose/docker-compose.yml maps no protocol for the CLIENT listener")?;
         let admin_config = dir.path().join("admin.properties");
         std::fs::write(
             &admin_config,
@@ -250,6 +278,8 @@ impl Broker {
             admin_user,
             admin_password,
             admin_config,
+            client_protocol,
+            ca_file: certs.join("ca.pem"),
         };
         let root = dir.path().to_owned();
         let b = Self::start_nodes_in(root, Some(dir), None, 1, Some(security))?;
@@ -504,6 +534,33 @@ impl Broker {
             .map(|i| self.node_admin_bootstrap(i))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// librdkafka properties for `user` signing in with SCRAM-SHA-512 at [`Broker::bootstrap`]
+    /// of a secured broker, as the services get them with `--kafka-option`: the compose
+    /// `CLIENT` listener's protocol and, with TLS, the CA made for this broker.
+    pub fn client_options(&self, user: &str, password: &str) -> Vec<(String, String)> {
+        let Some(s) = &self.security else {
+            return vec![];
+        };
+        let mut options = vec![
+            ("security.protocol".to_owned(), s.client_protocol.clone()),
+            ("sasl.mechanism".to_owned(), "SCRAM-SHA-512".to_owned()),
+            ("sasl.username".to_owned(), user.to_owned()),
+            ("sasl.password".to_owned(), password.to_owned()),
+        ];
+        if s.client_protocol.ends_with("SSL") {
+            options.push((
+                "ssl.ca.location".to_owned(),
+                s.ca_file.display().to_string(),
+            ));
+        }
+        options
+    }
+
+    /// The CA certificate a secured broker's clients trust (`compose/kafka/certs.sh`).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.security.as_ref().map(|s| s.ca_file.as_path())
     }
 
     /// librdkafka properties of the super user at [`Broker::admin_bootstrap`] (none on an

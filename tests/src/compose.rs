@@ -304,7 +304,10 @@ mod tests {
             "{:#}",
             service_environment("kafka", &BTreeMap::new()).unwrap_err()
         );
-        assert!(e.contains("AISPM_KAFKA_ADMIN_PASSWORD"), "{e}");
+        assert!(
+            e.contains("required variable AISPM_KAFKA_") && e.contains("refuses to start"),
+            "{e}"
+        );
         let vars: BTreeMap<String, String> = [
             "ADMIN",
             "INGEST",
@@ -314,6 +317,7 @@ mod tests {
             "GATEWAY",
             "APPROVER",
             "REGISTRAR",
+            "TLS",
         ]
         .iter()
         .map(|p| {
@@ -331,12 +335,22 @@ mod tests {
         );
         assert_eq!(props["allow.everyone.if.no.acl.found"], "false");
         assert_eq!(props["super.users"], "User:admin");
+        let map = &props["listener.security.protocol.map"];
         assert!(
-            props["listener.security.protocol.map"]
-                .split(',')
-                .all(|l| l.ends_with(":SASL_PLAINTEXT")),
-            "every listener authenticates"
+            map.split(',').all(|l| l.contains(":SASL_")),
+            "every listener authenticates: {map}"
         );
+        for client in ["CLIENT", "EXTERNAL"] {
+            assert!(
+                map.split(',').any(|l| l == format!("{client}:SASL_SSL")),
+                "{client} speaks TLS: {map}"
+            );
+        }
+        assert_eq!(
+            props["ssl.keystore.location"],
+            "/etc/kafka/certs/broker.p12"
+        );
+        assert_eq!(props["ssl.keystore.password"], "pw-TLS-0123456789");
         assert!(
             props["listener.name.broker.plain.sasl.jaas.config"]
                 .contains(r#"password="pw-ADMIN-0123456789""#)
@@ -380,6 +394,7 @@ mod tests {
                 "GATEWAY",
                 "APPROVER",
                 "REGISTRAR",
+                "TLS",
             ] {
                 c.env(format!("AISPM_KAFKA_{p}_PASSWORD"), format!("{kafka}{p}"));
             }

@@ -9,7 +9,7 @@
 use aispm_runtime::kafka::KafkaConfig;
 use aispm_schemas::Topics;
 use aispm_tests::Broker;
-use aispm_tests::broker::{free_port, scram_options};
+use aispm_tests::broker::free_port;
 use aispm_tests::compose::kafka_setup;
 use aispm_tests::load::{Gen, Generated, Kind};
 use aispm_tests::process::Service;
@@ -32,12 +32,13 @@ fn passwords() -> BTreeMap<String, String> {
         "GATEWAY",
         "APPROVER",
         "REGISTRAR",
+        "TLS",
     ]
     .iter()
     .map(|p| {
         (
             format!("AISPM_KAFKA_{p}_PASSWORD"),
-            format!("t3st-{}-pw", p.to_lowercase()),
+            format!("t3st-{}-pw-0123456789", p.to_lowercase()),
         )
     })
     .collect()
@@ -48,8 +49,9 @@ fn password(vars: &BTreeMap<String, String>, principal: &str) -> String {
 }
 
 /// `AISPM_KAFKA_OPTIONS` for `user`, as compose/docker-compose.yml writes it.
-fn kafka_options_env(user: &str, password: &str) -> Vec<(String, String)> {
-    let options = scram_options(user, password)
+fn kafka_options_env(broker: &Broker, user: &str, password: &str) -> Vec<(String, String)> {
+    let options = broker
+        .client_options(user, password)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
@@ -60,7 +62,7 @@ fn kafka_options_env(user: &str, password: &str) -> Vec<(String, String)> {
 /// An idempotent producer (the services' settings) signed in as `user`.
 fn producer(broker: &Broker, user: &str, password: &str) -> FutureProducer {
     let mut kafka = KafkaConfig::local(&broker.bootstrap());
-    kafka.options = scram_options(user, password);
+    kafka.options = broker.client_options(user, password);
     let mut config = kafka.producer_config();
     config.set("message.timeout.ms", "10000");
     config.create().unwrap()
@@ -181,7 +183,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
         "aispm-projector",
         &addr(),
         &common(&["--state-dir", &state("projector"), "--batch-wait", "5ms"]),
-        &kafka_options_env("aispm-projector", &password(&vars, "projector")),
+        &kafka_options_env(&broker, "aispm-projector", &password(&vars, "projector")),
         dir.path(),
     )
     .unwrap();
@@ -189,7 +191,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
         "aispm-gatekeeper",
         &addr(),
         &common(&["--evaluation-interval", "1s"]),
-        &kafka_options_env("aispm-gatekeeper", &password(&vars, "gatekeeper")),
+        &kafka_options_env(&broker, "aispm-gatekeeper", &password(&vars, "gatekeeper")),
         dir.path(),
     )
     .unwrap();
@@ -197,7 +199,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
         "aispm-reporter",
         &addr(),
         &common(&["--state-dir", &state("reporter")]),
-        &kafka_options_env("aispm-reporter", &password(&vars, "reporter")),
+        &kafka_options_env(&broker, "aispm-reporter", &password(&vars, "reporter")),
         dir.path(),
     )
     .unwrap();
@@ -205,7 +207,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
         "aispm-ingest",
         &addr(),
         &common(&[]),
-        &kafka_options_env("aispm-ingest", &password(&vars, "ingest")),
+        &kafka_options_env(&broker, "aispm-ingest", &password(&vars, "ingest")),
         dir.path(),
     )
     .unwrap();
@@ -215,7 +217,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
         "aispm-ingest",
         &addr(),
         &common(&[]),
-        &kafka_options_env("aispm-ingest", "not-the-password"),
+        &kafka_options_env(&broker, "aispm-ingest", "not-the-password"),
         dir.path(),
     )
     .unwrap();
@@ -223,7 +225,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
         "aispm-ingest",
         &addr(),
         &common(&[]),
-        &kafka_options_env("gateway", &password(&vars, "gateway")),
+        &kafka_options_env(&broker, "gateway", &password(&vars, "gateway")),
         dir.path(),
     )
     .unwrap();
@@ -266,7 +268,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
     // Writing is all: the gateway cannot read back what it (or anyone) wrote.
     let read = find_record(
         &broker.bootstrap(),
-        &scram_options("gateway", &password(&vars, "gateway")),
+        &broker.client_options("gateway", &password(&vars, "gateway")),
         &topics.decisions,
         3,
         "",
