@@ -9,6 +9,28 @@ use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// What each `AISPM_KAFKA_<NAME>_PASSWORD` of `compose/` secures: the Kafka principals'
+/// passwords and the broker's TLS key store.
+pub const KAFKA_SECRETS: [&str; 9] = [
+    "ADMIN",
+    "INGEST",
+    "PROJECTOR",
+    "GATEKEEPER",
+    "REPORTER",
+    "GATEWAY",
+    "APPROVER",
+    "REGISTRAR",
+    "TLS",
+];
+
+/// Every `AISPM_KAFKA_<NAME>_PASSWORD`, valued by `value(NAME)`.
+pub fn kafka_secrets(value: impl Fn(&str) -> String) -> BTreeMap<String, String> {
+    KAFKA_SECRETS
+        .iter()
+        .map(|n| (format!("AISPM_KAFKA_{n}_PASSWORD"), value(n)))
+        .collect()
+}
+
 /// The repository's `compose/` directory.
 pub fn compose_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -308,25 +330,7 @@ mod tests {
             e.contains("required variable AISPM_KAFKA_") && e.contains("refuses to start"),
             "{e}"
         );
-        let vars: BTreeMap<String, String> = [
-            "ADMIN",
-            "INGEST",
-            "PROJECTOR",
-            "GATEKEEPER",
-            "REPORTER",
-            "GATEWAY",
-            "APPROVER",
-            "REGISTRAR",
-            "TLS",
-        ]
-        .iter()
-        .map(|p| {
-            (
-                format!("AISPM_KAFKA_{p}_PASSWORD"),
-                format!("pw-{p}-0123456789"),
-            )
-        })
-        .collect();
+        let vars = kafka_secrets(|p| format!("pw-{p}-0123456789"));
         let env = service_environment("kafka", &vars).unwrap();
         let props: BTreeMap<String, String> = kafka_properties(&env).into_iter().collect();
         assert_eq!(
@@ -385,18 +389,8 @@ mod tests {
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("AISPM_TOKENS_FILE", tokens)
                 .env("GRAFANA_ADMIN_PASSWORD", grafana);
-            for p in [
-                "ADMIN",
-                "INGEST",
-                "PROJECTOR",
-                "GATEKEEPER",
-                "REPORTER",
-                "GATEWAY",
-                "APPROVER",
-                "REGISTRAR",
-                "TLS",
-            ] {
-                c.env(format!("AISPM_KAFKA_{p}_PASSWORD"), format!("{kafka}{p}"));
+            for (k, v) in kafka_secrets(|p| format!("{kafka}{p}")) {
+                c.env(k, v);
             }
             let out = c.output().unwrap();
             (

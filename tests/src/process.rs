@@ -178,6 +178,14 @@ impl Service {
         self.spawn()
     }
 
+    /// The service's `GET /metrics` (Prometheus text); empty if it does not answer.
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("{}/metrics", self.http)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

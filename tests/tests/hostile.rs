@@ -244,12 +244,7 @@ async fn slow_uploads_from_one_token_leave_another_tenants_latency_alone() {
         h99 < Duration::from_millis(100) || h99 < q99.mul_f64(1.5) + Duration::from_millis(20),
         "the other tenant's p99 went from {q99:?} to {h99:?}"
     );
-    let m = reqwest::get(format!("{}/metrics", svc.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = svc.metrics().await;
     assert!(
         m.contains(
             r#"aispm_ingest_requests_total{outcome="throttled",reason="token_concurrency"} 46"#
@@ -326,12 +321,7 @@ async fn a_failed_auth_flood_is_throttled_while_valid_tokens_pass() {
         retry_after.iter().all(|v| v == "1" || v == "2") && !retry_after.is_empty(),
         "{retry_after:?}"
     );
-    let m = reqwest::get(format!("{}/metrics", svc.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = svc.metrics().await;
     assert!(
         metric(&m, "aispm_ingest_auth_throttled_total") >= 1968.0,
         "{m}"

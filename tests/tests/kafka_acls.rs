@@ -23,25 +23,7 @@ use std::time::{Duration, Instant};
 /// Every password compose/ takes, none of them its `change-me-…` default: the broker and the
 /// setup script must both read them from the variables.
 fn passwords() -> BTreeMap<String, String> {
-    [
-        "ADMIN",
-        "INGEST",
-        "PROJECTOR",
-        "GATEKEEPER",
-        "REPORTER",
-        "GATEWAY",
-        "APPROVER",
-        "REGISTRAR",
-        "TLS",
-    ]
-    .iter()
-    .map(|p| {
-        (
-            format!("AISPM_KAFKA_{p}_PASSWORD"),
-            format!("t3st-{}-pw-0123456789", p.to_lowercase()),
-        )
-    })
-    .collect()
+    aispm_tests::compose::kafka_secrets(|p| format!("t3st-{}-pw-0123456789", p.to_lowercase()))
 }
 
 fn password(vars: &BTreeMap<String, String>, principal: &str) -> String {
