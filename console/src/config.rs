@@ -3,6 +3,7 @@
 
 use aispm_runtime::config::{CommonArgs, LogFormat, ReadApis};
 use aispm_runtime::http::HttpArgs;
+use aispm_runtime::tls::ClientTlsArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub client_tls: ClientTlsArgs,
 
     /// How long a sign-in lasts without activity.
     #[arg(long, env = "AISPM_CONSOLE_SESSION_IDLE", value_parser = humantime::parse_duration, default_value = "30m")]
@@ -61,6 +65,7 @@ impl Config {
             secure_cookie: false,
             upstream_timeout: Duration::from_secs(10),
             http: HttpArgs::default(),
+            client_tls: ClientTlsArgs::default(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
         }

@@ -66,7 +66,11 @@ struct ConsoleMetrics {
 impl App {
     pub fn new(config: &Config, metrics: &Metrics) -> aispm_runtime::Result<Self> {
         Ok(App {
-            up: Upstream::new(&config.apis, config.upstream_timeout),
+            up: Upstream::new(
+                &config.apis,
+                config.client_tls.client_builder()?,
+                config.upstream_timeout,
+            ),
             sessions: Sessions::new(config.session_idle, config.session_max),
             secure_cookie: config.secure_cookie,
             session_max: config.session_max,

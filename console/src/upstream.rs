@@ -55,9 +55,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(apis: &ReadApis, timeout: Duration) -> Self {
+    /// Reads the services in `apis` with clients from `builder` (which trusts `--ca-cert`).
+    pub fn new(apis: &ReadApis, builder: reqwest::ClientBuilder, timeout: Duration) -> Self {
         Upstream {
-            http: reqwest::Client::builder()
+            http: builder
                 .timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

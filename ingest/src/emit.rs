@@ -50,6 +50,9 @@ pub struct EmitArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    #[command(flatten)]
+    pub tls: aispm_runtime::tls::ClientTlsArgs,
+
     /// What to emit: the demo scenario or random load.
     #[arg(long, env = "AISPM_EMIT_SCENARIO", value_enum, default_value = "demo")]
     pub scenario: ScenarioKind,
@@ -163,7 +166,9 @@ impl Sink {
     async fn open(args: &EmitArgs) -> Result<Sink> {
         Ok(match args.to {
             Target::Http => Sink::Http {
-                client: reqwest::Client::builder()
+                client: args
+                    .tls
+                    .client_builder()?
                     .timeout(Duration::from_secs(60))
                     .build()?,
                 url: format!("{}/v1/events", args.url.trim_end_matches('/')),

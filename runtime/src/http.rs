@@ -5,6 +5,7 @@ use crate::Result;
 use crate::health::Health;
 use crate::limit::{Buckets, retry_after_secs};
 use crate::metrics::{Metrics, latency_buckets};
+use crate::tls::Reloading;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{HistogramVec, IntCounterVec};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -112,6 +114,16 @@ pub struct HttpArgs {
     /// comma-separated in the environment.
     #[arg(long = "auth-throttle-exempt", env = "AISPM_AUTH_THROTTLE_EXEMPT", value_delimiter = ',', value_parser = Cidr::parse)]
     pub auth_throttle_exempt: Vec<Cidr>,
+
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first); with
+    /// `--tls-key`. Re-read when the file changes. Without both, plain HTTP: bearer tokens
+    /// then cross the network in clear, so only on loopback or behind a TLS proxy.
+    #[arg(long, env = "AISPM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1). Re-read when it changes.
+    #[arg(long, env = "AISPM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpArgs {
@@ -119,6 +131,8 @@ impl Default for HttpArgs {
         HttpArgs {
             auth_failures_per_minute: 30,
             auth_throttle_exempt: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -244,14 +258,88 @@ pub async fn serve(
         .layer(middleware::from_fn_with_state(auth_guard, guard_auth))
         .layer(middleware::from_fn_with_state(request_metrics, record));
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, service = metrics.service(), "Serving HTTP.");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await?;
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        if addr.is_some_and(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                ?addr,
+                "Serving plain HTTP on a non-loopback address: bearer tokens cross the network in clear. Give --tls-cert and --tls-key, or put a TLS proxy in front."
+            );
+        }
+        tracing::info!(?addr, service = metrics.service(), "Serving HTTP.");
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+        return Ok(());
+    };
+    let certs = Reloading::new(cert, key)?;
+    let acceptor = certs.acceptor()?;
+    tokio::spawn(Arc::clone(&certs).watch(metrics.clone(), shutdown.clone()));
+    tracing::info!(?addr, service = metrics.service(), cert = %cert.display(), "Serving HTTPS.");
+    serve_tls(listener, app, acceptor, shutdown).await;
     Ok(())
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The accept loop of an HTTPS server: a task per connection, so a slow or failing handshake
+/// (a plaintext client, a scanner) holds nothing but its own task; on shutdown, new connections
+/// stop and open ones finish their requests.
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "A TLS handshake failed.");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "A TLS handshake timed out.");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "An HTTPS connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Failed authentications per client address.

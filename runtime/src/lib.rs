@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the flags every service takes (`--brokers`, `--http-addr`, …), each also an
 //!   `AISPM_*` environment variable.
+//! - [`tls`]: HTTPS with rustls, the certificate re-read when its files change.
 //! - [`telemetry`]: `tracing` set-up, text or JSON.
 //! - [`metrics`]: one Prometheus registry per process, `aispm_build_info`, process metrics.
 //! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors;
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, Result};

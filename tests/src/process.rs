@@ -32,6 +32,8 @@ pub struct Service {
     child: Option<Child>,
     log: PathBuf,
     pub http: String,
+    /// The client of [`Service::wait_ready`] and [`Service::metrics`].
+    client: reqwest::Client,
 }
 
 impl Service {
@@ -61,6 +63,7 @@ impl Service {
             child: None,
             log: log_dir.join(format!("{name}-{}.log", http_addr.replace([':', '.'], "_"))),
             http: format!("http://{http_addr}"),
+            client: reqwest::Client::new(),
         };
         s.args
             .extend(["--http-addr".to_owned(), http_addr.to_owned()]);
@@ -89,9 +92,16 @@ impl Service {
         Ok(())
     }
 
+    /// The service serves HTTPS (it was started with `--tls-cert` and `--tls-key`): its URL
+    /// becomes `https://`, and `client` (which trusts the test's CA) reaches it.
+    pub fn over_https(&mut self, client: reqwest::Client) {
+        self.http = self.http.replacen("http://", "https://", 1);
+        self.client = client;
+    }
+
     /// Waits until `GET /readyz` answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let client = reqwest::Client::new();
+        let client = self.client.clone();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(r) = client.get(format!("{}/readyz", self.http)).send().await
@@ -180,7 +190,12 @@ impl Service {
 
     /// The service's `GET /metrics` (Prometheus text); empty if it does not answer.
     pub async fn metrics(&self) -> String {
-        match reqwest::get(format!("{}/metrics", self.http)).await {
+        match self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+        {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }

@@ -201,9 +201,7 @@ pub async fn run(args: &ConnectorArgs) -> Result<Summary> {
     let bytes = serde_json::to_vec_pretty(&transcript)?;
     let evidence = Transcript::write(&path, &format!("connector-{nonce}"), &bytes)?;
 
-    let ingest = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let ingest = args.signer.http_client(Duration::from_secs(10))?;
     let at = Timestamp::now();
     let mut event_ids = Vec::new();
     for environment in environments {

@@ -229,9 +229,7 @@ pub async fn run(args: &IsolationArgs) -> Result<Summary> {
     let (key, environments) = args.signer.load()?;
     let probe = Probe {
         args,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
+        http: args.signer.http_client(Duration::from_secs(10))?,
     };
     let nonce = uuid::Uuid::now_v7().simple().to_string();
     let started_at = Timestamp::now();

@@ -34,9 +34,17 @@ pub struct SignerArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub ingest: String,
+
+    #[command(flatten)]
+    pub tls: aispm_runtime::tls::ClientTlsArgs,
 }
 
 impl SignerArgs {
+    /// An HTTP client for aispm's APIs (trusting `--ca-cert`), with `timeout` per request.
+    pub fn http_client(&self, timeout: std::time::Duration) -> Result<reqwest::Client> {
+        Ok(self.tls.client_builder()?.timeout(timeout).build()?)
+    }
+
     /// The key and the environments.
     pub fn load(&self) -> Result<(ValidatorKey, Vec<Environment>)> {
         Ok((
