@@ -360,10 +360,11 @@ async fn guard_auth(State(g): State<Arc<AuthGuard>>, req: Request, next: Next) -
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return next.run(req).await;
     }
+    // An IPv4 client of a dual-stack listener is counted (and exempted) by its IPv4 address.
     let Some(ip) = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip().to_canonical())
     else {
         return next.run(req).await;
     };
