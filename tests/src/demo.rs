@@ -662,6 +662,53 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// Hostile input, each refused without touching anyone else: an event over the size
+    /// policy, and 40 guessed tokens from another address (127.0.0.2). Returns what each was
+    /// answered, as lines for the demo.
+    pub async fn hostile(&self) -> Result<Vec<(String, String)>> {
+        let attributes: serde_json::Map<String, Value> = (0..256)
+            .map(|i| (format!("a{i}"), Value::String("x".repeat(8 * 1024))))
+            .collect();
+        let huge = json!({"type": "registry", "event_id": "huge-1", "tenant_id": TENANT,
+            "occurred_at": aispm_schemas::Timestamp::now().to_rfc3339(), "source": "mallory",
+            "asset": {"asset_kind": "agent", "asset_id": "agent-huge", "status": "registered",
+                "owner": "platform-team", "attributes": attributes}});
+        let (status, body) = self.post_events(TENANT_TOKEN, &huge).await?;
+        let reason = body["details"]["errors"][0]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        let mut out = vec![(
+            "a valid 2.1 MB registry event (256 attributes of 8 KiB)".to_owned(),
+            format!("{status} {reason}"),
+        )];
+        let guesser = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()?;
+        let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+        for i in 0..40 {
+            let r = guesser
+                .post(format!("{}/v1/events", self.ingest.http))
+                .bearer_auth(format!("guess-{i:04}"))
+                .json(&json!([]))
+                .send()
+                .await?;
+            *answers.entry(r.status().as_u16()).or_default() += 1;
+        }
+        // The gateway's token, from 127.0.0.1, still authenticates: its empty batch gets the
+        // answer an empty batch gets, not 429.
+        let (status, body) = self.post_events(GATEWAY_TOKEN, &json!([])).await?;
+        out.push((
+            "40 guessed tokens from 127.0.0.2".to_owned(),
+            format!(
+                "{} answered 401, then {} answered 429 auth_throttled; meanwhile the gateway at 127.0.0.1 is served ({status} {})",
+                answers.get(&401).copied().unwrap_or(0),
+                answers.get(&429).copied().unwrap_or(0),
+                body["error"].as_str().unwrap_or_default()
+            ),
+        ));
+        Ok(out)
+    }
+
     pub async fn get(&self, base: &str, path: &str) -> Result<Value> {
         let r = self
             .client

@@ -57,6 +57,18 @@ async fn no_token_scope_or_clock_trick_clears_a_blocker() {
     assert!(blocker_kinds(&before).contains(&"tenant_isolation_not_proven".to_owned()));
 
     // Through ingest: each forgery is refused with the reason, and nothing is written.
+    let hostile = p.hostile().await.unwrap();
+    assert!(
+        hostile[0].1.starts_with("400 record_too_large"),
+        "{hostile:?}"
+    );
+    assert!(
+        hostile[1]
+            .1
+            .starts_with("30 answered 401, then 10 answered 429")
+            && hostile[1].1.ends_with("(400 malformed_body)"),
+        "{hostile:?}"
+    );
     let forgeries = p.forgeries().await.unwrap();
     let expect = [
         (403, "the token lacks the 'validate' scope"),

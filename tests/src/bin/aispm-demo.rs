@@ -131,6 +131,10 @@ async fn main() -> anyhow::Result<()> {
     for (what, status, reason) in p.forgeries().await? {
         println!("  - {what}: {status} {reason}");
     }
+    println!("  and hostile input is refused without stalling anyone else:");
+    for (what, answer) in p.hostile().await? {
+        println!("  - {what}: {answer}");
+    }
     let after = p.readiness().await?;
     println!(
         "{} (unchanged: {} blockers)",
