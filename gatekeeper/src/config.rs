@@ -16,6 +16,10 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    /// The HTTP server's flags (TLS, failed-authentication throttling).
+    #[command(flatten)]
+    pub http: aispm_runtime::http::HttpArgs,
+
     /// Address of the readiness API, `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "AISPM_HTTP_ADDR", default_value = "127.0.0.1:8082")]
     pub http_addr: SocketAddr,
@@ -146,6 +150,7 @@ impl Config {
     pub fn local(brokers: &str) -> Self {
         Config {
             common: CommonArgs::local(brokers),
+            http: aispm_runtime::http::HttpArgs::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             group_id: "aispm-gatekeeper".to_owned(),
             tracked_evidence_per_tenant: DEFAULT_TRACKED_EVIDENCE,

@@ -75,7 +75,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     {
         let routes = api::routes(auth, verdicts.clone());
         let (m, h, s) = (metrics.clone(), health.clone(), stop.clone());
-        let http = config.common.http.clone();
+        let http = config.http.clone();
         tasks.spawn(async move {
             aispm_runtime::http::serve(listener, routes, m, h, s, http).await?;
             Ok(())

@@ -14,6 +14,10 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    /// The HTTP server's flags (TLS, failed-authentication throttling).
+    #[command(flatten)]
+    pub http: aispm_runtime::http::HttpArgs,
+
     /// Address the HTTP API listens on.
     #[arg(long, env = "AISPM_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
@@ -83,6 +87,7 @@ impl Config {
     pub fn local(brokers: &str) -> Self {
         Config {
             common: CommonArgs::local(brokers),
+            http: aispm_runtime::http::HttpArgs::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_body_bytes: 4 * 1024 * 1024,
             max_batch_events: 10_000,

@@ -88,7 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let shutdown = shutdown.clone();
         let router = api::router(app);
         let health = health.clone();
-        let http = config.common.http.clone();
+        let http = config.http.clone();
         tasks.spawn(async move {
             aispm_runtime::http::serve(listener, router, metrics, health, shutdown, http).await?;
             Ok(())

@@ -65,6 +65,10 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    /// The HTTP server's flags (TLS, failed-authentication throttling).
+    #[command(flatten)]
+    pub http: aispm_runtime::http::HttpArgs,
+
     /// Address of the HTTP API (views, posture, metrics, health).
     #[arg(long, env = "AISPM_HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,
@@ -147,6 +151,7 @@ impl Config {
     pub fn local(brokers: &str, state_dir: PathBuf) -> Self {
         Config {
             common: CommonArgs::local(brokers),
+            http: aispm_runtime::http::HttpArgs::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir,
             group: "aispm-projector".into(),
@@ -334,7 +339,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         parts.metrics.clone(),
         parts.health.clone(),
         shutdown.clone(),
-        config.common.http.clone(),
+        config.http.clone(),
     ));
 
     let topics = config.common.topics();

@@ -13,6 +13,10 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    /// The HTTP server's flags (TLS, failed-authentication throttling).
+    #[command(flatten)]
+    pub http: aispm_runtime::http::HttpArgs,
+
     /// Address of the HTTP API (reports, /metrics, /healthz, /readyz).
     #[arg(long, env = "AISPM_HTTP_ADDR", default_value = "127.0.0.1:8083")]
     pub http_addr: SocketAddr,
@@ -174,6 +178,7 @@ impl Config {
     pub fn local(brokers: &str, state_dir: PathBuf) -> Self {
         Config {
             common: CommonArgs::local(brokers),
+            http: aispm_runtime::http::HttpArgs::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir,
             out_dir: None,

@@ -199,7 +199,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let limits = Arc::new(api::Limits::new(&config.limits, &metrics)?);
         let routes = api::routes(center, auth, limits);
         let token = tasks.clone();
-        let http = config.common.http.clone();
+        let http = config.http.clone();
         set.spawn(async move {
             let r = aispm_runtime::http::serve(listener, routes, metrics, health, token, http)
                 .await

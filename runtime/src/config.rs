@@ -46,9 +46,6 @@ pub struct CommonArgs {
     #[arg(long = "kafka-option", env = "AISPM_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
 
-    #[command(flatten)]
-    pub http: crate::http::HttpArgs,
-
     /// How long to wait for in-flight work to finish after SIGINT/SIGTERM.
     #[arg(long, env = "AISPM_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
@@ -83,7 +80,6 @@ impl CommonArgs {
             replication_factor: 1,
             log_format: LogFormat::Text,
             kafka_options: vec![],
-            http: crate::http::HttpArgs::default(),
             shutdown_grace: Duration::from_secs(10),
             malloc_trim_interval: Duration::from_secs(30),
         }
