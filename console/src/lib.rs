@@ -248,20 +248,44 @@ async fn sign_in_form(State(app): State<App>, headers: HeaderMap) -> Response {
     if viewer(&app, &headers).is_some() {
         return Redirect::to("/").into_response();
     }
-    html(StatusCode::OK, pages::sign_in(None))
+    sign_in_page(&app, StatusCode::OK, None)
+}
+
+/// The sign-in form with a fresh nonce, and the cookie that carries it.
+fn sign_in_page(app: &App, status: StatusCode, error: Option<&str>) -> Response {
+    let nonce = session::sign_in_nonce();
+    let mut r = html(status, pages::sign_in(error, &nonce));
+    if let Ok(v) = HeaderValue::from_str(&session::sign_in_cookie(Some(&nonce), app.secure_cookie))
+    {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]
 struct SignIn {
     token: String,
+    #[serde(default)]
+    sign_in: String,
 }
 
-async fn sign_in(State(app): State<App>, Form(form): Form<SignIn>) -> Response {
+async fn sign_in(State(app): State<App>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+    if !session::sign_in_nonce_ok(&headers, &form.sign_in) {
+        app.metrics.refusals.with_label_values(&["csrf"]).inc();
+        return sign_in_page(
+            &app,
+            StatusCode::FORBIDDEN,
+            Some(
+                "This sign-in form expired or was not served to this browser: sign in again here.",
+            ),
+        );
+    }
     let token = form.token.trim().to_owned();
     if token.is_empty() {
-        return html(
+        return sign_in_page(
+            &app,
             StatusCode::BAD_REQUEST,
-            pages::sign_in(Some("Paste a token to sign in.")),
+            Some("Paste a token to sign in."),
         );
     }
     match app
@@ -279,27 +303,28 @@ async fn sign_in(State(app): State<App>, Form(form): Form<SignIn>) -> Response {
                     .with_label_values(&["live"])
                     .set(app.sessions.len() as i64);
                 let mut r = Redirect::to("/").into_response();
-                if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
-                    Some(&id),
-                    app.secure_cookie,
-                    app.session_max,
-                )) {
-                    r.headers_mut().insert(header::SET_COOKIE, v);
+                for cookie in [
+                    session::set_cookie(Some(&id), app.secure_cookie, app.session_max),
+                    session::sign_in_cookie(None, app.secure_cookie),
+                ] {
+                    if let Ok(v) = HeaderValue::from_str(&cookie) {
+                        r.headers_mut().append(header::SET_COOKIE, v);
+                    }
                 }
                 r
             }
-            Err(e) => html(
+            Err(e) => sign_in_page(
+                &app,
                 StatusCode::BAD_GATEWAY,
-                pages::sign_in(Some(&format!(
-                    "The gatekeeper's answer was not understood: {e}"
-                ))),
+                Some(&format!("The gatekeeper's answer was not understood: {e}")),
             ),
         },
         Err(UpstreamError::Unauthorized | UpstreamError::Forbidden(_)) => {
             app.metrics.sign_ins.with_label_values(&["refused"]).inc();
-            html(
+            sign_in_page(
+                &app,
                 StatusCode::UNAUTHORIZED,
-                pages::sign_in(Some("That token is not accepted.")),
+                Some("That token is not accepted."),
             )
         }
         Err(e) => {
@@ -307,9 +332,10 @@ async fn sign_in(State(app): State<App>, Form(form): Form<SignIn>) -> Response {
                 .sign_ins
                 .with_label_values(&["unavailable"])
                 .inc();
-            html(
+            sign_in_page(
+                &app,
                 StatusCode::SERVICE_UNAVAILABLE,
-                pages::sign_in(Some(&format!("The gatekeeper could not be asked: {e}"))),
+                Some(&format!("The gatekeeper could not be asked: {e}")),
             )
         }
     }

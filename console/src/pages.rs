@@ -56,7 +56,7 @@ pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
 }
 
 /// The sign-in form; `error` explains a refused token.
-pub fn sign_in(error: Option<&str>) -> Markup {
+pub fn sign_in(error: Option<&str>, nonce: &str) -> Markup {
     let chrome = Chrome {
         viewer: None,
         csrf: None,
@@ -72,6 +72,7 @@ pub fn sign_in(error: Option<&str>) -> Markup {
                 p.error role="alert" { (e) }
             }
             form method="post" action="/sign-in" {
+                input type="hidden" name="sign_in" value=(nonce);
                 label for="token" { "Token" }
                 input #token type="password" name="token" autocomplete="off" required;
                 button type="submit" { "Sign in" }

@@ -145,14 +145,48 @@ impl Sessions {
 
 /// The session id in a request's `Cookie` headers.
 pub fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+/// The cookie that ties a sign-in form to the browser it was served to (login CSRF: another
+/// site must not sign a viewer in with the attacker's token, whose views the viewer would then
+/// take for their own). Double submit: the form carries the same random value as the cookie,
+/// which a cross-site POST does not send (`SameSite=Strict`).
+pub const SIGN_IN_COOKIE: &str = "aispm_sign_in";
+
+/// How long a sign-in form may be used.
+pub const SIGN_IN_FORM_MAX: Duration = Duration::from_secs(600);
+
+/// A fresh value for a sign-in form and its cookie.
+pub fn sign_in_nonce() -> String {
+    random_hex()
+}
+
+/// The `Set-Cookie` value for a sign-in form's nonce (`None`: clear it).
+pub fn sign_in_cookie(nonce: Option<&str>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    let (value, age) = nonce.map_or(("", 0), |n| (n, SIGN_IN_FORM_MAX.as_secs()));
+    format!(
+        "{SIGN_IN_COOKIE}={value}; Path=/sign-in; HttpOnly; SameSite=Strict; Max-Age={age}{secure}"
+    )
+}
+
+/// Whether a posted sign-in form carries the nonce of its browser's cookie.
+pub fn sign_in_nonce_ok(headers: &axum::http::HeaderMap, form: &str) -> bool {
+    cookie(headers, SIGN_IN_COOKIE).is_some_and(|c| {
+        !c.is_empty() && c.len() == form.len() && bool::from(c.as_bytes().ct_eq(form.as_bytes()))
+    })
 }
 
 /// The `Set-Cookie` value for session `id` (`None`: clear it).

@@ -319,6 +319,34 @@ impl Drop for SmtpSink {
     }
 }
 
+/// Signs in to the console at `base` as a browser does (the form's nonce and its cookie, then
+/// the token); answers the session cookie (`name=value`). `http` must not follow redirects.
+pub async fn console_sign_in(http: &reqwest::Client, base: &str, token: &str) -> Result<String> {
+    let first_cookie = |r: &reqwest::Response| {
+        r.headers()
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned)
+    };
+    let form = http.get(format!("{base}/sign-in")).send().await?;
+    let nonce_cookie = first_cookie(&form).context("the sign-in form came without its cookie")?;
+    let body = form.text().await?;
+    let field = "name=\"sign_in\" value=\"";
+    let at = body.find(field).context("the sign-in form has no nonce")? + field.len();
+    let nonce = body[at..].split('"').next().unwrap_or_default();
+    let signed = http
+        .post(format!("{base}/sign-in"))
+        .header(reqwest::header::COOKIE, nonce_cookie)
+        .form(&[("token", token), ("sign_in", nonce)])
+        .send()
+        .await?;
+    if signed.status() != reqwest::StatusCode::SEE_OTHER {
+        bail!("signing in to the console: {}", signed.status());
+    }
+    first_cookie(&signed).context("the console set no session cookie")
+}
+
 /// Everything the demo runs.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -522,18 +550,7 @@ impl Pipeline {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let base = &self.console.http;
-        let signed = http
-            .post(format!("{base}/sign-in"))
-            .form(&[("token", token)])
-            .send()
-            .await?;
-        let cookie = signed
-            .headers()
-            .get(reqwest::header::SET_COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .context("the console set no session cookie")?
-            .to_owned();
+        let cookie = console_sign_in(&http, base, token).await?;
         let css = http
             .get(format!("{base}/assets/console.css"))
             .send()

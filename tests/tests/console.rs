@@ -89,14 +89,27 @@ impl Browser {
         panic!("too many redirects from {path}");
     }
 
+    /// Signs in as a person does: the form first (its nonce and cookie), then the token.
     async fn sign_in(&mut self, token: &str) -> Page {
-        self.post("/sign-in", &[("token", token)]).await
+        let form = self.get("/sign-in").await;
+        let nonce = hidden(&form.body, "sign_in");
+        self.post("/sign-in", &[("token", token), ("sign_in", &nonce)])
+            .await
     }
 }
 
 /// The CSRF token of the page's first form that carries one.
 fn csrf(body: &str) -> String {
-    let at = body.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    hidden(body, "csrf")
+}
+
+/// The value of the page's first hidden field `name`.
+fn hidden(body: &str, name: &str) -> String {
+    let field = format!("name=\"{name}\" value=\"");
+    let at = body
+        .find(&field)
+        .unwrap_or_else(|| panic!("no {name} field"))
+        + field.len();
     body[at..].split('"').next().unwrap().to_owned()
 }
 
@@ -136,9 +149,21 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     assert_eq!(css.status, 200);
 
     // A wrong token is refused; the acme dashboard's token (read only) signs in.
+    // Login CSRF: a sign-in posted without the form's nonce (another site's form) is refused.
+    let forged = b.post("/sign-in", &[("token", READER_TOKEN)]).await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(forged.body.contains("not served to this browser"));
     let refused = b.sign_in("not-a-token").await;
     assert_eq!(refused.status, 401);
-    assert!(refused.set_cookie.is_none());
+    // No session: only a fresh sign-in form (and its nonce cookie).
+    assert!(
+        refused
+            .set_cookie
+            .as_deref()
+            .is_none_or(|c| c.starts_with("aispm_sign_in=")),
+        "{:?}",
+        refused.set_cookie
+    );
     let signed = b.sign_in(READER_TOKEN).await;
     assert_eq!(signed.status, 303, "{}", signed.body);
     let cookie = signed.set_cookie.unwrap();

@@ -287,13 +287,10 @@ async fn every_service_answers_over_https_and_picks_up_a_renewed_certificate() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = no_redirect
-        .post(format!("{}/sign-in", console.http))
-        .form(&[("token", TOKEN)])
-        .send()
+    let session = aispm_tests::demo::console_sign_in(&no_redirect, &console.http, TOKEN)
         .await
         .unwrap();
-    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap_or_default());
+    assert!(session.starts_with("aispm_session="), "{session}");
 
     // A client that does not trust the CA is refused by its own verification.
     let untrusting = reqwest::Client::builder()
