@@ -56,7 +56,7 @@ impl Limits {
             per_hour: (per_hour > 0).then(|| {
                 Buckets::new(
                     f64::from(per_hour) / 3600.0,
-                    f64::from((per_hour / 10).max(1)),
+                    f64::from((per_hour / 4).max(1)),
                 )
             }),
             per_tenant: Slots::new(args.report_concurrency_per_tenant),

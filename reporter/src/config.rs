@@ -148,7 +148,8 @@ pub struct Config {
 /// without slowing anyone else's reports. Scheduled reports are not counted.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LimitArgs {
-    /// Reports one tenant may request per hour, with a burst of a tenth of it (at least 1);
+    /// Reports one tenant may request per hour, with a burst of a quarter of it (at least 1:
+    /// at the default, all ten report types at once);
     /// more are answered 429 with the Retry-After that lets the next one pass. 0: no limit.
     #[arg(long, env = "AISPM_REPORTS_PER_TENANT_PER_HOUR", default_value_t = 60)]
     pub reports_per_tenant_per_hour: u32,

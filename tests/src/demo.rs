@@ -371,6 +371,12 @@ fn strings(args: &[&str]) -> Vec<String> {
 impl Pipeline {
     /// Starts the broker, the SMTP server and the four services, with state under `work`.
     pub async fn start(work: &Path) -> Result<Pipeline> {
+        Self::start_with(work, &[]).await
+    }
+
+    /// As [`Pipeline::start`], with more flags for the reporter (tests that request packets by
+    /// the hundred lift its per-tenant limits).
+    pub async fn start_with(work: &Path, reporter_args: &[&str]) -> Result<Pipeline> {
         std::fs::create_dir_all(work)?;
         let work = std::fs::canonicalize(work)?;
         let logs = work.join("logs");
@@ -443,7 +449,10 @@ impl Pipeline {
                 aispm_ingest::scenario::ids::VALIDATOR_KEY,
                 "--provider-environments",
                 "production,trial",
-            ]),
+            ])
+            .into_iter()
+            .chain(strings(reporter_args))
+            .collect::<Vec<_>>(),
             &logs,
         )?;
         let ingest = Service::start("aispm-ingest", &addr(), &common(&[]), &logs)?;

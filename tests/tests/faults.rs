@@ -43,6 +43,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Reporter flags for tests that request packets by the hundred: no per-tenant rate, and as
+/// many at once as the clients send.
+const UNLIMITED_REPORTS: &[&str] = &[
+    "--reports-per-tenant-per-hour",
+    "0",
+    "--report-concurrency-per-tenant",
+    "16",
+];
+
 const OPS: &str = "faults-operator-token";
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -501,7 +510,10 @@ async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> (u16, Val
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_reporter_while_it_delivers_then_no_packet_is_lost_or_delivered_twice() {
     let work = tempfile::tempdir().unwrap();
-    let mut p = Pipeline::start(work.path()).await.unwrap();
+    // Packets by the hundred: the reporter's per-tenant limits (tests/hostile.rs) lifted.
+    let mut p = Pipeline::start_with(work.path(), UNLIMITED_REPORTS)
+        .await
+        .unwrap();
     p.emit("open").unwrap();
     p.emit("remediate").unwrap();
     // The reporter knows the tenant and its approved recipients once a report goes out.
@@ -1571,7 +1583,9 @@ async fn a_full_packet_disk_fails_report_requests_loudly_and_loses_no_delivered_
     let Some(disk) = Tmpfs::mount(&work_path.join("packets"), 2) else {
         return;
     };
-    let mut p = Pipeline::start(&work_path).await.unwrap();
+    let mut p = Pipeline::start_with(&work_path, UNLIMITED_REPORTS)
+        .await
+        .unwrap();
     p.emit("open").unwrap();
     p.emit("remediate").unwrap();
     let client = reqwest::Client::new();
