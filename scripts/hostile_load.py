@@ -75,7 +75,9 @@ def bad_input():
             body = json.dumps([decision(f"b{i}-{j}", "acme", risk="apocalyptic")
                                for j in range(per_request)]).encode()
         elif kind == "forbidden":
-            body = json.dumps([decision(f"b{i}-{j}", "someone-else")
+            # The flood tenant's token, for another tenant: 403.
+            token = flood_token
+            body = json.dumps([decision(f"b{i}-{j}", "acme")
                                for j in range(per_request)]).encode()
         elif kind == "unknown_token":
             source, token = "127.0.0.3", f"guess-{i:012d}"
