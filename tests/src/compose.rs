@@ -135,6 +135,10 @@ fn scalar(v: &str) -> Result<String> {
     if v.starts_with(['[', '{', '|', '>', '&', '*', '!']) {
         bail!("not a plain scalar: {v}");
     }
+    // YAML reads `: ` inside a plain scalar as a mapping, and Compose refuses the file.
+    if v.split(" #").next().unwrap_or_default().contains(": ") {
+        bail!("a plain scalar may not hold ': ' (quote it): {v}");
+    }
     // A plain scalar ends where ` #` starts a comment.
     Ok(v.split(" #")
         .next()
@@ -286,6 +290,8 @@ mod tests {
         assert_eq!(interpolate("${E-d}", &v).unwrap(), "");
         assert_eq!(interpolate("p=\"$A\";$$HOME", &v).unwrap(), "p=\"x\";$HOME");
         assert!(interpolate("${B}", &v).is_err());
+        assert!(scalar("a: b").is_err(), "YAML would read a mapping");
+        assert_eq!(scalar("\"a: b\"").unwrap(), "a: b");
         assert_eq!(interpolate("${A:?say}", &v).unwrap(), "x");
         let e = interpolate("${B:?set B - now}", &v)
             .unwrap_err()
