@@ -637,30 +637,35 @@ async fn report_list(
     sid: &str,
     s: &Session,
     tenant: &str,
+    before: Option<&str>,
     notice: Option<&str>,
 ) -> Response {
     let may_request = s.principal.has("reports");
-    tenant_page(
-        app,
-        sid,
-        s,
-        tenant,
-        Service::Reporter,
-        "/reports",
-        |c, v| pages::reports(c, tenant, v, may_request, notice),
-    )
+    let mut path = format!("/reports?limit={}", pages::PAGE);
+    if let Some(b) = before {
+        path.push_str(&format!("&before={}", encode(b)));
+    }
+    tenant_page(app, sid, s, tenant, Service::Reporter, &path, |c, v| {
+        pages::reports(c, tenant, v, may_request, notice)
+    })
     .await
+}
+
+#[derive(Deserialize)]
+struct BeforeQuery {
+    before: Option<String>,
 }
 
 async fn reports(
     State(app): State<App>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(q): Query<BeforeQuery>,
 ) -> Response {
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    report_list(&app, &id, &s, &tenant, None).await
+    report_list(&app, &id, &s, &tenant, q.before.as_deref(), None).await
 }
 
 #[derive(Deserialize)]
@@ -700,7 +705,7 @@ async fn request_report(
                 r["id"].as_str().unwrap_or("?"),
                 r["delivery"]["status"].as_str().unwrap_or("?")
             );
-            report_list(&app, &id, &s, &tenant, Some(&notice)).await
+            report_list(&app, &id, &s, &tenant, None, Some(&notice)).await
         }
         Err(e) => failure(&app, &id, &s, Some(&tenant), e),
     }

@@ -537,6 +537,9 @@ pub fn reports(
                     }
                 }
             }
+            @if let Some(next) = list["next_cursor"].as_str() {
+                p { a href={ "/t/" (encode(tenant)) "/reports?before=" (encode(next)) } { "older reports →" } }
+            }
             p.small { "Verify a packet against the reporter's pinned key: "
                 code { "minisign -Vm <id>.zip -P <pinned key>" } }
         },

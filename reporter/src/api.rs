@@ -2,7 +2,8 @@
 //!
 //! - `POST /v1/tenants/{tenant}/reports` `{"type": "cso", "recipients": [..]?}` → `201` with the
 //!   packet's id, manifest and where it was delivered (the first attempt's outcome).
-//! - `GET /v1/tenants/{tenant}/reports` → the tenant's reports, newest first.
+//! - `GET /v1/tenants/{tenant}/reports?limit=&before=` → a page of the tenant's reports, newest
+//!   first, and its `next_cursor` (the `before` of the next page; `null` after the last).
 //! - `GET /v1/tenants/{tenant}/reports/{id}` → one report.
 //! - `GET /v1/tenants/{tenant}/reports/{id}/packet.zip` → the packet archive.
 //! - `GET /v1/tenants/{tenant}/reports/{id}/packet.zip.minisig` → its minisign signature.
@@ -21,7 +22,7 @@ use aispm_runtime::http::ApiError;
 use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
 use aispm_runtime::metrics::Metrics;
 use aispm_schemas::ReportType;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -250,17 +251,38 @@ async fn create(
     }
 }
 
+/// Reports per page of the listing, at most (and by default).
+pub const LIST_PAGE: usize = 200;
+
+/// A page of the listing: `limit` reports (1 to [`LIST_PAGE`]), newest first, older than the
+/// `next_cursor` of the page before (`before`).
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
 async fn list(
     State(api): State<Api>,
     Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_tenant(&tenant)?;
     api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
-    let reports: Vec<Value> = api
+    let limit = page.limit.unwrap_or(LIST_PAGE);
+    if limit == 0 || limit > LIST_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {LIST_PAGE}"
+        )));
+    }
+    let page = api
         .center
         .store()
-        .list(&tenant)
+        .list(&tenant, page.before.as_deref(), limit)
+        .ok_or_else(|| ApiError::bad_request("before: not a cursor this API returned"))?;
+    let reports: Vec<Value> = page
+        .reports
         .iter()
         .map(|r| {
             json!({
@@ -268,12 +290,14 @@ async fn list(
                 "type": r.report_type,
                 "created_at": r.created_at,
                 "status": r.status,
-                "packet_sha256": r.packet.zip_sha256,
-                "attempts": r.attempts.len(),
+                "packet_sha256": r.packet_sha256,
+                "attempts": r.attempts,
             })
         })
         .collect();
-    Ok(Json(json!({"tenant_id": tenant, "reports": reports})))
+    Ok(Json(
+        json!({"tenant_id": tenant, "count": reports.len(), "reports": reports, "next_cursor": page.next}),
+    ))
 }
 
 async fn show(
@@ -287,6 +311,7 @@ async fn show(
         .center
         .store()
         .get(&tenant, &id)
+        .map_err(|e| ApiError::internal(format!("reading the report record: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("no report {id} for tenant {tenant}")))?;
     Ok(Json(view(&r)))
 }
@@ -302,6 +327,7 @@ async fn archive(
         .center
         .store()
         .get(&tenant, &id)
+        .map_err(|e| ApiError::internal(format!("reading the report record: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("no report {id} for tenant {tenant}")))?;
     let bytes = tokio::fs::read(&r.packet.zip)
         .await
@@ -330,6 +356,7 @@ async fn archive_signature(
         .center
         .store()
         .get(&tenant, &id)
+        .map_err(|e| ApiError::internal(format!("reading the report record: {e}")))?
         .ok_or_else(|| ApiError::not_found(format!("no report {id} for tenant {tenant}")))?;
     let path = r.packet.zip_minisig.as_ref().ok_or_else(|| {
         ApiError::not_found(format!(

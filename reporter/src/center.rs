@@ -146,7 +146,7 @@ impl Center {
             restored,
         };
         // A record whose first attempt was in flight when the process stopped is due now.
-        for r in c.store.list_all() {
+        for r in c.store.live() {
             if r.status == Status::Retrying && r.next_attempt_at.is_none() {
                 let mut r = r;
                 r.next_attempt_at = Some(Timestamp::now());

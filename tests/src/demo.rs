@@ -274,29 +274,48 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// Starts the server on a free port; a port taken between choosing and binding it (another
+    /// test's) costs a retry on another, up to three.
     pub fn start(dir: &Path) -> Result<SmtpSink> {
         std::fs::create_dir_all(dir)?;
-        let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp_sink.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the SMTP server (needs python3-aiosmtpd: scripts/setup.sh)")?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().context("no stdout")?;
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        if line.trim() != "ready" {
-            bail!("the SMTP server did not start");
+        let mut refusal = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp_sink.py");
+            let mut child = Command::new("/usr/bin/python3")
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting the SMTP server (needs python3-aiosmtpd: scripts/setup.sh)")?;
+            let mut line = String::new();
+            let stdout = child.stdout.take().context("no stdout")?;
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+            if line.trim() == "ready" {
+                // Its stderr is drained from here on: a full pipe would stall it, a closed one
+                // would fail its logging.
+                if let Some(mut e) = child.stderr.take() {
+                    std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::sink()));
+                }
+                return Ok(SmtpSink {
+                    child,
+                    port,
+                    dir: dir.to_owned(),
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            refusal.clear();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut refusal)?;
+            }
         }
-        Ok(SmtpSink {
-            child,
-            port,
-            dir: dir.to_owned(),
-        })
+        bail!(
+            "the SMTP server did not start: {}",
+            refusal.lines().last().unwrap_or("(no error)")
+        )
     }
 
     /// The messages received so far (`msg-N.json`).

@@ -1658,4 +1658,56 @@ async fn the_cadence_generates_and_delivers_scheduled_reports() {
     let r = get_report(&s, first["id"].as_str().unwrap()).await;
     assert_eq!(r["requested_by"], "cadence:every:2s");
     assert_eq!(r["type"], "blockers_digest");
+
+    // The listing pages newest first: a page at a time, it walks the same reports as one read.
+    let http = reqwest::Client::new();
+    let list = |query: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/tenants/acme/reports?{query}", s.reporter.http);
+        async move {
+            let r = http.get(url).bearer_auth(ACME_TOKEN).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while list("limit=200".into()).await.1["count"].as_u64().unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 scheduled reports in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Read the pages first: a report generated meanwhile is newer than every page.
+    let mut paged = vec![];
+    let (_, mut page) = list("limit=1".into()).await;
+    loop {
+        assert!(page["count"].as_u64().unwrap() <= 1, "{page}");
+        paged.extend(ids(&page));
+        let Some(next) = page["next_cursor"].as_str() else {
+            break;
+        };
+        let (status, p) = list(format!("limit=1&before={next}")).await;
+        assert_eq!(status, 200, "{p}");
+        page = p;
+    }
+    let (_, whole) = list("limit=200".into()).await;
+    let whole = ids(&whole);
+    assert!(paged.len() >= 3, "{paged:?}");
+    assert_eq!(
+        whole[whole.len() - paged.len()..],
+        paged[..],
+        "newest first, no gaps"
+    );
+    for bad in ["limit=0", "limit=201", "before=nonsense"] {
+        let (status, body) = list(bad.into()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
 }
