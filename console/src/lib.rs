@@ -13,7 +13,8 @@
 //!
 //! Routes: `/sign-in`, `/sign-out`, `/` (tenants: every tenant's verdict per stage for an
 //! operator token), `/t/{tenant}` (overview), `/t/{tenant}/findings`, `/t/{tenant}/finding?id=`,
-//! `/t/{tenant}/go?id=` (whatever row an id names), `/t/{tenant}/validations`,
+//! `/t/{tenant}/go?id=` (whatever row an id names), `/t/{tenant}/coverage`, `/controls`,
+//! `/exceptions`, `/t/{tenant}/validations`,
 //! `/t/{tenant}/reports`, `/assets/console.css`, and `/metrics`, `/healthz`, `/readyz`.
 
 pub mod config;
@@ -103,6 +104,9 @@ pub fn routes(app: App) -> Router {
         .route("/t/{tenant}/findings", get(findings))
         .route("/t/{tenant}/finding", get(finding))
         .route("/t/{tenant}/go", get(go))
+        .route("/t/{tenant}/coverage", get(coverage))
+        .route("/t/{tenant}/controls", get(controls))
+        .route("/t/{tenant}/exceptions", get(exceptions))
         .route("/t/{tenant}/validations", get(validations))
         .route("/t/{tenant}/reports", get(reports).post(request_report))
         .layer(middleware::map_response(security_headers))
@@ -529,28 +533,16 @@ async fn finding(
 }
 
 /// The lists searched for a row an id names, and what the rows are called.
-const LISTS: [(&str, &str, &str); 5] = [
-    ("/coverage", "coverage", "Asset"),
-    ("/controls", "controls", "Control"),
-    ("/exceptions", "exceptions", "Exception"),
-    ("/validations", "validations", "Validation"),
-    ("/report-deliveries", "report_deliveries", "Report delivery"),
+/// The rows an id may name, tried in this order by the resolver: (the projector's route of one
+/// row, what the page calls it). Coverage rows are keyed `kind/id`, tried for every kind.
+const BY_KEY: [(&str, &str); 5] = [
+    ("/evidence/", "Evidence"),
+    ("/controls/", "Control"),
+    ("/exceptions/", "Exception"),
+    ("/report-deliveries/", "Report delivery"),
+    ("/validations/", "Validation"),
 ];
 
-/// Whether a row names `id` in an id field (`*_id`, `id`, `*_ids`).
-fn names(row: &Value, id: &str) -> bool {
-    row.as_object().is_some_and(|o| {
-        o.iter().any(|(k, v)| {
-            (k == "id" || k.ends_with("_id")) && v.as_str() == Some(id)
-                || k.ends_with("_ids")
-                    && v.as_array()
-                        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(id)))
-        })
-    })
-}
-
-/// Finds the row an id names: a finding, an evidence item, then any row of the other views
-/// that carries it in an id field.
 async fn go(
     State(app): State<App>,
     headers: HeaderMap,
@@ -574,42 +566,117 @@ async fn go(
         Err(UpstreamError::NotFound(_)) => {}
         Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
     }
-    let evidence = tenant_path(&tenant, &format!("/evidence/{}", encode(&q.id)));
-    match app.up.get(Service::Projector, &evidence, &s.token).await {
-        Ok(v) => {
-            return html(
-                StatusCode::OK,
-                pages::row(&c, &tenant, "Evidence", &q.id, &v),
-            );
-        }
-        Err(UpstreamError::NotFound(_)) => {}
-        Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
-    }
-    for (path, key, kind) in LISTS {
+    let assets: Vec<String> = if q.id.contains('/') {
+        vec![q.id.clone()]
+    } else {
+        aispm_schemas::CoverageKind::ALL
+            .iter()
+            .map(|k| format!("{k}/{}", q.id))
+            .collect()
+    };
+    let probes = BY_KEY
+        .iter()
+        .map(|(path, kind)| (format!("{path}{}", encode(&q.id)), *kind))
+        .chain(
+            assets
+                .iter()
+                .map(|key| (format!("/coverage/{}", encode(key)), "Asset")),
+        );
+    for (path, kind) in probes {
         match app
             .up
-            .get(Service::Projector, &tenant_path(&tenant, path), &s.token)
+            .get(Service::Projector, &tenant_path(&tenant, &path), &s.token)
             .await
         {
-            Ok(list) => {
-                let found = list[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|r| names(r, &q.id));
-                if let Some(r) = found {
-                    return html(StatusCode::OK, pages::row(&c, &tenant, kind, &q.id, r));
-                }
-            }
+            Ok(v) => return html(StatusCode::OK, pages::row(&c, &tenant, kind, &q.id, &v)),
+            Err(UpstreamError::NotFound(_)) => {}
             Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
         }
     }
-    let mut searched = vec!["findings", "evidence"];
-    searched.extend(LISTS.iter().map(|(_, k, _)| *k));
+    let mut searched = vec!["findings"];
+    searched.extend(BY_KEY.iter().map(|(p, _)| p.trim_matches('/')));
+    searched.push("coverage");
     html(
         StatusCode::NOT_FOUND,
         pages::unresolved(&c, &tenant, &q.id, &searched),
     )
+}
+
+#[derive(Deserialize)]
+struct CoverageFilter {
+    kind: Option<String>,
+    shadow_ai: Option<String>,
+    after: Option<String>,
+}
+
+/// `limit` and `after` of a page of a projector list.
+fn page_query(after: Option<&str>) -> String {
+    let mut q = format!("limit={}", pages::PAGE);
+    if let Some(a) = after {
+        q.push_str(&format!("&after={}", encode(a)));
+    }
+    q
+}
+
+async fn coverage(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(f): Query<CoverageFilter>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let kind = f.kind.as_deref().filter(|k| !k.is_empty());
+    let shadow = f.shadow_ai.as_deref() == Some("true");
+    let mut path = format!("/coverage?{}", page_query(f.after.as_deref()));
+    if let Some(k) = kind {
+        path.push_str(&format!("&kind={}", encode(k)));
+    }
+    if shadow {
+        path.push_str("&shadow_ai=true");
+    }
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::coverage(c, &tenant, v, kind, shadow)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AfterQuery {
+    after: Option<String>,
+}
+
+async fn controls(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<AfterQuery>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let path = format!("/controls?{}", page_query(q.after.as_deref()));
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::controls(c, &tenant, v)
+    })
+    .await
+}
+
+async fn exceptions(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<AfterQuery>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let path = format!("/exceptions?{}", page_query(q.after.as_deref()));
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::exceptions(c, &tenant, v)
+    })
+    .await
 }
 
 async fn validations(

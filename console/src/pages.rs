@@ -37,6 +37,9 @@ pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
                         nav aria-label="Tenant" {
                             a href={ "/t/" (encode(t)) } { "Overview" }
                             a href={ "/t/" (encode(t)) "/findings" } { "Findings" }
+                            a href={ "/t/" (encode(t)) "/coverage" } { "Coverage" }
+                            a href={ "/t/" (encode(t)) "/controls" } { "Controls" }
+                            a href={ "/t/" (encode(t)) "/exceptions" } { "Exceptions" }
                             a href={ "/t/" (encode(t)) "/validations" } { "Validations" }
                             a href={ "/t/" (encode(t)) "/reports" } { "Reports" }
                         }
@@ -388,6 +391,179 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &Findin
                 @if filter.after.is_some() { a href={ "?" (filter.query(None)) } { "← first page" } " " }
                 @if let Some(next) = page["next_cursor"].as_str() { a href={ "?" (filter.query(Some(next))) } { "next page →" } }
             }
+        },
+    )
+}
+
+/// How a table shows one field of a row.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell {
+    /// The value as text.
+    Text(&'static str),
+    /// A time, as how long ago (or how soon) it is.
+    Age(&'static str),
+    /// An id, linked to its row.
+    Id(&'static str),
+    /// A list of ids, each linked to its row.
+    Ids(&'static str),
+    /// A severity, as its badge.
+    Severity(&'static str),
+    /// A coverage row's asset, `kind/id`, linked to its row.
+    Asset,
+}
+
+impl Cell {
+    fn render(self, tenant: &str, row: &Value) -> Markup {
+        match self {
+            Cell::Text(f) => html! { (text(&row[f])) },
+            Cell::Age(f) => html! { (age(&row[f])) },
+            Cell::Id(f) => match row[f].as_str() {
+                Some(id) => id_link(tenant, id),
+                None => html! { "—" },
+            },
+            Cell::Ids(f) => html! {
+                @for id in row[f].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    (id_link(tenant, id)) " "
+                }
+            },
+            Cell::Severity(f) => html! { span class={ "sev " (text(&row[f])) } { (text(&row[f])) } },
+            Cell::Asset => {
+                let key = format!("{}/{}", text(&row["kind"]), text(&row["id"]));
+                html! { a href={ "/t/" (encode(tenant)) "/go?id=" (encode(&key)) } { (text(&row["id"])) } }
+            }
+        }
+    }
+}
+
+/// A page of one of the projector's lists as a table: `columns` of the rows under `key`, and a
+/// link to the next page (`next` makes its query string from the page's `next_cursor`).
+pub fn table(
+    tenant: &str,
+    page: &Value,
+    key: &str,
+    columns: &[(&str, Cell)],
+    next: impl Fn(&str) -> String,
+) -> Markup {
+    let rows: Vec<&Value> = page[key].as_array().into_iter().flatten().collect();
+    html! {
+        p { (rows.len()) " rows on this page." }
+        table {
+            thead { tr { @for (heading, _) in columns { th { (heading) } } } }
+            tbody {
+                @for r in &rows {
+                    tr { @for (_, cell) in columns { td { (cell.render(tenant, r)) } } }
+                }
+            }
+        }
+        @if let Some(n) = page["next_cursor"].as_str() {
+            nav.pages { a href={ "?" (next(n)) } { "next page →" } }
+        }
+    }
+}
+
+/// The tenant's inventory: every agent, repo, workflow, MCP server and tool, model endpoint
+/// and action path the registry or the decisions name, and which of it is shadow AI.
+pub fn coverage(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    page: &Value,
+    kind: Option<&str>,
+    shadow: bool,
+) -> Markup {
+    let filter = |after: Option<&str>| {
+        let mut q = vec![];
+        if let Some(k) = kind.filter(|k| !k.is_empty()) {
+            q.push(format!("kind={}", encode(k)));
+        }
+        if shadow {
+            q.push("shadow_ai=true".to_owned());
+        }
+        if let Some(a) = after {
+            q.push(format!("after={}", encode(a)));
+        }
+        q.join("&")
+    };
+    layout(
+        "Coverage",
+        chrome,
+        html! {
+            h1 { "Coverage of " (tenant) }
+            p { "Everything the registry or the decisions name. " strong { "Shadow AI" }
+                " is what was seen deciding but never registered." }
+            form.filters method="get" {
+                label { "Kind "
+                    select name="kind" {
+                        @for o in ["", "agent", "repo", "workflow", "mcp_server", "mcp_tool", "model_endpoint", "action_path"] {
+                            option value=(o) selected[kind == Some(o)] { @if o.is_empty() { "any" } @else { (o) } }
+                        }
+                    }
+                }
+                label { input type="checkbox" name="shadow_ai" value="true" checked[shadow]; " shadow AI only" }
+                button type="submit" { "Filter" }
+            }
+            (table(tenant, page, "coverage", &[
+                ("Kind", Cell::Text("kind")),
+                ("Asset", Cell::Asset),
+                ("Registered", Cell::Text("registered")),
+                ("Shadow AI", Cell::Text("shadow_ai")),
+                ("Owner", Cell::Text("owner")),
+                ("Decisions", Cell::Text("decisions")),
+                ("Synthetic", Cell::Text("synthetic_decisions")),
+                ("Last seen", Cell::Age("last_seen")),
+                ("Last decision", Cell::Id("last_decision_id")),
+            ], |n| filter(Some(n))))
+        },
+    )
+}
+
+/// The tenant's controls: their state and the decisions that show it.
+pub fn controls(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+    layout(
+        "Controls",
+        chrome,
+        html! {
+            h1 { "Controls of " (tenant) }
+            p { "State: " strong { "enforced" } " (deciding in enforce mode), " strong { "shadowed" }
+                " (its latest decision in shadow mode), " strong { "missing" }
+                " (registered but never seen deciding, or decisions no control covered), "
+                strong { "blocked" } " (retired or quarantined yet still deciding)." }
+            (table(tenant, page, "controls", &[
+                ("Control", Cell::Id("control_id")),
+                ("State", Cell::Text("state")),
+                ("Registered", Cell::Text("registered")),
+                ("Enforced", Cell::Text("enforced_decisions")),
+                ("Shadow", Cell::Text("shadow_decisions")),
+                ("High risk", Cell::Text("high_risk_decisions")),
+                ("Last decision", Cell::Age("last_decision_at")),
+                ("Decisions", Cell::Ids("decision_ids")),
+            ], |n| format!("after={}", encode(n))))
+        },
+    )
+}
+
+/// The tenant's exceptions, accepted risks and break-glass uses, with their state on the
+/// clock (expiry, review).
+pub fn exceptions(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+    layout(
+        "Exceptions",
+        chrome,
+        html! {
+            h1 { "Exceptions and break-glass of " (tenant) }
+            p { "An exception is " strong { "active" } " until it expires or is revoked; a break-glass use is "
+                strong { "pending_review" } " until reviewed, and " strong { "review_overdue" }
+                " (a blocker) past the review window." }
+            (table(tenant, page, "exceptions", &[
+                ("Exception", Cell::Id("exception_id")),
+                ("Kind", Cell::Text("kind")),
+                ("State", Cell::Text("state")),
+                ("Finding", Cell::Id("finding_id")),
+                ("Control", Cell::Id("control_id")),
+                ("Owner", Cell::Text("owner")),
+                ("Granted", Cell::Age("granted_at")),
+                ("Expires", Cell::Age("expires_at")),
+                ("Reviewed", Cell::Age("reviewed_at")),
+                ("Reason", Cell::Text("reason")),
+            ], |n| format!("after={}", encode(n))))
         },
     )
 }

@@ -1,13 +1,16 @@
 //! The read-only query API, tenant-scoped by bearer token:
 //! `GET /v1/tenants/{tenant}/coverage|controls|findings|exceptions|validations|report-deliveries`,
-//! `/findings/{finding_id}` (one finding), `/findings/{finding_id}/events` (every event that
-//! raised it, by cursor), `/evidence/{evidence_id}` and `/posture`. Clock-dependent states (SLA, expiry, review,
+//! one row of each by its key (`/coverage/{kind}%2F{id}`, `/controls/{control_id}`,
+//! `/findings/{finding_id}`, `/exceptions/{id}`, `/validations/{key}`,
+//! `/report-deliveries/{report_id}`, `/evidence/{evidence_id}`: a key's `/` percent-encoded),
+//! `/findings/{finding_id}/events` (every event that raised it, by cursor) and `/posture`. Clock-dependent states (SLA, expiry, review,
 //! staleness, age) are computed at read time from the rows' event times, by the clock rules of
 //! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
 //!
 //! Every list route answers a page: at most `limit` rows (default and most [`LIST_PAGE`]) in
 //! key order, after `after` (the `next_cursor` of the page before; `null` on the last page).
-//! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`.
+//! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`
+//! and `shadow_ai`.
 
 use crate::posture;
 use crate::project::decode_row;
@@ -35,17 +38,43 @@ pub struct Api {
 pub fn routes(api: Api) -> Router {
     Router::new()
         .route("/v1/tenants/{tenant}/coverage", get(coverage))
+        .route(
+            "/v1/tenants/{tenant}/coverage/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::Coverage)),
+        )
         .route("/v1/tenants/{tenant}/controls", get(controls))
+        .route(
+            "/v1/tenants/{tenant}/controls/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::Controls)),
+        )
         .route("/v1/tenants/{tenant}/findings", get(findings))
-        .route("/v1/tenants/{tenant}/findings/{finding_id}", get(finding))
+        .route(
+            "/v1/tenants/{tenant}/findings/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::Findings)),
+        )
         .route(
             "/v1/tenants/{tenant}/findings/{finding_id}/events",
             get(finding_events),
         )
         .route("/v1/tenants/{tenant}/exceptions", get(exceptions))
+        .route(
+            "/v1/tenants/{tenant}/exceptions/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::Exceptions)),
+        )
         .route("/v1/tenants/{tenant}/validations", get(validations))
+        .route(
+            "/v1/tenants/{tenant}/validations/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::Validations)),
+        )
         .route("/v1/tenants/{tenant}/report-deliveries", get(deliveries))
-        .route("/v1/tenants/{tenant}/evidence/{evidence_id}", get(evidence))
+        .route(
+            "/v1/tenants/{tenant}/report-deliveries/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::ReportDeliveries)),
+        )
+        .route(
+            "/v1/tenants/{tenant}/evidence/{key}",
+            get(|a, h, p| row_route(a, h, p, ViewName::Evidence)),
+        )
         .route("/v1/tenants/{tenant}/posture", get(posture_route))
         .with_state(api)
 }
@@ -147,6 +176,8 @@ async fn list<T: serde::Serialize>(
 #[derive(Debug, Deserialize)]
 struct CoverageQuery {
     kind: Option<String>,
+    /// `true`: only shadow AI (seen deciding, never registered); `false`: none of it.
+    shadow_ai: Option<bool>,
 }
 
 async fn coverage(
@@ -168,7 +199,12 @@ async fn coverage(
         "coverage",
         &page,
         |r| match r {
-            ViewRow::Coverage(c) if kind.is_none_or(|k| k == c.kind) => Some(c),
+            ViewRow::Coverage(c)
+                if kind.is_none_or(|k| k == c.kind)
+                    && q.shadow_ai.is_none_or(|s| s == c.shadow_ai) =>
+            {
+                Some(c)
+            }
             _ => None,
         },
     )
@@ -244,13 +280,10 @@ async fn findings(
                         .as_deref()
                         .is_none_or(|o| f.owner.as_deref() == Some(o)) =>
             {
-                let sla = sla_state(&f, now);
-                if q.sla.as_deref().is_some_and(|want| want != sla) {
+                if q.sla.as_deref().is_some_and(|want| want != sla_state(&f, now)) {
                     return None;
                 }
-                let mut v = serde_json::to_value(&f).ok()?;
-                v["sla_state"] = json!(sla);
-                Some(v)
+                present(&api.windows, ViewRow::Finding(f), now)
             }
             _ => None,
         },
@@ -294,12 +327,7 @@ async fn exceptions(
         "exceptions",
         &page,
         |r| match r {
-            ViewRow::Exception(x) => {
-                let state = exception_state(&x, &api.windows, now);
-                let mut v = serde_json::to_value(&x).ok()?;
-                v["state"] = json!(state);
-                Some(v)
-            }
+            r @ ViewRow::Exception(_) => present(&api.windows, r, now),
             _ => None,
         },
     )
@@ -348,6 +376,52 @@ async fn deliveries(
     .await
 }
 
+/// A row as the API answers it: its fields and the states read off the clock at `now`
+/// (a finding's `sla_state`, an exception's `state`, evidence's `age_seconds`,
+/// `counts_for_freshness` and `stale` per stage).
+pub fn present(windows: &clock::Windows, row: ViewRow, now: Timestamp) -> Option<Value> {
+    let mut v = match &row {
+        ViewRow::Coverage(r) => serde_json::to_value(r),
+        ViewRow::Control(r) => serde_json::to_value(r),
+        ViewRow::Finding(r) => serde_json::to_value(r),
+        ViewRow::Exception(r) => serde_json::to_value(r),
+        ViewRow::Evidence(r) => serde_json::to_value(r),
+        ViewRow::Validation(r) => serde_json::to_value(r),
+        ViewRow::Delivery(r) => serde_json::to_value(r),
+    }
+    .ok()?;
+    match &row {
+        ViewRow::Finding(f) => v["sla_state"] = json!(sla_state(f, now)),
+        ViewRow::Exception(x) => v["state"] = json!(exception_state(x, windows, now)),
+        ViewRow::Evidence(e) => {
+            let freshness = evidence_freshness(e, windows, now);
+            v["age_seconds"] = json!((now.0 - e.recorded_at.0).max(0) / 1000);
+            v["counts_for_freshness"] = freshness["counts_for_freshness"].clone();
+            v["stale"] = freshness["stale"].clone();
+        }
+        _ => {}
+    }
+    Some(v)
+}
+
+/// `GET /v1/tenants/{tenant}/{view}/{key}`: one row of a view by its key (percent-encoded
+/// when it holds a `/`), as [`present`] shapes it; `404` naming the key when there is none.
+async fn row_route(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, key)): Path<(String, String)>,
+    view: ViewName,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let row = one_row(&api.store, &tenant, view, &key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {view} row '{key}' for this tenant")))?;
+    let mut v = present(&api.windows, row, Timestamp::now())
+        .ok_or_else(|| ApiError::internal("a row that does not serialize"))?;
+    v["tenant_id"] = json!(tenant);
+    Ok(Json(v))
+}
+
 /// One stored row of a view, by key (read off the async runtime).
 async fn one_row(
     store: &Arc<Store>,
@@ -366,25 +440,6 @@ async fn one_row(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-async fn finding(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    check(&api, &headers, &tenant)?;
-    let Some(ViewRow::Finding(f)) = one_row(&api.store, &tenant, ViewName::Findings, &id).await?
-    else {
-        return Err(ApiError::not_found(format!(
-            "no finding '{id}' for this tenant"
-        )));
-    };
-    let sla = sla_state(&f, Timestamp::now());
-    let mut v = serde_json::to_value(&f).map_err(|e| ApiError::internal(e.to_string()))?;
-    v["tenant_id"] = json!(tenant);
-    v["sla_state"] = json!(sla);
-    Ok(Json(v))
 }
 
 /// Most events per page of `/findings/{id}/events`, and the default.
@@ -488,41 +543,6 @@ fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-async fn evidence(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path((tenant, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    check(&api, &headers, &tenant)?;
-    let store = Arc::clone(&api.store);
-    let key = columns::tenant_key(&tenant, &id);
-    let row = tokio::task::spawn_blocking(move || {
-        store.get_raw(columns::view_cf(ViewName::Evidence), &key)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    let Some(bytes) = row else {
-        return Err(ApiError::not_found(format!(
-            "no evidence '{id}' for this tenant"
-        )));
-    };
-    let ViewRow::Evidence(e) =
-        decode_row(ViewName::Evidence, &bytes).map_err(|e| ApiError::internal(e.to_string()))?
-    else {
-        return Err(ApiError::internal("evidence row of another type"));
-    };
-    let now = Timestamp::now();
-    let age = (now.0 - e.recorded_at.0).max(0) / 1000;
-    let freshness = evidence_freshness(&e, &api.windows, now);
-    let mut v = serde_json::to_value(&e).map_err(|e| ApiError::internal(e.to_string()))?;
-    v["tenant_id"] = json!(tenant);
-    v["age_seconds"] = json!(age);
-    v["counts_for_freshness"] = freshness["counts_for_freshness"].clone();
-    v["stale"] = freshness["stale"].clone();
-    Ok(Json(v))
 }
 
 async fn posture_route(

@@ -267,6 +267,40 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     assert_eq!(made.status, 200, "{}", made.body);
     assert!(made.body.contains("generated"), "{}", made.body);
 
+    // Coverage, controls and exceptions: each a page, each row linked to its own row.
+    let shadow = team.get("/t/acme/coverage?shadow_ai=true").await;
+    assert_eq!(shadow.status, 200, "{}", shadow.body);
+    for agent in aispm_ingest::scenario::ids::SHADOW_AGENTS {
+        assert!(shadow.body.contains(agent), "{agent} is shadow AI");
+    }
+    assert!(
+        !shadow.body.contains("coder-agent"),
+        "a registered agent is not shadow AI"
+    );
+    let asset = links(&shadow.body, "/t/acme/go?id=")
+        .into_iter()
+        .find(|l| l.contains("notebook-agent"))
+        .expect("a shadow agent links to its row");
+    let (_, row) = team.follow(&asset).await;
+    assert_eq!(row.status, 200, "{}", row.body);
+    assert!(row.body.contains("Asset") && row.body.contains("shadow_ai"));
+    let controls = team.get("/t/acme/controls").await;
+    assert_eq!(controls.status, 200);
+    let shadow_control = aispm_ingest::scenario::ids::SHADOW_CONTROL;
+    assert!(controls.body.contains(shadow_control) && controls.body.contains("shadowed"));
+    // The resolver finds a control and an asset by id alone (coverage keys are `kind/id`).
+    let (_, control) = team
+        .follow(&format!("/t/acme/go?id={shadow_control}"))
+        .await;
+    assert!(control.body.contains("Control") && control.body.contains("shadow_decisions"));
+    let (_, agent) = team.follow("/t/acme/go?id=slack-summarizer").await;
+    assert!(agent.body.contains("Asset") && agent.body.contains("decisions"));
+    let exceptions = team.get("/t/acme/exceptions").await;
+    assert_eq!(exceptions.status, 200, "{}", exceptions.body);
+    assert!(exceptions.body.contains("break_glass"), "{}", exceptions.body);
+    let missing = team.get("/t/acme/go?id=no-such-thing").await;
+    assert_eq!(missing.status, 404);
+
     // The projector's lists are pages: every finding exactly once through the cursor, and a
     // page size outside 1..=1000 or a cursor it never gave is a 400.
     let all = p
