@@ -426,7 +426,9 @@ impl Cell {
                     (id_link(tenant, id)) " "
                 }
             },
-            Cell::Severity(f) => html! { span class={ "sev " (text(&row[f])) } { (text(&row[f])) } },
+            Cell::Severity(f) => {
+                html! { span class={ "sev " (text(&row[f])) } { (text(&row[f])) } }
+            }
             Cell::Asset => {
                 let key = format!("{}/{}", text(&row["kind"]), text(&row["id"]));
                 html! { a href={ "/t/" (encode(tenant)) "/go?id=" (encode(&key)) } { (text(&row["id"])) } }

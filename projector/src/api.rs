@@ -280,7 +280,10 @@ async fn findings(
                         .as_deref()
                         .is_none_or(|o| f.owner.as_deref() == Some(o)) =>
             {
-                if q.sla.as_deref().is_some_and(|want| want != sla_state(&f, now)) {
+                if q.sla
+                    .as_deref()
+                    .is_some_and(|want| want != sla_state(&f, now))
+                {
                     return None;
                 }
                 present(&api.windows, ViewRow::Finding(f), now)

@@ -297,7 +297,11 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     assert!(agent.body.contains("Asset") && agent.body.contains("decisions"));
     let exceptions = team.get("/t/acme/exceptions").await;
     assert_eq!(exceptions.status, 200, "{}", exceptions.body);
-    assert!(exceptions.body.contains("break_glass"), "{}", exceptions.body);
+    assert!(
+        exceptions.body.contains("break_glass"),
+        "{}",
+        exceptions.body
+    );
     let missing = team.get("/t/acme/go?id=no-such-thing").await;
     assert_eq!(missing.status, 404);
 

@@ -29,19 +29,30 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
+/// `openssl req` making a new P-256 key into `<name>.key`, then `rest`.
+fn new_key_request(dir: &Path, name: &str, rest: &[&str]) {
+    let key = format!("{name}.key");
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+    ];
+    args.extend_from_slice(rest);
+    openssl(&args, dir);
+}
+
 /// A CA named `name` in `dir`: `<name>.pem` and `<name>.key`.
 fn ca(dir: &Path, name: &str) -> PathBuf {
-    openssl(
+    new_key_request(
+        dir,
+        name,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
             &format!("{name}.pem"),
             "-days",
@@ -53,7 +64,6 @@ fn ca(dir: &Path, name: &str) -> PathBuf {
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
-        dir,
     );
     dir.join(format!("{name}.pem"))
 }
@@ -65,22 +75,10 @@ fn server_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            "/CN=localhost",
-        ],
+    new_key_request(
         dir,
+        name,
+        &["-out", &format!("{name}.csr"), "-subj", "/CN=localhost"],
     );
     openssl(
         &[
@@ -108,11 +106,16 @@ fn server_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-fn client_trusting(ca: &Path) -> reqwest::Client {
+/// A client builder that trusts the CA at `ca` and nothing else.
+fn trusting(ca: &Path) -> reqwest::ClientBuilder {
     let pem = std::fs::read(ca).unwrap();
     reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+}
+
+fn client_trusting(ca: &Path) -> reqwest::Client {
+    trusting(ca)
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
@@ -279,11 +282,7 @@ async fn every_service_answers_over_https_and_picks_up_a_renewed_certificate() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The console signs in by asking the gatekeeper over HTTPS (trusting --ca-cert).
-    let no_redirect = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&ca1).unwrap()).unwrap(),
-        )
+    let no_redirect = trusting(&ca1)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -336,9 +335,9 @@ async fn every_service_answers_over_https_and_picks_up_a_renewed_certificate() {
     let replaced = Instant::now();
     replace(&key2, &d.join("ingest.key"));
     replace(&cert2, &d.join("ingest.pem"));
-    let trusting2 = |_: ()| client_trusting(&ca2);
+    let trusting2 = || client_trusting(&ca2);
     let reload = loop {
-        if let Ok(r) = trusting2(())
+        if let Ok(r) = trusting2()
             .get(format!("{}/healthz", ingest.http))
             .send()
             .await
@@ -370,13 +369,7 @@ async fn every_service_answers_over_https_and_picks_up_a_renewed_certificate() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
-        let m = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(&ca2).unwrap()).unwrap(),
-            )
-            .build()
-            .unwrap()
+        let m = client_trusting(&ca2)
             .get(format!("{}/metrics", ingest.http))
             .send()
             .await
@@ -392,7 +385,7 @@ async fn every_service_answers_over_https_and_picks_up_a_renewed_certificate() {
     };
     assert!(metrics.contains(r#"aispm_ingest_tls_reloads_total{outcome="ok"} 1"#));
     assert_eq!(
-        trusting2(())
+        trusting2()
             .get(format!("{}/healthz", ingest.http))
             .send()
             .await
