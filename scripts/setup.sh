@@ -8,10 +8,12 @@
 #   - cargo-nextest (the test runner), built once into ~/.cache/aispm/nextest
 #   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use),
 #     cryptography (the evidence signer of docs/examples/sign_evidence.py, which a test runs) and
-#     quixstreams (the Quix Streams side of the projector bench, bench/quix/)
+#     quixstreams (the Quix Streams side of the projector bench, bench/quix/), selenium (drives
+#     chromium through chromium-driver in the console's browser test)
+#   - axe-core from npm (the accessibility rules that test runs in the browser)
 #   - Debian packages: a Java runtime and Maven (if absent), libclang-dev (RocksDB's bindgen),
 #     prometheus (server and promtool), python3-aiosmtpd (an SMTP server), chromium (headless,
-#     renders the reporter's HTML in tests)
+#     renders the reporter's HTML in tests), chromium-driver (its WebDriver)
 # Everything is cached under $AISPM_CACHE (default ~/.cache/aispm).
 #
 #   scripts/setup.sh          # everything (scripts/test.sh)
@@ -36,6 +38,8 @@ if [ "$MODE" != demo ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  # WebDriver for chromium: the console's browser test drives it with selenium.
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 fi
 if [ "${#need_apt[@]}" -gt 0 ] && [ "${AISPM_SKIP_APT:-0}" != 1 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -110,16 +114,29 @@ if [ "$MODE" != demo ] && ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "
 fi
 
 VENV="$CACHE/venv"
-if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography' 2>/dev/null; then
-  log "creating the Python venv with fastavro, confluent-kafka, quixstreams and cryptography"
+if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography, selenium' 2>/dev/null; then
+  log "creating the Python venv with fastavro, confluent-kafka, quixstreams, cryptography and selenium"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 \
-    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 selenium==4.51.0 \
+    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography selenium
+fi
+
+# axe-core (npm), the accessibility rules the console's browser test runs in chromium.
+AXE="$CACHE/axe"
+AXE_VERSION=4.11.0
+if [ "$MODE" != demo ] && [ "$(cat "$AXE/VERSION" 2>/dev/null)" != "$AXE_VERSION" ]; then
+  log "fetching axe-core $AXE_VERSION from npm into $AXE"
+  rm -rf "$AXE.new" && mkdir -p "$AXE.new"
+  npm install --silent --no-audit --no-fund --prefix "$AXE.new" "axe-core@$AXE_VERSION" >/dev/null \
+    || { log "npm could not fetch axe-core"; exit 1; }
+  echo "$AXE_VERSION" >"$AXE.new/VERSION"
+  rm -rf "$AXE" && mv "$AXE.new" "$AXE"
 fi
 
 cat >"$CACHE/env.sh" <<ENV
 export AISPM_KAFKA_HOME="$KAFKA"
 export PATH="$NEXTEST:\$PATH"
 export AISPM_PYTHON="$VENV/bin/python"
+export AISPM_AXE_JS="$AXE/node_modules/axe-core/axe.min.js"
 ENV
 log "ready: source $CACHE/env.sh"

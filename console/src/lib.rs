@@ -13,7 +13,8 @@
 //!
 //! Routes: `/sign-in`, `/sign-out`, `/` (tenants: every tenant's verdict per stage for an
 //! operator token), `/t/{tenant}` (overview), `/t/{tenant}/findings`, `/t/{tenant}/finding?id=`,
-//! `/t/{tenant}/go?id=` (whatever row an id names), `/t/{tenant}/coverage`, `/controls`,
+//! `/t/{tenant}/go?id=` (whatever row or event an id names), `/t/{tenant}/event?id=` (a
+//! decision, approval or registry event), `/t/{tenant}/coverage`, `/controls`,
 //! `/exceptions`, `/t/{tenant}/validations`,
 //! `/t/{tenant}/reports`, `/assets/console.css`, and `/metrics`, `/healthz`, `/readyz`.
 
@@ -104,6 +105,7 @@ pub fn routes(app: App) -> Router {
         .route("/t/{tenant}/findings", get(findings))
         .route("/t/{tenant}/finding", get(finding))
         .route("/t/{tenant}/go", get(go))
+        .route("/t/{tenant}/event", get(event))
         .route("/t/{tenant}/coverage", get(coverage))
         .route("/t/{tenant}/controls", get(controls))
         .route("/t/{tenant}/exceptions", get(exceptions))
@@ -543,6 +545,22 @@ const BY_KEY: [(&str, &str); 5] = [
     ("/validations/", "Validation"),
 ];
 
+async fn event(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<IdQuery>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let path = format!("/events/{}", encode(&q.id));
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::event(c, &tenant, v)
+    })
+    .await
+}
+
 async fn go(
     State(app): State<App>,
     headers: HeaderMap,
@@ -558,6 +576,19 @@ async fn go(
         Ok(_) => {
             return Redirect::to(&format!(
                 "/t/{}/finding?id={}",
+                encode(&tenant),
+                encode(&q.id)
+            ))
+            .into_response();
+        }
+        Err(UpstreamError::NotFound(_)) => {}
+        Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
+    }
+    let event = tenant_path(&tenant, &format!("/events/{}", encode(&q.id)));
+    match app.up.get(Service::Projector, &event, &s.token).await {
+        Ok(_) => {
+            return Redirect::to(&format!(
+                "/t/{}/event?id={}",
                 encode(&tenant),
                 encode(&q.id)
             ))
@@ -593,7 +624,7 @@ async fn go(
             Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
         }
     }
-    let mut searched = vec!["findings"];
+    let mut searched = vec!["findings", "events"];
     searched.extend(BY_KEY.iter().map(|(p, _)| p.trim_matches('/')));
     searched.push("coverage");
     html(

@@ -618,6 +618,38 @@ pub fn finding(chrome: &Chrome<'_>, tenant: &str, f: &Value, events: &Value) -> 
     )
 }
 
+/// An input event (a decision, approval, registry or delivery event) with every field as it
+/// arrived, who asserted it, and the rows it names.
+pub fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
+    let id = text(&v["event_id"]);
+    let kind = match v["type"].as_str() {
+        Some("decision") => "Decision",
+        Some("approval") => "Approval",
+        Some("registry") => "Registry event",
+        Some("report_delivery") => "Report delivery",
+        _ => "Event",
+    };
+    layout(
+        &id,
+        chrome,
+        html! {
+            h1 { (kind) " " code { (id) } }
+            p { "Asserted by " strong { (text(&v["asserted_by"])) } }
+            (fields(tenant, &v["event"]))
+            @let rows: Vec<&str> = v["rows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            @if !rows.is_empty() {
+                h2 { "Rows it names" }
+                ul.ids {
+                    @for r in rows {
+                        @let key = r.split_once('/').map_or(r, |(_, k)| k);
+                        li { (r.split('/').next().unwrap_or("")) " " (id_link(tenant, key)) }
+                    }
+                }
+            }
+        },
+    )
+}
+
 /// A row found by id (evidence, asset, control, validation…) shown field by field.
 pub fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -> Markup {
     layout(
@@ -637,7 +669,7 @@ pub fn unresolved(chrome: &Chrome<'_>, tenant: &str, id: &str, searched: &[&str]
         chrome,
         html! {
             h1 { "No row named " code { (id) } }
-            p { "Searched the tenant's " (searched.join(", ")) ". The id may name an input event (a decision, approval or registry event): the projector keeps events by their effect on the rows, and a route to fetch an event by id is not built yet." }
+            p { "Searched the tenant's " (searched.join(", ")) "." }
             p { a href={ "/t/" (encode(tenant)) } { "Back to the overview" } }
         },
     )

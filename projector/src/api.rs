@@ -33,6 +33,8 @@ pub struct Api {
     pub auth: Auth,
     /// The clock rules' windows the API's states are judged with.
     pub windows: clock::Windows,
+    /// Decodes the events kept by id.
+    pub codec: Arc<Codec>,
 }
 
 pub fn routes(api: Api) -> Router {
@@ -75,6 +77,7 @@ pub fn routes(api: Api) -> Router {
             "/v1/tenants/{tenant}/evidence/{key}",
             get(|a, h, p| row_route(a, h, p, ViewName::Evidence)),
         )
+        .route("/v1/tenants/{tenant}/events/{event_id}", get(event))
         .route("/v1/tenants/{tenant}/posture", get(posture_route))
         .with_state(api)
 }
@@ -423,6 +426,64 @@ async fn row_route(
         .ok_or_else(|| ApiError::internal("a row that does not serialize"))?;
     v["tenant_id"] = json!(tenant);
     Ok(Json(v))
+}
+
+/// `GET /v1/tenants/{tenant}/events/{event_id}`: an applied input event by its id, every field
+/// as it arrived (`type` decision, approval, registry or report_delivery; `asserted_by`, the
+/// token that wrote it), and the keys of the rows it names, to follow. `404` for an id never
+/// applied, and for one applied before events were kept by id (the answer says which).
+async fn event(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let store = Arc::clone(&api.store);
+    let key = columns::tenant_key(&tenant, &id);
+    let bytes = tokio::task::spawn_blocking(move || store.get_raw(columns::SEEN, &key))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no event '{id}' for this tenant")))?;
+    let (event, by) = crate::project::read_stored_event(&api.codec, &bytes)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "event '{id}' was applied before the projector kept events by id (a rebuild keeps it)"
+            ))
+        })?;
+    let (kind, fields, rows) = match &event {
+        crate::apply::Event::Decision(d) => {
+            let mut rows = vec![format!("coverage/agent/{}", d.agent_id)];
+            rows.push(format!(
+                "controls/{}",
+                d.control_id
+                    .clone()
+                    .unwrap_or_else(|| format!("(none):{}", d.action_kind))
+            ));
+            if let Some(m) = &d.model_endpoint {
+                rows.push(format!("coverage/model_endpoint/{m}"));
+            }
+            if let (Some(s), Some(t)) = (&d.mcp_server, &d.mcp_tool) {
+                rows.push(format!("coverage/mcp_tool/{s}/{t}"));
+            }
+            if let Some(e) = &d.evidence {
+                rows.push(format!("evidence/{}", e.evidence_id));
+            }
+            ("decision", serde_json::to_value(d), rows)
+        }
+        crate::apply::Event::Approval(a) => ("approval", serde_json::to_value(a), vec![]),
+        crate::apply::Event::Registry(r) => ("registry", serde_json::to_value(r), vec![]),
+        crate::apply::Event::Delivery(r) => ("report_delivery", serde_json::to_value(r), vec![]),
+    };
+    Ok(Json(json!({
+        "tenant_id": tenant,
+        "event_id": id,
+        "type": kind,
+        "asserted_by": by,
+        "event": fields.map_err(|e| ApiError::internal(e.to_string()))?,
+        "rows": rows,
+    })))
 }
 
 /// One stored row of a view, by key (read off the async runtime).

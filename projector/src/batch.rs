@@ -152,7 +152,8 @@ pub struct Overlay<'a> {
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Aggregates touched by this batch, by state key.
     aggs: HashMap<Vec<u8>, Slot>,
-    seen: HashSet<Vec<u8>>,
+    /// Event ids first seen in this batch, and the event each is kept with.
+    seen: HashMap<Vec<u8>, Vec<u8>>,
     pub dirty: HashSet<Dirty>,
 }
 
@@ -163,7 +164,7 @@ impl<'a> Overlay<'a> {
             cache,
             writes: HashMap::default(),
             aggs: HashMap::default(),
-            seen: HashSet::default(),
+            seen: HashMap::default(),
             dirty: HashSet::default(),
         }
     }
@@ -297,10 +298,16 @@ impl<'a> Overlay<'a> {
         self.aggs.len()
     }
 
-    /// True the first time an event id is seen for a tenant (here or in any earlier batch).
-    pub fn first_sighting(&mut self, tenant: &str, event_id: &str) -> Result<bool> {
+    /// True the first time an event id is seen for a tenant (here or in any earlier batch);
+    /// the id is then kept with `stored()` (the event, fetched by id through the API).
+    pub fn first_sighting(
+        &mut self,
+        tenant: &str,
+        event_id: &str,
+        stored: impl FnOnce() -> Vec<u8>,
+    ) -> Result<bool> {
         let key = columns::tenant_key(tenant, event_id);
-        if self.seen.contains(&key) {
+        if self.seen.contains_key(&key) {
             return Ok(false);
         }
         // A new id is usually answered by the may-exist filter; else straight to RocksDB:
@@ -310,7 +317,7 @@ impl<'a> Overlay<'a> {
         {
             return Ok(false);
         }
-        self.seen.insert(key);
+        self.seen.insert(key, stored());
         Ok(true)
     }
 
@@ -355,16 +362,16 @@ impl<'a> Overlay<'a> {
     /// was read or written into the cache. In key order per column family: RocksDB's memtable
     /// skip list inserts a run of ascending keys far faster than the same keys in hash order.
     pub fn drain_writes(self, mut put: impl FnMut(Write) -> Result<()>) -> Result<()> {
-        let mut seen: Vec<Vec<u8>> = self.seen.into_iter().collect();
-        seen.sort_unstable();
+        let mut seen: Vec<(Vec<u8>, Vec<u8>)> = self.seen.into_iter().collect();
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();
         aggs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.writes.into_iter().collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        for key in seen {
+        for (key, event) in seen {
             self.cache.exists.insert(CF_SEEN, &key);
-            put((columns::SEEN, key, Some(Vec::new())))?;
+            put((columns::SEEN, key, Some(event)))?;
         }
         for (key, slot) in aggs {
             if slot.changed {

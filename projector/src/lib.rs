@@ -331,6 +331,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         store: Arc::clone(parts.engine.store()),
         auth,
         windows: config.clock.windows(),
+        codec: Arc::new(aispm_schemas::Codec::new()),
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     let http = tokio::spawn(aispm_runtime::http::serve(

@@ -54,6 +54,8 @@ struct Asserted {
     kind: Kind,
     event: Event,
     by: Option<String>,
+    /// The record's value, kept by id in `seen` ([`stored_event`]).
+    payload: Vec<u8>,
 }
 
 /// A record the projector cannot use, to be dead-lettered before the batch commits.
@@ -364,6 +366,7 @@ impl Engine {
                 kind,
                 event,
                 by: input.principal.map(str::to_owned),
+                payload: payload.to_vec(),
             });
         }
         stats.rejected = rejected.len() as u64;
@@ -669,8 +672,15 @@ fn apply_shard(
     let mut ov = Overlay::new(store, cache);
     let mut applied = [0u64; 4];
     let mut duplicates = 0;
-    for Asserted { kind, event, by } in events {
-        if !ov.first_sighting(event.tenant_id(), event.event_id())? {
+    for Asserted {
+        kind,
+        event,
+        by,
+        payload,
+    } in events
+    {
+        let stored = || stored_event(*kind, by.as_deref(), payload);
+        if !ov.first_sighting(event.tenant_id(), event.event_id(), stored)? {
             duplicates += 1;
             continue;
         }
@@ -798,6 +808,63 @@ fn decode(codec: &Codec, kind: Kind, bytes: &[u8]) -> Result<Event, aispm_schema
     })
 }
 
+/// The format of an event kept in `seen` by its id: version 1.
+const STORED_EVENT_V1: u8 = 1;
+
+/// An applied event as `seen` keeps it, so that it can be fetched by id: the format version,
+/// its kind, the principal that asserted it (length-prefixed, `0xffff` for none) and the
+/// record's value as it arrived (Avro single-object encoding).
+fn stored_event(kind: Kind, by: Option<&str>, payload: &[u8]) -> Vec<u8> {
+    let by = by.map(str::as_bytes);
+    let mut v = Vec::with_capacity(4 + by.map_or(0, <[u8]>::len) + payload.len());
+    v.push(STORED_EVENT_V1);
+    v.push(kind as u8);
+    match by {
+        Some(b) => {
+            let n = u16::try_from(b.len()).unwrap_or(u16::MAX - 1);
+            v.extend_from_slice(&n.to_le_bytes());
+            v.extend_from_slice(&b[..usize::from(n)]);
+        }
+        None => v.extend_from_slice(&u16::MAX.to_le_bytes()),
+    }
+    v.extend_from_slice(payload);
+    v
+}
+
+/// An event kept in `seen`, decoded: the event and who asserted it. `None` for an id seen
+/// before events were kept (an empty value).
+pub fn read_stored_event(codec: &Codec, bytes: &[u8]) -> Result<Option<(Event, Option<String>)>> {
+    let Some((&version, rest)) = bytes.split_first() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| Error::Other(format!("a stored event {why}"));
+    if version != STORED_EVENT_V1 || rest.len() < 3 {
+        return Err(bad("of an unknown format"));
+    }
+    let kind = match rest[0] {
+        0 => Kind::Decision,
+        1 => Kind::Approval,
+        2 => Kind::Registry,
+        3 => Kind::Delivery,
+        _ => return Err(bad("of an unknown kind")),
+    };
+    let n = u16::from_le_bytes([rest[1], rest[2]]);
+    let rest = &rest[3..];
+    let (by, payload) = if n == u16::MAX {
+        (None, rest)
+    } else {
+        let n = usize::from(n);
+        if rest.len() < n {
+            return Err(bad("cut short"));
+        }
+        let by = String::from_utf8(rest[..n].to_vec()).map_err(|_| bad("with a bad principal"))?;
+        (Some(by), &rest[n..])
+    };
+    let event =
+        decode(codec, kind, payload).map_err(|e| bad(&format!("that does not decode: {e}")))?;
+    Ok(Some((event, by)))
+}
+
 /// Rows are stored as their own type (the column family says which), not as the tagged union.
 pub fn encode_row(row: &ViewRow) -> Vec<u8> {
     match row {
@@ -823,4 +890,48 @@ pub fn decode_row(view: ViewName, bytes: &[u8]) -> Result<ViewRow> {
         ViewName::Validations => ViewRow::Validation(decode(bytes)?),
         ViewName::ReportDeliveries => ViewRow::Delivery(decode(bytes)?),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod stored_event_tests {
+    use super::*;
+    use aispm_schemas::{DecisionEvent, InputEvent};
+
+    fn decision() -> DecisionEvent {
+        let json = serde_json::json!({"type": "decision", "event_id": "e1", "tenant_id": "acme",
+            "occurred_at": "2026-11-21T10:00:00Z", "source": "gw", "agent_id": "a", "actor": "alice",
+            "environment": "production", "action_kind": "file", "target": "/etc/passwd",
+            "mode": "enforced", "verdict": "deny", "risk": "high"});
+        match InputEvent::from_json(json).unwrap() {
+            InputEvent::Decision(d) => d,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_event_kept_by_id_reads_back_with_who_asserted_it() {
+        let codec = Codec::new();
+        let d = decision();
+        let payload = codec.encode(&d).unwrap();
+        for by in [None, Some("acme-gateway"), Some("")] {
+            let stored = stored_event(Kind::Decision, by, &payload);
+            let (event, who) = read_stored_event(&codec, &stored).unwrap().unwrap();
+            assert!(matches!(event, Event::Decision(ref e) if *e == d));
+            assert_eq!(who.as_deref(), by);
+        }
+        // Ids applied before events were kept: no event, not an error.
+        assert!(read_stored_event(&codec, &[]).unwrap().is_none());
+        // Anything else that is not the format is an error, never a wrong event.
+        let mut stored = stored_event(Kind::Decision, Some("x"), &payload);
+        stored[0] = 9;
+        assert!(read_stored_event(&codec, &stored).is_err());
+        let stored = stored_event(Kind::Decision, Some("long principal"), &payload);
+        assert!(read_stored_event(&codec, &stored[..8]).is_err());
+        let stored = stored_event(Kind::Approval, None, &payload);
+        assert!(
+            read_stored_event(&codec, &stored).is_err(),
+            "a decision is no approval"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The aispm service binaries as child processes: start, wait for health, kill -9, restart.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,4 +212,36 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The project venv's Python (`$AISPM_PYTHON`, else `~/.cache/aispm/venv/bin/python` when it
+/// exists, else `python3`): scripts/setup.sh installs the foreign clients and selenium there.
+pub fn venv_python() -> String {
+    if let Ok(p) = std::env::var("AISPM_PYTHON") {
+        return p;
+    }
+    let venv = std::env::var("HOME").map(|h| format!("{h}/.cache/aispm/venv/bin/python"));
+    match venv {
+        Ok(p) if Path::new(&p).exists() => p,
+        _ => "python3".to_owned(),
+    }
+}
+
+/// axe-core's browser bundle (`$AISPM_AXE_JS`, else where scripts/setup.sh puts it).
+pub fn axe_js() -> PathBuf {
+    match std::env::var_os("AISPM_AXE_JS") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/aispm/axe/node_modules/axe-core/axe.min.js"),
+    }
+}
+
+/// Where a test keeps what a person may want to look at afterwards (screenshots):
+/// `$CARGO_TARGET_DIR/artifacts/<name>`, else `target/artifacts/<name>` in the workspace.
+pub fn artifacts_dir(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    target.join("artifacts").join(name)
 }

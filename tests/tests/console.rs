@@ -305,6 +305,39 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     let missing = team.get("/t/acme/go?id=no-such-thing").await;
     assert_eq!(missing.status, 404);
 
+    // The projector keeps every applied event by id: the decision behind the critical finding,
+    // as it arrived, with who asserted it and the rows it names; nothing for another tenant.
+    let d = p
+        .get(
+            &p.projector.http,
+            "/v1/tenants/acme/events/acme-open-d14-model-pii",
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["type"], "decision", "{d}");
+    assert_eq!(d["event"]["agent_id"], "slack-summarizer");
+    assert_eq!(d["event"]["data_classes"], serde_json::json!(["pii"]));
+    assert!(d["asserted_by"].is_string(), "{d}");
+    assert!(
+        d["rows"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("coverage/model_endpoint/openai-gpt-4o")),
+        "{d}"
+    );
+    for (path, status) in [
+        ("/v1/tenants/acme/events/no-such-event", 404),
+        ("/v1/tenants/globex/events/acme-open-d14-model-pii", 403),
+    ] {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", p.projector.http))
+            .bearer_auth(TENANT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+    }
+
     // The projector's lists are pages: every finding exactly once through the cursor, and a
     // page size outside 1..=1000 or a cursor it never gave is a 400.
     let all = p
@@ -357,4 +390,65 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         tenants.body
     );
     assert!(tenants.body.contains("not ready"));
+}
+
+/// The console in chromium, driven through chromium-driver by selenium
+/// (scripts/console_browser.py): sign in on the form, follow the critical finding's blocker to
+/// the finding and on to the decision behind it and check its fields, open every page, be
+/// refused another tenant; axe-core on every page (no serious or critical violation), and a
+/// screenshot of each kept in `$CARGO_TARGET_DIR/artifacts/console/`.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_a_person_reaches_the_decision_behind_a_blocker_and_every_page_passes_axe() {
+    let work = tempfile::tempdir().unwrap();
+    let p = Pipeline::start(work.path()).await.unwrap();
+    p.emit("open").unwrap();
+    p.readiness_until(Duration::from_secs(120), |v| blocker_kinds(v).len() >= 10)
+        .await
+        .unwrap();
+    let out = aispm_tests::process::artifacts_dir("console");
+    let _ = std::fs::remove_dir_all(&out);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/console_browser.py");
+    let run = std::process::Command::new(aispm_tests::process::venv_python())
+        .arg(&script)
+        .args(["--console", &p.console.http])
+        .args([
+            "--token",
+            TENANT_TOKEN,
+            "--tenant",
+            "acme",
+            "--other-tenant",
+            "globex",
+        ])
+        .args(["--finding", aispm_ingest::scenario::ids::CRITICAL_FINDING])
+        .args(["--expect", "agent_id=slack-summarizer"])
+        .args(["--expect", "model_endpoint=openai-gpt-4o"])
+        .args(["--expect", "control_id=ctl-model-egress"])
+        .args(["--expect", "data_classes=pii"])
+        .args(["--shadow-agent", "notebook-agent"])
+        .arg("--axe")
+        .arg(aispm_tests::process::axe_js())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("the venv's python (scripts/setup.sh)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}");
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}\nconsole:\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        p.console.log_tail()
+    );
+    let shots = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert!(shots >= 12, "{shots} screenshots in {}", out.display());
 }

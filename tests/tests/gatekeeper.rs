@@ -529,17 +529,6 @@ async fn get(gk: &Service, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("AISPM_PYTHON") {
-        return p;
-    }
-    let venv = std::env::var("HOME").map(|h| format!("{h}/.cache/aispm/venv/bin/python"));
-    match venv {
-        Ok(p) if Path::new(&p).exists() => p,
-        _ => "python3".to_owned(),
-    }
-}
-
 /// A client nobody here wrote: confluent-kafka reads the topic, fastavro decodes the values with
 /// only the published `blocker.avsc`.
 const PY_CONSUMER: &str = r#"
@@ -949,7 +938,7 @@ async fn production_blockers_resolve_one_by_one_with_a_tombstone_each() {
     let avsc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/avro/blocker.avsc");
     let script = dir.path().join("consume_blockers.py");
     std::fs::write(&script, PY_CONSUMER).unwrap();
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(aispm_tests::process::venv_python())
         .arg(&script)
         .args([
             &brokers,

@@ -88,17 +88,6 @@ fn pkcs8_v1_pem(key: &SigningKey) -> String {
     .to_string()
 }
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("AISPM_PYTHON") {
-        return p;
-    }
-    let venv = std::env::var("HOME").map(|h| format!("{h}/.cache/aispm/venv/bin/python"));
-    match venv {
-        Ok(p) if Path::new(&p).exists() => p,
-        _ => "python3".to_owned(),
-    }
-}
-
 fn example_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/sign_evidence.py")
 }
@@ -348,7 +337,7 @@ async fn signatures_bind_tenant_and_evidence_id_and_weak_keys_never_register() {
         b"{\"check\":\"tenant_isolation\",\"result\":\"pass\"}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(aispm_tests::process::venv_python())
         .arg(example_script())
         .arg(&pem)
         .arg("acme")
@@ -356,7 +345,7 @@ async fn signatures_bind_tenant_and_evidence_id_and_weak_keys_never_register() {
         .arg("py-root")
         .arg(&artefact)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", aispm_tests::process::venv_python()));
     assert!(
         out.status.success(),
         "sign_evidence.py failed (is `cryptography` in the venv? scripts/setup.sh):\n{}",
