@@ -78,6 +78,11 @@ pub mod ids {
         format!("{tenant}-exc-mcp-guard-rollout")
     }
 
+    /// The decision behind the critical finding: a shadow agent sent PII to a model endpoint.
+    pub fn critical_decision(tenant: &str) -> String {
+        format!("{tenant}-open-d14-model-pii")
+    }
+
     /// The break-glass decision (also the break-glass exception's id).
     pub fn break_glass_decision(tenant: &str) -> String {
         format!("{tenant}-open-d15-break-glass-kubectl")

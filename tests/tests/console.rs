@@ -310,7 +310,10 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     let d = p
         .get(
             &p.projector.http,
-            "/v1/tenants/acme/events/acme-open-d14-model-pii",
+            &format!(
+            "/v1/tenants/acme/events/{}",
+            aispm_ingest::scenario::ids::critical_decision("acme")
+        ),
         )
         .await
         .unwrap();

@@ -102,6 +102,10 @@ async fn main() -> anyhow::Result<()> {
             .replace(':', "%3A")
             .replace('/', "%2F")
     );
+    let decision = format!(
+        "/t/{TENANT}/event?id={}",
+        aispm_ingest::scenario::ids::critical_decision(TENANT)
+    );
     match p
         .console_snapshots(
             &p.work.join("console"),
@@ -109,12 +113,13 @@ async fn main() -> anyhow::Result<()> {
             &[
                 ("overview-open", &format!("/t/{TENANT}")),
                 ("critical-finding", &critical),
+                ("decision-behind-it", &decision),
             ],
         )
         .await
     {
         Ok(files) => println!(
-            "console     the overview and the critical finding it links to, as the console shows them: {}",
+            "console     the overview, the critical finding it links to and the decision behind it, as the console shows them: {}",
             files
                 .iter()
                 .map(|f| f.display().to_string())
