@@ -163,6 +163,7 @@ class Run:
         for href, name in [("/findings?status=open", "findings"),
                            ("/coverage?shadow_ai=true", "coverage-shadow-ai"),
                            ("/controls", "controls"), ("/exceptions", "exceptions"),
+                           ("/evidence?within=30d", "evidence"),
                            ("/validations", "validations"), ("/reports", "reports")]:
             self.open(f"/t/{t}{href}", name)
             self.check(d.find_elements(By.TAG_NAME, "h1"), f"{name} has a heading")

@@ -15,7 +15,7 @@
 //! operator token), `/t/{tenant}` (overview), `/t/{tenant}/findings`, `/t/{tenant}/finding?id=`,
 //! `/t/{tenant}/go?id=` (whatever row or event an id names), `/t/{tenant}/event?id=` (a
 //! decision, approval or registry event), `/t/{tenant}/coverage`, `/controls`,
-//! `/exceptions`, `/t/{tenant}/validations`,
+//! `/exceptions`, `/evidence`, `/t/{tenant}/validations`,
 //! `/t/{tenant}/reports`, `/assets/console.css`, and `/metrics`, `/healthz`, `/readyz`.
 
 pub mod config;
@@ -109,6 +109,7 @@ pub fn routes(app: App) -> Router {
         .route("/t/{tenant}/coverage", get(coverage))
         .route("/t/{tenant}/controls", get(controls))
         .route("/t/{tenant}/exceptions", get(exceptions))
+        .route("/t/{tenant}/evidence", get(evidence))
         .route("/t/{tenant}/validations", get(validations))
         .route("/t/{tenant}/reports", get(reports).post(request_report))
         .layer(middleware::map_response(security_headers))
@@ -707,6 +708,39 @@ async fn exceptions(
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
         pages::exceptions(c, &tenant, v)
     })
+    .await
+}
+
+async fn evidence(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(f): Query<pages::EvidenceFilter>,
+) -> Response {
+    let Some((sid, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let mut path = format!("/evidence?{}", page_query(f.after.as_deref()));
+    for (k, v) in [
+        ("signature_state", &f.signature_state),
+        ("environment", &f.environment),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            path.push_str(&format!("&{k}={}", encode(v)));
+        }
+    }
+    if let Some(since) = f.since(aispm_schemas::Timestamp::now()) {
+        path.push_str(&format!("&since={}", encode(&since.to_string())));
+    }
+    tenant_page(
+        &app,
+        &sid,
+        &s,
+        &tenant,
+        Service::Projector,
+        &path,
+        |c, v| pages::evidence(c, &tenant, v, &f),
+    )
     .await
 }
 

@@ -40,6 +40,7 @@ pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
                             a href={ "/t/" (encode(t)) "/coverage" } { "Coverage" }
                             a href={ "/t/" (encode(t)) "/controls" } { "Controls" }
                             a href={ "/t/" (encode(t)) "/exceptions" } { "Exceptions" }
+                            a href={ "/t/" (encode(t)) "/evidence" } { "Evidence" }
                             a href={ "/t/" (encode(t)) "/validations" } { "Validations" }
                             a href={ "/t/" (encode(t)) "/reports" } { "Reports" }
                         }
@@ -566,6 +567,98 @@ pub fn exceptions(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
                 ("Reviewed", Cell::Age("reviewed_at")),
                 ("Reason", Cell::Text("reason")),
             ], |n| format!("after={}", encode(n))))
+        },
+    )
+}
+
+/// The evidence search's fields, passed on to the projector (the window as `since`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct EvidenceFilter {
+    pub signature_state: Option<String>,
+    pub environment: Option<String>,
+    /// Recorded within the last `1h`, `24h`, `7d` or `30d`.
+    pub within: Option<String>,
+    pub after: Option<String>,
+}
+
+impl EvidenceFilter {
+    /// The window's start, `within` before `now`; `None` for no or an unknown window.
+    pub fn since(&self, now: Timestamp) -> Option<Timestamp> {
+        let hours = match self.within.as_deref()? {
+            "1h" => 1,
+            "24h" => 24,
+            "7d" => 24 * 7,
+            "30d" => 24 * 30,
+            _ => return None,
+        };
+        Some(Timestamp(now.0 - hours * 3_600_000))
+    }
+
+    /// The console's query string of this search (empty fields left out), from `after`.
+    pub fn query(&self, after: Option<&str>) -> String {
+        let mut q = Vec::new();
+        for (k, v) in [
+            ("signature_state", &self.signature_state),
+            ("environment", &self.environment),
+            ("within", &self.within),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.push(format!("{k}={}", encode(v)));
+            }
+        }
+        if let Some(a) = after {
+            q.push(format!("after={}", encode(a)));
+        }
+        q.join("&")
+    }
+}
+
+/// The evidence search: by id, signature state, environment and when it was recorded.
+pub fn evidence(chrome: &Chrome<'_>, tenant: &str, page: &Value, f: &EvidenceFilter) -> Markup {
+    let selected = |v: &Option<String>, o: &str| v.as_deref() == Some(o);
+    layout(
+        "Evidence",
+        chrome,
+        html! {
+            h1 { "Evidence of " (tenant) }
+            form.filters method="get" action={ "/t/" (encode(tenant)) "/go" } {
+                label { "Evidence id " input type="text" name="id" required; }
+                button type="submit" { "Open" }
+            }
+            form.filters method="get" {
+                label { "Signature "
+                    select name="signature_state" {
+                        @for o in ["", "verified", "unsigned", "invalid", "unknown_key"] {
+                            option value=(o) selected[selected(&f.signature_state, o)] { @if o.is_empty() { "any" } @else { (o) } }
+                        }
+                    }
+                }
+                label { "Environment "
+                    select name="environment" {
+                        @for o in ["", "production", "pilot", "trial"] {
+                            option value=(o) selected[selected(&f.environment, o)] { @if o.is_empty() { "any" } @else { (o) } }
+                        }
+                    }
+                }
+                label { "Recorded within "
+                    select name="within" {
+                        @for o in ["", "1h", "24h", "7d", "30d"] {
+                            option value=(o) selected[selected(&f.within, o)] { @if o.is_empty() { "any time" } @else { (o) } }
+                        }
+                    }
+                }
+                button type="submit" { "Search" }
+            }
+            (table(tenant, page, "evidence", &[
+                ("Evidence", Cell::Id("evidence_id")),
+                ("Signature", Cell::Text("signature_state")),
+                ("Key", Cell::Text("key_id")),
+                ("Environment", Cell::Text("environment")),
+                ("Action", Cell::Text("action_kind")),
+                ("Synthetic", Cell::Text("synthetic")),
+                ("Recorded", Cell::Age("recorded_at")),
+                ("Event", Cell::Id("event_id")),
+            ], |n| f.query(Some(n))))
         },
     )
 }

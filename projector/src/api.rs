@@ -1,5 +1,5 @@
 //! The read-only query API, tenant-scoped by bearer token:
-//! `GET /v1/tenants/{tenant}/coverage|controls|findings|exceptions|validations|report-deliveries`,
+//! `GET /v1/tenants/{tenant}/coverage|controls|findings|exceptions|evidence|validations|report-deliveries`,
 //! one row of each by its key (`/coverage/{kind}%2F{id}`, `/controls/{control_id}`,
 //! `/findings/{finding_id}`, `/exceptions/{id}`, `/validations/{key}`,
 //! `/report-deliveries/{report_id}`, `/evidence/{evidence_id}`: a key's `/` percent-encoded),
@@ -10,7 +10,8 @@
 //! Every list route answers a page: at most `limit` rows (default and most [`LIST_PAGE`]) in
 //! key order, after `after` (the `next_cursor` of the page before; `null` on the last page).
 //! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`
-//! and `shadow_ai`.
+//! and `shadow_ai`, `/evidence` by `signature_state`, `environment`, `synthetic` and the time it
+//! was recorded (`since`, `until`).
 
 use crate::posture;
 use crate::project::decode_row;
@@ -73,6 +74,7 @@ pub fn routes(api: Api) -> Router {
             "/v1/tenants/{tenant}/report-deliveries/{key}",
             get(|a, h, p| row_route(a, h, p, ViewName::ReportDeliveries)),
         )
+        .route("/v1/tenants/{tenant}/evidence", get(evidence_list))
         .route(
             "/v1/tenants/{tenant}/evidence/{key}",
             get(|a, h, p| row_route(a, h, p, ViewName::Evidence)),
@@ -334,6 +336,65 @@ async fn exceptions(
         &page,
         |r| match r {
             r @ ViewRow::Exception(_) => present(&api.windows, r, now),
+            _ => None,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct EvidenceQuery {
+    signature_state: Option<String>,
+    environment: Option<String>,
+    synthetic: Option<bool>,
+    /// Recorded at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Recorded before this time (RFC 3339).
+    until: Option<String>,
+}
+
+async fn evidence_list(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
+    Query(q): Query<EvidenceQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = match q.signature_state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<SignatureState>().map_err(ApiError::bad_request)?),
+    };
+    let environment = match q.environment.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<Environment>().map_err(ApiError::bad_request)?),
+    };
+    let time = |name: &str, v: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
+        match v.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => Timestamp::parse_rfc3339(t)
+                .map(Some)
+                .map_err(|e| ApiError::bad_request(format!("{name}: {e}"))),
+        }
+    };
+    let (since, until) = (time("since", &q.since)?, time("until", &q.until)?);
+    let now = Timestamp::now();
+    list(
+        &api,
+        &headers,
+        &tenant,
+        ViewName::Evidence,
+        "evidence",
+        &page,
+        |r| match r {
+            ViewRow::Evidence(e)
+                if state.is_none_or(|s| s == e.signature_state)
+                    && environment.is_none_or(|v| e.environment == Some(v))
+                    && q.synthetic.is_none_or(|s| s == e.synthetic)
+                    && since.is_none_or(|t| e.recorded_at >= t)
+                    && until.is_none_or(|t| e.recorded_at < t) =>
+            {
+                present(&api.windows, ViewRow::Evidence(e), now)
+            }
             _ => None,
         },
     )

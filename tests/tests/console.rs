@@ -302,6 +302,40 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         "{}",
         exceptions.body
     );
+    // The evidence search: the projector filters by signature state, and the states partition
+    // the tenant's evidence.
+    let all = p
+        .get(&p.projector.http, "/v1/tenants/acme/evidence")
+        .await
+        .unwrap();
+    let total = all["evidence"].as_array().unwrap().len();
+    let mut by_state = 0;
+    for state in ["verified", "unsigned", "invalid", "unknown_key"] {
+        let page = p
+            .get(
+                &p.projector.http,
+                &format!("/v1/tenants/acme/evidence?signature_state={state}"),
+            )
+            .await
+            .unwrap();
+        let rows = page["evidence"].as_array().unwrap();
+        assert!(rows.iter().all(|r| r["signature_state"] == state), "{page}");
+        by_state += rows.len();
+    }
+    assert!(total > 0 && by_state == total, "{by_state} of {total}");
+    let future = p
+        .get(
+            &p.projector.http,
+            "/v1/tenants/acme/evidence?since=2999-01-01T00:00:00Z",
+        )
+        .await
+        .unwrap();
+    assert_eq!(future["evidence"].as_array().unwrap().len(), 0);
+    let search = team
+        .get("/t/acme/evidence?signature_state=verified&within=30d")
+        .await;
+    assert_eq!(search.status, 200, "{}", search.body);
+    assert!(search.body.contains("Evidence of acme"));
     let missing = team.get("/t/acme/go?id=no-such-thing").await;
     assert_eq!(missing.status, 404);
 
@@ -311,9 +345,9 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         .get(
             &p.projector.http,
             &format!(
-            "/v1/tenants/acme/events/{}",
-            aispm_ingest::scenario::ids::critical_decision("acme")
-        ),
+                "/v1/tenants/acme/events/{}",
+                aispm_ingest::scenario::ids::critical_decision("acme")
+            ),
         )
         .await
         .unwrap();
