@@ -1168,7 +1168,23 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
         "cpu_seconds": round(cpu, 2),
         "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
         "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
+        "state_mib": round(dir_bytes(state) as f64 / 1_048_576.0, 1),
     }))
+}
+
+/// Bytes of the files under `dir` (the projector's RocksDB state after a rebuild).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn plain_reader(brokers: &str, topics: &[&str], records: u64) -> Result<Value> {
@@ -1298,12 +1314,12 @@ fn markdown(report: &Value) -> String {
         "{}\n\n",
         report["conditions"].as_str().unwrap_or("")
     ));
-    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | rebuild s | apply-only ev/s | apply-only CPU-µs/ev | apply-only ev/s, all workers |\n");
-    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| events | entities | plain reader ev/s | projector ev/s | ratio | reader CPU-µs/ev | projector CPU-µs/ev | projector peak RSS MiB | projector state MiB | rebuild s | apply-only ev/s | apply-only CPU-µs/ev | apply-only ev/s, all workers |\n");
+    s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for sc in report["scenarios"].as_array().into_iter().flatten() {
         let f = |v: &Value| v.as_f64().unwrap_or(0.0);
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.2} | {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.2} | {} |\n",
             sc["events"],
             sc["entities"],
             f(&sc["plain_reader"]["events_per_second"]),
@@ -1312,6 +1328,7 @@ fn markdown(report: &Value) -> String {
             f(&sc["plain_reader"]["cpu_us_per_event"]),
             f(&sc["projector"]["cpu_us_per_event"]),
             f(&sc["projector"]["peak_rss_mib"]),
+            f(&sc["projector"]["state_mib"]),
             f(&sc["projector"]["wall_seconds"]),
             f(&sc["apply_only"]["events_per_second"]),
             f(&sc["apply_only"]["thread_cpu_us_per_event"]),
