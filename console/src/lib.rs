@@ -107,8 +107,14 @@ pub fn routes(app: App) -> Router {
         .route("/t/{tenant}/go", get(go))
         .route("/t/{tenant}/event", get(event))
         .route("/t/{tenant}/coverage", get(coverage))
-        .route("/t/{tenant}/controls", get(controls))
-        .route("/t/{tenant}/exceptions", get(exceptions))
+        .route(
+            "/t/{tenant}/controls",
+            get(|a, h, t, q| list_page(a, h, t, q, "/controls", pages::controls)),
+        )
+        .route(
+            "/t/{tenant}/exceptions",
+            get(|a, h, t, q| list_page(a, h, t, q, "/exceptions", pages::exceptions)),
+        )
         .route("/t/{tenant}/evidence", get(evidence))
         .route("/t/{tenant}/validations", get(validations))
         .route("/t/{tenant}/reports", get(reports).post(request_report))
@@ -679,34 +685,22 @@ struct AfterQuery {
     after: Option<String>,
 }
 
-async fn controls(
+/// A page of one of the projector's unfiltered lists (`list`, e.g. `/controls`), by its
+/// cursor, as `render` shows it.
+async fn list_page(
     State(app): State<App>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(q): Query<AfterQuery>,
+    list: &str,
+    render: fn(&Chrome<'_>, &str, &Value) -> Markup,
 ) -> Response {
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    let path = format!("/controls?{}", page_query(q.after.as_deref()));
+    let path = format!("{list}?{}", page_query(q.after.as_deref()));
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
-        pages::controls(c, &tenant, v)
-    })
-    .await
-}
-
-async fn exceptions(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-    Query(q): Query<AfterQuery>,
-) -> Response {
-    let Some((id, s)) = viewer(&app, &headers) else {
-        return to_sign_in();
-    };
-    let path = format!("/exceptions?{}", page_query(q.after.as_deref()));
-    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
-        pages::exceptions(c, &tenant, v)
+        render(c, &tenant, v)
     })
     .await
 }

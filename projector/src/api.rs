@@ -178,6 +178,21 @@ async fn list<T: serde::Serialize>(
     ))
 }
 
+/// A filter's value, one of an enum's symbols; absent or empty is no filter, anything else a
+/// 400 naming the symbols.
+fn one_of<T: std::str::FromStr>(v: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ApiError::bad_request(e.to_string())),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct CoverageQuery {
     kind: Option<String>,
@@ -192,10 +207,7 @@ async fn coverage(
     Query(page): Query<PageQuery>,
     Query(q): Query<CoverageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let kind = match q.kind.as_deref() {
-        None => None,
-        Some(k) => Some(k.parse::<CoverageKind>().map_err(ApiError::bad_request)?),
-    };
+    let kind = one_of::<CoverageKind>(q.kind.as_deref())?;
     list(
         &api,
         &headers,
@@ -264,10 +276,7 @@ async fn findings(
         None | Some("all") => None,
         Some(s) => Some(s.parse::<FindingStatus>().map_err(ApiError::bad_request)?),
     };
-    let severity = match q.severity.as_deref() {
-        None => None,
-        Some(s) => Some(s.parse::<Risk>().map_err(ApiError::bad_request)?),
-    };
+    let severity = one_of::<Risk>(q.severity.as_deref())?;
     let now = Timestamp::now();
     list(
         &api,
@@ -360,14 +369,8 @@ async fn evidence_list(
     Query(page): Query<PageQuery>,
     Query(q): Query<EvidenceQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let state = match q.signature_state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<SignatureState>().map_err(ApiError::bad_request)?),
-    };
-    let environment = match q.environment.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<Environment>().map_err(ApiError::bad_request)?),
-    };
+    let state = one_of::<SignatureState>(q.signature_state.as_deref())?;
+    let environment = one_of::<Environment>(q.environment.as_deref())?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
         match v.as_deref() {
             None | Some("") => Ok(None),

@@ -123,14 +123,20 @@ fn links(body: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
-    let work = tempfile::tempdir().unwrap();
-    let p = Pipeline::start(work.path()).await.unwrap();
+/// The pipeline with the demo scenario's "open" phase applied: every production blocker up.
+async fn opened(work: &std::path::Path) -> Pipeline {
+    let p = Pipeline::start(work).await.unwrap();
     p.emit("open").unwrap();
     p.readiness_until(Duration::from_secs(120), |v| blocker_kinds(v).len() >= 10)
         .await
         .unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
+    let work = tempfile::tempdir().unwrap();
+    let p = opened(work.path()).await;
     let mut b = Browser::new(&p.console.http);
 
     // Signed out: every page leads to the sign-in form, which is served with the strict CSP.
@@ -437,11 +443,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn in_chromium_a_person_reaches_the_decision_behind_a_blocker_and_every_page_passes_axe() {
     let work = tempfile::tempdir().unwrap();
-    let p = Pipeline::start(work.path()).await.unwrap();
-    p.emit("open").unwrap();
-    p.readiness_until(Duration::from_secs(120), |v| blocker_kinds(v).len() >= 10)
-        .await
-        .unwrap();
+    let p = opened(work.path()).await;
     let out = aispm_tests::process::artifacts_dir("console");
     let _ = std::fs::remove_dir_all(&out);
     let script =
