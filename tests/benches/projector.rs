@@ -1168,23 +1168,8 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
         "cpu_seconds": round(cpu, 2),
         "cpu_us_per_event": round(cpu * 1e6 / records as f64, 2),
         "peak_rss_mib": round(tv.max_rss_kib / 1024.0, 1),
-        "state_mib": round(dir_bytes(state) as f64 / 1_048_576.0, 1),
+        "state_mib": round(aispm_tests::process::dir_bytes(state) as f64 / 1_048_576.0, 1),
     }))
-}
-
-/// Bytes of the files under `dir` (the projector's RocksDB state after a rebuild).
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn plain_reader(brokers: &str, topics: &[&str], records: u64) -> Result<Value> {

@@ -245,3 +245,18 @@ pub fn artifacts_dir(name: &str) -> PathBuf {
     );
     target.join("artifacts").join(name)
 }
+
+/// Bytes of the files under `dir`, recursively (0 for what cannot be read).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1391,21 +1391,7 @@ impl Tmpfs {
     }
 
     fn used_bytes(&self) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            std::fs::read_dir(p)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| match e.metadata() {
-                            Ok(m) if m.is_dir() => walk(&e.path()),
-                            Ok(m) => m.len(),
-                            Err(_) => 0,
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        walk(&self.dir)
+        aispm_tests::process::dir_bytes(&self.dir)
     }
 }
 
