@@ -145,6 +145,8 @@ pub struct Loop {
     pub handle: Handle,
     /// Stop once every partition reached these offsets (rebuild); `None` runs until shutdown.
     pub until: Option<BTreeMap<(String, i32), i64>>,
+    /// Told which tenants each committed batch changed (the service's posture keeper).
+    pub posture: Option<std::sync::Arc<crate::posture::Keeper>>,
 }
 
 impl std::fmt::Debug for Loop {
@@ -168,11 +170,20 @@ impl Loop {
     pub fn run(mut self, shutdown: &CancellationToken) -> Result<Totals> {
         let mut totals = Totals::default();
         let mut last_stats = Instant::now();
+        let mut last_kafka_commit = Instant::now();
         loop {
             if shutdown.is_cancelled() || self.caught_up() {
                 break;
             }
             let n = self.one_batch(&mut totals, shutdown)?;
+            // Idle: make sure the group knows our stored offsets. After a restart from a
+            // kill -9 whose last commit to Kafka was lost, every record may already be applied
+            // (nothing to poll, so no batch commits), and the group's offsets, and the lag
+            // read from them, would stay behind until new records came.
+            if n == 0 && last_kafka_commit.elapsed() > Duration::from_secs(5) {
+                self.commit_to_kafka();
+                last_kafka_commit = Instant::now();
+            }
             if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
                 let store = self.engine.store();
                 let (sst, mem) = store.sizes();
@@ -290,6 +301,9 @@ impl Loop {
 
         let commit_started = Instant::now();
         self.engine.commit(&mut prepared)?;
+        if let Some(k) = &self.posture {
+            k.changed(prepared.outgoing.iter().map(|o| o.tenant.as_str()));
+        }
         self.metrics
             .stage_seconds
             .with_label_values(&["commit"])

@@ -365,6 +365,55 @@ async fn a_rebuild_applies_every_record_of_a_burst() {
     );
 }
 
+/// A projector whose stored offsets are already at the end (a crash after its last batch
+/// committed but before the asynchronous commit to Kafka landed; here, state caught up by
+/// `catch_up`, which never commits to the group) has nothing to poll: it must still tell the
+/// group its offsets, or the group's lag, and every SRE alert on it, stays up until new records
+/// arrive. The full suite once stalled here for 300 s after a kill -9.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_nothing_left_to_apply_the_group_still_learns_the_stored_offsets() {
+    let broker = Broker::start().unwrap();
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 2)
+        .await
+        .unwrap();
+    burst(&broker, &topics, 23, 2000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let group = format!("idle-{}", random_prefix());
+    let mut cfg = Config::local(&broker.bootstrap(), state.clone());
+    cfg.common.topic_prefix = prefix.clone();
+    cfg.group = group.clone();
+    let report = catch_up(cfg, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.totals.applied, 2000);
+    let inputs = topics.inputs();
+    assert!(
+        wait_caught_up(&broker.bootstrap(), &group, &inputs, Duration::from_secs(2)).is_err(),
+        "catch_up left the group's offsets alone"
+    );
+    let mut projector = Service::start(
+        "aispm-projector",
+        &format!("127.0.0.1:{}", free_port()),
+        &args(&broker, &prefix, &state, &group),
+        dir.path(),
+    )
+    .unwrap();
+    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let started = Instant::now();
+    if let Err(e) = wait_caught_up(
+        &broker.bootstrap(),
+        &group,
+        &inputs,
+        Duration::from_secs(60),
+    ) {
+        panic!("{e}\n{}", projector.log_tail());
+    }
+    println!(
+        "the group learned the stored offsets {:.1} s after the projector was ready",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// Stopping in the middle of a record batch and resuming there loses nothing: small projector
 /// batches store offsets inside the broker's large record batches, and a fetch from inside a
 /// batch must deliver the rest of it.
