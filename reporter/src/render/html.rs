@@ -1,5 +1,9 @@
 //! The HTML report a person reads in a browser: one self-contained file (inline CSS and SVG,
 //! no scripts, no external assets; a Content-Security-Policy forbids fetching anything).
+//!
+//! Written as maud templates, like the console's pages: every interpolated value is
+//! HTML-escaped by the template engine, so no text reaches the page unescaped and there is
+//! no hand-written escaping to get wrong.
 
 use super::svg;
 use crate::report::checks::Status;
@@ -7,23 +11,7 @@ use crate::report::kind::fmt_pct;
 use crate::report::{Document, StageReadiness, short};
 use aispm_schemas::clock::{self, Sla};
 use aispm_schemas::{ControlState, ReportType, Stage, Timestamp};
-use std::fmt::Write;
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 /// A timestamp for tables: `2026-11-21 10:00 UTC`, or `—`.
 pub fn ts(t: Option<Timestamp>) -> String {
@@ -48,6 +36,9 @@ fn num(x: Option<f64>, unit: &str) -> String {
     x.map_or_else(|| "n/a".to_owned(), |x| format!("{x}{unit}"))
 }
 
+/// The stylesheet, inlined (the CSP allows inline style and nothing else). A constant of
+/// this file, never data: it goes into `<style>` as it is, where HTML escaping would not
+/// apply anyway.
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f23;padding:0 1rem}\
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #0072b2;padding-bottom:.2rem;margin-top:2.2rem}\
 .meta{color:#586069;font-size:.9rem}.headline{font-size:1.2rem;font-weight:600;background:#f1f8ff;padding:.8rem;border-left:4px solid #0072b2}\
@@ -59,139 +50,117 @@ th{background:#f6f8fa}.kpis{display:flex;flex-wrap:wrap;gap:.8rem}.kpi{border:1p
 code{background:#f6f8fa;padding:0 .2rem}.stage{border:1px solid #d1d5da;border-radius:6px;padding:.2rem 1rem;margin:.8rem 0}\
 footer{margin-top:3rem;color:#586069;font-size:.8rem}";
 
-struct Html {
-    out: String,
+/// The Content-Security-Policy of the page: inline style, nothing else (no scripts, no
+/// images, no fetches).
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+
+/// One check of the report path: PASS, WARN or FAIL and its statement.
+fn status(label: &str, status: Status, statement: &str) -> Markup {
+    html! {
+        p {
+            span class=(status.as_str()) data-check=(label) { (status.as_str().to_uppercase()) }
+            " " (statement)
+        }
+    }
 }
 
-impl Html {
-    fn h2(&mut self, id: &str, title: &str) {
-        let _ = write!(self.out, r#"<h2 id="{}">{}</h2>"#, esc(id), esc(title));
-    }
-
-    fn h3(&mut self, title: &str) {
-        let _ = write!(self.out, "<h3>{}</h3>", esc(title));
-    }
-
-    fn p(&mut self, text: &str) {
-        let _ = write!(self.out, "<p>{}</p>", esc(text));
-    }
-
-    fn raw(&mut self, html: &str) {
-        self.out.push_str(html);
-    }
-
-    fn status(&mut self, label: &str, status: Status, statement: &str) {
-        let _ = write!(
-            self.out,
-            r#"<p><span class="{s}" data-check="{l}">{S}</span> {t}</p>"#,
-            s = status.as_str(),
-            l = esc(label),
-            S = status.as_str().to_uppercase(),
-            t = esc(statement)
-        );
-    }
-
-    fn table(&mut self, headers: &[&str], rows: Vec<Vec<String>>, empty: &str) {
-        if rows.is_empty() {
-            let _ = write!(self.out, r#"<p class="meta">{}</p>"#, esc(empty));
-            return;
-        }
-        self.out.push_str("<table><thead><tr>");
-        for h in headers {
-            let _ = write!(self.out, "<th>{}</th>", esc(h));
-        }
-        self.out.push_str("</tr></thead><tbody>");
-        for r in rows {
-            self.out.push_str("<tr>");
-            for c in r {
-                let _ = write!(self.out, "<td>{}</td>", esc(&c));
+/// A table, or the `empty` line when there are no rows.
+fn table(headers: &[&str], rows: Vec<Vec<String>>, empty: &str) -> Markup {
+    html! {
+        @if rows.is_empty() {
+            p class="meta" { (empty) }
+        } @else {
+            table {
+                thead { tr { @for h in headers { th { (h) } } } }
+                tbody {
+                    @for r in &rows {
+                        tr { @for c in r { td { (c) } } }
+                    }
+                }
             }
-            self.out.push_str("</tr>");
         }
-        self.out.push_str("</tbody></table>");
     }
+}
 
-    fn kpis(&mut self, tiles: &[(&str, &str, String)]) {
-        self.out.push_str(r#"<div class="kpis">"#);
-        for (key, label, value) in tiles {
-            let _ = write!(
-                self.out,
-                r#"<div class="kpi"><div class="v" data-kpi="{k}">{v}</div><div class="l">{l}</div></div>"#,
-                k = esc(key),
-                v = esc(value),
-                l = esc(label)
-            );
+/// KPI tiles: `(key, label, value)`; the key marks the value (`data-kpi`) for readers and tests.
+fn kpis(tiles: &[(&str, &str, String)]) -> Markup {
+    html! {
+        div class="kpis" {
+            @for (key, label, value) in tiles {
+                div class="kpi" {
+                    div class="v" data-kpi=(key) { (value) }
+                    div class="l" { (label) }
+                }
+            }
         }
-        self.out.push_str("</div>");
     }
 }
 
 /// Renders the document as one self-contained HTML page.
 pub fn render(doc: &Document) -> String {
-    let mut h = Html {
-        out: String::with_capacity(64 * 1024),
+    page(doc).into_string()
+}
+
+fn page(doc: &Document) -> Markup {
+    let body = match doc.report_type {
+        ReportType::Cso => cso(doc),
+        ReportType::Ciso => ciso(doc),
+        ReportType::BoardKpi => board(doc),
+        ReportType::Soc2Evidence => soc2(doc),
+        ReportType::IncidentClosure => incident(doc),
+        ReportType::TrialHandoff => trial(doc),
+        ReportType::PilotLaunch => pilot(doc),
+        ReportType::ProductionReadiness => production(doc),
+        ReportType::BlockersDigest => digest(doc),
+        ReportType::CoverageFindings => coverage_findings(doc),
     };
-    let title = format!("{} — {}", doc.title, doc.tenant_id);
-    let _ = write!(
-        h.out,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="generator" content="aispm-reporter"><title>{t}</title><style>{STYLE}</style></head><body>"#,
-        t = esc(&title)
-    );
-    let _ = write!(
-        h.out,
-        r#"<header><h1>{}</h1><p class="meta">Tenant <b id="tenant">{}</b> · report <code id="report-id">{}</code> · generated {} · period from {} · requested by {}</p><p class="meta">For: {}</p><p class="headline" id="headline">{}</p></header>"#,
-        esc(&doc.title),
-        esc(&doc.tenant_id),
-        esc(&doc.report_id),
-        esc(&ts(Some(doc.generated_at))),
-        esc(&ts(Some(doc.period_start))),
-        esc(&doc.requested_by),
-        esc(&doc.audience),
-        esc(&doc.headline)
-    );
-    match doc.report_type {
-        ReportType::Cso => cso(&mut h, doc),
-        ReportType::Ciso => ciso(&mut h, doc),
-        ReportType::BoardKpi => board(&mut h, doc),
-        ReportType::Soc2Evidence => soc2(&mut h, doc),
-        ReportType::IncidentClosure => incident(&mut h, doc),
-        ReportType::TrialHandoff => trial(&mut h, doc),
-        ReportType::PilotLaunch => pilot(&mut h, doc),
-        ReportType::ProductionReadiness => production(&mut h, doc),
-        ReportType::BlockersDigest => digest(&mut h, doc),
-        ReportType::CoverageFindings => coverage_findings(&mut h, doc),
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="Content-Security-Policy" content=(CSP);
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="generator" content="aispm-reporter";
+                title { (doc.title) " — " (doc.tenant_id) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    h1 { (doc.title) }
+                    p class="meta" {
+                        "Tenant " b id="tenant" { (doc.tenant_id) }
+                        " · report " code id="report-id" { (doc.report_id) }
+                        " · generated " (ts(Some(doc.generated_at)))
+                        " · period from " (ts(Some(doc.period_start)))
+                        " · requested by " (doc.requested_by)
+                    }
+                    p class="meta" { "For: " (doc.audience) }
+                    p class="headline" id="headline" { (doc.headline) }
+                }
+                (body)
+                (report_path(doc))
+                footer {
+                    "Packet " (doc.report_id) " for tenant " (doc.tenant_id)
+                    ". Every file of this packet is listed with its SHA-256 in manifest.json, \
+                     signed with minisign (manifest.json.minisig) by the reporter's key "
+                    (doc.trust_roots.packet_key_fingerprint)
+                    " (trust root key id " (doc.trust_roots.packet_key_id) "). Check it against \
+                     the reporter key you pinned, never a key that came with the packet: "
+                    code { "minisign -Vm manifest.json -P <pinned key>" }
+                    " and the hashes, or "
+                    code { "aispm-reporter verify <packet> --public-key <pinned key>" }
+                    ". Machine-readable: report.json; tables: tables/*.csv; findings in OCSF: \
+                     ocsf/findings.ocsf.json."
+                }
+            }
+        }
     }
-    report_path(&mut h, doc);
-    let _ = write!(
-        h.out,
-        "<footer>Packet {} for tenant {}. Every file of this packet is listed with its SHA-256 in manifest.json, signed with minisign (manifest.json.minisig) by the reporter's key {} (trust root key id {}). Check it against the reporter key you pinned, never a key that came with the packet: <code>minisign -Vm manifest.json -P &lt;pinned key&gt;</code> and the hashes, or <code>aispm-reporter verify &lt;packet&gt; --public-key &lt;pinned key&gt;</code>. Machine-readable: report.json; tables: tables/*.csv; findings in OCSF: ocsf/findings.ocsf.json.</footer></body></html>",
-        esc(&doc.report_id),
-        esc(&doc.tenant_id),
-        esc(&doc.trust_roots.packet_key_fingerprint),
-        esc(&doc.trust_roots.packet_key_id)
-    );
-    h.out
 }
 
 /// The report path, stated in every packet.
-fn report_path(h: &mut Html, doc: &Document) {
-    h.h2("report-path", "Report path checks");
-    h.h3("Evidence freshness");
-    h.status("freshness", doc.freshness.status, &doc.freshness.statement);
-    h.h3("Trust roots");
-    h.status(
-        "trust_roots",
-        doc.trust_roots.status,
-        &doc.trust_roots.statement,
-    );
-    if !doc.trust_roots.failing_evidence_ids.is_empty() {
-        h.p(&format!(
-            "Evidence failing signature checks: {}",
-            doc.trust_roots.failing_evidence_ids.join(", ")
-        ));
-    }
-    h.h3("Blocking findings");
-    h.table(
+fn report_path(doc: &Document) -> Markup {
+    let blocking = table(
         &[
             "Finding",
             "Title",
@@ -215,8 +184,7 @@ fn report_path(h: &mut Html, doc: &Document) {
             .collect(),
         "No blocking findings.",
     );
-    h.h3("Accepted risks");
-    h.table(
+    let accepted = table(
         &[
             "Exception",
             "Finding",
@@ -246,11 +214,26 @@ fn report_path(h: &mut Html, doc: &Document) {
             .collect(),
         "No accepted risks.",
     );
+    let tr = &doc.trust_roots;
+    html! {
+        h2 id="report-path" { "Report path checks" }
+        h3 { "Evidence freshness" }
+        (status("freshness", doc.freshness.status, &doc.freshness.statement))
+        h3 { "Trust roots" }
+        (status("trust_roots", tr.status, &tr.statement))
+        @if !tr.failing_evidence_ids.is_empty() {
+            p { "Evidence failing signature checks: " (tr.failing_evidence_ids.join(", ")) }
+        }
+        h3 { "Blocking findings" }
+        (blocking)
+        h3 { "Accepted risks" }
+        (accepted)
+    }
 }
 
-fn kpi_tiles(h: &mut Html, doc: &Document) {
+fn kpi_tiles(doc: &Document) -> Markup {
     let k = &doc.kpis;
-    h.kpis(&[
+    kpis(&[
         (
             "coverage_pct",
             "Coverage (governed / seen)",
@@ -293,13 +276,14 @@ fn kpi_tiles(h: &mut Html, doc: &Document) {
             k.findings_overdue.to_string(),
         ),
         ("shadow_ai", "Shadow AI agents", k.shadow_ai.to_string()),
-    ]);
+    ])
 }
 
-fn layers(h: &mut Html, doc: &Document) {
-    let Some(layers) = &doc.layers else { return };
-    h.h2("layers", "Posture by layer");
-    h.raw(&svg::bars(
+fn layers(doc: &Document) -> Markup {
+    let Some(layers) = &doc.layers else {
+        return html! {};
+    };
+    let chart = svg::bars(
         "Layer scores (0–100)",
         &layers
             .iter()
@@ -307,8 +291,8 @@ fn layers(h: &mut Html, doc: &Document) {
             .collect::<Vec<_>>(),
         Some(100.0),
         "",
-    ));
-    h.table(
+    );
+    let rows = table(
         &[
             "Layer",
             "Question",
@@ -332,11 +316,15 @@ fn layers(h: &mut Html, doc: &Document) {
             .collect(),
         "",
     );
+    html! {
+        h2 id="layers" { "Posture by layer" }
+        (chart)
+        (rows)
+    }
 }
 
-fn stage_summary(h: &mut Html, doc: &Document) {
-    h.h2("readiness", "Readiness by stage");
-    h.table(
+fn stage_summary(doc: &Document) -> Markup {
+    let rows = table(
         &["Stage", "Verdict", "Blockers", "Evaluated"],
         doc.readiness
             .iter()
@@ -351,49 +339,43 @@ fn stage_summary(h: &mut Html, doc: &Document) {
             .collect(),
         "",
     );
+    html! {
+        h2 id="readiness" { "Readiness by stage" }
+        (rows)
+    }
 }
 
-fn stage_detail(h: &mut Html, r: &StageReadiness) {
-    let _ = write!(
-        h.out,
-        r#"<div class="stage" id="stage-{s}"><h3>{S}: <span class="{c}">{k} = {v}</span></h3>"#,
-        s = r.stage,
-        S = esc(&capitalise(r.stage.as_str())),
-        c = if r.ready { "pass" } else { "fail" },
-        k = esc(&r.key),
-        v = r.ready
-    );
-    if !r.evaluated {
-        h.p("The gatekeeper has not published a verdict for this stage yet.");
-    }
-    for b in &r.blockers {
-        let _ = write!(
-            h.out,
-            r#"<h4>{} <code>{}</code></h4>"#,
-            esc(&b.kind),
-            esc(&b.blocker_id)
-        );
-        h.p(&format!("Meaning: {}", b.meaning));
-        h.p(&format!("Resolution: {}", b.resolution));
-        if let Some(s) = &b.subject {
-            h.p(&format!(
-                "Subject: {s} · detected {}",
-                ts(Some(b.detected_at))
-            ));
+fn stage_detail(r: &StageReadiness) -> Markup {
+    html! {
+        div class="stage" id={ "stage-" (r.stage) } {
+            h3 {
+                (capitalise(r.stage.as_str())) ": "
+                span class=(if r.ready { "pass" } else { "fail" }) { (r.key) " = " (r.ready) }
+            }
+            @if !r.evaluated {
+                p { "The gatekeeper has not published a verdict for this stage yet." }
+            }
+            @for b in &r.blockers {
+                h4 { (b.kind) " " code { (b.blocker_id) } }
+                p { "Meaning: " (b.meaning) }
+                p { "Resolution: " (b.resolution) }
+                @if let Some(s) = &b.subject {
+                    p { "Subject: " (s) " · detected " (ts(Some(b.detected_at))) }
+                }
+                (table(
+                    &["Evidence", "Kind", "Detail"],
+                    b.evidence
+                        .iter()
+                        .map(|e| vec![e.id.clone(), e.kind.to_owned(), e.detail.clone()])
+                        .collect(),
+                    "No evidence ids attached.",
+                ))
+            }
+            @if r.blockers.is_empty() && r.evaluated {
+                p { "No blockers." }
+            }
         }
-        h.table(
-            &["Evidence", "Kind", "Detail"],
-            b.evidence
-                .iter()
-                .map(|e| vec![e.id.clone(), e.kind.to_owned(), e.detail.clone()])
-                .collect(),
-            "No evidence ids attached.",
-        );
     }
-    if r.blockers.is_empty() && r.evaluated {
-        h.p("No blockers.");
-    }
-    h.raw("</div>");
 }
 
 fn capitalise(s: &str) -> String {
@@ -403,13 +385,8 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-fn findings_table(
-    h: &mut Html,
-    findings: &[aispm_schemas::FindingRow],
-    now: Timestamp,
-    empty: &str,
-) {
-    h.table(
+fn findings_table(findings: &[aispm_schemas::FindingRow], now: Timestamp, empty: &str) -> Markup {
+    table(
         &[
             "Finding",
             "Title",
@@ -447,16 +424,15 @@ fn findings_table(
             })
             .collect(),
         empty,
-    );
+    )
 }
 
-fn controls(h: &mut Html, doc: &Document, heading: &str) {
+fn controls(doc: &Document, heading: &str) -> Markup {
     let Some(controls) = &doc.controls else {
-        return;
+        return html! {};
     };
-    h.h2("controls", heading);
     let k = &doc.kpis;
-    h.raw(&svg::bars(
+    let chart = svg::bars(
         "Controls by state",
         &[
             ("enforced".to_owned(), k.controls_enforced as f64),
@@ -466,10 +442,10 @@ fn controls(h: &mut Html, doc: &Document, heading: &str) {
         ],
         None,
         "",
-    ));
+    );
     let mut rows: Vec<_> = controls.iter().collect();
     rows.sort_by_key(|c| (c.state == ControlState::Enforced, c.control_id.clone()));
-    h.table(
+    let rows = table(
         &[
             "Control",
             "State",
@@ -496,13 +472,19 @@ fn controls(h: &mut Html, doc: &Document, heading: &str) {
             .collect(),
         "No controls recorded.",
     );
+    html! {
+        h2 id="controls" { (heading) }
+        (chart)
+        (rows)
+    }
 }
 
-fn exceptions(h: &mut Html, doc: &Document, heading: &str) {
-    let Some(ex) = &doc.exceptions else { return };
-    h.h2("exceptions", heading);
+fn exceptions(doc: &Document, heading: &str) -> Markup {
+    let Some(ex) = &doc.exceptions else {
+        return html! {};
+    };
     let now = doc.generated_at;
-    h.table(
+    let rows = table(
         &[
             "Exception",
             "Finding / control",
@@ -530,12 +512,17 @@ fn exceptions(h: &mut Html, doc: &Document, heading: &str) {
             .collect(),
         "No exceptions.",
     );
+    html! {
+        h2 id="exceptions" { (heading) }
+        (rows)
+    }
 }
 
-fn break_glass(h: &mut Html, doc: &Document) {
-    let Some(bg) = &doc.break_glass else { return };
-    h.h2("break-glass", "Break-glass events");
-    h.table(
+fn break_glass(doc: &Document) -> Markup {
+    let Some(bg) = &doc.break_glass else {
+        return html! {};
+    };
+    let rows = table(
         &[
             "Event",
             "Decision",
@@ -568,12 +555,17 @@ fn break_glass(h: &mut Html, doc: &Document) {
             .collect(),
         "No break-glass events.",
     );
+    html! {
+        h2 id="break-glass" { "Break-glass events" }
+        (rows)
+    }
 }
 
-fn validations(h: &mut Html, doc: &Document, heading: &str) {
-    let Some(v) = &doc.validations else { return };
-    h.h2("validations", heading);
-    h.table(
+fn validations(doc: &Document, heading: &str) -> Markup {
+    let Some(v) = &doc.validations else {
+        return html! {};
+    };
+    let rows = table(
         &[
             "Check",
             "Subject",
@@ -596,12 +588,17 @@ fn validations(h: &mut Html, doc: &Document, heading: &str) {
             .collect(),
         "No validations recorded.",
     );
+    html! {
+        h2 id="validations" { (heading) }
+        (rows)
+    }
 }
 
-fn deliveries(h: &mut Html, doc: &Document, heading: &str) {
-    let Some(d) = &doc.deliveries else { return };
-    h.h2("deliveries", heading);
-    h.table(
+fn deliveries(doc: &Document, heading: &str) -> Markup {
+    let Some(d) = &doc.deliveries else {
+        return html! {};
+    };
+    let rows = table(
         &[
             "Report",
             "Type",
@@ -632,14 +629,17 @@ fn deliveries(h: &mut Html, doc: &Document, heading: &str) {
             .collect(),
         "No report deliveries recorded.",
     );
+    html! {
+        h2 id="deliveries" { (heading) }
+        (rows)
+    }
 }
 
-fn action_paths(h: &mut Html, doc: &Document, heading: &str) {
+fn action_paths(doc: &Document, heading: &str) -> Markup {
     let Some(paths) = &doc.action_paths else {
-        return;
+        return html! {};
     };
-    h.h2("action-paths", heading);
-    h.raw(&svg::stacked(
+    let chart = svg::stacked(
         "Decisions per action path",
         &["real", "synthetic"],
         &paths
@@ -651,8 +651,8 @@ fn action_paths(h: &mut Html, doc: &Document, heading: &str) {
                 )
             })
             .collect::<Vec<_>>(),
-    ));
-    h.table(
+    );
+    let rows = table(
         &[
             "Path",
             "Decisions",
@@ -676,12 +676,18 @@ fn action_paths(h: &mut Html, doc: &Document, heading: &str) {
             .collect(),
         "No action paths seen.",
     );
+    html! {
+        h2 id="action-paths" { (heading) }
+        (chart)
+        (rows)
+    }
 }
 
-fn coverage(h: &mut Html, doc: &Document, heading: &str, empty: &str) {
-    let Some(rows) = &doc.coverage else { return };
-    h.h2("coverage", heading);
-    h.table(
+fn coverage(doc: &Document, heading: &str, empty: &str) -> Markup {
+    let Some(rows) = &doc.coverage else {
+        return html! {};
+    };
+    let rows = table(
         &[
             "Kind",
             "Id",
@@ -710,16 +716,21 @@ fn coverage(h: &mut Html, doc: &Document, heading: &str, empty: &str) {
             .collect(),
         empty,
     );
+    html! {
+        h2 id="coverage" { (heading) }
+        (rows)
+    }
 }
 
-fn trend_charts(h: &mut Html, doc: &Document, heading: &str) {
-    let Some(tr) = &doc.trends else { return };
-    h.h2("trends", heading);
+fn trend_charts(doc: &Document, heading: &str) -> Markup {
+    let Some(tr) = &doc.trends else {
+        return html! {};
+    };
     let labels: Vec<String> = tr
         .iter()
         .map(|p| ts(Some(p.week_end)).get(5..10).unwrap_or("").to_owned())
         .collect();
-    h.raw(&svg::lines(
+    let open = svg::lines(
         "Open findings at week end",
         &labels,
         &[
@@ -732,13 +743,13 @@ fn trend_charts(h: &mut Html, doc: &Document, heading: &str) {
                 tr.iter().map(|p| Some(p.open_critical as f64)).collect(),
             ),
         ],
-    ));
-    h.raw(&svg::lines(
+    );
+    let sla = svg::lines(
         "High-risk findings closed within SLA (%)",
         &labels,
         &[("within SLA", tr.iter().map(|p| p.within_sla_pct).collect())],
-    ));
-    h.raw(&svg::lines(
+    );
+    let governed = svg::lines(
         "Governed assets and active exceptions",
         &labels,
         &[
@@ -753,8 +764,8 @@ fn trend_charts(h: &mut Html, doc: &Document, heading: &str) {
                     .collect(),
             ),
         ],
-    ));
-    h.table(
+    );
+    let rows = table(
         &[
             "Week ending",
             "Open",
@@ -781,24 +792,28 @@ fn trend_charts(h: &mut Html, doc: &Document, heading: &str) {
             .collect(),
         "",
     );
+    html! {
+        h2 id="trends" { (heading) }
+        (open)
+        (sla)
+        (governed)
+        (rows)
+    }
 }
 
-fn cso(h: &mut Html, doc: &Document) {
-    h.h2("glance", "Posture at a glance");
-    kpi_tiles(h, doc);
-    layers(h, doc);
-    stage_summary(h, doc);
+fn cso(doc: &Document) -> Markup {
+    html! {
+        h2 id="glance" { "Posture at a glance" }
+        (kpi_tiles(doc))
+        (layers(doc))
+        (stage_summary(doc))
+    }
 }
 
-fn ciso(h: &mut Html, doc: &Document) {
+fn ciso(doc: &Document) -> Markup {
     let now = doc.generated_at;
-    h.h2("figures", "Key figures");
-    kpi_tiles(h, doc);
-    layers(h, doc);
-    controls(h, doc, "Control state");
-    h.h2("findings-sla", "Findings by severity and SLA");
     let k = &doc.kpis;
-    h.raw(&svg::bars(
+    let by_severity = svg::bars(
         "Open findings by severity",
         &[
             ("critical".to_owned(), k.findings_open_critical as f64),
@@ -808,14 +823,9 @@ fn ciso(h: &mut Html, doc: &Document) {
         ],
         None,
         "",
-    ));
-    if let Some(f) = &doc.findings {
-        h.h2("open-findings", "Open findings");
-        findings_table(h, f, now, "No open findings.");
-    }
-    if let Some(o) = &doc.owners {
-        h.h2("owners", "Owners");
-        h.table(
+    );
+    let owners = doc.owners.as_ref().map(|o| {
+        table(
             &["Owner", "Open", "Critical", "Overdue"],
             o.iter()
                 .map(|o| {
@@ -828,22 +838,32 @@ fn ciso(h: &mut Html, doc: &Document) {
                 })
                 .collect(),
             "No open findings.",
-        );
+        )
+    });
+    html! {
+        h2 id="figures" { "Key figures" }
+        (kpi_tiles(doc))
+        (layers(doc))
+        (controls(doc, "Control state"))
+        h2 id="findings-sla" { "Findings by severity and SLA" }
+        (by_severity)
+        @if let Some(f) = &doc.findings {
+            h2 id="open-findings" { "Open findings" }
+            (findings_table(f, now, "No open findings."))
+        }
+        @if let Some(owners) = owners {
+            h2 id="owners" { "Owners" }
+            (owners)
+        }
+        (exceptions(doc, "Exceptions and aging"))
+        (break_glass(doc))
+        (coverage(doc, "Shadow AI and risky tools", "No shadow AI agents or risky tools."))
     }
-    exceptions(h, doc, "Exceptions and aging");
-    break_glass(h, doc);
-    coverage(
-        h,
-        doc,
-        "Shadow AI and risky tools",
-        "No shadow AI agents or risky tools.",
-    );
 }
 
-fn board(h: &mut Html, doc: &Document) {
-    h.h2("kpis", "Key performance indicators");
+fn board(doc: &Document) -> Markup {
     let k = &doc.kpis;
-    h.kpis(&[
+    let tiles = kpis(&[
         (
             "coverage_pct",
             "Coverage (governed / seen)",
@@ -875,14 +895,17 @@ fn board(h: &mut Html, doc: &Document) {
             k.exceptions_expired.to_string(),
         ),
     ]);
-    trend_charts(h, doc, "Trends (8 weeks)");
-    stage_summary(h, doc);
+    html! {
+        h2 id="kpis" { "Key performance indicators" }
+        (tiles)
+        (trend_charts(doc, "Trends (8 weeks)"))
+        (stage_summary(doc))
+    }
 }
 
-fn soc2(h: &mut Html, doc: &Document) {
-    h.h2("matrix", "Control-to-evidence matrix");
-    if let Some(m) = &doc.control_evidence {
-        h.raw(&svg::stacked(
+fn soc2(doc: &Document) -> Markup {
+    let matrix = doc.control_evidence.as_ref().map(|m| {
+        let chart = svg::stacked(
             "Evidence per control",
             &["verified", "not verified"],
             &m.iter()
@@ -893,8 +916,8 @@ fn soc2(h: &mut Html, doc: &Document) {
                     )
                 })
                 .collect::<Vec<_>>(),
-        ));
-        h.table(
+        );
+        let rows = table(
             &[
                 "Control",
                 "State",
@@ -921,10 +944,10 @@ fn soc2(h: &mut Html, doc: &Document) {
                 .collect(),
             "No controls recorded.",
         );
-    }
-    if let Some(c) = &doc.criteria {
-        h.h2("criteria", "Framework criteria");
-        h.table(
+        html! { (chart) (rows) }
+    });
+    let criteria = doc.criteria.as_ref().map(|c| {
+        table(
             &["Criterion", "Controls", "Enforced", "Evidence"],
             c.iter()
                 .map(|c| {
@@ -937,49 +960,60 @@ fn soc2(h: &mut Html, doc: &Document) {
                 })
                 .collect(),
             "No framework mappings recorded.",
-        );
-    }
-    if let Some(m) = &doc.control_evidence {
-        h.h2("evidence-by-control", "Evidence by control");
-        for r in m {
-            h.h3(&format!("{} ({})", r.control_id, r.state));
-            h.table(
-                &[
-                    "Evidence",
-                    "Decision",
-                    "SHA-256",
-                    "Signature",
-                    "Recorded",
-                    "Location",
-                ],
-                r.evidence
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            e.evidence_id.clone(),
-                            e.decision_id.clone(),
-                            e.sha256.clone(),
-                            e.signature_state.to_string(),
-                            ts(Some(e.recorded_at)),
-                            e.uri.clone(),
-                        ]
-                    })
-                    .collect(),
-                "No evidence recorded for this control's decisions.",
-            );
+        )
+    });
+    let evidence_table = |r: &crate::report::MatrixRow| {
+        table(
+            &[
+                "Evidence",
+                "Decision",
+                "SHA-256",
+                "Signature",
+                "Recorded",
+                "Location",
+            ],
+            r.evidence
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.evidence_id.clone(),
+                        e.decision_id.clone(),
+                        e.sha256.clone(),
+                        e.signature_state.to_string(),
+                        ts(Some(e.recorded_at)),
+                        e.uri.clone(),
+                    ]
+                })
+                .collect(),
+            "No evidence recorded for this control's decisions.",
+        )
+    };
+    html! {
+        h2 id="matrix" { "Control-to-evidence matrix" }
+        @if let Some(matrix) = matrix {
+            (matrix)
         }
+        @if let Some(criteria) = criteria {
+            h2 id="criteria" { "Framework criteria" }
+            (criteria)
+        }
+        @if let Some(m) = &doc.control_evidence {
+            h2 id="evidence-by-control" { "Evidence by control" }
+            @for r in m {
+                h3 { (r.control_id) " (" (r.state) ")" }
+                (evidence_table(r))
+            }
+        }
+        (exceptions(doc, "Exceptions"))
+        (validations(doc, "Validations"))
+        (deliveries(doc, "Report deliveries"))
     }
-    exceptions(h, doc, "Exceptions");
-    validations(h, doc, "Validations");
-    deliveries(h, doc, "Report deliveries");
 }
 
-fn incident(h: &mut Html, doc: &Document) {
+fn incident(doc: &Document) -> Markup {
     let now = doc.generated_at;
-    break_glass(h, doc);
-    if let Some(c) = &doc.closed_findings {
-        h.h2("closed", "Findings closed in the period");
-        h.table(
+    let closed = doc.closed_findings.as_ref().map(|c| {
+        table(
             &[
                 "Finding",
                 "Title",
@@ -1008,16 +1042,10 @@ fn incident(h: &mut Html, doc: &Document) {
                 })
                 .collect(),
             "No findings closed in the period.",
-        );
-    }
-    if let Some(f) = &doc.findings {
-        h.h2("still-open", "High-risk findings still open");
-        findings_table(h, f, now, "No high-risk findings open.");
-    }
-    exceptions(h, doc, "Revoked and expired exceptions");
-    if let Some(tr) = &doc.trends {
-        h.h2("closures", "Closures by week");
-        h.raw(&svg::bars(
+        )
+    });
+    let closures = doc.trends.as_ref().map(|tr| {
+        svg::bars(
             "High-risk findings closed per week",
             &tr.iter()
                 .map(|p| {
@@ -1029,19 +1057,27 @@ fn incident(h: &mut Html, doc: &Document) {
                 .collect::<Vec<_>>(),
             None,
             "",
-        ));
+        )
+    });
+    html! {
+        (break_glass(doc))
+        @if let Some(closed) = closed {
+            h2 id="closed" { "Findings closed in the period" }
+            (closed)
+        }
+        @if let Some(f) = &doc.findings {
+            h2 id="still-open" { "High-risk findings still open" }
+            (findings_table(f, now, "No high-risk findings open."))
+        }
+        (exceptions(doc, "Revoked and expired exceptions"))
+        @if let Some(closures) = closures {
+            h2 id="closures" { "Closures by week" }
+            (closures)
+        }
     }
 }
 
-fn trial(h: &mut Html, doc: &Document) {
-    h.h2("verdict", "Trial verdict");
-    if let Some(r) = doc.stage(Stage::Trial) {
-        stage_detail(h, r);
-    }
-    action_paths(h, doc, "Action paths: real versus synthetic");
-    validations(h, doc, "Validations");
-    coverage(h, doc, "Assets seen", "No assets seen yet.");
-    h.h2("next-steps", "Next steps");
+fn trial(doc: &Document) -> Markup {
     let mut steps: Vec<Vec<String>> = vec![];
     for stage in [Stage::Trial, Stage::Pilot] {
         if let Some(r) = doc.stage(stage) {
@@ -1054,51 +1090,56 @@ fn trial(h: &mut Html, doc: &Document) {
             }
         }
     }
-    h.table(
-        &["Stage", "Blocker", "Do this"],
-        steps,
-        "No blockers stand before the pilot.",
-    );
-}
-
-fn pilot(h: &mut Html, doc: &Document) {
-    h.h2("go-no-go", "Pilot go/no-go");
-    if let Some(r) = doc.stage(Stage::Pilot) {
-        stage_detail(h, r);
+    html! {
+        h2 id="verdict" { "Trial verdict" }
+        @if let Some(r) = doc.stage(Stage::Trial) {
+            (stage_detail(r))
+        }
+        (action_paths(doc, "Action paths: real versus synthetic"))
+        (validations(doc, "Validations"))
+        (coverage(doc, "Assets seen", "No assets seen yet."))
+        h2 id="next-steps" { "Next steps" }
+        (table(&["Stage", "Blocker", "Do this"], steps, "No blockers stand before the pilot."))
     }
-    coverage(h, doc, "Pilot scope", "No registered assets.");
-    controls(h, doc, "Control readiness");
-    action_paths(h, doc, "Action paths");
-    h.h2("figures", "Key figures");
-    kpi_tiles(h, doc);
-    exceptions(h, doc, "Exceptions");
 }
 
-fn production(h: &mut Html, doc: &Document) {
-    h.h2("verdict", "Verdict");
-    let prod = doc.stage(Stage::Production);
-    let ready = prod.is_some_and(|r| r.ready);
-    let _ = write!(
-        h.out,
-        r#"<p class="{}" id="verdict">ready_for_aispm_production: {}</p>"#,
-        if ready { "pass" } else { "fail" },
-        ready
-    );
-    h.h2("stages", "Readiness by stage");
-    for r in &doc.readiness {
-        stage_detail(h, r);
+fn pilot(doc: &Document) -> Markup {
+    html! {
+        h2 id="go-no-go" { "Pilot go/no-go" }
+        @if let Some(r) = doc.stage(Stage::Pilot) {
+            (stage_detail(r))
+        }
+        (coverage(doc, "Pilot scope", "No registered assets."))
+        (controls(doc, "Control readiness"))
+        (action_paths(doc, "Action paths"))
+        h2 id="figures" { "Key figures" }
+        (kpi_tiles(doc))
+        (exceptions(doc, "Exceptions"))
     }
-    validations(h, doc, "Validations");
-    action_paths(h, doc, "Action paths");
-    controls(h, doc, "Controls");
-    deliveries(h, doc, "Report deliveries");
 }
 
-fn digest(h: &mut Html, doc: &Document) {
+fn production(doc: &Document) -> Markup {
+    let ready = doc.stage(Stage::Production).is_some_and(|r| r.ready);
+    html! {
+        h2 id="verdict" { "Verdict" }
+        p class=(if ready { "pass" } else { "fail" }) id="verdict" {
+            "ready_for_aispm_production: " (ready)
+        }
+        h2 id="stages" { "Readiness by stage" }
+        @for r in &doc.readiness {
+            (stage_detail(r))
+        }
+        (validations(doc, "Validations"))
+        (action_paths(doc, "Action paths"))
+        (controls(doc, "Controls"))
+        (deliveries(doc, "Report deliveries"))
+    }
+}
+
+fn digest(doc: &Document) -> Markup {
     let now = doc.generated_at;
-    if let Some(new) = &doc.new_blockers {
-        h.h2("new-blockers", "New blockers (last 24 h)");
-        h.table(
+    let new = doc.new_blockers.as_ref().map(|new| {
+        table(
             &[
                 "Blocker",
                 "Kind",
@@ -1124,10 +1165,9 @@ fn digest(h: &mut Html, doc: &Document) {
                 })
                 .collect(),
             "No new blockers.",
-        );
-    }
-    h.h2("open-blockers", "Open blockers by stage");
-    h.raw(&svg::bars(
+        )
+    });
+    let per_stage = svg::bars(
         "Open blockers per stage",
         &doc.readiness
             .iter()
@@ -1135,27 +1175,37 @@ fn digest(h: &mut Html, doc: &Document) {
             .collect::<Vec<_>>(),
         None,
         "",
-    ));
-    stage_summary(h, doc);
-    validations(h, doc, "Failed validations and connectors");
-    if let Some(f) = &doc.findings {
-        h.h2("critical", "Open critical findings");
-        findings_table(h, f, now, "No open critical findings.");
+    );
+    html! {
+        @if let Some(new) = new {
+            h2 id="new-blockers" { "New blockers (last 24 h)" }
+            (new)
+        }
+        h2 id="open-blockers" { "Open blockers by stage" }
+        (per_stage)
+        (stage_summary(doc))
+        (validations(doc, "Failed validations and connectors"))
+        @if let Some(f) = &doc.findings {
+            h2 id="critical" { "Open critical findings" }
+            (findings_table(f, now, "No open critical findings."))
+        }
     }
 }
 
-fn coverage_findings(h: &mut Html, doc: &Document) {
+fn coverage_findings(doc: &Document) -> Markup {
     let now = doc.generated_at;
-    h.h2("figures", "Key figures");
-    kpi_tiles(h, doc);
-    coverage(h, doc, "Coverage", "No assets seen.");
-    controls(h, doc, "Control state");
-    if let Some(f) = &doc.findings {
-        h.h2("open-findings", "Open findings");
-        findings_table(h, f, now, "No open findings.");
+    html! {
+        h2 id="figures" { "Key figures" }
+        (kpi_tiles(doc))
+        (coverage(doc, "Coverage", "No assets seen."))
+        (controls(doc, "Control state"))
+        @if let Some(f) = &doc.findings {
+            h2 id="open-findings" { "Open findings" }
+            (findings_table(f, now, "No open findings."))
+        }
+        (deliveries(doc, "Report readiness"))
+        (trend_charts(doc, "Trends (4 weeks)"))
     }
-    deliveries(h, doc, "Report readiness");
-    trend_charts(h, doc, "Trends (4 weeks)");
 }
 
 #[cfg(test)]
@@ -1164,15 +1214,320 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escaping_and_timestamps() {
-        assert_eq!(
-            esc(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
+    fn timestamps() {
         assert_eq!(
             ts(Some(Timestamp(1_763_719_200_123))),
             "2025-11-21 10:00 UTC"
         );
         assert_eq!(ts(None), "—");
+    }
+
+    /// Text a hostile agent, tool or operator could put into any field of the state.
+    pub(crate) const HOSTILE: &str = r#"<script>alert(1)</script>"><img src=x onerror=alert(2)>'&"#;
+
+    fn h(tag: &str) -> String {
+        format!("{tag}{HOSTILE}")
+    }
+
+    /// A tenant whose every free-text field is hostile, with rows for every report section.
+    pub(crate) fn hostile_state() -> crate::state::TenantState {
+        use aispm_schemas::{
+            Blocker, BlockerKind, ControlRow, CoverageKind, CoverageRow, DeliveryRow, EvidenceRow,
+            ExceptionKind, ExceptionRow, FindingRow, FindingStatus, Readiness, Risk,
+            SignatureState, ValidationRow,
+        };
+        let now = 1_763_719_200_000;
+        let day = 86_400_000;
+        let mut t = crate::state::TenantState::default();
+        for (i, (severity, status)) in [
+            (Risk::Critical, FindingStatus::Open),
+            (Risk::High, FindingStatus::Open),
+            (Risk::High, FindingStatus::Closed),
+            (Risk::Medium, FindingStatus::Open),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = h(&format!("finding-{i}"));
+            t.findings.insert(
+                id.clone(),
+                FindingRow {
+                    asserted_by: None,
+                    finding_id: id,
+                    rule_id: h("rule"),
+                    title: h("title"),
+                    severity,
+                    status,
+                    subject: h("agent"),
+                    owner: (i % 2 == 1).then(|| h("owner")),
+                    due_at: (i > 0).then_some(Timestamp(now - day)),
+                    opened_at: Timestamp(now - 10 * day),
+                    closed_at: (status == FindingStatus::Closed)
+                        .then_some(Timestamp(now - 2 * day)),
+                    resolution: (status == FindingStatus::Closed).then(|| h("resolution")),
+                    frameworks: vec![h("SOC2:CC6.1")],
+                    event_ids: vec![h("event")],
+                    occurrences: 1,
+                    exception_id: None,
+                    exception_expires_at: None,
+                    first_occurrence_at: Timestamp(now - 10 * day),
+                    last_occurrence_at: Timestamp(now - 10 * day),
+                    environments: Vec::new(),
+                },
+            );
+        }
+        t.coverage.insert(
+            "a".into(),
+            CoverageRow {
+                asserted_by: None,
+                kind: CoverageKind::Agent,
+                id: h("agent"),
+                registered: false,
+                retired: false,
+                owner: Some(h("owner")),
+                trust: Some(h("trust")),
+                decisions: 3,
+                synthetic_decisions: 1,
+                first_seen: Some(Timestamp(now - 3 * day)),
+                last_seen: Some(Timestamp(now - day)),
+                last_decision_id: Some(h("decision")),
+                last_real_decision_id: Some(h("decision")),
+                shadow_ai: true,
+                environments: vec![],
+            },
+        );
+        t.coverage.insert(
+            "p".into(),
+            CoverageRow {
+                asserted_by: None,
+                kind: CoverageKind::ActionPath,
+                id: h("path"),
+                registered: true,
+                retired: false,
+                owner: None,
+                trust: None,
+                decisions: 5,
+                synthetic_decisions: 2,
+                first_seen: Some(Timestamp(now - 3 * day)),
+                last_seen: Some(Timestamp(now - day)),
+                last_decision_id: Some(h("decision")),
+                last_real_decision_id: Some(h("decision")),
+                shadow_ai: false,
+                environments: vec![],
+            },
+        );
+        t.controls.insert(
+            "c".into(),
+            ControlRow {
+                asserted_by: None,
+                control_id: h("control"),
+                state: ControlState::Shadowed,
+                registered: true,
+                enforced_decisions: 1,
+                shadow_decisions: 2,
+                high_risk_decisions: 1,
+                action_kinds: vec![h("git")],
+                framework_mappings: vec![h("SOC2:CC6.1")],
+                decision_ids: vec![h("decision")],
+                last_decision_at: Some(Timestamp(now - day)),
+                environments: vec![],
+            },
+        );
+        for (i, kind) in [ExceptionKind::Exception, ExceptionKind::BreakGlass]
+            .into_iter()
+            .enumerate()
+        {
+            t.exceptions.insert(
+                format!("x{i}"),
+                ExceptionRow {
+                    asserted_by: None,
+                    exception_id: h(&format!("exception-{i}")),
+                    kind,
+                    finding_id: Some(h("finding-1")),
+                    control_id: Some(h("control")),
+                    decision_id: Some(h("decision")),
+                    owner: Some(h("owner")),
+                    actor: Some(h("actor")),
+                    reason: Some(h("reason")),
+                    granted_at: Timestamp(now - 5 * day),
+                    expires_at: Some(Timestamp(now + 5 * day)),
+                    revoked: false,
+                    reviewed_at: (i == 0).then_some(Timestamp(now - 4 * day)),
+                    reviewed_by: Some(h("reviewer")),
+                    event_ids: vec![h("event")],
+                },
+            );
+        }
+        t.evidence.insert(
+            "e".into(),
+            EvidenceRow {
+                asserted_by: None,
+                evidence_id: h("evidence"),
+                event_id: h("decision"),
+                sha256: h("sha"),
+                uri: h("s3://bucket/"),
+                signature_state: SignatureState::Invalid,
+                key_id: Some(h("key")),
+                recorded_at: Timestamp(now - 3_600_000),
+                synthetic: false,
+                action_kind: Some(h("file")),
+                environment: None,
+            },
+        );
+        t.validations.insert(
+            "v".into(),
+            ValidationRow {
+                asserted_by: None,
+                check_kind: h("connector_live"),
+                subject: Some(h("subject")),
+                result: h("fail"),
+                evidence_id: Some(h("evidence")),
+                validated_at: Timestamp(now - day),
+                event_id: h("event"),
+                detail: Some(h("detail")),
+                environment: None,
+                signature_state: SignatureState::Verified,
+                key_id: None,
+            },
+        );
+        t.deliveries.insert(
+            "d".into(),
+            DeliveryRow {
+                asserted_by: None,
+                report_id: h("report"),
+                report_type: h("cso"),
+                channel: h("smtp"),
+                outcome: h("failed"),
+                recipients: vec![h("ciso@acme.example")],
+                approved_recipients: false,
+                message_id: Some(h("message")),
+                packet_sha256: h("packet"),
+                attempt: 1,
+                delivered_at: Timestamp(now - day),
+                event_id: h("event"),
+                evidence_id: Some(h("evidence")),
+                error: Some(h("error")),
+            },
+        );
+        for stage in [Stage::Trial, Stage::Pilot, Stage::Production] {
+            t.readiness.insert(
+                stage,
+                Readiness {
+                    tenant_id: h("tenant"),
+                    stage,
+                    ready: stage == Stage::Trial,
+                    blocker_ids: vec![],
+                    evaluated_at: Timestamp(now - day),
+                },
+            );
+            if stage != Stage::Trial {
+                t.blockers.entry(stage).or_default().insert(
+                    "b".into(),
+                    Blocker {
+                        tenant_id: h("tenant"),
+                        stage,
+                        blocker_id: h("blocker"),
+                        kind: BlockerKind::EvidenceStale,
+                        meaning: h("meaning"),
+                        resolution: h("resolution"),
+                        subject: Some(h("subject")),
+                        evidence: vec![h("evidence"), h("unknown")],
+                        detected_at: Timestamp(now - 3_600_000),
+                    },
+                );
+            }
+        }
+        t.trust_roots.insert(h("key"), h("root"));
+        t.updated_at = Some(Timestamp(now - 60_000));
+        t
+    }
+
+    /// Every report type of the hostile tenant, with hostile request fields too.
+    pub(crate) fn hostile_documents() -> Vec<Document> {
+        let t = hostile_state();
+        ReportType::ALL
+            .iter()
+            .map(|&ty| {
+                let mut doc = crate::render::tests::doc_of(&t, ty);
+                doc.tenant_id = h("tenant");
+                doc.report_id = h("report");
+                doc.requested_by = h("requester");
+                doc.audience = h("audience");
+                doc.headline = h("headline");
+                doc
+            })
+            .collect()
+    }
+
+    /// [`HOSTILE`] as the page must show it: text, escaped.
+    const ESCAPED: &str =
+        "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;'&amp;";
+
+    /// The elements a report is made of; anything else in the page was injected.
+    const ELEMENTS: &[&str] = &[
+        "!DOCTYPE", "html", "head", "meta", "title", "style", "body", "header", "footer", "h1",
+        "h2", "h3", "h4", "p", "b", "code", "span", "div", "table", "thead", "tbody", "tr", "th",
+        "td", "svg", "text", "rect", "line", "circle", "path",
+    ];
+
+    #[test]
+    fn hostile_text_in_every_field_is_escaped_in_every_report_type() {
+        for doc in hostile_documents() {
+            let ty = doc.report_type;
+            let page = render(&doc);
+            assert!(page.starts_with("<!DOCTYPE html>"), "{ty}");
+            for bad in ["<script", "<img", "</script"] {
+                assert!(!page.contains(bad), "{ty}: {bad} got through");
+            }
+            // Every `<` left in the page opens or closes one of the report's own elements,
+            // and no tag carries an injected attribute.
+            for tag in page.split('<').skip(1) {
+                let tag = tag.split('>').next().unwrap();
+                let name = tag
+                    .trim_start_matches('/')
+                    .split([' ', '/'])
+                    .next()
+                    .unwrap();
+                assert!(ELEMENTS.contains(&name), "{ty}: element <{tag}>");
+                assert!(
+                    !tag.contains("onerror") && !tag.contains("src="),
+                    "{ty}: attribute in <{tag}>"
+                );
+            }
+            // The hostile text is there, shown as text.
+            assert!(
+                page.contains(&format!(" — tenant{ESCAPED}</title>")),
+                "{ty}"
+            );
+            assert!(
+                page.contains(&format!(r#"<b id="tenant">tenant{ESCAPED}</b>"#)),
+                "{ty}"
+            );
+            assert!(
+                page.contains(&format!(
+                    r#"<p class="headline" id="headline">headline{ESCAPED}</p>"#
+                )),
+                "{ty}"
+            );
+            // The blocking finding's title in the report path, in every type.
+            assert!(page.contains(&format!("<td>title{ESCAPED}</td>")), "{ty}");
+            assert!(page.matches(ESCAPED).count() >= 10, "{ty}");
+        }
+        let docs = hostile_documents();
+        let page = |ty: ReportType| render(docs.iter().find(|d| d.report_type == ty).unwrap());
+        // An agent id, in the coverage table and as a chart label.
+        let ciso = page(ReportType::Ciso);
+        assert!(ciso.contains(&format!("<td>agent{ESCAPED}</td>")), "{ciso}");
+        let trial = page(ReportType::TrialHandoff);
+        assert!(
+            trial.contains(&format!(r#"class="cl">path{ESCAPED}</text>"#)),
+            "{trial}"
+        );
+        // A blocker's kind and id in the stage detail.
+        let production = page(ReportType::ProductionReadiness);
+        assert!(
+            production.contains(&format!("<code>blocker{ESCAPED}</code></h4>")),
+            "{production}"
+        );
     }
 }
