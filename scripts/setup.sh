@@ -9,7 +9,8 @@
 #   - a Python venv with fastavro and confluent-kafka (the foreign clients the tests use),
 #     cryptography (the evidence signer of docs/examples/sign_evidence.py, which a test runs) and
 #     quixstreams (the Quix Streams side of the projector bench, bench/quix/), selenium (drives
-#     chromium through chromium-driver in the console's browser test)
+#     chromium through chromium-driver in the console's browser test), openapi-spec-validator
+#     (checks the services' OpenAPI documents, tests/tests/openapi.rs)
 #   - axe-core from npm (the accessibility rules that test runs in the browser)
 #   - Debian packages: a Java runtime and Maven (if absent), libclang-dev (RocksDB's bindgen),
 #     prometheus (server and promtool), python3-aiosmtpd (an SMTP server), chromium (headless,
@@ -114,11 +115,11 @@ if [ "$MODE" != demo ] && ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "
 fi
 
 VENV="$CACHE/venv"
-if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography, selenium' 2>/dev/null; then
-  log "creating the Python venv with fastavro, confluent-kafka, quixstreams, cryptography and selenium"
+if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography, selenium, openapi_spec_validator' 2>/dev/null; then
+  log "creating the Python venv with fastavro, confluent-kafka, quixstreams, cryptography, selenium and openapi-spec-validator"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 selenium==4.51.0 \
-    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography selenium
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 selenium==4.51.0 openapi-spec-validator==0.9.0 \
+    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography selenium openapi-spec-validator
 fi
 
 # axe-core (npm), the accessibility rules the console's browser test runs in chromium.

@@ -8,15 +8,16 @@
 //!   ready/unready counts per stage.
 //! - `GET /v1/principal`: who the token is: `{"name","tenants":"*"|[…],"scopes":[…]}`, for any
 //!   valid token (the console signs in with it).
+//! - `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the route table below.
 
 use crate::readiness::{StageVerdict, Verdicts};
 use crate::rules::stage_index;
 use aispm_runtime::auth::{Access, Auth, Scope};
 use aispm_runtime::http::ApiError;
+use aispm_runtime::openapi::{self, Op, Ty};
 use aispm_schemas::Stage;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,13 +33,67 @@ struct StageQuery {
     stage: Option<String>,
 }
 
-/// The gatekeeper's routes.
+/// Most blockers one answer lists (and the default): a tenant with 100k unowned critical
+/// findings has as many blockers, and an answer must stay bounded. `blocker_count` says how
+/// many there are; `next_cursor`, passed as `after`, pages on.
+pub const BLOCKER_PAGE: usize = 1000;
+
+/// Blockers per tenant and stage in the every-tenant answer.
+pub const SUMMARY_BLOCKERS: usize = 20;
+
+#[derive(Debug, Deserialize)]
+struct BlockerPage {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// The gatekeeper's routes, each with its OpenAPI operation.
+fn api() -> openapi::Api<Api> {
+    let stage = || Ty::one_of(Stage::ALL.iter().map(|s| s.as_str()));
+    openapi::Api::new(
+        "aispm gatekeeper",
+        env!("CARGO_PKG_VERSION"),
+        "Production readiness per tenant and stage, with the blockers that stand in the way.",
+    )
+    .get(
+        "/v1/tenants/{tenant}/readiness",
+        tenant_readiness,
+        Op::new("A tenant's readiness for a stage, with its blockers")
+            .query("stage", stage(), "The stage judged (default `production`).")
+            .query(
+                "limit",
+                Ty::Integer {
+                    min: 1,
+                    max: BLOCKER_PAGE as i64,
+                },
+                "Blockers in this answer, 1 to 1000 (default 1000); `blocker_count` counts them all.",
+            )
+            .query(
+                "after",
+                Ty::String,
+                "The `next_cursor` of the answer before: the blockers after it.",
+            )
+            .tenant(Scope::Read)
+            .error(404, "This instance holds no view rows for the tenant.")
+            .error(503, "Still replaying the views; try again shortly."),
+    )
+    .get(
+        "/v1/readiness",
+        all_readiness,
+        Op::new("Every tenant's readiness, with ready/unready counts per stage")
+            .query("stage", stage(), "Only this stage (default: every stage).")
+            .operator(),
+    )
+    .get(
+        "/v1/principal",
+        principal,
+        Op::new("Who the token is: its name, tenants and scopes").any_token(),
+    )
+}
+
+/// The gatekeeper's routes (and `GET /openapi.json`, their document).
 pub fn routes(auth: Auth, verdicts: Verdicts) -> Router {
-    Router::new()
-        .route("/v1/tenants/{tenant}/readiness", get(tenant_readiness))
-        .route("/v1/readiness", get(all_readiness))
-        .route("/v1/principal", get(principal))
-        .with_state(Api { auth, verdicts })
+    api().into_router().with_state(Api { auth, verdicts })
 }
 
 fn parse_stage(q: &StageQuery) -> Result<Option<Stage>, ApiError> {
@@ -52,12 +107,25 @@ async fn tenant_readiness(
     State(api): State<Api>,
     Path(tenant): Path<String>,
     Query(q): Query<StageQuery>,
+    Query(page): Query<BlockerPage>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
     let stage = parse_stage(&q)?.unwrap_or(Stage::Production);
+    let limit = page.limit.unwrap_or(BLOCKER_PAGE);
+    if limit == 0 || limit > BLOCKER_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {BLOCKER_PAGE}"
+        )));
+    }
     match api.verdicts.get(&tenant) {
-        Some(v) => Ok(Json(verdict_json(&tenant, stage, &v[stage_index(stage)]))),
+        Some(v) => Ok(Json(verdict_json(
+            &tenant,
+            stage,
+            &v[stage_index(stage)],
+            limit,
+            page.after.as_deref(),
+        ))),
         None if api.verdicts.restoring() => Err(ApiError::unavailable(
             "the gatekeeper is still replaying the views; try again shortly",
         )),
@@ -105,7 +173,13 @@ async fn all_readiness(
     }
     for (tenant, v) in &all {
         for stage in &stages {
-            items.push(verdict_json(tenant, *stage, &v[stage_index(*stage)]));
+            items.push(verdict_json(
+                tenant,
+                *stage,
+                &v[stage_index(*stage)],
+                SUMMARY_BLOCKERS,
+                None,
+            ));
         }
     }
     Ok(Json(json!({
@@ -116,11 +190,28 @@ async fn all_readiness(
     })))
 }
 
-/// The brief's readiness shape for one tenant and stage.
-pub fn verdict_json(tenant: &str, stage: Stage, v: &StageVerdict) -> Value {
-    let blockers: Vec<Value> = v
+/// The brief's readiness shape for one tenant and stage, with at most `limit` of its blockers
+/// (in id order, after the id `after`), their total `blocker_count`, and `next_cursor` (the
+/// last listed id when more follow, else null).
+pub fn verdict_json(
+    tenant: &str,
+    stage: Stage,
+    v: &StageVerdict,
+    limit: usize,
+    after: Option<&str>,
+) -> Value {
+    let mut rest: Vec<_> = v
         .blockers
         .iter()
+        .filter(|b| after.is_none_or(|a| b.blocker_id.as_str() > a))
+        .collect();
+    if !rest.is_sorted_by(|a, b| a.blocker_id <= b.blocker_id) {
+        rest.sort_by(|a, b| a.blocker_id.cmp(&b.blocker_id));
+    }
+    let next = (rest.len() > limit).then(|| rest[limit - 1].blocker_id.clone());
+    let blockers: Vec<Value> = rest
+        .iter()
+        .take(limit)
         .map(|b| {
             json!({
                 "id": b.blocker_id,
@@ -139,6 +230,8 @@ pub fn verdict_json(tenant: &str, stage: Stage, v: &StageVerdict) -> Value {
     o.insert("ready".into(), json!(v.ready));
     o.insert(format!("ready_for_aispm_{stage}"), json!(v.ready));
     o.insert("blockers".into(), Value::Array(blockers));
+    o.insert("blocker_count".into(), json!(v.blockers.len()));
+    o.insert("next_cursor".into(), json!(next));
     o.insert("evaluated_at".into(), json!(v.evaluated_at));
     Value::Object(o)
 }
@@ -166,7 +259,7 @@ mod tests {
             blockers: vec![b],
             evaluated_at: Timestamp(1000),
         };
-        let j = verdict_json("acme", Stage::Pilot, &v);
+        let j = verdict_json("acme", Stage::Pilot, &v, BLOCKER_PAGE, None);
         assert_eq!(
             j,
             json!({
@@ -175,8 +268,49 @@ mod tests {
                 "blockers": [{"id": "tenant_isolation_not_proven", "kind": "tenant_isolation_not_proven",
                     "meaning": "m", "resolution": "r", "subject": null, "evidence": ["ev-1"],
                     "detected_at": "1970-01-01T00:00:00.000Z"}],
+                "blocker_count": 1, "next_cursor": null,
                 "evaluated_at": "1970-01-01T00:00:01.000Z"
             })
         );
+    }
+
+    #[test]
+    fn blockers_come_a_bounded_page_at_a_time() {
+        let blocker = |id: &str| Blocker {
+            tenant_id: "acme".into(),
+            stage: Stage::Production,
+            blocker_id: id.into(),
+            kind: BlockerKind::CriticalFindingUnowned,
+            meaning: "m".into(),
+            resolution: "r".into(),
+            subject: Some(id.into()),
+            evidence: vec![],
+            detected_at: Timestamp(0),
+        };
+        let v = StageVerdict {
+            ready: false,
+            blockers: ["c", "a", "e", "b", "d"].map(blocker).to_vec(),
+            evaluated_at: Timestamp(0),
+        };
+        let ids = |j: &Value| -> Vec<String> {
+            j["blockers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let first = verdict_json("acme", Stage::Production, &v, 2, None);
+        assert_eq!(ids(&first), ["a", "b"]);
+        assert_eq!(
+            (first["blocker_count"].clone(), first["next_cursor"].clone()),
+            (json!(5), json!("b"))
+        );
+        let second = verdict_json("acme", Stage::Production, &v, 2, Some("b"));
+        assert_eq!(ids(&second), ["c", "d"]);
+        let last = verdict_json("acme", Stage::Production, &v, 2, Some("d"));
+        assert_eq!(ids(&last), ["e"]);
+        assert!(last["next_cursor"].is_null());
+        assert_eq!(last["ready"], false);
     }
 }

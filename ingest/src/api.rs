@@ -4,6 +4,9 @@
 //! A request is all-or-nothing with respect to validation and authorization: one invalid item
 //! (400) or one tenant the token may not write (403) rejects the whole request and nothing is
 //! produced. See `docs/ingest.md` for the answers.
+//!
+//! `GET /openapi.json` answers the API's OpenAPI 3.1 document, generated from [`router`]'s
+//! route table.
 
 use crate::body::{self, BodyError, Format, Generated, ItemError, Parsed};
 use crate::metrics::{IngestMetrics, Outcome};
@@ -11,12 +14,12 @@ use crate::publish::{self, Encoded, PublishError, Publisher};
 use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
+use aispm_runtime::openapi::{self, Op};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Serialize;
@@ -96,11 +99,71 @@ pub struct Accepted {
     pub generated: Vec<Generated>,
 }
 
-/// The service's routes (`/metrics`, `/healthz` and `/readyz` are added by `aispm_runtime::http`).
+/// The service's routes, each with its OpenAPI operation.
+fn table() -> openapi::Api<Arc<App>> {
+    let events = serde_json::json!({
+        "description": "An input event (decision, approval or registry), or an array of them.",
+        "type": ["object", "array"],
+    });
+    let lines = serde_json::json!({"type": "string", "description": "One input event per line."});
+    let body = "The events: one JSON event or an array (application/json), or one event per \
+                line (application/x-ndjson). All-or-nothing: one invalid item rejects the request.";
+    openapi::Api::new(
+        "aispm ingest",
+        env!("CARGO_PKG_VERSION"),
+        "Receives input events over HTTP and produces them to Kafka, answering once the broker \
+         acknowledged every record.",
+    )
+    .post(
+        "/v1/events",
+        post_events,
+        Op::new("Send input events")
+            .body("application/json", events, body)
+            .body("application/x-ndjson", lines, body)
+            .scopes(
+                &[
+                    Scope::Emit,
+                    Scope::Approve,
+                    Scope::Register,
+                    Scope::Validate,
+                    Scope::Admin,
+                ],
+                "A bearer token that may write every tenant the events name, with the scope each \
+                 event needs: `emit` for decisions, `approve` for approval events, `validate` for \
+                 validation results, `admin` for trust roots and report providers, `register` \
+                 for other assets.",
+            )
+            .ok(
+                202,
+                "application/json",
+                "Every event acknowledged by the broker: `{accepted, by_type, generated}`.",
+            )
+            .error(
+                400,
+                "Malformed body, or invalid events (listed in `details`); none accepted.",
+            )
+            .error(408, "The body did not arrive in time; none accepted.")
+            .error(413, "The body or the batch is too large; none accepted.")
+            .error(415, "Not JSON nor NDJSON.")
+            .error(
+                429,
+                "Over the token's quotas or the service's buffers, or too many failed \
+                 authentications from this address; retry after Retry-After.",
+            )
+            .error(
+                503,
+                "Starting, or the broker did not acknowledge; resend the same request after \
+                 Retry-After (events apply once per event_id).",
+            ),
+    )
+}
+
+/// The service's routes (and `GET /openapi.json`, their document; `/metrics`, `/healthz` and
+/// `/readyz` are added by `aispm_runtime::http`).
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.max_body_bytes;
-    Router::new()
-        .route("/v1/events", post(post_events))
+    table()
+        .into_router()
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }

@@ -9,6 +9,7 @@
 //! - `GET /v1/tenants/{tenant}/reports/{id}/packet.zip.minisig` → its minisign signature.
 //! - `GET /v1/signing-keys` → the current and previous packet signing keys
 //!   ([`crate::keys::KeysDocument`]).
+//! - `GET /openapi.json` → this API's OpenAPI 3.1 document, generated from the route table.
 //!
 //! Every route needs a bearer token bound to the tenant (or an operator token);
 //! `/v1/signing-keys` names no tenant and answers any valid token (the keys are public, but
@@ -21,11 +22,11 @@ use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
 use aispm_runtime::metrics::Metrics;
+use aispm_runtime::openapi::{self, Op};
 use aispm_schemas::ReportType;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::IntCounterVec;
 use serde::Deserialize;
@@ -77,22 +78,99 @@ impl Limits {
     }
 }
 
-/// The reporter's routes.
+/// The reporter's routes, each with its OpenAPI operation.
+fn table() -> openapi::Api<Api> {
+    let request = json!({
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": false,
+        "properties": {
+            "type": {"type": "string", "enum": ReportType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>()},
+            "recipients": {"type": "array", "items": {"type": "string"}},
+        },
+    });
+    let report = |summary| {
+        Op::new(summary)
+            .path("id", "The report's id.")
+            .tenant(Scope::Read)
+            .error(400, "The tenant id is not valid.")
+    };
+    openapi::Api::new(
+        "aispm reporter",
+        env!("CARGO_PKG_VERSION"),
+        "Generates, signs and delivers report packets per tenant.",
+    )
+    .post(
+        "/v1/tenants/{tenant}/reports",
+        create,
+        Op::new("Request a report packet")
+            .body(
+                "application/json",
+                request,
+                "The report type, and recipients (a subset of the approved ones) if not all.",
+            )
+            .tenant(Scope::Reports)
+            .ok(
+                201,
+                "application/json",
+                "Generated and delivered: the packet's id, manifest and where it went.",
+            )
+            .also(
+                202,
+                "Generated and recorded; delivery failed and is retried (see `delivery`).",
+            )
+            .error(404, "No view rows for the tenant.")
+            .error(422, "A recipient is not an approved one.")
+            .error(
+                503,
+                "Still replaying state, or shutting down; retry shortly.",
+            )
+            .error(
+                429,
+                "Over the tenant's report limits, or too many failed authentications from \
+                 this address; retry after Retry-After.",
+            ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/reports",
+        list,
+        Op::new("List the tenant's reports, newest first")
+            .paged("before", LIST_PAGE)
+            .tenant(Scope::Read),
+    )
+    .get(
+        "/v1/tenants/{tenant}/reports/{id}",
+        show,
+        report("One report"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/reports/{id}/packet.zip",
+        archive,
+        report("A report's packet archive").ok(200, "application/zip", "The packet (zip)."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/reports/{id}/packet.zip.minisig",
+        archive_signature,
+        report("The minisign signature of a report's packet archive").ok(
+            200,
+            "text/plain",
+            "The signature (minisign format).",
+        ),
+    )
+    .get(
+        "/v1/signing-keys",
+        signing_keys,
+        Op::new("The current and previous packet signing keys").any_token(),
+    )
+}
+
+/// The reporter's routes (and `GET /openapi.json`, their document).
 pub fn routes(center: Arc<Center>, auth: Auth, limits: Arc<Limits>) -> Router {
-    Router::new()
-        .route("/v1/tenants/{tenant}/reports", post(create).get(list))
-        .route("/v1/tenants/{tenant}/reports/{id}", get(show))
-        .route("/v1/tenants/{tenant}/reports/{id}/packet.zip", get(archive))
-        .route(
-            "/v1/tenants/{tenant}/reports/{id}/packet.zip.minisig",
-            get(archive_signature),
-        )
-        .route("/v1/signing-keys", get(signing_keys))
-        .with_state(Api {
-            center,
-            auth,
-            limits,
-        })
+    table().into_router().with_state(Api {
+        center,
+        auth,
+        limits,
+    })
 }
 
 /// Tenant ids as the contract allows them: letters, digits, `.`, `_` and `-`.

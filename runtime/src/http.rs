@@ -351,13 +351,13 @@ struct AuthGuard {
 }
 
 /// Refuses requests from an address that failed authentication too often, and counts each
-/// answer 401 against its address. Health and metrics stay open to everyone.
+/// answer 401 against its address. Health, metrics and the API's document stay open to everyone.
 async fn guard_auth(State(g): State<Arc<AuthGuard>>, req: Request, next: Next) -> Response {
     let Some(failures) = &g.failures else {
         return next.run(req).await;
     };
     let path = req.uri().path();
-    if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    if matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") {
         return next.run(req).await;
     }
     // An IPv4 client of a dual-stack listener is counted (and exempted) by its IPv4 address.

@@ -8,6 +8,8 @@
 //! - [`metrics`]: one Prometheus registry per process, `aispm_build_info`, process metrics.
 //! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors;
 //!   throttles client addresses that fail authentication.
+//! - [`openapi`]: a service's route table: registers each axum route and records its OpenAPI
+//!   3.1 operation, so `GET /openapi.json` documents exactly the routes served.
 //! - [`dlq`]: dead letters with headers naming source, stage and error; counted.
 //! - [`fs`]: durable files: atomic writes and renames that survive a power loss.
 //! - [`health`]: readiness conditions a service reports (`/readyz`).
@@ -30,6 +32,7 @@ pub mod kafka;
 pub mod limit;
 pub mod malloc;
 pub mod metrics;
+pub mod openapi;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
