@@ -21,6 +21,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, PoisonError, RwLock};
 
+/// Most blocker ids a verdict's record on the readiness topic names (the first in id order):
+/// a tenant can have 100k blockers (one per unowned critical finding), and the record must fit a
+/// Kafka message (about 60 KB at this many). `ready` counts them all; the blockers topic holds
+/// every one, and the readiness API pages through them.
+pub const MAX_READINESS_IDS: usize = 1000;
+
 /// Why a tenant is evaluated (the `trigger` label of `evaluations_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Trigger {
@@ -519,6 +525,9 @@ impl Engine {
                 }
             }
             let ready = ids.is_empty();
+            // The verdict's record names at most MAX_READINESS_IDS blockers (in id order), so it
+            // always fits a Kafka message: the blockers topic holds every one of them.
+            ids.truncate(MAX_READINESS_IDS);
             let same = sp
                 .readiness
                 .as_ref()
