@@ -163,6 +163,8 @@ class Run:
         for href, name in [("/findings?status=open", "findings"),
                            ("/coverage?shadow_ai=true", "coverage-shadow-ai"),
                            ("/controls", "controls"), ("/exceptions", "exceptions"),
+                           ("/approvals", "approvals"),
+                           ("/blockers?stage=production", "blockers"),
                            ("/evidence?within=30d", "evidence"),
                            ("/validations", "validations"), ("/reports", "reports")]:
             self.open(f"/t/{t}{href}", name)
@@ -172,6 +174,8 @@ class Run:
         if self.check(agent, f"the shadow agent {a.shadow_agent} is listed"):
             agent[0].click()
             self.check("shadow_ai" in self.text(), "the asset row shows shadow_ai")
+            self.check("What it acted for and with" in self.text(),
+                       "the agent's page shows what it acted for and with")
             self.audit("asset")
 
         # Another tenant: a refusal page, and none of its data.

@@ -115,6 +115,9 @@ pub fn routes(app: App) -> Router {
             "/t/{tenant}/exceptions",
             get(|a, h, t, q| list_page(a, h, t, q, "/exceptions", pages::exceptions)),
         )
+        .route("/t/{tenant}/blockers", get(blockers))
+        .route("/t/{tenant}/approvals", get(approvals))
+        .route("/t/{tenant}/asset", get(asset))
         .route("/t/{tenant}/evidence", get(evidence))
         .route("/t/{tenant}/validations", get(validations))
         .route("/t/{tenant}/reports", get(reports).post(request_report))
@@ -438,21 +441,26 @@ async fn overview(
         return to_sign_in();
     };
     let readiness = |stage: &'static str| {
-        let path = tenant_path(&tenant, &format!("/readiness?stage={stage}"));
+        let path = tenant_path(
+            &tenant,
+            &format!("/readiness?stage={stage}&limit={OVERVIEW_BLOCKERS}"),
+        );
         let up = app.up.clone();
         let token = s.token.clone();
         async move { up.get(Service::Gatekeeper, &path, &token).await }
     };
     let posture_path = tenant_path(&tenant, "/posture");
-    let (production, pilot, trial, posture) = tokio::join!(
+    let trend_path = tenant_path(&tenant, "/posture/trend?days=7");
+    let (production, pilot, trial, posture, trend) = tokio::join!(
         readiness(STAGES[0]),
         readiness(STAGES[1]),
         readiness(STAGES[2]),
         app.up.get(Service::Projector, &posture_path, &s.token),
+        app.up.get(Service::Projector, &trend_path, &s.token),
     );
-    let all = (|| Ok::<_, UpstreamError>((production?, pilot?, trial?, posture?)))();
+    let all = (|| Ok::<_, UpstreamError>((production?, pilot?, trial?, posture?, trend?)))();
     match all {
-        Ok((production, pilot, trial, posture)) => {
+        Ok((production, pilot, trial, posture, trend)) => {
             let stages = [
                 (STAGES[0], production),
                 (STAGES[1], pilot),
@@ -460,7 +468,13 @@ async fn overview(
             ];
             html(
                 StatusCode::OK,
-                pages::overview(&chrome(&s, Some(&tenant)), &tenant, &stages, &posture),
+                pages::overview(
+                    &chrome(&s, Some(&tenant)),
+                    &tenant,
+                    &stages,
+                    &posture,
+                    &trend,
+                ),
             )
         }
         Err(e) => failure(&app, &id, &s, Some(&tenant), e),
@@ -612,14 +626,20 @@ async fn go(
             .map(|k| format!("{k}/{}", q.id))
             .collect()
     };
+    for key in &assets {
+        let path = tenant_path(&tenant, &format!("/coverage/{}", encode(key)));
+        match app.up.get(Service::Projector, &path, &s.token).await {
+            Ok(_) => {
+                return Redirect::to(&format!("/t/{}/asset?key={}", encode(&tenant), encode(key)))
+                    .into_response();
+            }
+            Err(UpstreamError::NotFound(_)) => {}
+            Err(e) => return failure(&app, &sid, &s, Some(&tenant), e),
+        }
+    }
     let probes = BY_KEY
         .iter()
-        .map(|(path, kind)| (format!("{path}{}", encode(&q.id)), *kind))
-        .chain(
-            assets
-                .iter()
-                .map(|key| (format!("/coverage/{}", encode(key)), "Asset")),
-        );
+        .map(|(path, kind)| (format!("{path}{}", encode(&q.id)), *kind));
     for (path, kind) in probes {
         match app
             .up
@@ -638,6 +658,116 @@ async fn go(
         StatusCode::NOT_FOUND,
         pages::unresolved(&c, &tenant, &q.id, &searched),
     )
+}
+
+/// Blockers per stage on the overview; the blockers page pages through the rest.
+const OVERVIEW_BLOCKERS: usize = 50;
+
+#[derive(Deserialize)]
+struct BlockersQuery {
+    stage: Option<String>,
+    after: Option<String>,
+}
+
+async fn blockers(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<BlockersQuery>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let stage = q
+        .stage
+        .as_deref()
+        .filter(|st| STAGES.contains(st))
+        .unwrap_or(STAGES[0]);
+    let mut path = format!("/readiness?stage={stage}&limit={}", pages::PAGE);
+    if let Some(a) = &q.after {
+        path.push_str(&format!("&after={}", encode(a)));
+    }
+    tenant_page(
+        &app,
+        &id,
+        &s,
+        &tenant,
+        Service::Gatekeeper,
+        &path,
+        |c, v| pages::blockers(c, &tenant, stage, v),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct ApprovalsFilter {
+    kind: Option<String>,
+    after: Option<String>,
+}
+
+async fn approvals(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(f): Query<ApprovalsFilter>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let kind = f.kind.as_deref().filter(|k| !k.is_empty());
+    let mut path = format!("/approvals?{}", page_query(f.after.as_deref()));
+    if let Some(k) = kind {
+        path.push_str(&format!("&kind={}", encode(k)));
+    }
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::approvals(c, &tenant, v, kind)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct AssetQuery {
+    /// `{kind}/{id}`, a coverage row's key.
+    key: String,
+    /// The links page's cursor (agents).
+    after: Option<String>,
+}
+
+/// An asset's coverage row; for an agent also what it acted for and with (its links), a page
+/// at a time.
+async fn asset(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<AssetQuery>,
+) -> Response {
+    let Some((sid, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let row_path = tenant_path(&tenant, &format!("/coverage/{}", encode(&q.key)));
+    let agent = q.key.strip_prefix("agent/");
+    let links = async {
+        let Some(agent) = agent else {
+            return Ok(serde_json::Value::Null);
+        };
+        let path = tenant_path(
+            &tenant,
+            &format!(
+                "/agents/{}/links?{}",
+                encode(agent),
+                page_query(q.after.as_deref())
+            ),
+        );
+        app.up.get(Service::Projector, &path, &s.token).await
+    };
+    let (row, links) = tokio::join!(app.up.get(Service::Projector, &row_path, &s.token), links);
+    match row.and_then(|r| links.map(|l| (r, l))) {
+        Ok((row, links)) => html(
+            StatusCode::OK,
+            pages::asset(&chrome(&s, Some(&tenant)), &tenant, &q.key, &row, &links),
+        ),
+        Err(e) => failure(&app, &sid, &s, Some(&tenant), e),
+    }
 }
 
 #[derive(Deserialize)]

@@ -40,6 +40,7 @@ pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
                             a href={ "/t/" (encode(t)) "/coverage" } { "Coverage" }
                             a href={ "/t/" (encode(t)) "/controls" } { "Controls" }
                             a href={ "/t/" (encode(t)) "/exceptions" } { "Exceptions" }
+                            a href={ "/t/" (encode(t)) "/approvals" } { "Approvals" }
                             a href={ "/t/" (encode(t)) "/evidence" } { "Evidence" }
                             a href={ "/t/" (encode(t)) "/validations" } { "Validations" }
                             a href={ "/t/" (encode(t)) "/reports" } { "Reports" }
@@ -150,7 +151,10 @@ pub fn tenants(chrome: &Chrome<'_>, all: &Value, sort: &str) -> Markup {
         rows.entry(text(&r["tenant_id"])).or_default().push((
             text(&r["stage"]),
             r["ready"].as_bool().unwrap_or(false),
-            r["blockers"].as_array().map_or(0, Vec::len),
+            r["blocker_count"].as_u64().map_or_else(
+                || r["blockers"].as_array().map_or(0, Vec::len),
+                |n| n as usize,
+            ),
         ));
     }
     let mut list: Vec<(String, Stages)> = rows.into_iter().collect();
@@ -215,23 +219,137 @@ pub fn my_tenants(chrome: &Chrome<'_>, tenants: &[String]) -> Markup {
     )
 }
 
-/// One layer's score and the ids behind it.
-fn layer(tenant: &str, name: &str, l: &Value) -> Markup {
+/// One layer's score, its trend, and the ids behind it: each drill-down list with its full
+/// count, the first ids linked and, where the projector can list them all, a link to that list.
+fn layer(tenant: &str, name: &str, l: &Value, trend: &[(i64, f64)]) -> Markup {
     html! {
         section.layer {
             h3 { (name) " " span.score { (text(&l["score"])) } }
+            (sparkline(name, trend))
             p { (text(&l["detail"])) }
             @for (what, ids) in l["drill_down"].as_object().into_iter().flatten() {
                 @let ids: Vec<&str> = ids.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                @if !ids.is_empty() {
+                @let count = l["counts"][what].as_u64().unwrap_or(ids.len() as u64);
+                @if count > 0 {
                     details {
-                        summary { (what.replace('_', " ")) " (" (ids.len()) ")" }
-                        ul.ids { @for id in ids { li { (id_link(tenant, id)) } } }
+                        summary { (what.replace('_', " ")) " (" (count) ")" }
+                        ul.ids { @for id in &ids { li { (id_link(tenant, id)) } } }
+                        @if let Some(list) = l["lists"][what].as_str() {
+                            p { a href={ "/t/" (encode(tenant)) (list) } { "all " (count) " →" } }
+                        } @else if count > ids.len() as u64 {
+                            p.small { "the first " (ids.len()) " of " (count) }
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// A score's trend (0 to 100) as an inline SVG line, oldest left; described for screen readers.
+pub fn sparkline(name: &str, points: &[(i64, f64)]) -> Markup {
+    const W: f64 = 160.0;
+    const H: f64 = 32.0;
+    let label = match (points.first(), points.last()) {
+        (Some(first), Some(last)) if points.len() > 1 => format!(
+            "{name} score over the last {} hourly samples: from {} to {}",
+            points.len(),
+            first.1,
+            last.1
+        ),
+        _ => format!("{name}: not enough samples for a trend yet"),
+    };
+    let (t0, t1) = (
+        points.first().map_or(0, |p| p.0),
+        points.last().map_or(1, |p| p.0),
+    );
+    let span = (t1 - t0).max(1) as f64;
+    let path: Vec<String> = points
+        .iter()
+        .map(|(t, v)| {
+            let x = (*t - t0) as f64 / span * W;
+            let y = H - v.clamp(0.0, 100.0) / 100.0 * (H - 2.0) - 1.0;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    html! {
+        svg.trend role="img" aria-label=(label) viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) {
+            title { (label) }
+            @if path.len() > 1 {
+                polyline points=(path.join(" ")) {}
+            }
+        }
+    }
+}
+
+/// What changed in the last 24 hours, each count linked to the rows behind it.
+fn last_day(tenant: &str, d: &Value) -> Markup {
+    html! {
+        section {
+            h2 { "Last 24 hours" }
+            p { (text(&d["evidence_recorded"])) " evidence artefacts recorded." }
+            ul {
+                @for (what, ids) in d["drill_down"].as_object().into_iter().flatten() {
+                    @let ids: Vec<&str> = ids.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    @let count = d["counts"][what].as_u64().unwrap_or(ids.len() as u64);
+                    li {
+                        (what.replace('_', " ")) ": " strong { (count) }
+                        @if !ids.is_empty() {
+                            details {
+                                summary { "which" @if count > ids.len() as u64 { " (the first " (ids.len()) ")" } }
+                                ul.ids { @for id in &ids { li { (id_link(tenant, id)) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A page of a stage's blockers (each with its meaning, resolution and the ids behind it), how
+/// many there are, and a link to the next page.
+fn blocker_list(tenant: &str, stage: &str, v: &Value) -> Markup {
+    let blockers = v["blockers"].as_array().cloned().unwrap_or_default();
+    let count = v["blocker_count"].as_u64().unwrap_or(blockers.len() as u64);
+    html! {
+        @if blockers.is_empty() {
+            p { "No blockers." }
+        } @else {
+            @if count > blockers.len() as u64 { p { (count) " blockers; " (blockers.len()) " on this page." } }
+            ol.blockers {
+                @for b in &blockers {
+                    li.blocker {
+                        h3 { code { (text(&b["kind"])) }
+                            @if let Some(s) = b["subject"].as_str() { " · " (s) } }
+                        p { (text(&b["meaning"])) }
+                        p.resolution { strong { "Resolution: " } (text(&b["resolution"])) }
+                        @let ev: Vec<&str> = b["evidence"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                        @if !ev.is_empty() {
+                            p.evidence { "Behind it: "
+                                @for id in ev { (id_link(tenant, id)) " " }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = v["next_cursor"].as_str() {
+                nav.pages { a href={ "/t/" (encode(tenant)) "/blockers?stage=" (encode(stage)) "&after=" (encode(next)) } { "more " (stage) " blockers →" } }
+            }
+        }
+    }
+}
+
+/// One stage's blockers, a page at a time.
+pub fn blockers(chrome: &Chrome<'_>, tenant: &str, stage: &str, v: &Value) -> Markup {
+    layout(
+        "Blockers",
+        chrome,
+        html! {
+            h1 { "Blockers of " (tenant) " for " (stage) " " (verdict_badge(v["ready"].as_bool().unwrap_or(false))) }
+            (blocker_list(tenant, stage, v))
+        },
+    )
 }
 
 /// The tenant overview: verdict per stage with its blockers, the posture score per layer, and
@@ -241,7 +359,29 @@ pub fn overview(
     tenant: &str,
     stages: &[(&str, Value)],
     posture: &Value,
+    trend: &Value,
 ) -> Markup {
+    // Each layer's score per sample, from the trend's `layers` order.
+    let order: Vec<&str> = trend["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let series = |name: &str| -> Vec<(i64, f64)> {
+        let Some(i) = order.iter().position(|l| *l == name) else {
+            return vec![];
+        };
+        trend["samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let at = Timestamp::parse_rfc3339(s["at"].as_str()?).ok()?;
+                Some((at.0, s["layers"][i].as_f64()?))
+            })
+            .collect()
+    };
     let open = &posture["layers"]["findings"]["open_by_severity"];
     let severities = ["critical", "high", "medium", "low"];
     layout(
@@ -255,38 +395,20 @@ pub fn overview(
                         h2 { (stage) " " (verdict_badge(v["ready"].as_bool().unwrap_or(false))) }
                         p.small { "ready_for_aispm_" (stage) ": " code { (text(&v["ready"])) }
                             " · evaluated " (age(&v["evaluated_at"])) }
-                        @let blockers = v["blockers"].as_array().cloned().unwrap_or_default();
-                        @if blockers.is_empty() {
-                            p { "No blockers." }
-                        } @else {
-                            ol.blockers {
-                                @for b in &blockers {
-                                    li.blocker {
-                                        h3 { code { (text(&b["kind"])) }
-                                            @if let Some(s) = b["subject"].as_str() { " · " (s) } }
-                                        p { (text(&b["meaning"])) }
-                                        p.resolution { strong { "Resolution: " } (text(&b["resolution"])) }
-                                        @let ev: Vec<&str> = b["evidence"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                                        @if !ev.is_empty() {
-                                            p.evidence { "Behind it: "
-                                                @for id in ev { (id_link(tenant, id)) " " }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
+                        (blocker_list(tenant, stage, v))
                     }
                 }
             }
             section {
                 h2 { "Posture " span.score { (text(&posture["score"])) } }
+                p.small { "Computed " (age(&posture["computed_at"])) "; trends are the last score of each hour over 7 days." }
                 div.layers {
                     @for name in ["coverage", "controls", "findings", "evidence", "reports"] {
-                        (layer(tenant, name, &posture["layers"][name]))
+                        (layer(tenant, name, &posture["layers"][name], &series(name)))
                     }
                 }
             }
+            (last_day(tenant, &posture["last_24h"]))
             section {
                 h2 { "Open findings" }
                 table {
@@ -308,6 +430,8 @@ pub struct FindingFilter {
     pub rule: Option<String>,
     pub owner: Option<String>,
     pub sla: Option<String>,
+    /// A resource the finding is about (one part of its subject: an agent, control, tool…).
+    pub about: Option<String>,
     pub after: Option<String>,
 }
 
@@ -324,6 +448,7 @@ impl FindingFilter {
             ("rule", &self.rule),
             ("owner", &self.owner),
             ("sla", &self.sla),
+            ("about", &self.about),
         ] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                 q.push(format!("{k}={}", encode(v)));
@@ -369,6 +494,7 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &Findin
                 }
                 label { "Rule " input type="text" name="rule" value=(filter.rule.clone().unwrap_or_default()); }
                 label { "Owner " input type="text" name="owner" value=(filter.owner.clone().unwrap_or_default()); }
+                label { "About " input type="text" name="about" value=(filter.about.clone().unwrap_or_default()); }
                 button type="submit" { "Filter" }
             }
             p { (rows.len()) " findings on this page" @if filter.after.is_some() { " (not the first)" } "." }
@@ -411,6 +537,8 @@ pub enum Cell {
     Severity(&'static str),
     /// A coverage row's asset, `kind/id`, linked to its row.
     Asset,
+    /// A link's target (`relation`, `target`): an asset linked to its row, an actor as text.
+    Target,
 }
 
 impl Cell {
@@ -432,7 +560,17 @@ impl Cell {
             }
             Cell::Asset => {
                 let key = format!("{}/{}", text(&row["kind"]), text(&row["id"]));
-                html! { a href={ "/t/" (encode(tenant)) "/go?id=" (encode(&key)) } { (text(&row["id"])) } }
+                html! { a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (text(&row["id"])) } }
+            }
+            Cell::Target => {
+                let target = text(&row["target"]);
+                match row["relation"].as_str() {
+                    Some("actor") | None => html! { (target) },
+                    Some(kind) => {
+                        let key = format!("{kind}/{target}");
+                        html! { a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (target) } }
+                    }
+                }
             }
         }
     }
@@ -731,7 +869,7 @@ pub fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
             (fields(tenant, &v["event"]))
             @let rows: Vec<&str> = v["rows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             @if !rows.is_empty() {
-                h2 { "Rows it names" }
+                h2 { "Rows it changed" }
                 ul.ids {
                     @for r in rows {
                         @let key = r.split_once('/').map_or(r, |(_, k)| k);
@@ -739,11 +877,94 @@ pub fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
                     }
                 }
             }
+            @let approvals: Vec<&str> = v["approvals"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            @if !approvals.is_empty() {
+                h2 { "Approvals granted for it" }
+                ul.ids { @for a in approvals { li { (id_link(tenant, a)) } } }
+            }
         },
     )
 }
 
-/// A row found by id (evidence, asset, control, validation…) shown field by field.
+/// Every approval event of the tenant, newest first: approvals granted and denied, exceptions
+/// and risk acceptances, revocations, break-glass and its reviews, finding assignments.
+pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&str>) -> Markup {
+    let query = |after: Option<&str>| {
+        let mut q = vec![];
+        if let Some(k) = kind {
+            q.push(format!("kind={}", encode(k)));
+        }
+        if let Some(a) = after {
+            q.push(format!("after={}", encode(a)));
+        }
+        q.join("&")
+    };
+    layout(
+        "Approvals",
+        chrome,
+        html! {
+            h1 { "Approvals of " (tenant) }
+            p { "Every approval event, newest first: who granted, denied, excepted, accepted, "
+                "invoked break-glass, reviewed, assigned or resolved what, and when." }
+            form.filters method="get" {
+                label { "Kind "
+                    select name="kind" {
+                        option value="" selected[kind.is_none()] { "any" }
+                        @for o in aispm_schemas::ApprovalKind::ALL.iter().map(|k| k.as_str()) {
+                            option value=(o) selected[kind == Some(o)] { (o) }
+                        }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            (table(tenant, page, "approvals", &[
+                ("Event", Cell::Id("event_id")),
+                ("Kind", Cell::Text("kind")),
+                ("When", Cell::Age("occurred_at")),
+                ("Actor", Cell::Text("actor")),
+                ("Decision", Cell::Id("decision_id")),
+                ("Finding", Cell::Id("finding_id")),
+                ("Control", Cell::Id("control_id")),
+                ("Exception", Cell::Id("exception_id")),
+                ("Reason", Cell::Text("reason")),
+                ("Asserted by", Cell::Text("asserted_by")),
+            ], |n| query(Some(n))))
+        },
+    )
+}
+
+/// An asset: its coverage row and, for an agent, what it acted for and with (`links`: the
+/// actors, MCP tools, model endpoints, repos and workflows its decisions named) and a link to
+/// the findings about it.
+pub fn asset(chrome: &Chrome<'_>, tenant: &str, key: &str, row: &Value, links: &Value) -> Markup {
+    let (kind, id) = key.split_once('/').unwrap_or(("asset", key));
+    layout(
+        id,
+        chrome,
+        html! {
+            h1 { "Asset " code { (id) } }
+            p { (kind)
+                @if row["shadow_ai"] == Value::Bool(true) { " · " strong { "shadow AI" } " (seen deciding, never registered)" }
+                " · " a href={ "/t/" (encode(tenant)) "/findings?about=" (encode(id)) } { "findings about it →" } }
+            (fields(tenant, row))
+            @if kind == "agent" {
+                h2 { "What it acted for and with" }
+                p { "The actors it acted for and the tools, model endpoints, repos and workflows its decisions named." }
+                (table(tenant, links, "links", &[
+                    ("Relation", Cell::Text("relation")),
+                    ("Target", Cell::Target),
+                    ("Decisions", Cell::Text("decisions")),
+                    ("Synthetic", Cell::Text("synthetic_decisions")),
+                    ("First use", Cell::Age("first_at")),
+                    ("Last use", Cell::Age("last_at")),
+                    ("Last decision", Cell::Id("last_decision_id")),
+                ], |n| format!("key={}&after={}", encode(key), encode(n))))
+            }
+        },
+    )
+}
+
+/// A row found by id (evidence, control, validation…) shown field by field.
 pub fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -> Markup {
     layout(
         id,

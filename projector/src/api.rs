@@ -3,7 +3,10 @@
 //! one row of each by its key (`/coverage/{kind}%2F{id}`, `/controls/{control_id}`,
 //! `/findings/{finding_id}`, `/exceptions/{id}`, `/validations/{key}`,
 //! `/report-deliveries/{report_id}`, `/evidence/{evidence_id}`: a key's `/` percent-encoded),
-//! `/findings/{finding_id}/events` (every event that raised it, by cursor) and `/posture`. Clock-dependent states (SLA, expiry, review,
+//! `/findings/{finding_id}/events` (every event that raised it, by cursor), `/events/{event_id}`
+//! (an applied event, with the rows it names and changed), `/approvals` (newest first) and
+//! `/approvals/{event_id}`, `/agents/{agent_id}/links` (what an agent acted for and with) and
+//! `/posture`. Clock-dependent states (SLA, expiry, review,
 //! staleness, age) are computed at read time from the rows' event times, by the clock rules of
 //! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
 //!
@@ -12,17 +15,23 @@
 //! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`
 //! and `shadow_ai`, `/evidence` by `signature_state`, `environment`, `synthetic` and the time it
 //! was recorded (`since`, `until`).
+//!
+//! `GET /openapi.json` answers the API's OpenAPI 3.1 document, generated from the route table
+//! ([`routes`]) that registers each route.
 
 use crate::posture;
 use crate::project::decode_row;
-use crate::state::{Tag, occurrence_prefix, state_key};
+use crate::state::{
+    DecisionFacts, LinkAgg, RELATIONS, Tag, link_prefix, occurrence_prefix, parse_approval_index,
+    state_key,
+};
 use crate::store::{Store, columns};
 use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
+use aispm_runtime::openapi::{self, Op, Ty};
 use aispm_schemas::*;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,52 +45,210 @@ pub struct Api {
     pub windows: clock::Windows,
     /// Decodes the events kept by id.
     pub codec: Arc<Codec>,
+    /// Each tenant's posture, kept computed.
+    pub posture: Arc<posture::Keeper>,
 }
 
+/// The projector's routes, each with its OpenAPI operation.
+fn table() -> openapi::Api<Api> {
+    let symbols = |all: &[&'static str]| Ty::one_of(all.iter().copied());
+    let read = |summary| Op::new(summary).tenant(Scope::Read);
+    let list = |summary| read(summary).paged("after", LIST_PAGE);
+    let indexed = |summary| read(summary).paged("after", MAX_PAGE);
+    let row = |summary, key| read(summary).path("key", key);
+    openapi::Api::new(
+        "aispm projector",
+        env!("CARGO_PKG_VERSION"),
+        "The read-only query API over the views: coverage, controls, findings, exceptions, \
+         evidence, validations, report deliveries, approvals, agent links and posture, per tenant.",
+    )
+    .get(
+        "/v1/tenants/{tenant}/coverage",
+        coverage,
+        list("List coverage rows")
+            .query(
+                "kind",
+                Ty::one_of(CoverageKind::ALL.iter().map(|k| k.as_str())),
+                "Only this kind.",
+            )
+            .query(
+                "shadow_ai",
+                Ty::Boolean,
+                "`true`: only shadow AI (seen deciding, never registered); `false`: none of it.",
+            ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/coverage/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::Coverage),
+        row(
+            "One coverage row",
+            "`{kind}%2F{id}` (a `/` in the key percent-encoded).",
+        ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/controls",
+        controls,
+        list("List controls"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/controls/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::Controls),
+        row("One control", "The control id (a `/` percent-encoded)."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/findings",
+        findings,
+        list("List findings")
+            .query(
+                "status",
+                Ty::one_of(FindingStatus::ALL.iter().map(|s| s.as_str()).chain(["all"])),
+                "Only open or closed findings (default: all).",
+            )
+            .query(
+                "severity",
+                Ty::one_of(Risk::ALL.iter().map(|r| r.as_str())),
+                "Only this severity.",
+            )
+            .query(
+                "rule",
+                Ty::String,
+                "Only this rule id (e.g. `AISPM-APR-001`).",
+            )
+            .query("owner", Ty::String, "Only findings assigned to this owner.")
+            .query(
+                "sla",
+                Ty::one_of(clock::Sla::ALL.iter().map(|s| s.as_str())),
+                "Only findings in this SLA state now.",
+            )
+            .query(
+                "about",
+                Ty::String,
+                "Only findings about this resource (one part of the subject, or all of it).",
+            ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/findings/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::Findings),
+        row("One finding", "The finding id (a `/` percent-encoded)."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/findings/{finding_id}/events",
+        finding_events,
+        indexed("Every event that raised a finding, oldest first"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/exceptions",
+        exceptions,
+        list("List exceptions, with their state now"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/exceptions/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::Exceptions),
+        row("One exception", "The exception id (a `/` percent-encoded)."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/validations",
+        validations,
+        list("List validation results"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/validations/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::Validations),
+        row(
+            "One validation result",
+            "The validation's key (a `/` percent-encoded).",
+        ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/report-deliveries",
+        deliveries,
+        list("List report deliveries"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/report-deliveries/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::ReportDeliveries),
+        row("One report delivery", "The report id."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/evidence",
+        evidence_list,
+        list("List evidence")
+            .query(
+                "signature_state",
+                Ty::one_of(SignatureState::ALL.iter().map(|s| s.as_str())),
+                "Only evidence in this signature state.",
+            )
+            .query(
+                "environment",
+                Ty::one_of(Environment::ALL.iter().map(|e| e.as_str())),
+                "Only evidence from this environment.",
+            )
+            .query(
+                "synthetic",
+                Ty::Boolean,
+                "Only synthetic (or only real) evidence.",
+            )
+            .query("since", Ty::DateTime, "Recorded at or after this time.")
+            .query("until", Ty::DateTime, "Recorded before this time."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/evidence/{key}",
+        |a, h, p| row_route(a, h, p, ViewName::Evidence),
+        row(
+            "One evidence row",
+            "The evidence id (a `/` percent-encoded).",
+        ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/events/{event_id}",
+        event,
+        read("An applied input event, with the rows it names and changed"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/approvals",
+        approvals,
+        indexed("List approval events, newest first").query(
+            "kind",
+            Ty::one_of(ApprovalKind::ALL.iter().map(|k| k.as_str())),
+            "Only this kind.",
+        ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/approvals/{event_id}",
+        approval,
+        read("One approval event"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/agents/{agent_id}/links",
+        agent_links,
+        indexed("What an agent acted for and with").query(
+            "relation",
+            symbols(&RELATIONS),
+            "Only this relation.",
+        ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/posture",
+        posture_route,
+        read("The tenant's posture: scores per layer and overall"),
+    )
+    .get(
+        "/v1/tenants/{tenant}/posture/trend",
+        trend_route,
+        read("The posture's hourly samples, oldest first").query(
+            "days",
+            Ty::Integer {
+                min: 1,
+                max: posture::Keeper::TREND_DAYS,
+            },
+            "How many days back (default 7).",
+        ),
+    )
+}
+
+/// The projector's routes (and `GET /openapi.json`, their document).
 pub fn routes(api: Api) -> Router {
-    Router::new()
-        .route("/v1/tenants/{tenant}/coverage", get(coverage))
-        .route(
-            "/v1/tenants/{tenant}/coverage/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::Coverage)),
-        )
-        .route("/v1/tenants/{tenant}/controls", get(controls))
-        .route(
-            "/v1/tenants/{tenant}/controls/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::Controls)),
-        )
-        .route("/v1/tenants/{tenant}/findings", get(findings))
-        .route(
-            "/v1/tenants/{tenant}/findings/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::Findings)),
-        )
-        .route(
-            "/v1/tenants/{tenant}/findings/{finding_id}/events",
-            get(finding_events),
-        )
-        .route("/v1/tenants/{tenant}/exceptions", get(exceptions))
-        .route(
-            "/v1/tenants/{tenant}/exceptions/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::Exceptions)),
-        )
-        .route("/v1/tenants/{tenant}/validations", get(validations))
-        .route(
-            "/v1/tenants/{tenant}/validations/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::Validations)),
-        )
-        .route("/v1/tenants/{tenant}/report-deliveries", get(deliveries))
-        .route(
-            "/v1/tenants/{tenant}/report-deliveries/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::ReportDeliveries)),
-        )
-        .route("/v1/tenants/{tenant}/evidence", get(evidence_list))
-        .route(
-            "/v1/tenants/{tenant}/evidence/{key}",
-            get(|a, h, p| row_route(a, h, p, ViewName::Evidence)),
-        )
-        .route("/v1/tenants/{tenant}/events/{event_id}", get(event))
-        .route("/v1/tenants/{tenant}/posture", get(posture_route))
-        .with_state(api)
+    table().into_router().with_state(api)
 }
 
 /// Every row of a view for a tenant (read off the async runtime).
@@ -257,6 +424,15 @@ struct FindingsQuery {
     owner: Option<String>,
     /// An SLA state ([`sla_state`]).
     sla: Option<String>,
+    /// A resource the finding is about: one part of its subject ([`about`]).
+    about: Option<String>,
+}
+
+/// Whether a finding's subject names `resource`: as one of its parts (an agent, a control, a
+/// tool…, percent-decoded as [`finding_subject`] encoded them) or as the whole subject.
+pub fn about(subject: &str, resource: &str) -> bool {
+    let decode = |part: &str| part.replace("%2F", "/").replace("%25", "%");
+    subject.split('/').any(|p| decode(p) == resource) || decode(subject) == resource
 }
 
 /// A finding's SLA state at `now` ([`clock::finding_sla`]): `on_track`, `overdue` (the
@@ -290,6 +466,7 @@ async fn findings(
                 if status.is_none_or(|s| s == f.status)
                     && severity.is_none_or(|s| s == f.severity)
                     && q.rule.as_deref().is_none_or(|r| r == f.rule_id)
+                    && q.about.as_deref().is_none_or(|a| about(&f.subject, a))
                     && q.owner
                         .as_deref()
                         .is_none_or(|o| f.owner.as_deref() == Some(o)) =>
@@ -502,20 +679,10 @@ async fn event(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     check(&api, &headers, &tenant)?;
-    let store = Arc::clone(&api.store);
-    let key = columns::tenant_key(&tenant, &id);
-    let bytes = tokio::task::spawn_blocking(move || store.get_raw(columns::SEEN, &key))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?
+    let (event, by) = stored_event(&api, &tenant, &id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no event '{id}' for this tenant")))?;
-    let (event, by) = crate::project::read_stored_event(&api.codec, &bytes)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "event '{id}' was applied before the projector kept events by id (a rebuild keeps it)"
-            ))
-        })?;
+    let mut approvals = Vec::new();
     let (kind, fields, rows) = match &event {
         crate::apply::Event::Decision(d) => {
             let mut rows = vec![format!("coverage/agent/{}", d.agent_id)];
@@ -534,6 +701,19 @@ async fn event(
             if let Some(e) = &d.evidence {
                 rows.push(format!("evidence/{}", e.evidence_id));
             }
+            // What later events made of it: the finding it raised for lack of approval, and
+            // the approvals granted for it.
+            let store = Arc::clone(&api.store);
+            let key = state_key(&tenant, Tag::Decision, &id);
+            let facts: Option<DecisionFacts> =
+                tokio::task::spawn_blocking(move || store.get(columns::STATE, &key))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Some(f) = facts {
+                rows.extend(f.raised.map(|r| format!("findings/{r}")));
+                approvals = f.approvals.into_iter().map(|(_, id)| id).collect();
+            }
             ("decision", serde_json::to_value(d), rows)
         }
         crate::apply::Event::Approval(a) => ("approval", serde_json::to_value(a), vec![]),
@@ -547,6 +727,7 @@ async fn event(
         "asserted_by": by,
         "event": fields.map_err(|e| ApiError::internal(e.to_string()))?,
         "rows": rows,
+        "approvals": approvals,
     })))
 }
 
@@ -592,19 +773,7 @@ async fn finding_events(
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check(&api, &headers, &tenant)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let after = match &q.after {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| ApiError::bad_request("after: not a cursor this API returned"))?,
-        ),
-    };
+    let (limit, after) = index_page(&q)?;
     let Some(ViewRow::Finding(f)) = one_row(&api.store, &tenant, ViewName::Findings, &id).await?
     else {
         return Err(ApiError::not_found(format!(
@@ -619,42 +788,228 @@ async fn finding_events(
             "next_cursor": null,
         })));
     }
-    let store = Arc::clone(&api.store);
     let prefix = state_key(&tenant, Tag::Occurrence, &occurrence_prefix(&id));
-    let page = tokio::task::spawn_blocking(move || {
-        let start = match &after {
-            Some(suffix) => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(suffix);
-                k.push(0); // strictly after the cursor's marker
-                k
-            }
-            None => prefix.clone(),
-        };
-        store.scan_from(columns::STATE, &prefix, &start, limit + 1)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    let strip = state_key(&tenant, Tag::Occurrence, &occurrence_prefix(&id)).len();
-    let more = page.len() > limit;
-    let mut events = Vec::with_capacity(limit.min(page.len()));
-    let mut last = None;
-    for (k, _) in page.iter().take(limit) {
-        let suffix = &k[strip..];
-        let text = String::from_utf8_lossy(suffix);
-        let Some((at, event_id)) = text.split_once('\0') else {
-            continue;
-        };
-        let at: i64 = at.parse().unwrap_or(0);
-        events.push(json!({"event_id": event_id, "occurred_at": Timestamp(at)}));
-        last = Some(suffix.to_vec());
-    }
+    let (page, next) = state_page(&api.store, prefix, after, limit).await?;
+    let events: Vec<Value> = page
+        .iter()
+        .filter_map(|(suffix, _)| {
+            let text = std::str::from_utf8(suffix).ok()?;
+            let (at, event_id) = text.split_once('\0')?;
+            let at: i64 = at.parse().unwrap_or(0);
+            Some(json!({"event_id": event_id, "occurred_at": Timestamp(at)}))
+        })
+        .collect();
     Ok(Json(json!({
         "tenant_id": tenant, "finding_id": id, "indexed": true,
         "occurrences": f.occurrences,
         "events": events,
-        "next_cursor": if more { last.map(|l| encode_cursor(&l)) } else { None },
+        "next_cursor": next,
+    })))
+}
+
+/// A page of the state column family under `prefix`, in key order: at most `limit` entries
+/// (key suffix after the prefix, value) after the suffix `after`, and the cursor of the next
+/// page (`None` after the last).
+async fn state_page(
+    store: &Arc<Store>,
+    prefix: Vec<u8>,
+    after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<String>), ApiError> {
+    let store = Arc::clone(store);
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut start = prefix.clone();
+        if let Some(suffix) = &after {
+            start.extend_from_slice(suffix);
+            start.push(0); // strictly after the cursor's entry
+        }
+        store
+            .scan_from(columns::STATE, &prefix, &start, limit + 1)
+            .map(|raw| (raw, prefix.len()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (mut raw, strip) = raw;
+    let next = (raw.len() > limit).then(|| encode_cursor(&raw[limit - 1].0[strip..]));
+    raw.truncate(limit);
+    Ok((
+        raw.into_iter()
+            .map(|(k, v)| (k[strip..].to_vec(), v))
+            .collect(),
+        next,
+    ))
+}
+
+/// `limit` (1 to [`MAX_PAGE`], default [`DEFAULT_PAGE`]) and the decoded `after` of a page of
+/// an index.
+fn index_page(q: &EventsQuery) -> Result<(usize, Option<Vec<u8>>), ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = match &q.after {
+        None => None,
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("after: not a cursor this API returned"))?,
+        ),
+    };
+    Ok((limit, after))
+}
+
+/// An applied event by id with the principal that asserted it (`Ok(None)`: never applied).
+async fn stored_event(
+    api: &Api,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<(crate::apply::Event, Option<String>)>, ApiError> {
+    let store = Arc::clone(&api.store);
+    let key = columns::tenant_key(tenant, id);
+    let Some(bytes) = tokio::task::spawn_blocking(move || store.get_raw(columns::SEEN, &key))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    crate::project::read_stored_event(&api.codec, &bytes)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "event '{id}' was applied before the projector kept events by id (a rebuild keeps it)"
+            ))
+        })
+        .map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+struct ApprovalsQuery {
+    /// An approval kind (`approval_granted`, `approval_denied`, `exception_granted`, …).
+    kind: Option<String>,
+}
+
+/// An approval event as the approvals routes answer it: its fields and who asserted it.
+fn approval_json(a: &ApprovalEvent, by: Option<String>) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    v["type"] = json!("approval");
+    v["asserted_by"] = json!(by);
+    v
+}
+
+/// `GET /v1/tenants/{tenant}/approvals`: every approval event (approvals granted and denied,
+/// exceptions, risk acceptances, revocations, break-glass and its reviews), newest first by
+/// event time, a page at a time; `kind` keeps one kind (a page may then hold fewer).
+async fn approvals(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(page): Query<EventsQuery>,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let kind = one_of::<ApprovalKind>(q.kind.as_deref())?;
+    let (limit, after) = index_page(&page)?;
+    let prefix = state_key(&tenant, Tag::Approval, "");
+    let (markers, next) = state_page(&api.store, prefix, after, limit).await?;
+    let mut items = Vec::with_capacity(markers.len());
+    for (suffix, _) in &markers {
+        let Some((_, id)) = std::str::from_utf8(suffix)
+            .ok()
+            .and_then(parse_approval_index)
+        else {
+            continue;
+        };
+        if let Some((crate::apply::Event::Approval(a), by)) =
+            stored_event(&api, &tenant, id).await?
+            && kind.is_none_or(|k| k == a.kind)
+        {
+            items.push(approval_json(&a, by));
+        }
+    }
+    Ok(Json(json!({
+        "tenant_id": tenant, "count": items.len(), "approvals": items, "next_cursor": next,
+    })))
+}
+
+/// `GET /v1/tenants/{tenant}/approvals/{event_id}`: one approval event by its id.
+async fn approval(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    match stored_event(&api, &tenant, &id).await? {
+        Some((crate::apply::Event::Approval(a), by)) => {
+            let mut v = approval_json(&a, by);
+            v["tenant_id"] = json!(tenant);
+            Ok(Json(v))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "no approval event '{id}' for this tenant"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LinksQuery {
+    /// One of [`RELATIONS`].
+    relation: Option<String>,
+}
+
+/// `GET /v1/tenants/{tenant}/agents/{agent_id}/links`: what the agent acted for and with (the
+/// actors, MCP tools, model endpoints, repos and workflows its decisions named), each with its
+/// decision count, first and last use and the newest decision; by relation, then target.
+async fn agent_links(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, agent)): Path<(String, String)>,
+    Query(page): Query<EventsQuery>,
+    Query(q): Query<LinksQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let relation = match q.relation.as_deref() {
+        None | Some("") => None,
+        Some(r) if RELATIONS.contains(&r) => Some(r),
+        Some(r) => {
+            return Err(ApiError::bad_request(format!(
+                "relation '{r}': expected one of {}",
+                RELATIONS.join(", ")
+            )));
+        }
+    };
+    let (limit, after) = index_page(&page)?;
+    let prefix = state_key(&tenant, Tag::Link, &link_prefix(&agent, relation));
+    let (page, next) = state_page(&api.store, prefix, after, limit).await?;
+    let mut links = Vec::with_capacity(page.len());
+    for (suffix, value) in &page {
+        let l: LinkAgg =
+            crate::store::decode(value).map_err(|e| ApiError::internal(e.to_string()))?;
+        // The suffix is `{relation} \0 {target}` after the agent's prefix (the relation's
+        // prefix already stripped when filtering by one).
+        let text = String::from_utf8_lossy(suffix);
+        let (rel, target) = match relation {
+            Some(r) => (r.to_owned(), text.into_owned()),
+            None => match text.split_once('\0') {
+                Some((r, t)) => (r.to_owned(), t.to_owned()),
+                None => continue,
+            },
+        };
+        links.push(json!({
+            "relation": rel,
+            "target": target,
+            "decisions": l.decisions,
+            "synthetic_decisions": l.synthetic_decisions,
+            "first_at": l.first.map(Timestamp),
+            "last_at": l.last.as_ref().map(|s| Timestamp(s.0)),
+            "last_decision_id": l.last.map(|s| s.1),
+        }));
+    }
+    Ok(Json(json!({
+        "tenant_id": tenant, "agent_id": agent, "count": links.len(), "links": links,
+        "next_cursor": next,
     })))
 }
 
@@ -679,14 +1034,64 @@ async fn posture_route(
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check(&api, &headers, &tenant)?;
-    let mut all = Vec::new();
-    for (view, _) in columns::VIEWS {
-        all.extend(rows(&api.store, &tenant, view).await?);
+    let v = api
+        .posture
+        .get(&tenant)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(Value::clone(&v)))
+}
+
+#[derive(Debug, Deserialize)]
+struct TrendQuery {
+    /// How many days back (1 to 30, default 7).
+    days: Option<i64>,
+}
+
+/// `GET /v1/tenants/{tenant}/posture/trend?days=`: the posture's hourly samples (overall score,
+/// score per layer in `layers` order, open findings), oldest first.
+async fn trend_route(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<TrendQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let days = q.days.unwrap_or(7);
+    if !(1..=posture::Keeper::TREND_DAYS).contains(&days) {
+        return Err(ApiError::bad_request(format!(
+            "days must be between 1 and {}",
+            posture::Keeper::TREND_DAYS
+        )));
     }
-    Ok(Json(posture::compute(
-        &tenant,
-        &all,
-        &api.windows,
-        Timestamp::now(),
-    )))
+    let since = Timestamp(Timestamp::now().0 - days * 24 * 3600 * 1000);
+    let keeper = Arc::clone(&api.posture);
+    let t = tenant.clone();
+    let samples = tokio::task::spawn_blocking(move || keeper.trend(&t, since))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({
+        "tenant_id": tenant,
+        "layers": posture::LAYERS,
+        "samples": samples,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::about;
+    use aispm_schemas::finding_subject;
+
+    #[test]
+    fn a_finding_is_about_each_part_of_its_subject_and_the_whole() {
+        let pair = finding_subject(&["coder-agent", "ctl/shell"]);
+        assert!(about(&pair, "coder-agent"));
+        assert!(about(&pair, "ctl/shell"));
+        assert!(!about(&pair, "ctl"));
+        assert!(!about(&pair, "coder"));
+        let tool = finding_subject(&["srv/tool"]);
+        assert!(about(&tool, "srv/tool"));
+        assert!(about(&finding_subject(&["50%/x"]), "50%/x"));
+    }
 }

@@ -116,6 +116,25 @@ fn covered(d: &DecisionEvent) -> Vec<(CoverageKind, String)> {
     out
 }
 
+/// What a decision links its agent to ([`RELATIONS`]): the actor it acted for and the tool,
+/// model endpoint, repo and workflow it used.
+fn links(d: &DecisionEvent) -> Vec<(&'static str, String)> {
+    let mut out = vec![("actor", d.actor.clone())];
+    if let (Some(server), Some(tool)) = (&d.mcp_server, &d.mcp_tool) {
+        out.push(("mcp_tool", format!("{server}/{tool}")));
+    }
+    let opt = [
+        ("model_endpoint", &d.model_endpoint),
+        ("repo", &d.repo),
+        ("workflow", &d.workflow),
+    ];
+    out.extend(
+        opt.into_iter()
+            .filter_map(|(r, v)| v.clone().map(|v| (r, v))),
+    );
+    out
+}
+
 fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Settings) -> Result<()> {
     let t = d.tenant_id.as_str();
     let at: Stamp = (d.occurred_at.0, d.event_id.clone());
@@ -156,6 +175,20 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             CoverageKind::McpServer => finding_dirty(ov, t, rules::UNTRUSTED_MCP_SERVER, &id),
             _ => {}
         }
+    }
+
+    for (relation, target) in links(d) {
+        let id = link_id(&d.agent_id, relation, &target);
+        ov.update(t, Tag::Link, &id, |l: &mut LinkAgg| {
+            l.decisions += 1;
+            if d.synthetic {
+                l.synthetic_decisions += 1;
+            }
+            min_opt(&mut l.first, at.0);
+            if l.last.as_ref().is_none_or(|x| &at > x) {
+                l.last = Some(at.clone());
+            }
+        })?;
     }
 
     // Runaway: decisions per agent per minute of event time. The threshold is crossed exactly
@@ -401,6 +434,7 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
     use ApprovalKind::*;
     let t = a.tenant_id.as_str();
     let at: Stamp = (a.occurred_at.0, a.event_id.clone());
+    ov.mark(t, Tag::Approval, &approval_index_id(&at));
     let note = |f: &mut FindingFacts| {
         keep_newest(&mut f.approval_ids, &at);
         lww(&mut f.asserted, &at, by.map(str::to_owned));

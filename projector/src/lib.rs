@@ -216,6 +216,7 @@ impl Parts {
             },
             handle: tokio::runtime::Handle::current(),
             until,
+            posture: None,
         }
     }
 }
@@ -327,11 +328,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         None => Tokens::none(),
     };
     let auth = Auth::new(tokens, &parts.metrics)?;
+    let keeper = Arc::new(posture::Keeper::new(
+        Arc::clone(parts.engine.store()),
+        config.clock.windows(),
+    ));
+    tokio::spawn(Arc::clone(&keeper).run(shutdown.clone()));
     let routes = api::routes(api::Api {
         store: Arc::clone(parts.engine.store()),
         auth,
         windows: config.clock.windows(),
         codec: Arc::new(aispm_schemas::Codec::new()),
+        posture: Arc::clone(&keeper),
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     let http = tokio::spawn(aispm_runtime::http::serve(
@@ -347,7 +354,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
     let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     parts.consumer.subscribe(&input_refs)?;
-    let looper = parts.into_loop(&config, None);
+    let mut looper = parts.into_loop(&config, None);
+    looper.posture = Some(keeper);
     let stop = shutdown.clone();
     let consumed = tokio::task::spawn_blocking(move || looper.run(&stop));
     let result = consumed

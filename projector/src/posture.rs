@@ -4,8 +4,22 @@
 //! windows.
 
 use crate::api::{exception_state, sla_state};
+use crate::project::decode_row;
+use crate::state::{Tag, state_key};
+use crate::store::{Store, columns};
 use aispm_schemas::*;
 use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Most ids a drill-down list carries; its `count` says how many there are, and `lists` names
+/// the list route that pages through all of them where one filters for them.
+pub const DRILL_CAP: usize = 100;
+
+/// The layers, in the order they are shown.
+pub const LAYERS: [&str; 5] = ["coverage", "controls", "findings", "evidence", "reports"];
 
 fn pct(good: usize, total: usize) -> f64 {
     if total == 0 {
@@ -37,7 +51,32 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
     let mut counting_evidence = Vec::new();
     let mut delivered = Vec::new();
     let mut failed = Vec::new();
+    let day_ago = Timestamp(now.0 - 24 * 3600 * 1000);
+    let recent = |t: Option<Timestamp>| t.is_some_and(|t| t >= day_ago && t <= now);
+    let mut opened_24h = Vec::new();
+    let mut closed_24h = Vec::new();
+    let mut evidence_24h = 0u64;
+    let mut exceptions_24h = Vec::new();
+    let mut new_assets_24h = Vec::new();
     for r in rows {
+        match r {
+            ViewRow::Finding(f) => {
+                if recent(Some(f.opened_at)) {
+                    opened_24h.push(f.finding_id.clone());
+                }
+                if recent(f.closed_at) {
+                    closed_24h.push(f.finding_id.clone());
+                }
+            }
+            ViewRow::Evidence(e) if recent(Some(e.recorded_at)) => evidence_24h += 1,
+            ViewRow::Exception(x) if recent(Some(x.granted_at)) => {
+                exceptions_24h.push(x.exception_id.clone())
+            }
+            ViewRow::Coverage(c) if recent(c.first_seen) => {
+                new_assets_24h.push(format!("{}/{}", c.kind, c.id))
+            }
+            _ => {}
+        }
         match r {
             ViewRow::Coverage(c) if c.kind != CoverageKind::ActionPath && c.decisions > 0 => {
                 seen += 1;
@@ -93,6 +132,17 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
             _ => {}
         }
     }
+    let mut last_24h = json!({
+        "since": day_ago,
+        "evidence_recorded": evidence_24h,
+        "drill_down": {
+            "findings_opened": opened_24h,
+            "findings_closed": closed_24h,
+            "exceptions_granted": exceptions_24h,
+            "assets_first_seen": new_assets_24h,
+        },
+    });
+    cap_drill_down(&mut last_24h);
     // Only evidence that counts for freshness (not synthetic, signature not invalid).
     let newest = clock::newest_evidence(counting_evidence.iter().copied());
     let newest_evidence = newest.map(|e| e.recorded_at);
@@ -152,7 +202,16 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
             "drill_down": {"delivered": delivered, "failed": failed},
         },
     });
-    let scores: Vec<f64> = ["coverage", "controls", "findings", "evidence", "reports"]
+    let mut layers = layers;
+    for name in LAYERS {
+        cap_drill_down(&mut layers[name]);
+    }
+    layers["findings"]["lists"] = json!({
+        "open": "/findings?status=open",
+        "overdue": "/findings?status=open&sla=overdue",
+        "risk_accepted": "/findings?status=open&sla=risk_accepted",
+    });
+    let scores: Vec<f64> = LAYERS
         .iter()
         .filter_map(|l| layers[l]["score"].as_f64())
         .collect();
@@ -161,6 +220,244 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
         "tenant_id": tenant,
         "score": (overall * 10.0).round() / 10.0,
         "layers": layers,
+        "last_24h": last_24h,
         "evaluated_at": now,
     })
+}
+
+/// Caps each drill-down list of a layer at [`DRILL_CAP`] ids and records every list's full
+/// length under `counts`, so a tenant with 100k open findings answers a bounded posture.
+fn cap_drill_down(layer: &mut Value) {
+    let mut counts = serde_json::Map::new();
+    if let Some(lists) = layer["drill_down"].as_object_mut() {
+        for (name, ids) in lists.iter_mut() {
+            if let Some(a) = ids.as_array_mut() {
+                counts.insert(name.clone(), json!(a.len()));
+                a.truncate(DRILL_CAP);
+            }
+        }
+    }
+    layer["counts"] = Value::Object(counts);
+}
+
+/// Reads every row of a tenant's views and computes its posture at `now` (blocking: call it
+/// off the async runtime).
+pub fn compute_stored(
+    store: &Store,
+    tenant: &str,
+    windows: &clock::Windows,
+    now: Timestamp,
+) -> crate::error::Result<Value> {
+    let prefix = columns::tenant_prefix(tenant);
+    let mut rows = Vec::new();
+    for (view, _) in columns::VIEWS {
+        for (_, v) in store.scan_prefix(columns::view_cf(view), &prefix)? {
+            rows.push(decode_row(view, &v)?);
+        }
+    }
+    Ok(compute(tenant, &rows, windows, now))
+}
+
+/// A tenant's posture as last computed.
+#[derive(Debug, Clone)]
+struct Kept {
+    value: Arc<Value>,
+    at: Instant,
+    took: Duration,
+}
+
+/// Keeps each tenant's posture computed off the request path: a tenant the projector applied
+/// events for is recomputed at most every [`Keeper::MIN_EVERY`] (or ten times as long as its
+/// last computation took, so a tenant of 100k findings costs a bounded share of a core), and
+/// every kept posture at least every [`Keeper::REFRESH`] (its clock-dependent states: overdue,
+/// expired, stale). `/posture` answers with `computed_at`: fresh for a small tenant (see
+/// [`Keeper::get`]), the kept one for a large tenant, whose page must not wait for a scan of
+/// every row. Each computation is also a sample of the tenant's trend: the
+/// last one of each hour is stored (`Tag::Trend`, kept [`Keeper::TREND_DAYS`] days).
+#[derive(Debug)]
+pub struct Keeper {
+    store: Arc<Store>,
+    windows: clock::Windows,
+    kept: Mutex<HashMap<String, Kept>>,
+    changed: Mutex<HashSet<String>>,
+}
+
+/// One hour's sample of a tenant's posture.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrendSample {
+    pub at: Timestamp,
+    pub score: f64,
+    /// Score per layer, in [`LAYERS`] order.
+    pub layers: Vec<f64>,
+    pub open_findings: u64,
+}
+
+const HOUR_MS: i64 = 3600 * 1000;
+
+impl Keeper {
+    pub const MIN_EVERY: Duration = Duration::from_secs(5);
+    /// A tenant whose posture computes faster than this is computed fresh on request.
+    pub const FRESH_BUDGET: Duration = Duration::from_millis(20);
+    pub const REFRESH: Duration = Duration::from_secs(300);
+    pub const TREND_DAYS: i64 = 30;
+
+    pub fn new(store: Arc<Store>, windows: clock::Windows) -> Self {
+        Keeper {
+            store,
+            windows,
+            kept: Mutex::new(HashMap::new()),
+            changed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The projector applied events for these tenants.
+    pub fn changed<'a>(&self, tenants: impl Iterator<Item = &'a str>) {
+        if let Ok(mut c) = self.changed.lock() {
+            for t in tenants {
+                if !c.contains(t) {
+                    c.insert(t.to_owned());
+                }
+            }
+        }
+    }
+
+    /// The tenant's posture: computed now when none is kept or its last computation took less
+    /// than [`Keeper::FRESH_BUDGET`]; otherwise the kept one (its `computed_at` says when).
+    pub async fn get(self: &Arc<Self>, tenant: &str) -> crate::error::Result<Arc<Value>> {
+        let kept = self
+            .kept
+            .lock()
+            .ok()
+            .and_then(|k| k.get(tenant).map(|k| (Arc::clone(&k.value), k.took)));
+        match kept {
+            Some((v, took)) if took >= Self::FRESH_BUDGET => Ok(v),
+            _ => self.recompute(tenant).await,
+        }
+    }
+
+    /// Computes the tenant's posture now, keeps it and stores it as the hour's trend sample.
+    async fn recompute(self: &Arc<Self>, tenant: &str) -> crate::error::Result<Arc<Value>> {
+        let me = Arc::clone(self);
+        let t = tenant.to_owned();
+        let (value, took) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let now = Timestamp::now();
+            let mut v = compute_stored(&me.store, &t, &me.windows, now)?;
+            v["computed_at"] = json!(now);
+            v["compute_ms"] = json!(started.elapsed().as_millis() as u64);
+            me.store_sample(&t, &v, now)?;
+            Ok::<_, crate::error::Error>((v, started.elapsed()))
+        })
+        .await
+        .map_err(|e| crate::error::Error::Other(e.to_string()))??;
+        let value = Arc::new(value);
+        if let Ok(mut k) = self.kept.lock() {
+            k.insert(
+                tenant.to_owned(),
+                Kept {
+                    value: Arc::clone(&value),
+                    at: Instant::now(),
+                    took,
+                },
+            );
+        }
+        Ok(value)
+    }
+
+    /// Tenants due for a recomputation.
+    fn due(&self) -> Vec<String> {
+        let (Ok(kept), Ok(mut changed)) = (self.kept.lock(), self.changed.lock()) else {
+            return vec![];
+        };
+        let mut due = Vec::new();
+        for (t, k) in kept.iter() {
+            let age = k.at.elapsed();
+            let gap = Self::MIN_EVERY.max(k.took * 10);
+            if (changed.contains(t) && age >= gap) || age >= Self::REFRESH {
+                due.push(t.clone());
+            }
+        }
+        // Changed tenants never kept yet: computed once, so that they have a trend.
+        due.extend(changed.iter().filter(|t| !kept.contains_key(*t)).cloned());
+        for t in &due {
+            changed.remove(t);
+        }
+        due
+    }
+
+    /// Recomputes the due tenants every second until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            for t in self.due() {
+                if let Err(e) = self.recompute(&t).await {
+                    tracing::warn!(tenant = %t, error = %e, "Could not compute the posture.");
+                }
+            }
+        }
+    }
+
+    fn store_sample(&self, tenant: &str, v: &Value, now: Timestamp) -> crate::error::Result<()> {
+        let sample = TrendSample {
+            at: now,
+            score: v["score"].as_f64().unwrap_or(0.0),
+            layers: LAYERS
+                .iter()
+                .map(|l| v["layers"][l]["score"].as_f64().unwrap_or(0.0))
+                .collect(),
+            open_findings: v["layers"]["findings"]["counts"]["open"]
+                .as_u64()
+                .unwrap_or(0),
+        };
+        let hour = now.0.div_euclid(HOUR_MS) * HOUR_MS;
+        let mut batch = rocksdb::WriteBatch::default();
+        let key = |h: i64| state_key(tenant, Tag::Trend, &format!("{:020}", h.max(0)));
+        self.store.batch_put(
+            &mut batch,
+            columns::STATE,
+            &key(hour),
+            &crate::store::encode(&sample),
+        )?;
+        // The sample that fell out of the window.
+        self.store.batch_delete(
+            &mut batch,
+            columns::STATE,
+            &key(hour - Self::TREND_DAYS * 24 * HOUR_MS),
+        )?;
+        self.store.write(batch)
+    }
+
+    /// The tenant's hourly samples since `since`, oldest first.
+    pub fn trend(&self, tenant: &str, since: Timestamp) -> crate::error::Result<Vec<TrendSample>> {
+        let prefix = state_key(tenant, Tag::Trend, "");
+        let start = state_key(tenant, Tag::Trend, &format!("{:020}", since.0.max(0)));
+        let limit = usize::try_from(Self::TREND_DAYS * 24 + 1).unwrap_or(usize::MAX);
+        self.store
+            .scan_from(columns::STATE, &prefix, &start, limit)?
+            .iter()
+            .map(|(_, v)| crate::store::decode(v))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drill_downs_are_capped_and_counted() {
+        let ids: Vec<String> = (0..DRILL_CAP + 5).map(|i| format!("f{i}")).collect();
+        let mut layer = json!({"score": 1, "drill_down": {"open": ids, "overdue": ["f1"]}});
+        cap_drill_down(&mut layer);
+        assert_eq!(
+            layer["drill_down"]["open"].as_array().unwrap().len(),
+            DRILL_CAP
+        );
+        assert_eq!(layer["counts"]["open"], DRILL_CAP + 5);
+        assert_eq!(layer["counts"]["overdue"], 1);
+        assert_eq!(layer["drill_down"]["overdue"], json!(["f1"]));
+    }
 }

@@ -41,6 +41,14 @@ pub enum Tag {
     /// that raised an event-raised finding ([`occurrence_id`]), in event-time order: every
     /// event behind the finding, read by cursor through the API.
     Occurrence,
+    /// [`LinkAgg`], id = `{agent_id} \0 {relation} \0 {target}` ([`link_id`]): what an agent
+    /// acted for and with (the identity-to-action map).
+    Link,
+    /// Empty marker, id = [`approval_index_id`]: every approval event, newest first.
+    Approval,
+    /// `posture::TrendSample`, id = the hour's start (ms, 20 digits): the tenant's posture
+    /// trend, written by `posture::Keeper`, not by events.
+    Trend,
 }
 
 impl Tag {
@@ -59,6 +67,9 @@ impl Tag {
             Tag::Validation => b'V',
             Tag::Delivery => b'L',
             Tag::Occurrence => b'O',
+            Tag::Link => b'N',
+            Tag::Approval => b'Q',
+            Tag::Trend => b'H',
         }
     }
 }
@@ -83,6 +94,35 @@ pub fn occurrence_id(finding_id: &str, at: &Stamp) -> String {
 /// The prefix of a finding's occurrence markers.
 pub fn occurrence_prefix(finding_id: &str) -> String {
     format!("{finding_id}\0")
+}
+
+/// What an agent's decision names besides the agent: the relations of the identity map.
+pub const RELATIONS: [&str; 5] = ["actor", "mcp_tool", "model_endpoint", "repo", "workflow"];
+
+/// The id of an agent's link to a target: `{agent_id} \0 {relation} \0 {target}`, so that one
+/// agent's links, and one relation of them, are a key prefix ([`link_prefix`]).
+pub fn link_id(agent_id: &str, relation: &str, target: &str) -> String {
+    format!("{agent_id}\0{relation}\0{target}")
+}
+
+/// The prefix of an agent's links, or of one relation of them.
+pub fn link_prefix(agent_id: &str, relation: Option<&str>) -> String {
+    match relation {
+        Some(r) => format!("{agent_id}\0{r}\0"),
+        None => format!("{agent_id}\0"),
+    }
+}
+
+/// The id of an approval event's index marker: the time inverted and zero-padded to 20 digits,
+/// then the event id, so that markers sort newest first.
+pub fn approval_index_id(at: &Stamp) -> String {
+    format!("{:020}\0{}", i64::MAX - at.0.max(0), at.1)
+}
+
+/// The event time an approval index marker names ([`approval_index_id`]), and its event id.
+pub fn parse_approval_index(id: &str) -> Option<(i64, &str)> {
+    let (inverted, event_id) = id.split_once('\0')?;
+    Some((i64::MAX - inverted.parse::<i64>().ok()?, event_id))
 }
 
 /// An event's position in event time: `(occurred_at, event_id)`; ties broken by id.
@@ -377,6 +417,16 @@ pub struct DecisionFacts {
     pub raised: Option<String>,
 }
 
+/// An agent's use of one target (an actor it acted for, a tool, model endpoint, repo or
+/// workflow it used): counted once per decision naming both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAgg {
+    pub decisions: i64,
+    pub synthetic_decisions: i64,
+    pub first: Option<i64>,
+    pub last: Option<Stamp>,
+}
+
 /// Data of one class sent to one model endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExposureAgg {
@@ -399,4 +449,34 @@ pub struct Counter {
 pub struct TenantAgg {
     pub partition: i32,
     pub events: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approval_markers_sort_newest_first_and_read_back() {
+        let ids: Vec<String> = [(5_000, "b"), (9_000, "a"), (5_000, "a"), (-3, "z")]
+            .iter()
+            .map(|(t, id)| approval_index_id(&(*t, (*id).to_owned())))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let order: Vec<(i64, &str)> = sorted
+            .iter()
+            .map(|id| parse_approval_index(id).unwrap())
+            .collect();
+        // Newest first; a time before 1970 counts as 1970 and sorts last.
+        assert_eq!(order, [(9_000, "a"), (5_000, "a"), (5_000, "b"), (0, "z")]);
+    }
+
+    #[test]
+    fn one_agents_links_and_one_relation_are_key_prefixes() {
+        let id = link_id("coder", "repo", "acme/api");
+        assert!(id.starts_with(&link_prefix("coder", None)));
+        assert!(id.starts_with(&link_prefix("coder", Some("repo"))));
+        assert!(!id.starts_with(&link_prefix("code", None)));
+        assert!(!id.starts_with(&link_prefix("coder", Some("actor"))));
+    }
 }

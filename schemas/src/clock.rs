@@ -196,6 +196,16 @@ pub enum Sla {
 }
 
 impl Sla {
+    /// Every state (the projector API's `sla` filter takes one).
+    pub const ALL: [Sla; 6] = [
+        Sla::OnTrack,
+        Sla::Overdue,
+        Sla::RiskAccepted,
+        Sla::PastDue,
+        Sla::ClosedWithinSla,
+        Sla::ClosedLate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Sla::OnTrack => "on_track",

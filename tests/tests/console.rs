@@ -123,6 +123,20 @@ fn links(body: &str, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asks `base` for each path with the tenant's token and checks the status it answers.
+async fn statuses<P: AsRef<str>>(base: &str, expected: &[(P, u16)]) {
+    for (path, status) in expected {
+        let path = path.as_ref();
+        let r = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(TENANT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), *status, "{path}");
+    }
+}
+
 /// The pipeline with the demo scenario's "open" phase applied: every production blocker up.
 async fn opened(work: &std::path::Path) -> Pipeline {
     let p = Pipeline::start(work).await.unwrap();
@@ -283,7 +297,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         !shadow.body.contains("coder-agent"),
         "a registered agent is not shadow AI"
     );
-    let asset = links(&shadow.body, "/t/acme/go?id=")
+    let asset = links(&shadow.body, "/t/acme/asset?key=")
         .into_iter()
         .find(|l| l.contains("notebook-agent"))
         .expect("a shadow agent links to its row");
@@ -368,18 +382,258 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
             .contains(&serde_json::json!("coverage/model_endpoint/openai-gpt-4o")),
         "{d}"
     );
-    for (path, status) in [
-        ("/v1/tenants/acme/events/no-such-event", 404),
-        ("/v1/tenants/globex/events/acme-open-d14-model-pii", 403),
+    statuses(
+        &p.projector.http,
+        &[
+            ("/v1/tenants/acme/events/no-such-event", 404),
+            ("/v1/tenants/globex/events/acme-open-d14-model-pii", 403),
+        ],
+    )
+    .await;
+
+    // The posture says when it was computed and what changed in the last day; each
+    // computation is the hour's sample of the tenant's trend, drawn on the overview.
+    let posture = p
+        .get(&p.projector.http, "/v1/tenants/acme/posture")
+        .await
+        .unwrap();
+    assert!(posture["computed_at"].is_string(), "{posture}");
+    let opened = &posture["last_24h"]["counts"]["findings_opened"];
+    assert!(opened.as_u64().is_some(), "{posture}");
+    assert_eq!(
+        posture["layers"]["findings"]["counts"]["open"],
+        serde_json::json!(
+            posture["layers"]["findings"]["drill_down"]["open"]
+                .as_array()
+                .unwrap()
+                .len()
+        ),
+        "{posture}"
+    );
+    let trend = p
+        .get(&p.projector.http, "/v1/tenants/acme/posture/trend?days=1")
+        .await
+        .unwrap();
+    let samples = trend["samples"].as_array().unwrap();
+    assert!(
+        !samples.is_empty()
+            && samples[0]["layers"].as_array().unwrap().len() == 5
+            && trend["layers"][2] == "findings",
+        "{trend}"
+    );
+    let overview = team.get("/t/acme").await;
+    assert!(
+        overview.body.contains("Last 24 hours") && overview.body.contains("<svg class=\"trend\""),
+        "{}",
+        overview.body
+    );
+    statuses(
+        &p.projector.http,
+        &[
+            ("/v1/tenants/acme/posture/trend?days=0", 400),
+            ("/v1/tenants/acme/posture/trend?days=31", 400),
+            ("/v1/tenants/globex/posture/trend", 403),
+        ],
+    )
+    .await;
+
+    // A stage's blockers a page at a time, counted; the gatekeeper bounds every answer.
+    let blockers = team.get("/t/acme/blockers?stage=production").await;
+    assert_eq!(blockers.status, 200, "{}", blockers.body);
+    assert!(blockers.body.contains("Blockers of acme for production"));
+    let two = p
+        .get(
+            &p.gatekeeper.http,
+            "/v1/tenants/acme/readiness?stage=production&limit=2",
+        )
+        .await
+        .unwrap();
+    let count = two["blocker_count"].as_u64().unwrap();
+    assert!(
+        count > 2 && two["blockers"].as_array().unwrap().len() == 2,
+        "{two}"
+    );
+    let next = two["next_cursor"].as_str().unwrap();
+    let rest = p
+        .get(
+            &p.gatekeeper.http,
+            &format!("/v1/tenants/acme/readiness?stage=production&after={next}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest["blockers"].as_array().unwrap().len() as u64,
+        count - 2,
+        "{rest}"
+    );
+
+    // The decision that raised the overdue finding names it among the rows it changed.
+    let unapproved = aispm_ingest::scenario::ids::unapproved_command_decision("acme");
+    let d = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/acme/events/{unapproved}"),
+        )
+        .await
+        .unwrap();
+    let raised = format!(
+        "findings/{}",
+        aispm_ingest::scenario::ids::unapproved_command_finding()
+    );
+    assert!(
+        d["rows"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(raised)),
+        "{d}"
+    );
+    let decision_page = team.get(&format!("/t/acme/event?id={unapproved}")).await;
+    assert!(
+        decision_page.body.contains("Rows it changed")
+            && decision_page.body.contains("AISPM-APR-001"),
+        "{}",
+        decision_page.body
+    );
+
+    // Approvals: every approval event newest first, one kind by filter, one by id.
+    let all = p
+        .get(&p.projector.http, "/v1/tenants/acme/approvals?limit=1000")
+        .await
+        .unwrap();
+    let list = all["approvals"].as_array().unwrap();
+    let kinds: std::collections::BTreeSet<&str> =
+        list.iter().filter_map(|a| a["kind"].as_str()).collect();
+    for k in [
+        "approval_granted",
+        "break_glass_invoked",
+        "exception_granted",
+        "finding_assigned",
     ] {
-        let r = reqwest::Client::new()
-            .get(format!("{}{path}", p.projector.http))
-            .bearer_auth(TENANT_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), status, "{path}");
+        assert!(kinds.contains(k), "{k} in {kinds:?}");
     }
+    let times: Vec<&str> = list
+        .iter()
+        .filter_map(|a| a["occurred_at"].as_str())
+        .collect();
+    assert!(
+        times.len() == list.len() && times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let granted = p
+        .get(
+            &p.projector.http,
+            "/v1/tenants/acme/approvals?kind=approval_granted&limit=2",
+        )
+        .await
+        .unwrap();
+    let granted_rows = granted["approvals"].as_array().unwrap();
+    assert!(
+        !granted_rows.is_empty() && granted_rows.iter().all(|a| a["kind"] == "approval_granted"),
+        "{granted}"
+    );
+    let one_id = granted_rows[0]["event_id"].as_str().unwrap();
+    let one = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/acme/approvals/{one_id}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(one["kind"], "approval_granted", "{one}");
+    assert!(one["asserted_by"].is_string(), "{one}");
+    statuses(
+        &p.projector.http,
+        &[
+            ("/v1/tenants/acme/approvals?kind=approved".to_owned(), 400),
+            (format!("/v1/tenants/acme/approvals/{unapproved}"), 404),
+            ("/v1/tenants/globex/approvals".to_owned(), 403),
+            (
+                "/v1/tenants/acme/agents/coder-agent/links?relation=friend".to_owned(),
+                400,
+            ),
+        ],
+    )
+    .await;
+    let approvals_page = team.get("/t/acme/approvals?kind=break_glass_invoked").await;
+    assert_eq!(approvals_page.status, 200, "{}", approvals_page.body);
+    assert!(
+        approvals_page.body.contains("break_glass_invoked")
+            && !approvals_page.body.contains("<td>approval_granted</td>"),
+        "{}",
+        approvals_page.body
+    );
+
+    // What an agent acted for and with, counted from its decisions; the asset page shows it,
+    // and the findings about it are one filter away.
+    let links = p
+        .get(
+            &p.projector.http,
+            "/v1/tenants/acme/agents/coder-agent/links",
+        )
+        .await
+        .unwrap();
+    let link = |relation: &str, target: &str| {
+        links["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == relation && l["target"] == target)
+            .cloned()
+    };
+    let workflow = link("workflow", "deploy-prod").unwrap_or_else(|| panic!("{links}"));
+    assert!(workflow["decisions"].as_i64().unwrap() >= 2, "{workflow}");
+    assert!(
+        links["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "actor"),
+        "{links}"
+    );
+    let actors = p
+        .get(
+            &p.projector.http,
+            "/v1/tenants/acme/agents/coder-agent/links?relation=actor",
+        )
+        .await
+        .unwrap();
+    assert!(
+        actors["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["relation"] == "actor"),
+        "{actors}"
+    );
+    let (at, asset_page) = team.follow("/t/acme/go?id=coder-agent").await;
+    assert!(
+        at.starts_with("/t/acme/asset?key=agent%2Fcoder-agent"),
+        "{at}"
+    );
+    assert!(
+        asset_page.body.contains("What it acted for and with")
+            && asset_page.body.contains("deploy-prod"),
+        "{}",
+        asset_page.body
+    );
+    let about = p
+        .get(
+            &p.projector.http,
+            "/v1/tenants/acme/findings?about=coder-agent",
+        )
+        .await
+        .unwrap();
+    let about_ids: Vec<&str> = about["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["finding_id"].as_str())
+        .collect();
+    assert!(
+        about_ids.contains(&aispm_ingest::scenario::ids::unapproved_command_finding().as_str())
+            && about_ids.iter().all(|id| id.contains("coder-agent")),
+        "{about_ids:?}"
+    );
 
     // The projector's lists are pages: every finding exactly once through the cursor, and a
     // page size outside 1..=1000 or a cursor it never gave is a 400.
