@@ -27,7 +27,7 @@ pub use config::Config;
 
 use crate::pages::{Chrome, FindingFilter};
 use crate::session::{Session, Sessions};
-use crate::upstream::{Service, Upstream, UpstreamError, encode};
+use crate::upstream::{Service, Upstream, UpstreamError, encode, query};
 use aispm_runtime::health::Health;
 use aispm_runtime::metrics::Metrics;
 use axum::extract::{Form, Path, Query, State};
@@ -683,10 +683,15 @@ async fn blockers(
         .as_deref()
         .filter(|st| STAGES.contains(st))
         .unwrap_or(STAGES[0]);
-    let mut path = format!("/readiness?stage={stage}&limit={}", pages::PAGE);
-    if let Some(a) = &q.after {
-        path.push_str(&format!("&after={}", encode(a)));
-    }
+    let limit = pages::PAGE.to_string();
+    let path = format!(
+        "/readiness?{}",
+        query([
+            ("stage", Some(stage)),
+            ("limit", Some(&limit)),
+            ("after", q.after.as_deref()),
+        ])
+    );
     tenant_page(
         &app,
         &id,
@@ -715,10 +720,10 @@ async fn approvals(
         return to_sign_in();
     };
     let kind = f.kind.as_deref().filter(|k| !k.is_empty());
-    let mut path = format!("/approvals?{}", page_query(f.after.as_deref()));
-    if let Some(k) = kind {
-        path.push_str(&format!("&kind={}", encode(k)));
-    }
+    let path = format!(
+        "/approvals?{}",
+        page_query(f.after.as_deref(), [("kind", kind)])
+    );
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
         pages::approvals(c, &tenant, v, kind)
     })
@@ -755,7 +760,7 @@ async fn asset(
             &format!(
                 "/agents/{}/links?{}",
                 encode(agent),
-                page_query(q.after.as_deref())
+                page_query(q.after.as_deref(), [])
             ),
         );
         app.up.get(Service::Projector, &path, &s.token).await
@@ -777,13 +782,17 @@ struct CoverageFilter {
     after: Option<String>,
 }
 
-/// `limit` and `after` of a page of a projector list.
-fn page_query(after: Option<&str>) -> String {
-    let mut q = format!("limit={}", pages::PAGE);
-    if let Some(a) = after {
-        q.push_str(&format!("&after={}", encode(a)));
+/// The query of a page of a projector list: `limit`, `after` and `filters`.
+fn page_query<'a>(
+    after: Option<&'a str>,
+    filters: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> String {
+    let limit = pages::PAGE.to_string();
+    let mut pairs = vec![("limit", Some(limit.as_str())), ("after", after)];
+    for pair in filters {
+        pairs.push(pair);
     }
-    q
+    query(pairs)
 }
 
 async fn coverage(
@@ -797,13 +806,8 @@ async fn coverage(
     };
     let kind = f.kind.as_deref().filter(|k| !k.is_empty());
     let shadow = f.shadow_ai.as_deref() == Some("true");
-    let mut path = format!("/coverage?{}", page_query(f.after.as_deref()));
-    if let Some(k) = kind {
-        path.push_str(&format!("&kind={}", encode(k)));
-    }
-    if shadow {
-        path.push_str("&shadow_ai=true");
-    }
+    let filters = [("kind", kind), ("shadow_ai", shadow.then_some("true"))];
+    let path = format!("/coverage?{}", page_query(f.after.as_deref(), filters));
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
         pages::coverage(c, &tenant, v, kind, shadow)
     })
@@ -828,7 +832,7 @@ async fn list_page(
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    let path = format!("{list}?{}", page_query(q.after.as_deref()));
+    let path = format!("{list}?{}", page_query(q.after.as_deref(), []));
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
         render(c, &tenant, v)
     })
@@ -844,18 +848,11 @@ async fn evidence(
     let Some((sid, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
-    let mut path = format!("/evidence?{}", page_query(f.after.as_deref()));
-    for (k, v) in [
-        ("signature_state", &f.signature_state),
-        ("environment", &f.environment),
-    ] {
-        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-            path.push_str(&format!("&{k}={}", encode(v)));
-        }
-    }
-    if let Some(since) = f.since(aispm_schemas::Timestamp::now()) {
-        path.push_str(&format!("&since={}", encode(&since.to_string())));
-    }
+    let since = f
+        .since(aispm_schemas::Timestamp::now())
+        .map(|t| t.to_string());
+    let filters = f.filters().into_iter().chain([("since", since.as_deref())]);
+    let path = format!("/evidence?{}", page_query(f.after.as_deref(), filters));
     tenant_page(
         &app,
         &sid,
@@ -897,10 +894,11 @@ async fn report_list(
     notice: Option<&str>,
 ) -> Response {
     let may_request = s.principal.has("reports");
-    let mut path = format!("/reports?limit={}", pages::PAGE);
-    if let Some(b) = before {
-        path.push_str(&format!("&before={}", encode(b)));
-    }
+    let limit = pages::PAGE.to_string();
+    let path = format!(
+        "/reports?{}",
+        query([("limit", Some(limit.as_str())), ("before", before)])
+    );
     tenant_page(app, sid, s, tenant, Service::Reporter, &path, |c, v| {
         pages::reports(c, tenant, v, may_request, notice)
     })

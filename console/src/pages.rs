@@ -2,7 +2,7 @@
 //! the services' JSON answers as they are and never compute a verdict of their own: the
 //! gatekeeper, projector and reporter decide, the console shows and links.
 
-use crate::upstream::encode;
+use crate::upstream::{encode, query};
 use aispm_schemas::Timestamp;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
@@ -441,23 +441,15 @@ pub const PAGE: usize = 50;
 impl FindingFilter {
     /// The query string of these filters (empty ones left out), starting a page `after`.
     pub fn query(&self, after: Option<&str>) -> String {
-        let mut q = Vec::new();
-        for (k, v) in [
-            ("status", &self.status),
-            ("severity", &self.severity),
-            ("rule", &self.rule),
-            ("owner", &self.owner),
-            ("sla", &self.sla),
-            ("about", &self.about),
-        ] {
-            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                q.push(format!("{k}={}", encode(v)));
-            }
-        }
-        if let Some(a) = after {
-            q.push(format!("after={}", encode(a)));
-        }
-        q.join("&")
+        query([
+            ("status", self.status.as_deref()),
+            ("severity", self.severity.as_deref()),
+            ("rule", self.rule.as_deref()),
+            ("owner", self.owner.as_deref()),
+            ("sla", self.sla.as_deref()),
+            ("about", self.about.as_deref()),
+            ("after", after),
+        ])
     }
 }
 
@@ -612,17 +604,11 @@ pub fn coverage(
     shadow: bool,
 ) -> Markup {
     let filter = |after: Option<&str>| {
-        let mut q = vec![];
-        if let Some(k) = kind.filter(|k| !k.is_empty()) {
-            q.push(format!("kind={}", encode(k)));
-        }
-        if shadow {
-            q.push("shadow_ai=true".to_owned());
-        }
-        if let Some(a) = after {
-            q.push(format!("after={}", encode(a)));
-        }
-        q.join("&")
+        query([
+            ("kind", kind),
+            ("shadow_ai", shadow.then_some("true")),
+            ("after", after),
+        ])
     };
     layout(
         "Coverage",
@@ -714,6 +700,10 @@ pub fn exceptions(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
 pub struct EvidenceFilter {
     pub signature_state: Option<String>,
     pub environment: Option<String>,
+    /// Carried by this agent's decisions.
+    pub agent: Option<String>,
+    /// Carried by decisions of this control.
+    pub control: Option<String>,
     /// Recorded within the last `1h`, `24h`, `7d` or `30d`.
     pub within: Option<String>,
     pub after: Option<String>,
@@ -732,26 +722,25 @@ impl EvidenceFilter {
         Some(Timestamp(now.0 - hours * 3_600_000))
     }
 
+    /// The fields the projector filters by, as its query parameters.
+    pub fn filters(&self) -> [(&'static str, Option<&str>); 4] {
+        [
+            ("signature_state", self.signature_state.as_deref()),
+            ("environment", self.environment.as_deref()),
+            ("agent", self.agent.as_deref()),
+            ("control", self.control.as_deref()),
+        ]
+    }
+
     /// The console's query string of this search (empty fields left out), from `after`.
     pub fn query(&self, after: Option<&str>) -> String {
-        let mut q = Vec::new();
-        for (k, v) in [
-            ("signature_state", &self.signature_state),
-            ("environment", &self.environment),
-            ("within", &self.within),
-        ] {
-            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                q.push(format!("{k}={}", encode(v)));
-            }
-        }
-        if let Some(a) = after {
-            q.push(format!("after={}", encode(a)));
-        }
-        q.join("&")
+        let rest = [("within", self.within.as_deref()), ("after", after)];
+        query(self.filters().into_iter().chain(rest))
     }
 }
 
-/// The evidence search: by id, signature state, environment and when it was recorded.
+/// The evidence search: by id, signature state, environment, agent, control and when it was
+/// recorded.
 pub fn evidence(chrome: &Chrome<'_>, tenant: &str, page: &Value, f: &EvidenceFilter) -> Markup {
     let selected = |v: &Option<String>, o: &str| v.as_deref() == Some(o);
     layout(
@@ -778,6 +767,12 @@ pub fn evidence(chrome: &Chrome<'_>, tenant: &str, page: &Value, f: &EvidenceFil
                         }
                     }
                 }
+                label { "Agent "
+                    input type="text" name="agent" value=(f.agent.as_deref().unwrap_or(""));
+                }
+                label { "Control "
+                    input type="text" name="control" value=(f.control.as_deref().unwrap_or(""));
+                }
                 label { "Recorded within "
                     select name="within" {
                         @for o in ["", "1h", "24h", "7d", "30d"] {
@@ -792,6 +787,8 @@ pub fn evidence(chrome: &Chrome<'_>, tenant: &str, page: &Value, f: &EvidenceFil
                 ("Signature", Cell::Text("signature_state")),
                 ("Key", Cell::Text("key_id")),
                 ("Environment", Cell::Text("environment")),
+                ("Agent", Cell::Id("agent_id")),
+                ("Control", Cell::Id("control_id")),
                 ("Action", Cell::Text("action_kind")),
                 ("Synthetic", Cell::Text("synthetic")),
                 ("Recorded", Cell::Age("recorded_at")),
@@ -889,16 +886,7 @@ pub fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
 /// Every approval event of the tenant, newest first: approvals granted and denied, exceptions
 /// and risk acceptances, revocations, break-glass and its reviews, finding assignments.
 pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&str>) -> Markup {
-    let query = |after: Option<&str>| {
-        let mut q = vec![];
-        if let Some(k) = kind {
-            q.push(format!("kind={}", encode(k)));
-        }
-        if let Some(a) = after {
-            q.push(format!("after={}", encode(a)));
-        }
-        q.join("&")
-    };
+    let next = |after: Option<&str>| query([("kind", kind), ("after", after)]);
     layout(
         "Approvals",
         chrome,
@@ -928,7 +916,7 @@ pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&
                 ("Exception", Cell::Id("exception_id")),
                 ("Reason", Cell::Text("reason")),
                 ("Asserted by", Cell::Text("asserted_by")),
-            ], |n| query(Some(n))))
+            ], |n| next(Some(n))))
         },
     )
 }
@@ -945,7 +933,11 @@ pub fn asset(chrome: &Chrome<'_>, tenant: &str, key: &str, row: &Value, links: &
             h1 { "Asset " code { (id) } }
             p { (kind)
                 @if row["shadow_ai"] == Value::Bool(true) { " · " strong { "shadow AI" } " (seen deciding, never registered)" }
-                " · " a href={ "/t/" (encode(tenant)) "/findings?about=" (encode(id)) } { "findings about it →" } }
+                " · " a href={ "/t/" (encode(tenant)) "/findings?about=" (encode(id)) } { "findings about it →" }
+                @if kind == "agent" {
+                    " · " a href={ "/t/" (encode(tenant)) "/evidence?agent=" (encode(id)) } { "evidence from its decisions →" }
+                }
+            }
             (fields(tenant, row))
             @if kind == "agent" {
                 h2 { "What it acted for and with" }
@@ -971,6 +963,9 @@ pub fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -
         chrome,
         html! {
             h1 { (kind) " " code { (id) } }
+            @if kind == "Control" {
+                p { a href={ "/t/" (encode(tenant)) "/evidence?control=" (encode(id)) } { "evidence from its decisions →" } }
+            }
             (fields(tenant, v))
         },
     )

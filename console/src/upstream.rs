@@ -31,6 +31,16 @@ pub enum UpstreamError {
     Other(String),
 }
 
+/// A query string of `pairs`, each value percent-encoded; pairs without a value or with an
+/// empty one are left out.
+pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", encode(v.filter(|v| !v.is_empty())?))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Percent-encodes one path segment or query value (every byte but the unreserved ones), so an
 /// id holding `/`, `:` or `?` stays one segment.
 pub fn encode(s: &str) -> String {

@@ -70,6 +70,8 @@ fn evidence(id: &str, at: Timestamp) -> ViewRow {
         synthetic: false,
         action_kind: Some("command".into()),
         environment: Some(Environment::Production),
+        agent_id: None,
+        control_id: None,
     })
 }
 

@@ -60,6 +60,8 @@ fn evidence(id: &str, event_id: &str, at: i64) -> ViewRow {
         synthetic: false,
         action_kind: Some("command".into()),
         environment: Some(Environment::Production),
+        agent_id: None,
+        control_id: None,
     })
 }
 

@@ -13,8 +13,8 @@
 //! Every list route answers a page: at most `limit` rows (default and most [`LIST_PAGE`]) in
 //! key order, after `after` (the `next_cursor` of the page before; `null` on the last page).
 //! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`
-//! and `shadow_ai`, `/evidence` by `signature_state`, `environment`, `synthetic` and the time it
-//! was recorded (`since`, `until`).
+//! and `shadow_ai`, `/evidence` by `signature_state`, `environment`, `synthetic`, the `agent`
+//! and `control` whose decision carried it and the time it was recorded (`since`, `until`).
 //!
 //! `GET /openapi.json` answers the API's OpenAPI 3.1 document, generated from the route table
 //! ([`routes`]) that registers each route.
@@ -187,6 +187,16 @@ fn table() -> openapi::Api<Api> {
                 "synthetic",
                 Ty::Boolean,
                 "Only synthetic (or only real) evidence.",
+            )
+            .query(
+                "agent",
+                Ty::String,
+                "Only evidence carried by this agent's decisions.",
+            )
+            .query(
+                "control",
+                Ty::String,
+                "Only evidence carried by decisions of this control.",
             )
             .query("since", Ty::DateTime, "Recorded at or after this time.")
             .query("until", Ty::DateTime, "Recorded before this time."),
@@ -533,6 +543,10 @@ struct EvidenceQuery {
     signature_state: Option<String>,
     environment: Option<String>,
     synthetic: Option<bool>,
+    /// Carried by this agent's decisions.
+    agent: Option<String>,
+    /// Carried by decisions of this control.
+    control: Option<String>,
     /// Recorded at or after this time (RFC 3339).
     since: Option<String>,
     /// Recorded before this time (RFC 3339).
@@ -557,6 +571,10 @@ async fn evidence_list(
         }
     };
     let (since, until) = (time("since", &q.since)?, time("until", &q.until)?);
+    let named = |want: &Option<String>, have: &Option<String>| match want.as_deref() {
+        None | Some("") => true,
+        Some(w) => have.as_deref() == Some(w),
+    };
     let now = Timestamp::now();
     list(
         &api,
@@ -570,6 +588,8 @@ async fn evidence_list(
                 if state.is_none_or(|s| s == e.signature_state)
                     && environment.is_none_or(|v| e.environment == Some(v))
                     && q.synthetic.is_none_or(|s| s == e.synthetic)
+                    && named(&q.agent, &e.agent_id)
+                    && named(&q.control, &e.control_id)
                     && since.is_none_or(|t| e.recorded_at >= t)
                     && until.is_none_or(|t| e.recorded_at < t) =>
             {

@@ -288,6 +288,8 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 action_kind: Some(d.action_kind.as_str()),
                 high_risk: high,
                 claim: None,
+                agent_id: Some(d.agent_id.as_str()),
+                control_id: d.control_id.as_deref(),
             },
         )?,
         None if high => {
@@ -370,6 +372,9 @@ struct Carrier<'a> {
     high_risk: bool,
     /// A validation's claim, which the evidence's signature covers.
     claim: Option<Claim>,
+    /// The decision's agent and control (`None` for other carriers).
+    agent_id: Option<&'a str>,
+    control_id: Option<&'a str>,
 }
 
 impl<'a> Carrier<'a> {
@@ -383,6 +388,8 @@ impl<'a> Carrier<'a> {
             action_kind: None,
             high_risk: false,
             claim: None,
+            agent_id: None,
+            control_id: None,
         }
     }
 }
@@ -402,6 +409,8 @@ fn record_evidence(ov: &mut Overlay<'_>, t: &str, e: &Evidence, c: &Carrier<'_>)
         high_risk: c.high_risk,
         environment: c.environment,
         claim: c.claim.clone(),
+        agent_id: c.agent_id.map(str::to_owned),
+        control_id: c.control_id.map(str::to_owned),
     };
     ov.update(t, Tag::Evidence, &e.evidence_id, |a: &mut EvidenceAgg| {
         lww(&mut a.record, at, record);

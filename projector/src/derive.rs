@@ -837,6 +837,8 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         action_kind: r.action_kind,
         asserted_by: r.asserted_by,
         environment: r.environment,
+        agent_id: r.agent_id,
+        control_id: r.control_id,
     };
     Ok(Derived::new(Some(ViewRow::Evidence(row)), stamp))
 }

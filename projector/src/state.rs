@@ -383,6 +383,10 @@ pub struct EvidenceRecord {
     /// When a validation carried it: the claim its signature covers (a validator signs the
     /// result with its evidence, `aispm_schemas::signature::ValidationClaim`).
     pub claim: Option<Claim>,
+    /// The agent whose decision carried it (`None`: a validation or a delivery did).
+    pub agent_id: Option<String>,
+    /// The control that made that decision, if one did.
+    pub control_id: Option<String>,
 }
 
 /// A validation's claim, as its validator signed it (with the tenant, the evidence id and the

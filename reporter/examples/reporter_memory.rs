@@ -44,6 +44,8 @@ fn changes(i: u64, tenants: u64) -> [ViewChange; 2] {
         synthetic: false,
         action_kind: Some("command".into()),
         environment: Some(Environment::Production),
+        agent_id: None,
+        control_id: None,
     };
     let finding = FindingRow {
         asserted_by: None,

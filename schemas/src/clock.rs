@@ -477,6 +477,8 @@ mod tests {
             synthetic,
             action_kind: Some("file".into()),
             environment: Some(Environment::Production),
+            agent_id: None,
+            control_id: None,
         }
     }
 

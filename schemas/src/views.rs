@@ -208,25 +208,6 @@ pub struct FindingRow {
     #[serde(default)]
     pub environments: Vec<Environment>,
 }
-/// The subject of a finding about several resources at once (e.g. an agent and the control
-/// it acted under): the parts joined by `/`, each with `%` and `/` percent-encoded, so that
-/// distinct parts never give the same subject. A finding id is `{rule id}:{subject}`.
-pub fn finding_subject(parts: &[&str]) -> String {
-    let mut out = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        for c in part.chars() {
-            match c {
-                '%' => out.push_str("%25"),
-                '/' => out.push_str("%2F"),
-                c => out.push(c),
-            }
-        }
-    }
-    out
-}
 
 impl FindingRow {
     /// Whether the finding counts for `stage`: raised by events of its environment, or by
@@ -323,6 +304,12 @@ pub struct EvidenceRow {
     /// `None` (delivery evidence, older rows) counts for no stage.
     #[serde(default)]
     pub environment: Option<Environment>,
+    /// The agent whose decision carried it; `None` when a validation or a delivery did.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// The control that made the decision carrying it; `None` when none did.
+    #[serde(default)]
+    pub control_id: Option<String>,
 }
 avro_record!(EvidenceRow {
     evidence_id,
@@ -336,6 +323,8 @@ avro_record!(EvidenceRow {
     action_kind,
     asserted_by,
     environment,
+    agent_id,
+    control_id,
 });
 
 /// The latest validation per check kind and subject.

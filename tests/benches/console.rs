@@ -24,9 +24,9 @@
 use aispm_schemas::codec::encode_single_object;
 use aispm_schemas::{DecisionEvent, Topics};
 use aispm_tests::demo::{OPERATOR_TOKEN, Pipeline, TENANT, TENANT_TOKEN};
+use aispm_tests::kafka::send_waiting;
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -78,17 +78,7 @@ fn produce(brokers: &str, topic: &str, n: u64, agents: u64) -> Result<f64> {
     let started = Instant::now();
     for i in 0..n {
         let bytes = encode_single_object(&decision(i, agents, now))?;
-        let mut rec = BaseRecord::to(topic).key(TENANT).payload(&bytes);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        send_waiting(&producer, BaseRecord::to(topic).key(TENANT).payload(&bytes))?;
     }
     producer.flush(Duration::from_secs(300))?;
     Ok(started.elapsed().as_secs_f64())

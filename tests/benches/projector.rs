@@ -69,13 +69,12 @@ use aispm_runtime::kafka::KafkaConfig;
 use aispm_runtime::kafka::partition_ends;
 use aispm_schemas::{Environment, Topics};
 use aispm_tests::Broker;
-use aispm_tests::kafka::{create_contract_topics, random_prefix};
+use aispm_tests::kafka::{create_contract_topics, random_prefix, send_waiting};
 use aispm_tests::load::{Gen, Kind};
 use aispm_tests::process::binary;
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -298,17 +297,10 @@ fn fill(
             .map(|c| c.decisions.as_str());
         for topic in std::iter::once(r.kind.topic(topics)).chain(copy) {
             *by_topic.entry(topic.to_owned()).or_default() += 1;
-            let mut rec = BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        rec = back;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send_waiting(
+                &producer,
+                BaseRecord::to(topic).key(&r.tenant).payload(&r.bytes),
+            )?;
         }
     }
     producer.flush(Duration::from_secs(300))?;
@@ -465,6 +457,8 @@ impl FloorSink {
             synthetic: d.synthetic,
             action_kind: Some(d.action_kind.as_str().to_owned()),
             environment: Some(Environment::Production),
+            agent_id: None,
+            control_id: None,
         });
         self.pending.push((d.tenant_id, d.event_id, row));
     }

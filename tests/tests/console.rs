@@ -343,6 +343,35 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         by_state += rows.len();
     }
     assert!(total > 0 && by_state == total, "{by_state} of {total}");
+    // By agent and by control: each search answers exactly the rows whose decision named it.
+    let rows = all["evidence"].as_array().unwrap();
+    for field in ["agent", "control"] {
+        let named: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .filter_map(|r| r[format!("{field}_id")].as_str())
+            .collect();
+        assert!(!named.is_empty(), "some evidence names its {field}: {all}");
+        for id in named {
+            let want = rows
+                .iter()
+                .filter(|r| r[format!("{field}_id")] == id)
+                .count();
+            let mut url = reqwest::Url::parse("http://x/v1/tenants/acme/evidence").unwrap();
+            url.query_pairs_mut().append_pair(field, id);
+            let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+            let page = p.get(&p.projector.http, &path).await.unwrap();
+            let got = page["evidence"].as_array().unwrap();
+            assert_eq!(got.len(), want, "{field}={id}: {page}");
+            assert!(got.iter().all(|r| r[format!("{field}_id")] == id));
+        }
+    }
+    let by_agent = team.get("/t/acme/evidence?agent=slack-summarizer").await;
+    assert_eq!(by_agent.status, 200, "{}", by_agent.body);
+    assert!(
+        by_agent.body.contains(r#"value="slack-summarizer""#),
+        "the search keeps its agent: {}",
+        by_agent.body
+    );
     let future = p
         .get(
             &p.projector.http,

@@ -413,6 +413,8 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             synthetic: false,
             action_kind: Some("file".into()),
             environment: Some(env),
+            agent_id: None,
+            control_id: None,
         })
     };
     for (key, row) in [

@@ -15,8 +15,9 @@ use std::path::Path;
 
 /// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
 /// wipes the views and replays them from the input topics.
-pub const VIEW_VERSION: u32 = 8; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
-// 8: one finding per (rule, resource), with its occurrences' environments
+pub const VIEW_VERSION: u32 = 9; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
+// 8: one finding per (rule, resource), with its occurrences' environments; 9: evidence rows
+// name the decision's agent and control
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;

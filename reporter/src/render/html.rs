@@ -1372,6 +1372,8 @@ mod tests {
                 synthetic: false,
                 action_kind: Some(h("file")),
                 environment: None,
+                agent_id: None,
+                control_id: None,
             },
         );
         t.validations.insert(

@@ -289,6 +289,8 @@ mod tests {
             synthetic,
             action_kind: None,
             environment: Some(Environment::Production),
+            agent_id: None,
+            control_id: None,
         }
     }
 

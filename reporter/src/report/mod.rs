@@ -524,6 +524,8 @@ mod tests {
                 synthetic: false,
                 action_kind: None,
                 environment: Some(Environment::Production),
+                agent_id: None,
+                control_id: None,
             },
         );
         t.blockers.entry(Stage::Production).or_default().insert(

@@ -594,6 +594,8 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     synthetic,
                     action_kind,
                     environment,
+                    agent_id: None,
+                    control_id: None,
                 })
             },
         );
