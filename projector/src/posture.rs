@@ -3,7 +3,6 @@
 //! expired, unreviewed and stale are [`aispm_schemas::clock`]'s rules, with the gatekeeper's
 //! windows.
 
-use crate::api::{exception_state, sla_state};
 use crate::project::decode_row;
 use crate::state::{Tag, state_key};
 use crate::store::{Store, columns};
@@ -103,17 +102,23 @@ pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Ti
                     Risk::Medium => 3,
                     Risk::Low => 1,
                 };
-                match sla_state(f, now) {
-                    "overdue" => overdue.push(f.finding_id.clone()),
-                    "risk_accepted" => risk_accepted.push(f.finding_id.clone()),
+                match clock::row_sla(f, now) {
+                    clock::Sla::Overdue => overdue.push(f.finding_id.clone()),
+                    clock::Sla::RiskAccepted => risk_accepted.push(f.finding_id.clone()),
                     _ => {}
                 }
             }
-            ViewRow::Exception(x) => match exception_state(x, windows, now) {
-                "expired" => expired_exceptions.push(x.exception_id.clone()),
-                "review_overdue" => review_overdue.push(x.exception_id.clone()),
-                _ => {}
-            },
+            ViewRow::Exception(x) => {
+                match clock::exception_state(x, windows.break_glass_review_window, now) {
+                    clock::ExceptionState::Expired => {
+                        expired_exceptions.push(x.exception_id.clone())
+                    }
+                    clock::ExceptionState::ReviewOverdue => {
+                        review_overdue.push(x.exception_id.clone())
+                    }
+                    _ => {}
+                }
+            }
             ViewRow::Evidence(e) => {
                 evidence_total += 1;
                 if e.signature_state == SignatureState::Verified {
@@ -262,7 +267,8 @@ pub fn compute_stored(
 #[derive(Debug, Clone)]
 struct Kept {
     value: Arc<Value>,
-    at: Instant,
+    /// When its computation started and how long it took.
+    started: Instant,
     took: Duration,
 }
 
@@ -280,6 +286,12 @@ pub struct Keeper {
     windows: clock::Windows,
     kept: Mutex<HashMap<String, Kept>>,
     changed: Mutex<HashSet<String>>,
+    /// One computation at a time per tenant: a request waits for the one running and then
+    /// shares the next (one that started after it asked), so a burst of first requests for a
+    /// large tenant costs two scans, not one per request, and no answer predates its request.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Computations run (the tests count them).
+    computations: std::sync::atomic::AtomicU64,
 }
 
 /// One hour's sample of a tenant's posture.
@@ -307,7 +319,14 @@ impl Keeper {
             windows,
             kept: Mutex::new(HashMap::new()),
             changed: Mutex::new(HashSet::new()),
+            flights: Mutex::new(HashMap::new()),
+            computations: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many computations have run.
+    pub fn computations(&self) -> u64 {
+        self.computations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The projector applied events for these tenants.
@@ -335,12 +354,30 @@ impl Keeper {
         }
     }
 
-    /// Computes the tenant's posture now, keeps it and stores it as the hour's trend sample.
+    /// Computes the tenant's posture now, keeps it and stores it as the hour's trend sample;
+    /// or, when another computation started after this was asked and while it waited for its
+    /// turn, answers that one's result.
     async fn recompute(self: &Arc<Self>, tenant: &str) -> crate::error::Result<Arc<Value>> {
+        let asked = Instant::now();
+        let flight = match self.flights.lock() {
+            Ok(mut f) => Arc::clone(f.entry(tenant.to_owned()).or_default()),
+            Err(_) => Arc::default(),
+        };
+        let _turn = flight.lock().await;
+        let shared = self.kept.lock().ok().and_then(|k| {
+            k.get(tenant)
+                .filter(|k| k.started >= asked)
+                .map(|k| Arc::clone(&k.value))
+        });
+        if let Some(v) = shared {
+            return Ok(v);
+        }
+        self.computations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let me = Arc::clone(self);
         let t = tenant.to_owned();
+        let started = Instant::now();
         let (value, took) = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
             let now = Timestamp::now();
             let mut v = compute_stored(&me.store, &t, &me.windows, now)?;
             v["computed_at"] = json!(now);
@@ -356,7 +393,7 @@ impl Keeper {
                 tenant.to_owned(),
                 Kept {
                     value: Arc::clone(&value),
-                    at: Instant::now(),
+                    started,
                     took,
                 },
             );
@@ -371,7 +408,7 @@ impl Keeper {
         };
         let mut due = Vec::new();
         for (t, k) in kept.iter() {
-            let age = k.at.elapsed();
+            let age = k.started.elapsed();
             let gap = Self::MIN_EVERY.max(k.took * 10);
             if (changed.contains(t) && age >= gap) || age >= Self::REFRESH {
                 due.push(t.clone());
@@ -459,5 +496,26 @@ mod tests {
         assert_eq!(layer["counts"]["open"], DRILL_CAP + 5);
         assert_eq!(layer["counts"]["overdue"], 1);
         assert_eq!(layer["drill_down"]["overdue"], json!(["f1"]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_requests_shares_the_computations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
+        let keeper = Arc::new(Keeper::new(store, clock::Windows::default()));
+        let burst = (0..32).map(|_| {
+            let k = Arc::clone(&keeper);
+            tokio::spawn(async move { k.recompute("acme").await.map(|v| v["computed_at"].clone()) })
+        });
+        let answers = futures::future::join_all(burst).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(Ok(_)))));
+        let runs = keeper.computations();
+        assert!(
+            (1..=2).contains(&runs),
+            "{runs} computations for 32 requests"
+        );
+        // Asked again afterwards: computed again (no answer predates its request).
+        keeper.recompute("acme").await.unwrap();
+        assert_eq!(keeper.computations(), runs + 1);
     }
 }
