@@ -13,12 +13,13 @@ use crate::publish::Publisher;
 use crate::readiness::{Change, Engine, Verdicts};
 use crate::recover::{self, KeyedRecord};
 use crate::{Error, Result};
+use aispm_runtime::clock::SharedClock;
 use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, KafkaMetrics};
 use aispm_schemas::views::{ViewName, ViewOp};
-use aispm_schemas::{Blocker, Codec, Readiness, Timestamp, Topics, ViewChange};
+use aispm_schemas::{Blocker, Codec, Readiness, Topics, ViewChange};
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -152,6 +153,8 @@ pub struct Parts {
     pub verdicts: Verdicts,
     pub views_partitions: i32,
     pub sweep_every: Duration,
+    /// The wall clock the rules read and the tenant timers wait on.
+    pub clock: SharedClock,
 }
 
 enum Wake {
@@ -224,9 +227,17 @@ impl Follower {
         let mut next_sweep = Instant::now() + self.p.sweep_every;
         loop {
             let wake_at = self.wake_at(next_sweep);
+            let timer = self.p.engine.next_timer();
             let wake = {
                 let consumer = &self.consumer;
                 let events = &mut self.events;
+                let clock = &self.p.clock;
+                let timer_due = async {
+                    match timer {
+                        Some(t) => clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => Wake::Shutdown,
@@ -236,6 +247,7 @@ impl Follower {
                     },
                     m = consumer.recv() => Wake::Message(m.map(|m| m.detach())),
                     _ = tokio::time::sleep_until(wake_at) => Wake::Timer,
+                    _ = timer_due => Wake::Timer,
                 }
             };
             match wake {
@@ -270,7 +282,7 @@ impl Follower {
                 next_sweep = Instant::now() + self.p.sweep_every;
             }
             let evaluating = Instant::now();
-            let changes = self.p.engine.evaluate_due(Timestamp::now());
+            let changes = self.p.engine.evaluate_due(self.p.clock.now());
             self.last_evaluation = evaluating.elapsed();
             self.publish(changes).await?;
             self.settle().await?;
@@ -284,14 +296,11 @@ impl Follower {
         Ok(())
     }
 
-    /// When to wake up with no record: the sweep, the next tenant timer, replay checks.
+    /// When to wake up with no record, besides the next tenant timer (which waits on the
+    /// clock): the sweep and replay checks.
     fn wake_at(&self, next_sweep: Instant) -> Instant {
         let now = Instant::now();
         let mut at = next_sweep;
-        if let Some(t) = self.p.engine.next_timer() {
-            let wait = u64::try_from(t.millis() - Timestamp::now().millis()).unwrap_or(0);
-            at = at.min(now + Duration::from_millis(wait));
-        }
         if !self.targets.is_empty() || self.settle_pending {
             at = at.min(now + RESTORE_POLL);
         }

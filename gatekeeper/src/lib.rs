@@ -24,6 +24,16 @@
 //! - [`api`]: `GET /v1/tenants/{tenant}/readiness` and `GET /v1/readiness`.
 //! - [`metrics`]: `aispm_gatekeeper_*`; [`partition`]: the Java client's murmur2 partitioner.
 //! - [`error`]: the crate's error type.
+//!
+//! # The road of one view change to a blocker
+//! 1. [`follow`]: the consumer loop receives the change (key `{tenant}/{view}/{row key}`).
+//! 2. [`readiness`]: `Engine::apply` folds it into the tenant's [`state`] (`TenantState::apply`)
+//!    and marks the tenant due.
+//! 3. [`readiness`]: `Engine::evaluate_due`, at the clock's time, runs the [`rules`] over the
+//!    tenant (`rules::evaluate`: one draft per blocker) and diffs the drafts against what was
+//!    published: new blockers, tombstones for resolved ones, a verdict per changed stage.
+//! 4. [`publish`]: the records go to `aispm.blockers.v1` and `aispm.readiness.v1`; [`follow`]
+//!    commits the view offsets once they are acknowledged.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -42,18 +52,28 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::clock::{SharedClock, SystemClock};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
 use aispm_runtime::metrics::Metrics;
+use aispm_runtime::supervise::Supervisor;
 use aispm_schemas::Codec;
 use rdkafka::producer::FutureProducer;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the gatekeeper until `shutdown` fires or a task fails (which stops the others).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    run_with_clock(config, SystemClock::shared(), shutdown).await
+}
+
+/// [`run`] on `clock` (a test's [`aispm_runtime::clock::ManualClock`]).
+pub async fn run_with_clock(
+    config: Config,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let metrics = Metrics::new("gatekeeper")?;
     let health = Health::new();
     health.set("topics", false, "creating the topics");
@@ -70,13 +90,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let verdicts = readiness::Verdicts::default();
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
 
-    let stop = shutdown.child_token();
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let mut tasks = Supervisor::new(shutdown.child_token(), health.clone());
     {
         let routes = api::routes(auth, verdicts.clone());
-        let (m, h, s) = (metrics.clone(), health.clone(), stop.clone());
+        let (m, h, s) = (metrics.clone(), health.clone(), tasks.token());
         let http = config.http.clone();
-        tasks.spawn(async move {
+        tasks.spawn("http", async move {
             aispm_runtime::http::serve(listener, routes, m, h, s, http).await?;
             Ok(())
         });
@@ -157,24 +176,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         verdicts,
         views_partitions,
         sweep_every: config.windows.evaluation_interval,
+        clock,
     };
-    {
-        let s = stop.clone();
-        tasks.spawn(async move { follow::run(parts, s).await });
-    }
-
-    let mut result = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        let outcome = joined.unwrap_or_else(|e| Err(Error::Task(e.to_string())));
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "A gatekeeper task failed; stopping the others.");
-            if result.is_ok() {
-                result = Err(e);
-            }
-        }
-        // Whichever task ends first (failure or shutdown), the others follow.
-        stop.cancel();
-    }
+    tasks.spawn("follow", follow::run(parts, tasks.token()));
+    let result = tasks.wait(Error::Task).await;
     // Nothing is in flight after the loop (it awaits every acknowledgement), but flush anyway.
     let _ = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;

@@ -24,6 +24,9 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("a task panicked or was cancelled: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A task of the service failed or ended before shutdown.
+    #[error("{0}")]
+    Task(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -40,10 +40,10 @@ use aispm_runtime::auth::{Auth, Tokens};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
 use aispm_runtime::metrics::Metrics;
+use aispm_runtime::supervise::Supervisor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The service's name in metrics (`aispm_ingest_*`) and logs.
@@ -83,13 +83,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     tracing::info!(addr = %config.http_addr, topics = ?publisher.topics(), "Ingest is starting.");
 
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let mut tasks = Supervisor::new(shutdown.child_token(), health.clone());
     {
-        let shutdown = shutdown.clone();
+        let shutdown = tasks.token();
         let router = api::router(app);
         let health = health.clone();
         let http = config.http.clone();
-        tasks.spawn(async move {
+        tasks.spawn("http", async move {
             aispm_runtime::http::serve(listener, router, metrics, health, shutdown, http).await?;
             Ok(())
         });
@@ -97,9 +97,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     {
         let kafka = config.common.kafka();
         let topics = publisher.topics().clone();
-        let shutdown = shutdown.clone();
+        let shutdown = tasks.token();
         let health = health.clone();
-        tasks.spawn(async move {
+        tasks.spawn_once("topics", async move {
             let specs = [
                 TopicSpec::events(&topics.decisions),
                 TopicSpec::events(&topics.approvals),
@@ -123,20 +123,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             Ok(())
         });
     }
-    tasks.spawn(Arc::clone(&publisher).probe(shutdown.clone()));
+    tasks.spawn("probe", Arc::clone(&publisher).probe(tasks.token()));
 
-    // Any task failing cancels the rest; the first error is the result.
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.map_err(Error::from).and_then(|r| r);
-        if let Err(e) = result {
-            if first_error.is_none() {
-                tracing::error!(error = %e, "A task failed; shutting down.");
-                first_error = Some(e);
-            }
-            shutdown.cancel();
-        }
-    }
+    // Any task failing (or ending early) stops the rest; the first failure is the result.
+    let result = tasks.wait(Error::Task).await;
     // The HTTP server has drained: every request got its answer. Anything still queued
     // belongs to a request that was already answered with an error.
     let flush = {
@@ -146,8 +136,5 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     if let Err(e) = flush {
         tracing::warn!(error = %e, "Records were still queued at shutdown.");
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    result
 }

@@ -20,6 +20,20 @@
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`]: the HTTP query API.
 //! - [`metrics`]: the `aispm_projector_*` metrics.
 //!
+//! # The road of one decision
+//! 1. [`consumer`]: `Loop::run` polls it with the rest of a batch (up to `--batch-max-records`).
+//! 2. [`project`]: `Engine::prepare` decodes it (`aispm_schemas::Codec`, dead-lettering what
+//!    does not decode or validate), drops a duplicate `event_id` (asked of [`filter`] first,
+//!    then of the `seen` keys), and hands it to its tenant's worker.
+//! 3. [`apply`]: `apply` → `decision` folds it into the aggregates of [`state`] (coverage,
+//!    controls, links, evidence…) and raises the findings whose [`rules`] trigger on it.
+//! 4. [`derive`]: each row it made dirty is derived anew from its aggregates.
+//! 5. [`project`]: `Engine::commit` writes the aggregates, the changed rows, the outbox of view
+//!    changes and the next offsets in one RocksDB batch ([`store`]).
+//! 6. [`publish`]: `Publisher::publish` sends the outbox to `aispm.views.v1`; once every change
+//!    is acknowledged the outbox is cleared and the consumer commits the offsets to Kafka. The
+//!    gatekeeper's road starts there.
+//!
 //! # Adding a view
 //! 1. Add the row record to `schemas/avro/view_change.avsc` (the `row` union) and `schemas/src/views.rs`.
 //! 2. Add its column family to `store/columns.rs::VIEWS` and bump `store::VIEW_VERSION`.
@@ -51,6 +65,7 @@ use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
 use aispm_runtime::metrics::Metrics;
+use aispm_runtime::supervise::Supervisor;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use std::net::SocketAddr;
@@ -332,7 +347,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         Arc::clone(parts.engine.store()),
         config.clock.windows(),
     ));
-    tokio::spawn(Arc::clone(&keeper).run(shutdown.clone()));
+    let mut tasks = Supervisor::new(shutdown.child_token(), parts.health.clone());
+    let posture = Arc::clone(&keeper).run(tasks.token());
+    tasks.spawn("posture", async move {
+        posture.await;
+        Ok(())
+    });
     let routes = api::routes(api::Api {
         store: Arc::clone(parts.engine.store()),
         auth,
@@ -341,14 +361,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         posture: Arc::clone(&keeper),
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
-    let http = tokio::spawn(aispm_runtime::http::serve(
+    let serve = aispm_runtime::http::serve(
         listener,
         routes,
         parts.metrics.clone(),
         parts.health.clone(),
-        shutdown.clone(),
+        tasks.token(),
         config.http.clone(),
-    ));
+    );
+    tasks.spawn("http", async move { Ok(serve.await?) });
 
     let topics = config.common.topics();
     let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
@@ -356,22 +377,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     parts.consumer.subscribe(&input_refs)?;
     let mut looper = parts.into_loop(&config, None);
     looper.posture = Some(keeper);
-    let stop = shutdown.clone();
-    let consumed = tokio::task::spawn_blocking(move || looper.run(&stop));
-    let result = consumed
-        .await
-        .map_err(|e| Error::Other(format!("consumer loop panicked: {e}")))?;
-    // Whatever ended the loop ends the service.
-    shutdown.cancel();
-    let served = http.await.map_err(|e| Error::Other(e.to_string()))?;
-    let totals = result?;
-    served?;
-    tracing::info!(
-        applied = totals.applied,
-        batches = totals.batches,
-        "Projector stopped after committing its last batch."
-    );
-    Ok(())
+    let stop = tasks.token();
+    tasks.spawn("consumer", async move {
+        let totals = tokio::task::spawn_blocking(move || looper.run(&stop))
+            .await
+            .map_err(|e| Error::Other(format!("consumer loop panicked: {e}")))??;
+        tracing::info!(
+            applied = totals.applied,
+            batches = totals.batches,
+            "The consumer loop stopped after committing its last batch."
+        );
+        Ok(())
+    });
+    tasks.wait(Error::Other).await
 }
 
 /// What `rebuild` did.

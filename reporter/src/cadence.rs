@@ -7,159 +7,14 @@
 //! one catch-up run at start.
 
 use crate::center::{Center, Trigger};
+use crate::schedule::{Entry, next_after};
 use crate::{Error, Result};
-use aispm_schemas::ReportType;
-use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// How often a report runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Daily,
-    Weekly,
-    Monthly,
-    Quarterly,
-    Every(Duration),
-}
-
-impl std::fmt::Display for Period {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Period::Daily => f.write_str("daily"),
-            Period::Weekly => f.write_str("weekly"),
-            Period::Monthly => f.write_str("monthly"),
-            Period::Quarterly => f.write_str("quarterly"),
-            Period::Every(d) => write!(f, "every:{}", humantime::format_duration(*d)),
-        }
-    }
-}
-
-/// One schedule entry: a period and the report type it produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub period: Period,
-    pub report_type: ReportType,
-}
-
-impl Entry {
-    /// The key under which the last run is stored: `daily=blockers_digest`.
-    pub fn key(&self) -> String {
-        format!("{}={}", self.period, self.report_type)
-    }
-}
-
-/// A `--schedule` value: an entry, or `none`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScheduleArg(pub Option<Entry>);
-
-impl std::str::FromStr for ScheduleArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s == "none" || s.is_empty() {
-            return Ok(ScheduleArg(None));
-        }
-        let (period, ty) = s
-            .split_once('=')
-            .ok_or_else(|| format!("'{s}' is not PERIOD=TYPE"))?;
-        let period = match period.trim() {
-            "daily" => Period::Daily,
-            "weekly" => Period::Weekly,
-            "monthly" => Period::Monthly,
-            "quarterly" => Period::Quarterly,
-            p => match p.strip_prefix("every:") {
-                Some(d) => {
-                    let d = humantime::parse_duration(d).map_err(|e| format!("'{d}': {e}"))?;
-                    if d < Duration::from_secs(1) {
-                        return Err("an every: period must be at least 1s".into());
-                    }
-                    Period::Every(d)
-                }
-                None => {
-                    return Err(format!(
-                        "unknown period '{p}' (daily, weekly, monthly, quarterly or every:<duration>)"
-                    ));
-                }
-            },
-        };
-        let report_type = ty.trim().parse::<ReportType>()?;
-        Ok(ScheduleArg(Some(Entry {
-            period,
-            report_type,
-        })))
-    }
-}
-
-/// The schedule entries of the `--schedule` values (`none` anywhere disables all).
-pub fn entries(args: &[ScheduleArg]) -> Vec<Entry> {
-    if args.iter().any(|a| a.0.is_none()) {
-        return vec![];
-    }
-    args.iter().filter_map(|a| a.0).collect()
-}
-
-fn at_hour(date: NaiveDate, hour: u32) -> DateTime<Utc> {
-    let naive = date
-        .and_hms_opt(hour.min(23), 0, 0)
-        .unwrap_or_else(|| date.and_time(chrono::NaiveTime::MIN));
-    Utc.from_utc_datetime(&naive)
-}
-
-fn first_of_month(year: i32, month: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(NaiveDate::MIN)
-}
-
-/// The first run of `period` strictly after `after` (calendar periods run at `hour` UTC).
-pub fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> DateTime<Utc> {
-    let day = after.date_naive();
-    match period {
-        Period::Every(d) => after + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX),
-        Period::Daily => {
-            let today = at_hour(day, hour);
-            if today > after {
-                today
-            } else {
-                at_hour(day + ChronoDuration::days(1), hour)
-            }
-        }
-        Period::Weekly => {
-            let back = i64::from(day.weekday().num_days_from_monday());
-            let mut monday = day - ChronoDuration::days(back);
-            loop {
-                let t = at_hour(monday, hour);
-                if t > after {
-                    return t;
-                }
-                monday += ChronoDuration::days(7);
-            }
-        }
-        Period::Monthly | Period::Quarterly => {
-            let step = if period == Period::Monthly { 1 } else { 3 };
-            let mut year = day.year();
-            let mut month = if step == 3 {
-                (day.month() - 1) / 3 * 3 + 1
-            } else {
-                day.month()
-            };
-            loop {
-                let t = at_hour(first_of_month(year, month), hour);
-                if t > after {
-                    return t;
-                }
-                month += step;
-                if month > 12 {
-                    month -= 12;
-                    year += 1;
-                }
-            }
-        }
-    }
-}
 
 /// Last runs by entry key, persisted.
 #[derive(Debug)]
@@ -235,8 +90,14 @@ pub async fn run(
         hour,
         "Report cadence started."
     );
+    let clock = Arc::clone(center.clock());
+    let wall = |t: aispm_schemas::Timestamp| {
+        Utc.timestamp_millis_opt(t.millis())
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
     loop {
-        let now = Utc::now();
+        let now = wall(clock.now());
         let (due, next) = due(&entries, &mut last.runs, now, hour);
         for e in &due {
             let tenants = center.tenant_ids();
@@ -260,12 +121,11 @@ pub async fn run(
             last.runs.insert(e.key(), now.timestamp_millis());
         }
         last.save()?;
-        let wait = (next - Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .max(Duration::from_millis(200));
+        // At least 200 ms on: a clock stepped back must not make this spin.
+        let soonest = clock.now().plus(Duration::from_millis(200));
+        let wake = aispm_schemas::Timestamp(next.timestamp_millis()).max(soonest);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = clock.sleep_until(wake) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
     }
@@ -275,6 +135,8 @@ pub async fn run(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::schedule::{Period, ScheduleArg, entries};
+    use aispm_schemas::ReportType;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -2,16 +2,17 @@
 //! freshness and trust roots, list blocking findings and accepted risks, generate, sign,
 //! deliver, record the delivery) and keeps retrying deliveries that failed.
 
-use crate::cadence::Period;
 use crate::deliver::{self, Channel, Delivered};
 use crate::keys::KeyRing;
 use crate::metrics::ReporterMetrics;
 use crate::packet::{self, Meta};
 use crate::publish::Publisher;
 use crate::report::{self, Request};
+use crate::schedule::Period;
 use crate::state::{self, Shared};
 use crate::store::{Attempt, ReportRecord, SmtpTranscript, Status, Store};
 use crate::{Error, Result, render};
+use aispm_runtime::clock::SharedClock;
 use aispm_schemas::{
     CheckKind, DeliveryChannel, DeliveryOutcome, Environment, Evidence, RegistryEvent,
     ReportDeliveryEvent, ReportType, Timestamp,
@@ -75,6 +76,8 @@ pub struct Settings {
     pub source: String,
     /// Validates the report providers by the deliveries (`--validator-key`).
     pub provider_check: Option<Arc<ProviderCheck>>,
+    /// The wall clock: packets' generation times, due retries, the cadence.
+    pub clock: SharedClock,
 }
 
 /// The report-provider validator: the key that signs the results and the environments they
@@ -149,7 +152,7 @@ impl Center {
         for r in c.store.live() {
             if r.status == Status::Retrying && r.next_attempt_at.is_none() {
                 let mut r = r;
-                r.next_attempt_at = Some(Timestamp::now());
+                r.next_attempt_at = Some(c.settings.clock.now());
                 c.store.put(&r)?;
             }
         }
@@ -197,7 +200,7 @@ impl Center {
             return Err(GenerateError::NotReady);
         }
         // Tenant ids name directories: never follow one that could leave the packet directory.
-        if !crate::api::valid_tenant(tenant) {
+        if !aispm_schemas::validate::is_tenant_id(tenant) {
             return Err(GenerateError::UnknownTenant(tenant.to_owned()));
         }
         // Checked on the in-memory part first: a refused request reads no rows.
@@ -221,7 +224,7 @@ impl Center {
         let t = tokio::task::block_in_place(|| self.state.tenant(tenant))?
             .ok_or_else(|| GenerateError::UnknownTenant(tenant.to_owned()))?;
         let started = Instant::now();
-        let now = Timestamp::now();
+        let now = self.settings.clock.now();
         let id = uuid::Uuid::now_v7().to_string();
         let public_key = self.keys.current().public_key_b64();
         let req = Request {
@@ -320,7 +323,7 @@ impl Center {
     /// One delivery attempt: deliver, record durably, publish the outcome.
     async fn attempt(&self, mut r: ReportRecord) -> Result<ReportRecord> {
         let n = r.attempts.len() as i32 + 1;
-        let now = Timestamp::now();
+        let now = self.settings.clock.now();
         let (outcome, approved): (Result<Delivered, String>, bool) = match &self.channel {
             Channel::Smtp(smtp) => {
                 let (recipients, approved) = self.recipients(&r);
@@ -592,6 +595,11 @@ impl Center {
         }
     }
 
+    /// The wall clock the center reads.
+    pub fn clock(&self) -> &SharedClock {
+        &self.settings.clock
+    }
+
     /// Retries due deliveries and republishes unacknowledged events until `shutdown`.
     pub async fn run_retries(&self, shutdown: CancellationToken) -> Result<()> {
         // Not before the state is replayed: an attempt now would find the tenant's approved
@@ -603,7 +611,7 @@ impl Center {
             _ = shutdown.cancelled() => return Ok(()),
         }
         loop {
-            let now = Timestamp::now();
+            let now = self.settings.clock.now();
             let (work, _next) = self.store.work(now);
             for mut r in work {
                 if shutdown.is_cancelled() {

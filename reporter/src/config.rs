@@ -1,7 +1,7 @@
 //! The reporter's flags. Each also reads an `AISPM_*` environment variable; the doc comments
 //! are the `--help` text.
 
-use crate::cadence::ScheduleArg;
+use crate::schedule::ScheduleArg;
 use aispm_runtime::config::{ClockArgs, CommonArgs};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -24,7 +24,8 @@
 //! - [`deliver`]: SMTP (a real mail with the packet attached) and export.
 //! - [`publish`]: `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`.
 //! - [`store`]: report records and the retry queue under `--state-dir`.
-//! - [`cadence`]: daily, weekly, monthly and quarterly reports.
+//! - [`schedule`]: the schedule's periods and entries (`--schedule`), and when each next runs;
+//!   [`cadence`]: runs the daily, weekly, monthly and quarterly reports on it.
 //! - [`api`]: the HTTP routes; [`metrics`]: `aispm_reporter_*`; [`error`]: the error type.
 
 pub mod api;
@@ -42,6 +43,7 @@ pub mod publish;
 pub mod render;
 pub mod report;
 pub mod rows;
+pub mod schedule;
 pub mod sign;
 pub mod state;
 pub mod store;
@@ -50,17 +52,27 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::clock::{SharedClock, SystemClock};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
 use aispm_runtime::metrics::Metrics;
+use aispm_runtime::supervise::Supervisor;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the reporter until `shutdown` fires or a task fails (which cancels the others).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    run_with_clock(config, SystemClock::shared(), shutdown).await
+}
+
+/// [`run`] on `clock` (a test's [`aispm_runtime::clock::ManualClock`]).
+pub async fn run_with_clock(
+    config: Config,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let metrics = Metrics::new("reporter")?;
     let reporter_metrics = metrics::ReporterMetrics::new(&metrics)?;
     let health = Health::new();
@@ -112,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             deliver::Channel::Export
         }
     };
-    let schedule = cadence::entries(&config.schedule);
+    let schedule = schedule::entries(&config.schedule);
 
     let topics = config.common.topics();
     let kafka = config.common.kafka();
@@ -150,6 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             retry_max: config.retry_max,
             source: config.source.clone(),
             provider_check,
+            clock,
         },
         state.clone(),
         store,
@@ -161,8 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     )?);
 
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
-    let tasks = shutdown.child_token();
-    let mut set: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
+    let mut set = Supervisor::new(shutdown.child_token(), health.clone());
     {
         let follower = follow::Follower {
             kafka: kafka.clone(),
@@ -175,60 +187,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             offsets_file: config.state_dir.join("follow-offsets.json"),
             restored: restored_tx,
         };
-        let token = tasks.clone();
-        set.spawn(async move { ("follow", follower.run(token).await) });
+        set.spawn("follow", follower.run(set.token()));
     }
     {
         let center = center.clone();
-        let token = tasks.clone();
-        set.spawn(async move { ("retries", center.run_retries(token).await) });
+        let token = set.token();
+        set.spawn("retries", async move { center.run_retries(token).await });
     }
     {
         let center = center.clone();
-        let token = tasks.clone();
+        let token = set.token();
         let file = config.state_dir.join("cadence.json");
         let hour = config.schedule_hour;
-        set.spawn(async move {
-            (
-                "cadence",
-                cadence::run(center, schedule, hour, file, token).await,
-            )
-        });
+        set.spawn("cadence", cadence::run(center, schedule, hour, file, token));
     }
     {
         let limits = Arc::new(api::Limits::new(&config.limits, &metrics)?);
         let routes = api::routes(center, auth, limits);
-        let token = tasks.clone();
+        let token = set.token();
         let http = config.http.clone();
-        set.spawn(async move {
-            let r = aispm_runtime::http::serve(listener, routes, metrics, health, token, http)
+        set.spawn("http", async move {
+            aispm_runtime::http::serve(listener, routes, metrics, health, token, http)
                 .await
-                .map_err(Error::from);
-            ("http", r)
+                .map_err(Error::from)
         });
     }
-    let mut first_error = None;
-    while let Some(joined) = set.join_next().await {
-        let (name, result) = match joined {
-            Ok(r) => r,
-            Err(e) => ("task", Err(Error::Task(e.to_string()))),
-        };
-        match result {
-            Ok(()) if !tasks.is_cancelled() => {
-                tracing::error!(
-                    task = name,
-                    "A task ended before shutdown; stopping the rest."
-                );
-                first_error.get_or_insert(Error::Task(format!("{name} ended unexpectedly")));
-                tasks.cancel();
-            }
-            Ok(()) => {}
-            Err(e) => {
-                tracing::error!(task = name, error = %e, "A task failed; stopping the rest.");
-                first_error.get_or_insert(e);
-                tasks.cancel();
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    set.wait(Error::Task).await
 }

@@ -10,6 +10,9 @@
 //!   throttles client addresses that fail authentication.
 //! - [`openapi`]: a service's route table: registers each axum route and records its OpenAPI
 //!   3.1 operation, so `GET /openapi.json` documents exactly the routes served.
+//! - [`clock`]: the wall clock a service reads and waits on, passed in (tests move it by hand).
+//! - [`supervise`]: a service's tasks: the first to fail, panic or end early stops the rest,
+//!   is shown on `/readyz` and is the service's exit error.
 //! - [`dlq`]: dead letters with headers naming source, stage and error; counted.
 //! - [`fs`]: durable files: atomic writes and renames that survive a power loss.
 //! - [`health`]: readiness conditions a service reports (`/readyz`).
@@ -22,6 +25,7 @@
 //! - [`shutdown`]: the root cancellation token fired by SIGINT/SIGTERM, and the grace period.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod dlq;
 pub mod error;
@@ -35,6 +39,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod service;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod tls;
 

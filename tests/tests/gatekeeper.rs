@@ -174,6 +174,8 @@ fn evidence(id: &str, at: Timestamp) -> ViewRow {
         synthetic: false,
         action_kind: Some("command".into()),
         environment: Some(Environment::Production),
+        agent_id: None,
+        control_id: None,
     })
 }
 
@@ -1122,4 +1124,50 @@ async fn a_ready_tenant_falls_back_to_unready_when_its_evidence_goes_stale() {
         .await;
     let (status, _) = get(&gk, "/v1/tenants/globex/readiness", Some(GLOBEX_TOKEN)).await;
     assert_eq!(status, 200);
+}
+
+/// The same fall from ready to stale, on a clock the test moves: the gatekeeper runs in this
+/// process on a `ManualClock`, so the verdict changes when the test moves the clock past the
+/// window and carries the clock's time, however long the machine takes (no race with a 4 s
+/// window, no sleep for time to pass).
+#[tokio::test(flavor = "multi_thread")]
+async fn evidence_goes_stale_exactly_when_the_clock_passes_the_window() {
+    use aispm_runtime::clock::{Clock, ManualClock};
+    let broker = Broker::start().unwrap();
+    let brokers = broker.bootstrap();
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&brokers, &prefix, PARTITIONS)
+        .await
+        .unwrap();
+    let clock = ManualClock::new(Timestamp::now());
+    let mut config = aispm_gatekeeper::Config::local(&brokers);
+    config.common.topic_prefix = prefix.clone();
+    config.common.partitions = PARTITIONS;
+    config.group_id = format!("gk-{prefix}");
+    config.windows.clock.production_evidence_freshness = Duration::from_secs(3600);
+    config.windows.evaluation_interval = Duration::from_secs(3600);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let gk = tokio::spawn(aispm_gatekeeper::run_with_clock(
+        config,
+        clock.clone(),
+        stop.clone(),
+    ));
+    let mut v = Views::new(&brokers, &topics);
+    seed_ready(&mut v, "globex").await;
+    wait_production(&brokers, &topics, "globex", &BTreeSet::new()).await;
+
+    // A minute short of the window, then past it: the clock alone makes the evidence stale,
+    // and only at the second move (a verdict judged at the first would carry its time).
+    clock.advance(Duration::from_secs(3540));
+    clock.advance(Duration::from_secs(61));
+    let none = BTreeSet::new();
+    let stale: BTreeSet<String> = ["evidence_stale".to_owned()].into();
+    let verdicts = wait_production_history(&brokers, &topics, "globex", &[&none, &stale]).await;
+    assert_eq!(
+        verdicts[1].evaluated_at,
+        clock.now(),
+        "judged at the clock's time"
+    );
+    stop.cancel();
+    gk.await.unwrap().unwrap();
 }
