@@ -11,7 +11,6 @@
 //! - `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the route table below.
 
 use crate::readiness::{StageVerdict, Verdicts};
-use crate::rules::stage_index;
 use aispm_runtime::auth::{Access, Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_runtime::openapi::{self, Op, Ty};
@@ -122,7 +121,7 @@ async fn tenant_readiness(
         Some(v) => Ok(Json(verdict_json(
             &tenant,
             stage,
-            &v[stage_index(stage)],
+            &v[stage.index()],
             limit,
             page.after.as_deref(),
         ))),
@@ -162,10 +161,7 @@ async fn all_readiness(
     let mut items = Vec::new();
     let all = api.verdicts.all();
     for stage in &stages {
-        let ready = all
-            .iter()
-            .filter(|(_, v)| v[stage_index(*stage)].ready)
-            .count();
+        let ready = all.iter().filter(|(_, v)| v[stage.index()].ready).count();
         summary.insert(
             stage.as_str().to_owned(),
             json!({"ready": ready, "unready": all.len() - ready}),
@@ -176,7 +172,7 @@ async fn all_readiness(
             items.push(verdict_json(
                 tenant,
                 *stage,
-                &v[stage_index(*stage)],
+                &v[stage.index()],
                 SUMMARY_BLOCKERS,
                 None,
             ));

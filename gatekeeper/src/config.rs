@@ -1,13 +1,15 @@
 //! The gatekeeper's flags. Every flag also reads an `AISPM_*` environment variable; durations are
 //! humantime (`90s`, `24h`, `7d`). The doc comments are the `--help` text.
 
-use crate::state::DEFAULT_TRACKED_EVIDENCE;
 use aispm_runtime::config::{ClockArgs, CommonArgs};
 use aispm_schemas::{BlockerKind, Stage, clock};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
+
+/// Real evidence rows tracked per tenant unless configured otherwise.
+pub const DEFAULT_TRACKED_EVIDENCE: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
 
 /// `aispm-gatekeeper`: continuous readiness per tenant and stage.
 #[derive(Debug, Clone, clap::Parser)]

@@ -12,9 +12,10 @@
 //! The engine also keeps one timer per tenant, at the next instant time alone changes one of its
 //! blockers (a due date, an expiry, the end of a freshness or review window).
 
+use crate::config::DEFAULT_TRACKED_EVIDENCE;
 use crate::metrics::GatekeeperMetrics;
-use crate::rules::{self, Policy, stage_index};
-use crate::state::{DEFAULT_TRACKED_EVIDENCE, RowCounts, TenantState, WrongRow};
+use crate::rules::{self, Policy};
+use crate::state::{RowCounts, TenantState, WrongRow};
 use aispm_schemas::views::{ViewName, ViewRow};
 use aispm_schemas::{Blocker, Readiness, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -282,9 +283,8 @@ impl Engine {
                 tracing::warn!(%key, "Ignored a blocker record with a malformed key.");
                 continue;
             };
-            let slot = &mut recovered.entry(tenant.to_owned()).or_default().stages
-                [stage_index(stage)]
-            .blockers;
+            let slot =
+                &mut recovered.entry(tenant.to_owned()).or_default().stages[stage.index()].blockers;
             match value {
                 Some(b) => slot.insert(id.to_owned(), b),
                 None => slot.remove(id),
@@ -296,8 +296,7 @@ impl Engine {
                 tracing::warn!(%key, "Ignored a readiness record with a malformed key.");
                 continue;
             };
-            recovered.entry(tenant.to_owned()).or_default().stages[stage_index(stage)].readiness =
-                value;
+            recovered.entry(tenant.to_owned()).or_default().stages[stage.index()].readiness = value;
         }
         for (tenant, p) in recovered {
             if self.tenants.contains_key(&tenant) {
@@ -365,7 +364,7 @@ impl Engine {
                 && let Some(p) = self.published.get(&tenant).cloned()
             {
                 for stage in Stage::ALL {
-                    let sp = &p.stages[stage_index(*stage)];
+                    let sp = &p.stages[stage.index()];
                     for (id, b) in &sp.blockers {
                         changes.push(Change {
                             tenant: tenant.clone(),
@@ -472,7 +471,7 @@ impl Engine {
         let mut published = self.published.get(name).cloned().unwrap_or_default();
         let mut verdicts: Vec<StageVerdict> = Vec::with_capacity(3);
         for stage in Stage::ALL {
-            let i = stage_index(*stage);
+            let i = stage.index();
             let drafts = &eval.stages[i];
             let sp = &mut published.stages[i];
             let mut ids = Vec::with_capacity(drafts.len());
@@ -571,7 +570,7 @@ impl Engine {
             .get(&change.tenant)
             .cloned()
             .unwrap_or_default();
-        let sp = &mut p.stages[stage_index(change.stage)];
+        let sp = &mut p.stages[change.stage.index()];
         match (&change.record, &change.prev) {
             (Record::Blocker { value, .. }, Prev::Blocker(prev)) => {
                 let id = value
@@ -619,7 +618,7 @@ impl Engine {
         let m = &self.metrics;
         let account = |p: &Published, delta: i64| {
             for stage in Stage::ALL {
-                let sp = &p.stages[stage_index(*stage)];
+                let sp = &p.stages[stage.index()];
                 for b in sp.blockers.values() {
                     m.blockers_open
                         .with_label_values(&[b.kind.as_str(), stage.as_str()])

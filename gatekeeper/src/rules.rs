@@ -11,15 +11,12 @@
 //! call into [`aispm_schemas::clock`], which the reporter and the projector's API use too.
 
 use crate::config::StageBlockers;
-use crate::state::{Finding, Newest, StageFacts, TenantState};
+use crate::state::{Finding, MAX_EVIDENCE_IDS, Newest, StageFacts, TenantState};
 use aispm_schemas::clock::{self, Windows};
-use aispm_schemas::views::{ControlState, ExceptionKind, FindingRow, ValidationRow};
+use aispm_schemas::views::{ControlState, ExceptionKind, ValidationRow};
 use aispm_schemas::{BlockerKind, Environment, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-
-/// At most this many ids are listed behind one blocker (the first, in row order).
-pub const MAX_EVIDENCE_IDS: usize = 50;
 
 /// The action paths that must carry real (non-synthetic) decisions.
 pub const GOVERNED_PATHS: [&str; 4] = ["file", "command", "git", "mcp"];
@@ -35,21 +32,13 @@ pub struct Draft {
     pub resolution: String,
     /// Evidence, finding, exception, validation and decision ids behind the blocker.
     pub evidence: Vec<String>,
-    /// The stages it counts for, a bit per [`stage_index`] (a shared rule's blocker about a
-    /// finding counts only where the finding does: [`stages_of`]).
+    /// The stages it counts for, a bit per [`Stage::index`] (a shared rule's blocker about a
+    /// finding counts only where the finding does: [`crate::state::stages_of`]).
     pub stages: u8,
 }
 
 /// Every stage, as [`Draft::stages`] bits.
 pub const ALL_STAGES: u8 = 0b111;
-
-/// The stages a finding row counts for ([`FindingRow::counts_for`]), as [`Draft::stages`] bits.
-pub fn stages_of(r: &FindingRow) -> u8 {
-    Stage::ALL
-        .iter()
-        .filter(|s| r.counts_for(**s))
-        .fold(0, |m, s| m | 1 << stage_index(*s))
-}
 
 /// What the rules need besides the state: the windows and which kinds apply to which stage.
 #[derive(Debug, Clone)]
@@ -72,7 +61,7 @@ impl Policy {
 
     /// Whether `kind` applies to `stage`.
     pub fn applies(&self, stage: Stage, kind: BlockerKind) -> bool {
-        self.kinds[stage_index(stage)].contains(&kind)
+        self.kinds[stage.index()].contains(&kind)
     }
 
     fn any_stage(&self, kind: BlockerKind) -> bool {
@@ -83,15 +72,6 @@ impl Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy::new(Windows::default(), &StageBlockers::default())
-    }
-}
-
-/// Position of a stage in per-stage arrays.
-pub fn stage_index(stage: Stage) -> usize {
-    match stage {
-        Stage::Trial => 0,
-        Stage::Pilot => 1,
-        Stage::Production => 2,
     }
 }
 
@@ -224,9 +204,7 @@ pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluat
             drafts: shared
                 .drafts
                 .iter()
-                .filter(|d| {
-                    policy.applies(*stage, d.kind) && d.stages & 1 << stage_index(*stage) != 0
-                })
+                .filter(|d| policy.applies(*stage, d.kind) && d.stages & 1 << stage.index() != 0)
                 .cloned()
                 .collect(),
             next: None,
@@ -242,7 +220,7 @@ pub fn evaluate(state: &TenantState, policy: &Policy, now: Timestamp) -> Evaluat
         }
         let mut drafts = out.drafts;
         drafts.sort_by(|a, b| a.id.cmp(&b.id));
-        eval.stages[stage_index(*stage)] = drafts;
+        eval.stages[stage.index()] = drafts;
     }
     eval.next_change = next;
     eval
@@ -798,6 +776,8 @@ pub(crate) mod tests {
             synthetic,
             action_kind: Some("file".into()),
             environment: Some(Environment::Production),
+            agent_id: None,
+            control_id: None,
         }
     }
 

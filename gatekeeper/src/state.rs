@@ -12,7 +12,7 @@
 //!   enough to know the newest one (see [`EvidenceIndex`]);
 //! - the latest delivery per report, for every stage.
 
-use crate::rules::MAX_EVIDENCE_IDS;
+use crate::config::DEFAULT_TRACKED_EVIDENCE;
 use aispm_schemas::clock::{self, FindingTimes};
 use aispm_schemas::views::{
     ControlRow, CoverageKind, CoverageRow, DeliveryRow, ExceptionKind, ExceptionRow, FindingRow,
@@ -24,8 +24,17 @@ use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
-/// Real evidence rows tracked per tenant unless configured otherwise.
-pub const DEFAULT_TRACKED_EVIDENCE: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
+/// At most this many ids are listed behind one blocker (the first, in row order).
+pub const MAX_EVIDENCE_IDS: usize = 50;
+
+/// The stages a finding row counts for ([`FindingRow::counts_for`]), a bit per
+/// [`Stage::index`] (`rules::Draft::stages`).
+pub fn stages_of(r: &FindingRow) -> u8 {
+    Stage::ALL
+        .iter()
+        .filter(|s| r.counts_for(**s))
+        .fold(0, |m, s| m | 1 << s.index())
+}
 
 /// The state of one tenant, as the blocker rules see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,7 +126,7 @@ pub struct Finding {
     /// The row's event ids without empty ones and repeats, in order, at most
     /// [`MAX_EVIDENCE_IDS`]: a blocker lists no more, so its list is the same as from the row.
     pub event_ids: Box<[Box<str>]>,
-    /// The stages it counts for (`rules::stages_of`: those of the environments that raised it).
+    /// The stages it counts for ([`stages_of`]: those of the environments that raised it).
     pub stages: u8,
 }
 
@@ -263,7 +272,7 @@ impl OpenFindings {
             exception_id: r.exception_id.as_deref().map(Box::from),
             exception_expires_at: r.exception_expires_at,
             event_ids,
-            stages: crate::rules::stages_of(r),
+            stages: stages_of(r),
         };
         (id, f)
     }
@@ -475,7 +484,7 @@ impl TenantState {
 
     /// The facts `stage` reads.
     pub fn stage(&self, stage: Stage) -> &StageFacts {
-        &self.stages[crate::rules::stage_index(stage)]
+        &self.stages[stage.index()]
     }
 
     /// Evidence upserts left untracked so far, over every stage.

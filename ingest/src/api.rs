@@ -8,7 +8,7 @@
 //! `GET /openapi.json` answers the API's OpenAPI 3.1 document, generated from [`router`]'s
 //! route table.
 
-use crate::body::{self, BodyError, Format, Generated, ItemError, Parsed};
+use crate::body::{self, BodyError, Format, Generated, ItemError, MAX_LISTED_ERRORS, Parsed};
 use crate::metrics::{IngestMetrics, Outcome};
 use crate::publish::{self, Encoded, PublishError, Publisher};
 use aispm_runtime::auth::{Auth, Scope};
@@ -28,9 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-
-/// At most this many item errors are listed in a 400 answer (the count is always exact).
-pub const MAX_LISTED_ERRORS: usize = 1000;
 
 /// How long a refused upload is read (and discarded) so that the client sees the answer.
 const DRAIN_FOR: Duration = Duration::from_secs(5);

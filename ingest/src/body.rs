@@ -111,11 +111,14 @@ impl Parsed {
     }
 }
 
-/// Item errors kept per request: the answer lists at most [`crate::api::MAX_LISTED_ERRORS`], and
-/// one more tells it the list was cut. Without a cap, a body of many small mistakes (a huge
-/// array of empty strings) would hold an error of some hundred bytes per three bytes of body.
+/// At most this many item errors are listed in a 400 answer (the count is always exact).
+pub const MAX_LISTED_ERRORS: usize = 1000;
+
+/// Item errors kept per request: the answer lists at most [`MAX_LISTED_ERRORS`], and one more
+/// tells it the list was cut. Without a cap, a body of many small mistakes (a huge array of
+/// empty strings) would hold an error of some hundred bytes per three bytes of body.
 /// [`Parsed::rejected`] still counts every rejected item.
-pub const MAX_KEPT_ERRORS: usize = crate::api::MAX_LISTED_ERRORS + 1;
+pub const MAX_KEPT_ERRORS: usize = MAX_LISTED_ERRORS + 1;
 
 /// Why a body as a whole cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -126,7 +126,7 @@ fn the_errors_kept_for_a_hostile_body_are_bounded() {
     let p = body::parse(&body, Format::Json, MAX_EVENTS, LATEST).unwrap();
     assert_eq!(p.rejected, MAX_EVENTS, "the count is exact");
     assert_eq!(p.errors.len(), body::MAX_KEPT_ERRORS);
-    assert_eq!(body::MAX_KEPT_ERRORS, api::MAX_LISTED_ERRORS + 1);
+    assert_eq!(body::MAX_KEPT_ERRORS, body::MAX_LISTED_ERRORS + 1);
     // The same for lines that are not JSON at all.
     let nd = "x\n".repeat(5_000);
     let p = body::parse(nd.as_bytes(), Format::Ndjson, 10_000, LATEST).unwrap();

@@ -24,6 +24,7 @@ use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
 use aispm_runtime::metrics::Metrics;
 use aispm_runtime::openapi::{self, Op};
 use aispm_schemas::ReportType;
+use aispm_schemas::validate::is_tenant_id;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -174,22 +175,14 @@ pub fn routes(center: Arc<Center>, auth: Auth, limits: Arc<Limits>) -> Router {
 }
 
 /// Tenant ids as the contract allows them: letters, digits, `.`, `_` and `-`.
-pub fn valid_tenant(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 128
-        && t != "."
-        && t != ".."
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 fn check_tenant(t: &str) -> Result<(), ApiError> {
-    if valid_tenant(t) {
+    if is_tenant_id(t) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "tenant ids are letters, digits, '.', '_' and '-'",
-        ))
+        Err(ApiError::bad_request(format!(
+            "tenant_id {}",
+            aispm_schemas::validate::TENANT_ID_RULE
+        )))
     }
 }
 
@@ -474,9 +467,9 @@ mod tests {
 
     #[test]
     fn tenant_ids_cannot_escape_the_packet_directory() {
-        assert!(valid_tenant("acme") && valid_tenant("acme-eu.1_x"));
-        for bad in ["", ".", "..", "a/b", "../etc", "a b", "ä"] {
-            assert!(!valid_tenant(bad), "{bad}");
+        assert!(is_tenant_id("acme") && is_tenant_id("acme-eu.1_x"));
+        for bad in ["", ".", "..", "a/b", "../etc", "a b", "ä", &"a".repeat(65)] {
+            assert!(!is_tenant_id(bad), "{bad}");
         }
     }
 }

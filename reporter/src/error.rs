@@ -24,6 +24,8 @@ pub enum Error {
     Zip(#[from] zip::result::ZipError),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("CSV: {0}")]
+    Csv(#[from] csv::Error),
     #[error("encoding a record: {0}")]
     Encode(#[from] aispm_schemas::EncodeError),
     #[error("delivery: {0}")]

@@ -17,7 +17,6 @@
 //! Memory is bounded by the options: a small block cache that also holds the index and filter
 //! blocks, and a small total memtable budget. Neither depends on the number of rows.
 
-use crate::state::TenantState;
 use crate::{Error, Result};
 use aispm_schemas::{ViewName, ViewRow};
 use rocksdb::{
@@ -188,8 +187,13 @@ impl Rows {
         self.db.snapshot()
     }
 
-    /// Reads every row of `tenant` as of `snapshot` into `t`'s row maps.
-    pub fn load(&self, snapshot: &Snapshot<'_>, tenant: &str, t: &mut TenantState) -> Result<()> {
+    /// Reads every row of `tenant` as of `snapshot`, handing each to `each` with its key.
+    pub fn load(
+        &self,
+        snapshot: &Snapshot<'_>,
+        tenant: &str,
+        mut each: impl FnMut(String, ViewRow),
+    ) -> Result<()> {
         let prefix = tenant_prefix(tenant);
         let mut upper = prefix.clone();
         if let Some(last) = upper.last_mut() {
@@ -215,29 +219,16 @@ impl Rows {
                 )));
             };
             let key = key.to_owned();
-            match view {
-                ViewName::Coverage => {
-                    t.coverage.insert(key, decode(&v, &k)?);
-                }
-                ViewName::Controls => {
-                    t.controls.insert(key, decode(&v, &k)?);
-                }
-                ViewName::Findings => {
-                    t.findings.insert(key, decode(&v, &k)?);
-                }
-                ViewName::Exceptions => {
-                    t.exceptions.insert(key, decode(&v, &k)?);
-                }
-                ViewName::Evidence => {
-                    t.evidence.insert(key, decode(&v, &k)?);
-                }
-                ViewName::Validations => {
-                    t.validations.insert(key, decode(&v, &k)?);
-                }
-                ViewName::ReportDeliveries => {
-                    t.deliveries.insert(key, decode(&v, &k)?);
-                }
-            }
+            let row = match view {
+                ViewName::Coverage => ViewRow::Coverage(decode(&v, &k)?),
+                ViewName::Controls => ViewRow::Control(decode(&v, &k)?),
+                ViewName::Findings => ViewRow::Finding(decode(&v, &k)?),
+                ViewName::Exceptions => ViewRow::Exception(decode(&v, &k)?),
+                ViewName::Evidence => ViewRow::Evidence(decode(&v, &k)?),
+                ViewName::Validations => ViewRow::Validation(decode(&v, &k)?),
+                ViewName::ReportDeliveries => ViewRow::Delivery(decode(&v, &k)?),
+            };
+            each(key, row);
         }
         Ok(())
     }
@@ -294,9 +285,9 @@ mod tests {
             rows.write(b).unwrap();
         }
         let rows = Rows::open_empty(&path).unwrap();
-        let mut t = TenantState::default();
-        rows.load(&rows.snapshot(), "acme", &mut t).unwrap();
-        assert!(t.findings.is_empty());
+        let mut n = 0;
+        rows.load(&rows.snapshot(), "acme", |_, _| n += 1).unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]
@@ -306,9 +297,8 @@ mod tests {
         let mut b = WriteBatch::default();
         b.put(row_key("acme", ViewName::Findings, "k"), b"\xff");
         rows.write(b).unwrap();
-        let mut t = TenantState::default();
         assert!(matches!(
-            rows.load(&rows.snapshot(), "acme", &mut t),
+            rows.load(&rows.snapshot(), "acme", |_, _| {}),
             Err(Error::Corrupt(_))
         ));
     }

@@ -15,7 +15,7 @@ use crate::rows::{self, Rows};
 use aispm_schemas::{
     AssetKind, AssetStatus, Blocker, ControlRow, CoverageRow, DeliveryRow, EvidenceRow,
     ExceptionRow, FindingRow, Readiness, RegistryEvent, Stage, Timestamp, ValidationRow,
-    ViewChange, ViewName, ViewOp,
+    ViewChange, ViewName, ViewOp, ViewRow,
 };
 use rocksdb::WriteBatch;
 use std::collections::BTreeMap;
@@ -86,6 +86,33 @@ pub fn is_approved(approved: &[String], recipient: &str) -> bool {
 }
 
 impl TenantState {
+    /// Puts a view row, by its key, into its view's map.
+    pub fn insert(&mut self, key: String, row: ViewRow) {
+        match row {
+            ViewRow::Coverage(r) => {
+                self.coverage.insert(key, r);
+            }
+            ViewRow::Control(r) => {
+                self.controls.insert(key, r);
+            }
+            ViewRow::Finding(r) => {
+                self.findings.insert(key, r);
+            }
+            ViewRow::Exception(r) => {
+                self.exceptions.insert(key, r);
+            }
+            ViewRow::Evidence(r) => {
+                self.evidence.insert(key, r);
+            }
+            ViewRow::Validation(r) => {
+                self.validations.insert(key, r);
+            }
+            ViewRow::Delivery(r) => {
+                self.deliveries.insert(key, r);
+            }
+        }
+    }
+
     /// Approved recipients: every recipient of every registered report provider, deduplicated
     /// and compared case-insensitively.
     pub fn approved_recipients(&self) -> Vec<String> {
@@ -306,7 +333,9 @@ impl Shared {
             };
             (meta.to_state(), self.inner.rows.snapshot())
         };
-        self.inner.rows.load(&snapshot, tenant_id, &mut t)?;
+        self.inner
+            .rows
+            .load(&snapshot, tenant_id, |key, row| t.insert(key, row))?;
         Ok(Some(t))
     }
 
@@ -591,6 +620,8 @@ mod tests {
                 synthetic: true,
                 action_kind: Some("file".into()),
                 environment: Some(Environment::Production),
+                agent_id: None,
+                control_id: None,
             }),
             ViewRow::Validation(ValidationRow {
                 asserted_by: None,

@@ -22,6 +22,9 @@ use crate::time::Timestamp;
 use apache_avro::types::Value;
 use std::collections::BTreeMap;
 
+/// Largest single allocation the decoder makes for one string, byte array or collection.
+pub const MAX_ALLOCATION_BYTES: usize = 4 * 1024 * 1024;
+
 /// Converts a value to its Avro form under the current (reader) schema.
 pub trait ToAvro {
     fn to_avro(&self) -> Value;
@@ -110,7 +113,7 @@ fn write_array(len: usize, out: &mut Vec<u8>, items: impl FnOnce(&mut Vec<u8>)) 
 /// A cursor over one Avro datum in binary encoding, for [`FromAvro::read_avro`].
 ///
 /// Hostile input is an error, never a panic or an unbounded allocation: a declared length or item
-/// count is checked against [`MAX_ALLOCATION_BYTES`](crate::codec::MAX_ALLOCATION_BYTES) (as
+/// count is checked against [`MAX_ALLOCATION_BYTES`] (as
 /// `apache_avro` checks it) and against the bytes that remain before anything is allocated.
 #[derive(Debug)]
 pub struct AvroReader<'a> {
@@ -190,10 +193,10 @@ impl<'a> AvroReader<'a> {
         let len = self.long()?;
         let len = usize::try_from(len)
             .map_err(|_| DecodeError::Datum(format!("negative string length {len}")))?;
-        if len > crate::codec::MAX_ALLOCATION_BYTES {
+        if len > MAX_ALLOCATION_BYTES {
             return Err(DecodeError::Datum(format!(
                 "a string of {len} bytes exceeds the {} byte limit",
-                crate::codec::MAX_ALLOCATION_BYTES
+                MAX_ALLOCATION_BYTES
             )));
         }
         if len > self.rest.len() {
@@ -255,10 +258,10 @@ impl<'a> AvroReader<'a> {
         };
         // Non-negative here.
         let count = usize::try_from(count).unwrap_or(usize::MAX);
-        if count > crate::codec::MAX_ALLOCATION_BYTES {
+        if count > MAX_ALLOCATION_BYTES {
             return Err(DecodeError::Datum(format!(
                 "a block of {count} items exceeds the {} item limit",
-                crate::codec::MAX_ALLOCATION_BYTES
+                MAX_ALLOCATION_BYTES
             )));
         }
         if count > self.rest.len() {
@@ -639,8 +642,8 @@ macro_rules! avro_record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::MAX_ALLOCATION_BYTES;
     use crate::readiness::{Readiness, Stage};
+    use MAX_ALLOCATION_BYTES;
 
     fn long(bytes: &[u8]) -> Result<i64, DecodeError> {
         let mut r = AvroReader::new(bytes);

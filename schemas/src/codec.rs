@@ -18,8 +18,7 @@ pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 pub const CONFLUENT_MAGIC: u8 = 0x00;
 /// Zig-zag varint 63: an index no union in the contract has.
 const TRUNCATION_SENTINEL: [u8; 1] = [0x7E];
-/// Largest single allocation the decoder makes for one string, byte array or collection.
-pub const MAX_ALLOCATION_BYTES: usize = 4 * 1024 * 1024;
+pub use crate::avro::MAX_ALLOCATION_BYTES;
 
 /// A published schema: its text, the parsed form and its CRC-64-AVRO fingerprint.
 #[derive(Debug)]

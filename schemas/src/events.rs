@@ -214,7 +214,7 @@ impl DecisionEvent {
     /// The subject of the findings this decision raises by itself (AISPM-APR-001,
     /// AISPM-EV-001): its agent and the control it acted under (`finding_subject`).
     pub fn finding_subject(&self) -> String {
-        crate::views::finding_subject(&[&self.agent_id, &self.control_key()])
+        finding_subject(&[&self.agent_id, &self.control_key()])
     }
 }
 
@@ -434,4 +434,24 @@ avro_record!(ReportDeliveryEvent {
 
 fn first_attempt() -> i32 {
     1
+}
+
+/// The subject of a finding about several resources at once (e.g. an agent and the control
+/// it acted under): the parts joined by `/`, each with `%` and `/` percent-encoded, so that
+/// distinct parts never give the same subject. A finding id is `{rule id}:{subject}`.
+pub fn finding_subject(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                '/' => out.push_str("%2F"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
 }

@@ -24,6 +24,17 @@ avro_enum!(
     }
 );
 
+impl Stage {
+    /// The stage's position in [`Stage::ALL`]: per-stage arrays are indexed by it.
+    pub const fn index(self) -> usize {
+        match self {
+            Stage::Trial => 0,
+            Stage::Pilot => 1,
+            Stage::Production => 2,
+        }
+    }
+}
+
 /// One blocker between a tenant and a stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocker {

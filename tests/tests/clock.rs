@@ -142,6 +142,8 @@ fn evidence(id: &str, recorded: i64, synthetic: bool, sig: SignatureState) -> Ev
         synthetic,
         action_kind: Some("file".into()),
         environment: Some(Environment::Production),
+        agent_id: None,
+        control_id: None,
     }
 }
 
@@ -260,7 +262,7 @@ fn gatekeeper(windows: clock::Windows, now: Timestamp) -> Verdict {
     let config = aispm_gatekeeper::Config::parse_from(["x"]);
     let policy = Policy::new(windows, &config.stages);
     let eval = rules::evaluate(&state, &policy, now);
-    let production = &eval.stages[rules::stage_index(Stage::Production)];
+    let production = &eval.stages[Stage::Production.index()];
     let subjects = |kind: BlockerKind| {
         set(production
             .iter()
@@ -275,7 +277,7 @@ fn gatekeeper(windows: clock::Windows, now: Timestamp) -> Verdict {
             .iter()
             .copied()
             .filter(|s| {
-                eval.stages[rules::stage_index(*s)]
+                eval.stages[s.index()]
                     .iter()
                     .any(|d| d.kind == BlockerKind::EvidenceStale)
             })
@@ -287,18 +289,7 @@ fn gatekeeper(windows: clock::Windows, now: Timestamp) -> Verdict {
 fn reporter_state() -> aispm_reporter::state::TenantState {
     let mut t = aispm_reporter::state::TenantState::default();
     for (key, row) in rows() {
-        match row {
-            ViewRow::Finding(f) => {
-                t.findings.insert(key, f);
-            }
-            ViewRow::Exception(x) => {
-                t.exceptions.insert(key, x);
-            }
-            ViewRow::Evidence(e) => {
-                t.evidence.insert(key, e);
-            }
-            other => panic!("unexpected row {other:?}"),
-        }
+        t.insert(key, row);
     }
     t
 }
