@@ -1139,7 +1139,9 @@ async fn evidence_goes_stale_exactly_when_the_clock_passes_the_window() {
     let topics = create_contract_topics(&brokers, &prefix, PARTITIONS)
         .await
         .unwrap();
-    let clock = ManualClock::new(Timestamp::now());
+    // A minute ahead of the wall clock that dates the seeded evidence (`seed_ready`), so that
+    // evidence seeded within that minute goes stale between the two moves below.
+    let clock = ManualClock::new(Timestamp::now().plus(Duration::from_secs(60)));
     let mut config = aispm_gatekeeper::Config::local(&brokers);
     config.common.topic_prefix = prefix.clone();
     config.common.partitions = PARTITIONS;
