@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a request body: `InputEvent::from_json` on the whole input, and the ingest
-//! body parser (`aispm_ingest::body::parse`: one object, an array, or NDJSON) in both formats,
+//! body parser (`aispm_ingest::body::parse`: one object, an array, NDJSON, CloudEvents single and
+//! batched, OTLP traces as JSON and as protobuf) in every format,
 //! plus the `Content-Type` parser and the enum parsers the read APIs' query parameters use. Never a panic; and every event the parser accepts must
 //! re-parse from its JSON form to itself, encode to Avro (ingest answers 503 otherwise) and
 //! decode back to itself.
@@ -7,6 +8,7 @@
 
 use aispm_fuzz::{json_seeds, write_seeds};
 use aispm_ingest::body::{self, Format};
+use aispm_ingest::otlp::Encoding;
 use aispm_ingest::publish;
 use aispm_schemas::*;
 use libfuzzer_sys::fuzz_target;
@@ -53,9 +55,17 @@ fuzz_target!(
         {
             accepted(&event);
         }
-        for format in [Format::Json, Format::Ndjson] {
-            if let Ok(parsed) = body::parse(bytes, format, MAX_EVENTS) {
-                assert!(parsed.items() > 0, "an empty body parsed");
+        for format in [
+            Format::Json,
+            Format::Ndjson,
+            Format::CloudEvent,
+            Format::CloudEventBatch,
+            Format::Otlp(Encoding::Json),
+            Format::Otlp(Encoding::Protobuf),
+        ] {
+            // OTLP spans without a tenant fall to the token's only tenant.
+            if let Ok(parsed) = body::parse_with(bytes, format, MAX_EVENTS, Timestamp(i64::MAX), Some("acme")) {
+                assert!(parsed.items() > 0 || !parsed.ignored.is_empty(), "an empty body parsed");
                 assert!(parsed.items() <= MAX_EVENTS, "more items than the limit");
                 assert_eq!(parsed.valid(), parsed.events.len());
                 // Every rejected item has an error, up to the cap on errors kept.

@@ -47,6 +47,8 @@ pub const LENGTH_MISSING: u8 = 1;
 pub const FLAG_STARTING: u8 = 1;
 /// Flag: add extra headers drawn from the rest of the header bytes.
 pub const FLAG_EXTRA_HEADERS: u8 = 2;
+/// Flag: `Content-Encoding: gzip` (the body is decompressed, bounded, or refused).
+pub const FLAG_GZIP: u8 = 4;
 
 /// The selectors of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,7 +124,7 @@ pub fn build(data: &[u8]) -> Option<Built> {
         1 => "/v1/events/".to_owned(),
         2 => "/v1/events?tenant=acme&x=%ff".to_owned(),
         3 => "/V1/EVENTS".to_owned(),
-        4 => "/".to_owned(),
+        4 => "/v1/traces".to_owned(),
         5 => "//v1/events".to_owned(),
         6 => "/v1/events/../events".to_owned(),
         _ => raw_string(&mut u),
@@ -142,7 +144,7 @@ pub fn build(data: &[u8]) -> Option<Built> {
     if let Some(auth) = auth {
         builder = builder.header(header::AUTHORIZATION, HeaderValue::from_bytes(&auth).ok()?);
     }
-    let content_type: Option<Vec<u8>> = match shape.content_type % 10 {
+    let content_type: Option<Vec<u8>> = match shape.content_type % 13 {
         0 => Some(b"application/json".to_vec()),
         1 => Some(b"application/json; charset=utf-8".to_vec()),
         2 => Some(b"application/x-ndjson".to_vec()),
@@ -152,6 +154,9 @@ pub fn build(data: &[u8]) -> Option<Built> {
         6 => Some(b"application/cloudevents+json".to_vec()),
         7 => None,
         8 => Some(b"text/plain".to_vec()),
+        9 => Some(b"application/cloudevents-batch+json".to_vec()),
+        10 => Some(b"application/x-protobuf".to_vec()),
+        11 => Some(b"application/protobuf".to_vec()),
         _ => Some(raw_bytes(&mut u)),
     };
     if let Some(ct) = content_type {
@@ -170,6 +175,9 @@ pub fn build(data: &[u8]) -> Option<Built> {
             header::CONTENT_LENGTH,
             HeaderValue::from_bytes(&length).ok()?,
         );
+    }
+    if shape.flags & FLAG_GZIP != 0 {
+        builder = builder.header(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     if shape.flags & FLAG_EXTRA_HEADERS != 0 {
         for _ in 0..4 {

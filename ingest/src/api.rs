@@ -5,13 +5,19 @@
 //! (400) or one tenant the token may not write (403) rejects the whole request and nothing is
 //! produced. See `docs/ingest.md` for the answers.
 //!
+//! `POST /v1/traces` takes OTLP/HTTP traces (protobuf or JSON) through the same steps: its
+//! tool, agent, model and MCP spans become decisions ([`crate::otlp`]), and the answer is the
+//! OTLP export response. Either route takes a gzip body (`Content-Encoding: gzip`), bounded
+//! after decompression by the same body limit.
+//!
 //! `GET /openapi.json` answers the API's OpenAPI 3.1 document, generated from [`router`]'s
 //! route table.
 
 use crate::body::{self, BodyError, Format, Generated, ItemError, MAX_LISTED_ERRORS, Parsed};
 use crate::metrics::{IngestMetrics, Outcome};
+use crate::otlp;
 use crate::publish::{self, Encoded, PublishError, Publisher};
-use aispm_runtime::auth::{Auth, Scope};
+use aispm_runtime::auth::{Access, Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
 use aispm_runtime::openapi::{self, Op};
@@ -23,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +101,9 @@ pub struct Accepted {
     pub by_type: BTreeMap<&'static str, u64>,
     /// The `event_id`s generated for items that had none, by index.
     pub generated: Vec<Generated>,
+    /// OTLP: spans that were not actions, by reason (not part of the JSON answer).
+    #[serde(skip)]
+    pub ignored: BTreeMap<&'static str, u64>,
 }
 
 /// The service's routes, each with its OpenAPI operation.
@@ -117,6 +127,16 @@ fn table() -> openapi::Api<Arc<App>> {
         Op::new("Send input events")
             .body("application/json", events, body)
             .body("application/x-ndjson", lines, body)
+            .body(
+                "application/cloudevents+json",
+                serde_json::json!({"type": "object", "description": "One CloudEvent 1.0 (structured mode) whose type is aispm.decision.v1, aispm.approval.v1 or aispm.registry.v1 and whose data is the event."}),
+                body,
+            )
+            .body(
+                "application/cloudevents-batch+json",
+                serde_json::json!({"type": "array", "description": "CloudEvents 1.0 (structured mode)."}),
+                body,
+            )
             .scopes(
                 &[
                     Scope::Emit,
@@ -141,7 +161,7 @@ fn table() -> openapi::Api<Arc<App>> {
             )
             .error(408, "The body did not arrive in time; none accepted.")
             .error(413, "The body or the batch is too large; none accepted.")
-            .error(415, "Not JSON nor NDJSON.")
+            .error(415, "Not JSON, NDJSON or CloudEvents JSON, or an unknown Content-Encoding.")
             .error(
                 429,
                 "Over the token's quotas or the service's buffers, or too many failed \
@@ -152,6 +172,36 @@ fn table() -> openapi::Api<Arc<App>> {
                 "Starting, or the broker did not acknowledge; resend the same request after \
                  Retry-After (events apply once per event_id).",
             ),
+    )
+    .post(
+        "/v1/traces",
+        post_traces,
+        Op::new("Send OTLP/HTTP traces")
+            .body(
+                "application/x-protobuf",
+                serde_json::json!({"type": "string", "format": "binary", "description": "An OTLP ExportTraceServiceRequest."}),
+                "OTLP traces: tool, agent, model and MCP spans become decisions (verdict from aispm.* attributes; without one, an ungoverned action); other spans are counted and ignored. All-or-nothing.",
+            )
+            .body(
+                "application/json",
+                serde_json::json!({"type": "object", "description": "An OTLP ExportTraceServiceRequest in the OTLP JSON mapping."}),
+                "OTLP traces in the OTLP JSON mapping.",
+            )
+            .scopes(
+                &[Scope::Emit],
+                "A bearer token with `emit` for the spans' tenants (`aispm.tenant_id`, or the token's only tenant).",
+            )
+            .ok(
+                200,
+                "application/json",
+                "An ExportTraceServiceResponse, encoded as the request; its partial success names the spans that were not actions.",
+            )
+            .error(400, "Not an OTLP export, or spans that cannot be decisions (listed); none accepted.")
+            .error(408, "The body did not arrive in time; none accepted.")
+            .error(413, "The body or the batch is too large; none accepted.")
+            .error(415, "Neither application/x-protobuf nor application/json, or an unknown Content-Encoding.")
+            .error(429, "Over the token's quotas or the service's buffers; retry after Retry-After.")
+            .error(503, "Starting, or the broker did not acknowledge; resend after Retry-After."),
     )
 }
 
@@ -195,27 +245,91 @@ impl Refusal {
     }
 }
 
+/// Which route a request came to: how its body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Events,
+    Traces,
+}
+
 async fn post_events(State(app): State<Arc<App>>, req: Request) -> Response {
-    match handle(&app, req).await {
+    match handle(&app, req, Route::Events).await {
         Ok(accepted) => {
             app.metrics.request(Outcome::Accepted, "ok");
             (StatusCode::ACCEPTED, Json(accepted)).into_response()
         }
-        Err(refusal) => {
-            app.metrics.request(refusal.outcome, refusal.reason);
-            let mut response = refusal.error.into_response();
-            if let Some(secs) = refusal.retry_after {
-                let secs = secs.unwrap_or(app.retry_after_secs);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
+        Err(refusal) => refusal.into_response(&app, None),
     }
 }
 
-async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
+/// `POST /v1/traces`: answers in the OTLP/HTTP shape (`200` with an export response; errors
+/// as `google.rpc.Status` for protobuf clients).
+async fn post_traces(State(app): State<Arc<App>>, req: Request) -> Response {
+    let encoding = otlp::Encoding::from_content_type(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .ok();
+    match handle(&app, req, Route::Traces).await {
+        Ok(accepted) => {
+            app.metrics.request(Outcome::Accepted, "ok");
+            for (reason, n) in &accepted.ignored {
+                app.metrics.events("span", "ignored", reason, *n);
+            }
+            let encoding = encoding.unwrap_or(otlp::Encoding::Json);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, encoding.content_type())],
+                otlp::response(encoding, &accepted.ignored),
+            )
+                .into_response()
+        }
+        Err(refusal) => refusal.into_response(&app, encoding),
+    }
+}
+
+impl Refusal {
+    /// The answer: JSON, or `google.rpc.Status` to an OTLP protobuf client.
+    fn into_response(self, app: &App, encoding: Option<otlp::Encoding>) -> Response {
+        app.metrics.request(self.outcome, self.reason);
+        let retry_after = self.retry_after;
+        let mut response = if encoding == Some(otlp::Encoding::Protobuf) {
+            let mut message = self.error.message.clone();
+            if let Some(errors) = self
+                .error
+                .details
+                .as_ref()
+                .and_then(|d| d.get("errors"))
+                .and_then(Value::as_array)
+            {
+                for e in errors.iter().take(20) {
+                    message.push_str(&format!(
+                        "; span {} {}: {}",
+                        e["index"], e["field"], e["reason"]
+                    ));
+                }
+            }
+            (
+                self.error.status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                otlp::status(self.error.status.as_u16(), &message),
+            )
+                .into_response()
+        } else {
+            self.error.into_response()
+        };
+        if let Some(secs) = retry_after {
+            let secs = secs.unwrap_or(app.retry_after_secs);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+async fn handle(app: &App, req: Request, route: Route) -> Result<Accepted, Refusal> {
     if !app.topics_ready.load(Ordering::Relaxed) {
         return Err(Refusal::new(
             Outcome::Unavailable,
@@ -247,11 +361,14 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
         drain(req.into_body(), app.max_body_bytes).await;
         return Err(throttled("token_rate", "this token is over its event rate").retry_in(wait));
     }
-    let format = Format::from_content_type(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format = match route {
+        Route::Events => Format::from_content_type(content_type),
+        Route::Traces => otlp::Encoding::from_content_type(content_type).map(Format::Otlp),
+    }
+    .and_then(|f| content_encoding(&headers).map(|gzip| (f, gzip)))
     .map_err(|m| {
         Refusal::new(
             Outcome::UnsupportedMediaType,
@@ -323,6 +440,13 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
     let max_events = app.max_batch_events;
     let latest = aispm_schemas::Timestamp::now().plus(app.future_tolerance);
     let codec = app.publisher.codec().clone();
+    let (format, gzip) = format;
+    let max_body = app.max_body_bytes;
+    // OTLP spans that name no tenant belong to the token's tenant, if it has exactly one.
+    let default_tenant = match &principal.access {
+        Access::Tenants(t) if t.len() == 1 => t.iter().next().cloned(),
+        _ => None,
+    };
     let parse_slot = app.parse_slots.acquire().await.map_err(|_| {
         Refusal::new(
             Outcome::Unavailable,
@@ -332,7 +456,9 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
         .retry_later()
     })?;
     let (parsed, encoded) = tokio::task::spawn_blocking(move || {
-        let mut parsed = body::parse(&body, format, max_events, latest)?;
+        let body = if gzip { gunzip(&body, max_body)? } else { body };
+        let mut parsed =
+            body::parse_with(&body, format, max_events, latest, default_tenant.as_deref())?;
         drop(body);
         let encoded = if parsed.errors.is_empty() {
             let encoded = publish::encode(&codec, &parsed.events);
@@ -467,7 +593,38 @@ async fn handle(app: &App, req: Request) -> Result<Accepted, Refusal> {
         accepted: n,
         by_type: parsed.by_type,
         generated: parsed.generated,
+        ignored: parsed.ignored,
     })
+}
+
+/// Whether the body is gzip-compressed (`Content-Encoding: gzip`; `identity` or none: not).
+fn content_encoding(headers: &HeaderMap) -> Result<bool, String> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("identity" | "") => Ok(false),
+        Some("gzip" | "x-gzip") => Ok(true),
+        Some(other) => Err(format!(
+            "unsupported content encoding '{other}': send gzip or an uncompressed body"
+        )),
+    }
+}
+
+/// Decompresses a gzip body, refusing one that inflates past `max` bytes (a small
+/// compressed body must not buy a large buffer).
+fn gunzip(body: &[u8], max: usize) -> Result<Bytes, BodyError> {
+    use std::io::Read as _;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
+    let mut reader = flate2::read::MultiGzDecoder::new(body).take(max as u64 + 1);
+    reader.read_to_end(&mut out).map_err(|e| {
+        BodyError::Envelope(format!("the gzip body could not be decompressed: {e}"))
+    })?;
+    if out.len() > max {
+        return Err(BodyError::Inflated { max });
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Discards up to `max` bytes of a body, for at most a few seconds.
@@ -531,7 +688,16 @@ fn body_refusal(e: &BodyError) -> Refusal {
             "malformed_json",
             ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
         ),
-        BodyError::Shape | BodyError::Empty => Refusal::new(
+        BodyError::Inflated { .. } => Refusal::new(
+            Outcome::TooLarge,
+            "body_too_large",
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
+        ),
+        BodyError::Shape | BodyError::Empty | BodyError::Envelope(_) => Refusal::new(
             Outcome::Invalid,
             "malformed_body",
             ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()),

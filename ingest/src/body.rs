@@ -1,6 +1,6 @@
-//! Request bodies: one JSON event, a JSON array of events, or NDJSON (one event per line);
-//! each item parsed and validated against the contract, with generated `event_id`s where the
-//! client sent none.
+//! Request bodies: one JSON event, a JSON array of events, NDJSON (one event per line),
+//! CloudEvents ([`crate::cloudevents`]) or OTLP traces ([`crate::otlp`]); each item parsed and
+//! validated against the contract, with generated `event_id`s where the client sent none.
 //!
 //! A generated id is derived from the event's content (a UUIDv8 over the SHA-256 of its JSON),
 //! so resending the same body after a timeout or a 503 yields the same ids and consumers apply
@@ -21,7 +21,15 @@ pub enum Format {
     /// `application/x-ndjson` (also `application/ndjson`, `application/jsonl`,
     /// `application/x-jsonlines`): one object per line; blank lines are skipped.
     Ndjson,
+    /// `application/cloudevents+json`: one CloudEvent in structured mode.
+    CloudEvent,
+    /// `application/cloudevents-batch+json`: an array of CloudEvents.
+    CloudEventBatch,
+    /// `POST /v1/traces`: an OTLP export request.
+    Otlp(crate::otlp::Encoding),
 }
+
+pub use crate::item::Item;
 
 impl Format {
     /// The format for a `Content-Type` header; a missing header means JSON.
@@ -37,13 +45,15 @@ impl Format {
             .to_ascii_lowercase();
         match essence.as_str() {
             "application/json" => Ok(Format::Json),
+            "application/cloudevents+json" => Ok(Format::CloudEvent),
+            "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
             "application/x-ndjson"
             | "application/ndjson"
             | "application/jsonl"
             | "application/x-jsonlines" => Ok(Format::Ndjson),
             e if e.starts_with("application/") && e.ends_with("+json") => Ok(Format::Json),
             other => Err(format!(
-                "unsupported content type '{other}': send application/json (one event or an array) or application/x-ndjson (one event per line)"
+                "unsupported content type '{other}': send application/json (one event or an array), application/x-ndjson (one event per line) or application/cloudevents+json (or -batch+json)"
             )),
         }
     }
@@ -52,6 +62,8 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Ndjson => "ndjson",
+            Format::CloudEvent | Format::CloudEventBatch => "cloudevents",
+            Format::Otlp(_) => "otlp",
         }
     }
 }
@@ -97,6 +109,8 @@ pub struct Parsed {
     pub tenants: BTreeSet<String>,
     /// The scopes the valid items need (see [`scope_for`]).
     pub scopes: BTreeSet<Scope>,
+    /// OTLP: spans that were not actions, by reason.
+    pub ignored: BTreeMap<&'static str, u64>,
 }
 
 impl Parsed {
@@ -127,6 +141,10 @@ pub enum BodyError {
     Json(String),
     #[error("the body must be a JSON object (one event) or an array of objects")]
     Shape,
+    #[error("{0}")]
+    Envelope(String),
+    #[error("the body decompresses to more than {max} bytes; split it into smaller requests")]
+    Inflated { max: usize },
     #[error("the body holds no events")]
     Empty,
     #[error("the body holds {count} events; at most {max} are accepted per request")]
@@ -164,28 +182,90 @@ pub fn parse(
     max_events: usize,
     latest: Timestamp,
 ) -> Result<Parsed, BodyError> {
+    parse_with(body, format, max_events, latest, None)
+}
+
+/// As [`parse`], with the tenant of OTLP spans that name none (`default_tenant`: the token's,
+/// when it is bound to exactly one).
+pub fn parse_with(
+    body: &[u8],
+    format: Format,
+    max_events: usize,
+    latest: Timestamp,
+    default_tenant: Option<&str>,
+) -> Result<Parsed, BodyError> {
     let mut parsed = Parsed::default();
-    match format {
-        Format::Json => {
+    let items = match format {
+        Format::Json | Format::CloudEvent | Format::CloudEventBatch => {
             let value: Value =
                 serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
-            let items = match value {
-                Value::Array(items) => items,
-                v @ Value::Object(_) => vec![v],
+            let values = match (format, value) {
+                (Format::Json, Value::Array(items)) => items,
+                (Format::Json, v @ Value::Object(_)) => vec![v],
+                (Format::CloudEventBatch, Value::Array(items)) => items,
+                (Format::CloudEvent, v @ Value::Object(_)) => vec![v],
+                (Format::CloudEventBatch, _) => {
+                    return Err(BodyError::Envelope(
+                        "a CloudEvents batch must be a JSON array of CloudEvents".into(),
+                    ));
+                }
+                (Format::CloudEvent, _) => {
+                    return Err(BodyError::Envelope(
+                        "a CloudEvent must be a JSON object".into(),
+                    ));
+                }
                 _ => return Err(BodyError::Shape),
             };
-            if items.len() > max_events {
+            if values.len() > max_events {
                 return Err(BodyError::TooManyEvents {
-                    count: items.len(),
+                    count: values.len(),
                     max: max_events,
                 });
             }
-            parsed.events.reserve(items.len());
-            for (index, item) in items.into_iter().enumerate() {
-                parse_item(&mut parsed, index, None, item, latest);
+            if format == Format::Json {
+                values.into_iter().map(Item::Value).collect()
+            } else {
+                values.into_iter().map(crate::cloudevents::item).collect()
             }
         }
-        Format::Ndjson => {
+        Format::Otlp(encoding) => {
+            let request = crate::otlp::decode(body, encoding).map_err(BodyError::Envelope)?;
+            let spans = crate::otlp::spans(&request, default_tenant);
+            if spans.items.len() > max_events {
+                return Err(BodyError::TooManyEvents {
+                    count: spans.items.len(),
+                    max: max_events,
+                });
+            }
+            parsed.ignored = spans.ignored;
+            spans.items
+        }
+        Format::Ndjson => Vec::new(),
+    };
+    parsed.events.reserve(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Item::Value(item) => parse_item(&mut parsed, index, None, item, latest),
+            Item::Rejected {
+                event_id,
+                field,
+                reason,
+            } => {
+                parsed.rejected += 1;
+                if parsed.errors.len() < MAX_KEPT_ERRORS {
+                    parsed.errors.push(ItemError {
+                        index,
+                        line: None,
+                        event_id,
+                        field,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    if format == Format::Ndjson {
+        {
             let lines: Vec<(usize, &[u8])> = body
                 .split(|b| *b == b'\n')
                 .enumerate()
@@ -218,7 +298,9 @@ pub fn parse(
             }
         }
     }
-    if parsed.items() == 0 {
+    // An OTLP export of spans none of which is an action is accepted as it is: nothing to
+    // record, and the answer says what was ignored.
+    if parsed.items() == 0 && parsed.ignored.is_empty() {
         return Err(BodyError::Empty);
     }
     Ok(parsed)

@@ -1,6 +1,7 @@
 //! `aispm-ingest`: HTTP intake for agents, gateways and scripts that do not speak Kafka.
 //!
-//! `POST /v1/events` takes one JSON event, a JSON array or NDJSON; checks the bearer token and
+//! `POST /v1/events` takes one JSON event, a JSON array, NDJSON or CloudEvents JSON
+//! (`POST /v1/traces` takes OTLP traces, whose GenAI and MCP spans become decisions); checks the bearer token and
 //! that it may write every tenant named; validates every item against the contract (all or
 //! nothing); Avro-encodes the events (single-object encoding) and produces them with the
 //! idempotent producer (`acks=all`), keyed by `tenant_id`, to the input topic of their type;
@@ -16,6 +17,9 @@
 //! - [`config`]: the service's flags (`--http-addr`, body and budget limits, produce timeout).
 //! - [`api`]: the `POST /v1/events` handler: auth, budgets, validation, answers.
 //! - [`body`]: request bodies (JSON object, array, NDJSON) to validated events; generated ids.
+//! - [`cloudevents`]: CloudEvents 1.0 envelopes to input items.
+//! - [`item`]: an item of a body before validation, as the envelopes yield it.
+//! - [`otlp`]: OTLP/HTTP traces (`POST /v1/traces`): GenAI and MCP spans to decisions.
 //! - [`publish`]: Avro encoding, the idempotent producer, acknowledgements, budgets, the
 //!   broker probe behind `/readyz`.
 //! - [`metrics`]: requests and events by outcome and reason, produce latency, queue depth.
@@ -25,11 +29,14 @@
 
 pub mod api;
 pub mod body;
+pub mod cloudevents;
 pub mod config;
 pub mod emit;
 pub mod error;
+pub mod item;
 pub mod load;
 pub mod metrics;
+pub mod otlp;
 pub mod publish;
 pub mod scenario;
 
