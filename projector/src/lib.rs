@@ -249,6 +249,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         .collect();
     specs.push(TopicSpec::events(&topics.dlq));
     specs.push(TopicSpec::compacted(&topics.views));
+    specs.push(TopicSpec::compacted(&topics.ocsf));
     kafka.ensure_topics(&specs, Duration::from_secs(60)).await?;
     health.set("broker", true, "topics exist");
 
@@ -304,7 +305,12 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         .filter(|n| *n > 0)
         .ok_or_else(|| Error::Other(format!("topic {} has no partitions", topics.views)))?;
     // The views get a producer of their own, driven by the loop's thread (see `publish`).
-    let publisher = Publisher::new(&kafka.producer_config(), topics.views.clone(), partitions)?;
+    let publisher = Publisher::new(
+        &kafka.producer_config(),
+        topics.views.clone(),
+        topics.ocsf.clone(),
+        partitions,
+    )?;
     let dead_letters = DeadLetters::new(producer, &topics.dlq, &metrics)?;
     let pm = metrics::ProjectorMetrics::new(&metrics)?;
     Ok(Parts {

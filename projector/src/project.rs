@@ -71,12 +71,53 @@ pub struct Rejected {
     pub error: String,
 }
 
-/// A view change ready to publish: tenant (for the partition), record key, encoded value.
+/// The compacted topic an outgoing record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// `aispm.views.v1`: every view change.
+    Views,
+    /// `aispm.ocsf.v1`: each finding as OCSF JSON (`aispm_schemas::ocsf`).
+    Ocsf,
+}
+
+/// A record ready to publish: where, tenant (for the partition), record key, value (`None`:
+/// a tombstone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
+    pub sink: Sink,
     pub tenant: String,
     pub key: String,
-    pub value: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Outgoing {
+    /// The records of one view change: the change itself and, for a finding, its OCSF record
+    /// (a tombstone when the row is gone). Both are functions of the row, so a replay of the
+    /// outbox publishes the same bytes.
+    fn of(codec: &Codec, change: &ViewChange, out: &mut Vec<Outgoing>) -> Result<()> {
+        out.push(Outgoing {
+            sink: Sink::Views,
+            tenant: change.tenant_id.clone(),
+            key: change.record_key(),
+            value: Some(codec.encode(change)?),
+        });
+        if change.view == ViewName::Findings {
+            let value = match &change.row {
+                Some(ViewRow::Finding(f)) => Some(
+                    serde_json::to_vec(&aispm_schemas::ocsf::finding(&change.tenant_id, f))
+                        .map_err(|e| Error::Other(format!("OCSF record: {e}")))?,
+                ),
+                _ => None,
+            };
+            out.push(Outgoing {
+                sink: Sink::Ocsf,
+                tenant: change.tenant_id.clone(),
+                key: aispm_schemas::ocsf::record_key(&change.tenant_id, &change.key),
+                value,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A view change as the outbox keeps it until the views topic acknowledges it: which row, and
@@ -533,11 +574,7 @@ impl Engine {
                 Timestamp(p.changed_at),
                 p.cause_event_id.as_str(),
             );
-            out.push(Outgoing {
-                key: change.record_key(),
-                tenant: p.tenant.clone(),
-                value: self.codec.encode(&change)?,
-            });
+            Outgoing::of(&self.codec, &change, &mut out)?;
         }
         Ok((out, (first, self.next_seq)))
     }
@@ -732,11 +769,7 @@ fn apply_shard(
                 changed_at: change.changed_at.0,
                 cause_event_id: change.cause_event_id.clone(),
             });
-            outgoing.push(Outgoing {
-                key: change.record_key(),
-                tenant,
-                value: codec.encode(&change)?,
-            });
+            Outgoing::of(codec, &change, &mut outgoing)?;
         }
         round = next_round;
     }

@@ -11,7 +11,7 @@
 //! publishes it again (same bytes), which the compacted topic absorbs.
 
 use crate::error::{Error, Result};
-use crate::project::Outgoing;
+use crate::project::{Outgoing, Sink};
 use aispm_runtime::kafka::partition_for;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -60,6 +60,7 @@ pub struct Publisher {
     producer: BaseProducer<Counting>,
     acks: Arc<Acks>,
     topic: String,
+    ocsf_topic: String,
     partitions: i32,
 }
 
@@ -72,8 +73,14 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// A publisher with its own producer, made from `config` (the services' producer settings).
-    pub fn new(config: &ClientConfig, topic: String, partitions: i32) -> Result<Self> {
+    /// A publisher with its own producer, made from `config` (the services' producer settings):
+    /// view changes to `topic`, OCSF findings to `ocsf_topic` (same partition count).
+    pub fn new(
+        config: &ClientConfig,
+        topic: String,
+        ocsf_topic: String,
+        partitions: i32,
+    ) -> Result<Self> {
         let context = Counting::default();
         let acks = Arc::clone(&context.0);
         let producer: BaseProducer<Counting> = config.create_with_context(context)?;
@@ -81,6 +88,7 @@ impl Publisher {
             producer,
             acks,
             topic,
+            ocsf_topic,
             partitions,
         })
     }
@@ -96,10 +104,14 @@ impl Publisher {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         for c in changes {
-            let mut record = BaseRecord::to(&self.topic)
+            let topic = match c.sink {
+                Sink::Views => &self.topic,
+                Sink::Ocsf => &self.ocsf_topic,
+            };
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
                 .partition(partition_for(c.tenant.as_bytes(), self.partitions))
-                .key(c.key.as_bytes())
-                .payload(&c.value);
+                .key(c.key.as_bytes());
+            record.payload = c.value.as_deref();
             loop {
                 self.acks.outstanding.fetch_add(1, Ordering::AcqRel);
                 match self.producer.send(record) {

@@ -372,7 +372,7 @@ fn project_on(
             published.entry(o.tenant.clone()).or_default().push(format!(
                 "{} {}",
                 o.key,
-                hex(&o.value)
+                o.value.as_deref().map_or_else(|| "null".to_owned(), hex)
             ));
         }
         engine.commit(&mut p).unwrap();
@@ -742,7 +742,7 @@ fn changes_left_in_the_outbox_are_published_again_as_stored() {
     let inputs = in_order(&events);
 
     // Three batches; the first is published and cleared, the other two "crash" before.
-    let mut last_sent: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut last_sent: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
     let mut order: Vec<String> = Vec::new();
     {
         let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());

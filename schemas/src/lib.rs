@@ -16,11 +16,17 @@
 //!   the public keys a trust root may register.
 //! - [`topics`]: topic names and dead-letter headers.
 //! - [`limits`]: the size policy (event, record and dead-letter bounds), in one place.
+//! - [`rules`]: the finding rule catalog (ids, severity, frameworks, class, remediation);
+//!   [`ocsf`]: a finding as an OCSF record, for the OCSF topic and the packets.
 //!
 //! # Changing the contract
 //! Add fields with defaults (optional fields as `["null", T]` with default null) so old records
 //! still decode; copy the previous `.avsc` into `avro/vN/` and list it in `codec.rs` so records
-//! written with it resolve. Never rename or reorder enum symbols.
+//! written with it resolve. Never rename or reorder enum symbols. Every enum has a `default`
+//! symbol, the fail-safe one (an unknown risk reads as `critical`, an unknown mode as `shadow`,
+//! an unknown check result as `fail`, an unknown delivery as `failed`), so a reader resolves a
+//! symbol a newer writer added without ever reading it as more secure than it was
+//! (tests/evolution.rs).
 
 pub mod avro;
 pub mod clock;
@@ -30,7 +36,9 @@ pub mod events;
 pub mod fingerprint;
 pub mod json;
 pub mod limits;
+pub mod ocsf;
 pub mod readiness;
+pub mod rules;
 pub mod signature;
 pub mod time;
 pub mod topics;

@@ -11,6 +11,8 @@ pub struct Topics {
     pub registry: String,
     pub report_deliveries: String,
     pub views: String,
+    /// Each finding as OCSF JSON (`crate::ocsf`), keyed `{tenant}/{finding_id}`.
+    pub ocsf: String,
     pub blockers: String,
     pub readiness: String,
     pub dlq: String,
@@ -26,6 +28,7 @@ impl Topics {
             registry: t("registry"),
             report_deliveries: t("report-deliveries"),
             views: t("views"),
+            ocsf: t("ocsf"),
             blockers: t("blockers"),
             readiness: t("readiness"),
             dlq: t("dlq"),
@@ -44,7 +47,10 @@ impl Topics {
 
     /// Whether a topic is compacted (state) rather than retained forever (events).
     pub fn is_compacted(&self, topic: &str) -> bool {
-        topic == self.views || topic == self.blockers || topic == self.readiness
+        topic == self.views
+            || topic == self.ocsf
+            || topic == self.blockers
+            || topic == self.readiness
     }
 }
 

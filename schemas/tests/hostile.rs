@@ -139,17 +139,18 @@ fn datum_with_risk_index_4(schema: &apache_avro::Schema) -> Vec<u8> {
 }
 
 #[test]
-fn unknown_enum_symbols_in_avro_are_typed_errors() {
+fn unknown_enum_symbols_resolve_to_the_default_or_are_typed_errors() {
     let (json, schema) = schema_with_an_extra_risk_symbol();
     let datum = datum_with_risk_index_4(&schema);
 
-    // Written with a schema that has the symbol (a newer producer): the symbol does not resolve.
+    // Written with a schema that has the symbol (a newer producer): the reader's enum default
+    // stands for it, the fail-safe one (an unknown risk is critical; tests/evolution.rs).
     let codec = Codec::new();
     codec.register_schema_id(99, &json).unwrap();
     let mut framed = vec![0, 0, 0, 0, 99];
     framed.extend_from_slice(&datum);
-    let err = codec.decode::<DecisionEvent>(&framed).unwrap_err();
-    assert_eq!(err.reason(), "incompatible_schema", "{err}");
+    let event = codec.decode::<DecisionEvent>(&framed).unwrap();
+    assert_eq!(event.risk, Risk::Critical);
 
     // The same datum claiming the current schema: index 4 of a 4-symbol enum is malformed.
     let mut single = vec![0xC3, 0x01];

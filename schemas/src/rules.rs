@@ -1,0 +1,154 @@
+//! The finding rule catalog. Ids are stable: a finding's id is `{rule id}:{subject}`, so events
+//! (assignments, resolutions, exceptions) can name a finding before or after it is raised. A
+//! finding is one row per (rule, resource): the subject names the resource (an agent, a tool,
+//! an endpoint, a key, an evidence item, or an agent and the control it acted under,
+//! `aispm_schemas::finding_subject`), and every event that raised it is an occurrence.
+//!
+//! Framework mappings: OWASP Top 10 for LLM Applications (2025), MITRE ATLAS techniques, and the
+//! NIST AI RMF function (GOVERN, MAP, MEASURE, MANAGE). Each rule also says what kind of finding
+//! it is (what agents did at runtime, or the state of an asset or control: the OCSF class its
+//! records take, [`crate::ocsf`]) and how to remediate it.
+//!
+//! The catalog lives here, in the contract crate, because every service reads it: the
+//! projector raises the findings, the reporter and the OCSF topic describe them.
+
+use crate::Risk;
+
+/// What a finding is about, which decides its OCSF class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingClass {
+    /// Something an agent did at runtime (OCSF Detection Finding, 2004).
+    Detection,
+    /// The state of an asset, control, exception or evidence (OCSF Compliance Finding, 2003).
+    Compliance,
+}
+
+/// One rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub severity: Risk,
+    pub frameworks: &'static [&'static str],
+    pub class: FindingClass,
+    /// What to do about it, for the people who own the asset.
+    pub remediation: &'static str,
+    /// Raised by events one by one (each an occurrence, indexed for the API), rather than
+    /// derived from the state of an asset, control or exception.
+    pub raised_by_events: bool,
+}
+
+macro_rules! raised_by_events {
+    () => {
+        false
+    };
+    (events) => {
+        true
+    };
+}
+
+macro_rules! rules {
+    ($($name:ident = $id:literal, $sev:ident, $class:ident, $title:literal, [$($fw:literal),*], $fix:literal $(, $raised:ident)?;)+) => {
+        $(pub const $name: Rule = Rule { id: $id, title: $title, severity: Risk::$sev, frameworks: &[$($fw),*], class: FindingClass::$class, remediation: $fix, raised_by_events: raised_by_events!($($raised)?) };)+
+        /// Every rule.
+        pub const ALL: &[Rule] = &[$($name),+];
+    };
+}
+
+rules! {
+    UNTRUSTED_MCP_TOOL = "AISPM-MCP-001", High, Detection, "Untrusted or quarantined MCP tool invoked",
+        ["OWASP-LLM03:2025 Supply Chain", "OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0010 ML Supply Chain Compromise", "NIST-AI-RMF MANAGE"],
+        "Stop routing calls to the tool: deny it at the MCP gateway, or review it and register it as trusted; then resolve the finding.";
+    UNTRUSTED_MCP_SERVER = "AISPM-MCP-002", High, Detection, "Tool of an untrusted or quarantined MCP server invoked",
+        ["OWASP-LLM03:2025 Supply Chain", "MITRE-ATLAS AML.T0010 ML Supply Chain Compromise", "NIST-AI-RMF MANAGE"],
+        "Deny the server's tools at the gateway, or review the server and register it as trusted; then resolve the finding.";
+    SHADOW_AGENT = "AISPM-SHADOW-001", High, Detection, "Decision from an unregistered agent (shadow AI)",
+        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0051 LLM Prompt Injection", "NIST-AI-RMF GOVERN"],
+        "Register the agent with an owner, or shut it down; route its actions through a governed gateway.";
+    SHADOW_MODEL = "AISPM-SHADOW-002", High, Detection, "Decision to an unregistered model endpoint (shadow AI)",
+        ["OWASP-LLM02:2025 Sensitive Information Disclosure", "MITRE-ATLAS AML.T0040 AI Model Inference API Access", "NIST-AI-RMF MAP"],
+        "Register the model endpoint (with its approved data classes), or block it at the model gateway.";
+    SHADOW_CONTROL = "AISPM-CTRL-001", High, Compliance, "High or critical action allowed while its control runs in shadow mode",
+        ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF MANAGE"],
+        "Switch the control from shadow to enforced mode on its high-risk paths, or grant a time-boxed exception.";
+    NO_APPROVAL = "AISPM-APR-001", High, Detection, "High or critical action allowed without approval",
+        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0053 LLM Plugin Compromise", "NIST-AI-RMF GOVERN"],
+        "Require an approval for high and critical actions under this control (verdict require_approval), and review the actions already allowed.", events;
+    BREAK_GLASS_LATE = "AISPM-BG-001", High, Compliance, "Break-glass not reviewed within the review window",
+        ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF GOVERN"],
+        "Review the break-glass use (break_glass_reviewed) and record why it was needed.";
+    EXCEPTION_EXPIRED = "AISPM-EXC-001", Medium, Compliance, "Exception expired while its finding is open",
+        ["NIST-AI-RMF MANAGE"],
+        "Fix the finding the exception covered, or renew the exception with a new expiry and owner.";
+    PUBLIC_ENDPOINT = "AISPM-EP-001", Critical, Compliance, "Public model endpoint without authentication",
+        ["OWASP-LLM10:2025 Unbounded Consumption", "MITRE-ATLAS AML.T0040 AI Model Inference API Access", "NIST-AI-RMF MANAGE"],
+        "Require authentication on the endpoint or take it off the public network.";
+    WILDCARD_KEY = "AISPM-KEY-001", High, Compliance, "API key with wildcard or admin scopes",
+        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0012 Valid Accounts", "NIST-AI-RMF MANAGE"],
+        "Rotate the key and reissue it with the narrowest scopes its agent needs.";
+    DATA_CLASS = "AISPM-DATA-001", Critical, Detection, "PII, PHI or secret sent to a model endpoint not approved for that class",
+        ["OWASP-LLM02:2025 Sensitive Information Disclosure", "MITRE-ATLAS AML.T0057 LLM Data Leakage", "NIST-AI-RMF MEASURE"],
+        "Block the data class for this endpoint at the gateway (redact or deny), or approve the endpoint for it after review.";
+    AGENT_UNOWNED = "AISPM-OWN-001", Medium, Compliance, "Agent without an owner",
+        ["NIST-AI-RMF GOVERN"],
+        "Register an owner for the agent.";
+    EVIDENCE_MISSING = "AISPM-EV-001", Medium, Detection, "High or critical decision without evidence",
+        ["NIST-AI-RMF MEASURE"],
+        "Make the control emit signed evidence for every high and critical decision.", events;
+    EVIDENCE_UNSIGNED = "AISPM-EV-002", Medium, Compliance, "Evidence is not signed",
+        ["NIST-AI-RMF MEASURE"],
+        "Sign evidence with a key registered as a trust root for the tenant.";
+    EVIDENCE_SIGNATURE = "AISPM-EV-003", High, Detection, "Evidence signature does not verify against the tenant's trust roots",
+        ["MITRE-ATLAS AML.T0048 External Harms", "NIST-AI-RMF MEASURE"],
+        "Investigate the evidence (a signature that does not verify may be a forgery) and check the signing key against the trust roots.";
+    RUNAWAY_AGENT = "AISPM-RUN-001", High, Detection, "Runaway agent: tool-call rate above the threshold",
+        ["OWASP-LLM10:2025 Unbounded Consumption", "MITRE-ATLAS AML.T0029 Denial of AI Service", "NIST-AI-RMF MANAGE"],
+        "Throttle or stop the agent, and look for the loop or prompt that drove the calls.";
+}
+
+/// The rule with this id.
+pub fn by_id(id: &str) -> Option<Rule> {
+    ALL.iter().copied().find(|r| r.id == id)
+}
+
+/// `{rule id}:{subject}`.
+pub fn finding_id(rule: Rule, subject: &str) -> String {
+    format!("{}:{subject}", rule.id)
+}
+
+/// Splits a finding id into its rule and subject.
+pub fn split_finding_id(id: &str) -> Option<(Rule, &str)> {
+    let (rule, subject) = id.split_once(':')?;
+    Some((by_id(rule)?, subject))
+}
+
+/// Days to remediate by severity (the SLA); the due date is `opened_at` plus this, unless an
+/// assignment sets another.
+pub fn sla_days(severity: Risk) -> i64 {
+    match severity {
+        Risk::Critical => 3,
+        Risk::High => 14,
+        Risk::Medium => 30,
+        Risk::Low => 90,
+    }
+}
+
+pub const DAY_MS: i64 = 86_400_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_round_trip() {
+        let ids: std::collections::BTreeSet<_> = ALL.iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), ALL.len());
+        let id = finding_id(DATA_CLASS, "openai/pii");
+        let (rule, subject) = split_finding_id(&id).unwrap();
+        assert_eq!((rule.id, subject), ("AISPM-DATA-001", "openai/pii"));
+        assert!(
+            ALL.iter()
+                .all(|r| r.frameworks.iter().any(|f| f.starts_with("NIST-AI-RMF")))
+        );
+    }
+}
