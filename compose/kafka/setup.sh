@@ -36,6 +36,7 @@ approvals=${prefix}approvals.v1
 registry=${prefix}registry.v1
 deliveries=${prefix}report-deliveries.v1
 views=${prefix}views.v1
+ocsf=${prefix}ocsf.v1
 blockers=${prefix}blockers.v1
 readiness=${prefix}readiness.v1
 dlq=${prefix}dlq.v1
@@ -119,19 +120,19 @@ job acl-ingest allow --allow-principal User:aispm-ingest \
   --operation Write --operation Create --operation Describe \
   --topic "$decisions" --topic "$approvals" --topic "$registry"
 
-# aispm-projector: reads the four input topics in its group; writes view changes and dead
-# letters; creates all six at start.
+# aispm-projector: reads the four input topics in its group; writes view changes, OCSF
+# findings and dead letters; creates all seven at start.
 job acl-projector-read allow --allow-principal User:aispm-projector \
   --operation Read \
   --topic "$decisions" --topic "$approvals" --topic "$registry" --topic "$deliveries" \
   --group "$projector_group"
 job acl-projector-write allow --allow-principal User:aispm-projector \
   --operation Write \
-  --topic "$views" --topic "$dlq"
+  --topic "$views" --topic "$ocsf" --topic "$dlq"
 job acl-projector-create allow --allow-principal User:aispm-projector \
   --operation Create --operation Describe \
   --topic "$decisions" --topic "$approvals" --topic "$registry" --topic "$deliveries" \
-  --topic "$views" --topic "$dlq"
+  --topic "$views" --topic "$ocsf" --topic "$dlq"
 # Its consumers that read by assignment (`rebuild`, and finding where partitions end) carry a
 # group id that they never join or commit to, but librdkafka still looks up the group's
 # coordinator, which takes Describe on the group.
