@@ -294,9 +294,9 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
     }
     for (key, row) in [
         (
-            "critical_unowned:agent-7",
+            "AISPM-OWN-001:agent-7",
             finding(
-                "critical_unowned:agent-7",
+                "AISPM-OWN-001:agent-7",
                 "Critical command without an owner",
                 Risk::Critical,
                 None,
@@ -320,9 +320,9 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             ),
         ),
         (
-            "secret_in_prompt:a1",
+            "AISPM-DATA-001:a1",
             finding(
-                "secret_in_prompt:a1",
+                "AISPM-DATA-001:a1",
                 "Secret sent to a model",
                 Risk::High,
                 Some("bob"),
@@ -333,9 +333,9 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             ),
         ),
         (
-            "unsigned_evidence:a1",
+            "AISPM-EV-002:a1",
             finding(
-                "unsigned_evidence:a1",
+                "AISPM-EV-002:a1",
                 "Unsigned evidence",
                 Risk::Critical,
                 Some("carol"),
@@ -492,7 +492,7 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
             Stage::Production,
             "critical_finding_unowned",
             BlockerKind::CriticalFindingUnowned,
-            &["critical_unowned:agent-7"],
+            &["AISPM-OWN-001:agent-7"],
         ),
         blocker(
             Stage::Production,
@@ -1537,7 +1537,7 @@ async fn every_report_type_renders_in_headless_chromium_with_its_headings_and_nu
             "{ty}"
         );
         assert!(
-            dom.contains("critical_unowned:agent-7"),
+            dom.contains("AISPM-OWN-001:agent-7"),
             "{ty}: the blocking finding is listed"
         );
         assert!(
