@@ -10,7 +10,6 @@ use aispm_runtime::auth::Scope;
 use aispm_schemas::{AssetKind, FieldError, InputEvent, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How the body is framed, from `Content-Type`.
@@ -37,13 +36,7 @@ impl Format {
         let Some(ct) = content_type else {
             return Ok(Format::Json);
         };
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
+        match crate::item::media_type(ct).as_str() {
             "application/json" => Ok(Format::Json),
             "application/cloudevents+json" => Ok(Format::CloudEvent),
             "application/cloudevents-batch+json" => Ok(Format::CloudEventBatch),
@@ -401,14 +394,7 @@ pub fn check_sizes(parsed: &mut Parsed, sizes: &[usize]) {
 
 /// A deterministic id for an event without one: UUIDv8 from the SHA-256 of its JSON.
 pub fn derive_event_id(item: &Value) -> String {
-    let json = serde_json::to_vec(item).unwrap_or_default();
-    let digest = Sha256::digest(&json);
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    crate::item::content_id(&[&serde_json::to_vec(item).unwrap_or_default()])
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 
 use crate::item::Item;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The CloudEvents `type` of each aispm event type.
 pub const TYPES: [(&str, &str); 3] = [
@@ -63,12 +62,7 @@ pub fn item(envelope: Value) -> Item {
         );
     };
     if let Some(ct) = text(&ce, "datacontenttype") {
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
+        let essence = crate::item::media_type(&ct);
         if essence != "application/json" && !essence.ends_with("+json") {
             return reject(
                 Some(event_id),
@@ -106,18 +100,7 @@ pub fn item(envelope: Value) -> Item {
 /// The event id of the CloudEvent (`source`, `id`) when its data carries none: a UUIDv8 from
 /// their SHA-256.
 pub fn event_id(source: &str, id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"cloudevent\0");
-    h.update(source.as_bytes());
-    h.update(b"\0");
-    h.update(id.as_bytes());
-    let digest = h.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    crate::item::content_id(&[b"cloudevent\0", source.as_bytes(), b"\0", id.as_bytes()])
 }
 
 fn reject(event_id: Option<String>, field: &str, reason: String) -> Item {

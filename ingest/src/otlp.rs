@@ -24,7 +24,6 @@
 use crate::item::Item;
 use prost::Message;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 /// The OTLP messages ingest reads (a subset of `opentelemetry/proto`, same tags; fields it does
@@ -155,14 +154,7 @@ pub enum Encoding {
 impl Encoding {
     /// The encoding for a `Content-Type` header (OTLP/HTTP requires one).
     pub fn from_content_type(content_type: Option<&str>) -> Result<Encoding, String> {
-        let essence = content_type
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
+        match crate::item::media_type(content_type.unwrap_or_default()).as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
             "application/json" => Ok(Encoding::Json),
             other => Err(format!(
@@ -365,17 +357,7 @@ fn environment(name: &str) -> Option<&'static str> {
 
 /// The event id of a span: a UUIDv8 from the SHA-256 of its trace and span ids.
 pub fn span_event_id(trace_id: &[u8], span_id: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"otlp-span\0");
-    h.update(trace_id);
-    h.update(span_id);
-    let digest = h.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    crate::item::content_id(&[b"otlp-span\0", trace_id, span_id])
 }
 
 /// The spans of `request` as items: decisions for the actions (or the reason one cannot be
