@@ -115,11 +115,11 @@ if [ "$MODE" != demo ] && ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "
 fi
 
 VENV="$CACHE/venv"
-if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography, selenium, openapi_spec_validator, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, py_ocsf_models' 2>/dev/null; then
-  log "creating the Python venv with fastavro, confluent-kafka, quixstreams, cryptography, selenium, openapi-spec-validator, the OpenTelemetry SDK and py-ocsf-models"
+if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography, selenium, openapi_spec_validator, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, py_ocsf_models, standardwebhooks' 2>/dev/null; then
+  log "creating the Python venv with fastavro, confluent-kafka, quixstreams, cryptography, selenium, openapi-spec-validator, the OpenTelemetry SDK, py-ocsf-models and standardwebhooks"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 selenium==4.51.0 openapi-spec-validator==0.9.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 py-ocsf-models==0.10.0 \
-    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography selenium openapi-spec-validator opentelemetry-sdk opentelemetry-exporter-otlp-proto-http py-ocsf-models
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro==1.13.1 confluent-kafka==2.12.1 quixstreams==3.28.1 cryptography==50.0.2 selenium==4.51.0 openapi-spec-validator==0.9.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 py-ocsf-models==0.10.0 standardwebhooks==1.3.0 \
+    || "$VENV/bin/pip" install --quiet --disable-pip-version-check fastavro confluent-kafka quixstreams cryptography selenium openapi-spec-validator opentelemetry-sdk opentelemetry-exporter-otlp-proto-http py-ocsf-models standardwebhooks
 fi
 
 # axe-core (npm), the accessibility rules the console's browser test runs in chromium.

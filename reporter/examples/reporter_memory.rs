@@ -124,7 +124,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         applied += batch.len() as u64;
         match &shared {
-            Some(s) => s.apply_all(batch.into_iter().map(Update::View))?,
+            Some(s) => {
+                s.apply_all(batch.into_iter().map(Update::View))?;
+            }
             None => {
                 for vc in batch {
                     fold_in_memory(&mut memory, vc);

@@ -78,6 +78,8 @@ pub struct Settings {
     pub provider_check: Option<Arc<ProviderCheck>>,
     /// The wall clock: packets' generation times, due retries, the cadence.
     pub clock: SharedClock,
+    /// Told about each delivery (`report.delivered`).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// The report-provider validator: the key that signs the results and the environments they
@@ -169,6 +171,11 @@ impl Center {
     pub async fn restored(&self) {
         let mut rx = self.restored.clone();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Watches whether the follower has replayed the state topics.
+    pub fn restored_receiver(&self) -> watch::Receiver<bool> {
+        self.restored.clone()
     }
 
     pub fn is_restored(&self) -> bool {
@@ -413,6 +420,12 @@ impl Center {
             .deliveries
             .with_label_values(&[channel.as_str(), attempt.outcome.as_str()])
             .inc();
+        if attempt.outcome == DeliveryOutcome::Delivered {
+            // Queued before the attempt is recorded: a crash in between delivers again under
+            // the same attempt number, hence the same notification id (no second message).
+            let n = crate::webhooks::report_delivered(&r, &attempt);
+            self.settings.webhooks.notify(&n)?;
+        }
         r.attempts.push(attempt);
         // Durable before it is announced: a crash now republishes the same event id.
         self.store.put(&r)?;

@@ -135,6 +135,12 @@ pub struct Config {
     )]
     pub provider_environments: Vec<String>,
 
+    /// Webhook subscriptions (a TOML file, see `docs/webhooks.md`): blocker opened or
+    /// resolved, readiness changed, finding past its SLA, report delivered, each sent with
+    /// Standard Webhooks signatures and retried until the subscription's `retry_for`.
+    #[arg(long, env = "AISPM_WEBHOOKS_FILE")]
+    pub webhooks: Option<PathBuf>,
+
     /// The `source` of the delivery events this reporter publishes.
     #[arg(long, env = "AISPM_SOURCE", default_value = "aispm-reporter")]
     pub source: String,
@@ -196,6 +202,7 @@ impl Config {
             schedule: vec![],
             schedule_hour: 6,
             validator_key: None,
+            webhooks: None,
             validator_key_id: "aispm-reporter-validator".into(),
             provider_environments: vec!["production".into()],
             source: "aispm-reporter".into(),

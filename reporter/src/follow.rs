@@ -13,6 +13,7 @@
 
 use crate::metrics::ReporterMetrics;
 use crate::state::{Shared, Update};
+use crate::webhooks::Webhooks;
 use crate::{Error, Result};
 use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
@@ -155,6 +156,8 @@ pub struct Follower {
     pub dead_letters: DeadLetters,
     pub offsets_file: PathBuf,
     pub restored: watch::Sender<bool>,
+    /// Told about every transition the folded records make ([`crate::webhooks`]).
+    pub webhooks: Webhooks,
 }
 
 type Offsets = BTreeMap<String, i64>;
@@ -168,6 +171,9 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 #[derive(Debug, Default)]
 struct Batch {
     updates: Vec<Update>,
+    /// Per update: its record's `topic/partition/offset` when the record is new (read for the
+    /// first time, not replayed), for the notifications it may cause.
+    origins: Vec<Option<String>>,
     /// Records read, poison included.
     records: usize,
     /// Updates per source topic, for `records_followed_total`.
@@ -258,6 +264,16 @@ impl Follower {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
             Err(_) => Offsets::new(),
         };
+        // Where new records start, per partition: after the position saved by the last run,
+        // or (a first start) after the end as of now, so history notifies nobody.
+        let new_from: Offsets = targets
+            .iter()
+            .map(|((t, p), end)| {
+                let key = offset_key(t, *p);
+                let from = saved.get(&key).copied().unwrap_or(*end);
+                (key, from)
+            })
+            .collect();
         let mut next: Offsets = saved.clone();
         let mut last_save = Instant::now();
         loop {
@@ -275,11 +291,15 @@ impl Follower {
             };
             // A batch: this record and whatever follows within the window, one RocksDB write.
             let mut batch = Batch::default();
-            self.stage(&codec, &m, &saved, &mut batch).await?;
+            self.stage(&codec, &m, &saved, &new_from, &mut batch)
+                .await?;
             let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
             while batch.records < MAX_BATCH && !shutdown.is_cancelled() {
                 match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                    Ok(Ok(m)) => self.stage(&codec, &m, &saved, &mut batch).await?,
+                    Ok(Ok(m)) => {
+                        self.stage(&codec, &m, &saved, &new_from, &mut batch)
+                            .await?
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "Consumer error while following; continuing.");
                         break;
@@ -289,8 +309,15 @@ impl Follower {
             }
             let updates = std::mem::take(&mut batch.updates);
             // RocksDB work is blocking. A failed write (disk full, I/O error) is fatal: the
-            // state would no longer match the offsets read, so the service stops.
-            tokio::task::block_in_place(|| self.state.apply_all(updates))?;
+            // state would no longer match the offsets read, so the service stops. So is a
+            // notification that cannot be queued: the position must not pass it.
+            tokio::task::block_in_place(|| -> Result<()> {
+                for (i, t) in self.state.apply_all(updates)? {
+                    let origin = batch.origins.get(i).and_then(Option::as_deref);
+                    self.webhooks.observe(&t, origin)?;
+                }
+                Ok(())
+            })?;
             self.metrics
                 .follow_batch_records
                 .observe(batch.records as f64);
@@ -330,6 +357,7 @@ impl Follower {
         codec: &Codec,
         m: &BorrowedMessage<'_>,
         saved: &Offsets,
+        new_from: &Offsets,
         batch: &mut Batch,
     ) -> Result<()> {
         batch.records += 1;
@@ -342,6 +370,11 @@ impl Follower {
         match decode(codec, source, m.key(), m.payload()) {
             Ok(Some(update)) => {
                 batch.updates.push(update);
+                let key = offset_key(m.topic(), m.partition());
+                let new = new_from.get(&key).is_none_or(|from| m.offset() >= *from);
+                batch
+                    .origins
+                    .push(new.then(|| format!("{key}/{}", m.offset())));
                 *batch.followed.entry(source).or_default() += 1;
             }
             Ok(None) => {}

@@ -24,6 +24,8 @@
 //! - [`deliver`]: SMTP (a real mail with the packet attached) and export.
 //! - [`publish`]: `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`.
 //! - [`store`]: report records and the retry queue under `--state-dir`.
+//! - [`webhooks`]: subscriptions (`--webhooks`), the signed messages for blockers, readiness,
+//!   findings past their SLA and deliveries, their outbox, retries and dead letters.
 //! - [`schedule`]: the schedule's periods and entries (`--schedule`), and when each next runs;
 //!   [`cadence`]: runs the daily, weekly, monthly and quarterly reports on it.
 //! - [`api`]: the HTTP routes; [`metrics`]: `aispm_reporter_*`; [`error`]: the error type.
@@ -47,6 +49,7 @@ pub mod schedule;
 pub mod sign;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -149,6 +152,18 @@ pub async fn run_with_clock(
         );
     }
 
+    let subscriptions = match &config.webhooks {
+        Some(path) => webhooks::config::load(path)?,
+        None => Vec::new(),
+    };
+    let webhooks = webhooks::Webhooks::open(
+        subscriptions,
+        &config.state_dir,
+        clock.clone(),
+        dead_letters.clone(),
+        &metrics,
+    )?;
+
     let state = state::Shared::open(&config.views_db_path())?;
     let (restored_tx, restored_rx) = tokio::sync::watch::channel(false);
     let store = store::Store::open(&config.state_dir)?;
@@ -163,6 +178,7 @@ pub async fn run_with_clock(
             source: config.source.clone(),
             provider_check,
             clock,
+            webhooks: webhooks.clone(),
         },
         state.clone(),
         store,
@@ -186,6 +202,7 @@ pub async fn run_with_clock(
             dead_letters,
             offsets_file: config.state_dir.join("follow-offsets.json"),
             restored: restored_tx,
+            webhooks: webhooks.clone(),
         };
         set.spawn("follow", follower.run(set.token()));
     }
@@ -193,6 +210,10 @@ pub async fn run_with_clock(
         let center = center.clone();
         let token = set.token();
         set.spawn("retries", async move { center.run_retries(token).await });
+    }
+    {
+        let restored = center.restored_receiver();
+        set.spawn("webhooks", webhooks.run(restored, set.token()));
     }
     {
         let center = center.clone();

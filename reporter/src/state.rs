@@ -47,6 +47,27 @@ pub enum Update {
     Registry(RegistryEvent),
 }
 
+/// A change an update made to the state that someone may want to hear about
+/// ([`crate::webhooks`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// A blocker that was not open is now.
+    BlockerOpened(Blocker),
+    /// An open blocker was resolved (its last record before the tombstone).
+    BlockerResolved(Blocker),
+    /// A stage's verdict differs from the last one (`None`: the stage's first verdict).
+    ReadinessChanged {
+        before: Option<bool>,
+        after: Readiness,
+    },
+    /// A finding row changed (`None`: it is gone).
+    Finding {
+        tenant_id: String,
+        key: String,
+        row: Option<Box<FindingRow>>,
+    },
+}
+
 /// Everything the reporter knows about one tenant: the view rows read back from the row
 /// store and the in-memory rest. Built per report ([`Shared::tenant`]), never kept.
 #[derive(Debug, Clone, Default)]
@@ -179,13 +200,27 @@ struct State {
 }
 
 impl State {
-    /// Folds one update in: the in-memory part directly, row changes into `batch`.
-    fn apply(&mut self, update: Update, batch: &mut WriteBatch) -> Result<()> {
+    /// Folds one update in: the in-memory part directly, row changes into `batch`. Returns
+    /// the change it made, when it is one worth telling.
+    fn apply(&mut self, update: Update, batch: &mut WriteBatch) -> Result<Option<Transition>> {
+        let mut transition = None;
         match update {
             Update::View(vc) => {
                 if vc.tenant_id.contains('\0') {
                     tracing::warn!(view = %vc.view, "Ignored a view row whose tenant id contains NUL.");
-                    return Ok(());
+                    return Ok(None);
+                }
+                if vc.view == ViewName::Findings {
+                    transition = Some(Transition::Finding {
+                        tenant_id: vc.tenant_id.clone(),
+                        key: vc.key.clone(),
+                        row: match (&vc.op, &vc.row) {
+                            (ViewOp::Upsert, Some(ViewRow::Finding(f))) => {
+                                Some(Box::new(f.clone()))
+                            }
+                            _ => None,
+                        },
+                    });
                 }
                 let t = self.tenants.entry(vc.tenant_id.clone()).or_default();
                 t.touch(vc.changed_at);
@@ -210,14 +245,26 @@ impl State {
                 if self.tenants.contains_key(&tenant_id) {
                     batch.delete(rows::row_key(&tenant_id, view, &key));
                 }
+                if view == ViewName::Findings {
+                    transition = Some(Transition::Finding {
+                        tenant_id,
+                        key,
+                        row: None,
+                    });
+                }
             }
             Update::Blocker(b) => {
                 let t = self.tenants.entry(b.tenant_id.clone()).or_default();
                 t.touch(b.detected_at);
-                t.blockers
+                let opened = b.clone();
+                if t.blockers
                     .entry(b.stage)
                     .or_default()
-                    .insert(b.blocker_id.clone(), b);
+                    .insert(b.blocker_id.clone(), b)
+                    .is_none()
+                {
+                    transition = Some(Transition::BlockerOpened(opened));
+                }
             }
             Update::BlockerResolved {
                 tenant_id,
@@ -226,24 +273,32 @@ impl State {
             } => {
                 if let Some(t) = self.tenants.get_mut(&tenant_id)
                     && let Some(stage) = t.blockers.get_mut(&stage)
+                    && let Some(b) = stage.remove(&blocker_id)
                 {
-                    stage.remove(&blocker_id);
+                    transition = Some(Transition::BlockerResolved(b));
                 }
             }
             Update::Readiness(r) => {
                 let t = self.tenants.entry(r.tenant_id.clone()).or_default();
                 t.touch(r.evaluated_at);
+                let before = t.readiness.get(&r.stage).map(|p| p.ready);
+                if before != Some(r.ready) {
+                    transition = Some(Transition::ReadinessChanged {
+                        before,
+                        after: r.clone(),
+                    });
+                }
                 t.readiness.insert(r.stage, r);
             }
             Update::Registry(e) => {
                 let Some(asset) = e.asset else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 if !matches!(
                     asset.asset_kind,
                     AssetKind::ReportProvider | AssetKind::TrustRoot
                 ) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let t = self.tenants.entry(e.tenant_id).or_default();
                 t.touch(e.occurred_at);
@@ -272,7 +327,7 @@ impl State {
                 }
             }
         }
-        Ok(())
+        Ok(transition)
     }
 }
 
@@ -305,18 +360,26 @@ impl Shared {
     }
 
     /// Folds a batch of updates in: one `WriteBatch` for the rows, under one write lock.
+    /// Returns the transitions, each with the index of the update that made it.
     /// Blocking (RocksDB): call it off the async runtime's worker threads.
-    pub fn apply_all(&self, updates: impl IntoIterator<Item = Update>) -> Result<()> {
+    pub fn apply_all(
+        &self,
+        updates: impl IntoIterator<Item = Update>,
+    ) -> Result<Vec<(usize, Transition)>> {
         let mut s = self
             .inner
             .state
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         let mut batch = WriteBatch::default();
-        for u in updates {
-            s.apply(u, &mut batch)?;
+        let mut transitions = Vec::new();
+        for (i, u) in updates.into_iter().enumerate() {
+            if let Some(t) = s.apply(u, &mut batch)? {
+                transitions.push((i, t));
+            }
         }
-        self.inner.rows.write(batch)
+        self.inner.rows.write(batch)?;
+        Ok(transitions)
     }
 
     /// One tenant's state with every view row, if the reporter has seen the tenant. Reads all

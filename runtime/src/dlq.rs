@@ -23,6 +23,8 @@ pub enum Stage {
     Validate,
     /// Applying it failed for a reason that retrying cannot fix.
     Apply,
+    /// It could not be delivered to an outside destination (a webhook) within its retry window.
+    Deliver,
 }
 
 impl Stage {
@@ -31,6 +33,7 @@ impl Stage {
             Stage::Decode => "decode",
             Stage::Validate => "validate",
             Stage::Apply => "apply",
+            Stage::Deliver => "deliver",
         }
     }
 }

@@ -1228,13 +1228,32 @@ async fn pipeline_survives(mut broker: Broker, fault: BrokerFault, events: usize
         }
     }
     let inputs = topics.inputs();
-    if let Err(e) = wait_caught_up(&brokers, &group, &inputs, Duration::from_secs(180)) {
+    // On two cores the projector works off the backlog the faults left while three JVMs
+    // re-replicate: minutes, under CI's load. How long it took is in the summary line.
+    let catching_up = Instant::now();
+    if let Err(e) = wait_caught_up(&brokers, &group, &inputs, Duration::from_secs(360)) {
+        let metrics = reqwest::get(format!("{}/metrics", projector.http))
+            .await
+            .and_then(|r| r.error_for_status());
+        let metrics = match metrics {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        let metrics: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.contains("lag") || l.contains("publish") || l.contains("applied"))
+            })
+            .collect();
         panic!(
-            "{e}\n{}{}",
+            "{e}\nprojector metrics:\n{}\n{}{}",
+            metrics.join("\n"),
             projector.log_tail(),
             keep_logs(dir.path(), &broker)
         );
     }
+    let caught_up_in = catching_up.elapsed();
     if let Err(e) = wait_caught_up(
         &brokers,
         &gk_group,
@@ -1309,7 +1328,7 @@ async fn pipeline_survives(mut broker: Broker, fault: BrokerFault, events: usize
         + blocker_diff
         + readiness_diff;
     println!(
-        "broker fault {fault:?}: events={events} {injected} requests={} accepted_events={} refused={:?} dropped={} \
+        "broker fault {fault:?}: events={events} {injected} caught_up_in={caught_up_in:?} requests={} accepted_events={} refused={:?} dropped={} \
          records={} duplicate_records={} distinct_on_topics={} applied={applied} clean_applied={clean_applied} copied={copied} \
          lost={} invented={} unacknowledged={} rows={} digest={:016x} clean_digest={:016x} \
          blockers={} clean_blockers={} readiness={} clean_readiness={} blocker_diff={blocker_diff} readiness_diff={readiness_diff} mismatches={mismatches}",

@@ -1713,3 +1713,379 @@ async fn the_cadence_generates_and_delivers_scheduled_reports() {
         assert_eq!(status, 400, "{bad}: {body}");
     }
 }
+
+/// A webhook receiver (`scripts/webhook_receiver.py`) that verifies each request with the
+/// Standard Webhooks reference library and logs it.
+struct WebhookReceiver {
+    child: Child,
+}
+
+const WEBHOOK_RECEIVER: &str = include_str!("../../scripts/webhook_receiver.py");
+
+impl WebhookReceiver {
+    fn start(port: u16, dir: &Path, secrets: &Value) -> WebhookReceiver {
+        let script = dir.join("receiver.py");
+        std::fs::write(&script, WEBHOOK_RECEIVER).unwrap();
+        let mut child = Command::new(aispm_tests::process::venv_python())
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(dir.join("received.jsonl"))
+            .arg(secrets.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the webhook receiver did not start (scripts/setup.sh installs standardwebhooks)"
+        );
+        WebhookReceiver { child }
+    }
+
+    fn received(dir: &Path) -> Vec<Value> {
+        std::fs::read_to_string(dir.join("received.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn metric(s: &Setup, name: &str, labels: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", s.reporter.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_reach_a_receiver_that_was_down_signed_and_once_each_and_dead_letter_when_given_up()
+ {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const CHAT_SECRET: &str = "whsec_c2xhY2stY2hhbm5lbC1zZWNyZXQtMzItYnl0ZXMh";
+    let hooks = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nobody = free_port();
+    let file = hooks.path().join("webhooks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[subscription]]
+id = "secops"
+url = "http://127.0.0.1:{port}/hooks"
+secret = "{SECRET}"
+events = ["blocker.opened", "blocker.resolved", "readiness.changed", "finding.sla_breached", "report.delivered"]
+tenants = ["acme"]
+initial_backoff = "1s"
+max_backoff = "2s"
+
+[[subscription]]
+id = "chat"
+url = "http://127.0.0.1:{port}/slack"
+secret = "{CHAT_SECRET}"
+events = ["blocker.opened"]
+format = "slack"
+initial_backoff = "1s"
+max_backoff = "2s"
+
+[[subscription]]
+id = "doomed"
+url = "http://127.0.0.1:{nobody}/hooks"
+secret = "{SECRET}"
+events = ["readiness.changed"]
+retry_for = "4s"
+initial_backoff = "1s"
+max_backoff = "1s"
+"#
+        ),
+    )
+    .unwrap();
+    // What `setup` seeds (blockers, readiness, findings) is history: it notifies nobody.
+    let mut s = setup(&["--webhooks", &file.display().to_string()], None).await;
+    let p = producer(&s.broker.bootstrap()).unwrap();
+    let codec = Codec::new();
+    let now = Timestamp::now().0;
+
+    // New changes, while the receiver is down.
+    let opened = Blocker {
+        tenant_id: "acme".into(),
+        stage: Stage::Pilot,
+        blocker_id: "evidence_stale".into(),
+        kind: BlockerKind::EvidenceStale,
+        meaning: "evidence is stale".into(),
+        resolution: "collect fresh evidence".into(),
+        subject: None,
+        evidence: vec![],
+        detected_at: ts(now),
+    };
+    produce(
+        &p,
+        &s.topics.blockers,
+        &opened.key(),
+        &codec.encode(&opened).unwrap(),
+    )
+    .await
+    .unwrap();
+    p.send(
+        rdkafka::producer::FutureRecord::<str, [u8]>::to(&s.topics.blockers)
+            .key("acme/production/report_delivery_unverified"),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    for (stage, ready, blockers) in [(Stage::Pilot, true, 0), (Stage::Production, false, 4)] {
+        // Pilot flips to ready; production says again what it said: no message for it.
+        let r = Readiness {
+            tenant_id: "acme".into(),
+            stage,
+            ready,
+            blocker_ids: (0..blockers).map(|i| format!("b{i}")).collect(),
+            evaluated_at: ts(now),
+        };
+        produce(
+            &p,
+            &s.topics.readiness,
+            &r.key(),
+            &codec.encode(&r).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    view(
+        &p,
+        &s.topics,
+        "acme",
+        "AISPM-OWN-001:agent-9",
+        finding(
+            "AISPM-OWN-001:agent-9",
+            "Agent without an owner",
+            Risk::Medium,
+            None,
+            now - DAY,
+            Some(now + 3_000),
+            None,
+            &[],
+        ),
+    )
+    .await;
+    let (status, report) = post_report(
+        &s,
+        ACME_TOKEN,
+        "acme",
+        json!({"type": "blockers_digest"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{report}");
+
+    // The receiver is down: attempts fail and are retried.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(
+        &s,
+        "aispm_reporter_webhook_messages_total",
+        "outcome=\"failed\"",
+    )
+    .await
+        < 6.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed webhook attempts while the receiver is down"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let secrets = json!({"/hooks": SECRET, "/slack": CHAT_SECRET});
+    let _receiver = WebhookReceiver::start(port, hooks.path(), &secrets);
+
+    // Every change arrives, signed, once.
+    let expected = [
+        "blocker.opened",
+        "blocker.resolved",
+        "finding.sla_breached",
+        "readiness.changed",
+        "report.delivered",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let received = loop {
+        let r = WebhookReceiver::received(hooks.path());
+        if r.iter().filter(|m| m["path"] == "/hooks").count() >= expected.len()
+            && r.iter().any(|m| m["path"] == "/slack")
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every message arrived: {r:#?}\n{}",
+            s.reporter.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(received.iter().all(|m| m["ok"] == true), "{received:#?}");
+    let hooks_msgs: Vec<&Value> = received.iter().filter(|m| m["path"] == "/hooks").collect();
+    let mut types: Vec<&str> = hooks_msgs
+        .iter()
+        .map(|m| m["payload"]["type"].as_str().unwrap())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(types, expected, "{hooks_msgs:#?}");
+    let of = |t: &str| {
+        &hooks_msgs
+            .iter()
+            .find(|m| m["payload"]["type"] == t)
+            .unwrap()["payload"]["data"]
+    };
+    assert_eq!(of("blocker.opened")["blocker_id"], "evidence_stale");
+    assert_eq!(of("blocker.opened")["stage"], "pilot");
+    assert_eq!(
+        of("blocker.resolved")["blocker_id"],
+        "report_delivery_unverified"
+    );
+    assert_eq!(
+        (
+            of("readiness.changed")["stage"].as_str(),
+            of("readiness.changed")["ready"].as_bool(),
+            of("readiness.changed")["was_ready"].as_bool()
+        ),
+        (Some("pilot"), Some(true), Some(false))
+    );
+    assert_eq!(
+        of("finding.sla_breached")["finding_id"],
+        "AISPM-OWN-001:agent-9"
+    );
+    assert_eq!(of("report.delivered")["report_id"], report["id"]);
+    let slack = received.iter().find(|m| m["path"] == "/slack").unwrap();
+    assert!(
+        slack["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("evidence_stale"),
+        "{slack}"
+    );
+
+    // A forged message is refused by the receiver: its verification is real.
+    let forged = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/hooks"))
+        .header("webhook-id", "msg_forged")
+        .header("webhook-timestamp", (now / 1000).to_string())
+        .header(
+            "webhook-signature",
+            "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .body(r#"{"type":"readiness.changed","data":{"ready":true}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 400);
+
+    // The subscription whose endpoint never answers gives up after its retry_for, into the
+    // dead-letter topic, with headers naming it.
+    let dead = read_all(
+        &s.broker.bootstrap(),
+        &s.topics.dlq,
+        1,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let header = |r: &aispm_tests::kafka::Record, k: &str| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let d = dead
+        .iter()
+        .find(|r| header(r, "aispm.dlq.source.topic").as_deref() == Some("webhook:doomed"))
+        .expect("a dead letter for the doomed subscription");
+    assert_eq!(header(d, "aispm.dlq.stage").as_deref(), Some("deliver"));
+    assert_eq!(
+        header(d, "aispm.dlq.reason").as_deref(),
+        Some("webhook_gave_up")
+    );
+    let body: Value = serde_json::from_slice(d.value.as_ref().unwrap()).unwrap();
+    assert_eq!(body["type"], "readiness.changed");
+
+    // kill -9 and a restart replay every topic: nothing is sent again, and a new change still
+    // is, once.
+    let before = WebhookReceiver::received(hooks.path()).len();
+    s.reporter.kill9();
+    let addr = format!("127.0.0.1:{}", free_port());
+    s.reporter = Service::start("aispm-reporter", &addr, &s.args, s.dirs.path()).unwrap();
+    s.reporter
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let another = Blocker {
+        stage: Stage::Production,
+        blocker_id: "tenant_isolation_not_proven".into(),
+        kind: BlockerKind::TenantIsolationNotProven,
+        ..opened
+    };
+    produce(
+        &p,
+        &s.topics.blockers,
+        &another.key(),
+        &codec.encode(&another).unwrap(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = WebhookReceiver::received(hooks.path());
+        let new: Vec<&Value> = r[before..]
+            .iter()
+            .filter(|m| m["path"] == "/hooks")
+            .collect();
+        if !new.is_empty() {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let r = WebhookReceiver::received(hooks.path());
+            let new: Vec<&Value> = r[before..]
+                .iter()
+                .filter(|m| m["path"] == "/hooks")
+                .collect();
+            assert_eq!(new.len(), 1, "{new:#?}");
+            assert_eq!(
+                new[0]["payload"]["data"]["blocker_id"],
+                "tenant_isolation_not_proven"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new blocker was not sent after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let all = WebhookReceiver::received(hooks.path());
+    let ids: std::collections::BTreeSet<&str> = all
+        .iter()
+        .filter(|m| m["path"] == "/hooks")
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    println!(
+        "webhooks: requests={} distinct_ids={} dead_lettered=1 forged_refused=1",
+        all.len(),
+        ids.len()
+    );
+}
