@@ -35,6 +35,8 @@ command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need_apt+=(python3-aiosmtpd)
 # The outside verifier of report packets (minisign -V), used by the tests and the demo.
 command -v minisign >/dev/null 2>&1 || need_apt+=(minisign)
+# The Python venv (the webhook receiver; the tests' Kafka, OTel and OCSF clients).
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if [ "$MODE" != demo ]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
@@ -115,6 +117,14 @@ if [ "$MODE" != demo ] && ! command -v cargo-nextest >/dev/null 2>&1 && [ ! -x "
 fi
 
 VENV="$CACHE/venv"
+# The demo's webhook receiver verifies with standardwebhooks (pure Python, no dependencies): the
+# demo gets the venv with just that; the tests add the rest below.
+if ! "$VENV/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
+  log "installing standardwebhooks (the webhook receiver's verifier) into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check standardwebhooks==1.3.0 \
+    || "$VENV/bin/pip" install --quiet --disable-pip-version-check standardwebhooks
+fi
 if [ "$MODE" != demo ] && ! "$VENV/bin/python" -c 'import fastavro, confluent_kafka, quixstreams, cryptography, selenium, openapi_spec_validator, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, py_ocsf_models, standardwebhooks' 2>/dev/null; then
   log "creating the Python venv with fastavro, confluent-kafka, quixstreams, cryptography, selenium, openapi-spec-validator, the OpenTelemetry SDK, py-ocsf-models and standardwebhooks"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

@@ -366,11 +366,16 @@ pub async fn console_sign_in(http: &reqwest::Client, base: &str, token: &str) ->
     first_cookie(&signed).context("the console set no session cookie")
 }
 
+/// The demo subscription's Standard Webhooks secret (32 bytes).
+pub const DEMO_WEBHOOK_SECRET: &str = "whsec_YWlzcG0gZGVtbyB3ZWJob29rIHNlY3JldCwgMzIgQiE=";
+
 /// Everything the demo runs.
 #[derive(Debug)]
 pub struct Pipeline {
     pub broker: Broker,
     pub smtp: SmtpSink,
+    /// Where the reporter's webhooks go (`<work>/webhooks/received.jsonl`), each verified.
+    pub webhooks: crate::webhooks::WebhookSink,
     /// The live system the demo tenant's connector reads.
     pub live: LiveSystem,
     pub ingest: Service,
@@ -403,6 +408,19 @@ impl Pipeline {
         // The broker's storage and log stay beside the services' (kafka/node-1/server.log).
         let broker = Broker::start_in(&work.join("kafka"), free_port())?;
         let smtp = SmtpSink::start(&work.join("mailbox"))?;
+        let webhooks = crate::webhooks::WebhookSink::start(
+            free_port(),
+            &work.join("webhooks"),
+            &serde_json::json!({"/aispm": DEMO_WEBHOOK_SECRET}),
+        )?;
+        let subscriptions = work.join("webhooks.toml");
+        std::fs::write(
+            &subscriptions,
+            format!(
+                "[[subscription]]\nid = \"secops\"\nurl = \"http://127.0.0.1:{}/aispm\"\nsecret = \"{DEMO_WEBHOOK_SECRET}\"\nevents = [\"blocker.opened\", \"blocker.resolved\", \"readiness.changed\", \"finding.sla_breached\", \"report.delivered\"]\ntenants = [\"{TENANT}\"]\ninitial_backoff = \"1s\"\n",
+                webhooks.port
+            ),
+        )?;
         let live = LiveSystem::start()?;
         let validator_key = validator_key_file(&work)?.display().to_string();
         let tokens = work.join("tokens.toml");
@@ -468,6 +486,8 @@ impl Pipeline {
                 aispm_ingest::scenario::ids::VALIDATOR_KEY,
                 "--provider-environments",
                 "production,trial",
+                "--webhooks",
+                &subscriptions.display().to_string(),
             ])
             .into_iter()
             .chain(strings(reporter_args))
@@ -491,6 +511,7 @@ impl Pipeline {
         let mut p = Pipeline {
             broker,
             smtp,
+            webhooks,
             live,
             ingest,
             projector,
@@ -631,6 +652,50 @@ impl Pipeline {
             .post(format!("{}/v1/events", self.ingest.http))
             .bearer_auth(token)
             .json(events)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// An OpenTelemetry-instrumented agent in the trial environment exports one trace
+    /// (OTLP/JSON) to ingest's `/v1/traces` with the gateway's token: its `invoke_agent` span
+    /// and the `execute_tool` span the gateway governed (allowed by an enforced control). The
+    /// tool span becomes a decision in trial, which production never reads. Returns the status
+    /// and ingest's answer.
+    pub async fn post_otel_trace(&self) -> Result<(u16, Value)> {
+        let now_ns = (aispm_schemas::Timestamp::now().0 * 1_000_000).to_string();
+        let attrs = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| serde_json::json!({"key": k, "value": {"stringValue": v}}))
+                .collect::<Vec<_>>()
+        };
+        let trace = serde_json::json!({"resourceSpans": [{
+            "resource": {"attributes": attrs(&[
+                ("service.name", "review-agent"),
+                ("deployment.environment.name", "trial"),
+            ])},
+            "scopeSpans": [{"scope": {"name": "aispm-demo"}, "spans": [
+                {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7",
+                 "name": "invoke_agent review-agent", "kind": 1, "startTimeUnixNano": now_ns,
+                 "attributes": attrs(&[("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "review-agent")])},
+                {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "53995c3f42cd8ad8",
+                 "parentSpanId": "00f067aa0ba902b7", "name": "execute_tool read_file", "kind": 1,
+                 "startTimeUnixNano": now_ns,
+                 "attributes": attrs(&[
+                     ("gen_ai.operation.name", "execute_tool"), ("gen_ai.tool.name", "read_file"),
+                     ("aispm.action_kind", "file"), ("aispm.target", "src/lib.rs"),
+                     ("aispm.verdict", "allow"), ("aispm.control_id", "ctl-file-write"),
+                     ("aispm.mode", "enforced"), ("aispm.risk", "low"),
+                 ])},
+            ]}],
+        }]});
+        let r = self
+            .client
+            .post(format!("{}/v1/traces", self.ingest.http))
+            .bearer_auth(GATEWAY_TOKEN)
+            .json(&trace)
             .send()
             .await?;
         let status = r.status().as_u16();

@@ -9,6 +9,7 @@
 //! - [`demo`]: the whole pipeline driven end to end (the demo binary and the pipeline test).
 //! - [`load`]: a deterministic generator of realistic events for load and crash tests.
 //! - [`kafka`]: producers and consumers for tests, topic prefixes.
+//! - [`webhooks`]: a real webhook receiver that verifies Standard Webhooks signatures.
 
 pub mod broker;
 pub mod compose;
@@ -16,5 +17,6 @@ pub mod demo;
 pub mod kafka;
 pub mod load;
 pub mod process;
+pub mod webhooks;
 
 pub use broker::Broker;

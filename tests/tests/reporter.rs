@@ -19,6 +19,7 @@ use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::kafka::{create_contract_topics, produce, producer, random_prefix, read_all};
 use aispm_tests::process::{Service, binary};
+use aispm_tests::webhooks::WebhookSink;
 use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -1714,57 +1715,6 @@ async fn the_cadence_generates_and_delivers_scheduled_reports() {
     }
 }
 
-/// A webhook receiver (`scripts/webhook_receiver.py`) that verifies each request with the
-/// Standard Webhooks reference library and logs it.
-struct WebhookReceiver {
-    child: Child,
-}
-
-const WEBHOOK_RECEIVER: &str = include_str!("../../scripts/webhook_receiver.py");
-
-impl WebhookReceiver {
-    fn start(port: u16, dir: &Path, secrets: &Value) -> WebhookReceiver {
-        let script = dir.join("receiver.py");
-        std::fs::write(&script, WEBHOOK_RECEIVER).unwrap();
-        let mut child = Command::new(aispm_tests::process::venv_python())
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(dir.join("received.jsonl"))
-            .arg(secrets.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "the webhook receiver did not start (scripts/setup.sh installs standardwebhooks)"
-        );
-        WebhookReceiver { child }
-    }
-
-    fn received(dir: &Path) -> Vec<Value> {
-        std::fs::read_to_string(dir.join("received.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for WebhookReceiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn metric(s: &Setup, name: &str, labels: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", s.reporter.http))
         .await
@@ -1890,13 +1840,8 @@ max_backoff = "1s"
         ),
     )
     .await;
-    let (status, report) = post_report(
-        &s,
-        ACME_TOKEN,
-        "acme",
-        json!({"type": "blockers_digest"}),
-    )
-    .await;
+    let (status, report) =
+        post_report(&s, ACME_TOKEN, "acme", json!({"type": "blockers_digest"})).await;
     assert_eq!(status, 201, "{report}");
 
     // The receiver is down: attempts fail and are retried.
@@ -1917,7 +1862,8 @@ max_backoff = "1s"
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let secrets = json!({"/hooks": SECRET, "/slack": CHAT_SECRET});
-    let _receiver = WebhookReceiver::start(port, hooks.path(), &secrets);
+    let _receiver = WebhookSink::start(port, hooks.path(), &secrets).unwrap();
+    let log = hooks.path().join("received.jsonl");
 
     // Every change arrives, signed, once.
     let expected = [
@@ -1929,7 +1875,7 @@ max_backoff = "1s"
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let received = loop {
-        let r = WebhookReceiver::received(hooks.path());
+        let r = WebhookSink::received_in(&log);
         if r.iter().filter(|m| m["path"] == "/hooks").count() >= expected.len()
             && r.iter().any(|m| m["path"] == "/slack")
         {
@@ -2028,7 +1974,7 @@ max_backoff = "1s"
 
     // kill -9 and a restart replay every topic: nothing is sent again, and a new change still
     // is, once.
-    let before = WebhookReceiver::received(hooks.path()).len();
+    let before = WebhookSink::received_in(&log).len();
     s.reporter.kill9();
     let addr = format!("127.0.0.1:{}", free_port());
     s.reporter = Service::start("aispm-reporter", &addr, &s.args, s.dirs.path()).unwrap();
@@ -2052,14 +1998,14 @@ max_backoff = "1s"
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = WebhookReceiver::received(hooks.path());
+        let r = WebhookSink::received_in(&log);
         let new: Vec<&Value> = r[before..]
             .iter()
             .filter(|m| m["path"] == "/hooks")
             .collect();
         if !new.is_empty() {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let r = WebhookReceiver::received(hooks.path());
+            let r = WebhookSink::received_in(&log);
             let new: Vec<&Value> = r[before..]
                 .iter()
                 .filter(|m| m["path"] == "/hooks")
@@ -2077,7 +2023,7 @@ max_backoff = "1s"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let all = WebhookReceiver::received(hooks.path());
+    let all = WebhookSink::received_in(&log);
     let ids: std::collections::BTreeSet<&str> = all
         .iter()
         .filter(|m| m["path"] == "/hooks")

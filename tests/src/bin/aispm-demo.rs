@@ -55,6 +55,11 @@ async fn main() -> anyhow::Result<()> {
         "(shadow agents, a quarantined MCP tool, a shadow-mode control, an expired exception, stale and unsigned evidence, unreviewed break-glass, no live validations)"
     );
 
+    let (status, answer) = p.post_otel_trace().await?;
+    println!(
+        "otel        an OpenTelemetry-instrumented agent in trial exported its trace (invoke_agent, then an execute_tool its gateway allowed) to /v1/traces: {status} {answer}; both spans are trial decisions, which production never reads"
+    );
+
     step(
         3,
         "The projector folds the events into views; the gatekeeper finds the blockers",
@@ -283,6 +288,43 @@ async fn main() -> anyhow::Result<()> {
         .readiness_until(Duration::from_secs(90), |v| v["ready"] == true)
         .await?;
     println!("{}", verdict_line(&ready));
+
+    // The secops webhook heard every change, the last being production turning ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let received = loop {
+        let r = p.webhooks.received();
+        let flipped = r.iter().any(|m| {
+            m["payload"]["type"] == "readiness.changed"
+                && m["payload"]["data"]["stage"] == "production"
+                && m["payload"]["data"]["ready"] == true
+        });
+        if flipped || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut by_type = std::collections::BTreeMap::<String, usize>::new();
+    for m in &received {
+        *by_type
+            .entry(
+                m["payload"]["type"]
+                    .as_str()
+                    .unwrap_or("unverified")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    println!(
+        "webhooks    {} signed messages to the secops endpoint, {} verified by the Standard Webhooks library: {}",
+        received.len(),
+        received.iter().filter(|m| m["ok"] == true).count(),
+        by_type
+            .iter()
+            .map(|(t, n)| format!("{t} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("            {}", p.webhooks.log.display());
     println!(
         "\nThe readiness packet: {}",
         report["packet"]["dir"].as_str().unwrap_or("")
