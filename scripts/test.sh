@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every check: formatting, clippy, then all tests (contract, unit, end-to-end against a real
+# Runs every check: formatting, clippy, the docs, then all tests (contract, unit, end-to-end against a real
 # broker) with cargo-nextest. Installs what is missing first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo doc --no-deps, warnings denied (broken or private intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== building the service binaries the end-to-end tests start"
 cargo build --workspace --all-targets --quiet
 echo "== cargo nextest run"

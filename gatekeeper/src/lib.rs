@@ -22,7 +22,7 @@
 //! - [`recover`]: reading the published blockers and readiness back from their topics.
 //! - [`publish`]: encoding and sending records to the tenant's partition, awaiting acks.
 //! - [`api`]: `GET /v1/tenants/{tenant}/readiness` and `GET /v1/readiness`.
-//! - [`metrics`]: `aispm_gatekeeper_*`; [`partition`]: the Java client's murmur2 partitioner.
+//! - [`metrics`]: `aispm_gatekeeper_*` (records go to the tenant's partition by `aispm_runtime::kafka::partition_for`, the Java client's murmur2).
 //! - [`error`]: the crate's error type.
 //!
 //! # The road of one view change to a blocker

@@ -107,7 +107,7 @@ impl BrokerState {
 
 /// The producer's client context: statistics to metrics, errors to the log. (A fatal error
 /// arrives here with its underlying code, e.g. UnknownProducerId, not as `Fatal`: the publisher
-/// asks the producer itself, see [`Publisher::replace_if_fatal`].)
+/// asks the producer itself, see `Publisher::replace_if_fatal`.)
 #[derive(Debug, Clone)]
 pub struct ProducerContext {
     kafka: KafkaMetrics,

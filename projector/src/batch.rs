@@ -115,7 +115,7 @@ impl Cache {
 }
 
 /// The filter byte of a column family: the cache-key byte for `state` and the views, and
-/// [`CF_SEEN`] for `seen`; `None` for the others (never filtered).
+/// `CF_SEEN` for `seen`; `None` for the others (never filtered).
 pub fn filter_byte(cf: &str) -> Option<u8> {
     if cf == columns::STATE {
         return Some(CF_STATE);

@@ -10,7 +10,7 @@
 //! only cost a read. Keys are hashed with a per-process seed, so input cannot be crafted to
 //! collide.
 //!
-//! Layout: 64-byte blocks; a key picks one block and sets [`PROBES`] bits in it (one cache
+//! Layout: 64-byte blocks; a key picks one block and sets `PROBES` bits in it (one cache
 //! line per lookup). When a layer holds its capacity, a new layer twice as large is added; a
 //! lookup asks every layer (a few after millions of keys).
 

@@ -12,7 +12,7 @@
 //! - [`consumer`]: the Kafka loop, batching, the rebalance hook that seeks to stored offsets.
 //! - [`project`]: the engine: a batch of records → one atomic write + view changes + dead letters.
 //! - [`apply`]: one event → aggregate updates + dirty rows; [`state`]: the aggregates.
-//! - [`derive`]: rows from aggregates (evidence signatures are checked there against the
+//! - [`derive`](mod@derive): rows from aggregates (evidence signatures are checked there against the
 //!   tenant's trust roots with `aispm_schemas::signature`); [`rules`]: the finding rule catalog.
 //! - [`batch`]: a batch's working set over RocksDB and a bounded cache; [`filter`]: which keys
 //!   may exist, so that reads of keys that cannot are skipped.
@@ -27,7 +27,7 @@
 //!    then of the `seen` keys), and hands it to its tenant's worker.
 //! 3. [`apply`]: `apply` → `decision` folds it into the aggregates of [`state`] (coverage,
 //!    controls, links, evidence…) and raises the findings whose [`rules`] trigger on it.
-//! 4. [`derive`]: each row it made dirty is derived anew from its aggregates.
+//! 4. [`derive`](mod@derive): each row it made dirty is derived anew from its aggregates.
 //! 5. [`project`]: `Engine::commit` writes the aggregates, the changed rows, the outbox of view
 //!    changes and the next offsets in one RocksDB batch ([`store`]).
 //! 6. [`publish`]: `Publisher::publish` sends the outbox to `aispm.views.v1`; once every change

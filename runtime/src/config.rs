@@ -20,7 +20,7 @@ pub struct CommonArgs {
     #[arg(long, env = "AISPM_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
 
-    /// Bearer tokens bound to tenants (TOML: [[tokens]] token|sha256, tenants). Without it the
+    /// Bearer tokens bound to tenants (TOML: `[[tokens]]` with token or sha256, tenants, scopes). Without it the
     /// HTTP API refuses every request except health and metrics.
     #[arg(long, env = "AISPM_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,

@@ -151,6 +151,21 @@ impl Webhooks {
                 if path.extension().is_some_and(|e| e == "json") {
                     let bytes = std::fs::read(&path).map_err(io(&path))?;
                     match serde_json::from_slice::<Message>(&bytes) {
+                        // Finished just before a crash: sent or dead already.
+                        Ok(m)
+                            if dir
+                                .join("sent")
+                                .join(&s.id)
+                                .join(&m.notification.id)
+                                .exists()
+                                || dir
+                                    .join("dead")
+                                    .join(&s.id)
+                                    .join(format!("{}.json", m.notification.id))
+                                    .exists() =>
+                        {
+                            remove(&path)?;
+                        }
                         Ok(m) => {
                             pending.insert((m.subscription.clone(), m.notification.id.clone()), m);
                         }
@@ -479,16 +494,7 @@ impl Webhooks {
         m.attempts += 1;
         match r {
             Ok(()) => {
-                let sent = self.path("sent", &sub, &id);
-                crate::store::write_atomic(&sent, b"")?;
-                remove(&pending)?;
-                self.lock_pending().remove(&(sub.clone(), id.clone()));
-                self.inner.metrics.pending.with_label_values(&[&sub]).dec();
-                self.inner
-                    .metrics
-                    .messages
-                    .with_label_values(&[&sub, "delivered"])
-                    .inc();
+                self.finish(&sub, &id, "sent", b"", "delivered")?;
                 tracing::info!(subscription = %sub, %id, attempts = m.attempts, "Delivered a webhook message.");
             }
             Err(error) => {
@@ -521,18 +527,7 @@ impl Webhooks {
                             ),
                         })
                         .await?;
-                    crate::store::write_atomic(
-                        &self.path("dead", &sub, &id),
-                        &serde_json::to_vec(&m)?,
-                    )?;
-                    remove(&pending)?;
-                    self.lock_pending().remove(&(sub.clone(), id.clone()));
-                    self.inner.metrics.pending.with_label_values(&[&sub]).dec();
-                    self.inner
-                        .metrics
-                        .messages
-                        .with_label_values(&[&sub, "dead_lettered"])
-                        .inc();
+                    self.finish(&sub, &id, "dead", &serde_json::to_vec(&m)?, "dead_lettered")?;
                     tracing::error!(subscription = %sub, %id, attempts = m.attempts, %error, "Gave up on a webhook message; dead-lettered it.");
                 } else {
                     m.next_at = now.plus(crate::center::backoff(m.attempts, initial, max));
@@ -547,6 +542,22 @@ impl Webhooks {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Ends a message: its file in `area` (`sent` or `dead`, written before the pending one is
+    /// removed, so a crash in between leaves it in both and it is never sent again), counted
+    /// under `outcome`.
+    fn finish(&self, sub: &str, id: &str, area: &str, bytes: &[u8], outcome: &str) -> Result<()> {
+        crate::store::write_atomic(&self.path(area, sub, id), bytes)?;
+        remove(&self.path("pending", sub, id))?;
+        self.lock_pending().remove(&(sub.to_owned(), id.to_owned()));
+        self.inner.metrics.pending.with_label_values(&[sub]).dec();
+        self.inner
+            .metrics
+            .messages
+            .with_label_values(&[sub, outcome])
+            .inc();
         Ok(())
     }
 
@@ -652,5 +663,85 @@ fn remove(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use aispm_runtime::clock::ManualClock;
+    use aispm_runtime::kafka::KafkaConfig;
+
+    fn outbox(dir: &Path) -> Webhooks {
+        let subs = config::parse(
+            "[[subscription]]\nid = \"s\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nevents = [\"report.delivered\"]\n",
+            |_| None,
+        )
+        .unwrap();
+        let metrics = Metrics::new("reporter").unwrap();
+        let producer = KafkaConfig::local("127.0.0.1:9")
+            .producer_config()
+            .create()
+            .unwrap();
+        let dlq = DeadLetters::new(producer, "dlq", &metrics).unwrap();
+        Webhooks::open(subs, dir, ManualClock::new(Timestamp(1_000)), dlq, &metrics).unwrap()
+    }
+
+    fn delivered(n: u32) -> Notification {
+        Notification::new(
+            Kind::ReportDelivered,
+            "acme",
+            Timestamp(0),
+            &format!("r1/attempt/{n}"),
+            "s".into(),
+            json!({}),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_outbox_survives_restarts_and_never_queues_a_change_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = outbox(dir.path());
+        assert_eq!(w.notify(&delivered(1)).unwrap(), 1);
+        assert_eq!(w.notify(&delivered(1)).unwrap(), 0, "already pending");
+        let other = Notification {
+            kind: Kind::BlockerOpened,
+            ..delivered(2)
+        };
+        assert_eq!(w.notify(&other).unwrap(), 0, "no subscription wants it");
+        drop(w);
+
+        // A restart finds it pending; once sent, a restart forgets it and the same change is
+        // not queued again.
+        let w = outbox(dir.path());
+        assert_eq!(w.pending(), 1);
+        let m = w.lock_pending().values().next().cloned().unwrap();
+        w.settle(m, Ok(())).await.unwrap();
+        assert_eq!(w.pending(), 0);
+        assert_eq!(w.notify(&delivered(1)).unwrap(), 0, "already sent");
+        drop(w);
+        assert_eq!(outbox(dir.path()).pending(), 0);
+
+        // A crash between writing `sent/` and removing `pending/` leaves both: the restart
+        // drops the pending copy instead of sending it again.
+        let w = outbox(dir.path());
+        w.notify(&delivered(3)).unwrap();
+        let id = delivered(3).id;
+        crate::store::write_atomic(&w.path("sent", "s", &id), b"").unwrap();
+        drop(w);
+        let w = outbox(dir.path());
+        assert_eq!(w.pending(), 0);
+        assert!(!w.path("pending", "s", &id).exists());
+
+        // A failed attempt is kept with its attempt count and next time.
+        w.notify(&delivered(4)).unwrap();
+        let m = w.lock_pending().values().next().cloned().unwrap();
+        w.settle(m, Err("HTTP 503".into())).await.unwrap();
+        drop(w);
+        let w = outbox(dir.path());
+        let m = w.lock_pending().values().next().cloned().unwrap();
+        assert_eq!((m.attempts, m.last_error.as_deref()), (1, Some("HTTP 503")));
+        assert_eq!(m.next_at, Timestamp(1_000 + 5_000));
     }
 }
