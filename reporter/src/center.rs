@@ -109,12 +109,6 @@ pub fn providers_mailed(
         .collect()
 }
 
-/// The delay before attempt `n + 1` after attempt `n` failed: doubling from `initial`.
-pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
-    initial.saturating_mul(factor).min(max)
-}
-
 /// Generates, delivers and records reports.
 #[derive(Debug)]
 pub struct Center {
@@ -384,7 +378,7 @@ impl Center {
                     r.next_attempt_at = None;
                 } else {
                     r.status = Status::Retrying;
-                    r.next_attempt_at = Some(now.plus(backoff(
+                    r.next_attempt_at = Some(now.plus(crate::schedule::backoff(
                         n as u32,
                         self.settings.retry_initial,
                         self.settings.retry_max,
@@ -673,15 +667,5 @@ mod tests {
             BTreeMap::from([("acme-smtp".to_owned(), vec!["ciso@acme.example".to_owned()])])
         );
         assert!(providers_mailed(&providers, &["intruder@evil.example".to_owned()]).is_empty());
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let s = Duration::from_secs;
-        assert_eq!(backoff(1, s(30), s(600)), s(30));
-        assert_eq!(backoff(2, s(30), s(600)), s(60));
-        assert_eq!(backoff(3, s(30), s(600)), s(120));
-        assert_eq!(backoff(6, s(30), s(600)), s(600));
-        assert_eq!(backoff(99, s(30), s(600)), s(600));
     }
 }

@@ -149,3 +149,25 @@ pub fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> DateTime<U
         }
     }
 }
+
+/// When a failed attempt is retried (report deliveries, webhook messages): the delay before
+/// attempt `n + 1` after attempt `n` failed, doubling from `initial` up to `max`.
+pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
+    initial.saturating_mul(factor).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(1, s(30), s(600)), s(30));
+        assert_eq!(backoff(2, s(30), s(600)), s(60));
+        assert_eq!(backoff(3, s(30), s(600)), s(120));
+        assert_eq!(backoff(6, s(30), s(600)), s(600));
+        assert_eq!(backoff(99, s(30), s(600)), s(600));
+    }
+}

@@ -530,7 +530,7 @@ impl Webhooks {
                     self.finish(&sub, &id, "dead", &serde_json::to_vec(&m)?, "dead_lettered")?;
                     tracing::error!(subscription = %sub, %id, attempts = m.attempts, %error, "Gave up on a webhook message; dead-lettered it.");
                 } else {
-                    m.next_at = now.plus(crate::center::backoff(m.attempts, initial, max));
+                    m.next_at = now.plus(crate::schedule::backoff(m.attempts, initial, max));
                     crate::store::write_atomic(&pending, &serde_json::to_vec(&m)?)?;
                     tracing::warn!(subscription = %sub, %id, attempts = m.attempts, %error, next_at = %m.next_at, "A webhook delivery failed; it will be retried.");
                     self.inner
