@@ -65,16 +65,18 @@ static SERVICE: LazyLock<Service> = LazyLock::new(|| {
         .expect("a producer (it connects lazily)")
     });
     let topics_ready = Arc::new(AtomicBool::new(true));
-    let app = Arc::new(App {
+    // The service's own constructor (quotas, deadlines, clock tolerance as configured), with
+    // one parse slot and a one-second Retry-After.
+    let mut app = App::new(
+        &config,
         auth,
-        publisher: Arc::new(publisher),
-        metrics: ingest_metrics,
-        parse_slots: tokio::sync::Semaphore::new(1),
-        topics_ready: Arc::clone(&topics_ready),
-        max_body_bytes: config.max_body_bytes,
-        max_batch_events: config.max_batch_events,
-        retry_after_secs: 1,
-    });
+        Arc::new(publisher),
+        ingest_metrics,
+        Arc::clone(&topics_ready),
+    );
+    app.parse_slots = tokio::sync::Semaphore::new(1);
+    app.retry_after_secs = 1;
+    let app = Arc::new(app);
     Service {
         runtime,
         router: api::router(app),
