@@ -260,3 +260,24 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         })
         .sum()
 }
+
+/// Runs `cmd` to the end and returns its standard output parsed as JSON; panics when the
+/// command fails (naming `context`, with its stdout and stderr) or prints something else.
+pub fn run_json(cmd: &mut std::process::Command, context: &str) -> serde_json::Value {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{context}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{context}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{context}: stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

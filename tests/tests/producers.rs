@@ -5,7 +5,7 @@
 
 use aispm_ingest::otlp::{self, pb};
 use aispm_tests::demo::{GATEWAY_TOKEN, Pipeline, TENANT, TENANT_TOKEN};
-use aispm_tests::process::venv_python;
+use aispm_tests::process::{run_json, venv_python};
 use prost::Message as _;
 use serde_json::{Value, json};
 use std::io::Write as _;
@@ -79,22 +79,15 @@ async fn otel_spans_and_cloudevents_become_decisions_and_bad_envelopes_are_refus
     let traces = format!("{}/v1/traces", p.ingest.http);
 
     // 1. The real OpenTelemetry SDK (protobuf, gzip) exporting an agent's invocation.
-    let out = Command::new(venv_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/otel_agent.py"
-        ))
-        .args(["--endpoint", &traces, "--token", GATEWAY_TOKEN, "--gzip"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        p.ingest.log_tail()
+    let run = run_json(
+        Command::new(venv_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/otel_agent.py"
+            ))
+            .args(["--endpoint", &traces, "--token", GATEWAY_TOKEN, "--gzip"]),
+        &format!("otel_agent.py (ingest log:\n{})", p.ingest.log_tail()),
     );
-    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("otel_agent: {run}");
     let trace = hex::decode(run["trace_id"].as_str().unwrap()).unwrap();
     let id_of = |name: &str| {
@@ -354,18 +347,12 @@ async fn otel_spans_and_cloudevents_become_decisions_and_bad_envelopes_are_refus
     // 5. The producer guide's other examples, as a user runs them: Python over HTTP and
     // Python over Kafka (confluent-kafka, fastavro, single-object framing, murmur2).
     let example = |name: &str, args: &[&str]| {
-        let out = Command::new(venv_python())
-            .arg(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR")))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let v = run_json(
+            Command::new(venv_python())
+                .arg(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR")))
+                .args(args),
+            name,
         );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         println!("{name}: {v}");
         v
     };
@@ -407,22 +394,16 @@ async fn otel_spans_and_cloudevents_become_decisions_and_bad_envelopes_are_refus
     // class does not define.
     p.emit("open").unwrap();
     let findings = wait_findings(&p, 10).await;
-    let out = Command::new(venv_python())
-        .args([
+    let check = run_json(
+        Command::new(venv_python()).args([
             "-c",
             OCSF_CHECK,
             &p.broker.bootstrap(),
             "aispm.ocsf.v1",
             &findings.len().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        "the OCSF check (py-ocsf-models)",
     );
-    let check: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("ocsf: {check}");
     assert_eq!(check["errors"], json!([]), "{check}");
     let keys: Vec<&str> = check["keys"]
