@@ -381,7 +381,11 @@ impl Webhooks {
             return Ok(());
         }
         for s in &self.inner.subscriptions {
-            tracing::info!(subscription = %s.id, url = %s.url, events = ?s.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(), retry_for = ?s.retry_for, "Webhook subscription.");
+            // Only the origin: a Slack incoming-webhook URL's path is itself a secret.
+            let origin = reqwest::Url::parse(&s.url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default();
+            tracing::info!(subscription = %s.id, %origin, events = ?s.events.iter().map(|k| k.as_str()).collect::<Vec<_>>(), retry_for = ?s.retry_for, "Webhook subscription.");
         }
         // The SLA clock resumes where it stopped; on a first start it begins now (no message
         // for findings that were overdue before the first start).
@@ -470,6 +474,8 @@ impl Webhooks {
             .send()
             .await
             .map_err(|e| {
+                // Without the URL: it may carry a secret (Slack's does) into logs and the DLQ.
+                let e = e.without_url();
                 format!(
                     "{e}: {}",
                     std::error::Error::source(&e)
