@@ -23,6 +23,8 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 SERIOUS = {"serious", "critical"}
 
@@ -75,6 +77,19 @@ class Run:
         url = self.driver.current_url
         return url[len(self.base):] if url.startswith(self.base) else url
 
+    def follow(self, element):
+        """Clicks element and waits until the browser has left the page it was on: a click
+        returns before the navigation it starts, so reading the URL at once can race it."""
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        what = f"<{element.tag_name}> {element.text.strip()!r}"
+        element.click()
+        try:
+            wait = WebDriverWait(self.driver, 30)
+            wait.until(expected_conditions.staleness_of(page))
+            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        except WebDriverException as e:
+            self.fail(f"the click on {what} did not load a page in 30 s: {e.msg}")
+
     def text(self):
         return self.driver.find_element(By.TAG_NAME, "body").text
 
@@ -126,7 +141,8 @@ class Run:
         self.check(self.path() == "/sign-in", f"signed out, /t/{t} led to {self.path()}")
         self.audit("sign-in")
         d.find_element(By.ID, "token").send_keys(a.token)
-        d.find_element(By.CSS_SELECTOR, "form[action='/sign-in'] button[type=submit]").click()
+        self.follow(d.find_element(By.CSS_SELECTOR,
+                                    "form[action='/sign-in'] button[type=submit]"))
         self.check(self.path() == f"/t/{t}", f"signed in, landed on {self.path()}")
         self.check(f"Tenant {a.tenant}" in self.text(), "the overview names the tenant")
         self.check(a.token not in d.page_source, "the token is not on the page")
@@ -141,14 +157,17 @@ class Run:
         link = d.find_elements(By.CSS_SELECTOR,
                                f"ol.blockers a[href*='{quote(a.finding, safe='')}']")
         if self.check(link, f"a blocker links to {a.finding}"):
-            link[0].click()
+            self.follow(link[0])
             self.check(self.path().startswith(f"/t/{t}/finding?id="), f"on {self.path()}")
             self.check(a.finding in self.text(), "the finding page names the finding")
+            factors = d.find_elements(By.CSS_SELECTOR, "table.risk tbody tr")
+            self.check(len(factors) == 7 and "Why its risk is" in self.text(),
+                       f"the finding page explains its risk score with 7 factors, not {len(factors)}")
             self.audit("finding")
             events = d.find_elements(By.CSS_SELECTOR, "ol.events a")
             if self.check(events, "the finding lists the events behind it"):
                 event_id = events[0].text.strip()
-                events[0].click()
+                self.follow(events[0])
                 self.check(self.path().startswith(f"/t/{t}/event?id="),
                            f"the event {event_id} opens its decision: {self.path()}")
                 self.check(event_id in self.text(), "the decision page names the decision")
@@ -172,7 +191,7 @@ class Run:
         self.driver.get(self.base + f"/t/{t}/coverage?shadow_ai=true")
         agent = d.find_elements(By.XPATH, "//td/a[normalize-space(.)='%s']" % a.shadow_agent)
         if self.check(agent, f"the shadow agent {a.shadow_agent} is listed"):
-            agent[0].click()
+            self.follow(agent[0])
             self.check("shadow_ai" in self.text(), "the asset row shows shadow_ai")
             self.check("What it acted for and with" in self.text(),
                        "the agent's page shows what it acted for and with")

@@ -165,7 +165,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1
 anon_kb() { awk '/^RssAnon:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 CSV="$WORK/samples.csv"
-echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_kafka,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory,anon_kb_ingest,anon_kb_projector,anon_kb_gatekeeper,anon_kb_reporter,anon_kb_kafka" > "$CSV"
+echo "seconds,rss_kb_ingest,rss_kb_projector,rss_kb_gatekeeper,rss_kb_reporter,rss_kb_kafka,ingest_accepted,projector_applied,projector_lag,gatekeeper_lag,reporter_lag,backlog,projector_state_bytes,reports_generated,projector_block_cache,projector_memtables,projector_table_readers,reporter_views_db_memory,anon_kb_ingest,anon_kb_projector,anon_kb_gatekeeper,anon_kb_reporter,anon_kb_kafka,projector_key_filter" > "$CSV"
 START=$(date +%s)
 END=$((START + MINUTES * 60))
 sample() {
@@ -178,7 +178,7 @@ sample() {
   local accepted applied
   accepted=$(metric aispm_ingest_events_total 'outcome="accepted"' <<< "$m_i")
   applied=$(metric aispm_projector_events_total 'outcome="applied"' <<< "$m_p")
-  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$KAFKA_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r"),$(anon_kb "${PID[ingest]}"),$(anon_kb "${PID[projector]}"),$(anon_kb "${PID[gatekeeper]}"),$(anon_kb "${PID[reporter]}"),$(anon_kb "$KAFKA_PID")" >> "$CSV"
+  echo "$now,$(rss_kb "${PID[ingest]}"),$(rss_kb "${PID[projector]}"),$(rss_kb "${PID[gatekeeper]}"),$(rss_kb "${PID[reporter]}"),$(rss_kb "$KAFKA_PID"),$accepted,$applied,$(metric aispm_projector_consumer_lag_messages '' <<< "$m_p"),$(metric aispm_gatekeeper_consumer_lag_messages '' <<< "$m_g"),$(metric aispm_reporter_consumer_lag_messages '' <<< "$m_r"),$((accepted - applied)),$(du -sb "$WORK/state/projector" | cut -f1),$(metric aispm_reporter_reports_generated_total '' <<< "$m_r"),$(metric aispm_projector_state_memory_bytes 'part="block_cache"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="memtables"' <<< "$m_p"),$(metric aispm_projector_state_memory_bytes 'part="table_readers"' <<< "$m_p"),$(metric aispm_reporter_views_db_memory_bytes '' <<< "$m_r"),$(anon_kb "${PID[ingest]}"),$(anon_kb "${PID[projector]}"),$(anon_kb "${PID[gatekeeper]}"),$(anon_kb "${PID[reporter]}"),$(anon_kb "$KAFKA_PID"),$(metric aispm_projector_state_memory_bytes 'part="key_filter"' <<< "$m_p")" >> "$CSV"
 }
 NEXT_REPORT=$((START + REPORT_EVERY))
 REPORTS_OK=0

@@ -347,6 +347,8 @@ pub fn blockers(chrome: &Chrome<'_>, tenant: &str, stage: &str, v: &Value) -> Ma
         chrome,
         html! {
             h1 { "Blockers of " (tenant) " for " (stage) " " (verdict_badge(v["ready"].as_bool().unwrap_or(false))) }
+            // The list titles each blocker with an h3, as on the overview under its stage's h2.
+            h2 { "What stands between " (tenant) " and " (stage) }
             (blocker_list(tenant, stage, v))
         },
     )
@@ -432,6 +434,8 @@ pub struct FindingFilter {
     pub sla: Option<String>,
     /// A resource the finding is about (one part of its subject: an agent, control, tool…).
     pub about: Option<String>,
+    /// `risk` (the projector's default: highest risk first) or `id`.
+    pub sort: Option<String>,
     pub after: Option<String>,
 }
 
@@ -448,6 +452,7 @@ impl FindingFilter {
             ("owner", self.owner.as_deref()),
             ("sla", self.sla.as_deref()),
             ("about", self.about.as_deref()),
+            ("sort", self.sort.as_deref()),
             ("after", after),
         ])
     }
@@ -487,14 +492,22 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &Findin
                 label { "Rule " input type="text" name="rule" value=(filter.rule.clone().unwrap_or_default()); }
                 label { "Owner " input type="text" name="owner" value=(filter.owner.clone().unwrap_or_default()); }
                 label { "About " input type="text" name="about" value=(filter.about.clone().unwrap_or_default()); }
+                label { "Order "
+                    select name="sort" {
+                        option value="" selected[filter.sort.as_deref().is_none_or(|s| s.is_empty() || s == "risk")] { "highest risk first" }
+                        option value="id" selected[selected(&filter.sort, "id")] { "by finding id" }
+                    }
+                }
                 button type="submit" { "Filter" }
             }
-            p { (rows.len()) " findings on this page" @if filter.after.is_some() { " (not the first)" } "." }
+            p { (rows.len()) " findings on this page" @if filter.after.is_some() { " (not the first)" }
+                @if filter.sort.as_deref() != Some("id") { ", highest risk first" } "." }
             table {
-                thead { tr { th { "Finding" } th { "Severity" } th { "Status" } th { "Owner" } th { "SLA" } th { "Occurrences" } th { "Last seen" } } }
+                thead { tr { th { "Risk" } th { "Finding" } th { "Severity" } th { "Status" } th { "Owner" } th { "SLA" } th { "Occurrences" } th { "Last seen" } } }
                 tbody {
                     @for f in &rows {
                         tr {
+                            td.risk title=(risk_summary(&f["risk"])) { strong { (text(&f["risk"]["score"])) } }
                             td { a href={ "/t/" (encode(tenant)) "/finding?id=" (encode(&text(&f["finding_id"]))) } { (text(&f["title"])) } br; code.small { (text(&f["finding_id"])) } }
                             td { span class={ "sev " (text(&f["severity"])) } { (text(&f["severity"])) } }
                             td { (text(&f["status"])) }
@@ -819,17 +832,41 @@ pub fn fields(tenant: &str, v: &Value) -> Markup {
     }
 }
 
+/// A risk score's factors in one line (`severity critical +35, …`), for a tooltip.
+fn risk_summary(risk: &Value) -> String {
+    serde_json::from_value::<aispm_schemas::RiskScore>(risk.clone())
+        .map(|r| r.explain())
+        .unwrap_or_default()
+}
+
 /// One finding, with every event behind it.
 pub fn finding(chrome: &Chrome<'_>, tenant: &str, f: &Value, events: &Value) -> Markup {
     let id = text(&f["finding_id"]);
+    // Every field but the risk, which has its own table.
+    let mut rest = f.clone();
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("risk");
+    }
     layout(
         &id,
         chrome,
         html! {
             h1 { (text(&f["title"])) }
-            p { code { (id) } " · " span class={ "sev " (text(&f["severity"])) } { (text(&f["severity"])) }
+            p { code { (id) } " · risk " strong { (text(&f["risk"]["score"])) } " · "
+                span class={ "sev " (text(&f["severity"])) } { (text(&f["severity"])) }
                 " · " (text(&f["status"])) " · SLA " (text(&f["sla_state"])) }
-            (fields(tenant, f))
+            h2 { "Why its risk is " (text(&f["risk"]["score"])) }
+            table.risk {
+                caption { "Each factor's points; they add up to the score (0 to 100)." }
+                thead { tr { th scope="col" { "Factor" } th scope="col" { "What it read" } th scope="col" { "Points" } } }
+                tbody {
+                    @for x in f["risk"]["factors"].as_array().into_iter().flatten() {
+                        tr { th scope="row" { (text(&x["factor"]).replace('_', " ")) } td { (text(&x["value"])) } td { (text(&x["points"])) } }
+                    }
+                }
+            }
+            h2 { "Fields" }
+            (fields(tenant, &rest))
             h2 { "Events behind it" }
             @let list = events["events"].as_array().cloned().unwrap_or_default();
             @if list.is_empty() { p { "No event is recorded for this finding." } }

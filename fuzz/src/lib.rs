@@ -6,8 +6,8 @@
 //! runs before it reads its corpus directories); `scripts/fuzz.sh` sets it and passes the
 //! directory as a second corpus.
 
-use aispm_ingest::load::LoadGen;
-use aispm_ingest::scenario::{self, Phase};
+use aispm_tools::load::LoadGen;
+use aispm_tools::scenario::{self, Phase};
 use aispm_schemas::codec::{encode_confluent, encode_single_object};
 use aispm_schemas::*;
 use serde_json::{Value, json};

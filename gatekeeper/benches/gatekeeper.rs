@@ -152,6 +152,7 @@ fn finding(id: &str, severity: Risk, due: Timestamp) -> ViewRow {
         first_occurrence_at: Timestamp(0),
         last_occurrence_at: Timestamp(0),
         environments: Vec::new(),
+        risk: Default::default(),
     })
 }
 

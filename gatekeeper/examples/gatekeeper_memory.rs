@@ -104,6 +104,7 @@ fn finding(
         first_occurrence_at: Timestamp(at),
         last_occurrence_at: Timestamp(at),
         environments: Vec::new(),
+        risk: Default::default(),
     })
 }
 

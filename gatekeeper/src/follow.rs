@@ -18,7 +18,8 @@ use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, KafkaMetrics};
-use aispm_schemas::views::{ViewName, ViewOp};
+use aispm_schemas::keys::ViewKey;
+use aispm_schemas::views::ViewOp;
 use aispm_schemas::{Blocker, Codec, Readiness, Topics, ViewChange};
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
@@ -442,28 +443,15 @@ impl Follower {
         let (tenant, view, key, row) = match m.payload() {
             // A Kafka tombstone: the row named by the record key is gone.
             None => {
-                let parsed = m
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| {
-                        let (tenant, rest) = k.split_once('/')?;
-                        let (view, row_key) = rest.split_once('/')?;
-                        Some((
-                            tenant.to_owned(),
-                            ViewName::from_symbol(view)?,
-                            row_key.to_owned(),
-                        ))
-                    });
+                let parsed = match m.key().map(std::str::from_utf8) {
+                    Some(Ok(k)) => ViewKey::parse(k).map_err(|e| e.to_string()),
+                    _ => Err("a tombstone whose key is missing or not UTF-8".to_owned()),
+                };
                 match parsed {
-                    Some((t, v, k)) => (t, v, k, None),
-                    None => {
+                    Ok(k) => (k.tenant.to_owned(), k.view, k.row.to_owned(), None),
+                    Err(why) => {
                         return self
-                            .dead_letter(
-                                m,
-                                DlqStage::Validate,
-                                "malformed_key",
-                                "a tombstone whose key is not {tenant}/{view}/{row key}".into(),
-                            )
+                            .dead_letter(m, DlqStage::Validate, "malformed_key", why)
                             .await;
                     }
                 }

@@ -10,8 +10,9 @@ use crate::metrics::GatekeeperMetrics;
 use crate::readiness::{Change, Record};
 use crate::{Error, Result};
 use aispm_runtime::kafka::partition_for;
+use aispm_runtime::publish::{Outgoing, WhenFull, send_acked};
 use aispm_schemas::Codec;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::time::Duration;
 
 /// Sends changes and waits for their acknowledgements.
@@ -107,15 +108,20 @@ impl Publisher {
             .iter()
             .map(|c| self.encode(c))
             .collect::<Result<Vec<_>>>()?;
-        let sends = encoded.iter().map(|e| {
-            let mut record: FutureRecord<'_, str, [u8]> =
-                FutureRecord::to(e.topic).key(e.key).partition(e.partition);
-            if let Some(v) = &e.value {
-                record = record.payload(v);
-            }
-            self.producer.send(record, Duration::from_secs(30))
-        });
-        let results = futures::future::join_all(sends).await;
+        let records = encoded
+            .iter()
+            .map(|e| {
+                Outgoing::new(e.topic, Some(e.key.as_bytes()), e.value.as_deref())
+                    .partition(e.partition)
+            })
+            .collect();
+        let results = send_acked(
+            &self.producer,
+            records,
+            WhenFull::Wait(Duration::from_secs(30)),
+        )
+        .await
+        .outcomes(encoded.len());
         let acked_ms = aispm_schemas::Timestamp::now().millis();
         let mut failed = Vec::new();
         for (i, (result, (e, c))) in results
@@ -141,7 +147,7 @@ impl Publisher {
                             .observe((acked_ms - since).max(0) as f64 / 1000.0);
                     }
                 }
-                Err((err, _)) => {
+                Err(err) => {
                     self.metrics
                         .publish_errors
                         .with_label_values(&[e.label])

@@ -16,6 +16,7 @@ use crate::config::DEFAULT_TRACKED_EVIDENCE;
 use crate::metrics::GatekeeperMetrics;
 use crate::rules::{self, Policy};
 use crate::state::{RowCounts, TenantState, WrongRow};
+use aispm_schemas::keys::{BlockerKey, ReadinessKey};
 use aispm_schemas::views::{ViewName, ViewRow};
 use aispm_schemas::{Blocker, Readiness, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -279,24 +280,31 @@ impl Engine {
     ) {
         let mut recovered: HashMap<String, Published> = HashMap::new();
         for (key, value) in blockers {
-            let Some((tenant, stage, id)) = split_key(&key) else {
-                tracing::warn!(%key, "Ignored a blocker record with a malformed key.");
-                continue;
+            let k = match BlockerKey::parse(&key) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Ignored a blocker record with a malformed key.");
+                    continue;
+                }
             };
-            let slot =
-                &mut recovered.entry(tenant.to_owned()).or_default().stages[stage.index()].blockers;
+            let slot = &mut recovered.entry(k.tenant.to_owned()).or_default().stages
+                [k.stage.index()]
+            .blockers;
             match value {
-                Some(b) => slot.insert(id.to_owned(), b),
-                None => slot.remove(id),
+                Some(b) => slot.insert(k.blocker_id.to_owned(), b),
+                None => slot.remove(k.blocker_id),
             };
         }
         for (key, value) in readiness {
-            let padded = format!("{key}/-");
-            let Some((tenant, stage, _)) = split_key(&padded) else {
-                tracing::warn!(%key, "Ignored a readiness record with a malformed key.");
-                continue;
+            let k = match ReadinessKey::parse(&key) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Ignored a readiness record with a malformed key.");
+                    continue;
+                }
             };
-            recovered.entry(tenant.to_owned()).or_default().stages[stage.index()].readiness = value;
+            recovered.entry(k.tenant.to_owned()).or_default().stages[k.stage.index()].readiness =
+                value;
         }
         for (tenant, p) in recovered {
             if self.tenants.contains_key(&tenant) {
@@ -655,13 +663,6 @@ fn mark(dirty: &mut HashMap<String, Trigger>, tenant: &str, trigger: Trigger) {
     }
 }
 
-/// Splits `{tenant}/{stage}/{rest}`.
-pub fn split_key(key: &str) -> Option<(&str, Stage, &str)> {
-    let (tenant, rest) = key.split_once('/')?;
-    let (stage, id) = rest.split_once('/')?;
-    Some((tenant, stage.parse().ok()?, id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1005,15 +1006,5 @@ mod tests {
             text.contains("aispm_gatekeeper_evidence_untracked_total 3"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn keys_split_into_tenant_stage_and_id() {
-        assert_eq!(
-            split_key("acme/production/finding_overdue/R1:jira/create"),
-            Some(("acme", Stage::Production, "finding_overdue/R1:jira/create"))
-        );
-        assert_eq!(split_key("acme/nostage/x"), None);
-        assert_eq!(split_key("acme"), None);
     }
 }

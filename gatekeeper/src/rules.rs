@@ -729,6 +729,7 @@ pub(crate) mod tests {
             first_occurrence_at: Timestamp(0),
             last_occurrence_at: Timestamp(0),
             environments: Vec::new(),
+            risk: Default::default(),
         }
     }
 

@@ -14,14 +14,14 @@
 //! `AISPM_BENCH_CLIENTS_100` (default 8), `AISPM_BENCH_CLIENTS_1000` (default 4),
 //! `AISPM_BENCH_OVERLOAD_CLIENTS` (default 128), `AISPM_BENCH_RAW_EVENTS` (default 300000).
 
-use aispm_ingest::load::LoadGen;
-use aispm_ingest::publish::{self, topic_for};
+use aispm_ingest::publish;
 use aispm_runtime::kafka::{KafkaConfig, TopicSpec};
-use aispm_schemas::{Codec, InputEvent, Topics};
+use aispm_schemas::{Codec, InputEvent, InputKind, Topics};
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::kafka::random_prefix;
 use aispm_tests::process::Service;
+use aispm_tools::load::LoadGen;
 use anyhow::{Context, Result, bail};
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -183,11 +183,7 @@ async fn raw_producer(brokers: &str, n: usize) -> Result<(f64, f64)> {
     let kafka = KafkaConfig::local(brokers);
     kafka
         .ensure_topics(
-            &[
-                TopicSpec::events(&topics.decisions),
-                TopicSpec::events(&topics.approvals),
-                TopicSpec::events(&topics.registry),
-            ],
+            &InputKind::ALL.map(|k| TopicSpec::events(k.topic(&topics))),
             Duration::from_secs(30),
         )
         .await?;
@@ -202,7 +198,7 @@ async fn raw_producer(brokers: &str, n: usize) -> Result<(f64, f64)> {
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(n);
     for r in &encoded {
-        let record = FutureRecord::to(topic_for(&topics, r.kind))
+        let record = FutureRecord::to(r.kind.topic(&topics))
             .key(r.tenant_id.as_bytes())
             .payload(&r.payload[..]);
         match producer.send_result(record) {

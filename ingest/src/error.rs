@@ -1,8 +1,8 @@
-//! Errors of the ingest service and the emit tool.
+//! Errors of the ingest service.
 
 use rdkafka::error::KafkaError;
 
-/// What can stop the service or the emit tool. Per-request failures (invalid events, refused
+/// What can stop the service. Per-request failures (invalid events, refused
 /// tokens, backpressure) are answered over HTTP and never become an `Error`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,11 +13,6 @@ pub enum Error {
     Kafka(#[from] KafkaError),
     #[error("encoding an event: {0}")]
     Encode(#[from] aispm_schemas::EncodeError),
-    #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-    /// The ingest API refused what `emit` sent (a 4xx other than 429).
-    #[error("the ingest API answered {status}: {body}")]
-    Refused { status: u16, body: String },
     #[error("configuration: {0}")]
     Config(String),
     #[error("I/O: {0}")]

@@ -8,10 +8,8 @@
 //! and answers `202` only once the broker acknowledged every record. Two budgets (events in
 //! flight, body bytes buffered) bound memory: past them the answer is `429` with `Retry-After`.
 //!
-//! `aispm-ingest emit` is the scenario and load generator: the demo scenario (a tenant with
-//! shadow agents, a risky MCP tool, a shadow-mode control, an expired exception and stale
-//! evidence, then the events that clear each blocker) and random load for N tenants at a rate,
-//! over HTTP or straight to Kafka.
+//! The binary's `emit` subcommand (the demo scenario or load, over HTTP or to Kafka) is
+//! `aispm-tools`' [`aispm_tools::emit`]: the generators live in that crate, not in the service.
 //!
 //! # Layout
 //! - [`config`]: the service's flags (`--http-addr`, body and budget limits, produce timeout).
@@ -23,22 +21,17 @@
 //! - [`publish`]: Avro encoding, the idempotent producer, acknowledgements, budgets, the
 //!   broker probe behind `/readyz`.
 //! - [`metrics`]: requests and events by outcome and reason, produce latency, queue depth.
-//! - [`scenario`]: the demo scenario, phase by phase; [`load`]: random realistic events.
-//! - [`emit`]: the `emit` subcommand: rate, batching, HTTP or Kafka target, retries.
 //! - [`error`]: the crate's `Error`.
 
 pub mod api;
 pub mod body;
 pub mod cloudevents;
 pub mod config;
-pub mod emit;
 pub mod error;
 pub mod item;
-pub mod load;
 pub mod metrics;
 pub mod otlp;
 pub mod publish;
-pub mod scenario;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -107,11 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let shutdown = tasks.token();
         let health = health.clone();
         tasks.spawn_once("topics", async move {
-            let specs = [
-                TopicSpec::events(&topics.decisions),
-                TopicSpec::events(&topics.approvals),
-                TopicSpec::events(&topics.registry),
-            ];
+            let specs = aispm_schemas::InputKind::ALL.map(|k| TopicSpec::events(k.topic(&topics)));
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),

@@ -1,7 +1,7 @@
 //! `aispm-ingest`: serves `POST /v1/events`, or with `emit` sends the demo scenario or load.
 
-use aispm_ingest::emit::{self, EmitArgs};
 use aispm_ingest::{Config, SERVICE};
+use aispm_tools::emit::{self, EmitArgs};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

@@ -8,15 +8,13 @@ use crate::metrics::IngestMetrics;
 use crate::{Error, Result};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, is_transient};
-use aispm_schemas::topics::record_headers;
-use aispm_schemas::{Codec, InputEvent, Topics};
-use futures::future::join_all;
+use aispm_runtime::publish::{Outgoing, Sent, WhenFull, is_queue_full, send_acked};
+use aispm_schemas::{Codec, InputEvent, InputKind, Topics};
 use prometheus::IntGauge;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::statistics::Statistics;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -32,8 +30,8 @@ const PROBE_FAILURES_FOR_DOWN: u32 = 2;
 /// One event ready to send: its input topic, key and Avro single-object bytes.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// `decision`, `approval` or `registry`.
-    pub kind: &'static str,
+    /// Its type, which decides its topic.
+    pub kind: InputKind,
     pub tenant_id: String,
     pub payload: Vec<u8>,
 }
@@ -43,27 +41,13 @@ pub fn encode(codec: &Codec, events: &[InputEvent]) -> Result<Vec<Encoded>> {
     events
         .iter()
         .map(|e| {
-            let payload = match e {
-                InputEvent::Decision(d) => codec.encode(d)?,
-                InputEvent::Approval(a) => codec.encode(a)?,
-                InputEvent::Registry(r) => codec.encode(r)?,
-            };
             Ok(Encoded {
-                kind: e.kind(),
+                kind: e.input_kind(),
+                payload: e.encode(codec)?,
                 tenant_id: e.tenant_id().to_owned(),
-                payload,
             })
         })
         .collect()
-}
-
-/// The input topic for an event type.
-pub fn topic_for<'a>(topics: &'a Topics, kind: &str) -> &'a str {
-    match kind {
-        "decision" => &topics.decisions,
-        "approval" => &topics.approvals,
-        _ => &topics.registry,
-    }
 }
 
 /// Why a batch was not acknowledged.
@@ -320,52 +304,35 @@ impl Publisher {
         }
         let started = Instant::now();
         let producer = self.producer();
-        let mut deliveries = Vec::with_capacity(records.len());
-        let mut refused = None;
-        for r in records {
-            let record = FutureRecord::to(topic_for(&self.topics, r.kind))
-                .key(r.tenant_id.as_bytes())
-                .payload(&r.payload[..])
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: record_headers::PRINCIPAL,
-                    value: Some(principal),
-                }));
-            match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((e, _)) => {
-                    refused = Some(e);
-                    break;
-                }
-            }
-        }
-        // Wait for what was sent even when a record was refused: those records occupy the
-        // queue (and the reservation) until the broker answers.
-        let sent = deliveries.len();
-        let mut failure = None;
-        for outcome in join_all(deliveries).await {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    failure.get_or_insert(e.to_string());
-                }
-                Err(_) => {
-                    failure.get_or_insert("the producer was closed".to_owned());
-                }
-            }
-        }
+        let outgoing = records
+            .iter()
+            .map(|r| {
+                Outgoing::new(
+                    r.kind.topic(&self.topics),
+                    Some(r.tenant_id.as_bytes()),
+                    Some(&r.payload),
+                )
+                .principal(principal)
+            })
+            .collect();
+        // A full queue is answered at once ("busy"), not waited out by the request. What was
+        // sent before a refusal is still awaited: it occupies the queue (and the reservation)
+        // until the broker answers.
+        let Sent { delivered, refused } = send_acked(&producer, outgoing, WhenFull::Refuse).await;
+        let sent = delivered.len();
+        let failure = delivered.into_iter().find_map(|d| {
+            d.err().map(|e| match e {
+                KafkaError::Canceled => "the producer was closed".to_owned(),
+                e => e.to_string(),
+            })
+        });
         let result = match (refused, failure) {
             // Refused before anything was sent: nothing of the request is written.
-            (Some(e), _)
-                if sent == 0 && e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-            {
-                Err(PublishError::QueueFull)
-            }
-            (Some(e), _) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                Err(PublishError::NotAcknowledged(format!(
-                    "the producer queue filled up after {sent} of {} records were sent",
-                    records.len()
-                )))
-            }
+            (Some(e), _) if sent == 0 && is_queue_full(&e) => Err(PublishError::QueueFull),
+            (Some(e), _) if is_queue_full(&e) => Err(PublishError::NotAcknowledged(format!(
+                "the producer queue filled up after {sent} of {} records were sent",
+                records.len()
+            ))),
             (Some(e), _) => Err(PublishError::NotAcknowledged(if is_transient(&e) {
                 format!("{e} (transient)")
             } else {

@@ -11,8 +11,10 @@
 //! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
 //!
 //! Every list route answers a page: at most `limit` rows (default and most [`LIST_PAGE`]) in
-//! key order, after `after` (the `next_cursor` of the page before; `null` on the last page).
-//! `/findings` filters by `status`, `severity`, `rule`, `owner` and `sla`, `/coverage` by `kind`
+//! key order, after `after` (the `next_cursor` of the page before; `null` on the last page);
+//! `/findings` comes highest risk first (`FindingRow::by_rank`; `sort=id` for key
+//! order), its cursor the last row's rank key.
+//! `/findings` filters by `status`, `severity`, `rule`, `owner`, `sla` and `about`, `/coverage` by `kind`
 //! and `shadow_ai`, `/evidence` by `signature_state`, `environment`, `synthetic`, the `agent`
 //! and `control` whose decision carried it and the time it was recorded (`since`, `until`).
 //!
@@ -124,6 +126,12 @@ fn table() -> openapi::Api<Api> {
                 "about",
                 Ty::String,
                 "Only findings about this resource (one part of the subject, or all of it).",
+            )
+            .query(
+                "sort",
+                Ty::one_of(["risk", "id"]),
+                "`risk` (default): highest risk score first (`FindingRow::by_rank`); \
+                 `id`: by finding id.",
             ),
     )
     .get(
@@ -436,13 +444,15 @@ struct FindingsQuery {
     sla: Option<String>,
     /// A resource the finding is about: one part of its subject ([`about`]).
     about: Option<String>,
+    /// `risk` (default) or `id`.
+    sort: Option<String>,
 }
 
 /// Whether a finding's subject names `resource`: as one of its parts (an agent, a control, a
 /// tool…, percent-decoded as [`finding_subject`] encoded them) or as the whole subject.
 pub fn about(subject: &str, resource: &str) -> bool {
-    let decode = |part: &str| part.replace("%2F", "/").replace("%25", "%");
-    subject.split('/').any(|p| decode(p) == resource) || decode(subject) == resource
+    let parts = finding_subject_parts(subject);
+    parts.iter().any(|p| p == resource) || parts.join("/") == resource
 }
 
 /// A finding's SLA state at `now` ([`clock::finding_sla`]): `on_track`, `overdue` (the
@@ -464,35 +474,127 @@ async fn findings(
     };
     let severity = one_of::<Risk>(q.severity.as_deref())?;
     let now = Timestamp::now();
-    list(
-        &api,
-        &headers,
-        &tenant,
-        ViewName::Findings,
-        "findings",
-        &page,
-        |r| match r {
-            ViewRow::Finding(f)
-                if status.is_none_or(|s| s == f.status)
-                    && severity.is_none_or(|s| s == f.severity)
-                    && q.rule.as_deref().is_none_or(|r| r == f.rule_id)
-                    && q.about.as_deref().is_none_or(|a| about(&f.subject, a))
-                    && q.owner
-                        .as_deref()
-                        .is_none_or(|o| f.owner.as_deref() == Some(o)) =>
-            {
-                if q.sla
-                    .as_deref()
-                    .is_some_and(|want| want != sla_state(&f, now))
-                {
-                    return None;
-                }
-                present(&api.windows, ViewRow::Finding(f), now)
+    let keep = move |f: &FindingRow| {
+        status.is_none_or(|s| s == f.status)
+            && severity.is_none_or(|s| s == f.severity)
+            && q.rule.as_deref().is_none_or(|r| r == f.rule_id)
+            && q.about.as_deref().is_none_or(|a| about(&f.subject, a))
+            && q.owner
+                .as_deref()
+                .is_none_or(|o| f.owner.as_deref() == Some(o))
+            && q.sla
+                .as_deref()
+                .is_none_or(|want| want == sla_state(f, now))
+    };
+    match q.sort.as_deref() {
+        None | Some("") | Some("risk") => {
+            check(&api, &headers, &tenant)?;
+            let (rows, next) = ranked_findings(&api.store, &tenant, &page, keep).await?;
+            let items: Vec<Value> = rows
+                .into_iter()
+                .filter_map(|f| present(&api.windows, ViewRow::Finding(f), now))
+                .collect();
+            Ok(Json(json!({
+                "tenant_id": tenant, "count": items.len(), "findings": items,
+                "sort": "risk", "next_cursor": next,
+            })))
+        }
+        Some("id") => {
+            list(
+                &api,
+                &headers,
+                &tenant,
+                ViewName::Findings,
+                "findings",
+                &page,
+                |r| match r {
+                    ViewRow::Finding(f) if keep(&f) => {
+                        present(&api.windows, ViewRow::Finding(f), now)
+                    }
+                    _ => None,
+                },
+            )
+            .await
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "sort: {other:?} is not one of risk, id"
+        ))),
+    }
+}
+
+/// A finding and its rank key, ordered by the key alone (unique per finding).
+struct Ranked(risk::RankKey, Box<FindingRow>);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// One page of a tenant's findings that `keep` keeps, ranked by risk
+/// ([`FindingRow::by_rank`]), after the rank key the cursor `after` names, and the
+/// cursor of the next page. Every finding row of the tenant is read (a page holds at most
+/// `limit + 1` of them at a time): the cost of a page grows with the tenant's findings.
+async fn ranked_findings(
+    store: &Arc<Store>,
+    tenant: &str,
+    page: &PageQuery,
+    keep: impl Fn(&FindingRow) -> bool + Send + 'static,
+) -> Result<(Vec<FindingRow>, Option<String>), ApiError> {
+    let limit = page.limit.unwrap_or(LIST_PAGE);
+    if limit == 0 || limit > LIST_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {LIST_PAGE}"
+        )));
+    }
+    let after = match &page.after {
+        Some(c) => Some(
+            decode_cursor(c)
+                .and_then(|b| risk::RankKey::decode(&b))
+                .ok_or_else(|| ApiError::bad_request("after: not a cursor this API returned"))?,
+        ),
+        None => None,
+    };
+    let prefix = columns::tenant_prefix(tenant);
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || -> crate::error::Result<_> {
+        // The `limit + 1` first by rank after the cursor: a max-heap whose top is the last.
+        let mut best: std::collections::BinaryHeap<Ranked> = std::collections::BinaryHeap::new();
+        store.for_each_prefix(columns::view_cf(ViewName::Findings), &prefix, |_, v| {
+            let ViewRow::Finding(f) = decode_row(ViewName::Findings, v)? else {
+                return Ok(());
+            };
+            let key = f.rank_key();
+            if after.as_ref().is_some_and(|a| &key <= a) || !keep(&f) {
+                return Ok(());
             }
-            _ => None,
-        },
-    )
+            if best.len() <= limit {
+                best.push(Ranked(key, Box::new(f)));
+            } else if best.peek().is_some_and(|top| key < top.0) {
+                best.pop();
+                best.push(Ranked(key, Box::new(f)));
+            }
+            Ok(())
+        })?;
+        let mut rows = best.into_sorted_vec();
+        let next = (rows.len() > limit).then(|| encode_cursor(&rows[limit - 1].0.encode()));
+        rows.truncate(limit);
+        Ok((rows.into_iter().map(|r| *r.1).collect(), next))
+    })
     .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// An exception's state at `now` ([`clock::exception_state`]): `active`, `expired`,

@@ -13,6 +13,12 @@ use std::collections::BTreeSet;
 pub struct Settings {
     /// Decisions per agent per minute above which the agent is runaway.
     pub runaway_per_minute: i64,
+    /// Attempts of the same call (action kind, tool, target) in a minute that make a loop.
+    pub loop_repeats: i64,
+    /// Denied decisions of one agent in a minute that make a denial storm.
+    pub denials_per_minute: i64,
+    /// Attempts of a call denied at least once in a minute that make a retry burst.
+    pub retries_per_minute: i64,
     /// A break-glass event reviewed this long or later after it was invoked (event time)
     /// raises a finding (`aispm_schemas::clock::review_in_time`).
     pub break_glass_review_ms: i64,
@@ -24,6 +30,9 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             runaway_per_minute: 120,
+            loop_repeats: 30,
+            denials_per_minute: 20,
+            retries_per_minute: 5,
             break_glass_review_ms: i64::try_from(
                 aispm_schemas::clock::DEFAULT_BREAK_GLASS_REVIEW_WINDOW.as_millis(),
             )
@@ -84,6 +93,35 @@ fn finding_dirty(ov: &mut Overlay<'_>, tenant: &str, rule: Rule, subject: &str) 
     ov.dirty(tenant, ViewName::Findings, rules::finding_id(rule, subject));
 }
 
+/// An agent's risk factors changed (its registration, data classes, privileged actions or
+/// reach): every finding whose risk reads them is derived again.
+fn agent_risk_changed(ov: &mut Overlay<'_>, tenant: &str, agent: &str, findings: BTreeSet<String>) {
+    for rule in [rules::SHADOW_AGENT, rules::AGENT_UNOWNED]
+        .iter()
+        .chain(rules::SIGNALS)
+    {
+        finding_dirty(ov, tenant, *rule, agent);
+    }
+    for id in findings {
+        ov.dirty(tenant, ViewName::Findings, id);
+    }
+}
+
+/// Notes that finding `id` is about `agent` (and a control), so that it is derived again when
+/// the agent's risk factors change.
+fn agent_finding(ov: &mut Overlay<'_>, tenant: &str, agent: &str, id: &str) -> Result<()> {
+    ov.update(
+        tenant,
+        Tag::Asset,
+        &format!("agent/{agent}"),
+        |a: &mut AssetAgg| {
+            if !a.findings.contains(id) {
+                a.findings.insert(id.to_owned());
+            }
+        },
+    )
+}
+
 /// Applies one (new, valid) event, asserted by principal `by` (the record's `aispm.principal`
 /// header: ingest's token name, or the reporter), which the rows it shapes keep as
 /// `asserted_by`.
@@ -142,9 +180,16 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     let allowed = d.verdict == Verdict::Allow;
     let shadow = d.mode == Mode::Shadow;
 
+    let linked = links(d);
+    let privileged = risk::privileged_action(d.action_kind.as_str());
     for (kind, id) in covered(d) {
         let key = format!("{kind}/{id}");
-        let runaway = ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
+        let (signalled, risk_changed) = ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
+            // What this asset's findings' risk reads from it (the registration aside): grows
+            // only, so a change is a new data class, privileged action kind or reach event.
+            let mut risk_changed = false;
+            let window = |a: &AssetAgg| a.last_decision.as_ref().map(|l| risk::reach_since(l.0));
+            let window_before = window(a);
             a.decisions += 1;
             if d.synthetic {
                 a.synthetic_decisions += 1;
@@ -160,24 +205,56 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 .entry(d.environment)
                 .or_default()
                 .count(&at, d.synthetic);
-            a.runaway_minutes > 0
+            for class in &d.data_classes {
+                if !a.data_classes.contains(class) {
+                    a.data_classes.insert(class.clone());
+                    risk_changed = true;
+                }
+            }
+            if privileged && !a.privileged_actions.contains(d.action_kind.as_str()) {
+                a.privileged_actions
+                    .insert(d.action_kind.as_str().to_owned());
+                risk_changed = true;
+            }
+            if kind == CoverageKind::Agent {
+                let newest = a.last_decision.as_ref().map_or(at.0, |l| l.0);
+                for (relation, target) in &linked {
+                    if REACH_RELATIONS.contains(relation) {
+                        risk_changed |= a.reached(relation, target, at.0, newest);
+                    }
+                }
+                // The window moved to a new day: targets may have left it.
+                risk_changed |= window(a) != window_before;
+            }
+            let changed = risk_changed.then(|| a.findings.clone());
+            let signalled: Vec<String> = a.signals.keys().cloned().collect();
+            (signalled, changed)
         })?;
         ov.dirty(t, ViewName::Coverage, key);
         match kind {
             CoverageKind::Agent => {
                 finding_dirty(ov, t, rules::SHADOW_AGENT, &id);
-                if runaway {
-                    finding_dirty(ov, t, rules::RUNAWAY_AGENT, &id);
+                // A signal's row names the agent's newest decisions: derived again with each.
+                for rule in signalled {
+                    ov.dirty(t, ViewName::Findings, format!("{rule}:{id}"));
+                }
+                if let Some(findings) = risk_changed {
+                    agent_risk_changed(ov, t, &id, findings);
                 }
             }
-            CoverageKind::ModelEndpoint => finding_dirty(ov, t, rules::SHADOW_MODEL, &id),
+            CoverageKind::ModelEndpoint => {
+                finding_dirty(ov, t, rules::SHADOW_MODEL, &id);
+                if risk_changed.is_some() {
+                    finding_dirty(ov, t, rules::PUBLIC_ENDPOINT, &id);
+                }
+            }
             CoverageKind::McpTool => finding_dirty(ov, t, rules::UNTRUSTED_MCP_TOOL, &id),
             CoverageKind::McpServer => finding_dirty(ov, t, rules::UNTRUSTED_MCP_SERVER, &id),
             _ => {}
         }
     }
 
-    for (relation, target) in links(d) {
+    for (relation, target) in linked {
         let id = link_id(&d.agent_id, relation, &target);
         ov.update(t, Tag::Link, &id, |l: &mut LinkAgg| {
             l.decisions += 1;
@@ -191,30 +268,61 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         })?;
     }
 
-    // Runaway: decisions per agent per minute of event time. The threshold is crossed exactly
-    // once per minute whatever the order, so the agent's runaway minutes are order-free.
+    // The runtime signals: an agent's decisions per minute of event time. Every count only
+    // grows, so each threshold is crossed exactly once per minute whatever the order, and the
+    // minutes each signal fired are order-free.
     let minute = d.occurred_at.0.div_euclid(60_000) * 60_000;
-    let rate = ov.update(
+    let denied = d.verdict == Verdict::Deny;
+    let call = call_hash(
+        d.action_kind.as_str(),
+        d.mcp_server.as_deref().zip(d.mcp_tool.as_deref()),
+        &d.target,
+    );
+    let crossed = ov.update(
         t,
         Tag::Rate,
         &format!("{}@{minute}", d.agent_id),
-        |c: &mut Counter| {
-            c.n += 1;
-            c.n
+        |r: &mut RateAgg| {
+            let mut crossed = Vec::new();
+            r.n += 1;
+            if r.n == s.runaway_per_minute + 1 {
+                crossed.push(rules::RUNAWAY_AGENT);
+            }
+            if denied {
+                r.denied += 1;
+                if r.denied == s.denials_per_minute {
+                    crossed.push(rules::DENIAL_STORM);
+                }
+            }
+            let c = r.calls.entry(call).or_default();
+            let retrying = |c: &CallCount| c.denied > 0 && c.attempts >= s.retries_per_minute;
+            let was_retrying = retrying(c);
+            c.attempts += 1;
+            if denied {
+                c.denied += 1;
+            }
+            if c.attempts == s.loop_repeats {
+                crossed.push(rules::AGENT_LOOP);
+            }
+            if retrying(c) && !was_retrying {
+                crossed.push(rules::RETRY_BURST);
+            }
+            crossed
         },
     )?;
-    if rate == s.runaway_per_minute + 1 {
+    for rule in crossed {
         ov.update(
             t,
             Tag::Asset,
             &format!("agent/{}", d.agent_id),
             |a: &mut AssetAgg| {
-                a.runaway_minutes += 1;
-                min_opt(&mut a.runaway_first, minute);
-                max_opt(&mut a.runaway_last, minute);
+                let sig = a.signals.entry(rule.id.to_owned()).or_default();
+                sig.minutes += 1;
+                min_opt(&mut sig.first, minute);
+                max_opt(&mut sig.last, minute);
             },
         )?;
-        finding_dirty(ov, t, rules::RUNAWAY_AGENT, &d.agent_id);
+        finding_dirty(ov, t, rule, &d.agent_id);
     }
 
     let control = d.control_key();
@@ -259,6 +367,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     let pair = d.finding_subject();
     if high && allowed && d.approval_id.is_none() {
         let id = raise(ov, t, rules::NO_APPROVAL, &pair, &at, d.environment)?;
+        agent_finding(ov, t, &d.agent_id, &id)?;
         // An approval granted for this decision (before or after it arrives) clears its
         // occurrence: the pair is counted here or in `approval`, whichever comes second.
         let approvals = ov.update(t, Tag::Decision, &d.event_id, |f: &mut DecisionFacts| {
@@ -293,7 +402,8 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             },
         )?,
         None if high => {
-            raise(ov, t, rules::EVIDENCE_MISSING, &pair, &at, d.environment)?;
+            let id = raise(ov, t, rules::EVIDENCE_MISSING, &pair, &at, d.environment)?;
+            agent_finding(ov, t, &d.agent_id, &id)?;
         }
         None => {}
     }
@@ -586,15 +696,7 @@ fn bad(rule: Rule, a: &Asset) -> bool {
             registered && a.public == Some(true) && a.auth_required == Some(false)
         }
         id if id == rules::WILDCARD_KEY.id => {
-            registered
-                && a.scopes.iter().any(|s| {
-                    let s = s.to_ascii_lowercase();
-                    s == "*"
-                        || s == "admin"
-                        || s.ends_with(":*")
-                        || s.ends_with(":admin")
-                        || s.ends_with("/*")
-                })
+            registered && a.scopes.iter().any(|s| risk::privileged_scope(s))
         }
         id if id == rules::AGENT_UNOWNED.id => registered && a.owner.is_none(),
         _ => false,
@@ -626,6 +728,7 @@ fn registration(a: &Asset, by: Option<&str>) -> Registration {
         approved_data_classes: a.approved_data_classes.clone(),
         recipients: a.recipients.clone(),
         framework_mappings: a.framework_mappings.clone(),
+        criticality: a.criticality,
     }
 }
 
@@ -638,10 +741,12 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
                 lww(&mut c.registration, &at, registration(a, by));
             })?;
             ov.dirty(t, ViewName::Controls, a.asset_id.clone());
+            // Its criticality is a risk factor of the finding.
+            finding_dirty(ov, t, rules::SHADOW_CONTROL, &a.asset_id);
             return Ok(());
         }
         let key = format!("{}/{}", a.asset_kind, a.asset_id);
-        ov.update(t, Tag::Asset, &key, |agg: &mut AssetAgg| {
+        let findings = ov.update(t, Tag::Asset, &key, |agg: &mut AssetAgg| {
             lww(&mut agg.registration, &at, registration(a, by));
             if a.status == AssetStatus::Registered {
                 min_opt(&mut agg.registered_since, at.0);
@@ -656,6 +761,7 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
                     .or_default()
                     .observe(bad(*rule, a), &at);
             }
+            agg.findings.clone()
         })?;
         let coverage = match a.asset_kind {
             AssetKind::Agent => Some(CoverageKind::Agent),
@@ -673,7 +779,8 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
             finding_dirty(ov, t, *rule, &a.asset_id);
         }
         match a.asset_kind {
-            AssetKind::Agent => finding_dirty(ov, t, rules::SHADOW_AGENT, &a.asset_id),
+            // Its criticality, exposure and scopes are risk factors of its findings.
+            AssetKind::Agent => agent_risk_changed(ov, t, &a.asset_id, findings),
             AssetKind::ModelEndpoint => {
                 finding_dirty(ov, t, rules::SHADOW_MODEL, &a.asset_id);
                 for exposure in ov.ids_with_prefix(t, Tag::Exposure, &format!("{}/", a.asset_id))? {

@@ -195,6 +195,11 @@ impl Loop {
                 gauge(&self.metrics.state_bytes, "sst", sst);
                 gauge(&self.metrics.state_bytes, "memtable", mem);
                 gauge(&self.metrics.state_memory, "block_cache", block_cache);
+                gauge(
+                    &self.metrics.state_memory,
+                    "key_filter",
+                    crate::filter::total_bytes() as u64,
+                );
                 gauge(&self.metrics.state_memory, "memtables", memtables);
                 gauge(&self.metrics.state_memory, "table_readers", table_readers);
                 last_stats = Instant::now();

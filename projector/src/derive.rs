@@ -267,6 +267,29 @@ fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
     }
 }
 
+/// A runtime signal (`rules::SIGNALS`): the minutes it fired, the agent's newest decisions
+/// (apply.rs derives it again on every decision of an agent with a signal).
+fn signal_condition(a: &AssetAgg, rule: Rule) -> Condition {
+    let Some(sig) = a.signals.get(rule.id).filter(|s| s.minutes > 0) else {
+        return Condition {
+            stamp: newest([a.last_decision.as_ref()]),
+            ..Condition::default()
+        };
+    };
+    Condition {
+        exists: true,
+        active: true,
+        opened_at: sig.first.unwrap_or(0),
+        last_trigger: sig.last.unwrap_or(0),
+        cleared_at: None,
+        ids: ids(&a.recent),
+        occurrences: sig.minutes,
+        stamp: newest([a.last_decision.as_ref()]),
+        recent: a.recent.clone(),
+        environments: a.environments.keys().copied().collect(),
+    }
+}
+
 fn shadow_condition(a: &AssetAgg) -> Condition {
     let stamp = newest([
         a.last_decision.as_ref(),
@@ -517,25 +540,11 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                 None => Condition::default(),
             }
         }
-        id if id == rules::RUNAWAY_AGENT.id => ov.with(
+        id if rules::SIGNALS.iter().any(|r| r.id == id) => ov.with(
             tenant,
             Tag::Asset,
             &format!("agent/{subject}"),
-            |a: &AssetAgg| {
-                Condition {
-                    exists: a.runaway_minutes > 0,
-                    active: a.runaway_minutes > 0,
-                    opened_at: a.runaway_first.unwrap_or(0),
-                    last_trigger: a.runaway_last.unwrap_or(0),
-                    cleared_at: None,
-                    ids: ids(&a.recent),
-                    occurrences: a.runaway_minutes,
-                    stamp: newest([a.last_decision.as_ref()]),
-                    recent: a.recent.clone(),
-                    environments: a.environments.keys().copied().collect(),
-                    // (apply.rs re-derives this finding on every decision of a runaway agent)
-                }
-            },
+            |a: &AssetAgg| signal_condition(a, rule),
         )?,
         _ => Condition::default(),
     };
@@ -594,6 +603,10 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
     };
     let mut event_ids = cond.ids.clone();
     event_ids.extend(ids(&facts.approval_ids));
+    let environments: Vec<Environment> = cond.environments.into_iter().collect();
+    let (risk, risk_stamp) = risk_score(ov, tenant, rule, subject, &environments)?;
+    // The row changed because of what its risk read too: name the newest of that.
+    let stamp = stamp.max(risk_stamp);
     let row = FindingRow {
         finding_id: key.to_owned(),
         rule_id: rule.id.to_owned(),
@@ -625,7 +638,8 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         asserted_by: facts.asserted.as_ref().and_then(|a| a.value.clone()),
         first_occurrence_at: Timestamp(cond.opened_at),
         last_occurrence_at: Timestamp(cond.last_trigger),
-        environments: cond.environments.into_iter().collect(),
+        environments,
+        risk,
     };
     let derived = Derived {
         row: Some(ViewRow::Finding(row)),
@@ -633,6 +647,101 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         follow,
     };
     Ok((derived, cond.last_trigger))
+}
+
+/// The risk of finding `rule` about `subject` raised in `environments`
+/// ([`aispm_schemas::risk`]): its resource's registration (criticality, exposure, scopes), the
+/// data classes and privileged actions seen with it and, for a finding about an agent, the
+/// agent's reach. Every aggregate read here marks the finding dirty when its part of the
+/// factors changes (`apply.rs`: `agent_risk_changed`, the registry), so the row stays a pure
+/// function of the aggregates. Also returns the newest event stamp behind what it read.
+fn risk_score(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    rule: Rule,
+    subject: &str,
+    environments: &[Environment],
+) -> Result<(RiskScore, Stamp)> {
+    let mut stamp: Stamp = (0, String::new());
+    let mut inputs = risk::Inputs {
+        severity: rule.severity,
+        asset: risk::Asset::None,
+        environments: environments.to_vec(),
+        public: None,
+        auth_required: None,
+        data_classes: BTreeSet::new(),
+        privileged_scopes: false,
+        privileged_actions: BTreeSet::new(),
+        reach: None,
+    };
+    let from_registration = |inputs: &mut risk::Inputs, reg: Option<&Lww<Registration>>| {
+        let reg = reg.map(|r| &r.value);
+        inputs.asset = match reg {
+            Some(r) => risk::Asset::Registered(r.criticality),
+            None => risk::Asset::Unregistered,
+        };
+        inputs.public = reg.and_then(|r| r.public);
+        inputs.auth_required = reg.and_then(|r| r.auth_required);
+        inputs.privileged_scopes =
+            reg.is_some_and(|r| r.scopes.iter().any(|s| risk::privileged_scope(s)));
+    };
+    // The asset the finding is about, and whether it is an agent (whose reach counts).
+    let agent_pair = rule.id == rules::NO_APPROVAL.id || rule.id == rules::EVIDENCE_MISSING.id;
+    let asset = match rule.id {
+        id if id == rules::SHADOW_AGENT.id
+            || id == rules::AGENT_UNOWNED.id
+            || rules::SIGNALS.iter().any(|r| r.id == id) =>
+        {
+            Some(format!("agent/{subject}"))
+        }
+        _ if agent_pair => finding_subject_parts(subject)
+            .first()
+            .map(|agent| format!("agent/{agent}")),
+        id if id == rules::UNTRUSTED_MCP_TOOL.id => Some(format!("mcp_tool/{subject}")),
+        id if id == rules::UNTRUSTED_MCP_SERVER.id => Some(format!("mcp_server/{subject}")),
+        id if id == rules::SHADOW_MODEL.id || id == rules::PUBLIC_ENDPOINT.id => {
+            Some(format!("model_endpoint/{subject}"))
+        }
+        id if id == rules::WILDCARD_KEY.id => Some(format!("api_key/{subject}")),
+        id if id == rules::DATA_CLASS.id => {
+            let (endpoint, class) = subject.rsplit_once('/').unwrap_or((subject, ""));
+            inputs.data_classes.insert(class.to_owned());
+            Some(format!("model_endpoint/{endpoint}"))
+        }
+        id if id == rules::SHADOW_CONTROL.id => {
+            ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| {
+                from_registration(&mut inputs, c.registration.as_ref());
+                stamp = newest([c.registration.as_ref().map(|r| &r.at), c.recent.last()]);
+                inputs.privileged_actions = c
+                    .action_kinds
+                    .iter()
+                    .filter(|k| risk::privileged_action(k))
+                    .cloned()
+                    .collect();
+            })?;
+            None
+        }
+        _ => None,
+    };
+    if let Some(key) = asset {
+        let is_agent = key.starts_with("agent/");
+        let data_class_rule = rule.id == rules::DATA_CLASS.id;
+        ov.with(tenant, Tag::Asset, &key, |a: &AssetAgg| {
+            from_registration(&mut inputs, a.registration.as_ref());
+            stamp = newest([
+                a.registration.as_ref().map(|r| &r.at),
+                a.last_decision.as_ref(),
+            ]);
+            if !data_class_rule {
+                inputs.data_classes = a.data_classes.clone();
+                inputs.privileged_actions = a.privileged_actions.clone();
+            }
+            if is_agent {
+                inputs.reach = Some(a.reach_counts());
+            }
+        })?;
+    }
+    Ok((risk::score(&inputs), stamp))
 }
 
 /// The first occurrence after a resolution at `resolved_at`, from the newest occurrences

@@ -138,9 +138,24 @@ pub struct Config {
     #[arg(long, env = "AISPM_SYNC_WRITES")]
     pub sync_writes: bool,
 
-    /// Decisions per agent per minute (event time) above which the agent is runaway.
+    /// Decisions per agent per minute (event time) above which the agent is runaway
+    /// (AISPM-RUN-001).
     #[arg(long, env = "AISPM_RUNAWAY_PER_MINUTE", default_value_t = 120)]
     pub runaway_per_minute: i64,
+
+    /// Attempts of the same call (action kind, MCP tool and target) by one agent in a minute
+    /// that make a loop (AISPM-RUN-002).
+    #[arg(long, env = "AISPM_LOOP_REPEATS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(2..))]
+    pub loop_repeats: i64,
+
+    /// Denied decisions of one agent in a minute that make a denial storm (AISPM-RUN-003).
+    #[arg(long, env = "AISPM_DENIALS_PER_MINUTE", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    pub denials_per_minute: i64,
+
+    /// Attempts of a call denied at least once in a minute that make a retry burst
+    /// (AISPM-RUN-004).
+    #[arg(long, env = "AISPM_RETRIES_PER_MINUTE", default_value_t = 5, value_parser = clap::value_parser!(i64).range(2..))]
+    pub retries_per_minute: i64,
 
     /// The clock rules' windows (`aispm_schemas::clock`), the gatekeeper's flags: the API's
     /// states (`sla_state`, exception `state`, evidence staleness in `/posture`) and the
@@ -179,6 +194,9 @@ impl Config {
             block_cache_bytes: 64 * 1024 * 1024,
             sync_writes: false,
             runaway_per_minute: 120,
+            loop_repeats: 30,
+            denials_per_minute: 20,
+            retries_per_minute: 5,
             clock: ClockArgs::default(),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
         }
@@ -195,6 +213,9 @@ impl Config {
     pub fn settings(&self) -> apply::Settings {
         apply::Settings {
             runaway_per_minute: self.runaway_per_minute,
+            loop_repeats: self.loop_repeats,
+            denials_per_minute: self.denials_per_minute,
+            retries_per_minute: self.retries_per_minute,
             break_glass_review_ms: i64::try_from(self.clock.break_glass_review_window.as_millis())
                 .unwrap_or(i64::MAX),
             future_tolerance: self.future_tolerance,

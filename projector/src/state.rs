@@ -27,7 +27,8 @@ pub enum Tag {
     Decision,
     /// [`ExposureAgg`], id = `{endpoint}/{data class}`.
     Exposure,
-    /// [`Counter`], id = `{agent}@{minute}`: decisions per agent per minute.
+    /// [`RateAgg`], id = `{agent}@{minute}`: an agent's decisions in one minute, what the
+    /// runtime signals count.
     Rate,
     /// Empty marker, id = `{key_id} \0 {evidence_id}`: evidence signed by a trust root.
     EvidenceByKey,
@@ -193,6 +194,8 @@ pub struct Registration {
     pub approved_data_classes: Vec<String>,
     pub recipients: Vec<String>,
     pub framework_mappings: Vec<String>,
+    /// The criticality the registry gave it (a risk factor of its findings).
+    pub criticality: Option<aispm_schemas::Risk>,
 }
 
 /// A registry-derived condition: the newest registration (by event time, then id) that made it
@@ -238,12 +241,87 @@ pub struct AssetAgg {
     pub last_real_decision: Option<Stamp>,
     /// Newest decision ids (runaway bursts, drill-down).
     pub recent: Vec<Stamp>,
-    /// Minutes in which the agent exceeded the runaway threshold.
-    pub runaway_minutes: i64,
-    pub runaway_first: Option<i64>,
-    pub runaway_last: Option<i64>,
+    /// The runtime signals it raised (`aispm_schemas::rules::SIGNALS`), by rule id.
+    pub signals: BTreeMap<String, SignalAgg>,
     /// The decisions per environment (the stage each counts for).
     pub environments: BTreeMap<Environment, EnvDecisions>,
+    /// Data classes in the decisions that named it (a risk factor of its findings).
+    pub data_classes: BTreeSet<String>,
+    /// Privileged action kinds (`aispm_schemas::risk::privileged_action`) in those decisions.
+    pub privileged_actions: BTreeSet<String>,
+    /// An agent's reach: relation → target → the newest event time it used the target, for
+    /// the MCP tools, repos and model endpoints it used (at most [`KEEP_REACH`] targets, the
+    /// least recently used dropped first): its blast radius.
+    pub reach: BTreeMap<String, BTreeMap<String, i64>>,
+    /// An agent's findings about it and a control it acted under (AISPM-APR-001,
+    /// AISPM-EV-001), derived again when its risk factors change.
+    pub findings: BTreeSet<String>,
+}
+
+/// The relations of an agent's reach, its blast radius.
+pub const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoint"];
+
+/// How many targets an agent's reach keeps: far above the points the blast radius can give
+/// (`aispm_schemas::risk::MAX_REACH_POINTS`), so the counts it shows are exact up to here.
+pub const KEEP_REACH: usize = 256;
+
+impl AssetAgg {
+    /// Notes that the agent used `target` (of `relation`) at `at`, its newest decision now
+    /// being at `newest`; true if its blast radius may have changed: a new target, or one back
+    /// inside the window. No allocation for a target it used before.
+    pub fn reached(&mut self, relation: &str, target: &str, at: i64, newest: i64) -> bool {
+        let since = aispm_schemas::risk::reach_since(newest);
+        if !self.reach.contains_key(relation) {
+            self.reach.insert(relation.to_owned(), BTreeMap::new());
+        }
+        let Some(targets) = self.reach.get_mut(relation) else {
+            return false;
+        };
+        let changed = match targets.get_mut(target) {
+            Some(last) => {
+                let was_in = *last >= since;
+                *last = (*last).max(at);
+                !was_in && *last >= since
+            }
+            None => {
+                targets.insert(target.to_owned(), at);
+                true
+            }
+        };
+        if self.reach.values().map(BTreeMap::len).sum::<usize>() > KEEP_REACH {
+            // Drop the least recently used (ties: the first by relation and target), as any
+            // order of the same events would.
+            let oldest = self
+                .reach
+                .iter()
+                .flat_map(|(r, ts)| ts.iter().map(move |(t, at)| (*at, r, t)))
+                .min()
+                .map(|(_, r, t)| (r.clone(), t.clone()));
+            if let Some((r, t)) = oldest
+                && let Some(ts) = self.reach.get_mut(&r)
+            {
+                ts.remove(&t);
+            }
+        }
+        changed
+    }
+
+    /// The blast radius: distinct MCP tools, repos and model endpoints used in the window
+    /// that ends with the day of the newest decision (`aispm_schemas::risk::reach_since`).
+    pub fn reach_counts(&self) -> aispm_schemas::risk::Reach {
+        let newest = self.last_decision.as_ref().map_or(0, |l| l.0);
+        let since = aispm_schemas::risk::reach_since(newest);
+        let count = |relation: &str| {
+            self.reach.get(relation).map_or(0, |ts| {
+                i64::try_from(ts.values().filter(|at| **at >= since).count()).unwrap_or(i64::MAX)
+            })
+        };
+        aispm_schemas::risk::Reach {
+            mcp_tools: count("mcp_tool"),
+            repos: count("repo"),
+            model_endpoints: count("model_endpoint"),
+        }
+    }
 }
 
 /// The decisions an asset or action path saw in one environment.
@@ -442,10 +520,42 @@ pub struct ExposureAgg {
     pub ids: Vec<Stamp>,
 }
 
-/// A plain counter (decisions per agent-minute).
+/// One agent's decisions in one minute of event time. Every count only grows, so each
+/// signal's threshold is crossed exactly once per minute, whatever the order: the minutes a
+/// signal fired are order-free.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counter {
+pub struct RateAgg {
     pub n: i64,
+    pub denied: i64,
+    /// Per call ([`call_hash`]: action kind, MCP tool and target): attempts and denials.
+    pub calls: BTreeMap<u64, CallCount>,
+}
+
+/// One call's attempts in a minute, and how many were denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCount {
+    pub attempts: i64,
+    pub denied: i64,
+}
+
+/// A call's identity for the loop and retry signals: FNV-1a of its action kind, MCP server and
+/// tool, and target (a fixed hash, so stored counts read back the same after a restart).
+pub fn call_hash(action_kind: &str, tool: Option<(&str, &str)>, target: &str) -> u64 {
+    let mut h = crate::store::FNV_OFFSET;
+    let (server, name) = tool.unwrap_or(("", ""));
+    for part in [action_kind, server, name, target] {
+        h = crate::store::fnv1a(h, part.as_bytes());
+        h = crate::store::fnv1a(h, &[0]);
+    }
+    h
+}
+
+/// The minutes one runtime signal fired for an agent: how many, the first and the last.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalAgg {
+    pub minutes: i64,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
 }
 
 /// Per-tenant bookkeeping: the input partition the tenant's events arrive on.

@@ -20,6 +20,9 @@ const T0: i64 = 1_763_719_200_000;
 fn settings() -> Settings {
     Settings {
         runaway_per_minute: 3,
+        loop_repeats: 3,
+        denials_per_minute: 3,
+        retries_per_minute: 2,
         break_glass_review_ms: 20 * 60_000,
         ..Settings::default()
     }
@@ -243,7 +246,15 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                             AssetStatus::Registered
                         },
                         owner: if *bad { None } else { Some("owner".into()) },
-                        criticality: None,
+                        // Every criticality, so that the risk factors' dependencies are
+                        // exercised in every order.
+                        criticality: [
+                            None,
+                            Some(Risk::Low),
+                            Some(Risk::Medium),
+                            Some(Risk::High),
+                            Some(Risk::Critical),
+                        ][(*minute % 5) as usize],
                         environment: None,
                         trust: Some(if *bad {
                             Trust::Quarantined
@@ -993,4 +1004,413 @@ fn duplicates_after_a_restart_change_nothing() {
         engine.commit(&mut p).unwrap();
         assert!(store.dump_views().unwrap() == first);
     }
+}
+
+/// A registry event for `tenant` at `minute`: asset `kind`/`id` with the given criticality,
+/// exposure and scopes (event id `reg-{n}`).
+#[allow(clippy::too_many_arguments)]
+fn register(
+    n: usize,
+    tenant: &str,
+    kind: AssetKind,
+    id: &str,
+    criticality: Option<Risk>,
+    public: Option<bool>,
+    auth_required: Option<bool>,
+    scopes: &[&str],
+    minute: i64,
+) -> (String, Vec<u8>, String) {
+    let r = RegistryEvent {
+        event_id: format!("reg-{n}"),
+        tenant_id: tenant.into(),
+        occurred_at: Timestamp(T0 + minute * 60_000),
+        source: "registry".into(),
+        asset: Some(Asset {
+            asset_kind: kind,
+            asset_id: id.into(),
+            status: AssetStatus::Registered,
+            owner: Some("owner".into()),
+            criticality,
+            environment: None,
+            trust: Some(Trust::Trusted),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            public,
+            auth_required,
+            public_key: None,
+            approved_data_classes: vec![],
+            recipients: vec![],
+            framework_mappings: vec![],
+            attributes: Default::default(),
+        }),
+        validation: None,
+    };
+    (
+        Topics::default().registry,
+        encode_single_object(&r).unwrap(),
+        tenant.to_owned(),
+    )
+}
+
+/// `spec` (a decision) denied, under `control`: it raises no finding of its own.
+fn denied(spec: Spec, under: &'static str) -> Spec {
+    match spec {
+        Spec::Decision {
+            tenant,
+            agent,
+            kind,
+            tool,
+            endpoint,
+            shadow,
+            risk,
+            classes,
+            synthetic,
+            evidence,
+            minute,
+            ..
+        } => Spec::Decision {
+            tenant,
+            agent,
+            kind,
+            tool,
+            endpoint,
+            control: Some(under),
+            shadow,
+            verdict: Verdict::Deny,
+            risk,
+            classes,
+            synthetic,
+            evidence,
+            minute,
+        },
+        other => other,
+    }
+}
+
+/// A finding's risk score follows each of its factors, with the points `docs/risk.md` gives,
+/// whatever order and batching the events arrive in (registrations before or after the
+/// decisions, in other batches), and one tenant's facts never move another's score.
+#[test]
+fn a_findings_risk_follows_each_factor_whatever_the_order() {
+    let topics = Topics::default();
+    let decide =
+        |tenant, kind, tool, endpoint, classes: Vec<&'static str>, minute| Spec::Decision {
+            tenant,
+            agent: "a1",
+            kind,
+            tool,
+            endpoint,
+            control: Some("c1"),
+            shadow: false,
+            verdict: Verdict::Allow,
+            risk: Risk::High,
+            classes,
+            synthetic: false,
+            evidence: 2,
+            minute,
+        };
+    let id = "AISPM-APR-001:a1/c1";
+    let score =
+        |specs: &[Spec], extra: &[(String, Vec<u8>, String)]| -> (i64, Vec<(String, i64)>) {
+            let mut events = build(specs, &topics);
+            events.extend(extra.iter().cloned());
+            let forward: Vec<usize> = (0..events.len()).collect();
+            let backward: Vec<usize> = forward.iter().rev().copied().collect();
+            let one = project(&events, &forward, &[]);
+            for (order, cuts) in [
+                (&backward, vec![]),
+                (&forward, vec![1]),
+                (&backward, vec![1, 2]),
+            ] {
+                let other = project(&events, order, &cuts);
+                assert_eq!(other, one, "{}", diff(&other, &one));
+            }
+            let f = finding_row(&one, id).expect("the finding");
+            assert_eq!(
+                f.risk.score,
+                f.risk.factors.iter().map(|x| x.points).sum::<i64>()
+            );
+            let factors = f
+                .risk
+                .factors
+                .iter()
+                .map(|x| (x.factor.clone(), x.points))
+                .collect();
+            (f.risk.score, factors)
+        };
+    let points = |factors: &[(String, i64)], name: &str| {
+        factors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .unwrap()
+    };
+
+    // A model call in production (minute 2), high and allowed without approval, by an
+    // unregistered agent that reached one tool, one repo and one endpoint: severity high 25,
+    // not registered 10, production 10, exposure 0, no data 0, no privilege 0, radius 3.
+    let base = vec![decide("acme", ActionKind::Model, "s1/x", "m1", vec![], 2)];
+    let (s0, f0) = score(&base, &[]);
+    assert_eq!(s0, 25 + 10 + 10 + 3, "{f0:?}");
+
+    // Environment: the same decision in pilot (minute 4) gives 5, in trial (minute 3) nothing.
+    let (s, f) = score(
+        &[decide("acme", ActionKind::Model, "s1/x", "m1", vec![], 4)],
+        &[],
+    );
+    assert_eq!((s, points(&f, "environment")), (s0 - 5, 5));
+    let (s, f) = score(
+        &[decide("acme", ActionKind::Model, "s1/x", "m1", vec![], 3)],
+        &[],
+    );
+    assert_eq!((s, points(&f, "environment")), (s0 - 10, 0));
+
+    // Criticality and exposure: registered low, public with authentication.
+    let low = register(
+        0,
+        "acme",
+        AssetKind::Agent,
+        "a1",
+        Some(Risk::Low),
+        Some(true),
+        Some(true),
+        &["repo:read"],
+        1,
+    );
+    let (s, f) = score(&base, std::slice::from_ref(&low));
+    assert_eq!((points(&f, "criticality"), points(&f, "exposure")), (0, 5));
+    assert_eq!(s, s0 - 10 + 5);
+    // Registered critical and public without authentication, with an admin scope.
+    let critical = register(
+        1,
+        "acme",
+        AssetKind::Agent,
+        "a1",
+        Some(Risk::Critical),
+        Some(true),
+        Some(false),
+        &["repo:*"],
+        1,
+    );
+    let (s, f) = score(&base, std::slice::from_ref(&critical));
+    assert_eq!(
+        (
+            points(&f, "criticality"),
+            points(&f, "exposure"),
+            points(&f, "privilege")
+        ),
+        (15, 10, 5)
+    );
+    assert_eq!(s, s0 - 10 + 15 + 10 + 5);
+    // The newest registration wins, whichever arrives first (minute 5 after minute 1).
+    let later = register(
+        2,
+        "acme",
+        AssetKind::Agent,
+        "a1",
+        Some(Risk::Low),
+        Some(false),
+        None,
+        &[],
+        5,
+    );
+    let (s, f) = score(&base, &[critical.clone(), later]);
+    assert_eq!(
+        (
+            points(&f, "criticality"),
+            points(&f, "exposure"),
+            points(&f, "privilege")
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(s, s0 - 10);
+
+    // Data sensitivity: a later decision of the agent carried PII (7), then a secret (10).
+    let mut specs = base.clone();
+    specs.push(decide(
+        "acme",
+        ActionKind::Model,
+        "s1/x",
+        "m1",
+        vec!["pii"],
+        4,
+    ));
+    let (s, f) = score(&specs, &[]);
+    assert_eq!((s, points(&f, "data_sensitivity")), (s0 + 7, 7));
+    specs.push(decide(
+        "acme",
+        ActionKind::Model,
+        "s1/x",
+        "m1",
+        vec!["secret"],
+        6,
+    ));
+    assert_eq!(points(&score(&specs, &[]).1, "data_sensitivity"), 10);
+
+    // Privilege: the agent ran a command (on another control: this finding's own events are
+    // unchanged).
+    let mut specs = base.clone();
+    specs.push(denied(
+        decide("acme", ActionKind::Command, "s1/x", "m1", vec![], 4),
+        "c2",
+    ));
+    let (s, f) = score(&specs, &[]);
+    assert_eq!((s, points(&f, "privilege")), (s0 + 5, 5));
+
+    // Blast radius: another tool and another endpoint (and the same repo): 5 targets.
+    let mut specs = base.clone();
+    specs.push(denied(
+        decide("acme", ActionKind::Mcp, "s2/z", "m2", vec![], 4),
+        "c1",
+    ));
+    let (s, f) = score(&specs, &[]);
+    assert_eq!((s, points(&f, "blast_radius")), (s0 + 2, 5));
+    // Targets last used more than 30 days before the agent's newest decision drop out.
+    let month = 31 * 24 * 60;
+    specs.push(denied(
+        decide("acme", ActionKind::Model, "s1/x", "m1", vec![], month + 2),
+        "c1",
+    ));
+    let (_, f) = score(&specs, &[]);
+    assert_eq!(
+        points(&f, "blast_radius"),
+        3,
+        "s2/z and m2 are older than 30 days"
+    );
+
+    // Another tenant's agent of the same name: registered critical, with secrets and commands.
+    // acme's score does not move.
+    let mut specs = base.clone();
+    specs.push(decide(
+        "globex",
+        ActionKind::Command,
+        "s2/z",
+        "m2",
+        vec!["secret"],
+        2,
+    ));
+    let globex = register(
+        3,
+        "globex",
+        AssetKind::Agent,
+        "a1",
+        Some(Risk::Critical),
+        Some(true),
+        Some(false),
+        &["*"],
+        1,
+    );
+    assert_eq!(score(&specs, &[globex]), (s0, f0));
+}
+
+/// The runtime signals fire at their thresholds and not below (this file's `settings`: a loop
+/// is 3 attempts of one call in a minute, a denial storm 3 denials, a retry burst 2 attempts of
+/// a call denied at least once, runaway more than 3 decisions), each minute counted on its
+/// own, whatever the order and batching.
+#[test]
+fn runtime_signals_fire_at_their_thresholds_and_not_below() {
+    let topics = Topics::default();
+    let call = |kind, tool, verdict, minute| Spec::Decision {
+        tenant: "acme",
+        agent: "a1",
+        kind,
+        tool,
+        endpoint: "m1",
+        control: Some("c1"),
+        shadow: false,
+        verdict,
+        risk: Risk::Low,
+        classes: vec![],
+        synthetic: false,
+        evidence: 0,
+        minute,
+    };
+    let allow = |tool, minute| call(ActionKind::Mcp, tool, Verdict::Allow, minute);
+    let deny = |tool, minute| call(ActionKind::Mcp, tool, Verdict::Deny, minute);
+    let signals = |specs: &[Spec]| -> Vec<(String, i64)> {
+        let events = build(specs, &topics);
+        let forward: Vec<usize> = (0..events.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        let one = project(&events, &forward, &[]);
+        for (order, cuts) in [
+            (&backward, vec![]),
+            (&forward, vec![1, 2]),
+            (&backward, vec![1]),
+        ] {
+            let other = project(&events, order, &cuts);
+            assert_eq!(other, one, "{}", diff(&other, &one));
+        }
+        aispm_schemas::rules::SIGNALS
+            .iter()
+            .filter_map(|r| {
+                finding_row(&one, &format!("{}:a1", r.id)).map(|f| (r.id.to_owned(), f.occurrences))
+            })
+            .collect()
+    };
+    let loop_ = "AISPM-RUN-002".to_owned();
+    let storm = "AISPM-RUN-003".to_owned();
+    let retry = "AISPM-RUN-004".to_owned();
+    let runaway = "AISPM-RUN-001".to_owned();
+
+    // A loop: the same call three times in a minute; twice is not one, nor three over two
+    // minutes.
+    assert_eq!(signals(&[allow("s1/x", 2), allow("s1/x", 2)]), []);
+    assert_eq!(
+        signals(&[allow("s1/x", 2), allow("s1/x", 2), allow("s1/y", 2)]),
+        []
+    );
+    assert_eq!(
+        signals(&[allow("s1/x", 2), allow("s1/x", 2), allow("s1/x", 3)]),
+        []
+    );
+    assert_eq!(
+        signals(&[allow("s1/x", 2), allow("s1/x", 2), allow("s1/x", 2)]),
+        [(loop_.clone(), 1)]
+    );
+    // In two minutes: two minutes of the signal.
+    assert_eq!(
+        signals(&[
+            allow("s1/x", 2),
+            allow("s1/x", 2),
+            allow("s1/x", 2),
+            allow("s2/z", 5),
+            allow("s2/z", 5),
+            allow("s2/z", 5),
+        ]),
+        [(loop_.clone(), 2)],
+        "three decisions a minute are not runaway"
+    );
+
+    // A denial storm: three denials of different calls in a minute; two are not.
+    assert_eq!(signals(&[deny("s1/x", 2), deny("s1/y", 2)]), []);
+    assert_eq!(
+        signals(&[deny("s1/x", 2), deny("s1/y", 2), deny("s2/z", 2)]),
+        [(storm.clone(), 1)]
+    );
+
+    // A retry burst: a call denied, and tried again in the same minute (in either order); the
+    // same two attempts allowed are not one, nor a retry in the next minute.
+    assert_eq!(
+        signals(&[deny("s1/x", 2), allow("s1/x", 2)]),
+        [(retry.clone(), 1)]
+    );
+    assert_eq!(signals(&[allow("s1/x", 2), allow("s1/x", 2)]), []);
+    assert_eq!(signals(&[deny("s1/x", 2), allow("s1/x", 3)]), []);
+    // Three denied attempts of one call: a loop, a storm and a retry burst at once.
+    assert_eq!(
+        signals(&[deny("s1/x", 2), deny("s1/x", 2), deny("s1/x", 2)]),
+        [(loop_.clone(), 1), (storm, 1), (retry, 1)]
+    );
+
+    // Runaway: more than three decisions in a minute.
+    assert_eq!(
+        signals(&[allow("s1/x", 2), allow("s1/y", 2), allow("s2/z", 2)]),
+        []
+    );
+    let four = [
+        allow("s1/x", 2),
+        allow("s1/y", 2),
+        allow("s2/z", 2),
+        call(ActionKind::File, "s1/x", Verdict::Allow, 2),
+    ];
+    assert_eq!(signals(&four), [(runaway, 1)]);
 }

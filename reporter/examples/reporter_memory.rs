@@ -68,6 +68,7 @@ fn changes(i: u64, tenants: u64) -> [ViewChange; 2] {
         first_occurrence_at: at,
         last_occurrence_at: at,
         environments: Vec::new(),
+        risk: Default::default(),
     };
     let change = |view, key: String, row| ViewChange {
         tenant_id: tenant.clone(),

@@ -201,7 +201,7 @@ impl Center {
             return Err(GenerateError::NotReady);
         }
         // Tenant ids name directories: never follow one that could leave the packet directory.
-        if !aispm_schemas::validate::is_tenant_id(tenant) {
+        if !aispm_schemas::TenantId::is_valid(tenant) {
             return Err(GenerateError::UnknownTenant(tenant.to_owned()));
         }
         // Checked on the in-memory part first: a refused request reads no rows.

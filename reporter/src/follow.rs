@@ -19,9 +19,8 @@ use aispm_runtime::dlq::{DeadLetter, DeadLetters, Stage as DlqStage};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::partition_ends;
 use aispm_runtime::kafka::{KafkaConfig, MeteredContext};
-use aispm_schemas::{
-    Blocker, Codec, Readiness, RegistryEvent, Stage, Topics, ViewChange, ViewName,
-};
+use aispm_schemas::keys::{BlockerKey, ViewKey};
+use aispm_schemas::{Blocker, Codec, Readiness, RegistryEvent, TenantId, Topics, ViewChange};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -52,15 +51,11 @@ impl Source {
     }
 }
 
-/// View rows are stored under `{tenant} \0 …` keys (see [`crate::rows`]): a tenant id with a
-/// NUL in it (never a valid one) is poison.
-fn no_nul(tenant: &str) -> Result<(), (&'static str, String)> {
-    if tenant.contains('\0') {
-        return Err((
-            "bad_tenant",
-            "the tenant id contains a NUL character".to_owned(),
-        ));
-    }
+/// A record naming no valid tenant is poison: its producer validated the tenant, and view rows
+/// are stored under `{tenant} \0 …` keys (see [`crate::rows`]) and packets in a directory named
+/// after it.
+fn valid_tenant(tenant: &str) -> Result<(), (&'static str, String)> {
+    TenantId::parse(tenant).map_err(|e| ("bad_tenant", e.to_string()))?;
     Ok(())
 }
 
@@ -88,27 +83,16 @@ pub fn decode(
     Ok(match (source, payload) {
         (Source::Views, Some(p)) => {
             let change = codec.decode::<ViewChange>(p).map_err(decode_err)?;
-            no_nul(&change.tenant_id)?;
+            valid_tenant(&change.tenant_id)?;
             Some(Update::View(change))
         }
         (Source::Views, None) => {
             let k = key_str()?;
-            let mut parts = k.splitn(3, '/');
-            let (Some(tenant), Some(view), Some(row)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err((
-                    "bad_key",
-                    format!("view tombstone key '{k}' is not tenant/view/row"),
-                ));
-            };
-            no_nul(tenant)?;
-            let view = view
-                .parse::<ViewName>()
-                .map_err(|e| ("bad_key", e.to_string()))?;
+            let key = ViewKey::parse(k).map_err(|e| ("bad_key", e.to_string()))?;
             Some(Update::ViewTombstone {
-                tenant_id: tenant.to_owned(),
-                view,
-                key: row.to_owned(),
+                tenant_id: key.tenant.to_owned(),
+                view: key.view,
+                key: key.row.to_owned(),
             })
         }
         (Source::Blockers, Some(p)) => Some(Update::Blocker(
@@ -116,21 +100,11 @@ pub fn decode(
         )),
         (Source::Blockers, None) => {
             let k = key_str()?;
-            let mut parts = k.splitn(3, '/');
-            let (Some(tenant), Some(stage), Some(id)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err((
-                    "bad_key",
-                    format!("blocker tombstone key '{k}' is not tenant/stage/id"),
-                ));
-            };
-            let stage = stage
-                .parse::<Stage>()
-                .map_err(|e| ("bad_key", e.to_string()))?;
+            let key = BlockerKey::parse(k).map_err(|e| ("bad_key", e.to_string()))?;
             Some(Update::BlockerResolved {
-                tenant_id: tenant.to_owned(),
-                stage,
-                blocker_id: id.to_owned(),
+                tenant_id: key.tenant.to_owned(),
+                stage: key.stage,
+                blocker_id: key.blocker_id.to_owned(),
             })
         }
         (Source::Readiness, Some(p)) => Some(Update::Readiness(
@@ -412,6 +386,7 @@ impl Follower {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use aispm_schemas::{Stage, ViewName};
 
     #[test]
     fn tombstones_decode_from_their_keys() {
@@ -461,12 +436,11 @@ mod tests {
                 .0,
             "bad_key"
         );
-        assert_eq!(
-            decode(&c, Source::Views, Some(b"ac\0me/findings/x"), None)
-                .unwrap_err()
-                .0,
-            "bad_tenant"
-        );
+        // A key naming no valid tenant could not have been written by the projector.
+        let (reason, why) =
+            decode(&c, Source::Views, Some(b"ac\0me/findings/x"), None).unwrap_err();
+        assert_eq!(reason, "bad_key");
+        assert!(why.contains("tenant_id must be"), "{why}");
         assert_eq!(
             decode(&c, Source::Views, None, Some(b"\x01garbage"))
                 .unwrap_err()

@@ -3,10 +3,9 @@
 //! waits for the broker's acknowledgement.
 
 use crate::Result;
-use aispm_schemas::topics::record_headers;
+use aispm_runtime::publish::{Outgoing, WhenFull, send_acked};
 use aispm_schemas::{Codec, RegistryEvent, ReportDeliveryEvent};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::time::Duration;
 
 /// The principal the reporter stamps on its delivery events (`asserted_by` in the views).
@@ -55,18 +54,15 @@ impl Publisher {
     }
 
     async fn send(&self, topic: &str, tenant: &str, bytes: &[u8]) -> Result<()> {
-        self.producer
-            .send(
-                FutureRecord::to(topic).key(tenant).payload(bytes).headers(
-                    OwnedHeaders::new().insert(Header {
-                        key: record_headers::PRINCIPAL,
-                        value: Some(PRINCIPAL),
-                    }),
-                ),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| crate::Error::Kafka(e))?;
-        Ok(())
+        let record =
+            Outgoing::new(topic, Some(tenant.as_bytes()), Some(bytes)).principal(PRINCIPAL);
+        send_acked(
+            &self.producer,
+            vec![record],
+            WhenFull::Wait(Duration::from_secs(30)),
+        )
+        .await
+        .into_result()
+        .map_err(crate::Error::Kafka)
     }
 }

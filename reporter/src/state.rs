@@ -480,6 +480,7 @@ mod tests {
             first_occurrence_at: Timestamp(1),
             last_occurrence_at: Timestamp(1),
             environments: Vec::new(),
+            risk: Default::default(),
         }
     }
 

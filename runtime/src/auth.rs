@@ -16,6 +16,7 @@
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+use aispm_schemas::TenantId;
 use axum::http::{HeaderMap, StatusCode, header};
 use prometheus::IntCounterVec;
 use serde::Deserialize;
@@ -170,6 +171,17 @@ impl Tokens {
             };
             if t.tenants.is_empty() {
                 return Err(format!("tokens[{i}]: tenants must not be empty"));
+            }
+            // A tenant no event can name would bind the token to nothing: refuse it at start.
+            if let Some(bad) = t
+                .tenants
+                .iter()
+                .find(|t| *t != "*" && !TenantId::is_valid(t))
+            {
+                return Err(format!(
+                    "tokens[{i}].tenants: '{bad}' is not a tenant id: it {}",
+                    TenantId::RULE
+                ));
             }
             let access = if t.tenants.iter().any(|t| t == "*") {
                 Access::All
@@ -379,6 +391,13 @@ mod tests {
         assert!(t.principal("acme-secre").is_none());
         assert!(Tokens::parse("[[tokens]]\ntenants=[\"a\"]\nscopes=[\"read\"]\n").is_err());
         assert!(Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[]\nscopes=[\"read\"]\n").is_err());
+        let bad =
+            Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[\"Acme Corp\"]\nscopes=[\"read\"]\n")
+                .unwrap_err();
+        assert!(
+            bad.contains("tokens[0].tenants: 'Acme Corp' is not a tenant id"),
+            "{bad}"
+        );
         let missing = Tokens::parse("[[tokens]]\ntoken=\"x\"\ntenants=[\"a\"]\n").unwrap_err();
         assert!(missing.contains("scopes is required"), "{missing}");
         let unknown =

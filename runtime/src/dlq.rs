@@ -4,13 +4,14 @@
 //! A record too large to carry is dead-lettered by reference (see [`DeadLetters::send`]).
 
 use crate::metrics::Metrics;
+use crate::publish::{Outgoing, WhenFull, send_acked};
 use crate::{Error, Result};
 use aispm_schemas::limits;
 use aispm_schemas::topics::dlq_headers as h;
 use prometheus::IntCounterVec;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -165,14 +166,8 @@ impl DeadLetters {
                 key: h::RECORD,
                 value: Some(if inline { "inline" } else { "by_reference" }),
             });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
-        if inline {
-            if let Some(k) = d.key {
-                record = record.key(k);
-            }
-            if let Some(p) = d.payload {
-                record = record.payload(p);
-            }
+        let record = if inline {
+            Outgoing::new(&self.topic, d.key, d.payload)
         } else {
             for (bytes_key, sha_key, part) in [
                 (h::KEY_BYTES, h::KEY_SHA256, d.key),
@@ -190,12 +185,15 @@ impl DeadLetters {
                         });
                 }
             }
-        }
-        self.producer
-            .send(record.headers(headers), Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+            Outgoing::new(&self.topic, None, None)
+        };
+        send_acked(
+            &self.producer,
+            vec![record.headers(headers)],
+            WhenFull::Wait(Duration::from_secs(30)),
+        )
+        .await
+        .into_result()
     }
 }
 

@@ -20,6 +20,8 @@
 //! - [`limit`]: rate and concurrency limits per caller (token buckets, slots), bounded memory.
 //! - [`kafka`]: librdkafka client config (with `--kafka-option` pass-through), topic creation,
 //!   the statistics callback that exports consumer lag and rebalances, where partitions end.
+//! - [`publish`]: the acknowledged send every service publishes with (records in order, every
+//!   acknowledgement awaited, each record's outcome reported).
 //! - [`malloc`]: caps glibc's malloc arenas before any thread starts (flat RSS over days).
 //! - [`service`]: the body of every `main`: runtime, signals, grace period, exit code.
 //! - [`shutdown`]: the root cancellation token fired by SIGINT/SIGTERM, and the grace period.
@@ -37,6 +39,7 @@ pub mod limit;
 pub mod malloc;
 pub mod metrics;
 pub mod openapi;
+pub mod publish;
 pub mod service;
 pub mod shutdown;
 pub mod supervise;

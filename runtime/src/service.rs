@@ -30,7 +30,7 @@ where
     };
     let grace = common.shutdown_grace;
     let trim_every = common.malloc_trim_interval;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let shutdown = on_signal();
         crate::malloc::spawn_trimmer(trim_every);
         tracing::info!(
@@ -58,5 +58,16 @@ where
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, without end: a Kafka call on a
+    // blocking thread can outlive the grace period by as long as the broker stays away (a
+    // projector stopped during a broker outage stayed up until killed). Blocking tasks get the
+    // grace period after a clean stop, a second after a failure or an expired grace period.
+    let clean = code == ExitCode::SUCCESS;
+    runtime.shutdown_timeout(if clean {
+        grace
+    } else {
+        std::time::Duration::from_secs(1)
+    });
+    code
 }

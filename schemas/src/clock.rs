@@ -561,6 +561,7 @@ mod tests {
             first_occurrence_at: at(-2 * H),
             last_occurrence_at: at(-2 * H),
             environments: Vec::new(),
+            risk: Default::default(),
         };
         assert!(row_overdue(&row, T));
         let covered = FindingRow {

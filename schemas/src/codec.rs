@@ -71,6 +71,7 @@ published! {
     READINESS => "Readiness", "readiness.avsc";
     DECISION_EVENT_V1 => "DecisionEvent", "v1/decision_event.avsc";
     VIEW_CHANGE_V1 => "ViewChange", "v1/view_change.avsc";
+    VIEW_CHANGE_V2 => "ViewChange", "v2/view_change.avsc";
     REGISTRY_EVENT_V1 => "RegistryEvent", "v1/registry_event.avsc";
 }
 

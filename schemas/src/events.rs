@@ -455,3 +455,11 @@ pub fn finding_subject(parts: &[&str]) -> String {
     }
     out
 }
+
+/// The parts of a subject [`finding_subject`] built, decoded.
+pub fn finding_subject_parts(subject: &str) -> Vec<String> {
+    subject
+        .split('/')
+        .map(|p| p.replace("%2F", "/").replace("%25", "%"))
+        .collect()
+}

@@ -1,8 +1,10 @@
 //! The JSON form of input events (the ingest API's body): the Avro field names, timestamps in
 //! RFC 3339, plus a `type` field naming the event.
 
-use crate::error::FieldError;
+use crate::codec::Codec;
+use crate::error::{EncodeError, FieldError};
 use crate::events::{ApprovalEvent, DecisionEvent, RegistryEvent};
+use crate::topics::Topics;
 use crate::validate::Validate;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -17,6 +19,41 @@ pub enum InputEvent {
 
 /// The `type` values accepted.
 pub const EVENT_TYPES: [&str; 3] = ["decision", "approval", "registry"];
+
+/// The type of an input event, which decides its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputKind {
+    Decision,
+    Approval,
+    Registry,
+}
+
+impl InputKind {
+    /// Every input event type: the topics a producer of events writes to.
+    pub const ALL: [InputKind; 3] = [
+        InputKind::Decision,
+        InputKind::Approval,
+        InputKind::Registry,
+    ];
+
+    /// The one mapping from event type to input topic, used by every producer (ingest,
+    /// `emit`, the generators).
+    pub fn topic(self, topics: &Topics) -> &str {
+        match self {
+            InputKind::Decision => &topics.decisions,
+            InputKind::Approval => &topics.approvals,
+            InputKind::Registry => &topics.registry,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputKind::Decision => "decision",
+            InputKind::Approval => "approval",
+            InputKind::Registry => "registry",
+        }
+    }
+}
 
 impl InputEvent {
     /// Parses one JSON object (with `type`) and validates it. Errors name the field.
@@ -70,11 +107,30 @@ impl InputEvent {
         value
     }
 
+    /// `decision`, `approval` or `registry` (the JSON `type`).
     pub fn kind(&self) -> &'static str {
+        self.input_kind().as_str()
+    }
+
+    /// The input topic of its type (see [`InputKind::topic`]).
+    pub fn topic<'a>(&self, topics: &'a Topics) -> &'a str {
+        self.input_kind().topic(topics)
+    }
+
+    pub fn input_kind(&self) -> InputKind {
         match self {
-            InputEvent::Decision(_) => "decision",
-            InputEvent::Approval(_) => "approval",
-            InputEvent::Registry(_) => "registry",
+            InputEvent::Decision(_) => InputKind::Decision,
+            InputEvent::Approval(_) => InputKind::Approval,
+            InputEvent::Registry(_) => InputKind::Registry,
+        }
+    }
+
+    /// Its Avro bytes, framed as `codec` frames every record.
+    pub fn encode(&self, codec: &Codec) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            InputEvent::Decision(e) => codec.encode(e),
+            InputEvent::Approval(e) => codec.encode(e),
+            InputEvent::Registry(e) => codec.encode(e),
         }
     }
 

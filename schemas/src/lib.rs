@@ -9,6 +9,8 @@
 //! - [`codec`]: single-object and Confluent framing, schema resolution; [`fingerprint`]: CRC-64-AVRO.
 //! - [`avro`]: the Rust ⇄ Avro mapping (direct binary writer and reader, `Value` form for schema
 //!   resolution) and the `avro_record!`/`avro_enum!` macros.
+//! - [`keys`]: [`TenantId`] (the one tenant id rule) and every topic's record key, built and
+//!   parsed by one type each.
 //! - [`json`]: the HTTP form of input events; [`validate`]: semantic checks; [`time`]: timestamps.
 //! - [`clock`]: the clock rules (overdue, expired, covered, stale, review window), defined once
 //!   for every service, with their windows' defaults.
@@ -18,6 +20,7 @@
 //! - [`limits`]: the size policy (event, record and dead-letter bounds), in one place.
 //! - [`rules`]: the finding rule catalog (ids, severity, frameworks, class, remediation);
 //!   [`ocsf`]: a finding as an OCSF record, for the OCSF topic and the packets.
+//! - [`risk`]: a finding's risk score from its explained factors, and the order findings rank in.
 //!
 //! # Changing the contract
 //! Add fields with defaults (optional fields as `["null", T]` with default null) so old records
@@ -35,9 +38,11 @@ pub mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod json;
+pub mod keys;
 pub mod limits;
 pub mod ocsf;
 pub mod readiness;
+pub mod risk;
 pub mod rules;
 pub mod signature;
 pub mod time;
@@ -48,8 +53,10 @@ pub mod views;
 pub use codec::{Codec, Record};
 pub use error::{DecodeError, EncodeError, FieldError};
 pub use events::*;
-pub use json::InputEvent;
+pub use json::{InputEvent, InputKind};
+pub use keys::TenantId;
 pub use readiness::{Blocker, BlockerKind, Readiness, Stage};
+pub use risk::{RiskFactor, RiskScore};
 pub use time::Timestamp;
 pub use topics::Topics;
 pub use validate::Validate;

@@ -23,9 +23,9 @@ pub const OCSF_VERSION: &str = "1.5.0";
 pub const COMPLIANCE_FINDING: u32 = 2003;
 pub const DETECTION_FINDING: u32 = 2004;
 
-/// The record key on `aispm.ocsf.v1`.
+/// The record key on `aispm.ocsf.v1` ([`crate::keys::FindingKey`]).
 pub fn record_key(tenant: &str, finding_id: &str) -> String {
-    format!("{tenant}/{finding_id}")
+    crate::keys::FindingKey { tenant, finding_id }.to_string()
 }
 
 fn severity(r: Risk) -> (u32, &'static str) {
@@ -194,6 +194,7 @@ mod tests {
             first_occurrence_at: Timestamp(1_000),
             last_occurrence_at: Timestamp(2_000),
             environments: vec![],
+            risk: Default::default(),
         }
     }
 

@@ -60,13 +60,6 @@ avro_record!(Blocker {
     detected_at
 });
 
-impl Blocker {
-    /// The record key on the blockers topic: `{tenant}/{stage}/{blocker_id}`.
-    pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.tenant_id, self.stage, self.blocker_id)
-    }
-}
-
 /// The readiness verdict of one tenant for one stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
@@ -83,10 +76,3 @@ avro_record!(Readiness {
     blocker_ids,
     evaluated_at
 });
-
-impl Readiness {
-    /// The record key on the readiness topic: `{tenant}/{stage}`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.tenant_id, self.stage)
-    }
-}

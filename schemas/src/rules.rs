@@ -104,7 +104,21 @@ rules! {
     RUNAWAY_AGENT = "AISPM-RUN-001", High, Detection, "Runaway agent: tool-call rate above the threshold",
         ["OWASP-LLM10:2025 Unbounded Consumption", "MITRE-ATLAS AML.T0029 Denial of AI Service", "NIST-AI-RMF MANAGE"],
         "Throttle or stop the agent, and look for the loop or prompt that drove the calls.";
+    AGENT_LOOP = "AISPM-RUN-002", Medium, Detection, "Agent loop: the same call on the same target repeated within a minute",
+        ["OWASP-LLM10:2025 Unbounded Consumption", "MITRE-ATLAS AML.T0029 Denial of AI Service", "NIST-AI-RMF MANAGE"],
+        "Find what keeps the agent repeating the call (a tool result it cannot parse, a plan that never ends) and bound its steps.";
+    DENIAL_STORM = "AISPM-RUN-003", High, Detection, "Denial storm: many actions of one agent denied within a minute",
+        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0051 LLM Prompt Injection", "NIST-AI-RMF MANAGE"],
+        "Stop the agent and review what it attempted: a burst of denied actions is an agent probing its limits, often under injected instructions.";
+    RETRY_BURST = "AISPM-RUN-004", Medium, Detection, "Retry burst: a denied action retried again and again within a minute",
+        ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF MANAGE"],
+        "Make the agent treat a denial as final (no blind retries), and review whether the action should need an approval instead.";
 }
+
+/// The runtime signals: rules raised by an agent's decisions per minute of event time crossing a
+/// threshold (the projector's `--runaway-per-minute`, `--loop-repeats`, `--denials-per-minute`,
+/// `--retries-per-minute`).
+pub const SIGNALS: &[Rule] = &[RUNAWAY_AGENT, AGENT_LOOP, DENIAL_STORM, RETRY_BURST];
 
 /// The rule with this id.
 pub fn by_id(id: &str) -> Option<Rule> {

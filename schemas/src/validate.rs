@@ -3,6 +3,7 @@
 
 use crate::error::FieldError;
 use crate::events::*;
+use crate::keys::TenantId;
 use crate::signature;
 use crate::time::Timestamp;
 
@@ -16,23 +17,6 @@ pub const MAX_ITEMS: usize = 256;
 pub const MIN_TIMESTAMP: Timestamp = Timestamp(946_684_800_000);
 /// Latest `occurred_at` accepted: 2100-01-01T00:00:00Z.
 pub const MAX_TIMESTAMP: Timestamp = Timestamp(4_102_444_800_000);
-
-/// Longest tenant id accepted.
-pub const MAX_TENANT_ID_LEN: usize = 64;
-/// What a tenant id may be, as an error names it.
-pub const TENANT_ID_RULE: &str =
-    "must be 1 to 64 characters of letters, digits, '.', '_' or '-', and not '.' or '..'";
-
-/// Whether `v` is a tenant id: the one rule every service applies (ingest to events, the
-/// reporter to the directories it names after tenants, so `.` and `..` are refused).
-pub fn is_tenant_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= MAX_TENANT_ID_LEN
-        && v != "."
-        && v != ".."
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 /// Checks an event's content; an empty list means valid.
 pub trait Validate {
@@ -77,8 +61,8 @@ impl Check {
     }
 
     fn tenant(&mut self, v: &str) {
-        if !is_tenant_id(v) {
-            self.fail("tenant_id", TENANT_ID_RULE);
+        if !TenantId::is_valid(v) {
+            self.fail("tenant_id", TenantId::RULE);
         }
     }
 

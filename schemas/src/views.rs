@@ -4,6 +4,7 @@ use crate::avro::{AvroReader, FromAvro, ToAvro};
 use crate::error::DecodeError;
 use crate::events::{Environment, Risk};
 use crate::readiness::Stage;
+use crate::risk::RiskScore;
 use crate::time::Timestamp;
 use crate::{avro_enum, avro_record};
 use apache_avro::types::Value;
@@ -207,9 +208,27 @@ pub struct FindingRow {
     /// (a registration, an exception), which count for every stage.
     #[serde(default)]
     pub environments: Vec<Environment>,
+    /// Its risk score and the factors behind it ([`crate::risk`]): what findings are ranked by.
+    #[serde(default)]
+    pub risk: RiskScore,
 }
 
 impl FindingRow {
+    /// Its place in the ranking ([`crate::risk::RankKey`]): highest risk first.
+    pub fn rank_key(&self) -> crate::risk::RankKey {
+        crate::risk::RankKey::new(
+            self.risk.score,
+            self.severity,
+            self.last_occurrence_at.0,
+            &self.finding_id,
+        )
+    }
+
+    /// The order findings are listed in everywhere (API, console, packets).
+    pub fn by_rank(a: &Self, b: &Self) -> std::cmp::Ordering {
+        a.rank_key().cmp(&b.rank_key())
+    }
+
     /// Whether the finding counts for `stage`: raised by events of its environment, or by
     /// facts of no one environment (empty `environments`: it counts for every stage).
     pub fn counts_for(&self, stage: Stage) -> bool {
@@ -238,6 +257,7 @@ avro_record!(FindingRow {
     first_occurrence_at,
     last_occurrence_at,
     environments,
+    risk,
 });
 
 /// An exception or a break-glass event.
@@ -686,12 +706,6 @@ avro_record!(ViewChange {
 });
 
 impl ViewChange {
-    /// The record key on the views topic: `{tenant}/{view}/{key}` (compaction keeps the latest
-    /// change per row).
-    pub fn record_key(&self) -> String {
-        format!("{}/{}/{}", self.tenant_id, self.view, self.key)
-    }
-
     /// The change that sets a row (`Some`: upsert) or removes it (`None`: delete); the op
     /// always agrees with the row.
     pub fn new(

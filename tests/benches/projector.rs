@@ -67,11 +67,12 @@ use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
 use aispm_runtime::kafka::KafkaConfig;
 use aispm_runtime::kafka::partition_ends;
+use aispm_schemas::InputKind;
 use aispm_schemas::{Environment, Topics};
 use aispm_tests::Broker;
 use aispm_tests::kafka::{create_contract_topics, random_prefix, send_waiting};
-use aispm_tests::load::{Gen, Kind};
 use aispm_tests::process::binary;
+use aispm_tools::records::Gen;
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -114,11 +115,11 @@ const CACHE_ENTRIES: usize = 100_000;
 const BLOCK_CACHE: usize = 64 * 1024 * 1024;
 const TICKS_PER_SECOND: f64 = 100.0;
 
-fn kind_index(k: Kind) -> usize {
+fn kind_index(k: InputKind) -> usize {
     match k {
-        Kind::Decision => 0,
-        Kind::Approval => 1,
-        Kind::Registry => 2,
+        InputKind::Decision => 0,
+        InputKind::Approval => 1,
+        InputKind::Registry => 2,
     }
 }
 
@@ -293,7 +294,7 @@ fn fill(
     for _ in 0..events {
         let r = g.next_record();
         let copy = decisions_copy
-            .filter(|_| r.kind == Kind::Decision)
+            .filter(|_| r.kind == InputKind::Decision)
             .map(|c| c.decisions.as_str());
         for topic in std::iter::once(r.kind.topic(topics)).chain(copy) {
             *by_topic.entry(topic.to_owned()).or_default() += 1;

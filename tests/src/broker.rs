@@ -181,7 +181,7 @@ impl Broker {
     /// (SASL listeners, `StandardAuthorizer`, `allow.everyone.if.no.acl.found=false`, the super
     /// user) read from `compose/docker-compose.yml`, with `vars` for its `${…}` variables (the
     /// passwords; unset ones take the file's defaults). Only the super user can do anything
-    /// until ACLs say otherwise: see [`crate::compose::kafka_setup`].
+    /// until ACLs say otherwise: see [`kafka_setup`].
     ///
     /// [`Broker::bootstrap`] is the `CLIENT` listener (SASL_SSL, SCRAM-SHA-512: [`Broker::client_options`]);
     /// [`Broker::admin_bootstrap`], [`Broker::admin_options`] and
@@ -934,4 +934,32 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+/// Runs `compose/kafka/setup.sh` (credentials and ACLs) against `broker` as the compose
+/// `kafka-setup` service does, with the local Kafka tools; `vars` holds the passwords
+/// (`AISPM_KAFKA_*_PASSWORD`). Fails with the script's output unless it exits 0.
+pub fn kafka_setup(
+    broker: &Broker,
+    vars: &BTreeMap<String, String>,
+) -> Result<std::process::Output> {
+    let home = kafka_home()?;
+    let out = std::process::Command::new("sh")
+        .arg(crate::compose::compose_dir().join("kafka/setup.sh"))
+        .env("KAFKA_ADMIN_BOOTSTRAP", broker.admin_bootstrap())
+        .env("KAFKA_BIN", home.join("bin"))
+        .env("KAFKA_TOOL_SUFFIX", "")
+        .env("KAFKA_OPTS", tools_jvm_options())
+        .envs(vars)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running compose/kafka/setup.sh")?;
+    if !out.status.success() {
+        bail!(
+            "compose/kafka/setup.sh exited with {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
 }

@@ -241,35 +241,6 @@ pub fn kafka_properties(env: &[(String, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs `compose/kafka/setup.sh` (credentials and ACLs) against `broker` as the compose
-/// `kafka-setup` service does, with the local Kafka tools; `vars` holds the passwords
-/// (`AISPM_KAFKA_*_PASSWORD`). Fails with the script's output unless it exits 0.
-pub fn kafka_setup(
-    broker: &crate::Broker,
-    vars: &BTreeMap<String, String>,
-) -> Result<std::process::Output> {
-    let home = crate::broker::kafka_home()?;
-    let out = std::process::Command::new("sh")
-        .arg(compose_dir().join("kafka/setup.sh"))
-        .env("KAFKA_ADMIN_BOOTSTRAP", broker.admin_bootstrap())
-        .env("KAFKA_BIN", home.join("bin"))
-        .env("KAFKA_TOOL_SUFFIX", "")
-        .env("KAFKA_OPTS", crate::broker::tools_jvm_options())
-        .envs(vars)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running compose/kafka/setup.sh")?;
-    if !out.status.success() {
-        bail!(
-            "compose/kafka/setup.sh exited with {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,7 +147,7 @@ pub fn validator_key_file(work: &Path) -> Result<PathBuf> {
     let key_file = dir.join("validator.key");
     std::fs::write(
         &key_file,
-        STANDARD.encode(aispm_ingest::scenario::demo_validator_key().to_bytes()),
+        STANDARD.encode(aispm_tools::scenario::demo_validator_key().to_bytes()),
     )?;
     Ok(key_file)
 }
@@ -168,7 +168,7 @@ pub fn connector_probe(
         .args(["--header", &format!("Authorization: {credential}")])
         .arg("--key")
         .arg(&key_file)
-        .args(["--key-id", aispm_ingest::scenario::ids::VALIDATOR_KEY])
+        .args(["--key-id", aispm_tools::scenario::ids::VALIDATOR_KEY])
         .args(["--environments", "production,trial", "--ingest", ingest])
         .arg("--out")
         .arg(work.join("validator"))
@@ -209,7 +209,7 @@ pub async fn isolation_probe_with(
     environments: &str,
     tenants: &[(&str, &str, &str)],
 ) -> Result<(bool, Value)> {
-    use aispm_ingest::scenario::{demo_validator_key, ids};
+    use aispm_tools::scenario::{demo_validator_key, ids};
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     let key = demo_validator_key();
@@ -483,7 +483,7 @@ impl Pipeline {
                 "--validator-key",
                 &validator_key,
                 "--validator-key-id",
-                aispm_ingest::scenario::ids::VALIDATOR_KEY,
+                aispm_tools::scenario::ids::VALIDATOR_KEY,
                 "--provider-environments",
                 "production,trial",
                 "--webhooks",

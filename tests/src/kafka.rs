@@ -136,7 +136,11 @@ impl Record {
 
 /// Produces generated records, all enqueued before any is awaited (so they leave in large
 /// batches; `send` would enqueue each only when awaited), and waits for every acknowledgement.
-pub async fn send_all(p: &FutureProducer, topics: &Topics, records: &[crate::load::Generated]) {
+pub async fn send_all(
+    p: &FutureProducer,
+    topics: &Topics,
+    records: &[aispm_tools::records::Generated],
+) {
     let sends: Vec<_> = records
         .iter()
         .map(|r| {

@@ -7,7 +7,6 @@
 //! - [`compose`]: the settings of `compose/docker-compose.yml` and its Kafka ACL setup script.
 //! - [`process`]: start the aispm binaries, wait for their HTTP health, kill and restart them.
 //! - [`demo`]: the whole pipeline driven end to end (the demo binary and the pipeline test).
-//! - [`load`]: a deterministic generator of realistic events for load and crash tests.
 //! - [`kafka`]: producers and consumers for tests, topic prefixes.
 //! - [`webhooks`]: a real webhook receiver that verifies Standard Webhooks signatures.
 
@@ -15,7 +14,6 @@ pub mod broker;
 pub mod compose;
 pub mod demo;
 pub mod kafka;
-pub mod load;
 pub mod process;
 pub mod webhooks;
 

@@ -20,7 +20,7 @@ use aispm_schemas::views::*;
 use aispm_schemas::{BlockerKind, Environment, ReportType, Risk, Stage, Timestamp, clock};
 use clap::Parser;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const TENANT: &str = "acme";
@@ -106,6 +106,7 @@ fn finding(id: &str, severity: Risk, due: i64) -> FindingRow {
         first_occurrence_at: T0,
         last_occurrence_at: T0,
         environments: Vec::new(),
+        risk: Default::default(),
     }
 }
 
@@ -351,33 +352,41 @@ fn reporter(windows: clock::Windows, now: Timestamp) -> Verdict {
     let files =
         aispm_reporter::render::files(&ciso, &aispm_reporter::render::exported_findings(&t, &ciso))
             .unwrap();
-    let table = |name: &str| -> Vec<Vec<String>> {
+    // A table's rows as maps from its header's column names (read with the csv crate: titles
+    // and risk factors hold quoted commas).
+    let table = |name: &str| -> Vec<BTreeMap<String, String>> {
         let f = files
             .iter()
             .find(|f| f.path == format!("tables/{name}.csv"))
             .unwrap_or_else(|| panic!("no {name}.csv"));
-        String::from_utf8(f.bytes.clone())
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').map(str::to_owned).collect())
+        let mut r = csv::Reader::from_reader(f.bytes.as_slice());
+        let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+        r.records()
+            .map(|row| {
+                header
+                    .iter()
+                    .cloned()
+                    .zip(row.unwrap().iter().map(str::to_owned))
+                    .collect()
+            })
             .collect()
     };
-    let csv_overdue = set(table("findings")
+    let findings = table("findings");
+    let csv_overdue = set(findings
         .iter()
-        .filter(|r| r.last().map(String::as_str) == Some("overdue"))
-        .map(|r| r[0].as_str()));
+        .filter(|r| r["sla_state"] == "overdue")
+        .map(|r| r["finding_id"].as_str()));
     assert_eq!(csv_overdue, overdue, "findings.csv vs key figures at {now}");
     let states = table("break_glass");
     let csv_unreviewed = set(states
         .iter()
-        .filter(|r| r.last().map(String::as_str) == Some("review_overdue"))
-        .map(|r| r[0].as_str()));
+        .filter(|r| r["state"] == "review_overdue")
+        .map(|r| r["exception_id"].as_str()));
     assert_eq!(csv_unreviewed, unreviewed, "break_glass.csv at {now}");
     let csv_expired = set(table("exceptions")
         .iter()
-        .filter(|r| r.last().map(String::as_str) == Some("expired"))
-        .map(|r| r[0].as_str()));
+        .filter(|r| r["state"] == "expired")
+        .map(|r| r["exception_id"].as_str()));
     assert_eq!(csv_expired, expired, "exceptions.csv at {now}");
 
     // The freshness check of a packet for each stage.

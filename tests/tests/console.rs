@@ -209,7 +209,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
 
     // The critical finding's blocker links to the finding, which shows its rule, severity and
     // the events behind it.
-    let critical = aispm_ingest::scenario::ids::CRITICAL_FINDING;
+    let critical = aispm_tools::scenario::ids::CRITICAL_FINDING;
     let link = links(&overview.body, "/t/acme/go?id=")
         .into_iter()
         .find(|l| l.contains("AISPM-DATA-001"))
@@ -290,7 +290,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     // Coverage, controls and exceptions: each a page, each row linked to its own row.
     let shadow = team.get("/t/acme/coverage?shadow_ai=true").await;
     assert_eq!(shadow.status, 200, "{}", shadow.body);
-    for agent in aispm_ingest::scenario::ids::SHADOW_AGENTS {
+    for agent in aispm_tools::scenario::ids::SHADOW_AGENTS {
         assert!(shadow.body.contains(agent), "{agent} is shadow AI");
     }
     assert!(
@@ -306,7 +306,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     assert!(row.body.contains("Asset") && row.body.contains("shadow_ai"));
     let controls = team.get("/t/acme/controls").await;
     assert_eq!(controls.status, 200);
-    let shadow_control = aispm_ingest::scenario::ids::SHADOW_CONTROL;
+    let shadow_control = aispm_tools::scenario::ids::SHADOW_CONTROL;
     assert!(controls.body.contains(shadow_control) && controls.body.contains("shadowed"));
     // The resolver finds a control and an asset by id alone (coverage keys are `kind/id`).
     let (_, control) = team
@@ -395,7 +395,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
             &p.projector.http,
             &format!(
                 "/v1/tenants/acme/events/{}",
-                aispm_ingest::scenario::ids::critical_decision("acme")
+                aispm_tools::scenario::ids::critical_decision("acme")
             ),
         )
         .await
@@ -497,7 +497,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     );
 
     // The decision that raised the overdue finding names it among the rows it changed.
-    let unapproved = aispm_ingest::scenario::ids::unapproved_command_decision("acme");
+    let unapproved = aispm_tools::scenario::ids::unapproved_command_decision("acme");
     let d = p
         .get(
             &p.projector.http,
@@ -507,7 +507,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         .unwrap();
     let raised = format!(
         "findings/{}",
-        aispm_ingest::scenario::ids::unapproved_command_finding()
+        aispm_tools::scenario::ids::unapproved_command_finding()
     );
     assert!(
         d["rows"]
@@ -659,7 +659,7 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         .filter_map(|f| f["finding_id"].as_str())
         .collect();
     assert!(
-        about_ids.contains(&aispm_ingest::scenario::ids::unapproved_command_finding().as_str())
+        about_ids.contains(&aispm_tools::scenario::ids::unapproved_command_finding().as_str())
             && about_ids.iter().all(|id| id.contains("coder-agent")),
         "{about_ids:?}"
     );
@@ -742,7 +742,7 @@ async fn in_chromium_a_person_reaches_the_decision_behind_a_blocker_and_every_pa
             "--other-tenant",
             "globex",
         ])
-        .args(["--finding", aispm_ingest::scenario::ids::CRITICAL_FINDING])
+        .args(["--finding", aispm_tools::scenario::ids::CRITICAL_FINDING])
         .args(["--expect", "agent_id=slack-summarizer"])
         .args(["--expect", "model_endpoint=openai-gpt-4o"])
         .args(["--expect", "control_id=ctl-model-egress"])

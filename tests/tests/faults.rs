@@ -31,8 +31,8 @@ use aispm_tests::kafka::{
     create_contract_topics, create_replicated_contract_topics, latest_by_key, random_prefix,
     read_to_end, wait_caught_up,
 };
-use aispm_tests::load::Gen;
 use aispm_tests::process::{Service, binary};
+use aispm_tools::records::Gen;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -1464,6 +1464,33 @@ fn committed_offsets(brokers: &str, group: &str, topics: &[&str]) -> BTreeMap<(S
                 .map(|o| ((e.topic().to_owned(), e.partition()), o))
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_stopped_while_the_broker_is_away_exits_within_its_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start().unwrap();
+    let brokers = broker.bootstrap();
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&brokers, &prefix, 3).await.unwrap();
+    let group = format!("proj-{}", random_prefix());
+    let mut args = projector_args(&brokers, &prefix, &dir.path().join("projector"), &group);
+    args.extend(strings(&["--shutdown-grace", "3s"]));
+    let mut projector = Service::start("aispm-projector", &addr(), &args, dir.path()).unwrap();
+    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+    // Busy when the broker goes: events applied, view changes on their way out.
+    let mut generator = Gen::new(52, 5, 100);
+    burst(&brokers, &topics, &mut generator, 30_000).await;
+    broker.stop();
+
+    let started = Instant::now();
+    let exited = projector.terminate(Duration::from_secs(20));
+    let took = started.elapsed();
+    println!("stopped with the broker away: exited after {took:?} (grace 3s): {exited:?}");
+    if let Err(e) = exited {
+        panic!("{e}\n{}", projector.log_tail());
+    }
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -207,6 +207,7 @@ fn finding(
         first_occurrence_at: Timestamp(Timestamp::now().0 - 72 * H),
         last_occurrence_at: Timestamp(Timestamp::now().0 - 72 * H),
         environments: Vec::new(),
+        risk: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const CRATES: [&str; 8] = [
+const CRATES: [&str; 10] = [
     "schemas",
     "runtime",
     "ingest",
@@ -17,6 +17,8 @@ const CRATES: [&str; 8] = [
     "reporter",
     "validate",
     "console",
+    "tools",
+    "tests",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -7,12 +7,13 @@
 //! rights keep a service from becoming ready.
 
 use aispm_runtime::kafka::KafkaConfig;
+use aispm_schemas::InputKind;
 use aispm_schemas::Topics;
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
-use aispm_tests::compose::kafka_setup;
-use aispm_tests::load::{Gen, Generated, Kind};
+use aispm_tests::broker::kafka_setup;
 use aispm_tests::process::Service;
+use aispm_tools::records::{Gen, Generated};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -70,7 +71,7 @@ fn assert_topic_denied(result: Result<(), KafkaError>, who: &str, topic: &str) {
 }
 
 /// One generated event of `kind`.
-fn event(generator: &mut Gen, kind: Kind) -> Generated {
+fn event(generator: &mut Gen, kind: InputKind) -> Generated {
     loop {
         let r = generator.next_record();
         if r.kind == kind {
@@ -219,9 +220,9 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
 
     // Producers that write straight to Kafka: each writes its own topic, and nothing else.
     let mut generator = Gen::new(16, 1, 8);
-    let decision = event(&mut generator, Kind::Decision);
-    let approval = event(&mut generator, Kind::Approval);
-    let registration = event(&mut generator, Kind::Registry);
+    let decision = event(&mut generator, InputKind::Decision);
+    let approval = event(&mut generator, InputKind::Approval);
+    let registration = event(&mut generator, InputKind::Registry);
     let gateway = producer(&broker, "gateway", &password(&vars, "gateway"));
     send(&gateway, &topics.decisions, &decision)
         .await

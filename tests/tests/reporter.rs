@@ -176,6 +176,7 @@ fn finding(
         first_occurrence_at: ts(opened),
         last_occurrence_at: ts(opened),
         environments: Vec::new(),
+        risk: Default::default(),
     })
 }
 

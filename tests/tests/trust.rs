@@ -4,7 +4,6 @@
 //! with its name; records filed under another tenant's key or dated in the future are
 //! dead-lettered, judged against the record's own timestamp.
 
-use aispm_ingest::scenario::{self, demo_key, demo_validator_key};
 use aispm_schemas::topics::dlq_headers;
 use aispm_schemas::{
     CheckKind, CheckResult, Codec, Environment, InputEvent, RegistryEvent, Timestamp, Topics,
@@ -15,6 +14,7 @@ use aispm_tests::demo::{
     TENANT_TOKEN, blocker_kinds,
 };
 use aispm_tests::kafka::{produce, producer, read_all};
+use aispm_tools::scenario::{self, demo_key, demo_validator_key};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};

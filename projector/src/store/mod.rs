@@ -15,9 +15,9 @@ use std::path::Path;
 
 /// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
 /// wipes the views and replays them from the input topics.
-pub const VIEW_VERSION: u32 = 9; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
+pub const VIEW_VERSION: u32 = 10; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
 // 8: one finding per (rule, resource), with its occurrences' environments; 9: evidence rows
-// name the decision's agent and control
+// name the decision's agent and control; 10: findings carry their risk score and factors
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
@@ -143,6 +143,27 @@ impl Store {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Calls `f` with every `(key, value)` whose key starts with `prefix`, in key order,
+    /// without holding them all.
+    pub fn for_each_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v)?;
+        }
+        Ok(())
     }
 
     /// At most `limit` `(key, value)` pairs from `start` on whose keys start with `prefix`,

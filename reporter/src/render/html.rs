@@ -158,10 +158,20 @@ fn page(doc: &Document) -> Markup {
     }
 }
 
+/// A risk score with the factors that add to it: `62 (severity high +25, environment
+/// production +10, …)`.
+fn risk_cell(r: &aispm_schemas::RiskScore) -> String {
+    match r.explain() {
+        why if why.is_empty() => r.score.to_string(),
+        why => format!("{} ({why})", r.score),
+    }
+}
+
 /// The report path, stated in every packet.
 fn report_path(doc: &Document) -> Markup {
     let blocking = table(
         &[
+            "Risk",
             "Finding",
             "Title",
             "Severity",
@@ -173,6 +183,7 @@ fn report_path(doc: &Document) -> Markup {
             .iter()
             .map(|f| {
                 vec![
+                    f.risk_score.to_string(),
                     f.finding_id.clone(),
                     f.title.clone(),
                     f.severity.to_string(),
@@ -388,6 +399,7 @@ fn capitalise(s: &str) -> String {
 fn findings_table(findings: &[aispm_schemas::FindingRow], now: Timestamp, empty: &str) -> Markup {
     table(
         &[
+            "Risk",
             "Finding",
             "Title",
             "Severity",
@@ -411,6 +423,7 @@ fn findings_table(findings: &[aispm_schemas::FindingRow], now: Timestamp, empty:
                     Sla::ClosedLate => "missed",
                 };
                 vec![
+                    risk_cell(&f.risk),
                     f.finding_id.clone(),
                     f.title.clone(),
                     f.severity.to_string(),
@@ -1273,6 +1286,7 @@ mod tests {
                     first_occurrence_at: Timestamp(now - 10 * day),
                     last_occurrence_at: Timestamp(now - 10 * day),
                     environments: Vec::new(),
+                    risk: Default::default(),
                 },
             );
         }

@@ -33,16 +33,20 @@ pub fn files(doc: &Document, findings: &[FindingRow]) -> Result<Vec<PacketFile>>
     Ok(out)
 }
 
-/// The findings a packet exports: every open finding, and those closed within the period.
+/// The findings a packet exports: every open finding, and those closed within the period,
+/// highest risk first ([`FindingRow::by_rank`]).
 pub fn exported_findings(t: &crate::state::TenantState, doc: &Document) -> Vec<FindingRow> {
-    t.findings
+    let mut v: Vec<FindingRow> = t
+        .findings
         .values()
         .filter(|f| {
             f.status == aispm_schemas::FindingStatus::Open
                 || f.closed_at.is_some_and(|c| c > doc.period_start)
         })
         .cloned()
-        .collect()
+        .collect();
+    v.sort_by(FindingRow::by_rank);
+    v
 }
 
 #[cfg(test)]
@@ -75,6 +79,7 @@ pub(crate) mod tests {
             first_occurrence_at: Timestamp(1_000),
             last_occurrence_at: Timestamp(1_000),
             environments: Vec::new(),
+            risk: Default::default(),
         }
     }
 
@@ -154,7 +159,8 @@ pub(crate) mod tests {
         assert_eq!(
             lines.next().unwrap(),
             "finding_id,rule_id,title,severity,status,subject,owner,due_at,opened_at,closed_at,\
-             resolution,frameworks,exception_id,exception_expires_at,event_ids,sla_state"
+             resolution,frameworks,exception_id,exception_expires_at,event_ids,sla_state,\
+             risk_score,risk_factors"
         );
         let row = lines.next().unwrap();
         assert!(

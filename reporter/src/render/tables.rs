@@ -32,6 +32,9 @@ struct Finding<'a> {
     exception_expires_at: Time,
     event_ids: Ids<'a>,
     sla_state: Text<String>,
+    /// `aispm_schemas::risk`: the score, and each factor as `name=value:points`.
+    risk_score: i64,
+    risk_factors: Text<String>,
 }
 
 #[derive(Default, Serialize)]
@@ -44,6 +47,7 @@ struct BlockingFinding<'a> {
     overdue: bool,
     reasons: Ids<'a>,
     event_ids: Ids<'a>,
+    risk_score: i64,
 }
 
 #[derive(Default, Serialize)]
@@ -203,23 +207,34 @@ pub(super) fn files(doc: &Document, findings: &[FindingRow]) -> csv::Result<Vec<
     };
     add(
         "findings",
-        table(findings.iter().map(|f| Finding {
-            finding_id: Text(&f.finding_id),
-            rule_id: Text(&f.rule_id),
-            title: Text(&f.title),
-            severity: Text(f.severity.to_string()),
-            status: Text(f.status.to_string()),
-            subject: Text(&f.subject),
-            owner: opt(f.owner.as_deref()),
-            due_at: Time(f.due_at),
-            opened_at: Time(Some(f.opened_at)),
-            closed_at: Time(f.closed_at),
-            resolution: opt(f.resolution.as_deref()),
-            frameworks: ids(&f.frameworks),
-            exception_id: opt(f.exception_id.as_deref()),
-            exception_expires_at: Time(f.exception_expires_at),
-            event_ids: ids(&f.event_ids),
-            sla_state: Text(clock::row_sla(f, doc.generated_at).to_string()),
+        table(findings.iter().map(|f| {
+            Finding {
+                finding_id: Text(&f.finding_id),
+                rule_id: Text(&f.rule_id),
+                title: Text(&f.title),
+                severity: Text(f.severity.to_string()),
+                status: Text(f.status.to_string()),
+                subject: Text(&f.subject),
+                owner: opt(f.owner.as_deref()),
+                due_at: Time(f.due_at),
+                opened_at: Time(Some(f.opened_at)),
+                closed_at: Time(f.closed_at),
+                resolution: opt(f.resolution.as_deref()),
+                frameworks: ids(&f.frameworks),
+                exception_id: opt(f.exception_id.as_deref()),
+                exception_expires_at: Time(f.exception_expires_at),
+                event_ids: ids(&f.event_ids),
+                sla_state: Text(clock::row_sla(f, doc.generated_at).to_string()),
+                risk_score: f.risk.score,
+                risk_factors: Text(
+                    f.risk
+                        .factors
+                        .iter()
+                        .map(|x| format!("{}={}:{}", x.factor, x.value, x.points))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            }
         }))?,
     );
     add(
@@ -233,6 +248,7 @@ pub(super) fn files(doc: &Document, findings: &[FindingRow]) -> csv::Result<Vec<
             overdue: f.overdue,
             reasons: ids(&f.reasons),
             event_ids: ids(&f.event_ids),
+            risk_score: f.risk_score,
         }))?,
     );
     add(

@@ -75,6 +75,8 @@ pub struct BlockingFinding {
     /// Why it blocks: `critical_unowned`, `overdue`, `named_by_blocker`, `open_critical`.
     pub reasons: Vec<String>,
     pub event_ids: Vec<String>,
+    /// Its risk score (`aispm_schemas::risk`): the list is ranked by it.
+    pub risk_score: i64,
 }
 
 /// A risk accepted instead of resolved: an active exception, with owner and expiry.
@@ -208,10 +210,13 @@ pub fn blocking_findings(t: &TenantState, now: Timestamp) -> Vec<BlockingFinding
                 .chain(b.subject.as_deref())
         })
         .collect();
-    let mut out: Vec<BlockingFinding> = t
+    let mut open: Vec<&aispm_schemas::FindingRow> = t
         .findings
         .values()
         .filter(|f| f.status == FindingStatus::Open)
+        .collect();
+    open.sort_by(|a, b| aispm_schemas::FindingRow::by_rank(a, b));
+    open.into_iter()
         .filter_map(|f| {
             let times = clock::FindingTimes::from(f);
             let covered = clock::finding_covered(times, now);
@@ -238,15 +243,10 @@ pub fn blocking_findings(t: &TenantState, now: Timestamp) -> Vec<BlockingFinding
                 overdue,
                 reasons,
                 event_ids: f.event_ids.clone(),
+                risk_score: f.risk.score,
             })
         })
-        .collect();
-    out.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.finding_id.cmp(&b.finding_id))
-    });
-    out
+        .collect()
 }
 
 /// Exceptions (accepted risks) not revoked, expired ones included and marked.
@@ -391,6 +391,7 @@ mod tests {
                 first_occurrence_at: Timestamp(0),
                 last_occurrence_at: Timestamp(0),
                 environments: Vec::new(),
+                risk: Default::default(),
             };
         for r in [
             f("unowned", Risk::Critical, None, None, None),

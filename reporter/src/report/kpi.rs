@@ -374,6 +374,7 @@ mod tests {
             first_occurrence_at: Timestamp(opened),
             last_occurrence_at: Timestamp(opened),
             environments: Vec::new(),
+            risk: Default::default(),
         }
     }
 

@@ -444,7 +444,7 @@ pub fn owners(t: &TenantState, now: Timestamp) -> Vec<OwnerLoad> {
     v
 }
 
-/// Open findings, most severe and oldest first.
+/// Open findings, highest risk first ([`FindingRow::by_rank`]).
 pub fn open_findings(t: &TenantState) -> Vec<FindingRow> {
     let mut v: Vec<FindingRow> = t
         .findings
@@ -452,11 +452,7 @@ pub fn open_findings(t: &TenantState) -> Vec<FindingRow> {
         .filter(|f| f.status == FindingStatus::Open)
         .cloned()
         .collect();
-    v.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.opened_at.cmp(&b.opened_at))
-    });
+    v.sort_by(FindingRow::by_rank);
     v
 }
 

@@ -474,6 +474,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
             of(id()),
             of(ts()),
         ),
+        (i(), vec((id(), text(), i()), 0..8)),
     )
         .prop_map(
             |(
@@ -488,6 +489,7 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     exception_id,
                     exception_expires_at,
                 ),
+                (score, factors),
             )| {
                 ViewRow::Finding(FindingRow {
                     asserted_by: None,
@@ -510,6 +512,17 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                     first_occurrence_at: opened_at,
                     last_occurrence_at: opened_at,
                     environments: Vec::new(),
+                    risk: RiskScore {
+                        score,
+                        factors: factors
+                            .into_iter()
+                            .map(|(factor, value, points)| RiskFactor {
+                                factor,
+                                value,
+                                points,
+                            })
+                            .collect(),
+                    },
                 })
             },
         );

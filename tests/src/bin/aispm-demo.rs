@@ -101,15 +101,33 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("")
     );
 
+    let ranked = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/findings?status=open&limit=5"),
+        )
+        .await?;
+    println!("highest-risk open findings (score = the sum of the factors, docs/risk.md):");
+    for f in ranked["findings"].as_array().into_iter().flatten() {
+        let risk: aispm_schemas::RiskScore =
+            serde_json::from_value(f["risk"].clone()).unwrap_or_default();
+        println!(
+            "  {:>3}  {:<45} {}",
+            risk.score,
+            f["finding_id"].as_str().unwrap_or(""),
+            risk.explain()
+        );
+    }
+
     let critical = format!(
         "/t/{TENANT}/finding?id={}",
-        aispm_ingest::scenario::ids::CRITICAL_FINDING
+        aispm_tools::scenario::ids::CRITICAL_FINDING
             .replace(':', "%3A")
             .replace('/', "%2F")
     );
     let decision = format!(
         "/t/{TENANT}/event?id={}",
-        aispm_ingest::scenario::ids::critical_decision(TENANT)
+        aispm_tools::scenario::ids::critical_decision(TENANT)
     );
     match p
         .console_snapshots(

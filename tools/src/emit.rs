@@ -1,19 +1,18 @@
-//! `aispm-ingest emit`: sends the demo scenario or random load, over HTTP (the ingest API) or
+//! `aispm-ingest emit` (this crate holds it; the ingest binary only parses the subcommand): sends the demo scenario or random load, over HTTP (the ingest API) or
 //! straight to the Kafka input topics, or prints it as NDJSON.
 //!
 //! HTTP sends honour `429`/`503` and `Retry-After` and resend the same batch (event ids are
 //! stable, so a resend is applied once); Kafka sends use the same idempotent producer
 //! settings as the service. A summary is printed as one JSON line on stdout at the end.
 
+use crate::error::{Error, Result};
 use crate::load::LoadGen;
-use crate::publish::{self, topic_for};
 use crate::scenario::{self, Phase};
-use crate::{Error, Result};
 use aispm_runtime::config::CommonArgs;
 use aispm_runtime::kafka::TopicSpec;
-use aispm_schemas::{Codec, InputEvent, Timestamp, Topics};
-use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use aispm_runtime::publish::{Outgoing, WhenFull, send_acked};
+use aispm_schemas::{Codec, InputEvent, InputKind, Timestamp, Topics};
+use rdkafka::producer::FutureProducer;
 use reqwest::StatusCode;
 use serde::Serialize;
 use std::io::Write;
@@ -180,11 +179,7 @@ impl Sink {
                 let topics = args.common.topics();
                 kafka
                     .ensure_topics(
-                        &[
-                            TopicSpec::events(&topics.decisions),
-                            TopicSpec::events(&topics.approvals),
-                            TopicSpec::events(&topics.registry),
-                        ],
+                        &InputKind::ALL.map(|k| TopicSpec::events(k.topic(&topics))),
                         Duration::from_secs(30),
                     )
                     .await?;
@@ -215,21 +210,21 @@ impl Sink {
                 topics,
                 codec,
             } => {
-                let encoded = publish::encode(codec, events)?;
-                let deliveries: Vec<_> = encoded
+                let payloads = events
                     .iter()
-                    .map(|r| {
-                        producer.send(
-                            FutureRecord::to(topic_for(topics, r.kind))
-                                .key(r.tenant_id.as_bytes())
-                                .payload(&r.payload[..]),
-                            Duration::from_secs(30),
-                        )
+                    .map(|e| e.encode(codec))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let records = events
+                    .iter()
+                    .zip(&payloads)
+                    .map(|(e, p)| {
+                        Outgoing::new(e.topic(topics), Some(e.tenant_id().as_bytes()), Some(p))
                     })
                     .collect();
-                for d in join_all(deliveries).await {
-                    d.map_err(|(e, _)| Error::Kafka(e))?;
-                }
+                send_acked(producer, records, WhenFull::Wait(Duration::from_secs(30)))
+                    .await
+                    .into_result()
+                    .map_err(Error::Kafka)?;
                 Ok(events.len() as u64)
             }
             Sink::Http {

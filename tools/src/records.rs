@@ -7,28 +7,10 @@ use aispm_schemas::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Which input topic an event goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Decision,
-    Approval,
-    Registry,
-}
-
-impl Kind {
-    pub fn topic(self, topics: &Topics) -> &str {
-        match self {
-            Kind::Decision => &topics.decisions,
-            Kind::Approval => &topics.approvals,
-            Kind::Registry => &topics.registry,
-        }
-    }
-}
-
 /// One generated record.
 #[derive(Debug, Clone)]
 pub struct Generated {
-    pub kind: Kind,
+    pub kind: InputKind,
     pub tenant: String,
     pub bytes: Vec<u8>,
 }
@@ -37,9 +19,9 @@ impl Generated {
     /// The record of an event: its input topic, key and Avro single-object bytes.
     pub fn of(event: &InputEvent) -> Generated {
         let (kind, bytes) = match event {
-            InputEvent::Decision(d) => (Kind::Decision, encode_single_object(d)),
-            InputEvent::Approval(a) => (Kind::Approval, encode_single_object(a)),
-            InputEvent::Registry(r) => (Kind::Registry, encode_single_object(r)),
+            InputEvent::Decision(d) => (InputKind::Decision, encode_single_object(d)),
+            InputEvent::Approval(a) => (InputKind::Approval, encode_single_object(a)),
+            InputEvent::Registry(r) => (InputKind::Registry, encode_single_object(r)),
         };
         Generated {
             kind,
