@@ -2,15 +2,10 @@ use aispm_projector::{Config, rebuild, run};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// jemalloc, for every allocation in the process: the engine's small values (decoded events,
-/// aggregates, keys; glibc's malloc spent a third of the apply path's time on them) and,
-/// through the unprefixed `malloc`, RocksDB's block cache and memtables and librdkafka's
-/// buffers. One allocator whose background threads give freed pages back on a timer: with
-/// mimalloc for Rust beside glibc for the C++ side, the block cache's churn left freed memory
-/// resident and the hour-long soak's RSS kept climbing over a flat live heap
-/// (`docs/reliability.md`).
+/// mimalloc: the engine allocates and frees small values at a high rate (decoded events,
+/// aggregates, keys); glibc's malloc spent a third of the apply path's time on them.
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// aispm-projector: input topics → RocksDB views (exactly once) → views topic and HTTP API.
 #[derive(Parser)]
