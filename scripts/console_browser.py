@@ -183,6 +183,8 @@ class Run:
                            ("/coverage?shadow_ai=true", "coverage-shadow-ai"),
                            ("/controls", "controls"), ("/exceptions", "exceptions"),
                            ("/approvals", "approvals"),
+                           ("/approval-stats", "approval-stats"),
+                           ("/data-flows", "data-flows"),
                            ("/blockers?stage=production", "blockers"),
                            ("/evidence?within=30d", "evidence"),
                            ("/validations", "validations"), ("/reports", "reports")]:

@@ -117,6 +117,11 @@ pub fn routes(app: App) -> Router {
         )
         .route("/t/{tenant}/blockers", get(blockers))
         .route("/t/{tenant}/approvals", get(approvals))
+        .route("/t/{tenant}/data-flows", get(data_flows))
+        .route(
+            "/t/{tenant}/approval-stats",
+            get(|a, h, p, q| list_page(a, h, p, q, "/approval-stats", pages::approval_stats)),
+        )
         .route("/t/{tenant}/asset", get(asset))
         .route("/t/{tenant}/evidence", get(evidence))
         .route("/t/{tenant}/validations", get(validations))
@@ -726,6 +731,35 @@ async fn approvals(
     );
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
         pages::approvals(c, &tenant, v, kind)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct FlowsFilter {
+    class: Option<String>,
+    approved: Option<String>,
+    after: Option<String>,
+}
+
+async fn data_flows(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(f): Query<FlowsFilter>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let class = f.class.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let approved = f
+        .approved
+        .as_deref()
+        .filter(|a| matches!(*a, "true" | "false"));
+    let filters = [("class", class), ("approved", approved)];
+    let path = format!("/data-flows?{}", page_query(f.after.as_deref(), filters));
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::data_flows(c, &tenant, v, class, approved)
     })
     .await
 }

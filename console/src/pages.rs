@@ -41,6 +41,7 @@ pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
                             a href={ "/t/" (encode(t)) "/controls" } { "Controls" }
                             a href={ "/t/" (encode(t)) "/exceptions" } { "Exceptions" }
                             a href={ "/t/" (encode(t)) "/approvals" } { "Approvals" }
+                            a href={ "/t/" (encode(t)) "/data-flows" } { "Data flows" }
                             a href={ "/t/" (encode(t)) "/evidence" } { "Evidence" }
                             a href={ "/t/" (encode(t)) "/validations" } { "Validations" }
                             a href={ "/t/" (encode(t)) "/reports" } { "Reports" }
@@ -118,18 +119,24 @@ pub fn age(t: &Value) -> String {
     let Some(ts) = t.as_str().and_then(|s| Timestamp::parse_rfc3339(s).ok()) else {
         return "—".into();
     };
-    let secs = (Timestamp::now().0 - ts.0) / 1000;
-    let (n, unit) = match secs.abs() {
+    let ms = Timestamp::now().0 - ts.0;
+    let words = duration_words(ms.unsigned_abs());
+    if ms < 0 {
+        format!("in {words}")
+    } else {
+        format!("{words} ago")
+    }
+}
+
+/// A duration in words, in the largest unit that keeps two digits: `90 s`, `45 min`, `30 h`, `3 d`.
+pub fn duration_words(ms: u64) -> String {
+    let (n, unit) = match ms / 1000 {
         s if s < 120 => (s, "s"),
         s if s < 7200 => (s / 60, "min"),
         s if s < 172_800 => (s / 3600, "h"),
         s => (s / 86_400, "d"),
     };
-    if secs < 0 {
-        format!("in {n} {unit}")
-    } else {
-        format!("{n} {unit} ago")
-    }
+    format!("{n} {unit}")
 }
 
 fn text(v: &Value) -> String {
@@ -530,7 +537,7 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &Findin
 /// How a table shows one field of a row.
 #[derive(Debug, Clone, Copy)]
 pub enum Cell {
-    /// The value as text.
+    /// The value as text (a field, or a JSON pointer such as `/time_to_decision/mean_ms`).
     Text(&'static str),
     /// A time, as how long ago (or how soon) it is.
     Age(&'static str),
@@ -540,17 +547,32 @@ pub enum Cell {
     Ids(&'static str),
     /// A severity, as its badge.
     Severity(&'static str),
-    /// A coverage row's asset, `kind/id`, linked to its row.
-    Asset,
+    /// An asset named by two fields (its kind, its id), linked to its row.
+    Asset(&'static str, &'static str),
+    /// A duration in milliseconds, in words (null: "over a week" when the row has answers).
+    Duration(&'static str),
+    /// An agent id, linked to its asset row.
+    Agent(&'static str),
+    /// A list of `{agent_id, decisions}`, each agent linked to its row.
+    Agents(&'static str),
     /// A link's target (`relation`, `target`): an asset linked to its row, an actor as text.
     Target,
+}
+
+/// A row's field by name, or by JSON pointer when it starts with `/`.
+fn field<'a>(row: &'a Value, f: &str) -> &'a Value {
+    if f.starts_with('/') {
+        row.pointer(f).unwrap_or(&Value::Null)
+    } else {
+        &row[f]
+    }
 }
 
 impl Cell {
     fn render(self, tenant: &str, row: &Value) -> Markup {
         match self {
-            Cell::Text(f) => html! { (text(&row[f])) },
-            Cell::Age(f) => html! { (age(&row[f])) },
+            Cell::Text(f) => html! { (text(field(row, f))) },
+            Cell::Age(f) => html! { (age(field(row, f))) },
             Cell::Id(f) => match row[f].as_str() {
                 Some(id) => id_link(tenant, id),
                 None => html! { "—" },
@@ -563,10 +585,25 @@ impl Cell {
             Cell::Severity(f) => {
                 html! { span class={ "sev " (text(&row[f])) } { (text(&row[f])) } }
             }
-            Cell::Asset => {
-                let key = format!("{}/{}", text(&row["kind"]), text(&row["id"]));
-                html! { a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (text(&row["id"])) } }
+            Cell::Asset(kind, id) => {
+                let key = format!("{}/{}", text(&row[kind]), text(&row[id]));
+                html! { a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (text(&row[id])) } }
             }
+            Cell::Duration(f) => match field(row, f).as_u64() {
+                Some(ms) => html! { (duration_words(ms)) },
+                None => html! { "—" },
+            },
+            Cell::Agent(f) => {
+                let key = format!("agent/{}", text(&row[f]));
+                html! { a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (text(&row[f])) } }
+            }
+            Cell::Agents(f) => html! {
+                @for a in row[f].as_array().into_iter().flatten() {
+                    @let key = format!("agent/{}", text(&a["agent_id"]));
+                    a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (text(&a["agent_id"])) }
+                    " (" (text(&a["decisions"])) ") "
+                }
+            },
             Cell::Target => {
                 let target = text(&row["target"]);
                 match row["relation"].as_str() {
@@ -643,7 +680,7 @@ pub fn coverage(
             }
             (table(tenant, page, "coverage", &[
                 ("Kind", Cell::Text("kind")),
-                ("Asset", Cell::Asset),
+                ("Asset", Cell::Asset("kind", "id")),
                 ("Registered", Cell::Text("registered")),
                 ("Shadow AI", Cell::Text("shadow_ai")),
                 ("Owner", Cell::Text("owner")),
@@ -930,7 +967,8 @@ pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&
         html! {
             h1 { "Approvals of " (tenant) }
             p { "Every approval event, newest first: who granted, denied, excepted, accepted, "
-                "invoked break-glass, reviewed, assigned or resolved what, and when." }
+                "invoked break-glass, reviewed, assigned or resolved what, and when. "
+                a href={ "/t/" (encode(tenant)) "/approval-stats" } { "Requests for approval per control and agent →" } }
             form.filters method="get" {
                 label { "Kind "
                     select name="kind" {
@@ -953,6 +991,83 @@ pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&
                 ("Exception", Cell::Id("exception_id")),
                 ("Reason", Cell::Text("reason")),
                 ("Asserted by", Cell::Text("asserted_by")),
+            ], |n| next(Some(n))))
+        },
+    )
+}
+
+/// Requests for approval per control and agent: answered, pending, overdue, time to decision.
+pub fn approval_stats(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+    let window = page["approval_decision_window_ms"].as_u64().unwrap_or(0);
+    layout(
+        "Requests for approval",
+        chrome,
+        html! {
+            h1 { "Requests for approval of " (tenant) }
+            p { "Decisions that asked for approval (verdict require_approval), per control and agent: "
+                "how many were granted or denied (each by its first answer), how many are still pending "
+                "and how many of those waited past the decision window (" (duration_words(window)) "), "
+                "and how long answers took (the median and 90th percentile as the bucket they fall in). "
+                a href={ "/t/" (encode(tenant)) "/approvals" } { "Every approval event →" } }
+            (table(tenant, page, "stats", &[
+                ("Control", Cell::Id("control_id")),
+                ("Agent", Cell::Agent("agent_id")),
+                ("Requested", Cell::Text("requested")),
+                ("Granted", Cell::Text("granted")),
+                ("Denied", Cell::Text("denied")),
+                ("Pending", Cell::Text("pending")),
+                ("Overdue", Cell::Text("pending_overdue")),
+                ("Oldest pending", Cell::Age("/oldest_pending/requested_at")),
+                ("Median answer within", Cell::Duration("/time_to_decision/p50_at_most_ms")),
+                ("90 % within", Cell::Duration("/time_to_decision/p90_at_most_ms")),
+                ("Last request", Cell::Age("last_request_at")),
+            ], |n| query([("after", Some(n))])))
+        },
+    )
+}
+
+/// The data-exposure map: which data classes went to which model endpoints and MCP tools, by
+/// which agents, and whether each destination is approved for the class.
+pub fn data_flows(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    page: &Value,
+    class: Option<&str>,
+    approved: Option<&str>,
+) -> Markup {
+    let next =
+        |after: Option<&str>| query([("class", class), ("approved", approved), ("after", after)]);
+    layout(
+        "Data flows",
+        chrome,
+        html! {
+            h1 { "Data flows of " (tenant) }
+            p { "Each data class the decisions carried, to each model endpoint and MCP tool it went to: "
+                "the agents that sent it, how often, how many of those were denied, and whether the "
+                "destination's registration approves the class. An unapproved model endpoint is a "
+                "finding (AISPM-DATA-001)." }
+            form.filters method="get" {
+                label { "Data class " input type="text" name="class" value=(class.unwrap_or("")); }
+                label { "Approved "
+                    select name="approved" {
+                        @for (v, l) in [("", "any"), ("true", "approved"), ("false", "not approved")] {
+                            option value=(v) selected[approved.unwrap_or("") == v] { (l) }
+                        }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            (table(tenant, page, "flows", &[
+                ("Data class", Cell::Text("data_class")),
+                ("Kind", Cell::Text("destination_kind")),
+                ("Destination", Cell::Asset("destination_kind", "destination")),
+                ("Approved", Cell::Text("approved")),
+                ("Decisions", Cell::Text("decisions")),
+                ("Denied", Cell::Text("denied")),
+                ("Agents", Cell::Text("agent_count")),
+                ("By agent (decisions)", Cell::Agents("agents")),
+                ("Last seen", Cell::Age("last_at")),
+                ("Finding", Cell::Id("finding_id")),
             ], |n| next(Some(n))))
         },
     )

@@ -5,8 +5,10 @@
 //! `/report-deliveries/{report_id}`, `/evidence/{evidence_id}`: a key's `/` percent-encoded),
 //! `/findings/{finding_id}/events` (every event that raised it, by cursor), `/events/{event_id}`
 //! (an applied event, with the rows it names and changed), `/approvals` (newest first) and
-//! `/approvals/{event_id}`, `/agents/{agent_id}/links` (what an agent acted for and with) and
-//! `/posture`. Clock-dependent states (SLA, expiry, review,
+//! `/approvals/{event_id}`, `/agents/{agent_id}/links` (what an agent acted for and with),
+//! `/data-flows` (which data classes went to which model endpoints and MCP tools, by which
+//! agents), `/approval-stats` (requests for approval per control and agent: answered, pending,
+//! overdue, time to decision) and `/posture`. Clock-dependent states (SLA, expiry, review,
 //! staleness, age) are computed at read time from the rows' event times, by the clock rules of
 //! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
 //!
@@ -24,8 +26,8 @@
 use crate::posture;
 use crate::project::decode_row;
 use crate::state::{
-    DecisionFacts, LinkAgg, RELATIONS, Tag, link_prefix, occurrence_prefix, parse_approval_index,
-    state_key,
+    ApprovalStats, AssetAgg, DECISION_BUCKETS_MS, DESTINATIONS, DecisionFacts, FlowAgg, LinkAgg,
+    RELATIONS, Tag, flow_prefix, link_prefix, occurrence_prefix, parse_approval_index, state_key,
 };
 use crate::store::{Store, columns};
 use aispm_runtime::auth::{Auth, Scope};
@@ -244,6 +246,26 @@ fn table() -> openapi::Api<Api> {
             symbols(&RELATIONS),
             "Only this relation.",
         ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/approval-stats",
+        approval_stats,
+        indexed(
+            "Requests for approval per control and agent: answered, pending, overdue, time to decision",
+        )
+        .query("control", Ty::String, "Only this control's agents."),
+    )
+    .get(
+        "/v1/tenants/{tenant}/data-flows",
+        data_flows,
+        indexed("The data-exposure map: per data class and destination, its agents and decisions")
+            .query("class", Ty::String, "Only this data class (e.g. `pii`).")
+            .query(
+                "approved",
+                Ty::Boolean,
+                "Only destinations whose registration approves (`true`) or does not approve \
+                 (`false`) the class.",
+            ),
     )
     .get(
         "/v1/tenants/{tenant}/posture",
@@ -1132,6 +1154,257 @@ async fn agent_links(
     Ok(Json(json!({
         "tenant_id": tenant, "agent_id": agent, "count": links.len(), "links": links,
         "next_cursor": next,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ApprovalStatsQuery {
+    /// Only this control's agents.
+    control: Option<String>,
+}
+
+/// Most pending requests one row counts as overdue (`pending_overdue`); past it the count
+/// reads this many and `pending_overdue_capped` is true.
+pub const OVERDUE_COUNTED: usize = 1000;
+
+/// `GET /v1/tenants/{tenant}/approval-stats`: per control and agent, the requests for approval
+/// (decisions with verdict `require_approval`), how many were granted, denied or are pending,
+/// the time from request to first answer (mean and a histogram, with the bucket bounds of the
+/// median and the 90th percentile), the oldest pending request, and how many pending requests
+/// are overdue now ([`clock::approval_overdue`], `--approval-decision-window`).
+async fn approval_stats(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(page): Query<EventsQuery>,
+    Query(q): Query<ApprovalStatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let (limit, after) = index_page(&page)?;
+    let prefix = match q.control.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => state_key(&tenant, Tag::ApprovalStats, &format!("{c}\0")),
+        None => state_key(&tenant, Tag::ApprovalStats, ""),
+    };
+    let base_len = state_key(&tenant, Tag::ApprovalStats, "").len();
+    let (page, next) = state_page(&api.store, prefix.clone(), after, limit).await?;
+    let window = api.windows.approval_decision_window;
+    let now = Timestamp::now();
+    let store = Arc::clone(&api.store);
+    let t = tenant.clone();
+    let strip = prefix.len() - base_len;
+    let rows = tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<Value>> {
+        let mut rows = Vec::with_capacity(page.len());
+        for (suffix, value) in page {
+            let s: ApprovalStats = crate::store::decode(&value)?;
+            // The suffix is after the page's prefix: put back the control when filtering.
+            let full = [&prefix[base_len..base_len + strip], suffix.as_slice()].concat();
+            let text = String::from_utf8_lossy(&full).into_owned();
+            let Some((control, agent)) = text.split_once('\0') else {
+                continue;
+            };
+            // The pending requests, oldest first: the oldest, and how many are overdue now.
+            let pending_prefix = state_key(&t, Tag::Pending, &format!("{text}\0"));
+            let (mut oldest, mut overdue, mut capped) = (None, 0usize, false);
+            store.walk_from(columns::STATE, &pending_prefix, &pending_prefix, |k, _| {
+                let rest = String::from_utf8_lossy(&k[pending_prefix.len()..]).into_owned();
+                let Some((at, decision)) = rest.split_once('\0') else {
+                    return Ok(true);
+                };
+                let at = Timestamp(at.parse().unwrap_or(0));
+                if oldest.is_none() {
+                    oldest = Some(json!({"decision_id": decision, "requested_at": at}));
+                }
+                if !clock::approval_overdue(at, window, now) {
+                    return Ok(false);
+                }
+                overdue += 1;
+                capped = overdue >= OVERDUE_COUNTED;
+                Ok(!capped)
+            })?;
+            let answered = s.answered();
+            let bound = |q| match s.quantile_bound(q) {
+                None => Value::Null,
+                Some(b) => json!(b),
+            };
+            let buckets: Vec<Value> = s
+                .decide_buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| json!({"at_most_ms": DECISION_BUCKETS_MS.get(i), "count": n}))
+                .collect();
+            rows.push(json!({
+                "control_id": control, "agent_id": agent,
+                "requested": s.requested, "granted": s.granted, "denied": s.denied,
+                "pending": s.requested - answered,
+                "pending_overdue": overdue, "pending_overdue_capped": capped,
+                "oldest_pending": oldest,
+                "last_request_at": s.last_request.as_ref().map(|l| Timestamp(l.0)),
+                "time_to_decision": {
+                    "answered": answered,
+                    "mean_ms": (answered > 0).then(|| s.decide_ms_sum / answered),
+                    "p50_at_most_ms": bound(0.5), "p90_at_most_ms": bound(0.9),
+                    "buckets": buckets,
+                },
+            }));
+        }
+        crate::error::Result::Ok(rows)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({
+        "tenant_id": tenant, "approval_decision_window_ms": window.as_millis() as u64,
+        "count": rows.len(), "stats": rows, "next_cursor": next,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct FlowsQuery {
+    /// Only this data class.
+    class: Option<String>,
+    /// Only destinations approved (`true`) or not approved (`false`) for the class.
+    approved: Option<bool>,
+}
+
+/// Most agents a data-flow row lists (the busiest first); `agent_count` counts them all.
+pub const FLOW_AGENTS: usize = 100;
+
+/// One (data class, destination) of the data-exposure map, summed over its agents.
+struct FlowGroup {
+    /// The key suffix `{class} \0 {kind} \0 {destination}` (the cursor).
+    key: Vec<u8>,
+    agents: Vec<(String, FlowAgg)>,
+}
+
+impl FlowGroup {
+    fn parts(&self) -> (String, String, String) {
+        let text = String::from_utf8_lossy(&self.key);
+        let mut it = text.splitn(3, '\0').map(str::to_owned);
+        let mut next = || it.next().unwrap_or_default();
+        (next(), next(), next())
+    }
+
+    /// The row; `dest` is the destination's asset aggregate (its registration).
+    fn row(mut self, dest: &AssetAgg) -> Value {
+        let (class, kind, destination) = self.parts();
+        let sum = |f: fn(&FlowAgg) -> i64| self.agents.iter().map(|(_, a)| f(a)).sum::<i64>();
+        let (decisions, denied) = (sum(|a| a.decisions), sum(|a| a.denied));
+        let synthetic = sum(|a| a.synthetic_decisions);
+        let first = self.agents.iter().filter_map(|(_, a)| a.first).min();
+        let last = self.agents.iter().filter_map(|(_, a)| a.last.clone()).max();
+        let approved = dest.approves(&class);
+        let registered = dest.registration.as_ref().is_some_and(|r| !r.value.retired);
+        // AISPM-DATA-001 judges model endpoints (by the same `AssetAgg::approves`).
+        let finding = (kind == DESTINATIONS[0] && !approved).then(|| {
+            crate::rules::finding_id(crate::rules::DATA_CLASS, &format!("{destination}/{class}"))
+        });
+        let agent_count = self.agents.len();
+        self.agents.sort_by(|a, b| {
+            b.1.decisions
+                .cmp(&a.1.decisions)
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        self.agents.truncate(FLOW_AGENTS);
+        let agents: Vec<Value> = self
+            .agents
+            .iter()
+            .map(|(agent, a)| {
+                json!({
+                    "agent_id": agent, "decisions": a.decisions, "denied": a.denied,
+                    "synthetic_decisions": a.synthetic_decisions,
+                    "last_at": a.last.as_ref().map(|l| Timestamp(l.0)),
+                })
+            })
+            .collect();
+        json!({
+            "data_class": class, "destination_kind": kind, "destination": destination,
+            "registered": registered, "approved": approved,
+            "decisions": decisions, "denied": denied, "synthetic_decisions": synthetic,
+            "first_at": first.map(Timestamp), "last_at": last.as_ref().map(|l| Timestamp(l.0)),
+            "last_decision_id": last.map(|l| l.1),
+            "agent_count": agent_count, "agents": agents, "finding_id": finding,
+        })
+    }
+}
+
+/// `GET /v1/tenants/{tenant}/data-flows`: the data-exposure map, one row per (data class,
+/// destination) a decision sent data of that class to (a model endpoint or an MCP tool), in
+/// key order (class, destination kind, destination): the decisions and denials, the agents,
+/// whether the destination's registration approves the class, when it was first and last seen.
+async fn data_flows(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(page): Query<EventsQuery>,
+    Query(q): Query<FlowsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let (limit, after) = index_page(&page)?;
+    let class = q.class.filter(|c| !c.is_empty());
+    let approved = q.approved;
+    let store = Arc::clone(&api.store);
+    let t = tenant.clone();
+    let (rows, next) = tokio::task::spawn_blocking(
+        move || -> crate::error::Result<(Vec<Value>, Option<String>)> {
+            let base = state_key(&t, Tag::Flow, "");
+            let prefix = state_key(&t, Tag::Flow, &flow_prefix(class.as_deref(), None));
+            let start = match &after {
+                // Past every agent of the cursor's group: its keys go on with `\0`.
+                Some(group) => [base.as_slice(), group.as_slice(), &[1u8][..]].concat(),
+                None => prefix.clone(),
+            };
+            let mut rows: Vec<(Vec<u8>, Value)> = Vec::new();
+            let mut current: Option<FlowGroup> = None;
+            let finish =
+                |g: FlowGroup, rows: &mut Vec<(Vec<u8>, Value)>| -> crate::error::Result<()> {
+                    let (_, kind, destination) = g.parts();
+                    let dest: AssetAgg = store
+                        .get(
+                            columns::STATE,
+                            &state_key(&t, Tag::Asset, &format!("{kind}/{destination}")),
+                        )?
+                        .unwrap_or_default();
+                    if approved.is_none_or(|want| dest.approves(&g.parts().0) == want) {
+                        let key = g.key.clone();
+                        rows.push((key, g.row(&dest)));
+                    }
+                    crate::error::Result::Ok(())
+                };
+            store.walk_from(columns::STATE, &prefix, &start, |k, v| {
+                let suffix = &k[base.len()..];
+                let Some(cut) = suffix.iter().rposition(|b| *b == 0) else {
+                    return Ok(true);
+                };
+                let (group, agent) = (&suffix[..cut], &suffix[cut + 1..]);
+                if current.as_ref().is_some_and(|c| c.key != group) {
+                    finish(current.take().expect("checked"), &mut rows)?;
+                    if rows.len() > limit {
+                        return Ok(false);
+                    }
+                }
+                let flow: FlowAgg = crate::store::decode(v)?;
+                current
+                    .get_or_insert_with(|| FlowGroup {
+                        key: group.to_vec(),
+                        agents: Vec::new(),
+                    })
+                    .agents
+                    .push((String::from_utf8_lossy(agent).into_owned(), flow));
+                Ok(true)
+            })?;
+            if let Some(g) = current.take() {
+                finish(g, &mut rows)?;
+            }
+            let next = (rows.len() > limit).then(|| encode_cursor(&rows[limit - 1].0));
+            rows.truncate(limit);
+            crate::error::Result::Ok((rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), next))
+        },
+    )
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({
+        "tenant_id": tenant, "count": rows.len(), "flows": rows, "next_cursor": next,
     })))
 }
 

@@ -362,6 +362,33 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     ov.dirty(t, ViewName::Controls, control.clone());
     finding_dirty(ov, t, rules::SHADOW_CONTROL, &control);
 
+    // A request for approval: counted for its agent under its control, pending until a grant
+    // or a denial names it (which may have arrived first).
+    if d.verdict == Verdict::RequireApproval {
+        let request = Request {
+            control: control.clone(),
+            agent: d.agent_id.clone(),
+            at: at.clone(),
+        };
+        let answer = ov.update(t, Tag::Decision, &d.event_id, |f: &mut DecisionFacts| {
+            f.request = Some(request.clone());
+            f.answer.clone()
+        })?;
+        let pair = pair_id(&control, &d.agent_id);
+        ov.update(t, Tag::ApprovalStats, &pair, |s: &mut ApprovalStats| {
+            s.requested += 1;
+            if s.last_request.as_ref().is_none_or(|l| &at > l) {
+                s.last_request = Some(at.clone());
+            }
+            if let Some(a) = &answer {
+                s.count(&request, a, 1);
+            }
+        })?;
+        if answer.is_none() {
+            ov.mark(t, Tag::Pending, &pending_id(&control, &d.agent_id, &at));
+        }
+    }
+
     // Event-raised findings are about the agent and the control it acted under: one row per
     // pair, every decision an occurrence of it.
     let pair = d.finding_subject();
@@ -440,6 +467,35 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 keep_newest(&mut e.ids, &at);
             })?;
             finding_dirty(ov, t, rules::DATA_CLASS, &id);
+        }
+    }
+
+    // The data-exposure map: each class to each destination, per agent.
+    // A class named twice in one decision counts once.
+    let classes: BTreeSet<&String> = d.data_classes.iter().collect();
+    let destinations = [
+        (DESTINATIONS[0], &d.model_endpoint),
+        (DESTINATIONS[1], &d.mcp_tool),
+    ];
+    for (kind, destination) in destinations {
+        let Some(destination) = destination else {
+            continue;
+        };
+        for class in &classes {
+            let id = flow_id(class, kind, destination, &d.agent_id);
+            ov.update(t, Tag::Flow, &id, |f: &mut FlowAgg| {
+                f.decisions += 1;
+                if d.verdict == Verdict::Deny {
+                    f.denied += 1;
+                }
+                if d.synthetic {
+                    f.synthetic_decisions += 1;
+                }
+                min_opt(&mut f.first, at.0);
+                if f.last.as_ref().is_none_or(|x| &at > x) {
+                    f.last = Some(at.clone());
+                }
+            })?;
         }
     }
     Ok(())
@@ -564,17 +620,44 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
                 return Ok(());
             };
             let granted = a.kind == ApprovalGranted;
-            let (first, raised) =
+            let answer = Answer {
+                at: at.clone(),
+                granted,
+            };
+            let (first, raised, answered) =
                 ov.update(t, Tag::Decision, decision, |d: &mut DecisionFacts| {
+                    // The request's first answer, by event time: this one if it is earlier.
+                    let before = d.answer.clone();
+                    if d.answer.as_ref().is_none_or(|a| &answer < a) {
+                        d.answer = Some(answer.clone());
+                    }
+                    let answered = d
+                        .request
+                        .clone()
+                        .filter(|_| before != d.answer)
+                        .map(|r| (r, before));
                     if granted {
                         let first = d.approvals.is_empty();
                         keep_newest(&mut d.approvals, &at);
-                        (first, d.raised.clone())
+                        (first, d.raised.clone(), answered)
                     } else {
                         lww(&mut d.denied, &at, a.actor.clone());
-                        (false, None)
+                        (false, None, answered)
                     }
                 })?;
+            if let Some((request, before)) = answered {
+                let pair = pair_id(&request.control, &request.agent);
+                ov.update(t, Tag::ApprovalStats, &pair, |s: &mut ApprovalStats| {
+                    if let Some(b) = &before {
+                        s.count(&request, b, -1);
+                    }
+                    s.count(&request, &answer, 1);
+                })?;
+                if before.is_none() {
+                    let id = pending_id(&request.control, &request.agent, &request.at);
+                    ov.unmark(t, Tag::Pending, &id);
+                }
+            }
             // The decision raised a finding for lack of approval: this approval clears that
             // occurrence (counted once, by the decision's first approval).
             if let Some(finding) = raised {

@@ -258,6 +258,12 @@ impl<'a> Overlay<'a> {
         );
     }
 
+    /// Deletes an index entry ([`Overlay::mark`]).
+    pub fn unmark(&mut self, tenant: &str, tag: Tag, id: &str) {
+        self.writes
+            .insert(cache_key(CF_STATE, &state_key(tenant, tag, id)), None);
+    }
+
     /// Ids under `{tenant} \0 {tag} \0 {prefix}` (stored or written in this batch).
     pub fn ids_with_prefix(
         &mut self,

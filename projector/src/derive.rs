@@ -496,9 +496,7 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
             let (endpoint, class) = subject.rsplit_once('/').unwrap_or((subject, ""));
             let e: ExposureAgg = ov.get(tenant, Tag::Exposure, subject)?;
             let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("model_endpoint/{endpoint}"))?;
-            let approved_now = a.registration.as_ref().is_some_and(|r| {
-                !r.value.retired && r.value.approved_data_classes.iter().any(|c| c == class)
-            });
+            let approved_now = a.approves(class);
             let since = a.approved_since.get(class).copied();
             let first = e.first.unwrap_or(0);
             Condition {

@@ -27,6 +27,10 @@ pub enum Tag {
     Decision,
     /// [`ExposureAgg`], id = `{endpoint}/{data class}`.
     Exposure,
+    /// [`FlowAgg`], id = `{data class} \0 {destination kind} \0 {destination} \0 {agent}`
+    /// ([`flow_id`]): the data-exposure map, one class sent by one agent to one model endpoint
+    /// or MCP tool.
+    Flow,
     /// [`RateAgg`], id = `{agent}@{minute}`: an agent's decisions in one minute, what the
     /// runtime signals count.
     Rate,
@@ -47,6 +51,13 @@ pub enum Tag {
     Link,
     /// Empty marker, id = [`approval_index_id`]: every approval event, newest first.
     Approval,
+    /// [`ApprovalStats`], id = `{control} \0 {agent}` ([`pair_id`]): the requests for approval
+    /// of one agent under one control, how they were answered and how fast.
+    ApprovalStats,
+    /// Empty marker, id = `{control} \0 {agent} \0 {requested_at: 20 digits} \0 {decision id}`
+    /// ([`pending_id`]): a request for approval not answered yet, oldest first; deleted when a
+    /// grant or a denial names its decision.
+    Pending,
     /// `posture::TrendSample`, id = the hour's start (ms, 20 digits): the tenant's posture
     /// trend, written by `posture::Keeper`, not by events.
     Trend,
@@ -62,6 +73,7 @@ impl Tag {
             Tag::Evidence => b'E',
             Tag::Decision => b'D',
             Tag::Exposure => b'P',
+            Tag::Flow => b'W',
             Tag::Rate => b'R',
             Tag::EvidenceByKey => b'K',
             Tag::Tenant => b'T',
@@ -71,6 +83,8 @@ impl Tag {
             Tag::Link => b'N',
             Tag::Approval => b'Q',
             Tag::Trend => b'H',
+            Tag::ApprovalStats => b'U',
+            Tag::Pending => b'G',
         }
     }
 }
@@ -95,6 +109,36 @@ pub fn occurrence_id(finding_id: &str, at: &Stamp) -> String {
 /// The prefix of a finding's occurrence markers.
 pub fn occurrence_prefix(finding_id: &str) -> String {
     format!("{finding_id}\0")
+}
+
+/// The id of an agent's approval statistics under a control: `{control} \0 {agent}`, so one
+/// control's agents are a key prefix.
+pub fn pair_id(control: &str, agent: &str) -> String {
+    format!("{control}\0{agent}")
+}
+
+/// The id of a pending request's marker: its pair, then its time zero-padded to 20 digits
+/// (oldest first; times before 1970 sort first), then the decision id.
+pub fn pending_id(control: &str, agent: &str, at: &Stamp) -> String {
+    format!("{}\0{:020}\0{}", pair_id(control, agent), at.0.max(0), at.1)
+}
+
+/// Where a decision's data can go: the kinds of destination of the data-exposure map.
+pub const DESTINATIONS: [&str; 2] = ["model_endpoint", "mcp_tool"];
+
+/// The id of a data flow: `{class} \0 {kind} \0 {destination} \0 {agent}`, so that one
+/// class's flows, and one destination's agents, are key prefixes ([`flow_prefix`]).
+pub fn flow_id(class: &str, kind: &str, destination: &str, agent: &str) -> String {
+    format!("{class}\0{kind}\0{destination}\0{agent}")
+}
+
+/// The prefix of every flow (`None`), of one class's flows, or of one destination's agents.
+pub fn flow_prefix(class: Option<&str>, destination: Option<(&str, &str)>) -> String {
+    match (class, destination) {
+        (None, _) => String::new(),
+        (Some(c), None) => format!("{c}\0"),
+        (Some(c), Some((kind, dest))) => format!("{c}\0{kind}\0{dest}\0"),
+    }
 }
 
 /// What an agent's decision names besides the agent: the relations of the identity map.
@@ -266,6 +310,15 @@ pub const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoint"];
 pub const KEEP_REACH: usize = 256;
 
 impl AssetAgg {
+    /// Whether the asset's registration approves data of `class` now (registered, not retired,
+    /// the class among its `approved_data_classes`): what AISPM-DATA-001 and the data-exposure
+    /// map judge a destination by.
+    pub fn approves(&self, class: &str) -> bool {
+        self.registration.as_ref().is_some_and(|r| {
+            !r.value.retired && r.value.approved_data_classes.iter().any(|c| c == class)
+        })
+    }
+
     /// Notes that the agent used `target` (of `relation`) at `at`, its newest decision now
     /// being at `newest`; true if its blast radius may have changed: a new target, or one back
     /// inside the window. No allocation for a target it used before.
@@ -493,10 +546,102 @@ pub struct ValidationRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionFacts {
     pub denied: Option<Lww<String>>,
+    /// The decision asked for approval (verdict require_approval): under which control, for
+    /// which agent, when. Set when the decision is applied.
+    pub request: Option<Request>,
+    /// The first answer by event time (a grant or a denial), whichever arrived first.
+    pub answer: Option<Answer>,
     /// Approvals granted for the decision (newest kept; any one approves it).
     pub approvals: Vec<Stamp>,
     /// The finding the decision raised for lack of approval (AISPM-APR-001), once applied.
     pub raised: Option<String>,
+}
+
+/// A decision that asked for approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub control: String,
+    pub agent: String,
+    pub at: Stamp,
+}
+
+/// A grant or a denial of a decision: when, by which event, which.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Answer {
+    pub at: Stamp,
+    pub granted: bool,
+}
+
+/// The upper bounds (ms) of the time-to-decision buckets: a minute, 5 and 15 minutes, an hour,
+/// 4 hours, a day, 3 days, a week; the last bucket holds the rest.
+pub const DECISION_BUCKETS_MS: [i64; 8] = [
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+    14_400_000,
+    86_400_000,
+    259_200_000,
+    604_800_000,
+];
+
+/// An agent's requests for approval under one control. Each request counts by its first
+/// answer (the earliest grant or denial by event time), whatever order they arrive in: an
+/// answer that turns out not to be the first is taken back and the earlier one counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalStats {
+    pub requested: i64,
+    pub granted: i64,
+    pub denied: i64,
+    /// Time from request to first answer: the sum (ms) and a histogram over
+    /// [`DECISION_BUCKETS_MS`] (one more bucket for longer).
+    pub decide_ms_sum: i64,
+    pub decide_buckets: Vec<i64>,
+    pub last_request: Option<Stamp>,
+}
+
+impl ApprovalStats {
+    /// Adds (`sign` 1) or takes back (`sign` -1) a request's answer.
+    pub fn count(&mut self, request: &Request, answer: &Answer, sign: i64) {
+        let ms = (answer.at.0 - request.at.0).max(0);
+        if answer.granted {
+            self.granted += sign;
+        } else {
+            self.denied += sign;
+        }
+        self.decide_ms_sum += sign * ms;
+        if self.decide_buckets.len() <= DECISION_BUCKETS_MS.len() {
+            self.decide_buckets.resize(DECISION_BUCKETS_MS.len() + 1, 0);
+        }
+        let bucket = DECISION_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(DECISION_BUCKETS_MS.len());
+        self.decide_buckets[bucket] += sign;
+    }
+
+    /// Requests answered.
+    pub fn answered(&self) -> i64 {
+        self.granted + self.denied
+    }
+
+    /// The bound of the bucket that holds the `q` quantile (0 < q ≤ 1) of the time to decision;
+    /// `None` without answers, `Some(None)` when it is past the last bound (over a week).
+    pub fn quantile_bound(&self, q: f64) -> Option<Option<i64>> {
+        let n = self.answered();
+        if n <= 0 {
+            return None;
+        }
+        let rank = ((q * n as f64).ceil() as i64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.decide_buckets.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(DECISION_BUCKETS_MS.get(i).copied());
+            }
+        }
+        Some(None)
+    }
 }
 
 /// An agent's use of one target (an actor it acted for, a tool, model endpoint, repo or
@@ -518,6 +663,17 @@ pub struct ExposureAgg {
     pub first: Option<i64>,
     pub last: Option<i64>,
     pub ids: Vec<Stamp>,
+}
+
+/// One data class sent by one agent to one destination (a model endpoint or an MCP tool).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowAgg {
+    pub decisions: i64,
+    /// Of them, denied (the data did not leave).
+    pub denied: i64,
+    pub synthetic_decisions: i64,
+    pub first: Option<i64>,
+    pub last: Option<Stamp>,
 }
 
 /// One agent's decisions in one minute of event time. Every count only grows, so each

@@ -112,6 +112,11 @@ pub struct ClockArgs {
     /// A passing `tenant_isolation` validation proves isolation for this long.
     #[arg(long, env = "AISPM_TENANT_ISOLATION_FRESHNESS", value_parser = humantime::parse_duration, default_value = "30d")]
     pub tenant_isolation_freshness: Duration,
+
+    /// A request for approval should be answered within this long (`approval_overdue`: the
+    /// projector's `/approval-stats` counts the requests pending past it).
+    #[arg(long, env = "AISPM_APPROVAL_DECISION_WINDOW", value_parser = humantime::parse_duration, default_value = "4h")]
+    pub approval_decision_window: Duration,
 }
 
 impl ClockArgs {
@@ -123,6 +128,7 @@ impl ClockArgs {
             production_evidence_freshness: self.production_evidence_freshness,
             break_glass_review_window: self.break_glass_review_window,
             tenant_isolation_freshness: self.tenant_isolation_freshness,
+            approval_decision_window: self.approval_decision_window,
         }
     }
 }
@@ -135,6 +141,7 @@ impl From<clock::Windows> for ClockArgs {
             production_evidence_freshness: w.production_evidence_freshness,
             break_glass_review_window: w.break_glass_review_window,
             tenant_isolation_freshness: w.tenant_isolation_freshness,
+            approval_decision_window: w.approval_decision_window,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! | [`stale`] (evidence, validations) | `now >= recorded_at + window` |
 //! | [`evidence_stale`] | no evidence [`counts_for_freshness`], or the newest is [`stale`] |
 //! | [`break_glass_unreviewed`] | break-glass, no review, `now >= granted_at + review window` |
+//! | [`approval_overdue`] | a request for approval unanswered, `now >= requested_at + decision window` |
 //! | [`reviewed_in_time`] | `reviewed_at < granted_at + review window` |
 //! | [`closed_within_sla`] | `closed_at < due_at` (no due date: within) |
 //!
@@ -52,6 +53,8 @@ pub const DEFAULT_PILOT_EVIDENCE_FRESHNESS: Duration = Duration::from_secs(7 * D
 pub const DEFAULT_PRODUCTION_EVIDENCE_FRESHNESS: Duration = Duration::from_secs(DAY);
 /// Default time allowed to review a break-glass event.
 pub const DEFAULT_BREAK_GLASS_REVIEW_WINDOW: Duration = Duration::from_secs(DAY);
+/// Default time a request for approval may wait for its answer.
+pub const DEFAULT_APPROVAL_DECISION_WINDOW: Duration = Duration::from_secs(4 * 3600);
 /// Default time a passing `tenant_isolation` validation proves isolation for.
 pub const DEFAULT_TENANT_ISOLATION_FRESHNESS: Duration = Duration::from_secs(30 * DAY);
 
@@ -68,6 +71,8 @@ pub struct Windows {
     pub break_glass_review_window: Duration,
     /// A passing `tenant_isolation` validation proves isolation for this long.
     pub tenant_isolation_freshness: Duration,
+    /// A request for approval should be answered within this long ([`approval_overdue`]).
+    pub approval_decision_window: Duration,
 }
 
 impl Default for Windows {
@@ -78,6 +83,7 @@ impl Default for Windows {
             production_evidence_freshness: DEFAULT_PRODUCTION_EVIDENCE_FRESHNESS,
             break_glass_review_window: DEFAULT_BREAK_GLASS_REVIEW_WINDOW,
             tenant_isolation_freshness: DEFAULT_TENANT_ISOLATION_FRESHNESS,
+            approval_decision_window: DEFAULT_APPROVAL_DECISION_WINDOW,
         }
     }
 }
@@ -303,6 +309,12 @@ pub fn break_glass_unreviewed(x: &ExceptionRow, window: Duration, now: Timestamp
     x.kind == ExceptionKind::BreakGlass
         && x.reviewed_at.is_none()
         && reached(review_deadline(x.granted_at, window), now)
+}
+
+/// `approval_overdue`: a request for approval made at `requested_at` and not answered is
+/// overdue once the end of its decision window is reached (`now >= requested_at + window`).
+pub fn approval_overdue(requested_at: Timestamp, window: Duration, now: Timestamp) -> bool {
+    reached(window_end(requested_at, window), now)
 }
 
 /// The state of an exception or break-glass row at `now`: what the projector API calls

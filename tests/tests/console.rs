@@ -772,5 +772,5 @@ async fn in_chromium_a_person_reaches_the_decision_behind_a_blocker_and_every_pa
                 .is_some_and(|x| x == "png")
         })
         .count();
-    assert!(shots >= 12, "{shots} screenshots in {}", out.display());
+    assert!(shots >= 14, "{shots} screenshots in {}", out.display());
 }

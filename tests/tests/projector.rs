@@ -488,6 +488,362 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
     let _ = rig.prefix;
 }
 
+/// Requests for approval per control and agent against hand-computed figures: each request
+/// counted by its first answer by event time (a later grant produced before an earlier denial
+/// is taken back), a grant that arrives before its request, pending requests overdue or not
+/// by the wall clock, and the time to decision's mean and bucketed quantiles.
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_stats_count_each_request_by_its_first_answer() {
+    let rig = rig().await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    let t = &rig.topics;
+    let now = Timestamp::now().0;
+    let base = now - 12 * 3_600_000;
+    const MIN: i64 = 60_000;
+    let answer = |id: &str, decision: &str, at: i64, granted: bool| ApprovalEvent {
+        event_id: id.into(),
+        tenant_id: "acme".into(),
+        occurred_at: Timestamp(at),
+        source: "approvals-ui".into(),
+        kind: if granted {
+            ApprovalKind::ApprovalGranted
+        } else {
+            ApprovalKind::ApprovalDenied
+        },
+        decision_id: Some(decision.into()),
+        finding_id: None,
+        control_id: None,
+        exception_id: None,
+        actor: "lead".into(),
+        owner: None,
+        reason: None,
+        due_at: None,
+        expires_at: None,
+    };
+    // r3's grant arrives before r3 itself; r2's later grant before its earlier denial.
+    for a in [
+        answer("a-r3", "r3", base + 2 * MIN + 2 * 3_600_000, true),
+        answer("a-r2-late", "r2", base + 21 * MIN, true),
+        answer("a-r2", "r2", base + 11 * MIN, false),
+        answer("a-r1", "r1", base + 30_000, true),
+    ] {
+        produce(&p, &t.approvals, "acme", &encode_single_object(&a).unwrap())
+            .await
+            .unwrap();
+    }
+    let request = |id: &str, agent: &str, at: i64| {
+        let mut d = decision("acme", id, agent, ActionKind::Git);
+        d.occurred_at = Timestamp(at);
+        d.control_id = Some("ctl-deploy".into());
+        d.verdict = Verdict::RequireApproval;
+        d.risk = Risk::High;
+        d
+    };
+    for d in [
+        request("r1", "agent-a", base),
+        request("r2", "agent-a", base + MIN),
+        request("r3", "agent-b", base + 2 * MIN),
+        request("r4", "agent-a", now - 10 * 3_600_000),
+        request("r5", "agent-b", now - MIN),
+    ] {
+        produce(&p, &t.decisions, "acme", &encode_single_object(&d).unwrap())
+            .await
+            .unwrap();
+    }
+
+    let v = rig
+        .eventually("acme-token", "/v1/tenants/acme/approval-stats", |v| {
+            v["stats"].as_array().is_some_and(|s| {
+                s.iter()
+                    .map(|r| r["requested"].as_i64().unwrap_or(0))
+                    .sum::<i64>()
+                    == 5
+                    && s.iter()
+                        .map(|r| r["denied"].as_i64().unwrap_or(0))
+                        .sum::<i64>()
+                        == 1
+                    && s.iter()
+                        .map(|r| r["granted"].as_i64().unwrap_or(0))
+                        .sum::<i64>()
+                        == 2
+            })
+        })
+        .await;
+    assert_eq!(v["approval_decision_window_ms"], 4 * 3_600_000);
+    let a = find(&v, "stats", "agent_id", "agent-a");
+    assert_eq!(a["control_id"], "ctl-deploy");
+    let counts = |r: &Value| {
+        [
+            "requested",
+            "granted",
+            "denied",
+            "pending",
+            "pending_overdue",
+        ]
+        .map(|f| r[f].as_i64().unwrap())
+    };
+    assert_eq!(counts(a), [3, 1, 1, 1, 1], "{a:#}");
+    assert_eq!(a["oldest_pending"]["decision_id"], "r4", "{a:#}");
+    // r1 after 30 s, r2 denied after 10 min: mean 315 s; the median in the first bucket
+    // (a minute), the 90th percentile in the 15-minute one.
+    let ttd = &a["time_to_decision"];
+    assert_eq!(ttd["answered"], 2, "{a:#}");
+    assert_eq!(ttd["mean_ms"], 315_000, "{a:#}");
+    assert_eq!(ttd["p50_at_most_ms"], 60_000, "{a:#}");
+    assert_eq!(ttd["p90_at_most_ms"], 900_000, "{a:#}");
+    let b = find(&v, "stats", "agent_id", "agent-b");
+    assert_eq!(counts(b), [2, 1, 0, 1, 0], "{b:#}");
+    assert_eq!(b["oldest_pending"]["decision_id"], "r5", "{b:#}");
+    assert_eq!(b["time_to_decision"]["mean_ms"], 7_200_000, "{b:#}");
+    assert_eq!(b["time_to_decision"]["p50_at_most_ms"], 14_400_000, "{b:#}");
+
+    // Answering the overdue request takes it out of the pending ones.
+    produce(
+        &p,
+        &t.approvals,
+        "acme",
+        &encode_single_object(&answer("a-r4", "r4", now - 9 * 3_600_000, false)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let v = rig
+        .eventually(
+            "acme-token",
+            "/v1/tenants/acme/approval-stats?control=ctl-deploy",
+            |v| v["stats"][0]["denied"] == 2,
+        )
+        .await;
+    let a = find(&v, "stats", "agent_id", "agent-a");
+    assert_eq!(counts(a), [3, 1, 2, 0, 0], "{a:#}");
+    assert!(a["oldest_pending"].is_null(), "{a:#}");
+    let (_, none) = rig
+        .get(
+            "acme-token",
+            "/v1/tenants/acme/approval-stats?control=other",
+        )
+        .await;
+    assert_eq!(none["count"], 0, "{none:#}");
+    let (status, _) = rig
+        .get("globex-token", "/v1/tenants/acme/approval-stats")
+        .await;
+    assert_eq!(status, 403);
+}
+
+/// The data-exposure map against hand-computed rows: each (data class, destination) with its
+/// decisions, denials and agents, approved or not by the destination's registration, the
+/// unapproved model endpoint's finding named; filters and pages of one; another tenant's
+/// flows to a destination of the same name appear only under its own token.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_flows_map_each_class_to_its_destinations_and_agents() {
+    let rig = rig().await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    let t = &rig.topics;
+    let registrations = [
+        asset("acme", "eu-llm", AssetKind::ModelEndpoint, |a| {
+            a.approved_data_classes = vec!["pii".into()];
+        }),
+        asset("acme", "crm.export", AssetKind::McpTool, |_| {}),
+    ];
+    for r in registrations {
+        produce(&p, &t.registry, "acme", &encode_single_object(&r).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut decisions = Vec::new();
+    let flow = |tenant: &str, id: &str, agent: &str, to: (&str, &str), classes: &[&str]| {
+        let mut d = decision(tenant, id, agent, ActionKind::Model);
+        if to.0 == "model_endpoint" {
+            d.model_endpoint = Some(to.1.into());
+        } else {
+            d.action_kind = ActionKind::Mcp;
+            d.mcp_server = Some("tools".into());
+            d.mcp_tool = Some(to.1.into());
+        }
+        d.data_classes = classes.iter().map(|c| (*c).to_owned()).collect();
+        d
+    };
+    decisions.push(flow(
+        "acme",
+        "f1",
+        "agent-a",
+        ("model_endpoint", "eu-llm"),
+        &["pii", "phi"],
+    ));
+    decisions.push(flow(
+        "acme",
+        "f2",
+        "agent-b",
+        ("model_endpoint", "eu-llm"),
+        &["pii"],
+    ));
+    let mut denied = flow(
+        "acme",
+        "f3",
+        "agent-a",
+        ("mcp_tool", "crm.export"),
+        &["pii"],
+    );
+    denied.verdict = Verdict::Deny;
+    decisions.push(denied);
+    decisions.push(flow(
+        "acme",
+        "f4",
+        "agent-b",
+        ("mcp_tool", "crm.export"),
+        &["secret"],
+    ));
+    decisions.push(flow(
+        "acme",
+        "f5",
+        "agent-a",
+        ("mcp_tool", "web.fetch"),
+        &["secret"],
+    ));
+    decisions.push(flow(
+        "acme",
+        "f6",
+        "agent-b",
+        ("mcp_tool", "web.fetch"),
+        &["secret"],
+    ));
+    decisions.push(flow(
+        "acme",
+        "f7",
+        "agent-b",
+        ("mcp_tool", "web.fetch"),
+        &["secret"],
+    ));
+    decisions.push(flow(
+        "acme",
+        "f8",
+        "agent-c",
+        ("model_endpoint", "eu-llm"),
+        &[],
+    ));
+    decisions.push(flow(
+        "globex",
+        "g1",
+        "agent-a",
+        ("model_endpoint", "eu-llm"),
+        &["pii"],
+    ));
+    for d in &decisions {
+        produce(
+            &p,
+            &t.decisions,
+            &d.tenant_id,
+            &encode_single_object(d).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
+    let v = rig
+        .eventually("acme-token", "/v1/tenants/acme/data-flows", |v| {
+            v["flows"].as_array().is_some_and(|f| {
+                f.iter()
+                    .map(|r| r["decisions"].as_i64().unwrap_or(0))
+                    .sum::<i64>()
+                    == 8
+            })
+        })
+        .await;
+    let rows: Vec<(String, i64, i64, i64, bool, bool)> = v["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}/{}/{}",
+                    r["data_class"].as_str().unwrap(),
+                    r["destination_kind"].as_str().unwrap(),
+                    r["destination"].as_str().unwrap()
+                ),
+                r["decisions"].as_i64().unwrap(),
+                r["denied"].as_i64().unwrap(),
+                r["agent_count"].as_i64().unwrap(),
+                r["registered"].as_bool().unwrap(),
+                r["approved"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expect = |k: &str, n, d, a, reg, ok| (k.to_owned(), n, d, a, reg, ok);
+    assert_eq!(
+        rows,
+        [
+            expect("phi/model_endpoint/eu-llm", 1, 0, 1, true, false),
+            expect("pii/mcp_tool/crm.export", 1, 1, 1, true, false),
+            expect("pii/model_endpoint/eu-llm", 2, 0, 2, true, true),
+            expect("secret/mcp_tool/crm.export", 1, 0, 1, true, false),
+            expect("secret/mcp_tool/web.fetch", 3, 0, 2, false, false),
+        ],
+        "{v:#}"
+    );
+    // The busiest agent first; the unapproved model endpoint names its finding, which exists.
+    let web = &v["flows"][4];
+    assert_eq!(web["agents"][0]["agent_id"], "agent-b", "{web:#}");
+    assert_eq!(web["agents"][0]["decisions"], 2, "{web:#}");
+    assert!(web["finding_id"].is_null(), "{web:#}");
+    assert_eq!(v["flows"][0]["finding_id"], "AISPM-DATA-001:eu-llm/phi");
+    assert!(v["flows"][2]["finding_id"].is_null());
+    let (status, f) = rig
+        .get(
+            "acme-token",
+            "/v1/tenants/acme/findings/AISPM-DATA-001%3Aeu-llm%2Fphi",
+        )
+        .await;
+    assert_eq!(status, 200, "{f:#}");
+
+    // Filters, and pages of one that cover the map without a gap or an overlap.
+    let (_, pii) = rig
+        .get("acme-token", "/v1/tenants/acme/data-flows?class=pii")
+        .await;
+    assert_eq!(pii["count"], 2, "{pii:#}");
+    let (_, ok) = rig
+        .get("acme-token", "/v1/tenants/acme/data-flows?approved=true")
+        .await;
+    assert_eq!(ok["count"], 1, "{ok:#}");
+    assert_eq!(ok["flows"][0]["destination"], "eu-llm");
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (_, page) = rig
+            .get(
+                "acme-token",
+                &format!("/v1/tenants/acme/data-flows?limit=1{after}"),
+            )
+            .await;
+        for r in page["flows"].as_array().unwrap() {
+            paged.push(format!(
+                "{}/{}/{}",
+                r["data_class"].as_str().unwrap(),
+                r["destination_kind"].as_str().unwrap(),
+                r["destination"].as_str().unwrap()
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => after = format!("&after={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>());
+
+    // Another tenant's flow is its own; a tenant's token does not read another's map.
+    let g = rig
+        .eventually("globex-token", "/v1/tenants/globex/data-flows", |v| {
+            v["count"] == 1
+        })
+        .await;
+    assert_eq!(g["flows"][0]["approved"], false, "{g:#}");
+    let (status, _) = rig.get("acme-token", "/v1/tenants/globex/data-flows").await;
+    assert_eq!(status, 403);
+    let (status, err) = rig
+        .get("acme-token", "/v1/tenants/acme/data-flows?limit=0")
+        .await;
+    assert_eq!(status, 400, "{err:#}");
+}
+
 /// Findings rank by risk over HTTP: each finding's score is the hand-computed sum of its
 /// factors (`docs/risk.md`), the list comes highest risk first by default, pages of two follow
 /// the ranking without a gap or an overlap, `sort=id` keeps the key order, and another

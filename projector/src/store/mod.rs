@@ -15,9 +15,10 @@ use std::path::Path;
 
 /// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
 /// wipes the views and replays them from the input topics.
-pub const VIEW_VERSION: u32 = 10; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
+pub const VIEW_VERSION: u32 = 11; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
 // 8: one finding per (rule, resource), with its occurrences' environments; 9: evidence rows
-// name the decision's agent and control; 10: findings carry their risk score and factors
+// name the decision's agent and control; 10: findings carry their risk score and factors;
+// 11: data flows, requests for approval and their answers (DecisionFacts grew)
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
@@ -153,15 +154,26 @@ impl Store {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
+        self.walk_from(cf, prefix, prefix, |k, v| f(k, v).map(|()| true))
+    }
+
+    /// Calls `f` with each `(key, value)` from `start` on whose key starts with `prefix`, in
+    /// key order, until `f` answers false (a scan that stops when a page is full).
+    pub fn walk_from(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        start: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let iter = self
             .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward));
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
         for item in iter {
             let (k, v) = item?;
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || !f(&k, &v)? {
                 break;
             }
-            f(&k, &v)?;
         }
         Ok(())
     }

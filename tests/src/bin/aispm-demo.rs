@@ -119,6 +119,54 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let flows = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/data-flows"),
+        )
+        .await?;
+    println!("data flows (each data class to each destination, docs/views.md):");
+    for f in flows["flows"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<9} -> {:<14} {:<24} {} decision(s), {} denied, {} agent(s), {}",
+            f["data_class"].as_str().unwrap_or(""),
+            f["destination_kind"].as_str().unwrap_or(""),
+            f["destination"].as_str().unwrap_or(""),
+            f["decisions"],
+            f["denied"],
+            f["agent_count"],
+            if f["approved"] == true {
+                "approved for it"
+            } else {
+                "NOT approved for it"
+            }
+        );
+    }
+    let stats = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/approval-stats"),
+        )
+        .await?;
+    println!("requests for approval (per control and agent):");
+    for r in stats["stats"].as_array().into_iter().flatten() {
+        let median = match r["time_to_decision"]["p50_at_most_ms"].as_u64() {
+            Some(ms) => format!("within {} min", ms / 60_000),
+            None if r["time_to_decision"]["answered"] == 0 => "none answered".into(),
+            None => "over a week".into(),
+        };
+        println!(
+            "  {:<16} {:<18} requested {}, granted {}, denied {}, pending {} ({} overdue); median answer {median}",
+            r["control_id"].as_str().unwrap_or(""),
+            r["agent_id"].as_str().unwrap_or(""),
+            r["requested"],
+            r["granted"],
+            r["denied"],
+            r["pending"],
+            r["pending_overdue"],
+        );
+    }
+
     let critical = format!(
         "/t/{TENANT}/finding?id={}",
         aispm_tools::scenario::ids::CRITICAL_FINDING
