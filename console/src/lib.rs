@@ -18,10 +18,15 @@
 //! `/exceptions`, `/evidence`, `/t/{tenant}/validations`,
 //! `/t/{tenant}/reports`, `/assets/console.css`, and `/metrics`, `/healthz`, `/readyz`.
 
-pub mod config;
-pub mod pages;
-pub mod session;
-pub mod upstream;
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the module map above is for developers of aispm: `cargo doc --document-private-items`"
+)]
+
+mod config;
+mod pages;
+mod session;
+mod upstream;
 
 pub use config::Config;
 

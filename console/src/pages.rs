@@ -9,18 +9,18 @@ use serde_json::Value;
 
 /// The stylesheet, served at `/assets/console.css` (no CDN, no inline style: the CSP allows
 /// `style-src 'self'` only).
-pub const CSS: &str = include_str!("../assets/console.css");
+pub(crate) const CSS: &str = include_str!("../assets/console.css");
 
 /// What the layout needs of the signed-in viewer.
 #[derive(Debug, Clone)]
-pub struct Chrome<'a> {
+pub(crate) struct Chrome<'a> {
     pub viewer: Option<&'a str>,
     pub csrf: Option<&'a str>,
     pub tenant: Option<&'a str>,
 }
 
 /// The page frame: header with the viewer and sign-out, the tenant's navigation, the body.
-pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -62,7 +62,7 @@ pub fn layout(title: &str, chrome: &Chrome<'_>, body: Markup) -> Markup {
 }
 
 /// The sign-in form; `error` explains a refused token.
-pub fn sign_in(error: Option<&str>, nonce: &str) -> Markup {
+pub(crate) fn sign_in(error: Option<&str>, nonce: &str) -> Markup {
     let chrome = Chrome {
         viewer: None,
         csrf: None,
@@ -88,7 +88,7 @@ pub fn sign_in(error: Option<&str>, nonce: &str) -> Markup {
 }
 
 /// A refusal, a missing row or an unavailable service: the status and why, and no data.
-pub fn problem(chrome: &Chrome<'_>, heading: &str, detail: &str) -> Markup {
+pub(crate) fn problem(chrome: &Chrome<'_>, heading: &str, detail: &str) -> Markup {
     layout(
         heading,
         chrome,
@@ -102,7 +102,7 @@ pub fn problem(chrome: &Chrome<'_>, heading: &str, detail: &str) -> Markup {
 
 /// A link to whatever row an id names (finding, evidence, asset, control or event): the
 /// console's resolver finds it.
-pub fn id_link(tenant: &str, id: &str) -> Markup {
+pub(crate) fn id_link(tenant: &str, id: &str) -> Markup {
     html! {
         a.id href={ "/t/" (encode(tenant)) "/go?id=" (encode(id)) } { code { (id) } }
     }
@@ -115,7 +115,7 @@ fn verdict_badge(ready: bool) -> Markup {
 }
 
 /// How long ago `t` (an RFC 3339 time) was, in words.
-pub fn age(t: &Value) -> String {
+pub(crate) fn age(t: &Value) -> String {
     let Some(ts) = t.as_str().and_then(|s| Timestamp::parse_rfc3339(s).ok()) else {
         return "—".into();
     };
@@ -129,7 +129,7 @@ pub fn age(t: &Value) -> String {
 }
 
 /// A duration in words, in the largest unit that keeps two digits: `90 s`, `45 min`, `30 h`, `3 d`.
-pub fn duration_words(ms: u64) -> String {
+pub(crate) fn duration_words(ms: u64) -> String {
     let (n, unit) = match ms / 1000 {
         s if s < 120 => (s, "s"),
         s if s < 7200 => (s / 60, "min"),
@@ -151,7 +151,7 @@ fn text(v: &Value) -> String {
 type Stages = Vec<(String, bool, usize)>;
 
 /// Every tenant's verdict per stage (an operator token).
-pub fn tenants(chrome: &Chrome<'_>, all: &Value, sort: &str) -> Markup {
+pub(crate) fn tenants(chrome: &Chrome<'_>, all: &Value, sort: &str) -> Markup {
     // tenant → [(stage, ready, blockers)]
     let mut rows: std::collections::BTreeMap<String, Stages> = std::collections::BTreeMap::new();
     for r in all["readiness"].as_array().into_iter().flatten() {
@@ -215,7 +215,7 @@ pub fn tenants(chrome: &Chrome<'_>, all: &Value, sort: &str) -> Markup {
 }
 
 /// A tenant-bound token's tenants.
-pub fn my_tenants(chrome: &Chrome<'_>, tenants: &[String]) -> Markup {
+pub(crate) fn my_tenants(chrome: &Chrome<'_>, tenants: &[String]) -> Markup {
     layout(
         "Tenants",
         chrome,
@@ -254,7 +254,7 @@ fn layer(tenant: &str, name: &str, l: &Value, trend: &[(i64, f64)]) -> Markup {
 }
 
 /// A score's trend (0 to 100) as an inline SVG line, oldest left; described for screen readers.
-pub fn sparkline(name: &str, points: &[(i64, f64)]) -> Markup {
+pub(crate) fn sparkline(name: &str, points: &[(i64, f64)]) -> Markup {
     const W: f64 = 160.0;
     const H: f64 = 32.0;
     let label = match (points.first(), points.last()) {
@@ -348,7 +348,7 @@ fn blocker_list(tenant: &str, stage: &str, v: &Value) -> Markup {
 }
 
 /// One stage's blockers, a page at a time.
-pub fn blockers(chrome: &Chrome<'_>, tenant: &str, stage: &str, v: &Value) -> Markup {
+pub(crate) fn blockers(chrome: &Chrome<'_>, tenant: &str, stage: &str, v: &Value) -> Markup {
     layout(
         "Blockers",
         chrome,
@@ -363,7 +363,7 @@ pub fn blockers(chrome: &Chrome<'_>, tenant: &str, stage: &str, v: &Value) -> Ma
 
 /// The tenant overview: verdict per stage with its blockers, the posture score per layer, and
 /// open findings by severity.
-pub fn overview(
+pub(crate) fn overview(
     chrome: &Chrome<'_>,
     tenant: &str,
     stages: &[(&str, Value)],
@@ -433,7 +433,7 @@ pub fn overview(
 
 /// The filters of the findings list, passed on to the projector, and the page's cursor.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct FindingFilter {
+pub(crate) struct FindingFilter {
     pub status: Option<String>,
     pub severity: Option<String>,
     pub rule: Option<String>,
@@ -447,11 +447,11 @@ pub struct FindingFilter {
 }
 
 /// Findings per page of the list.
-pub const PAGE: usize = 50;
+pub(crate) const PAGE: usize = 50;
 
 impl FindingFilter {
     /// The query string of these filters (empty ones left out), starting a page `after`.
-    pub fn query(&self, after: Option<&str>) -> String {
+    pub(crate) fn query(&self, after: Option<&str>) -> String {
         query([
             ("status", self.status.as_deref()),
             ("severity", self.severity.as_deref()),
@@ -466,7 +466,12 @@ impl FindingFilter {
 }
 
 /// A page of the findings list, as the projector filtered it.
-pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &FindingFilter) -> Markup {
+pub(crate) fn findings(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    page: &Value,
+    filter: &FindingFilter,
+) -> Markup {
     let rows: Vec<&Value> = page["findings"].as_array().into_iter().flatten().collect();
     let selected = |v: &Option<String>, o: &str| v.as_deref() == Some(o);
     layout(
@@ -536,7 +541,7 @@ pub fn findings(chrome: &Chrome<'_>, tenant: &str, page: &Value, filter: &Findin
 
 /// How a table shows one field of a row.
 #[derive(Debug, Clone, Copy)]
-pub enum Cell {
+pub(crate) enum Cell {
     /// The value as text (a field, or a JSON pointer such as `/time_to_decision/mean_ms`).
     Text(&'static str),
     /// A time, as how long ago (or how soon) it is.
@@ -545,8 +550,6 @@ pub enum Cell {
     Id(&'static str),
     /// A list of ids, each linked to its row.
     Ids(&'static str),
-    /// A severity, as its badge.
-    Severity(&'static str),
     /// An asset named by two fields (its kind, its id), linked to its row.
     Asset(&'static str, &'static str),
     /// A duration in milliseconds, in words (null: "over a week" when the row has answers).
@@ -582,9 +585,6 @@ impl Cell {
                     (id_link(tenant, id)) " "
                 }
             },
-            Cell::Severity(f) => {
-                html! { span class={ "sev " (text(&row[f])) } { (text(&row[f])) } }
-            }
             Cell::Asset(kind, id) => {
                 let key = format!("{}/{}", text(&row[kind]), text(&row[id]));
                 html! { a href={ "/t/" (encode(tenant)) "/asset?key=" (encode(&key)) } { (text(&row[id])) } }
@@ -620,7 +620,7 @@ impl Cell {
 
 /// A page of one of the projector's lists as a table: `columns` of the rows under `key`, and a
 /// link to the next page (`next` makes its query string from the page's `next_cursor`).
-pub fn table(
+pub(crate) fn table(
     tenant: &str,
     page: &Value,
     key: &str,
@@ -646,7 +646,7 @@ pub fn table(
 
 /// The tenant's inventory: every agent, repo, workflow, MCP server and tool, model endpoint
 /// and action path the registry or the decisions name, and which of it is shadow AI.
-pub fn coverage(
+pub(crate) fn coverage(
     chrome: &Chrome<'_>,
     tenant: &str,
     page: &Value,
@@ -694,7 +694,7 @@ pub fn coverage(
 }
 
 /// The tenant's controls: their state and the decisions that show it.
-pub fn controls(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+pub(crate) fn controls(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
     layout(
         "Controls",
         chrome,
@@ -720,7 +720,7 @@ pub fn controls(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
 
 /// The tenant's exceptions, accepted risks and break-glass uses, with their state on the
 /// clock (expiry, review).
-pub fn exceptions(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+pub(crate) fn exceptions(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
     layout(
         "Exceptions",
         chrome,
@@ -747,7 +747,7 @@ pub fn exceptions(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
 
 /// The evidence search's fields, passed on to the projector (the window as `since`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct EvidenceFilter {
+pub(crate) struct EvidenceFilter {
     pub signature_state: Option<String>,
     pub environment: Option<String>,
     /// Carried by this agent's decisions.
@@ -761,7 +761,7 @@ pub struct EvidenceFilter {
 
 impl EvidenceFilter {
     /// The window's start, `within` before `now`; `None` for no or an unknown window.
-    pub fn since(&self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn since(&self, now: Timestamp) -> Option<Timestamp> {
         let hours = match self.within.as_deref()? {
             "1h" => 1,
             "24h" => 24,
@@ -773,7 +773,7 @@ impl EvidenceFilter {
     }
 
     /// The fields the projector filters by, as its query parameters.
-    pub fn filters(&self) -> [(&'static str, Option<&str>); 4] {
+    pub(crate) fn filters(&self) -> [(&'static str, Option<&str>); 4] {
         [
             ("signature_state", self.signature_state.as_deref()),
             ("environment", self.environment.as_deref()),
@@ -783,7 +783,7 @@ impl EvidenceFilter {
     }
 
     /// The console's query string of this search (empty fields left out), from `after`.
-    pub fn query(&self, after: Option<&str>) -> String {
+    pub(crate) fn query(&self, after: Option<&str>) -> String {
         let rest = [("within", self.within.as_deref()), ("after", after)];
         query(self.filters().into_iter().chain(rest))
     }
@@ -791,7 +791,12 @@ impl EvidenceFilter {
 
 /// The evidence search: by id, signature state, environment, agent, control and when it was
 /// recorded.
-pub fn evidence(chrome: &Chrome<'_>, tenant: &str, page: &Value, f: &EvidenceFilter) -> Markup {
+pub(crate) fn evidence(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    page: &Value,
+    f: &EvidenceFilter,
+) -> Markup {
     let selected = |v: &Option<String>, o: &str| v.as_deref() == Some(o);
     layout(
         "Evidence",
@@ -849,7 +854,7 @@ pub fn evidence(chrome: &Chrome<'_>, tenant: &str, page: &Value, f: &EvidenceFil
 }
 
 /// Any JSON object as a definition list; ids in it link to their rows.
-pub fn fields(tenant: &str, v: &Value) -> Markup {
+pub(crate) fn fields(tenant: &str, v: &Value) -> Markup {
     html! {
         dl.fields {
             @for (k, val) in v.as_object().into_iter().flatten() {
@@ -877,7 +882,7 @@ fn risk_summary(risk: &Value) -> String {
 }
 
 /// One finding, with every event behind it.
-pub fn finding(chrome: &Chrome<'_>, tenant: &str, f: &Value, events: &Value) -> Markup {
+pub(crate) fn finding(chrome: &Chrome<'_>, tenant: &str, f: &Value, events: &Value) -> Markup {
     let id = text(&f["finding_id"]);
     // Every field but the risk, which has its own table.
     let mut rest = f.clone();
@@ -922,7 +927,7 @@ pub fn finding(chrome: &Chrome<'_>, tenant: &str, f: &Value, events: &Value) -> 
 
 /// An input event (a decision, approval, registry or delivery event) with every field as it
 /// arrived, who asserted it, and the rows it names.
-pub fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
+pub(crate) fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
     let id = text(&v["event_id"]);
     let kind = match v["type"].as_str() {
         Some("decision") => "Decision",
@@ -959,7 +964,12 @@ pub fn event(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
 
 /// Every approval event of the tenant, newest first: approvals granted and denied, exceptions
 /// and risk acceptances, revocations, break-glass and its reviews, finding assignments.
-pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&str>) -> Markup {
+pub(crate) fn approvals(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    page: &Value,
+    kind: Option<&str>,
+) -> Markup {
     let next = |after: Option<&str>| query([("kind", kind), ("after", after)]);
     layout(
         "Approvals",
@@ -997,7 +1007,7 @@ pub fn approvals(chrome: &Chrome<'_>, tenant: &str, page: &Value, kind: Option<&
 }
 
 /// Requests for approval per control and agent: answered, pending, overdue, time to decision.
-pub fn approval_stats(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+pub(crate) fn approval_stats(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
     let window = page["approval_decision_window_ms"].as_u64().unwrap_or(0);
     layout(
         "Requests for approval",
@@ -1028,7 +1038,7 @@ pub fn approval_stats(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup
 
 /// The data-exposure map: which data classes went to which model endpoints and MCP tools, by
 /// which agents, and whether each destination is approved for the class.
-pub fn data_flows(
+pub(crate) fn data_flows(
     chrome: &Chrome<'_>,
     tenant: &str,
     page: &Value,
@@ -1076,7 +1086,13 @@ pub fn data_flows(
 /// An asset: its coverage row and, for an agent, what it acted for and with (`links`: the
 /// actors, MCP tools, model endpoints, repos and workflows its decisions named) and a link to
 /// the findings about it.
-pub fn asset(chrome: &Chrome<'_>, tenant: &str, key: &str, row: &Value, links: &Value) -> Markup {
+pub(crate) fn asset(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    key: &str,
+    row: &Value,
+    links: &Value,
+) -> Markup {
     let (kind, id) = key.split_once('/').unwrap_or(("asset", key));
     layout(
         id,
@@ -1109,7 +1125,7 @@ pub fn asset(chrome: &Chrome<'_>, tenant: &str, key: &str, row: &Value, links: &
 }
 
 /// A row found by id (evidence, control, validation…) shown field by field.
-pub fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -> Markup {
+pub(crate) fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -> Markup {
     layout(
         id,
         chrome,
@@ -1124,7 +1140,7 @@ pub fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &Value) -
 }
 
 /// An id no view holds a row for: what was searched.
-pub fn unresolved(chrome: &Chrome<'_>, tenant: &str, id: &str, searched: &[&str]) -> Markup {
+pub(crate) fn unresolved(chrome: &Chrome<'_>, tenant: &str, id: &str, searched: &[&str]) -> Markup {
     layout(
         id,
         chrome,
@@ -1137,7 +1153,7 @@ pub fn unresolved(chrome: &Chrome<'_>, tenant: &str, id: &str, searched: &[&str]
 }
 
 /// The tenant's validations, with their proof.
-pub fn validations(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
+pub(crate) fn validations(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
     layout(
         "Validations",
         chrome,
@@ -1165,7 +1181,7 @@ pub fn validations(chrome: &Chrome<'_>, tenant: &str, v: &Value) -> Markup {
 }
 
 /// The report center: packets, their delivery, and the form to request one.
-pub fn reports(
+pub(crate) fn reports(
     chrome: &Chrome<'_>,
     tenant: &str,
     list: &Value,

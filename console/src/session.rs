@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "aispm_session";
+pub(crate) const COOKIE: &str = "aispm_session";
 
 /// Whom a session belongs to, as the gatekeeper named the token.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Principal {
+pub(crate) struct Principal {
     pub name: String,
     /// `"*"` for an operator token, else the tenant ids.
     pub tenants: serde_json::Value,
@@ -24,12 +24,12 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn is_operator(&self) -> bool {
+    pub(crate) fn is_operator(&self) -> bool {
         self.tenants.as_str() == Some("*")
     }
 
     /// The tenants of a tenant-bound token (empty for an operator's).
-    pub fn tenant_ids(&self) -> Vec<String> {
+    pub(crate) fn tenant_ids(&self) -> Vec<String> {
         self.tenants
             .as_array()
             .map(|a| {
@@ -40,14 +40,14 @@ impl Principal {
             .unwrap_or_default()
     }
 
-    pub fn has(&self, scope: &str) -> bool {
+    pub(crate) fn has(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
 }
 
 /// One signed-in viewer.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub token: String,
     pub principal: Principal,
     pub csrf: String,
@@ -57,14 +57,14 @@ pub struct Session {
 
 impl Session {
     /// Whether `form` is this session's CSRF token (compared in constant time).
-    pub fn csrf_ok(&self, form: &str) -> bool {
+    pub(crate) fn csrf_ok(&self, form: &str) -> bool {
         self.csrf.len() == form.len() && bool::from(self.csrf.as_bytes().ct_eq(form.as_bytes()))
     }
 }
 
 /// The sessions of this process.
 #[derive(Debug, Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     inner: Arc<Mutex<HashMap<String, Session>>>,
     idle: Duration,
     max: Duration,
@@ -77,7 +77,7 @@ fn random_hex() -> String {
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, max: Duration) -> Self {
+    pub(crate) fn new(idle: Duration, max: Duration) -> Self {
         Sessions {
             inner: Arc::default(),
             idle,
@@ -86,7 +86,7 @@ impl Sessions {
     }
 
     /// Starts a session; returns its id (the cookie's value).
-    pub fn start(&self, token: String, principal: Principal) -> String {
+    pub(crate) fn start(&self, token: String, principal: Principal) -> String {
         let id = random_hex();
         let now = Instant::now();
         let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -110,7 +110,7 @@ impl Sessions {
     }
 
     /// The live session `id`, its idle timer renewed.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    pub(crate) fn get(&self, id: &str) -> Option<Session> {
         let now = Instant::now();
         let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let live = s.get(id).is_some_and(|v| !self.expired(v, now));
@@ -123,7 +123,7 @@ impl Sessions {
         Some(v.clone())
     }
 
-    pub fn end(&self, id: &str) {
+    pub(crate) fn end(&self, id: &str) {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -131,20 +131,16 @@ impl Sessions {
     }
 
     /// Live sessions (a gauge).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The session id in a request's `Cookie` headers.
-pub fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
     cookie(headers, COOKIE)
 }
 
@@ -163,18 +159,18 @@ fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
 /// site must not sign a viewer in with the attacker's token, whose views the viewer would then
 /// take for their own). Double submit: the form carries the same random value as the cookie,
 /// which a cross-site POST does not send (`SameSite=Strict`).
-pub const SIGN_IN_COOKIE: &str = "aispm_sign_in";
+pub(crate) const SIGN_IN_COOKIE: &str = "aispm_sign_in";
 
 /// How long a sign-in form may be used.
-pub const SIGN_IN_FORM_MAX: Duration = Duration::from_secs(600);
+pub(crate) const SIGN_IN_FORM_MAX: Duration = Duration::from_secs(600);
 
 /// A fresh value for a sign-in form and its cookie.
-pub fn sign_in_nonce() -> String {
+pub(crate) fn sign_in_nonce() -> String {
     random_hex()
 }
 
 /// The `Set-Cookie` value for a sign-in form's nonce (`None`: clear it).
-pub fn sign_in_cookie(nonce: Option<&str>, secure: bool) -> String {
+pub(crate) fn sign_in_cookie(nonce: Option<&str>, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     let (value, age) = nonce.map_or(("", 0), |n| (n, SIGN_IN_FORM_MAX.as_secs()));
     format!(
@@ -183,14 +179,14 @@ pub fn sign_in_cookie(nonce: Option<&str>, secure: bool) -> String {
 }
 
 /// Whether a posted sign-in form carries the nonce of its browser's cookie.
-pub fn sign_in_nonce_ok(headers: &axum::http::HeaderMap, form: &str) -> bool {
+pub(crate) fn sign_in_nonce_ok(headers: &axum::http::HeaderMap, form: &str) -> bool {
     cookie(headers, SIGN_IN_COOKIE).is_some_and(|c| {
         !c.is_empty() && c.len() == form.len() && bool::from(c.as_bytes().ct_eq(form.as_bytes()))
     })
 }
 
 /// The `Set-Cookie` value for session `id` (`None`: clear it).
-pub fn set_cookie(id: Option<&str>, secure: bool, max: Duration) -> String {
+pub(crate) fn set_cookie(id: Option<&str>, secure: bool, max: Duration) -> String {
     let secure = if secure { "; Secure" } else { "" };
     match id {
         Some(id) => format!(
@@ -221,7 +217,7 @@ mod tests {
         assert!(s.get(&id).is_some());
         std::thread::sleep(Duration::from_millis(60));
         assert!(s.get(&id).is_none());
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The service a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
+pub(crate) enum Service {
     Projector,
     Gatekeeper,
     Reporter,
@@ -15,7 +15,7 @@ pub enum Service {
 
 /// Why a call brought no data.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// 401: the token is no longer valid (revoked since sign-in).
     #[error("the token is no longer accepted")]
     Unauthorized,
@@ -33,7 +33,7 @@ pub enum UpstreamError {
 
 /// A query string of `pairs`, each value percent-encoded; pairs without a value or with an
 /// empty one are left out.
-pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> String {
+pub(crate) fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> String {
     pairs
         .into_iter()
         .filter_map(|(k, v)| Some(format!("{k}={}", encode(v.filter(|v| !v.is_empty())?))))
@@ -43,7 +43,7 @@ pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) ->
 
 /// Percent-encodes one path segment or query value (every byte but the unreserved ones), so an
 /// id holding `/`, `:` or `?` stays one segment.
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -57,7 +57,7 @@ pub fn encode(s: &str) -> String {
 
 /// The services' base URLs and one HTTP client.
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     http: reqwest::Client,
     projector: String,
     gatekeeper: String,
@@ -66,7 +66,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Reads the services in `apis` with clients from `builder` (which trusts `--ca-cert`).
-    pub fn new(apis: &ReadApis, builder: reqwest::ClientBuilder, timeout: Duration) -> Self {
+    pub(crate) fn new(apis: &ReadApis, builder: reqwest::ClientBuilder, timeout: Duration) -> Self {
         Upstream {
             http: builder
                 .timeout(timeout)
@@ -88,14 +88,19 @@ impl Upstream {
     }
 
     /// GETs `path` of `s` with the viewer's `token`.
-    pub async fn get(&self, s: Service, path: &str, token: &str) -> Result<Value, UpstreamError> {
+    pub(crate) async fn get(
+        &self,
+        s: Service,
+        path: &str,
+        token: &str,
+    ) -> Result<Value, UpstreamError> {
         let url = format!("{}{path}", self.base(s));
         let r = self.http.get(&url).bearer_auth(token).send().await;
         Self::answer(r).await
     }
 
     /// POSTs `body` to `path` of `s` with the viewer's `token`.
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         s: Service,
         path: &str,

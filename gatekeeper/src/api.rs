@@ -35,10 +35,10 @@ struct StageQuery {
 /// Most blockers one answer lists (and the default): a tenant with 100k unowned critical
 /// findings has as many blockers, and an answer must stay bounded. `blocker_count` says how
 /// many there are; `next_cursor`, passed as `after`, pages on.
-pub const BLOCKER_PAGE: usize = 1000;
+pub(crate) const BLOCKER_PAGE: usize = 1000;
 
 /// Blockers per tenant and stage in the every-tenant answer.
-pub const SUMMARY_BLOCKERS: usize = 20;
+pub(crate) const SUMMARY_BLOCKERS: usize = 20;
 
 #[derive(Debug, Deserialize)]
 struct BlockerPage {
@@ -91,7 +91,7 @@ fn api() -> openapi::Api<Api> {
 }
 
 /// The gatekeeper's routes (and `GET /openapi.json`, their document).
-pub fn routes(auth: Auth, verdicts: Verdicts) -> Router {
+pub(crate) fn routes(auth: Auth, verdicts: Verdicts) -> Router {
     api().into_router().with_state(Api { auth, verdicts })
 }
 
@@ -189,7 +189,7 @@ async fn all_readiness(
 /// The brief's readiness shape for one tenant and stage, with at most `limit` of its blockers
 /// (in id order, after the id `after`), their total `blocker_count`, and `next_cursor` (the
 /// last listed id when more follow, else null).
-pub fn verdict_json(
+pub(crate) fn verdict_json(
     tenant: &str,
     stage: Stage,
     v: &StageVerdict,

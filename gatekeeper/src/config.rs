@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// Real evidence rows tracked per tenant unless configured otherwise.
-pub const DEFAULT_TRACKED_EVIDENCE: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
+pub(crate) const DEFAULT_TRACKED_EVIDENCE: NonZeroUsize = NonZeroUsize::new(256).expect("nonzero");
 
 /// `aispm-gatekeeper`: continuous readiness per tenant and stage.
 #[derive(Debug, Clone, clap::Parser)]
@@ -103,7 +103,7 @@ pub struct StageBlockers {
 }
 
 /// Default trial blockers: the tenant is wired to live systems, isolated, and producing evidence.
-pub const TRIAL: &[BlockerKind] = &[
+pub(crate) const TRIAL: &[BlockerKind] = &[
     BlockerKind::MissingLiveConnectorEvidence,
     BlockerKind::TenantIsolationNotProven,
     BlockerKind::EvidenceStale,
@@ -111,7 +111,7 @@ pub const TRIAL: &[BlockerKind] = &[
 
 /// Default pilot blockers: the trial's, plus real traffic on every governed path, enforced
 /// controls on high-risk paths, owned critical findings and reviewed break-glass.
-pub const PILOT: &[BlockerKind] = &[
+pub(crate) const PILOT: &[BlockerKind] = &[
     BlockerKind::MissingLiveConnectorEvidence,
     BlockerKind::TenantIsolationNotProven,
     BlockerKind::EvidenceStale,

@@ -57,7 +57,7 @@ const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A change of the consumer's assignment, sent from the rebalance callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assignment {
+pub(crate) enum Assignment {
     Assigned(Vec<i32>),
     Revoked(Vec<i32>),
 }
@@ -65,7 +65,7 @@ pub enum Assignment {
 /// The consumer's context: statistics, rebalance metrics, and the "replay from the beginning"
 /// rebalance strategy.
 #[derive(Debug)]
-pub struct FollowContext {
+pub(crate) struct FollowContext {
     metrics: KafkaMetrics,
     events: UnboundedSender<Assignment>,
 }
@@ -141,7 +141,7 @@ impl ConsumerContext for FollowContext {
 
 /// Everything the loop needs.
 #[derive(Debug)]
-pub struct Parts {
+pub(crate) struct Parts {
     pub kafka: KafkaConfig,
     pub group_id: String,
     pub topics: Topics,
@@ -182,7 +182,7 @@ struct Follower {
 }
 
 /// Follows the views topic until `shutdown`.
-pub async fn run(parts: Parts, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn run(parts: Parts, shutdown: CancellationToken) -> Result<()> {
     let (tx, rx) = unbounded_channel();
     let context = FollowContext {
         metrics: parts.kafka_metrics.clone(),

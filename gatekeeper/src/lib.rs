@@ -35,16 +35,20 @@
 //! 4. [`publish`]: the records go to `aispm.blockers.v1` and `aispm.readiness.v1`; [`follow`]
 //!    commits the view offsets once they are acknowledged.
 
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the module map above is for developers of aispm: `cargo doc --document-private-items`"
+)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod api;
-pub mod config;
-pub mod error;
-pub mod follow;
+mod api;
+mod config;
+mod error;
+mod follow;
 pub mod metrics;
-pub mod publish;
+mod publish;
 pub mod readiness;
-pub mod recover;
+mod recover;
 pub mod rules;
 pub mod state;
 

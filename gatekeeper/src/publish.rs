@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Sends changes and waits for their acknowledgements.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     producer: FutureProducer,
     codec: Codec,
     blockers_topic: String,
@@ -46,7 +46,7 @@ struct Encoded<'a> {
 }
 
 impl Publisher {
-    pub fn new(
+    pub(crate) fn new(
         producer: FutureProducer,
         codec: Codec,
         (blockers_topic, blockers_partitions): (String, i32),
@@ -100,7 +100,7 @@ impl Publisher {
     /// Sends every change and waits for all acknowledgements. Returns the indices of the changes
     /// whose delivery failed for a transient reason (the caller undoes them so they are sent
     /// again); a non-transient failure is fatal.
-    pub async fn publish(&self, changes: &[Change]) -> Result<Vec<usize>> {
+    pub(crate) async fn publish(&self, changes: &[Change]) -> Result<Vec<usize>> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }

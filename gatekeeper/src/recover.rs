@@ -12,11 +12,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// One record read back: key and value (`None` for a tombstone).
-pub type KeyedRecord = (String, Option<Vec<u8>>);
+pub(crate) type KeyedRecord = (String, Option<Vec<u8>>);
 
 /// A consumer context that does not report partition EOF (an expected event here) as an error.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct QuietContext;
+pub(crate) struct QuietContext;
 
 impl ClientContext for QuietContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -27,7 +27,7 @@ impl ClientContext for QuietContext {
 impl ConsumerContext for QuietContext {}
 
 /// Logs a librdkafka client error, except partition EOF, which the gatekeeper asks for.
-pub fn log_client_error(error: &KafkaError, reason: &str) {
+pub(crate) fn log_client_error(error: &KafkaError, reason: &str) {
     if matches!(error, KafkaError::PartitionEOF(_))
         || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
     {
@@ -37,7 +37,7 @@ pub fn log_client_error(error: &KafkaError, reason: &str) {
 }
 
 /// Number of partitions of `topic`.
-pub fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<i32> {
+pub(crate) fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<i32> {
     let consumer: BaseConsumer = kafka
         .consumer_config("aispm-gatekeeper-metadata")
         .create()?;
@@ -58,7 +58,7 @@ pub fn partition_count(kafka: &KafkaConfig, topic: &str) -> Result<i32> {
 ///
 /// "The end" is where librdkafka reports partition EOF, i.e. the high watermark of the fetch
 /// responses, which also takes in records written while the replay runs.
-pub fn read_compacted(
+pub(crate) fn read_compacted(
     kafka: &KafkaConfig,
     topic: &str,
     timeout: Duration,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Default `--http-addr`.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 
 /// How `aispm-ingest` serves `POST /v1/events`.
 #[derive(Debug, Clone, clap::Args)]

@@ -17,7 +17,7 @@ pub enum Item {
 /// A content-derived event id: a UUIDv8 from the SHA-256 of `parts` in order. The same parts
 /// always give the same id, so a producer that sends an event again (an event without an id, a
 /// CloudEvent, a span) is deduplicated like one that sends its own id.
-pub fn content_id(parts: &[&[u8]]) -> String {
+pub(crate) fn content_id(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in parts {
@@ -34,7 +34,7 @@ pub fn content_id(parts: &[&[u8]]) -> String {
 
 /// The essence of a media type (`type/subtype`, lowercase, parameters dropped):
 /// `Application/JSON; charset=utf-8` is `application/json`.
-pub fn media_type(content_type: &str) -> String {
+pub(crate) fn media_type(content_type: &str) -> String {
     content_type
         .split(';')
         .next()

@@ -23,12 +23,17 @@
 //! - [`metrics`]: requests and events by outcome and reason, produce latency, queue depth.
 //! - [`error`]: the crate's `Error`.
 
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the module map above is for developers of aispm: `cargo doc --document-private-items`"
+)]
+
 pub mod api;
 pub mod body;
 pub mod cloudevents;
-pub mod config;
-pub mod error;
-pub mod item;
+mod config;
+mod error;
+mod item;
 pub mod metrics;
 pub mod otlp;
 pub mod publish;

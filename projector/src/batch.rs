@@ -22,8 +22,8 @@ use std::sync::LazyLock;
 
 /// The working set's hash maps: foldhash (randomly seeded, several times faster than the
 /// standard SipHash on these short string keys, which showed at 6% of the apply path).
-pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A decoded aggregate of any type, encodable when the batch is written.
 trait Agg: Any + Send {
@@ -59,10 +59,10 @@ impl std::fmt::Debug for Slot {
 }
 
 /// A row to re-derive: tenant, view, row key.
-pub type Dirty = (String, ViewName, String);
+pub(crate) type Dirty = (String, ViewName, String);
 
 /// One write of a batch: column family, key, value (`None` deletes).
-pub type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
+pub(crate) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
 /// Values recently read or written, across batches (bounded: memory does not grow with state):
 /// a digest of each stored row (enough to tell whether a re-derived row changed), and
@@ -116,7 +116,7 @@ impl Cache {
 
 /// The filter byte of a column family: the cache-key byte for `state` and the views, and
 /// `CF_SEEN` for `seen`; `None` for the others (never filtered).
-pub fn filter_byte(cf: &str) -> Option<u8> {
+pub(crate) fn filter_byte(cf: &str) -> Option<u8> {
     if cf == columns::STATE {
         return Some(CF_STATE);
     }

@@ -31,7 +31,7 @@ type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 /// The consumer's context: metrics, and the stored offsets to seek to on assignment.
 #[derive(Debug)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub kafka: KafkaMetrics,
     pub offsets: Offsets,
     pub assigned: Arc<Mutex<BTreeSet<(String, i32)>>>,
@@ -127,7 +127,7 @@ impl Ctx {
 
 /// Batch limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Batching {
+pub(crate) struct Batching {
     pub max_records: usize,
     /// Cuts batches so one holds about this many aggregates (`Engine::batch_limit`).
     pub max_aggregates: usize,
@@ -135,7 +135,7 @@ pub struct Batching {
 }
 
 /// Everything the loop needs.
-pub struct Loop {
+pub(crate) struct Loop {
     pub consumer: BaseConsumer<Ctx>,
     pub engine: Engine,
     pub publisher: Publisher,
@@ -167,7 +167,7 @@ pub struct Totals {
 
 impl Loop {
     /// Runs until `shutdown` (finishing the batch in flight) or until caught up with `until`.
-    pub fn run(mut self, shutdown: &CancellationToken) -> Result<Totals> {
+    pub(crate) fn run(mut self, shutdown: &CancellationToken) -> Result<Totals> {
         let mut totals = Totals::default();
         let mut last_stats = Instant::now();
         let mut last_kafka_commit = Instant::now();
@@ -407,7 +407,7 @@ impl Loop {
 }
 
 /// Assigns every partition of `topics` directly (no group), from the stored offsets.
-pub fn assign_all(
+pub(crate) fn assign_all(
     consumer: &BaseConsumer<Ctx>,
     topics: &[&str],
     offsets: &HashMap<(String, i32), i64>,

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 /// A derived row (or its absence) with the newest stamp behind it, and the rows that read
 /// this one and must be derived again when it changes.
 #[derive(Debug)]
-pub struct Derived {
+pub(crate) struct Derived {
     pub row: Option<ViewRow>,
     pub stamp: Stamp,
     pub follow: Vec<(ViewName, String)>,
@@ -39,7 +39,7 @@ fn newest<'a>(stamps: impl IntoIterator<Item = Option<&'a Stamp>>) -> Stamp {
 }
 
 /// Derives the row `key` of `view` for `tenant`.
-pub fn row(
+pub(crate) fn row(
     ov: &mut Overlay<'_>,
     tenant: &str,
     view: ViewName,

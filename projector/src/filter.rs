@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of the bit arrays of every filter alive in this process (the metrics' gauge).
-pub fn total_bytes() -> usize {
+pub(crate) fn total_bytes() -> usize {
     BYTES.load(Ordering::Relaxed)
 }
 

@@ -40,19 +40,24 @@
 //! 3. Fold events into an aggregate in `apply.rs` (commutative updates only) and mark rows dirty.
 //! 4. Derive the row in `derive.rs`; serve it in `api.rs`; describe it in `docs/views.md`.
 
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the module map above is for developers of aispm: `cargo doc --document-private-items`"
+)]
+
 pub mod api;
 pub mod apply;
-pub mod batch;
-pub mod consumer;
-pub mod derive;
+mod batch;
+mod consumer;
+mod derive;
 pub mod error;
-pub mod filter;
-pub mod metrics;
+mod filter;
+mod metrics;
 pub mod posture;
 pub mod project;
-pub mod publish;
-pub mod rules;
-pub mod state;
+mod publish;
+mod rules;
+mod state;
 pub mod store;
 
 use crate::consumer::{Batching, Ctx, Loop, Totals};

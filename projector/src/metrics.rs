@@ -5,7 +5,7 @@ use aispm_runtime::metrics::{Metrics, latency_buckets, size_buckets};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 
 #[derive(Debug, Clone)]
-pub struct ProjectorMetrics {
+pub(crate) struct ProjectorMetrics {
     /// Input records by topic and outcome (applied, duplicate, skipped, dead_lettered).
     pub events: IntCounterVec,
     pub batch_size: HistogramVec,
@@ -20,7 +20,7 @@ pub struct ProjectorMetrics {
 }
 
 impl ProjectorMetrics {
-    pub fn new(m: &Metrics) -> aispm_runtime::Result<Self> {
+    pub(crate) fn new(m: &Metrics) -> aispm_runtime::Result<Self> {
         Ok(ProjectorMetrics {
             events: m.counter(
                 "events_total",

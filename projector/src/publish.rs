@@ -35,7 +35,7 @@ struct Acks {
 
 /// The producer's context: counts deliveries.
 #[derive(Debug, Clone, Default)]
-pub struct Counting(Arc<Acks>);
+pub(crate) struct Counting(Arc<Acks>);
 
 impl ClientContext for Counting {}
 
@@ -56,7 +56,7 @@ impl ProducerContext for Counting {
 
 /// Sends view changes and waits until every one is acknowledged. One thread publishes at a
 /// time (`&mut self`): the loop's, or the outbox drain before the loop starts.
-pub struct Publisher {
+pub(crate) struct Publisher {
     producer: BaseProducer<Counting>,
     acks: Arc<Acks>,
     topic: String,
@@ -75,7 +75,7 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A publisher with its own producer, made from `config` (the services' producer settings):
     /// view changes to `topic`, OCSF findings to `ocsf_topic` (same partition count).
-    pub fn new(
+    pub(crate) fn new(
         config: &ClientConfig,
         topic: String,
         ocsf_topic: String,
@@ -94,7 +94,7 @@ impl Publisher {
     }
 
     /// Publishes `changes`; `Ok` once the broker acknowledged every one.
-    pub fn publish(&mut self, changes: &[Outgoing]) -> Result<()> {
+    pub(crate) fn publish(&mut self, changes: &[Outgoing]) -> Result<()> {
         // A batch that failed before may still have records in flight: wait them out, so the
         // counts below are this batch's alone.
         self.wait_acks(Instant::now() + ACK_TIMEOUT)?;

@@ -1,3 +1,3 @@
 //! The finding rule catalog: [`aispm_schemas::rules`], where every service reads it.
 
-pub use aispm_schemas::rules::*;
+pub(crate) use aispm_schemas::rules::*;

@@ -36,8 +36,6 @@ pub enum Tag {
     Rate,
     /// Empty marker, id = `{key_id} \0 {evidence_id}`: evidence signed by a trust root.
     EvidenceByKey,
-    /// [`TenantAgg`], id empty.
-    Tenant,
     /// `Lww<ValidationRecord>`, id = validations row key.
     Validation,
     /// `Lww<DeliveryRow>`, id = report id.
@@ -76,7 +74,6 @@ impl Tag {
             Tag::Flow => b'W',
             Tag::Rate => b'R',
             Tag::EvidenceByKey => b'K',
-            Tag::Tenant => b'T',
             Tag::Validation => b'V',
             Tag::Delivery => b'L',
             Tag::Occurrence => b'O',
@@ -90,7 +87,7 @@ impl Tag {
 }
 
 /// `{tenant} \0 {tag} \0 {id}`.
-pub fn state_key(tenant: &str, tag: Tag, id: &str) -> Vec<u8> {
+pub(crate) fn state_key(tenant: &str, tag: Tag, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(tenant.len() + 3 + id.len());
     k.extend_from_slice(tenant.as_bytes());
     k.push(0);
@@ -102,38 +99,38 @@ pub fn state_key(tenant: &str, tag: Tag, id: &str) -> Vec<u8> {
 
 /// The id of an occurrence marker: `{finding_id} \0 {occurred_at} \0 {event_id}`, the time
 /// zero-padded to 20 digits so that markers sort by event time (times before 1970 sort first).
-pub fn occurrence_id(finding_id: &str, at: &Stamp) -> String {
+pub(crate) fn occurrence_id(finding_id: &str, at: &Stamp) -> String {
     format!("{finding_id}\0{:020}\0{}", at.0.max(0), at.1)
 }
 
 /// The prefix of a finding's occurrence markers.
-pub fn occurrence_prefix(finding_id: &str) -> String {
+pub(crate) fn occurrence_prefix(finding_id: &str) -> String {
     format!("{finding_id}\0")
 }
 
 /// The id of an agent's approval statistics under a control: `{control} \0 {agent}`, so one
 /// control's agents are a key prefix.
-pub fn pair_id(control: &str, agent: &str) -> String {
+pub(crate) fn pair_id(control: &str, agent: &str) -> String {
     format!("{control}\0{agent}")
 }
 
 /// The id of a pending request's marker: its pair, then its time zero-padded to 20 digits
 /// (oldest first; times before 1970 sort first), then the decision id.
-pub fn pending_id(control: &str, agent: &str, at: &Stamp) -> String {
+pub(crate) fn pending_id(control: &str, agent: &str, at: &Stamp) -> String {
     format!("{}\0{:020}\0{}", pair_id(control, agent), at.0.max(0), at.1)
 }
 
 /// Where a decision's data can go: the kinds of destination of the data-exposure map.
-pub const DESTINATIONS: [&str; 2] = ["model_endpoint", "mcp_tool"];
+pub(crate) const DESTINATIONS: [&str; 2] = ["model_endpoint", "mcp_tool"];
 
 /// The id of a data flow: `{class} \0 {kind} \0 {destination} \0 {agent}`, so that one
 /// class's flows, and one destination's agents, are key prefixes ([`flow_prefix`]).
-pub fn flow_id(class: &str, kind: &str, destination: &str, agent: &str) -> String {
+pub(crate) fn flow_id(class: &str, kind: &str, destination: &str, agent: &str) -> String {
     format!("{class}\0{kind}\0{destination}\0{agent}")
 }
 
 /// The prefix of every flow (`None`), of one class's flows, or of one destination's agents.
-pub fn flow_prefix(class: Option<&str>, destination: Option<(&str, &str)>) -> String {
+pub(crate) fn flow_prefix(class: Option<&str>, destination: Option<(&str, &str)>) -> String {
     match (class, destination) {
         (None, _) => String::new(),
         (Some(c), None) => format!("{c}\0"),
@@ -142,16 +139,16 @@ pub fn flow_prefix(class: Option<&str>, destination: Option<(&str, &str)>) -> St
 }
 
 /// What an agent's decision names besides the agent: the relations of the identity map.
-pub const RELATIONS: [&str; 5] = ["actor", "mcp_tool", "model_endpoint", "repo", "workflow"];
+pub(crate) const RELATIONS: [&str; 5] = ["actor", "mcp_tool", "model_endpoint", "repo", "workflow"];
 
 /// The id of an agent's link to a target: `{agent_id} \0 {relation} \0 {target}`, so that one
 /// agent's links, and one relation of them, are a key prefix ([`link_prefix`]).
-pub fn link_id(agent_id: &str, relation: &str, target: &str) -> String {
+pub(crate) fn link_id(agent_id: &str, relation: &str, target: &str) -> String {
     format!("{agent_id}\0{relation}\0{target}")
 }
 
 /// The prefix of an agent's links, or of one relation of them.
-pub fn link_prefix(agent_id: &str, relation: Option<&str>) -> String {
+pub(crate) fn link_prefix(agent_id: &str, relation: Option<&str>) -> String {
     match relation {
         Some(r) => format!("{agent_id}\0{r}\0"),
         None => format!("{agent_id}\0"),
@@ -160,28 +157,28 @@ pub fn link_prefix(agent_id: &str, relation: Option<&str>) -> String {
 
 /// The id of an approval event's index marker: the time inverted and zero-padded to 20 digits,
 /// then the event id, so that markers sort newest first.
-pub fn approval_index_id(at: &Stamp) -> String {
+pub(crate) fn approval_index_id(at: &Stamp) -> String {
     format!("{:020}\0{}", i64::MAX - at.0.max(0), at.1)
 }
 
 /// The event time an approval index marker names ([`approval_index_id`]), and its event id.
-pub fn parse_approval_index(id: &str) -> Option<(i64, &str)> {
+pub(crate) fn parse_approval_index(id: &str) -> Option<(i64, &str)> {
     let (inverted, event_id) = id.split_once('\0')?;
     Some((i64::MAX - inverted.parse::<i64>().ok()?, event_id))
 }
 
 /// An event's position in event time: `(occurred_at, event_id)`; ties broken by id.
-pub type Stamp = (i64, String);
+pub(crate) type Stamp = (i64, String);
 
 /// Last-writer-wins register by event time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lww<T> {
+pub(crate) struct Lww<T> {
     pub at: Stamp,
     pub value: T,
 }
 
 /// Sets `slot` to `value` if `at` is newer than what it holds; true if it changed.
-pub fn lww<T>(slot: &mut Option<Lww<T>>, at: &Stamp, value: T) -> bool {
+pub(crate) fn lww<T>(slot: &mut Option<Lww<T>>, at: &Stamp, value: T) -> bool {
     match slot {
         Some(cur) if &cur.at >= at => false,
         _ => {
@@ -194,19 +191,19 @@ pub fn lww<T>(slot: &mut Option<Lww<T>>, at: &Stamp, value: T) -> bool {
     }
 }
 
-pub fn min_opt(slot: &mut Option<i64>, t: i64) {
+pub(crate) fn min_opt(slot: &mut Option<i64>, t: i64) {
     *slot = Some(slot.map_or(t, |c| c.min(t)));
 }
 
-pub fn max_opt(slot: &mut Option<i64>, t: i64) {
+pub(crate) fn max_opt(slot: &mut Option<i64>, t: i64) {
     *slot = Some(slot.map_or(t, |c| c.max(t)));
 }
 
 /// How many ids a bounded list keeps.
-pub const KEEP_IDS: usize = 20;
+pub(crate) const KEEP_IDS: usize = 20;
 
 /// Keeps the newest `KEEP_IDS` stamps (by event time, then id), oldest first.
-pub fn keep_newest(list: &mut Vec<Stamp>, at: &Stamp) {
+pub(crate) fn keep_newest(list: &mut Vec<Stamp>, at: &Stamp) {
     match list.binary_search(at) {
         Ok(_) => {}
         Err(i) => {
@@ -219,13 +216,13 @@ pub fn keep_newest(list: &mut Vec<Stamp>, at: &Stamp) {
 }
 
 /// The ids of a bounded stamp list.
-pub fn ids(list: &[Stamp]) -> Vec<String> {
+pub(crate) fn ids(list: &[Stamp]) -> Vec<String> {
     list.iter().map(|(_, id)| id.clone()).collect()
 }
 
 /// An asset's registration as last registered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
+pub(crate) struct Registration {
     /// The principal that asserted this registration.
     pub asserted_by: Option<String>,
     pub retired: bool,
@@ -245,13 +242,13 @@ pub struct Registration {
 /// A registry-derived condition: the newest registration (by event time, then id) that made it
 /// true and the newest that made it false. The condition holds now when `bad` is newer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flag {
+pub(crate) struct Flag {
     pub bad: Option<Stamp>,
     pub good: Option<Stamp>,
 }
 
 impl Flag {
-    pub fn observe(&mut self, bad: bool, at: &Stamp) {
+    pub(crate) fn observe(&mut self, bad: bool, at: &Stamp) {
         let slot = if bad { &mut self.bad } else { &mut self.good };
         if slot.as_ref().is_none_or(|s| at > s) {
             *slot = Some(at.clone());
@@ -259,7 +256,7 @@ impl Flag {
     }
 
     /// Whether the newest registration made the condition true.
-    pub fn holds(&self) -> bool {
+    pub(crate) fn holds(&self) -> bool {
         match (&self.bad, &self.good) {
             (Some(b), Some(g)) => b > g,
             (Some(_), None) => true,
@@ -270,7 +267,7 @@ impl Flag {
 
 /// An asset: what the registry says of it, and what decisions show.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssetAgg {
+pub(crate) struct AssetAgg {
     pub registration: Option<Lww<Registration>>,
     /// Earliest event time it was registered (not retired).
     pub registered_since: Option<i64>,
@@ -303,17 +300,17 @@ pub struct AssetAgg {
 }
 
 /// The relations of an agent's reach, its blast radius.
-pub const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoint"];
+pub(crate) const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoint"];
 
 /// How many targets an agent's reach keeps: far above the points the blast radius can give
 /// (`aispm_schemas::risk::MAX_REACH_POINTS`), so the counts it shows are exact up to here.
-pub const KEEP_REACH: usize = 256;
+pub(crate) const KEEP_REACH: usize = 256;
 
 impl AssetAgg {
     /// Whether the asset's registration approves data of `class` now (registered, not retired,
     /// the class among its `approved_data_classes`): what AISPM-DATA-001 and the data-exposure
     /// map judge a destination by.
-    pub fn approves(&self, class: &str) -> bool {
+    pub(crate) fn approves(&self, class: &str) -> bool {
         self.registration.as_ref().is_some_and(|r| {
             !r.value.retired && r.value.approved_data_classes.iter().any(|c| c == class)
         })
@@ -322,7 +319,7 @@ impl AssetAgg {
     /// Notes that the agent used `target` (of `relation`) at `at`, its newest decision now
     /// being at `newest`; true if its blast radius may have changed: a new target, or one back
     /// inside the window. No allocation for a target it used before.
-    pub fn reached(&mut self, relation: &str, target: &str, at: i64, newest: i64) -> bool {
+    pub(crate) fn reached(&mut self, relation: &str, target: &str, at: i64, newest: i64) -> bool {
         let since = aispm_schemas::risk::reach_since(newest);
         if !self.reach.contains_key(relation) {
             self.reach.insert(relation.to_owned(), BTreeMap::new());
@@ -361,7 +358,7 @@ impl AssetAgg {
 
     /// The blast radius: distinct MCP tools, repos and model endpoints used in the window
     /// that ends with the day of the newest decision (`aispm_schemas::risk::reach_since`).
-    pub fn reach_counts(&self) -> aispm_schemas::risk::Reach {
+    pub(crate) fn reach_counts(&self) -> aispm_schemas::risk::Reach {
         let newest = self.last_decision.as_ref().map_or(0, |l| l.0);
         let since = aispm_schemas::risk::reach_since(newest);
         let count = |relation: &str| {
@@ -379,7 +376,7 @@ impl AssetAgg {
 
 /// The decisions an asset or action path saw in one environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvDecisions {
+pub(crate) struct EnvDecisions {
     pub decisions: i64,
     pub synthetic_decisions: i64,
     pub last_decision: Option<Stamp>,
@@ -388,7 +385,7 @@ pub struct EnvDecisions {
 
 impl EnvDecisions {
     /// Counts one decision made at `at`.
-    pub fn count(&mut self, at: &Stamp, synthetic: bool) {
+    pub(crate) fn count(&mut self, at: &Stamp, synthetic: bool) {
         self.decisions += 1;
         if synthetic {
             self.synthetic_decisions += 1;
@@ -403,7 +400,7 @@ impl EnvDecisions {
 
 /// A control's decisions in one environment: what its state there is derived from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlEnv {
+pub(crate) struct ControlEnv {
     pub enforced: i64,
     pub shadow: i64,
     pub high_risk: i64,
@@ -415,7 +412,7 @@ pub struct ControlEnv {
 
 /// A control: its registration and the decisions it made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlAgg {
+pub(crate) struct ControlAgg {
     pub registration: Option<Lww<Registration>>,
     pub enforced: i64,
     pub shadow: i64,
@@ -437,7 +434,7 @@ pub struct ControlAgg {
 
 /// Facts about one finding from events that name it or raise it directly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FindingFacts {
+pub(crate) struct FindingFacts {
     /// Raises by events (decision-driven rules): count, first and last event time, newest ids.
     pub raises: i64,
     pub first_raise: Option<i64>,
@@ -464,7 +461,7 @@ pub struct FindingFacts {
 
 /// An exception (accepted risk) or a break-glass event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExceptionAgg {
+pub(crate) struct ExceptionAgg {
     pub break_glass: bool,
     pub grant: Option<Lww<Grant>>,
     pub invoked_at: Option<i64>,
@@ -477,7 +474,7 @@ pub struct ExceptionAgg {
 
 /// The granted terms of an exception, or the break-glass invocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub finding_id: Option<String>,
     pub control_id: Option<String>,
     pub decision_id: Option<String>,
@@ -491,12 +488,12 @@ pub struct Grant {
 
 /// An evidence artefact as recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceAgg {
+pub(crate) struct EvidenceAgg {
     pub record: Option<Lww<EvidenceRecord>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceRecord {
+pub(crate) struct EvidenceRecord {
     /// The principal that asserted the event carrying it.
     pub asserted_by: Option<String>,
     pub event_id: String,
@@ -523,7 +520,7 @@ pub struct EvidenceRecord {
 /// A validation's claim, as its validator signed it (with the tenant, the evidence id and the
 /// sha256 kept beside it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub event_id: String,
     pub check_kind: String,
     pub environment: String,
@@ -535,7 +532,7 @@ pub struct Claim {
 /// A validation as recorded: its row (the signature state is derived) and what its signature
 /// is checked with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidationRecord {
+pub(crate) struct ValidationRecord {
     pub row: aispm_schemas::views::ValidationRow,
     pub claim: Claim,
     pub sha256: Option<String>,
@@ -544,7 +541,7 @@ pub struct ValidationRecord {
 
 /// What is known of a decision by id: whether it was seen, and approvals that refer to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DecisionFacts {
+pub(crate) struct DecisionFacts {
     pub denied: Option<Lww<String>>,
     /// The decision asked for approval (verdict require_approval): under which control, for
     /// which agent, when. Set when the decision is applied.
@@ -559,7 +556,7 @@ pub struct DecisionFacts {
 
 /// A decision that asked for approval.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
+pub(crate) struct Request {
     pub control: String,
     pub agent: String,
     pub at: Stamp,
@@ -567,14 +564,14 @@ pub struct Request {
 
 /// A grant or a denial of a decision: when, by which event, which.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub at: Stamp,
     pub granted: bool,
 }
 
 /// The upper bounds (ms) of the time-to-decision buckets: a minute, 5 and 15 minutes, an hour,
 /// 4 hours, a day, 3 days, a week; the last bucket holds the rest.
-pub const DECISION_BUCKETS_MS: [i64; 8] = [
+pub(crate) const DECISION_BUCKETS_MS: [i64; 8] = [
     60_000,
     300_000,
     900_000,
@@ -589,7 +586,7 @@ pub const DECISION_BUCKETS_MS: [i64; 8] = [
 /// answer (the earliest grant or denial by event time), whatever order they arrive in: an
 /// answer that turns out not to be the first is taken back and the earlier one counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalStats {
+pub(crate) struct ApprovalStats {
     pub requested: i64,
     pub granted: i64,
     pub denied: i64,
@@ -602,7 +599,7 @@ pub struct ApprovalStats {
 
 impl ApprovalStats {
     /// Adds (`sign` 1) or takes back (`sign` -1) a request's answer.
-    pub fn count(&mut self, request: &Request, answer: &Answer, sign: i64) {
+    pub(crate) fn count(&mut self, request: &Request, answer: &Answer, sign: i64) {
         let ms = (answer.at.0 - request.at.0).max(0);
         if answer.granted {
             self.granted += sign;
@@ -621,13 +618,13 @@ impl ApprovalStats {
     }
 
     /// Requests answered.
-    pub fn answered(&self) -> i64 {
+    pub(crate) fn answered(&self) -> i64 {
         self.granted + self.denied
     }
 
     /// The bound of the bucket that holds the `q` quantile (0 < q ≤ 1) of the time to decision;
     /// `None` without answers, `Some(None)` when it is past the last bound (over a week).
-    pub fn quantile_bound(&self, q: f64) -> Option<Option<i64>> {
+    pub(crate) fn quantile_bound(&self, q: f64) -> Option<Option<i64>> {
         let n = self.answered();
         if n <= 0 {
             return None;
@@ -647,7 +644,7 @@ impl ApprovalStats {
 /// An agent's use of one target (an actor it acted for, a tool, model endpoint, repo or
 /// workflow it used): counted once per decision naming both.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkAgg {
+pub(crate) struct LinkAgg {
     pub decisions: i64,
     pub synthetic_decisions: i64,
     pub first: Option<i64>,
@@ -656,7 +653,7 @@ pub struct LinkAgg {
 
 /// Data of one class sent to one model endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExposureAgg {
+pub(crate) struct ExposureAgg {
     /// The environments of the decisions that sent it.
     pub environments: BTreeSet<Environment>,
     pub decisions: i64,
@@ -667,7 +664,7 @@ pub struct ExposureAgg {
 
 /// One data class sent by one agent to one destination (a model endpoint or an MCP tool).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowAgg {
+pub(crate) struct FlowAgg {
     pub decisions: i64,
     /// Of them, denied (the data did not leave).
     pub denied: i64,
@@ -680,7 +677,7 @@ pub struct FlowAgg {
 /// signal's threshold is crossed exactly once per minute, whatever the order: the minutes a
 /// signal fired are order-free.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateAgg {
+pub(crate) struct RateAgg {
     pub n: i64,
     pub denied: i64,
     /// Per call ([`call_hash`]: action kind, MCP tool and target): attempts and denials.
@@ -689,14 +686,14 @@ pub struct RateAgg {
 
 /// One call's attempts in a minute, and how many were denied.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallCount {
+pub(crate) struct CallCount {
     pub attempts: i64,
     pub denied: i64,
 }
 
 /// A call's identity for the loop and retry signals: FNV-1a of its action kind, MCP server and
 /// tool, and target (a fixed hash, so stored counts read back the same after a restart).
-pub fn call_hash(action_kind: &str, tool: Option<(&str, &str)>, target: &str) -> u64 {
+pub(crate) fn call_hash(action_kind: &str, tool: Option<(&str, &str)>, target: &str) -> u64 {
     let mut h = crate::store::FNV_OFFSET;
     let (server, name) = tool.unwrap_or(("", ""));
     for part in [action_kind, server, name, target] {
@@ -708,17 +705,10 @@ pub fn call_hash(action_kind: &str, tool: Option<(&str, &str)>, target: &str) ->
 
 /// The minutes one runtime signal fired for an agent: how many, the first and the last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignalAgg {
+pub(crate) struct SignalAgg {
     pub minutes: i64,
     pub first: Option<i64>,
     pub last: Option<i64>,
-}
-
-/// Per-tenant bookkeeping: the input partition the tenant's events arrive on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantAgg {
-    pub partition: i32,
-    pub events: i64,
 }
 
 #[cfg(test)]

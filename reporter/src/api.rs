@@ -45,7 +45,7 @@ struct Api {
 
 /// The per-tenant limits on report requests (see [`LimitArgs`]).
 #[derive(Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     per_hour: Option<Buckets<String>>,
     per_tenant: Slots<String>,
     all: Semaphore,
@@ -53,7 +53,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(args: &LimitArgs, metrics: &Metrics) -> aispm_runtime::Result<Limits> {
+    pub(crate) fn new(args: &LimitArgs, metrics: &Metrics) -> aispm_runtime::Result<Limits> {
         let per_hour = args.reports_per_tenant_per_hour;
         Ok(Limits {
             per_hour: (per_hour > 0).then(|| {
@@ -166,7 +166,7 @@ fn table() -> openapi::Api<Api> {
 }
 
 /// The reporter's routes (and `GET /openapi.json`, their document).
-pub fn routes(center: Arc<Center>, auth: Auth, limits: Arc<Limits>) -> Router {
+pub(crate) fn routes(center: Arc<Center>, auth: Auth, limits: Arc<Limits>) -> Router {
     table().into_router().with_state(Api {
         center,
         auth,
@@ -190,7 +190,7 @@ struct CreateBody {
 }
 
 /// The JSON answer for a report.
-pub fn view(r: &ReportRecord) -> Value {
+pub(crate) fn view(r: &ReportRecord) -> Value {
     let last = r.attempts.last();
     json!({
         "id": r.id,
@@ -317,7 +317,7 @@ async fn create(
 }
 
 /// Reports per page of the listing, at most (and by default).
-pub const LIST_PAGE: usize = 200;
+pub(crate) const LIST_PAGE: usize = 200;
 
 /// A page of the listing: `limit` reports (1 to [`LIST_PAGE`]), newest first, older than the
 /// `next_cursor` of the page before (`before`).

@@ -68,7 +68,7 @@ fn due(
 
 /// Runs the schedule until `shutdown`: waits for the follower's state, then, whenever an entry
 /// is due, generates and delivers its report for every tenant.
-pub async fn run(
+pub(crate) async fn run(
     center: Arc<Center>,
     entries: Vec<Entry>,
     hour: u32,

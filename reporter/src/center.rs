@@ -14,8 +14,8 @@ use crate::store::{Attempt, ReportRecord, SmtpTranscript, Status, Store};
 use crate::{Error, Result, render};
 use aispm_runtime::clock::SharedClock;
 use aispm_schemas::{
-    CheckKind, DeliveryChannel, DeliveryOutcome, Environment, Evidence, RegistryEvent,
-    ReportDeliveryEvent, ReportType, Timestamp,
+    CheckKind, DeliveryOutcome, Environment, Evidence, RegistryEvent, ReportDeliveryEvent,
+    ReportType, Timestamp,
 };
 use aispm_validate::sign::{Claim, Transcript, ValidatorKey, signed_result};
 use serde_json::json;
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What asked for a report.
 #[derive(Debug, Clone)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// The HTTP API, with the caller's name.
     Api(String),
     Cadence(Period),
@@ -52,7 +52,7 @@ impl Trigger {
 
 /// Why a report could not be generated.
 #[derive(Debug, thiserror::Error)]
-pub enum GenerateError {
+pub(crate) enum GenerateError {
     #[error("the reporter is still replaying its state from the topics")]
     NotReady,
     #[error("no posture data for tenant {0}")]
@@ -65,7 +65,7 @@ pub enum GenerateError {
 
 /// Settings of the report center.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub out_dir: PathBuf,
     /// The clock rules' windows packets judge with.
     pub windows: aispm_schemas::clock::Windows,
@@ -92,7 +92,7 @@ pub struct ProviderCheck {
 
 /// The providers among `providers` that `mailed` reached: those with at least one recipient
 /// mailed (compared case-insensitively), with the recipients it reached.
-pub fn providers_mailed(
+pub(crate) fn providers_mailed(
     providers: &BTreeMap<String, Vec<String>>,
     mailed: &[String],
 ) -> BTreeMap<String, Vec<String>> {
@@ -111,7 +111,7 @@ pub fn providers_mailed(
 
 /// Generates, delivers and records reports.
 #[derive(Debug)]
-pub struct Center {
+pub(crate) struct Center {
     settings: Settings,
     state: Shared,
     store: Store,
@@ -124,7 +124,7 @@ pub struct Center {
 
 impl Center {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         state: Shared,
         store: Store,
@@ -157,40 +157,36 @@ impl Center {
     }
 
     /// The signing keys: the current one and the previous ones, as published.
-    pub fn keys(&self) -> &KeyRing {
+    pub(crate) fn keys(&self) -> &KeyRing {
         &self.keys
     }
 
     /// Resolves once the follower has replayed the topics up to their ends at start.
-    pub async fn restored(&self) {
+    pub(crate) async fn restored(&self) {
         let mut rx = self.restored.clone();
         let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Watches whether the follower has replayed the state topics.
-    pub fn restored_receiver(&self) -> watch::Receiver<bool> {
+    pub(crate) fn restored_receiver(&self) -> watch::Receiver<bool> {
         self.restored.clone()
     }
 
-    pub fn is_restored(&self) -> bool {
+    pub(crate) fn is_restored(&self) -> bool {
         *self.restored.borrow()
     }
 
-    pub fn tenant_ids(&self) -> Vec<String> {
+    pub(crate) fn tenant_ids(&self) -> Vec<String> {
         self.state.tenant_ids()
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn channel(&self) -> DeliveryChannel {
-        self.channel.kind()
     }
 
     /// Runs the report path for `tenant` and `report_type`, including the first delivery
     /// attempt; later attempts run in [`Center::run_retries`].
-    pub async fn generate(
+    pub(crate) async fn generate(
         &self,
         tenant: &str,
         report_type: ReportType,
@@ -603,12 +599,12 @@ impl Center {
     }
 
     /// The wall clock the center reads.
-    pub fn clock(&self) -> &SharedClock {
+    pub(crate) fn clock(&self) -> &SharedClock {
         &self.settings.clock
     }
 
     /// Retries due deliveries and republishes unacknowledged events until `shutdown`.
-    pub async fn run_retries(&self, shutdown: CancellationToken) -> Result<()> {
+    pub(crate) async fn run_retries(&self, shutdown: CancellationToken) -> Result<()> {
         // Not before the state is replayed: an attempt now would find the tenant's approved
         // recipients missing and record a failure that is not one (and, for an attempt cut
         // short by a crash after the server took the mail, deliver it again later under a new

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// A successful delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub recipients: Vec<String>,
     pub message_id: Option<String>,
     pub server_response: Option<String>,
@@ -24,7 +24,7 @@ pub struct Delivered {
 
 /// How packets leave the reporter.
 #[derive(Clone)]
-pub enum Channel {
+pub(crate) enum Channel {
     Smtp(Box<Smtp>),
     Export,
 }
@@ -39,7 +39,7 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
-    pub fn kind(&self) -> DeliveryChannel {
+    pub(crate) fn kind(&self) -> DeliveryChannel {
         match self {
             Channel::Smtp(_) => DeliveryChannel::Smtp,
             Channel::Export => DeliveryChannel::Export,
@@ -49,7 +49,7 @@ impl Channel {
 
 /// An SMTP transport and the sender's address.
 #[derive(Clone)]
-pub struct Smtp {
+pub(crate) struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     /// The server, without credentials, for logs.
@@ -68,7 +68,7 @@ impl std::fmt::Debug for Smtp {
 
 impl Smtp {
     /// From `--smtp-url` and `--smtp-from`.
-    pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, String> {
+    pub(crate) fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, String> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("--smtp-url: {e}"))?
             .timeout(Some(timeout))
@@ -92,17 +92,17 @@ impl Smtp {
     }
 
     /// The server, without credentials (`smtp://host:port`).
-    pub fn server(&self) -> &str {
+    pub(crate) fn server(&self) -> &str {
         &self.server
     }
 
     /// The From address.
-    pub fn from(&self) -> String {
+    pub(crate) fn from(&self) -> String {
         self.from.to_string()
     }
 
     /// Sends the packet of `r` to `recipients` as attempt `attempt`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         r: &ReportRecord,
         recipients: &[String],
@@ -210,7 +210,7 @@ fn response_text(r: &lettre::transport::smtp::response::Response) -> String {
 
 /// Export: the packet is already in the packet directory; it counts as delivered when it
 /// verifies there (directory and archive) against the reporter's published `keys`.
-pub async fn export(r: &ReportRecord, keys: Vec<PublicKey>) -> Result<Delivered, String> {
+pub(crate) async fn export(r: &ReportRecord, keys: Vec<PublicKey>) -> Result<Delivered, String> {
     let dir = r.packet.dir.clone();
     let zip = r.packet.zip.clone();
     let expected = r.packet.zip_sha256.clone();

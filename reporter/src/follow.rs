@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Which followed topic a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Source {
+pub(crate) enum Source {
     Views,
     Blockers,
     Readiness,
@@ -41,7 +41,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Views => "views",
             Source::Blockers => "blockers",
@@ -61,7 +61,7 @@ fn valid_tenant(tenant: &str) -> Result<(), (&'static str, String)> {
 
 /// Decodes one record into a state update. `Ok(None)`: nothing to fold (e.g. a readiness
 /// tombstone). `Err`: the record is poison.
-pub fn decode(
+pub(crate) fn decode(
     codec: &Codec,
     source: Source,
     key: Option<&[u8]>,
@@ -120,7 +120,7 @@ pub fn decode(
 
 /// Everything the follower needs.
 #[derive(Debug)]
-pub struct Follower {
+pub(crate) struct Follower {
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub state: Shared,
@@ -176,7 +176,7 @@ impl Follower {
     }
 
     /// Reads the followed topics until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    pub(crate) async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let ctx = MeteredContext {
             metrics: self.kafka_metrics.clone(),
         };

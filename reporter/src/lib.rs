@@ -30,26 +30,31 @@
 //!   [`cadence`]: runs the daily, weekly, monthly and quarterly reports on it.
 //! - [`api`]: the HTTP routes; [`metrics`]: `aispm_reporter_*`; [`error`]: the error type.
 
-pub mod api;
-pub mod cadence;
-pub mod center;
-pub mod config;
-pub mod deliver;
-pub mod error;
-pub mod follow;
+#![allow(
+    rustdoc::private_intra_doc_links,
+    reason = "the module map above is for developers of aispm: `cargo doc --document-private-items`"
+)]
+
+mod api;
+mod cadence;
+mod center;
+mod config;
+mod deliver;
+mod error;
+mod follow;
 pub mod keys;
-pub mod metrics;
+mod metrics;
 pub mod minisign;
 pub mod packet;
-pub mod publish;
+mod publish;
 pub mod render;
 pub mod report;
-pub mod rows;
-pub mod schedule;
+mod rows;
+mod schedule;
 pub mod sign;
 pub mod state;
-pub mod store;
-pub mod webhooks;
+mod store;
+mod webhooks;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@ use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric the reporter updates.
 #[derive(Debug, Clone)]
-pub struct ReporterMetrics {
+pub(crate) struct ReporterMetrics {
     pub reports_generated: IntCounterVec,
     pub generation_seconds: HistogramVec,
     pub packet_bytes: Histogram,
@@ -25,7 +25,7 @@ pub struct ReporterMetrics {
 }
 
 impl ReporterMetrics {
-    pub fn new(m: &Metrics) -> Result<Self> {
+    pub(crate) fn new(m: &Metrics) -> Result<Self> {
         Ok(ReporterMetrics {
             reports_generated: m.counter(
                 "reports_generated_total",
@@ -107,7 +107,7 @@ impl ReporterMetrics {
 
 impl ReporterMetrics {
     /// Sets the state gauges: tenants, and the view-row database's memory, size and rows.
-    pub fn observe_state(&self, state: &Shared) {
+    pub(crate) fn observe_state(&self, state: &Shared) {
         self.tenants.set(state.tenant_count() as i64);
         let rows = state.rows();
         let memory = rows.memory();

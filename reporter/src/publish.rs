@@ -9,11 +9,11 @@ use rdkafka::producer::FutureProducer;
 use std::time::Duration;
 
 /// The principal the reporter stamps on its delivery events (`asserted_by` in the views).
-pub const PRINCIPAL: &str = "aispm-reporter";
+pub(crate) const PRINCIPAL: &str = "aispm-reporter";
 
 /// The delivery-event producer.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     producer: FutureProducer,
     topic: String,
     registry: String,
@@ -30,7 +30,7 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// Delivery events go to `topic`, provider validations to `registry`.
-    pub fn new(producer: FutureProducer, topic: &str, registry: &str) -> Self {
+    pub(crate) fn new(producer: FutureProducer, topic: &str, registry: &str) -> Self {
         Publisher {
             producer,
             topic: topic.to_owned(),
@@ -41,14 +41,14 @@ impl Publisher {
 
     /// Sends one event and waits until the broker acknowledged it. Its `event_id` is
     /// deterministic, so a retry after an unacknowledged send is applied once downstream.
-    pub async fn publish(&self, event: &ReportDeliveryEvent) -> Result<()> {
+    pub(crate) async fn publish(&self, event: &ReportDeliveryEvent) -> Result<()> {
         let bytes = self.codec.encode(event)?;
         self.send(&self.topic, &event.tenant_id, &bytes).await
     }
 
     /// Sends one validation result to the registry topic, acknowledged (deterministic
     /// `event_id` too).
-    pub async fn publish_validation(&self, event: &RegistryEvent) -> Result<()> {
+    pub(crate) async fn publish_validation(&self, event: &RegistryEvent) -> Result<()> {
         let bytes = self.codec.encode(event)?;
         self.send(&self.registry, &event.tenant_id, &bytes).await
     }

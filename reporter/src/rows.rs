@@ -28,14 +28,14 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// A point-in-time view of the rows.
-pub type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, DB>;
+pub(crate) type Snapshot<'a> = rocksdb::SnapshotWithThreadMode<'a, DB>;
 
 /// Block cache, shared by data, index and filter blocks.
-pub const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// One memtable; at most [`MEMTABLES`] exist at a time.
-pub const WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Memtables (the active one plus those being flushed).
-pub const MEMTABLES: i32 = 2;
+pub(crate) const MEMTABLES: i32 = 2;
 
 /// The reporter's view-row database.
 pub struct Rows {
@@ -90,7 +90,7 @@ fn options(cache: &Cache) -> Options {
 }
 
 /// `{tenant} \0` — the prefix of every key of a tenant.
-pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
+pub(crate) fn tenant_prefix(tenant: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(tenant.len() + 1);
     k.extend_from_slice(tenant.as_bytes());
     k.push(0);
@@ -98,7 +98,7 @@ pub fn tenant_prefix(tenant: &str) -> Vec<u8> {
 }
 
 /// `{tenant} \0 {view} \0 {row key}`.
-pub fn row_key(tenant: &str, view: ViewName, key: &str) -> Vec<u8> {
+pub(crate) fn row_key(tenant: &str, view: ViewName, key: &str) -> Vec<u8> {
     let view = view.as_str();
     let mut k = Vec::with_capacity(tenant.len() + view.len() + key.len() + 2);
     k.extend_from_slice(tenant.as_bytes());
@@ -132,7 +132,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], key: &[u8]) -> Result<T> {
 }
 
 /// The encoded row, if it belongs to `view`; `None` for a row of another view's type.
-pub fn encode_row(view: ViewName, row: &ViewRow) -> Result<Option<Vec<u8>>> {
+pub(crate) fn encode_row(view: ViewName, row: &ViewRow) -> Result<Option<Vec<u8>>> {
     if row.view() != view {
         return Ok(None);
     }

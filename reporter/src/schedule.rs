@@ -85,7 +85,7 @@ impl std::str::FromStr for ScheduleArg {
 }
 
 /// The schedule entries of the `--schedule` values (`none` anywhere disables all).
-pub fn entries(args: &[ScheduleArg]) -> Vec<Entry> {
+pub(crate) fn entries(args: &[ScheduleArg]) -> Vec<Entry> {
     if args.iter().any(|a| a.0.is_none()) {
         return vec![];
     }
@@ -104,7 +104,7 @@ fn first_of_month(year: i32, month: u32) -> NaiveDate {
 }
 
 /// The first run of `period` strictly after `after` (calendar periods run at `hour` UTC).
-pub fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> DateTime<Utc> {
+pub(crate) fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> DateTime<Utc> {
     let day = after.date_naive();
     match period {
         Period::Every(d) => after + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX),
@@ -152,7 +152,7 @@ pub fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> DateTime<U
 
 /// When a failed attempt is retried (report deliveries, webhook messages): the delay before
 /// attempt `n + 1` after attempt `n` failed, doubling from `initial` up to `max`.
-pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
     initial.saturating_mul(factor).min(max)
 }

@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 /// Where a report stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     /// Not delivered yet; another attempt is scheduled.
     Retrying,
     Delivered,
@@ -23,7 +23,7 @@ pub enum Status {
 
 /// One delivery attempt and the event that records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     pub attempt: i32,
     pub at: Timestamp,
     pub channel: DeliveryChannel,
@@ -50,14 +50,14 @@ pub struct Attempt {
 
 /// Where an attempt's SMTP transcript was written and its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SmtpTranscript {
+pub(crate) struct SmtpTranscript {
     pub uri: String,
     pub sha256: String,
 }
 
 /// A generated report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReportRecord {
+pub(crate) struct ReportRecord {
     pub id: String,
     pub tenant_id: String,
     pub report_type: ReportType,
@@ -80,19 +80,19 @@ pub struct ReportRecord {
 
 impl ReportRecord {
     /// The delivery evidence id of this packet.
-    pub fn evidence_id(&self) -> String {
+    pub(crate) fn evidence_id(&self) -> String {
         format!("report/{}/manifest", self.id)
     }
 }
 
 /// Writes `bytes` to `path` atomically and durably ([`aispm_runtime::fs::write_atomic`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     aispm_runtime::fs::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// What a report's listing shows: small enough to keep in memory for every report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub id: String,
     pub report_type: ReportType,
     pub created_at: Timestamp,
@@ -116,7 +116,7 @@ impl Summary {
 
 /// A page of a tenant's reports, newest first, and where the next page starts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub(crate) struct Page {
     pub reports: Vec<Summary>,
     /// The `before` of the next page; `None` after the last.
     pub next: Option<String>,
@@ -167,14 +167,14 @@ impl Memory {
 /// All report records: on disk, with an index of every one and the records with work left in
 /// memory (so memory grows by a summary per report, not by its manifest).
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     memory: Mutex<Memory>,
 }
 
 impl Store {
     /// Opens the store under `state_dir`, indexing every record.
-    pub fn open(state_dir: &Path) -> Result<Self> {
+    pub(crate) fn open(state_dir: &Path) -> Result<Self> {
         let dir = state_dir.join("reports");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut memory = Memory::default();
@@ -215,7 +215,7 @@ impl Store {
     }
 
     /// Saves a record (durably) and indexes it.
-    pub fn put(&self, r: &ReportRecord) -> Result<()> {
+    pub(crate) fn put(&self, r: &ReportRecord) -> Result<()> {
         write_atomic(
             &self.path(&r.tenant_id, &r.id),
             &serde_json::to_vec_pretty(r)?,
@@ -226,7 +226,7 @@ impl Store {
 
     /// A report, from memory while it has work left, else from disk; `None` for an id the
     /// store does not hold (only indexed ids reach the file system).
-    pub fn get(&self, tenant_id: &str, id: &str) -> Result<Option<ReportRecord>> {
+    pub(crate) fn get(&self, tenant_id: &str, id: &str) -> Result<Option<ReportRecord>> {
         let key = (tenant_id.to_owned(), id.to_owned());
         {
             let memory = self.lock();
@@ -242,7 +242,7 @@ impl Store {
 
     /// A page of at most `limit` of a tenant's reports, newest first, strictly before `before`
     /// (a [`Page::next`]); `None` for a cursor this store did not write.
-    pub fn list(&self, tenant_id: &str, before: Option<&str>, limit: usize) -> Option<Page> {
+    pub(crate) fn list(&self, tenant_id: &str, before: Option<&str>, limit: usize) -> Option<Page> {
         let memory = self.lock();
         let Some(index) = memory.index.get(tenant_id) else {
             return before.is_none().then(|| Page {
@@ -266,12 +266,12 @@ impl Store {
     }
 
     /// The records with work left.
-    pub fn live(&self) -> Vec<ReportRecord> {
+    pub(crate) fn live(&self) -> Vec<ReportRecord> {
         self.lock().live.values().cloned().collect()
     }
 
     /// Records with work left: a delivery attempt due by `now`, or an unpublished event.
-    pub fn work(&self, now: Timestamp) -> (Vec<ReportRecord>, Option<Timestamp>) {
+    pub(crate) fn work(&self, now: Timestamp) -> (Vec<ReportRecord>, Option<Timestamp>) {
         let memory = self.lock();
         let mut due = vec![];
         let mut next: Option<Timestamp> = None;
@@ -291,7 +291,7 @@ impl Store {
     }
 
     /// Records still being retried.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.lock()
             .live
             .values()

@@ -21,12 +21,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// How long a message is retried by default before it is dead-lettered.
-pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// The body a subscription receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Format {
+pub(crate) enum Format {
     /// Standard Webhooks: `{"type", "timestamp", "data"}`.
     Standard,
     /// A Slack incoming webhook: `{"text", "blocks"}`.
@@ -35,7 +35,7 @@ pub enum Format {
 
 /// One subscription, validated.
 #[derive(Debug, Clone)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub id: String,
     pub url: String,
     /// The HMAC key (the base64 after `whsec_`, decoded).
@@ -54,7 +54,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// Whether this subscription wants `kind` for `tenant`.
-    pub fn wants(&self, kind: Kind, tenant: &str) -> bool {
+    pub(crate) fn wants(&self, kind: Kind, tenant: &str) -> bool {
         self.events.contains(&kind)
             && (self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant))
     }
@@ -85,14 +85,14 @@ struct Raw {
 }
 
 /// Reads and validates the subscriptions file; every problem is named with the subscription.
-pub fn load(path: &Path) -> Result<Vec<Subscription>> {
+pub(crate) fn load(path: &Path) -> Result<Vec<Subscription>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     parse(&text, |name| std::env::var(name).ok())
         .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
 /// [`load`] on the file's text; `env` reads `secret_env` variables.
-pub fn parse(
+pub(crate) fn parse(
     text: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Subscription>, String> {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 /// The events a subscription can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A blocker appeared on the blockers topic for a tenant and stage.
     #[serde(rename = "blocker.opened")]
     BlockerOpened,
@@ -27,7 +27,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub(crate) const ALL: [Kind; 5] = [
         Kind::BlockerOpened,
         Kind::BlockerResolved,
         Kind::ReadinessChanged,
@@ -35,7 +35,7 @@ impl Kind {
         Kind::ReportDelivered,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::BlockerOpened => "blocker.opened",
             Kind::BlockerResolved => "blocker.resolved",
@@ -45,7 +45,7 @@ impl Kind {
         }
     }
 
-    pub fn names() -> String {
+    pub(crate) fn names() -> String {
         Kind::ALL.map(Kind::as_str).join(", ")
     }
 }
@@ -59,7 +59,7 @@ impl std::str::FromStr for Kind {
 
 /// One change to tell subscribers about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// Stable for the change: derived from what caused it (a record's topic, partition and
     /// offset; a finding and its due date; a report attempt), so a replay or a restart that
     /// sees the same change again yields the same id, and the same `webhook-id`.
@@ -75,7 +75,7 @@ pub struct Notification {
 
 impl Notification {
     /// A notification whose id derives from `origin` (any string unique to the change).
-    pub fn new(
+    pub(crate) fn new(
         kind: Kind,
         tenant_id: &str,
         at: Timestamp,
@@ -102,7 +102,7 @@ impl Notification {
     }
 
     /// The request body for `format`.
-    pub fn body(&self, format: Format) -> Vec<u8> {
+    pub(crate) fn body(&self, format: Format) -> Vec<u8> {
         let v = match format {
             Format::Standard => json!({
                 "type": self.kind.as_str(),

@@ -21,12 +21,12 @@
 //! while the reporter was down included, history before its first start excluded). Messages
 //! are not ordered: receivers order by the body's `timestamp` and deduplicate by `webhook-id`.
 
-pub mod config;
-pub mod event;
-pub mod sign;
+pub(crate) mod config;
+pub(crate) mod event;
+pub(crate) mod sign;
 
-pub use config::Subscription;
-pub use event::{Kind, Notification};
+pub(crate) use config::Subscription;
+pub(crate) use event::{Kind, Notification};
 
 use crate::state::Transition;
 use crate::{Error, Result};
@@ -54,7 +54,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// One message for one subscription, as kept on disk until it is sent or dead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
+pub(crate) struct Message {
     pub subscription: String,
     pub notification: Notification,
     pub created_at: Timestamp,
@@ -97,7 +97,7 @@ struct Inner {
 
 /// The webhook outbox and its dispatcher; cheap to clone.
 #[derive(Clone)]
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     inner: Arc<Inner>,
 }
 
@@ -115,7 +115,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 impl Webhooks {
     /// The outbox under `state_dir/webhooks`, with the messages a previous run left pending.
-    pub fn open(
+    pub(crate) fn open(
         subscriptions: Vec<Subscription>,
         state_dir: &Path,
         clock: SharedClock,
@@ -198,7 +198,7 @@ impl Webhooks {
     }
 
     /// Whether any subscription exists (without one, nothing is noticed or kept).
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         !self.inner.subscriptions.is_empty()
     }
 
@@ -213,7 +213,7 @@ impl Webhooks {
 
     /// Queues `n` for every subscription that wants it, durably. Returns how many messages
     /// were added (0 when each was already pending, sent or dead). Blocking (small file writes).
-    pub fn notify(&self, n: &Notification) -> Result<usize> {
+    pub(crate) fn notify(&self, n: &Notification) -> Result<usize> {
         let mut added = 0;
         for s in &self.inner.subscriptions {
             if !s.wants(n.kind, &n.tenant_id) {
@@ -256,14 +256,15 @@ impl Webhooks {
     }
 
     /// Messages not delivered yet, over all subscriptions.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         self.lock_pending().len()
     }
 
     /// Takes in one change the follower folded: a finding row always (the SLA clock keeps
     /// every open one), the rest as a notification when `origin` (the record's
     /// `topic/partition/offset`) is given, i.e. when the record is new and not a replay.
-    pub fn observe(&self, t: &Transition, origin: Option<&str>) -> Result<()> {
+    pub(crate) fn observe(&self, t: &Transition, origin: Option<&str>) -> Result<()> {
         let n = match t {
             Transition::Finding {
                 tenant_id,
@@ -371,7 +372,7 @@ impl Webhooks {
 
     /// Sends due messages until `shutdown`; checks SLAs once `restored` (the follower replayed
     /// the state, so the clock knows every open finding).
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         mut restored: watch::Receiver<bool>,
         shutdown: CancellationToken,
@@ -640,7 +641,7 @@ fn notification(t: &Transition, origin: &str) -> Option<Notification> {
 }
 
 /// The notification of a report delivered by `attempt`.
-pub fn report_delivered(
+pub(crate) fn report_delivered(
     r: &crate::store::ReportRecord,
     attempt: &crate::store::Attempt,
 ) -> Notification {

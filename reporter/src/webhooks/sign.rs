@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// The `webhook-signature` header value for one message.
-pub fn signature(key: &[u8], msg_id: &str, timestamp_secs: i64, body: &[u8]) -> String {
+pub(crate) fn signature(key: &[u8], msg_id: &str, timestamp_secs: i64, body: &[u8]) -> String {
     // HMAC takes a key of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(msg_id.as_bytes());
