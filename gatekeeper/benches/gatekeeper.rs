@@ -14,9 +14,7 @@
 //! 10 000 view changes per second).
 
 use aispm_gatekeeper::Config;
-use aispm_gatekeeper::metrics::GatekeeperMetrics;
-use aispm_gatekeeper::readiness::{Engine, Verdicts};
-use aispm_gatekeeper::rules::Policy;
+use aispm_gatekeeper::{Engine, GatekeeperMetrics, Policy, Verdicts};
 use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, TopicSpec};
 use aispm_runtime::metrics::Metrics;

@@ -9,7 +9,7 @@
 //! Run: `cargo run --release -p aispm-gatekeeper --example gatekeeper_memory [view_changes]`
 //! (default 300 000).
 
-use aispm_gatekeeper::state::TenantState;
+use aispm_gatekeeper::TenantState;
 use aispm_schemas::views::{
     EvidenceRow, FindingRow, FindingStatus, SignatureState, ViewName, ViewRow,
 };

@@ -45,15 +45,21 @@ mod api;
 mod config;
 mod error;
 mod follow;
-pub mod metrics;
+mod metrics;
 mod publish;
-pub mod readiness;
+mod readiness;
 mod recover;
-pub mod rules;
-pub mod state;
+mod rules;
+mod state;
 
 pub use config::Config;
 pub use error::{Error, Result};
+// What the gatekeeper's bench, memory example and tests use: the readiness engine over the
+// tenants' states and the rules it evaluates with.
+pub use metrics::GatekeeperMetrics;
+pub use readiness::{Engine, Verdicts};
+pub use rules::{Policy, evaluate};
+pub use state::TenantState;
 
 use aispm_runtime::auth::{Auth, Tokens};
 use aispm_runtime::clock::{SharedClock, SystemClock};

@@ -27,11 +27,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// a tenant can have 100k blockers (one per unowned critical finding), and the record must fit a
 /// Kafka message (about 60 KB at this many). `ready` counts them all; the blockers topic holds
 /// every one, and the readiness API pages through them.
-pub const MAX_READINESS_IDS: usize = 1000;
+pub(crate) const MAX_READINESS_IDS: usize = 1000;
 
 /// Why a tenant is evaluated (the `trigger` label of `evaluations_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// A relevant view change arrived.
     Change,
     /// Its partition finished replaying after an assignment.
@@ -43,7 +43,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Trigger::Change => "change",
             Trigger::Restore => "restore",

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// The action paths that must carry real (non-synthetic) decisions.
-pub const GOVERNED_PATHS: [&str; 4] = ["file", "command", "git", "mcp"];
+pub(crate) const GOVERNED_PATHS: [&str; 4] = ["file", "command", "git", "mcp"];
 
 /// A blocker as a rule raises it, before it is stamped with tenant, stage and detection time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct Draft {
 }
 
 /// Every stage, as [`Draft::stages`] bits.
-pub const ALL_STAGES: u8 = 0b111;
+pub(crate) const ALL_STAGES: u8 = 0b111;
 
 /// What the rules need besides the state: the windows and which kinds apply to which stage.
 #[derive(Debug, Clone)]

@@ -25,11 +25,11 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 /// At most this many ids are listed behind one blocker (the first, in row order).
-pub const MAX_EVIDENCE_IDS: usize = 50;
+pub(crate) const MAX_EVIDENCE_IDS: usize = 50;
 
 /// The stages a finding row counts for ([`FindingRow::counts_for`]), a bit per
 /// [`Stage::index`] (`rules::Draft::stages`).
-pub fn stages_of(r: &FindingRow) -> u8 {
+pub(crate) fn stages_of(r: &FindingRow) -> u8 {
     Stage::ALL
         .iter()
         .filter(|s| r.counts_for(**s))
@@ -178,7 +178,7 @@ impl PartialEq for OpenFindings {
 impl Eq for OpenFindings {}
 
 /// Whether a rule iterates this open finding (and so needs it in full).
-pub fn finding_kept_in_full(r: &FindingRow) -> bool {
+pub(crate) fn finding_kept_in_full(r: &FindingRow) -> bool {
     clock::severity_can_be_overdue(r.severity) || r.exception_id.is_some()
 }
 
@@ -471,7 +471,7 @@ pub struct WrongRow {
 }
 
 /// How many rows a tenant's state holds, by kind (the `kind` label of `state_rows`).
-pub type RowCounts = [(&'static str, usize); 8];
+pub(crate) type RowCounts = [(&'static str, usize); 8];
 
 impl TenantState {
     /// An empty state tracking at most `tracked_evidence` evidence rows per stage.

@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub store: Arc<Store>,
     pub auth: Auth,
     /// The clock rules' windows the API's states are judged with.
@@ -287,28 +287,8 @@ fn table() -> openapi::Api<Api> {
 }
 
 /// The projector's routes (and `GET /openapi.json`, their document).
-pub fn routes(api: Api) -> Router {
+pub(crate) fn routes(api: Api) -> Router {
     table().into_router().with_state(api)
-}
-
-/// Every row of a view for a tenant (read off the async runtime).
-pub async fn rows(
-    store: &Arc<Store>,
-    tenant: &str,
-    view: ViewName,
-) -> Result<Vec<ViewRow>, ApiError> {
-    let store = Arc::clone(store);
-    let prefix = columns::tenant_prefix(tenant);
-    tokio::task::spawn_blocking(move || -> crate::error::Result<Vec<ViewRow>> {
-        store
-            .scan_prefix(columns::view_cf(view), &prefix)?
-            .iter()
-            .map(|(_, v)| decode_row(view, v))
-            .collect()
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn check(api: &Api, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
@@ -317,7 +297,7 @@ fn check(api: &Api, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
 }
 
 /// Rows per page of a list route, at most (and by default).
-pub const LIST_PAGE: usize = 1000;
+pub(crate) const LIST_PAGE: usize = 1000;
 
 /// A list route's page: `limit` rows (1 to [`LIST_PAGE`]) after the `next_cursor` of the page
 /// before (`after`).
@@ -472,7 +452,7 @@ struct FindingsQuery {
 
 /// Whether a finding's subject names `resource`: as one of its parts (an agent, a control, a
 /// tool…, percent-decoded as [`finding_subject`] encoded them) or as the whole subject.
-pub fn about(subject: &str, resource: &str) -> bool {
+pub(crate) fn about(subject: &str, resource: &str) -> bool {
     let parts = finding_subject_parts(subject);
     parts.iter().any(|p| p == resource) || parts.join("/") == resource
 }
@@ -770,7 +750,7 @@ async fn deliveries(
 /// A row as the API answers it: its fields and the states read off the clock at `now`
 /// (a finding's `sla_state`, an exception's `state`, evidence's `age_seconds`,
 /// `counts_for_freshness` and `stale` per stage).
-pub fn present(windows: &clock::Windows, row: ViewRow, now: Timestamp) -> Option<Value> {
+pub(crate) fn present(windows: &clock::Windows, row: ViewRow, now: Timestamp) -> Option<Value> {
     let mut v = match &row {
         ViewRow::Coverage(r) => serde_json::to_value(r),
         ViewRow::Control(r) => serde_json::to_value(r),
@@ -896,7 +876,7 @@ async fn one_row(
 }
 
 /// Most events per page of `/findings/{id}/events`, and the default.
-pub const MAX_PAGE: usize = 1000;
+pub(crate) const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 
 #[derive(Debug, Deserialize)]
@@ -1165,7 +1145,7 @@ struct ApprovalStatsQuery {
 
 /// Most pending requests one row counts as overdue (`pending_overdue`); past it the count
 /// reads this many and `pending_overdue_capped` is true.
-pub const OVERDUE_COUNTED: usize = 1000;
+pub(crate) const OVERDUE_COUNTED: usize = 1000;
 
 /// `GET /v1/tenants/{tenant}/approval-stats`: per control and agent, the requests for approval
 /// (decisions with verdict `require_approval`), how many were granted, denied or are pending,
@@ -1267,7 +1247,7 @@ struct FlowsQuery {
 }
 
 /// Most agents a data-flow row lists (the busiest first); `agent_count` counts them all.
-pub const FLOW_AGENTS: usize = 100;
+pub(crate) const FLOW_AGENTS: usize = 100;
 
 /// One (data class, destination) of the data-exposure map, summed over its agents.
 struct FlowGroup {

@@ -44,7 +44,7 @@ impl Default for Settings {
 
 /// An input event of any type.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     Decision(DecisionEvent),
     Approval(ApprovalEvent),
     Registry(RegistryEvent),
@@ -52,7 +52,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn tenant_id(&self) -> &str {
+    pub(crate) fn tenant_id(&self) -> &str {
         match self {
             Event::Decision(e) => &e.tenant_id,
             Event::Approval(e) => &e.tenant_id,
@@ -61,7 +61,7 @@ impl Event {
         }
     }
 
-    pub fn event_id(&self) -> &str {
+    pub(crate) fn event_id(&self) -> &str {
         match self {
             Event::Decision(e) => &e.event_id,
             Event::Approval(e) => &e.event_id,
@@ -70,7 +70,7 @@ impl Event {
         }
     }
 
-    pub fn occurred_at(&self) -> Timestamp {
+    pub(crate) fn occurred_at(&self) -> Timestamp {
         match self {
             Event::Decision(e) => e.occurred_at,
             Event::Approval(e) => e.occurred_at,
@@ -79,7 +79,7 @@ impl Event {
         }
     }
 
-    pub fn validate(&self) -> Vec<FieldError> {
+    pub(crate) fn validate(&self) -> Vec<FieldError> {
         match self {
             Event::Decision(e) => e.validate(),
             Event::Approval(e) => e.validate(),
@@ -125,7 +125,12 @@ fn agent_finding(ov: &mut Overlay<'_>, tenant: &str, agent: &str, id: &str) -> R
 /// Applies one (new, valid) event, asserted by principal `by` (the record's `aispm.principal`
 /// header: ingest's token name, or the reporter), which the rows it shapes keep as
 /// `asserted_by`.
-pub fn apply(ov: &mut Overlay<'_>, event: &Event, by: Option<&str>, s: &Settings) -> Result<()> {
+pub(crate) fn apply(
+    ov: &mut Overlay<'_>,
+    event: &Event,
+    by: Option<&str>,
+    s: &Settings,
+) -> Result<()> {
     match event {
         Event::Decision(d) => decision(ov, d, by, s),
         Event::Approval(a) => approval(ov, a, by),

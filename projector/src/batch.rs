@@ -67,7 +67,7 @@ pub(crate) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 /// Values recently read or written, across batches (bounded: memory does not grow with state):
 /// a digest of each stored row (enough to tell whether a re-derived row changed), and
 /// aggregates decoded, ready to update without decoding again.
-pub struct Cache {
+pub(crate) struct Cache {
     rows: LruCache<Vec<u8>, Option<u128>>,
     aggs: LruCache<Vec<u8>, Box<dyn Agg>>,
     /// The keys of this worker's tenants that may exist: a read of any other is skipped.
@@ -97,7 +97,7 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     /// Room for `entries` row digests and a tenth as many decoded aggregates (a decoded
     /// aggregate is several times its encoded size; the block cache keeps the encoded ones).
-    pub fn new(entries: usize) -> Self {
+    pub(crate) fn new(entries: usize) -> Self {
         let size = |n: usize| NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN);
         Cache {
             rows: LruCache::new(size(entries)),
@@ -108,7 +108,7 @@ impl Cache {
 
     /// Drops the cached values. The may-exist filter stays: it only ever over-approximates
     /// the stored keys, so it stays right whatever was rolled back or wiped.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.rows.clear();
         self.aggs.clear();
     }
@@ -145,7 +145,7 @@ fn cf_row(view: ViewName) -> u8 {
 
 /// One batch's reads and writes.
 #[derive(Debug)]
-pub struct Overlay<'a> {
+pub(crate) struct Overlay<'a> {
     store: &'a Store,
     cache: &'a mut Cache,
     /// Writes by cache key (rows and index markers); `None` deletes.
@@ -158,7 +158,7 @@ pub struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(store: &'a Store, cache: &'a mut Cache) -> Self {
+    pub(crate) fn new(store: &'a Store, cache: &'a mut Cache) -> Self {
         Overlay {
             store,
             cache,
@@ -207,7 +207,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// An aggregate, or its default when absent.
-    pub fn get<T>(&mut self, tenant: &str, tag: Tag, id: &str) -> Result<T>
+    pub(crate) fn get<T>(&mut self, tenant: &str, tag: Tag, id: &str) -> Result<T>
     where
         T: DeserializeOwned + Serialize + Default + Clone + Send + 'static,
     {
@@ -215,7 +215,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// Reads an aggregate for `f` without copying it.
-    pub fn with<T, R>(
+    pub(crate) fn with<T, R>(
         &mut self,
         tenant: &str,
         tag: Tag,
@@ -228,21 +228,8 @@ impl<'a> Overlay<'a> {
         self.slot::<T>(tenant, tag, id, false).map(|v| f(v))
     }
 
-    pub fn put<T>(&mut self, tenant: &str, tag: Tag, id: &str, value: T)
-    where
-        T: Serialize + Send + 'static,
-    {
-        self.aggs.insert(
-            state_key(tenant, tag, id),
-            Slot {
-                value: Box::new(value),
-                changed: true,
-            },
-        );
-    }
-
     /// Updates an aggregate in place; returns what `f` returns.
-    pub fn update<T, R, F>(&mut self, tenant: &str, tag: Tag, id: &str, f: F) -> Result<R>
+    pub(crate) fn update<T, R, F>(&mut self, tenant: &str, tag: Tag, id: &str, f: F) -> Result<R>
     where
         T: DeserializeOwned + Serialize + Default + Send + 'static,
         F: FnOnce(&mut T) -> R,
@@ -251,7 +238,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// Marks an empty index entry.
-    pub fn mark(&mut self, tenant: &str, tag: Tag, id: &str) {
+    pub(crate) fn mark(&mut self, tenant: &str, tag: Tag, id: &str) {
         self.writes.insert(
             cache_key(CF_STATE, &state_key(tenant, tag, id)),
             Some(Vec::new()),
@@ -259,13 +246,13 @@ impl<'a> Overlay<'a> {
     }
 
     /// Deletes an index entry ([`Overlay::mark`]).
-    pub fn unmark(&mut self, tenant: &str, tag: Tag, id: &str) {
+    pub(crate) fn unmark(&mut self, tenant: &str, tag: Tag, id: &str) {
         self.writes
             .insert(cache_key(CF_STATE, &state_key(tenant, tag, id)), None);
     }
 
     /// Ids under `{tenant} \0 {tag} \0 {prefix}` (stored or written in this batch).
-    pub fn ids_with_prefix(
+    pub(crate) fn ids_with_prefix(
         &mut self,
         tenant: &str,
         tag: Tag,
@@ -300,13 +287,13 @@ impl<'a> Overlay<'a> {
     }
 
     /// Distinct aggregates this batch holds decoded.
-    pub fn aggregates(&self) -> usize {
+    pub(crate) fn aggregates(&self) -> usize {
         self.aggs.len()
     }
 
     /// True the first time an event id is seen for a tenant (here or in any earlier batch);
     /// the id is then kept with `stored()` (the event, fetched by id through the API).
-    pub fn first_sighting(
+    pub(crate) fn first_sighting(
         &mut self,
         tenant: &str,
         event_id: &str,
@@ -329,7 +316,7 @@ impl<'a> Overlay<'a> {
 
     /// Whether the row stored (or written by this batch) is exactly `new` (postcard bytes;
     /// `None`: no row).
-    pub fn row_is(
+    pub(crate) fn row_is(
         &mut self,
         tenant: &str,
         view: ViewName,
@@ -353,21 +340,27 @@ impl<'a> Overlay<'a> {
         Ok(same)
     }
 
-    pub fn set_row(&mut self, tenant: &str, view: ViewName, key: &str, row: Option<Vec<u8>>) {
+    pub(crate) fn set_row(
+        &mut self,
+        tenant: &str,
+        view: ViewName,
+        key: &str,
+        row: Option<Vec<u8>>,
+    ) {
         self.writes.insert(
             cache_key(cf_row(view), &columns::tenant_key(tenant, key)),
             row,
         );
     }
 
-    pub fn dirty(&mut self, tenant: &str, view: ViewName, key: impl Into<String>) {
+    pub(crate) fn dirty(&mut self, tenant: &str, view: ViewName, key: impl Into<String>) {
         self.dirty.insert((tenant.to_owned(), view, key.into()));
     }
 
     /// Hands every write to `put` in turn (each changed aggregate encoded once) and moves what
     /// was read or written into the cache. In key order per column family: RocksDB's memtable
     /// skip list inserts a run of ascending keys far faster than the same keys in hash order.
-    pub fn drain_writes(self, mut put: impl FnMut(Write) -> Result<()>) -> Result<()> {
+    pub(crate) fn drain_writes(self, mut put: impl FnMut(Write) -> Result<()>) -> Result<()> {
         let mut seen: Vec<(Vec<u8>, Vec<u8>)> = self.seen.into_iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();

@@ -106,7 +106,7 @@ impl Drop for Layer {
 
 /// Keys that may exist (see the module docs).
 #[derive(Debug)]
-pub struct MayExist {
+pub(crate) struct MayExist {
     layers: Vec<Layer>,
 }
 
@@ -118,7 +118,7 @@ impl Default for MayExist {
 
 impl MayExist {
     /// A filter whose first layer holds `keys` keys at the designed false-positive rate.
-    pub fn with_capacity(keys: usize) -> Self {
+    pub(crate) fn with_capacity(keys: usize) -> Self {
         MayExist {
             layers: vec![Layer::new(keys.max(1024))],
         }
@@ -126,7 +126,7 @@ impl MayExist {
 
     /// Records that `key` of column family `cf` may exist from now on (nothing to do when it
     /// already may).
-    pub fn insert(&mut self, cf: u8, key: &[u8]) {
+    pub(crate) fn insert(&mut self, cf: u8, key: &[u8]) {
         let h = hash(cf, key);
         if self.layers.iter().any(|l| l.contains(h)) {
             return;
@@ -141,23 +141,20 @@ impl MayExist {
     }
 
     /// False only if `key` of `cf` was never inserted.
-    pub fn may_contain(&self, cf: u8, key: &[u8]) -> bool {
+    pub(crate) fn may_contain(&self, cf: u8, key: &[u8]) -> bool {
         let h = hash(cf, key);
         self.layers.iter().any(|l| l.contains(h))
     }
 
     /// Keys inserted (a key inserted again, or one that already answered "maybe", counts
     /// once).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.layers.iter().map(|l| l.keys).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Bytes of its bit arrays.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.layers.iter().map(|l| l.blocks.len() * 64).sum()
     }
 }

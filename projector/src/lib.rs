@@ -17,7 +17,7 @@
 //! - [`batch`]: a batch's working set over RocksDB and a bounded cache; [`filter`]: which keys
 //!   may exist, so that reads of keys that cannot are skipped.
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
-//! - [`publish`]: the outbox → views topic; [`api`], [`posture`]: the HTTP query API.
+//! - [`publish`]: the outbox → views topic; [`api`], [`posture`](mod@posture): the HTTP query API.
 //! - [`metrics`]: the `aispm_projector_*` metrics.
 //!
 //! # The road of one decision
@@ -45,24 +45,31 @@
     reason = "the module map above is for developers of aispm: `cargo doc --document-private-items`"
 )]
 
-pub mod api;
-pub mod apply;
+mod api;
+mod apply;
 mod batch;
 mod consumer;
 mod derive;
-pub mod error;
+mod error;
 mod filter;
 mod metrics;
-pub mod posture;
-pub mod project;
+mod posture;
+mod project;
 mod publish;
 mod rules;
 mod state;
 pub mod store;
 
+// What the projector's binary, benches and tests use besides `store`: the engine a batch goes
+// through, the event-folding settings, the state rules the API names, and the posture.
+pub use api::{evidence_freshness, exception_state, sla_state};
+pub use apply::Settings;
+pub use error::Error;
+pub use posture::compute as posture;
+pub use project::{Engine, Input, decode_row};
+
 use crate::consumer::{Batching, Ctx, Loop, Totals};
-use crate::error::{Error, Result};
-use crate::project::Engine;
+use crate::error::Result;
 use crate::publish::Publisher;
 use aispm_runtime::auth::{Auth, Tokens};
 use aispm_runtime::config::{ClockArgs, CommonArgs};

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
                     secs,
                     report.totals.applied as f64 / secs.max(1e-9)
                 );
-                Ok::<(), aispm_projector::error::Error>(())
+                Ok::<(), aispm_projector::Error>(())
             })
         }
     }

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Most ids a drill-down list carries; its `count` says how many there are, and `lists` names
 /// the list route that pages through all of them where one filters for them.
-pub const DRILL_CAP: usize = 100;
+pub(crate) const DRILL_CAP: usize = 100;
 
 /// The layers, in the order they are shown.
-pub const LAYERS: [&str; 5] = ["coverage", "controls", "findings", "evidence", "reports"];
+pub(crate) const LAYERS: [&str; 5] = ["coverage", "controls", "findings", "evidence", "reports"];
 
 fn pct(good: usize, total: usize) -> f64 {
     if total == 0 {
@@ -247,7 +247,7 @@ fn cap_drill_down(layer: &mut Value) {
 
 /// Reads every row of a tenant's views and computes its posture at `now` (blocking: call it
 /// off the async runtime).
-pub fn compute_stored(
+pub(crate) fn compute_stored(
     store: &Store,
     tenant: &str,
     windows: &clock::Windows,
@@ -281,7 +281,7 @@ struct Kept {
 /// every row. Each computation is also a sample of the tenant's trend: the
 /// last one of each hour is stored (`Tag::Trend`, kept [`Keeper::TREND_DAYS`] days).
 #[derive(Debug)]
-pub struct Keeper {
+pub(crate) struct Keeper {
     store: Arc<Store>,
     windows: clock::Windows,
     kept: Mutex<HashMap<String, Kept>>,
@@ -296,7 +296,7 @@ pub struct Keeper {
 
 /// One hour's sample of a tenant's posture.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct TrendSample {
+pub(crate) struct TrendSample {
     pub at: Timestamp,
     pub score: f64,
     /// Score per layer, in [`LAYERS`] order.
@@ -307,13 +307,13 @@ pub struct TrendSample {
 const HOUR_MS: i64 = 3600 * 1000;
 
 impl Keeper {
-    pub const MIN_EVERY: Duration = Duration::from_secs(5);
+    pub(crate) const MIN_EVERY: Duration = Duration::from_secs(5);
     /// A tenant whose posture computes faster than this is computed fresh on request.
-    pub const FRESH_BUDGET: Duration = Duration::from_millis(20);
-    pub const REFRESH: Duration = Duration::from_secs(300);
-    pub const TREND_DAYS: i64 = 30;
+    pub(crate) const FRESH_BUDGET: Duration = Duration::from_millis(20);
+    pub(crate) const REFRESH: Duration = Duration::from_secs(300);
+    pub(crate) const TREND_DAYS: i64 = 30;
 
-    pub fn new(store: Arc<Store>, windows: clock::Windows) -> Self {
+    pub(crate) fn new(store: Arc<Store>, windows: clock::Windows) -> Self {
         Keeper {
             store,
             windows,
@@ -325,12 +325,13 @@ impl Keeper {
     }
 
     /// How many computations have run.
-    pub fn computations(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn computations(&self) -> u64 {
         self.computations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The projector applied events for these tenants.
-    pub fn changed<'a>(&self, tenants: impl Iterator<Item = &'a str>) {
+    pub(crate) fn changed<'a>(&self, tenants: impl Iterator<Item = &'a str>) {
         if let Ok(mut c) = self.changed.lock() {
             for t in tenants {
                 if !c.contains(t) {
@@ -342,7 +343,7 @@ impl Keeper {
 
     /// The tenant's posture: computed now when none is kept or its last computation took less
     /// than [`Keeper::FRESH_BUDGET`]; otherwise the kept one (its `computed_at` says when).
-    pub async fn get(self: &Arc<Self>, tenant: &str) -> crate::error::Result<Arc<Value>> {
+    pub(crate) async fn get(self: &Arc<Self>, tenant: &str) -> crate::error::Result<Arc<Value>> {
         let kept = self
             .kept
             .lock()
@@ -423,7 +424,7 @@ impl Keeper {
     }
 
     /// Recomputes the due tenants every second until `shutdown`.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -468,7 +469,11 @@ impl Keeper {
     }
 
     /// The tenant's hourly samples since `since`, oldest first.
-    pub fn trend(&self, tenant: &str, since: Timestamp) -> crate::error::Result<Vec<TrendSample>> {
+    pub(crate) fn trend(
+        &self,
+        tenant: &str,
+        since: Timestamp,
+    ) -> crate::error::Result<Vec<TrendSample>> {
         let prefix = state_key(tenant, Tag::Trend, "");
         let start = state_key(tenant, Tag::Trend, &format!("{:020}", since.0.max(0)));
         let limit = usize::try_from(Self::TREND_DAYS * 24 + 1).unwrap_or(usize::MAX);

@@ -866,7 +866,10 @@ fn stored_event(kind: Kind, by: Option<&str>, payload: &[u8]) -> Vec<u8> {
 
 /// An event kept in `seen`, decoded: the event and who asserted it. `None` for an id seen
 /// before events were kept (an empty value).
-pub fn read_stored_event(codec: &Codec, bytes: &[u8]) -> Result<Option<(Event, Option<String>)>> {
+pub(crate) fn read_stored_event(
+    codec: &Codec,
+    bytes: &[u8],
+) -> Result<Option<(Event, Option<String>)>> {
     let Some((&version, rest)) = bytes.split_first() else {
         return Ok(None);
     };
@@ -899,7 +902,7 @@ pub fn read_stored_event(codec: &Codec, bytes: &[u8]) -> Result<Option<(Event, O
 }
 
 /// Rows are stored as their own type (the column family says which), not as the tagged union.
-pub fn encode_row(row: &ViewRow) -> Vec<u8> {
+pub(crate) fn encode_row(row: &ViewRow) -> Vec<u8> {
     match row {
         ViewRow::Coverage(r) => encode(r),
         ViewRow::Control(r) => encode(r),

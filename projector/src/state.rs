@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Which aggregate a state key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tag {
+pub(crate) enum Tag {
     /// [`AssetAgg`], id `{kind}/{asset_id}` (coverage kinds, api_key, trust_root, …).
     Asset,
     /// [`ControlAgg`], id = control id or `(none):{action_kind}`.
@@ -62,7 +62,7 @@ pub enum Tag {
 }
 
 impl Tag {
-    pub fn byte(self) -> u8 {
+    pub(crate) fn byte(self) -> u8 {
         match self {
             Tag::Asset => b'A',
             Tag::Control => b'C',

@@ -1,9 +1,8 @@
 //! The views are a function of the set of events: any batching, any duplication, and any
 //! production order of the same events give byte-identical views.
 
-use aispm_projector::apply::Settings;
-use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
+use aispm_projector::{Engine, Input, Settings};
 use aispm_schemas::codec::encode_single_object;
 use aispm_schemas::signature;
 use aispm_schemas::*;
@@ -489,7 +488,7 @@ proptest! {
 /// Every coverage and control row splits its counts over the environments of the decisions
 /// behind them (each stage reads its own share); validations and evidence name theirs.
 fn environments_add_up(views: &Views) -> Result<(), String> {
-    use aispm_projector::project::decode_row;
+    use aispm_projector::decode_row;
     for ((cf, key), bytes) in &views.0 {
         let key = String::from_utf8_lossy(key);
         match cf.as_str() {
@@ -583,7 +582,7 @@ fn each_environment_gets_its_own_share_of_the_counts() {
             .map(|(_, v)| v)
             .unwrap_or_else(|| panic!("no {cf} row {key}"))
     };
-    use aispm_projector::project::decode_row;
+    use aispm_projector::decode_row;
     let ViewRow::Coverage(git) =
         decode_row(ViewName::Coverage, row("coverage", "action_path/git")).unwrap()
     else {
@@ -846,7 +845,7 @@ fn batch_limit_follows_the_working_set_of_recent_batches() {
 fn finding_row(views: &Views, id: &str) -> Option<FindingRow> {
     let key = [b"acme\0".as_slice(), id.as_bytes()].concat();
     let bytes = views.0.get(&("findings".to_owned(), key))?;
-    match aispm_projector::project::decode_row(ViewName::Findings, bytes).unwrap() {
+    match aispm_projector::decode_row(ViewName::Findings, bytes).unwrap() {
         ViewRow::Finding(f) => Some(f),
         _ => None,
     }

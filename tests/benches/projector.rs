@@ -62,9 +62,8 @@
 //! every thread of the process (librdkafka's, RocksDB's background threads, the JVM's compiler and
 //! garbage collector threads), start-up included.
 
-use aispm_projector::apply::Settings;
-use aispm_projector::project::{Engine, Input};
 use aispm_projector::store::Store;
+use aispm_projector::{Engine, Input, Settings};
 use aispm_runtime::kafka::KafkaConfig;
 use aispm_runtime::kafka::partition_ends;
 use aispm_schemas::InputKind;

@@ -12,9 +12,7 @@
 //!
 //! Each side takes its windows from its own `Config`, parsed from the same command line.
 
-use aispm_gatekeeper::rules::{self, Policy};
-use aispm_projector::api as projector_api;
-use aispm_projector::posture;
+use aispm_gatekeeper::Policy;
 use aispm_reporter::report::{self, Request};
 use aispm_schemas::views::*;
 use aispm_schemas::{BlockerKind, Environment, ReportType, Risk, Stage, Timestamp, clock};
@@ -256,13 +254,13 @@ fn set<'a>(ids: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
 
 /// The gatekeeper: folds the rows into its state and evaluates its rules at `now`.
 fn gatekeeper(windows: clock::Windows, now: Timestamp) -> Verdict {
-    let mut state = aispm_gatekeeper::state::TenantState::default();
+    let mut state = aispm_gatekeeper::TenantState::default();
     for (key, row) in rows() {
         state.apply(row.view(), &key, Some(row)).unwrap();
     }
     let config = aispm_gatekeeper::Config::parse_from(["x"]);
     let policy = Policy::new(windows, &config.stages);
-    let eval = rules::evaluate(&state, &policy, now);
+    let eval = aispm_gatekeeper::evaluate(&state, &policy, now);
     let production = &eval.stages[Stage::Production.index()];
     let subjects = |kind: BlockerKind| {
         set(production
@@ -422,10 +420,10 @@ fn projector(windows: clock::Windows, now: Timestamp) -> Verdict {
     let mut unreviewed = BTreeSet::new();
     for r in &rows {
         match r {
-            ViewRow::Finding(f) if projector_api::sla_state(f, now) == "overdue" => {
+            ViewRow::Finding(f) if aispm_projector::sla_state(f, now) == "overdue" => {
                 overdue.insert(f.finding_id.clone());
             }
-            ViewRow::Exception(x) => match projector_api::exception_state(x, &windows, now) {
+            ViewRow::Exception(x) => match aispm_projector::exception_state(x, &windows, now) {
                 "expired" => {
                     expired.insert(x.exception_id.clone());
                 }
@@ -437,7 +435,7 @@ fn projector(windows: clock::Windows, now: Timestamp) -> Verdict {
             _ => {}
         }
     }
-    let p = posture::compute(TENANT, &rows, &windows, now);
+    let p = aispm_projector::posture(TENANT, &rows, &windows, now);
     let drill = |key: &str| -> BTreeSet<String> {
         p["layers"]["findings"]["drill_down"][key]
             .as_array()
@@ -579,10 +577,10 @@ fn the_projector_api_names_the_states_the_rules_define() {
     let states: Vec<(String, &str)> = rows()
         .iter()
         .filter_map(|(_, r)| match r {
-            ViewRow::Finding(f) => Some((f.finding_id.clone(), projector_api::sla_state(f, now))),
+            ViewRow::Finding(f) => Some((f.finding_id.clone(), aispm_projector::sla_state(f, now))),
             ViewRow::Exception(x) => Some((
                 x.exception_id.clone(),
-                projector_api::exception_state(x, &w, now),
+                aispm_projector::exception_state(x, &w, now),
             )),
             _ => None,
         })
@@ -605,6 +603,6 @@ fn the_projector_api_names_the_states_the_rules_define() {
             _ => None,
         })
         .unwrap();
-    let f = projector_api::evidence_freshness(&ev, &w, now);
+    let f = aispm_projector::evidence_freshness(&ev, &w, now);
     assert_eq!(f["counts_for_freshness"], false);
 }
