@@ -364,49 +364,40 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
     let Some((rule, subject)) = rules::split_finding_id(key) else {
         return Ok((Derived::new(None, (0, String::new())), 0));
     };
+    // The asset the finding is about (empty for a control, evidence or exception).
+    let asset = rule.asset_key(subject).unwrap_or_default();
     let cond = match rule.id {
-        id if id == rules::UNTRUSTED_MCP_TOOL.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("mcp_tool/{subject}"),
-            |a: &AssetAgg| flag_condition(a, rule, true),
-        )?,
-        id if id == rules::UNTRUSTED_MCP_SERVER.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("mcp_server/{subject}"),
-            |a: &AssetAgg| flag_condition(a, rule, true),
-        )?,
-        id if id == rules::PUBLIC_ENDPOINT.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("model_endpoint/{subject}"),
-            |a: &AssetAgg| flag_condition(a, rule, false),
-        )?,
-        id if id == rules::WILDCARD_KEY.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("api_key/{subject}"),
-            |a: &AssetAgg| flag_condition(a, rule, false),
-        )?,
-        id if id == rules::AGENT_UNOWNED.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("agent/{subject}"),
-            |a: &AssetAgg| flag_condition(a, rule, false),
-        )?,
-        id if id == rules::SHADOW_AGENT.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("agent/{subject}"),
-            shadow_condition,
-        )?,
-        id if id == rules::SHADOW_MODEL.id => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("model_endpoint/{subject}"),
-            shadow_condition,
-        )?,
+        id if id == rules::UNTRUSTED_MCP_TOOL.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                flag_condition(a, rule, true)
+            })?
+        }
+        id if id == rules::UNTRUSTED_MCP_SERVER.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                flag_condition(a, rule, true)
+            })?
+        }
+        id if id == rules::PUBLIC_ENDPOINT.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                flag_condition(a, rule, false)
+            })?
+        }
+        id if id == rules::WILDCARD_KEY.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                flag_condition(a, rule, false)
+            })?
+        }
+        id if id == rules::AGENT_UNOWNED.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                flag_condition(a, rule, false)
+            })?
+        }
+        id if id == rules::SHADOW_AGENT.id => {
+            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
+        }
+        id if id == rules::SHADOW_MODEL.id => {
+            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
+        }
         id if id == rules::SHADOW_CONTROL.id => {
             ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| Condition {
                 exists: c.shadow_high_allows > 0,
@@ -493,9 +484,9 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
             }
         }
         id if id == rules::DATA_CLASS.id => {
-            let (endpoint, class) = subject.rsplit_once('/').unwrap_or((subject, ""));
+            let class = subject.rsplit_once('/').map_or("", |(_, c)| c);
             let e: ExposureAgg = ov.get(tenant, Tag::Exposure, subject)?;
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &format!("model_endpoint/{endpoint}"))?;
+            let a: AssetAgg = ov.get(tenant, Tag::Asset, &asset)?;
             let approved_now = a.approves(class);
             let since = a.approved_since.get(class).copied();
             let first = e.first.unwrap_or(0);
@@ -538,12 +529,11 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
                 None => Condition::default(),
             }
         }
-        id if rules::SIGNALS.iter().any(|r| r.id == id) => ov.with(
-            tenant,
-            Tag::Asset,
-            &format!("agent/{subject}"),
-            |a: &AssetAgg| signal_condition(a, rule),
-        )?,
+        id if rules::SIGNALS.iter().any(|r| r.id == id) => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                signal_condition(a, rule)
+            })?
+        }
         _ => Condition::default(),
     };
 
@@ -683,44 +673,25 @@ fn risk_score(
         inputs.privileged_scopes =
             reg.is_some_and(|r| r.scopes.iter().any(|s| risk::privileged_scope(s)));
     };
-    // The asset the finding is about, and whether it is an agent (whose reach counts).
-    let agent_pair = rule.id == rules::NO_APPROVAL.id || rule.id == rules::EVIDENCE_MISSING.id;
-    let asset = match rule.id {
-        id if id == rules::SHADOW_AGENT.id
-            || id == rules::AGENT_UNOWNED.id
-            || rules::SIGNALS.iter().any(|r| r.id == id) =>
-        {
-            Some(format!("agent/{subject}"))
-        }
-        _ if agent_pair => finding_subject_parts(subject)
-            .first()
-            .map(|agent| format!("agent/{agent}")),
-        id if id == rules::UNTRUSTED_MCP_TOOL.id => Some(format!("mcp_tool/{subject}")),
-        id if id == rules::UNTRUSTED_MCP_SERVER.id => Some(format!("mcp_server/{subject}")),
-        id if id == rules::SHADOW_MODEL.id || id == rules::PUBLIC_ENDPOINT.id => {
-            Some(format!("model_endpoint/{subject}"))
-        }
-        id if id == rules::WILDCARD_KEY.id => Some(format!("api_key/{subject}")),
-        id if id == rules::DATA_CLASS.id => {
-            let (endpoint, class) = subject.rsplit_once('/').unwrap_or((subject, ""));
-            inputs.data_classes.insert(class.to_owned());
-            Some(format!("model_endpoint/{endpoint}"))
-        }
-        id if id == rules::SHADOW_CONTROL.id => {
-            ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| {
-                from_registration(&mut inputs, c.registration.as_ref());
-                stamp = newest([c.registration.as_ref().map(|r| &r.at), c.recent.last()]);
-                inputs.privileged_actions = c
-                    .action_kinds
-                    .iter()
-                    .filter(|k| risk::privileged_action(k))
-                    .cloned()
-                    .collect();
-            })?;
-            None
-        }
-        _ => None,
-    };
+    // The asset the finding is about (the catalog's `Rule::subject`); a control's finding
+    // reads the control instead.
+    let asset = rule.asset_key(subject);
+    if rule.subject == rules::Subject::EndpointAndClass {
+        let class = subject.rsplit_once('/').map_or("", |(_, c)| c);
+        inputs.data_classes.insert(class.to_owned());
+    }
+    if rule.subject == rules::Subject::Control {
+        ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| {
+            from_registration(&mut inputs, c.registration.as_ref());
+            stamp = newest([c.registration.as_ref().map(|r| &r.at), c.recent.last()]);
+            inputs.privileged_actions = c
+                .action_kinds
+                .iter()
+                .filter(|k| risk::privileged_action(k))
+                .cloned()
+                .collect();
+        })?;
+    }
     if let Some(key) = asset {
         let is_agent = key.starts_with("agent/");
         let data_class_rule = rule.id == rules::DATA_CLASS.id;
