@@ -166,8 +166,11 @@ mod tests {
     #[test]
     fn never_says_no_to_an_inserted_key_and_rarely_yes_to_others() {
         let mut f = MayExist::with_capacity(10_000);
+        let mut maybe_already = 0;
         for i in 0..100_000u32 {
-            f.insert(2, format!("acme\0key-{i}").as_bytes());
+            let key = format!("acme\0key-{i}");
+            maybe_already += usize::from(f.may_contain(2, key.as_bytes()));
+            f.insert(2, key.as_bytes());
         }
         assert!(f.layers.len() > 1, "it grew");
         for i in 0..100_000u32 {
@@ -183,8 +186,10 @@ mod tests {
             .filter(|i| f.may_contain(3, format!("acme\0key-{i}").as_bytes()))
             .count();
         assert!(other_cf < 60, "{other_cf}");
-        // At most the false positives met while inserting went uncounted.
-        assert!(f.len() > 99_000 && f.len() <= 100_000, "{}", f.len());
+        // Exactly the keys that already answered "maybe" went uncounted (the seed is random
+        // per process, so their number varies from run to run: about 1 %).
+        assert_eq!(f.len(), 100_000 - maybe_already);
+        assert!(maybe_already < 4_000, "{maybe_already}");
     }
 
     #[test]

@@ -201,6 +201,12 @@ impl Service {
         }
     }
 
+    /// One sample of its `GET /metrics`: the value on the line that starts with `series`
+    /// (name and labels as Prometheus prints them), 0 when absent.
+    pub async fn sample(&self, series: &str) -> f64 {
+        sample(&self.metrics().await, series)
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -280,4 +286,12 @@ pub fn run_json(cmd: &mut std::process::Command, context: &str) -> serde_json::V
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// The value of one sample line of a Prometheus text page, the line that starts with `series`
+/// (name and labels as printed); 0 when absent.
+pub fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }

@@ -876,8 +876,19 @@ async fn production_blockers_resolve_one_by_one_with_a_tombstone_each() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             assert_eq!(body["blockers"].as_array().unwrap().len(), open.len());
-            // Several sweeps later, still nothing new on either topic.
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // Three sweeps later (counted on its metrics; acme is its one tenant), still
+            // nothing new on either topic.
+            let sweeps = r#"aispm_gatekeeper_evaluations_total{trigger="sweep"}"#;
+            let from = gk.sample(sweeps).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while gk.sample(sweeps).await < from + 3.0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "fewer than 3 sweeps in 30 s:\n{}",
+                    gk.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             assert_eq!(
                 snapshot_async(&brokers, &topics.blockers).await,
                 before_b,

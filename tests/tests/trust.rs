@@ -14,6 +14,7 @@ use aispm_tests::demo::{
     TENANT_TOKEN, blocker_kinds,
 };
 use aispm_tests::kafka::{produce, producer, read_all};
+use aispm_tests::process::sample;
 use aispm_tools::scenario::{self, demo_key, demo_validator_key};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
@@ -26,13 +27,6 @@ async fn metrics(base: &str) -> String {
         .text()
         .await
         .unwrap()
-}
-
-/// The value of one sample line of a Prometheus text page (0 when absent).
-fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn header<'a>(r: &'a aispm_tests::kafka::Record, name: &str) -> Option<&'a str> {
