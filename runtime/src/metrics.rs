@@ -14,7 +14,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry with `aispm_build_info` and the process collector (CPU, RSS, open fds).
+    /// A registry with `aispm_build_info`, the process collector (CPU, RSS, open fds) and
+    /// glibc's heap (`aispm_<service>_malloc_heap_bytes`, [`crate::malloc::heap`]).
     pub fn new(service: &'static str) -> Result<Self> {
         let registry = Registry::new();
         let build = IntGaugeVec::new(
@@ -32,6 +33,9 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        registry.register(Box::new(crate::malloc::HeapCollector::new(format!(
+            "aispm_{service}_malloc_heap_bytes"
+        ))?))?;
         Ok(Metrics { registry, service })
     }
 
@@ -115,6 +119,9 @@ mod tests {
         let text = m.render();
         assert!(text.contains("aispm_projector_events_applied_total{topic=\"decisions\"} 1"));
         assert!(text.contains("aispm_build_info{service=\"projector\""));
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(text.contains("aispm_projector_malloc_heap_bytes{state=\"in_use\"}"));
+        }
         assert!(
             m.counter("events_applied_total", "dup", &["topic"])
                 .is_err()
