@@ -198,13 +198,11 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             a.decisions += 1;
             if d.synthetic {
                 a.synthetic_decisions += 1;
-            } else if a.last_real_decision.as_ref().is_none_or(|l| &at > l) {
-                a.last_real_decision = Some(at.clone());
+            } else {
+                latest(&mut a.last_real_decision, &at);
             }
             min_opt(&mut a.first_seen, at.0);
-            if a.last_decision.as_ref().is_none_or(|l| &at > l) {
-                a.last_decision = Some(at.clone());
-            }
+            latest(&mut a.last_decision, &at);
             keep_newest(&mut a.recent, &at);
             a.environments
                 .entry(d.environment)
@@ -267,9 +265,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 l.synthetic_decisions += 1;
             }
             min_opt(&mut l.first, at.0);
-            if l.last.as_ref().is_none_or(|x| &at > x) {
-                l.last = Some(at.clone());
-            }
+            latest(&mut l.last, &at);
         })?;
     }
 
@@ -382,9 +378,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         let pair = pair_id(&control, &d.agent_id);
         ov.update(t, Tag::ApprovalStats, &pair, |s: &mut ApprovalStats| {
             s.requested += 1;
-            if s.last_request.as_ref().is_none_or(|l| &at > l) {
-                s.last_request = Some(at.clone());
-            }
+            latest(&mut s.last_request, &at);
             if let Some(a) = &answer {
                 s.count(&request, a, 1);
             }
@@ -497,9 +491,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                     f.synthetic_decisions += 1;
                 }
                 min_opt(&mut f.first, at.0);
-                if f.last.as_ref().is_none_or(|x| &at > x) {
-                    f.last = Some(at.clone());
-                }
+                latest(&mut f.last, &at);
             })?;
         }
     }

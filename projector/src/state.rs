@@ -199,6 +199,13 @@ pub(crate) fn max_opt(slot: &mut Option<i64>, t: i64) {
     *slot = Some(slot.map_or(t, |c| c.max(t)));
 }
 
+/// Keeps the later of `slot` and `at` (by event time, then id).
+pub(crate) fn latest(slot: &mut Option<Stamp>, at: &Stamp) {
+    if slot.as_ref().is_none_or(|l| at > l) {
+        *slot = Some(at.clone());
+    }
+}
+
 /// How many ids a bounded list keeps.
 pub(crate) const KEEP_IDS: usize = 20;
 
@@ -249,10 +256,7 @@ pub(crate) struct Flag {
 
 impl Flag {
     pub(crate) fn observe(&mut self, bad: bool, at: &Stamp) {
-        let slot = if bad { &mut self.bad } else { &mut self.good };
-        if slot.as_ref().is_none_or(|s| at > s) {
-            *slot = Some(at.clone());
-        }
+        latest(if bad { &mut self.bad } else { &mut self.good }, at);
     }
 
     /// Whether the newest registration made the condition true.
@@ -389,12 +393,10 @@ impl EnvDecisions {
         self.decisions += 1;
         if synthetic {
             self.synthetic_decisions += 1;
-        } else if self.last_real_decision.as_ref().is_none_or(|l| at > l) {
-            self.last_real_decision = Some(at.clone());
+        } else {
+            latest(&mut self.last_real_decision, at);
         }
-        if self.last_decision.as_ref().is_none_or(|l| at > l) {
-            self.last_decision = Some(at.clone());
-        }
+        latest(&mut self.last_decision, at);
     }
 }
 
