@@ -580,6 +580,7 @@ fn decision(
         ("control_id", a.span_text("aispm.control_id")),
         ("policy_id", a.span_text("aispm.policy_id")),
         ("approval_id", a.span_text("aispm.approval_id")),
+        ("api_key_id", a.span_text("aispm.api_key_id")),
     ] {
         if let Some(v) = value {
             m.insert(key.into(), json!(v));
@@ -598,6 +599,10 @@ fn decision(
         "data_classes".into(),
         json!(list(find(a.span, "aispm.data_classes"))),
     );
+    let scopes = list(find(a.span, "aispm.scopes_used"));
+    if !scopes.is_empty() {
+        m.insert("scopes_used".into(), json!(scopes));
+    }
     if a.span_text("aispm.synthetic").as_deref() == Some("true") {
         m.insert("synthetic".into(), json!(true));
     }

@@ -6,7 +6,8 @@
 //! `/findings/{finding_id}/events` (every event that raised it, by cursor), `/events/{event_id}`
 //! (an applied event, with the rows it names and changed), `/approvals` (newest first) and
 //! `/approvals/{event_id}`, `/agents/{agent_id}/links` (what an agent acted for and with),
-//! `/data-flows` (which data classes went to which model endpoints and MCP tools, by which
+//! `/agents/{agent_id}/identity` (its owner, what it acted for and with, its API keys and
+//! their scopes, used and unused), `/data-flows` (which data classes went to which model endpoints and MCP tools, by which
 //! agents), `/approval-stats` (requests for approval per control and agent: answered, pending,
 //! overdue, time to decision) and `/posture`. Clock-dependent states (SLA, expiry, review,
 //! staleness, age) are computed at read time from the rows' event times, by the clock rules of
@@ -39,12 +40,16 @@ use axum::http::HeaderMap;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
     pub store: Arc<Store>,
     pub auth: Auth,
+    /// What the identity view judges by: AISPM-KEY-002's window (the projector's settings) and
+    /// `--actors-per-agent`.
+    pub identity: IdentityLimits,
     /// The clock rules' windows the API's states are judged with.
     pub windows: clock::Windows,
     /// Decodes the events kept by id.
@@ -245,6 +250,14 @@ fn table() -> openapi::Api<Api> {
             "relation",
             symbols(&RELATIONS),
             "Only this relation.",
+        ),
+    )
+    .get(
+        "/v1/tenants/{tenant}/agents/{agent_id}/identity",
+        agent_identity,
+        read(
+            "An agent's identity and access: owner, what it acted for and with, its API keys and \
+             their scopes (used, and granted but unused for the window)",
         ),
     )
     .get(
@@ -1135,6 +1148,205 @@ async fn agent_links(
         "tenant_id": tenant, "agent_id": agent, "count": links.len(), "links": links,
         "next_cursor": next,
     })))
+}
+
+/// What the identity view judges an agent's keys and actors by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdentityLimits {
+    /// AISPM-KEY-002's window (`--unused-scope-window`), in ms.
+    pub unused_scope_ms: i64,
+    /// Distinct actors from which an agent acts for unusually many (`--actors-per-agent`).
+    pub actors_per_agent: u64,
+}
+
+/// Most links the identity view reads for one agent; past it the counts are lower bounds
+/// (`links_capped`).
+pub(crate) const IDENTITY_LINKS: usize = 100_000;
+/// Most API keys the identity view lists for one agent (`keys_capped` past it).
+pub(crate) const IDENTITY_KEYS: usize = 100;
+
+/// `GET /v1/tenants/{tenant}/agents/{agent_id}/identity`: who owns the agent, what it acted
+/// for and with (per relation: distinct targets, decisions, last use), whether it acted for
+/// unusually many actors (`--actors-per-agent`), and its API keys (registered to it with
+/// `attributes.agent_id`, or used by it): each key's registration, its scopes with their
+/// decisions and last use, and the scopes granted but unused for `--unused-scope-window`
+/// before the key's newest use (AISPM-KEY-002, judged by event time like the finding).
+async fn agent_identity(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, agent)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let store = Arc::clone(&api.store);
+    let limits = api.identity;
+    let (t, a) = (tenant.clone(), agent.clone());
+    let body = tokio::task::spawn_blocking(move || -> crate::error::Result<Value> {
+        identity(&store, &t, &a, limits)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(body))
+}
+
+/// Per relation: distinct targets, decisions, newest use.
+#[derive(Default)]
+struct RelationUse {
+    targets: u64,
+    decisions: i64,
+    last: Option<i64>,
+}
+
+fn identity(
+    store: &Store,
+    tenant: &str,
+    agent: &str,
+    limits: IdentityLimits,
+) -> crate::error::Result<Value> {
+    let reg_json = |a: &AssetAgg| {
+        a.registration.as_ref().map(|r| {
+            json!({
+                "status": if r.value.retired { "retired" } else { "registered" },
+                "owner": r.value.owner, "criticality": r.value.criticality,
+                "registered_at": Timestamp(r.at.0), "registration_event_id": r.at.1,
+                "asserted_by": r.value.asserted_by,
+            })
+        })
+    };
+    let me: Option<AssetAgg> = store.get(
+        columns::STATE,
+        &state_key(tenant, Tag::Asset, &format!("agent/{agent}")),
+    )?;
+
+    // What it acted for and with, and which keys and scopes it used.
+    let prefix = state_key(tenant, Tag::Link, &link_prefix(agent, None));
+    let mut relations: BTreeMap<String, RelationUse> = BTreeMap::new();
+    let mut scope_use: BTreeMap<(String, String), (i64, Option<i64>)> = BTreeMap::new();
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    let (mut read, mut links_capped) = (0usize, false);
+    store.walk_from(columns::STATE, &prefix, &prefix, |k, v| {
+        read += 1;
+        if read > IDENTITY_LINKS {
+            links_capped = true;
+            return Ok(false);
+        }
+        let text = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some((relation, target)) = text.split_once('\0') else {
+            return Ok(true);
+        };
+        let l: LinkAgg = crate::store::decode(v)?;
+        let last = l.last.as_ref().map(|s| s.0);
+        let r = relations.entry(relation.to_owned()).or_default();
+        r.targets += 1;
+        r.decisions += l.decisions;
+        r.last = r.last.max(last);
+        match relation {
+            "api_key" => {
+                keys.insert(target.to_owned());
+            }
+            "scope" => {
+                // `{key}/{scope}`: a key id holds no `/` that matters here, the scope may.
+                if let Some(key) = keys.iter().rev().find(|k| {
+                    target.len() > k.len()
+                        && target.starts_with(k.as_str())
+                        && target.as_bytes()[k.len()] == b'/'
+                }) {
+                    let scope = target[key.len() + 1..].to_owned();
+                    scope_use.insert((key.clone(), scope), (l.decisions, last));
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    })?;
+    // The keys registered to it, used or not.
+    let registered = state_key(tenant, Tag::KeyOf, &format!("{agent}\0"));
+    store.walk_from(columns::STATE, &registered, &registered, |k, _| {
+        keys.insert(String::from_utf8_lossy(&k[registered.len()..]).into_owned());
+        Ok(keys.len() <= IDENTITY_KEYS)
+    })?;
+    let keys_capped = keys.len() > IDENTITY_KEYS;
+
+    let mut key_rows = Vec::new();
+    for key in keys.iter().take(IDENTITY_KEYS) {
+        let k: AssetAgg = store
+            .get(
+                columns::STATE,
+                &state_key(tenant, Tag::Asset, &format!("api_key/{key}")),
+            )?
+            .unwrap_or_default();
+        let granted: Vec<String> = k
+            .registration
+            .as_ref()
+            .map(|r| r.value.scopes.clone())
+            .unwrap_or_default();
+        let mut scopes: BTreeMap<String, Value> = BTreeMap::new();
+        for g in &granted {
+            scopes.insert(
+                g.clone(),
+                json!({"scope": g, "granted": true, "decisions": 0, "last_used_at": null}),
+            );
+        }
+        for ((sk, scope), (decisions, last)) in scope_use.range((key.clone(), String::new())..) {
+            if sk != key {
+                break;
+            }
+            scopes.insert(
+                scope.clone(),
+                json!({
+                    "scope": scope, "granted": granted.contains(scope),
+                    "decisions": decisions, "last_used_at": last.map(Timestamp),
+                }),
+            );
+        }
+        let unused = crate::derive::unused_scopes(&k, limits.unused_scope_ms);
+        let privileged: Vec<&String> = granted
+            .iter()
+            .filter(|s| aispm_schemas::risk::privileged_scope(s))
+            .collect();
+        let key_agent = k.registration.as_ref().and_then(|r| r.value.agent.clone());
+        key_rows.push(json!({
+            "key_id": key,
+            "registration": reg_json(&k),
+            "agent_id": key_agent,
+            "registered_to_this_agent": key_agent.as_deref() == Some(agent),
+            "decisions": k.decisions,
+            "last_used_at": k.last_decision.as_ref().map(|l| Timestamp(l.0)),
+            "scopes": scopes.into_values().collect::<Vec<_>>(),
+            "privileged_scopes": privileged,
+            "unused_scopes": unused.iter().map(|(s, last)| json!({
+                "scope": s, "last_used_at": last.map(Timestamp),
+            })).collect::<Vec<_>>(),
+            "findings": {
+                "unused_scopes": (!unused.is_empty())
+                    .then(|| crate::rules::finding_id(crate::rules::UNUSED_SCOPE, key)),
+                "privileged_scopes": (!privileged.is_empty() && k.registration.as_ref().is_some_and(|r| !r.value.retired))
+                    .then(|| crate::rules::finding_id(crate::rules::WILDCARD_KEY, key)),
+            },
+        }));
+    }
+    let actors = relations.get("actor").map_or(0, |r| r.targets);
+    let relations: serde_json::Map<String, Value> = RELATIONS
+        .iter()
+        .map(|r| {
+            let u = relations.remove(*r).unwrap_or_default();
+            (
+                (*r).to_owned(),
+                json!({"targets": u.targets, "decisions": u.decisions, "last_at": u.last.map(Timestamp)}),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "tenant_id": tenant, "agent_id": agent,
+        "registration": me.as_ref().and_then(reg_json),
+        "decisions": me.as_ref().map_or(0, |m| m.decisions),
+        "last_decision_at": me.as_ref().and_then(|m| m.last_decision.as_ref()).map(|l| Timestamp(l.0)),
+        "relations": relations, "links_capped": links_capped,
+        "actors": actors, "many_actors": actors >= limits.actors_per_agent,
+        "actors_per_agent": limits.actors_per_agent,
+        "keys": key_rows, "keys_capped": keys_capped,
+        "unused_scope_window_ms": limits.unused_scope_ms,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,7 +24,13 @@ pub struct Settings {
     pub break_glass_review_ms: i64,
     /// How far `occurred_at` may lie after the record's timestamp.
     pub future_tolerance: std::time::Duration,
+    /// A scope of an API key unused this long before the key's newest use raises
+    /// AISPM-KEY-002.
+    pub unused_scope_ms: i64,
 }
+
+/// `--unused-scope-window`'s default: 30 days.
+pub(crate) const DEFAULT_UNUSED_SCOPE_MS: i64 = 30 * rules::DAY_MS;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -38,6 +44,7 @@ impl Default for Settings {
             )
             .unwrap_or(i64::MAX),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
+            unused_scope_ms: DEFAULT_UNUSED_SCOPE_MS,
         }
     }
 }
@@ -175,6 +182,14 @@ fn links(d: &DecisionEvent) -> Vec<(&'static str, String)> {
         opt.into_iter()
             .filter_map(|(r, v)| v.clone().map(|v| (r, v))),
     );
+    if let Some(key) = &d.api_key_id {
+        out.push(("api_key", key.clone()));
+        out.extend(
+            d.scopes_used
+                .iter()
+                .map(|s| ("scope", format!("{key}/{s}"))),
+        );
+    }
     out
 }
 
@@ -267,6 +282,34 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             min_opt(&mut l.first, at.0);
             latest(&mut l.last, &at);
         })?;
+    }
+
+    // The API key it used: its use, and each scope's newest use (AISPM-KEY-002).
+    if let Some(key) = &d.api_key_id {
+        ov.update(
+            t,
+            Tag::Asset,
+            &format!("api_key/{key}"),
+            |a: &mut AssetAgg| {
+                a.decisions += 1;
+                if d.synthetic {
+                    a.synthetic_decisions += 1;
+                } else {
+                    latest(&mut a.last_real_decision, &at);
+                }
+                min_opt(&mut a.first_seen, at.0);
+                latest(&mut a.last_decision, &at);
+                keep_newest(&mut a.recent, &at);
+                a.environments
+                    .entry(d.environment)
+                    .or_default()
+                    .count(&at, d.synthetic);
+                for scope in &d.scopes_used {
+                    a.reached(KEY_SCOPES, scope, at.0, at.0);
+                }
+            },
+        )?;
+        finding_dirty(ov, t, rules::UNUSED_SCOPE, key);
     }
 
     // The runtime signals: an agent's decisions per minute of event time. Every count only
@@ -809,8 +852,14 @@ fn registration(a: &Asset, by: Option<&str>) -> Registration {
         recipients: a.recipients.clone(),
         framework_mappings: a.framework_mappings.clone(),
         criticality: a.criticality,
+        agent: (a.asset_kind == AssetKind::ApiKey)
+            .then(|| a.attributes.get(KEY_AGENT_ATTRIBUTE).cloned())
+            .flatten(),
     }
 }
+
+/// The registration attribute that names an API key's agent.
+pub(crate) const KEY_AGENT_ATTRIBUTE: &str = "agent_id";
 
 fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result<()> {
     let t = r.tenant_id.as_str();
@@ -866,6 +915,12 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
                 for exposure in ov.ids_with_prefix(t, Tag::Exposure, &format!("{}/", a.asset_id))? {
                     finding_dirty(ov, t, rules::DATA_CLASS, &exposure);
                 }
+            }
+            AssetKind::ApiKey => {
+                if let Some(agent) = a.attributes.get(KEY_AGENT_ATTRIBUTE) {
+                    ov.mark(t, Tag::KeyOf, &format!("{agent}\0{}", a.asset_id));
+                }
+                finding_dirty(ov, t, rules::UNUSED_SCOPE, &a.asset_id);
             }
             AssetKind::TrustRoot => {
                 for entry in

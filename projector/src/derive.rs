@@ -218,6 +218,69 @@ struct Condition {
     environments: BTreeSet<Environment>,
 }
 
+/// The scopes of an API key's registration that its decisions did not exercise within `window`
+/// before the key's newest use (since it was first registered, for a scope never used): by
+/// event time only, so the same events give the same answer in any order. A key not used at
+/// all has none (nothing to compare with: its staleness is not over-privilege).
+pub(crate) fn unused_scopes(a: &AssetAgg, window: i64) -> Vec<(String, Option<i64>)> {
+    let (Some(reg), Some(used)) = (&a.registration, &a.last_decision) else {
+        return Vec::new();
+    };
+    if reg.value.retired {
+        return Vec::new();
+    }
+    let since = a.registered_since.unwrap_or(reg.at.0);
+    let last = a.reach.get(crate::state::KEY_SCOPES);
+    let mut out: Vec<(String, Option<i64>)> = reg
+        .value
+        .scopes
+        .iter()
+        .map(|s| (s.clone(), last.and_then(|l| l.get(s)).copied()))
+        .filter(|(_, l)| used.0.saturating_sub(l.unwrap_or(since).max(since)) >= window)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// AISPM-KEY-002: a key in use with scopes it has not used for the window. It stands while
+/// that holds, and leaves the view when each of those scopes is used again or removed from
+/// the key's registration.
+fn unused_scope_condition(a: &AssetAgg, window: i64) -> Condition {
+    let reg_at = a.registration.as_ref().map(|r| &r.at);
+    let stamp = newest([reg_at, a.last_decision.as_ref()]);
+    let unused = unused_scopes(a, window);
+    if unused.is_empty() {
+        return Condition {
+            stamp,
+            ..Condition::default()
+        };
+    }
+    let since = a
+        .registered_since
+        .or(reg_at.map(|r| r.0))
+        .unwrap_or_default();
+    // It opened when the first of its scopes reached the end of its window unused.
+    let opened_at = unused
+        .iter()
+        .map(|(_, l)| l.unwrap_or(since).max(since).saturating_add(window))
+        .min()
+        .unwrap_or(since);
+    let mut ids: Vec<String> = reg_at.map(|r| r.1.clone()).into_iter().collect();
+    ids.extend(crate::state::ids(&a.recent));
+    Condition {
+        exists: true,
+        active: true,
+        opened_at,
+        last_trigger: a.last_decision.as_ref().map_or(opened_at, |l| l.0),
+        cleared_at: None,
+        ids,
+        occurrences: i64::try_from(unused.len()).unwrap_or(i64::MAX),
+        stamp,
+        recent: a.recent.clone(),
+        environments: a.environments.keys().copied().collect(),
+    }
+}
+
 fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
     let flag = a.flags.get(rule.id).cloned().unwrap_or_default();
     let reg_at = a.registration.as_ref().map(|r| &r.at);
@@ -385,6 +448,11 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         id if id == rules::WILDCARD_KEY.id => {
             ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
                 flag_condition(a, rule, false)
+            })?
+        }
+        id if id == rules::UNUSED_SCOPE.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                unused_scope_condition(a, s.unused_scope_ms)
             })?
         }
         id if id == rules::AGENT_UNOWNED.id => {

@@ -181,6 +181,16 @@ pub struct Config {
     /// the wall clock, so a replay decides the same way.
     #[arg(long, env = "AISPM_FUTURE_TOLERANCE", value_parser = humantime::parse_duration, default_value = "5m")]
     pub future_tolerance: Duration,
+
+    /// A scope granted to an API key and not exercised by its decisions (`scopes_used`) for
+    /// this long before the key's newest use is over-privilege (AISPM-KEY-002).
+    #[arg(long, env = "AISPM_UNUSED_SCOPE_WINDOW", value_parser = humantime::parse_duration, default_value = "30d")]
+    pub unused_scope_window: Duration,
+
+    /// Distinct actors an agent acted for from which the identity view calls it unusual
+    /// (`many_actors`).
+    #[arg(long, env = "AISPM_ACTORS_PER_AGENT", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub actors_per_agent: u64,
 }
 
 impl Config {
@@ -211,6 +221,8 @@ impl Config {
             retries_per_minute: 5,
             clock: ClockArgs::default(),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
+            unused_scope_window: Duration::from_secs(30 * 86_400),
+            actors_per_agent: 50,
         }
     }
 
@@ -231,6 +243,8 @@ impl Config {
             break_glass_review_ms: i64::try_from(self.clock.break_glass_review_window.as_millis())
                 .unwrap_or(i64::MAX),
             future_tolerance: self.future_tolerance,
+            unused_scope_ms: i64::try_from(self.unused_scope_window.as_millis())
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -395,6 +409,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let routes = api::routes(api::Api {
         store: Arc::clone(parts.engine.store()),
         auth,
+        identity: api::IdentityLimits {
+            unused_scope_ms: config.settings().unused_scope_ms,
+            actors_per_agent: config.actors_per_agent,
+        },
         windows: config.clock.windows(),
         codec: Arc::new(aispm_schemas::Codec::new()),
         posture: Arc::clone(&keeper),

@@ -56,6 +56,10 @@ pub(crate) enum Tag {
     /// ([`pending_id`]): a request for approval not answered yet, oldest first; deleted when a
     /// grant or a denial names its decision.
     Pending,
+    /// Empty marker, id = `{agent_id} \0 {key_id}`: an API key registered to an agent (its
+    /// registration's `attributes.agent_id`), so that an agent's keys are a key prefix even
+    /// before it used them.
+    KeyOf,
     /// `posture::TrendSample`, id = the hour's start (ms, 20 digits): the tenant's posture
     /// trend, written by `posture::Keeper`, not by events.
     Trend,
@@ -82,6 +86,7 @@ impl Tag {
             Tag::Trend => b'H',
             Tag::ApprovalStats => b'U',
             Tag::Pending => b'G',
+            Tag::KeyOf => b'Y',
         }
     }
 }
@@ -138,8 +143,18 @@ pub(crate) fn flow_prefix(class: Option<&str>, destination: Option<(&str, &str)>
     }
 }
 
-/// What an agent's decision names besides the agent: the relations of the identity map.
-pub(crate) const RELATIONS: [&str; 5] = ["actor", "mcp_tool", "model_endpoint", "repo", "workflow"];
+/// What an agent's decision names besides the agent: the relations of the identity map. An
+/// `api_key` link is the key the agent authenticated with; a `scope` link is
+/// `{key_id}/{scope}`, a scope of that key the action exercised.
+pub(crate) const RELATIONS: [&str; 7] = [
+    "actor",
+    "mcp_tool",
+    "model_endpoint",
+    "repo",
+    "workflow",
+    "api_key",
+    "scope",
+];
 
 /// The id of an agent's link to a target: `{agent_id} \0 {relation} \0 {target}`, so that one
 /// agent's links, and one relation of them, are a key prefix ([`link_prefix`]).
@@ -244,6 +259,8 @@ pub(crate) struct Registration {
     pub framework_mappings: Vec<String>,
     /// The criticality the registry gave it (a risk factor of its findings).
     pub criticality: Option<aispm_schemas::Risk>,
+    /// An API key's agent (`attributes.agent_id`).
+    pub agent: Option<String>,
 }
 
 /// A registry-derived condition: the newest registration (by event time, then id) that made it
@@ -296,12 +313,16 @@ pub(crate) struct AssetAgg {
     pub privileged_actions: BTreeSet<String>,
     /// An agent's reach: relation → target → the newest event time it used the target, for
     /// the MCP tools, repos and model endpoints it used (at most [`KEEP_REACH`] targets, the
-    /// least recently used dropped first): its blast radius.
+    /// least recently used dropped first): its blast radius. An API key's: under
+    /// [`KEY_SCOPES`], each scope its decisions exercised → the newest event time.
     pub reach: BTreeMap<String, BTreeMap<String, i64>>,
     /// An agent's findings about it and a control it acted under (AISPM-APR-001,
     /// AISPM-EV-001), derived again when its risk factors change.
     pub findings: BTreeSet<String>,
 }
+
+/// The relation of an API key's [`AssetAgg::reach`]: the scopes it was used with.
+pub(crate) const KEY_SCOPES: &str = "scope";
 
 /// The relations of an agent's reach, its blast radius.
 pub(crate) const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoint"];

@@ -178,6 +178,8 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                         data_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
                         synthetic: *synthetic,
                         approval_id: None,
+                        api_key_id: None,
+                        scopes_used: vec![],
                         evidence: ev,
                     };
                     (

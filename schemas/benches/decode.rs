@@ -37,6 +37,8 @@ fn decision(i: usize) -> DecisionEvent {
             .collect(),
         synthetic: i.is_multiple_of(10),
         approval_id: some(6, format!("apr-{i:08}")),
+        api_key_id: None,
+        scopes_used: vec![],
         evidence: i.is_multiple_of(3).then(|| Evidence {
             evidence_id: format!("ev-{i:08}"),
             sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),

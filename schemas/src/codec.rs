@@ -70,6 +70,7 @@ published! {
     BLOCKER => "Blocker", "blocker.avsc";
     READINESS => "Readiness", "readiness.avsc";
     DECISION_EVENT_V1 => "DecisionEvent", "v1/decision_event.avsc";
+    DECISION_EVENT_V2 => "DecisionEvent", "v2/decision_event.avsc";
     VIEW_CHANGE_V1 => "ViewChange", "v1/view_change.avsc";
     VIEW_CHANGE_V2 => "ViewChange", "v2/view_change.avsc";
     REGISTRY_EVENT_V1 => "RegistryEvent", "v1/registry_event.avsc";

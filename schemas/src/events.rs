@@ -173,6 +173,12 @@ pub struct DecisionEvent {
     pub synthetic: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// The `api_key` asset the agent authenticated with for this action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
+    /// The scopes of `api_key_id` the action exercised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_used: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
 }
@@ -199,6 +205,8 @@ avro_record!(DecisionEvent {
     data_classes,
     synthetic,
     approval_id,
+    api_key_id,
+    scopes_used,
     evidence,
 });
 

@@ -130,6 +130,9 @@ rules! {
     WILDCARD_KEY = "AISPM-KEY-001", High, Compliance, Subject::Asset(AssetKind::ApiKey), "API key with wildcard or admin scopes",
         ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0012 Valid Accounts", "NIST-AI-RMF MANAGE"],
         "Rotate the key and reissue it with the narrowest scopes its agent needs.";
+    UNUSED_SCOPE = "AISPM-KEY-002", Medium, Compliance, Subject::Asset(AssetKind::ApiKey), "API key scope granted but unused for the window while the key is in use",
+        ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0012 Valid Accounts", "NIST-AI-RMF GOVERN"],
+        "Reissue the key without the scopes its agent has not used (least privilege); grant them again when a task needs them.";
     DATA_CLASS = "AISPM-DATA-001", Critical, Detection, Subject::EndpointAndClass, "PII, PHI or secret sent to a model endpoint not approved for that class",
         ["OWASP-LLM02:2025 Sensitive Information Disclosure", "MITRE-ATLAS AML.T0057 LLM Data Leakage", "NIST-AI-RMF MEASURE"],
         "Block the data class for this endpoint at the gateway (redact or deny), or approve the endpoint for it after review.";
@@ -207,6 +210,7 @@ mod tests {
             (SHADOW_MODEL, "gpt", Some("model_endpoint/gpt")),
             (PUBLIC_ENDPOINT, "gpt", Some("model_endpoint/gpt")),
             (WILDCARD_KEY, "k1", Some("api_key/k1")),
+            (UNUSED_SCOPE, "k1", Some("api_key/k1")),
             (AGENT_UNOWNED, "nb", Some("agent/nb")),
             (NO_APPROVAL, pair.as_str(), Some("agent/coder-agent")),
             (EVIDENCE_MISSING, pair.as_str(), Some("agent/coder-agent")),

@@ -133,6 +133,7 @@ impl Validate for DecisionEvent {
             ("control_id", &self.control_id),
             ("policy_id", &self.policy_id),
             ("approval_id", &self.approval_id),
+            ("api_key_id", &self.api_key_id),
         ] {
             c.opt_id(f, v);
         }
@@ -151,6 +152,13 @@ impl Validate for DecisionEvent {
             }
         }
         c.items("data_classes", &self.data_classes);
+        c.items("scopes_used", &self.scopes_used);
+        if !self.scopes_used.is_empty() && self.api_key_id.is_none() {
+            c.fail(
+                "api_key_id",
+                "is required with scopes_used (the key whose scopes they are)",
+            );
+        }
         c.evidence("evidence", &self.evidence);
         c.0
     }

@@ -243,25 +243,51 @@ fn the_codec_reads_its_own_schema_directly_and_others_through_values() {
         data_classes: vec![],
         synthetic: true,
         approval_id: None,
+        api_key_id: None,
+        scopes_used: vec![],
         evidence: None,
     };
     let apache_avro::types::Value::Record(fields) = current.to_avro() else {
         unreachable!()
     };
-    let keep = ["data_classes", "approval_id", "evidence"];
-    let v1_value = apache_avro::types::Value::Record(
-        fields
-            .into_iter()
-            .filter(|(name, _)| !keep.contains(&name.as_str()))
-            .collect(),
-    );
-    let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&codec::DECISION_EVENT_V1.fingerprint.to_le_bytes());
-    bytes.extend_from_slice(&apache_avro::to_avro_datum(&v1, v1_value).unwrap());
-    assert_eq!(
-        Codec::new().decode::<DecisionEvent>(&bytes),
-        Ok(current.clone())
-    );
+    // The v2 DecisionEvent has no api_key_id or scopes_used: it resolves too.
+    let v2 = apache_avro::Schema::parse_str(codec::DECISION_EVENT_V2.json).unwrap();
+    let older: [(&apache_avro::Schema, &codec::Published, &[&str]); 2] = [
+        (
+            &v1,
+            &codec::DECISION_EVENT_V1,
+            &[
+                "data_classes",
+                "approval_id",
+                "api_key_id",
+                "scopes_used",
+                "evidence",
+            ],
+        ),
+        (
+            &v2,
+            &codec::DECISION_EVENT_V2,
+            &["api_key_id", "scopes_used"],
+        ),
+    ];
+    for (schema, published, missing) in older {
+        let value = apache_avro::types::Value::Record(
+            fields
+                .iter()
+                .filter(|(name, _)| !missing.contains(&name.as_str()))
+                .cloned()
+                .collect(),
+        );
+        let mut bytes = vec![0xC3, 0x01];
+        bytes.extend_from_slice(&published.fingerprint.to_le_bytes());
+        bytes.extend_from_slice(&apache_avro::to_avro_datum(schema, value).unwrap());
+        assert_eq!(
+            Codec::new().decode::<DecisionEvent>(&bytes),
+            Ok(current.clone()),
+            "{}",
+            published.file
+        );
+    }
 
     // A non-canonical varint under the current fingerprint is refused by the direct reader.
     let mut bytes = vec![0xC3, 0x01];

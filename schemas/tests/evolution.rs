@@ -156,6 +156,8 @@ fn an_older_reader_reads_a_newer_writers_new_symbols_as_its_defaults() {
         ("data_classes".into(), Value::Array(vec![])),
         ("synthetic".into(), Value::Boolean(false)),
         ("approval_id".into(), none()),
+        ("api_key_id".into(), none()),
+        ("scopes_used".into(), Value::Array(vec![])),
         ("evidence".into(), none()),
     ]);
     let mut bytes = vec![0, 0, 0, 0, 42];

@@ -43,6 +43,8 @@ fn decision(tenant: &str, id: &str, agent: &str, kind: ActionKind) -> DecisionEv
         data_classes: vec![],
         synthetic: false,
         approval_id: None,
+        api_key_id: None,
+        scopes_used: vec![],
         evidence: None,
     }
 }
@@ -75,6 +77,11 @@ struct Rig {
 const TOKENS: &str = "[[tokens]]\ntoken = \"acme-token\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"globex-token\"\ntenants = [\"globex\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"ops-token\"\ntenants = [\"*\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n";
 
 async fn rig() -> Rig {
+    rig_with(&[]).await
+}
+
+/// A rig whose projector also takes `extra` flags.
+async fn rig_with(extra: &[&str]) -> Rig {
     let broker = Broker::start().unwrap();
     let prefix = random_prefix();
     let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
@@ -93,6 +100,7 @@ async fn rig() -> Rig {
         &dir.path().join("tokens.toml").display().to_string(),
     ]
     .iter()
+    .chain(extra)
     .map(|s| (*s).to_owned())
     .collect();
     let mut projector = Service::start(
@@ -633,6 +641,239 @@ async fn approval_stats_count_each_request_by_its_first_answer() {
 /// decisions, denials and agents, approved or not by the destination's registration, the
 /// unapproved model endpoint's finding named; filters and pages of one; another tenant's
 /// flows to a destination of the same name appear only under its own token.
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_maps_keys_and_scopes_and_flags_the_unused() {
+    const DAY: i64 = 86_400_000;
+    let rig = rig_with(&["--actors-per-agent", "3"]).await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    let t = &rig.topics;
+    let key = |id: &str, agent: &str, scopes: &[&str]| {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let agent = agent.to_owned();
+        asset("acme", id, AssetKind::ApiKey, move |a| {
+            a.scopes = scopes;
+            a.attributes.insert("agent_id".into(), agent);
+        })
+    };
+    // Registered at T0 - 1 min: agent-a with two keys (one never used), agent-b with one.
+    let registrations = [
+        asset("acme", "agent-a", AssetKind::Agent, |a| {
+            a.owner = Some("dev-platform".into());
+        }),
+        key(
+            "key-a",
+            "agent-a",
+            &["repo:read", "repo:write", "issues:write"],
+        ),
+        key("key-idle", "agent-a", &["repo:read"]),
+        key("key-b", "agent-b", &["repo:read", "repo:write"]),
+    ];
+    for r in &registrations {
+        produce(&p, &t.registry, "acme", &encode_single_object(r).unwrap())
+            .await
+            .unwrap();
+    }
+    let used = |id: &str, agent: &str, actor: &str, at: i64, key: &str, scopes: &[&str]| {
+        let mut d = decision("acme", id, agent, ActionKind::Git);
+        d.occurred_at = Timestamp(at);
+        d.actor = actor.into();
+        d.repo = Some("acme/api".into());
+        d.api_key_id = Some(key.into());
+        d.scopes_used = scopes.iter().map(|s| (*s).to_owned()).collect();
+        d
+    };
+    // key-a: repo:read at T0 only, repo:write up to T0 + 35 days, issues:write never, and a
+    // scope it was never granted. Its newest use is 35 days after T0: repo:read (35 days) and
+    // issues:write (35 days and a minute) are past the 30-day window.
+    let first = [
+        used("i1", "agent-a", "alice", T0, "key-a", &["repo:read"]),
+        used(
+            "i2",
+            "agent-a",
+            "bob",
+            T0 + 10 * DAY,
+            "key-a",
+            &["repo:write"],
+        ),
+        used(
+            "i3",
+            "agent-a",
+            "carol",
+            T0 + 35 * DAY,
+            "key-a",
+            &["repo:write", "deploy"],
+        ),
+        // key-b: repo:read at T0, repo:write a millisecond short of 30 days later.
+        used("i4", "agent-b", "alice", T0, "key-b", &["repo:read"]),
+        used(
+            "i5",
+            "agent-b",
+            "alice",
+            T0 + 30 * DAY - 1,
+            "key-b",
+            &["repo:write"],
+        ),
+    ];
+    for d in &first {
+        produce(&p, &t.decisions, "acme", &encode_single_object(d).unwrap())
+            .await
+            .unwrap();
+    }
+    let v = rig
+        .eventually(
+            "acme-token",
+            "/v1/tenants/acme/agents/agent-a/identity",
+            |v| v["decisions"] == 3 && v["keys"].as_array().is_some_and(|k| k.len() == 2),
+        )
+        .await;
+    assert_eq!(v["registration"]["owner"], "dev-platform", "{v:#}");
+    assert_eq!(v["actors"], 3);
+    assert_eq!(v["many_actors"], true, "3 actors, --actors-per-agent 3");
+    assert_eq!(v["relations"]["actor"]["targets"], 3);
+    assert_eq!(v["relations"]["repo"]["targets"], 1);
+    assert_eq!(v["relations"]["repo"]["decisions"], 3);
+    assert_eq!(v["relations"]["api_key"]["targets"], 1);
+    assert_eq!(v["unused_scope_window_ms"], 30 * DAY);
+    let a = find(&v, "keys", "key_id", "key-a");
+    assert_eq!(a["registered_to_this_agent"], true);
+    assert_eq!(a["decisions"], 3);
+    assert_eq!(a["last_used_at"], Timestamp(T0 + 35 * DAY).to_string());
+    let scopes: Vec<(String, bool, i64)> = a["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["scope"].as_str().unwrap().to_owned(),
+                s["granted"].as_bool().unwrap(),
+                s["decisions"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("deploy".to_owned(), false, 1),
+            ("issues:write".to_owned(), true, 0),
+            ("repo:read".to_owned(), true, 1),
+            ("repo:write".to_owned(), true, 2),
+        ]
+    );
+    let unused: Vec<&str> = a["unused_scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(unused, ["repo:read", "issues:write"], "{a:#}");
+    assert_eq!(a["findings"]["unused_scopes"], "AISPM-KEY-002:key-a");
+    let idle = find(&v, "keys", "key_id", "key-idle");
+    assert_eq!(idle["decisions"], 0);
+    assert_eq!(
+        idle["unused_scopes"].as_array().map(Vec::len),
+        Some(0),
+        "a key never used is not over-privileged by use: {idle:#}"
+    );
+
+    // The finding: key-a's, opened when issues:write (never used since the registration at
+    // T0 - 1 min) reached the end of its window; none for key-b (a millisecond short).
+    let f = rig
+        .eventually(
+            "acme-token",
+            "/v1/tenants/acme/findings/AISPM-KEY-002:key-a",
+            |f| f["status"] == "open",
+        )
+        .await;
+    assert_eq!(f["occurrences"], 2, "two scopes unused: {f:#}");
+    assert_eq!(
+        f["opened_at"],
+        Timestamp(T0 - 60_000 + 30 * DAY).to_string()
+    );
+    assert_eq!(f["severity"], "medium");
+    let b = rig
+        .eventually(
+            "acme-token",
+            "/v1/tenants/acme/agents/agent-b/identity",
+            |v| v["decisions"] == 2,
+        )
+        .await;
+    assert_eq!(b["many_actors"], false);
+    assert_eq!(
+        find(&b, "keys", "key_id", "key-b")["unused_scopes"],
+        serde_json::json!([])
+    );
+    let (status, _) = rig
+        .get(
+            "acme-token",
+            "/v1/tenants/acme/findings/AISPM-KEY-002:key-b",
+        )
+        .await;
+    assert_eq!(status, 404, "key-b used repo:read within the window");
+
+    // key-b used again exactly 30 days after its repo:read: now past the window, raised.
+    let at_window = used(
+        "i6",
+        "agent-b",
+        "alice",
+        T0 + 30 * DAY,
+        "key-b",
+        &["repo:write"],
+    );
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&at_window).unwrap(),
+    )
+    .await
+    .unwrap();
+    let f = rig
+        .eventually(
+            "acme-token",
+            "/v1/tenants/acme/findings/AISPM-KEY-002:key-b",
+            |f| f["status"] == "open",
+        )
+        .await;
+    assert_eq!(f["occurrences"], 1, "{f:#}");
+    // Then repo:read used again: nothing left unused, the finding leaves the view.
+    let again = used(
+        "i7",
+        "agent-b",
+        "alice",
+        T0 + 31 * DAY,
+        "key-b",
+        &["repo:read"],
+    );
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&again).unwrap(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = rig
+            .get(
+                "acme-token",
+                "/v1/tenants/acme/findings/AISPM-KEY-002:key-b",
+            )
+            .await;
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "AISPM-KEY-002:key-b never left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Another tenant's token reads nothing of it.
+    let (status, _) = rig
+        .get("globex-token", "/v1/tenants/acme/agents/agent-a/identity")
+        .await;
+    assert_eq!(status, 403);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn data_flows_map_each_class_to_its_destinations_and_agents() {
     let rig = rig().await;

@@ -71,6 +71,8 @@ fn decision(tenant: &str, id: &str, evidence: Evidence) -> DecisionEvent {
         data_classes: vec![],
         synthetic: false,
         approval_id: None,
+        api_key_id: None,
+        scopes_used: vec![],
         evidence: Some(evidence),
     }
 }

@@ -206,6 +206,8 @@ impl LoadGen {
             data_classes: vec![],
             synthetic: self.rng.gen_bool(0.05),
             approval_id: None,
+            api_key_id: None,
+            scopes_used: vec![],
             evidence: None,
         };
         match kind {

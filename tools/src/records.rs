@@ -132,6 +132,8 @@ impl Gen {
                 },
                 synthetic: self.rng.gen_bool(0.1),
                 approval_id: None,
+                api_key_id: None,
+                scopes_used: vec![],
                 evidence: (e.is_multiple_of(2)).then(|| Evidence {
                     evidence_id: format!("ev-{id}"),
                     sha256: format!("{:064x}", self.seq),

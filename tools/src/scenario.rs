@@ -68,6 +68,9 @@ pub mod ids {
     pub const SHADOW_CONTROL_FINDING: &str = "AISPM-CTRL-001:ctl-mcp-guard";
     /// The control in shadow mode on the high-risk MCP path.
     pub const SHADOW_CONTROL: &str = "ctl-mcp-guard";
+    /// coder-agent's API key: granted `repo:read`, `repo:write` and `actions:write`, used
+    /// with `repo:write` only (AISPM-KEY-002).
+    pub const CODER_KEY: &str = "coder-agent-ci-key";
     /// The risky MCP tool (`server/tool`).
     pub const RISKY_TOOL: &str = "github-mcp/delete_repo";
     /// Agents seen deciding but not registered in the open phase.
@@ -320,6 +323,8 @@ impl Demo {
             Risk::Low,
             |d| {
                 d.repo = Some("acme/payments-api".into());
+                d.api_key_id = Some(ids::CODER_KEY.into());
+                d.scopes_used = vec!["repo:write".into()];
                 f(d);
             },
         )
@@ -363,6 +368,8 @@ impl Demo {
             data_classes: vec![],
             synthetic: false,
             approval_id: None,
+            api_key_id: None,
+            scopes_used: vec![],
             evidence: None,
         };
         f(&mut d);
@@ -406,6 +413,21 @@ impl Demo {
                 Asset {
                     criticality: Some(High),
                     ..registered(AssetKind::Agent, "coder-agent", "platform-team")
+                },
+            ),
+            // coder-agent's key: its git pushes exercise `repo:write` only, so the other two
+            // scopes go unused for the 30-day window (AISPM-KEY-002, over-privilege).
+            self.asset(
+                reg("r02b-key-coder"),
+                r0,
+                Asset {
+                    scopes: vec![
+                        "repo:read".into(),
+                        "repo:write".into(),
+                        "actions:write".into(),
+                    ],
+                    attributes: [("agent_id".to_owned(), "coder-agent".to_owned())].into(),
+                    ..registered(AssetKind::ApiKey, ids::CODER_KEY, "platform-team")
                 },
             ),
             self.asset(

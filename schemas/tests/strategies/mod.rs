@@ -104,6 +104,8 @@ pub fn decision() -> impl Strategy<Value = DecisionEvent> {
             data_classes,
             synthetic,
             approval_id,
+            api_key_id: None,
+            scopes_used: vec![],
             evidence,
         },
     )

@@ -167,6 +167,48 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let identity = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/agents/coder-agent/identity"),
+        )
+        .await?;
+    println!(
+        "identity of coder-agent (owner {}): acted for {} actor(s), in {} repo(s), with {} key(s)",
+        identity["registration"]["owner"].as_str().unwrap_or("none"),
+        identity["actors"],
+        identity["relations"]["repo"]["targets"],
+        identity["keys"].as_array().map_or(0, Vec::len),
+    );
+    for k in identity["keys"].as_array().into_iter().flatten() {
+        let list = |field: &str| {
+            k[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["scope"].as_str().or_else(|| s.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let used: Vec<&str> = k["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["decisions"].as_i64().unwrap_or(0) > 0)
+            .filter_map(|s| s["scope"].as_str())
+            .collect();
+        println!(
+            "  key {:<20} {} decision(s); scopes used: {}; granted but unused for 30 days: {} ({})",
+            k["key_id"].as_str().unwrap_or(""),
+            k["decisions"],
+            used.join(", "),
+            list("unused_scopes"),
+            k["findings"]["unused_scopes"]
+                .as_str()
+                .unwrap_or("no finding"),
+        );
+    }
+
     let critical = format!(
         "/t/{TENANT}/finding?id={}",
         aispm_tools::scenario::ids::CRITICAL_FINDING
