@@ -198,6 +198,13 @@ class Run:
             self.check("What it acted for and with" in self.text(),
                        "the agent's page shows what it acted for and with")
             self.audit("asset")
+        # A registered agent's identity and access: its key, and the scopes it never uses.
+        self.open(f"/t/{t}/asset?key=agent%2Fcoder-agent", "agent-identity")
+        body = self.text()
+        self.check("Identity and access" in body and "coder-agent-ci-key" in body,
+                   "coder-agent's page shows its API key")
+        self.check("AISPM-KEY-002:coder-agent-ci-key" in body,
+                   "coder-agent's page links the over-privilege finding")
 
         # Another tenant: a refusal page, and none of its data.
         o = quote(a.other_tenant, safe="")

@@ -804,11 +804,29 @@ async fn asset(
         );
         app.up.get(Service::Projector, &path, &s.token).await
     };
-    let (row, links) = tokio::join!(app.up.get(Service::Projector, &row_path, &s.token), links);
-    match row.and_then(|r| links.map(|l| (r, l))) {
-        Ok((row, links)) => html(
+    let identity = async {
+        let Some(agent) = agent else {
+            return Ok(serde_json::Value::Null);
+        };
+        let path = tenant_path(&tenant, &format!("/agents/{}/identity", encode(agent)));
+        app.up.get(Service::Projector, &path, &s.token).await
+    };
+    let (row, links, identity) = tokio::join!(
+        app.up.get(Service::Projector, &row_path, &s.token),
+        links,
+        identity
+    );
+    match row.and_then(|r| links.and_then(|l| identity.map(|i| (r, l, i)))) {
+        Ok((row, links, identity)) => html(
             StatusCode::OK,
-            pages::asset(&chrome(&s, Some(&tenant)), &tenant, &q.key, &row, &links),
+            pages::asset(
+                &chrome(&s, Some(&tenant)),
+                &tenant,
+                &q.key,
+                &row,
+                &links,
+                &identity,
+            ),
         ),
         Err(e) => failure(&app, &sid, &s, Some(&tenant), e),
     }

@@ -1083,15 +1083,17 @@ pub(crate) fn data_flows(
     )
 }
 
-/// An asset: its coverage row and, for an agent, what it acted for and with (`links`: the
-/// actors, MCP tools, model endpoints, repos and workflows its decisions named) and a link to
-/// the findings about it.
+/// An asset: its coverage row and, for an agent, its identity and access (`identity`: owner,
+/// actors, API keys and their scopes used and unused), what it acted for and with (`links`:
+/// the actors, MCP tools, model endpoints, repos, workflows, keys and scopes its decisions
+/// named) and a link to the findings about it.
 pub(crate) fn asset(
     chrome: &Chrome<'_>,
     tenant: &str,
     key: &str,
     row: &Value,
     links: &Value,
+    identity: &Value,
 ) -> Markup {
     let (kind, id) = key.split_once('/').unwrap_or(("asset", key));
     layout(
@@ -1108,8 +1110,9 @@ pub(crate) fn asset(
             }
             (fields(tenant, row))
             @if kind == "agent" {
+                (identity_section(tenant, identity))
                 h2 { "What it acted for and with" }
-                p { "The actors it acted for and the tools, model endpoints, repos and workflows its decisions named." }
+                p { "The actors it acted for and the tools, model endpoints, repos, workflows, API keys and scopes its decisions named." }
                 (table(tenant, links, "links", &[
                     ("Relation", Cell::Text("relation")),
                     ("Target", Cell::Target),
@@ -1122,6 +1125,75 @@ pub(crate) fn asset(
             }
         },
     )
+}
+
+/// An agent's identity and access: who owns it, how many actors it acted for, and its API keys
+/// with the scopes it used and those granted but unused for the window (AISPM-KEY-002).
+fn identity_section(tenant: &str, v: &Value) -> Markup {
+    let scopes = |k: &Value, used: bool| -> String {
+        k["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| (s["decisions"].as_i64().unwrap_or(0) > 0) == used)
+            .filter_map(|s| {
+                let name = s["scope"].as_str()?;
+                Some(if s["granted"] == Value::Bool(false) {
+                    format!("{name} (not granted)")
+                } else {
+                    name.to_owned()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let keys: Vec<Value> = v["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|k| {
+            let unused: Vec<&str> = k["unused_scopes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["scope"].as_str())
+                .collect();
+            serde_json::json!({
+                "key_id": k["key_id"],
+                "registered_to": k["agent_id"],
+                "decisions": k["decisions"],
+                "last_used_at": k["last_used_at"],
+                "used": scopes(k, true),
+                "never_used": scopes(k, false),
+                "unused": unused.join(", "),
+                "finding": k["findings"]["unused_scopes"],
+            })
+        })
+        .collect();
+    let window_days = v["unused_scope_window_ms"].as_i64().unwrap_or(0) / 86_400_000;
+    html! {
+        h2 { "Identity and access" }
+        p {
+            "Owner: " strong { (text(&v["registration"]["owner"])) }
+            " · acted for " (text(&v["actors"])) " actor(s)"
+            @if v["many_actors"] == Value::Bool(true) {
+                " · " strong { "unusually many" } " (at least " (text(&v["actors_per_agent"])) ")"
+            }
+            " · " (keys.len()) " API key(s)"
+        }
+        p { "Scopes granted to a key and not used within " (window_days)
+            " days before the key's newest use are over-privilege (AISPM-KEY-002)." }
+        (table(tenant, &serde_json::json!({"keys": keys}), "keys", &[
+            ("Key", Cell::Text("key_id")),
+            ("Registered to", Cell::Text("registered_to")),
+            ("Decisions", Cell::Text("decisions")),
+            ("Last use", Cell::Age("last_used_at")),
+            ("Scopes used", Cell::Text("used")),
+            ("Never used", Cell::Text("never_used")),
+            ("Unused for the window", Cell::Text("unused")),
+            ("Finding", Cell::Id("finding")),
+        ], |_| String::new()))
+    }
 }
 
 /// A row found by id (evidence, control, validation…) shown field by field.

@@ -645,6 +645,23 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         "{}",
         asset_page.body
     );
+    // Its identity and access: the key it pushes with, the scope it uses, the two it does not
+    // (granted 40 days ago, unused since), and the over-privilege finding, linked.
+    let key = aispm_tools::scenario::ids::CODER_KEY;
+    for shown in [
+        "Identity and access",
+        "Owner: <strong>platform-team</strong>",
+        key,
+        "repo:write",
+        "repo:read, actions:write",
+        &format!("AISPM-KEY-002:{key}"),
+    ] {
+        assert!(
+            asset_page.body.contains(shown),
+            "{shown} not on the agent's page: {}",
+            asset_page.body
+        );
+    }
     let about = p
         .get(
             &p.projector.http,
