@@ -1717,6 +1717,11 @@ async fn the_cadence_generates_and_delivers_scheduled_reports() {
 }
 
 async fn metric(s: &Setup, name: &str, labels: &str) -> f64 {
+    metric_with(s, name, &[labels]).await
+}
+
+/// The sum of the reporter's samples of `name` whose labels contain every one of `labels`.
+async fn metric_with(s: &Setup, name: &str, labels: &[&str]) -> f64 {
     let text = reqwest::get(format!("{}/metrics", s.reporter.http))
         .await
         .unwrap()
@@ -1724,7 +1729,7 @@ async fn metric(s: &Setup, name: &str, labels: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -1845,23 +1850,32 @@ max_backoff = "1s"
         post_report(&s, ACME_TOKEN, "acme", json!({"type": "blockers_digest"})).await;
     assert_eq!(status, 201, "{report}");
 
-    // The receiver is down: attempts fail and are retried.
+    // The receiver is down: attempts fail and are retried. Counted: more failed attempts of
+    // each subscription than it has messages pending (so some were retried), then it comes up.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(
-        &s,
-        "aispm_reporter_webhook_messages_total",
-        "outcome=\"failed\"",
-    )
-    .await
-        < 6.0
-    {
+    loop {
+        let mut retried = true;
+        for sub in ["secops", "chat"] {
+            let label = format!("subscription=\"{sub}\"");
+            let failed = metric_with(
+                &s,
+                "aispm_reporter_webhook_messages_total",
+                &["outcome=\"failed\"", &label],
+            )
+            .await;
+            let pending =
+                metric_with(&s, "aispm_reporter_webhook_messages_pending", &[&label]).await;
+            retried &= pending > 0.0 && failed > pending;
+        }
+        if retried {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "no failed webhook attempts while the receiver is down"
+            "no retried webhook attempts while the receiver is down"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let secrets = json!({"/hooks": SECRET, "/slack": CHAT_SECRET});
     let _receiver = WebhookSink::start(port, hooks.path(), &secrets).unwrap();
     let log = hooks.path().join("received.jsonl");
@@ -2005,7 +2019,22 @@ max_backoff = "1s"
             .filter(|m| m["path"] == "/hooks")
             .collect();
         if !new.is_empty() {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The restarted reporter replayed every topic before it was ready: a message sent
+            // again would have been queued then. Once nothing is pending, this process has
+            // delivered exactly the one new message.
+            let secops = "subscription=\"secops\"";
+            while metric_with(&s, "aispm_reporter_webhook_messages_pending", &[secops]).await > 0.0
+            {
+                assert!(Instant::now() < deadline, "secops never drained");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let delivered = metric_with(
+                &s,
+                "aispm_reporter_webhook_messages_total",
+                &["outcome=\"delivered\"", secops],
+            )
+            .await;
+            assert_eq!(delivered, 1.0, "sent again after the restart");
             let r = WebhookSink::received_in(&log);
             let new: Vec<&Value> = r[before..]
                 .iter()
