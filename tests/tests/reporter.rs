@@ -1716,10 +1716,6 @@ async fn the_cadence_generates_and_delivers_scheduled_reports() {
     }
 }
 
-async fn metric(s: &Setup, name: &str, labels: &str) -> f64 {
-    metric_with(s, name, &[labels]).await
-}
-
 /// The sum of the reporter's samples of `name` whose labels contain every one of `labels`.
 async fn metric_with(s: &Setup, name: &str, labels: &[&str]) -> f64 {
     let text = reqwest::get(format!("{}/metrics", s.reporter.http))
