@@ -13,7 +13,7 @@
 //! retry_for = "24h"                      # then the message is dead-lettered
 //! ```
 
-use super::event::Kind;
+use super::event::{Format, Kind};
 use crate::{Error, Result};
 use base64::Engine;
 use serde::Deserialize;
@@ -22,16 +22,6 @@ use std::time::Duration;
 
 /// How long a message is retried by default before it is dead-lettered.
 pub(crate) const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
-
-/// The body a subscription receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Format {
-    /// Standard Webhooks: `{"type", "timestamp", "data"}`.
-    Standard,
-    /// A Slack incoming webhook: `{"text", "blocks"}`.
-    Slack,
-}
 
 /// One subscription, validated.
 #[derive(Debug, Clone)]

@@ -1,10 +1,19 @@
 //! What a webhook tells: one [`Notification`] per change worth a message, and its body in each
 //! [`Format`].
 
-use super::config::Format;
 use aispm_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// The body a subscription receives (its `format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Format {
+    /// Standard Webhooks: `{"type", "timestamp", "data"}`.
+    Standard,
+    /// A Slack incoming webhook: `{"text", "blocks"}`.
+    Slack,
+}
 
 /// The events a subscription can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

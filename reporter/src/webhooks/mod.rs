@@ -515,7 +515,7 @@ impl Webhooks {
                 if now >= m.created_at.plus(retry_for) {
                     let body = m.notification.body(
                         self.subscription(&sub)
-                            .map_or(config::Format::Standard, |s| s.format),
+                            .map_or(event::Format::Standard, |s| s.format),
                     );
                     let source = format!("webhook:{sub}");
                     self.inner
