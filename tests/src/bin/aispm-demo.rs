@@ -101,113 +101,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("")
     );
 
-    let ranked = p
-        .get(
-            &p.projector.http,
-            &format!("/v1/tenants/{TENANT}/findings?status=open&limit=5"),
-        )
-        .await?;
-    println!("highest-risk open findings (score = the sum of the factors, docs/risk.md):");
-    for f in ranked["findings"].as_array().into_iter().flatten() {
-        let risk: aispm_schemas::RiskScore =
-            serde_json::from_value(f["risk"].clone()).unwrap_or_default();
-        println!(
-            "  {:>3}  {:<45} {}",
-            risk.score,
-            f["finding_id"].as_str().unwrap_or(""),
-            risk.explain()
-        );
-    }
-
-    let flows = p
-        .get(
-            &p.projector.http,
-            &format!("/v1/tenants/{TENANT}/data-flows"),
-        )
-        .await?;
-    println!("data flows (each data class to each destination, docs/views.md):");
-    for f in flows["flows"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<9} -> {:<14} {:<24} {} decision(s), {} denied, {} agent(s), {}",
-            f["data_class"].as_str().unwrap_or(""),
-            f["destination_kind"].as_str().unwrap_or(""),
-            f["destination"].as_str().unwrap_or(""),
-            f["decisions"],
-            f["denied"],
-            f["agent_count"],
-            if f["approved"] == true {
-                "approved for it"
-            } else {
-                "NOT approved for it"
-            }
-        );
-    }
-    let stats = p
-        .get(
-            &p.projector.http,
-            &format!("/v1/tenants/{TENANT}/approval-stats"),
-        )
-        .await?;
-    println!("requests for approval (per control and agent):");
-    for r in stats["stats"].as_array().into_iter().flatten() {
-        let median = match r["time_to_decision"]["p50_at_most_ms"].as_u64() {
-            Some(ms) => format!("within {} min", ms / 60_000),
-            None if r["time_to_decision"]["answered"] == 0 => "none answered".into(),
-            None => "over a week".into(),
-        };
-        println!(
-            "  {:<16} {:<18} requested {}, granted {}, denied {}, pending {} ({} overdue); median answer {median}",
-            r["control_id"].as_str().unwrap_or(""),
-            r["agent_id"].as_str().unwrap_or(""),
-            r["requested"],
-            r["granted"],
-            r["denied"],
-            r["pending"],
-            r["pending_overdue"],
-        );
-    }
-
-    let identity = p
-        .get(
-            &p.projector.http,
-            &format!("/v1/tenants/{TENANT}/agents/coder-agent/identity"),
-        )
-        .await?;
-    println!(
-        "identity of coder-agent (owner {}): acted for {} actor(s), in {} repo(s), with {} key(s)",
-        identity["registration"]["owner"].as_str().unwrap_or("none"),
-        identity["actors"],
-        identity["relations"]["repo"]["targets"],
-        identity["keys"].as_array().map_or(0, Vec::len),
-    );
-    for k in identity["keys"].as_array().into_iter().flatten() {
-        let list = |field: &str| {
-            k[field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s["scope"].as_str().or_else(|| s.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let used: Vec<&str> = k["scopes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["decisions"].as_i64().unwrap_or(0) > 0)
-            .filter_map(|s| s["scope"].as_str())
-            .collect();
-        println!(
-            "  key {:<20} {} decision(s); scopes used: {}; granted but unused for 30 days: {} ({})",
-            k["key_id"].as_str().unwrap_or(""),
-            k["decisions"],
-            used.join(", "),
-            list("unused_scopes"),
-            k["findings"]["unused_scopes"]
-                .as_str()
-                .unwrap_or("no finding"),
-        );
-    }
+    print_maps(&p).await?;
 
     let critical = format!(
         "/t/{TENANT}/finding?id={}",
@@ -471,6 +365,119 @@ async fn main() -> anyhow::Result<()> {
     {
         println!("\nThe broker and the services keep running for the console; Ctrl-C stops them.");
         tokio::signal::ctrl_c().await?;
+    }
+    Ok(())
+}
+
+/// What the views show besides the blockers: the highest-risk findings with their factors, the
+/// data-exposure map, the requests for approval, and coder-agent's identity and access.
+async fn print_maps(p: &Pipeline) -> anyhow::Result<()> {
+    let ranked = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/findings?status=open&limit=5"),
+        )
+        .await?;
+    println!("highest-risk open findings (score = the sum of the factors, docs/risk.md):");
+    for f in ranked["findings"].as_array().into_iter().flatten() {
+        let risk: aispm_schemas::RiskScore =
+            serde_json::from_value(f["risk"].clone()).unwrap_or_default();
+        println!(
+            "  {:>3}  {:<45} {}",
+            risk.score,
+            f["finding_id"].as_str().unwrap_or(""),
+            risk.explain()
+        );
+    }
+
+    let flows = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/data-flows"),
+        )
+        .await?;
+    println!("data flows (each data class to each destination, docs/views.md):");
+    for f in flows["flows"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<9} -> {:<14} {:<24} {} decision(s), {} denied, {} agent(s), {}",
+            f["data_class"].as_str().unwrap_or(""),
+            f["destination_kind"].as_str().unwrap_or(""),
+            f["destination"].as_str().unwrap_or(""),
+            f["decisions"],
+            f["denied"],
+            f["agent_count"],
+            if f["approved"] == true {
+                "approved for it"
+            } else {
+                "NOT approved for it"
+            }
+        );
+    }
+    let stats = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/approval-stats"),
+        )
+        .await?;
+    println!("requests for approval (per control and agent):");
+    for r in stats["stats"].as_array().into_iter().flatten() {
+        let median = match r["time_to_decision"]["p50_at_most_ms"].as_u64() {
+            Some(ms) => format!("within {} min", ms / 60_000),
+            None if r["time_to_decision"]["answered"] == 0 => "none answered".into(),
+            None => "over a week".into(),
+        };
+        println!(
+            "  {:<16} {:<18} requested {}, granted {}, denied {}, pending {} ({} overdue); median answer {median}",
+            r["control_id"].as_str().unwrap_or(""),
+            r["agent_id"].as_str().unwrap_or(""),
+            r["requested"],
+            r["granted"],
+            r["denied"],
+            r["pending"],
+            r["pending_overdue"],
+        );
+    }
+
+    let identity = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/agents/coder-agent/identity"),
+        )
+        .await?;
+    println!(
+        "identity of coder-agent (owner {}): acted for {} actor(s), in {} repo(s), with {} key(s)",
+        identity["registration"]["owner"].as_str().unwrap_or("none"),
+        identity["actors"],
+        identity["relations"]["repo"]["targets"],
+        identity["keys"].as_array().map_or(0, Vec::len),
+    );
+    for k in identity["keys"].as_array().into_iter().flatten() {
+        let list = |field: &str| {
+            k[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["scope"].as_str().or_else(|| s.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let used: Vec<&str> = k["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["decisions"].as_i64().unwrap_or(0) > 0)
+            .filter_map(|s| s["scope"].as_str())
+            .collect();
+        println!(
+            "  key {:<20} {} decision(s); scopes used: {}; granted but unused for 30 days: {} ({})",
+            k["key_id"].as_str().unwrap_or(""),
+            k["decisions"],
+            used.join(", "),
+            list("unused_scopes"),
+            k["findings"]["unused_scopes"]
+                .as_str()
+                .unwrap_or("no finding"),
+        );
     }
     Ok(())
 }
