@@ -864,6 +864,8 @@ mod tests {
                     ("aispm.control_id", "ctl-mcp"),
                     ("aispm.mode", "enforced"),
                     ("aispm.risk", "critical"),
+                    ("aispm.api_key_id", "triage-github-key"),
+                    ("aispm.scopes_used", "issues:write,repo:read"),
                 ],
             ),
             span(
@@ -899,6 +901,9 @@ mod tests {
         assert_eq!(v[2]["environment"], "production");
         assert_eq!(v[2]["tenant_id"], "acme");
         assert_eq!(v[2]["source"], "otlp:support-bot");
+        assert_eq!(v[2]["api_key_id"], "triage-github-key");
+        assert_eq!(v[2]["scopes_used"], json!(["issues:write", "repo:read"]));
+        assert!(v[1].get("scopes_used").is_none(), "no key, no scopes");
         assert_eq!(
             s.ignored,
             BTreeMap::from([
