@@ -23,6 +23,7 @@ fn settings() -> Settings {
         denials_per_minute: 3,
         retries_per_minute: 2,
         break_glass_review_ms: 20 * 60_000,
+        unused_scope_ms: 20 * 60_000,
         ..Settings::default()
     }
 }
@@ -178,8 +179,14 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                         data_classes: classes.iter().map(|c| (*c).to_owned()).collect(),
                         synthetic: *synthetic,
                         approval_id: None,
-                        api_key_id: None,
-                        scopes_used: vec![],
+                        // Key k1 with one scope, or none, or no key: AISPM-KEY-002 comes and
+                        // goes with the key's newest use and each scope's.
+                        api_key_id: (i % 4 != 0).then(|| "k1".to_owned()),
+                        scopes_used: match i % 4 {
+                            1 => vec!["read".into()],
+                            2 => vec!["write".into()],
+                            _ => vec![],
+                        },
                         evidence: ev,
                     };
                     (
@@ -263,9 +270,9 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                             Trust::Trusted
                         }),
                         scopes: if *bad {
-                            vec!["*".into()]
+                            vec!["*".into(), "read".into()]
                         } else {
-                            vec!["read".into()]
+                            vec!["read".into(), "write".into()]
                         },
                         public: Some(true),
                         auth_required: Some(!bad),
@@ -273,7 +280,12 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                         approved_data_classes: if *bad { vec![] } else { vec!["pii".into()] },
                         recipients: vec![],
                         framework_mappings: vec![],
-                        attributes: Default::default(),
+                        // A key names its agent (the identity view's keys).
+                        attributes: [(
+                            "agent_id".to_owned(),
+                            ["a1", "a2"][(*minute % 2) as usize].to_owned(),
+                        )]
+                        .into(),
                     };
                     let r = RegistryEvent {
                         event_id: id,
@@ -851,6 +863,80 @@ fn finding_row(views: &Views, id: &str) -> Option<FindingRow> {
         ViewRow::Finding(f) => Some(f),
         _ => None,
     }
+}
+
+/// AISPM-KEY-002: a key's scopes unused for the window (20 minutes here) before its newest use,
+/// by event time, so any order and batching of the same events gives the same row; it leaves
+/// the view once every scope was used within the window.
+#[test]
+fn unused_scopes_are_judged_by_event_time_whatever_the_order() {
+    let topics = Topics::default();
+    // A decision's key and scopes follow its index (see `build`): i % 4 = 0 no key, 1 `read`,
+    // 2 `write`, 3 the key with no scope.
+    let decide = |minute| Spec::Decision {
+        tenant: "acme",
+        agent: "a1",
+        kind: ActionKind::Git,
+        tool: "s1/x",
+        endpoint: "m1",
+        control: Some("c1"),
+        shadow: false,
+        verdict: Verdict::Allow,
+        risk: Risk::Low,
+        classes: vec![],
+        synthetic: false,
+        evidence: 0,
+        minute,
+    };
+    let check_orders = |specs: &[Spec]| -> Views {
+        let events = build(specs, &topics);
+        let forward: Vec<usize> = (0..events.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        let one = project(&events, &forward, &[]);
+        for (order, cuts) in [
+            (&backward, vec![]),
+            (&forward, vec![2]),
+            (&backward, vec![1, 3]),
+        ] {
+            let other = project(&events, order, &cuts);
+            assert_eq!(other, one, "{}", diff(&other, &one));
+        }
+        one
+    };
+    let id = "AISPM-KEY-002:k1";
+    // k1 granted `read` and `write` at minute 0; `read` used at minute 1, `write` at 5, the
+    // key again at 30: both scopes unused for 20 minutes before then.
+    let mut specs = vec![
+        Spec::Asset {
+            tenant: "acme",
+            kind: AssetKind::ApiKey,
+            id: "k1",
+            bad: false,
+            retired: false,
+            minute: 0,
+        },
+        decide(1),
+        decide(5),
+        decide(30),
+    ];
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).expect("both scopes unused");
+    assert_eq!(f.occurrences, 2);
+    assert_eq!(f.status, FindingStatus::Open);
+    assert_eq!(
+        f.opened_at,
+        Timestamp(T0 + 21 * 60_000 + 1),
+        "read's window ended first"
+    );
+    assert_eq!(f.last_occurrence_at, Timestamp(T0 + 30 * 60_000 + 3));
+    // `read` used at minute 28 (index 5; index 4 carries no key): only `write` is unused.
+    specs.extend([decide(26), decide(28)]);
+    let views = check_orders(&specs);
+    assert_eq!(finding_row(&views, id).map(|f| f.occurrences), Some(1));
+    // `write` used at minute 29: nothing is unused, the finding leaves the view.
+    specs.push(decide(29));
+    let views = check_orders(&specs);
+    assert_eq!(finding_row(&views, id), None);
 }
 
 /// Decisions allowed without approval by one agent under one control are occurrences of one
