@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The working set's hash maps: foldhash (randomly seeded, several times faster than the
 /// standard SipHash on these short string keys, which showed at 6% of the apply path).
@@ -48,6 +49,8 @@ impl<T: Serialize + Any + Send> Agg for T {
 struct Slot {
     value: Box<dyn Agg>,
     changed: bool,
+    /// Bytes of its encoding when it was read (0: new), what the cache weighs it by.
+    encoded: usize,
 }
 
 impl std::fmt::Debug for Slot {
@@ -69,7 +72,14 @@ pub(crate) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 /// aggregates decoded, ready to update without decoding again.
 pub(crate) struct Cache {
     rows: LruCache<Vec<u8>, Option<u128>>,
-    aggs: LruCache<Vec<u8>, Box<dyn Agg>>,
+    aggs: LruCache<Vec<u8>, Cached>,
+    /// The estimated heap bytes of `aggs` and of `rows` (`cache_bytes` sums every cache's).
+    agg_bytes: usize,
+    row_bytes: usize,
+    /// Most estimated bytes of decoded aggregates: an aggregate's decoded size grows with its
+    /// history (an agent's reach, a control's environments), so a bound on entries alone
+    /// lets the cache grow for as long as the state does.
+    agg_budget: usize,
     /// The keys of this worker's tenants that may exist: a read of any other is skipped.
     pub exists: MayExist,
 }
@@ -82,6 +92,38 @@ static DIGEST: LazyLock<[foldhash::quality::RandomState; 2]> = LazyLock::new(Def
 fn digest(bytes: &[u8]) -> u128 {
     let [a, b] = &*DIGEST;
     (u128::from(a.hash_one(bytes)) << 64) | u128::from(b.hash_one(bytes))
+}
+
+/// A decoded aggregate kept across batches, with its weight in the cache.
+struct Cached {
+    value: Box<dyn Agg>,
+    /// Bytes of its encoding.
+    encoded: usize,
+    /// Its estimated heap bytes ([`Cache::weigh`]).
+    weight: usize,
+}
+
+/// Estimated bytes of all caches in this process (`state_memory_bytes{part="aggregate_cache"}`).
+static CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Estimated bytes of every aggregate cache alive in this process (the metrics' gauge).
+pub(crate) fn cache_bytes() -> usize {
+    CACHE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Decoded bytes per encoded byte, about: collections, boxed strings and their headers make a
+/// decoded aggregate several times its postcard encoding.
+const DECODED_PER_ENCODED: usize = 4;
+/// Bytes per cache entry besides key and value: the LRU's node and hash slot.
+const ENTRY_OVERHEAD: usize = 96;
+/// The decoded-aggregate budget per aggregate entry of `--cache-entries` (a tenth of the
+/// entries are aggregates): 4 KiB, so 100 000 entries hold at most about 40 MiB of them.
+const AGG_BYTES_PER_ENTRY: usize = 4096;
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        CACHE_BYTES.fetch_sub(self.agg_bytes + self.row_bytes, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -102,6 +144,9 @@ impl Cache {
         Cache {
             rows: LruCache::new(size(entries)),
             aggs: LruCache::new(size(entries / 10)),
+            agg_bytes: 0,
+            row_bytes: 0,
+            agg_budget: (entries / 10).max(1) * AGG_BYTES_PER_ENTRY,
             exists: MayExist::default(),
         }
     }
@@ -111,6 +156,68 @@ impl Cache {
     pub(crate) fn clear(&mut self) {
         self.rows.clear();
         self.aggs.clear();
+        self.account(0, 0);
+    }
+
+    /// Sets the estimates, and the process's total by as much.
+    fn account(&mut self, agg_bytes: usize, row_bytes: usize) {
+        let (old, new) = (self.agg_bytes + self.row_bytes, agg_bytes + row_bytes);
+        if new >= old {
+            CACHE_BYTES.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            CACHE_BYTES.fetch_sub(old - new, Ordering::Relaxed);
+        }
+        (self.agg_bytes, self.row_bytes) = (agg_bytes, row_bytes);
+    }
+
+    /// The estimated heap bytes of a cached aggregate.
+    fn weigh(key: &[u8], encoded: usize) -> usize {
+        key.len() + encoded.saturating_mul(DECODED_PER_ENCODED) + ENTRY_OVERHEAD
+    }
+
+    /// The estimated heap bytes of a row digest.
+    fn weigh_row(key: &[u8]) -> usize {
+        key.len() + std::mem::size_of::<Option<u128>>() + ENTRY_OVERHEAD
+    }
+
+    /// Takes an aggregate out (a batch holds it while it works): its value and encoded size.
+    fn take(&mut self, key: &[u8]) -> Option<(Box<dyn Agg>, usize)> {
+        let c = self.aggs.pop(key)?;
+        self.account(self.agg_bytes.saturating_sub(c.weight), self.row_bytes);
+        Some((c.value, c.encoded))
+    }
+
+    /// Keeps an aggregate, evicting the least recently used past the entry or byte bound.
+    fn keep(&mut self, key: Vec<u8>, value: Box<dyn Agg>, encoded: usize) {
+        let weight = Self::weigh(&key, encoded);
+        let mut bytes = self.agg_bytes + weight;
+        // `push` hands back the entry it replaced or, when full, the one it evicted.
+        if let Some((_, old)) = self.aggs.push(
+            key,
+            Cached {
+                value,
+                encoded,
+                weight,
+            },
+        ) {
+            bytes = bytes.saturating_sub(old.weight);
+        }
+        while bytes > self.agg_budget && self.aggs.len() > 1 {
+            match self.aggs.pop_lru() {
+                Some((_, old)) => bytes = bytes.saturating_sub(old.weight),
+                None => break,
+            }
+        }
+        self.account(bytes, self.row_bytes);
+    }
+
+    /// Keeps a row's digest, evicting the least recently used past the entry bound.
+    fn keep_row(&mut self, key: Vec<u8>, digest: Option<u128>) {
+        let mut bytes = self.row_bytes + Self::weigh_row(&key);
+        if let Some((old, _)) = self.rows.push(key, digest) {
+            bytes = bytes.saturating_sub(Self::weigh_row(&old));
+        }
+        self.account(self.agg_bytes, bytes);
     }
 }
 
@@ -179,19 +286,20 @@ impl<'a> Overlay<'a> {
         let slot = match self.aggs.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let value = match self.cache.aggs.pop(e.key()) {
-                    Some(value) => value,
+                let (value, encoded) = match self.cache.take(e.key()) {
+                    Some(cached) => cached,
                     None if !self.cache.exists.may_contain(CF_STATE, e.key()) => {
-                        Box::new(T::default())
+                        (Box::new(T::default()) as Box<dyn Agg>, 0)
                     }
                     None => match self.store.get_raw(columns::STATE, e.key())? {
-                        Some(b) => Box::new(decode::<T>(&b)?),
-                        None => Box::new(T::default()),
+                        Some(b) => (Box::new(decode::<T>(&b)?) as Box<dyn Agg>, b.len()),
+                        None => (Box::new(T::default()) as Box<dyn Agg>, 0),
                     },
                 };
                 e.insert(Slot {
                     value,
                     changed: false,
+                    encoded,
                 })
             }
         };
@@ -336,7 +444,7 @@ impl<'a> Overlay<'a> {
             None
         };
         let same = stored.as_deref() == new;
-        self.cache.rows.put(ck, stored.as_deref().map(digest));
+        self.cache.keep_row(ck, stored.as_deref().map(digest));
         Ok(same)
     }
 
@@ -373,11 +481,14 @@ impl<'a> Overlay<'a> {
             put((columns::SEEN, key, Some(event)))?;
         }
         for (key, slot) in aggs {
+            let mut encoded = slot.encoded;
             if slot.changed {
                 self.cache.exists.insert(CF_STATE, &key);
-                put((columns::STATE, key.clone(), Some(slot.value.encode())))?;
+                let bytes = slot.value.encode();
+                encoded = bytes.len();
+                put((columns::STATE, key.clone(), Some(bytes)))?;
             }
-            self.cache.aggs.put(key, slot.value);
+            self.cache.keep(key, slot.value, encoded);
         }
         for (mut ck, v) in writes {
             let cf = match ck[0] {
@@ -391,11 +502,46 @@ impl<'a> Overlay<'a> {
                 self.cache.exists.insert(ck[0], &ck[1..]);
             }
             if ck[0] != CF_STATE {
-                self.cache.rows.put(ck.clone(), v.as_deref().map(digest));
+                self.cache.keep_row(ck.clone(), v.as_deref().map(digest));
             }
             ck.remove(0);
             put((cf, ck, v))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregate_cache_is_bounded_by_its_estimated_bytes_as_well_as_its_entries() {
+        // 100 entries: 10 aggregates and 40 KiB of them.
+        let mut cache = Cache::new(100);
+        let weight = Cache::weigh(b"k0", 5_000);
+        for i in 0..5u8 {
+            cache.keep(vec![b'k', b'0' + i], Box::new(vec![i; 10]), 5_000);
+        }
+        // Each weighs about 20 KiB: two fit in 40 KiB, the oldest went first.
+        assert_eq!(cache.aggs.len(), 2);
+        assert_eq!(cache.agg_bytes, 2 * weight);
+        assert!(cache.take(b"k0").is_none() && cache.take(b"k2").is_none());
+        let (_, encoded) = cache.take(b"k4").expect("the newest stays");
+        assert_eq!(encoded, 5_000);
+        assert_eq!(cache.agg_bytes, weight, "taken out, no longer counted");
+        // Small ones: the entry bound (10) holds, whatever the bytes.
+        for i in 0..30u8 {
+            cache.keep(vec![b's', i], Box::new(i), 10);
+        }
+        assert_eq!(cache.aggs.len(), 10);
+        let expected: usize = cache.aggs.iter().map(|(_, c)| c.weight).sum();
+        assert_eq!(cache.agg_bytes, expected, "evicted entries are not counted");
+        // Row digests are counted, and a replaced digest is not counted twice.
+        cache.keep_row(b"r1".to_vec(), Some(1));
+        cache.keep_row(b"r1".to_vec(), Some(2));
+        assert_eq!(cache.row_bytes, Cache::weigh_row(b"r1"));
+        cache.clear();
+        assert_eq!((cache.agg_bytes, cache.row_bytes), (0, 0));
     }
 }

@@ -200,6 +200,11 @@ impl Loop {
                     "key_filter",
                     crate::filter::total_bytes() as u64,
                 );
+                gauge(
+                    &self.metrics.state_memory,
+                    "aggregate_cache",
+                    crate::batch::cache_bytes() as u64,
+                );
                 gauge(&self.metrics.state_memory, "memtables", memtables);
                 gauge(&self.metrics.state_memory, "table_readers", table_readers);
                 last_stats = Instant::now();

@@ -137,8 +137,9 @@ pub struct Config {
     #[arg(long, env = "AISPM_BATCH_WAIT", value_parser = humantime::parse_duration, default_value = "20ms")]
     pub batch_wait: Duration,
 
-    /// Row digests kept in memory (change detection), and a tenth as many decoded aggregates
-    /// (bounded; the rest is read from RocksDB).
+    /// Row digests kept in memory (change detection), and a tenth as many decoded aggregates,
+    /// those at most 4 KiB each on average by their estimated size (an aggregate's decoded
+    /// size grows with its history); the rest is read from RocksDB.
     #[arg(long, env = "AISPM_CACHE_ENTRIES", default_value_t = 100_000)]
     pub cache_entries: usize,
 
