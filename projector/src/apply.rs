@@ -210,19 +210,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             let mut risk_changed = false;
             let window = |a: &AssetAgg| a.last_decision.as_ref().map(|l| risk::reach_since(l.0));
             let window_before = window(a);
-            a.decisions += 1;
-            if d.synthetic {
-                a.synthetic_decisions += 1;
-            } else {
-                latest(&mut a.last_real_decision, &at);
-            }
-            min_opt(&mut a.first_seen, at.0);
-            latest(&mut a.last_decision, &at);
-            keep_newest(&mut a.recent, &at);
-            a.environments
-                .entry(d.environment)
-                .or_default()
-                .count(&at, d.synthetic);
+            a.named_by(d, &at);
             for class in &d.data_classes {
                 if !a.data_classes.contains(class) {
                     a.data_classes.insert(class.clone());
@@ -291,19 +279,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             Tag::Asset,
             &format!("api_key/{key}"),
             |a: &mut AssetAgg| {
-                a.decisions += 1;
-                if d.synthetic {
-                    a.synthetic_decisions += 1;
-                } else {
-                    latest(&mut a.last_real_decision, &at);
-                }
-                min_opt(&mut a.first_seen, at.0);
-                latest(&mut a.last_decision, &at);
-                keep_newest(&mut a.recent, &at);
-                a.environments
-                    .entry(d.environment)
-                    .or_default()
-                    .count(&at, d.synthetic);
+                a.named_by(d, &at);
                 for scope in &d.scopes_used {
                     a.reached(KEY_SCOPES, scope, at.0, at.0);
                 }

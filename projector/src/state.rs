@@ -332,6 +332,24 @@ pub(crate) const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoi
 pub(crate) const KEEP_REACH: usize = 256;
 
 impl AssetAgg {
+    /// Counts a decision that named the asset (at `at`): its decisions, first and newest, the
+    /// newest ids, and its environment's share.
+    pub(crate) fn named_by(&mut self, d: &aispm_schemas::DecisionEvent, at: &Stamp) {
+        self.decisions += 1;
+        if d.synthetic {
+            self.synthetic_decisions += 1;
+        } else {
+            latest(&mut self.last_real_decision, at);
+        }
+        min_opt(&mut self.first_seen, at.0);
+        latest(&mut self.last_decision, at);
+        keep_newest(&mut self.recent, at);
+        self.environments
+            .entry(d.environment)
+            .or_default()
+            .count(at, d.synthetic);
+    }
+
     /// Whether the asset's registration approves data of `class` now (registered, not retired,
     /// the class among its `approved_data_classes`): what AISPM-DATA-001 and the data-exposure
     /// map judge a destination by.

@@ -865,6 +865,23 @@ fn finding_row(views: &Views, id: &str) -> Option<FindingRow> {
     }
 }
 
+/// The views of `events` applied in order, asserted equal to those of the reverse order, of the
+/// order cut into batches at `cuts[0]`, and of the reverse order cut at `cuts[1]`.
+fn same_whatever_the_order(events: &[(String, Vec<u8>, String)], cuts: [&[usize]; 2]) -> Views {
+    let forward: Vec<usize> = (0..events.len()).collect();
+    let backward: Vec<usize> = forward.iter().rev().copied().collect();
+    let one = project(events, &forward, &[]);
+    for (order, cuts) in [
+        (&backward, &[][..]),
+        (&forward, cuts[0]),
+        (&backward, cuts[1]),
+    ] {
+        let other = project(events, order, cuts);
+        assert_eq!(other, one, "{}", diff(&other, &one));
+    }
+    one
+}
+
 /// AISPM-KEY-002: a key's scopes unused for the window (20 minutes here) before its newest use,
 /// by event time, so any order and batching of the same events gives the same row; it leaves
 /// the view once every scope was used within the window.
@@ -888,21 +905,8 @@ fn unused_scopes_are_judged_by_event_time_whatever_the_order() {
         evidence: 0,
         minute,
     };
-    let check_orders = |specs: &[Spec]| -> Views {
-        let events = build(specs, &topics);
-        let forward: Vec<usize> = (0..events.len()).collect();
-        let backward: Vec<usize> = forward.iter().rev().copied().collect();
-        let one = project(&events, &forward, &[]);
-        for (order, cuts) in [
-            (&backward, vec![]),
-            (&forward, vec![2]),
-            (&backward, vec![1, 3]),
-        ] {
-            let other = project(&events, order, &cuts);
-            assert_eq!(other, one, "{}", diff(&other, &one));
-        }
-        one
-    };
+    let check_orders =
+        |specs: &[Spec]| same_whatever_the_order(&build(specs, &topics), [&[2], &[1, 3]]);
     let id = "AISPM-KEY-002:k1";
     // k1 granted `read` and `write` at minute 0; `read` used at minute 1, `write` at 5, the
     // key again at 30: both scopes unused for 20 minutes before then.
@@ -980,21 +984,8 @@ fn a_finding_is_one_row_per_agent_and_control() {
         approval(ApprovalKind::ApprovalGranted, 0, 10),
         approval(ApprovalKind::ApprovalGranted, 1, 0),
     ];
-    let check_orders = |specs: &[Spec]| -> Views {
-        let events = build(specs, &topics);
-        let forward: Vec<usize> = (0..events.len()).collect();
-        let backward: Vec<usize> = forward.iter().rev().copied().collect();
-        let one = project(&events, &forward, &[]);
-        for (order, cuts) in [
-            (&backward, vec![]),
-            (&forward, vec![1, 3]),
-            (&backward, vec![2]),
-        ] {
-            let other = project(&events, order, &cuts);
-            assert_eq!(other, one, "{}", diff(&other, &one));
-        }
-        one
-    };
+    let check_orders =
+        |specs: &[Spec]| same_whatever_the_order(&build(specs, &topics), [&[1, 3], &[2]]);
 
     let views = check_orders(&specs);
     let f = finding_row(&views, id).expect("one row for a1 under c1");
