@@ -27,8 +27,8 @@
 use crate::posture;
 use crate::project::decode_row;
 use crate::state::{
-    ApprovalStats, AssetAgg, DECISION_BUCKETS_MS, DESTINATIONS, DecisionFacts, FlowAgg, LinkAgg,
-    RELATIONS, Tag, flow_prefix, link_prefix, occurrence_prefix, parse_approval_index, state_key,
+    ApprovalStats, AssetAgg, DECISION_BUCKETS_MS, DESTINATIONS, DecisionFacts, FlowAgg, RELATIONS,
+    Tag, Usage, flow_prefix, link_prefix, occurrence_prefix, parse_approval_index, state_key,
 };
 use crate::store::{Store, columns};
 use aispm_runtime::auth::{Auth, Scope};
@@ -1122,7 +1122,7 @@ async fn agent_links(
     let (page, next) = state_page(&api.store, prefix, after, limit).await?;
     let mut links = Vec::with_capacity(page.len());
     for (suffix, value) in &page {
-        let l: LinkAgg =
+        let l: Usage =
             crate::store::decode(value).map_err(|e| ApiError::internal(e.to_string()))?;
         // The suffix is `{relation} \0 {target}` after the agent's prefix (the relation's
         // prefix already stripped when filtering by one).
@@ -1234,7 +1234,7 @@ fn identity(
         let Some((relation, target)) = text.split_once('\0') else {
             return Ok(true);
         };
-        let l: LinkAgg = crate::store::decode(v)?;
+        let l: Usage = crate::store::decode(v)?;
         let last = l.last.as_ref().map(|s| s.0);
         let r = relations.entry(relation.to_owned()).or_default();
         r.targets += 1;
@@ -1480,10 +1480,14 @@ impl FlowGroup {
     fn row(mut self, dest: &AssetAgg) -> Value {
         let (class, kind, destination) = self.parts();
         let sum = |f: fn(&FlowAgg) -> i64| self.agents.iter().map(|(_, a)| f(a)).sum::<i64>();
-        let (decisions, denied) = (sum(|a| a.decisions), sum(|a| a.denied));
-        let synthetic = sum(|a| a.synthetic_decisions);
-        let first = self.agents.iter().filter_map(|(_, a)| a.first).min();
-        let last = self.agents.iter().filter_map(|(_, a)| a.last.clone()).max();
+        let (decisions, denied) = (sum(|a| a.used.decisions), sum(|a| a.denied));
+        let synthetic = sum(|a| a.used.synthetic_decisions);
+        let first = self.agents.iter().filter_map(|(_, a)| a.used.first).min();
+        let last = self
+            .agents
+            .iter()
+            .filter_map(|(_, a)| a.used.last.clone())
+            .max();
         let approved = dest.approves(&class);
         let registered = dest.registration.as_ref().is_some_and(|r| !r.value.retired);
         // AISPM-DATA-001 judges model endpoints (by the same `AssetAgg::approves`).
@@ -1492,8 +1496,9 @@ impl FlowGroup {
         });
         let agent_count = self.agents.len();
         self.agents.sort_by(|a, b| {
-            b.1.decisions
-                .cmp(&a.1.decisions)
+            b.1.used
+                .decisions
+                .cmp(&a.1.used.decisions)
                 .then_with(|| a.0.cmp(&b.0))
         });
         self.agents.truncate(FLOW_AGENTS);
@@ -1502,9 +1507,9 @@ impl FlowGroup {
             .iter()
             .map(|(agent, a)| {
                 json!({
-                    "agent_id": agent, "decisions": a.decisions, "denied": a.denied,
-                    "synthetic_decisions": a.synthetic_decisions,
-                    "last_at": a.last.as_ref().map(|l| Timestamp(l.0)),
+                    "agent_id": agent, "decisions": a.used.decisions, "denied": a.denied,
+                    "synthetic_decisions": a.used.synthetic_decisions,
+                    "last_at": a.used.last.as_ref().map(|l| Timestamp(l.0)),
                 })
             })
             .collect();

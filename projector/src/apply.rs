@@ -262,14 +262,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
 
     for (relation, target) in linked {
         let id = link_id(&d.agent_id, relation, &target);
-        ov.update(t, Tag::Link, &id, |l: &mut LinkAgg| {
-            l.decisions += 1;
-            if d.synthetic {
-                l.synthetic_decisions += 1;
-            }
-            min_opt(&mut l.first, at.0);
-            latest(&mut l.last, &at);
-        })?;
+        ov.update(t, Tag::Link, &id, |l: &mut Usage| l.count(&at, d.synthetic))?;
     }
 
     // The API key it used: its use, and each scope's newest use (AISPM-KEY-002).
@@ -502,15 +495,10 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         for class in &classes {
             let id = flow_id(class, kind, destination, &d.agent_id);
             ov.update(t, Tag::Flow, &id, |f: &mut FlowAgg| {
-                f.decisions += 1;
+                f.used.count(&at, d.synthetic);
                 if d.verdict == Verdict::Deny {
                     f.denied += 1;
                 }
-                if d.synthetic {
-                    f.synthetic_decisions += 1;
-                }
-                min_opt(&mut f.first, at.0);
-                latest(&mut f.last, &at);
             })?;
         }
     }

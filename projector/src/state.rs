@@ -44,7 +44,7 @@ pub(crate) enum Tag {
     /// that raised an event-raised finding ([`occurrence_id`]), in event-time order: every
     /// event behind the finding, read by cursor through the API.
     Occurrence,
-    /// [`LinkAgg`], id = `{agent_id} \0 {relation} \0 {target}` ([`link_id`]): what an agent
+    /// [`Usage`], id = `{agent_id} \0 {relation} \0 {target}` ([`link_id`]): what an agent
     /// acted for and with (the identity-to-action map).
     Link,
     /// Empty marker, id = [`approval_index_id`]: every approval event, newest first.
@@ -682,14 +682,27 @@ impl ApprovalStats {
     }
 }
 
-/// An agent's use of one target (an actor it acted for, a tool, model endpoint, repo or
-/// workflow it used): counted once per decision naming both.
+/// The use of one thing by the decisions that name it: how many, of them synthetic, the
+/// first and the newest. An agent's link to a target (an actor it acted for, a tool, model
+/// endpoint, repo, workflow, key or scope it used) is one, and so is a data flow's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LinkAgg {
+pub(crate) struct Usage {
     pub decisions: i64,
     pub synthetic_decisions: i64,
     pub first: Option<i64>,
     pub last: Option<Stamp>,
+}
+
+impl Usage {
+    /// Counts a decision at `at`.
+    pub(crate) fn count(&mut self, at: &Stamp, synthetic: bool) {
+        self.decisions += 1;
+        if synthetic {
+            self.synthetic_decisions += 1;
+        }
+        min_opt(&mut self.first, at.0);
+        latest(&mut self.last, at);
+    }
 }
 
 /// Data of one class sent to one model endpoint.
@@ -706,12 +719,9 @@ pub(crate) struct ExposureAgg {
 /// One data class sent by one agent to one destination (a model endpoint or an MCP tool).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FlowAgg {
-    pub decisions: i64,
-    /// Of them, denied (the data did not leave).
+    pub used: Usage,
+    /// Of its decisions, denied (the data did not leave).
     pub denied: i64,
-    pub synthetic_decisions: i64,
-    pub first: Option<i64>,
-    pub last: Option<Stamp>,
 }
 
 /// One agent's decisions in one minute of event time. Every count only grows, so each
