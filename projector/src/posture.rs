@@ -30,219 +30,320 @@ fn pct(good: usize, total: usize) -> f64 {
 
 /// Computes the posture from a tenant's rows at `now`, judged with `windows`.
 pub fn compute(tenant: &str, rows: &[ViewRow], windows: &clock::Windows, now: Timestamp) -> Value {
-    let mut seen = 0;
-    let mut governed = 0;
-    let mut shadow = Vec::new();
-    let mut high_paths = 0;
-    let mut enforced = 0;
-    let mut weak_controls = Vec::new();
-    let mut open = Vec::new();
-    let mut by_severity: std::collections::BTreeMap<&'static str, u64> =
-        [("critical", 0), ("high", 0), ("medium", 0), ("low", 0)].into();
-    let mut penalty = 0i64;
-    let mut overdue = Vec::new();
-    let mut risk_accepted = Vec::new();
-    let mut expired_exceptions = Vec::new();
-    let mut review_overdue = Vec::new();
-    let mut evidence_total = 0;
-    let mut verified = 0;
-    let mut unverified = Vec::new();
-    let mut counting_evidence = Vec::new();
-    let mut delivered = Vec::new();
-    let mut failed = Vec::new();
-    let day_ago = Timestamp(now.0 - 24 * 3600 * 1000);
-    let recent = |t: Option<Timestamp>| t.is_some_and(|t| t >= day_ago && t <= now);
-    let mut opened_24h = Vec::new();
-    let mut closed_24h = Vec::new();
-    let mut evidence_24h = 0u64;
-    let mut exceptions_24h = Vec::new();
-    let mut new_assets_24h = Vec::new();
+    let mut fold = Fold::new(windows, now);
     for r in rows {
+        fold.add(r);
+    }
+    fold.finish(tenant)
+}
+
+/// A drill-down list as it is gathered: its first [`DRILL_CAP`] ids and how many there are.
+#[derive(Debug, Default)]
+struct Drill {
+    ids: Vec<String>,
+    count: usize,
+}
+
+impl Drill {
+    fn push(&mut self, id: impl FnOnce() -> String) {
+        if self.ids.len() < DRILL_CAP {
+            self.ids.push(id());
+        }
+        self.count += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+}
+
+/// `{"drill_down": {name: ids…}, "counts": {name: count…}}` of a layer's lists.
+fn drill_down<const N: usize>(lists: [(&str, Drill); N]) -> (Value, Value) {
+    let mut ids = serde_json::Map::new();
+    let mut counts = serde_json::Map::new();
+    for (name, d) in lists {
+        counts.insert(name.to_owned(), json!(d.count));
+        ids.insert(name.to_owned(), json!(d.ids));
+    }
+    (Value::Object(ids), Value::Object(counts))
+}
+
+/// The posture's one pass over a tenant's rows: each row is folded in as it is read, so what
+/// a computation holds is the counts, the first ids of each list and the newest evidence, not
+/// the tenant's rows (which grow with its history).
+struct Fold<'w> {
+    windows: &'w clock::Windows,
+    now: Timestamp,
+    day_ago: Timestamp,
+    seen: usize,
+    governed: usize,
+    shadow: Drill,
+    high_paths: usize,
+    enforced: usize,
+    weak_controls: Drill,
+    open: Drill,
+    by_severity: std::collections::BTreeMap<&'static str, u64>,
+    penalty: i64,
+    overdue: Drill,
+    risk_accepted: Drill,
+    expired_exceptions: Drill,
+    review_overdue: Drill,
+    evidence_total: usize,
+    verified: usize,
+    unverified: Drill,
+    /// The newest evidence that counts for freshness ([`clock::newest_evidence`]), overall
+    /// and per stage (its own environment's, as the gatekeeper reads it).
+    newest: Option<EvidenceRow>,
+    newest_per_stage: [Option<EvidenceRow>; 3],
+    delivered: Drill,
+    failed: Drill,
+    opened_24h: Drill,
+    closed_24h: Drill,
+    evidence_24h: u64,
+    exceptions_24h: Drill,
+    new_assets_24h: Drill,
+}
+
+/// `slot` becomes the newer of itself and `e` by [`clock::newest_evidence`]'s order.
+fn keep_newest_evidence(slot: &mut Option<EvidenceRow>, e: &EvidenceRow) {
+    let newer = match slot {
+        None => clock::newest_evidence([e]).is_some(),
+        Some(best) => clock::newest_evidence([&*best, e]).is_some_and(|n| std::ptr::eq(n, e)),
+    };
+    if newer {
+        *slot = Some(e.clone());
+    }
+}
+
+impl<'w> Fold<'w> {
+    fn new(windows: &'w clock::Windows, now: Timestamp) -> Self {
+        Fold {
+            windows,
+            now,
+            day_ago: Timestamp(now.0 - 24 * 3600 * 1000),
+            seen: 0,
+            governed: 0,
+            shadow: Drill::default(),
+            high_paths: 0,
+            enforced: 0,
+            weak_controls: Drill::default(),
+            open: Drill::default(),
+            by_severity: [("critical", 0), ("high", 0), ("medium", 0), ("low", 0)].into(),
+            penalty: 0,
+            overdue: Drill::default(),
+            risk_accepted: Drill::default(),
+            expired_exceptions: Drill::default(),
+            review_overdue: Drill::default(),
+            evidence_total: 0,
+            verified: 0,
+            unverified: Drill::default(),
+            newest: None,
+            newest_per_stage: [None, None, None],
+            delivered: Drill::default(),
+            failed: Drill::default(),
+            opened_24h: Drill::default(),
+            closed_24h: Drill::default(),
+            evidence_24h: 0,
+            exceptions_24h: Drill::default(),
+            new_assets_24h: Drill::default(),
+        }
+    }
+
+    fn recent(&self, t: Option<Timestamp>) -> bool {
+        t.is_some_and(|t| t >= self.day_ago && t <= self.now)
+    }
+
+    fn add(&mut self, r: &ViewRow) {
+        let now = self.now;
         match r {
             ViewRow::Finding(f) => {
-                if recent(Some(f.opened_at)) {
-                    opened_24h.push(f.finding_id.clone());
+                if self.recent(Some(f.opened_at)) {
+                    self.opened_24h.push(|| f.finding_id.clone());
                 }
-                if recent(f.closed_at) {
-                    closed_24h.push(f.finding_id.clone());
+                if self.recent(f.closed_at) {
+                    self.closed_24h.push(|| f.finding_id.clone());
                 }
             }
-            ViewRow::Evidence(e) if recent(Some(e.recorded_at)) => evidence_24h += 1,
-            ViewRow::Exception(x) if recent(Some(x.granted_at)) => {
-                exceptions_24h.push(x.exception_id.clone())
+            ViewRow::Evidence(e) if self.recent(Some(e.recorded_at)) => self.evidence_24h += 1,
+            ViewRow::Exception(x) if self.recent(Some(x.granted_at)) => {
+                self.exceptions_24h.push(|| x.exception_id.clone())
             }
-            ViewRow::Coverage(c) if recent(c.first_seen) => {
-                new_assets_24h.push(format!("{}/{}", c.kind, c.id))
+            ViewRow::Coverage(c) if self.recent(c.first_seen) => {
+                self.new_assets_24h.push(|| format!("{}/{}", c.kind, c.id))
             }
             _ => {}
         }
         match r {
             ViewRow::Coverage(c) if c.kind != CoverageKind::ActionPath && c.decisions > 0 => {
-                seen += 1;
+                self.seen += 1;
                 if c.registered {
-                    governed += 1;
+                    self.governed += 1;
                 } else {
-                    shadow.push(format!("{}/{}", c.kind, c.id));
+                    self.shadow.push(|| format!("{}/{}", c.kind, c.id));
                 }
             }
             ViewRow::Control(c) if c.high_risk_decisions > 0 => {
-                high_paths += 1;
+                self.high_paths += 1;
                 if c.state == ControlState::Enforced {
-                    enforced += 1;
+                    self.enforced += 1;
                 } else {
-                    weak_controls.push(c.control_id.clone());
+                    self.weak_controls.push(|| c.control_id.clone());
                 }
             }
             ViewRow::Finding(f) if f.status == FindingStatus::Open => {
-                open.push(f.finding_id.clone());
-                *by_severity.entry(f.severity.as_str()).or_default() += 1;
-                penalty += match f.severity {
+                self.open.push(|| f.finding_id.clone());
+                *self.by_severity.entry(f.severity.as_str()).or_default() += 1;
+                self.penalty += match f.severity {
                     Risk::Critical => 25,
                     Risk::High => 10,
                     Risk::Medium => 3,
                     Risk::Low => 1,
                 };
                 match clock::row_sla(f, now) {
-                    clock::Sla::Overdue => overdue.push(f.finding_id.clone()),
-                    clock::Sla::RiskAccepted => risk_accepted.push(f.finding_id.clone()),
+                    clock::Sla::Overdue => self.overdue.push(|| f.finding_id.clone()),
+                    clock::Sla::RiskAccepted => self.risk_accepted.push(|| f.finding_id.clone()),
                     _ => {}
                 }
             }
             ViewRow::Exception(x) => {
-                match clock::exception_state(x, windows.break_glass_review_window, now) {
+                match clock::exception_state(x, self.windows.break_glass_review_window, now) {
                     clock::ExceptionState::Expired => {
-                        expired_exceptions.push(x.exception_id.clone())
+                        self.expired_exceptions.push(|| x.exception_id.clone())
                     }
                     clock::ExceptionState::ReviewOverdue => {
-                        review_overdue.push(x.exception_id.clone())
+                        self.review_overdue.push(|| x.exception_id.clone())
                     }
                     _ => {}
                 }
             }
             ViewRow::Evidence(e) => {
-                evidence_total += 1;
+                self.evidence_total += 1;
                 if e.signature_state == SignatureState::Verified {
-                    verified += 1;
+                    self.verified += 1;
                 } else {
-                    unverified.push(e.evidence_id.clone());
+                    self.unverified.push(|| e.evidence_id.clone());
                 }
-                counting_evidence.push(e);
+                keep_newest_evidence(&mut self.newest, e);
+                for stage in Stage::ALL.iter().copied() {
+                    if e.counts_for(stage) {
+                        keep_newest_evidence(&mut self.newest_per_stage[stage.index()], e);
+                    }
+                }
             }
             ViewRow::Delivery(d)
                 if d.outcome == "delivered" && d.approved_recipients && d.evidence_id.is_some() =>
             {
-                delivered.push(d.report_id.clone())
+                self.delivered.push(|| d.report_id.clone())
             }
-            ViewRow::Delivery(d) if d.outcome != "delivered" => failed.push(d.report_id.clone()),
+            ViewRow::Delivery(d) if d.outcome != "delivered" => {
+                self.failed.push(|| d.report_id.clone())
+            }
             _ => {}
         }
     }
-    let mut last_24h = json!({
-        "since": day_ago,
-        "evidence_recorded": evidence_24h,
-        "drill_down": {
-            "findings_opened": opened_24h,
-            "findings_closed": closed_24h,
-            "exceptions_granted": exceptions_24h,
-            "assets_first_seen": new_assets_24h,
-        },
-    });
-    cap_drill_down(&mut last_24h);
-    // Only evidence that counts for freshness (not synthetic, signature not invalid).
-    let newest = clock::newest_evidence(counting_evidence.iter().copied());
-    let newest_evidence = newest.map(|e| e.recorded_at);
-    // Per stage, only the evidence of its own environment (as the gatekeeper reads it).
-    let stale = |stage| {
-        let own = clock::newest_evidence(
-            counting_evidence
-                .iter()
-                .copied()
-                .filter(|e| e.counts_for(stage)),
-        );
-        clock::evidence_stale(
-            own.map(|e| e.recorded_at),
-            windows.evidence_freshness(stage),
-            now,
-        )
-    };
-    let layers = json!({
-        "coverage": {
-            "score": pct(governed, seen),
-            "detail": format!("{governed} of {seen} assets seen in decisions are registered"),
-            "drill_down": {"shadow_assets": shadow},
-        },
-        "controls": {
-            "score": pct(enforced, high_paths),
-            "detail": format!("{enforced} of {high_paths} controls on high-risk paths are enforced"),
-            "drill_down": {"not_enforced": weak_controls},
-        },
-        "findings": {
-            "score": (100 - penalty).max(0),
-            "detail": format!("{} open findings, {} overdue", open.len(), overdue.len()),
-            "open_by_severity": by_severity,
-            "drill_down": {
-                "open": open,
-                "overdue": overdue,
-                "risk_accepted": risk_accepted,
-                "expired_exceptions": expired_exceptions,
-                "break_glass_review_overdue": review_overdue,
-            },
-        },
-        "evidence": {
-            "score": pct(verified, evidence_total),
-            "detail": format!("{verified} of {evidence_total} evidence artefacts verify against a trust root"),
-            "newest_at": newest_evidence,
-            "newest_id": newest.map(|e| e.evidence_id.clone()),
-            "age_seconds": newest_evidence.map(|t| (now.0 - t.0).max(0) / 1000),
-            "stale": {
-                "trial": stale(Stage::Trial),
-                "pilot": stale(Stage::Pilot),
-                "production": stale(Stage::Production),
-            },
-            "drill_down": {"unverified": unverified},
-        },
-        "reports": {
-            "score": if delivered.is_empty() { 0 } else { 100 },
-            "detail": format!("{} packets delivered to approved recipients with audit evidence", delivered.len()),
-            "drill_down": {"delivered": delivered, "failed": failed},
-        },
-    });
-    let mut layers = layers;
-    for name in LAYERS {
-        cap_drill_down(&mut layers[name]);
-    }
-    layers["findings"]["lists"] = json!({
-        "open": "/findings?status=open",
-        "overdue": "/findings?status=open&sla=overdue",
-        "risk_accepted": "/findings?status=open&sla=risk_accepted",
-    });
-    let scores: Vec<f64> = LAYERS
-        .iter()
-        .filter_map(|l| layers[l]["score"].as_f64())
-        .collect();
-    let overall = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
-    json!({
-        "tenant_id": tenant,
-        "score": (overall * 10.0).round() / 10.0,
-        "layers": layers,
-        "last_24h": last_24h,
-        "evaluated_at": now,
-    })
-}
 
-/// Caps each drill-down list of a layer at [`DRILL_CAP`] ids and records every list's full
-/// length under `counts`, so a tenant with 100k open findings answers a bounded posture.
-fn cap_drill_down(layer: &mut Value) {
-    let mut counts = serde_json::Map::new();
-    if let Some(lists) = layer["drill_down"].as_object_mut() {
-        for (name, ids) in lists.iter_mut() {
-            if let Some(a) = ids.as_array_mut() {
-                counts.insert(name.clone(), json!(a.len()));
-                a.truncate(DRILL_CAP);
-            }
-        }
+    fn finish(self, tenant: &str) -> Value {
+        let (now, windows) = (self.now, self.windows);
+        let (drill, counts) = drill_down([
+            ("findings_opened", self.opened_24h),
+            ("findings_closed", self.closed_24h),
+            ("exceptions_granted", self.exceptions_24h),
+            ("assets_first_seen", self.new_assets_24h),
+        ]);
+        let last_24h = json!({
+            "since": self.day_ago,
+            "evidence_recorded": self.evidence_24h,
+            "drill_down": drill,
+            "counts": counts,
+        });
+        let newest_evidence = self.newest.as_ref().map(|e| e.recorded_at);
+        let stale = |stage: Stage| {
+            clock::evidence_stale(
+                self.newest_per_stage[stage.index()]
+                    .as_ref()
+                    .map(|e| e.recorded_at),
+                windows.evidence_freshness(stage),
+                now,
+            )
+        };
+        let (seen, governed, high_paths, enforced) =
+            (self.seen, self.governed, self.high_paths, self.enforced);
+        let (open, overdue) = (self.open.len(), self.overdue.len());
+        let (coverage_drill, coverage_counts) = drill_down([("shadow_assets", self.shadow)]);
+        let (controls_drill, controls_counts) = drill_down([("not_enforced", self.weak_controls)]);
+        let (findings_drill, findings_counts) = drill_down([
+            ("open", self.open),
+            ("overdue", self.overdue),
+            ("risk_accepted", self.risk_accepted),
+            ("expired_exceptions", self.expired_exceptions),
+            ("break_glass_review_overdue", self.review_overdue),
+        ]);
+        let (evidence_drill, evidence_counts) = drill_down([("unverified", self.unverified)]);
+        let delivered = self.delivered.len();
+        let (reports_drill, reports_counts) =
+            drill_down([("delivered", self.delivered), ("failed", self.failed)]);
+        let layers = json!({
+            "coverage": {
+                "score": pct(governed, seen),
+                "detail": format!("{governed} of {seen} assets seen in decisions are registered"),
+                "drill_down": coverage_drill,
+                "counts": coverage_counts,
+            },
+            "controls": {
+                "score": pct(enforced, high_paths),
+                "detail": format!("{enforced} of {high_paths} controls on high-risk paths are enforced"),
+                "drill_down": controls_drill,
+                "counts": controls_counts,
+            },
+            "findings": {
+                "score": (100 - self.penalty).max(0),
+                "detail": format!("{open} open findings, {overdue} overdue"),
+                "open_by_severity": self.by_severity,
+                "drill_down": findings_drill,
+                "counts": findings_counts,
+                "lists": {
+                    "open": "/findings?status=open",
+                    "overdue": "/findings?status=open&sla=overdue",
+                    "risk_accepted": "/findings?status=open&sla=risk_accepted",
+                },
+            },
+            "evidence": {
+                "score": pct(self.verified, self.evidence_total),
+                "detail": format!(
+                    "{} of {} evidence artefacts verify against a trust root",
+                    self.verified, self.evidence_total
+                ),
+                "newest_at": newest_evidence,
+                "newest_id": self.newest.as_ref().map(|e| e.evidence_id.clone()),
+                "age_seconds": newest_evidence.map(|t| (now.0 - t.0).max(0) / 1000),
+                "stale": {
+                    "trial": stale(Stage::Trial),
+                    "pilot": stale(Stage::Pilot),
+                    "production": stale(Stage::Production),
+                },
+                "drill_down": evidence_drill,
+                "counts": evidence_counts,
+            },
+            "reports": {
+                "score": if delivered == 0 { 0 } else { 100 },
+                "detail": format!("{delivered} packets delivered to approved recipients with audit evidence"),
+                "drill_down": reports_drill,
+                "counts": reports_counts,
+            },
+        });
+        let scores: Vec<f64> = LAYERS
+            .iter()
+            .filter_map(|l| layers[l]["score"].as_f64())
+            .collect();
+        let overall = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        json!({
+            "tenant_id": tenant,
+            "score": (overall * 10.0).round() / 10.0,
+            "layers": layers,
+            "last_24h": last_24h,
+            "evaluated_at": now,
+        })
     }
-    layer["counts"] = Value::Object(counts);
 }
 
 /// Reads every row of a tenant's views and computes its posture at `now` (blocking: call it
@@ -254,13 +355,14 @@ pub(crate) fn compute_stored(
     now: Timestamp,
 ) -> crate::error::Result<Value> {
     let prefix = columns::tenant_prefix(tenant);
-    let mut rows = Vec::new();
+    let mut fold = Fold::new(windows, now);
     for (view, _) in columns::VIEWS {
-        for (_, v) in store.scan_prefix(columns::view_cf(view), &prefix)? {
-            rows.push(decode_row(view, &v)?);
-        }
+        store.walk_from(columns::view_cf(view), &prefix, &prefix, |_, v| {
+            fold.add(&decode_row(view, v)?);
+            Ok(true)
+        })?;
     }
-    Ok(compute(tenant, &rows, windows, now))
+    Ok(fold.finish(tenant))
 }
 
 /// A tenant's posture as last computed.
@@ -491,16 +593,18 @@ mod tests {
 
     #[test]
     fn drill_downs_are_capped_and_counted() {
-        let ids: Vec<String> = (0..DRILL_CAP + 5).map(|i| format!("f{i}")).collect();
-        let mut layer = json!({"score": 1, "drill_down": {"open": ids, "overdue": ["f1"]}});
-        cap_drill_down(&mut layer);
-        assert_eq!(
-            layer["drill_down"]["open"].as_array().unwrap().len(),
-            DRILL_CAP
-        );
-        assert_eq!(layer["counts"]["open"], DRILL_CAP + 5);
-        assert_eq!(layer["counts"]["overdue"], 1);
-        assert_eq!(layer["drill_down"]["overdue"], json!(["f1"]));
+        let mut open = Drill::default();
+        for i in 0..DRILL_CAP + 5 {
+            open.push(|| format!("f{i}"));
+        }
+        let mut overdue = Drill::default();
+        overdue.push(|| "f1".into());
+        let (drill, counts) = drill_down([("open", open), ("overdue", overdue)]);
+        assert_eq!(drill["open"].as_array().unwrap().len(), DRILL_CAP);
+        assert_eq!(drill["open"][0], "f0", "the first ids, in row order");
+        assert_eq!(counts["open"], DRILL_CAP + 5);
+        assert_eq!(counts["overdue"], 1);
+        assert_eq!(drill["overdue"], json!(["f1"]));
     }
 
     // One runtime thread: every request of the burst has asked before the first computation
