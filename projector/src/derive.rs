@@ -231,15 +231,15 @@ pub(crate) fn unused_scopes(a: &AssetAgg, window: i64) -> Vec<(String, Option<i6
     }
     let since = a.registered_since.unwrap_or(reg.at.0);
     let last = a.reach.get(crate::state::KEY_SCOPES);
-    let mut out: Vec<(String, Option<i64>)> = reg
-        .value
+    // In the registration's order, each scope once (a registration may name one twice).
+    let mut named = BTreeSet::new();
+    reg.value
         .scopes
         .iter()
+        .filter(|s| named.insert(s.as_str()))
         .map(|s| (s.clone(), last.and_then(|l| l.get(s)).copied()))
         .filter(|(_, l)| used.0.saturating_sub(l.unwrap_or(since).max(since)) >= window)
-        .collect();
-    out.dedup();
-    out
+        .collect()
 }
 
 /// AISPM-KEY-002: a key in use with scopes it has not used for the window. It stands while
