@@ -324,25 +324,41 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     );
     // The evidence search: the projector filters by signature state, and the states partition
     // the tenant's evidence.
-    let all = p
-        .get(&p.projector.http, "/v1/tenants/acme/evidence")
-        .await
-        .unwrap();
-    let total = all["evidence"].as_array().unwrap().len();
-    let mut by_state = 0;
-    for state in ["verified", "unsigned", "invalid", "unknown_key"] {
-        let page = p
-            .get(
-                &p.projector.http,
-                &format!("/v1/tenants/acme/evidence?signature_state={state}"),
-            )
+    // Evidence may still be arriving (the pipeline keeps applying): the partition is checked
+    // between two equal totals, up to ten times.
+    let mut attempts = 0;
+    let all = loop {
+        attempts += 1;
+        let all = p
+            .get(&p.projector.http, "/v1/tenants/acme/evidence")
             .await
             .unwrap();
-        let rows = page["evidence"].as_array().unwrap();
-        assert!(rows.iter().all(|r| r["signature_state"] == state), "{page}");
-        by_state += rows.len();
-    }
-    assert!(total > 0 && by_state == total, "{by_state} of {total}");
+        let total = all["evidence"].as_array().unwrap().len();
+        let mut by_state = 0;
+        for state in ["verified", "unsigned", "invalid", "unknown_key"] {
+            let page = p
+                .get(
+                    &p.projector.http,
+                    &format!("/v1/tenants/acme/evidence?signature_state={state}"),
+                )
+                .await
+                .unwrap();
+            let rows = page["evidence"].as_array().unwrap();
+            assert!(rows.iter().all(|r| r["signature_state"] == state), "{page}");
+            by_state += rows.len();
+        }
+        let after = p
+            .get(&p.projector.http, "/v1/tenants/acme/evidence")
+            .await
+            .unwrap()["evidence"]
+            .as_array()
+            .unwrap()
+            .len();
+        if after == total || attempts == 10 {
+            assert!(total > 0 && by_state == total, "{by_state} of {total}");
+            break all;
+        }
+    };
     // By agent and by control: each search answers exactly the rows whose decision named it.
     let rows = all["evidence"].as_array().unwrap();
     for field in ["agent", "control"] {
