@@ -430,34 +430,25 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
     // The asset the finding is about (empty for a control, evidence or exception).
     let asset = rule.asset_key(subject).unwrap_or_default();
     let cond = match rule.id {
-        id if id == rules::UNTRUSTED_MCP_TOOL.id => {
+        id if [
+            rules::UNTRUSTED_MCP_TOOL.id,
+            rules::UNTRUSTED_MCP_SERVER.id,
+            rules::PUBLIC_ENDPOINT.id,
+            rules::WILDCARD_KEY.id,
+            rules::AGENT_UNOWNED.id,
+        ]
+        .contains(&id) =>
+        {
+            // Registry-derived; an untrusted MCP tool or server is a finding once it is used.
+            let needs_use =
+                id == rules::UNTRUSTED_MCP_TOOL.id || id == rules::UNTRUSTED_MCP_SERVER.id;
             ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, true)
-            })?
-        }
-        id if id == rules::UNTRUSTED_MCP_SERVER.id => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, true)
-            })?
-        }
-        id if id == rules::PUBLIC_ENDPOINT.id => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, false)
-            })?
-        }
-        id if id == rules::WILDCARD_KEY.id => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, false)
+                flag_condition(a, rule, needs_use)
             })?
         }
         id if id == rules::UNUSED_SCOPE.id => {
             ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
                 unused_scope_condition(a, s.unused_scope_ms)
-            })?
-        }
-        id if id == rules::AGENT_UNOWNED.id => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, false)
             })?
         }
         id if id == rules::SHADOW_AGENT.id => {
