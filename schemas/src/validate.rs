@@ -388,6 +388,25 @@ mod tests {
     }
 
     #[test]
+    fn scopes_without_their_key_are_refused_naming_the_field() {
+        // A gateway claiming scopes with no key could not be judged over-privileged.
+        let decision = |key: Option<&str>| {
+            serde_json::json!({
+                "type": "decision", "event_id": "d1", "tenant_id": "acme",
+                "occurred_at": "2026-11-21T10:00:00Z", "source": "gw", "agent_id": "a1",
+                "actor": "alice", "environment": "production", "action_kind": "git",
+                "target": "acme/api", "mode": "enforced", "verdict": "allow", "risk": "low",
+                "api_key_id": key, "scopes_used": ["repo:write"]
+            })
+        };
+        let errors = crate::InputEvent::from_json(decision(None)).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "api_key_id");
+        assert!(errors[0].reason.contains("scopes_used"), "{errors:?}");
+        assert!(crate::InputEvent::from_json(decision(Some("k1"))).is_ok());
+    }
+
+    #[test]
     fn the_dead_letter_reason_is_the_first_named_one() {
         let plain = FieldError::new("tenant_id", "bad");
         let weak = FieldError::with_code("weak_key", "asset.public_key", "weak");
