@@ -1355,10 +1355,6 @@ struct ApprovalStatsQuery {
     control: Option<String>,
 }
 
-/// Most pending requests one row counts as overdue (`pending_overdue`); past it the count
-/// reads this many and `pending_overdue_capped` is true.
-pub(crate) const OVERDUE_COUNTED: usize = 1000;
-
 /// `GET /v1/tenants/{tenant}/approval-stats`: per control and agent, the requests for approval
 /// (decisions with verdict `require_approval`), how many were granted, denied or are pending,
 /// the time from request to first answer (mean and a histogram, with the bucket bounds of the
@@ -1410,7 +1406,7 @@ async fn approval_stats(
                     return Ok(false);
                 }
                 overdue += 1;
-                capped = overdue >= OVERDUE_COUNTED;
+                capped = overdue >= crate::state::OVERDUE_COUNTED;
                 Ok(!capped)
             })?;
             let answered = s.answered();

@@ -27,6 +27,9 @@ pub struct Settings {
     /// A scope of an API key unused this long before the key's newest use raises
     /// AISPM-KEY-002.
     pub unused_scope_ms: i64,
+    /// A request for approval still pending this long before its agent's newest decision
+    /// raises AISPM-APR-002 (`aispm_schemas::clock::approval_overdue`, event time).
+    pub approval_decision_ms: i64,
 }
 
 /// `--unused-scope-window`'s default: 30 days.
@@ -45,6 +48,10 @@ impl Default for Settings {
             .unwrap_or(i64::MAX),
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
             unused_scope_ms: DEFAULT_UNUSED_SCOPE_MS,
+            approval_decision_ms: i64::try_from(
+                aispm_schemas::clock::DEFAULT_APPROVAL_DECISION_WINDOW.as_millis(),
+            )
+            .unwrap_or(i64::MAX),
         }
     }
 }
@@ -98,6 +105,37 @@ impl Event {
 
 fn finding_dirty(ov: &mut Overlay<'_>, tenant: &str, rule: Rule, subject: &str) {
     ov.dirty(tenant, ViewName::Findings, rules::finding_id(rule, subject));
+}
+
+/// One more (`delta` 1) or one fewer (-1) pending request of `agent` under `control`: kept by
+/// control on the agent, whose decisions derive AISPM-APR-002 of those pairs again; that
+/// finding of the pair is derived again now.
+fn pending_changed(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    agent: &str,
+    control: &str,
+    delta: i64,
+) -> Result<()> {
+    ov.update(
+        tenant,
+        Tag::Asset,
+        &format!("agent/{agent}"),
+        |a: &mut AssetAgg| {
+            let n = a.pending.entry(control.to_owned()).or_default();
+            *n += delta;
+            if *n <= 0 {
+                a.pending.remove(control);
+            }
+        },
+    )?;
+    finding_dirty(
+        ov,
+        tenant,
+        rules::PENDING_APPROVAL,
+        &finding_subject(&[agent, control]),
+    );
+    Ok(())
 }
 
 /// An agent's risk factors changed (its registration, data classes, privileged actions or
@@ -204,38 +242,41 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     let privileged = risk::privileged_action(d.action_kind.as_str());
     for (kind, id) in covered(d) {
         let key = format!("{kind}/{id}");
-        let (signalled, risk_changed) = ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
-            // What this asset's findings' risk reads from it (the registration aside): grows
-            // only, so a change is a new data class, privileged action kind or reach event.
-            let mut risk_changed = false;
-            let window = |a: &AssetAgg| a.last_decision.as_ref().map(|l| risk::reach_since(l.0));
-            let window_before = window(a);
-            a.named_by(d, &at);
-            for class in &d.data_classes {
-                if !a.data_classes.contains(class) {
-                    a.data_classes.insert(class.clone());
-                    risk_changed = true;
-                }
-            }
-            if privileged && !a.privileged_actions.contains(d.action_kind.as_str()) {
-                a.privileged_actions
-                    .insert(d.action_kind.as_str().to_owned());
-                risk_changed = true;
-            }
-            if kind == CoverageKind::Agent {
-                let newest = a.last_decision.as_ref().map_or(at.0, |l| l.0);
-                for (relation, target) in &linked {
-                    if REACH_RELATIONS.contains(relation) {
-                        risk_changed |= a.reached(relation, target, at.0, newest);
+        let (signalled, risk_changed, pending) =
+            ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
+                // What this asset's findings' risk reads from it (the registration aside): grows
+                // only, so a change is a new data class, privileged action kind or reach event.
+                let mut risk_changed = false;
+                let window =
+                    |a: &AssetAgg| a.last_decision.as_ref().map(|l| risk::reach_since(l.0));
+                let window_before = window(a);
+                a.named_by(d, &at);
+                for class in &d.data_classes {
+                    if !a.data_classes.contains(class) {
+                        a.data_classes.insert(class.clone());
+                        risk_changed = true;
                     }
                 }
-                // The window moved to a new day: targets may have left it.
-                risk_changed |= window(a) != window_before;
-            }
-            let changed = risk_changed.then(|| a.findings.clone());
-            let signalled: Vec<String> = a.signals.keys().cloned().collect();
-            (signalled, changed)
-        })?;
+                if privileged && !a.privileged_actions.contains(d.action_kind.as_str()) {
+                    a.privileged_actions
+                        .insert(d.action_kind.as_str().to_owned());
+                    risk_changed = true;
+                }
+                if kind == CoverageKind::Agent {
+                    let newest = a.last_decision.as_ref().map_or(at.0, |l| l.0);
+                    for (relation, target) in &linked {
+                        if REACH_RELATIONS.contains(relation) {
+                            risk_changed |= a.reached(relation, target, at.0, newest);
+                        }
+                    }
+                    // The window moved to a new day: targets may have left it.
+                    risk_changed |= window(a) != window_before;
+                }
+                let changed = risk_changed.then(|| a.findings.clone());
+                let signalled: Vec<String> = a.signals.keys().cloned().collect();
+                let pending: Vec<String> = a.pending.keys().cloned().collect();
+                (signalled, changed, pending)
+            })?;
         ov.dirty(t, ViewName::Coverage, key);
         match kind {
             CoverageKind::Agent => {
@@ -246,6 +287,15 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 }
                 if let Some(findings) = risk_changed {
                     agent_risk_changed(ov, t, &id, findings);
+                }
+                // Its newest decision is the clock of its pending requests (AISPM-APR-002).
+                for control in pending {
+                    finding_dirty(
+                        ov,
+                        t,
+                        rules::PENDING_APPROVAL,
+                        &finding_subject(&[&id, &control]),
+                    );
                 }
             }
             CoverageKind::ModelEndpoint => {
@@ -397,7 +447,11 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         })?;
         if answer.is_none() {
             ov.mark(t, Tag::Pending, &pending_id(&control, &d.agent_id, &at));
+            pending_changed(ov, t, &d.agent_id, &control, 1)?;
         }
+        let id = rules::finding_id(rules::PENDING_APPROVAL, &d.finding_subject());
+        agent_finding(ov, t, &d.agent_id, &id)?;
+        ov.dirty(t, ViewName::Findings, id);
     }
 
     // Event-raised findings are about the agent and the control it acted under: one row per
@@ -660,6 +714,7 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
                 if before.is_none() {
                     let id = pending_id(&request.control, &request.agent, &request.at);
                     ov.unmark(t, Tag::Pending, &id);
+                    pending_changed(ov, t, &request.agent, &request.control, -1)?;
                 }
             }
             // The decision raised a finding for lack of approval: this approval clears that

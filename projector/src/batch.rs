@@ -15,7 +15,7 @@ use lru::LruCache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::LazyLock;
@@ -255,8 +255,11 @@ fn cf_row(view: ViewName) -> u8 {
 pub(crate) struct Overlay<'a> {
     store: &'a Store,
     cache: &'a mut Cache,
-    /// Writes by cache key (rows and index markers); `None` deletes.
+    /// Row writes by cache key; `None` deletes.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Index markers by state key, in key order (so a prefix of them is a range): `true`
+    /// marks, `false` deletes.
+    marks: BTreeMap<Vec<u8>, bool>,
     /// Aggregates touched by this batch, by state key.
     aggs: HashMap<Vec<u8>, Slot>,
     /// Event ids first seen in this batch, and the event each is kept with.
@@ -270,6 +273,7 @@ impl<'a> Overlay<'a> {
             store,
             cache,
             writes: HashMap::default(),
+            marks: BTreeMap::new(),
             aggs: HashMap::default(),
             seen: HashMap::default(),
             dirty: HashSet::default(),
@@ -347,19 +351,64 @@ impl<'a> Overlay<'a> {
 
     /// Marks an empty index entry.
     pub(crate) fn mark(&mut self, tenant: &str, tag: Tag, id: &str) {
-        self.writes.insert(
-            cache_key(CF_STATE, &state_key(tenant, tag, id)),
-            Some(Vec::new()),
-        );
+        self.marks.insert(state_key(tenant, tag, id), true);
     }
 
     /// Deletes an index entry ([`Overlay::mark`]).
     pub(crate) fn unmark(&mut self, tenant: &str, tag: Tag, id: &str) {
-        self.writes
-            .insert(cache_key(CF_STATE, &state_key(tenant, tag, id)), None);
+        self.marks.insert(state_key(tenant, tag, id), false);
     }
 
-    /// Ids under `{tenant} \0 {tag} \0 {prefix}` (stored or written in this batch).
+    /// The first `limit` ids, in key order, of the index entries under `{tenant} \0 {tag} \0
+    /// {prefix}` whose id is below `end`, as this batch sees them (stored, marked here, and
+    /// not deleted here); and whether more are there. Reads at most `limit` plus the batch's
+    /// deletions under the prefix from RocksDB.
+    pub(crate) fn marks_below(
+        &mut self,
+        tenant: &str,
+        tag: Tag,
+        prefix: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let key_prefix = state_key(tenant, tag, prefix);
+        let key_end = state_key(tenant, tag, end);
+        let strip = state_key(tenant, tag, "").len();
+        let here: Vec<(&Vec<u8>, bool)> = self
+            .marks
+            .range(key_prefix.clone()..key_end.clone())
+            .map(|(k, m)| (k, *m))
+            .collect();
+        let deleted = here.iter().filter(|(_, m)| !m).count();
+        // Among the first `limit + deleted + 1` stored, at most `deleted` are gone here.
+        let want = limit + deleted + 1;
+        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        self.store
+            .walk_from(columns::STATE, &key_prefix, &key_prefix, |k, _| {
+                if k >= key_end.as_slice() {
+                    return Ok(false);
+                }
+                keys.insert(k.to_vec());
+                Ok(keys.len() < want)
+            })?;
+        for (k, marked) in here {
+            if marked {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        let more = keys.len() > limit;
+        let ids = keys
+            .iter()
+            .take(limit)
+            .filter_map(|k| std::str::from_utf8(&k[strip..]).ok().map(str::to_owned))
+            .collect();
+        Ok((ids, more))
+    }
+
+    /// Ids under `{tenant} \0 {tag} \0 {prefix}` (stored or written in this batch, and not
+    /// deleted in it).
     pub(crate) fn ids_with_prefix(
         &mut self,
         tenant: &str,
@@ -382,13 +431,16 @@ impl<'a> Overlay<'a> {
                 out.insert(id.to_owned());
             }
         }
-        let ck_prefix = cache_key(CF_STATE, &key_prefix);
-        for (k, v) in &self.writes {
-            if v.is_some()
-                && k.starts_with(&ck_prefix)
-                && let Ok(id) = std::str::from_utf8(&k[1 + strip..])
-            {
-                out.insert(id.to_owned());
+        for (k, marked) in self.marks.range(key_prefix.clone()..) {
+            if !k.starts_with(&key_prefix) {
+                break;
+            }
+            if let Ok(id) = std::str::from_utf8(&k[strip..]) {
+                if *marked {
+                    out.insert(id.to_owned());
+                } else {
+                    out.remove(id);
+                }
             }
         }
         Ok(out)
@@ -490,20 +542,21 @@ impl<'a> Overlay<'a> {
             }
             self.cache.keep(key, slot.value, encoded);
         }
+        for (key, marked) in self.marks {
+            if marked {
+                self.cache.exists.insert(CF_STATE, &key);
+            }
+            put((columns::STATE, key, marked.then(Vec::new)))?;
+        }
         for (mut ck, v) in writes {
-            let cf = match ck[0] {
-                CF_STATE => columns::STATE,
-                n => columns::VIEWS
-                    .get(usize::from(n - 2))
-                    .map(|(_, cf)| *cf)
-                    .unwrap_or(columns::STATE),
-            };
+            let cf = columns::VIEWS
+                .get(usize::from(ck[0] - 2))
+                .map(|(_, cf)| *cf)
+                .unwrap_or(columns::STATE);
             if v.is_some() {
                 self.cache.exists.insert(ck[0], &ck[1..]);
             }
-            if ck[0] != CF_STATE {
-                self.cache.keep_row(ck.clone(), v.as_deref().map(digest));
-            }
+            self.cache.keep_row(ck.clone(), v.as_deref().map(digest));
             ck.remove(0);
             put((cf, ck, v))?;
         }

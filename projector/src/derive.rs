@@ -281,6 +281,70 @@ fn unused_scope_condition(a: &AssetAgg, window: i64) -> Condition {
     }
 }
 
+/// AISPM-APR-002 about `{agent}/{control}`: the agent's requests under the control still
+/// pending at its newest decision, `window` or more after they were made
+/// (`clock::approval_overdue` with the agent's newest decision as `now`). Event time only: the
+/// pending requests (those no grant or denial names) and the newest decision are the same
+/// whatever the order, so is the row. It leaves the view once none is overdue: whether a
+/// request was ever overdue before its answer came is not an order-free fact.
+fn pending_condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    subject: &str,
+    window: i64,
+) -> Result<Condition> {
+    let [agent, control] = <[String; 2]>::try_from(finding_subject_parts(subject))
+        .unwrap_or_else(|_| [String::new(), String::new()]);
+    let (clock, environments) = ov.with(
+        tenant,
+        Tag::Asset,
+        &format!("agent/{agent}"),
+        |a: &AssetAgg| {
+            (
+                a.last_decision.clone(),
+                a.environments.keys().copied().collect::<BTreeSet<_>>(),
+            )
+        },
+    )?;
+    let Some(clock) = clock else {
+        return Ok(Condition::default());
+    };
+    // Overdue at `clock`: requested at or before `clock - window`.
+    let deadline = clock.0.saturating_sub(window).saturating_add(1);
+    let prefix = format!("{}\0", pair_id(&control, &agent));
+    let end = pending_before(&control, &agent, deadline);
+    let (overdue, capped) = ov.marks_below(tenant, Tag::Pending, &prefix, &end, OVERDUE_COUNTED)?;
+    let stamps: Vec<Stamp> = overdue
+        .iter()
+        .filter_map(|id| split_pending(&id[prefix.len()..]))
+        .map(|(at, decision)| (at, decision.to_owned()))
+        .collect();
+    let Some(oldest) = stamps.first() else {
+        return Ok(Condition {
+            stamp: clock,
+            ..Condition::default()
+        });
+    };
+    let occurrences = if capped {
+        OVERDUE_COUNTED
+    } else {
+        stamps.len()
+    };
+    let recent: Vec<Stamp> = stamps.iter().take(KEEP_IDS).cloned().collect();
+    Ok(Condition {
+        exists: true,
+        active: true,
+        opened_at: oldest.0.saturating_add(window),
+        last_trigger: clock.0,
+        cleared_at: None,
+        ids: crate::state::ids(&recent),
+        occurrences: i64::try_from(occurrences).unwrap_or(i64::MAX),
+        stamp: clock,
+        recent,
+        environments,
+    })
+}
+
 fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
     let flag = a.flags.get(rule.id).cloned().unwrap_or_default();
     let reg_at = a.registration.as_ref().map(|r| &r.at);
@@ -474,6 +538,9 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         }
         id if id == rules::NO_APPROVAL.id || id == rules::EVIDENCE_MISSING.id => {
             raised_condition(&facts)
+        }
+        id if id == rules::PENDING_APPROVAL.id => {
+            pending_condition(ov, tenant, subject, s.approval_decision_ms)?
         }
         id if id == rules::BREAK_GLASS_LATE.id => {
             let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;

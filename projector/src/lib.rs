@@ -246,6 +246,8 @@ impl Config {
             future_tolerance: self.future_tolerance,
             unused_scope_ms: i64::try_from(self.unused_scope_window.as_millis())
                 .unwrap_or(i64::MAX),
+            approval_decision_ms: i64::try_from(self.clock.approval_decision_window.as_millis())
+                .unwrap_or(i64::MAX),
         }
     }
 }

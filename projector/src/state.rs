@@ -125,6 +125,24 @@ pub(crate) fn pending_id(control: &str, agent: &str, at: &Stamp) -> String {
     format!("{}\0{:020}\0{}", pair_id(control, agent), at.0.max(0), at.1)
 }
 
+/// The bound of a pair's pending markers requested before `before` (ms): every [`pending_id`]
+/// of the pair below it was requested earlier.
+pub(crate) fn pending_before(control: &str, agent: &str, before: i64) -> String {
+    format!("{}\0{:020}", pair_id(control, agent), before.max(0))
+}
+
+/// The request time and decision id of a pending marker's id, after its pair's `{control} \0
+/// {agent} \0`.
+pub(crate) fn split_pending(rest: &str) -> Option<(i64, &str)> {
+    let (at, decision) = rest.split_once('\0')?;
+    Some((at.parse().ok()?, decision))
+}
+
+/// Most pending requests of one pair counted as overdue (the approvals view's
+/// `pending_overdue`, AISPM-APR-002's occurrences); past it the count reads this many and says
+/// it is capped.
+pub(crate) const OVERDUE_COUNTED: usize = 1000;
+
 /// Where a decision's data can go: the kinds of destination of the data-exposure map.
 pub(crate) const DESTINATIONS: [&str; 2] = ["model_endpoint", "mcp_tool"];
 
@@ -317,8 +335,12 @@ pub(crate) struct AssetAgg {
     /// [`KEY_SCOPES`], each scope its decisions exercised → the newest event time.
     pub reach: BTreeMap<String, BTreeMap<String, i64>>,
     /// An agent's findings about it and a control it acted under (AISPM-APR-001,
-    /// AISPM-EV-001), derived again when its risk factors change.
+    /// AISPM-APR-002, AISPM-EV-001), derived again when its risk factors change.
     pub findings: BTreeSet<String>,
+    /// An agent's requests for approval not answered yet, by control: the pairs whose
+    /// AISPM-APR-002 is derived again when the agent acts (its newest decision is that rule's
+    /// clock).
+    pub pending: BTreeMap<String, i64>,
 }
 
 /// The relation of an API key's [`AssetAgg::reach`]: the scopes it was used with.

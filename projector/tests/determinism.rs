@@ -24,6 +24,7 @@ fn settings() -> Settings {
         retries_per_minute: 2,
         break_glass_review_ms: 20 * 60_000,
         unused_scope_ms: 20 * 60_000,
+        approval_decision_ms: 20 * 60_000,
         ..Settings::default()
     }
 }
@@ -939,6 +940,85 @@ fn unused_scopes_are_judged_by_event_time_whatever_the_order() {
     assert_eq!(finding_row(&views, id).map(|f| f.occurrences), Some(1));
     // `write` used at minute 29: nothing is unused, the finding leaves the view.
     specs.push(decide(29));
+    let views = check_orders(&specs);
+    assert_eq!(finding_row(&views, id), None);
+}
+
+/// AISPM-APR-002: an agent's requests under a control still pending at its newest decision
+/// (under any control), the window (20 minutes here) or more after they were made. By event
+/// time, so any order and batching gives the same row; answering the overdue requests takes it
+/// out of the view.
+#[test]
+fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order() {
+    let topics = Topics::default();
+    let decide = |verdict, control, minute| Spec::Decision {
+        tenant: "acme",
+        agent: "a1",
+        kind: ActionKind::Command,
+        tool: "s1/x",
+        endpoint: "m1",
+        control: Some(control),
+        shadow: false,
+        verdict,
+        risk: Risk::Low,
+        classes: vec![],
+        synthetic: false,
+        evidence: 0,
+        minute,
+    };
+    let answer = |kind, target, minute| Spec::Approval {
+        tenant: "acme",
+        kind,
+        target,
+        rule: "AISPM-APR-001",
+        minute,
+    };
+    let check_orders =
+        |specs: &[Spec]| same_whatever_the_order(&build(specs, &topics), [&[1, 2], &[2]]);
+    let id = "AISPM-APR-002:a1/c1";
+    // ev0 and ev1 request approval under c1 at minutes 1 and 10; a1 acts under c2 at 25.
+    let mut specs = vec![
+        decide(Verdict::RequireApproval, "c1", 1),
+        decide(Verdict::RequireApproval, "c1", 10),
+        decide(Verdict::Allow, "c2", 25),
+    ];
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).expect("ev0 waited 24 minutes");
+    assert_eq!((f.occurrences, f.status), (1, FindingStatus::Open));
+    assert_eq!(
+        f.opened_at,
+        Timestamp(T0 + 21 * 60_000),
+        "ev0's window ended"
+    );
+    assert_eq!(f.last_occurrence_at, Timestamp(T0 + 25 * 60_000 + 2));
+    assert_eq!(f.event_ids, ["ev0"]);
+    assert_eq!(f.severity, Risk::Medium);
+    // Before ev0's window ends nothing is overdue: the same requests, a1 last acting at 20.
+    let early = check_orders(&[
+        specs[0].clone(),
+        specs[1].clone(),
+        decide(Verdict::Allow, "c2", 20),
+    ]);
+    assert_eq!(finding_row(&early, id), None, "20 minutes are not yet past");
+    assert_eq!(
+        finding_row(&views, "AISPM-APR-002:a1/c2"),
+        None,
+        "c2 has no request"
+    );
+    // a1 acts again at 31: ev1 (requested at 10) is overdue too.
+    specs.push(decide(Verdict::Allow, "c2", 31));
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).expect("two overdue");
+    assert_eq!(f.occurrences, 2);
+    assert_eq!(f.event_ids, ["ev0", "ev1"]);
+    // ev0 granted at 40: only ev1 is overdue, its window ended at 30.
+    specs.push(answer(ApprovalKind::ApprovalGranted, 0, 40));
+    let views = check_orders(&specs);
+    let f = finding_row(&views, id).expect("ev1 still pending");
+    assert_eq!(f.occurrences, 1);
+    assert_eq!(f.opened_at, Timestamp(T0 + 30 * 60_000 + 1));
+    // ev1 denied at 41: none is pending, the finding leaves the view.
+    specs.push(answer(ApprovalKind::ApprovalDenied, 1, 41));
     let views = check_orders(&specs);
     assert_eq!(finding_row(&views, id), None);
 }

@@ -118,6 +118,9 @@ rules! {
     NO_APPROVAL = "AISPM-APR-001", High, Detection, Subject::AgentUnderControl, "High or critical action allowed without approval",
         ["OWASP-LLM06:2025 Excessive Agency", "MITRE-ATLAS AML.T0053 LLM Plugin Compromise", "NIST-AI-RMF GOVERN"],
         "Require an approval for high and critical actions under this control (verdict require_approval), and review the actions already allowed.", events;
+    PENDING_APPROVAL = "AISPM-APR-002", Medium, Compliance, Subject::AgentUnderControl, "Request for approval still pending past the decision window while its agent acts on",
+        ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF GOVERN"],
+        "Answer the pending requests (approval_granted or approval_denied naming the decision), and staff or route the approval queue of this control so that requests are answered within the decision window.";
     BREAK_GLASS_LATE = "AISPM-BG-001", High, Compliance, Subject::Exception, "Break-glass not reviewed within the review window",
         ["OWASP-LLM06:2025 Excessive Agency", "NIST-AI-RMF GOVERN"],
         "Review the break-glass use (break_glass_reviewed) and record why it was needed.";
@@ -214,6 +217,7 @@ mod tests {
             (AGENT_UNOWNED, "nb", Some("agent/nb")),
             (NO_APPROVAL, pair.as_str(), Some("agent/coder-agent")),
             (EVIDENCE_MISSING, pair.as_str(), Some("agent/coder-agent")),
+            (PENDING_APPROVAL, pair.as_str(), Some("agent/coder-agent")),
             // The class is the last part: an endpoint id may hold a `/`.
             (DATA_CLASS, "eu/llm/pii", Some("model_endpoint/eu/llm")),
             (SHADOW_CONTROL, "ctl-1", None),

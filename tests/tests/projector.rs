@@ -605,7 +605,66 @@ async fn approval_stats_count_each_request_by_its_first_answer() {
     assert_eq!(b["time_to_decision"]["mean_ms"], 7_200_000, "{b:#}");
     assert_eq!(b["time_to_decision"]["p50_at_most_ms"], 14_400_000, "{b:#}");
 
-    // Answering the overdue request takes it out of the pending ones.
+    // AISPM-APR-002 by event time, agent-a's newest decision its clock. Acting (under another
+    // control) a millisecond before r4's window ends raises nothing; exactly at its end, r4 is
+    // overdue: one occurrence, opened then.
+    let r4_due = now - 10 * 3_600_000 + 4 * 3_600_000;
+    let act = |id: &str, at: i64| {
+        let mut d = decision("acme", id, "agent-a", ActionKind::Git);
+        d.occurred_at = Timestamp(at);
+        d.control_id = Some("ctl-read".into());
+        d
+    };
+    let apr = "/v1/tenants/acme/findings/AISPM-APR-002:agent-a%2Fctl-deploy";
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&act("a-early", r4_due - 1)).unwrap(),
+    )
+    .await
+    .unwrap();
+    rig.eventually(
+        "acme-token",
+        "/v1/tenants/acme/agents/agent-a/identity",
+        |v| v["decisions"] == 4,
+    )
+    .await;
+    let (status, _) = rig.get("acme-token", apr).await;
+    assert_eq!(
+        status, 404,
+        "r4's window has not ended at agent-a's newest decision"
+    );
+    produce(
+        &p,
+        &t.decisions,
+        "acme",
+        &encode_single_object(&act("a-due", r4_due)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let f = rig
+        .eventually("acme-token", apr, |f| f["status"] == "open")
+        .await;
+    assert_eq!(f["occurrences"], 1, "{f:#}");
+    assert_eq!(f["opened_at"], Timestamp(r4_due).to_string(), "{f:#}");
+    assert_eq!(
+        f["last_occurrence_at"],
+        Timestamp(r4_due).to_string(),
+        "{f:#}"
+    );
+    assert_eq!(f["event_ids"], serde_json::json!(["r4"]), "{f:#}");
+    assert_eq!(f["severity"], "medium", "{f:#}");
+    let (status, _) = rig
+        .get(
+            "acme-token",
+            "/v1/tenants/acme/findings/AISPM-APR-002:agent-b%2Fctl-deploy",
+        )
+        .await;
+    assert_eq!(status, 404, "agent-b's pending r5 is its newest decision");
+
+    // Answering the overdue request takes it out of the pending ones, and the finding out of
+    // the view.
     produce(
         &p,
         &t.approvals,
@@ -624,6 +683,11 @@ async fn approval_stats_count_each_request_by_its_first_answer() {
     let a = find(&v, "stats", "agent_id", "agent-a");
     assert_eq!(counts(a), [3, 1, 2, 0, 0], "{a:#}");
     assert!(a["oldest_pending"].is_null(), "{a:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig.get("acme-token", apr).await.0 != 404 {
+        assert!(Instant::now() < deadline, "AISPM-APR-002 never left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, none) = rig
         .get(
             "acme-token",

@@ -678,6 +678,23 @@ impl Demo {
             "SMTP AUTH answered 535 authentication failed",
             Some(self.evidence("v03-report-provider", "smtp provider probe transcript")),
         ));
+        // A rollback that asks for approval and is never answered: still pending hours later,
+        // when coder-agent goes on acting (AISPM-APR-002, medium: it blocks no stage).
+        ev.push(self.decision(
+            reg("d16-helm-rollback"),
+            self.ago(9 * DAY - 2 * HOUR),
+            "coder-agent",
+            Command,
+            "helm rollback payments 41",
+            Some("ctl-shell-exec"),
+            Enforced,
+            RequireApproval,
+            High,
+            |d| {
+                d.workflow = Some("deploy-prod".into());
+                d.evidence = Some(self.evidence("d16", "helm rollback plan"));
+            },
+        ));
         // Break-glass, never reviewed.
         ev.push(self.decision(
             ids::break_glass_decision(t),

@@ -437,6 +437,20 @@ async fn print_maps(p: &Pipeline) -> anyhow::Result<()> {
             r["pending_overdue"],
         );
     }
+    let pending = p
+        .get(
+            &p.projector.http,
+            &format!("/v1/tenants/{TENANT}/findings?rule=AISPM-APR-002&status=open"),
+        )
+        .await?;
+    for f in pending["findings"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {} request(s) still pending past the decision window while the agent acted on (opened {})",
+            f["finding_id"].as_str().unwrap_or(""),
+            f["occurrences"],
+            f["opened_at"].as_str().unwrap_or(""),
+        );
+    }
 
     let identity = p
         .get(
