@@ -123,6 +123,8 @@ fn control(id: &str, state: ControlState) -> ViewRow {
             decision_ids: (0..10).map(|i| format!("d-{id}-{i}")).collect(),
             last_decision_at: None,
             environments: vec![],
+            last_enforced_at: None,
+            policies: vec![],
         }
         .only_in(Environment::Production),
     )

@@ -858,6 +858,8 @@ pub(crate) mod tests {
                     last_decision_at: Some(Timestamp(0)),
                 })
                 .collect(),
+            last_enforced_at: None,
+            policies: vec![],
         }
     }
 

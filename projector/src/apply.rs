@@ -400,6 +400,9 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             c.high_risk += 1;
         }
         lww(&mut c.mode, &at, shadow);
+        if let Some(policy) = &d.policy_id {
+            c.named_policy(policy, at.0);
+        }
         c.action_kinds.insert(d.action_kind.as_str().to_owned());
         keep_newest(&mut c.recent, &at);
         max_opt(&mut c.last_decision_at, at.0);

@@ -171,6 +171,21 @@ fn control_row(c: &ControlAgg, key: &str) -> Derived {
                 last_decision_at: e.last_decision_at.map(Timestamp),
             })
             .collect(),
+        last_enforced_at: c.last_enforced_at.map(Timestamp),
+        policies: {
+            let mut p: Vec<PolicyUse> = c
+                .policies
+                .iter()
+                .map(|(id, p)| PolicyUse {
+                    policy_id: id.clone(),
+                    first_seen_at: Timestamp(p.first),
+                    last_seen_at: Timestamp(p.last),
+                    decisions: p.decisions,
+                })
+                .collect();
+            p.sort_by(|a, b| (a.first_seen_at, &a.policy_id).cmp(&(b.first_seen_at, &b.policy_id)));
+            p
+        },
     };
     Derived::new(Some(ViewRow::Control(row)), stamp)
 }

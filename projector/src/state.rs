@@ -493,6 +493,41 @@ pub(crate) struct ControlAgg {
     pub last_enforced_at: Option<i64>,
     /// The decisions per environment (the stage each counts for).
     pub environments: BTreeMap<Environment, ControlEnv>,
+    /// The policies its decisions named, by policy id (at most
+    /// [`aispm_schemas::views::KEEP_POLICIES`]).
+    pub policies: BTreeMap<String, PolicyAgg>,
+}
+
+/// One policy a control's decisions named: first and newest event time, and how often.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PolicyAgg {
+    pub first: i64,
+    pub last: i64,
+    pub decisions: i64,
+}
+
+impl ControlAgg {
+    /// Counts a decision at `at` that named `policy`; past [`aispm_schemas::views::KEEP_POLICIES`]
+    /// policies the one named least recently is dropped (as an agent's reach is bounded).
+    pub(crate) fn named_policy(&mut self, policy: &str, at: i64) {
+        let p = self.policies.entry(policy.to_owned()).or_insert(PolicyAgg {
+            first: at,
+            last: at,
+            decisions: 0,
+        });
+        p.first = p.first.min(at);
+        p.last = p.last.max(at);
+        p.decisions += 1;
+        if self.policies.len() > aispm_schemas::views::KEEP_POLICIES
+            && let Some(oldest) = self
+                .policies
+                .iter()
+                .min_by(|a, b| (a.1.last, a.0).cmp(&(b.1.last, b.0)))
+                .map(|(k, _)| k.clone())
+        {
+            self.policies.remove(&oldest);
+        }
+    }
 }
 
 /// Facts about one finding from events that name it or raise it directly.

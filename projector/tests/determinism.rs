@@ -169,7 +169,9 @@ fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
                         mcp_tool: Some(tool_name.into()),
                         model_endpoint: Some((*endpoint).into()),
                         control_id: control.map(Into::into),
-                        policy_id: None,
+                        // Two policies by minute: a control's policies and their first and
+                        // last use are order-free.
+                        policy_id: Some(["pol-a", "pol-b"][(*minute % 2) as usize].into()),
                         mode: if *shadow {
                             Mode::Shadow
                         } else {

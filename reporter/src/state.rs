@@ -651,6 +651,8 @@ mod tests {
                     decision_ids: vec!["d1".into(), "d2".into()],
                     last_decision_at: None,
                     environments: vec![],
+                    last_enforced_at: None,
+                    policies: vec![],
                 }
                 .only_in(Environment::Production),
             ),

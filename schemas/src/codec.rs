@@ -73,6 +73,7 @@ published! {
     DECISION_EVENT_V2 => "DecisionEvent", "v2/decision_event.avsc";
     VIEW_CHANGE_V1 => "ViewChange", "v1/view_change.avsc";
     VIEW_CHANGE_V2 => "ViewChange", "v2/view_change.avsc";
+    VIEW_CHANGE_V3 => "ViewChange", "v3/view_change.avsc";
     REGISTRY_EVENT_V1 => "RegistryEvent", "v1/registry_event.avsc";
 }
 

@@ -138,6 +138,21 @@ avro_record!(ControlActivity {
     last_decision_at,
 });
 
+/// A policy a control's decisions named (`policy_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyUse {
+    pub policy_id: String,
+    pub first_seen_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub decisions: i64,
+}
+avro_record!(PolicyUse {
+    policy_id,
+    first_seen_at,
+    last_seen_at,
+    decisions,
+});
+
 /// State of one control.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlRow {
@@ -159,7 +174,18 @@ pub struct ControlRow {
     /// The control per environment: its state and decisions there (the stage each counts for).
     #[serde(default)]
     pub environments: Vec<ControlActivity>,
+    /// Its newest enforced-mode decision (event time).
+    #[serde(default)]
+    pub last_enforced_at: Option<Timestamp>,
+    /// The policies its decisions named, oldest first by first use (at most
+    /// [`KEEP_POLICIES`]): a policy first named after another is a policy change.
+    #[serde(default)]
+    pub policies: Vec<PolicyUse>,
 }
+
+/// How many policies a control row keeps (the least recently named dropped first).
+pub const KEEP_POLICIES: usize = 32;
+
 avro_record!(ControlRow {
     control_id,
     state,
@@ -173,6 +199,8 @@ avro_record!(ControlRow {
     last_decision_at,
     asserted_by,
     environments,
+    last_enforced_at,
+    policies,
 });
 
 /// A finding and its lifecycle.

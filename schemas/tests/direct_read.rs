@@ -301,3 +301,90 @@ fn the_codec_reads_its_own_schema_directly_and_others_through_values() {
     assert_eq!(err.reason(), "malformed", "{err}");
     assert!(err.to_string().contains("DecisionEvent.event_id"), "{err}");
 }
+
+/// A control row written with the v3 view-change schema (before `last_enforced_at` and
+/// `policies`) decodes with both defaulted: a consumer of the current schema reads the views
+/// topic's older records.
+#[test]
+fn a_v3_control_row_reads_with_no_policies() {
+    let row = ControlRow {
+        asserted_by: None,
+        control_id: "ctl".into(),
+        state: ControlState::Shadowed,
+        registered: true,
+        enforced_decisions: 1,
+        shadow_decisions: 2,
+        high_risk_decisions: 0,
+        action_kinds: vec!["git".into()],
+        framework_mappings: vec![],
+        decision_ids: vec!["d1".into()],
+        last_decision_at: Some(Timestamp(5)),
+        environments: vec![],
+        last_enforced_at: None,
+        policies: vec![],
+    };
+    let change = ViewChange {
+        tenant_id: "t".into(),
+        view: ViewName::Controls,
+        key: "ctl".into(),
+        op: ViewOp::Upsert,
+        row: Some(ViewRow::Control(row.clone())),
+        changed_at: Timestamp(5),
+        cause_event_id: "d1".into(),
+    };
+    let v3 = apache_avro::Schema::parse_str(codec::VIEW_CHANGE_V3.json).unwrap();
+    // The current value without the two new fields of the control row.
+    let strip = |v: apache_avro::types::Value| -> apache_avro::types::Value {
+        use apache_avro::types::Value;
+        let Value::Record(fields) = v else {
+            unreachable!()
+        };
+        Value::Record(
+            fields
+                .into_iter()
+                .map(|(name, value)| match (name.as_str(), value) {
+                    ("row", Value::Union(i, inner)) => match *inner {
+                        Value::Record(row) => (
+                            name,
+                            Value::Union(
+                                i,
+                                Box::new(Value::Record(
+                                    row.into_iter()
+                                        .filter(|(f, _)| f != "last_enforced_at" && f != "policies")
+                                        .collect(),
+                                )),
+                            ),
+                        ),
+                        other => (name, Value::Union(i, Box::new(other))),
+                    },
+                    (_, value) => (name, value),
+                })
+                .collect(),
+        )
+    };
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&codec::VIEW_CHANGE_V3.fingerprint.to_le_bytes());
+    bytes.extend_from_slice(&apache_avro::to_avro_datum(&v3, strip(change.to_avro())).unwrap());
+    assert_eq!(
+        Codec::new().decode::<ViewChange>(&bytes),
+        Ok(change.clone())
+    );
+    // And a row with both, in the current schema, round-trips.
+    let mut with = row;
+    with.last_enforced_at = Some(Timestamp(3));
+    with.policies = vec![PolicyUse {
+        policy_id: "p1".into(),
+        first_seen_at: Timestamp(1),
+        last_seen_at: Timestamp(3),
+        decisions: 2,
+    }];
+    let current = ViewChange {
+        row: Some(ViewRow::Control(with)),
+        ..change
+    };
+    let codec = Codec::new();
+    assert_eq!(
+        codec.decode::<ViewChange>(&codec.encode(&current).unwrap()),
+        Ok(current)
+    );
+}

@@ -246,6 +246,8 @@ fn control(id: &str, state: ControlState) -> ViewRow {
             decision_ids: vec!["d-shell-1".into(), "d-shell-2".into()],
             last_decision_at: Some(Timestamp::now()),
             environments: vec![],
+            last_enforced_at: None,
+            policies: vec![],
         }
         .only_in(Environment::Production)
         .in_every_stage(),

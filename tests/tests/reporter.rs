@@ -12,8 +12,8 @@ use aispm_reporter::sign::Signer;
 use aispm_schemas::{
     Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
     CoverageRow, Environment, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus,
-    Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage, Timestamp, Topics,
-    ValidationRow, ViewChange, ViewOp, ViewRow,
+    PolicyUse, Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage,
+    Timestamp, Topics, ValidationRow, ViewChange, ViewOp, ViewRow,
 };
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
@@ -264,6 +264,21 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
                 decision_ids: decisions.iter().map(|d| (*d).into()).collect(),
                 last_decision_at: Some(ts(now - HOUR)),
                 environments: vec![],
+                // The shadowed control enforced 3 days ago (drift to shadow); the enforced one
+                // moved to a new policy 5 days ago (the CSO report's monthly review).
+                last_enforced_at: (state == ControlState::Shadowed).then(|| ts(now - 3 * DAY)),
+                policies: if state == ControlState::Enforced {
+                    [("pol-2025", 60), ("pol-2026", 5)]
+                        .map(|(p, days)| PolicyUse {
+                            policy_id: p.into(),
+                            first_seen_at: ts(now - days * DAY),
+                            last_seen_at: ts(now - HOUR),
+                            decisions: 1,
+                        })
+                        .to_vec()
+                } else {
+                    vec![]
+                },
             }
             .only_in(Environment::Production),
         )
@@ -1397,6 +1412,8 @@ async fn every_report_type_renders_in_headless_chromium_with_its_headings_and_nu
                 "Posture at a glance",
                 "Posture by layer",
                 "Readiness by stage",
+                "Exception aging",
+                "Policy drift",
             ],
         ),
         (
@@ -1559,6 +1576,40 @@ async fn every_report_type_renders_in_headless_chromium_with_its_headings_and_nu
                 assert_eq!(kpi(&dom, "findings_open"), "3");
                 assert_eq!(kpi(&dom, "enforced_pct"), "33.3%");
                 assert!(dom.contains("<svg"));
+                // The monthly review: exc-risky-tool, 6 days old, ending in 20.
+                assert_eq!(kpi(&dom, "exceptions_in_force"), "1");
+                assert_eq!(kpi(&dom, "exceptions_under_30_days"), "1");
+                assert_eq!(kpi(&dom, "exceptions_expiring_30_days"), "1");
+                assert_eq!(kpi(&dom, "exceptions_expired_unrenewed"), "0");
+                let csv = std::fs::read_to_string(dir.join("tables/policy_drift.csv")).unwrap();
+                let rows: Vec<&str> = csv.lines().skip(1).collect();
+                assert_eq!(rows.len(), 2, "{csv}");
+                assert!(
+                    rows[0].starts_with("ctl-file-write,policy_changed,")
+                        && rows[0].contains(",pol-2025,pol-2026,"),
+                    "{csv}"
+                );
+                assert!(
+                    rows[1].starts_with("ctl-mcp-tools,enforced_to_shadow,")
+                        && rows[1].contains(",enforced,shadow,d-3"),
+                    "{csv}"
+                );
+                assert!(dom.contains("enforced → shadow mode") && dom.contains("pol-2026"));
+                let aging =
+                    std::fs::read_to_string(dir.join("tables/exception_aging.csv")).unwrap();
+                let row: Vec<&str> = aging.lines().nth(1).unwrap_or("").split(',').collect();
+                assert_eq!(
+                    [row[0], row[1], row[2], row[4], row[6], row[7]],
+                    [
+                        "exc-risky-tool",
+                        "risky_tool:fs",
+                        "dave",
+                        "6",
+                        "19",
+                        "in_force"
+                    ],
+                    "{aging}"
+                );
             }
             "production_readiness" => {
                 assert!(dom.contains("ready_for_aispm_production: false"));

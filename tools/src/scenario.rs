@@ -556,6 +556,21 @@ impl Demo {
                 a.expires_at = Some(self.ago(2 * DAY));
             },
         ));
+        // A risk accepted for the CI key's unused scopes while the release workflow moves to
+        // them: in force, 40 days old, ending in 20 (the monthly review's exception aging).
+        ev.push(self.approval(
+            reg("a02-accept-key-scopes"),
+            self.ago(40 * DAY),
+            ApprovalKind::RiskAccepted,
+            "ciso@acme.example",
+            |a| {
+                a.exception_id = Some(format!("{t}-exc-ci-key-scopes"));
+                a.finding_id = Some(format!("AISPM-KEY-002:{}", ids::CODER_KEY));
+                a.owner = Some("platform-team".into());
+                a.reason = Some("release workflow moves to actions:write next quarter".into());
+                a.expires_at = Some(self.at.plus(Duration::from_secs(20 * DAY)));
+            },
+        ));
         // A high-risk command allowed without approval, assigned with a due date long past.
         ev.push(self.decision(
             ids::unapproved_command_decision(t),
@@ -692,6 +707,8 @@ impl Demo {
             High,
             |d| {
                 d.workflow = Some("deploy-prod".into());
+                // The control's policy was revised: the monthly review's policy drift.
+                d.policy_id = Some("pol-ctl-shell-exec-v2".into());
                 d.evidence = Some(self.evidence("d16", "helm rollback plan"));
             },
         ));

@@ -20,7 +20,8 @@ pub const VIEW_VERSION: u32 = 13; // 6: rows keep `asserted_by`; 7: facts per en
 // name the decision's agent and control; 10: findings carry their risk score and factors;
 // 11: data flows, requests for approval and their answers (DecisionFacts grew); 12: API keys: their agent
 // and scopes used (Registration grew); a flow's use is a link's (`Usage`); 13: an agent's pending
-// requests by control (AssetAgg grew), AISPM-APR-002
+// requests by control (AssetAgg grew), AISPM-APR-002; a control's policies and last enforced
+// decision (ControlAgg and ControlRow grew)
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;

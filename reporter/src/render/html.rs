@@ -820,6 +820,101 @@ fn cso(doc: &Document) -> Markup {
         (kpi_tiles(doc))
         (layers(doc))
         (stage_summary(doc))
+        (exception_aging(doc))
+        (policy_drift(doc))
+    }
+}
+
+/// Exceptions in force by age, those ending soon, and those that ended unrenewed.
+fn exception_aging(doc: &Document) -> Markup {
+    let Some(a) = &doc.exception_aging else {
+        return html! {};
+    };
+    let rows = table(
+        &[
+            "Exception",
+            "Finding / control",
+            "Owner",
+            "Granted",
+            "Age (days)",
+            "Expires",
+            "Days left",
+            "State",
+        ],
+        a.items
+            .iter()
+            .map(|i| {
+                vec![
+                    i.exception_id.clone(),
+                    opt(i.covers.as_deref()),
+                    opt(i.owner.as_deref()),
+                    ts(Some(i.granted_at)),
+                    i.age_days.to_string(),
+                    ts(i.expires_at),
+                    i.days_left
+                        .map_or_else(|| "no expiry".to_owned(), |d| d.to_string()),
+                    i.state.replace('_', " "),
+                ]
+            })
+            .collect(),
+        "No exceptions in force, and none ended unrenewed in the period.",
+    );
+    html! {
+        h2 id="exception-aging" { "Exception aging" }
+        (kpis(&[
+            ("exceptions_in_force", "in force", a.in_force.to_string()),
+            ("exceptions_under_30_days", "granted under 30 days ago", a.under_30_days.to_string()),
+            ("exceptions_30_to_90_days", "30 to 90 days ago", a.from_30_to_90_days.to_string()),
+            ("exceptions_over_90_days", "90 days ago or more", a.over_90_days.to_string()),
+            ("exceptions_without_expiry", "without expiry", a.without_expiry.to_string()),
+            ("exceptions_expiring_30_days", "expiring within 30 days", a.expiring_within_30_days.to_string()),
+            ("exceptions_expired_unrenewed", "expired in the period, not renewed", a.expired_unrenewed.to_string()),
+        ]))
+        (rows)
+    }
+}
+
+/// Controls that moved from enforced to shadow mode, or to a new policy, in the period.
+fn policy_drift(doc: &Document) -> Markup {
+    let Some(d) = &doc.policy_drift else {
+        return html! {};
+    };
+    let rows = table(
+        &[
+            "Control",
+            "Change",
+            "When",
+            "From",
+            "To",
+            "Newest decisions",
+        ],
+        d.iter()
+            .map(|d| {
+                vec![
+                    d.control_id.clone(),
+                    match d.change {
+                        "enforced_to_shadow" => "enforced → shadow mode".to_owned(),
+                        "policy_changed" => "new policy".to_owned(),
+                        other => other.to_owned(),
+                    },
+                    ts(Some(d.at)),
+                    d.from.clone(),
+                    d.to.clone(),
+                    d.decision_ids.join(", "),
+                ]
+            })
+            .collect(),
+        "No control moved to shadow mode or to a new policy in the period.",
+    );
+    html! {
+        h2 id="policy-drift" { "Policy drift" }
+        p class="meta" {
+            "A control drifted to shadow mode when its newest decision is in shadow mode and it \
+             last enforced within the period (when: that last enforced decision); it changed \
+             policy when its decisions named a policy for the first time in the period after \
+             naming another (when: that first use)."
+        }
+        (rows)
     }
 }
 
@@ -1345,6 +1440,18 @@ mod tests {
                 decision_ids: vec![h("decision")],
                 last_decision_at: Some(Timestamp(now - day)),
                 environments: vec![],
+                // Drifted to shadow in the period, and to a new policy: the monthly review
+                // shows both, and the policy ids as text.
+                last_enforced_at: Some(Timestamp(now - 2 * day)),
+                policies: [(h("policy-old"), 90), (h("policy-new"), 3)]
+                    .into_iter()
+                    .map(|(policy_id, days)| aispm_schemas::PolicyUse {
+                        policy_id,
+                        first_seen_at: Timestamp(now - days * day),
+                        last_seen_at: Timestamp(now - day),
+                        decisions: 1,
+                    })
+                    .collect(),
             },
         );
         for (i, kind) in [ExceptionKind::Exception, ExceptionKind::BreakGlass]
@@ -1539,6 +1646,16 @@ mod tests {
             trial.contains(&format!(r#"class="cl">path{ESCAPED}</text>"#)),
             "{trial}"
         );
+        // The monthly review: the control drifted to shadow and to a new policy, by its id and
+        // the policies' ids.
+        let cso = page(ReportType::Cso);
+        for cell in ["control", "policy-old", "policy-new"] {
+            assert!(
+                cso.contains(&format!("<td>{cell}{ESCAPED}</td>")),
+                "{cell}: {cso}"
+            );
+        }
+        assert!(cso.contains("enforced → shadow mode"), "{cso}");
         // A blocker's kind and id in the stage detail.
         let production = page(ReportType::ProductionReadiness);
         assert!(

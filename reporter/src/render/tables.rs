@@ -121,6 +121,30 @@ struct Exception<'a> {
     state: Text<String>,
 }
 
+/// The monthly review's exception aging ([`crate::report::monthly::ExceptionAging`]).
+#[derive(Default, Serialize)]
+struct Aging<'a> {
+    exception_id: Text<&'a str>,
+    covers: Text<&'a str>,
+    owner: Text<&'a str>,
+    granted_at: Time,
+    age_days: i64,
+    expires_at: Time,
+    days_left: Option<i64>,
+    state: Text<&'a str>,
+}
+
+/// The monthly review's policy drift ([`crate::report::monthly::Drift`]).
+#[derive(Default, Serialize)]
+struct Drift<'a> {
+    control_id: Text<&'a str>,
+    change: Text<&'a str>,
+    at: Time,
+    from: Text<&'a str>,
+    to: Text<&'a str>,
+    decision_ids: Ids<'a>,
+}
+
 #[derive(Default, Serialize)]
 struct BreakGlass<'a> {
     exception_id: Text<&'a str>,
@@ -338,6 +362,34 @@ pub(super) fn files(doc: &Document, findings: &[FindingRow]) -> csv::Result<Vec<
                 expires_at: Time(e.expires_at),
                 revoked: e.revoked,
                 state: Text(exception_state(doc, e).to_string()),
+            }))?,
+        );
+    }
+    if let Some(a) = &doc.exception_aging {
+        add(
+            "exception_aging",
+            table(a.items.iter().map(|i| Aging {
+                exception_id: Text(&i.exception_id),
+                covers: opt(i.covers.as_deref()),
+                owner: opt(i.owner.as_deref()),
+                granted_at: Time(Some(i.granted_at)),
+                age_days: i.age_days,
+                expires_at: Time(i.expires_at),
+                days_left: i.days_left,
+                state: Text(i.state),
+            }))?,
+        );
+    }
+    if let Some(d) = &doc.policy_drift {
+        add(
+            "policy_drift",
+            table(d.iter().map(|d| Drift {
+                control_id: Text(&d.control_id),
+                change: Text(d.change),
+                at: Time(Some(d.at)),
+                from: Text(&d.from),
+                to: Text(&d.to),
+                decision_ids: ids(&d.decision_ids),
             }))?,
         );
     }

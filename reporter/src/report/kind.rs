@@ -97,6 +97,9 @@ pub fn fill(doc: &mut Document, t: &TenantState) {
     match doc.report_type {
         ReportType::Cso => {
             doc.layers = Some(layers(doc));
+            // The monthly review (the default cadence runs this report monthly).
+            doc.exception_aging = Some(super::monthly::exception_aging(t, now, start));
+            doc.policy_drift = Some(super::monthly::policy_drift(t, now, start));
         }
         ReportType::Ciso => {
             doc.layers = Some(layers(doc));

@@ -437,6 +437,8 @@ mod tests {
                 decision_ids: vec![],
                 last_decision_at: None,
                 environments: vec![],
+                last_enforced_at: None,
+                policies: vec![],
             }
             .only_in(Environment::Production),
         );

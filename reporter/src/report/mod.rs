@@ -12,6 +12,7 @@
 pub mod checks;
 pub mod kind;
 pub mod kpi;
+pub mod monthly;
 
 use crate::state::TenantState;
 use aispm_schemas::{
@@ -198,6 +199,12 @@ pub struct Document {
     /// Blockers detected within the period (the daily digest's "new").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_blockers: Option<Vec<BlockerItem>>,
+    /// The monthly review: exceptions in force by age, and those ending soon or ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception_aging: Option<monthly::ExceptionAging>,
+    /// The monthly review: controls that drifted to shadow mode or to a new policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_drift: Option<Vec<monthly::Drift>>,
 }
 
 /// Builds the document for `req` from `t`.
@@ -244,6 +251,8 @@ pub fn build(t: &TenantState, req: &Request) -> Document {
         validations: None,
         deliveries: None,
         new_blockers: None,
+        exception_aging: None,
+        policy_drift: None,
     };
     kind::fill(&mut doc, t);
     doc.headline = kind::headline(&doc);

@@ -424,6 +424,20 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
         ids(),
         of(ts()),
         vec(control_activity(), 0..3),
+        (
+            of(ts()),
+            vec(
+                (id(), ts(), ts(), i()).prop_map(
+                    |(policy_id, first_seen_at, last_seen_at, decisions)| PolicyUse {
+                        policy_id,
+                        first_seen_at,
+                        last_seen_at,
+                        decisions,
+                    },
+                ),
+                0..3,
+            ),
+        ),
     )
         .prop_map(
             |(
@@ -438,8 +452,11 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 decision_ids,
                 last_decision_at,
                 environments,
+                (last_enforced_at, policies),
             )| {
                 ViewRow::Control(ControlRow {
+                    last_enforced_at,
+                    policies,
                     asserted_by: None,
                     control_id,
                     state,

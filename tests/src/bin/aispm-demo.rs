@@ -327,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
             .join(", ")
     );
     println!("            {}", p.webhooks.log.display());
+    print_monthly(&p).await?;
     println!(
         "\nThe readiness packet: {}",
         report["packet"]["dir"].as_str().unwrap_or("")
@@ -365,6 +366,38 @@ async fn main() -> anyhow::Result<()> {
     {
         println!("\nThe broker and the services keep running for the console; Ctrl-C stops them.");
         tokio::signal::ctrl_c().await?;
+    }
+    Ok(())
+}
+
+/// The monthly review (the `cso` report, which the cadence runs on the 1st of each month),
+/// generated now: its exception aging and policy drift, read from the packet's report.json.
+async fn print_monthly(p: &Pipeline) -> anyhow::Result<()> {
+    let report = p.report("cso").await?;
+    let dir = report["packet"]["dir"].as_str().unwrap_or("");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        std::path::Path::new(dir).join("report.json"),
+    )?)?;
+    let a = &doc["exception_aging"];
+    println!(
+        "monthly     {dir}/report.html: {} exception(s) in force ({} under 30 days, {} 30 to 90, {} older; {} without expiry, {} expiring within 30 days), {} expired unrenewed",
+        a["in_force"],
+        a["under_30_days"],
+        a["from_30_to_90_days"],
+        a["over_90_days"],
+        a["without_expiry"],
+        a["expiring_within_30_days"],
+        a["expired_unrenewed"],
+    );
+    for d in doc["policy_drift"].as_array().into_iter().flatten() {
+        println!(
+            "            drift: {} {} {} -> {} at {}",
+            d["control_id"].as_str().unwrap_or(""),
+            d["change"].as_str().unwrap_or(""),
+            d["from"].as_str().unwrap_or(""),
+            d["to"].as_str().unwrap_or(""),
+            d["at"].as_str().unwrap_or(""),
+        );
     }
     Ok(())
 }
