@@ -93,6 +93,33 @@ fn spec() -> impl Strategy<Value = Spec> {
     ]
 }
 
+/// A low-risk, enforced decision of acme's `agent` under `control`, to model endpoint m1, with
+/// no data class and no evidence: the decision the focused tests below vary.
+fn low(
+    agent: &'static str,
+    kind: ActionKind,
+    tool: &'static str,
+    control: &'static str,
+    verdict: Verdict,
+    minute: i64,
+) -> Spec {
+    Spec::Decision {
+        tenant: "acme",
+        agent,
+        kind,
+        tool,
+        endpoint: "m1",
+        control: Some(control),
+        shadow: false,
+        verdict,
+        risk: Risk::Low,
+        classes: vec![],
+        synthetic: false,
+        evidence: 0,
+        minute,
+    }
+}
+
 /// Builds the concrete events: (topic, event bytes).
 fn build(specs: &[Spec], topics: &Topics) -> Vec<(String, Vec<u8>, String)> {
     let sk = key();
@@ -893,21 +920,7 @@ fn unused_scopes_are_judged_by_event_time_whatever_the_order() {
     let topics = Topics::default();
     // A decision's key and scopes follow its index (see `build`): i % 4 = 0 no key, 1 `read`,
     // 2 `write`, 3 the key with no scope.
-    let decide = |minute| Spec::Decision {
-        tenant: "acme",
-        agent: "a1",
-        kind: ActionKind::Git,
-        tool: "s1/x",
-        endpoint: "m1",
-        control: Some("c1"),
-        shadow: false,
-        verdict: Verdict::Allow,
-        risk: Risk::Low,
-        classes: vec![],
-        synthetic: false,
-        evidence: 0,
-        minute,
-    };
+    let decide = |minute| low("a1", ActionKind::Git, "s1/x", "c1", Verdict::Allow, minute);
     let check_orders =
         |specs: &[Spec]| same_whatever_the_order(&build(specs, &topics), [&[2], &[1, 3]]);
     let id = "AISPM-KEY-002:k1";
@@ -953,21 +966,8 @@ fn unused_scopes_are_judged_by_event_time_whatever_the_order() {
 #[test]
 fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order() {
     let topics = Topics::default();
-    let decide = |verdict, control, minute| Spec::Decision {
-        tenant: "acme",
-        agent: "a1",
-        kind: ActionKind::Command,
-        tool: "s1/x",
-        endpoint: "m1",
-        control: Some(control),
-        shadow: false,
-        verdict,
-        risk: Risk::Low,
-        classes: vec![],
-        synthetic: false,
-        evidence: 0,
-        minute,
-    };
+    let decide =
+        |verdict, control, minute| low("a1", ActionKind::Command, "s1/x", control, verdict, minute);
     let answer = |kind, target, minute| Spec::Approval {
         tenant: "acme",
         kind,
@@ -1469,21 +1469,7 @@ fn a_findings_risk_follows_each_factor_whatever_the_order() {
 #[test]
 fn runtime_signals_fire_at_their_thresholds_and_not_below() {
     let topics = Topics::default();
-    let call = |kind, tool, verdict, minute| Spec::Decision {
-        tenant: "acme",
-        agent: "a1",
-        kind,
-        tool,
-        endpoint: "m1",
-        control: Some("c1"),
-        shadow: false,
-        verdict,
-        risk: Risk::Low,
-        classes: vec![],
-        synthetic: false,
-        evidence: 0,
-        minute,
-    };
+    let call = |kind, tool, verdict, minute| low("a1", kind, tool, "c1", verdict, minute);
     let allow = |tool, minute| call(ActionKind::Mcp, tool, Verdict::Allow, minute);
     let deny = |tool, minute| call(ActionKind::Mcp, tool, Verdict::Deny, minute);
     let signals = |specs: &[Spec]| -> Vec<(String, i64)> {
