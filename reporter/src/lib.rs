@@ -14,7 +14,8 @@
 //! - [`follow`]: the consumer that replays and follows the topics; [`state`]: what it folds;
 //!   [`rows`]: the view rows, kept in RocksDB so that memory does not grow with them.
 //! - [`report`]: the report document: the report path's checks ([`report::checks`]), key
-//!   figures and trends ([`report::kpi`]), the sections of each report type ([`report::kind`]).
+//!   figures and trends ([`report::kpi`]), the sections of each report type ([`report::kind`]),
+//!   the monthly review's exception aging and policy drift ([`report::monthly`]).
 //! - [`render`]: the document as HTML with inline SVG charts, JSON, CSV tables and OCSF.
 //! - [`packet`]: the directory, the `.zip`, `manifest.json` and its signatures; `verify`.
 //! - [`sign`]: Ed25519 keys (`keygen`) and signatures over SHA-256 digests.
