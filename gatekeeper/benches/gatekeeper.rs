@@ -125,6 +125,7 @@ fn control(id: &str, state: ControlState) -> ViewRow {
             environments: vec![],
             last_enforced_at: None,
             policies: vec![],
+            approvals: vec![],
         }
         .only_in(Environment::Production),
     )

@@ -860,6 +860,7 @@ pub(crate) mod tests {
                 .collect(),
             last_enforced_at: None,
             policies: vec![],
+            approvals: vec![],
         }
     }
 

@@ -27,8 +27,8 @@
 use crate::posture;
 use crate::project::decode_row;
 use crate::state::{
-    ApprovalStats, AssetAgg, DECISION_BUCKETS_MS, DESTINATIONS, DecisionFacts, FlowAgg, RELATIONS,
-    Tag, Usage, flow_prefix, link_prefix, occurrence_prefix, parse_approval_index, state_key,
+    ApprovalStats, AssetAgg, DESTINATIONS, DecisionFacts, FlowAgg, RELATIONS, Tag, Usage,
+    flow_prefix, link_prefix, occurrence_prefix, parse_approval_index, state_key,
 };
 use crate::store::{Store, columns};
 use aispm_runtime::auth::{Auth, Scope};
@@ -1418,7 +1418,7 @@ async fn approval_stats(
                 .decide_buckets
                 .iter()
                 .enumerate()
-                .map(|(i, n)| json!({"at_most_ms": DECISION_BUCKETS_MS.get(i), "count": n}))
+                .map(|(i, n)| json!({"at_most_ms": aispm_schemas::views::DECISION_BUCKETS_MS.get(i), "count": n}))
                 .collect();
             rows.push(json!({
                 "control_id": control, "agent_id": agent,

@@ -448,6 +448,12 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 s.count(&request, a, 1);
             }
         })?;
+        ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
+            c.approval_requested(at.0);
+            if let Some(a) = &answer {
+                c.approval_answered(at.0, a, 1);
+            }
+        })?;
         if answer.is_none() {
             ov.mark(t, Tag::Pending, &pending_id(&control, &d.agent_id, &at));
             pending_changed(ov, t, &d.agent_id, &control, 1)?;
@@ -714,6 +720,13 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
                     }
                     s.count(&request, &answer, 1);
                 })?;
+                ov.update(t, Tag::Control, &request.control, |c: &mut ControlAgg| {
+                    if let Some(b) = &before {
+                        c.approval_answered(request.at.0, b, -1);
+                    }
+                    c.approval_answered(request.at.0, &answer, 1);
+                })?;
+                ov.dirty(t, ViewName::Controls, request.control.clone());
                 if before.is_none() {
                     let id = pending_id(&request.control, &request.agent, &request.at);
                     ov.unmark(t, Tag::Pending, &id);

@@ -186,6 +186,7 @@ fn control_row(c: &ControlAgg, key: &str) -> Derived {
             p.sort_by(|a, b| (a.first_seen_at, &a.policy_id).cmp(&(b.first_seen_at, &b.policy_id)));
             p
         },
+        approvals: c.approvals.values().cloned().collect(),
     };
     Derived::new(Some(ViewRow::Control(row)), stamp)
 }

@@ -7,6 +7,7 @@
 //! aggregate (see [`Tag`]).
 
 use aispm_schemas::Environment;
+use aispm_schemas::views::{ApprovalMonth, KEEP_APPROVAL_MONTHS, month_index, month_name};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -496,6 +497,9 @@ pub(crate) struct ControlAgg {
     /// The policies its decisions named, by policy id (at most
     /// [`aispm_schemas::views::KEEP_POLICIES`]).
     pub policies: BTreeMap<String, PolicyAgg>,
+    /// Its requests for approval by calendar month of the request ([`month_index`]): the
+    /// newest request's month and [`KEEP_APPROVAL_MONTHS`] − 1 before it.
+    pub approvals: BTreeMap<i64, ApprovalMonth>,
 }
 
 /// One policy a control's decisions named: first and newest event time, and how often.
@@ -507,6 +511,38 @@ pub(crate) struct PolicyAgg {
 }
 
 impl ControlAgg {
+    /// Counts a request for approval made at `at` (ms) in its month, unless that month is
+    /// older than the window ending at the newest request's; months that leave the window are
+    /// dropped. Whatever the order of the requests, the months kept are the window of the
+    /// newest and each holds every request of its month: a request counts on arrival if its
+    /// month is in the window then, which any later window also starts after.
+    pub(crate) fn approval_requested(&mut self, at: i64) {
+        let month = month_index(at);
+        let newest = self.approvals.keys().next_back().copied().unwrap_or(month);
+        if month <= newest - KEEP_APPROVAL_MONTHS {
+            return;
+        }
+        self.approvals
+            .entry(month)
+            .or_insert_with(|| ApprovalMonth {
+                month: month_name(month),
+                ..ApprovalMonth::default()
+            });
+        let first_kept = newest.max(month) - KEEP_APPROVAL_MONTHS + 1;
+        self.approvals = self.approvals.split_off(&first_kept);
+        if let Some(m) = self.approvals.get_mut(&month) {
+            m.requested += 1;
+        }
+    }
+
+    /// Adds (`sign` 1) or takes back (-1) the first answer of a request made at `request`
+    /// (ms), at `answer`; nothing when the request's month has left the window.
+    pub(crate) fn approval_answered(&mut self, request: i64, answer: &Answer, sign: i64) {
+        if let Some(m) = self.approvals.get_mut(&month_index(request)) {
+            m.count_answer(answer.at.0 - request, answer.granted, sign);
+        }
+    }
+
     /// Counts a decision at `at` that named `policy`; past [`aispm_schemas::views::KEEP_POLICIES`]
     /// policies the one named least recently is dropped (as an agent's reach is bounded).
     pub(crate) fn named_policy(&mut self, policy: &str, at: i64) {
@@ -667,19 +703,6 @@ pub(crate) struct Answer {
     pub granted: bool,
 }
 
-/// The upper bounds (ms) of the time-to-decision buckets: a minute, 5 and 15 minutes, an hour,
-/// 4 hours, a day, 3 days, a week; the last bucket holds the rest.
-pub(crate) const DECISION_BUCKETS_MS: [i64; 8] = [
-    60_000,
-    300_000,
-    900_000,
-    3_600_000,
-    14_400_000,
-    86_400_000,
-    259_200_000,
-    604_800_000,
-];
-
 /// An agent's requests for approval under one control. Each request counts by its first
 /// answer (the earliest grant or denial by event time), whatever order they arrive in: an
 /// answer that turns out not to be the first is taken back and the earlier one counted.
@@ -689,7 +712,7 @@ pub(crate) struct ApprovalStats {
     pub granted: i64,
     pub denied: i64,
     /// Time from request to first answer: the sum (ms) and a histogram over
-    /// [`DECISION_BUCKETS_MS`] (one more bucket for longer).
+    /// [`aispm_schemas::views::DECISION_BUCKETS_MS`] (one more bucket for longer).
     pub decide_ms_sum: i64,
     pub decide_buckets: Vec<i64>,
     pub last_request: Option<Stamp>,
@@ -698,21 +721,15 @@ pub(crate) struct ApprovalStats {
 impl ApprovalStats {
     /// Adds (`sign` 1) or takes back (`sign` -1) a request's answer.
     pub(crate) fn count(&mut self, request: &Request, answer: &Answer, sign: i64) {
-        let ms = (answer.at.0 - request.at.0).max(0);
-        if answer.granted {
-            self.granted += sign;
-        } else {
-            self.denied += sign;
-        }
-        self.decide_ms_sum += sign * ms;
-        if self.decide_buckets.len() <= DECISION_BUCKETS_MS.len() {
-            self.decide_buckets.resize(DECISION_BUCKETS_MS.len() + 1, 0);
-        }
-        let bucket = DECISION_BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(DECISION_BUCKETS_MS.len());
-        self.decide_buckets[bucket] += sign;
+        aispm_schemas::views::count_answer(
+            &mut self.granted,
+            &mut self.denied,
+            &mut self.decide_ms_sum,
+            &mut self.decide_buckets,
+            answer.at.0 - request.at.0,
+            answer.granted,
+            sign,
+        );
     }
 
     /// Requests answered.
@@ -723,19 +740,7 @@ impl ApprovalStats {
     /// The bound of the bucket that holds the `q` quantile (0 < q ≤ 1) of the time to decision;
     /// `None` without answers, `Some(None)` when it is past the last bound (over a week).
     pub(crate) fn quantile_bound(&self, q: f64) -> Option<Option<i64>> {
-        let n = self.answered();
-        if n <= 0 {
-            return None;
-        }
-        let rank = ((q * n as f64).ceil() as i64).max(1);
-        let mut seen = 0;
-        for (i, c) in self.decide_buckets.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(DECISION_BUCKETS_MS.get(i).copied());
-            }
-        }
-        Some(None)
+        aispm_schemas::views::decision_quantile(&self.decide_buckets, self.answered(), q)
     }
 }
 

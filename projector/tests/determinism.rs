@@ -1025,6 +1025,89 @@ fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order
     assert_eq!(finding_row(&views, id), None);
 }
 
+fn control_row(views: &Views, id: &str) -> Option<ControlRow> {
+    let key = [b"acme\0".as_slice(), id.as_bytes()].concat();
+    let bytes = views.0.get(&("controls".to_owned(), key))?;
+    match aispm_projector::decode_row(ViewName::Controls, bytes).unwrap() {
+        ViewRow::Control(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// A control's requests for approval by calendar month: counted in the request's month by
+/// its first answer, the newest request's month and the 23 before it kept, the same rows
+/// whatever the order and batching (a late request or answer of a month that left the window
+/// is not counted).
+#[test]
+fn a_controls_requests_for_approval_are_counted_by_month_whatever_the_order() {
+    let topics = Topics::default();
+    let minute = |at: &str| (Timestamp::parse_rfc3339(at).unwrap().0 - T0) / 60_000;
+    let request = |at| {
+        low(
+            "a1",
+            ActionKind::Command,
+            "s1/x",
+            "c1",
+            Verdict::RequireApproval,
+            minute(at),
+        )
+    };
+    let answer = |kind, target, at| Spec::Approval {
+        tenant: "acme",
+        kind,
+        target,
+        rule: "AISPM-APR-001",
+        minute: minute(at),
+    };
+    let months = |specs: &[Spec]| {
+        let views = same_whatever_the_order(&build(specs, &topics), [&[2, 3], &[1, 4]]);
+        control_row(&views, "c1")
+            .expect("c1 decided")
+            .approvals
+            .into_iter()
+            .map(|m| (m.month, m.requested, m.granted, m.denied, m.decide_buckets))
+            .collect::<Vec<_>>()
+    };
+    let buckets = |b: &[(usize, i64)]| {
+        let mut v = vec![0; 9];
+        for (i, n) in b {
+            v[*i] = *n;
+        }
+        v
+    };
+    // ev0 and ev1 in November 2025, ev0 granted after 3 minutes (the 5-minute bucket) and
+    // denied later (its first answer counts); ev2 in December, denied the next day (the
+    // 3-day bucket); ev3 in October 2027, 23 months after November 2025: all kept.
+    let mut specs = vec![
+        request("2025-11-25T10:00:00Z"),
+        request("2025-11-30T23:59:00Z"),
+        request("2025-12-01T00:00:00Z"),
+        request("2027-10-01T00:00:00Z"),
+        answer(ApprovalKind::ApprovalGranted, 0, "2025-11-25T10:03:00Z"),
+        answer(ApprovalKind::ApprovalDenied, 0, "2025-11-25T11:00:00Z"),
+        answer(ApprovalKind::ApprovalDenied, 2, "2025-12-02T12:00:00Z"),
+    ];
+    assert_eq!(
+        months(&specs),
+        [
+            ("2025-11".into(), 2, 1, 0, buckets(&[(1, 1)])),
+            ("2025-12".into(), 1, 0, 1, buckets(&[(6, 1)])),
+            ("2027-10".into(), 1, 0, 0, vec![]),
+        ]
+    );
+    // A request in November 2027: November 2025 leaves the window, in whichever order the
+    // requests and ev0's answers arrive.
+    specs.push(request("2027-11-02T00:00:00Z"));
+    assert_eq!(
+        months(&specs),
+        [
+            ("2025-12".into(), 1, 0, 1, buckets(&[(6, 1)])),
+            ("2027-10".into(), 1, 0, 0, vec![]),
+            ("2027-11".into(), 1, 0, 0, vec![]),
+        ]
+    );
+}
+
 /// Decisions allowed without approval by one agent under one control are occurrences of one
 /// AISPM-APR-001 finding (count, first and last occurrence, environments); an approval of each
 /// decision, arriving before or after it, clears its occurrence; a resolution followed by a new

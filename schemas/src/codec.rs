@@ -74,6 +74,7 @@ published! {
     VIEW_CHANGE_V1 => "ViewChange", "v1/view_change.avsc";
     VIEW_CHANGE_V2 => "ViewChange", "v2/view_change.avsc";
     VIEW_CHANGE_V3 => "ViewChange", "v3/view_change.avsc";
+    VIEW_CHANGE_V4 => "ViewChange", "v4/view_change.avsc";
     REGISTRY_EVENT_V1 => "RegistryEvent", "v1/registry_event.avsc";
 }
 

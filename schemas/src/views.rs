@@ -181,10 +181,151 @@ pub struct ControlRow {
     /// [`KEEP_POLICIES`]): a policy first named after another is a policy change.
     #[serde(default)]
     pub policies: Vec<PolicyUse>,
+    /// Its requests for approval by calendar month (UTC) of the request's event time, oldest
+    /// first: the month of the newest request and at most [`KEEP_APPROVAL_MONTHS`] − 1
+    /// before it. The monthly review's approval trends.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalMonth>,
 }
 
 /// How many policies a control row keeps (the least recently named dropped first).
 pub const KEEP_POLICIES: usize = 32;
+
+/// How many calendar months of requests for approval a control row keeps: the newest
+/// request's month and the 23 before it.
+pub const KEEP_APPROVAL_MONTHS: i64 = 24;
+
+/// The upper bounds (ms) of the time-to-decision buckets of requests for approval: a minute,
+/// 5 and 15 minutes, an hour, 4 hours, a day, 3 days, a week; one more bucket holds the rest.
+pub const DECISION_BUCKETS_MS: [i64; 8] = [
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+    14_400_000,
+    86_400_000,
+    259_200_000,
+    604_800_000,
+];
+
+/// The requests for approval made in one calendar month, and how each was answered: counted
+/// by its first answer (by event time), whenever that came.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalMonth {
+    /// `YYYY-MM`, UTC, of the requests' event time ([`month_of`]).
+    pub month: String,
+    pub requested: i64,
+    pub granted: i64,
+    pub denied: i64,
+    /// Time from request to first answer: the sum (ms) and how many answers fell in each
+    /// bucket of [`DECISION_BUCKETS_MS`] (one more for longer).
+    pub decide_ms_sum: i64,
+    pub decide_buckets: Vec<i64>,
+}
+avro_record!(ApprovalMonth {
+    month,
+    requested,
+    granted,
+    denied,
+    decide_ms_sum,
+    decide_buckets,
+});
+
+impl ApprovalMonth {
+    /// Adds (`sign` 1) or takes back (`sign` -1) an answer given `ms` after its request.
+    pub fn count_answer(&mut self, ms: i64, granted: bool, sign: i64) {
+        count_answer(
+            &mut self.granted,
+            &mut self.denied,
+            &mut self.decide_ms_sum,
+            &mut self.decide_buckets,
+            ms,
+            granted,
+            sign,
+        );
+    }
+
+    /// Requests not answered yet.
+    pub fn pending(&self) -> i64 {
+        (self.requested - self.granted - self.denied).max(0)
+    }
+
+    /// The time-to-decision bucket bound holding the `q` quantile ([`decision_quantile`]).
+    pub fn quantile_bound(&self, q: f64) -> Option<Option<i64>> {
+        decision_quantile(&self.decide_buckets, self.granted + self.denied, q)
+    }
+}
+
+/// Adds (`sign` 1) or takes back (`sign` -1) an answer given `ms` (at least 0) after its
+/// request, to grant and denial counts and a time-to-decision sum and histogram over
+/// [`DECISION_BUCKETS_MS`]: the one way every approvals aggregate counts an answer.
+pub fn count_answer(
+    granted_n: &mut i64,
+    denied_n: &mut i64,
+    ms_sum: &mut i64,
+    buckets: &mut Vec<i64>,
+    ms: i64,
+    granted: bool,
+    sign: i64,
+) {
+    let ms = ms.max(0);
+    if granted {
+        *granted_n += sign;
+    } else {
+        *denied_n += sign;
+    }
+    *ms_sum += sign * ms;
+    if buckets.len() <= DECISION_BUCKETS_MS.len() {
+        buckets.resize(DECISION_BUCKETS_MS.len() + 1, 0);
+    }
+    let bucket = DECISION_BUCKETS_MS
+        .iter()
+        .position(|b| ms <= *b)
+        .unwrap_or(DECISION_BUCKETS_MS.len());
+    buckets[bucket] += sign;
+}
+
+/// The bound of the time-to-decision bucket that holds the `q` quantile (0 < q ≤ 1) of
+/// `answered` answers; `None` without answers, `Some(None)` when it is past the last bound
+/// (over a week).
+pub fn decision_quantile(buckets: &[i64], answered: i64, q: f64) -> Option<Option<i64>> {
+    if answered <= 0 {
+        return None;
+    }
+    let rank = ((q * answered as f64).ceil() as i64).max(1);
+    let mut seen = 0;
+    for (i, c) in buckets.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(DECISION_BUCKETS_MS.get(i).copied());
+        }
+    }
+    Some(None)
+}
+
+/// The calendar month (UTC) of an instant in ms: months since January 1970 (negative before).
+pub fn month_index(ms: i64) -> i64 {
+    use chrono::Datelike;
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(d) => i64::from(d.year() - 1970) * 12 + i64::from(d.month0()),
+        // Beyond chrono's range (±262 000 years): by the mean Gregorian month.
+        None => ms.div_euclid(2_629_746_000),
+    }
+}
+
+/// A [`month_index`] as `YYYY-MM` (the year as many digits as it takes).
+pub fn month_name(index: i64) -> String {
+    format!(
+        "{:04}-{:02}",
+        1970 + index.div_euclid(12),
+        index.rem_euclid(12) + 1
+    )
+}
+
+/// `YYYY-MM` of an instant in ms, UTC.
+pub fn month_of(ms: i64) -> String {
+    month_name(month_index(ms))
+}
 
 avro_record!(ControlRow {
     control_id,
@@ -201,6 +342,7 @@ avro_record!(ControlRow {
     environments,
     last_enforced_at,
     policies,
+    approvals,
 });
 
 /// A finding and its lifecycle.

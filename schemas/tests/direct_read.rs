@@ -302,11 +302,8 @@ fn the_codec_reads_its_own_schema_directly_and_others_through_values() {
     assert!(err.to_string().contains("DecisionEvent.event_id"), "{err}");
 }
 
-/// A control row written with the v3 view-change schema (before `last_enforced_at` and
-/// `policies`) decodes with both defaulted: a consumer of the current schema reads the views
-/// topic's older records.
-#[test]
-fn a_v3_control_row_reads_with_no_policies() {
+/// A control row and its view change, without the fields later schemas added.
+fn plain_control_change() -> ViewChange {
     let row = ControlRow {
         asserted_by: None,
         control_id: "ctl".into(),
@@ -322,55 +319,74 @@ fn a_v3_control_row_reads_with_no_policies() {
         environments: vec![],
         last_enforced_at: None,
         policies: vec![],
+        approvals: vec![],
     };
-    let change = ViewChange {
+    ViewChange {
         tenant_id: "t".into(),
         view: ViewName::Controls,
         key: "ctl".into(),
         op: ViewOp::Upsert,
-        row: Some(ViewRow::Control(row.clone())),
+        row: Some(ViewRow::Control(row)),
         changed_at: Timestamp(5),
         cause_event_id: "d1".into(),
+    }
+}
+
+/// `change` written with an older view-change schema: the current value without the control
+/// row's fields that schema lacks, framed with its fingerprint.
+fn written_with(older: &codec::Published, change: &ViewChange, newer_fields: &[&str]) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let schema = apache_avro::Schema::parse_str(older.json).unwrap();
+    let Value::Record(fields) = change.to_avro() else {
+        unreachable!()
     };
-    let v3 = apache_avro::Schema::parse_str(codec::VIEW_CHANGE_V3.json).unwrap();
-    // The current value without the two new fields of the control row.
-    let strip = |v: apache_avro::types::Value| -> apache_avro::types::Value {
-        use apache_avro::types::Value;
-        let Value::Record(fields) = v else {
-            unreachable!()
-        };
-        Value::Record(
-            fields
-                .into_iter()
-                .map(|(name, value)| match (name.as_str(), value) {
-                    ("row", Value::Union(i, inner)) => match *inner {
-                        Value::Record(row) => (
-                            name,
-                            Value::Union(
-                                i,
-                                Box::new(Value::Record(
-                                    row.into_iter()
-                                        .filter(|(f, _)| f != "last_enforced_at" && f != "policies")
-                                        .collect(),
-                                )),
-                            ),
+    let stripped = Value::Record(
+        fields
+            .into_iter()
+            .map(|(name, value)| match (name.as_str(), value) {
+                ("row", Value::Union(i, inner)) => match *inner {
+                    Value::Record(row) => (
+                        name,
+                        Value::Union(
+                            i,
+                            Box::new(Value::Record(
+                                row.into_iter()
+                                    .filter(|(f, _)| !newer_fields.contains(&f.as_str()))
+                                    .collect(),
+                            )),
                         ),
-                        other => (name, Value::Union(i, Box::new(other))),
-                    },
-                    (_, value) => (name, value),
-                })
-                .collect(),
-        )
-    };
-    let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&codec::VIEW_CHANGE_V3.fingerprint.to_le_bytes());
-    bytes.extend_from_slice(&apache_avro::to_avro_datum(&v3, strip(change.to_avro())).unwrap());
-    assert_eq!(
-        Codec::new().decode::<ViewChange>(&bytes),
-        Ok(change.clone())
+                    ),
+                    other => (name, Value::Union(i, Box::new(other))),
+                },
+                (_, value) => (name, value),
+            })
+            .collect(),
     );
-    // And a row with both, in the current schema, round-trips.
-    let mut with = row;
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&older.fingerprint.to_le_bytes());
+    bytes.extend_from_slice(&apache_avro::to_avro_datum(&schema, stripped).unwrap());
+    bytes
+}
+
+/// A control row written with the v3 view-change schema (before `last_enforced_at`,
+/// `policies` and `approvals`) or the v4 one (before `approvals`) decodes with those
+/// defaulted: a consumer of the current schema reads the views topic's older records.
+#[test]
+fn older_control_rows_read_with_the_newer_fields_defaulted() {
+    let change = plain_control_change();
+    let codec = Codec::new();
+    let v3 = written_with(
+        &codec::VIEW_CHANGE_V3,
+        &change,
+        &["last_enforced_at", "policies", "approvals"],
+    );
+    assert_eq!(codec.decode::<ViewChange>(&v3), Ok(change.clone()));
+    let v4 = written_with(&codec::VIEW_CHANGE_V4, &change, &["approvals"]);
+    assert_eq!(codec.decode::<ViewChange>(&v4), Ok(change.clone()));
+    // And a row with all of them, in the current schema, round-trips.
+    let Some(ViewRow::Control(mut with)) = change.row.clone() else {
+        unreachable!()
+    };
     with.last_enforced_at = Some(Timestamp(3));
     with.policies = vec![PolicyUse {
         policy_id: "p1".into(),
@@ -378,13 +394,48 @@ fn a_v3_control_row_reads_with_no_policies() {
         last_seen_at: Timestamp(3),
         decisions: 2,
     }];
+    let mut month = ApprovalMonth {
+        month: month_of(3),
+        requested: 3,
+        ..ApprovalMonth::default()
+    };
+    month.count_answer(90_000, true, 1);
+    month.count_answer(30_000, false, 1);
+    with.approvals = vec![month];
     let current = ViewChange {
         row: Some(ViewRow::Control(with)),
         ..change
     };
-    let codec = Codec::new();
     assert_eq!(
         codec.decode::<ViewChange>(&codec.encode(&current).unwrap()),
         Ok(current)
     );
+}
+
+#[test]
+fn months_are_utc_calendar_months_and_answers_fall_in_their_buckets() {
+    // 2026-11-30T23:59:59.999Z and the next millisecond.
+    let end = Timestamp::parse_rfc3339("2026-11-30T23:59:59.999Z")
+        .unwrap()
+        .0;
+    assert_eq!(month_of(end), "2026-11");
+    assert_eq!(month_of(end + 1), "2026-12");
+    assert_eq!(month_index(end + 1) - month_index(end), 1);
+    assert_eq!(month_of(0), "1970-01");
+    assert_eq!(month_of(-1), "1969-12");
+    assert_eq!(month_name(month_index(end) - 23), "2024-12");
+    let mut m = ApprovalMonth {
+        requested: 4,
+        ..ApprovalMonth::default()
+    };
+    m.count_answer(60_000, true, 1); // at most a minute: bucket 0
+    m.count_answer(60_001, true, 1); // bucket 1
+    m.count_answer(700_000_000, false, 1); // over a week: the last bucket
+    assert_eq!(m.decide_buckets, vec![1, 1, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!((m.granted, m.denied, m.pending()), (2, 1, 1));
+    assert_eq!(m.quantile_bound(0.5), Some(Some(300_000)));
+    assert_eq!(m.quantile_bound(1.0), Some(None));
+    m.count_answer(700_000_000, false, -1); // taken back
+    assert_eq!((m.denied, m.pending(), m.decide_ms_sum), (0, 2, 120_001));
+    assert_eq!(ApprovalMonth::default().quantile_bound(0.5), None);
 }

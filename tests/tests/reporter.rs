@@ -10,10 +10,10 @@ use aispm_reporter::minisign;
 use aispm_reporter::packet::{self, PacketFile};
 use aispm_reporter::sign::Signer;
 use aispm_schemas::{
-    Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState, CoverageKind,
-    CoverageRow, Environment, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow, FindingStatus,
-    PolicyUse, Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState, Stage,
-    Timestamp, Topics, ValidationRow, ViewChange, ViewOp, ViewRow,
+    ApprovalMonth, Asset, AssetKind, Blocker, BlockerKind, Codec, ControlRow, ControlState,
+    CoverageKind, CoverageRow, Environment, EvidenceRow, ExceptionKind, ExceptionRow, FindingRow,
+    FindingStatus, PolicyUse, Readiness, RegistryEvent, ReportDeliveryEvent, Risk, SignatureState,
+    Stage, Timestamp, Topics, ValidationRow, ViewChange, ViewOp, ViewRow,
 };
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
@@ -276,6 +276,29 @@ async fn seed(brokers: &str, topics: &Topics, tenant: &str, trust_root: Option<&
                             decisions: 1,
                         })
                         .to_vec()
+                } else {
+                    vec![]
+                },
+                // The enforced control's requests for approval: 5 last month; 3 this month,
+                // granted after 2 and 10 minutes and one pending (the monthly review's
+                // approval trends).
+                approvals: if state == ControlState::Enforced {
+                    let this = aispm_schemas::views::month_index(now);
+                    let mut months = [(this - 1, 5, &[][..]), (this, 3, &[120_000, 600_000][..])]
+                        .map(|(m, requested, answers)| {
+                            let mut month = ApprovalMonth {
+                                month: aispm_schemas::views::month_name(m),
+                                requested,
+                                ..ApprovalMonth::default()
+                            };
+                            for ms in answers {
+                                month.count_answer(*ms, true, 1);
+                            }
+                            month
+                        })
+                        .to_vec();
+                    months[0].count_answer(30_000, false, 1);
+                    months
                 } else {
                     vec![]
                 },
@@ -1414,6 +1437,7 @@ async fn every_report_type_renders_in_headless_chromium_with_its_headings_and_nu
                 "Readiness by stage",
                 "Exception aging",
                 "Policy drift",
+                "Approval trends",
             ],
         ),
         (
@@ -1595,6 +1619,44 @@ async fn every_report_type_renders_in_headless_chromium_with_its_headings_and_nu
                     "{csv}"
                 );
                 assert!(dom.contains("enforced → shadow mode") && dom.contains("pol-2026"));
+                // Approval trends: six months, the seeded ones summed over the controls.
+                let trends =
+                    std::fs::read_to_string(dir.join("tables/approval_trends.csv")).unwrap();
+                let rows: Vec<Vec<&str>> = trends
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.split(',').collect())
+                    .collect();
+                let tenant_rows: Vec<&Vec<&str>> =
+                    rows.iter().filter(|r| r[1].is_empty()).collect();
+                assert_eq!(tenant_rows.len(), 6, "{trends}");
+                // month, control, requested, granted, denied, pending, median, p90 (the
+                // 5-minute and 15-minute buckets). The seeded month is the report's last
+                // unless a month ended between the seeding and the report.
+                let at = tenant_rows
+                    .iter()
+                    .position(|r| r[2..] == ["3", "2", "0", "1", "300000", "900000"])
+                    .unwrap_or_else(|| panic!("the seeded month in {trends}"));
+                assert!(at >= 4, "{trends}");
+                assert_eq!(
+                    tenant_rows[at - 1][2..6].to_vec(),
+                    ["5", "0", "1", "4"],
+                    "{trends}"
+                );
+                if at == 5 {
+                    let this = tenant_rows[5][0];
+                    assert_eq!(
+                        rows[6][..6].to_vec(),
+                        [this, "ctl-file-write", "3", "2", "0", "1"],
+                        "{trends}"
+                    );
+                    assert_eq!(rows.len(), 7, "one control had requests: {trends}");
+                    assert_eq!(kpi(&dom, "approvals_requested"), "3");
+                    assert_eq!(kpi(&dom, "approvals_granted_pct"), "100 %");
+                    assert_eq!(kpi(&dom, "approvals_median"), "≤ 5 min");
+                    assert_eq!(kpi(&dom, "approvals_pending"), "1");
+                }
+                assert!(dom.contains("Approval trends"));
                 let aging =
                     std::fs::read_to_string(dir.join("tables/exception_aging.csv")).unwrap();
                 let row: Vec<&str> = aging.lines().nth(1).unwrap_or("").split(',').collect();

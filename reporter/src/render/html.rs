@@ -8,6 +8,7 @@
 use super::svg;
 use crate::report::checks::Status;
 use crate::report::kind::fmt_pct;
+use crate::report::monthly::DecisionBound;
 use crate::report::{Document, StageReadiness, short};
 use aispm_schemas::clock::{self, Sla};
 use aispm_schemas::{ControlState, ReportType, Stage, Timestamp};
@@ -822,6 +823,110 @@ fn cso(doc: &Document) -> Markup {
         (stage_summary(doc))
         (exception_aging(doc))
         (policy_drift(doc))
+        (approval_trends(doc))
+    }
+}
+
+/// A time-to-decision bound as a reader says it: "≤ 5 min", "> 7 days", or "—".
+fn decision_bound(b: Option<DecisionBound>) -> String {
+    match b {
+        None => "—".to_owned(),
+        Some(DecisionBound::OverAWeek) => "> 7 days".to_owned(),
+        Some(DecisionBound::WithinMs(ms)) if ms < 3_600_000 => format!("≤ {} min", ms / 60_000),
+        Some(DecisionBound::WithinMs(ms)) if ms < 86_400_000 => {
+            format!("≤ {} h", ms / 3_600_000)
+        }
+        Some(DecisionBound::WithinMs(ms)) => format!("≤ {} days", ms / 86_400_000),
+    }
+}
+
+/// Requests for approval month by month, and by control for the period's last month.
+fn approval_trends(doc: &Document) -> Markup {
+    let Some(a) = &doc.approval_trends else {
+        return html! {};
+    };
+    let pct = |p: Option<f64>| p.map_or_else(|| "—".to_owned(), |p| format!("{p:.0} %"));
+    let chart = svg::bars(
+        "Requests for approval by month",
+        &a.months
+            .iter()
+            .map(|m| (m.month.clone(), m.requested as f64))
+            .collect::<Vec<_>>(),
+        None,
+        "",
+    );
+    let months = table(
+        &[
+            "Month",
+            "Requested",
+            "Granted",
+            "Denied",
+            "Pending",
+            "Granted of answered",
+            "Median time to decision",
+            "90 % decided within",
+        ],
+        a.months
+            .iter()
+            .map(|m| {
+                vec![
+                    m.month.clone(),
+                    m.requested.to_string(),
+                    m.granted.to_string(),
+                    m.denied.to_string(),
+                    m.pending.to_string(),
+                    pct(m.granted_pct),
+                    decision_bound(m.median),
+                    decision_bound(m.p90),
+                ]
+            })
+            .collect(),
+        "",
+    );
+    let last = a.months.last().map_or("", |m| m.month.as_str());
+    let controls = table(
+        &[
+            "Control",
+            "Requested",
+            "The month before",
+            "Granted",
+            "Denied",
+            "Pending",
+            "Median time to decision",
+        ],
+        a.controls
+            .iter()
+            .map(|c| {
+                let m = &c.this_month;
+                vec![
+                    c.control_id.clone(),
+                    m.requested.to_string(),
+                    c.previous_requested.to_string(),
+                    m.granted.to_string(),
+                    m.denied.to_string(),
+                    m.pending.to_string(),
+                    decision_bound(m.median),
+                ]
+            })
+            .collect(),
+        "No control had requests for approval in the month or the month before.",
+    );
+    let this = a.months.last().cloned().unwrap_or_default();
+    html! {
+        h2 id="approval-trends" { "Approval trends" }
+        p class="meta" {
+            "Decisions that required approval, by the calendar month (UTC) of the request, each              counted by its first answer (grant or denial, by event time) whenever it came;              pending: not answered at the report's time. Times to decision are bucket bounds."
+        }
+        (kpis(&[
+            ("approvals_requested", "requests this month", this.requested.to_string()),
+            ("approvals_granted_pct", "granted of answered", pct(this.granted_pct)),
+            ("approvals_median", "median time to decision", decision_bound(this.median)),
+            ("approvals_pending", "still pending", this.pending.to_string()),
+        ]))
+        (chart)
+        (months)
+        h3 { "By control, " (last) }
+        (controls)
     }
 }
 
@@ -1452,6 +1557,7 @@ mod tests {
                         decisions: 1,
                     })
                     .collect(),
+                approvals: vec![],
             },
         );
         for (i, kind) in [ExceptionKind::Exception, ExceptionKind::BreakGlass]

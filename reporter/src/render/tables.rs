@@ -145,6 +145,46 @@ struct Drift<'a> {
     decision_ids: Ids<'a>,
 }
 
+/// The monthly review's approval trends ([`crate::report::monthly::ApprovalTrends`]): one
+/// row per month over the tenant (`control_id` empty), then one per control for the last
+/// month.
+#[derive(Default, Serialize)]
+struct ApprovalTrend<'a> {
+    month: Text<&'a str>,
+    control_id: Text<&'a str>,
+    requested: i64,
+    granted: i64,
+    denied: i64,
+    pending: i64,
+    /// The bucket bound (ms) of the median and the 90th percentile time to decision; empty
+    /// without answers, `over_a_week` past a week.
+    median_decision_ms: Text<String>,
+    p90_decision_ms: Text<String>,
+}
+
+impl<'a> ApprovalTrend<'a> {
+    fn of(m: &'a crate::report::monthly::MonthFigures, control_id: &'a str) -> Self {
+        use crate::report::monthly::DecisionBound;
+        let bound = |b: Option<DecisionBound>| {
+            Text(match b {
+                None => String::new(),
+                Some(DecisionBound::OverAWeek) => "over_a_week".to_owned(),
+                Some(DecisionBound::WithinMs(ms)) => ms.to_string(),
+            })
+        };
+        ApprovalTrend {
+            month: Text(&m.month),
+            control_id: Text(control_id),
+            requested: m.requested,
+            granted: m.granted,
+            denied: m.denied,
+            pending: m.pending,
+            median_decision_ms: bound(m.median),
+            p90_decision_ms: bound(m.p90),
+        }
+    }
+}
+
 #[derive(Default, Serialize)]
 struct BreakGlass<'a> {
     exception_id: Text<&'a str>,
@@ -392,6 +432,19 @@ pub(super) fn files(doc: &Document, findings: &[FindingRow]) -> csv::Result<Vec<
                 decision_ids: ids(&d.decision_ids),
             }))?,
         );
+    }
+    if let Some(a) = &doc.approval_trends {
+        let rows: Vec<ApprovalTrend<'_>> = a
+            .months
+            .iter()
+            .map(|m| ApprovalTrend::of(m, ""))
+            .chain(
+                a.controls
+                    .iter()
+                    .map(|c| ApprovalTrend::of(&c.this_month, &c.control_id)),
+            )
+            .collect();
+        add("approval_trends", table(rows)?);
     }
     if let Some(b) = &doc.break_glass {
         add(

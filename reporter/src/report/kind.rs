@@ -100,6 +100,7 @@ pub fn fill(doc: &mut Document, t: &TenantState) {
             // The monthly review (the default cadence runs this report monthly).
             doc.exception_aging = Some(super::monthly::exception_aging(t, now, start));
             doc.policy_drift = Some(super::monthly::policy_drift(t, now, start));
+            doc.approval_trends = Some(super::monthly::approval_trends(t, now));
         }
         ReportType::Ciso => {
             doc.layers = Some(layers(doc));

@@ -439,6 +439,7 @@ mod tests {
                 environments: vec![],
                 last_enforced_at: None,
                 policies: vec![],
+                approvals: vec![],
             }
             .only_in(Environment::Production),
         );

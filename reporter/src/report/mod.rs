@@ -205,6 +205,9 @@ pub struct Document {
     /// The monthly review: controls that drifted to shadow mode or to a new policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_drift: Option<Vec<monthly::Drift>>,
+    /// The monthly review: requests for approval month by month, and by control.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_trends: Option<monthly::ApprovalTrends>,
 }
 
 /// Builds the document for `req` from `t`.
@@ -253,6 +256,7 @@ pub fn build(t: &TenantState, req: &Request) -> Document {
         new_blockers: None,
         exception_aging: None,
         policy_drift: None,
+        approval_trends: None,
     };
     kind::fill(&mut doc, t);
     doc.headline = kind::headline(&doc);

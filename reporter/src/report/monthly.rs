@@ -1,11 +1,13 @@
 //! The monthly review's own content (the `cso` report, which the default cadence runs on the
-//! 1st of each month): how long the exceptions in force have stood and which end soon, and
-//! which controls drifted in the period (from enforced to shadow mode, or to a new policy).
+//! 1st of each month): how long the exceptions in force have stood and which end soon, which
+//! controls drifted in the period (from enforced to shadow mode, or to a new policy), and how
+//! requests for approval were answered month by month.
 //!
 //! Pure functions of the view rows and the report's clock, judged with `aispm_schemas::clock`
 //! like every other report figure.
 
 use crate::state::TenantState;
+use aispm_schemas::views::{ApprovalMonth, month_index, month_name};
 use aispm_schemas::{ControlRow, ControlState, ExceptionKind, ExceptionRow, Timestamp, clock};
 use serde::Serialize;
 
@@ -169,6 +171,140 @@ fn control_drift(c: &ControlRow, now: Timestamp, start: Timestamp) -> Vec<Drift>
     out
 }
 
+/// How many calendar months the approval trends show: the period's last month and the five
+/// before it.
+pub const TREND_MONTHS: i64 = 6;
+
+/// Requests for approval, month by month over the tenant, and by control for the period's
+/// last month: the monthly review's approval trends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ApprovalTrends {
+    /// [`TREND_MONTHS`] calendar months (UTC) ending with the one holding the period's last
+    /// instant, oldest first, each summed over every control.
+    pub months: Vec<MonthFigures>,
+    /// Every control with requests in that last month or the one before, most requests
+    /// first.
+    pub controls: Vec<ControlApprovals>,
+}
+
+/// The requests for approval of one month (by the request's event time).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MonthFigures {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub requested: i64,
+    pub granted: i64,
+    pub denied: i64,
+    /// Not answered at the report's time.
+    pub pending: i64,
+    /// Granted, of the answered, in percent (none without answers).
+    pub granted_pct: Option<f64>,
+    /// The time to decision that half of the answers (`median`) and nine in ten (`p90`)
+    /// stayed within; `None` without answers.
+    pub median: Option<DecisionBound>,
+    pub p90: Option<DecisionBound>,
+}
+
+/// A bound of the time to decision: a bucket bound of
+/// [`aispm_schemas::views::DECISION_BUCKETS_MS`] (`{"within_ms": 300000}`), or past the last
+/// one (`"over_a_week"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionBound {
+    WithinMs(i64),
+    OverAWeek,
+}
+
+impl DecisionBound {
+    fn of(q: Option<Option<i64>>) -> Option<Self> {
+        q.map(|b| b.map_or(DecisionBound::OverAWeek, DecisionBound::WithinMs))
+    }
+}
+
+impl MonthFigures {
+    fn of(month: &ApprovalMonth) -> Self {
+        let answered = month.granted + month.denied;
+        MonthFigures {
+            month: month.month.clone(),
+            requested: month.requested,
+            granted: month.granted,
+            denied: month.denied,
+            pending: month.pending(),
+            granted_pct: (answered > 0).then(|| 100.0 * month.granted as f64 / answered as f64),
+            median: DecisionBound::of(month.quantile_bound(0.5)),
+            p90: DecisionBound::of(month.quantile_bound(0.9)),
+        }
+    }
+}
+
+/// One control's requests in the period's last month, against the month before.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlApprovals {
+    pub control_id: String,
+    pub this_month: MonthFigures,
+    /// Requests in the month before.
+    pub previous_requested: i64,
+}
+
+/// Sums `into` and `m` (the month name kept from `into`).
+fn add(into: &mut ApprovalMonth, m: &ApprovalMonth) {
+    into.requested += m.requested;
+    into.granted += m.granted;
+    into.denied += m.denied;
+    into.decide_ms_sum += m.decide_ms_sum;
+    if into.decide_buckets.len() < m.decide_buckets.len() {
+        into.decide_buckets.resize(m.decide_buckets.len(), 0);
+    }
+    for (a, b) in into.decide_buckets.iter_mut().zip(&m.decide_buckets) {
+        *a += b;
+    }
+}
+
+/// The approval trends of `t` for a period ending at `now`.
+pub fn approval_trends(t: &TenantState, now: Timestamp) -> ApprovalTrends {
+    let last = month_index(now.0 - 1);
+    let first = last - TREND_MONTHS + 1;
+    let mut months: Vec<ApprovalMonth> = (first..=last)
+        .map(|i| ApprovalMonth {
+            month: month_name(i),
+            ..ApprovalMonth::default()
+        })
+        .collect();
+    let (this, before) = (month_name(last), month_name(last - 1));
+    let mut controls = Vec::new();
+    for c in t.controls.values() {
+        for m in &c.approvals {
+            if let Some(sum) = months.iter_mut().find(|s| s.month == m.month) {
+                add(sum, m);
+            }
+        }
+        let find = |name: &str| c.approvals.iter().find(|m| m.month == name);
+        let previous_requested = find(&before).map_or(0, |m| m.requested);
+        let this_month = find(&this).cloned().unwrap_or_else(|| ApprovalMonth {
+            month: this.clone(),
+            ..ApprovalMonth::default()
+        });
+        if this_month.requested > 0 || previous_requested > 0 {
+            controls.push(ControlApprovals {
+                control_id: c.control_id.clone(),
+                this_month: MonthFigures::of(&this_month),
+                previous_requested,
+            });
+        }
+    }
+    controls.sort_by(|a, b| {
+        (b.this_month.requested, b.previous_requested, &a.control_id).cmp(&(
+            a.this_month.requested,
+            a.previous_requested,
+            &b.control_id,
+        ))
+    });
+    ApprovalTrends {
+        months: months.iter().map(MonthFigures::of).collect(),
+        controls,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +416,7 @@ mod tests {
                     decisions: 1,
                 })
                 .collect(),
+            approvals: vec![],
         }
     }
 
@@ -326,5 +463,95 @@ mod tests {
                 ("c-policy", "policy_changed", "p2", "p3", 5),
             ]
         );
+    }
+
+    /// A month of `requested` requests whose answers came after the given times (ms),
+    /// granted when positive, denied when negative.
+    fn month(name: &str, requested: i64, answers: &[i64]) -> ApprovalMonth {
+        let mut m = ApprovalMonth {
+            month: name.into(),
+            requested,
+            ..ApprovalMonth::default()
+        };
+        for a in answers {
+            m.count_answer(a.abs(), *a > 0, 1);
+        }
+        m
+    }
+
+    #[test]
+    fn approval_trends_sum_months_over_controls_and_compare_the_last_month() {
+        // The period ends at 2026-12-01T00:00Z: its last month is November.
+        let now = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let mut t = TenantState::default();
+        let mut shell = control("ctl-shell", ControlState::Enforced, Some(1), &[]);
+        shell.approvals = vec![
+            // Before the six months: not shown.
+            month("2026-05", 7, &[]),
+            month("2026-10", 2, &[60_000, -120_000]),
+            // 4 requests: 2 granted within a minute and 5 minutes, 1 denied after 2 hours,
+            // one pending.
+            month("2026-11", 4, &[30_000, 200_000, -7_200_000]),
+        ];
+        let mut git = control("ctl-git", ControlState::Enforced, Some(1), &[]);
+        git.approvals = vec![month("2026-11", 1, &[])];
+        let mut quiet = control("ctl-quiet", ControlState::Enforced, Some(1), &[]);
+        quiet.approvals = vec![month("2026-08", 3, &[10_000, 10_000, 10_000])];
+        for c in [shell, git, quiet] {
+            t.controls.insert(c.control_id.clone(), c);
+        }
+        let a = approval_trends(&t, now);
+        let months: Vec<(&str, i64, i64, i64, i64)> = a
+            .months
+            .iter()
+            .map(|m| {
+                (
+                    m.month.as_str(),
+                    m.requested,
+                    m.granted,
+                    m.denied,
+                    m.pending,
+                )
+            })
+            .collect();
+        assert_eq!(
+            months,
+            [
+                ("2026-06", 0, 0, 0, 0),
+                ("2026-07", 0, 0, 0, 0),
+                ("2026-08", 3, 3, 0, 0),
+                ("2026-09", 0, 0, 0, 0),
+                ("2026-10", 2, 1, 1, 0),
+                ("2026-11", 5, 2, 1, 2),
+            ]
+        );
+        let nov = &a.months[5];
+        assert_eq!(nov.granted_pct.map(|p| (p * 10.0).round()), Some(667.0));
+        // Answers within 1 min, 5 min and 4 h: the median is the 5-minute bucket, the p90 the
+        // 4-hour one.
+        assert_eq!(nov.median, Some(DecisionBound::WithinMs(300_000)));
+        assert_eq!(nov.p90, Some(DecisionBound::WithinMs(14_400_000)));
+        assert_eq!(a.months[0].median, None);
+        assert_eq!(
+            serde_json::to_value(nov).unwrap()["median"],
+            serde_json::json!({"within_ms": 300_000})
+        );
+        let controls: Vec<(&str, i64, i64)> = a
+            .controls
+            .iter()
+            .map(|c| {
+                (
+                    c.control_id.as_str(),
+                    c.this_month.requested,
+                    c.previous_requested,
+                )
+            })
+            .collect();
+        assert_eq!(controls, [("ctl-shell", 4, 2), ("ctl-git", 1, 0)]);
+        // A report at the first instant of December still reviews November; one a
+        // millisecond later has December as its last month.
+        let later = approval_trends(&t, Timestamp(now.0 + 1));
+        assert_eq!(later.months[5].month, "2026-12");
+        assert_eq!(later.controls.len(), 2, "November is now the month before");
     }
 }

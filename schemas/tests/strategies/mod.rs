@@ -437,6 +437,21 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 ),
                 0..3,
             ),
+            vec(
+                (id(), i(), i(), i(), i(), vec(i(), 0..10)).prop_map(
+                    |(month, requested, granted, denied, decide_ms_sum, decide_buckets)| {
+                        ApprovalMonth {
+                            month,
+                            requested,
+                            granted,
+                            denied,
+                            decide_ms_sum,
+                            decide_buckets,
+                        }
+                    },
+                ),
+                0..3,
+            ),
         ),
     )
         .prop_map(
@@ -452,11 +467,12 @@ pub fn view_row() -> impl Strategy<Value = ViewRow> {
                 decision_ids,
                 last_decision_at,
                 environments,
-                (last_enforced_at, policies),
+                (last_enforced_at, policies, approvals),
             )| {
                 ViewRow::Control(ControlRow {
                     last_enforced_at,
                     policies,
+                    approvals,
                     asserted_by: None,
                     control_id,
                     state,

@@ -371,7 +371,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The monthly review (the `cso` report, which the cadence runs on the 1st of each month),
-/// generated now: its exception aging and policy drift, read from the packet's report.json.
+/// generated now: its exception aging, policy drift and approval trends, read from the
+/// packet's report.json.
 async fn print_monthly(p: &Pipeline) -> anyhow::Result<()> {
     let report = p.report("cso").await?;
     let dir = report["packet"]["dir"].as_str().unwrap_or("");
@@ -397,6 +398,35 @@ async fn print_monthly(p: &Pipeline) -> anyhow::Result<()> {
             d["from"].as_str().unwrap_or(""),
             d["to"].as_str().unwrap_or(""),
             d["at"].as_str().unwrap_or(""),
+        );
+    }
+    // Approval trends: the months with requests, then each control's in the last month.
+    let trends = &doc["approval_trends"];
+    let bound = |b: &serde_json::Value| match b["within_ms"].as_i64() {
+        Some(ms) => format!("{} min", ms / 60_000),
+        None if b.is_null() => "-".to_owned(),
+        None => "over a week".to_owned(),
+    };
+    for m in trends["months"].as_array().into_iter().flatten() {
+        if m["requested"].as_i64().unwrap_or(0) > 0 {
+            println!(
+                "            approvals {}: {} requested, {} granted, {} denied, {} pending; median time to decision within {}",
+                m["month"].as_str().unwrap_or(""),
+                m["requested"],
+                m["granted"],
+                m["denied"],
+                m["pending"],
+                bound(&m["median"]),
+            );
+        }
+    }
+    for c in trends["controls"].as_array().into_iter().flatten() {
+        println!(
+            "            approvals by control: {} {} requested ({} the month before), {} pending",
+            c["control_id"].as_str().unwrap_or(""),
+            c["this_month"]["requested"],
+            c["previous_requested"],
+            c["this_month"]["pending"],
         );
     }
     Ok(())
