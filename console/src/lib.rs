@@ -123,10 +123,7 @@ pub fn routes(app: App) -> Router {
         .route("/t/{tenant}/blockers", get(blockers))
         .route("/t/{tenant}/approvals", get(approvals))
         .route("/t/{tenant}/data-flows", get(data_flows))
-        .route(
-            "/t/{tenant}/approval-stats",
-            get(|a, h, p, q| list_page(a, h, p, q, "/approval-stats", pages::approval_stats)),
-        )
+        .route("/t/{tenant}/approval-stats", get(approval_stats))
         .route("/t/{tenant}/asset", get(asset))
         .route("/t/{tenant}/evidence", get(evidence))
         .route("/t/{tenant}/validations", get(validations))
@@ -892,6 +889,33 @@ async fn list_page(
     let path = format!("{list}?{}", page_query(q.after.as_deref(), []));
     tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
         render(c, &tenant, v)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct ApprovalStatsQuery {
+    after: Option<String>,
+    control: Option<String>,
+}
+
+/// The requests for approval per control and agent, of one control with `control=`.
+async fn approval_stats(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<ApprovalStatsQuery>,
+) -> Response {
+    let Some((id, s)) = viewer(&app, &headers) else {
+        return to_sign_in();
+    };
+    let control = q.control.as_deref().filter(|c| !c.is_empty());
+    let path = format!(
+        "/approval-stats?{}",
+        page_query(q.after.as_deref(), [("control", control)])
+    );
+    tenant_page(&app, &id, &s, &tenant, Service::Projector, &path, |c, v| {
+        pages::approval_stats(c, &tenant, control, v)
     })
     .await
 }

@@ -1007,13 +1007,18 @@ pub(crate) fn approvals(
 }
 
 /// Requests for approval per control and agent: answered, pending, overdue, time to decision.
-pub(crate) fn approval_stats(chrome: &Chrome<'_>, tenant: &str, page: &Value) -> Markup {
+pub(crate) fn approval_stats(
+    chrome: &Chrome<'_>,
+    tenant: &str,
+    control: Option<&str>,
+    page: &Value,
+) -> Markup {
     let window = page["approval_decision_window_ms"].as_u64().unwrap_or(0);
     layout(
         "Requests for approval",
         chrome,
         html! {
-            h1 { "Requests for approval of " (tenant) }
+            h1 { "Requests for approval of " (tenant) @if let Some(c) = control { " under " code { (c) } } }
             p { "Decisions that asked for approval (verdict require_approval), per control and agent: "
                 "how many were granted or denied (each by its first answer), how many are still pending "
                 "and how many of those waited past the decision window (" (duration_words(window)) "), "
@@ -1031,7 +1036,7 @@ pub(crate) fn approval_stats(chrome: &Chrome<'_>, tenant: &str, page: &Value) ->
                 ("Median answer within", Cell::Duration("/time_to_decision/p50_at_most_ms")),
                 ("90 % within", Cell::Duration("/time_to_decision/p90_at_most_ms")),
                 ("Last request", Cell::Age("last_request_at")),
-            ], |n| query([("after", Some(n))])))
+            ], |n| query([("control", control), ("after", Some(n))])))
         },
     )
 }
@@ -1205,10 +1210,43 @@ pub(crate) fn row(chrome: &Chrome<'_>, tenant: &str, kind: &str, id: &str, v: &V
             h1 { (kind) " " code { (id) } }
             @if kind == "Control" {
                 p { a href={ "/t/" (encode(tenant)) "/evidence?control=" (encode(id)) } { "evidence from its decisions →" } }
+                (approval_months(tenant, v))
             }
             (fields(tenant, v))
         },
     )
+}
+
+/// A control's requests for approval by calendar month (its row's `approvals`), newest first.
+fn approval_months(tenant: &str, v: &Value) -> Markup {
+    let months: Vec<&Value> = v["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .collect();
+    let n = |m: &Value, f: &str| m[f].as_i64().unwrap_or(0);
+    html! {
+        @if !months.is_empty() {
+            h2 { "Requests for approval by month" }
+            p { "By the month (UTC) of the request, each counted by its first answer. "
+                a href={ "/t/" (encode(tenant)) "/approval-stats?control=" (encode(v["control_id"].as_str().unwrap_or(""))) } { "per agent →" } }
+            table {
+                thead { tr { th { "Month" } th { "Requested" } th { "Granted" } th { "Denied" } th { "Pending" } } }
+                tbody {
+                    @for m in months {
+                        tr {
+                            td { (text(&m["month"])) }
+                            td { (n(m, "requested")) }
+                            td { (n(m, "granted")) }
+                            td { (n(m, "denied")) }
+                            td { ((n(m, "requested") - n(m, "granted") - n(m, "denied")).max(0)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An id no view holds a row for: what was searched.

@@ -608,6 +608,28 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         approvals_page.body
     );
 
+    // A control's requests for approval by month on its page (the demo's coder-agent asked
+    // under ctl-shell-exec), and its requests per agent one link away.
+    let (_, shell) = team.follow("/t/acme/go?id=ctl-shell-exec").await;
+    assert!(
+        shell.body.contains("Requests for approval by month")
+            && shell
+                .body
+                .contains("/t/acme/approval-stats?control=ctl-shell-exec"),
+        "{}",
+        shell.body
+    );
+    let per_agent = team
+        .get("/t/acme/approval-stats?control=ctl-shell-exec")
+        .await;
+    assert_eq!(per_agent.status, 200, "{}", per_agent.body);
+    assert!(
+        per_agent.body.contains("under <code>ctl-shell-exec</code>")
+            && per_agent.body.contains("coder-agent"),
+        "{}",
+        per_agent.body
+    );
+
     // What an agent acted for and with, counted from its decisions; the asset page shows it,
     // and the findings about it are one filter away.
     let links = p
