@@ -1395,10 +1395,10 @@ async fn approval_stats(
             let (mut oldest, mut overdue, mut capped) = (None, 0usize, false);
             store.walk_from(columns::STATE, &pending_prefix, &pending_prefix, |k, _| {
                 let rest = String::from_utf8_lossy(&k[pending_prefix.len()..]).into_owned();
-                let Some((at, decision)) = rest.split_once('\0') else {
+                let Some((at, decision)) = crate::state::split_pending(&rest) else {
                     return Ok(true);
                 };
-                let at = Timestamp(at.parse().unwrap_or(0));
+                let at = Timestamp(at);
                 if oldest.is_none() {
                     oldest = Some(json!({"decision_id": decision, "requested_at": at}));
                 }

@@ -18,7 +18,7 @@
 //! | [`stale`] (evidence, validations) | `now >= recorded_at + window` |
 //! | [`evidence_stale`] | no evidence [`counts_for_freshness`], or the newest is [`stale`] |
 //! | [`break_glass_unreviewed`] | break-glass, no review, `now >= granted_at + review window` |
-//! | [`approval_overdue`] | a request for approval unanswered, `now >= requested_at + decision window` |
+//! | [`approval_overdue`] | a request for approval unanswered, `now >= requested_at + decision window` (as a bound on request times: [`approval_overdue_before`]) |
 //! | [`reviewed_in_time`] | `reviewed_at < granted_at + review window` |
 //! | [`closed_within_sla`] | `closed_at < due_at` (no due date: within) |
 //!
@@ -317,6 +317,12 @@ pub fn approval_overdue(requested_at: Timestamp, window: Duration, now: Timestam
     reached(window_end(requested_at, window), now)
 }
 
+/// The first request time that is not [`approval_overdue`] at `now`: the requests made before
+/// it are overdue, a range bound for an index of pending requests by time.
+pub fn approval_overdue_before(window: Duration, now: Timestamp) -> Timestamp {
+    Timestamp(now.minus(window).0.saturating_add(1))
+}
+
 /// The state of an exception or break-glass row at `now`: what the projector API calls
 /// `state` and the reporter's tables show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -430,6 +436,19 @@ mod tests {
 
     fn at(offset: i64) -> Timestamp {
         Timestamp(T.0 + offset)
+    }
+
+    #[test]
+    fn the_overdue_bound_agrees_with_the_predicate_on_both_sides() {
+        let window = Duration::from_secs(4 * 3600);
+        let now = at(0);
+        let bound = approval_overdue_before(window, now);
+        assert_eq!(bound, at(-4 * H + MS));
+        assert!(approval_overdue(Timestamp(bound.0 - MS), window, now));
+        assert!(!approval_overdue(bound, window, now));
+        // Saturating at the ends of time: nothing is overdue before the epoch's minimum.
+        let first = approval_overdue_before(window, Timestamp(i64::MIN));
+        assert!(!approval_overdue(first, window, Timestamp(i64::MIN)));
     }
 
     /// The instants on both sides of a boundary and at it.
