@@ -885,11 +885,16 @@ fn batch_limit_follows_the_working_set_of_recent_batches() {
     assert!(engine.batch_limit(50_000, 50_000) > before);
 }
 
+/// The row `id` of `view` of tenant `acme` in `views`.
+fn acme_row(views: &Views, view: ViewName, id: &str) -> Option<ViewRow> {
+    let key = [b"acme\0".as_slice(), id.as_bytes()].concat();
+    let bytes = views.0.get(&(view.as_str().to_owned(), key))?;
+    Some(aispm_projector::decode_row(view, bytes).unwrap())
+}
+
 /// The finding row `id` of tenant `acme` in `views`.
 fn finding_row(views: &Views, id: &str) -> Option<FindingRow> {
-    let key = [b"acme\0".as_slice(), id.as_bytes()].concat();
-    let bytes = views.0.get(&("findings".to_owned(), key))?;
-    match aispm_projector::decode_row(ViewName::Findings, bytes).unwrap() {
+    match acme_row(views, ViewName::Findings, id)? {
         ViewRow::Finding(f) => Some(f),
         _ => None,
     }
@@ -1025,10 +1030,9 @@ fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order
     assert_eq!(finding_row(&views, id), None);
 }
 
+/// The control row `id` of tenant `acme` in `views`.
 fn control_row(views: &Views, id: &str) -> Option<ControlRow> {
-    let key = [b"acme\0".as_slice(), id.as_bytes()].concat();
-    let bytes = views.0.get(&("controls".to_owned(), key))?;
-    match aispm_projector::decode_row(ViewName::Controls, bytes).unwrap() {
+    match acme_row(views, ViewName::Controls, id)? {
         ViewRow::Control(c) => Some(c),
         _ => None,
     }
