@@ -522,17 +522,16 @@ impl ControlAgg {
         if month <= newest - KEEP_APPROVAL_MONTHS {
             return;
         }
+        // `month` is at least `first_kept`: the window of the newer of the two.
+        let first_kept = newest.max(month) - KEEP_APPROVAL_MONTHS + 1;
+        self.approvals = self.approvals.split_off(&first_kept);
         self.approvals
             .entry(month)
             .or_insert_with(|| ApprovalMonth {
                 month: month_name(month),
                 ..ApprovalMonth::default()
-            });
-        let first_kept = newest.max(month) - KEEP_APPROVAL_MONTHS + 1;
-        self.approvals = self.approvals.split_off(&first_kept);
-        if let Some(m) = self.approvals.get_mut(&month) {
-            m.requested += 1;
-        }
+            })
+            .requested += 1;
     }
 
     /// Adds (`sign` 1) or takes back (-1) the first answer of a request made at `request`
