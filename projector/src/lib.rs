@@ -287,7 +287,10 @@ impl Parts {
 }
 
 async fn setup(config: &Config, group: bool) -> Result<Parts> {
-    let metrics = Metrics::new("projector")?;
+    let metrics = Metrics::with_heap(
+        "projector",
+        Box::new(metrics::JemallocCollector::new().map_err(aispm_runtime::Error::from)?),
+    )?;
     let health = Health::new();
     health.set("partitions_assigned", false, "waiting for the group");
     let topics = config.common.topics();

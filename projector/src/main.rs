@@ -2,10 +2,16 @@ use aispm_projector::{Config, rebuild, run};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// mimalloc: the engine allocates and frees small values at a high rate (decoded events,
-/// aggregates, keys); glibc's malloc spent a third of the apply path's time on them.
+/// jemalloc, for every allocation in the process: the engine's small values (decoded events,
+/// aggregates, keys; glibc's malloc spent a third of the apply path's time on them) and,
+/// through the unprefixed `malloc`, RocksDB's block cache and memtables and librdkafka's
+/// buffers. One allocator whose background threads give freed pages back on a timer: with
+/// mimalloc for Rust beside glibc for the C++ side, glibc's free chunks grew with the block
+/// cache's churn and the soak's RSS kept climbing over a flat live heap; with jemalloc it levels
+/// off (`docs/reliability.md`, "Which allocator keeps it flat"). Its statistics are exported as
+/// `aispm_projector_jemalloc_bytes`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// aispm-projector: input topics → RocksDB views (exactly once) → views topic and HTTP API.
 #[derive(Parser)]

@@ -16,8 +16,10 @@
 //! a millisecond on these heaps.
 //!
 //! An operator's `MALLOC_ARENA_MAX` (read by glibc itself at start) wins: the cap is applied
-//! only when that variable is unset. Other allocators (the projector's mimalloc for Rust
-//! allocations) are unaffected; RocksDB's C++ allocations still go through glibc.
+//! only when that variable is unset. The projector replaces `malloc` itself with jemalloc
+//! (for Rust, RocksDB's C++ and librdkafka alike), so there both calls act on a glibc heap that
+//! holds nothing, and it exports jemalloc's statistics in place of [`heap`]'s
+//! (`aispm_runtime::metrics::Metrics::with_heap`).
 
 /// Arenas when `MALLOC_ARENA_MAX` is not set.
 pub const DEFAULT_ARENAS: i32 = 2;

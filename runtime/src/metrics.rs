@@ -17,6 +17,16 @@ impl Metrics {
     /// A registry with `aispm_build_info`, the process collector (CPU, RSS, open fds) and
     /// glibc's heap (`aispm_<service>_malloc_heap_bytes`, [`crate::malloc::heap`]).
     pub fn new(service: &'static str) -> Result<Self> {
+        let heap = crate::malloc::HeapCollector::new(format!("aispm_{service}_malloc_heap_bytes"))?;
+        Self::with_heap(service, Box::new(heap))
+    }
+
+    /// As [`Metrics::new`], with `heap` in place of glibc's heap: for a service whose `malloc`
+    /// is another allocator (the projector's jemalloc), which reports its own statistics.
+    pub fn with_heap(
+        service: &'static str,
+        heap: Box<dyn prometheus::core::Collector>,
+    ) -> Result<Self> {
         let registry = Registry::new();
         let build = IntGaugeVec::new(
             Opts::new(
@@ -33,9 +43,7 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        registry.register(Box::new(crate::malloc::HeapCollector::new(format!(
-            "aispm_{service}_malloc_heap_bytes"
-        ))?))?;
+        registry.register(heap)?;
         Ok(Metrics { registry, service })
     }
 

@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 
 /// The projector binary's allocator, so the in-process figures match the service's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const PARTITIONS: i32 = 6;
 const SEED: u64 = 7;
