@@ -138,6 +138,54 @@ fn pending_changed(
     Ok(())
 }
 
+/// How a decision moved its agent's clock, the newest decision, which judges the agent's
+/// pending requests (AISPM-APR-002).
+struct PendingClock {
+    before: Option<i64>,
+    after: i64,
+    /// Every control with a pending request of the agent, when all its pairs' rows changed.
+    every_pair: Option<Vec<String>>,
+}
+
+impl PendingClock {
+    /// Marks dirty AISPM-APR-002 of the pairs whose overdue requests changed: those with a
+    /// request that the move made overdue (one range read of [`Tag::PendingByAgent`], from the
+    /// old deadline to the new), or all of the agent's pairs when their rows changed otherwise.
+    /// An agent with requests pending under many controls so costs, per decision, only the
+    /// requests that became overdue: a pair's row does not name the clock itself.
+    fn moved(self, ov: &mut Overlay<'_>, t: &str, agent: &str, window_ms: i64) -> Result<()> {
+        let mut controls: BTreeSet<String> = self.every_pair.into_iter().flatten().collect();
+        if self.before.is_none_or(|b| b < self.after) {
+            let window = std::time::Duration::from_millis(u64::try_from(window_ms).unwrap_or(0));
+            let deadline = |clock: i64| clock::approval_overdue_before(window, Timestamp(clock)).0;
+            let prefix = format!("{agent}\0");
+            let start = self.before.map_or_else(
+                || prefix.clone(),
+                |b| pending_by_agent_before(agent, deadline(b)),
+            );
+            let end = pending_by_agent_before(agent, deadline(self.after));
+            if start < end {
+                let (ids, _) =
+                    ov.marks_between(t, Tag::PendingByAgent, &prefix, &start, &end, usize::MAX)?;
+                controls.extend(
+                    ids.iter()
+                        .filter_map(|id| pending_by_agent_control(&id[prefix.len()..]))
+                        .map(str::to_owned),
+                );
+            }
+        }
+        for control in controls {
+            finding_dirty(
+                ov,
+                t,
+                rules::PENDING_APPROVAL,
+                &finding_subject(&[agent, &control]),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// An agent's risk factors changed (its registration, data classes, privileged actions or
 /// reach): every finding whose risk reads them is derived again.
 fn agent_risk_changed(ov: &mut Overlay<'_>, tenant: &str, agent: &str, findings: BTreeSet<String>) {
@@ -242,7 +290,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
     let privileged = risk::privileged_action(d.action_kind.as_str());
     for (kind, id) in covered(d) {
         let key = format!("{kind}/{id}");
-        let (signalled, risk_changed, pending) =
+        let (signalled, risk_changed, clock) =
             ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
                 // What this asset's findings' risk reads from it (the registration aside): grows
                 // only, so a change is a new data class, privileged action kind or reach event.
@@ -250,6 +298,8 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 let window =
                     |a: &AssetAgg| a.last_decision.as_ref().map(|l| risk::reach_since(l.0));
                 let window_before = window(a);
+                let clock_before = a.last_decision.as_ref().map(|l| l.0);
+                let environments_before = a.environments.len();
                 a.named_by(d, &at);
                 for class in &d.data_classes {
                     if !a.data_classes.contains(class) {
@@ -274,8 +324,14 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 }
                 let changed = risk_changed.then(|| a.findings.clone());
                 let signalled: Vec<String> = a.signals.keys().cloned().collect();
-                let pending: Vec<String> = a.pending.keys().cloned().collect();
-                (signalled, changed, pending)
+                let clock = PendingClock {
+                    before: clock_before,
+                    after: a.last_decision.as_ref().map_or(at.0, |l| l.0),
+                    // AISPM-APR-002's rows name the agent's environments: all of them change.
+                    every_pair: (a.environments.len() != environments_before)
+                        .then(|| a.pending.keys().cloned().collect()),
+                };
+                (signalled, changed, clock)
             })?;
         ov.dirty(t, ViewName::Coverage, key);
         match kind {
@@ -289,14 +345,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                     agent_risk_changed(ov, t, &id, findings);
                 }
                 // Its newest decision is the clock of its pending requests (AISPM-APR-002).
-                for control in pending {
-                    finding_dirty(
-                        ov,
-                        t,
-                        rules::PENDING_APPROVAL,
-                        &finding_subject(&[&id, &control]),
-                    );
-                }
+                clock.moved(ov, t, &id, s.approval_decision_ms)?;
             }
             CoverageKind::ModelEndpoint => {
                 finding_dirty(ov, t, rules::SHADOW_MODEL, &id);
@@ -456,6 +505,8 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         })?;
         if answer.is_none() {
             ov.mark(t, Tag::Pending, &pending_id(&control, &d.agent_id, &at));
+            let by_agent = pending_by_agent_id(&control, &d.agent_id, &at);
+            ov.mark(t, Tag::PendingByAgent, &by_agent);
             pending_changed(ov, t, &d.agent_id, &control, 1)?;
         }
         let id = rules::finding_id(rules::PENDING_APPROVAL, &d.finding_subject());
@@ -730,6 +781,9 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
                 if before.is_none() {
                     let id = pending_id(&request.control, &request.agent, &request.at);
                     ov.unmark(t, Tag::Pending, &id);
+                    let by_agent =
+                        pending_by_agent_id(&request.control, &request.agent, &request.at);
+                    ov.unmark(t, Tag::PendingByAgent, &by_agent);
                     pending_changed(ov, t, &request.agent, &request.control, -1)?;
                 }
             }

@@ -371,20 +371,34 @@ impl<'a> Overlay<'a> {
         end: &str,
         limit: usize,
     ) -> Result<(Vec<String>, bool)> {
+        self.marks_between(tenant, tag, prefix, prefix, end, limit)
+    }
+
+    /// As [`Overlay::marks_below`], from the id `start` (under `prefix`) on.
+    pub(crate) fn marks_between(
+        &mut self,
+        tenant: &str,
+        tag: Tag,
+        prefix: &str,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool)> {
         let key_prefix = state_key(tenant, tag, prefix);
+        let key_start = state_key(tenant, tag, start);
         let key_end = state_key(tenant, tag, end);
         let strip = state_key(tenant, tag, "").len();
         let here: Vec<(&Vec<u8>, bool)> = self
             .marks
-            .range(key_prefix.clone()..key_end.clone())
+            .range(key_start.clone()..key_end.clone())
             .map(|(k, m)| (k, *m))
             .collect();
         let deleted = here.iter().filter(|(_, m)| !m).count();
         // Among the first `limit + deleted + 1` stored, at most `deleted` are gone here.
-        let want = limit + deleted + 1;
+        let want = limit.saturating_add(deleted).saturating_add(1);
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
         self.store
-            .walk_from(columns::STATE, &key_prefix, &key_prefix, |k, _| {
+            .walk_from(columns::STATE, &key_prefix, &key_start, |k, _| {
                 if k >= key_end.as_slice() {
                     return Ok(false);
                 }

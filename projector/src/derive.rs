@@ -301,8 +301,11 @@ fn unused_scope_condition(a: &AssetAgg, window: i64) -> Condition {
 /// pending at its newest decision, `window` or more after they were made
 /// (`clock::approval_overdue` with the agent's newest decision as `now`). Event time only: the
 /// pending requests (those no grant or denial names) and the newest decision are the same
-/// whatever the order, so is the row. It leaves the view once none is overdue: whether a
-/// request was ever overdue before its answer came is not an order-free fact.
+/// whatever the order, so is the row. Each overdue request is an occurrence at the end of its
+/// window: the row names the overdue requests, not the clock, so a decision of the agent
+/// changes only the rows of pairs with a request it made overdue (`apply::PendingClock`).
+/// It leaves the view once none is overdue: whether a request was ever overdue before its
+/// answer came is not an order-free fact.
 fn pending_condition(
     ov: &mut Overlay<'_>,
     tenant: &str,
@@ -336,7 +339,7 @@ fn pending_condition(
         .filter_map(|id| split_pending(&id[prefix.len()..]))
         .map(|(at, decision)| (at, decision.to_owned()))
         .collect();
-    let Some(oldest) = stamps.first() else {
+    let (Some(oldest), Some(newest)) = (stamps.first(), stamps.last()) else {
         return Ok(Condition {
             stamp: clock,
             ..Condition::default()
@@ -352,7 +355,8 @@ fn pending_condition(
         exists: true,
         active: true,
         opened_at: oldest.0.saturating_add(window),
-        last_trigger: clock.0,
+        // The newest counted request's window end: when it became overdue.
+        last_trigger: newest.0.saturating_add(window),
         cleared_at: None,
         ids: crate::state::ids(&recent),
         occurrences: i64::try_from(occurrences).unwrap_or(i64::MAX),

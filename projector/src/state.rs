@@ -57,6 +57,10 @@ pub(crate) enum Tag {
     /// ([`pending_id`]): a request for approval not answered yet, oldest first; deleted when a
     /// grant or a denial names its decision.
     Pending,
+    /// Empty marker, id = `{agent} \0 {requested_at: 20 digits} \0 {control} \0 {decision id}`
+    /// ([`pending_by_agent_id`]): the same pending requests by agent, oldest first, so that
+    /// those an agent's newer decision makes overdue are one range read.
+    PendingByAgent,
     /// Empty marker, id = `{agent_id} \0 {key_id}`: an API key registered to an agent (its
     /// registration's `attributes.agent_id`), so that an agent's keys are a key prefix even
     /// before it used them.
@@ -87,6 +91,7 @@ impl Tag {
             Tag::Trend => b'H',
             Tag::ApprovalStats => b'U',
             Tag::Pending => b'G',
+            Tag::PendingByAgent => b'B',
             Tag::KeyOf => b'Y',
         }
     }
@@ -130,6 +135,29 @@ pub(crate) fn pending_id(control: &str, agent: &str, at: &Stamp) -> String {
 /// of the pair below it was requested earlier.
 pub(crate) fn pending_before(control: &str, agent: &str, before: i64) -> String {
     format!("{}\0{:020}", pair_id(control, agent), before.max(0))
+}
+
+/// The id of a pending request's marker by agent ([`Tag::PendingByAgent`]): the agent, its time
+/// zero-padded to 20 digits, the control, the decision id.
+pub(crate) fn pending_by_agent_id(control: &str, agent: &str, at: &Stamp) -> String {
+    format!(
+        "{}\0{}\0{}",
+        pending_by_agent_before(agent, at.0),
+        control,
+        at.1
+    )
+}
+
+/// The bound of an agent's pending markers by agent requested before `before` (ms).
+pub(crate) fn pending_by_agent_before(agent: &str, before: i64) -> String {
+    format!("{agent}\0{:020}", before.max(0))
+}
+
+/// The control of a [`pending_by_agent_id`], after its `{agent} \0`.
+pub(crate) fn pending_by_agent_control(rest: &str) -> Option<&str> {
+    let mut parts = rest.splitn(3, '\0');
+    let _at = parts.next()?;
+    parts.next()
 }
 
 /// The request time and decision id of a pending marker's id, after its pair's `{control} \0

@@ -997,7 +997,11 @@ fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order
         Timestamp(T0 + 21 * 60_000),
         "ev0's window ended"
     );
-    assert_eq!(f.last_occurrence_at, Timestamp(T0 + 25 * 60_000 + 2));
+    assert_eq!(
+        f.last_occurrence_at,
+        Timestamp(T0 + 21 * 60_000),
+        "an occurrence is a request's window ending, not the clock"
+    );
     assert_eq!(f.event_ids, ["ev0"]);
     assert_eq!(f.severity, Risk::Medium);
     // Before ev0's window ends nothing is overdue: the same requests, a1 last acting at 20.
@@ -1018,6 +1022,7 @@ fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order
     let f = finding_row(&views, id).expect("two overdue");
     assert_eq!(f.occurrences, 2);
     assert_eq!(f.event_ids, ["ev0", "ev1"]);
+    assert_eq!(f.last_occurrence_at, Timestamp(T0 + 30 * 60_000 + 1));
     // ev0 granted at 40: only ev1 is overdue, its window ended at 30.
     specs.push(answer(ApprovalKind::ApprovalGranted, 0, 40));
     let views = check_orders(&specs);
@@ -1028,6 +1033,64 @@ fn pending_approvals_past_the_window_are_judged_by_event_time_whatever_the_order
     specs.push(answer(ApprovalKind::ApprovalDenied, 1, 41));
     let views = check_orders(&specs);
     assert_eq!(finding_row(&views, id), None);
+}
+
+/// An agent with requests pending under many controls: a decision of it re-derives
+/// AISPM-APR-002 only for the pairs with a request it made overdue, so one that makes none
+/// overdue changes no finding row, however many pairs are pending.
+#[test]
+fn a_decision_changes_only_the_pending_pairs_it_made_overdue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
+    store.check_version().unwrap();
+    let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64).unwrap();
+    const PAIRS: usize = 300;
+    let control = |i: usize| -> &'static str { Box::leak(format!("c{i}").into_boxed_str()) };
+    let mut specs: Vec<Spec> = (0..PAIRS)
+        .map(|i| {
+            let verdict = Verdict::RequireApproval;
+            low("a1", ActionKind::Command, "s1/x", control(i), verdict, 1)
+        })
+        .collect();
+    // Minute 25 makes every request overdue; 28 and 31 make none newly overdue (all in the
+    // requests' environment: a new one would change every pair's row).
+    for minute in [25, 28, 31] {
+        specs.push(low(
+            "a1",
+            ActionKind::Command,
+            "s1/x",
+            "other",
+            Verdict::Allow,
+            minute,
+        ));
+    }
+    let events = build(&specs, &Topics::default());
+    let inputs = in_order(&events);
+    let mut findings_changed = Vec::new();
+    for batch in [
+        &inputs[..PAIRS],
+        &inputs[PAIRS..PAIRS + 1],
+        &inputs[PAIRS + 1..],
+    ] {
+        let mut p = engine.prepare(batch).unwrap();
+        engine.commit(&mut p).unwrap();
+        findings_changed.push(
+            p.stats
+                .changes
+                .get(&ViewName::Findings)
+                .copied()
+                .unwrap_or(0),
+        );
+    }
+    assert!(
+        findings_changed[1] >= PAIRS as u64,
+        "every pair became overdue: {findings_changed:?}"
+    );
+    assert!(
+        findings_changed[2] < 10,
+        "no request became overdue, yet {} finding rows changed",
+        findings_changed[2]
+    );
 }
 
 /// The control row `id` of tenant `acme` in `views`.

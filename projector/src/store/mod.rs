@@ -15,14 +15,15 @@ use std::path::Path;
 
 /// Bumped whenever the rows or aggregates change shape or meaning: a different stored version
 /// wipes the views and replays them from the input topics.
-pub const VIEW_VERSION: u32 = 14; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
+pub const VIEW_VERSION: u32 = 15; // 6: rows keep `asserted_by`; 7: facts per environment (stage);
 // 8: one finding per (rule, resource), with its occurrences' environments; 9: evidence rows
 // name the decision's agent and control; 10: findings carry their risk score and factors;
 // 11: data flows, requests for approval and their answers (DecisionFacts grew); 12: API keys: their agent
 // and scopes used (Registration grew); a flow's use is a link's (`Usage`); 13: an agent's pending
 // requests by control (AssetAgg grew), AISPM-APR-002; a control's policies and last enforced
 // decision (ControlAgg and ControlRow grew); 14: a control's requests for approval by month
-// (ControlAgg and ControlRow grew)
+// (ControlAgg and ControlRow grew); 15: pending requests indexed by agent too, AISPM-APR-002's
+// last occurrence is the newest overdue request's window end
 
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
