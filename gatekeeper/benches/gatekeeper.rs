@@ -19,7 +19,8 @@ use aispm_runtime::kafka::partition_for;
 use aispm_runtime::kafka::{KafkaConfig, TopicSpec};
 use aispm_runtime::metrics::Metrics;
 use aispm_schemas::views::*;
-use aispm_schemas::{Codec, Environment, Risk, Timestamp, ViewChange};
+use aispm_schemas::{Codec, Risk, Timestamp, ViewChange};
+use aispm_tests::rows::{action_path, control, delivery, evidence, finding, validation};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -32,140 +33,21 @@ use tokio_util::sync::CancellationToken;
 const H: i64 = 3_600_000;
 const PARTITIONS: i32 = 3;
 
-fn path(kind: &str, decisions: i64, synthetic: i64) -> ViewRow {
-    ViewRow::Coverage(
-        CoverageRow {
-            asserted_by: None,
-            kind: CoverageKind::ActionPath,
-            id: kind.into(),
-            registered: false,
-            retired: false,
-            owner: None,
-            trust: None,
-            decisions,
-            synthetic_decisions: synthetic,
-            first_seen: None,
-            last_seen: None,
-            last_decision_id: Some(format!("d-{kind}-{decisions}")),
-            last_real_decision_id: None,
-            shadow_ai: false,
-            environments: vec![],
-        }
-        .only_in(Environment::Production),
-    )
-}
-
-fn evidence(id: &str, at: Timestamp) -> ViewRow {
-    ViewRow::Evidence(EvidenceRow {
-        asserted_by: None,
-        evidence_id: id.into(),
-        event_id: format!("d-{id}"),
-        sha256: "ab".repeat(32),
-        uri: format!("s3://e/{id}"),
-        signature_state: SignatureState::Verified,
-        key_id: None,
-        recorded_at: at,
-        synthetic: false,
-        action_kind: Some("command".into()),
-        environment: Some(Environment::Production),
-        agent_id: None,
-        control_id: None,
-    })
-}
-
-fn validation(kind: &str) -> ViewRow {
-    ViewRow::Validation(ValidationRow {
-        asserted_by: None,
-        check_kind: kind.into(),
-        subject: None,
-        result: "pass".into(),
-        evidence_id: Some(format!("ev-{kind}")),
-        validated_at: Timestamp::now(),
-        event_id: format!("r-{kind}"),
-        detail: None,
-        environment: Some(Environment::Production),
-        signature_state: SignatureState::Verified,
-        key_id: Some("validator-key".into()),
-    })
-}
-
-fn delivery() -> ViewRow {
-    ViewRow::Delivery(DeliveryRow {
-        asserted_by: None,
-        report_id: "rep-1".into(),
-        report_type: "board_kpi".into(),
-        channel: "smtp".into(),
-        outcome: "delivered".into(),
-        recipients: vec!["b@x".into()],
-        approved_recipients: true,
-        message_id: Some("<m@x>".into()),
-        packet_sha256: "cd".repeat(32),
-        attempt: 1,
-        delivered_at: Timestamp::now(),
-        event_id: "rd-1".into(),
-        evidence_id: None,
-        error: None,
-    })
-}
-
-fn control(id: &str, state: ControlState) -> ViewRow {
-    ViewRow::Control(
-        ControlRow {
-            asserted_by: None,
-            control_id: id.into(),
-            state,
-            registered: true,
-            enforced_decisions: 5,
-            shadow_decisions: 1,
-            high_risk_decisions: 2,
-            action_kinds: vec!["command".into()],
-            framework_mappings: vec![],
-            decision_ids: (0..10).map(|i| format!("d-{id}-{i}")).collect(),
-            last_decision_at: None,
-            environments: vec![],
-            last_enforced_at: None,
-            policies: vec![],
-            approvals: vec![],
-        }
-        .only_in(Environment::Production),
-    )
-}
-
-fn finding(id: &str, severity: Risk, due: Timestamp) -> ViewRow {
-    ViewRow::Finding(FindingRow {
-        asserted_by: None,
-        finding_id: id.into(),
-        rule_id: "R".into(),
-        title: "t".into(),
-        severity,
-        status: FindingStatus::Open,
-        subject: "s".into(),
-        owner: Some("o".into()),
-        due_at: Some(due),
-        opened_at: Timestamp(0),
-        closed_at: None,
-        resolution: None,
-        frameworks: vec![],
-        event_ids: vec![format!("d-{id}")],
-        occurrences: 1,
-        exception_id: None,
-        exception_expires_at: None,
-        first_occurrence_at: Timestamp(0),
-        last_occurrence_at: Timestamp(0),
-        environments: Vec::new(),
-        risk: Default::default(),
-    })
-}
-
 /// A tenant's rows: ready for production, plus findings and controls that keep rules busy
 /// (and, for every tenth tenant, a shadowed high-risk control: one blocker).
 fn tenant_rows(i: usize, now: Timestamp) -> Vec<(String, ViewRow)> {
     let mut rows = vec![];
     for p in ["file", "command", "git", "mcp", "model", "network"] {
-        rows.push((format!("action_path/{p}"), path(p, 10, 2)));
+        rows.push((format!("action_path/{p}"), action_path(p, 10, 2)));
     }
-    rows.push(("connector_live/-".into(), validation("connector_live")));
-    rows.push(("tenant_isolation/-".into(), validation("tenant_isolation")));
+    rows.push((
+        "connector_live/-".into(),
+        validation("connector_live", None, "pass"),
+    ));
+    rows.push((
+        "tenant_isolation/-".into(),
+        validation("tenant_isolation", None, "pass"),
+    ));
     rows.push(("rep-1".into(), delivery()));
     for c in 0..10 {
         let state = if c == 0 && matches!(i % 10, 0) {
@@ -179,11 +61,13 @@ fn tenant_rows(i: usize, now: Timestamp) -> Vec<(String, ViewRow)> {
         let sev = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical][f % 4];
         rows.push((
             format!("f-{f}"),
-            finding(
+            ViewRow::Finding(finding(
                 &format!("f-{f}"),
                 sev,
-                Timestamp(now.0 + (f as i64 + 1) * H),
-            ),
+                Some("o"),
+                Some(Timestamp(now.0 + (f as i64 + 1) * H)),
+                FindingStatus::Open,
+            )),
         ));
     }
     for e in 0..50 {
@@ -304,7 +188,7 @@ async fn probe(
             views,
             "probe",
             "action_path/file",
-            path("file", *decisions, synthetic),
+            action_path("file", *decisions, synthetic),
         )
         .await;
         loop {
