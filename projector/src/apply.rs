@@ -156,8 +156,7 @@ impl PendingClock {
     fn moved(self, ov: &mut Overlay<'_>, t: &str, agent: &str, window_ms: i64) -> Result<()> {
         let mut controls: BTreeSet<String> = self.every_pair.into_iter().flatten().collect();
         if self.before.is_none_or(|b| b < self.after) {
-            let window = std::time::Duration::from_millis(u64::try_from(window_ms).unwrap_or(0));
-            let deadline = |clock: i64| clock::approval_overdue_before(window, Timestamp(clock)).0;
+            let deadline = |clock: i64| overdue_before(window_ms, clock);
             let prefix = format!("{agent}\0");
             let start = self.before.map_or_else(
                 || prefix.clone(),

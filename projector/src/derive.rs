@@ -328,11 +328,8 @@ fn pending_condition(
     let Some(clock) = clock else {
         return Ok(Condition::default());
     };
-    // Overdue at `clock`: requested before this.
-    let window_d = std::time::Duration::from_millis(u64::try_from(window).unwrap_or(0));
-    let deadline = aispm_schemas::clock::approval_overdue_before(window_d, Timestamp(clock.0));
     let prefix = format!("{}\0", pair_id(&control, &agent));
-    let end = pending_before(&control, &agent, deadline.0);
+    let end = pending_before(&control, &agent, overdue_before(window, clock.0));
     let (overdue, capped) = ov.marks_below(tenant, Tag::Pending, &prefix, &end, OVERDUE_COUNTED)?;
     let stamps: Vec<Stamp> = overdue
         .iter()

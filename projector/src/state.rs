@@ -137,6 +137,14 @@ pub(crate) fn pending_before(control: &str, agent: &str, before: i64) -> String 
     format!("{}\0{:020}", pair_id(control, agent), before.max(0))
 }
 
+/// Requests for approval made before this (ms) are overdue at `clock` under a decision window
+/// of `window_ms` (`aispm_schemas::clock::approval_overdue_before`): the bound of both pending
+/// indexes' range reads.
+pub(crate) fn overdue_before(window_ms: i64, clock: i64) -> i64 {
+    let window = std::time::Duration::from_millis(u64::try_from(window_ms).unwrap_or(0));
+    aispm_schemas::clock::approval_overdue_before(window, aispm_schemas::Timestamp(clock)).0
+}
+
 /// The id of a pending request's marker by agent ([`Tag::PendingByAgent`]): the agent, its time
 /// zero-padded to 20 digits, the control, the decision id.
 pub(crate) fn pending_by_agent_id(control: &str, agent: &str, at: &Stamp) -> String {
