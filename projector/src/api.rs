@@ -24,6 +24,7 @@
 //! `GET /openapi.json` answers the API's OpenAPI 3.1 document, generated from the route table
 //! ([`routes`]) that registers each route.
 
+use crate::as_of::{History, Refused, Replayed};
 use crate::posture;
 use crate::project::decode_row;
 use crate::state::{
@@ -35,8 +36,11 @@ use aispm_runtime::auth::{Auth, Scope};
 use aispm_runtime::http::ApiError;
 use aispm_runtime::openapi::{self, Op, Ty};
 use aispm_schemas::*;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequestParts, Path, Query, RawPathParams, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -56,12 +60,124 @@ pub(crate) struct Api {
     pub codec: Arc<Codec>,
     /// Each tenant's posture, kept computed.
     pub posture: Arc<posture::Keeper>,
+    /// Replays of the views as of past instants (`?as_of=`).
+    pub history: Arc<History>,
+    /// The replay this request reads, when it asked `as_of=`: `store` is its database.
+    pub as_of: Option<Arc<Replayed>>,
+}
+
+impl Api {
+    /// The instant clock-dependent states are judged at: the request's `as_of`, or now.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.as_of
+            .as_ref()
+            .map_or_else(Timestamp::now, |r| r.summary.at)
+    }
+}
+
+/// The API as the request reads it: the views now, or, when it asked `as_of=`, as of then
+/// (the replay [`as_of_layer`] found or ran).
+pub(crate) struct At(pub Api);
+
+impl FromRequestParts<Api> for At {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+        Ok(At(match parts.extensions.get::<Arc<Replayed>>() {
+            Some(r) => Api {
+                store: r.store(),
+                as_of: Some(Arc::clone(r)),
+                ..api.clone()
+            },
+            None => api.clone(),
+        }))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AsOfQuery {
+    as_of: Option<String>,
+}
+
+/// The header of an answer as of a past instant: what the replay included
+/// (`at=…; events=…; after=…; late=…; arrival_unknown=…`).
+pub(crate) const AS_OF_HEADER: &str = "aispm-as-of";
+
+/// Serves a request with `as_of=T` (RFC 3339, not in the future) from the views as of T: checks
+/// the token for the tenant first (a replay is work), then finds or runs the replay
+/// ([`History`]) and hands it to the route, which judges clock-dependent states at T; the
+/// answer carries [`AS_OF_HEADER`]. `429` with `Retry-After` while another replay runs.
+async fn as_of_layer(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let at = match Query::<AsOfQuery>::try_from_uri(req.uri()) {
+        Ok(Query(AsOfQuery { as_of: Some(t) })) => t,
+        _ => return next.run(req).await,
+    };
+    let (mut parts, body) = req.into_parts();
+    let tenant = match RawPathParams::from_request_parts(&mut parts, &api).await {
+        Ok(p) => p
+            .iter()
+            .find(|(name, _)| *name == "tenant")
+            .map(|(_, v)| v.to_owned()),
+        Err(_) => None,
+    };
+    let Some(tenant) = tenant else {
+        return ApiError::bad_request("as_of applies to a tenant's routes").into_response();
+    };
+    if let Err(e) = check(&api, &parts.headers, &tenant) {
+        return e.into_response();
+    }
+    let at = match Timestamp::parse_rfc3339(&at) {
+        Ok(t) if t <= Timestamp::now() => t,
+        Ok(t) => {
+            return ApiError::bad_request(format!("as_of {t} is in the future")).into_response();
+        }
+        Err(e) => return ApiError::bad_request(format!("as_of: {e}")).into_response(),
+    };
+    let replayed = match api.history.get(&tenant, at).await {
+        Ok(r) => r,
+        Err(Refused::Busy(wait)) => {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "as_of_busy",
+                "another replay of the views as of a past instant is running; retry after it",
+            )
+            .with_retry_after(wait)
+            .into_response();
+        }
+        Err(Refused::Failed(e)) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    let s = replayed.summary;
+    parts.extensions.insert(Arc::clone(&replayed));
+    let mut res = next.run(Request::from_parts(parts, body)).await;
+    let header = format!(
+        "at={}; events={}; after={}; late={}; arrival_unknown={}",
+        s.at, s.events, s.after, s.late, s.arrival_unknown
+    );
+    if let Ok(v) = HeaderValue::from_str(&header) {
+        res.headers_mut().insert(AS_OF_HEADER, v);
+    }
+    res
 }
 
 /// The projector's routes, each with its OpenAPI operation.
 fn table() -> openapi::Api<Api> {
     let symbols = |all: &[&'static str]| Ty::one_of(all.iter().copied());
-    let read = |summary| Op::new(summary).tenant(Scope::Read);
+    let read = |summary| {
+        Op::new(summary)
+            .tenant(Scope::Read)
+            .query(
+                "as_of",
+                Ty::DateTime,
+                "Answer as of this past instant: the tenant's events that occurred by then, \
+                 replayed, with clock-dependent states judged then. The `aispm-as-of` header \
+                 says what the replay included (`late`: events that occurred by then but \
+                 arrived after it).",
+            )
+            .error(
+                429,
+                "Another replay as of a past instant is running (`Retry-After`).",
+            )
+    };
     let list = |summary| read(summary).paged("after", LIST_PAGE);
     let indexed = |summary| read(summary).paged("after", MAX_PAGE);
     let row = |summary, key| read(summary).path("key", key);
@@ -301,7 +417,13 @@ fn table() -> openapi::Api<Api> {
 
 /// The projector's routes (and `GET /openapi.json`, their document).
 pub(crate) fn routes(api: Api) -> Router {
-    table().into_router().with_state(api)
+    table()
+        .into_router()
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            as_of_layer,
+        ))
+        .with_state(api)
 }
 
 fn check(api: &Api, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
@@ -401,7 +523,7 @@ struct CoverageQuery {
 }
 
 async fn coverage(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
@@ -429,7 +551,7 @@ async fn coverage(
 }
 
 async fn controls(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
@@ -477,7 +599,7 @@ pub fn sla_state(f: &FindingRow, now: Timestamp) -> &'static str {
 }
 
 async fn findings(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
@@ -488,7 +610,7 @@ async fn findings(
         Some(s) => Some(s.parse::<FindingStatus>().map_err(ApiError::bad_request)?),
     };
     let severity = one_of::<Risk>(q.severity.as_deref())?;
-    let now = Timestamp::now();
+    let now = api.now();
     let keep = move |f: &FindingRow| {
         status.is_none_or(|s| s == f.status)
             && severity.is_none_or(|s| s == f.severity)
@@ -634,12 +756,12 @@ pub fn evidence_freshness(e: &EvidenceRow, windows: &clock::Windows, now: Timest
 }
 
 async fn exceptions(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = Timestamp::now();
+    let now = api.now();
     list(
         &api,
         &headers,
@@ -671,7 +793,7 @@ struct EvidenceQuery {
 }
 
 async fn evidence_list(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
@@ -692,7 +814,7 @@ async fn evidence_list(
         None | Some("") => true,
         Some(w) => have.as_deref() == Some(w),
     };
-    let now = Timestamp::now();
+    let now = api.now();
     list(
         &api,
         &headers,
@@ -719,7 +841,7 @@ async fn evidence_list(
 }
 
 async fn validations(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
@@ -740,7 +862,7 @@ async fn validations(
 }
 
 async fn deliveries(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<PageQuery>,
@@ -791,7 +913,7 @@ pub(crate) fn present(windows: &clock::Windows, row: ViewRow, now: Timestamp) ->
 /// `GET /v1/tenants/{tenant}/{view}/{key}`: one row of a view by its key (percent-encoded
 /// when it holds a `/`), as [`present`] shapes it; `404` naming the key when there is none.
 async fn row_route(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path((tenant, key)): Path<(String, String)>,
     view: ViewName,
@@ -800,7 +922,7 @@ async fn row_route(
     let row = one_row(&api.store, &tenant, view, &key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no {view} row '{key}' for this tenant")))?;
-    let mut v = present(&api.windows, row, Timestamp::now())
+    let mut v = present(&api.windows, row, api.now())
         .ok_or_else(|| ApiError::internal("a row that does not serialize"))?;
     v["tenant_id"] = json!(tenant);
     Ok(Json(v))
@@ -811,7 +933,7 @@ async fn row_route(
 /// token that wrote it), and the keys of the rows it names, to follow. `404` for an id never
 /// applied, and for one applied before events were kept by id (the answer says which).
 async fn event(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -904,7 +1026,7 @@ struct EventsQuery {
 /// last). Other findings are derived from an asset's or control's state and name their newest
 /// events on the row (`event_ids`); for them `indexed` is false and `events` lists those.
 async fn finding_events(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
     Query(q): Query<EventsQuery>,
@@ -1040,7 +1162,7 @@ fn approval_json(a: &ApprovalEvent, by: Option<String>) -> Value {
 /// exceptions, risk acceptances, revocations, break-glass and its reviews), newest first by
 /// event time, a page at a time; `kind` keeps one kind (a page may then hold fewer).
 async fn approvals(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<EventsQuery>,
@@ -1073,7 +1195,7 @@ async fn approvals(
 
 /// `GET /v1/tenants/{tenant}/approvals/{event_id}`: one approval event by its id.
 async fn approval(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -1100,7 +1222,7 @@ struct LinksQuery {
 /// actors, MCP tools, model endpoints, repos and workflows its decisions named), each with its
 /// decision count, first and last use and the newest decision; by relation, then target.
 async fn agent_links(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path((tenant, agent)): Path<(String, String)>,
     Query(page): Query<EventsQuery>,
@@ -1172,7 +1294,7 @@ pub(crate) const IDENTITY_KEYS: usize = 100;
 /// decisions and last use, and the scopes granted but unused for `--unused-scope-window`
 /// before the key's newest use (AISPM-KEY-002, judged by event time like the finding).
 async fn agent_identity(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path((tenant, agent)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -1361,7 +1483,7 @@ struct ApprovalStatsQuery {
 /// median and the 90th percentile), the oldest pending request, and how many pending requests
 /// are overdue now ([`clock::approval_overdue`], `--approval-decision-window`).
 async fn approval_stats(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<EventsQuery>,
@@ -1376,7 +1498,7 @@ async fn approval_stats(
     let base_len = state_key(&tenant, Tag::ApprovalStats, "").len();
     let (page, next) = state_page(&api.store, prefix.clone(), after, limit).await?;
     let window = api.windows.approval_decision_window;
-    let now = Timestamp::now();
+    let now = api.now();
     let store = Arc::clone(&api.store);
     let t = tenant.clone();
     let strip = prefix.len() - base_len;
@@ -1525,7 +1647,7 @@ impl FlowGroup {
 /// key order (class, destination kind, destination): the decisions and denials, the agents,
 /// whether the destination's registration approves the class, when it was first and last seen.
 async fn data_flows(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(page): Query<EventsQuery>,
@@ -1617,11 +1739,24 @@ fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
 }
 
 async fn posture_route(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check(&api, &headers, &tenant)?;
+    if let Some(replayed) = &api.as_of {
+        // As of a past instant: computed from the replay's rows at that instant.
+        let (store, windows, at) = (api.store.clone(), api.windows, api.now());
+        let t = tenant.clone();
+        let mut v =
+            tokio::task::spawn_blocking(move || posture::compute_stored(&store, &t, &windows, at))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        v["computed_at"] = json!(at);
+        v["as_of"] = json!(replayed.summary);
+        return Ok(Json(v));
+    }
     let v = api
         .posture
         .get(&tenant)
@@ -1639,7 +1774,7 @@ struct TrendQuery {
 /// `GET /v1/tenants/{tenant}/posture/trend?days=`: the posture's hourly samples (overall score,
 /// score per layer in `layers` order, open findings), oldest first.
 async fn trend_route(
-    State(api): State<Api>,
+    At(api): At,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Query(q): Query<TrendQuery>,
@@ -1652,13 +1787,16 @@ async fn trend_route(
             posture::Keeper::TREND_DAYS
         )));
     }
-    let since = Timestamp(Timestamp::now().0 - days * 24 * 3600 * 1000);
+    // As of a past instant: the samples taken up to it.
+    let until = api.now();
+    let since = Timestamp(until.0 - days * 24 * 3600 * 1000);
     let keeper = Arc::clone(&api.posture);
     let t = tenant.clone();
-    let samples = tokio::task::spawn_blocking(move || keeper.trend(&t, since))
+    let mut samples = tokio::task::spawn_blocking(move || keeper.trend(&t, since))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    samples.retain(|s| s.at <= until);
     Ok(Json(json!({
         "tenant_id": tenant,
         "layers": posture::LAYERS,

@@ -18,6 +18,8 @@
 //!   may exist, so that reads of keys that cannot are skipped.
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`](mod@posture): the HTTP query API.
+//! - [`as_of`]: the views as of a past instant, replayed from the events kept in `seen` into a
+//!   scratch database (`?as_of=` on every tenant route).
 //! - [`metrics`]: the `aispm_projector_*` metrics.
 //!
 //! # The road of one decision
@@ -47,6 +49,7 @@
 
 mod api;
 mod apply;
+pub mod as_of;
 mod batch;
 mod consumer;
 mod derive;
@@ -379,6 +382,9 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
 
 use crate::store::Store;
 
+/// The directory under `--state-dir` that replays as of a past instant use (`as_of.rs`).
+const AS_OF_DIR: &str = "as-of";
+
 /// Publishes what a crash left in the outbox.
 async fn drain_outbox(engine: &Engine, publisher: &mut Publisher) -> Result<()> {
     let (pending, range) = engine.pending_outbox()?;
@@ -422,6 +428,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         windows: config.clock.windows(),
         codec: Arc::new(aispm_schemas::Codec::new()),
         posture: Arc::clone(&keeper),
+        history: Arc::new(as_of::History::new(
+            Arc::clone(parts.engine.store()),
+            config.common.topics(),
+            config.settings(),
+            config.state_dir.join(AS_OF_DIR),
+        )?),
+        as_of: None,
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;
     let serve = aispm_runtime::http::serve(

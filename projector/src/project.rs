@@ -56,6 +56,8 @@ struct Asserted {
     by: Option<String>,
     /// The record's value, kept by id in `seen` ([`stored_event`]).
     payload: Vec<u8>,
+    /// The record's timestamp, kept with it.
+    arrived: Option<i64>,
 }
 
 /// A record the projector cannot use, to be dead-lettered before the batch commits.
@@ -187,7 +189,7 @@ pub struct Engine {
 }
 
 /// An input topic's event type, in the order of `Topics::inputs`.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Kind {
     Decision,
     Approval,
@@ -408,6 +410,7 @@ impl Engine {
                 event,
                 by: input.principal.map(str::to_owned),
                 payload: payload.to_vec(),
+                arrived: input.timestamp,
             });
         }
         stats.rejected = rejected.len() as u64;
@@ -714,9 +717,10 @@ fn apply_shard(
         event,
         by,
         payload,
+        arrived,
     } in events
     {
-        let stored = || stored_event(*kind, by.as_deref(), payload);
+        let stored = || stored_event(*kind, by.as_deref(), *arrived, payload);
         if !ov.first_sighting(event.tenant_id(), event.event_id(), stored)? {
             duplicates += 1;
             continue;
@@ -841,17 +845,22 @@ fn decode(codec: &Codec, kind: Kind, bytes: &[u8]) -> Result<Event, aispm_schema
     })
 }
 
-/// The format of an event kept in `seen` by its id: version 1.
+/// The formats of an event kept in `seen` by its id: version 1 (no arrival time), version 2.
 const STORED_EVENT_V1: u8 = 1;
+const STORED_EVENT_V2: u8 = 2;
+/// A version 2 event without a record timestamp.
+const NO_ARRIVAL: i64 = i64::MIN;
 
-/// An applied event as `seen` keeps it, so that it can be fetched by id: the format version,
-/// its kind, the principal that asserted it (length-prefixed, `0xffff` for none) and the
+/// An applied event as `seen` keeps it, so that it can be fetched by id and replayed
+/// (`as_of.rs`): the format version (2), its kind, the record's timestamp (i64 LE; `i64::MIN`
+/// for none), the principal that asserted it (length-prefixed, `0xffff` for none) and the
 /// record's value as it arrived (Avro single-object encoding).
-fn stored_event(kind: Kind, by: Option<&str>, payload: &[u8]) -> Vec<u8> {
+fn stored_event(kind: Kind, by: Option<&str>, arrived: Option<i64>, payload: &[u8]) -> Vec<u8> {
     let by = by.map(str::as_bytes);
-    let mut v = Vec::with_capacity(4 + by.map_or(0, <[u8]>::len) + payload.len());
-    v.push(STORED_EVENT_V1);
+    let mut v = Vec::with_capacity(12 + by.map_or(0, <[u8]>::len) + payload.len());
+    v.push(STORED_EVENT_V2);
     v.push(kind as u8);
+    v.extend_from_slice(&arrived.unwrap_or(NO_ARRIVAL).to_le_bytes());
     match by {
         Some(b) => {
             let n = u16::try_from(b.len()).unwrap_or(u16::MAX - 1);
@@ -864,28 +873,66 @@ fn stored_event(kind: Kind, by: Option<&str>, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// An event kept in `seen`, decoded: the event and who asserted it. `None` for an id seen
-/// before events were kept (an empty value).
-pub(crate) fn read_stored_event(
-    codec: &Codec,
-    bytes: &[u8],
-) -> Result<Option<(Event, Option<String>)>> {
+/// An event kept in `seen`, not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredParts<'a> {
+    kind: Kind,
+    /// Who asserted it.
+    pub(crate) by: Option<&'a str>,
+    /// Its record's timestamp: when it reached the broker (`None` for version 1 and for a
+    /// record without one).
+    pub(crate) arrived: Option<i64>,
+    /// The record's value (Avro single-object encoding).
+    pub(crate) payload: &'a [u8],
+}
+
+impl StoredParts<'_> {
+    /// The input topic the event came from.
+    pub(crate) fn topic<'t>(&self, topics: &'t Topics) -> &'t str {
+        match self.kind {
+            Kind::Decision => &topics.decisions,
+            Kind::Approval => &topics.approvals,
+            Kind::Registry => &topics.registry,
+            Kind::Delivery => &topics.report_deliveries,
+        }
+    }
+
+    pub(crate) fn decode(&self, codec: &Codec) -> Result<Event> {
+        decode(codec, self.kind, self.payload)
+            .map_err(|e| Error::Other(format!("a stored event that does not decode: {e}")))
+    }
+}
+
+/// Splits an event kept in `seen` into its parts. `None` for an id seen before events were
+/// kept (an empty value); an error for anything that is not one of the formats.
+pub(crate) fn split_stored_event(bytes: &[u8]) -> Result<Option<StoredParts<'_>>> {
     let Some((&version, rest)) = bytes.split_first() else {
         return Ok(None);
     };
     let bad = |why: &str| Error::Other(format!("a stored event {why}"));
-    if version != STORED_EVENT_V1 || rest.len() < 3 {
-        return Err(bad("of an unknown format"));
-    }
-    let kind = match rest[0] {
+    let (kind, rest) = rest.split_first().ok_or_else(|| bad("cut short"))?;
+    let kind = match kind {
         0 => Kind::Decision,
         1 => Kind::Approval,
         2 => Kind::Registry,
         3 => Kind::Delivery,
         _ => return Err(bad("of an unknown kind")),
     };
-    let n = u16::from_le_bytes([rest[1], rest[2]]);
-    let rest = &rest[3..];
+    let (arrived, rest) = match version {
+        STORED_EVENT_V1 => (None, rest),
+        STORED_EVENT_V2 => {
+            let (ts, rest) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| bad("cut short"))?;
+            let ts = i64::from_le_bytes(*ts);
+            ((ts != NO_ARRIVAL).then_some(ts), rest)
+        }
+        _ => return Err(bad("of an unknown format")),
+    };
+    let (n, rest) = rest
+        .split_first_chunk::<2>()
+        .ok_or_else(|| bad("cut short"))?;
+    let n = u16::from_le_bytes(*n);
     let (by, payload) = if n == u16::MAX {
         (None, rest)
     } else {
@@ -893,12 +940,27 @@ pub(crate) fn read_stored_event(
         if rest.len() < n {
             return Err(bad("cut short"));
         }
-        let by = String::from_utf8(rest[..n].to_vec()).map_err(|_| bad("with a bad principal"))?;
+        let by = std::str::from_utf8(&rest[..n]).map_err(|_| bad("with a bad principal"))?;
         (Some(by), &rest[n..])
     };
-    let event =
-        decode(codec, kind, payload).map_err(|e| bad(&format!("that does not decode: {e}")))?;
-    Ok(Some((event, by)))
+    Ok(Some(StoredParts {
+        kind,
+        by,
+        arrived,
+        payload,
+    }))
+}
+
+/// An event kept in `seen`, decoded: the event and who asserted it. `None` for an id seen
+/// before events were kept (an empty value).
+pub(crate) fn read_stored_event(
+    codec: &Codec,
+    bytes: &[u8],
+) -> Result<Option<(Event, Option<String>)>> {
+    let Some(parts) = split_stored_event(bytes)? else {
+        return Ok(None);
+    };
+    Ok(Some((parts.decode(codec)?, parts.by.map(str::to_owned))))
 }
 
 /// Rows are stored as their own type (the column family says which), not as the tagged union.
@@ -951,20 +1013,32 @@ mod stored_event_tests {
         let d = decision();
         let payload = codec.encode(&d).unwrap();
         for by in [None, Some("acme-gateway"), Some("")] {
-            let stored = stored_event(Kind::Decision, by, &payload);
-            let (event, who) = read_stored_event(&codec, &stored).unwrap().unwrap();
-            assert!(matches!(event, Event::Decision(ref e) if *e == d));
-            assert_eq!(who.as_deref(), by);
+            for arrived in [None, Some(1_800_000_000_000), Some(-1)] {
+                let stored = stored_event(Kind::Decision, by, arrived, &payload);
+                let (event, who) = read_stored_event(&codec, &stored).unwrap().unwrap();
+                assert!(matches!(event, Event::Decision(ref e) if *e == d));
+                assert_eq!(who.as_deref(), by);
+                let parts = split_stored_event(&stored).unwrap().unwrap();
+                assert_eq!(parts.arrived, arrived);
+                assert_eq!(parts.topic(&Topics::default()), Topics::default().decisions);
+            }
         }
+        // Version 1 (before arrival times were kept) still reads, with no arrival.
+        let mut v1 = vec![STORED_EVENT_V1, Kind::Decision as u8];
+        v1.extend_from_slice(&u16::MAX.to_le_bytes());
+        v1.extend_from_slice(&payload);
+        let parts = split_stored_event(&v1).unwrap().unwrap();
+        assert_eq!((parts.arrived, parts.by), (None, None));
+        assert!(matches!(parts.decode(&codec).unwrap(), Event::Decision(ref e) if *e == d));
         // Ids applied before events were kept: no event, not an error.
         assert!(read_stored_event(&codec, &[]).unwrap().is_none());
         // Anything else that is not the format is an error, never a wrong event.
-        let mut stored = stored_event(Kind::Decision, Some("x"), &payload);
+        let mut stored = stored_event(Kind::Decision, Some("x"), None, &payload);
         stored[0] = 9;
         assert!(read_stored_event(&codec, &stored).is_err());
-        let stored = stored_event(Kind::Decision, Some("long principal"), &payload);
-        assert!(read_stored_event(&codec, &stored[..8]).is_err());
-        let stored = stored_event(Kind::Approval, None, &payload);
+        let stored = stored_event(Kind::Decision, Some("long principal"), Some(7), &payload);
+        assert!(read_stored_event(&codec, &stored[..16]).is_err());
+        let stored = stored_event(Kind::Approval, None, None, &payload);
         assert!(
             read_stored_event(&codec, &stored).is_err(),
             "a decision is no approval"

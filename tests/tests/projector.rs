@@ -496,6 +496,123 @@ async fn a_multi_tenant_scenario_produces_the_expected_views() {
     let _ = rig.prefix;
 }
 
+/// Posture and findings as of a past instant, over HTTP: the events that occurred by then,
+/// replayed, with the answer saying how many of them arrived after it; the token is checked
+/// before any replay, and an instant in the future or not in RFC 3339 is a `400`.
+#[tokio::test(flavor = "multi_thread")]
+async fn posture_and_findings_as_of_a_past_instant() {
+    let rig = rig().await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    let t = &rig.topics;
+    // High-risk commands allowed without approval under ctl-shell: agent-a's at T0, agent-b's
+    // two hours later. As of T0 + 1h only agent-a's finding exists.
+    for (id, agent, at) in [
+        ("cmd-a", "agent-a", T0),
+        ("cmd-b", "agent-b", T0 + 7_200_000),
+    ] {
+        let mut d = decision("acme", id, agent, ActionKind::Command);
+        d.risk = Risk::High;
+        d.control_id = Some("ctl-shell".into());
+        d.occurred_at = Timestamp(at);
+        produce(&p, &t.decisions, "acme", &encode_single_object(&d).unwrap())
+            .await
+            .unwrap();
+    }
+    let finding = |agent: &str| format!("AISPM-APR-001:{agent}/ctl-shell");
+    rig.eventually("acme-token", "/v1/tenants/acme/findings", |v| {
+        has(v, "findings", "finding_id", &finding("agent-b"))
+    })
+    .await;
+
+    let at = Timestamp(T0 + 3_600_000).to_string();
+    let started = Instant::now();
+    let r = rig
+        .client
+        .get(format!(
+            "{}/v1/tenants/acme/findings?as_of={at}",
+            rig.projector.http
+        ))
+        .bearer_auth("acme-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let header = r
+        .headers()
+        .get("aispm-as-of")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .expect("an answer as of a past instant says so");
+    let findings: Value = r.json().await.unwrap();
+    println!(
+        "as of {at}: replay and findings in {} ms; {header}",
+        started.elapsed().as_millis()
+    );
+    assert!(has(
+        &findings,
+        "findings",
+        "finding_id",
+        &finding("agent-a")
+    ));
+    assert!(
+        !has(&findings, "findings", "finding_id", &finding("agent-b")),
+        "{findings:#}"
+    );
+    // Both records reached the broker now, long after T0 + 1h: the one included is late.
+    assert_eq!(
+        header,
+        format!("at={at}; events=1; after=1; late=1; arrival_unknown=0")
+    );
+
+    let (status, posture) = rig
+        .get(
+            "acme-token",
+            &format!("/v1/tenants/acme/posture?as_of={at}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{posture:#}");
+    assert_eq!(posture["computed_at"], at.as_str());
+    assert_eq!(posture["as_of"]["events"], 1);
+    assert_eq!(posture["as_of"]["late"], 1);
+    let now = rig.get("acme-token", "/v1/tenants/acme/posture").await.1;
+    assert!(
+        now["layers"]["findings"]["score"].as_f64()
+            <= posture["layers"]["findings"]["score"].as_f64(),
+        "one open finding then, two now: {posture:#}\n{now:#}"
+    );
+    // One row, as of then and now.
+    let row = |when: &str| {
+        format!(
+            "/v1/tenants/acme/findings/{}{when}",
+            finding("agent-b").replace('/', "%2F")
+        )
+    };
+    assert_eq!(rig.get("acme-token", &row("")).await.0, 200);
+    assert_eq!(
+        rig.get("acme-token", &row(&format!("?as_of={at}"))).await.0,
+        404
+    );
+
+    // Another tenant's token is refused before any replay; bad instants are 400s.
+    let (status, _) = rig
+        .get(
+            "globex-token",
+            &format!("/v1/tenants/acme/posture?as_of={at}"),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let future = Timestamp(Timestamp::now().0 + 3_600_000).to_string();
+    for bad in [future.as_str(), "yesterday"] {
+        let (status, v) = rig
+            .get(
+                "acme-token",
+                &format!("/v1/tenants/acme/posture?as_of={bad}"),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {v:#}");
+    }
+}
+
 /// Requests for approval per control and agent against hand-computed figures: each request
 /// counted by its first answer by event time (a later grant produced before an earlier denial
 /// is taken back), a grant that arrives before its request, pending requests overdue or not
