@@ -158,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
         5,
         "The team remediates: registrations, reviews, owners, enforced controls, real workflows",
     );
+    // The instant before the remediation, to look back at with `as_of=` once it is ready.
+    let before_remediation = aispm_schemas::Timestamp::now();
     println!("{}", p.emit("remediate")?);
     let left = p
         .readiness_until(Duration::from_secs(90), |v| {
@@ -327,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
             .join(", ")
     );
     println!("            {}", p.webhooks.log.display());
+    print_as_of(&p, before_remediation).await?;
     print_monthly(&p).await?;
     println!(
         "\nThe readiness packet: {}",
@@ -373,6 +376,34 @@ async fn main() -> anyhow::Result<()> {
 /// The monthly review (the `cso` report, which the cadence runs on the 1st of each month),
 /// generated now: its exception aging, policy drift and approval trends, read from the
 /// packet's report.json.
+/// The posture now and as of `at` (before the remediation), replayed from the events the
+/// projector keeps (`?as_of=`).
+async fn print_as_of(p: &Pipeline, at: aispm_schemas::Timestamp) -> anyhow::Result<()> {
+    let path = format!("/v1/tenants/{TENANT}/posture");
+    let now = p.get(&p.projector.http, &path).await?;
+    let then = p
+        .get(&p.projector.http, &format!("{path}?as_of={at}"))
+        .await?;
+    let open = |v: &serde_json::Value| {
+        v["layers"]["findings"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    println!(
+        "as of       {at} (before the remediation): posture score {} ({}); now {} ({})",
+        then["score"],
+        open(&then),
+        now["score"],
+        open(&now)
+    );
+    println!(
+        "            replayed {} events that occurred by then ({} reached the broker later, event time decides); {} occurred after",
+        then["as_of"]["events"], then["as_of"]["late"], then["as_of"]["after"]
+    );
+    Ok(())
+}
+
 async fn print_monthly(p: &Pipeline) -> anyhow::Result<()> {
     let report = p.report("cso").await?;
     let dir = report["packet"]["dir"].as_str().unwrap_or("");
