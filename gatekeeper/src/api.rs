@@ -10,6 +10,7 @@
 //!   valid token (the console signs in with it).
 //! - `GET /openapi.json`: this API's OpenAPI 3.1 document, generated from the route table below.
 
+use crate::as_of;
 use crate::readiness::{StageVerdict, Verdicts};
 use aispm_runtime::auth::{Access, Auth, Scope};
 use aispm_runtime::http::ApiError;
@@ -20,16 +21,24 @@ use axum::http::HeaderMap;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 struct Api {
     auth: Auth,
     verdicts: Verdicts,
+    /// Where readiness as of a past instant reads its rows.
+    as_of: Arc<as_of::Source>,
 }
 
 #[derive(Debug, Deserialize)]
 struct StageQuery {
     stage: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AsOfQuery {
+    as_of: Option<String>,
 }
 
 /// Most blockers one answer lists (and the default): a tenant with 100k unowned critical
@@ -72,8 +81,21 @@ fn api() -> openapi::Api<Api> {
                 Ty::String,
                 "The `next_cursor` of the answer before: the blockers after it.",
             )
+            .query(
+                "as_of",
+                Ty::DateTime,
+                "Judge as of this past instant: the tenant's view rows as of then, read from \
+                 the projector (`/rows?as_of=`) with this request's token, and the same rules \
+                 at that instant; `as_of` in the answer says what the projector's replay \
+                 included. Nothing is published.",
+            )
             .tenant(Scope::Read)
             .error(404, "This instance holds no view rows for the tenant.")
+            .error(
+                429,
+                "The projector is replaying another instant (`Retry-After`).",
+            )
+            .error(502, "The projector could not be reached or answered wrongly.")
             .error(503, "Still replaying the views; try again shortly."),
     )
     .get(
@@ -91,8 +113,12 @@ fn api() -> openapi::Api<Api> {
 }
 
 /// The gatekeeper's routes (and `GET /openapi.json`, their document).
-pub(crate) fn routes(auth: Auth, verdicts: Verdicts) -> Router {
-    api().into_router().with_state(Api { auth, verdicts })
+pub(crate) fn routes(auth: Auth, verdicts: Verdicts, as_of: as_of::Source) -> Router {
+    api().into_router().with_state(Api {
+        auth,
+        verdicts,
+        as_of: Arc::new(as_of),
+    })
 }
 
 fn parse_stage(q: &StageQuery) -> Result<Option<Stage>, ApiError> {
@@ -107,6 +133,7 @@ async fn tenant_readiness(
     Path(tenant): Path<String>,
     Query(q): Query<StageQuery>,
     Query(page): Query<BlockerPage>,
+    Query(when): Query<AsOfQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     api.auth.for_tenant(&headers, &tenant, Scope::Read)?;
@@ -116,6 +143,21 @@ async fn tenant_readiness(
         return Err(ApiError::bad_request(format!(
             "limit must be between 1 and {BLOCKER_PAGE}"
         )));
+    }
+    if let Some(at) = when.as_of.as_deref() {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::bad_request("as_of needs the request's bearer token"))?;
+        let (verdicts, included) = as_of::verdicts(&api.as_of, token, &tenant, at).await?;
+        let mut v = verdict_json(
+            &tenant,
+            stage,
+            &verdicts[stage.index()],
+            limit,
+            page.after.as_deref(),
+        );
+        v["as_of"] = included;
+        return Ok(Json(v));
     }
     match api.verdicts.get(&tenant) {
         Some(v) => Ok(Json(verdict_json(

@@ -2,6 +2,7 @@
 //! humantime (`90s`, `24h`, `7d`). The doc comments are the `--help` text.
 
 use aispm_runtime::config::{ClockArgs, CommonArgs};
+use aispm_runtime::tls::ClientTlsArgs;
 use aispm_schemas::{BlockerKind, Stage, clock};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -50,6 +51,23 @@ pub struct Config {
 
     #[command(flatten)]
     pub stages: StageBlockers,
+
+    /// The projector's HTTP API: readiness as of a past instant (`?as_of=`) reads the tenant's
+    /// view rows as of then from it, with the caller's own token.
+    #[arg(
+        long,
+        env = "AISPM_PROJECTOR_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub projector_url: String,
+
+    /// Trust for the projector's certificate when it serves HTTPS.
+    #[command(flatten)]
+    pub client_tls: ClientTlsArgs,
+
+    /// Longest wait for the projector's rows as of a past instant (its replay included).
+    #[arg(long, env = "AISPM_AS_OF_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2m")]
+    pub as_of_timeout: Duration,
 }
 
 /// Time windows for the clock-driven blockers, and how often every tenant is re-evaluated.
@@ -158,6 +176,9 @@ impl Config {
             tracked_evidence_per_tenant: DEFAULT_TRACKED_EVIDENCE,
             windows: Windows::default(),
             stages: StageBlockers::default(),
+            projector_url: "http://127.0.0.1:8081".to_owned(),
+            client_tls: ClientTlsArgs::default(),
+            as_of_timeout: Duration::from_secs(120),
         }
     }
 }

@@ -21,7 +21,8 @@
 //! - [`follow`]: the consumer loop: assignment and replay, folding, evaluating, committing.
 //! - [`recover`]: reading the published blockers and readiness back from their topics.
 //! - [`publish`]: encoding and sending records to the tenant's partition, awaiting acks.
-//! - [`api`]: `GET /v1/tenants/{tenant}/readiness` and `GET /v1/readiness`.
+//! - [`api`]: `GET /v1/tenants/{tenant}/readiness` and `GET /v1/readiness`; [`as_of`]: readiness
+//!   as of a past instant, from the projector's rows as of then (`?as_of=`).
 //! - [`metrics`]: `aispm_gatekeeper_*` (records go to the tenant's partition by `aispm_runtime::kafka::partition_for`, the Java client's murmur2).
 //! - [`error`]: the crate's error type.
 //!
@@ -42,6 +43,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod api;
+mod as_of;
 mod config;
 mod error;
 mod follow;
@@ -102,7 +104,18 @@ pub async fn run_with_clock(
 
     let mut tasks = Supervisor::new(shutdown.child_token(), health.clone());
     {
-        let routes = api::routes(auth, verdicts.clone());
+        let source = as_of::Source {
+            projector: config.projector_url.trim_end_matches('/').to_owned(),
+            http: config
+                .client_tls
+                .client_builder()?
+                .timeout(config.as_of_timeout)
+                .build()
+                .map_err(|e| Error::Task(format!("the projector's HTTP client: {e}")))?,
+            policy: rules::Policy::new(config.windows.clock(), &config.stages),
+            tracked_evidence: config.tracked_evidence_per_tenant,
+        };
+        let routes = api::routes(auth, verdicts.clone(), source);
         let (m, h, s) = (metrics.clone(), health.clone(), tasks.token());
         let http = config.http.clone();
         tasks.spawn("http", async move {

@@ -397,6 +397,16 @@ fn table() -> openapi::Api<Api> {
             ),
     )
     .get(
+        "/v1/tenants/{tenant}/rows",
+        rows,
+        list("One view's rows as stored, each with its key (for services that fold view rows)")
+            .query(
+                "view",
+                Ty::one_of(ViewName::ALL.iter().map(|v| v.as_str())),
+                "The view (required).",
+            ),
+    )
+    .get(
         "/v1/tenants/{tenant}/posture",
         posture_route,
         read("The tenant's posture: scores per layer and overall"),
@@ -442,14 +452,14 @@ struct PageQuery {
     after: Option<String>,
 }
 
-/// One page of a tenant's rows of `view`, in key order, and the cursor of the next page (`None`
-/// after the last).
+/// One page of a tenant's rows of `view` with their keys, in key order, and the cursor of the
+/// next page (`None` after the last).
 async fn page_rows(
     store: &Arc<Store>,
     tenant: &str,
     view: ViewName,
     page: &PageQuery,
-) -> Result<(Vec<ViewRow>, Option<String>), ApiError> {
+) -> Result<(Vec<(String, ViewRow)>, Option<String>), ApiError> {
     let limit = page.limit.unwrap_or(LIST_PAGE);
     if limit == 0 || limit > LIST_PAGE {
         return Err(ApiError::bad_request(format!(
@@ -472,7 +482,10 @@ async fn page_rows(
         let rows = raw
             .iter()
             .take(limit)
-            .map(|(_, v)| decode_row(view, v))
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((key, decode_row(view, v)?))
+            })
             .collect::<crate::error::Result<Vec<_>>>()?;
         Ok((rows, next))
     })
@@ -494,10 +507,40 @@ async fn list<T: serde::Serialize>(
 ) -> Result<Json<Value>, ApiError> {
     check(api, headers, tenant)?;
     let (rows, next) = page_rows(&api.store, tenant, view, page).await?;
-    let items: Vec<T> = rows.into_iter().filter_map(pick).collect();
+    let items: Vec<T> = rows.into_iter().filter_map(|(_, r)| pick(r)).collect();
     Ok(Json(
         json!({"tenant_id": tenant, "count": items.len(), name: items, "next_cursor": next}),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+struct RowsQuery {
+    view: Option<String>,
+}
+
+/// `GET /v1/tenants/{tenant}/rows?view=`: one view's rows as stored, each with its key, in key
+/// order, by page: what a service that folds view rows reads (the gatekeeper's readiness as of a
+/// past instant), the same rows as the views topic carries.
+async fn rows(
+    At(api): At,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(page): Query<PageQuery>,
+    Query(q): Query<RowsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&api, &headers, &tenant)?;
+    let view = match q.view.as_deref() {
+        Some(v) => v.parse::<ViewName>().map_err(ApiError::bad_request)?,
+        None => return Err(ApiError::bad_request("view is required")),
+    };
+    let (rows, next) = page_rows(&api.store, &tenant, view, &page).await?;
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(key, row)| json!({"key": key, "row": row}))
+        .collect();
+    Ok(Json(json!({
+        "tenant_id": tenant, "view": view, "count": rows.len(), "rows": rows, "next_cursor": next,
+    })))
 }
 
 /// A filter's value, one of an enum's symbols; absent or empty is no filter, anything else a

@@ -680,6 +680,20 @@ impl ValidationRow {
 
 impl ViewRow {
     /// The view this row belongs to.
+    /// A row of `view` from its JSON form (the projector's `/rows` route): the view says which
+    /// type it is.
+    pub fn from_json(view: ViewName, v: serde_json::Value) -> Result<ViewRow, serde_json::Error> {
+        Ok(match view {
+            ViewName::Coverage => ViewRow::Coverage(serde_json::from_value(v)?),
+            ViewName::Controls => ViewRow::Control(serde_json::from_value(v)?),
+            ViewName::Findings => ViewRow::Finding(serde_json::from_value(v)?),
+            ViewName::Exceptions => ViewRow::Exception(serde_json::from_value(v)?),
+            ViewName::Evidence => ViewRow::Evidence(serde_json::from_value(v)?),
+            ViewName::Validations => ViewRow::Validation(serde_json::from_value(v)?),
+            ViewName::ReportDeliveries => ViewRow::Delivery(serde_json::from_value(v)?),
+        })
+    }
+
     pub fn view(&self) -> ViewName {
         match self {
             ViewRow::Coverage(_) => ViewName::Coverage,

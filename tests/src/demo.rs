@@ -461,7 +461,13 @@ impl Pipeline {
         let gatekeeper = Service::start(
             "aispm-gatekeeper",
             &addr(),
-            &common(&["--evaluation-interval", "2s"]),
+            // Readiness as of a past instant reads the projector's rows as of then.
+            &common(&[
+                "--evaluation-interval",
+                "2s",
+                "--projector-url",
+                &projector.http,
+            ]),
             &logs,
         )?;
         let reporter = Service::start(

@@ -6,7 +6,7 @@
 
 use aispm_schemas::readiness::Blocker;
 use aispm_schemas::topics::dlq_headers;
-use aispm_schemas::{Codec, Topics};
+use aispm_schemas::{Codec, Timestamp, Topics};
 use aispm_tests::broker::tool;
 use aispm_tests::demo::{CONNECTOR, CONNECTOR_CREDENTIAL, Pipeline, blocker_kinds};
 use aispm_tests::kafka::{produce, producer, read_all};
@@ -57,6 +57,7 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
         .count();
     assert!(with_evidence >= 6, "blockers name their evidence: {open:#}");
 
+    let before_remediation = Timestamp::now();
     p.emit("remediate").unwrap();
     // The team's remediation leaves what only aispm's own validators can prove.
     p.readiness_until(Duration::from_secs(120), |v| {
@@ -149,6 +150,41 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
         });
     assert_eq!(ready["ready_for_aispm_production"], true);
     assert_eq!(ready["blockers"].as_array().unwrap().len(), 0);
+
+    // Readiness as of past instants, from the projector's replay of the events that occurred
+    // by then, judged by the gatekeeper's rules at that instant. Now: the live verdict.
+    let as_of = |at: Timestamp| {
+        let p = &p;
+        async move {
+            p.get(
+                &p.gatekeeper.http,
+                &format!("/v1/tenants/acme/readiness?stage=production&as_of={at}"),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let now = as_of(Timestamp::now()).await;
+    assert_eq!(now["ready_for_aispm_production"], true, "{now:#}");
+    assert_eq!(now["as_of"]["after"], 0, "{now:#}");
+    // The remediation's events are dated from ten minutes before they were sent (event time
+    // decides): as of a minute before that, none of them had occurred, nor any validation or
+    // delivery.
+    let at = before_remediation.minus(Duration::from_secs(11 * 60));
+    let then = as_of(at).await;
+    assert_eq!(then["ready_for_aispm_production"], false, "{then:#}");
+    assert_eq!(then["evaluated_at"], at.to_string());
+    assert_eq!(then["as_of"]["at"], at.to_string());
+    assert!(then["as_of"]["events"].as_u64() > Some(0), "{then:#}");
+    assert!(then["as_of"]["after"].as_u64() > Some(0), "{then:#}");
+    let kinds = blocker_kinds(&then);
+    for kind in [
+        "missing_live_connector_evidence",
+        "report_delivery_unverified",
+        "tenant_isolation_not_proven",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind}: {then:#}");
+    }
 
     // The delivery proved the report provider it reached, in both stages the reporter serves:
     // signed by the validator key, asserted by the reporter, the SMTP transcript as evidence.

@@ -329,7 +329,9 @@ async fn main() -> anyhow::Result<()> {
             .join(", ")
     );
     println!("            {}", p.webhooks.log.display());
-    print_as_of(&p, before_remediation).await?;
+    // The remediation's events are dated from ten minutes before they were sent (event time
+    // decides): a minute before that is the tenant before any of it.
+    print_as_of(&p, before_remediation.minus(Duration::from_secs(11 * 60))).await?;
     print_monthly(&p).await?;
     println!(
         "\nThe readiness packet: {}",
@@ -391,7 +393,7 @@ async fn print_as_of(p: &Pipeline, at: aispm_schemas::Timestamp) -> anyhow::Resu
             .to_owned()
     };
     println!(
-        "as of       {at} (before the remediation): posture score {} ({}); now {} ({})",
+        "as of       {at} (before the remediation began): posture score {} ({}); now {} ({})",
         then["score"],
         open(&then),
         now["score"],
@@ -400,6 +402,16 @@ async fn print_as_of(p: &Pipeline, at: aispm_schemas::Timestamp) -> anyhow::Resu
     println!(
         "            replayed {} events that occurred by then ({} reached the broker later, event time decides); {} occurred after",
         then["as_of"]["events"], then["as_of"]["late"], then["as_of"]["after"]
+    );
+    let readiness = p
+        .get(
+            &p.gatekeeper.http,
+            &format!("/v1/tenants/{TENANT}/readiness?stage=production&as_of={at}"),
+        )
+        .await?;
+    println!(
+        "            readiness then, judged by the gatekeeper's rules at that instant: {}",
+        verdict_line(&readiness)
     );
     Ok(())
 }
