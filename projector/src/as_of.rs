@@ -23,8 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// Records per batch of a replay: large batches are what makes the engine cheap per event.
-const BATCH: usize = 20_000;
+/// Records per batch of a replay, at most, and the decoded aggregates a batch may hold (the
+/// projector's `--batch-max` and `--batch-max-aggregates` defaults): large batches are what
+/// makes the engine cheap per event, the aggregates bound what one costs in memory.
+const BATCH: usize = crate::Config::DEFAULT_BATCH_MAX;
+const BATCH_AGGREGATES: usize = crate::Config::DEFAULT_BATCH_MAX_AGGREGATES;
 /// The scratch database's block cache.
 const CACHE_BYTES: usize = 16 << 20;
 /// The scratch engine's aggregate cache (entries).
@@ -68,7 +71,8 @@ pub fn replay(
         topics.clone(),
         settings.clone(),
         CACHE_ENTRIES,
-    )?;
+    )?
+    .without_publishing()?;
     let codec = Codec::new();
     let mut summary = Summary {
         at,
@@ -80,41 +84,9 @@ pub fn replay(
         replay_ms: 0,
     };
     // Owned parts of one batch: (kind's topic, principal, payload).
-    let mut batch: Vec<(&str, Option<String>, Vec<u8>)> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<(&str, Option<String>, Vec<u8>)> = Vec::new();
     let mut offset = 0i64;
-    let mut flush = |batch: &mut Vec<(&str, Option<String>, Vec<u8>)>| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let inputs: Vec<Input<'_>> = batch
-            .iter()
-            .map(|(topic, by, payload)| {
-                offset += 1;
-                Input {
-                    topic,
-                    partition: 0,
-                    offset: offset - 1,
-                    key: Some(tenant.as_bytes()),
-                    payload: Some(payload),
-                    // Kept events were accepted once: the future-dated check is not made again
-                    // (a changed `--future-tolerance` must not drop what was applied).
-                    timestamp: None,
-                    principal: by.as_deref(),
-                }
-            })
-            .collect();
-        let mut prepared = engine.prepare(&inputs)?;
-        if let Some(r) = prepared.rejected.first() {
-            // Every kept event was accepted once with the same record timestamp and settings.
-            return Err(Error::Other(format!(
-                "a kept event was rejected on replay ({}): {}",
-                r.reason, r.error
-            )));
-        }
-        engine.commit(&mut prepared)?;
-        batch.clear();
-        Ok(())
-    };
+    let mut limit = engine.batch_limit(BATCH, BATCH_AGGREGATES);
     let prefix = columns::tenant_prefix(tenant);
     source.for_each_prefix(columns::SEEN, &prefix, |_, value| {
         let Some(parts) = split_stored_event(value)? else {
@@ -136,17 +108,58 @@ pub fn replay(
             parts.by.map(str::to_owned),
             parts.payload.to_vec(),
         ));
-        if batch.len() >= BATCH {
-            flush(&mut batch)?;
+        if batch.len() >= limit {
+            apply(&mut engine, tenant, &mut batch, &mut offset)?;
+            limit = engine.batch_limit(BATCH, BATCH_AGGREGATES);
         }
         Ok(())
     })?;
-    flush(&mut batch)?;
+    apply(&mut engine, tenant, &mut batch, &mut offset)?;
     drop(engine);
     summary.replay_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let store = Arc::try_unwrap(store)
         .map_err(|_| Error::Other("the replay's database is still shared".into()))?;
     Ok((store, summary))
+}
+
+/// Applies a replay's batch of kept events (their topic, principal and value) and empties it;
+/// `offset` numbers the records of the replay.
+fn apply(
+    engine: &mut Engine,
+    tenant: &str,
+    batch: &mut Vec<(&str, Option<String>, Vec<u8>)>,
+    offset: &mut i64,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let inputs: Vec<Input<'_>> = batch
+        .iter()
+        .map(|(topic, by, payload)| {
+            *offset += 1;
+            Input {
+                topic,
+                partition: 0,
+                offset: *offset - 1,
+                key: Some(tenant.as_bytes()),
+                payload: Some(payload),
+                // Kept events were accepted once: the future-dated check is not made again (a
+                // changed `--future-tolerance` must not drop what was applied).
+                timestamp: None,
+                principal: by.as_deref(),
+            }
+        })
+        .collect();
+    let mut prepared = engine.prepare(&inputs)?;
+    if let Some(r) = prepared.rejected.first() {
+        return Err(Error::Other(format!(
+            "a kept event was rejected on replay ({}): {}",
+            r.reason, r.error
+        )));
+    }
+    engine.commit(&mut prepared)?;
+    batch.clear();
+    Ok(())
 }
 
 /// One replay's database, removed from disk once nothing reads it any more.

@@ -186,6 +186,8 @@ pub struct Engine {
     touch_rate: f64,
     /// Next offset per topic-partition: the stored ones, advanced by prepared batches.
     pub next_offsets: HashMap<(String, i32), i64>,
+    /// Whether changed rows become view changes (outgoing records and the outbox).
+    publishing: bool,
 }
 
 /// An input topic's event type, in the order of `Topics::inputs`.
@@ -221,6 +223,7 @@ impl Engine {
             next_seq,
             touch_rate: INITIAL_TOUCH_RATE,
             next_offsets,
+            publishing: true,
         };
         // One worker until `with_workers` says otherwise; its cache knows the stored keys.
         engine.with_workers(1)
@@ -271,6 +274,7 @@ impl Engine {
                 self.settings.clone(),
                 self.codec.clone(),
                 cache,
+                self.publishing,
             )?);
         }
         Ok(self)
@@ -278,6 +282,15 @@ impl Engine {
 
     pub fn workers(&self) -> usize {
         1 + self.pool.len()
+    }
+
+    /// An engine whose changed rows are written but never become view changes: no outgoing
+    /// records, nothing in the outbox (a replay into a scratch database, `as_of.rs`, which
+    /// nobody subscribes to).
+    pub fn without_publishing(mut self) -> Result<Self> {
+        self.publishing = false;
+        let workers = self.workers();
+        self.with_workers(workers)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -444,6 +457,7 @@ impl Engine {
                 &self.codec,
                 &mine,
                 Some(&mut batch),
+                self.publishing,
             ));
         }
         for i in asked {
@@ -630,6 +644,7 @@ impl Worker {
         settings: Settings,
         codec: Codec,
         mut cache: Cache,
+        publishing: bool,
     ) -> Result<Worker> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (outbox, results) = mpsc::channel();
@@ -639,8 +654,9 @@ impl Worker {
                 for job in inbox {
                     match job {
                         Job::Apply(events) => {
-                            let out =
-                                apply_shard(&store, &mut cache, &settings, &codec, &events, None);
+                            let out = apply_shard(
+                                &store, &mut cache, &settings, &codec, &events, None, publishing,
+                            );
                             if outbox.send(out).is_err() {
                                 return;
                             }
@@ -708,6 +724,7 @@ fn apply_shard(
     codec: &Codec,
     events: &[Asserted],
     batch: Option<&mut rocksdb::WriteBatch>,
+    publishing: bool,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache);
     let mut applied = [0u64; 4];
@@ -766,6 +783,9 @@ fn apply_shard(
                 derived.stamp.1,
             );
             *changes.entry(view).or_default() += 1;
+            if !publishing {
+                continue;
+            }
             pending.push(Pending {
                 view: view_index(view),
                 tenant: tenant.clone(),
