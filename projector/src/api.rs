@@ -9,9 +9,11 @@
 //! `/agents/{agent_id}/identity` (its owner, what it acted for and with, its API keys and
 //! their scopes, used and unused), `/data-flows` (which data classes went to which model endpoints and MCP tools, by which
 //! agents), `/approval-stats` (requests for approval per control and agent: answered, pending,
-//! overdue, time to decision) and `/posture`. Clock-dependent states (SLA, expiry, review,
-//! staleness, age) are computed at read time from the rows' event times, by the clock rules of
-//! [`aispm_schemas::clock`] with the windows in [`Api::windows`] (the gatekeeper's flags).
+//! overdue, time to decision), `/posture`, and `/rows?view=` (one view's rows as stored, with
+//! their keys). Every one answers as of a past instant with `as_of=` ([`as_of_layer`]).
+//! Clock-dependent states (SLA, expiry, review, staleness, age) are computed at read time from
+//! the rows' event times, by the clock rules of [`aispm_schemas::clock`] with the windows in
+//! [`Api::windows`] (the gatekeeper's flags), at now or at the `as_of` instant.
 //!
 //! Every list route answers a page: at most `limit` rows (default and most [`LIST_PAGE`]) in
 //! key order, after `after` (the `next_cursor` of the page before; `null` on the last page);
