@@ -439,25 +439,52 @@ fn tenant_path(tenant: &str, rest: &str) -> String {
     format!("/v1/tenants/{}{rest}", encode(tenant))
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct AsOf {
+    /// A past instant (RFC 3339) to show the tenant as of; empty or absent: now.
+    as_of: Option<String>,
+}
+
 async fn overview(
     State(app): State<App>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Query(when): Query<AsOf>,
 ) -> Response {
     let Some((id, s)) = viewer(&app, &headers) else {
         return to_sign_in();
     };
+    // As of a past instant: every read asks the services for that instant (the projector
+    // replays the tenant's events that occurred by then, the gatekeeper judges its rows then).
+    let as_of = when
+        .as_of
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let at = query([("as_of", as_of)]);
+    let and_at = if at.is_empty() {
+        String::new()
+    } else {
+        format!("&{at}")
+    };
     let readiness = |stage: &'static str| {
         let path = tenant_path(
             &tenant,
-            &format!("/readiness?stage={stage}&limit={OVERVIEW_BLOCKERS}"),
+            &format!("/readiness?stage={stage}&limit={OVERVIEW_BLOCKERS}{and_at}"),
         );
         let up = app.up.clone();
         let token = s.token.clone();
         async move { up.get(Service::Gatekeeper, &path, &token).await }
     };
-    let posture_path = tenant_path(&tenant, "/posture");
-    let trend_path = tenant_path(&tenant, "/posture/trend?days=7");
+    let posture_path = tenant_path(
+        &tenant,
+        &if at.is_empty() {
+            "/posture".to_owned()
+        } else {
+            format!("/posture?{at}")
+        },
+    );
+    let trend_path = tenant_path(&tenant, &format!("/posture/trend?days=7{and_at}"));
     let (production, pilot, trial, posture, trend) = tokio::join!(
         readiness(STAGES[0]),
         readiness(STAGES[1]),
@@ -481,6 +508,7 @@ async fn overview(
                     &stages,
                     &posture,
                     &trend,
+                    as_of,
                 ),
             )
         }

@@ -369,6 +369,7 @@ pub(crate) fn overview(
     stages: &[(&str, Value)],
     posture: &Value,
     trend: &Value,
+    as_of: Option<&str>,
 ) -> Markup {
     // Each layer's score per sample, from the trend's `layers` order.
     let order: Vec<&str> = trend["layers"]
@@ -398,6 +399,25 @@ pub(crate) fn overview(
         chrome,
         html! {
             h1 { "Tenant " (tenant) }
+            form.as-of method="get" action={ "/t/" (encode(tenant)) } {
+                label for="as_of" { "As of " }
+                input #as_of type="text" name="as_of" value=(as_of.unwrap_or(""))
+                    placeholder="2026-09-30T23:59:59Z" aria-describedby="as_of_help";
+                " "
+                button type="submit" { "Show" }
+                @if as_of.is_some() {
+                    " " a href={ "/t/" (encode(tenant)) } { "Back to now" }
+                }
+                p.small #as_of_help { "A past instant (RFC 3339): the verdicts and posture from the events that occurred by then, judged then." }
+            }
+            @if as_of.is_some() {
+                p.notice role="status" {
+                    "As of " strong { (text(&posture["as_of"]["at"])) } ": "
+                    (text(&posture["as_of"]["events"])) " events that occurred by then, replayed ("
+                    (text(&posture["as_of"]["late"])) " of them reached aispm later; event time decides), "
+                    (text(&posture["as_of"]["after"])) " later events left out. Links below lead to the tenant now."
+                }
+            }
             section.verdicts {
                 @for (stage, v) in stages {
                     article.verdict {

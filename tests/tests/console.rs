@@ -472,6 +472,22 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         "{}",
         overview.body
     );
+    // The overview as of a past instant: the services' answers for that instant, and a notice
+    // saying what the projector replayed.
+    assert!(
+        overview.body.contains("name=\"as_of\""),
+        "the overview offers an instant"
+    );
+    let at = aispm_schemas::Timestamp::now().minus(Duration::from_secs(30));
+    let then = team.get(&format!("/t/acme?as_of={at}")).await;
+    assert_eq!(then.status, 200, "{}", then.body);
+    assert!(
+        then.body.contains(&format!("As of <strong>{at}</strong>"))
+            && then.body.contains("events that occurred by then, replayed")
+            && then.body.contains("Back to now"),
+        "{}",
+        then.body
+    );
     statuses(
         &p.projector.http,
         &[
