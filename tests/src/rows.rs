@@ -89,7 +89,12 @@ pub fn in_env(row: ViewRow, env: Environment) -> ViewRow {
 
 /// Signed evidence of a production command, recorded `at`.
 pub fn evidence(id: &str, at: Timestamp) -> ViewRow {
-    ViewRow::Evidence(EvidenceRow {
+    ViewRow::Evidence(evidence_row(id, at))
+}
+
+/// [`evidence`]'s row.
+pub fn evidence_row(id: &str, at: Timestamp) -> EvidenceRow {
+    EvidenceRow {
         asserted_by: None,
         evidence_id: id.to_owned(),
         event_id: format!("d-{id}"),
@@ -103,7 +108,7 @@ pub fn evidence(id: &str, at: Timestamp) -> ViewRow {
         environment: Some(Environment::Production),
         agent_id: None,
         control_id: None,
-    })
+    }
 }
 
 /// A finding opened three days ago.

@@ -16,6 +16,7 @@ use aispm_gatekeeper::Policy;
 use aispm_reporter::report::{self, Request};
 use aispm_schemas::views::*;
 use aispm_schemas::{BlockerKind, Environment, ReportType, Risk, Stage, Timestamp, clock};
+use aispm_tests::rows;
 use clap::Parser;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,67 +83,32 @@ const REVIEW_DEADLINE: i64 = BG_INVOKED + 2 * H;
 /// (10 d) freshness end at `EVIDENCE + window`.
 const EVIDENCE: i64 = 30 * H;
 
+/// A high or medium finding, open since T0, owned, due at `due` (the shared row otherwise).
 fn finding(id: &str, severity: Risk, due: i64) -> FindingRow {
     FindingRow {
-        asserted_by: None,
-        finding_id: id.to_owned(),
-        rule_id: "AISPM-TEST-001".into(),
-        title: format!("finding {id}"),
-        severity,
-        status: FindingStatus::Open,
         subject: id.to_owned(),
-        owner: Some("bob".into()),
-        due_at: Some(at(due)),
         opened_at: T0,
-        closed_at: None,
-        resolution: None,
-        frameworks: vec![],
-        event_ids: vec![format!("d-{id}")],
-        occurrences: 1,
-        exception_id: None,
-        exception_expires_at: None,
         first_occurrence_at: T0,
         last_occurrence_at: T0,
-        environments: Vec::new(),
-        risk: Default::default(),
+        ..rows::finding(
+            id,
+            severity,
+            Some("bob"),
+            Some(at(due)),
+            FindingStatus::Open,
+        )
     }
 }
 
 fn exception(id: &str, kind: ExceptionKind, granted: i64) -> ExceptionRow {
-    ExceptionRow {
-        asserted_by: None,
-        exception_id: id.to_owned(),
-        kind,
-        finding_id: None,
-        control_id: None,
-        decision_id: Some(format!("d-{id}")),
-        owner: Some("alice".into()),
-        actor: Some("alice".into()),
-        reason: Some("test".into()),
-        granted_at: at(granted),
-        expires_at: None,
-        revoked: false,
-        reviewed_at: None,
-        reviewed_by: None,
-        event_ids: vec![format!("a-{id}")],
-    }
+    rows::exception(id, kind, at(granted))
 }
 
 fn evidence(id: &str, recorded: i64, synthetic: bool, sig: SignatureState) -> EvidenceRow {
     EvidenceRow {
-        asserted_by: None,
-        evidence_id: id.to_owned(),
-        event_id: format!("d-{id}"),
-        sha256: "ab".repeat(32),
-        uri: format!("s3://evidence/{id}"),
         signature_state: sig,
-        key_id: None,
-        recorded_at: at(recorded),
         synthetic,
-        action_kind: Some("file".into()),
-        environment: Some(Environment::Production),
-        agent_id: None,
-        control_id: None,
+        ..rows::evidence_row(id, at(recorded))
     }
 }
 
