@@ -262,6 +262,8 @@ pub(crate) struct Overlay<'a> {
     marks: BTreeMap<Vec<u8>, bool>,
     /// Aggregates touched by this batch, by state key.
     aggs: HashMap<Vec<u8>, Slot>,
+    /// The keys of the changed aggregates of [`Tag::listed`] tags, in key order.
+    listed: BTreeSet<Vec<u8>>,
     /// Event ids first seen in this batch, and the event each is kept with.
     seen: HashMap<Vec<u8>, Vec<u8>>,
     pub dirty: HashSet<Dirty>,
@@ -275,6 +277,7 @@ impl<'a> Overlay<'a> {
             writes: HashMap::default(),
             marks: BTreeMap::new(),
             aggs: HashMap::default(),
+            listed: BTreeSet::new(),
             seen: HashMap::default(),
             dirty: HashSet::default(),
         }
@@ -287,6 +290,9 @@ impl<'a> Overlay<'a> {
         T: DeserializeOwned + Serialize + Default + Send + 'static,
     {
         let key = state_key(tenant, tag, id);
+        if touch && tag.listed() && !self.listed.contains(&key) {
+            self.listed.insert(key.clone());
+        }
         let slot = match self.aggs.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -437,12 +443,23 @@ impl<'a> Overlay<'a> {
                 out.insert(id.to_owned());
             }
         }
-        for (k, slot) in &self.aggs {
-            if slot.changed
-                && k.starts_with(&key_prefix)
-                && let Ok(id) = std::str::from_utf8(&k[strip..])
-            {
+        let mut changed = |k: &[u8]| {
+            if let Ok(id) = std::str::from_utf8(&k[strip..]) {
                 out.insert(id.to_owned());
+            }
+        };
+        if tag.listed() {
+            for k in self.listed.range(key_prefix.clone()..) {
+                if !k.starts_with(&key_prefix) {
+                    break;
+                }
+                changed(k);
+            }
+        } else {
+            for (k, slot) in &self.aggs {
+                if slot.changed && k.starts_with(&key_prefix) {
+                    changed(k);
+                }
             }
         }
         for (k, marked) in self.marks.range(key_prefix.clone()..) {

@@ -71,6 +71,13 @@ pub(crate) enum Tag {
 }
 
 impl Tag {
+    /// Whether `apply` lists this tag's aggregates by id prefix (`Overlay::ids_with_prefix`):
+    /// the overlay keeps the keys of those a batch changes in key order, so that a listing
+    /// reads a range of them, not every aggregate the batch holds.
+    pub(crate) fn listed(self) -> bool {
+        matches!(self, Tag::Exposure | Tag::Validation)
+    }
+
     pub(crate) fn byte(self) -> u8 {
         match self {
             Tag::Asset => b'A',
