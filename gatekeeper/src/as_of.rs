@@ -8,7 +8,7 @@ use crate::readiness::StageVerdict;
 use crate::rules::{self, Policy};
 use crate::state::TenantState;
 use aispm_runtime::http::ApiError;
-use aispm_schemas::{Blocker, Stage, Timestamp, ViewName, ViewRow};
+use aispm_schemas::{Stage, Timestamp, ViewName, ViewRow};
 use axum::http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 use std::num::NonZeroUsize;
@@ -139,17 +139,7 @@ pub(crate) async fn verdicts(
             ready: drafts.is_empty(),
             blockers: drafts
                 .iter()
-                .map(|d| Blocker {
-                    tenant_id: tenant.to_owned(),
-                    stage,
-                    blocker_id: d.id.clone(),
-                    kind: d.kind,
-                    meaning: d.meaning.clone(),
-                    resolution: d.resolution.clone(),
-                    subject: d.subject.clone(),
-                    evidence: d.evidence.clone(),
-                    detected_at: when,
-                })
+                .map(|d| d.blocker(tenant, stage, when))
                 .collect(),
             evaluated_at: when,
         }

@@ -485,17 +485,7 @@ impl Engine {
             let mut ids = Vec::with_capacity(drafts.len());
             for d in drafts {
                 let prev = sp.blockers.get(&d.id);
-                let b = Blocker {
-                    tenant_id: name.to_owned(),
-                    stage: *stage,
-                    blocker_id: d.id.clone(),
-                    kind: d.kind,
-                    meaning: d.meaning.clone(),
-                    resolution: d.resolution.clone(),
-                    subject: d.subject.clone(),
-                    evidence: d.evidence.clone(),
-                    detected_at: prev.map_or(now, |p| p.detected_at),
-                };
+                let b = d.blocker(name, *stage, prev.map_or(now, |p| p.detected_at));
                 ids.push(d.id.clone());
                 if prev != Some(&b) {
                     let prev = sp.blockers.insert(d.id.clone(), b.clone());

@@ -14,7 +14,7 @@ use crate::config::StageBlockers;
 use crate::state::{Finding, MAX_EVIDENCE_IDS, Newest, StageFacts, TenantState};
 use aispm_schemas::clock::{self, Windows};
 use aispm_schemas::views::{ControlState, ExceptionKind, ValidationRow};
-use aispm_schemas::{BlockerKind, Environment, Risk, Stage, Timestamp};
+use aispm_schemas::{Blocker, BlockerKind, Environment, Risk, Stage, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -35,6 +35,23 @@ pub struct Draft {
     /// The stages it counts for, a bit per [`Stage::index`] (a shared rule's blocker about a
     /// finding counts only where the finding does: [`crate::state::stages_of`]).
     pub stages: u8,
+}
+
+impl Draft {
+    /// The blocker this draft is for `tenant` at `stage`, detected at `detected_at`.
+    pub fn blocker(&self, tenant: &str, stage: Stage, detected_at: Timestamp) -> Blocker {
+        Blocker {
+            tenant_id: tenant.to_owned(),
+            stage,
+            blocker_id: self.id.clone(),
+            kind: self.kind,
+            meaning: self.meaning.clone(),
+            resolution: self.resolution.clone(),
+            subject: self.subject.clone(),
+            evidence: self.evidence.clone(),
+            detected_at,
+        }
+    }
 }
 
 /// Every stage, as [`Draft::stages`] bits.

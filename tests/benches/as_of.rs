@@ -20,6 +20,7 @@
 use aispm_projector::store::Store;
 use aispm_projector::{Engine, Input, Settings};
 use aispm_schemas::{InputKind, Timestamp, Topics};
+use aispm_tests::measure::{env_or, peak_rss_mib, process_cpu, round, rss_mib};
 use aispm_tools::records::Gen;
 use anyhow::Result;
 use serde_json::json;
@@ -35,38 +36,6 @@ const TENANT: &str = "tenant-00000";
 /// `Gen`'s first event time, and its step.
 const T0: i64 = 1_763_719_200_000;
 const STEP_MS: i64 = 10;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds (user + sys) of this process, all threads, from `/proc/self/stat`.
-fn process_cpu() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let Some(rest) = text.rsplit_once(") ").map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident memory now and at its peak (`VmRSS`, `VmHWM`), in MiB.
-fn rss_mib(field: &str) -> f64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn round(x: f64, places: i32) -> f64 {
-    let m = 10f64.powi(places);
-    (x * m).round() / m
-}
 
 /// Applies `events` generated events of one tenant into a store under `dir`.
 fn fill(dir: &std::path::Path, topics: &Topics, events: u64, entities: usize) -> Result<Store> {
@@ -132,7 +101,7 @@ fn main() -> Result<()> {
     println!(
         "filled: {events} records ({kept} distinct events kept) in {:.1} s; RSS {:.0} MiB",
         started.elapsed().as_secs_f64(),
-        rss_mib("VmRSS:")
+        rss_mib()
     );
     let last = T0 + events as i64 * STEP_MS;
     let mut rows = Vec::new();
@@ -166,7 +135,7 @@ fn main() -> Result<()> {
             "cpu_us_per_kept_event": round(cpu * 1e6 / kept.max(1) as f64, 2),
             "cpu_us_per_replayed_event": (summary.events > 0)
                 .then(|| round(cpu * 1e6 / summary.events as f64, 2)),
-            "peak_rss_mib": round(rss_mib("VmHWM:"), 0),
+            "peak_rss_mib": round(peak_rss_mib(), 0),
         });
         println!("as of {name}: {row}");
         rows.push(row);

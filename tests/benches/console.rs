@@ -25,18 +25,12 @@ use aispm_schemas::codec::encode_single_object;
 use aispm_schemas::{DecisionEvent, Topics};
 use aispm_tests::demo::{OPERATOR_TOKEN, Pipeline, TENANT, TENANT_TOKEN};
 use aispm_tests::kafka::send_waiting;
+use aispm_tests::measure::env_or;
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 

@@ -70,6 +70,7 @@ use aispm_schemas::InputKind;
 use aispm_schemas::{Environment, Topics};
 use aispm_tests::Broker;
 use aispm_tests::kafka::{create_contract_topics, random_prefix, send_waiting};
+use aispm_tests::measure::{env_or, peak_rss_mib, process_cpu, round, rss_mib, thread_cpu};
 use aispm_tests::process::binary;
 use aispm_tools::records::Gen;
 use anyhow::{Context, Result, bail};
@@ -112,7 +113,6 @@ fn bench_workers() -> usize {
 /// The service defaults (`Config::local`): what the binary runs with.
 const CACHE_ENTRIES: usize = 100_000;
 const BLOCK_CACHE: usize = 64 * 1024 * 1024;
-const TICKS_PER_SECOND: f64 = 100.0;
 
 fn kind_index(k: InputKind) -> usize {
     match k {
@@ -120,48 +120,6 @@ fn kind_index(k: InputKind) -> usize {
         InputKind::Approval => 1,
         InputKind::Registry => 2,
     }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds (user + sys) of this process, all threads, from `/proc/self/stat`.
-fn process_cpu() -> f64 {
-    stat_cpu("/proc/self/stat")
-}
-
-/// CPU seconds (user + sys) of the calling thread.
-fn thread_cpu() -> f64 {
-    stat_cpu("/proc/thread-self/stat")
-}
-
-fn stat_cpu(path: &str) -> f64 {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let Some(rest) = text.rsplit_once(") ").map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After "(comm) ": state is field 3, utime field 14, stime field 15.
-    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
-}
-
-/// Peak resident memory of this process, in MiB (`VmHWM`).
-fn peak_rss_mib() -> f64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn round(x: f64, places: i32) -> f64 {
-    let m = 10f64.powi(places);
-    (x * m).round() / m
 }
 
 /// What `/usr/bin/time -v` says about a child.
@@ -682,7 +640,7 @@ fn memory_child() -> Result<()> {
             "seconds": seconds, "cpu_seconds": process_cpu() - cpu0,
             "peak_rss_mib": peak_rss_mib(), "sst_bytes": sst, "memtable_bytes": mem,
             "table_readers_bytes": table_readers, "block_cache_bytes": block_cache,
-            "rss_mib_now": rss_mib_now(),
+            "rss_mib_now": rss_mib(),
             "batches": batches,
             "records_per_batch": round(done as f64 / batches.max(1) as f64, 0),
             "aggregates_per_batch": round(aggregates as f64 / batches.max(1) as f64, 0),
@@ -690,20 +648,6 @@ fn memory_child() -> Result<()> {
         })
     );
     Ok(())
-}
-
-/// The resident set now (VmRSS), in MiB.
-fn rss_mib_now() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 //! - [`process`]: start the aispm binaries, wait for their HTTP health, kill and restart them.
 //! - [`demo`]: the whole pipeline driven end to end (the demo binary and the pipeline test).
 //! - [`kafka`]: producers and consumers for tests, topic prefixes.
+//! - [`measure`]: what the benches measure a process by (CPU and memory from `/proc`).
 //! - [`rows`]: view rows as the projector publishes them, for the gatekeeper's tests and bench.
 //! - [`webhooks`]: a real webhook receiver that verifies Standard Webhooks signatures.
 
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod compose;
 pub mod demo;
 pub mod kafka;
+pub mod measure;
 pub mod process;
 pub mod rows;
 pub mod webhooks;

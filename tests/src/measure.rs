@@ -1,0 +1,58 @@
+//! What the benches measure a process by: CPU seconds and resident memory from `/proc`, their
+//! tunables from the environment, and figures rounded for the reports.
+
+/// Clock ticks per second of `/proc/*/stat`'s CPU times.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The environment variable `name` as a number, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + sys) of this process, all threads, from `/proc/self/stat`.
+pub fn process_cpu() -> f64 {
+    stat_cpu("/proc/self/stat")
+}
+
+/// CPU seconds (user + sys) of the calling thread.
+pub fn thread_cpu() -> f64 {
+    stat_cpu("/proc/thread-self/stat")
+}
+
+fn stat_cpu(path: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Some(rest) = text.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After "(comm) ": state is field 3, utime field 14, stime field 15.
+    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+}
+
+/// This process's resident memory now (`VmRSS`), in MiB.
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// This process's peak resident memory (`VmHWM`), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+fn status_mib(field: &str) -> f64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `x` rounded to `places` decimals.
+pub fn round(x: f64, places: i32) -> f64 {
+    let m = 10f64.powi(places);
+    (x * m).round() / m
+}
