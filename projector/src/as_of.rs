@@ -18,6 +18,7 @@ use crate::project::{Engine, Input, split_stored_event};
 use crate::store::{Store, columns};
 use aispm_schemas::{Codec, Timestamp, Topics};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -213,6 +214,12 @@ pub(crate) enum Refused {
 /// The replays the API serves: one at a time, the last [`History::KEEP`] kept for
 /// [`History::KEEP_FOR`] so that the pages and routes a person opens as of the same instant
 /// share one.
+///
+/// Hostile use is bounded: a replay runs in a task of its own that holds the one turn until it
+/// ends (a client that hangs up does not free the turn for a second replay beside it, and the
+/// result is kept for when it asks again), and a tenant may start a replay only once the
+/// previous one of its own is as long ago as it took (at least [`History::TENANT_GAP`]), so one
+/// tenant asking instant after instant cannot keep every other tenant's request refused.
 #[derive(Debug)]
 pub(crate) struct History {
     source: Arc<Store>,
@@ -220,9 +227,11 @@ pub(crate) struct History {
     settings: Settings,
     dir: PathBuf,
     kept: Mutex<Vec<Arc<Replayed>>>,
-    /// Held while a replay runs; names what it replays.
+    /// Names what the replay holding the turn replays.
     running: Mutex<Option<(String, Timestamp)>>,
-    turn: tokio::sync::Mutex<()>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// When each tenant may start its next replay.
+    next_for: Mutex<HashMap<String, Instant>>,
     seq: AtomicU64,
     /// How long the last replay took (ms), for the `Retry-After` of a refused request.
     last_ms: AtomicU64,
@@ -231,6 +240,7 @@ pub(crate) struct History {
 impl History {
     pub(crate) const KEEP: usize = 4;
     pub(crate) const KEEP_FOR: Duration = Duration::from_secs(600);
+    pub(crate) const TENANT_GAP: Duration = Duration::from_secs(10);
 
     /// Replays into directories under `dir`, which is emptied first (a crash may have left a
     /// replay's database behind).
@@ -250,7 +260,8 @@ impl History {
             dir,
             kept: Mutex::new(Vec::new()),
             running: Mutex::new(None),
-            turn: tokio::sync::Mutex::new(()),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+            next_for: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             last_ms: AtomicU64::new(1000),
         })
@@ -264,73 +275,149 @@ impl History {
             .map(Arc::clone)
     }
 
+    fn is_running(&self, tenant: &str, at: Timestamp) -> bool {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .is_some_and(|(t, a)| t == tenant && a == at)
+    }
+
     /// The views of `tenant` as of `at`: a kept replay, the one running for the same instant
-    /// once it ends, or a new one. Refused while a replay of something else runs.
-    pub(crate) async fn get(&self, tenant: &str, at: Timestamp) -> Result<Arc<Replayed>, Refused> {
+    /// once it ends, or a new one. Refused while a replay of something else runs, and while the
+    /// tenant's own last replay is too recent.
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        tenant: &str,
+        at: Timestamp,
+    ) -> Result<Arc<Replayed>, Refused> {
         if let Some(r) = self.lookup(tenant, at) {
             return Ok(r);
         }
-        let turn = match self.turn.try_lock() {
-            Ok(turn) => turn,
-            Err(_) => {
-                let same = self
-                    .running
-                    .lock()
-                    .ok()
-                    .and_then(|r| r.clone())
-                    .is_some_and(|(t, a)| t == tenant && a == at);
-                if !same {
-                    let ms = self.last_ms.load(Ordering::Relaxed).max(1000);
-                    return Err(Refused::Busy(Duration::from_millis(ms)));
-                }
-                let turn = self.turn.lock().await;
-                if let Some(r) = self.lookup(tenant, at) {
-                    return Ok(r);
-                }
-                turn
-            }
+        let busy = || {
+            let ms = self.last_ms.load(Ordering::Relaxed).max(1000);
+            Refused::Busy(Duration::from_millis(ms))
         };
+        let turn = match Arc::clone(&self.turn).try_lock_owned() {
+            Ok(turn) => turn,
+            Err(_) if self.is_running(tenant, at) => {
+                // The same replay: wait for it to end, then read what it kept.
+                drop(self.turn.lock().await);
+                return self.lookup(tenant, at).ok_or_else(busy);
+            }
+            Err(_) => return Err(busy()),
+        };
+        if let Some(r) = self.lookup(tenant, at) {
+            return Ok(r);
+        }
+        let now = Instant::now();
+        if let Some(next) = self
+            .next_for
+            .lock()
+            .ok()
+            .and_then(|n| n.get(tenant).copied())
+            && next > now
+        {
+            return Err(Refused::Busy(next - now));
+        }
         if let Ok(mut r) = self.running.lock() {
             *r = Some((tenant.to_owned(), at));
         }
-        let dir = self
-            .dir
-            .join(format!("{}", self.seq.fetch_add(1, Ordering::Relaxed)));
-        let (source, topics, settings) = (
-            Arc::clone(&self.source),
-            self.topics.clone(),
-            self.settings.clone(),
-        );
-        let (t, d) = (tenant.to_owned(), dir.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            let out = replay(&source, &topics, &settings, &t, at, &d);
-            if out.is_err() {
-                let _ = std::fs::remove_dir_all(&d);
+        let me = Arc::clone(self);
+        let t = tenant.to_owned();
+        // The replay owns the turn: it ends, and keeps its result, whether or not the request
+        // that started it is still waiting.
+        let task = tokio::spawn(async move {
+            let _turn = turn;
+            let dir = me
+                .dir
+                .join(format!("{}", me.seq.fetch_add(1, Ordering::Relaxed)));
+            let (source, topics, settings) = (
+                Arc::clone(&me.source),
+                me.topics.clone(),
+                me.settings.clone(),
+            );
+            let (tt, d) = (t.clone(), dir.clone());
+            let started = Instant::now();
+            let done = tokio::task::spawn_blocking(move || {
+                let out = replay(&source, &topics, &settings, &tt, at, &d);
+                if out.is_err() {
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+                out
+            })
+            .await;
+            if let Ok(mut n) = me.next_for.lock() {
+                n.insert(
+                    t.clone(),
+                    Instant::now() + started.elapsed().max(Self::TENANT_GAP),
+                );
             }
-            out
-        })
-        .await;
-        if let Ok(mut r) = self.running.lock() {
-            *r = None;
-        }
-        let (store, summary) = done
-            .map_err(|e| Refused::Failed(Error::Other(e.to_string())))?
-            .map_err(Refused::Failed)?;
-        self.last_ms.store(summary.replay_ms, Ordering::Relaxed);
-        let replayed = Arc::new(Replayed {
-            tenant: tenant.to_owned(),
-            summary,
-            store: Some(Arc::new(store)),
-            dir,
-            made: Instant::now(),
+            if let Ok(mut r) = me.running.lock() {
+                *r = None;
+            }
+            let (store, summary) = done
+                .map_err(|e| Refused::Failed(Error::Other(e.to_string())))?
+                .map_err(Refused::Failed)?;
+            me.last_ms.store(summary.replay_ms, Ordering::Relaxed);
+            let replayed = Arc::new(Replayed {
+                tenant: t,
+                summary,
+                store: Some(Arc::new(store)),
+                dir,
+                made: Instant::now(),
+            });
+            if let Ok(mut kept) = me.kept.lock() {
+                kept.push(Arc::clone(&replayed));
+                while kept.len() > Self::KEEP {
+                    kept.remove(0);
+                }
+            }
+            Ok(replayed)
         });
-        if let Ok(mut kept) = self.kept.lock() {
-            kept.push(Arc::clone(&replayed));
-            while kept.len() > Self::KEEP {
-                kept.remove(0);
-            }
+        task.await
+            .map_err(|e| Refused::Failed(Error::Other(e.to_string())))?
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn history() -> (tempfile::TempDir, Arc<History>) {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(Store::open(&dir.path().join("db"), 8 << 20, false).unwrap());
+        source.check_version().unwrap();
+        let h = History::new(
+            source,
+            Topics::default(),
+            Settings::default(),
+            dir.path().join("as-of"),
+        )
+        .unwrap();
+        (dir, Arc::new(h))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tenant_cannot_hold_the_replays_and_an_instant_replayed_is_kept() {
+        let (_dir, h) = history();
+        let (t1, t2) = (Timestamp(1_000), Timestamp(2_000));
+        let first = h.get("acme", t1).await.unwrap();
+        assert_eq!(first.summary.at, t1);
+        // The same instant again: the kept replay, not a new one.
+        assert!(Arc::ptr_eq(&first, &h.get("acme", t1).await.unwrap()));
+        // Another instant for the same tenant right away: refused for the tenant's gap.
+        match h.get("acme", t2).await {
+            Err(Refused::Busy(wait)) => assert!(wait <= History::TENANT_GAP, "{wait:?}"),
+            other => panic!("{other:?}"),
         }
-        drop(turn);
-        Ok(replayed)
+        // Another tenant is served meanwhile.
+        assert_eq!(h.get("globex", t2).await.unwrap().tenant, "globex");
+        // While a replay holds the turn, another tenant's request is refused at once.
+        let held = Arc::clone(&h.turn).try_lock_owned().unwrap();
+        assert!(matches!(h.get("initech", t1).await, Err(Refused::Busy(_))));
+        drop(held);
+        assert_eq!(h.get("initech", t1).await.unwrap().tenant, "initech");
     }
 }

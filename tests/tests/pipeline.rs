@@ -153,15 +153,22 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
 
     // Readiness as of past instants, from the projector's replay of the events that occurred
     // by then, judged by the gatekeeper's rules at that instant. Now: the live verdict.
+    // A tenant starts one replay per `TENANT_GAP` (10 s): a second instant is answered 429
+    // with Retry-After, and a client waits and asks again.
     let as_of = |at: Timestamp| {
         let p = &p;
         async move {
-            p.get(
-                &p.gatekeeper.http,
-                &format!("/v1/tenants/acme/readiness?stage=production&as_of={at}"),
-            )
-            .await
-            .unwrap()
+            let path = format!("/v1/tenants/acme/readiness?stage=production&as_of={at}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match p.get(&p.gatekeeper.http, &path).await {
+                    Ok(v) => break v,
+                    Err(e) if e.to_string().contains("429") && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
         }
     };
     let now = as_of(Timestamp::now()).await;
