@@ -10,12 +10,10 @@ use crate::state::TenantState;
 use aispm_runtime::http::ApiError;
 use aispm_schemas::{Stage, Timestamp, ViewName, ViewRow};
 use axum::http::{HeaderValue, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-/// The header the projector's answers as of a past instant carry.
-const AS_OF_HEADER: &str = "aispm-as-of";
 /// Rows per page read from the projector (its most).
 const PAGE: usize = 1000;
 
@@ -26,18 +24,6 @@ pub(crate) struct Source {
     pub http: reqwest::Client,
     pub policy: Policy,
     pub tracked_evidence: NonZeroUsize,
-}
-
-/// What the projector said its replay included (`at=…; events=…; …`), as an object.
-fn summary(header: &str) -> Value {
-    let mut o = serde_json::Map::new();
-    for part in header.split(';') {
-        if let Some((k, v)) = part.trim().split_once('=') {
-            let v = v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n));
-            o.insert(k.to_owned(), v);
-        }
-    }
-    Value::Object(o)
 }
 
 /// The projector's refusal, passed on with its status and reason (a `429`'s `Retry-After` too).
@@ -105,14 +91,12 @@ pub(crate) async fn verdicts(
             if !r.status().is_success() {
                 return Err(refused(r).await);
             }
-            if included.is_null()
-                && let Some(h) = r.headers().get(AS_OF_HEADER).and_then(|h| h.to_str().ok())
-            {
-                included = summary(h);
-            }
             let page: Value = r.json().await.map_err(|e| {
                 ApiError::new(StatusCode::BAD_GATEWAY, "projector_answer", e.to_string())
             })?;
+            if included.is_null() {
+                included = page["as_of"].clone();
+            }
             for item in page["rows"].as_array().into_iter().flatten() {
                 let key = item["key"].as_str().unwrap_or_default();
                 let row = ViewRow::from_json(*view, item["row"].clone()).map_err(|e| {
@@ -145,19 +129,4 @@ pub(crate) async fn verdicts(
         }
     });
     Ok((verdicts, included))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::summary;
-    use serde_json::json;
-
-    #[test]
-    fn the_projectors_header_reads_as_an_object() {
-        assert_eq!(
-            summary("at=2026-01-01T00:00:00.000Z; events=3; after=1; late=0; arrival_unknown=2"),
-            json!({"at": "2026-01-01T00:00:00.000Z", "events": 3, "after": 1, "late": 0,
-                   "arrival_unknown": 2})
-        );
-    }
 }

@@ -542,6 +542,8 @@ async fn rows(
         .collect();
     Ok(Json(json!({
         "tenant_id": tenant, "view": view, "count": rows.len(), "rows": rows, "next_cursor": next,
+        // As of a past instant: what the replay included (the `aispm-as-of` header's figures).
+        "as_of": api.as_of.as_ref().map(|r| r.summary),
     })))
 }
 
