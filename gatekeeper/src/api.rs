@@ -156,7 +156,7 @@ async fn tenant_readiness(
             limit,
             page.after.as_deref(),
         );
-        v["as_of"] = included;
+        v["as_of"] = json!(included);
         return Ok(Json(v));
     }
     match api.verdicts.get(&tenant) {

@@ -105,13 +105,16 @@ pub async fn run_with_clock(
     let mut tasks = Supervisor::new(shutdown.child_token(), health.clone());
     {
         let source = as_of::Source {
-            projector: config.projector_url.trim_end_matches('/').to_owned(),
-            http: config
-                .client_tls
-                .client_builder()?
-                .timeout(config.as_of_timeout)
-                .build()
-                .map_err(|e| Error::Task(format!("the projector's HTTP client: {e}")))?,
+            projector: aispm_runtime::peer::Peer::new(
+                "projector",
+                &config.projector_url,
+                config
+                    .client_tls
+                    .client_builder()?
+                    .timeout(config.as_of_timeout)
+                    .build()
+                    .map_err(|e| Error::Task(format!("the projector's HTTP client: {e}")))?,
+            ),
             policy: rules::Policy::new(config.windows.clock(), &config.stages),
             tracked_evidence: config.tracked_evidence_per_tenant,
         };

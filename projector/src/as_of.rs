@@ -4,7 +4,7 @@
 //! replay in key order gives the rows a projector fed only those events would have made.
 //!
 //! Event time decides: an event that occurred by T but reached the broker after T (its record
-//! timestamp, kept with it) is included, and [`Summary::late`] counts it, so an answer says
+//! timestamp, kept with it) is included, and [`AsOf::late`] counts it, so an answer says
 //! how much of it was not known at T. The query API serves any tenant route from a replay
 //! (`?as_of=`, `api.rs`), with its clock-dependent states judged at T.
 //!
@@ -16,8 +16,8 @@ use crate::apply::Settings;
 use crate::error::{Error, Result};
 use crate::project::{Engine, Input, split_stored_event};
 use crate::store::{Store, columns};
+use aispm_schemas::views::AsOf;
 use aispm_schemas::{Codec, Timestamp, Topics};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,25 +34,6 @@ const CACHE_BYTES: usize = 16 << 20;
 /// The scratch engine's aggregate cache (entries).
 const CACHE_ENTRIES: usize = 50_000;
 
-/// What a replay as of `at` included, and what it says about lateness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Summary {
-    /// The instant the views are as of.
-    pub at: Timestamp,
-    /// The tenant's events that occurred at or before `at`: the ones replayed.
-    pub events: u64,
-    /// The tenant's events that occurred after `at`: left out.
-    pub after: u64,
-    /// Replayed events whose records reached the broker after `at`: included by event time,
-    /// though not known at `at`.
-    pub late: u64,
-    /// Replayed events kept before arrival times were (no record timestamp to judge by).
-    pub arrival_unknown: u64,
-    /// When the replay ran, and how long it took.
-    pub replayed_at: Timestamp,
-    pub replay_ms: u64,
-}
-
 /// Replays the events of `tenant` kept in `source` that occurred at or before `at` into a
 /// new database under `dir` (which must not exist or be empty), with `settings`: the views as
 /// of `at`.
@@ -63,7 +44,7 @@ pub fn replay(
     tenant: &str,
     at: Timestamp,
     dir: &Path,
-) -> Result<(Store, Summary)> {
+) -> Result<(Store, AsOf)> {
     let started = Instant::now();
     let store = Arc::new(Store::open(dir, CACHE_BYTES, false)?);
     store.check_version()?;
@@ -75,7 +56,7 @@ pub fn replay(
     )?
     .without_publishing()?;
     let codec = Codec::new();
-    let mut summary = Summary {
+    let mut summary = AsOf {
         at,
         events: 0,
         after: 0,
@@ -167,7 +148,7 @@ fn apply(
 #[derive(Debug)]
 pub(crate) struct Replayed {
     pub(crate) tenant: String,
-    pub(crate) summary: Summary,
+    pub(crate) summary: AsOf,
     store: Option<Arc<Store>>,
     dir: PathBuf,
     made: Instant,

@@ -1,7 +1,8 @@
 //! The HTTP API:
 //!
-//! - `POST /v1/tenants/{tenant}/reports` `{"type": "cso", "recipients": [..]?}` → `201` with the
-//!   packet's id, manifest and where it was delivered (the first attempt's outcome).
+//! - `POST /v1/tenants/{tenant}/reports` `{"type": "cso", "recipients": [..]?, "as_of": T?}` →
+//!   `201` with the packet's id, manifest and where it was delivered (the first attempt's
+//!   outcome); with `as_of`, the packet is as of that past instant ([`crate::as_of`]).
 //! - `GET /v1/tenants/{tenant}/reports?limit=&before=` → a page of the tenant's reports, newest
 //!   first, and its `next_cursor` (the `before` of the next page; `null` after the last).
 //! - `GET /v1/tenants/{tenant}/reports/{id}` → one report.
@@ -15,6 +16,7 @@
 //! `/v1/signing-keys` names no tenant and answers any valid token (the keys are public, but
 //! the API answers no anonymous caller).
 
+use crate::as_of::Request as AsOfRequest;
 use crate::center::{Center, GenerateError, Trigger};
 use crate::config::LimitArgs;
 use crate::store::{ReportRecord, Status};
@@ -23,8 +25,8 @@ use aispm_runtime::http::ApiError;
 use aispm_runtime::limit::{Buckets, Slots, retry_after_secs};
 use aispm_runtime::metrics::Metrics;
 use aispm_runtime::openapi::{self, Op};
-use aispm_schemas::ReportType;
 use aispm_schemas::TenantId;
+use aispm_schemas::{ReportType, Timestamp};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -88,6 +90,7 @@ fn table() -> openapi::Api<Api> {
         "properties": {
             "type": {"type": "string", "enum": ReportType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>()},
             "recipients": {"type": "array", "items": {"type": "string"}},
+            "as_of": {"type": "string", "format": "date-time", "description": "A past instant (RFC 3339): the packet's posture, findings and readiness as of then, read from the projector's replay and the gatekeeper's rules with the request's token, which must also have `read`."},
         },
     });
     let report = |summary| {
@@ -108,7 +111,8 @@ fn table() -> openapi::Api<Api> {
             .body(
                 "application/json",
                 request,
-                "The report type, and recipients (a subset of the approved ones) if not all.",
+                "The report type, recipients (a subset of the approved ones) if not all, and \
+                 the past instant the packet is as of, if not now.",
             )
             .tenant(Scope::Reports)
             .ok(
@@ -187,6 +191,8 @@ struct CreateBody {
     report_type: String,
     #[serde(default)]
     recipients: Option<Vec<String>>,
+    #[serde(default)]
+    as_of: Option<String>,
 }
 
 /// The JSON answer for a report.
@@ -200,6 +206,7 @@ pub(crate) fn view(r: &ReportRecord) -> Value {
         "headline": r.headline,
         "requested_by": r.requested_by,
         "created_at": r.created_at,
+        "as_of": r.as_of,
         "packet": {
             "dir": r.packet.dir,
             "zip": r.packet.zip,
@@ -247,6 +254,21 @@ async fn create(
     let body: CreateBody = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     let report_type: ReportType = body.report_type.parse().map_err(ApiError::bad_request)?;
+    // As of a past instant: the state is read with the requester's own token, so it must
+    // also read the tenant; checked before any limit is spent.
+    let as_of = match body.as_of.as_deref() {
+        None => None,
+        Some(at) => {
+            let at = Timestamp::parse_rfc3339(at)
+                .map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?;
+            api.auth.check(&principal, &tenant, Scope::Read)?;
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request("as_of needs the request's bearer token"))?;
+            Some(AsOfRequest { at, token })
+        }
+    };
     let limits = &api.limits;
     let Some(_slot) = limits.per_tenant.try_acquire(&tenant) else {
         return Err(limits.refuse(
@@ -282,6 +304,7 @@ async fn create(
             report_type,
             Trigger::Api(principal.name),
             body.recipients,
+            as_of,
         )
         .await;
     // The allowance counts reports made (checked above, taken here): a request refused as
@@ -309,6 +332,7 @@ async fn create(
             "unapproved_recipients",
             e.to_string(),
         )),
+        Err(GenerateError::AsOf(e)) => Err(e),
         Err(GenerateError::Failed(e)) => {
             tracing::error!(tenant_id = %tenant, error = %e, "Report generation failed.");
             Err(ApiError::internal(format!("report generation failed: {e}")))

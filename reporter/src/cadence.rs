@@ -7,7 +7,7 @@
 //! one catch-up run at start.
 
 use crate::center::{Center, Trigger};
-use crate::schedule::{Entry, next_after};
+use crate::schedule::{Entry, Period, archive_instant, next_after};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use std::collections::BTreeMap;
@@ -90,6 +90,11 @@ pub(crate) async fn run(
         hour,
         "Report cadence started."
     );
+    if entries.iter().any(|e| e.period == Period::Quarterly) && !center.as_of().has_read_token() {
+        tracing::warn!(
+            "No --read-token-file: the quarterly archive is made as of its run, not as of the quarter's end."
+        );
+    }
     let clock = Arc::clone(center.clock());
     let wall = |t: aispm_schemas::Timestamp| {
         Utc.timestamp_millis_opt(t.millis())
@@ -101,13 +106,25 @@ pub(crate) async fn run(
         let (due, next) = due(&entries, &mut last.runs, now, hour);
         for e in &due {
             let tenants = center.tenant_ids();
+            // The quarterly archive is as of the quarter's end (with the cadence's token).
+            let as_of = archive_instant(e.period, now).and_then(|at| {
+                center
+                    .as_of()
+                    .cadence(aispm_schemas::Timestamp(at.timestamp_millis()))
+            });
             tracing::info!(schedule = %e.key(), tenants = tenants.len(), "Running a scheduled report.");
             for tenant in tenants {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
                 match center
-                    .generate(&tenant, e.report_type, Trigger::Cadence(e.period), None)
+                    .generate(
+                        &tenant,
+                        e.report_type,
+                        Trigger::Cadence(e.period),
+                        None,
+                        as_of.clone(),
+                    )
                     .await
                 {
                     Ok(r) => {
@@ -179,6 +196,32 @@ mod tests {
             next_after(Period::Every(Duration::from_secs(90)), sat, 6),
             t("2026-11-21T10:01:30Z")
         );
+    }
+
+    #[test]
+    fn the_quarterly_archive_is_as_of_the_quarter_end() {
+        let end = |run: &str| archive_instant(Period::Quarterly, t(run));
+        // The run on the quarter's first day, and a catch-up run weeks later: the same end.
+        assert_eq!(
+            end("2027-01-01T06:00:00Z"),
+            Some(t("2026-12-31T23:59:59.999Z"))
+        );
+        assert_eq!(
+            end("2027-02-17T13:00:00Z"),
+            Some(t("2026-12-31T23:59:59.999Z"))
+        );
+        assert_eq!(
+            end("2026-10-01T06:00:00Z"),
+            Some(t("2026-09-30T23:59:59.999Z"))
+        );
+        assert_eq!(
+            end("2026-07-01T00:00:00Z"),
+            Some(t("2026-06-30T23:59:59.999Z"))
+        );
+        // The other periods are as of their run.
+        for p in [Period::Daily, Period::Weekly, Period::Monthly] {
+            assert_eq!(archive_instant(p, t("2027-01-01T06:00:00Z")), None);
+        }
     }
 
     #[test]

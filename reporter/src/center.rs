@@ -59,6 +59,10 @@ pub(crate) enum GenerateError {
     UnknownTenant(String),
     #[error("not approved recipients for the tenant: {}", .0.join(", "))]
     Unapproved(Vec<String>),
+    /// The state as of a past instant could not be read: the projector's or gatekeeper's
+    /// refusal (or the instant's), as given.
+    #[error("the state as of that instant: {}", .0.message)]
+    AsOf(aispm_runtime::http::ApiError),
     #[error(transparent)]
     Failed(#[from] Error),
 }
@@ -80,6 +84,8 @@ pub(crate) struct Settings {
     pub clock: SharedClock,
     /// Told about each delivery (`report.delivered`).
     pub webhooks: crate::webhooks::Webhooks,
+    /// Where a tenant's state as of a past instant is read.
+    pub as_of: crate::as_of::Source,
 }
 
 /// The report-provider validator: the key that signs the results and the environments they
@@ -180,6 +186,11 @@ impl Center {
         self.state.tenant_ids()
     }
 
+    /// Where a tenant's state as of a past instant is read.
+    pub(crate) fn as_of(&self) -> &crate::as_of::Source {
+        &self.settings.as_of
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }
@@ -192,6 +203,7 @@ impl Center {
         report_type: ReportType,
         trigger: Trigger,
         recipients: Option<Vec<String>>,
+        as_of: Option<crate::as_of::Request>,
     ) -> Result<ReportRecord, GenerateError> {
         if !self.is_restored() {
             return Err(GenerateError::NotReady);
@@ -216,12 +228,35 @@ impl Center {
                 return Err(GenerateError::Unapproved(bad));
             }
         }
-        drop(meta);
-        // Every row of the tenant, read from the row store: held for this packet only.
-        let t = tokio::task::block_in_place(|| self.state.tenant(tenant))?
-            .ok_or_else(|| GenerateError::UnknownTenant(tenant.to_owned()))?;
-        let started = Instant::now();
         let now = self.settings.clock.now();
+        let started = Instant::now();
+        let (t, replayed) = match &as_of {
+            // As of a past instant: the projector's and the gatekeeper's state as of then.
+            Some(req) => {
+                if req.at > now {
+                    return Err(GenerateError::AsOf(
+                        aispm_runtime::http::ApiError::bad_request(format!(
+                            "as_of {} is in the future",
+                            req.at.to_rfc3339()
+                        )),
+                    ));
+                }
+                let (t, included) = self
+                    .settings
+                    .as_of
+                    .tenant(req, tenant, &meta)
+                    .await
+                    .map_err(GenerateError::AsOf)?;
+                (t, Some(included))
+            }
+            // Every row of the tenant, read from the row store: held for this packet only.
+            None => {
+                drop(meta);
+                let t = tokio::task::block_in_place(|| self.state.tenant(tenant))?
+                    .ok_or_else(|| GenerateError::UnknownTenant(tenant.to_owned()))?;
+                (t, None)
+            }
+        };
         let id = uuid::Uuid::now_v7().to_string();
         let public_key = self.keys.current().public_key_b64();
         let req = Request {
@@ -233,6 +268,7 @@ impl Center {
             signer_public_key: public_key,
             fallback_key_id: self.settings.fallback_key_id.clone(),
             requested_by: trigger.describe(),
+            as_of: replayed,
         };
         let doc = report::build(&t, &req);
         let findings = render::exported_findings(&t, &doc);
@@ -272,6 +308,7 @@ impl Center {
         tracing::info!(
             tenant_id = %tenant, report_id = %id, report_type = %report_type,
             packet_sha256 = %written.zip_sha256, files = written.manifest.files.len(),
+            as_of = ?replayed.map(|a| a.at.to_rfc3339()),
             "Generated a report packet."
         );
         let mut record = ReportRecord {
@@ -282,6 +319,7 @@ impl Center {
             headline: doc.headline.clone(),
             requested_by: doc.requested_by.clone(),
             created_at: now,
+            as_of: replayed.map(|a| a.at),
             packet: written,
             requested_recipients: recipients,
             status: Status::Retrying,

@@ -21,7 +21,8 @@
 //! - [`sign`]: Ed25519 keys (`keygen`) and signatures over SHA-256 digests.
 //! - [`minisign`]: signatures and public keys in minisign's format (what `minisign -V` checks).
 //! - [`keys`]: the current and previous signing keys, published; the keys a verifier pins.
-//! - [`center`]: the report path end to end: generate, deliver, record, retry with backoff.
+//! - [`center`]: the report path end to end: generate, deliver, record, retry with backoff;
+//!   [`as_of`]: a packet's state as of a past instant, read from the projector and gatekeeper.
 //! - [`deliver`]: SMTP (a real mail with the packet attached) and export.
 //! - [`publish`]: `ReportDeliveryEvent`s on `aispm.report-deliveries.v1`.
 //! - [`store`]: report records and the retry queue under `--state-dir`.
@@ -37,6 +38,7 @@
 )]
 
 mod api;
+mod as_of;
 mod cadence;
 mod center;
 mod config;
@@ -185,6 +187,7 @@ pub async fn run_with_clock(
             provider_check,
             clock,
             webhooks: webhooks.clone(),
+            as_of: as_of::Source::new(&config.as_of)?,
         },
         state.clone(),
         store,

@@ -150,6 +150,18 @@ pub(crate) fn next_after(period: Period, after: DateTime<Utc>, hour: u32) -> Dat
     }
 }
 
+/// The instant a run of `period` at `run` is as of: for the quarterly archive, the last
+/// millisecond of the quarter that ended before the run (the quarter's end, however late the
+/// run); `None` for the other periods, which are as of their run.
+pub(crate) fn archive_instant(period: Period, run: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (period == Period::Quarterly).then(|| {
+        let day = run.date_naive();
+        let quarter = first_of_month(day.year(), (day.month() - 1) / 3 * 3 + 1);
+        Utc.from_utc_datetime(&quarter.and_time(chrono::NaiveTime::MIN))
+            - ChronoDuration::milliseconds(1)
+    })
+}
+
 /// When a failed attempt is retried (report deliveries, webhook messages): the delay before
 /// attempt `n + 1` after attempt `n` failed, doubling from `initial` up to `max`.
 pub(crate) fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {

@@ -65,6 +65,10 @@ pub(crate) struct ReportRecord {
     pub headline: String,
     pub requested_by: String,
     pub created_at: Timestamp,
+    /// The past instant the packet is as of (its state read as of then); absent: as of
+    /// `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<Timestamp>,
     pub packet: Written,
     /// Recipients asked for at request time (else the tenant's approved recipients).
     pub requested_recipients: Option<Vec<String>>,

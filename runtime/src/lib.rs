@@ -8,6 +8,8 @@
 //! - [`metrics`]: one Prometheus registry per process, `aispm_build_info`, process metrics.
 //! - [`http`]: serves a service's routes beside `/metrics`, `/healthz` and `/readyz`; API errors;
 //!   throttles client addresses that fail authentication.
+//! - [`peer`]: calls to another service's HTTP API with the caller's token (the projector's
+//!   rows as of a past instant, paged); its refusals passed on.
 //! - [`openapi`]: a service's route table: registers each axum route and records its OpenAPI
 //!   3.1 operation, so `GET /openapi.json` documents exactly the routes served.
 //! - [`clock`]: the wall clock a service reads and waits on, passed in (tests move it by hand).
@@ -39,6 +41,7 @@ pub mod limit;
 pub mod malloc;
 pub mod metrics;
 pub mod openapi;
+pub mod peer;
 pub mod publish;
 pub mod service;
 pub mod shutdown;

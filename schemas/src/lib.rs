@@ -5,7 +5,7 @@
 //! # Layout
 //! - `avro/*.avsc`: the published schemas (`avro/v1/` holds earlier versions decoders still read).
 //! - [`events`]: decision, approval, registry and report-delivery events.
-//! - [`views`]: view rows and `ViewChange`; [`readiness`]: `Blocker` and `Readiness`.
+//! - [`views`]: view rows, `ViewChange`, and `AsOf` (what views as of a past instant include); [`readiness`]: `Blocker` and `Readiness`.
 //! - [`codec`]: single-object and Confluent framing, schema resolution; [`fingerprint`]: CRC-64-AVRO.
 //! - [`avro`]: the Rust ⇄ Avro mapping (direct binary writer and reader, `Value` form for schema
 //!   resolution) and the `avro_record!`/`avro_enum!` macros.

@@ -868,6 +868,27 @@ impl FromAvro for ViewRow {
     }
 }
 
+/// What views as of a past instant `at` include (the projector replays the tenant's events
+/// that occurred by then, `projector/src/as_of.rs`), and what that says about lateness: the
+/// `as_of` object of the projector's answers, passed on by the gatekeeper and in packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsOf {
+    /// The instant the views are as of.
+    pub at: Timestamp,
+    /// The tenant's events that occurred at or before `at`: the ones replayed.
+    pub events: u64,
+    /// The tenant's events that occurred after `at`: left out.
+    pub after: u64,
+    /// Replayed events whose records reached the broker after `at`: included by event time,
+    /// though not known at `at`.
+    pub late: u64,
+    /// Replayed events kept before arrival times were (no record timestamp to judge by).
+    pub arrival_unknown: u64,
+    /// When the replay ran, and how long it took.
+    pub replayed_at: Timestamp,
+    pub replay_ms: u64,
+}
+
 /// An upsert or delete of one view row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewChange {

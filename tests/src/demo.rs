@@ -22,6 +22,9 @@ pub const OPERATOR_TOKEN: &str = "demo-operator-token";
 pub const GATEWAY_TOKEN: &str = "demo-acme-gateway-token";
 /// The demo tenant's dashboard: `read` only.
 pub const READER_TOKEN: &str = "demo-acme-reader-token";
+/// The reporter's own credential: it reads every tenant's state as of a quarter's end for the
+/// quarterly archive (`--read-token-file`), and nothing else.
+pub const REPORTER_READ_TOKEN: &str = "demo-reporter-read-token";
 
 /// The demo's tokens file: one line per token, `tenants` and `scopes` as a role needs them.
 pub fn tokens_toml() -> String {
@@ -32,6 +35,7 @@ pub fn tokens_toml() -> String {
         (OPERATOR_TOKEN, r#"["*"]"#.to_owned(), r#"["read"]"#.to_owned(), "operator"),
         (GATEWAY_TOKEN, format!(r#"["{TENANT}"]"#), r#"["emit"]"#.to_owned(), "acme-gateway"),
         (READER_TOKEN, format!(r#"["{TENANT}"]"#), r#"["read"]"#.to_owned(), "acme-dashboard"),
+        (REPORTER_READ_TOKEN, r#"["*"]"#.to_owned(), r#"["read"]"#.to_owned(), "aispm-reporter"),
     ]
     .iter()
     .map(|(token, tenants, scopes, name)| {
@@ -425,6 +429,8 @@ impl Pipeline {
         let validator_key = validator_key_file(&work)?.display().to_string();
         let tokens = work.join("tokens.toml");
         std::fs::write(&tokens, tokens_toml())?;
+        let read_token = work.join("reporter-read-token");
+        std::fs::write(&read_token, REPORTER_READ_TOKEN)?;
         let key = work.join("reporter-key.pem");
         if !key.exists() {
             let out = Command::new(binary("aispm-reporter")?)
@@ -494,6 +500,14 @@ impl Pipeline {
                 "production,trial",
                 "--webhooks",
                 &subscriptions.display().to_string(),
+                // Packets as of a past instant read the projector's and gatekeeper's state
+                // as of then; the quarterly archive with the reporter's own token.
+                "--projector-url",
+                &projector.http,
+                "--gatekeeper-url",
+                &gatekeeper.http,
+                "--read-token-file",
+                &read_token.display().to_string(),
             ])
             .into_iter()
             .chain(strings(reporter_args))
@@ -900,8 +914,13 @@ impl Pipeline {
         ))
     }
 
-    /// Asks the reporter for a production readiness packet, delivered by SMTP.
+    /// Asks the reporter for a packet of `kind`, delivered by SMTP.
     pub async fn report(&self, kind: &str) -> Result<Value> {
+        self.report_with(json!({"type": kind})).await
+    }
+
+    /// Asks the reporter for the packet `body` describes (`type`, `recipients`, `as_of`).
+    pub async fn report_with(&self, body: Value) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let r = self
@@ -911,7 +930,7 @@ impl Pipeline {
                     self.reporter.http
                 ))
                 .bearer_auth(TENANT_TOKEN)
-                .json(&json!({"type": kind}))
+                .json(&body)
                 .send()
                 .await?;
             let status = r.status().as_u16();

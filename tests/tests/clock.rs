@@ -276,6 +276,7 @@ fn packet(
             signer_public_key: "PUB".into(),
             fallback_key_id: "aispm-reporter".into(),
             requested_by: "test".into(),
+            as_of: None,
         },
     )
 }

@@ -193,6 +193,60 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
         assert!(kinds.iter().any(|k| k == kind), "{kind}: {then:#}");
     }
 
+    // A production readiness packet as of that instant (the quarterly archive's kind): signed
+    // and delivered now, its verdicts, findings and clock rules as they stood then, and the
+    // replay it came from stated. The reporter waits out the projector's turn itself.
+    let archive = p
+        .report_with(serde_json::json!({"type": "production_readiness", "as_of": at.to_string()}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nreporter:\n{}", p.reporter.log_tail()));
+    assert_eq!(archive["as_of"], at.to_string(), "{archive:#}");
+    assert!(
+        archive["headline"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("As of {at}: Production not ready")),
+        "{archive:#}"
+    );
+    let (ok, out) = p
+        .verify(archive["packet"]["zip"].as_str().unwrap())
+        .unwrap();
+    assert!(ok, "{out}");
+    let dir = std::path::Path::new(archive["packet"]["dir"].as_str().unwrap());
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(doc["as_of"]["at"], at.to_string(), "{:#}", doc["as_of"]);
+    assert_eq!(doc["as_of"]["events"], then["as_of"]["events"]);
+    assert_ne!(doc["generated_at"], doc["as_of"]["at"]);
+    let production = doc["readiness"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stage"] == "production")
+        .unwrap();
+    assert_eq!(production["ready"], false, "{production:#}");
+    let mut packet_kinds: Vec<String> = production["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap().to_owned())
+        .collect();
+    packet_kinds.sort();
+    packet_kinds.dedup();
+    assert_eq!(
+        packet_kinds, kinds,
+        "the packet's blockers are the gatekeeper's as of then"
+    );
+    // An instant in the future is refused before anything is read.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/tenants/acme/reports", p.reporter.http))
+        .bearer_auth(aispm_tests::demo::TENANT_TOKEN)
+        .json(&serde_json::json!({"type": "production_readiness", "as_of": Timestamp::now().plus(Duration::from_secs(3600)).to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
     // The delivery proved the report provider it reached, in both stages the reporter serves:
     // signed by the validator key, asserted by the reporter, the SMTP transcript as evidence.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -43,6 +43,7 @@ fn num(x: Option<f64>, unit: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1b1f23;padding:0 1rem}\
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #0072b2;padding-bottom:.2rem;margin-top:2.2rem}\
 .meta{color:#586069;font-size:.9rem}.headline{font-size:1.2rem;font-weight:600;background:#f1f8ff;padding:.8rem;border-left:4px solid #0072b2}\
+.as-of{background:#fff8c5;border-left:4px solid #9a6700;padding:.6rem .8rem}\
 table{border-collapse:collapse;width:100%;margin:.6rem 0;font-size:.88rem}th,td{border:1px solid #d1d5da;padding:.3rem .5rem;text-align:left;vertical-align:top}\
 th{background:#f6f8fa}.kpis{display:flex;flex-wrap:wrap;gap:.8rem}.kpi{border:1px solid #d1d5da;border-radius:6px;padding:.6rem 1rem;min-width:150px}\
 .kpi .v{font-size:1.6rem;font-weight:700}.kpi .l{color:#586069;font-size:.85rem}\
@@ -137,6 +138,19 @@ fn page(doc: &Document) -> Markup {
                         " · requested by " (doc.requested_by)
                     }
                     p class="meta" { "For: " (doc.audience) }
+                    @if let Some(a) = &doc.as_of {
+                        p class="as-of" id="as-of" {
+                            "As of " b { (ts(Some(a.at))) } ": the posture, findings and readiness                              as they stood then, from the " (a.events) " events that occurred by                              then (replayed " (ts(Some(a.replayed_at))) "); " (a.after)
+                            " occurred after and are left out"
+                            @if a.late > 0 {
+                                "; " (a.late) " of those included reached aispm after that                                  instant (event time decides)"
+                            }
+                            @if a.arrival_unknown > 0 {
+                                "; " (a.arrival_unknown) " were kept before arrival times were"
+                            }
+                            "."
+                        }
+                    }
                     p class="headline" id="headline" { (doc.headline) }
                 }
                 (body)
@@ -497,7 +511,7 @@ fn exceptions(doc: &Document, heading: &str) -> Markup {
     let Some(ex) = &doc.exceptions else {
         return html! {};
     };
-    let now = doc.generated_at;
+    let now = doc.instant();
     let rows = table(
         &[
             "Exception",
@@ -1024,7 +1038,7 @@ fn policy_drift(doc: &Document) -> Markup {
 }
 
 fn ciso(doc: &Document) -> Markup {
-    let now = doc.generated_at;
+    let now = doc.instant();
     let k = &doc.kpis;
     let by_severity = svg::bars(
         "Open findings by severity",
@@ -1224,7 +1238,7 @@ fn soc2(doc: &Document) -> Markup {
 }
 
 fn incident(doc: &Document) -> Markup {
-    let now = doc.generated_at;
+    let now = doc.instant();
     let closed = doc.closed_findings.as_ref().map(|c| {
         table(
             &[
@@ -1350,7 +1364,7 @@ fn production(doc: &Document) -> Markup {
 }
 
 fn digest(doc: &Document) -> Markup {
-    let now = doc.generated_at;
+    let now = doc.instant();
     let new = doc.new_blockers.as_ref().map(|new| {
         table(
             &[
@@ -1406,7 +1420,7 @@ fn digest(doc: &Document) -> Markup {
 }
 
 fn coverage_findings(doc: &Document) -> Markup {
-    let now = doc.generated_at;
+    let now = doc.instant();
     html! {
         h2 id="figures" { "Key figures" }
         (kpi_tiles(doc))

@@ -15,7 +15,7 @@ use aispm_schemas::{FindingRow, clock};
 /// An exception's or break-glass event's state when the packet was generated, with the
 /// packet's review window.
 pub fn exception_state(doc: &Document, e: &aispm_schemas::ExceptionRow) -> clock::ExceptionState {
-    clock::exception_state(e, doc.windows.break_glass_review_window, doc.generated_at)
+    clock::exception_state(e, doc.windows.break_glass_review_window, doc.instant())
 }
 
 /// Every file of the packet except the manifest and its signature. `findings` are the findings
@@ -95,6 +95,7 @@ pub(crate) mod tests {
                 signer_public_key: "PUB".into(),
                 fallback_key_id: "aispm-reporter".into(),
                 requested_by: "test".into(),
+                as_of: None,
             },
         )
     }

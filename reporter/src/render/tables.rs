@@ -288,7 +288,7 @@ pub(super) fn files(doc: &Document, findings: &[FindingRow]) -> csv::Result<Vec<
                 exception_id: opt(f.exception_id.as_deref()),
                 exception_expires_at: Time(f.exception_expires_at),
                 event_ids: ids(&f.event_ids),
-                sla_state: Text(clock::row_sla(f, doc.generated_at).to_string()),
+                sla_state: Text(clock::row_sla(f, doc.instant()).to_string()),
                 risk_score: f.risk.score,
                 risk_factors: Text(
                     f.risk

@@ -92,7 +92,7 @@ pub fn info(t: ReportType) -> Info {
 
 /// Chooses and fills the sections of `doc`'s type.
 pub fn fill(doc: &mut Document, t: &TenantState) {
-    let now = doc.generated_at;
+    let now = doc.instant();
     let start = doc.period_start;
     match doc.report_type {
         ReportType::Cso => {
@@ -325,7 +325,7 @@ pub fn layers(doc: &Document) -> Vec<Layer> {
     ]
 }
 
-/// The sentence a reader takes away.
+/// The sentence a reader takes away (after the instant, for a packet as of a past one).
 pub fn headline(doc: &Document) -> String {
     let k = &doc.kpis;
     let stage_word = |s: Stage| {
@@ -342,7 +342,7 @@ pub fn headline(doc: &Document) -> String {
             },
         )
     };
-    match doc.report_type {
+    let said = match doc.report_type {
         ReportType::Cso | ReportType::PilotLaunch | ReportType::ProductionReadiness => format!(
             "Production {}; pilot {}; {} open critical finding(s).",
             stage_word(Stage::Production),
@@ -379,6 +379,10 @@ pub fn headline(doc: &Document) -> String {
             doc.new_blockers.as_ref().map_or(0, Vec::len),
             k.findings_open_critical
         ),
+    };
+    match &doc.as_of {
+        Some(a) => format!("As of {}: {said}", a.at.to_rfc3339()),
+        None => said,
     }
 }
 

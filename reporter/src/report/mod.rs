@@ -6,7 +6,8 @@
 //! `report.json`; the HTML, CSV and OCSF files are renderings of it.
 //!
 //! Every judgement against the clock (overdue, expired, covered, stale, reviewed in time) is a
-//! call into [`aispm_schemas::clock`] with the packet's `generated_at` and the windows in
+//! call into [`aispm_schemas::clock`] with the packet's instant ([`Document::instant`]: its
+//! `generated_at`, or the past instant it is as of) and the windows in
 //! [`Request::windows`] (the gatekeeper's flags), so a packet agrees with the gate.
 
 pub mod checks;
@@ -15,6 +16,7 @@ pub mod kpi;
 pub mod monthly;
 
 use crate::state::TenantState;
+use aispm_schemas::views::AsOf;
 use aispm_schemas::{
     Blocker, ControlRow, ControlState, CoverageRow, DeliveryRow, ExceptionKind, ExceptionRow,
     FindingRow, FindingStatus, ReportType, SignatureState, Stage, Timestamp, ValidationRow, clock,
@@ -42,6 +44,16 @@ pub struct Request {
     pub fallback_key_id: String,
     /// What asked for it: `api:<principal>` or `cadence:<period>`.
     pub requested_by: String,
+    /// A packet as of a past instant: the instant and what the projector's replay included.
+    /// The clock rules judge at it; `None`: as of `generated_at`.
+    pub as_of: Option<AsOf>,
+}
+
+impl Request {
+    /// The instant the packet describes: `as_of`'s, or its generation.
+    pub fn instant(&self) -> Timestamp {
+        self.as_of.map_or(self.generated_at, |a| a.at)
+    }
 }
 
 /// The readiness verdict of one stage with every blocker and its evidence.
@@ -155,6 +167,11 @@ pub struct Document {
     pub title: String,
     pub audience: String,
     pub generated_at: Timestamp,
+    /// A packet as of a past instant: the instant its posture, findings and readiness are as
+    /// of, and what the projector's replay of the tenant's events included (those that
+    /// occurred by then; late ones counted). Absent: as of `generated_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOf>,
     pub period_start: Timestamp,
     pub requested_by: String,
     /// The windows the packet judged time with (humantime, e.g. `1day`).
@@ -210,9 +227,17 @@ pub struct Document {
     pub approval_trends: Option<monthly::ApprovalTrends>,
 }
 
+impl Document {
+    /// The instant the packet describes and the clock rules judge at: `as_of`'s, or its
+    /// generation.
+    pub fn instant(&self) -> Timestamp {
+        self.as_of.map_or(self.generated_at, |a| a.at)
+    }
+}
+
 /// Builds the document for `req` from `t`.
 pub fn build(t: &TenantState, req: &Request) -> Document {
-    let now = req.generated_at;
+    let now = req.instant();
     let info = kind::info(req.report_type);
     let kpis = Kpis::compute(t, now, &req.windows);
     let readiness = readiness(t);
@@ -223,7 +248,8 @@ pub fn build(t: &TenantState, req: &Request) -> Document {
         report_type: req.report_type,
         title: info.title.to_owned(),
         audience: info.audience.to_owned(),
-        generated_at: now,
+        generated_at: req.generated_at,
+        as_of: req.as_of,
         period_start: now.minus(info.period),
         requested_by: req.requested_by.clone(),
         windows: req.windows,
