@@ -5,7 +5,9 @@
 #     broker's key store) that is a `change-me-…` example or shorter than 16 characters;
 #   - GRAFANA_ADMIN_PASSWORD that is `admin`, a `change-me-…` example or shorter than 12;
 #   - a bearer token in the tokens file (AISPM_TOKENS_FILE) that is a `change-me-…` example
-#     or shorter than 24 characters.
+#     or shorter than 24 characters;
+#   - the reporter's read token (AISPM_READ_TOKEN_FILE: the quarterly archive reads every
+#     tenant's state as of the quarter's end with it) missing, an example or short.
 # Tokens given as `sha256 = "…"` cannot be judged here and are taken as they are.
 set -u
 
@@ -51,6 +53,18 @@ else
         ;;
     esac
   done <"$tokens"
+fi
+
+read_token=${AISPM_READ_TOKEN_FILE:-/etc/aispm/reporter-read-token}
+if [ ! -r "$read_token" ]; then
+  refuse "the reporter's read token file $read_token cannot be read"
+else
+  value=$(tr -d '[:space:]' <"$read_token")
+  case $value in
+    '') refuse "the reporter's read token file is empty" ;;
+    change-me*) refuse "the reporter's read token is still an example value" ;;
+    *) [ ${#value} -ge 24 ] || refuse "the reporter's read token is shorter than 24 characters" ;;
+  esac
 fi
 
 if [ "$problems" -gt 0 ]; then

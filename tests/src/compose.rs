@@ -359,12 +359,22 @@ mod tests {
                 .replace("change-me-", "9f2c4e1a7b3d5f60-"),
         )
         .unwrap();
+        let example_read = dir.path().join("example-read-token");
+        std::fs::write(&example_read, "change-me-reporter-read\n").unwrap();
+        let good_read = dir.path().join("read-token");
+        std::fs::write(&good_read, "9f2c4e1a7b3d5f60-reporter-read\n").unwrap();
         let run = |tokens: &std::path::Path, kafka: &str, grafana: &str| {
+            let read = if tokens == example {
+                &example_read
+            } else {
+                &good_read
+            };
             let mut c = std::process::Command::new("sh");
             c.arg(&script)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("AISPM_TOKENS_FILE", tokens)
+                .env("AISPM_READ_TOKEN_FILE", read)
                 .env("GRAFANA_ADMIN_PASSWORD", grafana);
             for (k, v) in kafka_secrets(|p| format!("{kafka}{p}")) {
                 c.env(k, v);
@@ -383,6 +393,10 @@ mod tests {
         );
         assert!(err.contains("GRAFANA_ADMIN_PASSWORD is a default"), "{err}");
         assert!(err.contains("token 1 is still an example value"), "{err}");
+        assert!(
+            err.contains("the reporter's read token is still an example value"),
+            "{err}"
+        );
         let (ok, err) = run(&good, "short", "0123456789abcdef");
         assert!(!ok);
         assert!(err.contains("shorter than 16"), "{err}");

@@ -375,11 +375,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The monthly review (the `cso` report, which the cadence runs on the 1st of each month),
-/// generated now: its exception aging, policy drift and approval trends, read from the
-/// packet's report.json.
 /// The posture now and as of `at` (before the remediation), replayed from the events the
-/// projector keeps (`?as_of=`).
+/// projector keeps (`?as_of=`), the readiness then, and a readiness archive as of then (the
+/// packet the quarterly cadence makes as of each quarter's end).
 async fn print_as_of(p: &Pipeline, at: aispm_schemas::Timestamp) -> anyhow::Result<()> {
     let path = format!("/v1/tenants/{TENANT}/posture");
     let now = p.get(&p.projector.http, &path).await?;
@@ -413,9 +411,21 @@ async fn print_as_of(p: &Pipeline, at: aispm_schemas::Timestamp) -> anyhow::Resu
         "            readiness then, judged by the gatekeeper's rules at that instant: {}",
         verdict_line(&readiness)
     );
+    let archive = p
+        .report_with(serde_json::json!({"type": "production_readiness", "as_of": at.to_string()}))
+        .await?;
+    println!(
+        "            the readiness archive as of then (signed now, {}): {}\n            {}/report.html",
+        archive["delivery"]["status"].as_str().unwrap_or(""),
+        archive["headline"].as_str().unwrap_or(""),
+        archive["packet"]["dir"].as_str().unwrap_or("")
+    );
     Ok(())
 }
 
+/// The monthly review (the `cso` report, which the cadence runs on the 1st of each month),
+/// generated now: its exception aging, policy drift and approval trends, read from the
+/// packet's report.json.
 async fn print_monthly(p: &Pipeline) -> anyhow::Result<()> {
     let report = p.report("cso").await?;
     let dir = report["packet"]["dir"].as_str().unwrap_or("");
