@@ -22,6 +22,7 @@ use aispm_schemas::views::AsOf;
 use aispm_schemas::{Blocker, Readiness, Stage, Timestamp};
 use axum::http::{HeaderValue, StatusCode};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Blockers per page read from the gatekeeper (its most).
@@ -137,61 +138,53 @@ impl Source {
             .await?;
         let path = format!("/v1/tenants/{tenant}/readiness");
         for stage in Stage::ALL {
-            let mut after: Option<String> = None;
-            loop {
-                let mut query: Vec<(&str, String)> = vec![
-                    ("stage", stage.as_str().to_owned()),
-                    ("as_of", at.clone()),
-                    ("limit", BLOCKER_PAGE.to_string()),
-                ];
-                if let Some(a) = after.take() {
-                    query.push(("after", a));
-                }
-                let page = self.gatekeeper.get_json(&path, &req.token, &query).await?;
-                let bad = |what: &str| {
-                    ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "peer_answer",
-                        format!("the gatekeeper's {stage} verdict as of {at}: {what}"),
-                    )
-                };
-                let open = t.blockers.entry(*stage).or_default();
-                for b in page["blockers"].as_array().into_iter().flatten() {
-                    let blocker: Blocker = serde_json::from_value(json!({
-                        "tenant_id": tenant,
-                        "stage": stage,
-                        "blocker_id": b["id"],
-                        "kind": b["kind"],
-                        "meaning": b["meaning"],
-                        "resolution": b["resolution"],
-                        "subject": b["subject"],
-                        "evidence": b["evidence"],
-                        "detected_at": b["detected_at"],
-                    }))
-                    .map_err(|e| bad(&format!("a blocker that does not decode: {e}")))?;
-                    open.insert(blocker.blocker_id.clone(), blocker);
-                }
-                match page["next_cursor"].as_str() {
-                    Some(c) => after = Some(c.to_owned()),
-                    None => {
-                        let ready = page["ready"].as_bool().ok_or_else(|| bad("no `ready`"))?;
-                        let evaluated_at: Timestamp =
-                            serde_json::from_value(page["evaluated_at"].clone())
-                                .map_err(|e| bad(&format!("`evaluated_at`: {e}")))?;
-                        t.readiness.insert(
-                            *stage,
-                            Readiness {
-                                tenant_id: tenant.to_owned(),
-                                stage: *stage,
-                                ready,
-                                blocker_ids: open.keys().cloned().collect(),
-                                evaluated_at,
-                            },
-                        );
-                        break;
+            let bad = |what: &str| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "peer_answer",
+                    format!("the gatekeeper's {stage} verdict as of {at}: {what}"),
+                )
+            };
+            let query = [("stage", stage.as_str().to_owned()), ("as_of", at.clone())];
+            let mut open = BTreeMap::new();
+            let mut verdict = None;
+            self.gatekeeper
+                .pages(&path, &req.token, &query, BLOCKER_PAGE, |page| {
+                    for b in page["blockers"].as_array().into_iter().flatten() {
+                        let blocker: Blocker = serde_json::from_value(json!({
+                            "tenant_id": tenant,
+                            "stage": stage,
+                            "blocker_id": b["id"],
+                            "kind": b["kind"],
+                            "meaning": b["meaning"],
+                            "resolution": b["resolution"],
+                            "subject": b["subject"],
+                            "evidence": b["evidence"],
+                            "detected_at": b["detected_at"],
+                        }))
+                        .map_err(|e| bad(&format!("a blocker that does not decode: {e}")))?;
+                        open.insert(blocker.blocker_id.clone(), blocker);
                     }
-                }
-            }
+                    let ready = page["ready"].as_bool().ok_or_else(|| bad("no `ready`"))?;
+                    let evaluated_at: Timestamp =
+                        serde_json::from_value(page["evaluated_at"].clone())
+                            .map_err(|e| bad(&format!("`evaluated_at`: {e}")))?;
+                    verdict = Some((ready, evaluated_at));
+                    Ok(())
+                })
+                .await?;
+            let (ready, evaluated_at) = verdict.ok_or_else(|| bad("no answer"))?;
+            t.readiness.insert(
+                *stage,
+                Readiness {
+                    tenant_id: tenant.to_owned(),
+                    stage: *stage,
+                    ready,
+                    blocker_ids: open.keys().cloned().collect(),
+                    evaluated_at,
+                },
+            );
+            t.blockers.insert(*stage, open);
         }
         t.updated_at = Some(req.at);
         Ok((t, included))

@@ -92,6 +92,32 @@ impl Peer {
         e
     }
 
+    /// Every page of a paged route: `GET {path}?{query}&limit={limit}`, then with `after` set
+    /// to each answer's `next_cursor` until it is `null`; each page is handed to `each`.
+    pub async fn pages(
+        &self,
+        path: &str,
+        token: &HeaderValue,
+        query: &[(&str, String)],
+        limit: usize,
+        mut each: impl FnMut(&Value) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", limit.to_string()));
+            if let Some(a) = after.take() {
+                q.push(("after", a));
+            }
+            let page = self.get_json(path, token, &q).await?;
+            each(&page)?;
+            match page["next_cursor"].as_str() {
+                Some(c) => after = Some(c.to_owned()),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Every row of every view of `tenant` as of `at` (RFC 3339), from the projector's
     /// `GET /v1/tenants/{tenant}/rows?view=&as_of=` page by page, each handed to `each` with
     /// its view and key. Returns what the projector's replay included (its answers' `as_of`).
@@ -105,17 +131,8 @@ impl Peer {
         let path = format!("/v1/tenants/{tenant}/rows");
         let mut included: Option<AsOf> = None;
         for view in ViewName::ALL {
-            let mut after: Option<String> = None;
-            loop {
-                let mut query: Vec<(&str, String)> = vec![
-                    ("view", view.as_str().to_owned()),
-                    ("as_of", at.to_owned()),
-                    ("limit", ROWS_PAGE.to_string()),
-                ];
-                if let Some(a) = after.take() {
-                    query.push(("after", a));
-                }
-                let page = self.get_json(&path, token, &query).await?;
+            let query = [("view", view.as_str().to_owned()), ("as_of", at.to_owned())];
+            self.pages(&path, token, &query, ROWS_PAGE, |page| {
                 if included.is_none() {
                     included =
                         Some(serde_json::from_value(page["as_of"].clone()).map_err(|e| {
@@ -143,11 +160,9 @@ impl Peer {
                     })?;
                     each(*view, key, row)?;
                 }
-                match page["next_cursor"].as_str() {
-                    Some(c) => after = Some(c.to_owned()),
-                    None => break,
-                }
-            }
+                Ok(())
+            })
+            .await?;
         }
         included.ok_or_else(|| {
             ApiError::new(
