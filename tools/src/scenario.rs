@@ -377,10 +377,19 @@ impl Demo {
     }
 
     fn open(&self) -> Vec<InputEvent> {
-        use ActionKind::*;
-        use Mode::*;
+        let mut ev = self.registrations();
+        ev.extend(self.old_governance());
+        ev.extend(self.enforced_traffic());
+        ev.extend(self.ungoverned_traffic());
+        ev.extend(self.live_traffic());
+        sort_by_time(&mut ev);
+        ev
+    }
+
+    /// The open phase's registry: the trust root, agents, tools, endpoints, keys and controls,
+    /// registered forty days ago.
+    fn registrations(&self) -> Vec<InputEvent> {
         use Risk::*;
-        use Verdict::*;
         let t = &self.tenant;
         let reg = |slug: &str| self.id("open", slug);
         let registered = |kind, id: &str, owner: &str| Asset {
@@ -529,7 +538,19 @@ impl Demo {
             asset.attributes.insert("action_kind".into(), kinds.into());
             ev.push(self.asset(reg(&format!("r{:02}-control", 11 + n)), r0, asset));
         }
+        ev
+    }
 
+    /// The open phase's governance, long ago: an isolation check now too old, an exception
+    /// and an accepted risk, a command allowed without approval and assigned past its due date.
+    fn old_governance(&self) -> Vec<InputEvent> {
+        use ActionKind::*;
+        use Mode::*;
+        use Risk::*;
+        use Verdict::*;
+        let t = &self.tenant;
+        let reg = |slug: &str| self.id("open", slug);
+        let mut ev = Vec::new();
         // The only passing isolation check is older than the 30-day window.
         ev.push(self.validation(
             Environment::Production,
@@ -598,6 +619,19 @@ impl Demo {
                 a.due_at = Some(self.ago(4 * DAY));
             },
         ));
+        ev
+    }
+
+    /// The open phase's enforced traffic: real file, command and approval decisions with old
+    /// signed evidence, and a request for approval never answered.
+    fn enforced_traffic(&self) -> Vec<InputEvent> {
+        use ActionKind::*;
+        use Mode::*;
+        use Risk::*;
+        use Verdict::*;
+        let t = &self.tenant;
+        let reg = |slug: &str| self.id("open", slug);
+        let mut ev = Vec::new();
         // Real, enforced file and command decisions, with (old) signed evidence.
         ev.push(self.decision(
             reg("d01-file-config"),
@@ -712,6 +746,19 @@ impl Demo {
                 d.evidence = Some(self.evidence("d16", "helm rollback plan"));
             },
         ));
+        ev
+    }
+
+    /// The open phase's ungoverned traffic: unreviewed break-glass, git through fixtures or the
+    /// staging gateway only, shadow agents on a risky MCP tool and sending PII.
+    fn ungoverned_traffic(&self) -> Vec<InputEvent> {
+        use ActionKind::*;
+        use Mode::*;
+        use Risk::*;
+        use Verdict::*;
+        let t = &self.tenant;
+        let reg = |slug: &str| self.id("open", slug);
+        let mut ev = Vec::new();
         // Break-glass, never reviewed.
         ev.push(self.decision(
             ids::break_glass_decision(t),
@@ -827,6 +874,17 @@ impl Demo {
                 d.evidence = Some(self.evidence("d14", "prompt and completion digest"));
             },
         ));
+        ev
+    }
+
+    /// The open phase's recent, real, low-risk traffic without evidence: the gateways are alive.
+    fn live_traffic(&self) -> Vec<InputEvent> {
+        use ActionKind::*;
+        use Mode::*;
+        use Risk::*;
+        use Verdict::*;
+        let reg = |slug: &str| self.id("open", slug);
+        let mut ev = Vec::new();
         // Recent, real, low-risk traffic without evidence: the gateways are alive.
         for (i, (kind, target)) in [
             (File, "/srv/payments/README.md"),
@@ -859,7 +917,6 @@ impl Demo {
                 },
             ));
         }
-        sort_by_time(&mut ev);
         ev
     }
 

@@ -19,11 +19,29 @@ fn verdict_line(v: &serde_json::Value) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let work = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".demo".into()));
+    let p = start(&work).await?;
+    open(&p).await?;
+    fold(&p).await?;
+    forge(&p).await?;
+    let before_remediation = remediate(&p).await?;
+    probe_connector(&p).await?;
+    probe_isolation(&p).await?;
+    let report = deliver(&p).await?;
+    ready(&p).await?;
+    // The remediation's events are dated from ten minutes before they were sent (event time
+    // decides): a minute before that is the tenant before any of it.
+    print_as_of(&p, before_remediation.minus(Duration::from_secs(11 * 60))).await?;
+    print_monthly(&p).await?;
+    where_to_look(&p, &report).await
+}
+
+/// 1. The broker, the SMTP server, the live system and the services, started.
+async fn start(work: &std::path::Path) -> anyhow::Result<Pipeline> {
     step(
         1,
         "Starting Apache Kafka (one KRaft node), an SMTP server, the live system the tenant's connector reads, and the four services",
     );
-    let p = Pipeline::start(&work).await?;
+    let p = Pipeline::start(work).await?;
     println!("broker      {}", p.broker.bootstrap());
     for (name, s) in [
         ("ingest", &p.ingest),
@@ -44,6 +62,11 @@ async fn main() -> anyhow::Result<()> {
         p.live.url
     );
 
+    Ok(p)
+}
+
+/// 2. The demo scenario, posted as an agent runtime would, and an OpenTelemetry trace.
+async fn open(p: &Pipeline) -> anyhow::Result<()> {
     step(
         2,
         &format!(
@@ -60,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
         "otel        an OpenTelemetry-instrumented agent in trial exported its trace (invoke_agent, then an execute_tool its gateway allowed) to /v1/traces: {status} {answer}; both spans are trial decisions, which production never reads"
     );
 
+    Ok(())
+}
+
+/// 3. The blockers the scenario opens, the posture, the maps and the console's pages of it.
+async fn fold(p: &Pipeline) -> anyhow::Result<()> {
     step(
         3,
         "The projector folds the events into views; the gatekeeper finds the blockers",
@@ -101,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("")
     );
 
-    print_maps(&p).await?;
+    print_maps(p).await?;
 
     let critical = format!(
         "/t/{TENANT}/finding?id={}",
@@ -136,6 +164,11 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => println!("console     snapshots failed: {e:#}"),
     }
 
+    Ok(())
+}
+
+/// 4. Forged clearances and hostile input, refused; the verdict unchanged.
+async fn forge(p: &Pipeline) -> anyhow::Result<()> {
     step(
         4,
         "Forgeries: the gateway's token and a clock trick try to clear blockers, and are refused",
@@ -154,11 +187,15 @@ async fn main() -> anyhow::Result<()> {
         after["blockers"].as_array().map_or(0, Vec::len)
     );
 
+    Ok(())
+}
+
+/// 5. The team's remediation: returns the instant before it, to look back at with `as_of=`.
+async fn remediate(p: &Pipeline) -> anyhow::Result<aispm_schemas::Timestamp> {
     step(
         5,
         "The team remediates: registrations, reviews, owners, enforced controls, real workflows",
     );
-    // The instant before the remediation, to look back at with `as_of=` once it is ready.
     let before_remediation = aispm_schemas::Timestamp::now();
     println!("{}", p.emit("remediate")?);
     let left = p
@@ -182,6 +219,11 @@ async fn main() -> anyhow::Result<()> {
         "  (what is left is for aispm's validators to prove by doing the work, never for the tenant to claim)"
     );
 
+    Ok(before_remediation)
+}
+
+/// 6. The connector probe, with a revoked credential and then the current one.
+async fn probe_connector(p: &Pipeline) -> anyhow::Result<()> {
     step(
         6,
         &format!(
@@ -210,6 +252,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!("{}", verdict_line(&left));
 
+    Ok(())
+}
+
+/// 7. The isolation probe.
+async fn probe_isolation(p: &Pipeline) -> anyhow::Result<()> {
     step(
         7,
         "aispm's isolation probe tries every read route with each tenant's token against the other tenant, and signs the result",
@@ -232,6 +279,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!("{}", verdict_line(&left));
 
+    Ok(())
+}
+
+/// 8. The signed production readiness packet, verified and mailed: returns its record.
+async fn deliver(p: &Pipeline) -> anyhow::Result<serde_json::Value> {
     step(
         8,
         "The reporter generates a signed production readiness packet and mails it to the approved recipients",
@@ -284,6 +336,11 @@ async fn main() -> anyhow::Result<()> {
         p.work.display()
     );
 
+    Ok(report)
+}
+
+/// 9. The delivery's audit event makes the tenant ready; the webhooks heard every change.
+async fn ready(p: &Pipeline) -> anyhow::Result<()> {
     step(
         9,
         "The delivery audit event flows back through the projector; the gatekeeper re-evaluates",
@@ -329,10 +386,11 @@ async fn main() -> anyhow::Result<()> {
             .join(", ")
     );
     println!("            {}", p.webhooks.log.display());
-    // The remediation's events are dated from ten minutes before they were sent (event time
-    // decides): a minute before that is the tenant before any of it.
-    print_as_of(&p, before_remediation.minus(Duration::from_secs(11 * 60))).await?;
-    print_monthly(&p).await?;
+    Ok(())
+}
+
+/// Where to look: the packet, the console and the logs.
+async fn where_to_look(p: &Pipeline, report: &serde_json::Value) -> anyhow::Result<()> {
     println!(
         "\nThe readiness packet: {}",
         report["packet"]["dir"].as_str().unwrap_or("")
