@@ -863,6 +863,32 @@ impl Pipeline {
         .await
     }
 
+    /// Waits until the projector has applied every event ingest accepted, or `timeout`.
+    pub async fn caught_up(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let accepted = crate::process::sum(
+                &self.ingest.metrics().await,
+                "aispm_ingest_events_total",
+                r#"outcome="accepted""#,
+            );
+            let applied = crate::process::sum(
+                &self.projector.metrics().await,
+                "aispm_projector_events_total",
+                r#"outcome="applied""#,
+            );
+            if accepted > 0.0 && applied >= accepted {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the projector applied {applied} of the {accepted} events ingest accepted within {timeout:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Polls the verdict until `done` holds on the set of blocker kinds (and it is stable for a
     /// second), or `timeout`.
     pub async fn readiness_until(
@@ -902,16 +928,7 @@ impl Pipeline {
             .arg(self.public_key_file())
             .output()
             .ok()?;
-        Some((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .trim()
-            .to_owned(),
-        ))
+        Some(outcome(&out))
     }
 
     /// Asks the reporter for a packet of `kind`, delivered by SMTP.
@@ -959,17 +976,22 @@ impl Pipeline {
             .args(["verify", packet, "--public-key"])
             .arg(self.public_key_file())
             .output()?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .trim()
-            .to_owned(),
-        ))
+        Ok(outcome(&out))
     }
+}
+
+/// Whether a command passed, and what it printed (stdout, then stderr).
+fn outcome(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_owned(),
+    )
 }
 
 /// The blocker kinds of a verdict, sorted.

@@ -295,3 +295,31 @@ pub fn sample(page: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The sum of every sample of the metric `name` whose labels contain `label` (e.g.
+/// `outcome="accepted"`) on a Prometheus text page.
+pub fn sum(page: &str, name: &str, label: &str) -> f64 {
+    page.lines()
+        .filter_map(|l| {
+            let labels = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = labels.split_once("} ")?;
+            labels
+                .contains(label)
+                .then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_the_samples_whose_labels_match() {
+        let page = "# HELP aispm_ingest_events_total x\n\
+            aispm_ingest_events_total{outcome=\"accepted\",type=\"decision\"} 40\n\
+            aispm_ingest_events_total{outcome=\"accepted\",type=\"registry\"} 3\n\
+            aispm_ingest_events_total{outcome=\"refused\",type=\"decision\"} 7\n\
+            aispm_ingest_events_total_other{outcome=\"accepted\"} 100\n";
+        let sum = super::sum(page, "aispm_ingest_events_total", "outcome=\"accepted\"");
+        assert_eq!(sum, 43.0);
+    }
+}

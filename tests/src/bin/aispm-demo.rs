@@ -92,6 +92,8 @@ async fn fold(p: &Pipeline) -> anyhow::Result<()> {
         3,
         "The projector folds the events into views; the gatekeeper finds the blockers",
     );
+    // Every event posted is folded before the posture is read: the same figures every run.
+    p.caught_up(Duration::from_secs(90)).await?;
     let open = p
         .readiness_until(Duration::from_secs(90), |v| {
             v["blockers"].as_array().is_some_and(|b| b.len() >= 8)
