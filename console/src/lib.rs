@@ -250,6 +250,21 @@ fn failure(app: &App, id: &str, s: &Session, tenant: Option<&str>, e: UpstreamEr
                 &format!("{why} Try again shortly."),
             ),
         ),
+        UpstreamError::Invalid(status, why) => html(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            pages::problem(&c, "Not accepted", &why),
+        ),
+        UpstreamError::Busy(why, retry_after) => {
+            let wait = retry_after.unwrap_or(1).max(1);
+            let mut r = html(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::problem(&c, "Busy", &format!("{why}. Try again in {wait} s.")),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            r
+        }
         UpstreamError::Other(why) => html(
             StatusCode::BAD_GATEWAY,
             pages::problem(&c, "A service failed", &why),
@@ -1037,6 +1052,9 @@ struct ReportForm {
     csrf: String,
     #[serde(rename = "type")]
     report_type: String,
+    /// A past instant (RFC 3339) the packet is as of; empty: now.
+    #[serde(default)]
+    as_of: String,
 }
 
 async fn request_report(
@@ -1051,7 +1069,10 @@ async fn request_report(
     if let Some(r) = csrf_refused(&app, &s, &f.csrf, Some(&tenant)) {
         return r;
     }
-    let body = json!({"type": f.report_type});
+    let mut body = json!({"type": f.report_type});
+    if !f.as_of.trim().is_empty() {
+        body["as_of"] = json!(f.as_of.trim());
+    }
     match app
         .up
         .post(

@@ -1334,19 +1334,23 @@ pub(crate) fn reports(
                             }
                         }
                     }
+                    label { "As of (optional, RFC 3339) "
+                        input type="text" name="as_of" placeholder="2026-09-30T23:59:59.999Z";
+                    }
                     button type="submit" { "Generate and deliver" }
                 }
             } @else {
                 p.small { "Your token has no reports scope: it can read packets but not request one." }
             }
             table {
-                thead { tr { th { "Report" } th { "Type" } th { "Created" } th { "Delivery" } th { "Attempts" } th { "Packet sha256" } } }
+                thead { tr { th { "Report" } th { "Type" } th { "Created" } th { "As of" } th { "Delivery" } th { "Attempts" } th { "Packet sha256" } } }
                 tbody {
                     @for r in list["reports"].as_array().into_iter().flatten() {
                         tr {
                             td { code { (text(&r["id"])) } }
                             td { (text(&r["type"])) }
                             td { (age(&r["created_at"])) }
+                            td { @if r["as_of"].is_string() { (text(&r["as_of"])) } @else { "now" } }
                             td { (text(&r["status"])) }
                             td { (text(&r["attempts"])) }
                             td { code.small { (text(&r["packet_sha256"])) } }

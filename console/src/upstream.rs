@@ -24,6 +24,12 @@ pub(crate) enum UpstreamError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// 400 or 422: what was asked is not accepted (a bad instant, an unapproved recipient).
+    #[error("{1}")]
+    Invalid(u16, String),
+    /// 429: the service is busy for this caller; `Retry-After` seconds, if it said.
+    #[error("{0}")]
+    Busy(String, Option<u64>),
     /// 503, or the service could not be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -121,6 +127,11 @@ impl Upstream {
     async fn answer(r: reqwest::Result<reqwest::Response>) -> Result<Value, UpstreamError> {
         let r = r.map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?;
         let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let body: Value = r.json().await.unwrap_or(Value::Null);
         let message = || {
             body["message"]
@@ -134,6 +145,8 @@ impl Upstream {
             401 => Err(UpstreamError::Unauthorized),
             403 => Err(UpstreamError::Forbidden(message())),
             404 => Err(UpstreamError::NotFound(message())),
+            400 | 422 => Err(UpstreamError::Invalid(status, message())),
+            429 => Err(UpstreamError::Busy(message(), retry_after)),
             502..=504 => Err(UpstreamError::Unavailable(message())),
             _ => Err(UpstreamError::Other(format!("{status}: {}", message()))),
         }

@@ -378,6 +378,7 @@ async fn list(
                 "id": r.id,
                 "type": r.report_type,
                 "created_at": r.created_at,
+                "as_of": r.as_of,
                 "status": r.status,
                 "packet_sha256": r.packet_sha256,
                 "attempts": r.attempts,

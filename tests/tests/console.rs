@@ -488,6 +488,47 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
         "{}",
         then.body
     );
+    // A packet as of the same instant, through the reports form (the projector's replay of it
+    // is shared): the list says what it is as of.
+    let at = at.to_string();
+    let form = csrf(&team.get("/t/acme/reports").await.body);
+    let past = team
+        .post(
+            "/t/acme/reports",
+            &[
+                ("type", "production_readiness"),
+                ("as_of", &at),
+                ("csrf", &form),
+            ],
+        )
+        .await;
+    assert_eq!(past.status, 200, "{}", past.body);
+    assert!(past.body.contains("generated"), "{}", past.body);
+    assert!(
+        past.body.contains(&at),
+        "the list shows the instant: {}",
+        past.body
+    );
+    // An instant in the future is the person's mistake: 400 and the reason, not a failure.
+    let future = aispm_schemas::Timestamp::now()
+        .plus(Duration::from_secs(3600))
+        .to_string();
+    let refused = team
+        .post(
+            "/t/acme/reports",
+            &[
+                ("type", "production_readiness"),
+                ("as_of", &future),
+                ("csrf", &form),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("Not accepted") && refused.body.contains("in the future"),
+        "{}",
+        refused.body
+    );
     statuses(
         &p.projector.http,
         &[
