@@ -4,10 +4,14 @@
 //!
 //! The last run of each schedule entry is kept in `<state-dir>/cadence.json`, so a restart
 //! neither repeats a run nor loses one: runs missed while the reporter was down collapse into
-//! one catch-up run at start.
+//! one catch-up run at start. A tenant's scheduled report that fails (the reporter still
+//! replaying, the projector or gatekeeper unreachable for the quarterly archive's past state, a
+//! full disk) is retried with backoff, from one minute doubling to an hour, for a day; the
+//! retries are kept in `<state-dir>/cadence-retries.json`, so a restart keeps them too. A
+//! retried quarterly archive is as of the same quarter's end as its run.
 
 use crate::center::{Center, Trigger};
-use crate::schedule::{Entry, Period, archive_instant, next_after};
+use crate::schedule::{Entry, Period, archive_instant, backoff, next_after};
 use crate::{Error, Result};
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use std::collections::BTreeMap;
@@ -39,6 +43,92 @@ impl LastRuns {
     fn save(&self) -> Result<()> {
         crate::store::write_atomic(&self.path, &serde_json::to_vec_pretty(&self.runs)?)
     }
+}
+
+/// How long a failed scheduled report is retried, and the backoff between attempts.
+const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
+const RETRY_INITIAL: Duration = Duration::from_secs(60);
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// One tenant's scheduled report that failed, to be tried again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Retry {
+    /// The schedule entry's key (`PERIOD=TYPE`).
+    entry: String,
+    tenant: String,
+    /// When the run that failed was made (ms): the quarterly archive is as of its quarter's end.
+    run_at: i64,
+    attempts: u32,
+    next_at: i64,
+}
+
+/// The failed scheduled reports, persisted.
+#[derive(Debug)]
+struct Retries {
+    path: PathBuf,
+    list: Vec<Retry>,
+}
+
+impl Retries {
+    fn load(path: &Path) -> Result<Self> {
+        let list = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Ok(Retries {
+            path: path.to_owned(),
+            list,
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        crate::store::write_atomic(&self.path, &serde_json::to_vec_pretty(&self.list)?)
+    }
+
+    /// A run of `entry` for `tenant` at `run_at` failed (its first attempt): try again later.
+    fn failed(&mut self, entry: String, tenant: String, run_at: i64) {
+        self.list
+            .retain(|r| !(r.entry == entry && r.tenant == tenant));
+        let next_at = run_at.saturating_add(millis(backoff(1, RETRY_INITIAL, RETRY_MAX)));
+        self.list.push(Retry {
+            entry,
+            tenant,
+            run_at,
+            attempts: 1,
+            next_at,
+        });
+    }
+
+    /// Takes the retries due at `now`.
+    fn take_due(&mut self, now: i64) -> Vec<Retry> {
+        let (due, rest) = std::mem::take(&mut self.list)
+            .into_iter()
+            .partition(|r| r.next_at <= now);
+        self.list = rest;
+        due
+    }
+
+    /// `r` failed again at `now`: retried after the next backoff, or given up (returned
+    /// `false`) once a day has passed since its run.
+    fn again(&mut self, mut r: Retry, now: i64) -> bool {
+        if now.saturating_sub(r.run_at) >= millis(RETRY_FOR) {
+            return false;
+        }
+        r.attempts += 1;
+        r.next_at = now.saturating_add(millis(backoff(r.attempts, RETRY_INITIAL, RETRY_MAX)));
+        self.list.push(r);
+        true
+    }
+
+    /// When the next retry is due.
+    fn next_at(&self) -> Option<i64> {
+        self.list.iter().map(|r| r.next_at).min()
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Which entries are due at `now`, given their last runs; entries never run start their
@@ -81,6 +171,7 @@ pub(crate) async fn run(
         return Ok(());
     }
     let mut last = LastRuns::load(&state_file)?;
+    let mut retries = Retries::load(&state_file.with_file_name("cadence-retries.json"))?;
     tokio::select! {
         _ = center.restored() => {}
         _ = shutdown.cancelled() => return Ok(()),
@@ -106,44 +197,75 @@ pub(crate) async fn run(
         let (due, next) = due(&entries, &mut last.runs, now, hour);
         for e in &due {
             let tenants = center.tenant_ids();
-            // The quarterly archive is as of the quarter's end (with the cadence's token).
-            let as_of = archive_instant(e.period, now).and_then(|at| {
-                center
-                    .as_of()
-                    .cadence(aispm_schemas::Timestamp(at.timestamp_millis()))
-            });
             tracing::info!(schedule = %e.key(), tenants = tenants.len(), "Running a scheduled report.");
             for tenant in tenants {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                match center
-                    .generate(
-                        &tenant,
-                        e.report_type,
-                        Trigger::Cadence(e.period),
-                        None,
-                        as_of.clone(),
-                    )
-                    .await
-                {
-                    Ok(r) => {
-                        tracing::info!(tenant_id = %tenant, report_id = %r.id, schedule = %e.key(), "Scheduled report generated.")
-                    }
-                    Err(err) => {
-                        tracing::warn!(tenant_id = %tenant, schedule = %e.key(), error = %err, "A scheduled report failed.")
-                    }
+                if !scheduled(&center, e, &tenant, now).await {
+                    retries.failed(e.key(), tenant, now.timestamp_millis());
                 }
             }
             last.runs.insert(e.key(), now.timestamp_millis());
         }
+        for r in retries.take_due(now.timestamp_millis()) {
+            if shutdown.is_cancelled() {
+                // Kept for the next start.
+                retries.list.push(r);
+                continue;
+            }
+            // An entry no longer scheduled is not retried.
+            let Some(e) = entries.iter().find(|e| e.key() == r.entry) else {
+                continue;
+            };
+            let run = Utc.timestamp_millis_opt(r.run_at).single().unwrap_or(now);
+            if !scheduled(&center, e, &r.tenant, run).await {
+                let (entry, tenant, attempts) = (r.entry.clone(), r.tenant.clone(), r.attempts);
+                if !retries.again(r, wall(clock.now()).timestamp_millis()) {
+                    tracing::error!(tenant_id = %tenant, schedule = %entry, attempts, "A scheduled report failed for a day; given up.");
+                }
+            }
+        }
+        retries.save()?;
         last.save()?;
         // At least 200 ms on: a clock stepped back must not make this spin.
         let soonest = clock.now().plus(Duration::from_millis(200));
-        let wake = aispm_schemas::Timestamp(next.timestamp_millis()).max(soonest);
+        let next = retries
+            .next_at()
+            .map_or(next.timestamp_millis(), |r| r.min(next.timestamp_millis()));
+        let wake = aispm_schemas::Timestamp(next).max(soonest);
         tokio::select! {
             _ = clock.sleep_until(wake) => {}
             _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Generates and delivers `e`'s report for `tenant`, for a run made at `run` (the quarterly
+/// archive as of that quarter's end); whether it was generated.
+async fn scheduled(center: &Center, e: &Entry, tenant: &str, run: DateTime<Utc>) -> bool {
+    let as_of = archive_instant(e.period, run).and_then(|at| {
+        center
+            .as_of()
+            .cadence(aispm_schemas::Timestamp(at.timestamp_millis()))
+    });
+    match center
+        .generate(
+            tenant,
+            e.report_type,
+            Trigger::Cadence(e.period),
+            None,
+            as_of,
+        )
+        .await
+    {
+        Ok(r) => {
+            tracing::info!(tenant_id = %tenant, report_id = %r.id, schedule = %e.key(), "Scheduled report generated.");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(tenant_id = %tenant, schedule = %e.key(), error = %err, "A scheduled report failed; it is retried.");
+            false
         }
     }
 }
@@ -222,6 +344,48 @@ mod tests {
         for p in [Period::Daily, Period::Weekly, Period::Monthly] {
             assert_eq!(archive_instant(p, t("2027-01-01T06:00:00Z")), None);
         }
+    }
+
+    #[test]
+    fn a_failed_scheduled_report_is_retried_with_backoff_for_a_day_and_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cadence-retries.json");
+        let mut r = Retries::load(&path).unwrap();
+        let run = 1_000_000_000;
+        let min = 60_000;
+        r.failed("quarterly=production_readiness".into(), "acme".into(), run);
+        r.failed(
+            "quarterly=production_readiness".into(),
+            "globex".into(),
+            run,
+        );
+        // Failing again replaces, never duplicates, a tenant's retry.
+        r.failed("quarterly=production_readiness".into(), "acme".into(), run);
+        assert_eq!(r.list.len(), 2);
+        assert_eq!(r.next_at(), Some(run + min));
+        assert!(r.take_due(run + min - 1).is_empty());
+        r.save().unwrap();
+        // After a restart the retries are still there, due a minute after the run.
+        let mut r = Retries::load(&path).unwrap();
+        let due = r.take_due(run + min);
+        assert_eq!(due.len(), 2);
+        assert_eq!(
+            due[0].run_at, run,
+            "a retry keeps its run (its quarter's end)"
+        );
+        assert!(r.list.is_empty());
+        // Each failure doubles the wait: 2 min after the second attempt, then 4, … up to an hour.
+        let mut retry = due[0].clone();
+        let mut at = run + min;
+        let mut waits = vec![];
+        while r.again(retry, at) {
+            retry = r.take_due(i64::MAX).pop().unwrap();
+            waits.push((retry.next_at - at) / min);
+            at = retry.next_at;
+        }
+        assert_eq!(&waits[..7], &[2, 4, 8, 16, 32, 60, 60]);
+        assert!(at - run >= 24 * 60 * min, "given up only after a day");
+        assert!(at - run < 25 * 60 * min);
     }
 
     #[test]
