@@ -228,12 +228,11 @@ impl Center {
                 return Err(GenerateError::Unapproved(bad));
             }
         }
-        let now = self.settings.clock.now();
         let started = Instant::now();
         let (t, replayed) = match &as_of {
             // As of a past instant: the projector's and the gatekeeper's state as of then.
             Some(req) => {
-                if req.at > now {
+                if req.at > self.settings.clock.now() {
                     return Err(GenerateError::AsOf(
                         aispm_runtime::http::ApiError::bad_request(format!(
                             "as_of {} is in the future",
@@ -257,6 +256,7 @@ impl Center {
                 (t, None)
             }
         };
+        let now = self.settings.clock.now();
         let id = uuid::Uuid::now_v7().to_string();
         let public_key = self.keys.current().public_key_b64();
         let req = Request {
