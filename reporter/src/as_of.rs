@@ -13,7 +13,6 @@
 //! the quarterly archive as of the quarter's end. The projector replays one tenant at a time:
 //! its `429` is waited out, by its `Retry-After`, until `--as-of-timeout`.
 
-use crate::config::AsOfArgs;
 use crate::state::{TenantMeta, TenantState};
 use crate::{Error, Result};
 use aispm_runtime::http::ApiError;
@@ -23,10 +22,62 @@ use aispm_schemas::{Blocker, Readiness, Stage, Timestamp};
 use axum::http::{HeaderValue, StatusCode};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Blockers per page read from the gatekeeper (its most).
 const BLOCKER_PAGE: usize = 1000;
+
+/// Packets as of a past instant (`"as_of"` in a report request, and the quarterly archive as of
+/// the quarter's end): the tenant's view rows as of then from the projector's replay, and its
+/// verdicts as of then from the gatekeeper's rules, both read over their HTTP APIs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AsOfArgs {
+    /// The projector's HTTP API (its view rows as of a past instant, `/rows?as_of=`).
+    #[arg(
+        long,
+        env = "AISPM_PROJECTOR_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub projector_url: String,
+
+    /// The gatekeeper's HTTP API (its readiness as of a past instant, `/readiness?as_of=`).
+    #[arg(
+        long,
+        env = "AISPM_GATEKEEPER_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub gatekeeper_url: String,
+
+    /// Trust for the projector's and the gatekeeper's certificates when they serve HTTPS.
+    #[command(flatten)]
+    pub client_tls: aispm_runtime::tls::ClientTlsArgs,
+
+    /// Longest wait for a tenant's state as of a past instant (the projector's replay, and
+    /// its turns when another replay runs, included).
+    #[arg(long, env = "AISPM_AS_OF_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub as_of_timeout: Duration,
+
+    /// A file holding the bearer token the cadence reads the state as of a past instant with:
+    /// a token of the tokens file with scope `read` on every tenant (`tenants = ["*"]`), for
+    /// the quarterly archive as of the quarter's end. A report requested through the API reads
+    /// with the requester's own token. Without it, quarterly packets are made as of their run,
+    /// and say so.
+    #[arg(long, env = "AISPM_READ_TOKEN_FILE")]
+    pub read_token_file: Option<PathBuf>,
+}
+
+impl Default for AsOfArgs {
+    fn default() -> Self {
+        AsOfArgs {
+            projector_url: "http://127.0.0.1:8081".into(),
+            gatekeeper_url: "http://127.0.0.1:8082".into(),
+            client_tls: aispm_runtime::tls::ClientTlsArgs::default(),
+            as_of_timeout: Duration::from_secs(300),
+            read_token_file: None,
+        }
+    }
+}
 
 /// Where a tenant's past state is read from.
 #[derive(Debug, Clone)]
