@@ -29,20 +29,29 @@ struct LastRuns {
 
 impl LastRuns {
     fn load(path: &Path) -> Result<Self> {
-        let runs = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(Error::io(path, e)),
-        };
         Ok(LastRuns {
             path: path.to_owned(),
-            runs,
+            runs: read_json(path)?,
         })
     }
 
     fn save(&self) -> Result<()> {
-        crate::store::write_atomic(&self.path, &serde_json::to_vec_pretty(&self.runs)?)
+        write_json(&self.path, &self.runs)
     }
+}
+
+/// The JSON document at `path`; the default when there is none yet.
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(serde_json::from_slice(&b)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes `value` to `path` as JSON, atomically and durably.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    crate::store::write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
 /// How long a failed scheduled report is retried, and the backoff between attempts.
@@ -71,19 +80,14 @@ struct Retries {
 
 impl Retries {
     fn load(path: &Path) -> Result<Self> {
-        let list = match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(path, e)),
-        };
         Ok(Retries {
             path: path.to_owned(),
-            list,
+            list: read_json(path)?,
         })
     }
 
     fn save(&self) -> Result<()> {
-        crate::store::write_atomic(&self.path, &serde_json::to_vec_pretty(&self.list)?)
+        write_json(&self.path, &self.list)
     }
 
     /// A run of `entry` for `tenant` at `run_at` failed (its first attempt): try again later.
