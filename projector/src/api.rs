@@ -531,10 +531,8 @@ async fn rows(
     Query(q): Query<RowsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check(&api, &headers, &tenant)?;
-    let view = match q.view.as_deref() {
-        Some(v) => v.parse::<ViewName>().map_err(ApiError::bad_request)?,
-        None => return Err(ApiError::bad_request("view is required")),
-    };
+    let view = one_of::<ViewName>(q.view.as_deref())?
+        .ok_or_else(|| ApiError::bad_request("view is required"))?;
     let (rows, next) = page_rows(&api.store, &tenant, view, &page).await?;
     let rows: Vec<Value> = rows
         .into_iter()
