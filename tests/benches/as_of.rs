@@ -18,8 +18,8 @@
 //! Run: `source ~/.cache/aispm/env.sh && cargo bench -p aispm-tests --bench as_of`.
 
 use aispm_projector::store::Store;
-use aispm_projector::{Engine, Input, Settings};
-use aispm_schemas::{InputKind, Timestamp, Topics};
+use aispm_projector::{Engine, Settings};
+use aispm_schemas::{Timestamp, Topics};
 use aispm_tests::measure::{env_or, peak_rss_mib, process_cpu, round, rss_mib};
 use aispm_tools::records::Gen;
 use anyhow::Result;
@@ -53,24 +53,7 @@ fn fill(dir: &std::path::Path, topics: &Topics, events: u64, entities: usize) ->
     while done < events {
         let n = (events - done).min(50_000);
         let recs: Vec<_> = (0..n).map(|_| g.next_record()).collect();
-        let inputs: Vec<Input<'_>> = recs
-            .iter()
-            .map(|r| {
-                let k = match r.kind {
-                    InputKind::Decision => 0,
-                    InputKind::Approval => 1,
-                    InputKind::Registry => 2,
-                };
-                offsets[k] += 1;
-                Input::new(
-                    r.kind.topic(topics),
-                    0,
-                    offsets[k] - 1,
-                    r.tenant.as_bytes(),
-                    &r.bytes,
-                )
-            })
-            .collect();
+        let inputs = aispm_tests::measure::inputs(&recs, topics, &mut offsets);
         let mut p = engine.prepare(&inputs)?;
         engine.commit(&mut p)?;
         engine.clear_outbox(p.outbox)?;

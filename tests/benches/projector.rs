@@ -63,7 +63,7 @@
 //! garbage collector threads), start-up included.
 
 use aispm_projector::store::Store;
-use aispm_projector::{Engine, Input, Settings};
+use aispm_projector::{Engine, Settings};
 use aispm_runtime::kafka::KafkaConfig;
 use aispm_runtime::kafka::partition_ends;
 use aispm_schemas::InputKind;
@@ -113,14 +113,6 @@ fn bench_workers() -> usize {
 /// The service defaults (`Config::local`): what the binary runs with.
 const CACHE_ENTRIES: usize = 100_000;
 const BLOCK_CACHE: usize = 64 * 1024 * 1024;
-
-fn kind_index(k: InputKind) -> usize {
-    match k {
-        InputKind::Decision => 0,
-        InputKind::Approval => 1,
-        InputKind::Registry => 2,
-    }
-}
 
 /// What `/usr/bin/time -v` says about a child.
 #[derive(Debug, Default, Clone, Copy)]
@@ -598,20 +590,7 @@ fn memory_child() -> Result<()> {
     while done < events {
         let n = batch_limit(&engine).min(usize::try_from(events - done).unwrap_or(usize::MAX));
         let recs: Vec<_> = (0..n).map(|_| g.next_record()).collect();
-        let inputs: Vec<Input<'_>> = recs
-            .iter()
-            .map(|r| {
-                let o = &mut offsets[kind_index(r.kind)];
-                *o += 1;
-                Input::new(
-                    r.kind.topic(&topics),
-                    0,
-                    *o - 1,
-                    r.tenant.as_bytes(),
-                    &r.bytes,
-                )
-            })
-            .collect();
+        let inputs = aispm_tests::measure::inputs(&recs, &topics, &mut offsets);
         let mut p = engine.prepare(&inputs)?;
         engine.commit(&mut p)?;
         engine.clear_outbox(p.outbox)?;
@@ -665,20 +644,7 @@ fn apply_only(
     let mut g = Gen::new(SEED, tenants, entities);
     let recs: Vec<_> = (0..events).map(|_| g.next_record()).collect();
     let mut offsets = [0i64; 3];
-    let inputs: Vec<Input<'_>> = recs
-        .iter()
-        .map(|r| {
-            let o = &mut offsets[kind_index(r.kind)];
-            *o += 1;
-            Input::new(
-                r.kind.topic(topics),
-                0,
-                *o - 1,
-                r.tenant.as_bytes(),
-                &r.bytes,
-            )
-        })
-        .collect();
+    let inputs = aispm_tests::measure::inputs(&recs, topics, &mut offsets);
     let dir = tempfile::tempdir()?;
     let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
     store.check_version()?;

@@ -1,5 +1,6 @@
 //! What the benches measure a process by: CPU seconds and resident memory from `/proc`, their
-//! tunables from the environment, and figures rounded for the reports.
+//! tunables from the environment, and figures rounded for the reports; and the engine's inputs
+//! for generated records, as the benches feed them.
 
 /// Clock ticks per second of `/proc/*/stat`'s CPU times.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -55,4 +56,33 @@ fn status_mib(field: &str) -> f64 {
 pub fn round(x: f64, places: i32) -> f64 {
     let m = 10f64.powi(places);
     (x * m).round() / m
+}
+
+/// The projector engine's inputs for generated records: each on its kind's input topic,
+/// partition 0, numbered on from `offsets` (the next offset per kind: decision, approval,
+/// registry), which it advances.
+pub fn inputs<'a>(
+    records: &'a [aispm_tools::records::Generated],
+    topics: &'a aispm_schemas::Topics,
+    offsets: &mut [i64; 3],
+) -> Vec<aispm_projector::Input<'a>> {
+    use aispm_schemas::InputKind;
+    records
+        .iter()
+        .map(|r| {
+            let o = &mut offsets[match r.kind {
+                InputKind::Decision => 0,
+                InputKind::Approval => 1,
+                InputKind::Registry => 2,
+            }];
+            *o += 1;
+            aispm_projector::Input::new(
+                r.kind.topic(topics),
+                0,
+                *o - 1,
+                r.tenant.as_bytes(),
+                &r.bytes,
+            )
+        })
+        .collect()
 }
