@@ -30,6 +30,8 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 const ACME_TOKEN: &str = "acme-token";
 const GLOBEX_TOKEN: &str = "globex-token";
+/// acme's ticketing system: it may request packets, and read nothing.
+const REQUEST_ONLY_TOKEN: &str = "acme-requests-token";
 const RECIPIENTS: [&str; 2] = ["ciso@acme.example", "board@acme.example"];
 
 /// A real SMTP server that saves every message it accepts: `msg-N.json` (envelope, headers,
@@ -662,7 +664,7 @@ async fn setup(extra: &[&str], smtp: Option<u16>) -> Setup {
     std::fs::write(
         &tokens,
         format!(
-            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n"
+            "[[tokens]]\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"{GLOBEX_TOKEN}\"\ntenants = [\"globex\"]\nscopes = [\"read\", \"emit\", \"approve\", \"register\", \"validate\", \"admin\", \"reports\"]\n\n[[tokens]]\ntoken = \"{REQUEST_ONLY_TOKEN}\"\ntenants = [\"acme\"]\nscopes = [\"reports\"]\n"
         ),
     )
     .unwrap();
@@ -834,6 +836,31 @@ async fn reporter_mails_a_signed_packet_to_approved_recipients_and_records_the_d
     .await;
     assert_eq!(status, 422, "{body}");
     assert!(sink.messages().is_empty());
+    // A packet as of a past instant reads the tenant's past state with the caller's token: a
+    // token that may request packets but not read is refused before anything is read, and a
+    // lie about the instant (not RFC 3339, or in the future) is the caller's error.
+    let past = json!({"type": "production_readiness", "as_of": "2026-01-01T00:00:00Z"});
+    let (status, body) = post_report(&s, REQUEST_ONLY_TOKEN, "acme", past).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("read"), "{body}");
+    for (at, why) in [
+        ("yesterday", "as_of"),
+        ("2999-01-01T00:00:00Z", "in the future"),
+    ] {
+        let (status, body) = post_report(
+            &s,
+            ACME_TOKEN,
+            "acme",
+            json!({"type": "production_readiness", "as_of": at}),
+        )
+        .await;
+        assert_eq!(status, 400, "{at}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(why), "{body}");
+    }
+    assert!(
+        sink.messages().is_empty(),
+        "no refused request mailed anything"
+    );
 
     let (status, report) = post_report(
         &s,
