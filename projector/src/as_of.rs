@@ -8,13 +8,16 @@
 //! how much of it was not known at T. The query API serves any tenant route from a replay
 //! (`?as_of=`, `api.rs`), with its clock-dependent states judged at T.
 //!
-//! A replay costs what the engine costs per event (see `docs/performance.md`), so [`History`]
-//! runs one at a time, keeps the last few for the pages that follow, and answers `429` to a
-//! request for another while one runs.
+//! A replay costs what the engine costs per event (see `docs/performance.md`). It starts from
+//! the tenant's newest checkpoint at or before T (`checkpoints.rs`), so it applies the events
+//! since that checkpoint, not the whole history. [`History`] runs one at a time, keeps the
+//! last few for the pages that follow, and answers `429` to a request for another while one
+//! runs.
 
 use crate::apply::Settings;
+use crate::checkpoints::{Checkpoint, Checkpoints};
 use crate::error::{Error, Result};
-use crate::project::{Engine, Input, split_stored_event};
+use crate::project::{Engine, Input, StoredParts, split_stored_event};
 use crate::store::{Store, columns};
 use aispm_schemas::views::AsOf;
 use aispm_schemas::{Codec, Timestamp, Topics};
@@ -23,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Records per batch of a replay, at most, and the decoded aggregates a batch may hold (the
 /// projector's `--batch-max` and `--batch-max-aggregates` defaults): large batches are what
@@ -45,16 +49,36 @@ pub fn replay(
     at: Timestamp,
     dir: &Path,
 ) -> Result<(Store, AsOf)> {
+    replay_from(source, topics, settings, tenant, at, None, dir)
+}
+
+/// [`replay`], starting from `base` (a checkpoint of the same tenant as of an instant at or
+/// before `at`) instead of from nothing: its database is copied (hard links), and only the
+/// kept events it lacks are applied: those that occurred after its instant and by `at`, and
+/// those that occurred by its instant but arrived after it was made. The views are a
+/// function of the set of events, so the rows are those of a replay from nothing.
+///
+/// One walk of both `seen` column families in key order tells them apart; an event the base
+/// holds is not decoded.
+pub fn replay_from(
+    source: &Store,
+    topics: &Topics,
+    settings: &Settings,
+    tenant: &str,
+    at: Timestamp,
+    base: Option<&Checkpoint>,
+    dir: &Path,
+) -> Result<(Store, AsOf)> {
     let started = Instant::now();
-    let store = Arc::new(Store::open(dir, CACHE_BYTES, false)?);
-    store.check_version()?;
-    let mut engine = Engine::new(
-        Arc::clone(&store),
-        topics.clone(),
-        settings.clone(),
-        CACHE_ENTRIES,
-    )?
-    .without_publishing()?;
+    if let Some(b) = base
+        && (b.tenant != tenant || b.at > at)
+    {
+        return Err(Error::Other(format!(
+            "a checkpoint of {} as of {} cannot start a replay of {tenant} as of {at}",
+            b.tenant, b.at
+        )));
+    }
+    let (store, mut engine) = scratch(topics, settings, base, dir)?;
     let codec = Codec::new();
     let mut summary = AsOf {
         at,
@@ -65,38 +89,33 @@ pub fn replay(
         replayed_at: Timestamp::now(),
         replay_ms: 0,
     };
-    // Owned parts of one batch: (kind's topic, principal, payload).
-    let mut batch: Vec<(&str, Option<String>, Vec<u8>)> = Vec::new();
-    let mut offset = 0i64;
-    let mut limit = engine.batch_limit(BATCH, BATCH_AGGREGATES);
     let prefix = columns::tenant_prefix(tenant);
-    source.for_each_prefix(columns::SEEN, &prefix, |_, value| {
-        let Some(parts) = split_stored_event(value)? else {
-            // An id applied before events were kept: there is nothing to replay.
-            return Ok(());
-        };
-        if parts.decode(&codec)?.occurred_at() > at {
-            summary.after += 1;
-            return Ok(());
-        }
-        summary.events += 1;
-        match parts.arrived {
-            Some(a) if a > at.0 => summary.late += 1,
-            Some(_) => {}
-            None => summary.arrival_unknown += 1,
-        }
-        batch.push((
-            parts.topic(topics),
-            parts.by.map(str::to_owned),
-            parts.payload.to_vec(),
-        ));
-        if batch.len() >= limit {
-            apply(&mut engine, tenant, &mut batch, &mut offset)?;
-            limit = engine.batch_limit(BATCH, BATCH_AGGREGATES);
-        }
-        Ok(())
-    })?;
-    apply(&mut engine, tenant, &mut batch, &mut offset)?;
+    {
+        // The base's events: the copy's `seen` before anything is applied to it.
+        let mut held = store.key_cursor(columns::SEEN, &prefix)?;
+        let mut feed = Feed::new(&mut engine, topics, tenant);
+        source.for_each_prefix(columns::SEEN, &prefix, |key, value| {
+            let Some(parts) = split_stored_event(value)? else {
+                // An id applied before events were kept: there is nothing to replay.
+                return Ok(());
+            };
+            if !held.reaches(key)? {
+                if parts.decode(&codec)?.occurred_at() > at {
+                    summary.after += 1;
+                    return Ok(());
+                }
+                feed.push(&parts)?;
+            }
+            summary.events += 1;
+            match parts.arrived {
+                Some(a) if a > at.0 => summary.late += 1,
+                Some(_) => {}
+                None => summary.arrival_unknown += 1,
+            }
+            Ok(())
+        })?;
+        feed.flush()?;
+    }
     drop(engine);
     summary.replay_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let store = Arc::try_unwrap(store)
@@ -104,44 +123,104 @@ pub fn replay(
     Ok((store, summary))
 }
 
-/// Applies a replay's batch of kept events (their topic, principal and value) and empties it;
-/// `offset` numbers the records of the replay.
-fn apply(
-    engine: &mut Engine,
-    tenant: &str,
-    batch: &mut Vec<(&str, Option<String>, Vec<u8>)>,
-    offset: &mut i64,
-) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
+/// A scratch database under `dir` (a copy of `base`, or empty) and an engine over it that
+/// publishes nothing.
+pub(crate) fn scratch(
+    topics: &Topics,
+    settings: &Settings,
+    base: Option<&Checkpoint>,
+    dir: &Path,
+) -> Result<(Arc<Store>, Engine)> {
+    if let Some(b) = base {
+        b.copy_to(dir)?;
     }
-    let inputs: Vec<Input<'_>> = batch
-        .iter()
-        .map(|(topic, by, payload)| {
-            *offset += 1;
-            Input {
-                topic,
-                partition: 0,
-                offset: *offset - 1,
-                key: Some(tenant.as_bytes()),
-                payload: Some(payload),
-                // Kept events were accepted once: the future-dated check is not made again (a
-                // changed `--future-tolerance` must not drop what was applied).
-                timestamp: None,
-                principal: by.as_deref(),
-            }
-        })
-        .collect();
-    let mut prepared = engine.prepare(&inputs)?;
-    if let Some(r) = prepared.rejected.first() {
-        return Err(Error::Other(format!(
-            "a kept event was rejected on replay ({}): {}",
-            r.reason, r.error
-        )));
+    let store = Arc::new(Store::open(dir, CACHE_BYTES, false)?);
+    store.check_version()?;
+    let engine = Engine::new(
+        Arc::clone(&store),
+        topics.clone(),
+        settings.clone(),
+        CACHE_ENTRIES,
+    )?
+    .without_publishing()?;
+    Ok((store, engine))
+}
+
+/// Kept events on their way into a scratch engine, applied in batches as large as the
+/// engine's memory bound allows.
+pub(crate) struct Feed<'a> {
+    engine: &'a mut Engine,
+    topics: &'a Topics,
+    tenant: &'a str,
+    /// Owned parts of one batch: (kind's topic, principal, payload).
+    batch: Vec<(&'a str, Option<String>, Vec<u8>)>,
+    limit: usize,
+    /// The next record's offset: after the base's, which the engine would skip as applied.
+    offset: i64,
+}
+
+impl<'a> Feed<'a> {
+    pub(crate) fn new(engine: &'a mut Engine, topics: &'a Topics, tenant: &'a str) -> Self {
+        let offset = engine.next_offsets.values().copied().max().unwrap_or(0);
+        let limit = engine.batch_limit(BATCH, BATCH_AGGREGATES);
+        Feed {
+            engine,
+            topics,
+            tenant,
+            batch: Vec::new(),
+            limit,
+            offset,
+        }
     }
-    engine.commit(&mut prepared)?;
-    batch.clear();
-    Ok(())
+
+    /// Queues one kept event; applies the batch once it is full.
+    pub(crate) fn push(&mut self, parts: &StoredParts<'_>) -> Result<()> {
+        self.batch.push((
+            parts.topic(self.topics),
+            parts.by.map(str::to_owned),
+            parts.payload.to_vec(),
+        ));
+        if self.batch.len() >= self.limit {
+            self.flush()?;
+            self.limit = self.engine.batch_limit(BATCH, BATCH_AGGREGATES);
+        }
+        Ok(())
+    }
+
+    /// Applies what is queued.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let inputs: Vec<Input<'_>> = self
+            .batch
+            .iter()
+            .map(|(topic, by, payload)| {
+                self.offset += 1;
+                Input {
+                    topic,
+                    partition: 0,
+                    offset: self.offset - 1,
+                    key: Some(self.tenant.as_bytes()),
+                    payload: Some(payload),
+                    // Kept events were accepted once: the future-dated check is not made
+                    // again (a changed `--future-tolerance` must not drop what was applied).
+                    timestamp: None,
+                    principal: by.as_deref(),
+                }
+            })
+            .collect();
+        let mut prepared = self.engine.prepare(&inputs)?;
+        if let Some(r) = prepared.rejected.first() {
+            return Err(Error::Other(format!(
+                "a kept event was rejected on replay ({}): {}",
+                r.reason, r.error
+            )));
+        }
+        self.engine.commit(&mut prepared)?;
+        self.batch.clear();
+        Ok(())
+    }
 }
 
 /// One replay's database, removed from disk once nothing reads it any more.
@@ -206,7 +285,11 @@ pub(crate) struct History {
     source: Arc<Store>,
     topics: Topics,
     settings: Settings,
+    /// Where replays' databases go (emptied at start).
     dir: PathBuf,
+    /// Where [`Checkpoints::refresh`] works (emptied at start).
+    work: PathBuf,
+    checkpoints: Checkpoints,
     kept: Mutex<Vec<Arc<Replayed>>>,
     /// Names what the replay holding the turn replays.
     running: Mutex<Option<(String, Timestamp)>>,
@@ -223,22 +306,30 @@ impl History {
     pub(crate) const KEEP_FOR: Duration = Duration::from_secs(600);
     pub(crate) const TENANT_GAP: Duration = Duration::from_secs(10);
 
-    /// Replays into directories under `dir`, which is emptied first (a crash may have left a
-    /// replay's database behind).
+    /// Replays into directories under `dir/replays`, which is emptied first (a crash may have
+    /// left a replay's database behind), starting from the checkpoints kept in
+    /// `dir/checkpoints`, made every `checkpoint_events` events of a tenant (0: none).
     pub(crate) fn new(
         source: Arc<Store>,
         topics: Topics,
         settings: Settings,
-        dir: PathBuf,
+        dir: &Path,
+        checkpoint_events: usize,
     ) -> Result<History> {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+        let (replays, work) = (dir.join("replays"), dir.join("work"));
+        for scratch in [&replays, &work] {
+            if scratch.exists() {
+                std::fs::remove_dir_all(scratch)?;
+            }
         }
+        let checkpoints = Checkpoints::open(dir.join("checkpoints"), &settings, checkpoint_events)?;
         Ok(History {
             source,
             topics,
             settings,
-            dir,
+            dir: replays,
+            work,
+            checkpoints,
             kept: Mutex::new(Vec::new()),
             running: Mutex::new(None),
             turn: Arc::new(tokio::sync::Mutex::new(())),
@@ -320,8 +411,9 @@ impl History {
             );
             let (tt, d) = (t.clone(), dir.clone());
             let started = Instant::now();
+            let base = me.checkpoints.at_or_before(&t, at);
             let done = tokio::task::spawn_blocking(move || {
-                let out = replay(&source, &topics, &settings, &tt, at, &d);
+                let out = replay_from(&source, &topics, &settings, &tt, at, base.as_deref(), &d);
                 if out.is_err() {
                     let _ = std::fs::remove_dir_all(&d);
                 }
@@ -359,6 +451,38 @@ impl History {
         task.await
             .map_err(|e| Refused::Failed(Error::Other(e.to_string())))?
     }
+
+    /// Extends every tenant's replay checkpoints now and then every `every` until `stop`, on
+    /// a blocking thread of its own beside the replays; `kept` counts them.
+    pub(crate) async fn keep_checkpoints(
+        self: Arc<Self>,
+        every: Duration,
+        kept: prometheus::IntGaugeVec,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let me = Arc::clone(&self);
+            let done = tokio::task::spawn_blocking(move || {
+                me.checkpoints
+                    .refresh(&me.source, &me.topics, &me.settings, &me.work)
+            })
+            .await;
+            match done {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Could not extend the replay checkpoints; trying again later.");
+                }
+                Err(e) => tracing::warn!(error = %e, "The replay checkpoints' task failed."),
+            }
+            let n = self.checkpoints.list().len();
+            kept.with_label_values::<&str>(&[])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -374,7 +498,8 @@ mod tests {
             source,
             Topics::default(),
             Settings::default(),
-            dir.path().join("as-of"),
+            &dir.path().join("as-of"),
+            0,
         )
         .unwrap();
         (dir, Arc::new(h))

@@ -19,7 +19,8 @@
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`](mod@posture): the HTTP query API.
 //! - [`as_of`]: the views as of a past instant, replayed from the events kept in `seen` into a
-//!   scratch database (`?as_of=` on every tenant route).
+//!   scratch database (`?as_of=` on every tenant route), from the newest of [`checkpoints`]
+//!   at or before it: each tenant's views as of instants along its history, kept on disk.
 //! - [`metrics`]: the `aispm_projector_*` metrics.
 //!
 //! # The road of one decision
@@ -51,6 +52,7 @@ mod api;
 mod apply;
 pub mod as_of;
 mod batch;
+pub mod checkpoints;
 mod consumer;
 mod derive;
 mod error;
@@ -195,6 +197,19 @@ pub struct Config {
     /// (`many_actors`).
     #[arg(long, env = "AISPM_ACTORS_PER_AGENT", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub actors_per_agent: u64,
+
+    /// A replay checkpoint of a tenant's views is made every this many of its events (in the
+    /// order they occurred), so a request `as_of` a past instant replays about this many events
+    /// plus those since the newest checkpoint instead of the whole history; 0: none are made.
+    /// Each takes disk under `--state-dir` (table files are shared between a tenant's
+    /// checkpoints); at most 32 are kept per tenant, evenly spaced.
+    #[arg(long, env = "AISPM_AS_OF_CHECKPOINT_EVENTS", default_value_t = 100_000)]
+    pub as_of_checkpoint_events: usize,
+
+    /// How often the tenants' replay checkpoints are extended (a walk of each tenant's kept
+    /// event ids).
+    #[arg(long, env = "AISPM_AS_OF_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub as_of_checkpoint_interval: Duration,
 }
 
 impl Config {
@@ -227,6 +242,8 @@ impl Config {
             future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
             unused_scope_window: Duration::from_secs(30 * 86_400),
             actors_per_agent: 50,
+            as_of_checkpoint_events: 100_000,
+            as_of_checkpoint_interval: Duration::from_secs(300),
         }
     }
 
@@ -418,6 +435,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         posture.await;
         Ok(())
     });
+    let history = Arc::new(as_of::History::new(
+        Arc::clone(parts.engine.store()),
+        config.common.topics(),
+        config.settings(),
+        &config.state_dir.join(AS_OF_DIR),
+        config.as_of_checkpoint_events,
+    )?);
+    let checkpoints = Arc::clone(&history).keep_checkpoints(
+        config.as_of_checkpoint_interval,
+        parts.pm.as_of_checkpoints.clone(),
+        tasks.token(),
+    );
+    tasks.spawn("as-of checkpoints", async move {
+        checkpoints.await;
+        Ok(())
+    });
     let routes = api::routes(api::Api {
         store: Arc::clone(parts.engine.store()),
         auth,
@@ -428,12 +461,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         windows: config.clock.windows(),
         codec: Arc::new(aispm_schemas::Codec::new()),
         posture: Arc::clone(&keeper),
-        history: Arc::new(as_of::History::new(
-            Arc::clone(parts.engine.store()),
-            config.common.topics(),
-            config.settings(),
-            config.state_dir.join(AS_OF_DIR),
-        )?),
+        history: Arc::clone(&history),
         as_of: None,
     });
     let listener = aispm_runtime::http::bind(config.http_addr).await?;

@@ -18,6 +18,8 @@ pub(crate) struct ProjectorMetrics {
     pub outbox_pending: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub state_memory: IntGaugeVec,
+    /// Replay checkpoints kept on disk (`checkpoints.rs`).
+    pub as_of_checkpoints: IntGaugeVec,
 }
 
 impl ProjectorMetrics {
@@ -48,6 +50,11 @@ impl ProjectorMetrics {
                 "state_memory_bytes",
                 "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); and aggregate_cache, the estimated heap of the decoded aggregates and row digests kept across batches (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries).",
                 &["part"],
+            )?,
+            as_of_checkpoints: m.gauge(
+                "as_of_checkpoints",
+                "Replay checkpoints kept on disk: a request as of a past instant replays from the newest at or before it (--as-of-checkpoint-events).",
+                &[],
             )?,
         })
     }

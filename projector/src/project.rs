@@ -289,6 +289,11 @@ impl Engine {
     /// nobody subscribes to).
     pub fn without_publishing(mut self) -> Result<Self> {
         self.publishing = false;
+        if self.pool.is_empty() {
+            // No worker thread was told otherwise: nothing to restart (nor its caches to fill
+            // again from a scan of every key).
+            return Ok(self);
+        }
         let workers = self.workers();
         self.with_workers(workers)
     }

@@ -1779,6 +1779,116 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A replay as of T from a checkpoint is byte for byte a replay from nothing, with the
+    /// same counts: checkpoints made every few events from those that had arrived, then
+    /// extended after the rest arrived (late ones among them, that occurred before a
+    /// checkpoint's instant), whatever the arrival order and the spacing.
+    #[test]
+    fn a_replay_from_a_checkpoint_is_a_replay_from_nothing(
+        specs in proptest::collection::vec(spec(), 1..80),
+        minute in 0..95i64,
+        shuffle in any::<u64>(),
+        arrived_first in 0..=100usize,
+        every in 1..12usize,
+    ) {
+        let topics = Topics::default();
+        let events = build(&specs, &topics);
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        let mut x = shuffle | 1;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let first = order.len() * arrived_first / 100;
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(Store::open(&dir.path().join("db"), 8 << 20, false).unwrap());
+        source.check_version().unwrap();
+        let mut engine = Engine::new(Arc::clone(&source), topics.clone(), settings(), 64).unwrap();
+        // The first events arrive as they occur; the rest after every one of them occurred.
+        let mut feed = |part: &[usize], from: usize, late: bool| {
+            let inputs: Vec<Input<'_>> = part
+                .iter()
+                .enumerate()
+                .map(|(o, &i)| {
+                    let (t, b, k) = &events[i];
+                    Input {
+                        timestamp: Some(if late {
+                            T0 + 200 * 60_000
+                        } else {
+                            occurred(&specs[i], i).0
+                        }),
+                        ..Input::new(t, 0, (from + o) as i64, k.as_bytes(), b)
+                    }
+                })
+                .collect();
+            let mut p = engine.prepare(&inputs).unwrap();
+            prop_assert!(p.rejected.is_empty());
+            engine.commit(&mut p).unwrap();
+            Ok(())
+        };
+        let at = Timestamp(T0 + minute * 60_000 + 30_000);
+        let end = Timestamp(T0 + 100 * 60_000);
+        feed(&order[..first], 0, false)?;
+        let mut kept: BTreeMap<&str, Vec<aispm_projector::checkpoints::Checkpoint>> =
+            BTreeMap::new();
+        let extend = |kept: &mut BTreeMap<&str, Vec<_>>, round: usize| {
+            for tenant in ["acme", "globex"] {
+                let list = kept.entry(tenant).or_default();
+                let made = aispm_projector::checkpoints::extend(
+                    &source,
+                    &topics,
+                    &settings(),
+                    tenant,
+                    list.last(),
+                    end,
+                    every,
+                    &dir.path().join(format!("{tenant}-{round}")),
+                    &dir.path().join("work"),
+                )
+                .unwrap();
+                // Each is as of an instant no earlier than the one before, and holds more.
+                let mut before = list.last().map(|l| (l.at, l.events));
+                for c in &made {
+                    prop_assert!(before.is_none_or(|(at, events)| at <= c.at && events < c.events));
+                    prop_assert!(c.events >= every as u64);
+                    before = Some((c.at, c.events));
+                }
+                list.extend(made);
+            }
+            Ok(())
+        };
+        extend(&mut kept, 0)?;
+        feed(&order[first..], first, true)?;
+        extend(&mut kept, 1)?;
+        for tenant in ["acme", "globex"] {
+            let base = kept[tenant].iter().rev().find(|c| c.at <= at);
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (from_nothing, expected) = aispm_projector::as_of::replay(
+                &source, &topics, &settings(), tenant, at, &a.path().join("db"),
+            )
+            .unwrap();
+            let (from_base, summary) = aispm_projector::as_of::replay_from(
+                &source, &topics, &settings(), tenant, at, base, &b.path().join("db"),
+            )
+            .unwrap();
+            let (x, y) = (
+                Views(from_base.dump_views().unwrap()),
+                Views(from_nothing.dump_views().unwrap()),
+            );
+            prop_assert_eq!(&x, &y, "as of {} from {:?}:\n{}", at, base.map(|c| c.at), diff(&x, &y));
+            prop_assert_eq!(
+                (summary.events, summary.after, summary.late, summary.arrival_unknown),
+                (expected.events, expected.after, expected.late, expected.arrival_unknown)
+            );
+        }
+    }
+}
+
 /// Applies `events` in `order` into a store under `dir`, one batch, and returns the store.
 fn project_into(
     events: &[(String, Vec<u8>, String)],

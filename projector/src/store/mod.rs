@@ -28,6 +28,37 @@ pub const VIEW_VERSION: u32 = 15; // 6: rows keep `asserted_by`; 7: facts per en
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
 
+/// Keys of one prefix in order, stepped by [`KeyCursor::reaches`] (`Store::key_cursor`).
+pub struct KeyCursor<'a> {
+    iter: rocksdb::DBRawIterator<'a>,
+    prefix: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyCursor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCursor")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyCursor<'_> {
+    /// Steps past every key before `key` and answers whether `key` is there: called with keys
+    /// in ascending order, one walk of both.
+    pub fn reaches(&mut self, key: &[u8]) -> Result<bool> {
+        loop {
+            match self.iter.key() {
+                Some(k) if k.starts_with(&self.prefix) && k < key => self.iter.next(),
+                Some(k) => return Ok(k == key),
+                None => {
+                    self.iter.status()?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
 /// The projector's database.
 pub struct Store {
     db: DB,
@@ -215,6 +246,43 @@ impl Store {
             iter.next();
         }
         Ok(iter.status()?)
+    }
+
+    /// A cursor over the keys of `cf` that start with `prefix`, in key order, as they are now:
+    /// later writes are not seen (a merge walk against a database being written, `as_of.rs`).
+    pub fn key_cursor(&self, cf: &str, prefix: &[u8]) -> Result<KeyCursor<'_>> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);
+        iter.seek(prefix);
+        Ok(KeyCursor {
+            iter,
+            prefix: prefix.to_vec(),
+        })
+    }
+
+    /// The tenants that have a key in `cf`, in order: one seek per tenant, not a scan.
+    pub fn tenants(&self, cf: &str) -> Result<Vec<String>> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf)?);
+        iter.seek_to_first();
+        let mut out = Vec::new();
+        while let Some(k) = iter.key() {
+            let Some((tenant, _)) = columns::split_tenant_key(k) else {
+                break;
+            };
+            // Past every key of `{tenant} \0`: `{tenant} \1`.
+            let mut next = tenant.as_bytes().to_vec();
+            next.push(1);
+            out.push(tenant.to_owned());
+            iter.seek(&next);
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// A consistent copy of the database in `dir` (which must not exist), its table files
+    /// hard-linked: RocksDB's checkpoint, which flushes the memtables first.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
     }
 
     /// Stored next offsets per topic-partition.
