@@ -415,7 +415,12 @@ pub(crate) fn overview(
                     "As of " strong { (text(&posture["as_of"]["at"])) } ": "
                     (text(&posture["as_of"]["events"])) " events that occurred by then, replayed ("
                     (text(&posture["as_of"]["late"])) " of them reached aispm later; event time decides), "
-                    (text(&posture["as_of"]["after"])) " later events left out. Links below lead to the tenant now."
+                    (text(&posture["as_of"]["after"])) " later events left out. "
+                    @if let Some(from) = posture["as_of"]["from_checkpoint"].as_str() {
+                        "The replay started from the projector's checkpoint as of " (from)
+                        " and applied " (text(&posture["as_of"]["applied"])) " of them. "
+                    }
+                    "Links below lead to the tenant now."
                 }
             }
             section.verdicts {

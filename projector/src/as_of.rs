@@ -86,6 +86,8 @@ pub fn replay_from(
         after: 0,
         late: 0,
         arrival_unknown: 0,
+        from_checkpoint: base.map(|b| b.at),
+        applied: 0,
         replayed_at: Timestamp::now(),
         replay_ms: 0,
     };
@@ -105,6 +107,7 @@ pub fn replay_from(
                     return Ok(());
                 }
                 feed.push(&parts)?;
+                summary.applied += 1;
             }
             summary.events += 1;
             match parts.arrived {

@@ -1885,6 +1885,8 @@ proptest! {
                 (summary.events, summary.after, summary.late, summary.arrival_unknown),
                 (expected.events, expected.after, expected.late, expected.arrival_unknown)
             );
+            prop_assert_eq!(summary.from_checkpoint, base.map(|c| c.at));
+            prop_assert_eq!(summary.applied, summary.events - base.map_or(0, |c| c.events));
         }
     }
 }

@@ -884,6 +884,13 @@ pub struct AsOf {
     pub late: u64,
     /// Replayed events kept before arrival times were (no record timestamp to judge by).
     pub arrival_unknown: u64,
+    /// The instant of the replay checkpoint the replay started from (`None`: from nothing);
+    /// it holds the views of `events - applied` of the events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_checkpoint: Option<Timestamp>,
+    /// The events the replay applied itself.
+    #[serde(default)]
+    pub applied: u64,
     /// When the replay ran, and how long it took.
     pub replayed_at: Timestamp,
     pub replay_ms: u64,

@@ -461,7 +461,18 @@ impl Pipeline {
         let projector = Service::start(
             "aispm-projector",
             &addr(),
-            &common(&["--state-dir", &state("projector"), "--batch-wait", "5ms"]),
+            &common(&[
+                "--state-dir",
+                &state("projector"),
+                "--batch-wait",
+                "5ms",
+                // Replay checkpoints at the scale of a scenario (100 000 events by default), so
+                // a replay as of a past instant starts from one.
+                "--as-of-checkpoint-events",
+                "40",
+                "--as-of-checkpoint-interval",
+                "2s",
+            ]),
             &logs,
         )?;
         let gatekeeper = Service::start(

@@ -613,6 +613,135 @@ async fn posture_and_findings_as_of_a_past_instant() {
     }
 }
 
+/// A past instant replayed from a replay checkpoint the projector made in the background,
+/// over HTTP: the same findings and counts as the events say, the answer naming the
+/// checkpoint and how few events it applied; the checkpoints survive a kill -9 and serve the
+/// restarted projector at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_past_instant_is_replayed_from_a_checkpoint_that_survives_a_restart() {
+    let mut rig = rig_with(&[
+        "--as-of-checkpoint-events",
+        "4",
+        "--as-of-checkpoint-interval",
+        "1s",
+    ])
+    .await;
+    let p = producer(&rig.broker.bootstrap()).unwrap();
+    // Twelve agents, each a high-risk command allowed without approval, ten minutes apart.
+    const MIN: i64 = 60_000;
+    for i in 0..12i64 {
+        let mut d = decision(
+            "acme",
+            &format!("cmd-{i}"),
+            &format!("agent-{i}"),
+            ActionKind::Command,
+        );
+        d.risk = Risk::High;
+        d.control_id = Some("ctl-shell".into());
+        d.occurred_at = Timestamp(T0 + i * 10 * MIN);
+        produce(
+            &p,
+            &rig.topics.decisions,
+            "acme",
+            &encode_single_object(&d).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    // Checkpoints after events 4, 8 and 12 by event time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig
+        .projector
+        .sample("aispm_projector_as_of_checkpoints")
+        .await
+        < 3.0
+    {
+        assert!(Instant::now() < deadline, "{}", rig.projector.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let finding = |i: i64| format!("AISPM-APR-001:agent-{i}/ctl-shell");
+    // As of 95 minutes: agents 0 to 9, from the checkpoint as of minute 70 (events 0 to 7),
+    // applying the two after it.
+    let at = Timestamp(T0 + 95 * MIN);
+    let (status, posture) = rig
+        .get(
+            "acme-token",
+            &format!("/v1/tenants/acme/posture?as_of={at}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{posture:#}");
+    let a = &posture["as_of"];
+    assert_eq!(a["events"], 10, "{a:#}");
+    assert_eq!(a["after"], 2, "{a:#}");
+    assert_eq!(a["applied"], 2, "{a:#}");
+    assert_eq!(
+        a["from_checkpoint"],
+        Timestamp(T0 + 70 * MIN).to_string(),
+        "{a:#}"
+    );
+    let (status, findings) = rig
+        .get(
+            "acme-token",
+            &format!("/v1/tenants/acme/findings?as_of={at}&limit=100"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for i in 0..12 {
+        assert_eq!(
+            has(&findings, "findings", "finding_id", &finding(i)),
+            i < 10,
+            "agent-{i}: {findings:#}"
+        );
+    }
+    rig.projector.restart().unwrap(); // kill -9, then start
+    rig.projector
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        rig.projector
+            .log()
+            .contains("Replay checkpoints kept from before"),
+        "{}",
+        rig.projector.log_tail()
+    );
+    // Another instant, not served from the replays kept in memory before the restart.
+    let at = Timestamp(T0 + 95 * MIN + 1);
+    let (status, posture) = rig
+        .get(
+            "acme-token",
+            &format!("/v1/tenants/acme/posture?as_of={at}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{posture:#}");
+    assert_eq!(posture["as_of"]["applied"], 2, "{posture:#}");
+    assert_eq!(posture["as_of"]["events"], 10, "{posture:#}");
+    // Before the first checkpoint: from nothing.
+    let at = Timestamp(T0 + 25 * MIN);
+    let posture = loop {
+        // Refused with 429 until the tenant's gap between two replays has passed.
+        match rig
+            .get(
+                "acme-token",
+                &format!("/v1/tenants/acme/posture?as_of={at}"),
+            )
+            .await
+        {
+            (429, _) => tokio::time::sleep(Duration::from_millis(500)).await,
+            (status, posture) => {
+                assert_eq!(status, 200, "{posture:#}");
+                break posture;
+            }
+        }
+    };
+    assert_eq!(posture["as_of"]["events"], 3, "{posture:#}");
+    assert_eq!(posture["as_of"]["applied"], 3, "{posture:#}");
+    assert!(
+        posture["as_of"].get("from_checkpoint").is_none(),
+        "{posture:#}"
+    );
+}
+
 /// Requests for approval per control and agent against hand-computed figures: each request
 /// counted by its first answer by event time (a later grant produced before an earlier denial
 /// is taken back), a grant that arrives before its request, pending requests overdue or not

@@ -461,6 +461,12 @@ async fn print_as_of(p: &Pipeline, at: aispm_schemas::Timestamp) -> anyhow::Resu
         "            replayed {} events that occurred by then ({} reached the broker later, event time decides); {} occurred after",
         then["as_of"]["events"], then["as_of"]["late"], then["as_of"]["after"]
     );
+    if let Some(from) = then["as_of"]["from_checkpoint"].as_str() {
+        println!(
+            "            from the projector's replay checkpoint as of {from}: {} of them applied, in {} ms",
+            then["as_of"]["applied"], then["as_of"]["replay_ms"]
+        );
+    }
     let readiness = p
         .get(
             &p.gatekeeper.http,
