@@ -278,14 +278,37 @@ fn links(d: &DecisionEvent) -> Vec<(&'static str, String)> {
     out
 }
 
+/// A decision event: what it says about the assets it names, the links and keys it used, its
+/// agent's runtime signals, its control, a request for approval, the findings it raises
+/// itself, a break-glass exception and the data it sent where: each a step below, in this
+/// order (a step may read what an earlier one wrote for the same event).
 fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Settings) -> Result<()> {
-    let t = d.tenant_id.as_str();
     let at: Stamp = (d.occurred_at.0, d.event_id.clone());
-    let high = matches!(d.risk, Risk::High | Risk::Critical);
-    let allowed = d.verdict == Verdict::Allow;
-    let shadow = d.mode == Mode::Shadow;
-
     let linked = links(d);
+    assets(ov, d, &at, &linked, s)?;
+    usage(ov, d, &at, linked)?;
+    runtime_signals(ov, d, s)?;
+    let control = control(ov, d, &at)?;
+    if d.verdict == Verdict::RequireApproval {
+        approval_request(ov, d, &at, &control)?;
+    }
+    raised(ov, d, &at, by)?;
+    if d.verdict == Verdict::BreakGlass {
+        break_glass(ov, d, &at, by)?;
+    }
+    data_exposure(ov, d, &at)
+}
+
+/// Each asset the decision names (`covered`): its facts, its coverage row, and the findings
+/// about it that those facts decide.
+fn assets(
+    ov: &mut Overlay<'_>,
+    d: &DecisionEvent,
+    at: &Stamp,
+    linked: &[(&'static str, String)],
+    s: &Settings,
+) -> Result<()> {
+    let t = d.tenant_id.as_str();
     let privileged = risk::privileged_action(d.action_kind.as_str());
     for (kind, id) in covered(d) {
         let key = format!("{kind}/{id}");
@@ -299,7 +322,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 let window_before = window(a);
                 let clock_before = a.last_decision.as_ref().map(|l| l.0);
                 let environments_before = a.environments.len();
-                a.named_by(d, &at);
+                a.named_by(d, at);
                 for class in &d.data_classes {
                     if !a.data_classes.contains(class) {
                         a.data_classes.insert(class.clone());
@@ -313,7 +336,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 }
                 if kind == CoverageKind::Agent {
                     let newest = a.last_decision.as_ref().map_or(at.0, |l| l.0);
-                    for (relation, target) in &linked {
+                    for (relation, target) in linked {
                         if REACH_RELATIONS.contains(relation) {
                             risk_changed |= a.reached(relation, target, at.0, newest);
                         }
@@ -358,9 +381,21 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         }
     }
 
+    Ok(())
+}
+
+/// The links the decision used (agent to tool, model, repo, workflow, key and scope), and the
+/// API key's use of each scope (AISPM-KEY-002).
+fn usage(
+    ov: &mut Overlay<'_>,
+    d: &DecisionEvent,
+    at: &Stamp,
+    linked: Vec<(&'static str, String)>,
+) -> Result<()> {
+    let t = d.tenant_id.as_str();
     for (relation, target) in linked {
         let id = link_id(&d.agent_id, relation, &target);
-        ov.update(t, Tag::Link, &id, |l: &mut Usage| l.count(&at, d.synthetic))?;
+        ov.update(t, Tag::Link, &id, |l: &mut Usage| l.count(at, d.synthetic))?;
     }
 
     // The API key it used: its use, and each scope's newest use (AISPM-KEY-002).
@@ -370,7 +405,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             Tag::Asset,
             &format!("api_key/{key}"),
             |a: &mut AssetAgg| {
-                a.named_by(d, &at);
+                a.named_by(d, at);
                 for scope in &d.scopes_used {
                     a.reached(KEY_SCOPES, scope, at.0, at.0);
                 }
@@ -379,9 +414,14 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         finding_dirty(ov, t, rules::UNUSED_SCOPE, key);
     }
 
-    // The runtime signals: an agent's decisions per minute of event time. Every count only
-    // grows, so each threshold is crossed exactly once per minute whatever the order, and the
-    // minutes each signal fired are order-free.
+    Ok(())
+}
+
+/// The runtime signals: an agent's decisions per minute of event time. Every count only
+/// grows, so each threshold is crossed exactly once per minute whatever the order, and the
+/// minutes each signal fired are order-free.
+fn runtime_signals(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Result<()> {
+    let t = d.tenant_id.as_str();
     let minute = d.occurred_at.0.div_euclid(60_000) * 60_000;
     let denied = d.verdict == Verdict::Deny;
     let call = call_hash(
@@ -436,6 +476,16 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         finding_dirty(ov, t, rule, &d.agent_id);
     }
 
+    Ok(())
+}
+
+/// The control the decision ran under: its counts per mode and environment, policies and
+/// newest decisions; the control's key.
+fn control(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp) -> Result<String> {
+    let t = d.tenant_id.as_str();
+    let high = matches!(d.risk, Risk::High | Risk::Critical);
+    let allowed = d.verdict == Verdict::Allow;
+    let shadow = d.mode == Mode::Shadow;
     let control = d.control_key();
     ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
         if shadow {
@@ -447,12 +497,12 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         if high {
             c.high_risk += 1;
         }
-        lww(&mut c.mode, &at, shadow);
+        lww(&mut c.mode, at, shadow);
         if let Some(policy) = &d.policy_id {
             c.named_policy(policy, at.0);
         }
         c.action_kinds.insert(d.action_kind.as_str().to_owned());
-        keep_newest(&mut c.recent, &at);
+        keep_newest(&mut c.recent, at);
         max_opt(&mut c.last_decision_at, at.0);
         let env = c.environments.entry(d.environment).or_default();
         if shadow {
@@ -463,61 +513,77 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         if high {
             env.high_risk += 1;
         }
-        lww(&mut env.mode, &at, shadow);
-        keep_newest(&mut env.recent, &at);
+        lww(&mut env.mode, at, shadow);
+        keep_newest(&mut env.recent, at);
         max_opt(&mut env.last_decision_at, at.0);
         if shadow && high && allowed {
             c.shadow_high_allows += 1;
             min_opt(&mut c.shadow_high_first, at.0);
             max_opt(&mut c.shadow_high_last, at.0);
-            keep_newest(&mut c.shadow_high_ids, &at);
+            keep_newest(&mut c.shadow_high_ids, at);
         }
     })?;
     ov.dirty(t, ViewName::Controls, control.clone());
     finding_dirty(ov, t, rules::SHADOW_CONTROL, &control);
 
-    // A request for approval: counted for its agent under its control, pending until a grant
-    // or a denial names it (which may have arrived first).
-    if d.verdict == Verdict::RequireApproval {
-        let request = Request {
-            control: control.clone(),
-            agent: d.agent_id.clone(),
-            at: at.clone(),
-        };
-        let answer = ov.update(t, Tag::Decision, &d.event_id, |f: &mut DecisionFacts| {
-            f.request = Some(request.clone());
-            f.answer.clone()
-        })?;
-        let pair = pair_id(&control, &d.agent_id);
-        ov.update(t, Tag::ApprovalStats, &pair, |s: &mut ApprovalStats| {
-            s.requested += 1;
-            latest(&mut s.last_request, &at);
-            if let Some(a) = &answer {
-                s.count(&request, a, 1);
-            }
-        })?;
-        ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
-            c.approval_requested(at.0);
-            if let Some(a) = &answer {
-                c.approval_answered(at.0, a, 1);
-            }
-        })?;
-        if answer.is_none() {
-            ov.mark(t, Tag::Pending, &pending_id(&control, &d.agent_id, &at));
-            let by_agent = pending_by_agent_id(&control, &d.agent_id, &at);
-            ov.mark(t, Tag::PendingByAgent, &by_agent);
-            pending_changed(ov, t, &d.agent_id, &control, 1)?;
-        }
-        let id = rules::finding_id(rules::PENDING_APPROVAL, &d.finding_subject());
-        agent_finding(ov, t, &d.agent_id, &id)?;
-        ov.dirty(t, ViewName::Findings, id);
-    }
+    Ok(control)
+}
 
+/// A request for approval: counted for its agent under its control, pending until a grant or
+/// a denial names it (which may have arrived first).
+fn approval_request(
+    ov: &mut Overlay<'_>,
+    d: &DecisionEvent,
+    at: &Stamp,
+    control: &str,
+) -> Result<()> {
+    let t = d.tenant_id.as_str();
+    let request = Request {
+        control: control.to_owned(),
+        agent: d.agent_id.clone(),
+        at: at.clone(),
+    };
+    let answer = ov.update(t, Tag::Decision, &d.event_id, |f: &mut DecisionFacts| {
+        f.request = Some(request.clone());
+        f.answer.clone()
+    })?;
+    let pair = pair_id(control, &d.agent_id);
+    ov.update(t, Tag::ApprovalStats, &pair, |s: &mut ApprovalStats| {
+        s.requested += 1;
+        latest(&mut s.last_request, at);
+        if let Some(a) = &answer {
+            s.count(&request, a, 1);
+        }
+    })?;
+    ov.update(t, Tag::Control, control, |c: &mut ControlAgg| {
+        c.approval_requested(at.0);
+        if let Some(a) = &answer {
+            c.approval_answered(at.0, a, 1);
+        }
+    })?;
+    if answer.is_none() {
+        ov.mark(t, Tag::Pending, &pending_id(control, &d.agent_id, at));
+        let by_agent = pending_by_agent_id(control, &d.agent_id, at);
+        ov.mark(t, Tag::PendingByAgent, &by_agent);
+        pending_changed(ov, t, &d.agent_id, control, 1)?;
+    }
+    let id = rules::finding_id(rules::PENDING_APPROVAL, &d.finding_subject());
+    agent_finding(ov, t, &d.agent_id, &id)?;
+    ov.dirty(t, ViewName::Findings, id);
+    Ok(())
+}
+
+/// The findings the decision raises itself: a high-risk action allowed without approval, and
+/// one without evidence (or its evidence recorded).
+fn raised(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp, by: Option<&str>) -> Result<()> {
+    let t = d.tenant_id.as_str();
+    let high = matches!(d.risk, Risk::High | Risk::Critical);
+    let allowed = d.verdict == Verdict::Allow;
     // Event-raised findings are about the agent and the control it acted under: one row per
     // pair, every decision an occurrence of it.
     let pair = d.finding_subject();
     if high && allowed && d.approval_id.is_none() {
-        let id = raise(ov, t, rules::NO_APPROVAL, &pair, &at, d.environment)?;
+        let id = raise(ov, t, rules::NO_APPROVAL, &pair, at, d.environment)?;
         agent_finding(ov, t, &d.agent_id, &id)?;
         // An approval granted for this decision (before or after it arrives) clears its
         // occurrence: the pair is counted here or in `approval`, whichever comes second.
@@ -541,7 +607,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             t,
             e,
             &Carrier {
-                at: &at,
+                at,
                 by,
                 environment: Some(d.environment),
                 synthetic: d.synthetic,
@@ -553,33 +619,48 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
             },
         )?,
         None if high => {
-            let id = raise(ov, t, rules::EVIDENCE_MISSING, &pair, &at, d.environment)?;
+            let id = raise(ov, t, rules::EVIDENCE_MISSING, &pair, at, d.environment)?;
             agent_finding(ov, t, &d.agent_id, &id)?;
         }
         None => {}
     }
 
-    if d.verdict == Verdict::BreakGlass {
-        let covers = ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
-            x.break_glass = true;
-            min_opt(&mut x.invoked_at, at.0);
-            lww(
-                &mut x.grant,
-                &at,
-                Grant {
-                    decision_id: Some(d.event_id.clone()),
-                    control_id: d.control_id.clone(),
-                    actor: Some(d.actor.clone()),
-                    asserted_by: by.map(str::to_owned),
-                    ..Grant::default()
-                },
-            );
-            keep_newest(&mut x.ids, &at);
-            x.covers.clone()
-        })?;
-        exception_dirty(ov, t, &d.event_id, &covers);
-    }
+    Ok(())
+}
 
+/// A break-glass decision: the exception it invokes.
+fn break_glass(
+    ov: &mut Overlay<'_>,
+    d: &DecisionEvent,
+    at: &Stamp,
+    by: Option<&str>,
+) -> Result<()> {
+    let t = d.tenant_id.as_str();
+    let covers = ov.update(t, Tag::Exception, &d.event_id, |x: &mut ExceptionAgg| {
+        x.break_glass = true;
+        min_opt(&mut x.invoked_at, at.0);
+        lww(
+            &mut x.grant,
+            at,
+            Grant {
+                decision_id: Some(d.event_id.clone()),
+                control_id: d.control_id.clone(),
+                actor: Some(d.actor.clone()),
+                asserted_by: by.map(str::to_owned),
+                ..Grant::default()
+            },
+        );
+        keep_newest(&mut x.ids, at);
+        x.covers.clone()
+    })?;
+    exception_dirty(ov, t, &d.event_id, &covers);
+    Ok(())
+}
+
+/// The data classes the decision sent: each model endpoint's exposure (AISPM-DATA-001's facts)
+/// and the data-exposure map, each class to each destination per agent.
+fn data_exposure(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp) -> Result<()> {
+    let t = d.tenant_id.as_str();
     if let Some(endpoint) = &d.model_endpoint {
         for class in &d.data_classes {
             let id = format!("{endpoint}/{class}");
@@ -588,7 +669,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
                 e.decisions += 1;
                 min_opt(&mut e.first, at.0);
                 max_opt(&mut e.last, at.0);
-                keep_newest(&mut e.ids, &at);
+                keep_newest(&mut e.ids, at);
             })?;
             finding_dirty(ov, t, rules::DATA_CLASS, &id);
         }
@@ -608,7 +689,7 @@ fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Setti
         for class in &classes {
             let id = flow_id(class, kind, destination, &d.agent_id);
             ov.update(t, Tag::Flow, &id, |f: &mut FlowAgg| {
-                f.used.count(&at, d.synthetic);
+                f.used.count(at, d.synthetic);
                 if d.verdict == Verdict::Deny {
                     f.denied += 1;
                 }

@@ -509,178 +509,7 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
     let Some((rule, subject)) = rules::split_finding_id(key) else {
         return Ok((Derived::new(None, (0, String::new())), 0));
     };
-    // The asset the finding is about (empty for a control, evidence or exception).
-    let asset = rule.asset_key(subject).unwrap_or_default();
-    let cond = match rule.id {
-        id if [
-            rules::UNTRUSTED_MCP_TOOL.id,
-            rules::UNTRUSTED_MCP_SERVER.id,
-            rules::PUBLIC_ENDPOINT.id,
-            rules::WILDCARD_KEY.id,
-            rules::AGENT_UNOWNED.id,
-        ]
-        .contains(&id) =>
-        {
-            // Registry-derived; an untrusted MCP tool or server is a finding once it is used.
-            let needs_use =
-                id == rules::UNTRUSTED_MCP_TOOL.id || id == rules::UNTRUSTED_MCP_SERVER.id;
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, needs_use)
-            })?
-        }
-        id if id == rules::UNUSED_SCOPE.id => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                unused_scope_condition(a, s.unused_scope_ms)
-            })?
-        }
-        id if id == rules::SHADOW_AGENT.id => {
-            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
-        }
-        id if id == rules::SHADOW_MODEL.id => {
-            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
-        }
-        id if id == rules::SHADOW_CONTROL.id => {
-            ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| Condition {
-                exists: c.shadow_high_allows > 0,
-                active: c.shadow_high_allows > 0 && c.mode.as_ref().is_some_and(|m| m.value),
-                opened_at: c.shadow_high_first.unwrap_or(0),
-                last_trigger: c.shadow_high_last.unwrap_or(0),
-                cleared_at: c.last_enforced_at.filter(|e| Some(*e) > c.shadow_high_last),
-                ids: ids(&c.shadow_high_ids),
-                occurrences: c.shadow_high_allows,
-                stamp: newest([c.recent.last()]),
-                recent: c.shadow_high_ids.clone(),
-                // Every environment the control decided in (a superset: fails closed).
-                environments: c.environments.keys().copied().collect(),
-            })?
-        }
-        id if id == rules::NO_APPROVAL.id || id == rules::EVIDENCE_MISSING.id => {
-            raised_condition(&facts)
-        }
-        id if id == rules::PENDING_APPROVAL.id => {
-            pending_condition(ov, tenant, subject, s.approval_decision_ms)?
-        }
-        id if id == rules::BREAK_GLASS_LATE.id => {
-            let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
-            let stamp = newest([x.ids.last()]);
-            // Late as `clock::review_in_time` says: at or after the end of the review window.
-            let window = std::time::Duration::from_millis(
-                u64::try_from(s.break_glass_review_ms).unwrap_or(0),
-            );
-            match (x.invoked_at, &x.reviewed) {
-                (Some(inv), Some(rev))
-                    if !clock::review_in_time(Timestamp(inv), Timestamp(rev.at.0), window) =>
-                {
-                    Condition {
-                        exists: true,
-                        active: true,
-                        opened_at: clock::review_deadline(Timestamp(inv), window).0,
-                        last_trigger: rev.at.0,
-                        cleared_at: None,
-                        ids: ids(&x.ids),
-                        occurrences: 1,
-                        stamp,
-                        recent: vec![rev.at.clone()],
-                        environments: BTreeSet::new(),
-                    }
-                }
-                _ => Condition {
-                    stamp,
-                    ..Condition::default()
-                },
-            }
-        }
-        id if id == rules::EXCEPTION_EXPIRED.id => {
-            let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
-            let stamp = newest([x.ids.last()]);
-            let grant = x.grant.as_ref().map(|g| &g.value);
-            match (
-                grant.and_then(|g| g.finding_id.clone()),
-                grant.and_then(|g| g.expires_at),
-            ) {
-                (Some(fid), Some(expires))
-                    if x.revoked_at.is_none()
-                        && rules::split_finding_id(&fid)
-                            .is_some_and(|(r, _)| r.id != rules::EXCEPTION_EXPIRED.id) =>
-                {
-                    let (covered, last_trigger) = finding(ov, tenant, &fid, s)?;
-                    let open = matches!(&covered.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open);
-                    // The finding fired again once the exception had expired (`clock::expired`).
-                    let exists = covered.row.is_some()
-                        && clock::expired(Some(Timestamp(expires)), Timestamp(last_trigger));
-                    Condition {
-                        exists,
-                        active: exists && open,
-                        opened_at: expires,
-                        last_trigger,
-                        cleared_at: None,
-                        ids: vec![fid.clone(), subject.to_owned()],
-                        occurrences: 1,
-                        stamp: stamp.max(covered.stamp),
-                        recent: Vec::new(),
-                        environments: BTreeSet::new(),
-                    }
-                }
-                _ => Condition {
-                    stamp,
-                    ..Condition::default()
-                },
-            }
-        }
-        id if id == rules::DATA_CLASS.id => {
-            let class = subject.rsplit_once('/').map_or("", |(_, c)| c);
-            let e: ExposureAgg = ov.get(tenant, Tag::Exposure, subject)?;
-            let a: AssetAgg = ov.get(tenant, Tag::Asset, &asset)?;
-            let approved_now = a.approves(class);
-            let since = a.approved_since.get(class).copied();
-            let first = e.first.unwrap_or(0);
-            Condition {
-                exists: e.decisions > 0 && (!approved_now || since.is_none_or(|s| first < s)),
-                active: e.decisions > 0 && !approved_now,
-                opened_at: first,
-                last_trigger: e.last.unwrap_or(0),
-                cleared_at: if approved_now { since } else { None },
-                ids: ids(&e.ids),
-                occurrences: e.decisions,
-                stamp: newest([e.ids.last(), a.registration.as_ref().map(|r| &r.at)]),
-                recent: e.ids.clone(),
-                environments: e.environments.clone(),
-            }
-        }
-        id if id == rules::EVIDENCE_UNSIGNED.id || id == rules::EVIDENCE_SIGNATURE.id => {
-            let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, subject)?;
-            match &ev.record {
-                Some(r) => {
-                    let state = signature_state(ov, tenant, subject, &r.value)?;
-                    let hit = if id == rules::EVIDENCE_UNSIGNED.id {
-                        state == SignatureState::Unsigned
-                    } else {
-                        matches!(state, SignatureState::Invalid | SignatureState::UnknownKey)
-                    };
-                    Condition {
-                        exists: hit,
-                        active: hit,
-                        opened_at: r.value.recorded_at,
-                        last_trigger: r.value.recorded_at,
-                        cleared_at: None,
-                        ids: vec![r.value.event_id.clone()],
-                        occurrences: 1,
-                        stamp: r.at.clone(),
-                        recent: vec![(r.value.recorded_at, r.value.event_id.clone())],
-                        environments: r.value.environment.into_iter().collect(),
-                    }
-                }
-                None => Condition::default(),
-            }
-        }
-        id if rules::SIGNALS.iter().any(|r| r.id == id) => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                signal_condition(a, rule)
-            })?
-        }
-        _ => Condition::default(),
-    };
-
+    let cond = condition(ov, tenant, rule, subject, &facts, s)?;
     let stamp = newest([
         Some(&cond.stamp),
         facts.owner.as_ref().map(|o| &o.at),
@@ -779,6 +608,236 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         follow,
     };
     Ok((derived, cond.last_trigger))
+}
+
+/// Whether finding `rule` about `subject` holds, and since when, from the aggregates its rule
+/// reads: each rule's condition is here, by rule id (`facts`: the finding's own, for the
+/// findings events raise).
+fn condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    rule: Rule,
+    subject: &str,
+    facts: &FindingFacts,
+    s: &Settings,
+) -> Result<Condition> {
+    // The asset the finding is about (empty for a control, evidence or exception).
+    let asset = rule.asset_key(subject).unwrap_or_default();
+    Ok(match rule.id {
+        id if [
+            rules::UNTRUSTED_MCP_TOOL.id,
+            rules::UNTRUSTED_MCP_SERVER.id,
+            rules::PUBLIC_ENDPOINT.id,
+            rules::WILDCARD_KEY.id,
+            rules::AGENT_UNOWNED.id,
+        ]
+        .contains(&id) =>
+        {
+            // Registry-derived; an untrusted MCP tool or server is a finding once it is used.
+            let needs_use =
+                id == rules::UNTRUSTED_MCP_TOOL.id || id == rules::UNTRUSTED_MCP_SERVER.id;
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                flag_condition(a, rule, needs_use)
+            })?
+        }
+        id if id == rules::UNUSED_SCOPE.id => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                unused_scope_condition(a, s.unused_scope_ms)
+            })?
+        }
+        id if id == rules::SHADOW_AGENT.id => {
+            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
+        }
+        id if id == rules::SHADOW_MODEL.id => {
+            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
+        }
+        id if id == rules::SHADOW_CONTROL.id => shadow_control_condition(ov, tenant, subject)?,
+        id if id == rules::NO_APPROVAL.id || id == rules::EVIDENCE_MISSING.id => {
+            raised_condition(facts)
+        }
+        id if id == rules::PENDING_APPROVAL.id => {
+            pending_condition(ov, tenant, subject, s.approval_decision_ms)?
+        }
+        id if id == rules::BREAK_GLASS_LATE.id => {
+            break_glass_late_condition(ov, tenant, subject, s)?
+        }
+        id if id == rules::EXCEPTION_EXPIRED.id => {
+            exception_expired_condition(ov, tenant, subject, s)?
+        }
+        id if id == rules::DATA_CLASS.id => data_class_condition(ov, tenant, subject, &asset)?,
+        id if id == rules::EVIDENCE_UNSIGNED.id || id == rules::EVIDENCE_SIGNATURE.id => {
+            evidence_condition(ov, tenant, rule, subject)?
+        }
+        id if rules::SIGNALS.iter().any(|r| r.id == id) => {
+            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
+                signal_condition(a, rule)
+            })?
+        }
+        _ => Condition::default(),
+    })
+}
+
+/// AISPM-CTRL-001's condition: high-risk actions allowed while the control is in shadow mode.
+fn shadow_control_condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    control: &str,
+) -> Result<Condition> {
+    ov.with(tenant, Tag::Control, control, |c: &ControlAgg| Condition {
+        exists: c.shadow_high_allows > 0,
+        active: c.shadow_high_allows > 0 && c.mode.as_ref().is_some_and(|m| m.value),
+        opened_at: c.shadow_high_first.unwrap_or(0),
+        last_trigger: c.shadow_high_last.unwrap_or(0),
+        cleared_at: c.last_enforced_at.filter(|e| Some(*e) > c.shadow_high_last),
+        ids: ids(&c.shadow_high_ids),
+        occurrences: c.shadow_high_allows,
+        stamp: newest([c.recent.last()]),
+        recent: c.shadow_high_ids.clone(),
+        // Every environment the control decided in (a superset: fails closed).
+        environments: c.environments.keys().copied().collect(),
+    })
+}
+
+/// AISPM-BG-001's condition: a break-glass exception reviewed late (`clock::review_in_time`).
+fn break_glass_late_condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    subject: &str,
+    s: &Settings,
+) -> Result<Condition> {
+    let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
+    let stamp = newest([x.ids.last()]);
+    // Late as `clock::review_in_time` says: at or after the end of the review window.
+    let window =
+        std::time::Duration::from_millis(u64::try_from(s.break_glass_review_ms).unwrap_or(0));
+    Ok(match (x.invoked_at, &x.reviewed) {
+        (Some(inv), Some(rev))
+            if !clock::review_in_time(Timestamp(inv), Timestamp(rev.at.0), window) =>
+        {
+            Condition {
+                exists: true,
+                active: true,
+                opened_at: clock::review_deadline(Timestamp(inv), window).0,
+                last_trigger: rev.at.0,
+                cleared_at: None,
+                ids: ids(&x.ids),
+                occurrences: 1,
+                stamp,
+                recent: vec![rev.at.clone()],
+                environments: BTreeSet::new(),
+            }
+        }
+        _ => Condition {
+            stamp,
+            ..Condition::default()
+        },
+    })
+}
+
+/// AISPM-EXC-001's condition: the finding an exception covers fired again once it had expired.
+fn exception_expired_condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    subject: &str,
+    s: &Settings,
+) -> Result<Condition> {
+    let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
+    let stamp = newest([x.ids.last()]);
+    let grant = x.grant.as_ref().map(|g| &g.value);
+    Ok(
+        match (
+            grant.and_then(|g| g.finding_id.clone()),
+            grant.and_then(|g| g.expires_at),
+        ) {
+            (Some(fid), Some(expires))
+                if x.revoked_at.is_none()
+                    && rules::split_finding_id(&fid)
+                        .is_some_and(|(r, _)| r.id != rules::EXCEPTION_EXPIRED.id) =>
+            {
+                let (covered, last_trigger) = finding(ov, tenant, &fid, s)?;
+                let open = matches!(&covered.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open);
+                // The finding fired again once the exception had expired (`clock::expired`).
+                let exists = covered.row.is_some()
+                    && clock::expired(Some(Timestamp(expires)), Timestamp(last_trigger));
+                Condition {
+                    exists,
+                    active: exists && open,
+                    opened_at: expires,
+                    last_trigger,
+                    cleared_at: None,
+                    ids: vec![fid.clone(), subject.to_owned()],
+                    occurrences: 1,
+                    stamp: stamp.max(covered.stamp),
+                    recent: Vec::new(),
+                    environments: BTreeSet::new(),
+                }
+            }
+            _ => Condition {
+                stamp,
+                ..Condition::default()
+            },
+        },
+    )
+}
+
+/// AISPM-EV-002's and AISPM-EV-003's conditions: evidence unsigned, or its signature invalid or by an unknown key.
+fn evidence_condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    rule: Rule,
+    subject: &str,
+) -> Result<Condition> {
+    let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, subject)?;
+    Ok(match &ev.record {
+        Some(r) => {
+            let state = signature_state(ov, tenant, subject, &r.value)?;
+            let hit = if rule.id == rules::EVIDENCE_UNSIGNED.id {
+                state == SignatureState::Unsigned
+            } else {
+                matches!(state, SignatureState::Invalid | SignatureState::UnknownKey)
+            };
+            Condition {
+                exists: hit,
+                active: hit,
+                opened_at: r.value.recorded_at,
+                last_trigger: r.value.recorded_at,
+                cleared_at: None,
+                ids: vec![r.value.event_id.clone()],
+                occurrences: 1,
+                stamp: r.at.clone(),
+                recent: vec![(r.value.recorded_at, r.value.event_id.clone())],
+                environments: r.value.environment.into_iter().collect(),
+            }
+        }
+        None => Condition::default(),
+    })
+}
+
+/// AISPM-DATA-001's condition: a data class sent to a model endpoint not approved for it.
+fn data_class_condition(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    subject: &str,
+    asset: &str,
+) -> Result<Condition> {
+    let class = subject.rsplit_once('/').map_or("", |(_, c)| c);
+    let e: ExposureAgg = ov.get(tenant, Tag::Exposure, subject)?;
+    let a: AssetAgg = ov.get(tenant, Tag::Asset, asset)?;
+    let approved_now = a.approves(class);
+    let since = a.approved_since.get(class).copied();
+    let first = e.first.unwrap_or(0);
+    Ok(Condition {
+        exists: e.decisions > 0 && (!approved_now || since.is_none_or(|s| first < s)),
+        active: e.decisions > 0 && !approved_now,
+        opened_at: first,
+        last_trigger: e.last.unwrap_or(0),
+        cleared_at: if approved_now { since } else { None },
+        ids: ids(&e.ids),
+        occurrences: e.decisions,
+        stamp: newest([e.ids.last(), a.registration.as_ref().map(|r| &r.at)]),
+        recent: e.ids.clone(),
+        environments: e.environments.clone(),
+    })
 }
 
 /// The risk of finding `rule` about `subject` raised in `environments`
