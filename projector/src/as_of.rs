@@ -17,7 +17,8 @@
 use crate::apply::Settings;
 use crate::checkpoints::{Checkpoint, Checkpoints};
 use crate::error::{Error, Result};
-use crate::project::{Engine, Input, StoredParts, split_stored_event};
+use crate::project::split_stored_event;
+use crate::replay::{Feed, scratch};
 use crate::store::{Store, columns};
 use aispm_schemas::views::AsOf;
 use aispm_schemas::{Codec, Timestamp, Topics};
@@ -27,16 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Records per batch of a replay, at most, and the decoded aggregates a batch may hold (the
-/// projector's `--batch-max` and `--batch-max-aggregates` defaults): large batches are what
-/// makes the engine cheap per event, the aggregates bound what one costs in memory.
-const BATCH: usize = crate::Config::DEFAULT_BATCH_MAX;
-const BATCH_AGGREGATES: usize = crate::Config::DEFAULT_BATCH_MAX_AGGREGATES;
-/// The scratch database's block cache.
-const CACHE_BYTES: usize = 16 << 20;
-/// The scratch engine's aggregate cache (entries).
-const CACHE_ENTRIES: usize = 50_000;
 
 /// Replays the events of `tenant` kept in `source` that occurred at or before `at` into a
 /// new database under `dir` (which must not exist or be empty), with `settings`: the views as
@@ -78,7 +69,7 @@ pub fn replay_from(
             b.tenant, b.at
         )));
     }
-    let (store, mut engine) = scratch(topics, settings, base, dir)?;
+    let (store, mut engine) = scratch(topics, settings, base.map(Checkpoint::dir), dir)?;
     let codec = Codec::new();
     let mut summary = AsOf {
         at,
@@ -124,106 +115,6 @@ pub fn replay_from(
     let store = Arc::try_unwrap(store)
         .map_err(|_| Error::Other("the replay's database is still shared".into()))?;
     Ok((store, summary))
-}
-
-/// A scratch database under `dir` (a copy of `base`, or empty) and an engine over it that
-/// publishes nothing.
-pub(crate) fn scratch(
-    topics: &Topics,
-    settings: &Settings,
-    base: Option<&Checkpoint>,
-    dir: &Path,
-) -> Result<(Arc<Store>, Engine)> {
-    if let Some(b) = base {
-        b.copy_to(dir)?;
-    }
-    let store = Arc::new(Store::open(dir, CACHE_BYTES, false)?);
-    store.check_version()?;
-    let engine = Engine::new(
-        Arc::clone(&store),
-        topics.clone(),
-        settings.clone(),
-        CACHE_ENTRIES,
-    )?
-    .without_publishing()?;
-    Ok((store, engine))
-}
-
-/// Kept events on their way into a scratch engine, applied in batches as large as the
-/// engine's memory bound allows.
-pub(crate) struct Feed<'a> {
-    engine: &'a mut Engine,
-    topics: &'a Topics,
-    tenant: &'a str,
-    /// Owned parts of one batch: (kind's topic, principal, payload).
-    batch: Vec<(&'a str, Option<String>, Vec<u8>)>,
-    limit: usize,
-    /// The next record's offset: after the base's, which the engine would skip as applied.
-    offset: i64,
-}
-
-impl<'a> Feed<'a> {
-    pub(crate) fn new(engine: &'a mut Engine, topics: &'a Topics, tenant: &'a str) -> Self {
-        let offset = engine.next_offsets.values().copied().max().unwrap_or(0);
-        let limit = engine.batch_limit(BATCH, BATCH_AGGREGATES);
-        Feed {
-            engine,
-            topics,
-            tenant,
-            batch: Vec::new(),
-            limit,
-            offset,
-        }
-    }
-
-    /// Queues one kept event; applies the batch once it is full.
-    pub(crate) fn push(&mut self, parts: &StoredParts<'_>) -> Result<()> {
-        self.batch.push((
-            parts.topic(self.topics),
-            parts.by.map(str::to_owned),
-            parts.payload.to_vec(),
-        ));
-        if self.batch.len() >= self.limit {
-            self.flush()?;
-            self.limit = self.engine.batch_limit(BATCH, BATCH_AGGREGATES);
-        }
-        Ok(())
-    }
-
-    /// Applies what is queued.
-    pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let inputs: Vec<Input<'_>> = self
-            .batch
-            .iter()
-            .map(|(topic, by, payload)| {
-                self.offset += 1;
-                Input {
-                    topic,
-                    partition: 0,
-                    offset: self.offset - 1,
-                    key: Some(self.tenant.as_bytes()),
-                    payload: Some(payload),
-                    // Kept events were accepted once: the future-dated check is not made
-                    // again (a changed `--future-tolerance` must not drop what was applied).
-                    timestamp: None,
-                    principal: by.as_deref(),
-                }
-            })
-            .collect();
-        let mut prepared = self.engine.prepare(&inputs)?;
-        if let Some(r) = prepared.rejected.first() {
-            return Err(Error::Other(format!(
-                "a kept event was rejected on replay ({}): {}",
-                r.reason, r.error
-            )));
-        }
-        self.engine.commit(&mut prepared)?;
-        self.batch.clear();
-        Ok(())
-    }
 }
 
 /// One replay's database, removed from disk once nothing reads it any more.
@@ -456,7 +347,8 @@ impl History {
     }
 
     /// Extends every tenant's replay checkpoints now and then every `every` until `stop`, on
-    /// a blocking thread of its own beside the replays; `kept` counts them.
+    /// a thread of its own at a lower CPU priority than the consumer's (background work: it
+    /// takes what the live projection leaves); `kept` counts them.
     pub(crate) async fn keep_checkpoints(
         self: Arc<Self>,
         every: Duration,
@@ -465,17 +357,27 @@ impl History {
     ) {
         loop {
             let me = Arc::clone(&self);
-            let done = tokio::task::spawn_blocking(move || {
-                me.checkpoints
-                    .refresh(&me.source, &me.topics, &me.settings, &me.work)
-            })
-            .await;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let started = std::thread::Builder::new()
+                .name("as-of-checkpoints".into())
+                .spawn(move || {
+                    aispm_runtime::supervise::lower_thread_priority();
+                    let _ = tx.send(me.checkpoints.refresh(
+                        &me.source,
+                        &me.topics,
+                        &me.settings,
+                        &me.work,
+                    ));
+                });
+            let done = match started {
+                Ok(_) => rx.await.map_err(|e| Error::Other(e.to_string())),
+                Err(e) => Err(Error::Io(e)),
+            };
             match done {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+                Ok(Err(e)) | Err(e) => {
                     tracing::warn!(error = %e, "Could not extend the replay checkpoints; trying again later.");
                 }
-                Err(e) => tracing::warn!(error = %e, "The replay checkpoints' task failed."),
             }
             let n = self.checkpoints.list().len();
             kept.with_label_values::<&str>(&[])

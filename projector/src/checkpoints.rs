@@ -16,9 +16,9 @@
 //! other settings or another version is removed when the set is opened.
 
 use crate::apply::Settings;
-use crate::as_of::{Feed, scratch};
 use crate::error::{Error, Result};
 use crate::project::split_stored_event;
+use crate::replay::{Feed, copy_database, scratch};
 use crate::store::{FNV_OFFSET, Store, VIEW_VERSION, columns, fnv1a};
 use aispm_schemas::{Codec, Timestamp, Topics};
 use serde::{Deserialize, Serialize};
@@ -56,24 +56,9 @@ struct Meta {
 }
 
 impl Checkpoint {
-    /// Copies the database into `dir`, its table files hard-linked (they are never changed in
-    /// place, only replaced by compaction), the rest copied.
+    /// Copies the database into `dir` (`replay::copy_database`).
     pub fn copy_to(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if name == META_FILE {
-                continue;
-            }
-            let (from, to) = (entry.path(), dir.join(&name));
-            let linked =
-                name.to_string_lossy().ends_with(".sst") && std::fs::hard_link(&from, &to).is_ok();
-            if !linked {
-                std::fs::copy(&from, &to)?;
-            }
-        }
-        Ok(())
+        copy_database(&self.dir, dir)
     }
 
     /// The directory its database is in.
@@ -121,6 +106,15 @@ pub fn fingerprint(settings: &Settings) -> String {
     format!("{:016x}", fnv1a(FNV_OFFSET, text.as_bytes()))
 }
 
+/// What [`extend`] did.
+#[derive(Debug)]
+pub struct Extended {
+    /// The checkpoints made, in the order of their instants.
+    pub made: Vec<Checkpoint>,
+    /// The events it found to apply and left for a later call (after the last checkpoint).
+    pub left: u64,
+}
+
 /// Extends `tenant`'s checkpoints from `base` (or from nothing): the kept events of `source`
 /// that `base` lacks and that occurred by `up_to` are applied in the order they occurred, and
 /// a checkpoint is made every `every` of them (at least) in a new directory under `dir`, at an
@@ -137,28 +131,18 @@ pub fn extend(
     every: usize,
     dir: &Path,
     work: &Path,
-) -> Result<Vec<Checkpoint>> {
-    let out = extend_in(
-        source, topics, settings, tenant, base, up_to, every, dir, work,
-    );
-    let _ = std::fs::remove_dir_all(work);
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
-fn extend_in(
-    source: &Store,
-    topics: &Topics,
-    settings: &Settings,
-    tenant: &str,
-    base: Option<&Checkpoint>,
-    up_to: Timestamp,
-    every: usize,
-    dir: &Path,
-    work: &Path,
-) -> Result<Vec<Checkpoint>> {
+) -> Result<Extended> {
+    /// Removes the scratch database when `extend` returns, after it is closed (declared
+    /// first, dropped last).
+    struct Scratch<'p>(&'p Path);
+    impl Drop for Scratch<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let _scratch = Scratch(work);
     let every = every.max(1);
-    let (store, mut engine) = scratch(topics, settings, base, work)?;
+    let (store, mut engine) = scratch(topics, settings, base.map(Checkpoint::dir), work)?;
     let prefix = columns::tenant_prefix(tenant);
     let codec = Codec::new();
     // The events to apply: (occurred, where the key starts in `keys`, its length).
@@ -199,7 +183,10 @@ fn extend_in(
     }
     let mut made = Vec::new();
     let Some(&last) = cuts.last() else {
-        return Ok(made);
+        return Ok(Extended {
+            made,
+            left: todo.len() as u64,
+        });
     };
     let fingerprint = fingerprint(settings);
     std::fs::create_dir_all(dir)?;
@@ -230,9 +217,11 @@ fn extend_in(
             events,
             fingerprint: fingerprint.clone(),
         };
-        let tmp = path.join(format!("{META_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(&meta).unwrap_or_default())?;
-        std::fs::rename(&tmp, path.join(META_FILE))?;
+        // Written last, durably: a checkpoint without it is incomplete and removed at start.
+        aispm_runtime::fs::write_atomic(
+            &path.join(META_FILE),
+            &serde_json::to_vec(&meta).unwrap_or_default(),
+        )?;
         made.push(Checkpoint {
             tenant: tenant.to_owned(),
             at,
@@ -241,7 +230,10 @@ fn extend_in(
             discarded: AtomicBool::new(false),
         });
     }
-    Ok(made)
+    Ok(Extended {
+        made,
+        left: (todo.len() - last - 1) as u64,
+    })
 }
 
 /// The checkpoints the projector keeps, per tenant in the order of their instants.
@@ -251,6 +243,28 @@ pub(crate) struct Checkpoints {
     /// Events between two checkpoints; 0: none are made.
     every: usize,
     kept: Mutex<HashMap<String, Vec<Arc<Checkpoint>>>>,
+    /// Per tenant: refreshes to skip before its events are walked again, and how many its last
+    /// walk left for a later checkpoint.
+    due: Mutex<HashMap<String, (u32, u64)>>,
+}
+
+/// Refreshes a tenant's walk is skipped at most: a tenant whose events arrive slowly is walked
+/// again only once an interval of them has likely arrived, judged by the growth between its
+/// last two walks, and at least every this many refreshes.
+const MAX_SKIPPED: u32 = 12;
+
+/// Refreshes to skip before walking a tenant again whose last walk left `left` events, `before`
+/// the walk before: about as many as it takes to reach `every` at the growth seen.
+fn skip(every: usize, left: u64, before: u64) -> u32 {
+    let grown = left.saturating_sub(before);
+    let needed = (every as u64).saturating_sub(left);
+    if grown == 0 {
+        return MAX_SKIPPED;
+    }
+    u32::try_from(needed / grown)
+        .unwrap_or(MAX_SKIPPED)
+        .saturating_sub(1)
+        .min(MAX_SKIPPED)
 }
 
 impl Checkpoints {
@@ -261,8 +275,14 @@ impl Checkpoints {
         std::fs::create_dir_all(&dir)?;
         for tenant_dir in std::fs::read_dir(&dir)? {
             let tenant_dir = tenant_dir?.path();
+            if !tenant_dir.is_dir() {
+                continue;
+            }
             for entry in std::fs::read_dir(&tenant_dir)? {
                 let path = entry?.path();
+                if !path.is_dir() {
+                    continue;
+                }
                 match Checkpoint::load(&path, &fingerprint) {
                     Some(c) if every > 0 => {
                         kept.entry(c.tenant.clone()).or_default().push(Arc::new(c));
@@ -282,6 +302,7 @@ impl Checkpoints {
             dir,
             every,
             kept: Mutex::new(kept),
+            due: Mutex::new(HashMap::new()),
         })
     }
 
@@ -323,6 +344,17 @@ impl Checkpoints {
         }
         let mut made = 0;
         for tenant in source.tenants(columns::SEEN)? {
+            let before = match self.due.lock() {
+                Ok(mut due) => match due.get_mut(&tenant) {
+                    Some((skipped, _)) if *skipped > 0 => {
+                        *skipped -= 1;
+                        continue;
+                    }
+                    Some((_, before)) => *before,
+                    None => 0,
+                },
+                Err(_) => 0,
+            };
             let newest = self
                 .kept
                 .lock()
@@ -341,8 +373,16 @@ impl Checkpoints {
                 &dir,
                 work,
             )?;
-            made += new.len();
-            self.add(&tenant, new);
+            made += new.made.len();
+            let wait = if new.made.is_empty() {
+                skip(self.every, new.left, before)
+            } else {
+                0
+            };
+            if let Ok(mut due) = self.due.lock() {
+                due.insert(tenant.clone(), (wait, new.left));
+            }
+            self.add(&tenant, new.made);
         }
         Ok(made)
     }
@@ -389,6 +429,53 @@ fn hex(tenant: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slowly_growing_tenant_is_walked_again_once_an_interval_has_likely_arrived() {
+        // 1,000 more events a refresh, 10,000 short of an interval: nine refreshes skipped.
+        assert_eq!(skip(100_000, 90_000, 89_000), 9);
+        // Growing fast enough to fill an interval by the next refresh: none skipped.
+        assert_eq!(skip(100_000, 90_000, 40_000), 0);
+        // Quiet, or slower than the cap allows for: walked again after the cap.
+        assert_eq!(skip(100_000, 500, 500), MAX_SKIPPED);
+        assert_eq!(skip(100_000, 501, 500), MAX_SKIPPED);
+    }
+
+    #[test]
+    fn only_checkpoints_made_with_the_same_settings_and_version_are_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::default();
+        let tenant = dir.path().join(hex("acme"));
+        let make = |name: &str, fingerprint: Option<String>| {
+            let d = tenant.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(fingerprint) = fingerprint {
+                let meta = Meta {
+                    tenant: "acme".into(),
+                    at: 5,
+                    events: 7,
+                    fingerprint,
+                };
+                std::fs::write(d.join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
+            }
+            d
+        };
+        let kept = make("5-7", Some(fingerprint(&settings)));
+        let other = Settings {
+            loop_repeats: settings.loop_repeats + 1,
+            ..Settings::default()
+        };
+        let stale = make("5-8", Some(fingerprint(&other)));
+        let unfinished = make("6-9", None);
+        std::fs::write(dir.path().join("stray"), b"").unwrap();
+        let set = Checkpoints::open(dir.path().to_owned(), &settings, 10).unwrap();
+        assert_eq!(set.list(), [("acme".to_owned(), Timestamp(5), 7)]);
+        assert!(kept.exists() && !stale.exists() && !unfinished.exists());
+        // With checkpoints turned off, none is kept.
+        drop(set);
+        let set = Checkpoints::open(dir.path().to_owned(), &settings, 0).unwrap();
+        assert!(set.list().is_empty() && !kept.exists());
+    }
 
     #[test]
     fn a_tenant_keeps_evenly_spaced_checkpoints_past_the_cap() {

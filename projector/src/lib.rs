@@ -20,7 +20,8 @@
 //! - [`publish`]: the outbox → views topic; [`api`], [`posture`](mod@posture): the HTTP query API.
 //! - [`as_of`]: the views as of a past instant, replayed from the events kept in `seen` into a
 //!   scratch database (`?as_of=` on every tenant route), from the newest of [`checkpoints`]
-//!   at or before it: each tenant's views as of instants along its history, kept on disk.
+//!   at or before it: each tenant's views as of instants along its history, kept on disk;
+//!   both feed kept events into a scratch database through [`replay`].
 //! - [`metrics`]: the `aispm_projector_*` metrics.
 //!
 //! # The road of one decision
@@ -61,6 +62,7 @@ mod metrics;
 mod posture;
 mod project;
 mod publish;
+mod replay;
 mod rules;
 mod state;
 pub mod store;

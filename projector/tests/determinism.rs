@@ -1850,7 +1850,8 @@ proptest! {
                     &dir.path().join(format!("{tenant}-{round}")),
                     &dir.path().join("work"),
                 )
-                .unwrap();
+                .unwrap()
+                .made;
                 // Each is as of an instant no earlier than the one before, and holds more.
                 let mut before = list.last().map(|l| (l.at, l.events));
                 for c in &made {

@@ -14,7 +14,8 @@
 //!   3.1 operation, so `GET /openapi.json` documents exactly the routes served.
 //! - [`clock`]: the wall clock a service reads and waits on, passed in (tests move it by hand).
 //! - [`supervise`]: a service's tasks: the first to fail, panic or end early stops the rest,
-//!   is shown on `/readyz` and is the service's exit error.
+//!   is shown on `/readyz` and is the service's exit error; background threads' lower CPU
+//!   priority.
 //! - [`dlq`]: dead letters with headers naming source, stage and error; counted.
 //! - [`fs`]: durable files: atomic writes and renames that survive a power loss.
 //! - [`health`]: readiness conditions a service reports (`/readyz`).

@@ -115,11 +115,58 @@ impl<E: Display + Send + 'static> Supervisor<E> {
     }
 }
 
+/// Lowers the calling thread's CPU priority (nice 10 on Linux, or more if it was already) for background work that must
+/// not slow the service's own (the projector's replay checkpoints): the scheduler gives the
+/// thread what the service's other threads leave. Call it on a thread of its own, not a pooled
+/// one (the priority stays with the thread). False where it could not.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub fn lower_thread_priority() -> bool {
+    // SAFETY: `gettid` takes nothing; `getpriority` and `setpriority` take integers (which,
+    // the calling thread's id, the niceness) and read or change only that thread's scheduling
+    // priority. No pointer is passed or returned.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        // Never raised: a thread already nicer (the service started under `nice`) stays so.
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, now.max(10)) == 0
+    }
+}
+
+/// [`lower_thread_priority`] where it is not implemented: nothing changes.
+#[cfg(not(target_os = "linux"))]
+pub fn lower_thread_priority() -> bool {
+    false
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The calling thread's niceness, from `/proc/thread-self/stat` (field 19).
+    #[cfg(target_os = "linux")]
+    fn nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command name (in parentheses, which may hold spaces).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_background_thread_runs_at_a_lower_priority_and_only_it() {
+        let before = nice();
+        let background = std::thread::spawn(|| {
+            assert!(lower_thread_priority());
+            nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(background, before.max(10));
+        assert_eq!(nice(), before, "the calling thread is not changed");
+    }
 
     async fn until(token: CancellationToken) -> Result<(), String> {
         token.cancelled().await;

@@ -106,7 +106,8 @@ fn main() -> Result<()> {
         every,
         &dir.path().join("checkpoints"),
         &dir.path().join("work"),
-    )?;
+    )?
+    .made;
     let made = json!({
         "every": every,
         "count": checkpoints.len(),
