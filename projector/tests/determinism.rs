@@ -511,12 +511,7 @@ proptest! {
         prop_assert_eq!(&duplicated, &reference, "duplicated:\n{}", diff(&duplicated, &reference));
 
         // Produced in another order (as the four topics interleave differently).
-        let mut shuffled = in_order.clone();
-        let mut x = shuffle | 1;
-        for i in (1..shuffled.len()).rev() {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        let shuffled = shuffled(events.len(), shuffle);
         let reordered = project(&events, &shuffled, &cuts);
         prop_assert_eq!(&reordered, &reference, "reordered:\n{}", diff(&reordered, &reference));
 
@@ -1736,14 +1731,7 @@ proptest! {
     ) {
         let topics = Topics::default();
         let events = build(&specs, &topics);
-        let mut order: Vec<usize> = (0..events.len()).collect();
-        let mut x = shuffle | 1;
-        for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        let order = shuffled(events.len(), shuffle);
         let dir = tempfile::tempdir().unwrap();
         let full = project_into(&events, &order, dir.path());
         let at = Timestamp(T0 + minute * 60_000 + 30_000);
@@ -1796,14 +1784,7 @@ proptest! {
     ) {
         let topics = Topics::default();
         let events = build(&specs, &topics);
-        let mut order: Vec<usize> = (0..events.len()).collect();
-        let mut x = shuffle | 1;
-        for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        let order = shuffled(events.len(), shuffle);
         let first = order.len() * arrived_first / 100;
         let dir = tempfile::tempdir().unwrap();
         let source = Arc::new(Store::open(&dir.path().join("db"), 8 << 20, false).unwrap());
@@ -1890,6 +1871,19 @@ proptest! {
             prop_assert_eq!(summary.applied, summary.events - base.map_or(0, |c| c.events));
         }
     }
+}
+
+/// `0..n` in an order drawn from `seed` (xorshift, Fisher-Yates): an arrival order.
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = seed | 1;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 /// Applies `events` in `order` into a store under `dir`, one batch, and returns the store.
