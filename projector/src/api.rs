@@ -1770,17 +1770,14 @@ async fn data_flows(
 
 /// Cursors are the marker's bytes after the finding's prefix, hex-encoded (opaque to callers).
 fn encode_cursor(suffix: &[u8]) -> String {
-    suffix.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(suffix)
 }
 
 fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
-    if !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
+    if cursor.len() > 2048 {
         return None;
     }
-    (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(cursor).ok()
 }
 
 async fn posture_route(

@@ -18,7 +18,7 @@ use crate::apply::Settings;
 use crate::checkpoints::{Checkpoint, Checkpoints};
 use crate::error::{Error, Result};
 use crate::project::split_stored_event;
-use crate::replay::{Feed, scratch};
+use crate::replay::{Feed, scratch_engine, scratch_store};
 use crate::store::{Store, columns};
 use aispm_schemas::views::AsOf;
 use aispm_schemas::{Codec, Timestamp, Topics};
@@ -69,7 +69,8 @@ pub fn replay_from(
             b.tenant, b.at
         )));
     }
-    let (store, mut engine) = scratch(topics, settings, base.map(Checkpoint::dir), dir)?;
+    let store = scratch_store(base.map(Checkpoint::dir), dir)?;
+    let mut engine = scratch_engine(&store, topics, settings)?;
     let codec = Codec::new();
     let mut summary = AsOf {
         at,

@@ -18,7 +18,7 @@
 use crate::apply::Settings;
 use crate::error::{Error, Result};
 use crate::project::split_stored_event;
-use crate::replay::{Feed, copy_database, scratch};
+use crate::replay::{Feed, copy_database, scratch_engine, scratch_store};
 use crate::store::{FNV_OFFSET, Store, VIEW_VERSION, columns, fnv1a};
 use aispm_schemas::{Codec, Timestamp, Topics};
 use serde::{Deserialize, Serialize};
@@ -64,17 +64,6 @@ impl Checkpoint {
     /// The directory its database is in.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Disk it takes (table files shared with other checkpoints counted in each).
-    pub fn bytes(&self) -> u64 {
-        std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 
     fn load(dir: &Path, fingerprint: &str) -> Option<Checkpoint> {
@@ -142,7 +131,8 @@ pub fn extend(
     }
     let _scratch = Scratch(work);
     let every = every.max(1);
-    let (store, mut engine) = scratch(topics, settings, base.map(Checkpoint::dir), work)?;
+    // The engine is made below, once there is a checkpoint to make: most walks find none.
+    let store = scratch_store(base.map(Checkpoint::dir), work)?;
     let prefix = columns::tenant_prefix(tenant);
     let codec = Codec::new();
     // The events to apply: (occurred, where the key starts in `keys`, its length).
@@ -190,6 +180,7 @@ pub fn extend(
     };
     let fingerprint = fingerprint(settings);
     std::fs::create_dir_all(dir)?;
+    let mut engine = scratch_engine(&store, topics, settings)?;
     let mut feed = Feed::new(&mut engine, topics, tenant);
     let mut cuts = cuts.into_iter().peekable();
     for (i, &(occurred, start, len)) in todo[..=last].iter().enumerate() {
@@ -422,7 +413,7 @@ impl Checkpoints {
 
 /// A tenant's directory name: its id in hex (any id is a valid file name then).
 fn hex(tenant: &str) -> String {
-    tenant.bytes().map(|b| format!("{b:02x}")).collect()
+    hex::encode(tenant)
 }
 
 #[cfg(test)]

@@ -37,27 +37,30 @@ pub(crate) fn copy_database(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A scratch database under `dir` (a copy of the closed database in `base`, or empty) and an
-/// engine over it that publishes nothing.
-pub(crate) fn scratch(
-    topics: &Topics,
-    settings: &Settings,
-    base: Option<&Path>,
-    dir: &Path,
-) -> Result<(Arc<Store>, Engine)> {
+/// A scratch database under `dir`: a copy of the closed database in `base`, or empty.
+pub(crate) fn scratch_store(base: Option<&Path>, dir: &Path) -> Result<Arc<Store>> {
     if let Some(b) = base {
         copy_database(b, dir)?;
     }
     let store = Arc::new(Store::open(dir, CACHE_BYTES, false)?);
     store.check_version()?;
-    let engine = Engine::new(
-        Arc::clone(&store),
+    Ok(store)
+}
+
+/// An engine over a scratch database that publishes nothing. Made only when there is
+/// something to apply: it reads every key of the database into its may-exist filter.
+pub(crate) fn scratch_engine(
+    store: &Arc<Store>,
+    topics: &Topics,
+    settings: &Settings,
+) -> Result<Engine> {
+    Engine::new(
+        Arc::clone(store),
         topics.clone(),
         settings.clone(),
         CACHE_ENTRIES,
     )?
-    .without_publishing()?;
-    Ok((store, engine))
+    .without_publishing()
 }
 
 /// Kept events on their way into a scratch engine, applied in batches as large as the
