@@ -8,6 +8,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 scripts/setup.sh
 # shellcheck disable=SC1091
 source "$CACHE/env.sh"
+# A test run from a fresh clone gains nothing from incremental state, which is per path: off.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+scripts/prune-target.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
