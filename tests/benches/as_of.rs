@@ -3,7 +3,7 @@
 //!
 //! The target: posture, findings and readiness as of any past instant T answered within
 //! 10 s for a tenant with 1M events. The bench applies `AISPM_BENCH_EVENTS` (default 1 000 000)
-//! generated events of one tenant (`aispm_tools::records::Gen`, one event every 10 ms of event
+//! generated events of one tenant (`aispm_tools::load::LoadGen::keyed`, one event every 10 ms of event
 //! time, over `AISPM_BENCH_ENTITIES` entities, default 1 000) through the engine into a RocksDB
 //! store, as the projector keeps them, then makes the replay checkpoints the projector keeps
 //! in the background (`aispm_projector::checkpoints::extend`, one every
@@ -27,7 +27,7 @@ use aispm_projector::store::Store;
 use aispm_projector::{Engine, Settings};
 use aispm_schemas::{Timestamp, Topics};
 use aispm_tests::measure::{env_or, peak_rss_mib, process_cpu, round, rss_mib};
-use aispm_tools::records::Gen;
+use aispm_tools::load::LoadGen;
 use anyhow::Result;
 use serde_json::json;
 use std::sync::Arc;
@@ -38,9 +38,9 @@ use std::time::Instant;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const SEED: u64 = 11;
-const TENANT: &str = "tenant-00000";
-/// `Gen`'s first event time, and its step.
-const T0: i64 = 1_763_719_200_000;
+const TENANT: &str = "tenant-000";
+/// `LoadGen::keyed`'s first event time, and its step.
+const T0: i64 = aispm_tools::load::KEYED_START.0;
 const STEP_MS: i64 = 10;
 
 /// Applies `events` generated events of one tenant into a store under `dir`.
@@ -53,7 +53,7 @@ fn fill(dir: &std::path::Path, topics: &Topics, events: u64, entities: usize) ->
         Settings::default(),
         100_000,
     )?;
-    let mut g = Gen::new(SEED, 1, entities);
+    let mut g = LoadGen::keyed(SEED, 1, entities);
     let mut offsets = [0i64; 3];
     let mut done = 0u64;
     while done < events {

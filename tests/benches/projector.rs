@@ -72,7 +72,7 @@ use aispm_tests::Broker;
 use aispm_tests::kafka::{create_contract_topics, random_prefix, send_waiting};
 use aispm_tests::measure::{env_or, peak_rss_mib, process_cpu, round, rss_mib, thread_cpu};
 use aispm_tests::process::binary;
-use aispm_tools::records::Gen;
+use aispm_tools::load::LoadGen;
 use anyhow::{Context, Result, bail};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -237,7 +237,7 @@ fn fill(
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
         .create_with_context(Deliveries::default())?;
-    let mut g = Gen::new(SEED, tenants, entities);
+    let mut g = LoadGen::keyed(SEED, tenants, entities);
     let mut by_topic: HashMap<String, u64> = HashMap::new();
     let started = Instant::now();
     for _ in 0..events {
@@ -579,7 +579,7 @@ fn memory_child() -> Result<()> {
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
         .with_workers(bench_workers())?;
-    let mut g = Gen::new(SEED, tenants, entities);
+    let mut g = LoadGen::keyed(SEED, tenants, entities);
     let mut offsets = [0i64; 3];
     let started = Instant::now();
     let cpu0 = process_cpu();
@@ -641,7 +641,7 @@ fn apply_only(
     entities: usize,
     workers: usize,
 ) -> Result<Value> {
-    let mut g = Gen::new(SEED, tenants, entities);
+    let mut g = LoadGen::keyed(SEED, tenants, entities);
     let recs: Vec<_> = (0..events).map(|_| g.next_record()).collect();
     let mut offsets = [0i64; 3];
     let inputs = aispm_tests::measure::inputs(&recs, topics, &mut offsets);

@@ -32,7 +32,7 @@ use aispm_tests::kafka::{
     read_to_end, wait_caught_up,
 };
 use aispm_tests::process::{Service, binary};
-use aispm_tools::records::Gen;
+use aispm_tools::load::LoadGen;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -156,7 +156,7 @@ struct FeedReport {
 /// ids), until it is answered 202.
 async fn http_feed(
     url: String,
-    generator: Gen,
+    generator: LoadGen,
     events: usize,
     hold: CancellationToken,
     batch: usize,
@@ -393,7 +393,7 @@ async fn kill_9_ingest_under_http_load_then_every_accepted_event_is_applied_once
     no_hold.cancel();
     let feed = tokio::spawn(http_feed(
         format!("{}/v1/events", ingest.http),
-        Gen::new(31, 30, 3000),
+        LoadGen::keyed(31, 30, 3000),
         events,
         no_hold,
         100,
@@ -1190,7 +1190,7 @@ async fn pipeline_survives(mut broker: Broker, fault: BrokerFault, events: usize
     let hold = CancellationToken::new();
     let feed = tokio::spawn(http_feed(
         format!("{}/v1/events", ingest.http),
-        Gen::new(41, 20, 2000),
+        LoadGen::keyed(41, 20, 2000),
         events,
         hold.clone(),
         100,
@@ -1431,7 +1431,7 @@ impl Drop for Tmpfs {
 }
 
 /// Produces `n` generated events straight to the input topics as fast as the broker takes them.
-async fn burst(brokers: &str, topics: &Topics, generator: &mut Gen, n: usize) {
+async fn burst(brokers: &str, topics: &Topics, generator: &mut LoadGen, n: usize) {
     let producer: FutureProducer = aispm_tests::kafka::producer(brokers).unwrap();
     for chunk in 0..n.div_ceil(5000) {
         let records: Vec<_> = (0..5000.min(n - chunk * 5000))
@@ -1479,7 +1479,7 @@ async fn a_service_stopped_while_the_broker_is_away_exits_within_its_grace_perio
     let mut projector = Service::start("aispm-projector", &addr(), &args, dir.path()).unwrap();
     projector.wait_ready(Duration::from_secs(60)).await.unwrap();
     // Busy when the broker goes: events applied, view changes on their way out.
-    let mut generator = Gen::new(52, 5, 100);
+    let mut generator = LoadGen::keyed(52, 5, 100);
     burst(&brokers, &topics, &mut generator, 30_000).await;
     broker.stop();
 
@@ -1518,7 +1518,7 @@ async fn a_full_state_disk_stops_the_projector_loudly_and_a_restart_resumes_exac
     // Far more than fits: 60k events take about 50 MB of WAL and tables (the outbox no longer
     // repeats the rows, so 64 MiB would hold them).
     let events = env_or("AISPM_FAULT_EVENTS", 60_000);
-    let mut generator = Gen::new(51, 30, 3000);
+    let mut generator = LoadGen::keyed(51, 30, 3000);
     burst(&brokers, &topics, &mut generator, events).await;
 
     // The projector stops on its own, with an error that says why.

@@ -13,7 +13,8 @@ use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::broker::kafka_setup;
 use aispm_tests::process::Service;
-use aispm_tools::records::{Gen, Generated};
+use aispm_tools::load::LoadGen;
+use aispm_tools::records::Generated;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -71,7 +72,7 @@ fn assert_topic_denied(result: Result<(), KafkaError>, who: &str, topic: &str) {
 }
 
 /// One generated event of `kind`.
-fn event(generator: &mut Gen, kind: InputKind) -> Generated {
+fn event(generator: &mut LoadGen, kind: InputKind) -> Generated {
     loop {
         let r = generator.next_record();
         if r.kind == kind {
@@ -219,7 +220,7 @@ async fn compose_kafka_acls_hold_every_principal_to_its_topics() {
     let services_took = services_started.elapsed();
 
     // Producers that write straight to Kafka: each writes its own topic, and nothing else.
-    let mut generator = Gen::new(16, 1, 8);
+    let mut generator = LoadGen::keyed(16, 1, 8);
     let decision = event(&mut generator, InputKind::Decision);
     let approval = event(&mut generator, InputKind::Approval);
     let registration = event(&mut generator, InputKind::Registry);

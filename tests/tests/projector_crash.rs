@@ -7,7 +7,7 @@ use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::kafka::{create_contract_topics, random_prefix, wait_caught_up};
 use aispm_tests::process::Service;
-use aispm_tools::records::Gen;
+use aispm_tools::load::LoadGen;
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::path::Path;
@@ -34,7 +34,7 @@ fn args(broker: &Broker, prefix: &str, state: &Path, group: &str) -> Vec<String>
 async fn stream(
     producer: FutureProducer,
     topics: aispm_schemas::Topics,
-    mut g: Gen,
+    mut g: LoadGen,
     n: usize,
     rate: usize,
 ) {
@@ -129,7 +129,7 @@ async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_k
     let feed = tokio::spawn(stream(
         producer,
         topics.clone(),
-        Gen::new(7, 40, 4000),
+        LoadGen::keyed(7, 40, 4000),
         events,
         6_000,
     ));
@@ -202,7 +202,7 @@ async fn two_instances_split_the_partitions_and_a_moved_partition_is_rebuilt() {
     let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
     let group = format!("proj-{}", random_prefix());
     let producer: FutureProducer = aispm_tests::kafka::producer(&broker.bootstrap()).unwrap();
-    let mut g = Gen::new(11, 30, 3000);
+    let mut g = LoadGen::keyed(11, 30, 3000);
 
     let mut a = Service::start(
         "aispm-projector",
@@ -215,7 +215,7 @@ async fn two_instances_split_the_partitions_and_a_moved_partition_is_rebuilt() {
     stream(
         producer.clone(),
         topics.clone(),
-        std::mem::replace(&mut g, Gen::new(12, 30, 3000)),
+        std::mem::replace(&mut g, LoadGen::keyed(12, 30, 3000)),
         10_000,
         20_000,
     )
@@ -233,7 +233,7 @@ async fn two_instances_split_the_partitions_and_a_moved_partition_is_rebuilt() {
     stream(
         producer.clone(),
         topics.clone(),
-        std::mem::replace(&mut g, Gen::new(13, 30, 3000)),
+        std::mem::replace(&mut g, LoadGen::keyed(13, 30, 3000)),
         10_000,
         20_000,
     )
@@ -337,8 +337,7 @@ async fn two_instances_split_the_partitions_and_a_moved_partition_is_rebuilt() {
 /// Produces `n` generated events in one burst, so they reach the broker as large record batches.
 async fn burst(broker: &Broker, topics: &aispm_schemas::Topics, seed: u64, n: usize) {
     let producer: FutureProducer = aispm_tests::kafka::producer(&broker.bootstrap()).unwrap();
-    let mut g = Gen::new(seed, 5, 500);
-    g.duplicate_rate = 0.0;
+    let mut g = LoadGen::keyed(seed, 5, 500).with_duplicates(0.0);
     let records: Vec<_> = (0..n).map(|_| g.next_record()).collect();
     aispm_tests::kafka::send_all(&producer, topics, &records).await;
 }

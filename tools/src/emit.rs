@@ -92,6 +92,22 @@ pub struct EmitArgs {
     #[arg(long, env = "AISPM_EMIT_BACKLOG")]
     pub backlog: Option<usize>,
 
+    /// Load: draw agents, repos, tools, models and controls from about this many distinct
+    /// entities in all (numbered, e.g. `coder-agent-7`), as a scale run does; without it a
+    /// tenant has a few named ones.
+    #[arg(long, env = "AISPM_EMIT_ENTITIES")]
+    pub entities: Option<usize>,
+
+    /// Load: the fraction of events that re-send a recent one with the same event id, as an
+    /// at-least-once producer does (consumers apply each event id once).
+    #[arg(long, env = "AISPM_EMIT_DUPLICATES", default_value_t = 0.0)]
+    pub duplicates: f64,
+
+    /// Load: the fraction of events that triage a finding the load raised (an owner and due
+    /// date, or a day's exception).
+    #[arg(long, env = "AISPM_EMIT_TRIAGE", default_value_t = 0.0)]
+    pub triage: f64,
+
     /// Load: random seed (the same seed gives the same events).
     #[arg(long, env = "AISPM_EMIT_SEED", default_value_t = 1)]
     pub seed: u64,
@@ -339,7 +355,12 @@ async fn load(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let run_id = format!("{:x}", Timestamp::now().millis());
-    let mut generator = LoadGen::new(args.tenants, args.seed, &run_id);
+    let mut generator = LoadGen::new(args.tenants, args.seed, &run_id)
+        .with_duplicates(args.duplicates)
+        .with_triage(args.triage);
+    if let Some(entities) = args.entities {
+        generator = generator.with_entities(entities);
+    }
     if let Some(backlog) = args.backlog {
         generator = generator.with_backlog(backlog);
     }

@@ -8,11 +8,12 @@
 //! # Layout
 //! - [`scenario`]: the demo scenario, phase by phase: every blocker kind raised, then the
 //!   events that clear what a tenant can clear itself; the ids the demo and tests check.
-//! - [`load`]: random realistic load for N tenants: signed evidence, approvals that follow
-//!   decisions, and a security team's remediation past a backlog (wall-clock event times).
-//! - [`records`]: a seeded record generator with a fixed clock and a bounded key space, with
-//!   re-sent duplicates, for crash, scale and benchmark runs that compare state across runs.
-//! - [`emit`]: `aispm-ingest emit`: either generator at a rate, in batches, over HTTP (with
+//! - [`load`]: the one load generator, for N tenants: signed evidence, approvals that follow
+//!   decisions, a security team's triage and remediation; seeded, with knobs for a bounded key
+//!   space, a fixed clock and re-sent duplicates (the preset `LoadGen::keyed` of the crash
+//!   tests and benches, which compare state across runs).
+//! - [`records`]: a generated event as the record of its input topic.
+//! - [`emit`]: `aispm-ingest emit`: the load generator at a rate, in batches, over HTTP (with
 //!   `429`/`503` retries) or straight to Kafka, or as NDJSON on stdout.
 //! - [`error`]: `emit`'s errors.
 //!

@@ -1,12 +1,25 @@
-//! Random but realistic load: decisions from a tenant's agents on every action path (most
-//! allowed and low-risk, some denied, some needing approval, a few break-glass), the approvals
-//! that follow, occasional registry upserts and validations, and the remediation a security
-//! team does: once a tenant has more than its backlog of open items (high-risk actions allowed
-//! without approval, unreviewed break-glass, unsigned evidence), the oldest is resolved or
-//! reviewed. Most evidence is signed with the tenant's demo key, whose trust root is each
-//! tenant's first event. Seeded: the same seed gives the same events (apart from
-//! `occurred_at`, which is the wall clock when generated).
+//! The one load generator: random but realistic events for `emit`, the soak, the benches, the
+//! crash and fault tests and the fuzz seeds. Decisions from a tenant's agents on every action
+//! path (most allowed and low-risk, some denied, some needing approval, a few break-glass), the
+//! approvals that follow, occasional registry upserts, and the work a security team does:
+//! triage (owners, due dates and exceptions on the findings raised) and remediation (once a
+//! tenant has more than its backlog of open items, the oldest is resolved or reviewed). Most
+//! evidence is signed with the tenant's demo key, whose trust root is each tenant's first event.
+//!
+//! Seeded: the same seed gives the same events, and with a [`Clock::Fixed`] the same bytes.
+//! Its knobs, each off by default:
+//! - [`LoadGen::with_entities`]: a bounded key space that scales (agents, repos, tools, models
+//!   and controls numbered within it) instead of a few named ones, for scale runs;
+//! - [`LoadGen::with_clock`]: event times from a fixed start, for runs compared byte for byte;
+//! - [`LoadGen::with_duplicates`]: re-sent events (the same event id), as at-least-once
+//!   producers do;
+//! - [`LoadGen::with_triage`], [`LoadGen::with_backlog`]: the security team's work;
+//! - [`LoadGen::unsigned`]: no trust roots and unsigned evidence (signatures dominate the cost
+//!   of an event in a debug build).
+//!
+//! [`LoadGen::keyed`] sets them all as the crash tests and the benches use them.
 
+use crate::records::Generated;
 use crate::scenario::{demo_key, ids};
 use aispm_schemas::*;
 use base64::Engine;
@@ -58,11 +71,37 @@ const MCP_TOOLS: [(&str, &str); 4] = [
 const MODELS: [&str; 3] = ["openai-gpt-4o", "anthropic-claude", "internal-llama"];
 const DATA_CLASSES: [&str; 4] = ["internal", "pii", "secret", "phi"];
 
+/// How a generator dates its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The wall clock when each event is generated.
+    Wall,
+    /// `start`, then `step_ms` later for each new event: the same seed gives the same bytes.
+    Fixed { start: Timestamp, step_ms: i64 },
+}
+
+/// [`LoadGen::keyed`]'s first event time: 2025-11-21T10:00:00Z.
+pub const KEYED_START: Timestamp = Timestamp(1_763_719_200_000);
+
+/// Re-sent events are drawn from this many recent ones.
+const RECENT: usize = 1000;
+
 /// A generator of events for `tenants` tenants (`tenant-000`, `tenant-001`, …).
 #[derive(Debug)]
 pub struct LoadGen {
     rng: StdRng,
     tenants: Vec<String>,
+    clock: Clock,
+    /// Distinct entities per tenant when the key space is bounded ([`LoadGen::with_entities`]).
+    entities: Option<usize>,
+    /// Fraction of events that re-send a recent one.
+    duplicates: f64,
+    recent: Vec<InputEvent>,
+    /// Fraction of events that triage a raised finding (an owner and due date, or an exception).
+    triage: f64,
+    /// Per tenant, findings raised (most recent last, at most [`RECENT`]).
+    raised: Vec<VecDeque<String>>,
+    signed: bool,
     /// Per tenant, decisions that required approval and await one.
     pending: Vec<Vec<String>>,
     /// Per tenant, open items that can block readiness, oldest first.
@@ -99,6 +138,13 @@ impl LoadGen {
             .collect();
         LoadGen {
             rng: StdRng::seed_from_u64(seed),
+            clock: Clock::Wall,
+            entities: None,
+            duplicates: 0.0,
+            recent: Vec::new(),
+            triage: 0.0,
+            raised: vec![VecDeque::new(); tenants.len()],
+            signed: true,
             pending: vec![Vec::new(); tenants.len()],
             open: vec![VecDeque::new(); tenants.len()],
             backlog: usize::MAX,
@@ -107,6 +153,54 @@ impl LoadGen {
             seq: 0,
             run: run.to_owned(),
         }
+    }
+
+    /// The preset of the crash and fault tests and the benches: `tenants` tenants over about
+    /// `entities` distinct entities in all, a fixed clock (an event every 10 ms from
+    /// [`KEYED_START`]), 1 % re-sent events, 2 % triage, unsigned evidence; event ids carry the
+    /// seed (`load-g<seed>-…`), so generators with different seeds never share one.
+    pub fn keyed(seed: u64, tenants: usize, entities: usize) -> Self {
+        LoadGen::new(tenants, seed, &format!("g{seed}"))
+            .with_entities(entities)
+            .with_clock(Clock::Fixed {
+                start: KEYED_START,
+                step_ms: 10,
+            })
+            .with_duplicates(0.01)
+            .with_triage(0.02)
+            .unsigned()
+    }
+
+    /// Draws agents, repos, tools, models, controls and targets from about `entities` distinct
+    /// entities in all (at least 4 per tenant), numbered (`coder-agent-7`, `ctl-git-3`), instead
+    /// of a few named ones: the key space of a scale run.
+    pub fn with_entities(mut self, entities: usize) -> Self {
+        self.entities = Some((entities / self.tenants.len()).max(4));
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Re-sends a recent event (the same event id) as `rate` of all events.
+    pub fn with_duplicates(mut self, rate: f64) -> Self {
+        self.duplicates = rate.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Makes `rate` of all events triage a finding the load raised: an owner and a due date in
+    /// a week (`finding_assigned`), or one time in four a day's exception (`exception_granted`).
+    pub fn with_triage(mut self, rate: f64) -> Self {
+        self.triage = rate.clamp(0.0, 1.0);
+        self
+    }
+
+    /// No trust roots and no signatures on evidence (which then raises AISPM-EV-002).
+    pub fn unsigned(mut self) -> Self {
+        self.signed = false;
+        self
     }
 
     /// Remediates the oldest open item of a tenant whenever it has more than `backlog` (by
@@ -125,15 +219,49 @@ impl LoadGen {
         (0..n).map(|_| self.next_event()).collect()
     }
 
+    /// The next event's id; it also moves a fixed clock on.
     fn next_id(&mut self, t: usize) -> String {
         self.seq += 1;
         format!("load-{}-{}-{:010}", self.run, self.tenants[t], self.seq)
     }
 
+    /// The time of the event whose id was drawn last.
+    fn now(&self) -> Timestamp {
+        match self.clock {
+            Clock::Wall => Timestamp::now(),
+            Clock::Fixed { start, step_ms } => Timestamp(start.0 + self.seq as i64 * step_ms),
+        }
+    }
+
+    /// The next event as a record of its input topic.
+    pub fn next_record(&mut self) -> Generated {
+        Generated::of(&self.next_event())
+    }
+
     pub fn next_event(&mut self) -> InputEvent {
+        if self.duplicates > 0.0 && !self.recent.is_empty() && self.rng.gen_bool(self.duplicates) {
+            let i = self.rng.gen_range(0..self.recent.len());
+            return self.recent[i].clone();
+        }
+        let event = self.fresh_event();
+        if self.duplicates > 0.0 {
+            if self.recent.len() < RECENT {
+                self.recent.push(event.clone());
+            } else {
+                let i = self.rng.gen_range(0..RECENT);
+                self.recent[i] = event.clone();
+            }
+        }
+        event
+    }
+
+    fn fresh_event(&mut self) -> InputEvent {
         let t = self.rng.gen_range(0..self.tenants.len());
-        if self.keys[t].is_none() {
+        if self.signed && self.keys[t].is_none() {
             return self.trust_root(t);
+        }
+        if self.triage > 0.0 && !self.raised[t].is_empty() && self.rng.gen_bool(self.triage) {
+            return self.triage(t);
         }
         if self.open[t].len() > self.backlog
             && let Some(remedy) = self.open[t].pop_front()
@@ -154,8 +282,54 @@ impl LoadGen {
         *items.choose(&mut self.rng).unwrap_or(&items[0])
     }
 
+    /// Entity `e`'s item of `items` in a bounded key space, else a random one.
+    fn choose<T: Copy>(&mut self, items: &[T], e: Option<usize>) -> T {
+        match e {
+            Some(e) => items[e % items.len()],
+            None => self.pick(items),
+        }
+    }
+
+    /// `name`, numbered by entity `e` modulo `m` in a bounded key space.
+    fn numbered(name: &str, e: Option<usize>, m: usize) -> String {
+        match e {
+            Some(e) => format!("{name}-{}", e % m),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The entity an event is about, in a bounded key space.
+    fn entity(&mut self) -> Option<usize> {
+        self.entities.map(|n| self.rng.gen_range(0..n))
+    }
+
+    fn agent(&mut self, e: Option<usize>) -> String {
+        let agent = self.choose(&AGENTS, e);
+        Self::numbered(agent, e, 50)
+    }
+
+    fn repo(&mut self, t: usize, e: Option<usize>) -> String {
+        let repo = self.choose(&REPOS, e);
+        format!("{}/{}", self.tenants[t], Self::numbered(repo, e, 30))
+    }
+
+    fn mcp_tool(&mut self, e: Option<usize>) -> (String, String) {
+        let (server, tool) = self.choose(&MCP_TOOLS, e);
+        (
+            Self::numbered(server, e, 8),
+            Self::numbered(tool, e, usize::MAX),
+        )
+    }
+
+    fn model(&mut self, e: Option<usize>) -> String {
+        let model = self.choose(&MODELS, e);
+        Self::numbered(model, e, 6)
+    }
+
     fn decision(&mut self, t: usize) -> InputEvent {
         let event_id = self.next_id(t);
+        let occurred_at = self.now();
+        let e = self.entity();
         let tenant = self.tenants[t].clone();
         let kind = match self.rng.gen_range(0..100) {
             0..30 => ActionKind::File,
@@ -178,13 +352,13 @@ impl LoadGen {
             (_, 2..8) => Verdict::Deny,
             _ => Verdict::Allow,
         };
-        let repo = format!("{tenant}/{}", self.pick(&REPOS));
+        let repo = self.repo(t, e);
         let mut d = DecisionEvent {
             event_id: event_id.clone(),
             tenant_id: tenant.clone(),
-            occurred_at: Timestamp::now(),
+            occurred_at,
             source: "load-gateway".into(),
-            agent_id: self.pick(&AGENTS).into(),
+            agent_id: self.agent(e),
             actor: format!("{}@{tenant}.example", self.pick(&ACTORS)),
             environment: Environment::Production,
             action_kind: kind,
@@ -194,7 +368,7 @@ impl LoadGen {
             mcp_server: None,
             mcp_tool: None,
             model_endpoint: None,
-            control_id: Some(format!("ctl-{kind}")),
+            control_id: Some(Self::numbered(&format!("ctl-{kind}"), e, 12)),
             policy_id: Some(format!("pol-{kind}-{risk}")),
             mode: if self.rng.gen_bool(0.9) {
                 Mode::Enforced
@@ -212,7 +386,7 @@ impl LoadGen {
         };
         match kind {
             ActionKind::File => {
-                d.target = self.pick(&FILES).into();
+                d.target = Self::numbered(self.pick(&FILES), e, usize::MAX);
                 d.repo = Some(repo);
             }
             ActionKind::Command => {
@@ -224,15 +398,14 @@ impl LoadGen {
                 d.repo = Some(repo);
             }
             ActionKind::Mcp => {
-                let (server, tool) = self.pick(&MCP_TOOLS);
+                let (server, tool) = self.mcp_tool(e);
                 d.target = format!("{tool} {repo}");
-                d.mcp_server = Some(server.into());
-                d.mcp_tool = Some(tool.into());
+                d.mcp_server = Some(server);
+                d.mcp_tool = Some(tool);
             }
             ActionKind::Model => {
-                let model = self.pick(&MODELS);
                 d.target = "chat.completions".into();
-                d.model_endpoint = Some(model.into());
+                d.model_endpoint = Some(self.model(e));
                 d.data_classes = vec![self.pick(&DATA_CLASSES).into()];
             }
             ActionKind::Network => {
@@ -269,6 +442,16 @@ impl LoadGen {
         if verdict == Verdict::RequireApproval && self.pending[t].len() < 1000 {
             self.pending[t].push(event_id.clone());
         }
+        if self.triage > 0.0
+            && matches!(risk, Risk::High | Risk::Critical)
+            && verdict == Verdict::Allow
+        {
+            let raised = &mut self.raised[t];
+            if raised.len() == RECENT {
+                raised.pop_front();
+            }
+            raised.push_back(no_approval_finding(&d));
+        }
         if self.backlog != usize::MAX {
             if matches!(risk, Risk::High | Risk::Critical) && verdict == Verdict::Allow {
                 // One finding per agent and control: queued once until it is resolved.
@@ -282,6 +465,44 @@ impl LoadGen {
             }
         }
         InputEvent::Decision(d)
+    }
+
+    /// A security engineer's triage of a raised finding: an owner and a due date in a week, or
+    /// one time in four a day's exception.
+    fn triage(&mut self, t: usize) -> InputEvent {
+        let i = self.rng.gen_range(0..self.raised[t].len());
+        let finding = self.raised[t][i].clone();
+        let tenant = self.tenants[t].clone();
+        let event_id = self.next_id(t);
+        let at = self.now();
+        let exception = self.rng.gen_bool(0.25);
+        InputEvent::Approval(ApprovalEvent {
+            exception_id: exception.then(|| format!("exc-{event_id}")),
+            event_id,
+            tenant_id: tenant.clone(),
+            occurred_at: at,
+            source: "load-triage".into(),
+            kind: if exception {
+                ApprovalKind::ExceptionGranted
+            } else {
+                ApprovalKind::FindingAssigned
+            },
+            decision_id: None,
+            finding_id: Some(finding),
+            control_id: None,
+            actor: format!("sec-erin@{tenant}.example"),
+            owner: Some(format!("{}@{tenant}.example", self.pick(&ACTORS))),
+            reason: Some(
+                if exception {
+                    "compensating control in place"
+                } else {
+                    "triaged"
+                }
+                .into(),
+            ),
+            due_at: (!exception).then(|| Timestamp(at.0 + 7 * 86_400_000)),
+            expires_at: exception.then(|| Timestamp(at.0 + 86_400_000)),
+        })
     }
 
     /// The approval event that closes an open item.
@@ -301,10 +522,11 @@ impl LoadGen {
                 "break-glass use reviewed",
             ),
         };
+        let event_id = self.next_id(t);
         InputEvent::Approval(ApprovalEvent {
-            event_id: self.next_id(t),
+            event_id,
             tenant_id: tenant.clone(),
-            occurred_at: Timestamp::now(),
+            occurred_at: self.now(),
             source: "load-remediation".into(),
             kind,
             decision_id,
@@ -324,10 +546,11 @@ impl LoadGen {
         let decision = self.pending[t].swap_remove(i);
         let granted = self.rng.gen_bool(0.8);
         let tenant = self.tenants[t].clone();
+        let event_id = self.next_id(t);
         InputEvent::Approval(ApprovalEvent {
-            event_id: self.next_id(t),
+            event_id,
             tenant_id: tenant.clone(),
-            occurred_at: Timestamp::now(),
+            occurred_at: self.now(),
             source: "load-approvals".into(),
             kind: if granted {
                 ApprovalKind::ApprovalGranted
@@ -370,17 +593,16 @@ impl LoadGen {
     }
 
     fn registry(&mut self, t: usize) -> InputEvent {
-        let (kind, id) = match self.rng.gen_range(0..4) {
-            0 => (AssetKind::Agent, self.pick(&AGENTS).to_owned()),
-            1 => {
-                let repo = self.pick(&REPOS);
-                (AssetKind::Repo, format!("{}/{repo}", self.tenants[t]))
-            }
+        let kind = self.rng.gen_range(0..4);
+        let e = self.entity();
+        let (kind, id) = match kind {
+            0 => (AssetKind::Agent, self.agent(e)),
+            1 => (AssetKind::Repo, self.repo(t, e)),
             2 => {
-                let (server, tool) = self.pick(&MCP_TOOLS);
+                let (server, tool) = self.mcp_tool(e);
                 (AssetKind::McpTool, format!("{server}/{tool}"))
             }
-            _ => (AssetKind::ModelEndpoint, self.pick(&MODELS).to_owned()),
+            _ => (AssetKind::ModelEndpoint, self.model(e)),
         };
         let trust = match kind {
             AssetKind::McpTool | AssetKind::ModelEndpoint => Some(if self.rng.gen_bool(0.9) {
@@ -404,10 +626,11 @@ impl LoadGen {
 
     /// The registry event registering `asset` for tenant `t`.
     fn register(&mut self, t: usize, asset: Asset) -> InputEvent {
+        let event_id = self.next_id(t);
         InputEvent::Registry(RegistryEvent {
-            event_id: self.next_id(t),
+            event_id,
             tenant_id: self.tenants[t].clone(),
-            occurred_at: Timestamp::now(),
+            occurred_at: self.now(),
             source: "load-registry".into(),
             asset: Some(asset),
             validation: None,
@@ -493,6 +716,119 @@ mod tests {
             !none.iter().any(|e| matches!(e, InputEvent::Approval(a)
             if matches!(a.kind, ApprovalKind::FindingResolved | ApprovalKind::BreakGlassReviewed)))
         );
+    }
+
+    #[test]
+    fn the_keyed_preset_gives_the_same_bytes_for_the_same_seed_and_none_shared_across_seeds() {
+        let records = |seed| -> Vec<Vec<u8>> {
+            let mut g = LoadGen::keyed(seed, 4, 400);
+            (0..2000).map(|_| g.next_record().bytes).collect()
+        };
+        assert_eq!(records(5), records(5));
+        let ids = |seed| -> std::collections::BTreeSet<String> {
+            let mut g = LoadGen::keyed(seed, 4, 400);
+            (0..2000)
+                .map(|_| g.next_event().event_id().to_owned())
+                .collect()
+        };
+        assert!(ids(5).is_disjoint(&ids(6)));
+        // A fixed clock: 10 ms per new event from the start, whatever the wall clock says.
+        let mut g = LoadGen::keyed(5, 1, 8).with_duplicates(0.0);
+        let times: Vec<i64> = (0..50).map(|_| g.next_event().occurred_at().0).collect();
+        let expected: Vec<i64> = (1..=50).map(|i| KEYED_START.0 + 10 * i).collect();
+        assert_eq!(times, expected);
+    }
+
+    #[test]
+    fn a_bounded_key_space_bounds_the_entities_and_registers_the_ones_decisions_use() {
+        let events = LoadGen::keyed(3, 2, 40).batch(20_000);
+        let mut agents = std::collections::BTreeSet::new();
+        let mut registered = std::collections::BTreeSet::new();
+        for e in &events {
+            match e {
+                InputEvent::Decision(d) => {
+                    agents.insert((d.tenant_id.clone(), d.agent_id.clone()));
+                    assert!(d.evidence.iter().all(|ev| ev.signature.is_none()));
+                }
+                InputEvent::Registry(r) => {
+                    let a = r.asset.as_ref().unwrap();
+                    if a.asset_kind == AssetKind::Agent {
+                        registered.insert((r.tenant_id.clone(), a.asset_id.clone()));
+                    }
+                    assert_ne!(a.asset_kind, AssetKind::TrustRoot);
+                }
+                InputEvent::Approval(_) => {}
+            }
+        }
+        // 20 entities per tenant, numbered: at most 20 agents each, every one of them in use.
+        assert!(agents.len() > 30 && agents.len() <= 40, "{}", agents.len());
+        assert!(
+            agents
+                .iter()
+                .all(|(_, a)| a.rsplit_once('-').unwrap().1.parse::<u32>().is_ok())
+        );
+        assert!(registered.is_subset(&agents) && registered.len() > 20);
+        // Wider key space, more agents: it scales.
+        let wide = LoadGen::keyed(3, 1, 10_000).batch(20_000);
+        let wide: std::collections::BTreeSet<_> = wide
+            .iter()
+            .filter_map(|e| match e {
+                InputEvent::Decision(d) => Some(d.control_id.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(wide.len() > 50, "{}", wide.len());
+    }
+
+    #[test]
+    fn duplicates_re_send_recent_events_and_triage_follows_raised_findings() {
+        let events = LoadGen::keyed(9, 3, 300).batch(50_000);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut raised = std::collections::BTreeSet::new();
+        let (mut duplicates, mut assigned, mut excepted) = (0, 0, 0);
+        for e in &events {
+            // Valid as ingest and the projector check it.
+            assert_eq!(InputEvent::from_json(e.to_json()).as_ref(), Ok(e));
+            if !seen.insert(e.event_id().to_owned()) {
+                duplicates += 1;
+                continue;
+            }
+            match e {
+                InputEvent::Decision(d)
+                    if matches!(d.risk, Risk::High | Risk::Critical)
+                        && d.verdict == Verdict::Allow =>
+                {
+                    raised.insert((d.tenant_id.clone(), no_approval_finding(d)));
+                }
+                InputEvent::Approval(a)
+                    if matches!(
+                        a.kind,
+                        ApprovalKind::FindingAssigned | ApprovalKind::ExceptionGranted
+                    ) =>
+                {
+                    let finding = a.finding_id.clone().unwrap();
+                    assert!(raised.contains(&(a.tenant_id.clone(), finding)));
+                    if a.kind == ApprovalKind::FindingAssigned {
+                        assert!(a.owner.is_some() && a.due_at.is_some());
+                        assigned += 1;
+                    } else {
+                        assert!(a.exception_id.is_some() && a.expires_at.is_some());
+                        excepted += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // 1 % re-sent, 2 % triage (a quarter of it exceptions), within sampling error.
+        assert!((350..650).contains(&duplicates), "{duplicates}");
+        assert!((500..1000).contains(&assigned), "{assigned}");
+        assert!((150..400).contains(&excepted), "{excepted}");
+        // The default generator re-sends nothing and triages nothing.
+        let plain = LoadGen::new(3, 9, "r1").batch(20_000);
+        let ids: std::collections::BTreeSet<_> = plain.iter().map(InputEvent::event_id).collect();
+        assert_eq!(ids.len(), plain.len());
+        assert!(!plain.iter().any(|e| matches!(e, InputEvent::Approval(a)
+            if matches!(a.kind, ApprovalKind::FindingAssigned | ApprovalKind::ExceptionGranted))));
     }
 
     #[test]
