@@ -63,7 +63,7 @@ pub use readiness::{Engine, Verdicts};
 pub use rules::{Policy, evaluate};
 pub use state::TenantState;
 
-use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::auth::Auth;
 use aispm_runtime::clock::{SharedClock, SystemClock};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
@@ -89,13 +89,7 @@ pub async fn run_with_clock(
     let metrics = Metrics::new("gatekeeper")?;
     let health = Health::new();
     health.set("topics", false, "creating the topics");
-    let tokens = match &config.common.tokens_file {
-        Some(path) => Tokens::load(path)?,
-        None => {
-            tracing::warn!("No tokens file: the readiness API refuses every request.");
-            Tokens::none()
-        }
-    };
+    let tokens = config.common.tokens("the readiness API")?;
     let auth = Auth::new(tokens, &metrics)?;
     let gk_metrics = metrics::GatekeeperMetrics::new(&metrics)?;
     let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());

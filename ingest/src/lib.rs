@@ -41,7 +41,7 @@ pub mod publish;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::auth::Auth;
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
 use aispm_runtime::metrics::Metrics;
@@ -62,13 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let health = Health::new();
     health.set("topics", false, "creating the input topics");
     health.set("broker", false, "not probed yet");
-    let tokens = match &config.common.tokens_file {
-        Some(path) => Tokens::load(path)?,
-        None => {
-            tracing::warn!("No --tokens-file: every POST /v1/events will be refused with 401.");
-            Tokens::none()
-        }
-    };
+    let tokens = config.common.tokens("POST /v1/events")?;
     let auth = Auth::new(tokens, &metrics)?;
     let ingest_metrics = metrics::IngestMetrics::new(&metrics)?;
     let publisher = Arc::new(publish::Publisher::new(

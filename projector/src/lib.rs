@@ -78,7 +78,7 @@ pub use project::{Engine, Input, decode_row};
 use crate::consumer::{Batching, Ctx, Loop, Totals};
 use crate::error::Result;
 use crate::publish::Publisher;
-use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::auth::Auth;
 use aispm_runtime::config::{ClockArgs, CommonArgs};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
@@ -422,10 +422,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let mut parts = setup(&config, true).await?;
     drain_outbox(&parts.engine, &mut parts.publisher).await?;
     parts.health.set("state_restored", true, "outbox drained");
-    let tokens = match &config.common.tokens_file {
-        Some(p) => Tokens::load(p)?,
-        None => Tokens::none(),
-    };
+    let tokens = config.common.tokens("the views API")?;
     let auth = Auth::new(tokens, &parts.metrics)?;
     let keeper = Arc::new(posture::Keeper::new(
         Arc::clone(parts.engine.store()),

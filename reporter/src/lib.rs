@@ -62,7 +62,7 @@ mod webhooks;
 pub use config::Config;
 pub use error::{Error, Result};
 
-use aispm_runtime::auth::{Auth, Tokens};
+use aispm_runtime::auth::Auth;
 use aispm_runtime::clock::{SharedClock, SystemClock};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
@@ -89,13 +89,7 @@ pub async fn run_with_clock(
     let health = Health::new();
     let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
     health.set("state_restored", false, "replaying the state topics");
-    let tokens = match &config.common.tokens_file {
-        Some(p) => Tokens::load(p)?,
-        None => {
-            tracing::warn!("No --tokens-file: the report API refuses every request.");
-            Tokens::none()
-        }
-    };
+    let tokens = config.common.tokens("the report API")?;
     let auth = Auth::new(tokens, &metrics)?;
 
     std::fs::create_dir_all(&config.state_dir).map_err(|e| Error::io(&config.state_dir, e))?;

@@ -1,6 +1,7 @@
 //! Flags common to every service. Each flag also reads an `AISPM_*` environment variable; the
 //! doc comments are the `--help` text.
 
+use crate::auth::Tokens;
 use crate::kafka::KafkaConfig;
 use aispm_schemas::{Topics, clock};
 use std::path::PathBuf;
@@ -57,6 +58,18 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The bearer tokens of `--tokens-file`. Without the flag there are none, and every
+    /// authenticated route of `api` (named in the warning logged here) is refused.
+    pub fn tokens(&self, api: &str) -> crate::Result<Tokens> {
+        match &self.tokens_file {
+            Some(path) => Tokens::load(path),
+            None => {
+                tracing::warn!("No --tokens-file: {api} refuses every authenticated request.");
+                Ok(Tokens::none())
+            }
+        }
+    }
+
     pub fn topics(&self) -> Topics {
         Topics::with_prefix(&self.topic_prefix)
     }
