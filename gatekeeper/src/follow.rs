@@ -514,16 +514,7 @@ impl Follower {
             .inc();
         self.p
             .dead_letters
-            .send(DeadLetter {
-                topic: m.topic(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key(),
-                payload: m.payload(),
-                stage,
-                reason,
-                error,
-            })
+            .send(DeadLetter::of(m, stage, reason, error))
             .await?;
         Ok(())
     }

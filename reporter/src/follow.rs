@@ -364,16 +364,7 @@ impl Follower {
                     );
                 } else {
                     self.dead_letters
-                        .send(DeadLetter {
-                            topic: m.topic(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            key: m.key(),
-                            payload: m.payload(),
-                            stage: DlqStage::Decode,
-                            reason,
-                            error,
-                        })
+                        .send(DeadLetter::of(m, DlqStage::Decode, reason, error))
                         .await?;
                 }
             }

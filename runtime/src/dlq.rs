@@ -10,7 +10,7 @@ use aispm_schemas::limits;
 use aispm_schemas::topics::dlq_headers as h;
 use prometheus::IntCounterVec;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -52,6 +52,27 @@ pub struct DeadLetter<'a> {
     /// semantic check's own (`weak_key`, `invalid_key`: `FieldError::code`).
     pub reason: &'static str,
     pub error: String,
+}
+
+impl<'a> DeadLetter<'a> {
+    /// Consumed record `m`, rejected at `stage` for `reason`.
+    pub fn of(
+        m: &'a impl Message,
+        stage: Stage,
+        reason: &'static str,
+        error: String,
+    ) -> DeadLetter<'a> {
+        DeadLetter {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            stage,
+            reason,
+            error,
+        }
+    }
 }
 
 /// Sends dead letters and counts them by source topic, stage and reason.

@@ -2096,12 +2096,18 @@ max_backoff = "1s"
         .unwrap();
     assert_eq!(forged.status().as_u16(), 400);
 
+    // A record on a followed topic that does not decode is dead-lettered, with headers naming
+    // where it came from; the reporter carries on.
+    produce(&p, &s.topics.blockers, "acme/production/x", b"not avro")
+        .await
+        .unwrap();
+
     // The subscription whose endpoint never answers gives up after its retry_for, into the
     // dead-letter topic, with headers naming it.
     let dead = read_all(
         &s.broker.bootstrap(),
         &s.topics.dlq,
-        1,
+        2,
         Duration::from_secs(30),
     )
     .unwrap();
@@ -2122,6 +2128,15 @@ max_backoff = "1s"
     );
     let body: Value = serde_json::from_slice(d.value.as_ref().unwrap()).unwrap();
     assert_eq!(body["type"], "readiness.changed");
+    let d = dead
+        .iter()
+        .find(|r| header(r, "aispm.dlq.source.topic").as_deref() == Some(&s.topics.blockers))
+        .expect("a dead letter for the record that does not decode");
+    assert_eq!(d.key.as_deref(), Some(&b"acme/production/x"[..]));
+    assert_eq!(d.value.as_deref(), Some(&b"not avro"[..]));
+    assert_eq!(header(d, "aispm.dlq.stage").as_deref(), Some("decode"));
+    assert_eq!(header(d, "aispm.dlq.service").as_deref(), Some("reporter"));
+    assert!(header(d, "aispm.dlq.source.offset").is_some());
 
     // kill -9 and a restart replay every topic: nothing is sent again, and a new change still
     // is, once.
