@@ -148,32 +148,10 @@ struct PendingClock {
 }
 
 impl PendingClock {
-    /// Marks dirty AISPM-APR-002 of the pairs whose overdue requests changed: those with a
-    /// request that the move made overdue (one range read of [`Tag::PendingByAgent`], from the
-    /// old deadline to the new), or all of the agent's pairs when their rows changed otherwise.
-    /// An agent with requests pending under many controls so costs, per decision, only the
-    /// requests that became overdue: a pair's row does not name the clock itself.
-    fn moved(self, ov: &mut Overlay<'_>, t: &str, agent: &str, window_ms: i64) -> Result<()> {
-        let mut controls: BTreeSet<String> = self.every_pair.into_iter().flatten().collect();
-        if self.before.is_none_or(|b| b < self.after) {
-            let deadline = |clock: i64| overdue_before(window_ms, clock);
-            let prefix = format!("{agent}\0");
-            let start = self.before.map_or_else(
-                || prefix.clone(),
-                |b| pending_by_agent_before(agent, deadline(b)),
-            );
-            let end = pending_by_agent_before(agent, deadline(self.after));
-            if start < end {
-                let (ids, _) =
-                    ov.marks_between(t, Tag::PendingByAgent, &prefix, &start, &end, usize::MAX)?;
-                controls.extend(
-                    ids.iter()
-                        .filter_map(|id| pending_by_agent_control(&id[prefix.len()..]))
-                        .map(str::to_owned),
-                );
-            }
-        }
-        for control in controls {
+    /// Marks dirty AISPM-APR-002 of all of the agent's pairs when their rows changed otherwise,
+    /// and notes the move of the clock for [`settle`].
+    fn moved(self, ov: &mut Overlay<'_>, t: &str, agent: &str) {
+        for control in self.every_pair.into_iter().flatten() {
             finding_dirty(
                 ov,
                 t,
@@ -181,8 +159,54 @@ impl PendingClock {
                 &finding_subject(&[agent, &control]),
             );
         }
-        Ok(())
+        if self.before.is_none_or(|b| b < self.after) {
+            ov.clocks
+                .entry((t.to_owned(), agent.to_owned()))
+                .and_modify(|(_, after)| *after = (*after).max(self.after))
+                .or_insert((self.before, self.after));
+        }
     }
+}
+
+/// What a batch's events leave to its end: AISPM-APR-002 of the pairs with a request that the
+/// moves of their agent's clock made overdue, one range read of [`Tag::PendingByAgent`] per
+/// agent (from the deadline before the batch's first move to the one after its last), not one
+/// per decision. An agent with requests pending under many controls so costs only the requests
+/// that became overdue: a pair's row does not name the clock itself.
+///
+/// Reading once at the end sees the requests the batch added and not those it answered; a
+/// request added or answered in the batch marked its pair dirty itself (`pending_changed`), so
+/// the rows derived are those a read per decision would have derived.
+pub(crate) fn settle(ov: &mut Overlay<'_>, s: &Settings) -> Result<()> {
+    let mut clocks: Vec<_> = ov.clocks.drain().collect();
+    clocks.sort_unstable();
+    let deadline = |clock: i64| overdue_before(s.approval_decision_ms, clock);
+    for ((t, agent), (before, after)) in clocks {
+        let prefix = format!("{agent}\0");
+        let start = before.map_or_else(
+            || prefix.clone(),
+            |b| pending_by_agent_before(&agent, deadline(b)),
+        );
+        let end = pending_by_agent_before(&agent, deadline(after));
+        if start >= end {
+            continue;
+        }
+        let (ids, _) =
+            ov.marks_between(&t, Tag::PendingByAgent, &prefix, &start, &end, usize::MAX)?;
+        let controls: BTreeSet<&str> = ids
+            .iter()
+            .filter_map(|id| pending_by_agent_control(&id[prefix.len()..]))
+            .collect();
+        for control in controls {
+            finding_dirty(
+                ov,
+                &t,
+                rules::PENDING_APPROVAL,
+                &finding_subject(&[&agent, control]),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// An agent's risk factors changed (its registration, data classes, privileged actions or
@@ -285,7 +309,7 @@ fn links(d: &DecisionEvent) -> Vec<(&'static str, String)> {
 fn decision(ov: &mut Overlay<'_>, d: &DecisionEvent, by: Option<&str>, s: &Settings) -> Result<()> {
     let at: Stamp = (d.occurred_at.0, d.event_id.clone());
     let linked = links(d);
-    assets(ov, d, &at, &linked, s)?;
+    assets(ov, d, &at, &linked)?;
     usage(ov, d, &at, linked)?;
     runtime_signals(ov, d, s)?;
     let control = control(ov, d, &at)?;
@@ -306,7 +330,6 @@ fn assets(
     d: &DecisionEvent,
     at: &Stamp,
     linked: &[(&'static str, String)],
-    s: &Settings,
 ) -> Result<()> {
     let t = d.tenant_id.as_str();
     let privileged = risk::privileged_action(d.action_kind.as_str());
@@ -367,7 +390,7 @@ fn assets(
                     agent_risk_changed(ov, t, &id, findings);
                 }
                 // Its newest decision is the clock of its pending requests (AISPM-APR-002).
-                clock.moved(ov, t, &id, s.approval_decision_ms)?;
+                clock.moved(ov, t, &id);
             }
             CoverageKind::ModelEndpoint => {
                 finding_dirty(ov, t, rules::SHADOW_MODEL, &id);

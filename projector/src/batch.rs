@@ -267,6 +267,11 @@ pub(crate) struct Overlay<'a> {
     /// Event ids first seen in this batch, and the event each is kept with.
     seen: HashMap<Vec<u8>, Vec<u8>>,
     pub dirty: HashSet<Dirty>,
+    /// Agents whose newest decision moved in this batch, by tenant and agent: the newest
+    /// decision's time before the batch's first move (`None`: it had none) and after its last.
+    /// `apply::settle` reads the pending requests the moves made overdue once per agent and
+    /// batch, not once per decision.
+    pub clocks: HashMap<(String, String), (Option<i64>, i64)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -280,6 +285,7 @@ impl<'a> Overlay<'a> {
             listed: BTreeSet::new(),
             seen: HashMap::default(),
             dirty: HashSet::default(),
+            clocks: HashMap::default(),
         }
     }
 
@@ -570,6 +576,11 @@ impl<'a> Overlay<'a> {
                 let bytes = slot.value.encode();
                 encoded = bytes.len();
                 put((columns::STATE, key.clone(), Some(bytes)))?;
+            } else if encoded == 0 {
+                // Read, not stored, not written: nothing to keep (the may-exist filter answers
+                // the next read of it without RocksDB), and keeping it would push out of the
+                // cache an aggregate that is stored.
+                continue;
             }
             self.cache.keep(key, slot.value, encoded);
         }

@@ -106,7 +106,7 @@ impl Outgoing {
         if change.view == ViewName::Findings {
             let value = match &change.row {
                 Some(ViewRow::Finding(f)) => Some(
-                    serde_json::to_vec(&aispm_schemas::ocsf::finding(&change.tenant_id, f))
+                    aispm_schemas::ocsf::finding_json(&change.tenant_id, f)
                         .map_err(|e| Error::Other(format!("OCSF record: {e}")))?,
                 ),
                 _ => None,
@@ -750,6 +750,7 @@ fn apply_shard(
         apply::apply(&mut ov, event, by.as_deref(), settings)?;
         applied[*kind as usize] += 1;
     }
+    apply::settle(&mut ov, settings)?;
 
     // Re-derive every dirty row once; publish only rows that changed.
     let mut outgoing = Vec::new();

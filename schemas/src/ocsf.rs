@@ -16,7 +16,8 @@
 
 use crate::rules::{self, FindingClass};
 use crate::{FindingRow, FindingStatus, Risk, Timestamp};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// The OCSF schema version the records follow.
 pub const OCSF_VERSION: &str = "1.5.0";
@@ -39,16 +40,16 @@ fn severity(r: Risk) -> (u32, &'static str) {
 
 /// An ATLAS framework entry (`MITRE-ATLAS AML.T0010 ML Supply Chain Compromise`) as an OCSF
 /// attack; `None` for any other framework.
-fn attack(framework: &str) -> Option<Value> {
+fn attack(framework: &str) -> Option<Attack<'_>> {
     let rest = framework.strip_prefix("MITRE-ATLAS ")?;
     let (uid, name) = rest.split_once(' ').unwrap_or((rest, rest));
-    Some(json!({
-        "technique": {
-            "uid": uid,
-            "name": name,
-            "src_url": format!("https://atlas.mitre.org/techniques/{uid}"),
+    Some(Attack {
+        technique: Technique {
+            name,
+            src_url: format!("https://atlas.mitre.org/techniques/{uid}"),
+            uid,
         },
-    }))
+    })
 }
 
 /// The finding's class: its rule's, or for a rule this build does not know, a detection.
@@ -58,12 +59,155 @@ pub fn class(f: &FindingRow) -> FindingClass {
 
 /// `f`, a finding of `tenant`, as an OCSF record.
 pub fn finding(tenant: &str, f: &FindingRow) -> Value {
+    // A record of plain strings, numbers and objects always converts.
+    serde_json::to_value(record(tenant, f)).unwrap_or(Value::Null)
+}
+
+/// `f`, a finding of `tenant`, as the bytes of its OCSF record: what [`finding`] holds, written
+/// without building it as a JSON value first (the projector writes one per finding change).
+pub fn finding_json(tenant: &str, f: &FindingRow) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&record(tenant, f))
+}
+
+// The record's objects. Each object's fields are in the order of their names, the order a JSON
+// value writes them in, so `finding_json` writes the bytes `finding` serializes to.
+
+#[derive(Serialize)]
+struct Record<'a> {
+    activity_id: u32,
+    activity_name: &'static str,
+    category_name: &'static str,
+    category_uid: u32,
+    class_name: &'static str,
+    class_uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compliance: Option<Compliance<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<i64>,
+    end_time: i64,
+    evidences: Vec<EvidenceRef<'a>>,
+    finding_info: FindingInfo<'a>,
+    message: String,
+    metadata: Metadata<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remediation: Option<Remediation>,
+    resources: [Resource<'a>; 1],
+    severity: &'static str,
+    severity_id: u32,
+    start_time: i64,
+    status: &'static str,
+    status_id: u32,
+    time: i64,
+    time_dt: String,
+    type_name: String,
+    type_uid: u32,
+    unmapped: Unmapped<'a>,
+}
+
+#[derive(Serialize)]
+struct Compliance<'a> {
+    control: &'a str,
+    requirements: Vec<&'a String>,
+    standards: Vec<&'a String>,
+    status_id: u32,
+}
+
+#[derive(Serialize)]
+struct EvidenceRef<'a> {
+    data: EvidenceData<'a>,
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct EvidenceData<'a> {
+    event_id: &'a str,
+    tenant_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct FindingInfo<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attacks: Vec<Attack<'a>>,
+    created_time: i64,
+    data_sources: [&'static str; 1],
+    desc: String,
+    first_seen_time: i64,
+    last_seen_time: i64,
+    modified_time: i64,
+    related_events: Vec<Uid<'a>>,
+    title: &'a str,
+    types: [&'a str; 1],
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Attack<'a> {
+    technique: Technique<'a>,
+}
+
+#[derive(Serialize)]
+struct Technique<'a> {
+    name: &'a str,
+    src_url: String,
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Uid<'a> {
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    product: Product,
+    tenant_uid: &'a str,
+    uid: String,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Product {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Remediation {
+    desc: &'static str,
+}
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<String>,
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    asserted_by: Option<&'a str>,
+    due_time: Option<i64>,
+    exception_expiration_time: Option<i64>,
+    exception_uid: Option<&'a str>,
+    occurrences: i64,
+    owner: Option<&'a str>,
+    resolution: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    standards: Option<Vec<&'a String>>,
+}
+
+/// The typed record of [`finding`].
+fn record<'a>(tenant: &'a str, f: &'a FindingRow) -> Record<'a> {
     let rule = rules::by_id(&f.rule_id);
     let compliance = class(f) == FindingClass::Compliance;
-    let class_uid = if compliance {
-        COMPLIANCE_FINDING
+    let (class_uid, class_name) = if compliance {
+        (COMPLIANCE_FINDING, "Compliance Finding")
     } else {
-        DETECTION_FINDING
+        (DETECTION_FINDING, "Detection Finding")
     };
     let (activity_id, activity_name, status_id, status) = match f.status {
         FindingStatus::Open if f.exception_id.is_some() => (2, "Update", 3, "Suppressed"),
@@ -73,97 +217,101 @@ pub fn finding(tenant: &str, f: &FindingRow) -> Value {
     };
     let (severity_id, severity_name) = severity(f.severity);
     let time = f.closed_at.unwrap_or(f.last_occurrence_at.max(f.opened_at));
-    let attacks: Vec<Value> = f.frameworks.iter().filter_map(|fw| attack(fw)).collect();
     let standards: Vec<&String> = f
         .frameworks
         .iter()
         .filter(|fw| !fw.starts_with("MITRE-ATLAS "))
         .collect();
-    let mut finding_info = json!({
-        "uid": f.finding_id,
-        "title": f.title,
-        "desc": format!("{} on {} ({} occurrence(s))", f.rule_id, f.subject, f.occurrences),
-        "types": [f.rule_id],
-        "created_time": f.opened_at.0,
-        "first_seen_time": f.first_occurrence_at.0,
-        "last_seen_time": f.last_occurrence_at.0,
-        "modified_time": time.0,
-        "related_events": f.event_ids.iter().map(|e| json!({"uid": e})).collect::<Vec<_>>(),
-        "data_sources": ["aispm"],
-    });
-    if !attacks.is_empty() {
-        finding_info["attacks"] = Value::Array(attacks);
-    }
-    let mut resource = json!({"uid": f.subject, "name": f.subject, "type": "AI asset"});
-    if !f.environments.is_empty() {
-        resource["labels"] = json!(
-            f.environments
+    Record {
+        activity_id,
+        activity_name,
+        category_name: "Findings",
+        category_uid: 2,
+        class_name,
+        class_uid,
+        compliance: compliance.then(|| Compliance {
+            control: &f.rule_id,
+            requirements: standards.clone(),
+            standards: standards.clone(),
+            // Compliance status: 1 Pass, 3 Fail.
+            status_id: match f.status {
+                FindingStatus::Open => 3,
+                FindingStatus::Closed => 1,
+            },
+        }),
+        count: (!compliance).then_some(f.occurrences),
+        end_time: f.last_occurrence_at.0,
+        evidences: f
+            .event_ids
+            .iter()
+            .map(|e| EvidenceRef {
+                data: EvidenceData {
+                    event_id: e,
+                    tenant_id: tenant,
+                },
+                name: "aispm event",
+            })
+            .collect(),
+        finding_info: FindingInfo {
+            attacks: f.frameworks.iter().filter_map(|fw| attack(fw)).collect(),
+            created_time: f.opened_at.0,
+            data_sources: ["aispm"],
+            desc: format!(
+                "{} on {} ({} occurrence(s))",
+                f.rule_id, f.subject, f.occurrences
+            ),
+            first_seen_time: f.first_occurrence_at.0,
+            last_seen_time: f.last_occurrence_at.0,
+            modified_time: time.0,
+            related_events: f.event_ids.iter().map(|e| Uid { uid: e }).collect(),
+            title: &f.title,
+            types: [&f.rule_id],
+            uid: &f.finding_id,
+        },
+        message: format!("{}: {}", f.title, f.subject),
+        metadata: Metadata {
+            product: Product {
+                name: "aispm",
+                vendor_name: "aispm",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            tenant_uid: tenant,
+            uid: record_key(tenant, &f.finding_id),
+            version: OCSF_VERSION,
+        },
+        remediation: rule.map(|r| Remediation {
+            desc: r.remediation,
+        }),
+        resources: [Resource {
+            labels: f
+                .environments
                 .iter()
                 .map(|e| format!("environment:{e}"))
-                .collect::<Vec<_>>()
-        );
-    }
-    let mut unmapped = json!({
-        "owner": f.owner,
-        "due_time": f.due_at.map(Timestamp::millis),
-        "exception_uid": f.exception_id,
-        "exception_expiration_time": f.exception_expires_at.map(Timestamp::millis),
-        "resolution": f.resolution,
-        "occurrences": f.occurrences,
-        "asserted_by": f.asserted_by,
-    });
-    let mut v = json!({
-        "category_uid": 2,
-        "category_name": "Findings",
-        "class_uid": class_uid,
-        "class_name": if compliance { "Compliance Finding" } else { "Detection Finding" },
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": class_uid * 100 + activity_id,
-        "type_name": format!("{}: {activity_name}", if compliance { "Compliance Finding" } else { "Detection Finding" }),
-        "severity_id": severity_id,
-        "severity": severity_name,
-        "status_id": status_id,
-        "status": status,
-        "time": time.0,
-        "time_dt": time.to_rfc3339(),
-        "start_time": f.first_occurrence_at.0,
-        "end_time": f.last_occurrence_at.0,
-        "message": format!("{}: {}", f.title, f.subject),
-        "metadata": {
-            "version": OCSF_VERSION,
-            "uid": record_key(tenant, &f.finding_id),
-            "product": {"name": "aispm", "vendor_name": "aispm", "version": env!("CARGO_PKG_VERSION")},
-            "tenant_uid": tenant,
+                .collect(),
+            name: &f.subject,
+            kind: "AI asset",
+            uid: &f.subject,
+        }],
+        severity: severity_name,
+        severity_id,
+        start_time: f.first_occurrence_at.0,
+        status,
+        status_id,
+        time: time.0,
+        time_dt: time.to_rfc3339(),
+        type_name: format!("{class_name}: {activity_name}"),
+        type_uid: class_uid * 100 + activity_id,
+        unmapped: Unmapped {
+            asserted_by: f.asserted_by.as_deref(),
+            due_time: f.due_at.map(Timestamp::millis),
+            exception_expiration_time: f.exception_expires_at.map(Timestamp::millis),
+            exception_uid: f.exception_id.as_deref(),
+            occurrences: f.occurrences,
+            owner: f.owner.as_deref(),
+            resolution: f.resolution.as_deref(),
+            standards: (!compliance).then_some(standards),
         },
-        "finding_info": finding_info,
-        "resources": [resource],
-        "evidences": f.event_ids.iter().map(|e| json!({
-            "name": "aispm event",
-            "data": {"event_id": e, "tenant_id": tenant},
-        })).collect::<Vec<_>>(),
-    });
-    if let Some(rule) = rule {
-        v["remediation"] = json!({"desc": rule.remediation});
     }
-    if compliance {
-        // Compliance status: 1 Pass, 3 Fail.
-        let cstatus_id = match f.status {
-            FindingStatus::Open => 3,
-            FindingStatus::Closed => 1,
-        };
-        v["compliance"] = json!({
-            "standards": standards,
-            "requirements": standards,
-            "control": f.rule_id,
-            "status_id": cstatus_id,
-        });
-    } else {
-        v["count"] = json!(f.occurrences);
-        unmapped["standards"] = json!(standards);
-    }
-    v["unmapped"] = unmapped;
-    v
 }
 
 #[cfg(test)]
@@ -236,6 +384,21 @@ mod tests {
         );
         assert_eq!(v["compliance"]["status_id"], 1, "pass");
         assert_eq!(v["status"], "Resolved");
+    }
+
+    #[test]
+    fn the_bytes_written_are_those_of_the_value() {
+        for r in rules::ALL {
+            let mut f = row(r.id);
+            let value = serde_json::to_vec(&finding("t", &f)).unwrap();
+            assert_eq!(finding_json("t", &f).unwrap(), value, "{}", r.id);
+            f.status = FindingStatus::Closed;
+            f.closed_at = Some(Timestamp(9_000));
+            f.owner = Some("sec".into());
+            f.environments = vec![crate::Environment::Production];
+            let value = serde_json::to_vec(&finding("t", &f)).unwrap();
+            assert_eq!(finding_json("t", &f).unwrap(), value, "{}", r.id);
+        }
     }
 
     #[test]

@@ -674,6 +674,22 @@ fn apply_only(
     }))
 }
 
+/// `AISPM_BENCH_ROLE=apply`: the apply-only run alone, for profiling (`perf record` on this
+/// process), with `AISPM_BENCH_EVENTS` (default 200000), `AISPM_BENCH_ENTITIES` (one count, default
+/// 1000), `AISPM_BENCH_TENANTS` and `AISPM_BENCH_WORKERS` (default 1).
+fn apply_child() -> Result<()> {
+    let events = env_or("AISPM_BENCH_EVENTS", 200_000);
+    let entities = env_or("AISPM_BENCH_ENTITIES", 1_000) as usize;
+    let tenants = env_or("AISPM_BENCH_TENANTS", 100) as usize;
+    let workers = env_or("AISPM_BENCH_WORKERS", 1).max(1) as usize;
+    let topics = Topics::with_prefix("bench.");
+    println!(
+        "{}",
+        apply_only(&topics, events, tenants, entities, workers)?
+    );
+    Ok(())
+}
+
 // ----------------------------------------------------------------------------------------------
 // The Quix Streams and Kafka Streams comparison (decision topic only)
 
@@ -1527,6 +1543,7 @@ fn main() -> Result<()> {
     match std::env::var("AISPM_BENCH_ROLE").as_deref() {
         Ok("reader") => reader_child(),
         Ok("memory") => memory_child(),
+        Ok("apply") => apply_child(),
         _ => {
             let result = suite();
             // Statics are not dropped: remove the pinned copy of the projector here.
