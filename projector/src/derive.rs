@@ -510,12 +510,16 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
         return Ok((Derived::new(None, (0, String::new())), 0));
     };
     let cond = condition(ov, tenant, rule, subject, &facts, s)?;
+    // The row changed because of what its risk reads too: name the newest of that, whether
+    // the row exists or not.
+    let risk_stamp = risk_stamp(ov, tenant, rule, subject)?;
     let stamp = newest([
         Some(&cond.stamp),
         facts.owner.as_ref().map(|o| &o.at),
         facts.due_at.as_ref().map(|o| &o.at),
         facts.resolved.as_ref().map(|o| &o.at),
         facts.exception.as_ref().map(|o| &o.at),
+        Some(&risk_stamp),
     ]);
     if !cond.exists {
         let derived = Derived {
@@ -565,9 +569,7 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
     let mut event_ids = cond.ids.clone();
     event_ids.extend(ids(&facts.approval_ids));
     let environments: Vec<Environment> = cond.environments.into_iter().collect();
-    let (risk, risk_stamp) = risk_score(ov, tenant, rule, subject, &environments)?;
-    // The row changed because of what its risk read too: name the newest of that.
-    let stamp = stamp.max(risk_stamp);
+    let risk = risk_score(ov, tenant, rule, subject, &environments)?;
     let row = FindingRow {
         finding_id: key.to_owned(),
         rule_id: rule.id.to_owned(),
@@ -845,15 +847,14 @@ fn data_class_condition(
 /// data classes and privileged actions seen with it and, for a finding about an agent, the
 /// agent's reach. Every aggregate read here marks the finding dirty when its part of the
 /// factors changes (`apply.rs`: `agent_risk_changed`, the registry), so the row stays a pure
-/// function of the aggregates. Also returns the newest event stamp behind what it read.
+/// function of the aggregates. [`risk_stamp`] is the newest event stamp behind what it reads.
 fn risk_score(
     ov: &mut Overlay<'_>,
     tenant: &str,
     rule: Rule,
     subject: &str,
     environments: &[Environment],
-) -> Result<(RiskScore, Stamp)> {
-    let mut stamp: Stamp = (0, String::new());
+) -> Result<RiskScore> {
     let mut inputs = risk::Inputs {
         severity: rule.severity,
         asset: risk::Asset::None,
@@ -886,7 +887,6 @@ fn risk_score(
     if rule.subject == rules::Subject::Control {
         ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| {
             from_registration(&mut inputs, c.registration.as_ref());
-            stamp = newest([c.registration.as_ref().map(|r| &r.at), c.recent.last()]);
             inputs.privileged_actions = c
                 .action_kinds
                 .iter()
@@ -900,10 +900,6 @@ fn risk_score(
         let data_class_rule = rule.id == rules::DATA_CLASS.id;
         ov.with(tenant, Tag::Asset, &key, |a: &AssetAgg| {
             from_registration(&mut inputs, a.registration.as_ref());
-            stamp = newest([
-                a.registration.as_ref().map(|r| &r.at),
-                a.last_decision.as_ref(),
-            ]);
             if !data_class_rule {
                 inputs.data_classes = a.data_classes.clone();
                 inputs.privileged_actions = a.privileged_actions.clone();
@@ -913,7 +909,29 @@ fn risk_score(
             }
         })?;
     }
-    Ok((risk::score(&inputs), stamp))
+    Ok(risk::score(&inputs))
+}
+
+/// The newest event stamp behind what a finding's risk reads ([`risk_score`]): the
+/// registration and the newest decision of its control or asset. A finding's change names it
+/// whether the finding exists or not, so that the change that deletes a row is never older
+/// than the row it deletes (no row's `changed_at` goes backwards on the views topic).
+fn risk_stamp(ov: &mut Overlay<'_>, tenant: &str, rule: Rule, subject: &str) -> Result<Stamp> {
+    let mut stamp: Stamp = (0, String::new());
+    if rule.subject == rules::Subject::Control {
+        stamp = ov.with(tenant, Tag::Control, subject, |c: &ControlAgg| {
+            newest([c.registration.as_ref().map(|r| &r.at), c.recent.last()])
+        })?;
+    }
+    if let Some(key) = rule.asset_key(subject) {
+        stamp = ov.with(tenant, Tag::Asset, &key, |a: &AssetAgg| {
+            newest([
+                a.registration.as_ref().map(|r| &r.at),
+                a.last_decision.as_ref(),
+            ])
+        })?;
+    }
+    Ok(stamp)
 }
 
 /// The first occurrence after a resolution at `resolved_at`, from the newest occurrences

@@ -3,13 +3,16 @@
 
 use aispm_projector::store::Store;
 use aispm_projector::{Config, catch_up};
+use aispm_schemas::ViewChange;
+use aispm_schemas::codec::Codec;
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
-use aispm_tests::kafka::{create_contract_topics, random_prefix, wait_caught_up};
+use aispm_tests::kafka::{create_contract_topics, random_prefix, read_to_end, wait_caught_up};
 use aispm_tests::process::Service;
 use aispm_tools::load::LoadGen;
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -178,6 +181,8 @@ async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_k
         projector.log_tail()
     );
 
+    // Before the clean replay, which publishes to the same topic from the beginning.
+    changes_never_go_back(&broker, &topics.views);
     let crashed = digest(&state);
     let clean = clean_digest(&broker, &prefix).await;
     println!(
@@ -188,6 +193,40 @@ async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_k
     assert_eq!(
         crashed, clean,
         "views after {kills} kill -9 differ from a clean replay"
+    );
+}
+
+/// On the views topic, no row's `changed_at` goes backwards, whatever the kills made the
+/// projector publish again: a consumer that keeps the newest change of each row by
+/// `changed_at` keeps the last one on the topic.
+fn changes_never_go_back(broker: &Broker, views: &str) {
+    let mut records = read_to_end(&broker.bootstrap(), &[views], Duration::from_secs(60)).unwrap();
+    assert!(!records.is_empty(), "no view change on {views}");
+    records.sort_by_key(|(_, r)| (r.partition, r.offset));
+    let codec = Codec::new();
+    let mut newest: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+    let mut last: HashMap<Vec<u8>, String> = HashMap::new();
+    for (_, r) in &records {
+        let change: ViewChange = codec.decode(r.value.as_deref().unwrap()).unwrap();
+        let key = r.key.clone().unwrap();
+        let at = change.changed_at.0;
+        if let Some((before, offset)) = newest.get(&key) {
+            assert!(
+                at >= *before,
+                "{}: changed_at {at} at offset {} after {before} at offset {offset}\nnow {:?}\nbefore {}",
+                String::from_utf8_lossy(&key),
+                r.offset,
+                change,
+                last[&key]
+            );
+        }
+        last.insert(key.clone(), format!("{change:?}"));
+        newest.insert(key, (at, r.offset));
+    }
+    println!(
+        "views topic: {} changes of {} rows, changed_at never backwards",
+        records.len(),
+        newest.len()
     );
 }
 
