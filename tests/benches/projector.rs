@@ -40,6 +40,10 @@
 //! 2M; 10M takes about ten minutes) generated events over 100 000 entities through the engine with the service's default
 //! bounded caches and reports its peak RSS.
 //!
+//! For a profile, `AISPM_BENCH_ROLE=apply` runs only the one-worker apply-only run (no broker,
+//! no files written) and prints its figures: `AISPM_BENCH_ROLE=apply AISPM_BENCH_EVENTS=100000
+//! perf record --call-graph dwarf target/release/deps/projector-* --bench`.
+//!
 //! Writes `bench/projector.json` and `bench/projector.md`, and upserts the `projector` key of
 //! `bench/results.json` (`scripts/bench.sh` assembles the whole suite).
 //!
