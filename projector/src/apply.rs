@@ -178,10 +178,9 @@ impl PendingClock {
 /// request added or answered in the batch marked its pair dirty itself (`pending_changed`), so
 /// the rows derived are those a read per decision would have derived.
 pub(crate) fn settle(ov: &mut Overlay<'_>, s: &Settings) -> Result<()> {
-    let mut clocks: Vec<_> = ov.clocks.drain().collect();
-    clocks.sort_unstable();
     let deadline = |clock: i64| overdue_before(s.approval_decision_ms, clock);
-    for ((t, agent), (before, after)) in clocks {
+    // In any order: the pairs are marked in a set, and the dirty rows derived in key order.
+    for ((t, agent), (before, after)) in std::mem::take(&mut ov.clocks) {
         let prefix = format!("{agent}\0");
         let start = before.map_or_else(
             || prefix.clone(),
