@@ -293,6 +293,7 @@ impl Loop {
             .with_label_values::<&str>(&[])
             .observe(prepared.stats.aggregates as f64);
 
+        crate::crash::reached(crate::crash::APPLIED);
         // Dead letters first: once the batch commits, their offsets are behind us.
         for r in &prepared.rejected {
             self.retrying("dead-lettering a record", shutdown, || {
@@ -309,8 +310,10 @@ impl Loop {
             })?;
         }
 
+        crate::crash::reached(crate::crash::DEAD_LETTERED);
         let commit_started = Instant::now();
         self.engine.commit(&mut prepared)?;
+        crate::crash::reached(crate::crash::COMMITTED);
         if let Some(k) = &self.posture {
             k.changed(prepared.outgoing.iter().map(|o| o.tenant.as_str()));
         }
@@ -330,7 +333,9 @@ impl Loop {
         retrying(&self.handle, "publishing view changes", shutdown, || {
             std::future::ready(publisher.publish(outgoing))
         })?;
+        crate::crash::reached(crate::crash::PUBLISHED);
         self.engine.clear_outbox(prepared.outbox)?;
+        crate::crash::reached(crate::crash::OUTBOX_CLEARED);
         self.metrics
             .outbox_pending
             .with_label_values::<&str>(&[])

@@ -22,7 +22,8 @@
 //!   scratch database (`?as_of=` on every tenant route), from the newest of [`checkpoints`]
 //!   at or before it: each tenant's views as of instants along its history, kept on disk;
 //!   both feed kept events into a scratch database through [`replay`].
-//! - [`metrics`]: the `aispm_projector_*` metrics.
+//! - [`metrics`]: the `aispm_projector_*` metrics; [`crash`]: the crash points the kill -9 tests
+//!   stop a debug build at, one per step of the commit protocol.
 //!
 //! # The road of one decision
 //! 1. [`consumer`]: `Loop::run` polls it with the rest of a batch (up to `--batch-max-records`).
@@ -55,6 +56,7 @@ pub mod as_of;
 mod batch;
 pub mod checkpoints;
 mod consumer;
+mod crash;
 mod derive;
 mod error;
 mod filter;
@@ -413,6 +415,7 @@ async fn drain_outbox(engine: &Engine, publisher: &mut Publisher) -> Result<()> 
             "Publishing view changes left in the outbox."
         );
         tokio::task::block_in_place(|| publisher.publish(&pending))?;
+        crash::reached(crash::DRAINED);
     }
     engine.clear_outbox(range)
 }

@@ -51,6 +51,7 @@ impl ProducerContext for Counting {
                 .get_or_insert_with(|| e.clone());
         }
         self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+        crate::crash::reached(crate::crash::PUBLISHING);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Crash and scale: kill -9 the projector at random points while events stream in, and move
 //! partitions between two instances; the views must equal those of a clean replay.
 
-use aispm_projector::store::Store;
+use aispm_projector::store::{Store, columns};
 use aispm_projector::{Config, catch_up};
 use aispm_schemas::ViewChange;
 use aispm_schemas::codec::Codec;
@@ -512,4 +512,272 @@ async fn resuming_inside_a_record_batch_applies_every_record_once() {
         "every record applied exactly once over {runs} runs"
     );
     assert_eq!(digest(&state), clean_digest(&broker, &prefix).await);
+}
+
+/// Kill -9 at each step of the commit protocol (`aispm_projector`'s crash points): after the
+/// batch is applied, after its dead letters, after its write, in the middle of publishing, after
+/// publishing, after the outbox is cleared, and while a start republishes the outbox a crash
+/// left. After each, the restarted projector must lose nothing and apply nothing twice: the
+/// same events sent again after the restart, and again after a clean stop (every batch
+/// checkpointed), are all duplicates and change no row; the views equal a clean replay; the
+/// views topic ends with every stored row and no other; no `changed_at` goes backwards on it;
+/// every bad record is dead-lettered.
+#[test]
+fn kill_9_at_each_step_of_the_commit_protocol() {
+    let broker = Broker::start().unwrap();
+    // (step, n): the n-th time the step is reached; a publishing crash lands after some
+    // hundreds of acknowledgements, inside a batch's changes.
+    // Each step on its own topics, group and state, and thread, all at once: most of a step's
+    // time is spent waiting (for a group to settle, a topic to be read to its end).
+    let steps = [
+        ("applied", 3),
+        ("dead_lettered", 3),
+        ("committed", 3),
+        ("publishing", 400),
+        ("published", 3),
+        ("outbox_cleared", 3),
+    ];
+    std::thread::scope(|s| {
+        for (step, n) in steps {
+            let broker = &broker;
+            s.spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(crash_at_step(broker, step, n));
+            });
+        }
+    });
+}
+
+/// One record to send: topic, key, payload.
+type Outbound = (String, Vec<u8>, Vec<u8>);
+
+/// Sends every record and waits for each acknowledgement; their (partition, offset).
+async fn send_all(producer: &FutureProducer, records: &[Outbound]) -> Vec<(i32, i64)> {
+    let mut sent = Vec::with_capacity(records.len());
+    for chunk in records.chunks(500) {
+        let pending: Vec<_> = chunk
+            .iter()
+            .map(|(topic, key, payload)| {
+                producer.send(
+                    FutureRecord::to(topic).key(key).payload(payload),
+                    Duration::from_secs(60),
+                )
+            })
+            .collect();
+        for p in pending {
+            let d = p.await.map_err(|(e, _)| e).expect("acknowledged");
+            sent.push((d.partition, d.offset));
+        }
+    }
+    sent
+}
+
+/// The events of one run, every hundredth record a bad one (not Avro), and the bad ones' indexes.
+fn crash_records(topics: &aispm_schemas::Topics, events: usize) -> (Vec<Outbound>, Vec<usize>) {
+    let mut g = LoadGen::keyed(11, 6, 300).with_duplicates(0.0);
+    let mut records = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..events {
+        if i % 100 == 50 {
+            bad.push(records.len());
+            records.push((
+                topics.decisions.clone(),
+                g.tenants()[0].clone().into_bytes(),
+                b"not an avro record".to_vec(),
+            ));
+        }
+        let r = g.next_record();
+        records.push((
+            r.kind.topic(topics).to_owned(),
+            r.tenant.into_bytes(),
+            r.bytes,
+        ));
+    }
+    (records, bad)
+}
+
+async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
+    let started = Instant::now();
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let group = format!("proj-{}", random_prefix());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut a = args(broker, &prefix, &state, &group);
+    // Small batches, so that the crash lands after some have committed; static membership, so
+    // that each start gets the partitions back at once.
+    a.extend(
+        ["--batch-max", "200", "--instance-id", "projector-0"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    let (records, bad) = crash_records(&topics, 3_000);
+    let good = (records.len() - bad.len()) as f64;
+    let producer: FutureProducer = aispm_tests::kafka::producer(&broker.bootstrap()).unwrap();
+    let sent = send_all(&producer, &records).await;
+
+    let crash = |at: &str| vec![("AISPM_CRASH_AT".to_owned(), at.to_owned())];
+    let mut crashing = Service::start_with_env(
+        "aispm-projector",
+        &http,
+        &a,
+        &crash(&format!("{step}:{n}")),
+        dir.path(),
+    )
+    .unwrap();
+    let status = crashing
+        .wait_exit(Duration::from_secs(120))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no crash at {step}:{n}:\n{}", crashing.log_tail()));
+    let reached = format!("crash point {step}:{n} reached");
+    assert!(
+        !status.success() && crashing.log().contains(&reached),
+        "{step}: exited with {status}, not at the crash point:\n{}",
+        crashing.log_tail()
+    );
+    if step == "committed" {
+        // The write is durable and nothing of it published: the next start republishes the
+        // outbox; kill it there too.
+        let mut draining =
+            Service::start_with_env("aispm-projector", &http, &a, &crash("drained"), dir.path())
+                .unwrap();
+        let status = draining.wait_exit(Duration::from_secs(120)).await.unwrap();
+        assert!(
+            status.is_some_and(|s| !s.success())
+                && draining.log().contains("crash point drained:1 reached"),
+            "no crash while draining the outbox: {status:?}\n{}",
+            draining.log_tail()
+        );
+    }
+
+    // Restarted: the same events again, before it has caught up with the first copies.
+    let mut projector = Service::start("aispm-projector", &http, &a, dir.path()).unwrap();
+    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+    send_all(&producer, &records).await;
+    let inputs = topics.inputs();
+    wait_caught_up(
+        &broker.bootstrap(),
+        &group,
+        &inputs,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let duplicates = "aispm_projector_events_total{outcome=\"duplicate\",topic=\"all\"}";
+    assert_eq!(
+        projector.sample(duplicates).await,
+        good,
+        "{step}: after the restart, every event sent again is a duplicate, and only those"
+    );
+    let changes = aispm_tests::process::sum(
+        &projector.metrics().await,
+        "aispm_projector_view_changes_total",
+        "",
+    );
+    assert!(projector.terminate(Duration::from_secs(30)).unwrap());
+
+    // Stopped cleanly (every batch checkpointed), started again: a third copy, all duplicates,
+    // no row changed.
+    let mut projector = Service::start("aispm-projector", &http, &a, dir.path()).unwrap();
+    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+    send_all(&producer, &records).await;
+    wait_caught_up(
+        &broker.bootstrap(),
+        &group,
+        &inputs,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    assert_eq!(
+        projector.sample(duplicates).await,
+        good,
+        "{step}: after a checkpoint"
+    );
+    let page = projector.metrics().await;
+    assert_eq!(
+        aispm_tests::process::sum(&page, "aispm_projector_view_changes_total", ""),
+        0.0,
+        "{step}: duplicates changed rows"
+    );
+    assert!(projector.terminate(Duration::from_secs(30)).unwrap());
+
+    changes_never_go_back(broker, &topics.views);
+    topic_ends_with_the_store(broker, &topics.views, &state);
+    let dead: std::collections::HashSet<(i32, i64)> =
+        read_to_end(&broker.bootstrap(), &[&topics.dlq], Duration::from_secs(60))
+            .unwrap()
+            .iter()
+            .map(|(_, r)| {
+                let h = |name: &str| {
+                    let (_, v) = r.headers.iter().find(|(k, _)| k == name).unwrap();
+                    String::from_utf8_lossy(v).parse::<i64>().unwrap()
+                };
+                (
+                    h(aispm_schemas::topics::dlq_headers::SOURCE_PARTITION) as i32,
+                    h(aispm_schemas::topics::dlq_headers::SOURCE_OFFSET),
+                )
+            })
+            .collect();
+    for i in &bad {
+        assert!(
+            dead.contains(&sent[*i]),
+            "{step}: bad record at {:?} not dead-lettered",
+            sent[*i]
+        );
+    }
+    let crashed = digest(&state);
+    let clean = clean_digest(broker, &prefix).await;
+    println!(
+        "crash at {step}:{n} (view changes before the clean stop: {changes}): rows={} digest={:016x} clean_rows={} clean_digest={:016x} in {:.1}s",
+        crashed.0,
+        crashed.1,
+        clean.0,
+        clean.1,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        crashed, clean,
+        "views after a crash at {step} differ from a clean replay"
+    );
+}
+
+/// The last change of every row on the views topic is the row as stored (a delete for a row not
+/// stored): a consumer of the topic alone ends with the projector's views.
+fn topic_ends_with_the_store(broker: &Broker, views: &str, state: &Path) {
+    let codec = Codec::new();
+    let mut last: HashMap<
+        (String, aispm_schemas::ViewName, String),
+        Option<aispm_schemas::ViewRow>,
+    > = HashMap::new();
+    let mut records = read_to_end(&broker.bootstrap(), &[views], Duration::from_secs(60)).unwrap();
+    records.sort_by_key(|(_, r)| (r.partition, r.offset));
+    for (_, r) in records {
+        let change: ViewChange = codec.decode(r.value.as_deref().unwrap()).unwrap();
+        last.insert((change.tenant_id, change.view, change.key), change.row);
+    }
+    let store = Store::open(state, 8 << 20, false).unwrap();
+    let mut stored = HashMap::new();
+    for ((cf, key), value) in store.dump_views().unwrap() {
+        let (view, _) = columns::VIEWS.iter().find(|(_, c)| *c == cf).unwrap();
+        let (tenant, row) = columns::split_tenant_key(&key).unwrap();
+        let decoded = aispm_projector::decode_row(*view, &value).unwrap();
+        stored.insert((tenant.to_owned(), *view, row.to_owned()), decoded);
+    }
+    for (k, row) in &stored {
+        assert_eq!(
+            last.get(k),
+            Some(&Some(row.clone())),
+            "{k:?}: the topic's last change is not the stored row"
+        );
+    }
+    for (k, row) in &last {
+        assert!(
+            row.is_none() || stored.contains_key(k),
+            "{k:?}: on the topic, not stored"
+        );
+    }
 }
