@@ -33,6 +33,38 @@ fn args(broker: &Broker, prefix: &str, state: &Path, group: &str) -> Vec<String>
     .collect()
 }
 
+/// What one projector under test runs on: fresh contract topics (3 partitions) under their own
+/// prefix, a state directory, a consumer group, an HTTP address, and its arguments.
+struct Rig {
+    prefix: String,
+    topics: aispm_schemas::Topics,
+    dir: tempfile::TempDir,
+    state: std::path::PathBuf,
+    group: String,
+    http: String,
+    args: Vec<String>,
+}
+
+async fn rig(broker: &Broker) -> Rig {
+    let prefix = random_prefix();
+    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let group = format!("proj-{}", random_prefix());
+    let args = args(broker, &prefix, &state, &group);
+    Rig {
+        prefix,
+        topics,
+        dir,
+        state,
+        group,
+        http: format!("127.0.0.1:{}", free_port()),
+        args,
+    }
+}
+
 /// Produces `n` generated events at about `rate` per second; returns once all are acknowledged.
 async fn stream(
     producer: FutureProducer,
@@ -113,15 +145,15 @@ async fn kill_9_without_instance_id_then_the_partitions_come_back_after_the_sess
 
 async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_kills: usize) {
     let broker = Broker::start().unwrap();
-    let prefix = random_prefix();
-    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let group = format!("proj-{}", random_prefix());
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut a = args(&broker, &prefix, &state, &group);
+    let Rig {
+        prefix,
+        topics,
+        dir,
+        state,
+        group,
+        http,
+        args: mut a,
+    } = rig(&broker).await;
     if let Some(id) = instance_id {
         a.extend(["--instance-id".to_owned(), id.to_owned()]);
     }
@@ -599,23 +631,15 @@ fn crash_records(topics: &aispm_schemas::Topics, events: usize) -> (Vec<Outbound
 
 async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
     let started = Instant::now();
-    let prefix = random_prefix();
-    let topics = create_contract_topics(&broker.bootstrap(), &prefix, 3)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let group = format!("proj-{}", random_prefix());
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut a = args(broker, &prefix, &state, &group);
+    let mut r = rig(broker).await;
     // Small batches, so that the crash lands after some have committed; static membership, so
     // that each start gets the partitions back at once.
-    a.extend(
+    r.args.extend(
         ["--batch-max", "200", "--instance-id", "projector-0"]
             .iter()
             .map(|s| (*s).to_owned()),
     );
-    let (records, bad) = crash_records(&topics, 3_000);
+    let (records, bad) = crash_records(&r.topics, 3_000);
     let good = (records.len() - bad.len()) as f64;
     let producer: FutureProducer = aispm_tests::kafka::producer(&broker.bootstrap()).unwrap();
     let sent = send_all(&producer, &records).await;
@@ -623,10 +647,10 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
     let crash = |at: &str| vec![("AISPM_CRASH_AT".to_owned(), at.to_owned())];
     let mut crashing = Service::start_with_env(
         "aispm-projector",
-        &http,
-        &a,
+        &r.http,
+        &r.args,
         &crash(&format!("{step}:{n}")),
-        dir.path(),
+        r.dir.path(),
     )
     .unwrap();
     let status = crashing
@@ -643,9 +667,14 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
     if step == "committed" {
         // The write is durable and nothing of it published: the next start republishes the
         // outbox; kill it there too.
-        let mut draining =
-            Service::start_with_env("aispm-projector", &http, &a, &crash("drained"), dir.path())
-                .unwrap();
+        let mut draining = Service::start_with_env(
+            "aispm-projector",
+            &r.http,
+            &r.args,
+            &crash("drained"),
+            r.dir.path(),
+        )
+        .unwrap();
         let status = draining.wait_exit(Duration::from_secs(120)).await.unwrap();
         assert!(
             status.is_some_and(|s| !s.success())
@@ -655,73 +684,60 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
         );
     }
 
-    // Restarted: the same events again, before it has caught up with the first copies.
-    let mut projector = Service::start("aispm-projector", &http, &a, dir.path()).unwrap();
-    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
-    send_all(&producer, &records).await;
-    let inputs = topics.inputs();
-    wait_caught_up(
-        &broker.bootstrap(),
-        &group,
-        &inputs,
-        Duration::from_secs(120),
-    )
-    .unwrap();
-    let duplicates = "aispm_projector_events_total{outcome=\"duplicate\",topic=\"all\"}";
-    assert_eq!(
-        projector.sample(duplicates).await,
-        good,
-        "{step}: after the restart, every event sent again is a duplicate, and only those"
-    );
-    let changes = aispm_tests::process::sum(
-        &projector.metrics().await,
-        "aispm_projector_view_changes_total",
-        "",
-    );
-    assert!(projector.terminate(Duration::from_secs(30)).unwrap());
+    // Restarted: the same events again, before it has caught up with the first copies. Then
+    // stopped cleanly (every batch checkpointed), started again: a third copy. Each time every
+    // copy is a duplicate, and only those; the third changes no row.
+    let mut changes = 0.0;
+    for after in ["the restart", "a checkpoint"] {
+        let mut projector =
+            Service::start("aispm-projector", &r.http, &r.args, r.dir.path()).unwrap();
+        projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+        send_all(&producer, &records).await;
+        wait_caught_up(
+            &broker.bootstrap(),
+            &r.group,
+            &r.topics.inputs(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+        let page = projector.metrics().await;
+        assert_eq!(
+            aispm_tests::process::sample(
+                &page,
+                "aispm_projector_events_total{outcome=\"duplicate\",topic=\"all\"}"
+            ),
+            good,
+            "{step}: after {after}, every event sent again is a duplicate, and only those"
+        );
+        let changed = aispm_tests::process::sum(&page, "aispm_projector_view_changes_total", "");
+        if after == "a checkpoint" {
+            assert_eq!(changed, 0.0, "{step}: duplicates changed rows");
+        } else {
+            changes = changed;
+        }
+        assert!(projector.terminate(Duration::from_secs(30)).unwrap());
+    }
 
-    // Stopped cleanly (every batch checkpointed), started again: a third copy, all duplicates,
-    // no row changed.
-    let mut projector = Service::start("aispm-projector", &http, &a, dir.path()).unwrap();
-    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
-    send_all(&producer, &records).await;
-    wait_caught_up(
+    changes_never_go_back(broker, &r.topics.views);
+    topic_ends_with_the_store(broker, &r.topics.views, &r.state);
+    let dead: std::collections::HashSet<(i32, i64)> = read_to_end(
         &broker.bootstrap(),
-        &group,
-        &inputs,
-        Duration::from_secs(120),
+        &[&r.topics.dlq],
+        Duration::from_secs(60),
     )
-    .unwrap();
-    assert_eq!(
-        projector.sample(duplicates).await,
-        good,
-        "{step}: after a checkpoint"
-    );
-    let page = projector.metrics().await;
-    assert_eq!(
-        aispm_tests::process::sum(&page, "aispm_projector_view_changes_total", ""),
-        0.0,
-        "{step}: duplicates changed rows"
-    );
-    assert!(projector.terminate(Duration::from_secs(30)).unwrap());
-
-    changes_never_go_back(broker, &topics.views);
-    topic_ends_with_the_store(broker, &topics.views, &state);
-    let dead: std::collections::HashSet<(i32, i64)> =
-        read_to_end(&broker.bootstrap(), &[&topics.dlq], Duration::from_secs(60))
-            .unwrap()
-            .iter()
-            .map(|(_, r)| {
-                let h = |name: &str| {
-                    let (_, v) = r.headers.iter().find(|(k, _)| k == name).unwrap();
-                    String::from_utf8_lossy(v).parse::<i64>().unwrap()
-                };
-                (
-                    h(aispm_schemas::topics::dlq_headers::SOURCE_PARTITION) as i32,
-                    h(aispm_schemas::topics::dlq_headers::SOURCE_OFFSET),
-                )
-            })
-            .collect();
+    .unwrap()
+    .iter()
+    .map(|(_, record)| {
+        let h = |name: &str| {
+            let (_, v) = record.headers.iter().find(|(k, _)| k == name).unwrap();
+            String::from_utf8_lossy(v).parse::<i64>().unwrap()
+        };
+        (
+            h(aispm_schemas::topics::dlq_headers::SOURCE_PARTITION) as i32,
+            h(aispm_schemas::topics::dlq_headers::SOURCE_OFFSET),
+        )
+    })
+    .collect();
     for i in &bad {
         assert!(
             dead.contains(&sent[*i]),
@@ -729,8 +745,8 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
             sent[*i]
         );
     }
-    let crashed = digest(&state);
-    let clean = clean_digest(broker, &prefix).await;
+    let crashed = digest(&r.state);
+    let clean = clean_digest(broker, &r.prefix).await;
     println!(
         "crash at {step}:{n} (view changes before the clean stop: {changes}): rows={} digest={:016x} clean_rows={} clean_digest={:016x} in {:.1}s",
         crashed.0,
