@@ -214,7 +214,7 @@ async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_k
     );
 
     // Before the clean replay, which publishes to the same topic from the beginning.
-    changes_never_go_back(&broker, &topics.views);
+    changes_never_go_back(&view_changes(&broker, &topics.views));
     let crashed = digest(&state);
     let clean = clean_digest(&broker, &prefix).await;
     println!(
@@ -228,36 +228,46 @@ async fn kill_9_at_random_points(instance_id: Option<&str>, events: usize, min_k
     );
 }
 
-/// On the views topic, no row's `changed_at` goes backwards, whatever the kills made the
-/// projector publish again: a consumer that keeps the newest change of each row by
-/// `changed_at` keeps the last one on the topic.
-fn changes_never_go_back(broker: &Broker, views: &str) {
+/// Every change on the views topic, in offset order per partition, with its record.
+fn view_changes(broker: &Broker, views: &str) -> Vec<(aispm_tests::kafka::Record, ViewChange)> {
     let mut records = read_to_end(&broker.bootstrap(), &[views], Duration::from_secs(60)).unwrap();
     assert!(!records.is_empty(), "no view change on {views}");
     records.sort_by_key(|(_, r)| (r.partition, r.offset));
     let codec = Codec::new();
-    let mut newest: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
-    let mut last: HashMap<Vec<u8>, String> = HashMap::new();
-    for (_, r) in &records {
-        let change: ViewChange = codec.decode(r.value.as_deref().unwrap()).unwrap();
-        let key = r.key.clone().unwrap();
+    records
+        .into_iter()
+        .map(|(_, r)| {
+            let change: ViewChange = codec.decode(r.value.as_deref().unwrap()).unwrap();
+            (r, change)
+        })
+        .collect()
+}
+
+/// On the views topic, no row's `changed_at` goes backwards, whatever the kills made the
+/// projector publish again: a consumer that keeps the newest change of each row by
+/// `changed_at` keeps the last one on the topic.
+fn changes_never_go_back(changes: &[(aispm_tests::kafka::Record, ViewChange)]) {
+    let mut newest: HashMap<&[u8], (i64, i64)> = HashMap::new();
+    let mut last: HashMap<&[u8], &ViewChange> = HashMap::new();
+    for (r, change) in changes {
+        let key = r.key.as_deref().unwrap();
         let at = change.changed_at.0;
-        if let Some((before, offset)) = newest.get(&key) {
+        if let Some((before, offset)) = newest.get(key) {
             assert!(
                 at >= *before,
-                "{}: changed_at {at} at offset {} after {before} at offset {offset}\nnow {:?}\nbefore {}",
-                String::from_utf8_lossy(&key),
+                "{}: changed_at {at} at offset {} after {before} at offset {offset}\nnow {:?}\nbefore {:?}",
+                String::from_utf8_lossy(key),
                 r.offset,
                 change,
-                last[&key]
+                last[key]
             );
         }
-        last.insert(key.clone(), format!("{change:?}"));
+        last.insert(key, change);
         newest.insert(key, (at, r.offset));
     }
     println!(
         "views topic: {} changes of {} rows, changed_at never backwards",
-        records.len(),
+        changes.len(),
         newest.len()
     );
 }
@@ -718,8 +728,9 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
         assert!(projector.terminate(Duration::from_secs(30)).unwrap());
     }
 
-    changes_never_go_back(broker, &r.topics.views);
-    topic_ends_with_the_store(broker, &r.topics.views, &r.state);
+    let changes_on_topic = view_changes(broker, &r.topics.views);
+    changes_never_go_back(&changes_on_topic);
+    topic_ends_with_the_store(&changes_on_topic, &r.state);
     let dead: std::collections::HashSet<(i32, i64)> = read_to_end(
         &broker.bootstrap(),
         &[&r.topics.dlq],
@@ -763,17 +774,13 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
 
 /// The last change of every row on the views topic is the row as stored (a delete for a row not
 /// stored): a consumer of the topic alone ends with the projector's views.
-fn topic_ends_with_the_store(broker: &Broker, views: &str, state: &Path) {
-    let codec = Codec::new();
-    let mut last: HashMap<
-        (String, aispm_schemas::ViewName, String),
-        Option<aispm_schemas::ViewRow>,
-    > = HashMap::new();
-    let mut records = read_to_end(&broker.bootstrap(), &[views], Duration::from_secs(60)).unwrap();
-    records.sort_by_key(|(_, r)| (r.partition, r.offset));
-    for (_, r) in records {
-        let change: ViewChange = codec.decode(r.value.as_deref().unwrap()).unwrap();
-        last.insert((change.tenant_id, change.view, change.key), change.row);
+fn topic_ends_with_the_store(changes: &[(aispm_tests::kafka::Record, ViewChange)], state: &Path) {
+    let mut last = HashMap::new();
+    for (_, change) in changes {
+        last.insert(
+            (change.tenant_id.clone(), change.view, change.key.clone()),
+            change.row.clone(),
+        );
     }
     let store = Store::open(state, 8 << 20, false).unwrap();
     let mut stored = HashMap::new();
