@@ -31,24 +31,66 @@ pub(crate) const OUTBOX_CLEARED: &str = "outbox_cleared";
 /// At start, the outbox a crash left published again; not cleared.
 pub(crate) const DRAINED: &str = "drained";
 
+/// Every step, in the order of the list above.
+const STEPS: [&str; 7] = [
+    APPLIED,
+    DEAD_LETTERED,
+    COMMITTED,
+    PUBLISHING,
+    PUBLISHED,
+    OUTBOX_CLEARED,
+    DRAINED,
+];
+
+/// The step and the count `value` names (`<step>` or `<step>:<n>`, n at least 1), or why it
+/// names none: a mistyped variable would otherwise never fire, and the test waiting for the
+/// crash would fail on its timeout instead of on the typo.
+fn parse(value: &str) -> Result<(&'static str, u64), String> {
+    let (name, n) = value.split_once(':').unwrap_or((value, "1"));
+    let step = STEPS
+        .into_iter()
+        .find(|s| *s == name)
+        .ok_or_else(|| format!("unknown step {name:?}; the steps are {}", STEPS.join(", ")))?;
+    match n.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok((step, n)),
+        _ => Err(format!("the count {n:?} is not a whole number from 1")),
+    }
+}
+
+/// The crash point `AISPM_CRASH_AT` names, if any (read once), or why it names none.
+#[cfg(debug_assertions)]
+fn armed() -> &'static Result<Option<(&'static str, u64)>, String> {
+    use std::sync::LazyLock;
+    static AT: LazyLock<Result<Option<(&'static str, u64)>, String>> =
+        LazyLock::new(|| match std::env::var("AISPM_CRASH_AT") {
+            Ok(v) => parse(&v)
+                .map(Some)
+                .map_err(|e| format!("AISPM_CRASH_AT={v:?}: {e}")),
+            Err(_) => Ok(None),
+        });
+    &AT
+}
+
+/// Checks `AISPM_CRASH_AT` at start: the process stops with the reason when it names no crash
+/// point. Release builds do not read it.
+pub(crate) fn check() -> crate::error::Result<()> {
+    #[cfg(debug_assertions)]
+    if let Err(e) = armed() {
+        return Err(crate::error::Error::Other(e.clone()));
+    }
+    Ok(())
+}
+
 /// Aborts the process if `AISPM_CRASH_AT` names `step` and this is the n-th time it is reached.
 #[cfg(debug_assertions)]
 pub(crate) fn reached(step: &'static str) {
-    use std::sync::LazyLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// The step and the count the variable names, read once.
-    static AT: LazyLock<Option<(String, u64)>> = LazyLock::new(|| {
-        let v = std::env::var("AISPM_CRASH_AT").ok()?;
-        let (step, n) = v.split_once(':').unwrap_or((v.as_str(), "1"));
-        Some((step.to_owned(), n.parse().unwrap_or(1)))
-    });
     static COUNT: AtomicU64 = AtomicU64::new(0);
 
-    let Some((at, n)) = AT.as_ref() else {
+    let Ok(Some((at, n))) = armed() else {
         return;
     };
-    if at == step && COUNT.fetch_add(1, Ordering::Relaxed) + 1 == *n {
+    if *at == step && COUNT.fetch_add(1, Ordering::Relaxed) + 1 == *n {
         eprintln!("crash point {step}:{n} reached; aborting");
         std::process::abort();
     }
@@ -58,3 +100,29 @@ pub(crate) fn reached(step: &'static str) {
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub(crate) fn reached(_step: &'static str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_point_names_a_step_and_a_count_from_one() {
+        assert_eq!(parse("committed"), Ok((COMMITTED, 1)));
+        assert_eq!(parse("publishing:250"), Ok((PUBLISHING, 250)));
+        assert_eq!(parse("drained:1"), Ok((DRAINED, 1)));
+        let unknown = parse("comitted:2").unwrap_err();
+        assert!(
+            unknown.contains("unknown step \"comitted\"") && unknown.contains("outbox_cleared"),
+            "{unknown}"
+        );
+        for bad in [
+            "applied:0",
+            "applied:",
+            "applied:x",
+            "applied:-1",
+            "applied:1:2",
+        ] {
+            assert!(parse(bad).unwrap_err().contains("count"), "{bad}");
+        }
+    }
+}

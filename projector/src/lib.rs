@@ -311,6 +311,7 @@ impl Parts {
 }
 
 async fn setup(config: &Config, group: bool) -> Result<Parts> {
+    crash::check()?;
     let metrics = Metrics::with_heap(
         "projector",
         Box::new(metrics::JemallocCollector::new().map_err(aispm_runtime::Error::from)?),

@@ -579,6 +579,11 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
         ("published", 3),
         ("outbox_cleared", 3),
     ];
+    // A mistyped crash point stops the projector with the reason at once, instead of never
+    // firing (and the test waiting for the crash failing on its timeout).
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(a_mistyped_crash_point_stops_the_projector(&broker));
     std::thread::scope(|s| {
         for (step, n) in steps {
             let broker = &broker;
@@ -589,6 +594,25 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
             });
         }
     });
+}
+
+async fn a_mistyped_crash_point_stops_the_projector(broker: &Broker) {
+    let r = rig(broker).await;
+    for (at, reason) in [
+        ("comitted:3", "unknown step \"comitted\""),
+        ("committed:0", "the count \"0\""),
+    ] {
+        let env = [("AISPM_CRASH_AT".to_owned(), at.to_owned())];
+        let mut p =
+            Service::start_with_env("aispm-projector", &r.http, &r.args, &env, r.dir.path())
+                .unwrap();
+        let status = p.wait_exit(Duration::from_secs(60)).await.unwrap();
+        assert!(
+            status.is_some_and(|s| !s.success()) && p.log().contains(reason),
+            "AISPM_CRASH_AT={at}: {status:?}\n{}",
+            p.log_tail()
+        );
+    }
 }
 
 /// One record to send: topic, key, payload.
