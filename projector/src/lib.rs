@@ -75,7 +75,7 @@ pub use api::{evidence_freshness, exception_state, sla_state};
 pub use apply::Settings;
 pub use error::Error;
 pub use posture::compute as posture;
-pub use project::{Engine, Input, decode_row};
+pub use project::{Engine, Input, Sink, decode_row};
 
 use crate::consumer::{Batching, Ctx, Loop, Totals};
 use crate::error::Result;

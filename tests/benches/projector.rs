@@ -646,6 +646,9 @@ fn apply_only(
     workers: usize,
 ) -> Result<Value> {
     let mut g = LoadGen::keyed(SEED, tenants, entities);
+    if env_or("AISPM_BENCH_SIGNED", 0) == 1 {
+        g = g.signed();
+    }
     let recs: Vec<_> = (0..events).map(|_| g.next_record()).collect();
     let mut offsets = [0i64; 3];
     let inputs = aispm_tests::measure::inputs(&recs, topics, &mut offsets);
@@ -655,6 +658,7 @@ fn apply_only(
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
         .with_workers(workers)?;
     let (mut applied, mut changes) = (0u64, 0u64);
+    let mut by_view = std::collections::BTreeMap::new();
     let (p0, t0) = (process_cpu(), thread_cpu());
     let started = Instant::now();
     let mut rest = &inputs[..];
@@ -666,11 +670,26 @@ fn apply_only(
         engine.clear_outbox(p.outbox)?;
         applied += p.stats.applied.values().sum::<u64>();
         changes += p.outgoing.len() as u64;
+        for o in &p.outgoing {
+            // `{tenant}/{view}/{row}` on the views topic; OCSF records counted apart.
+            let view = match o.sink {
+                aispm_projector::Sink::Views => o.key.split('/').nth(1).unwrap_or("?"),
+                _ => "ocsf",
+            };
+            let mut name = view.to_owned();
+            if view == "findings" {
+                // And by rule: `{rule}:{resource}`.
+                let row = o.key.splitn(3, '/').nth(2).unwrap_or("");
+                name = format!("findings {}", row.split(':').next().unwrap_or("?"));
+            }
+            *by_view.entry(name).or_insert(0u64) += 1;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let (p1, t1) = (process_cpu(), thread_cpu());
     Ok(json!({
         "records": events, "applied": applied, "view_changes": changes, "workers": workers,
+        "view_changes_by_view": by_view,
         "seconds": round(seconds, 3),
         "events_per_second": round(events as f64 / seconds, 0),
         "thread_cpu_us_per_event": round((t1 - t0) * 1e6 / events as f64, 2),
@@ -680,7 +699,9 @@ fn apply_only(
 
 /// `AISPM_BENCH_ROLE=apply`: the apply-only run alone, for profiling (`perf record` on this
 /// process), with `AISPM_BENCH_EVENTS` (default 200000), `AISPM_BENCH_ENTITIES` (one count, default
-/// 1000), `AISPM_BENCH_TENANTS` and `AISPM_BENCH_WORKERS` (default 1).
+/// 1000), `AISPM_BENCH_TENANTS` and `AISPM_BENCH_WORKERS` (default 1); `AISPM_BENCH_SIGNED=1`
+/// signs nine in ten evidence items (`LoadGen::signed`), so that their Ed25519 verification
+/// is measured too (the other runs, as the targets, use unsigned evidence).
 fn apply_child() -> Result<()> {
     let events = env_or("AISPM_BENCH_EVENTS", 200_000);
     let entities = env_or("AISPM_BENCH_ENTITIES", 1_000) as usize;

@@ -203,6 +203,13 @@ impl LoadGen {
         self
     }
 
+    /// Trust roots, and nine in ten gateways signing their evidence (the default of
+    /// [`LoadGen::new`]; undoes [`LoadGen::unsigned`]).
+    pub fn signed(mut self) -> Self {
+        self.signed = true;
+        self
+    }
+
     /// Remediates the oldest open item of a tenant whenever it has more than `backlog` (by
     /// default nothing is ever remediated, and open findings grow with the load).
     pub fn with_backlog(mut self, backlog: usize) -> Self {
