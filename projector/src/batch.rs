@@ -11,6 +11,7 @@ use crate::filter::MayExist;
 use crate::state::{Tag, state_key};
 use crate::store::{Store, columns, decode, encode};
 use aispm_schemas::ViewName;
+use aispm_schemas::views::SignatureState;
 use lru::LruCache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +30,9 @@ pub(crate) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 /// A decoded aggregate of any type, encodable when the batch is written.
 trait Agg: Any + Send {
     fn encode(&self) -> Vec<u8>;
+    /// Encodes at the end of `out` (a buffer reused from write to write: no allocation, and
+    /// no growth once it is as long as the longest aggregate).
+    fn encode_into(&self, out: &mut Vec<u8>);
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -36,6 +40,9 @@ trait Agg: Any + Send {
 impl<T: Serialize + Any + Send> Agg for T {
     fn encode(&self) -> Vec<u8> {
         encode(self)
+    }
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        crate::store::encode_into(self, out);
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -67,6 +74,10 @@ pub(crate) type Dirty = (String, ViewName, String);
 /// One write of a batch: column family, key, value (`None` deletes).
 pub(crate) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 
+/// One write of a batch as `Overlay::drain_writes` hands it over, borrowed: the taker copies
+/// it (into a RocksDB `WriteBatch`, or into a [`Write`]).
+pub(crate) type WriteRef<'w> = (&'static str, &'w [u8], Option<&'w [u8]>);
+
 /// Values recently read or written, across batches (bounded: memory does not grow with state):
 /// a digest of each stored row (enough to tell whether a re-derived row changed), and
 /// aggregates decoded, ready to update without decoding again.
@@ -82,6 +93,10 @@ pub(crate) struct Cache {
     agg_budget: usize,
     /// The keys of this worker's tenants that may exist: a read of any other is skipped.
     pub exists: MayExist,
+    /// Signature verdicts by exactly what each was computed from ([`Overlay::verdict`]).
+    verdicts: LruCache<Vec<u8>, SignatureState>,
+    /// The estimated heap bytes of `verdicts`.
+    verdict_bytes: usize,
 }
 
 /// Two independently seeded hashers, fixed for the life of the process (the digests only live
@@ -111,6 +126,9 @@ pub(crate) fn cache_bytes() -> usize {
     CACHE_BYTES.load(Ordering::Relaxed)
 }
 
+/// Signature verdicts kept per cache (about 300 bytes each: at most about 2.5 MiB).
+const VERDICTS: usize = 8192;
+
 /// Decoded bytes per encoded byte, about: collections, boxed strings and their headers make a
 /// decoded aggregate several times its postcard encoding.
 const DECODED_PER_ENCODED: usize = 4;
@@ -122,7 +140,10 @@ const AGG_BYTES_PER_ENTRY: usize = 4096;
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        CACHE_BYTES.fetch_sub(self.agg_bytes + self.row_bytes, Ordering::Relaxed);
+        CACHE_BYTES.fetch_sub(
+            self.agg_bytes + self.row_bytes + self.verdict_bytes,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -148,11 +169,14 @@ impl Cache {
             row_bytes: 0,
             agg_budget: (entries / 10).max(1) * AGG_BYTES_PER_ENTRY,
             exists: MayExist::default(),
+            verdicts: LruCache::new(size(VERDICTS)),
+            verdict_bytes: 0,
         }
     }
 
     /// Drops the cached values. The may-exist filter stays: it only ever over-approximates
-    /// the stored keys, so it stays right whatever was rolled back or wiped.
+    /// the stored keys, so it stays right whatever was rolled back or wiped; and so do the
+    /// signature verdicts, functions of their inputs alone.
     pub(crate) fn clear(&mut self) {
         self.rows.clear();
         self.aggs.clear();
@@ -209,6 +233,41 @@ impl Cache {
             }
         }
         self.account(bytes, self.row_bytes);
+    }
+
+    /// [`Overlay::verdict`].
+    fn verdict(
+        &mut self,
+        inputs: &[&str],
+        verify: impl FnOnce() -> SignatureState,
+    ) -> SignatureState {
+        let mut key = Vec::with_capacity(inputs.iter().map(|i| i.len() + 4).sum());
+        for i in inputs {
+            // Length-prefixed: no two lists of inputs make the same key.
+            key.extend_from_slice(&u32::try_from(i.len()).unwrap_or(u32::MAX).to_le_bytes());
+            key.extend_from_slice(i.as_bytes());
+        }
+        if let Some(v) = self.verdicts.get(&key) {
+            return *v;
+        }
+        let v = verify();
+        self.keep_verdict(key, v);
+        v
+    }
+
+    /// Keeps a signature verdict, evicting the least recently used past [`VERDICTS`].
+    fn keep_verdict(&mut self, key: Vec<u8>, verdict: SignatureState) {
+        let weigh = |k: &[u8]| k.len() + std::mem::size_of::<SignatureState>() + ENTRY_OVERHEAD;
+        let mut bytes = self.verdict_bytes + weigh(&key);
+        if let Some((old, _)) = self.verdicts.push(key, verdict) {
+            bytes = bytes.saturating_sub(weigh(&old));
+        }
+        let old = std::mem::replace(&mut self.verdict_bytes, bytes);
+        if bytes >= old {
+            CACHE_BYTES.fetch_add(bytes - old, Ordering::Relaxed);
+        } else {
+            CACHE_BYTES.fetch_sub(old - bytes, Ordering::Relaxed);
+        }
     }
 
     /// Keeps a row's digest, evicting the least recently used past the entry bound.
@@ -550,6 +609,20 @@ impl<'a> Overlay<'a> {
         );
     }
 
+    /// The verdict `verify` gives on `inputs` (every input it reads: public key, tenant,
+    /// evidence id, digest, signature), verified once and then remembered. An evidence item's
+    /// verdict is asked for by its row and by its findings, in its first batch and each time
+    /// they are derived again, and one Ed25519 verification costs more than the rest of an
+    /// event. The verdict is remembered under the inputs themselves, not a hash of them: no
+    /// crafted input can be answered with another's verdict.
+    pub(crate) fn verdict(
+        &mut self,
+        inputs: &[&str],
+        verify: impl FnOnce() -> SignatureState,
+    ) -> SignatureState {
+        self.cache.verdict(inputs, verify)
+    }
+
     pub(crate) fn dirty(&mut self, tenant: &str, view: ViewName, key: impl Into<String>) {
         self.dirty.insert((tenant.to_owned(), view, key.into()));
     }
@@ -557,7 +630,10 @@ impl<'a> Overlay<'a> {
     /// Hands every write to `put` in turn (each changed aggregate encoded once) and moves what
     /// was read or written into the cache. In key order per column family: RocksDB's memtable
     /// skip list inserts a run of ascending keys far faster than the same keys in hash order.
-    pub(crate) fn drain_writes(self, mut put: impl FnMut(Write) -> Result<()>) -> Result<()> {
+    pub(crate) fn drain_writes(
+        self,
+        mut put: impl FnMut(WriteRef<'_>) -> Result<()>,
+    ) -> Result<()> {
         let mut seen: Vec<(Vec<u8>, Vec<u8>)> = self.seen.into_iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();
@@ -567,15 +643,17 @@ impl<'a> Overlay<'a> {
 
         for (key, event) in seen {
             self.cache.exists.insert(CF_SEEN, &key);
-            put((columns::SEEN, key, Some(event)))?;
+            put((columns::SEEN, &key, Some(&event)))?;
         }
+        let mut bytes = Vec::new();
         for (key, slot) in aggs {
             let mut encoded = slot.encoded;
             if slot.changed {
                 self.cache.exists.insert(CF_STATE, &key);
-                let bytes = slot.value.encode();
+                bytes.clear();
+                slot.value.encode_into(&mut bytes);
                 encoded = bytes.len();
-                put((columns::STATE, key.clone(), Some(bytes)))?;
+                put((columns::STATE, &key, Some(&bytes)))?;
             } else if encoded == 0 {
                 // Read, not stored, not written: nothing to keep (the may-exist filter answers
                 // the next read of it without RocksDB), and keeping it would push out of the
@@ -588,9 +666,9 @@ impl<'a> Overlay<'a> {
             if marked {
                 self.cache.exists.insert(CF_STATE, &key);
             }
-            put((columns::STATE, key, marked.then(Vec::new)))?;
+            put((columns::STATE, &key, marked.then_some(&[][..])))?;
         }
-        for (mut ck, v) in writes {
+        for (ck, v) in writes {
             let cf = columns::VIEWS
                 .get(usize::from(ck[0] - 2))
                 .map(|(_, cf)| *cf)
@@ -598,9 +676,8 @@ impl<'a> Overlay<'a> {
             if v.is_some() {
                 self.cache.exists.insert(ck[0], &ck[1..]);
             }
-            self.cache.keep_row(ck.clone(), v.as_deref().map(digest));
-            ck.remove(0);
-            put((cf, ck, v))?;
+            put((cf, &ck[1..], v.as_deref()))?;
+            self.cache.keep_row(ck, v.as_deref().map(digest));
         }
         Ok(())
     }
@@ -638,5 +715,47 @@ mod tests {
         assert_eq!(cache.row_bytes, Cache::weigh_row(b"r1"));
         cache.clear();
         assert_eq!((cache.agg_bytes, cache.row_bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_signature_verdict_is_remembered_under_exactly_its_inputs() {
+        let mut cache = Cache::new(100);
+        let verified = std::cell::Cell::new(0);
+        let ask = |cache: &mut Cache, inputs: &[&str], v: SignatureState| {
+            cache.verdict(inputs, || {
+                verified.set(verified.get() + 1);
+                v
+            })
+        };
+        let valid = ["key", "t1", "ev-1", "ab12", "sig"];
+        assert_eq!(
+            ask(&mut cache, &valid, SignatureState::Verified),
+            SignatureState::Verified
+        );
+        // Asked again (the row, then a finding): remembered, not verified again.
+        assert_eq!(
+            ask(&mut cache, &valid, SignatureState::Invalid),
+            SignatureState::Verified
+        );
+        // Any other input is another verdict, including the same bytes split differently.
+        for other in [
+            ["key", "t1", "ev-1", "ab12", "sig2"],
+            ["key", "t2", "ev-1", "ab12", "sig"],
+            ["key", "t1e", "v-1", "ab12", "sig"],
+            ["key2", "t1", "ev-1", "ab12", "sig"],
+        ] {
+            assert_eq!(
+                ask(&mut cache, &other, SignatureState::Invalid),
+                SignatureState::Invalid
+            );
+        }
+        assert_eq!(verified.get(), 5);
+        // Verdicts survive a cleared cache (they are functions of their inputs), and count.
+        cache.clear();
+        assert_eq!(
+            ask(&mut cache, &valid, SignatureState::Invalid),
+            SignatureState::Verified
+        );
+        assert!(cache.verdict_bytes > 0 && cache.verdicts.len() == 5);
     }
 }

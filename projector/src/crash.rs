@@ -32,6 +32,7 @@ pub(crate) const OUTBOX_CLEARED: &str = "outbox_cleared";
 pub(crate) const DRAINED: &str = "drained";
 
 /// Every step, in the order of the list above.
+#[cfg(any(debug_assertions, test))]
 const STEPS: [&str; 7] = [
     APPLIED,
     DEAD_LETTERED,
@@ -45,6 +46,7 @@ const STEPS: [&str; 7] = [
 /// The step and the count `value` names (`<step>` or `<step>:<n>`, n at least 1), or why it
 /// names none: a mistyped variable would otherwise never fire, and the test waiting for the
 /// crash would fail on its timeout instead of on the typo.
+#[cfg(any(debug_assertions, test))]
 fn parse(value: &str) -> Result<(&'static str, u64), String> {
     let (name, n) = value.split_once(':').unwrap_or((value, "1"));
     let step = STEPS

@@ -1017,9 +1017,9 @@ fn signature_state(
             };
             Ok(match trust_root_key(ov, tenant, key_id, false)? {
                 None => SignatureState::UnknownKey,
-                Some(key) => {
+                Some(key) => ov.verdict(&[&key, tenant, evidence_id, &r.sha256, sig], || {
                     aispm_schemas::signature::verify(&key, tenant, evidence_id, &r.sha256, sig)
-                }
+                }),
             })
         }
     }

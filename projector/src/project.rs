@@ -498,7 +498,7 @@ impl Engine {
                 *stats.changes.entry(view).or_default() += n;
             }
             for (cf, key, value) in out.writes {
-                put(&self.store, &mut batch, cf, &key, value)?;
+                put(&self.store, &mut batch, cf, &key, value.as_deref())?;
             }
             pending.extend(out.pending);
             outgoing.extend(out.outgoing);
@@ -693,10 +693,10 @@ fn put(
     batch: &mut rocksdb::WriteBatch,
     cf: &str,
     key: &[u8],
-    value: Option<Vec<u8>>,
+    value: Option<&[u8]>,
 ) -> Result<()> {
     match value {
-        Some(v) => store.batch_put(batch, cf, key, &v),
+        Some(v) => store.batch_put(batch, cf, key, v),
         None => store.batch_delete(batch, cf, key),
     }
 }
@@ -762,28 +762,29 @@ fn apply_shard(
     let mut round: Vec<Dirty> = ov.dirty.drain().collect();
     while !round.is_empty() {
         round.sort_unstable();
+        round.dedup();
         let mut next_round = Vec::new();
-        for dirty in std::mem::take(&mut round) {
-            if !done.insert(dirty.clone()) {
+        for dirty in &round {
+            if done.contains(dirty) {
                 continue;
             }
-            let (tenant, view, key) = dirty;
-            let derived = derive::row(&mut ov, &tenant, view, &key, settings)?;
+            let (tenant, view, key) = (dirty.0.as_str(), dirty.1, dirty.2.as_str());
+            let derived = derive::row(&mut ov, tenant, view, key, settings)?;
             for (v, k) in &derived.follow {
-                let follow = (tenant.clone(), *v, k.clone());
+                let follow = (tenant.to_owned(), *v, k.clone());
                 if !done.contains(&follow) {
                     next_round.push(follow);
                 }
             }
             let new_bytes = derived.row.as_ref().map(encode_row);
-            if ov.row_is(&tenant, view, &key, new_bytes.as_deref())? {
+            if ov.row_is(tenant, view, key, new_bytes.as_deref())? {
                 continue;
             }
-            ov.set_row(&tenant, view, &key, new_bytes);
+            ov.set_row(tenant, view, key, new_bytes);
             let change = ViewChange::new(
-                tenant.as_str(),
+                tenant,
                 view,
-                key.as_str(),
+                key,
                 derived.row,
                 Timestamp(derived.stamp.0),
                 derived.stamp.1,
@@ -794,21 +795,23 @@ fn apply_shard(
             }
             pending.push(Pending {
                 view: view_index(view),
-                tenant: tenant.clone(),
-                key: key.clone(),
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
                 changed_at: change.changed_at.0,
                 cause_event_id: change.cause_event_id.clone(),
             });
             Outgoing::of(codec, &change, &mut outgoing)?;
         }
+        // Derived (or skipped as derived in an earlier round): not again.
+        done.extend(round.drain(..));
         round = next_round;
     }
     let aggregates = ov.aggregates();
     let mut writes = Vec::new();
     match batch {
-        Some(batch) => ov.drain_writes(|(cf, key, value)| put(store, batch, cf, &key, value))?,
-        None => ov.drain_writes(|w| {
-            writes.push(w);
+        Some(batch) => ov.drain_writes(|(cf, key, value)| put(store, batch, cf, key, value))?,
+        None => ov.drain_writes(|(cf, key, value)| {
+            writes.push((cf, key.to_vec(), value.map(<[u8]>::to_vec)));
             Ok(())
         })?,
     }

@@ -94,6 +94,12 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).unwrap_or_default()
 }
 
+/// Encodes a value for storage at the end of `out`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // As `encode`: our own types always serialize.
+    let _ = postcard::to_extend(v, std::mem::take(out)).map(|full| *out = full);
+}
+
 /// Decodes a stored value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::Corrupt(e.to_string()))
