@@ -126,8 +126,13 @@ pub(crate) fn cache_bytes() -> usize {
     CACHE_BYTES.load(Ordering::Relaxed)
 }
 
-/// Signature verdicts kept per cache (about 300 bytes each: at most about 2.5 MiB).
+/// Signature verdicts kept per cache: about 300 bytes each, at most [`VERDICT_INPUTS`] of
+/// inputs, so about 2.5 MiB and at most 9 MiB.
 const VERDICTS: usize = 8192;
+/// Most bytes of inputs a verdict is kept for. A key, a digest and a signature that can verify
+/// are 200 bytes of text; inputs longer than this (very long evidence ids, or a signature that
+/// cannot be one) are verified each time they are asked for, so no input fills the cache.
+const VERDICT_INPUTS: usize = 1024;
 
 /// Decoded bytes per encoded byte, about: collections, boxed strings and their headers make a
 /// decoded aggregate several times its postcard encoding.
@@ -246,6 +251,9 @@ impl Cache {
             // Length-prefixed: no two lists of inputs make the same key.
             key.extend_from_slice(&u32::try_from(i.len()).unwrap_or(u32::MAX).to_le_bytes());
             key.extend_from_slice(i.as_bytes());
+        }
+        if key.len() > VERDICT_INPUTS {
+            return verify();
         }
         if let Some(v) = self.verdicts.get(&key) {
             return *v;
@@ -757,5 +765,15 @@ mod tests {
             SignatureState::Verified
         );
         assert!(cache.verdict_bytes > 0 && cache.verdicts.len() == 5);
+        // Inputs longer than any that can verify are not kept: verified each time.
+        let long = "e".repeat(VERDICT_INPUTS);
+        let huge = ["key", "t1", &long, "ab12", "sig"];
+        for _ in 0..2 {
+            assert_eq!(
+                ask(&mut cache, &huge, SignatureState::Invalid),
+                SignatureState::Invalid
+            );
+        }
+        assert_eq!((verified.get(), cache.verdicts.len()), (7, 5));
     }
 }
