@@ -121,6 +121,15 @@ struct Cached {
 /// Estimated bytes of all caches in this process (`state_memory_bytes{part="aggregate_cache"}`).
 static CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
+/// Moves the process's total by a cache part's change from `old` to `new` bytes.
+fn move_total(old: usize, new: usize) {
+    if new >= old {
+        CACHE_BYTES.fetch_add(new - old, Ordering::Relaxed);
+    } else {
+        CACHE_BYTES.fetch_sub(old - new, Ordering::Relaxed);
+    }
+}
+
 /// Estimated bytes of every aggregate cache alive in this process (the metrics' gauge).
 pub(crate) fn cache_bytes() -> usize {
     CACHE_BYTES.load(Ordering::Relaxed)
@@ -190,12 +199,7 @@ impl Cache {
 
     /// Sets the estimates, and the process's total by as much.
     fn account(&mut self, agg_bytes: usize, row_bytes: usize) {
-        let (old, new) = (self.agg_bytes + self.row_bytes, agg_bytes + row_bytes);
-        if new >= old {
-            CACHE_BYTES.fetch_add(new - old, Ordering::Relaxed);
-        } else {
-            CACHE_BYTES.fetch_sub(old - new, Ordering::Relaxed);
-        }
+        move_total(self.agg_bytes + self.row_bytes, agg_bytes + row_bytes);
         (self.agg_bytes, self.row_bytes) = (agg_bytes, row_bytes);
     }
 
@@ -270,12 +274,7 @@ impl Cache {
         if let Some((old, _)) = self.verdicts.push(key, verdict) {
             bytes = bytes.saturating_sub(weigh(&old));
         }
-        let old = std::mem::replace(&mut self.verdict_bytes, bytes);
-        if bytes >= old {
-            CACHE_BYTES.fetch_add(bytes - old, Ordering::Relaxed);
-        } else {
-            CACHE_BYTES.fetch_sub(old - bytes, Ordering::Relaxed);
-        }
+        move_total(std::mem::replace(&mut self.verdict_bytes, bytes), bytes);
     }
 
     /// Keeps a row's digest, evicting the least recently used past the entry bound.
