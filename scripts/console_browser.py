@@ -23,7 +23,6 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 SERIOUS = {"serious", "critical"}
@@ -53,6 +52,7 @@ class Run:
         self.failures = []
         self.pages = 0
         self.violations = 0
+        self.marks = 0
         os.makedirs(args.out, exist_ok=True)
         options = webdriver.ChromeOptions()
         options.binary_location = args.chromium
@@ -78,15 +78,23 @@ class Run:
         return url[len(self.base):] if url.startswith(self.base) else url
 
     def follow(self, element):
-        """Clicks element and waits until the browser has left the page it was on: a click
-        returns before the navigation it starts, so reading the URL at once can race it."""
-        page = self.driver.find_element(By.TAG_NAME, "html")
+        """Clicks element and waits until the browser has loaded another document: a click
+        returns before the navigation it starts, so reading the URL at once can race it.
+
+        The page it was on is marked with a fresh value on its window object; a new document
+        has a new window object without it. This does not hold an element reference across
+        the navigation: asking a node of the old document whether it is stale races
+        chromium's own teardown, which answers "Node with given id does not belong to the
+        document" (an unknown error) instead of a stale element some of the time."""
+        self.marks += 1
+        mark = f"aispm-{self.marks}"
+        self.driver.execute_script("window.aispmDocument = arguments[0];", mark)
         what = f"<{element.tag_name}> {element.text.strip()!r}"
         element.click()
         try:
-            wait = WebDriverWait(self.driver, 30)
-            wait.until(expected_conditions.staleness_of(page))
-            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+            WebDriverWait(self.driver, 30).until(lambda d: d.execute_script(
+                "return window.aispmDocument !== arguments[0]"
+                " && document.readyState === 'complete';", mark))
         except WebDriverException as e:
             self.fail(f"the click on {what} did not load a page in 30 s: {e.msg}")
 
