@@ -91,10 +91,13 @@ class Run:
         self.driver.execute_script("window.aispmDocument = arguments[0];", mark)
         what = f"<{element.tag_name}> {element.text.strip()!r}"
         element.click()
+        # A script run while the old document is torn down can fail on the way (its context
+        # gone); the wait asks again until the 30 s are out, then fails with the timeout.
         try:
-            WebDriverWait(self.driver, 30).until(lambda d: d.execute_script(
-                "return window.aispmDocument !== arguments[0]"
-                " && document.readyState === 'complete';", mark))
+            WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,)).until(
+                lambda d: d.execute_script(
+                    "return window.aispmDocument !== arguments[0]"
+                    " && document.readyState === 'complete';", mark))
         except WebDriverException as e:
             self.fail(f"the click on {what} did not load a page in 30 s: {e.msg}")
 
