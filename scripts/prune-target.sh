@@ -32,7 +32,8 @@ for profile in "$TARGET"/debug "$TARGET"/release; do
             bin-*.json | test-*.json | bench-*.json | example-*.json) target="${f##*/}" ;;
           esac
         done
-        [ -n "$target" ] && printf '%s %s\n' "$target" "$path"
+        # (an `if`: a false `[` as the loop's last command would fail the pipeline under -e)
+        if [ -n "$target" ]; then printf '%s %s\n' "$target" "$path"; fi
       done |
       awk '{ if (seen[$1]++) print $2 }' |
       xargs -r rm -f
