@@ -4,8 +4,10 @@
 //!
 //! On every partition assignment the rebalance hook seeks each partition to the next offset
 //! stored in RocksDB (or the beginning): a partition that moves to this instance is rebuilt by
-//! replaying from where this instance's state stands.
+//! replaying from where this instance's state stands, and its tenants' view changes are held
+//! until it reaches the end it had when taken (`catchup.rs`).
 
+use crate::catchup::{CatchUp, Partition};
 use crate::error::{Error, Result};
 use crate::metrics::ProjectorMetrics;
 use crate::project::{Engine, Input};
@@ -22,6 +24,7 @@ use rdkafka::message::Headers;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -29,13 +32,44 @@ use tokio_util::sync::CancellationToken;
 
 type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
-/// The consumer's context: metrics, and the stored offsets to seek to on assignment.
+/// How many owed rows a catch-up publishes at a time (`Loop::publish_owed`).
+const OWED_PAGE: usize = 5_000;
+
+/// The consumer's context: metrics, the stored offsets to seek to on assignment, and what the
+/// rebalances assigned, took and revoked.
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub kafka: KafkaMetrics,
     pub offsets: Offsets,
     pub assigned: Arc<Mutex<BTreeSet<(String, i32)>>>,
     pub health: Health,
+    /// Partitions assigned that this instance did not own just before, not yet looked at by
+    /// the loop (`catchup.rs`).
+    pub taken: Mutex<Vec<Partition>>,
+    /// What the last eager revocation took, until the assignment after it: a partition in it
+    /// that comes back was never away (no other instance can have owned it in between).
+    revoked: Mutex<BTreeSet<Partition>>,
+    /// Revocations so far: a batch filled across one keeps only what is still assigned.
+    revocations: AtomicU64,
+}
+
+impl Ctx {
+    pub(crate) fn new(kafka: KafkaMetrics, offsets: Offsets, health: Health) -> Self {
+        Ctx {
+            kafka,
+            offsets,
+            assigned: Arc::default(),
+            health,
+            taken: Mutex::default(),
+            revoked: Mutex::default(),
+            revocations: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Locks, whatever a panicking holder left.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ClientContext for Ctx {
@@ -73,6 +107,15 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "Assigning partitions failed.");
                 }
+                let mut revoked = lock(&self.revoked);
+                lock(&self.taken).extend(
+                    parts
+                        .iter()
+                        .filter(|tp| cooperative || !revoked.contains(*tp))
+                        .cloned(),
+                );
+                revoked.clear();
+                drop(revoked);
                 let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
                 if !cooperative {
                     assigned.clear();
@@ -86,7 +129,11 @@ impl ConsumerContext for Ctx {
             }
             RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.kafka.rebalance(&Rebalance::Revoke(tpl));
+                self.revocations.fetch_add(1, Ordering::AcqRel);
                 let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+                if !cooperative {
+                    lock(&self.revoked).clone_from(&assigned);
+                }
                 if cooperative {
                     let _ = consumer.incremental_unassign(tpl);
                     for e in tpl.elements() {
@@ -101,6 +148,8 @@ impl ConsumerContext for Ctx {
             }
             other => {
                 tracing::warn!(error = ?other, "Rebalance error.");
+                self.revocations.fetch_add(1, Ordering::AcqRel);
+                lock(&self.revoked).clear();
                 let _ = consumer.unassign();
                 self.assigned
                     .lock()
@@ -147,6 +196,8 @@ pub(crate) struct Loop {
     pub until: Option<BTreeMap<(String, i32), i64>>,
     /// Told which tenants each committed batch changed (the service's posture keeper).
     pub posture: Option<std::sync::Arc<crate::posture::Keeper>>,
+    /// The partitions taken that are catching up (`catchup.rs`).
+    pub catch_up: CatchUp,
 }
 
 impl std::fmt::Debug for Loop {
@@ -176,6 +227,18 @@ impl Loop {
                 break;
             }
             let n = self.one_batch(&mut totals, shutdown)?;
+            // What a catch-up that ended owes is published before the group learns the
+            // offsets: a group caught up is views published.
+            self.settle(shutdown)?;
+            if n > 0 {
+                let kc = Instant::now();
+                self.commit_to_kafka();
+                last_kafka_commit = kc;
+                self.metrics
+                    .stage_seconds
+                    .with_label_values(&["kafka_commit"])
+                    .observe(kc.elapsed().as_secs_f64());
+            }
             // Idle: make sure the group knows our stored offsets. After a restart from a
             // kill -9 whose last commit to Kafka was lost, every record may already be applied
             // (nothing to poll, so no batch commits), and the group's offsets, and the lag
@@ -210,8 +273,108 @@ impl Loop {
                 last_stats = Instant::now();
             }
         }
+        if self.until.is_some() {
+            // A rebuild stops at the ends it read at start: what it owes is published as of
+            // there.
+            for partition in self.engine.owing_partitions() {
+                self.publish_owed(partition, shutdown)?;
+            }
+        }
         self.commit_to_kafka();
         Ok(totals)
+    }
+
+    /// Looks at the partitions taken since the last look ([`note_taken`]).
+    fn note_taken(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        note_taken(
+            &self.consumer,
+            &self.handle,
+            self.until.as_ref(),
+            &self.engine.next_offsets,
+            &mut self.catch_up,
+            &self.metrics,
+            shutdown,
+        )
+    }
+
+    /// Ends the catch-up of the partitions that reached their end or were revoked, and
+    /// publishes what each partition number whose catch-up ended owes.
+    fn settle(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        self.note_taken(shutdown)?;
+        let owing = self.engine.owing_partitions();
+        if self.catch_up.is_empty() && owing.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.consumer.context();
+        // Ours: assigned, or revoked by an eager rebalance whose assignment is still to come.
+        let mut ours = lock(&ctx.assigned).clone();
+        ours.extend(lock(&ctx.revoked).iter().cloned());
+        let positions = self.consumer.position().ok();
+        let next = &self.engine.next_offsets;
+        // Where a partition stands: its next offset to apply, or the consumer's position when
+        // that is farther (past records that are not data, such as transaction markers).
+        let at = |tp: &Partition| {
+            let position = positions
+                .as_ref()
+                .and_then(|l| l.find_partition(&tp.0, tp.1))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            next.get(tp).copied().unwrap_or(0).max(position)
+        };
+        self.catch_up.advance(at, &ours);
+        self.metrics
+            .catching_up
+            .with_label_values::<&str>(&[])
+            .set(i64::try_from(self.catch_up.len()).unwrap_or(i64::MAX));
+        let assigned = lock(&ctx.assigned).clone();
+        for partition in owing {
+            if self.catch_up.catching(partition) {
+                continue;
+            }
+            if assigned.iter().any(|(_, p)| *p == partition) {
+                self.publish_owed(partition, shutdown)?;
+            } else if !ours.iter().any(|(_, p)| *p == partition) {
+                self.engine.forget(partition);
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the rows the catch-up of partition number `partition` owes, as stored now,
+    /// then removes them.
+    fn publish_owed(&mut self, partition: i32, shutdown: &CancellationToken) -> Result<()> {
+        let started = Instant::now();
+        let mut from: Option<Vec<u8>> = None;
+        let mut records = 0;
+        loop {
+            let (page, next) = self
+                .engine
+                .owed_page(partition, from.as_deref(), OWED_PAGE)?;
+            let publisher = &mut self.publisher;
+            retrying(
+                &self.handle,
+                "publishing owed view changes",
+                shutdown,
+                || std::future::ready(publisher.publish(&page)),
+            )?;
+            records += page.len();
+            match next {
+                Some(k) => from = Some(k),
+                None => break,
+            }
+        }
+        crate::crash::reached(crate::crash::CAUGHT_UP);
+        self.engine.settle(partition)?;
+        tracing::info!(
+            partition,
+            records,
+            seconds = started.elapsed().as_secs_f64(),
+            "Caught up: published the view changes the partition number's catch-up held."
+        );
+        Ok(())
     }
 
     fn caught_up(&self) -> bool {
@@ -244,6 +407,7 @@ impl Loop {
             .engine
             .batch_limit(self.batching.max_records, self.batching.max_aggregates);
         let mut messages = Vec::with_capacity(limit.min(4096));
+        let revocations = ctx_revocations(&self.consumer);
         while messages.len() < limit {
             let now = Instant::now();
             let wait = if messages.is_empty() {
@@ -261,6 +425,30 @@ impl Loop {
                 }
                 None if messages.is_empty() => return Ok(0),
                 None => break,
+            }
+        }
+        if ctx_revocations(&self.consumer) != revocations {
+            // Revoked while the batch filled: what is no longer ours is its new owner's to
+            // apply and publish (if it comes back, the assignment's seek fetches it again).
+            let assigned = lock(&self.consumer.context().assigned).clone();
+            messages.retain(|m| assigned.contains(&(m.topic().to_owned(), m.partition())));
+        }
+        note_taken(
+            &self.consumer,
+            &self.handle,
+            self.until.as_ref(),
+            &self.engine.next_offsets,
+            &mut self.catch_up,
+            &self.metrics,
+            shutdown,
+        )?;
+        if !self.catch_up.is_empty() {
+            for m in &messages {
+                if self.catch_up.catching(m.partition())
+                    && let Some(tenant) = m.key().and_then(|k| std::str::from_utf8(k).ok())
+                {
+                    self.engine.owe(tenant, m.partition());
+                }
             }
         }
         let inputs: Vec<Input<'_>> = messages
@@ -315,7 +503,13 @@ impl Loop {
         self.engine.commit(&mut prepared)?;
         crate::crash::reached(crate::crash::COMMITTED);
         if let Some(k) = &self.posture {
-            k.changed(prepared.outgoing.iter().map(|o| o.tenant.as_str()));
+            k.changed(
+                prepared
+                    .outgoing
+                    .iter()
+                    .map(|o| o.tenant.as_str())
+                    .chain(prepared.owed.iter().map(String::as_str)),
+            );
         }
         self.metrics
             .stage_seconds
@@ -375,12 +569,6 @@ impl Loop {
         }
         totals.records += n as u64;
         totals.batches += 1;
-        let kc = Instant::now();
-        self.commit_to_kafka();
-        self.metrics
-            .stage_seconds
-            .with_label_values(&["kafka_commit"])
-            .observe(kc.elapsed().as_secs_f64());
         Ok(n)
     }
 
@@ -416,7 +604,59 @@ impl Loop {
     }
 }
 
-/// Assigns every partition of `topics` directly (no group), from the stored offsets.
+/// Looks at the partitions taken since the last look: each whose state (`next`) stands before
+/// the end it has now catches up to that end (a rebuild's: to the end it stops at, `until`).
+fn note_taken(
+    consumer: &BaseConsumer<Ctx>,
+    handle: &Handle,
+    until: Option<&BTreeMap<Partition, i64>>,
+    next: &HashMap<Partition, i64>,
+    catch_up: &mut CatchUp,
+    metrics: &ProjectorMetrics,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let taken = std::mem::take(&mut *lock(&consumer.context().taken));
+    let looked_at = taken.len();
+    for tp in taken {
+        let (low, high) = retrying(handle, "reading a partition's end offset", shutdown, || {
+            std::future::ready(consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(10)))
+        })?;
+        let end = match until {
+            Some(until) => until.get(&tp).copied().unwrap_or(0).min(high),
+            None => high,
+        };
+        let from = next.get(&tp).copied().unwrap_or(0).max(low);
+        let (topic, partition) = (tp.0.clone(), tp.1);
+        if catch_up.begin(tp, from, end) {
+            tracing::info!(
+                topic,
+                partition,
+                from,
+                end,
+                "Catching up a partition taken; its tenants' view changes are published once it reaches the end."
+            );
+        }
+    }
+    if looked_at > 0 {
+        tracing::info!(
+            taken = looked_at,
+            catching_up = catch_up.len(),
+            "Partitions taken looked at."
+        );
+    }
+    metrics
+        .catching_up
+        .with_label_values::<&str>(&[])
+        .set(i64::try_from(catch_up.len()).unwrap_or(i64::MAX));
+    Ok(())
+}
+
+fn ctx_revocations(consumer: &BaseConsumer<Ctx>) -> u64 {
+    consumer.context().revocations.load(Ordering::Acquire)
+}
+
+/// Assigns every partition of `topics` directly (no group), from the stored offsets; each is
+/// taken (`catchup.rs`).
 pub(crate) fn assign_all(
     consumer: &BaseConsumer<Ctx>,
     topics: &[&str],
@@ -441,8 +681,10 @@ pub(crate) fn assign_all(
         .assigned
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    let mut taken = lock(&consumer.context().taken);
     for e in tpl.elements() {
         assigned.insert((e.topic().to_owned(), e.partition()));
+        taken.push((e.topic().to_owned(), e.partition()));
     }
     Ok(())
 }

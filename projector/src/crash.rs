@@ -15,6 +15,7 @@
 //! - [`PUBLISHED`]: every change acknowledged; the outbox not yet cleared.
 //! - [`OUTBOX_CLEARED`]: the outbox cleared; the offsets not yet committed to Kafka.
 //! - [`DRAINED`]: at start, what a crash left in the outbox published again; not yet cleared.
+//! - [`CAUGHT_UP`]: the rows a catch-up held (`catchup.rs`) published; not yet removed.
 
 /// The batch applied in memory; nothing of it sent or written.
 pub(crate) const APPLIED: &str = "applied";
@@ -31,9 +32,12 @@ pub(crate) const OUTBOX_CLEARED: &str = "outbox_cleared";
 /// At start, the outbox a crash left published again; not cleared.
 pub(crate) const DRAINED: &str = "drained";
 
+/// The rows a catch-up held published; not yet removed.
+pub(crate) const CAUGHT_UP: &str = "caught_up";
+
 /// Every step, in the order of the list above.
 #[cfg(any(debug_assertions, test))]
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     APPLIED,
     DEAD_LETTERED,
     COMMITTED,
@@ -41,6 +45,7 @@ const STEPS: [&str; 7] = [
     PUBLISHED,
     OUTBOX_CLEARED,
     DRAINED,
+    CAUGHT_UP,
 ];
 
 /// The step and the count `value` names (`<step>` or `<step>:<n>`, n at least 1), or why it

@@ -9,7 +9,8 @@
 //! interleaving of the same events gives the same views.
 //!
 //! # Layout
-//! - [`consumer`]: the Kafka loop, batching, the rebalance hook that seeks to stored offsets.
+//! - [`consumer`]: the Kafka loop, batching, the rebalance hook that seeks to stored offsets;
+//!   [`catchup`]: a partition taken is replayed to its end before its tenants' rows publish.
 //! - [`project`]: the engine: a batch of records → one atomic write + view changes + dead letters.
 //! - [`apply`]: one event → aggregate updates + dirty rows; [`state`]: the aggregates.
 //! - [`derive`](mod@derive): rows from aggregates (evidence signatures are checked there against the
@@ -54,6 +55,7 @@ mod api;
 mod apply;
 pub mod as_of;
 mod batch;
+mod catchup;
 pub mod checkpoints;
 mod consumer;
 mod crash;
@@ -306,6 +308,7 @@ impl Parts {
             handle: tokio::runtime::Handle::current(),
             until,
             posture: None,
+            catch_up: catchup::CatchUp::default(),
         }
     }
 }
@@ -353,12 +356,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
         "Engine ready."
     );
     let kafka_metrics = KafkaMetrics::new(&metrics)?.with_health(health.clone());
-    let ctx = Ctx {
-        kafka: kafka_metrics,
-        offsets: Arc::default(),
-        assigned: Arc::default(),
-        health: health.clone(),
-    };
+    let ctx = Ctx::new(kafka_metrics, Arc::default(), health.clone());
     *ctx.offsets
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = engine.next_offsets.clone();

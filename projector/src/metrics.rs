@@ -16,6 +16,8 @@ pub(crate) struct ProjectorMetrics {
     pub stage_seconds: HistogramVec,
     pub view_changes: IntCounterVec,
     pub outbox_pending: IntGaugeVec,
+    /// Input partitions catching up (`catchup.rs`).
+    pub catching_up: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub state_memory: IntGaugeVec,
     /// Replay checkpoints kept on disk (`checkpoints.rs`).
@@ -45,6 +47,11 @@ impl ProjectorMetrics {
             )?,
             view_changes: m.counter("view_changes_total", "View rows changed, by view.", &["view"])?,
             outbox_pending: m.gauge("outbox_pending_changes", "View changes durable but not yet acknowledged by the views topic.", &[])?,
+            catching_up: m.gauge(
+                "catching_up_partitions",
+                "Input partitions taken (at start, or from another instance) and replayed to the end they had then: their tenants' view changes are published once each reaches it.",
+                &[],
+            )?,
             state_bytes: m.gauge("state_bytes", "RocksDB size: sst files and memtables.", &["kind"])?,
             state_memory: m.gauge(
                 "state_memory_bytes",

@@ -157,6 +157,9 @@ pub struct Prepared {
     /// Outbox sequence numbers `[first, end)` written by this batch (one record per batch).
     pub outbox: (u64, u64),
     pub outgoing: Vec<Outgoing>,
+    /// Tenants whose changed rows the batch wrote as owed by a catch-up instead of publishing
+    /// them (`catchup.rs`), each once.
+    pub owed: Vec<String>,
     pub stats: Stats,
 }
 
@@ -188,6 +191,11 @@ pub struct Engine {
     pub next_offsets: HashMap<(String, i32), i64>,
     /// Whether changed rows become view changes (outgoing records and the outbox).
     publishing: bool,
+    /// Tenants whose changed rows are owed instead of published, and the input partition
+    /// number whose catch-up owes them ([`Engine::owe`]).
+    owing: HashMap<String, i32>,
+    /// Partition numbers with owed rows in [`columns::OWED`].
+    owed: std::collections::BTreeSet<i32>,
 }
 
 /// An input topic's event type, in the order of `Topics::inputs`.
@@ -207,6 +215,7 @@ impl Engine {
         cache_entries: usize,
     ) -> Result<Self> {
         let next_offsets = store.offsets()?;
+        let owed = owed_partitions(&store)?;
         let next_seq = store
             .scan_prefix(columns::OUTBOX, b"")?
             .last()
@@ -224,6 +233,8 @@ impl Engine {
             touch_rate: INITIAL_TOUCH_RATE,
             next_offsets,
             publishing: true,
+            owing: HashMap::new(),
+            owed,
         };
         // One worker until `with_workers` says otherwise; its cache knows the stored keys.
         engine.with_workers(1)
@@ -433,6 +444,8 @@ impl Engine {
         }
         stats.rejected = rejected.len() as u64;
 
+        // A catch-up owes some tenants' rows: the workers say which rows they derived.
+        let owing = !self.owing.is_empty();
         // The other workers' shards go to their threads; the first is applied here meanwhile.
         // Every worker asked is answered before any error is returned, so no answer is left
         // for the next batch to read.
@@ -447,7 +460,7 @@ impl Engine {
             match self.pool[i]
                 .jobs
                 .as_ref()
-                .map(|j| j.send(Job::Apply(events)))
+                .map(|j| j.send(Job::Apply(events, owing)))
             {
                 Some(Ok(())) => asked.push(i),
                 _ => outs.push(Err(worker_stopped(i + 1))),
@@ -463,6 +476,7 @@ impl Engine {
                 &mine,
                 Some(&mut batch),
                 self.publishing,
+                owing,
             ));
         }
         for i in asked {
@@ -476,6 +490,7 @@ impl Engine {
 
         let mut outgoing = Vec::new();
         let mut pending = Vec::new();
+        let mut owed_tenants: Vec<String> = Vec::new();
         let outs = match outs.into_iter().collect::<Result<Vec<Shard>>>() {
             Ok(outs) => outs,
             Err(e) => {
@@ -500,8 +515,40 @@ impl Engine {
             for (cf, key, value) in out.writes {
                 put(&self.store, &mut batch, cf, &key, value.as_deref())?;
             }
-            pending.extend(out.pending);
-            outgoing.extend(out.outgoing);
+            if self.owing.is_empty() {
+                pending.extend(out.pending);
+                outgoing.extend(out.outgoing);
+                continue;
+            }
+            // A catch-up owes these tenants' rows: each row derived, changed or not, is noted
+            // under its partition number, to be derived and published once when the catch-up
+            // ends. Changed or not: a row the previous owner published may have come and gone
+            // here within one batch (no change to publish, yet the topic must lose it).
+            pending.extend(
+                out.pending
+                    .into_iter()
+                    .filter(|p| !self.owing.contains_key(p.tenant.as_str())),
+            );
+            outgoing.extend(
+                out.outgoing
+                    .into_iter()
+                    .filter(|o| !self.owing.contains_key(o.tenant.as_str())),
+            );
+            for (tenant, view, key) in &out.derived {
+                let Some(&partition) = self.owing.get(tenant.as_str()) else {
+                    continue;
+                };
+                self.store.batch_put(
+                    &mut batch,
+                    columns::OWED,
+                    &columns::owed_key(partition, view_index(*view), tenant, key),
+                    b"",
+                )?;
+                self.owed.insert(partition);
+                if !owed_tenants.contains(tenant) {
+                    owed_tenants.push(tenant.clone());
+                }
+            }
         }
 
         // Only batches big enough to say something move the rate (a live trickle of a few
@@ -535,8 +582,116 @@ impl Engine {
             rejected,
             outbox: (first, self.next_seq),
             outgoing,
+            owed: owed_tenants,
             stats,
         })
+    }
+
+    /// From now on `tenant`'s changed rows are owed by the catch-up of input partition number
+    /// `partition` (`catchup.rs`): written to [`columns::OWED`] with the batch instead of the
+    /// outbox, and published by [`Engine::owed_page`] once that catch-up ends. A tenant already
+    /// owed keeps its first partition number.
+    pub(crate) fn owe(&mut self, tenant: &str, partition: i32) {
+        if !self.owing.contains_key(tenant) {
+            self.owing.insert(tenant.to_owned(), partition);
+        }
+    }
+
+    /// The partition numbers that owe rows: tenants held ([`Engine::owe`]) or rows stored.
+    pub(crate) fn owing_partitions(&self) -> std::collections::BTreeSet<i32> {
+        let mut out = self.owed.clone();
+        out.extend(self.owing.values().copied());
+        out
+    }
+
+    /// Up to `limit` rows owed under `partition`, from the key `from` on (`None`: the first),
+    /// and the key to continue from (`None`: no more), as view changes derived from the state
+    /// now, each on the worker that owns its tenant.
+    ///
+    /// Derived now, not as they were when they last changed: a row's stamp names the newest
+    /// event behind what it reads, and can move on while its bytes stay the same. Whoever
+    /// published the row before published it as of a state this one contains, so the stamp
+    /// derived now is never older than theirs.
+    pub(crate) fn owed_page(
+        &mut self,
+        partition: i32,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Outgoing>, Option<Vec<u8>>)> {
+        let prefix = partition.to_be_bytes();
+        let workers = self.workers();
+        let mut shards: Vec<Vec<OwedRow>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut rows = 0;
+        let mut next = None;
+        self.store
+            .walk_from(columns::OWED, &prefix, from.unwrap_or(&prefix), |k, _| {
+                if rows == limit {
+                    next = Some(k.to_vec());
+                    return Ok(false);
+                }
+                let (_, view, tenant, key) = columns::split_owed_key(k)
+                    .ok_or_else(|| Error::Corrupt("an owed row's key".into()))?;
+                let Some(&(view, _)) = columns::VIEWS.get(usize::from(view)) else {
+                    return Err(Error::Corrupt(format!("an owed row names view {view}")));
+                };
+                shards[worker_of(tenant, workers)].push((tenant.to_owned(), view, key.to_owned()));
+                rows += 1;
+                Ok(true)
+            })?;
+        let mut shards = shards.into_iter();
+        let mine = shards.next().unwrap_or_default();
+        let mut asked = Vec::new();
+        let mut outs: Vec<Result<Shard>> = Vec::with_capacity(workers);
+        for (i, owed) in shards.enumerate() {
+            if owed.is_empty() {
+                continue;
+            }
+            match self.pool[i]
+                .jobs
+                .as_ref()
+                .map(|j| j.send(Job::Derive(owed)))
+            {
+                Some(Ok(())) => asked.push(i),
+                _ => outs.push(Err(worker_stopped(i + 1))),
+            }
+        }
+        outs.push(derive_owed(
+            &self.store,
+            &mut self.cache,
+            &self.settings,
+            &self.codec,
+            &mine,
+        ));
+        for i in asked {
+            outs.push(
+                self.pool[i]
+                    .results
+                    .recv()
+                    .unwrap_or_else(|_| Err(worker_stopped(i + 1))),
+            );
+        }
+        let mut out = Vec::new();
+        for shard in outs {
+            out.extend(shard?.outgoing);
+        }
+        Ok((out, next))
+    }
+
+    /// The rows owed under `partition` are published: they are removed, and its tenants' rows
+    /// are published as they change again.
+    pub(crate) fn settle(&mut self, partition: i32) -> Result<()> {
+        self.forget(partition);
+        if self.owed.remove(&partition) {
+            self.store.delete_prefix(columns::OWED, partition)?;
+        }
+        Ok(())
+    }
+
+    /// The catch-up of `partition` stopped without ending (the partitions were revoked): its
+    /// tenants' rows are published as they change again; what they owe stays stored until a
+    /// catch-up of that number ends here again (the new owner publishes its own).
+    pub(crate) fn forget(&mut self, partition: i32) {
+        self.owing.retain(|_, p| *p != partition);
     }
 
     /// Makes a prepared batch durable (one atomic write).
@@ -616,14 +771,43 @@ impl Engine {
         self.clear_caches();
         self.next_offsets = self.store.offsets()?;
         self.next_seq = 0;
+        self.owing.clear();
+        self.owed = owed_partitions(&self.store)?;
         Ok(())
     }
 }
 
+/// The partition numbers that have rows in [`columns::OWED`]: one seek per number.
+fn owed_partitions(store: &Store) -> Result<std::collections::BTreeSet<i32>> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut from = 0i32.to_be_bytes().to_vec();
+    loop {
+        let mut found = None;
+        store.walk_from(columns::OWED, b"", &from, |k, _| {
+            found = k.get(..4).and_then(|p| <[u8; 4]>::try_from(p).ok());
+            Ok(false)
+        })?;
+        let Some(p) = found.map(i32::from_be_bytes) else {
+            return Ok(out);
+        };
+        out.insert(p);
+        match p.checked_add(1) {
+            Some(next) if next >= 0 => from = next.to_be_bytes().to_vec(),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// An owed row: tenant, view, row key.
+type OwedRow = (String, ViewName, String);
+
 /// What a worker thread is asked to do.
 enum Job {
-    /// Apply these events (all of the batch's events of the worker's tenants, in order).
-    Apply(Vec<Asserted>),
+    /// Apply these events (all of the batch's events of the worker's tenants, in order); with
+    /// `true`, return the rows derived (a catch-up owes some: `Shard::derived`).
+    Apply(Vec<Asserted>, bool),
+    /// Derive these owed rows of the worker's tenants as view changes (`Engine::owed_page`).
+    Derive(Vec<OwedRow>),
     /// Drop the cache (the store was wiped).
     Clear,
 }
@@ -658,10 +842,17 @@ impl Worker {
             .spawn(move || {
                 for job in inbox {
                     match job {
-                        Job::Apply(events) => {
+                        Job::Apply(events, derived) => {
                             let out = apply_shard(
                                 &store, &mut cache, &settings, &codec, &events, None, publishing,
+                                derived,
                             );
+                            if outbox.send(out).is_err() {
+                                return;
+                            }
+                        }
+                        Job::Derive(owed) => {
+                            let out = derive_owed(&store, &mut cache, &settings, &codec, &owed);
                             if outbox.send(out).is_err() {
                                 return;
                             }
@@ -715,13 +906,55 @@ struct Shard {
     duplicates: u64,
     changes: HashMap<ViewName, u64>,
     aggregates: usize,
+    /// Every row derived, changed or not, when asked for (`apply_shard`'s `derived`).
+    derived: crate::batch::HashSet<Dirty>,
+}
+
+/// Derives owed rows from the state as stored (and cached) now: their view changes, in
+/// `Shard::outgoing`.
+fn derive_owed(
+    store: &Store,
+    cache: &mut Cache,
+    settings: &Settings,
+    codec: &Codec,
+    owed: &[OwedRow],
+) -> Result<Shard> {
+    let mut ov = Overlay::new(store, cache);
+    let mut outgoing = Vec::new();
+    for (tenant, view, key) in owed {
+        let derived = derive::row(&mut ov, tenant, *view, key, settings)?;
+        let change = ViewChange::new(
+            tenant.as_str(),
+            *view,
+            key.as_str(),
+            derived.row,
+            Timestamp(derived.stamp.0),
+            derived.stamp.1,
+        );
+        Outgoing::of(codec, &change, &mut outgoing)?;
+    }
+    Ok(Shard {
+        writes: Vec::new(),
+        pending: Vec::new(),
+        outgoing,
+        applied: [0; 4],
+        duplicates: 0,
+        changes: HashMap::new(),
+        aggregates: 0,
+        derived: Default::default(),
+    })
 }
 
 /// Applies one worker's events (all of its tenants' events of the batch, in order), re-derives
 /// every row they made dirty once, and returns the writes and the view changes.
 ///
 /// Its writes go straight into `batch` when given (the calling thread's worker), else into
-/// `Shard::writes` for the calling thread to copy into the batch.
+/// `Shard::writes` for the calling thread to copy into the batch. With `derived`, it also
+/// returns every row it derived, changed or not (`Shard::derived`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the worker's parts and the batch's switches; a struct would only rename them"
+)]
 fn apply_shard(
     store: &Store,
     cache: &mut Cache,
@@ -730,6 +963,7 @@ fn apply_shard(
     events: &[Asserted],
     batch: Option<&mut rocksdb::WriteBatch>,
     publishing: bool,
+    derived: bool,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache);
     let mut applied = [0u64; 4];
@@ -823,6 +1057,7 @@ fn apply_shard(
         duplicates,
         changes,
         aggregates,
+        derived: if derived { done } else { Default::default() },
     })
 }
 

@@ -413,6 +413,11 @@ async fn two_instances_split_the_partitions_and_a_moved_partition_is_rebuilt() {
         clean_digest(&broker, &prefix).await,
         "B's views after taking over equal a clean replay"
     );
+    // B published the tenants it took over once it had replayed them to the end A's had:
+    // never a row older than A's version of it.
+    let changes = view_changes(&broker, &topics.views);
+    changes_never_go_back(&changes);
+    topic_ends_with_the_store(&changes, &state_b);
 }
 
 /// Produces `n` generated events in one burst, so they reach the broker as large record batches.
@@ -571,13 +576,20 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
     // hundreds of acknowledgements, inside a batch's changes.
     // Each step on its own topics, group and state, and thread, all at once: most of a step's
     // time is spent waiting (for a group to settle, a topic to be read to its end).
+    // Live: the projector is started before the events are sent, so it applies them as they
+    // come. Catching up: the events are sent before it starts, so its partitions are behind at
+    // start and their rows are held until the end (`catchup.rs`): killed in the middle of that
+    // replay (rows owed, stored), while the owed rows are published, and after they are.
     let steps = [
-        ("applied", 3),
-        ("dead_lettered", 3),
-        ("committed", 3),
-        ("publishing", 400),
-        ("published", 3),
-        ("outbox_cleared", 3),
+        ("applied", 3, Live),
+        ("dead_lettered", 3, Live),
+        ("committed", 3, Live),
+        ("publishing", 400, Live),
+        ("published", 3, Live),
+        ("outbox_cleared", 3, Live),
+        ("committed", 3, CatchingUp),
+        ("publishing", 400, CatchingUp),
+        ("caught_up", 1, CatchingUp),
     ];
     // A mistyped crash point stops the projector with the reason at once, instead of never
     // firing (and the test waiting for the crash failing on its timeout).
@@ -585,12 +597,12 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
         .unwrap()
         .block_on(a_mistyped_crash_point_stops_the_projector(&broker));
     std::thread::scope(|s| {
-        for (step, n) in steps {
+        for (step, n, start) in steps {
             let broker = &broker;
             s.spawn(move || {
                 tokio::runtime::Runtime::new()
                     .unwrap()
-                    .block_on(crash_at_step(broker, step, n));
+                    .block_on(crash_at_step(broker, step, n, start));
             });
         }
     });
@@ -663,7 +675,15 @@ fn crash_records(topics: &aispm_schemas::Topics, events: usize) -> (Vec<Outbound
     (records, bad)
 }
 
-async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
+/// Whether the crashing projector applies the events as they are sent, or catches up with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Live,
+    CatchingUp,
+}
+use Start::{CatchingUp, Live};
+
+async fn crash_at_step(broker: &Broker, step: &str, n: u64, start: Start) {
     let started = Instant::now();
     let mut r = rig(broker).await;
     // Small batches, so that the crash lands after some have committed; static membership, so
@@ -676,7 +696,10 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
     let (records, bad) = crash_records(&r.topics, 3_000);
     let good = (records.len() - bad.len()) as f64;
     let producer: FutureProducer = aispm_tests::kafka::producer(&broker.bootstrap()).unwrap();
-    let sent = send_all(&producer, &records).await;
+    let mut sent = Vec::new();
+    if start == CatchingUp {
+        sent = send_all(&producer, &records).await;
+    }
 
     let crash = |at: &str| vec![("AISPM_CRASH_AT".to_owned(), at.to_owned())];
     let mut crashing = Service::start_with_env(
@@ -687,6 +710,17 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
         r.dir.path(),
     )
     .unwrap();
+    if start == Live {
+        // Ready (partitions assigned), and the loop has read their ends (all 0: nothing to
+        // catch up), so every event below is applied live.
+        crashing.wait_ready(Duration::from_secs(60)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !crashing.log().contains("Partitions taken looked at") {
+            assert!(Instant::now() < deadline, "{}", crashing.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sent = send_all(&producer, &records).await;
+    }
     let status = crashing
         .wait_exit(Duration::from_secs(120))
         .await
@@ -698,7 +732,7 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
         "{step}: exited with {status}, not at the crash point:\n{}",
         crashing.log_tail()
     );
-    if step == "committed" {
+    if step == "committed" && start == Live {
         // The write is durable and nothing of it published: the next start republishes the
         // outbox; kill it there too.
         let mut draining = Service::start_with_env(
@@ -783,7 +817,7 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64) {
     let crashed = digest(&r.state);
     let clean = clean_digest(broker, &r.prefix).await;
     println!(
-        "crash at {step}:{n} (view changes before the clean stop: {changes}): rows={} digest={:016x} clean_rows={} clean_digest={:016x} in {:.1}s",
+        "crash at {step}:{n} ({start:?}; view changes before the clean stop: {changes}): rows={} digest={:016x} clean_rows={} clean_digest={:016x} in {:.1}s",
         crashed.0,
         crashed.1,
         clean.0,

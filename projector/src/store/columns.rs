@@ -14,6 +14,11 @@ pub const STATE: &str = "state";
 /// view changes, durable but not yet acknowledged by the views topic. Emptied after publishing;
 /// at start each listed row is published again as stored then (see `project::Pending`).
 pub const OUTBOX: &str = "outbox";
+/// `{partition: i32 BE} {view: u8} {tenant} \0 {row key}` → empty: rows owed by a catch-up
+/// (`catchup.rs`), derived while the input partitions of that number were replayed to the end
+/// they had when this instance took them, and derived again and published once that end is
+/// reached. Written in the same `WriteBatch` as the rows; cleared after publishing.
+pub const OWED: &str = "owed";
 /// `version` → the view schema version the rows were built with; other bookkeeping.
 pub const META: &str = "meta";
 
@@ -30,7 +35,7 @@ pub const VIEWS: [(ViewName, &str); 7] = [
 
 /// Every column family.
 pub fn all() -> Vec<&'static str> {
-    let mut cfs = vec![OFFSETS, SEEN, STATE, OUTBOX, META];
+    let mut cfs = vec![OFFSETS, SEEN, STATE, OUTBOX, OWED, META];
     cfs.extend(VIEWS.iter().map(|(_, cf)| *cf));
     cfs
 }
@@ -81,4 +86,23 @@ pub fn split_offset_key(key: &[u8]) -> Option<(String, i32)> {
     let topic = std::str::from_utf8(&key[..at]).ok()?.to_owned();
     let p: [u8; 4] = key.get(at + 1..at + 5)?.try_into().ok()?;
     Some((topic, i32::from_be_bytes(p)))
+}
+
+/// `{partition BE} {view} {tenant} \0 {row key}`: an [`OWED`] key.
+pub fn owed_key(partition: i32, view: u8, tenant: &str, row: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + tenant.len() + 1 + row.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(view);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(row.as_bytes());
+    k
+}
+
+/// Inverse of [`owed_key`]: partition, view, tenant, row key.
+pub fn split_owed_key(key: &[u8]) -> Option<(i32, u8, &str, &str)> {
+    let partition = i32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+    let view = *key.get(4)?;
+    let (tenant, row) = split_tenant_key(key.get(5..)?)?;
+    Some((partition, view, tenant, row))
 }

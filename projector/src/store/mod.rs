@@ -327,6 +327,17 @@ impl Store {
         Ok(())
     }
 
+    /// Removes every key of `cf` that starts with `partition` (big-endian): one range delete.
+    pub fn delete_prefix(&self, cf: &str, partition: i32) -> Result<()> {
+        let from = partition.to_be_bytes();
+        let mut batch = WriteBatch::default();
+        match partition.checked_add(1) {
+            Some(to) => batch.delete_range_cf(self.cf(cf)?, &from[..], &to.to_be_bytes()[..]),
+            None => batch.delete_range_cf(self.cf(cf)?, &from[..], &[0xff; 5][..]),
+        }
+        self.write(batch)
+    }
+
     /// Removes every row, aggregate, offset and pending output: the next run replays from the
     /// beginning of the input topics.
     pub fn wipe(&self) -> Result<()> {
