@@ -564,7 +564,8 @@ async fn resuming_inside_a_record_batch_applies_every_record_once() {
 /// Kill -9 at each step of the commit protocol (`aispm_projector`'s crash points): after the
 /// batch is applied, after its dead letters, after its write, in the middle of publishing, after
 /// publishing, after the outbox is cleared, and while a start republishes the outbox a crash
-/// left. After each, the restarted projector must lose nothing and apply nothing twice: the
+/// left; and while catching up at start (rows held until the end): in the middle of the
+/// replay, in the middle of publishing the held rows, and after publishing them. After each, the restarted projector must lose nothing and apply nothing twice: the
 /// same events sent again after the restart, and again after a clean stop (every batch
 /// checkpointed), are all duplicates and change no row; the views equal a clean replay; the
 /// views topic ends with every stored row and no other; no `changed_at` goes backwards on it;
