@@ -446,47 +446,24 @@ impl Engine {
 
         // A catch-up owes some tenants' rows: the workers say which rows they derived.
         let owing = !self.owing.is_empty();
-        // The other workers' shards go to their threads; the first is applied here meanwhile.
-        // Every worker asked is answered before any error is returned, so no answer is left
-        // for the next batch to read.
-        let mut shards = shards.into_iter();
-        let mine = shards.next().unwrap_or_default();
-        let mut asked = Vec::new();
-        let mut outs: Vec<Result<Shard>> = Vec::with_capacity(workers);
-        for (i, events) in shards.enumerate() {
-            if events.is_empty() {
-                continue;
-            }
-            match self.pool[i]
-                .jobs
-                .as_ref()
-                .map(|j| j.send(Job::Apply(events, owing)))
-            {
-                Some(Ok(())) => asked.push(i),
-                _ => outs.push(Err(worker_stopped(i + 1))),
-            }
-        }
         let mut batch = rocksdb::WriteBatch::default();
-        if !mine.is_empty() {
-            outs.push(apply_shard(
-                &self.store,
-                &mut self.cache,
-                &self.settings,
-                &self.codec,
-                &mine,
-                Some(&mut batch),
-                self.publishing,
-                owing,
-            ));
-        }
-        for i in asked {
-            outs.push(
-                self.pool[i]
-                    .results
-                    .recv()
-                    .unwrap_or_else(|_| Err(worker_stopped(i + 1))),
-            );
-        }
+        let outs = on_workers(
+            &self.pool,
+            shards,
+            |events| Job::Apply(events, owing),
+            |mine| {
+                apply_shard(
+                    &self.store,
+                    &mut self.cache,
+                    &self.settings,
+                    &self.codec,
+                    &mine,
+                    Some(&mut batch),
+                    self.publishing,
+                    owing,
+                )
+            },
+        );
 
         let mut outgoing = Vec::new();
         let mut pending = Vec::new();
@@ -638,38 +615,15 @@ impl Engine {
                 rows += 1;
                 Ok(true)
             })?;
-        let mut shards = shards.into_iter();
-        let mine = shards.next().unwrap_or_default();
-        let mut asked = Vec::new();
-        let mut outs: Vec<Result<Shard>> = Vec::with_capacity(workers);
-        for (i, owed) in shards.enumerate() {
-            if owed.is_empty() {
-                continue;
-            }
-            match self.pool[i]
-                .jobs
-                .as_ref()
-                .map(|j| j.send(Job::Derive(owed)))
-            {
-                Some(Ok(())) => asked.push(i),
-                _ => outs.push(Err(worker_stopped(i + 1))),
-            }
-        }
-        outs.push(derive_owed(
-            &self.store,
-            &mut self.cache,
-            &self.settings,
-            &self.codec,
-            &mine,
-        ));
-        for i in asked {
-            outs.push(
-                self.pool[i]
-                    .results
-                    .recv()
-                    .unwrap_or_else(|_| Err(worker_stopped(i + 1))),
-            );
-        }
+        let outs = on_workers(&self.pool, shards, Job::Derive, |mine| {
+            derive_owed(
+                &self.store,
+                &mut self.cache,
+                &self.settings,
+                &self.codec,
+                &mine,
+            )
+        });
         let mut out = Vec::new();
         for shard in outs {
             out.extend(shard?.outgoing);
@@ -876,6 +830,43 @@ impl Drop for Worker {
             let _ = t.join();
         }
     }
+}
+
+/// Runs each worker's share of a job: `shards[0]` with `mine` on the calling thread, each other
+/// non-empty share on its worker's thread (`job` makes the message) meanwhile. Every worker
+/// asked is answered before this returns, errors included, so no answer is left for the next
+/// job to read.
+fn on_workers<T>(
+    pool: &[Worker],
+    shards: Vec<Vec<T>>,
+    job: impl Fn(Vec<T>) -> Job,
+    mine: impl FnOnce(Vec<T>) -> Result<Shard>,
+) -> Vec<Result<Shard>> {
+    let mut shards = shards.into_iter();
+    let first = shards.next().unwrap_or_default();
+    let mut asked = Vec::new();
+    let mut outs: Vec<Result<Shard>> = Vec::with_capacity(pool.len() + 1);
+    for (i, share) in shards.enumerate() {
+        if share.is_empty() {
+            continue;
+        }
+        match pool[i].jobs.as_ref().map(|j| j.send(job(share))) {
+            Some(Ok(())) => asked.push(i),
+            _ => outs.push(Err(worker_stopped(i + 1))),
+        }
+    }
+    if !first.is_empty() {
+        outs.push(mine(first));
+    }
+    for i in asked {
+        outs.push(
+            pool[i]
+                .results
+                .recv()
+                .unwrap_or_else(|_| Err(worker_stopped(i + 1))),
+        );
+    }
+    outs
 }
 
 /// One write into a batch (`None` deletes).
