@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::metrics::ProjectorMetrics;
 use crate::project::{Engine, Input};
 use crate::publish::Publisher;
+use crate::store::Durability;
 use aispm_runtime::dlq::{DeadLetter, DeadLetters};
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::KafkaMetrics;
@@ -198,6 +199,10 @@ pub(crate) struct Loop {
     pub posture: Option<std::sync::Arc<crate::posture::Keeper>>,
     /// The partitions taken that are catching up (`catchup.rs`).
     pub catch_up: CatchUp,
+    /// With the WAL off, the longest time between two flushes of the state.
+    pub flush_interval: Duration,
+    /// Whether what a stop left in the outbox is still to be published ([`Loop::drain_outbox`]).
+    pub outbox_left: bool,
 }
 
 impl std::fmt::Debug for Loop {
@@ -222,6 +227,10 @@ impl Loop {
         let mut totals = Totals::default();
         let mut last_stats = Instant::now();
         let mut last_kafka_commit = Instant::now();
+        let mut last_flush = Instant::now();
+        let unlogged = self.engine.store().durability() == Durability::Flushed;
+        // Batches written since the last flush.
+        let mut unflushed = false;
         loop {
             if shutdown.is_cancelled() || self.caught_up() {
                 break;
@@ -230,6 +239,20 @@ impl Loop {
             // What a catch-up that ended owes is published before the group learns the
             // offsets: a group caught up is views published.
             self.settle(shutdown)?;
+            unflushed |= n > 0;
+            if unlogged && unflushed && last_flush.elapsed() >= self.flush_interval {
+                // The state and the offsets it stands at, at one instant: what a crash keeps
+                // (`Durability::Flushed`). Only started here; RocksDB's threads write it.
+                let started = Instant::now();
+                self.engine.store().flush(false)?;
+                crate::crash::reached(crate::crash::FLUSHING);
+                last_flush = Instant::now();
+                unflushed = false;
+                self.metrics
+                    .stage_seconds
+                    .with_label_values(&["flush"])
+                    .observe(started.elapsed().as_secs_f64());
+            }
             if n > 0 {
                 let kc = Instant::now();
                 self.commit_to_kafka();
@@ -279,7 +302,12 @@ impl Loop {
             for partition in self.engine.owing_partitions() {
                 self.publish_owed(partition, shutdown)?;
             }
+            if self.outbox_left {
+                self.drain_outbox(shutdown)?;
+            }
         }
+        // A stop leaves nothing to replay.
+        self.engine.store().flush(true)?;
         self.commit_to_kafka();
         Ok(totals)
     }
@@ -303,6 +331,12 @@ impl Loop {
         self.note_taken(shutdown)?;
         let owing = self.engine.owing_partitions();
         if self.catch_up.is_empty() && owing.is_empty() {
+            // Partitions taken and looked at (a rebuild assigns its own), and none catching up.
+            let started =
+                self.until.is_some() || !lock(&self.consumer.context().assigned).is_empty();
+            if self.outbox_left && started {
+                self.drain_outbox(shutdown)?;
+            }
             return Ok(());
         }
         let ctx = self.consumer.context();
@@ -374,6 +408,31 @@ impl Loop {
             seconds = started.elapsed().as_secs_f64(),
             "Caught up: published the view changes the partition number's catch-up held."
         );
+        Ok(())
+    }
+
+    /// Publishes what a stop left in the outbox, as the rows stand now, then clears it. Not at
+    /// start: the state a crash leaves may be older than what the crashed run published
+    /// (`Durability::Flushed`), so the outbox waits until the partitions taken have caught up
+    /// to the ends they had when taken, and publishes rows as of there.
+    fn drain_outbox(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        let (pending, range) = self.engine.pending_outbox()?;
+        if !pending.is_empty() {
+            tracing::info!(
+                changes = pending.len(),
+                "Publishing view changes left in the outbox."
+            );
+            let publisher = &mut self.publisher;
+            retrying(
+                &self.handle,
+                "publishing the outbox a stop left",
+                shutdown,
+                || std::future::ready(publisher.publish(&pending)),
+            )?;
+            crate::crash::reached(crate::crash::DRAINED);
+        }
+        self.engine.clear_outbox(range)?;
+        self.outbox_left = false;
         Ok(())
     }
 

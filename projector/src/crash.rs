@@ -9,19 +9,24 @@
 //! The steps of one batch, in order (`consumer.rs`), and of a start (`lib.rs`):
 //! - [`APPLIED`]: the batch applied in memory; nothing of it sent or written.
 //! - [`DEAD_LETTERED`]: its dead letters acknowledged by the broker; its write not made.
-//! - [`COMMITTED`]: its write (state, rows, outbox, offsets) durable; nothing published.
+//! - [`COMMITTED`]: its write (state, rows, outbox, offsets) made (durable at once with `--wal`,
+//!   else at the next flush); nothing published.
 //! - [`PUBLISHING`]: a view change acknowledged, others of the batch maybe not (the n-th
 //!   acknowledgement of the process, so a large enough n lands in the middle of a batch).
 //! - [`PUBLISHED`]: every change acknowledged; the outbox not yet cleared.
 //! - [`OUTBOX_CLEARED`]: the outbox cleared; the offsets not yet committed to Kafka.
-//! - [`DRAINED`]: at start, what a crash left in the outbox published again; not yet cleared.
+//! - [`DRAINED`]: what a crash left in the outbox published again (once the partitions taken at
+//!   start caught up); not yet cleared.
+//! - [`FLUSHING`]: a flush of the state and its offsets started and running on RocksDB's
+//!   threads (`Durability::Flushed`): a kill here lands in the middle of the flush or just
+//!   after it.
 //! - [`CAUGHT_UP`]: the rows a catch-up held (`catchup.rs`) published; not yet removed.
 
 /// The batch applied in memory; nothing of it sent or written.
 pub(crate) const APPLIED: &str = "applied";
 /// Its dead letters acknowledged; its write not made.
 pub(crate) const DEAD_LETTERED: &str = "dead_lettered";
-/// Its write durable; nothing published.
+/// Its write made (durable with `--wal`, else at the next flush); nothing published.
 pub(crate) const COMMITTED: &str = "committed";
 /// One view change acknowledged; the rest of the batch's maybe not.
 pub(crate) const PUBLISHING: &str = "publishing";
@@ -29,15 +34,17 @@ pub(crate) const PUBLISHING: &str = "publishing";
 pub(crate) const PUBLISHED: &str = "published";
 /// The outbox cleared; the offsets not committed to Kafka.
 pub(crate) const OUTBOX_CLEARED: &str = "outbox_cleared";
-/// At start, the outbox a crash left published again; not cleared.
+/// The outbox a crash left published again; not cleared.
 pub(crate) const DRAINED: &str = "drained";
+/// A flush of the state started, running on RocksDB's threads.
+pub(crate) const FLUSHING: &str = "flushing";
 
 /// The rows a catch-up held published; not yet removed.
 pub(crate) const CAUGHT_UP: &str = "caught_up";
 
 /// Every step, in the order of the list above.
 #[cfg(any(debug_assertions, test))]
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     APPLIED,
     DEAD_LETTERED,
     COMMITTED,
@@ -46,6 +53,7 @@ const STEPS: [&str; 8] = [
     OUTBOX_CLEARED,
     DRAINED,
     CAUGHT_UP,
+    FLUSHING,
 ];
 
 /// The step and the count `value` names (`<step>` or `<step>:<n>`, n at least 1), or why it

@@ -158,9 +158,23 @@ pub struct Config {
     #[arg(long, env = "AISPM_BLOCK_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub block_cache_bytes: usize,
 
-    /// fsync every batch (survives power loss, not only a process crash); slower.
+    /// fsync every batch (survives power loss, not only a process crash); slower. Implies
+    /// `--wal`.
     #[arg(long, env = "AISPM_SYNC_WRITES")]
     pub sync_writes: bool,
+
+    /// Log every batch in RocksDB's write-ahead log. Off by default: a batch's state, rows and
+    /// offsets are durable at the next flush (atomic across column families), and a crash
+    /// replays the input topics from the flushed offsets, publishing what the replay changed
+    /// once it reaches the end the topics had at start (`docs/reliability.md`).
+    #[arg(long, env = "AISPM_WAL")]
+    pub wal: bool,
+
+    /// Without `--wal`, the longest time between two flushes of the state and its offsets
+    /// (RocksDB also flushes whenever its memtables fill): what a crash makes the projector
+    /// replay.
+    #[arg(long, env = "AISPM_FLUSH_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub flush_interval: Duration,
 
     /// Decisions per agent per minute (event time) above which the agent is runaway
     /// (AISPM-RUN-001).
@@ -240,6 +254,8 @@ impl Config {
             cache_entries: 100_000,
             block_cache_bytes: 64 * 1024 * 1024,
             sync_writes: false,
+            wal: false,
+            flush_interval: Duration::from_secs(10),
             runaway_per_minute: 120,
             loop_repeats: 30,
             denials_per_minute: 20,
@@ -250,6 +266,17 @@ impl Config {
             actors_per_agent: 50,
             as_of_checkpoint_events: 100_000,
             as_of_checkpoint_interval: Duration::from_secs(300),
+        }
+    }
+
+    /// When a batch's write is durable: `--sync-writes`, `--wal`, or at the next flush.
+    pub fn durability(&self) -> Durability {
+        if self.sync_writes {
+            Durability::Synced
+        } else if self.wal {
+            Durability::Logged
+        } else {
+            Durability::Flushed
         }
     }
 
@@ -305,6 +332,8 @@ impl Parts {
                 max_aggregates: config.batch_max_aggregates,
                 max_wait: config.batch_wait,
             },
+            flush_interval: config.flush_interval,
+            outbox_left: true,
             handle: tokio::runtime::Handle::current(),
             until,
             posture: None,
@@ -334,10 +363,10 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
     kafka.ensure_topics(&specs, Duration::from_secs(60)).await?;
     health.set("broker", true, "topics exist");
 
-    let store = Arc::new(Store::open(
+    let store = Arc::new(Store::open_with(
         &config.state_dir,
         config.block_cache_bytes,
-        config.sync_writes,
+        config.durability(),
     )?);
     if store.check_version()? {
         tracing::info!("Views will be rebuilt from the input topics.");
@@ -400,30 +429,15 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
     })
 }
 
-use crate::store::Store;
+use crate::store::{Durability, Store};
 
 /// The directory under `--state-dir` that replays as of a past instant use (`as_of.rs`).
 const AS_OF_DIR: &str = "as-of";
 
-/// Publishes what a crash left in the outbox.
-async fn drain_outbox(engine: &Engine, publisher: &mut Publisher) -> Result<()> {
-    let (pending, range) = engine.pending_outbox()?;
-    if !pending.is_empty() {
-        tracing::info!(
-            changes = pending.len(),
-            "Publishing view changes left in the outbox."
-        );
-        tokio::task::block_in_place(|| publisher.publish(&pending))?;
-        crash::reached(crash::DRAINED);
-    }
-    engine.clear_outbox(range)
-}
-
 /// Runs the projector until `shutdown`, then finishes and commits the batch in flight.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let mut parts = setup(&config, true).await?;
-    drain_outbox(&parts.engine, &mut parts.publisher).await?;
-    parts.health.set("state_restored", true, "outbox drained");
+    let parts = setup(&config, true).await?;
+    parts.health.set("state_restored", true, "state opened");
     let tokens = config.common.tokens("the views API")?;
     let auth = Auth::new(tokens, &parts.metrics)?;
     let keeper = Arc::new(posture::Keeper::new(
@@ -507,10 +521,10 @@ pub struct RebuildReport {
 /// Wipes the views and replays the input topics up to their current end, then returns.
 pub async fn rebuild(config: Config, shutdown: CancellationToken) -> Result<RebuildReport> {
     {
-        let store = Store::open(
+        let store = Store::open_with(
             &config.state_dir,
             config.block_cache_bytes,
-            config.sync_writes,
+            config.durability(),
         )?;
         store.wipe()?;
     }
@@ -520,8 +534,7 @@ pub async fn rebuild(config: Config, shutdown: CancellationToken) -> Result<Rebu
 /// Applies the input topics from the stored offsets up to their current end, then returns.
 pub async fn catch_up(config: Config, shutdown: CancellationToken) -> Result<RebuildReport> {
     let started = Instant::now();
-    let mut parts = setup(&config, false).await?;
-    drain_outbox(&parts.engine, &mut parts.publisher).await?;
+    let parts = setup(&config, false).await?;
     let topics = config.common.topics();
     let inputs = topics.inputs();
     let until: std::collections::BTreeMap<_, _> = aispm_runtime::kafka::partition_ends(

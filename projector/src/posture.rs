@@ -567,7 +567,9 @@ impl Keeper {
             columns::STATE,
             &key(hour - Self::TREND_DAYS * 24 * HOUR_MS),
         )?;
-        self.store.write(batch)
+        // A sample is taken at a time, not derived from the input topics: no replay makes it
+        // again, so it is logged even when the views are not.
+        self.store.write_logged(batch)
     }
 
     /// The tenant's hourly samples since `since`, oldest first.

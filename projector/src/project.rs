@@ -668,9 +668,11 @@ impl Engine {
     }
 
     /// View changes committed but not yet acknowledged (after a crash), with their range: each
-    /// changed row once (the last change of it), as it is stored now, in the order of those
-    /// last changes.
-    pub fn pending_outbox(&self) -> Result<(Vec<Outgoing>, (u64, u64))> {
+    /// changed row once (the last change of it), derived from the state now (as the rows a
+    /// catch-up owes, [`Engine::owed_page`]: a stamp derived now is never older than one
+    /// published before from a state this one contains), in the order of those last changes
+    /// on each worker.
+    pub fn pending_outbox(&mut self) -> Result<(Vec<Outgoing>, (u64, u64))> {
         let entries = self.store.scan_prefix(columns::OUTBOX, b"")?;
         let first = entries
             .first()
@@ -684,28 +686,29 @@ impl Engine {
         for (i, p) in changes.iter().enumerate() {
             last.insert((p.view, &p.tenant, &p.key), i);
         }
-        let mut out = Vec::with_capacity(last.len());
+        let workers = self.workers();
+        let mut shards: Vec<Vec<OwedRow>> = (0..workers).map(|_| Vec::new()).collect();
         for (i, p) in changes.iter().enumerate() {
             if last.get(&(p.view, p.tenant.as_str(), p.key.as_str())) != Some(&i) {
                 continue;
             }
-            let Some(&(view, cf)) = columns::VIEWS.get(usize::from(p.view)) else {
+            let Some(&(view, _)) = columns::VIEWS.get(usize::from(p.view)) else {
                 return Err(Error::Corrupt(format!("outbox names view {}", p.view)));
             };
-            let row = self
-                .store
-                .get_raw(cf, &columns::tenant_key(&p.tenant, &p.key))?
-                .map(|b| decode_row(view, &b))
-                .transpose()?;
-            let change = ViewChange::new(
-                p.tenant.as_str(),
-                view,
-                p.key.as_str(),
-                row,
-                Timestamp(p.changed_at),
-                p.cause_event_id.as_str(),
-            );
-            Outgoing::of(&self.codec, &change, &mut out)?;
+            shards[worker_of(&p.tenant, workers)].push((p.tenant.clone(), view, p.key.clone()));
+        }
+        let outs = on_workers(&self.pool, shards, Job::Derive, |mine| {
+            derive_owed(
+                &self.store,
+                &mut self.cache,
+                &self.settings,
+                &self.codec,
+                &mine,
+            )
+        });
+        let mut out = Vec::new();
+        for shard in outs {
+            out.extend(shard?.outgoing);
         }
         Ok((out, (first, self.next_seq)))
     }

@@ -52,7 +52,8 @@
 //! Tunables (environment): `AISPM_BENCH_EVENTS` (default 1000000), `AISPM_BENCH_ENTITIES`
 //! (comma-separated, default `1000,100000`), `AISPM_BENCH_TENANTS` (default 100),
 //! `AISPM_BENCH_MEMORY_EVENTS` (default 2000000; 0 skips the memory run),
-//! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_BATCH` and `AISPM_BENCH_BATCH_AGGREGATES` (in-process
+//! `AISPM_BENCH_REBUILD_TWICE` (default 0), `AISPM_BENCH_WAL` (default 0: the in-process runs write
+//! as the service does by default, without RocksDB's WAL; 1 logs each batch, as `--wal`), `AISPM_BENCH_BATCH` and `AISPM_BENCH_BATCH_AGGREGATES` (in-process
 //! batches, default the projector's `--batch-max` and `--batch-max-aggregates`), `AISPM_BENCH_WORKERS`
 //! (apply workers of the in-process runs, default the projector's `--apply-workers`), `AISPM_BENCH_QUIX` and
 //! `AISPM_BENCH_KSTREAMS` (default 1 each; 0 skips that engine, both 0 skip step 5),
@@ -108,6 +109,14 @@ fn batch_limit(engine: &Engine) -> usize {
     ) as usize;
     engine.batch_limit(max, aggs)
 }
+/// The in-process runs' RocksDB, its writes durable as the service's default makes them (at the
+/// next flush, no WAL), or each logged with `AISPM_BENCH_WAL=1` (the service's `--wal`).
+fn bench_store(dir: &Path) -> Result<Store> {
+    let mut config = aispm_projector::Config::local("", PathBuf::new());
+    config.wal = env_or("AISPM_BENCH_WAL", 0) == 1;
+    Ok(Store::open_with(dir, BLOCK_CACHE, config.durability())?)
+}
+
 /// Apply workers of the in-process runs but the one-core apply-only figure
 /// (`AISPM_BENCH_WORKERS`; default the projector's own `--apply-workers` default, one per core).
 fn bench_workers() -> usize {
@@ -379,7 +388,7 @@ impl FloorSink {
             None
         };
         Ok(FloorSink {
-            store: Store::open(dir.path(), BLOCK_CACHE, false)?,
+            store: bench_store(dir.path())?,
             _dir: dir,
             publisher,
             codec: aispm_schemas::Codec::new(),
@@ -579,7 +588,7 @@ fn memory_child() -> Result<()> {
     let tenants = env_or("AISPM_BENCH_TENANTS", 100) as usize;
     let dir = tempfile::tempdir()?;
     let topics = Topics::with_prefix("bench.");
-    let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
+    let store = Arc::new(bench_store(dir.path())?);
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
         .with_workers(bench_workers())?;
@@ -653,7 +662,7 @@ fn apply_only(
     let mut offsets = [0i64; 3];
     let inputs = aispm_tests::measure::inputs(&recs, topics, &mut offsets);
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(Store::open(dir.path(), BLOCK_CACHE, false)?);
+    let store = Arc::new(bench_store(dir.path())?);
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
         .with_workers(workers)?;
@@ -1091,7 +1100,8 @@ fn projector_rebuild(brokers: &str, prefix: &str, state: &Path, records: u64) ->
         .arg("--state-dir")
         .arg(state)
         .arg("rebuild")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .env("AISPM_WAL", (env_or("AISPM_BENCH_WAL", 0) == 1).to_string());
     let (out, wall, tv) = run_timed(cmd, "aispm-projector rebuild")?;
     // "rebuilt: {applied} events applied from {records} records in {s} s (...)"
     let words: Vec<&str> = out.split_whitespace().collect();

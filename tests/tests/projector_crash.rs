@@ -563,7 +563,9 @@ async fn resuming_inside_a_record_batch_applies_every_record_once() {
 
 /// Kill -9 at each step of the commit protocol (`aispm_projector`'s crash points): after the
 /// batch is applied, after its dead letters, after its write, in the middle of publishing, after
-/// publishing, after the outbox is cleared, and while a start republishes the outbox a crash
+/// publishing and before the flush (the service's default writes no WAL: what it published is
+/// newer than what the kill leaves), after the outbox is cleared, in the middle of a flush, and,
+/// with the WAL on, after a logged write and while a start republishes the outbox that crash
 /// left; and while catching up at start (rows held until the end): in the middle of the
 /// replay, in the middle of publishing the held rows, and after publishing them. After each, the restarted projector must lose nothing and apply nothing twice: the
 /// same events sent again after the restart, and again after a clean stop (every batch
@@ -581,16 +583,21 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
     // come. Catching up: the events are sent before it starts, so its partitions are behind at
     // start and their rows are held until the end (`catchup.rs`): killed in the middle of that
     // replay (rows owed, stored), while the owed rows are published, and after they are.
-    let steps = [
-        ("applied", 3, Live),
-        ("dead_lettered", 3, Live),
-        ("committed", 3, Live),
-        ("publishing", 400, Live),
-        ("published", 3, Live),
-        ("outbox_cleared", 3, Live),
-        ("committed", 3, CatchingUp),
-        ("publishing", 400, CatchingUp),
-        ("caught_up", 1, CatchingUp),
+    // Each without the WAL (the default) but where the flags say otherwise: a logged write is
+    // what leaves an outbox for the next start to drain; a flush after every batch puts one
+    // under way at the third.
+    let steps: [(&str, u64, Start, &[&str]); 11] = [
+        ("applied", 3, Live, &[]),
+        ("dead_lettered", 3, Live, &[]),
+        ("committed", 3, Live, &[]),
+        ("committed", 3, Live, &["--wal"]),
+        ("publishing", 400, Live, &[]),
+        ("published", 3, Live, &[]),
+        ("outbox_cleared", 3, Live, &[]),
+        ("flushing", 3, Live, &["--flush-interval", "0s"]),
+        ("committed", 3, CatchingUp, &[]),
+        ("publishing", 400, CatchingUp, &[]),
+        ("caught_up", 1, CatchingUp, &[]),
     ];
     // A mistyped crash point stops the projector with the reason at once, instead of never
     // firing (and the test waiting for the crash failing on its timeout).
@@ -598,12 +605,12 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
         .unwrap()
         .block_on(a_mistyped_crash_point_stops_the_projector(&broker));
     std::thread::scope(|s| {
-        for (step, n, start) in steps {
+        for (step, n, start, flags) in steps {
             let broker = &broker;
             s.spawn(move || {
                 tokio::runtime::Runtime::new()
                     .unwrap()
-                    .block_on(crash_at_step(broker, step, n, start));
+                    .block_on(crash_at_step(broker, step, n, start, flags));
             });
         }
     });
@@ -684,14 +691,16 @@ enum Start {
 }
 use Start::{CatchingUp, Live};
 
-async fn crash_at_step(broker: &Broker, step: &str, n: u64, start: Start) {
+async fn crash_at_step(broker: &Broker, step: &str, n: u64, start: Start, flags: &[&str]) {
     let started = Instant::now();
     let mut r = rig(broker).await;
+    let logged = flags.contains(&"--wal");
     // Small batches, so that the crash lands after some have committed; static membership, so
     // that each start gets the partitions back at once.
     r.args.extend(
         ["--batch-max", "200", "--instance-id", "projector-0"]
             .iter()
+            .chain(flags)
             .map(|s| (*s).to_owned()),
     );
     let (records, bad) = crash_records(&r.topics, 3_000);
@@ -733,7 +742,7 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64, start: Start) {
         "{step}: exited with {status}, not at the crash point:\n{}",
         crashing.log_tail()
     );
-    if step == "committed" && start == Live {
+    if step == "committed" && start == Live && logged {
         // The write is durable and nothing of it published: the next start republishes the
         // outbox; kill it there too.
         let mut draining = Service::start_with_env(
@@ -818,7 +827,7 @@ async fn crash_at_step(broker: &Broker, step: &str, n: u64, start: Start) {
     let crashed = digest(&r.state);
     let clean = clean_digest(broker, &r.prefix).await;
     println!(
-        "crash at {step}:{n} ({start:?}; view changes before the clean stop: {changes}): rows={} digest={:016x} clean_rows={} clean_digest={:016x} in {:.1}s",
+        "crash at {step}:{n} ({start:?}, flags {flags:?}; view changes before the clean stop: {changes}): rows={} digest={:016x} clean_rows={} clean_digest={:016x} in {:.1}s",
         crashed.0,
         crashed.1,
         clean.0,

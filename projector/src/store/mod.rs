@@ -25,6 +25,21 @@ pub const VIEW_VERSION: u32 = 15; // 6: rows keep `asserted_by`; 7: facts per en
 // (ControlAgg and ControlRow grew); 15: pending requests indexed by agent too, AISPM-APR-002's
 // last occurrence is the newest overdue request's window end
 
+/// When a write ([`Store::write`]) becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// At the next flush: no write-ahead log, and every flush atomic across the column
+    /// families, so what a crash leaves is one consistent instant: the state and the offsets it
+    /// stands at, from which the input topics are replayed (`docs/reliability.md`). The
+    /// service's default: the input topics are the log.
+    Flushed,
+    /// At once: each write logged in RocksDB's write-ahead log (a process crash loses nothing
+    /// written).
+    Logged,
+    /// As `Logged`, and the log fsynced at each write (survives power loss too; slower).
+    Synced,
+}
+
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
 
@@ -62,7 +77,7 @@ impl KeyCursor<'_> {
 /// The projector's database.
 pub struct Store {
     db: DB,
-    sync: bool,
+    durability: Durability,
     /// The block cache every column family shares (its usage, for the metrics: RocksDB's
     /// `block-cache-usage` property did not report it here).
     cache: Cache,
@@ -72,7 +87,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.db.path())
-            .field("sync", &self.sync)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -106,8 +121,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 impl Store {
-    /// Opens (or creates) the database under `dir` with a bounded block cache.
+    /// Opens (or creates) the database under `dir` with a bounded block cache, each write
+    /// logged (and fsynced when `sync`): for tools and tests; the service opens it
+    /// [`Store::open_with`] its `--wal` setting.
     pub fn open(dir: &Path, cache_bytes: usize, sync: bool) -> Result<Store> {
+        let durability = if sync {
+            Durability::Synced
+        } else {
+            Durability::Logged
+        };
+        Store::open_with(dir, cache_bytes, durability)
+    }
+
+    /// Opens (or creates) the database under `dir` with a bounded block cache, its writes
+    /// made durable as `durability` says.
+    pub fn open_with(dir: &Path, cache_bytes: usize, durability: Durability) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let cache = Cache::new_lru_cache(cache_bytes);
         let mut table = BlockBasedOptions::default();
@@ -144,11 +172,18 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_db_write_buffer_size(48 * 1024 * 1024);
+        // Without the log, a flush of one column family alone would leave the others' state
+        // of that instant in memory only: every flush takes them all, at one sequence number.
+        db_opts.set_atomic_flush(durability == Durability::Flushed);
         let cfs = columns::all()
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, cf_opts()));
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)?;
-        Ok(Store { db, sync, cache })
+        Ok(Store {
+            db,
+            durability,
+            cache,
+        })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -303,11 +338,41 @@ impl Store {
         Ok(out)
     }
 
-    /// Applies a batch atomically (WAL; fsync when `--sync-writes`).
+    /// Applies a batch atomically, durable as the store's [`Durability`] says.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut opts = WriteOptions::default();
-        opts.set_sync(self.sync);
+        opts.set_sync(self.durability == Durability::Synced);
+        opts.disable_wal(self.durability == Durability::Flushed);
         self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Applies a batch atomically and logged, whatever the store's [`Durability`]: for what
+    /// no replay of the input topics rebuilds (the posture samples taken over time).
+    pub fn write_logged(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.durability == Durability::Synced);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// When this store's writes become durable.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Flushes every column family's memtables to table files, all at one instant (a
+    /// checkpoint of the state and its offsets, [`Durability::Flushed`]); with `wait` false
+    /// the flush is only started: it runs on RocksDB's background threads while the caller
+    /// goes on writing into new memtables.
+    pub fn flush(&self, wait: bool) -> Result<()> {
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(wait);
+        let cfs = columns::all()
+            .into_iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>>>()?;
+        self.db.flush_cfs_opt(&cfs, &opts)?;
         Ok(())
     }
 
@@ -365,7 +430,8 @@ impl Store {
             VIEW_VERSION.to_be_bytes(),
         );
         self.db.write(batch)?;
-        Ok(())
+        // Logged or not, a wipe is durable before anything is replayed over it.
+        self.flush(true)
     }
 
     /// Wipes the views when they were built by another view version; true if it did.
