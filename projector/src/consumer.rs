@@ -1,6 +1,7 @@
 //! The consumer loop: poll a batch (by count and by time), prepare it, dead-letter the rejects,
 //! commit the batch with its offsets in one RocksDB write, publish the view changes, and only
-//! then commit offsets to Kafka (for lag visibility; our own offsets are the truth).
+//! then commit offsets to Kafka (for lag visibility; our own offsets are the truth): without
+//! the WAL, the offsets of the last flush that ended, which a crash cannot take back.
 //!
 //! On every partition assignment the rebalance hook seeks each partition to the next offset
 //! stored in RocksDB (or the beginning): a partition that moves to this instance is rebuilt by
@@ -203,6 +204,12 @@ pub(crate) struct Loop {
     pub flush_interval: Duration,
     /// Whether what a stop left in the outbox is still to be published ([`Loop::drain_outbox`]).
     pub outbox_left: bool,
+    /// Without the WAL, the offsets the state stands at in table files (the last flush that
+    /// ended), the ones committed to the group: the group is never told of records a crash
+    /// would make the projector apply again.
+    pub durable: HashMap<Partition, i64>,
+    /// The offsets the flush under way will make durable.
+    pub flushing: Option<HashMap<Partition, i64>>,
 }
 
 impl std::fmt::Debug for Loop {
@@ -231,6 +238,7 @@ impl Loop {
         let unlogged = self.engine.store().durability() == Durability::Flushed;
         // Batches written since the last flush.
         let mut unflushed = false;
+        self.durable = self.engine.next_offsets.clone();
         loop {
             if shutdown.is_cancelled() || self.caught_up() {
                 break;
@@ -240,11 +248,15 @@ impl Loop {
             // offsets: a group caught up is views published.
             self.settle(shutdown)?;
             unflushed |= n > 0;
+            if self.flushing.is_some() && self.engine.store().flushed()? {
+                self.durable = self.flushing.take().unwrap_or_default();
+            }
             if unlogged && unflushed && last_flush.elapsed() >= self.flush_interval {
                 // The state and the offsets it stands at, at one instant: what a crash keeps
                 // (`Durability::Flushed`). Only started here; RocksDB's threads write it.
                 let started = Instant::now();
                 self.engine.store().flush(false)?;
+                self.flushing = Some(self.engine.next_offsets.clone());
                 crate::crash::reached(crate::crash::FLUSHING);
                 last_flush = Instant::now();
                 unflushed = false;
@@ -308,6 +320,8 @@ impl Loop {
         }
         // A stop leaves nothing to replay.
         self.engine.store().flush(true)?;
+        self.flushing = None;
+        self.durable = self.engine.next_offsets.clone();
         self.commit_to_kafka();
         Ok(totals)
     }
@@ -649,9 +663,14 @@ impl Loop {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        // The offsets of the state a crash would leave: with the WAL, every batch's.
+        let offsets = match self.engine.store().durability() {
+            Durability::Flushed => &self.durable,
+            Durability::Logged | Durability::Synced => &self.engine.next_offsets,
+        };
         let mut tpl = TopicPartitionList::new();
         for tp in &assigned {
-            if let Some(o) = self.engine.next_offsets.get(tp) {
+            if let Some(o) = offsets.get(tp) {
                 let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*o));
             }
         }

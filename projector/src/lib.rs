@@ -334,6 +334,8 @@ impl Parts {
             },
             flush_interval: config.flush_interval,
             outbox_left: true,
+            durable: std::collections::HashMap::new(),
+            flushing: None,
             handle: tokio::runtime::Handle::current(),
             until,
             posture: None,

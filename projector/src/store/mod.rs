@@ -356,6 +356,21 @@ impl Store {
         Ok(())
     }
 
+    /// Whether every flush started has ended: no column family holds a memtable waiting to be
+    /// written (what was written before the flush started is then in table files). A failed
+    /// flush leaves its memtables waiting, so this stays false.
+    pub fn flushed(&self) -> Result<bool> {
+        for name in columns::all() {
+            let waiting = self
+                .db
+                .property_int_value_cf(self.cf(name)?, "rocksdb.num-immutable-mem-table")?;
+            if waiting.unwrap_or(0) > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// When this store's writes become durable.
     pub fn durability(&self) -> Durability {
         self.durability
