@@ -425,10 +425,11 @@ impl Loop {
         Ok(())
     }
 
-    /// Publishes what a stop left in the outbox, as the rows stand now, then clears it. Not at
-    /// start: the state a crash leaves may be older than what the crashed run published
-    /// (`Durability::Flushed`), so the outbox waits until the partitions taken have caught up
-    /// to the ends they had when taken, and publishes rows as of there.
+    /// Publishes what a stop left in the outbox, as the rows stand now, then clears it, and
+    /// says the state is restored (readiness). Not at start: the state a crash leaves may be
+    /// older than what the crashed run published (`Durability::Flushed`), so the outbox waits
+    /// until the partitions taken have caught up to the ends they had when taken, and
+    /// publishes rows as of there.
     fn drain_outbox(&mut self, shutdown: &CancellationToken) -> Result<()> {
         let (pending, range) = self.engine.pending_outbox()?;
         if !pending.is_empty() {
@@ -447,6 +448,11 @@ impl Loop {
         }
         self.engine.clear_outbox(range)?;
         self.outbox_left = false;
+        self.consumer.context().health.set(
+            "state_restored",
+            true,
+            "caught up with the ends the input partitions had at start",
+        );
         Ok(())
     }
 

@@ -439,7 +439,11 @@ const AS_OF_DIR: &str = "as-of";
 /// Runs the projector until `shutdown`, then finishes and commits the batch in flight.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let parts = setup(&config, true).await?;
-    parts.health.set("state_restored", true, "state opened");
+    // Ready once the state stands where the input topics did at start (`Loop::drain_outbox`):
+    // a crash without the WAL leaves it behind what the views API had served.
+    parts
+        .health
+        .set("state_restored", false, "catching up with the input topics");
     let tokens = config.common.tokens("the views API")?;
     let auth = Auth::new(tokens, &parts.metrics)?;
     let keeper = Arc::new(posture::Keeper::new(
