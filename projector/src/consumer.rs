@@ -401,13 +401,7 @@ impl Loop {
             let (page, next) = self
                 .engine
                 .owed_page(partition, from.as_deref(), OWED_PAGE)?;
-            let publisher = &mut self.publisher;
-            retrying(
-                &self.handle,
-                "publishing owed view changes",
-                shutdown,
-                || std::future::ready(publisher.publish(&page)),
-            )?;
+            self.publish("publishing owed view changes", &page, shutdown)?;
             records += page.len();
             match next {
                 Some(k) => from = Some(k),
@@ -425,6 +419,20 @@ impl Loop {
         Ok(())
     }
 
+    /// Publishes `records` and waits for every acknowledgement, retrying (`what` names it in
+    /// the log) until it succeeds or `shutdown`.
+    fn publish(
+        &mut self,
+        what: &str,
+        records: &[crate::project::Outgoing],
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let publisher = &mut self.publisher;
+        retrying(&self.handle, what, shutdown, || {
+            std::future::ready(publisher.publish(records))
+        })
+    }
+
     /// Publishes what a stop left in the outbox, as the rows stand now, then clears it, and
     /// says the state is restored (readiness). Not at start: the state a crash leaves may be
     /// older than what the crashed run published (`Durability::Flushed`), so the outbox waits
@@ -437,13 +445,7 @@ impl Loop {
                 changes = pending.len(),
                 "Publishing view changes left in the outbox."
             );
-            let publisher = &mut self.publisher;
-            retrying(
-                &self.handle,
-                "publishing the outbox a stop left",
-                shutdown,
-                || std::future::ready(publisher.publish(&pending)),
-            )?;
+            self.publish("publishing the outbox a stop left", &pending, shutdown)?;
             crate::crash::reached(crate::crash::DRAINED);
         }
         self.engine.clear_outbox(range)?;

@@ -615,6 +615,12 @@ impl Engine {
                 rows += 1;
                 Ok(true)
             })?;
+        Ok((self.derive_now(shards)?, next))
+    }
+
+    /// The view changes of rows derived from the state now, each share on the worker that
+    /// owns its tenants (`shards[i]`: worker i's rows).
+    fn derive_now(&mut self, shards: Vec<Vec<OwedRow>>) -> Result<Vec<Outgoing>> {
         let outs = on_workers(&self.pool, shards, Job::Derive, |mine| {
             derive_owed(
                 &self.store,
@@ -628,7 +634,7 @@ impl Engine {
         for shard in outs {
             out.extend(shard?.outgoing);
         }
-        Ok((out, next))
+        Ok(out)
     }
 
     /// The rows owed under `partition` are published: they are removed, and its tenants' rows
@@ -697,20 +703,7 @@ impl Engine {
             };
             shards[worker_of(&p.tenant, workers)].push((p.tenant.clone(), view, p.key.clone()));
         }
-        let outs = on_workers(&self.pool, shards, Job::Derive, |mine| {
-            derive_owed(
-                &self.store,
-                &mut self.cache,
-                &self.settings,
-                &self.codec,
-                &mine,
-            )
-        });
-        let mut out = Vec::new();
-        for shard in outs {
-            out.extend(shard?.outgoing);
-        }
-        Ok((out, (first, self.next_seq)))
+        Ok((self.derive_now(shards)?, (first, self.next_seq)))
     }
 
     /// Empties every worker's cache (a stopped worker says so at the next batch).
