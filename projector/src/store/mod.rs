@@ -340,18 +340,20 @@ impl Store {
 
     /// Applies a batch atomically, durable as the store's [`Durability`] says.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(self.durability == Durability::Synced);
-        opts.disable_wal(self.durability == Durability::Flushed);
-        self.db.write_opt(batch, &opts)?;
-        Ok(())
+        self.write_as(batch, self.durability == Durability::Flushed)
     }
 
     /// Applies a batch atomically and logged, whatever the store's [`Durability`]: for what
     /// no replay of the input topics rebuilds (the posture samples taken over time).
     pub fn write_logged(&self, batch: WriteBatch) -> Result<()> {
+        self.write_as(batch, false)
+    }
+
+    /// One atomic write, without the log when `unlogged`; fsynced when the store syncs.
+    fn write_as(&self, batch: WriteBatch, unlogged: bool) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(self.durability == Durability::Synced);
+        opts.disable_wal(unlogged);
         self.db.write_opt(batch, &opts)?;
         Ok(())
     }
