@@ -1466,7 +1466,7 @@ fn identity(
                 }),
             );
         }
-        let unused = crate::derive::unused_scopes(&k, limits.unused_scope_ms);
+        let unused = crate::rules::unused_scopes(&k, limits.unused_scope_ms);
         let privileged: Vec<&String> = granted
             .iter()
             .filter(|s| aispm_schemas::risk::privileged_scope(s))

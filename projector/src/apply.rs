@@ -3,7 +3,7 @@
 
 use crate::batch::Overlay;
 use crate::error::Result;
-use crate::rules::{self, Rule};
+use crate::rules::{self, On, Rule};
 use crate::state::*;
 use aispm_schemas::*;
 use std::collections::BTreeSet;
@@ -103,10 +103,6 @@ impl Event {
     }
 }
 
-fn finding_dirty(ov: &mut Overlay<'_>, tenant: &str, rule: Rule, subject: &str) {
-    ov.dirty(tenant, ViewName::Findings, rules::finding_id(rule, subject));
-}
-
 /// One more (`delta` 1) or one fewer (-1) pending request of `agent` under `control`: kept by
 /// control on the agent, whose decisions derive AISPM-APR-002 of those pairs again; that
 /// finding of the pair is derived again now.
@@ -129,12 +125,7 @@ fn pending_changed(
             }
         },
     )?;
-    finding_dirty(
-        ov,
-        tenant,
-        rules::PENDING_APPROVAL,
-        &finding_subject(&[agent, control]),
-    );
+    rules::fire(ov, tenant, On::Pending, &finding_subject(&[agent, control]));
     Ok(())
 }
 
@@ -148,16 +139,11 @@ struct PendingClock {
 }
 
 impl PendingClock {
-    /// Marks dirty AISPM-APR-002 of all of the agent's pairs when their rows changed otherwise,
-    /// and notes the move of the clock for [`settle`].
+    /// Marks dirty the pending findings of all of the agent's pairs when their rows changed
+    /// otherwise, and notes the move of the clock for [`settle`].
     fn moved(self, ov: &mut Overlay<'_>, t: &str, agent: &str) {
         for control in self.every_pair.into_iter().flatten() {
-            finding_dirty(
-                ov,
-                t,
-                rules::PENDING_APPROVAL,
-                &finding_subject(&[agent, &control]),
-            );
+            rules::fire(ov, t, On::Pending, &finding_subject(&[agent, &control]));
         }
         if self.before.is_none_or(|b| b < self.after) {
             ov.clocks
@@ -197,12 +183,7 @@ pub(crate) fn settle(ov: &mut Overlay<'_>, s: &Settings) -> Result<()> {
             .filter_map(|id| pending_by_agent_control(&id[prefix.len()..]))
             .collect();
         for control in controls {
-            finding_dirty(
-                ov,
-                &t,
-                rules::PENDING_APPROVAL,
-                &finding_subject(&[&agent, control]),
-            );
+            rules::fire(ov, &t, On::Pending, &finding_subject(&[&agent, control]));
         }
     }
     Ok(())
@@ -211,12 +192,7 @@ pub(crate) fn settle(ov: &mut Overlay<'_>, s: &Settings) -> Result<()> {
 /// An agent's risk factors changed (its registration, data classes, privileged actions or
 /// reach): every finding whose risk reads them is derived again.
 fn agent_risk_changed(ov: &mut Overlay<'_>, tenant: &str, agent: &str, findings: BTreeSet<String>) {
-    for rule in [rules::SHADOW_AGENT, rules::AGENT_UNOWNED]
-        .iter()
-        .chain(rules::SIGNALS)
-    {
-        finding_dirty(ov, tenant, *rule, agent);
-    }
+    rules::fire(ov, tenant, On::RiskOf(CoverageKind::Agent), agent);
     for id in findings {
         ov.dirty(tenant, ViewName::Findings, id);
     }
@@ -378,9 +354,9 @@ fn assets(
                 (signalled, changed, clock)
             })?;
         ov.dirty(t, ViewName::Coverage, key);
+        rules::fire(ov, t, On::Named(kind), &id);
         match kind {
             CoverageKind::Agent => {
-                finding_dirty(ov, t, rules::SHADOW_AGENT, &id);
                 // A signal's row names the agent's newest decisions: derived again with each.
                 for rule in signalled {
                     ov.dirty(t, ViewName::Findings, format!("{rule}:{id}"));
@@ -391,14 +367,7 @@ fn assets(
                 // Its newest decision is the clock of its pending requests (AISPM-APR-002).
                 clock.moved(ov, t, &id);
             }
-            CoverageKind::ModelEndpoint => {
-                finding_dirty(ov, t, rules::SHADOW_MODEL, &id);
-                if risk_changed.is_some() {
-                    finding_dirty(ov, t, rules::PUBLIC_ENDPOINT, &id);
-                }
-            }
-            CoverageKind::McpTool => finding_dirty(ov, t, rules::UNTRUSTED_MCP_TOOL, &id),
-            CoverageKind::McpServer => finding_dirty(ov, t, rules::UNTRUSTED_MCP_SERVER, &id),
+            _ if risk_changed.is_some() => rules::fire(ov, t, On::RiskOf(kind), &id),
             _ => {}
         }
     }
@@ -433,7 +402,7 @@ fn usage(
                 }
             },
         )?;
-        finding_dirty(ov, t, rules::UNUSED_SCOPE, key);
+        rules::fire(ov, t, On::KeyUsed, key);
     }
 
     Ok(())
@@ -451,39 +420,31 @@ fn runtime_signals(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Res
         d.mcp_server.as_deref().zip(d.mcp_tool.as_deref()),
         &d.target,
     );
-    let crossed = ov.update(
+    let minute_counts = ov.update(
         t,
         Tag::Rate,
         &format!("{}@{minute}", d.agent_id),
         |r: &mut RateAgg| {
-            let mut crossed = Vec::new();
             r.n += 1;
-            if r.n == s.runaway_per_minute + 1 {
-                crossed.push(rules::RUNAWAY_AGENT);
-            }
             if denied {
                 r.denied += 1;
-                if r.denied == s.denials_per_minute {
-                    crossed.push(rules::DENIAL_STORM);
-                }
             }
             let c = r.calls.entry(call).or_default();
-            let retrying = |c: &CallCount| c.denied > 0 && c.attempts >= s.retries_per_minute;
-            let was_retrying = retrying(c);
+            let call_before = (c.attempts, c.denied);
             c.attempts += 1;
             if denied {
                 c.denied += 1;
             }
-            if c.attempts == s.loop_repeats {
-                crossed.push(rules::AGENT_LOOP);
+            rules::Minute {
+                decisions: r.n,
+                denied: r.denied,
+                this_denied: denied,
+                call_before,
+                call: (c.attempts, c.denied),
             }
-            if retrying(c) && !was_retrying {
-                crossed.push(rules::RETRY_BURST);
-            }
-            crossed
         },
     )?;
-    for rule in crossed {
+    for rule in rules::crossed(&minute_counts, s) {
         ov.update(
             t,
             Tag::Asset,
@@ -495,7 +456,7 @@ fn runtime_signals(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Res
                 max_opt(&mut sig.last, minute);
             },
         )?;
-        finding_dirty(ov, t, rule, &d.agent_id);
+        ov.dirty(t, ViewName::Findings, rules::finding_id(rule, &d.agent_id));
     }
 
     Ok(())
@@ -546,7 +507,7 @@ fn control(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp) -> Result<String
         }
     })?;
     ov.dirty(t, ViewName::Controls, control.clone());
-    finding_dirty(ov, t, rules::SHADOW_CONTROL, &control);
+    rules::fire(ov, t, On::Control, &control);
 
     Ok(control)
 }
@@ -589,24 +550,30 @@ fn approval_request(
         ov.mark(t, Tag::PendingByAgent, &by_agent);
         pending_changed(ov, t, &d.agent_id, control, 1)?;
     }
-    let id = rules::finding_id(rules::PENDING_APPROVAL, &d.finding_subject());
-    agent_finding(ov, t, &d.agent_id, &id)?;
-    ov.dirty(t, ViewName::Findings, id);
+    // The pair's findings that read its pending requests are about the agent: noted on it.
+    let subject = d.finding_subject();
+    for rule in rules::reading(On::Pending) {
+        let id = rules::finding_id(*rule, &subject);
+        agent_finding(ov, t, &d.agent_id, &id)?;
+        ov.dirty(t, ViewName::Findings, id);
+    }
     Ok(())
 }
 
-/// The findings the decision raises itself: a high-risk action allowed without approval, and
-/// one without evidence (or its evidence recorded).
+/// The findings the decision raises itself (`rules::raised_by`: a high-risk action allowed
+/// without approval, one without evidence), and its evidence.
 fn raised(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp, by: Option<&str>) -> Result<()> {
     let t = d.tenant_id.as_str();
     let high = matches!(d.risk, Risk::High | Risk::Critical);
-    let allowed = d.verdict == Verdict::Allow;
     // Event-raised findings are about the agent and the control it acted under: one row per
     // pair, every decision an occurrence of it.
     let pair = d.finding_subject();
-    if high && allowed && d.approval_id.is_none() {
-        let id = raise(ov, t, rules::NO_APPROVAL, &pair, at, d.environment)?;
+    for (rule, cleared_by_approval) in rules::raised_by(d) {
+        let id = raise(ov, t, rule, &pair, at, d.environment)?;
         agent_finding(ov, t, &d.agent_id, &id)?;
+        if !cleared_by_approval {
+            continue;
+        }
         // An approval granted for this decision (before or after it arrives) clears its
         // occurrence: the pair is counted here or in `approval`, whichever comes second.
         let approvals = ov.update(t, Tag::Decision, &d.event_id, |f: &mut DecisionFacts| {
@@ -623,30 +590,20 @@ fn raised(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp, by: Option<&str>)
         }
     }
 
-    match &d.evidence {
-        Some(e) => record_evidence(
-            ov,
-            t,
-            e,
-            &Carrier {
-                at,
-                by,
-                environment: Some(d.environment),
-                synthetic: d.synthetic,
-                action_kind: Some(d.action_kind.as_str()),
-                high_risk: high,
-                claim: None,
-                agent_id: Some(d.agent_id.as_str()),
-                control_id: d.control_id.as_deref(),
-            },
-        )?,
-        None if high => {
-            let id = raise(ov, t, rules::EVIDENCE_MISSING, &pair, at, d.environment)?;
-            agent_finding(ov, t, &d.agent_id, &id)?;
-        }
-        None => {}
+    if let Some(e) = &d.evidence {
+        let carrier = Carrier {
+            at,
+            by,
+            environment: Some(d.environment),
+            synthetic: d.synthetic,
+            action_kind: Some(d.action_kind.as_str()),
+            high_risk: high,
+            claim: None,
+            agent_id: Some(d.agent_id.as_str()),
+            control_id: d.control_id.as_deref(),
+        };
+        record_evidence(ov, t, e, &carrier)?;
     }
-
     Ok(())
 }
 
@@ -693,7 +650,7 @@ fn data_exposure(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp) -> Result<
                 max_opt(&mut e.last, at.0);
                 keep_newest(&mut e.ids, at);
             })?;
-            finding_dirty(ov, t, rules::DATA_CLASS, &id);
+            rules::fire(ov, t, On::Exposure, &id);
         }
     }
 
@@ -810,16 +767,14 @@ fn record_evidence(ov: &mut Overlay<'_>, t: &str, e: &Evidence, c: &Carrier<'_>)
 
 fn evidence_dirty(ov: &mut Overlay<'_>, t: &str, evidence_id: &str) {
     ov.dirty(t, ViewName::Evidence, evidence_id.to_owned());
-    finding_dirty(ov, t, rules::EVIDENCE_UNSIGNED, evidence_id);
-    finding_dirty(ov, t, rules::EVIDENCE_SIGNATURE, evidence_id);
+    rules::fire(ov, t, On::Evidence, evidence_id);
 }
 
-/// Marks every row derived from an exception aggregate: its own row, its expiry and
-/// break-glass findings, and every finding it ever covered.
+/// Marks every row derived from an exception aggregate: its own row, the findings about it,
+/// and every finding it ever covered.
 fn exception_dirty(ov: &mut Overlay<'_>, t: &str, id: &str, covers: &BTreeSet<String>) {
     ov.dirty(t, ViewName::Exceptions, id.to_owned());
-    finding_dirty(ov, t, rules::EXCEPTION_EXPIRED, id);
-    finding_dirty(ov, t, rules::BREAK_GLASS_LATE, id);
+    rules::fire(ov, t, On::Exception, id);
     for f in covers {
         ov.dirty(t, ViewName::Findings, f.clone());
     }
@@ -999,36 +954,6 @@ fn approval(ov: &mut Overlay<'_>, a: &ApprovalEvent, by: Option<&str>) -> Result
     Ok(())
 }
 
-/// Whether a registration makes a registry-derived rule's condition true.
-fn bad(rule: Rule, a: &Asset) -> bool {
-    let registered = a.status == AssetStatus::Registered;
-    match rule.id {
-        id if id == rules::UNTRUSTED_MCP_TOOL.id || id == rules::UNTRUSTED_MCP_SERVER.id => {
-            matches!(a.trust, Some(Trust::Untrusted | Trust::Quarantined))
-        }
-        id if id == rules::PUBLIC_ENDPOINT.id => {
-            registered && a.public == Some(true) && a.auth_required == Some(false)
-        }
-        id if id == rules::WILDCARD_KEY.id => {
-            registered && a.scopes.iter().any(|s| risk::privileged_scope(s))
-        }
-        id if id == rules::AGENT_UNOWNED.id => registered && a.owner.is_none(),
-        _ => false,
-    }
-}
-
-/// The registry-derived rules per asset kind.
-fn flag_rules(kind: AssetKind) -> &'static [Rule] {
-    match kind {
-        AssetKind::McpTool => &[rules::UNTRUSTED_MCP_TOOL],
-        AssetKind::McpServer => &[rules::UNTRUSTED_MCP_SERVER],
-        AssetKind::ModelEndpoint => &[rules::PUBLIC_ENDPOINT],
-        AssetKind::ApiKey => &[rules::WILDCARD_KEY],
-        AssetKind::Agent => &[rules::AGENT_UNOWNED],
-        _ => &[],
-    }
-}
-
 fn registration(a: &Asset, by: Option<&str>) -> Registration {
     Registration {
         asserted_by: by.map(str::to_owned),
@@ -1061,8 +986,8 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
                 lww(&mut c.registration, &at, registration(a, by));
             })?;
             ov.dirty(t, ViewName::Controls, a.asset_id.clone());
-            // Its criticality is a risk factor of the finding.
-            finding_dirty(ov, t, rules::SHADOW_CONTROL, &a.asset_id);
+            // Its criticality is a risk factor of the control's findings.
+            rules::fire(ov, t, On::Control, &a.asset_id);
             return Ok(());
         }
         let key = format!("{}/{}", a.asset_kind, a.asset_id);
@@ -1075,11 +1000,11 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
                     *since = (*since).min(at.0);
                 }
             }
-            for rule in flag_rules(a.asset_kind) {
+            for (rule, holds) in rules::flags(a.asset_kind) {
                 agg.flags
                     .entry(rule.id.to_owned())
                     .or_default()
-                    .observe(bad(*rule, a), &at);
+                    .observe(holds(a), &at);
             }
             agg.findings.clone()
         })?;
@@ -1095,23 +1020,20 @@ fn registry(ov: &mut Overlay<'_>, r: &RegistryEvent, by: Option<&str>) -> Result
         if coverage.is_some() {
             ov.dirty(t, ViewName::Coverage, key);
         }
-        for rule in flag_rules(a.asset_kind) {
-            finding_dirty(ov, t, *rule, &a.asset_id);
-        }
+        rules::fire(ov, t, On::Registered(a.asset_kind), &a.asset_id);
         match a.asset_kind {
             // Its criticality, exposure and scopes are risk factors of its findings.
             AssetKind::Agent => agent_risk_changed(ov, t, &a.asset_id, findings),
+            // The classes it approves: each class it was sent.
             AssetKind::ModelEndpoint => {
-                finding_dirty(ov, t, rules::SHADOW_MODEL, &a.asset_id);
                 for exposure in ov.ids_with_prefix(t, Tag::Exposure, &format!("{}/", a.asset_id))? {
-                    finding_dirty(ov, t, rules::DATA_CLASS, &exposure);
+                    rules::fire(ov, t, On::Exposure, &exposure);
                 }
             }
             AssetKind::ApiKey => {
                 if let Some(agent) = a.attributes.get(KEY_AGENT_ATTRIBUTE) {
                     ov.mark(t, Tag::KeyOf, &format!("{agent}\0{}", a.asset_id));
                 }
-                finding_dirty(ov, t, rules::UNUSED_SCOPE, &a.asset_id);
             }
             AssetKind::TrustRoot => {
                 for entry in

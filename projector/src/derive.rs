@@ -5,7 +5,7 @@
 use crate::apply::Settings;
 use crate::batch::Overlay;
 use crate::error::Result;
-use crate::rules::{self, DAY_MS, Rule};
+use crate::rules::{self, Condition, Ctx, DAY_MS, Rule, newest};
 use crate::state::*;
 use aispm_schemas::*;
 use std::collections::BTreeSet;
@@ -27,15 +27,6 @@ impl Derived {
             follow: Vec::new(),
         }
     }
-}
-
-fn newest<'a>(stamps: impl IntoIterator<Item = Option<&'a Stamp>>) -> Stamp {
-    stamps
-        .into_iter()
-        .flatten()
-        .max()
-        .cloned()
-        .unwrap_or((0, String::new()))
 }
 
 /// Derives the row `key` of `view` for `tenant`.
@@ -216,300 +207,28 @@ fn control_state(
     }
 }
 
-/// A rule's condition over its aggregates.
-#[derive(Debug, Default)]
-struct Condition {
-    exists: bool,
-    active: bool,
-    opened_at: i64,
-    last_trigger: i64,
-    cleared_at: Option<i64>,
-    ids: Vec<String>,
-    occurrences: i64,
-    stamp: Stamp,
-    /// The newest occurrences (event time, id), oldest first: when a resolution is followed
-    /// by new occurrences, the first of them reopened the finding.
-    recent: Vec<Stamp>,
-    /// The environments of the events behind it; empty: every stage.
-    environments: BTreeSet<Environment>,
-}
-
-/// The scopes of an API key's registration that its decisions did not exercise within `window`
-/// before the key's newest use (since it was first registered, for a scope never used): by
-/// event time only, so the same events give the same answer in any order. A key not used at
-/// all has none (nothing to compare with: its staleness is not over-privilege).
-pub(crate) fn unused_scopes(a: &AssetAgg, window: i64) -> Vec<(String, Option<i64>)> {
-    let (Some(reg), Some(used)) = (&a.registration, &a.last_decision) else {
-        return Vec::new();
-    };
-    if reg.value.retired {
-        return Vec::new();
-    }
-    let since = a.registered_since.unwrap_or(reg.at.0);
-    let last = a.reach.get(crate::state::KEY_SCOPES);
-    // In the registration's order, each scope once (a registration may name one twice).
-    let mut named = BTreeSet::new();
-    reg.value
-        .scopes
-        .iter()
-        .filter(|s| named.insert(s.as_str()))
-        .map(|s| (s.clone(), last.and_then(|l| l.get(s)).copied()))
-        .filter(|(_, l)| used.0.saturating_sub(l.unwrap_or(since).max(since)) >= window)
-        .collect()
-}
-
-/// AISPM-KEY-002: a key in use with scopes it has not used for the window. It stands while
-/// that holds, and leaves the view when each of those scopes is used again or removed from
-/// the key's registration.
-fn unused_scope_condition(a: &AssetAgg, window: i64) -> Condition {
-    let reg_at = a.registration.as_ref().map(|r| &r.at);
-    let stamp = newest([reg_at, a.last_decision.as_ref()]);
-    let unused = unused_scopes(a, window);
-    if unused.is_empty() {
-        return Condition {
-            stamp,
-            ..Condition::default()
-        };
-    }
-    let since = a
-        .registered_since
-        .or(reg_at.map(|r| r.0))
-        .unwrap_or_default();
-    // It opened when the first of its scopes reached the end of its window unused.
-    let opened_at = unused
-        .iter()
-        .map(|(_, l)| l.unwrap_or(since).max(since).saturating_add(window))
-        .min()
-        .unwrap_or(since);
-    let mut ids: Vec<String> = reg_at.map(|r| r.1.clone()).into_iter().collect();
-    ids.extend(crate::state::ids(&a.recent));
-    Condition {
-        exists: true,
-        active: true,
-        opened_at,
-        last_trigger: a.last_decision.as_ref().map_or(opened_at, |l| l.0),
-        cleared_at: None,
-        ids,
-        occurrences: i64::try_from(unused.len()).unwrap_or(i64::MAX),
-        stamp,
-        recent: a.recent.clone(),
-        environments: a.environments.keys().copied().collect(),
-    }
-}
-
-/// AISPM-APR-002 about `{agent}/{control}`: the agent's requests under the control still
-/// pending at its newest decision, `window` or more after they were made
-/// (`clock::approval_overdue` with the agent's newest decision as `now`). Event time only: the
-/// pending requests (those no grant or denial names) and the newest decision are the same
-/// whatever the order, so is the row. Each overdue request is an occurrence at the end of its
-/// window: the row names the overdue requests, not the clock, so a decision of the agent
-/// changes only the rows of pairs with a request it made overdue (`apply::PendingClock`).
-/// It leaves the view once none is overdue: whether a request was ever overdue before its
-/// answer came is not an order-free fact.
-fn pending_condition(
+/// Derives a finding, the same for every rule around the rule's condition
+/// (`rules::condition`); also returns its last trigger time (for the exception-expiry rule).
+pub(crate) fn finding(
     ov: &mut Overlay<'_>,
     tenant: &str,
-    subject: &str,
-    window: i64,
-) -> Result<Condition> {
-    let [agent, control] = <[String; 2]>::try_from(finding_subject_parts(subject))
-        .unwrap_or_else(|_| [String::new(), String::new()]);
-    let (clock, environments) = ov.with(
-        tenant,
-        Tag::Asset,
-        &format!("agent/{agent}"),
-        |a: &AssetAgg| {
-            (
-                a.last_decision.clone(),
-                a.environments.keys().copied().collect::<BTreeSet<_>>(),
-            )
-        },
-    )?;
-    let Some(clock) = clock else {
-        return Ok(Condition::default());
-    };
-    let prefix = format!("{}\0", pair_id(&control, &agent));
-    let end = pending_before(&control, &agent, overdue_before(window, clock.0));
-    let (overdue, capped) = ov.marks_below(tenant, Tag::Pending, &prefix, &end, OVERDUE_COUNTED)?;
-    let stamps: Vec<Stamp> = overdue
-        .iter()
-        .filter_map(|id| split_pending(&id[prefix.len()..]))
-        .map(|(at, decision)| (at, decision.to_owned()))
-        .collect();
-    let (Some(oldest), Some(newest)) = (stamps.first(), stamps.last()) else {
-        return Ok(Condition {
-            stamp: clock,
-            ..Condition::default()
-        });
-    };
-    let occurrences = if capped {
-        OVERDUE_COUNTED
-    } else {
-        stamps.len()
-    };
-    let recent: Vec<Stamp> = stamps.iter().take(KEEP_IDS).cloned().collect();
-    Ok(Condition {
-        exists: true,
-        active: true,
-        opened_at: oldest.0.saturating_add(window),
-        // The newest counted request's window end: when it became overdue.
-        last_trigger: newest.0.saturating_add(window),
-        cleared_at: None,
-        ids: crate::state::ids(&recent),
-        occurrences: i64::try_from(occurrences).unwrap_or(i64::MAX),
-        stamp: clock,
-        recent,
-        environments,
-    })
-}
-
-fn flag_condition(a: &AssetAgg, rule: Rule, needs_use: bool) -> Condition {
-    let flag = a.flags.get(rule.id).cloned().unwrap_or_default();
-    let reg_at = a.registration.as_ref().map(|r| &r.at);
-    // Rows are re-derived on what they depend on; the stamp names only that.
-    let stamp = if needs_use {
-        newest([reg_at, a.last_decision.as_ref()])
-    } else {
-        newest([reg_at])
-    };
-    let used = !needs_use || a.decisions > 0;
-    let Some((bad_at, bad_event)) = flag.bad.clone() else {
-        return Condition {
-            stamp,
-            ..Condition::default()
-        };
-    };
-    let opened_at = if needs_use {
-        a.first_seen.map_or(bad_at, |f| f.max(bad_at))
-    } else {
-        bad_at
-    };
-    let mut ids = vec![bad_event.clone()];
-    let mut last_trigger = bad_at;
-    let mut recent = vec![(bad_at, bad_event)];
-    if needs_use {
-        ids.extend(crate::state::ids(&a.recent));
-        last_trigger = a.last_decision.as_ref().map_or(bad_at, |l| l.0.max(bad_at));
-        recent.extend(a.recent.iter().cloned());
-        recent.sort_unstable();
-    }
-    Condition {
-        exists: used,
-        active: used && flag.holds(),
-        opened_at,
-        last_trigger,
-        cleared_at: flag.good.as_ref().map(|g| g.0).filter(|g| *g >= bad_at),
-        ids,
-        occurrences: if needs_use { a.decisions } else { 1 },
-        stamp,
-        recent,
-        // Used in some environments: those; a registration alone: every stage.
-        environments: if needs_use {
-            a.environments.keys().copied().collect()
-        } else {
-            BTreeSet::new()
-        },
-    }
-}
-
-/// A runtime signal (`rules::SIGNALS`): the minutes it fired, the agent's newest decisions
-/// (apply.rs derives it again on every decision of an agent with a signal).
-fn signal_condition(a: &AssetAgg, rule: Rule) -> Condition {
-    let Some(sig) = a.signals.get(rule.id).filter(|s| s.minutes > 0) else {
-        return Condition {
-            stamp: newest([a.last_decision.as_ref()]),
-            ..Condition::default()
-        };
-    };
-    Condition {
-        exists: true,
-        active: true,
-        opened_at: sig.first.unwrap_or(0),
-        last_trigger: sig.last.unwrap_or(0),
-        cleared_at: None,
-        ids: ids(&a.recent),
-        occurrences: sig.minutes,
-        stamp: newest([a.last_decision.as_ref()]),
-        recent: a.recent.clone(),
-        environments: a.environments.keys().copied().collect(),
-    }
-}
-
-fn shadow_condition(a: &AssetAgg) -> Condition {
-    let stamp = newest([
-        a.last_decision.as_ref(),
-        a.registration.as_ref().map(|r| &r.at),
-    ]);
-    let Some(first) = a.first_seen else {
-        return Condition {
-            stamp,
-            ..Condition::default()
-        };
-    };
-    let last = a.last_decision.as_ref().map_or(first, |l| l.0);
-    let unregistered = match &a.registration {
-        None => true,
-        Some(r) => r.value.retired && last > r.at.0,
-    };
-    let was_shadow = a.registered_since.is_none_or(|since| first < since);
-    Condition {
-        exists: unregistered || was_shadow,
-        active: unregistered,
-        opened_at: first,
-        last_trigger: last,
-        cleared_at: if unregistered {
-            None
-        } else {
-            a.registered_since
-        },
-        ids: ids(&a.recent),
-        occurrences: a.decisions,
-        stamp,
-        recent: a.recent.clone(),
-        environments: a.environments.keys().copied().collect(),
-    }
-}
-
-/// A finding raised by events (`apply::raise`): open while some occurrence is not cleared.
-fn raised_condition(f: &FindingFacts) -> Condition {
-    let all_cleared = f.raises > 0 && f.cleared >= f.raises;
-    let mut ids = ids(&f.raise_ids);
-    ids.extend(crate::state::ids(&f.cleared_ids));
-    Condition {
-        exists: f.raises > 0,
-        active: f.raises > 0 && !all_cleared,
-        opened_at: f.first_raise.unwrap_or(0),
-        last_trigger: f.last_raise.unwrap_or(0),
-        cleared_at: all_cleared
-            .then(|| f.cleared_ids.last().map(|c| c.0))
-            .flatten(),
-        ids,
-        occurrences: f.raises,
-        stamp: newest([f.raise_ids.last(), f.cleared_ids.last()]),
-        recent: f.raise_ids.clone(),
-        environments: f.environments.clone(),
-    }
-}
-
-/// Derives a finding; also returns its last trigger time (for the exception-expiry rule).
-fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Result<(Derived, i64)> {
+    key: &str,
+    s: &Settings,
+) -> Result<(Derived, i64)> {
     let facts: FindingFacts = ov.get(tenant, Tag::Finding, key)?;
-    // Every exception granted for this finding has an expiry rule that reads it, whether
-    // this finding exists or not.
-    let follow = facts
-        .exceptions
-        .iter()
-        .map(|x| {
-            (
-                ViewName::Findings,
-                rules::finding_id(rules::EXCEPTION_EXPIRED, x),
-            )
-        })
-        .collect();
+    // The findings whose condition reads this one, whether this one exists or not.
+    let follow = rules::followers(&facts);
     let Some((rule, subject)) = rules::split_finding_id(key) else {
         return Ok((Derived::new(None, (0, String::new())), 0));
     };
-    let cond = condition(ov, tenant, rule, subject, &facts, s)?;
+    let ctx = Ctx {
+        tenant,
+        rule,
+        subject,
+        facts: &facts,
+        settings: s,
+    };
+    let cond: Condition = rules::condition(ov, &ctx)?;
     // The row changed because of what its risk reads too: name the newest of that, whether
     // the row exists or not.
     let risk_stamp = risk_stamp(ov, tenant, rule, subject)?;
@@ -612,236 +331,6 @@ fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Resul
     Ok((derived, cond.last_trigger))
 }
 
-/// Whether finding `rule` about `subject` holds, and since when, from the aggregates its rule
-/// reads: each rule's condition is here, by rule id (`facts`: the finding's own, for the
-/// findings events raise).
-fn condition(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    rule: Rule,
-    subject: &str,
-    facts: &FindingFacts,
-    s: &Settings,
-) -> Result<Condition> {
-    // The asset the finding is about (empty for a control, evidence or exception).
-    let asset = rule.asset_key(subject).unwrap_or_default();
-    Ok(match rule.id {
-        id if [
-            rules::UNTRUSTED_MCP_TOOL.id,
-            rules::UNTRUSTED_MCP_SERVER.id,
-            rules::PUBLIC_ENDPOINT.id,
-            rules::WILDCARD_KEY.id,
-            rules::AGENT_UNOWNED.id,
-        ]
-        .contains(&id) =>
-        {
-            // Registry-derived; an untrusted MCP tool or server is a finding once it is used.
-            let needs_use =
-                id == rules::UNTRUSTED_MCP_TOOL.id || id == rules::UNTRUSTED_MCP_SERVER.id;
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                flag_condition(a, rule, needs_use)
-            })?
-        }
-        id if id == rules::UNUSED_SCOPE.id => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                unused_scope_condition(a, s.unused_scope_ms)
-            })?
-        }
-        id if id == rules::SHADOW_AGENT.id => {
-            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
-        }
-        id if id == rules::SHADOW_MODEL.id => {
-            ov.with(tenant, Tag::Asset, &asset, shadow_condition)?
-        }
-        id if id == rules::SHADOW_CONTROL.id => shadow_control_condition(ov, tenant, subject)?,
-        id if id == rules::NO_APPROVAL.id || id == rules::EVIDENCE_MISSING.id => {
-            raised_condition(facts)
-        }
-        id if id == rules::PENDING_APPROVAL.id => {
-            pending_condition(ov, tenant, subject, s.approval_decision_ms)?
-        }
-        id if id == rules::BREAK_GLASS_LATE.id => {
-            break_glass_late_condition(ov, tenant, subject, s)?
-        }
-        id if id == rules::EXCEPTION_EXPIRED.id => {
-            exception_expired_condition(ov, tenant, subject, s)?
-        }
-        id if id == rules::DATA_CLASS.id => data_class_condition(ov, tenant, subject, &asset)?,
-        id if id == rules::EVIDENCE_UNSIGNED.id || id == rules::EVIDENCE_SIGNATURE.id => {
-            evidence_condition(ov, tenant, rule, subject)?
-        }
-        id if rules::SIGNALS.iter().any(|r| r.id == id) => {
-            ov.with(tenant, Tag::Asset, &asset, |a: &AssetAgg| {
-                signal_condition(a, rule)
-            })?
-        }
-        _ => Condition::default(),
-    })
-}
-
-/// AISPM-CTRL-001's condition: high-risk actions allowed while the control is in shadow mode.
-fn shadow_control_condition(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    control: &str,
-) -> Result<Condition> {
-    ov.with(tenant, Tag::Control, control, |c: &ControlAgg| Condition {
-        exists: c.shadow_high_allows > 0,
-        active: c.shadow_high_allows > 0 && c.mode.as_ref().is_some_and(|m| m.value),
-        opened_at: c.shadow_high_first.unwrap_or(0),
-        last_trigger: c.shadow_high_last.unwrap_or(0),
-        cleared_at: c.last_enforced_at.filter(|e| Some(*e) > c.shadow_high_last),
-        ids: ids(&c.shadow_high_ids),
-        occurrences: c.shadow_high_allows,
-        stamp: newest([c.recent.last()]),
-        recent: c.shadow_high_ids.clone(),
-        // Every environment the control decided in (a superset: fails closed).
-        environments: c.environments.keys().copied().collect(),
-    })
-}
-
-/// AISPM-BG-001's condition: a break-glass exception reviewed late (`clock::review_in_time`).
-fn break_glass_late_condition(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    subject: &str,
-    s: &Settings,
-) -> Result<Condition> {
-    let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
-    let stamp = newest([x.ids.last()]);
-    // Late as `clock::review_in_time` says: at or after the end of the review window.
-    let window =
-        std::time::Duration::from_millis(u64::try_from(s.break_glass_review_ms).unwrap_or(0));
-    Ok(match (x.invoked_at, &x.reviewed) {
-        (Some(inv), Some(rev))
-            if !clock::review_in_time(Timestamp(inv), Timestamp(rev.at.0), window) =>
-        {
-            Condition {
-                exists: true,
-                active: true,
-                opened_at: clock::review_deadline(Timestamp(inv), window).0,
-                last_trigger: rev.at.0,
-                cleared_at: None,
-                ids: ids(&x.ids),
-                occurrences: 1,
-                stamp,
-                recent: vec![rev.at.clone()],
-                environments: BTreeSet::new(),
-            }
-        }
-        _ => Condition {
-            stamp,
-            ..Condition::default()
-        },
-    })
-}
-
-/// AISPM-EXC-001's condition: the finding an exception covers fired again once it had expired.
-fn exception_expired_condition(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    subject: &str,
-    s: &Settings,
-) -> Result<Condition> {
-    let x: ExceptionAgg = ov.get(tenant, Tag::Exception, subject)?;
-    let stamp = newest([x.ids.last()]);
-    let grant = x.grant.as_ref().map(|g| &g.value);
-    Ok(
-        match (
-            grant.and_then(|g| g.finding_id.clone()),
-            grant.and_then(|g| g.expires_at),
-        ) {
-            (Some(fid), Some(expires))
-                if x.revoked_at.is_none()
-                    && rules::split_finding_id(&fid)
-                        .is_some_and(|(r, _)| r.id != rules::EXCEPTION_EXPIRED.id) =>
-            {
-                let (covered, last_trigger) = finding(ov, tenant, &fid, s)?;
-                let open = matches!(&covered.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open);
-                // The finding fired again once the exception had expired (`clock::expired`).
-                let exists = covered.row.is_some()
-                    && clock::expired(Some(Timestamp(expires)), Timestamp(last_trigger));
-                Condition {
-                    exists,
-                    active: exists && open,
-                    opened_at: expires,
-                    last_trigger,
-                    cleared_at: None,
-                    ids: vec![fid.clone(), subject.to_owned()],
-                    occurrences: 1,
-                    stamp: stamp.max(covered.stamp),
-                    recent: Vec::new(),
-                    environments: BTreeSet::new(),
-                }
-            }
-            _ => Condition {
-                stamp,
-                ..Condition::default()
-            },
-        },
-    )
-}
-
-/// AISPM-EV-002's and AISPM-EV-003's conditions: evidence unsigned, or its signature invalid or by an unknown key.
-fn evidence_condition(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    rule: Rule,
-    subject: &str,
-) -> Result<Condition> {
-    let ev: EvidenceAgg = ov.get(tenant, Tag::Evidence, subject)?;
-    Ok(match &ev.record {
-        Some(r) => {
-            let state = signature_state(ov, tenant, subject, &r.value)?;
-            let hit = if rule.id == rules::EVIDENCE_UNSIGNED.id {
-                state == SignatureState::Unsigned
-            } else {
-                matches!(state, SignatureState::Invalid | SignatureState::UnknownKey)
-            };
-            Condition {
-                exists: hit,
-                active: hit,
-                opened_at: r.value.recorded_at,
-                last_trigger: r.value.recorded_at,
-                cleared_at: None,
-                ids: vec![r.value.event_id.clone()],
-                occurrences: 1,
-                stamp: r.at.clone(),
-                recent: vec![(r.value.recorded_at, r.value.event_id.clone())],
-                environments: r.value.environment.into_iter().collect(),
-            }
-        }
-        None => Condition::default(),
-    })
-}
-
-/// AISPM-DATA-001's condition: a data class sent to a model endpoint not approved for it.
-fn data_class_condition(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    subject: &str,
-    asset: &str,
-) -> Result<Condition> {
-    let class = subject.rsplit_once('/').map_or("", |(_, c)| c);
-    let e: ExposureAgg = ov.get(tenant, Tag::Exposure, subject)?;
-    let a: AssetAgg = ov.get(tenant, Tag::Asset, asset)?;
-    let approved_now = a.approves(class);
-    let since = a.approved_since.get(class).copied();
-    let first = e.first.unwrap_or(0);
-    Ok(Condition {
-        exists: e.decisions > 0 && (!approved_now || since.is_none_or(|s| first < s)),
-        active: e.decisions > 0 && !approved_now,
-        opened_at: first,
-        last_trigger: e.last.unwrap_or(0),
-        cleared_at: if approved_now { since } else { None },
-        ids: ids(&e.ids),
-        occurrences: e.decisions,
-        stamp: newest([e.ids.last(), a.registration.as_ref().map(|r| &r.at)]),
-        recent: e.ids.clone(),
-        environments: e.environments.clone(),
-    })
-}
-
 /// The risk of finding `rule` about `subject` raised in `environments`
 /// ([`aispm_schemas::risk`]): its resource's registration (criticality, exposure, scopes), the
 /// data classes and privileged actions seen with it and, for a finding about an agent, the
@@ -897,7 +386,8 @@ fn risk_score(
     }
     if let Some(key) = asset {
         let is_agent = key.starts_with("agent/");
-        let data_class_rule = rule.id == rules::DATA_CLASS.id;
+        // A finding about one data class reads that class, not every class the asset saw.
+        let data_class_rule = rule.subject == rules::Subject::EndpointAndClass;
         ov.with(tenant, Tag::Asset, &key, |a: &AssetAgg| {
             from_registration(&mut inputs, a.registration.as_ref());
             if !data_class_rule {
@@ -991,7 +481,7 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
 /// Whether the evidence's signature verifies against the tenant's registered trust root: the
 /// contract's one rule (`aispm_schemas::signature`), over this tenant and evidence id; or, for
 /// evidence a validation carried, over the validation's claim by a validator key.
-fn signature_state(
+pub(crate) fn signature_state(
     ov: &mut Overlay<'_>,
     tenant: &str,
     evidence_id: &str,

@@ -10,7 +10,9 @@
 //! records take, [`crate::ocsf`]) and how to remediate it.
 //!
 //! The catalog lives here, in the contract crate, because every service reads it: the
-//! projector raises the findings, the reporter and the OCSF topic describe them.
+//! projector raises the findings, the reporter and the OCSF topic describe them. What raises
+//! each rule and when its finding holds live in the projector, one file per family of rules
+//! (`projector/src/rules/`), checked against this catalog by a test there.
 
 use crate::{AssetKind, Risk, finding_subject_parts};
 

@@ -1,0 +1,66 @@
+//! Evidence: AISPM-EV-001, a high or critical decision without evidence (each such decision
+//! an occurrence); AISPM-EV-002, an evidence item not signed; AISPM-EV-003, an item whose
+//! signature does not verify against the tenant's trust roots (or the validators' keys, for
+//! a validation's evidence).
+
+use super::{Condition, Ctx, Logic, On, raised_condition};
+use crate::batch::Overlay;
+use crate::error::Result;
+use crate::state::{EvidenceAgg, Tag};
+use aispm_schemas::rules as catalog;
+use aispm_schemas::views::SignatureState;
+use aispm_schemas::{DecisionEvent, Risk};
+
+pub(super) const RULES: &[Logic] = &[EVIDENCE_MISSING, EVIDENCE_UNSIGNED, EVIDENCE_SIGNATURE];
+
+const EVIDENCE_MISSING: Logic = Logic {
+    raise: Some(high_without_evidence),
+    ..Logic::new(catalog::EVIDENCE_MISSING, &[], raised_condition)
+};
+
+const EVIDENCE_UNSIGNED: Logic = Logic::new(catalog::EVIDENCE_UNSIGNED, &[On::Evidence], unsigned);
+
+const EVIDENCE_SIGNATURE: Logic =
+    Logic::new(catalog::EVIDENCE_SIGNATURE, &[On::Evidence], not_verified);
+
+fn high_without_evidence(d: &DecisionEvent) -> bool {
+    matches!(d.risk, Risk::High | Risk::Critical) && d.evidence.is_none()
+}
+
+fn unsigned(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
+    signature(ov, ctx, |state| state == SignatureState::Unsigned)
+}
+
+fn not_verified(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
+    signature(ov, ctx, |state| {
+        matches!(state, SignatureState::Invalid | SignatureState::UnknownKey)
+    })
+}
+
+/// A finding about one evidence item when its signature's state is one `hit` accepts.
+fn signature(
+    ov: &mut Overlay<'_>,
+    ctx: &Ctx<'_>,
+    hit: fn(SignatureState) -> bool,
+) -> Result<Condition> {
+    let ev: EvidenceAgg = ov.get(ctx.tenant, Tag::Evidence, ctx.subject)?;
+    Ok(match &ev.record {
+        Some(r) => {
+            let state = crate::derive::signature_state(ov, ctx.tenant, ctx.subject, &r.value)?;
+            let hit = hit(state);
+            Condition {
+                exists: hit,
+                active: hit,
+                opened_at: r.value.recorded_at,
+                last_trigger: r.value.recorded_at,
+                cleared_at: None,
+                ids: vec![r.value.event_id.clone()],
+                occurrences: 1,
+                stamp: r.at.clone(),
+                recent: vec![(r.value.recorded_at, r.value.event_id.clone())],
+                environments: r.value.environment.into_iter().collect(),
+            }
+        }
+        None => Condition::default(),
+    })
+}
