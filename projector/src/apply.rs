@@ -3,58 +3,10 @@
 
 use crate::batch::Overlay;
 use crate::error::Result;
-use crate::rules::{self, On, Rule};
+use crate::rules::{self, On, Rule, Settings};
 use crate::state::*;
 use aispm_schemas::*;
 use std::collections::BTreeSet;
-
-/// Tunables that shape findings (deterministic: same settings, same views).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Decisions per agent per minute above which the agent is runaway.
-    pub runaway_per_minute: i64,
-    /// Attempts of the same call (action kind, tool, target) in a minute that make a loop.
-    pub loop_repeats: i64,
-    /// Denied decisions of one agent in a minute that make a denial storm.
-    pub denials_per_minute: i64,
-    /// Attempts of a call denied at least once in a minute that make a retry burst.
-    pub retries_per_minute: i64,
-    /// A break-glass event reviewed this long or later after it was invoked (event time)
-    /// raises a finding (`aispm_schemas::clock::review_in_time`).
-    pub break_glass_review_ms: i64,
-    /// How far `occurred_at` may lie after the record's timestamp.
-    pub future_tolerance: std::time::Duration,
-    /// A scope of an API key unused this long before the key's newest use raises
-    /// AISPM-KEY-002.
-    pub unused_scope_ms: i64,
-    /// A request for approval still pending this long before its agent's newest decision
-    /// raises AISPM-APR-002 (`aispm_schemas::clock::approval_overdue`, event time).
-    pub approval_decision_ms: i64,
-}
-
-/// `--unused-scope-window`'s default: 30 days.
-pub(crate) const DEFAULT_UNUSED_SCOPE_MS: i64 = 30 * rules::DAY_MS;
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            runaway_per_minute: 120,
-            loop_repeats: 30,
-            denials_per_minute: 20,
-            retries_per_minute: 5,
-            break_glass_review_ms: i64::try_from(
-                aispm_schemas::clock::DEFAULT_BREAK_GLASS_REVIEW_WINDOW.as_millis(),
-            )
-            .unwrap_or(i64::MAX),
-            future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
-            unused_scope_ms: DEFAULT_UNUSED_SCOPE_MS,
-            approval_decision_ms: i64::try_from(
-                aispm_schemas::clock::DEFAULT_APPROVAL_DECISION_WINDOW.as_millis(),
-            )
-            .unwrap_or(i64::MAX),
-        }
-    }
-}
 
 /// An input event of any type.
 #[derive(Debug, Clone)]

@@ -14,11 +14,11 @@
 //! last few for the pages that follow, and answers `429` to a request for another while one
 //! runs.
 
-use crate::apply::Settings;
 use crate::checkpoints::{Checkpoint, Checkpoints};
 use crate::error::{Error, Result};
 use crate::project::split_stored_event;
 use crate::replay::{Feed, scratch_engine, scratch_store};
+use crate::rules::Settings;
 use crate::store::{Store, columns};
 use aispm_schemas::views::AsOf;
 use aispm_schemas::{Codec, Timestamp, Topics};

@@ -15,10 +15,10 @@
 //! background (`History::keep_checkpoints`). It survives restarts; a checkpoint made with
 //! other settings or another version is removed when the set is opened.
 
-use crate::apply::Settings;
 use crate::error::{Error, Result};
 use crate::project::split_stored_event;
 use crate::replay::{Feed, copy_database, scratch_engine, scratch_store};
+use crate::rules::Settings;
 use crate::store::{FNV_OFFSET, Store, VIEW_VERSION, columns, fnv1a};
 use aispm_schemas::{Codec, Timestamp, Topics};
 use serde::{Deserialize, Serialize};

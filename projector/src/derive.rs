@@ -2,10 +2,10 @@
 //! behind the row, which becomes the `ViewChange`'s `changed_at` and `cause_event_id`: the same
 //! aggregates always give the same record, whatever the batching.
 
-use crate::apply::Settings;
 use crate::batch::Overlay;
 use crate::error::Result;
-use crate::rules::{self, Condition, Ctx, DAY_MS, Rule, newest};
+use crate::rules::{self, Condition, Ctx, DAY_MS, Other, Rule, Settings, newest};
+use crate::signatures::{claim_state, signature_state};
 use crate::state::*;
 use aispm_schemas::*;
 use std::collections::BTreeSet;
@@ -207,14 +207,20 @@ fn control_state(
     }
 }
 
+/// What a condition reads of another finding ([`Ctx::other`]).
+fn other(ov: &mut Overlay<'_>, tenant: &str, id: &str, s: &Settings) -> Result<Other> {
+    let (derived, last_trigger) = finding(ov, tenant, id, s)?;
+    Ok(Other {
+        exists: derived.row.is_some(),
+        open: matches!(&derived.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open),
+        last_trigger,
+        stamp: derived.stamp,
+    })
+}
+
 /// Derives a finding, the same for every rule around the rule's condition
 /// (`rules::condition`); also returns its last trigger time (for the exception-expiry rule).
-pub(crate) fn finding(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    key: &str,
-    s: &Settings,
-) -> Result<(Derived, i64)> {
+fn finding(ov: &mut Overlay<'_>, tenant: &str, key: &str, s: &Settings) -> Result<(Derived, i64)> {
     let facts: FindingFacts = ov.get(tenant, Tag::Finding, key)?;
     // The findings whose condition reads this one, whether this one exists or not.
     let follow = rules::followers(&facts);
@@ -227,6 +233,7 @@ pub(crate) fn finding(
         subject,
         facts: &facts,
         settings: s,
+        other,
     };
     let cond: Condition = rules::condition(ov, &ctx)?;
     // The row changed because of what its risk reads too: name the newest of that, whether
@@ -476,97 +483,6 @@ fn exception(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
         asserted_by: g.asserted_by,
     };
     Ok(Derived::new(Some(ViewRow::Exception(row)), stamp))
-}
-
-/// Whether the evidence's signature verifies against the tenant's registered trust root: the
-/// contract's one rule (`aispm_schemas::signature`), over this tenant and evidence id; or, for
-/// evidence a validation carried, over the validation's claim by a validator key.
-pub(crate) fn signature_state(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    evidence_id: &str,
-    r: &EvidenceRecord,
-) -> Result<SignatureState> {
-    match &r.claim {
-        Some(claim) => claim_state(
-            ov,
-            tenant,
-            claim,
-            evidence_id,
-            Some(&r.sha256),
-            r.signature.as_deref(),
-            r.key_id.as_deref(),
-        ),
-        None => {
-            let (Some(sig), Some(key_id)) = (&r.signature, &r.key_id) else {
-                return Ok(if r.signature.is_none() {
-                    SignatureState::Unsigned
-                } else {
-                    SignatureState::UnknownKey
-                });
-            };
-            Ok(match trust_root_key(ov, tenant, key_id, false)? {
-                None => SignatureState::UnknownKey,
-                Some(key) => ov.verdict(&[&key, tenant, evidence_id, &r.sha256, sig], || {
-                    aispm_schemas::signature::verify(&key, tenant, evidence_id, &r.sha256, sig)
-                }),
-            })
-        }
-    }
-}
-
-/// The public key of the tenant's registered, unretired trust root `key_id`; with `validator`,
-/// only if its scopes include `validator` (the keys whose signatures prove validation results).
-fn trust_root_key(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    key_id: &str,
-    validator: bool,
-) -> Result<Option<String>> {
-    let root: AssetAgg = ov.get(tenant, Tag::Asset, &format!("trust_root/{key_id}"))?;
-    Ok(root
-        .registration
-        .as_ref()
-        .filter(|r| !r.value.retired)
-        .filter(|r| !validator || r.value.scopes.iter().any(|s| s == VALIDATOR_SCOPE))
-        .and_then(|r| r.value.public_key.clone()))
-}
-
-/// Whether a validator's signature proves `claim` with the evidence (`evidence_id`, `sha256`).
-fn claim_state(
-    ov: &mut Overlay<'_>,
-    tenant: &str,
-    claim: &Claim,
-    evidence_id: &str,
-    sha256: Option<&str>,
-    signature: Option<&str>,
-    key_id: Option<&str>,
-) -> Result<SignatureState> {
-    let (Some(sig), Some(key_id), Some(sha256)) = (signature, key_id, sha256) else {
-        return Ok(if signature.is_none() {
-            SignatureState::Unsigned
-        } else {
-            SignatureState::UnknownKey
-        });
-    };
-    let Some(key) = trust_root_key(ov, tenant, key_id, true)? else {
-        return Ok(SignatureState::UnknownKey);
-    };
-    let Some(digest) = aispm_schemas::signature::digest(sha256) else {
-        return Ok(SignatureState::Invalid);
-    };
-    let c = aispm_schemas::signature::ValidationClaim {
-        tenant_id: tenant,
-        event_id: &claim.event_id,
-        check_kind: &claim.check_kind,
-        environment: &claim.environment,
-        subject: claim.subject.as_deref(),
-        result: &claim.result,
-        occurred_at_ms: claim.occurred_at,
-        evidence_id,
-        sha256: &digest,
-    };
-    Ok(c.verify(&key, sig))
 }
 
 /// A validation row, its signature state derived from the tenant's validator keys now.

@@ -13,8 +13,10 @@
 //!   [`catchup`]: a partition taken is replayed to its end before its tenants' rows publish.
 //! - [`project`]: the engine: a batch of records → one atomic write + view changes + dead letters.
 //! - [`apply`]: one event → aggregate updates + dirty rows; [`state`]: the aggregates.
-//! - [`derive`](mod@derive): rows from aggregates (evidence signatures are checked there against the
-//!   tenant's trust roots with `aispm_schemas::signature`); [`rules`]: the finding rule catalog.
+//! - [`derive`](mod@derive): rows from aggregates; [`signatures`]: evidence and validation
+//!   signatures checked against the tenant's trust roots with `aispm_schemas::signature`.
+//! - [`rules`]: the finding rules, one file per family: for each rule of the catalog, the
+//!   changes that make its row worth deriving again and the condition that decides it.
 //! - [`batch`]: a batch's working set over RocksDB and a bounded cache; [`filter`]: which keys
 //!   may exist, so that reads of keys that cannot are skipped.
 //! - [`store`]: RocksDB, column families (`store/columns.rs`), keys.
@@ -32,7 +34,8 @@
 //!    does not decode or validate), drops a duplicate `event_id` (asked of [`filter`] first,
 //!    then of the `seen` keys), and hands it to its tenant's worker.
 //! 3. [`apply`]: `apply` → `decision` folds it into the aggregates of [`state`] (coverage,
-//!    controls, links, evidence…) and raises the findings whose [`rules`] trigger on it.
+//!    controls, links, evidence…), says what changed (`rules::fire`) and raises the findings
+//!    whose [`rules`] read those changes.
 //! 4. [`derive`](mod@derive): each row it made dirty is derived anew from its aggregates.
 //! 5. [`project`]: `Engine::commit` writes the aggregates, the changed rows, the outbox of view
 //!    changes and the next offsets in one RocksDB batch ([`store`]).
@@ -68,16 +71,17 @@ mod project;
 mod publish;
 mod replay;
 mod rules;
+mod signatures;
 mod state;
 pub mod store;
 
 // What the projector's binary, benches and tests use besides `store`: the engine a batch goes
 // through, the event-folding settings, the state rules the API names, and the posture.
 pub use api::{evidence_freshness, exception_state, sla_state};
-pub use apply::Settings;
 pub use error::Error;
 pub use posture::compute as posture;
 pub use project::{Engine, Input, Sink, decode_row};
+pub use rules::Settings;
 
 use crate::consumer::{Batching, Ctx, Loop, Totals};
 use crate::error::Result;
@@ -288,8 +292,8 @@ impl Config {
         }
     }
 
-    pub fn settings(&self) -> apply::Settings {
-        apply::Settings {
+    pub fn settings(&self) -> rules::Settings {
+        rules::Settings {
             runaway_per_minute: self.runaway_per_minute,
             loop_repeats: self.loop_repeats,
             denials_per_minute: self.denials_per_minute,

@@ -3,10 +3,11 @@
 //! letters to send first. The consumer loop (`consumer.rs`) feeds it; tests and the apply-only
 //! benchmark drive it directly.
 
-use crate::apply::{self, Event, Settings};
+use crate::apply::{self, Event};
 use crate::batch::{Cache, Dirty, Overlay, Write};
 use crate::derive;
 use crate::error::{Error, Result};
+use crate::rules::Settings;
 use crate::store::{Store, columns, encode};
 use aispm_runtime::dlq::Stage;
 use aispm_schemas::{Codec, Timestamp, Topics, ViewChange, ViewName, ViewRow};

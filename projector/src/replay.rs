@@ -1,9 +1,9 @@
 //! A scratch database and the engine that kept events are fed into: what a replay as of a past
 //! instant (`as_of.rs`) and the making of replay checkpoints (`checkpoints.rs`) both run.
 
-use crate::apply::Settings;
 use crate::error::{Error, Result};
 use crate::project::{Engine, Input, StoredParts};
+use crate::rules::Settings;
 use crate::store::Store;
 use aispm_schemas::Topics;
 use std::path::Path;

@@ -46,7 +46,7 @@ fn signature(
     let ev: EvidenceAgg = ov.get(ctx.tenant, Tag::Evidence, ctx.subject)?;
     Ok(match &ev.record {
         Some(r) => {
-            let state = crate::derive::signature_state(ov, ctx.tenant, ctx.subject, &r.value)?;
+            let state = crate::signatures::signature_state(ov, ctx.tenant, ctx.subject, &r.value)?;
             let hit = hit(state);
             Condition {
                 exists: hit,

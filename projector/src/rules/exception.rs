@@ -7,7 +7,7 @@ use crate::batch::Overlay;
 use crate::error::Result;
 use crate::state::{ExceptionAgg, FindingFacts, Tag, ids};
 use aispm_schemas::rules as catalog;
-use aispm_schemas::{FindingStatus, Timestamp, ViewRow, clock};
+use aispm_schemas::{Timestamp, clock};
 use std::collections::BTreeSet;
 
 pub(super) const RULES: &[Logic] = &[BREAK_GLASS_LATE, EXCEPTION_EXPIRED];
@@ -72,17 +72,15 @@ fn expired(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
                     && split_finding_id(&fid)
                         .is_some_and(|(r, _)| r.id != catalog::EXCEPTION_EXPIRED.id) =>
             {
-                let (covered, last_trigger) =
-                    crate::derive::finding(ov, ctx.tenant, &fid, ctx.settings)?;
-                let open = matches!(&covered.row, Some(ViewRow::Finding(f)) if f.status == FindingStatus::Open);
+                let covered = (ctx.other)(ov, ctx.tenant, &fid, ctx.settings)?;
                 // The finding fired again once the exception had expired (`clock::expired`).
-                let exists = covered.row.is_some()
-                    && clock::expired(Some(Timestamp(expires)), Timestamp(last_trigger));
+                let exists = covered.exists
+                    && clock::expired(Some(Timestamp(expires)), Timestamp(covered.last_trigger));
                 Condition {
                     exists,
-                    active: exists && open,
+                    active: exists && covered.open,
                     opened_at: expires,
-                    last_trigger,
+                    last_trigger: covered.last_trigger,
                     cleared_at: None,
                     ids: vec![fid.clone(), ctx.subject.to_owned()],
                     occurrences: 1,

@@ -17,7 +17,6 @@
 
 pub(crate) use aispm_schemas::rules::*;
 
-use crate::apply::Settings;
 use crate::batch::Overlay;
 use crate::error::Result;
 use crate::state::{FindingFacts, Stamp};
@@ -38,6 +37,54 @@ mod shadow;
 mod signals;
 
 pub(crate) use keys::unused_scopes;
+
+/// Tunables that shape findings (deterministic: same settings, same views).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Decisions per agent per minute above which the agent is runaway.
+    pub runaway_per_minute: i64,
+    /// Attempts of the same call (action kind, tool, target) in a minute that make a loop.
+    pub loop_repeats: i64,
+    /// Denied decisions of one agent in a minute that make a denial storm.
+    pub denials_per_minute: i64,
+    /// Attempts of a call denied at least once in a minute that make a retry burst.
+    pub retries_per_minute: i64,
+    /// A break-glass event reviewed this long or later after it was invoked (event time)
+    /// raises a finding (`aispm_schemas::clock::review_in_time`).
+    pub break_glass_review_ms: i64,
+    /// How far `occurred_at` may lie after the record's timestamp.
+    pub future_tolerance: std::time::Duration,
+    /// A scope of an API key unused this long before the key's newest use raises
+    /// AISPM-KEY-002.
+    pub unused_scope_ms: i64,
+    /// A request for approval still pending this long before its agent's newest decision
+    /// raises AISPM-APR-002 (`aispm_schemas::clock::approval_overdue`, event time).
+    pub approval_decision_ms: i64,
+}
+
+/// `--unused-scope-window`'s default: 30 days.
+pub(crate) const DEFAULT_UNUSED_SCOPE_MS: i64 = 30 * DAY_MS;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            runaway_per_minute: 120,
+            loop_repeats: 30,
+            denials_per_minute: 20,
+            retries_per_minute: 5,
+            break_glass_review_ms: i64::try_from(
+                aispm_schemas::clock::DEFAULT_BREAK_GLASS_REVIEW_WINDOW.as_millis(),
+            )
+            .unwrap_or(i64::MAX),
+            future_tolerance: aispm_schemas::time::DEFAULT_FUTURE_TOLERANCE,
+            unused_scope_ms: DEFAULT_UNUSED_SCOPE_MS,
+            approval_decision_ms: i64::try_from(
+                aispm_schemas::clock::DEFAULT_APPROVAL_DECISION_WINDOW.as_millis(),
+            )
+            .unwrap_or(i64::MAX),
+        }
+    }
+}
 
 /// What changed, for a subject in the form of the findings it concerns: `apply.rs` says it
 /// ([`fire`]); a rule lists those its condition reads ([`Logic::on`]).
@@ -75,6 +122,22 @@ pub(crate) struct Ctx<'a> {
     /// The finding's own facts (occurrences of an event-raised finding, triage).
     pub facts: &'a FindingFacts,
     pub settings: &'a Settings,
+    /// Derives another finding of the tenant by id, for a condition that reads one
+    /// (AISPM-EXC-001 reads the finding its exception covers): `derive::finding`.
+    pub other: fn(&mut Overlay<'_>, &str, &str, &Settings) -> Result<Other>,
+}
+
+/// What a condition reads of another finding ([`Ctx::other`]).
+#[derive(Debug)]
+pub(crate) struct Other {
+    /// It has a row.
+    pub exists: bool,
+    /// Its row is open.
+    pub open: bool,
+    /// When its condition last fired.
+    pub last_trigger: i64,
+    /// The newest event stamp behind it.
+    pub stamp: Stamp,
 }
 
 impl Ctx<'_> {

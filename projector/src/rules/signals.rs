@@ -5,8 +5,7 @@
 //! denial storm); AISPM-RUN-004, a denied call retried again and again. Each count only
 //! grows, so each threshold is crossed exactly once per minute whatever the order.
 
-use super::{Condition, Ctx, Logic, On, newest};
-use crate::apply::Settings;
+use super::{Condition, Ctx, Logic, On, Settings, newest};
 use crate::batch::Overlay;
 use crate::error::Result;
 use crate::state::{AssetAgg, Tag, ids};
