@@ -1,9 +1,7 @@
 //! AISPM-EP-001: a model endpoint registered as public without authentication. A
 //! registration decides it.
 
-use super::{Condition, Ctx, Logic, On, asset_flag};
-use crate::batch::Overlay;
-use crate::error::Result;
+use super::{Logic, On, registered};
 use aispm_schemas::rules as catalog;
 use aispm_schemas::{Asset, AssetKind, AssetStatus, CoverageKind};
 
@@ -23,8 +21,4 @@ const PUBLIC_ENDPOINT: Logic = Logic {
 
 fn public_without_auth(a: &Asset) -> bool {
     a.status == AssetStatus::Registered && a.public == Some(true) && a.auth_required == Some(false)
-}
-
-fn registered(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
-    asset_flag(ov, ctx, false)
 }

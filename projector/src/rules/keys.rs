@@ -2,7 +2,7 @@
 //! decides it), and AISPM-KEY-002, a key in use with scopes it has not used for the window
 //! (`--unused-scope-window`).
 
-use super::{Condition, Ctx, Logic, On, asset_flag, newest};
+use super::{Condition, Ctx, Logic, On, newest, registered};
 use crate::batch::Overlay;
 use crate::error::Result;
 use crate::state::{AssetAgg, KEY_SCOPES, Tag};
@@ -29,10 +29,6 @@ const UNUSED_SCOPE: Logic = Logic::new(
 
 fn privileged(a: &Asset) -> bool {
     a.status == AssetStatus::Registered && a.scopes.iter().any(|s| risk::privileged_scope(s))
-}
-
-fn registered(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
-    asset_flag(ov, ctx, false)
 }
 
 fn unused_scope(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {

@@ -2,9 +2,7 @@
 //! registered as untrusted or quarantined, and called. A registration decides it; it is a
 //! finding only once the tool or server is used, and it lists the calls.
 
-use super::{Condition, Ctx, Logic, On, asset_flag};
-use crate::batch::Overlay;
-use crate::error::Result;
+use super::{Logic, On, used};
 use aispm_schemas::rules as catalog;
 use aispm_schemas::{Asset, AssetKind, CoverageKind, Trust};
 
@@ -36,8 +34,4 @@ const UNTRUSTED_MCP_SERVER: Logic = Logic {
 
 fn untrusted(a: &Asset) -> bool {
     matches!(a.trust, Some(Trust::Untrusted | Trust::Quarantined))
-}
-
-fn used(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
-    asset_flag(ov, ctx, true)
 }

@@ -418,12 +418,18 @@ pub(crate) fn flag_condition(a: &crate::state::AssetAgg, rule: Rule, needs_use: 
     }
 }
 
+/// A flag rule's condition over the asset the finding is about, from its registrations.
+pub(crate) fn registered(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
+    asset_flag(ov, ctx, false)
+}
+
+/// A flag rule's condition over the asset the finding is about, once the asset is used.
+pub(crate) fn used(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
+    asset_flag(ov, ctx, true)
+}
+
 /// A flag rule's condition over the asset the finding is about.
-pub(crate) fn asset_flag(
-    ov: &mut Overlay<'_>,
-    ctx: &Ctx<'_>,
-    needs_use: bool,
-) -> Result<Condition> {
+fn asset_flag(ov: &mut Overlay<'_>, ctx: &Ctx<'_>, needs_use: bool) -> Result<Condition> {
     ov.with(
         ctx.tenant,
         crate::state::Tag::Asset,

@@ -1,8 +1,6 @@
 //! AISPM-OWN-001: an agent registered without an owner. A registration decides it.
 
-use super::{Condition, Ctx, Logic, On, asset_flag};
-use crate::batch::Overlay;
-use crate::error::Result;
+use super::{Logic, On, registered};
 use aispm_schemas::rules as catalog;
 use aispm_schemas::{Asset, AssetKind, AssetStatus, CoverageKind};
 
@@ -22,8 +20,4 @@ const AGENT_UNOWNED: Logic = Logic {
 
 fn unowned(a: &Asset) -> bool {
     a.status == AssetStatus::Registered && a.owner.is_none()
-}
-
-fn registered(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
-    asset_flag(ov, ctx, false)
 }
