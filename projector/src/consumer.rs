@@ -248,8 +248,14 @@ impl Loop {
             // offsets: a group caught up is views published.
             self.settle(shutdown)?;
             unflushed |= n > 0;
-            if self.flushing.is_some() && self.engine.store().flushed()? {
-                self.durable = self.flushing.take().unwrap_or_default();
+            if self.flushing.is_some() {
+                if self.engine.store().flushed()? {
+                    self.durable = self.flushing.take().unwrap_or_default();
+                } else {
+                    // A flush that failed (a full disk) stops here, even when no batch comes
+                    // to find the database refusing writes.
+                    self.engine.store().background_error()?;
+                }
             }
             if unlogged && unflushed && last_flush.elapsed() >= self.flush_interval {
                 // The state and the offsets it stands at, at one instant: what a crash keeps

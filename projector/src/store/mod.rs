@@ -384,6 +384,25 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether RocksDB's background work failed (a flush or compaction that could not write,
+    /// a full disk): the database then refuses writes until reopened, and this answers with
+    /// its error. Without the log, a failed flush is otherwise silent while no batch comes:
+    /// its memtables only stay waiting ([`Store::flushed`]).
+    pub fn background_error(&self) -> Result<()> {
+        let failed = self
+            .db
+            .property_int_value("rocksdb.background-errors")?
+            .unwrap_or(0);
+        if failed == 0 {
+            return Ok(());
+        }
+        // A flush on a stopped database returns the error that stopped it.
+        self.flush(true)?;
+        Err(Error::Other(format!(
+            "RocksDB's background work failed {failed} time(s); see the LOG in the state directory"
+        )))
+    }
+
     /// When this store's writes become durable.
     pub fn durability(&self) -> Durability {
         self.durability
