@@ -81,6 +81,9 @@ pub struct Store {
     /// The block cache every column family shares (its usage, for the metrics: RocksDB's
     /// `block-cache-usage` property did not report it here).
     cache: Cache,
+    /// RocksDB's count of background errors already found recovered from
+    /// ([`Store::background_error`]).
+    recovered_errors: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -194,6 +197,7 @@ impl Store {
             db,
             durability,
             cache,
+            recovered_errors: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -384,23 +388,24 @@ impl Store {
         Ok(true)
     }
 
-    /// Whether RocksDB's background work failed (a flush or compaction that could not write,
-    /// a full disk): the database then refuses writes until reopened, and this answers with
-    /// its error. Without the log, a failed flush is otherwise silent while no batch comes:
-    /// its memtables only stay waiting ([`Store::flushed`]).
+    /// Whether RocksDB's background work failed and left the database stopped (a flush that
+    /// could not write: a full disk): it then refuses writes until reopened, and this answers
+    /// with its error. Without the log, a failed flush is otherwise silent while no batch
+    /// comes: its memtables only stay waiting ([`Store::flushed`]). An error RocksDB
+    /// recovered from is not one: the flush then completes.
     pub fn background_error(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
         let failed = self
             .db
             .property_int_value("rocksdb.background-errors")?
             .unwrap_or(0);
-        if failed == 0 {
+        if failed <= self.recovered_errors.load(Ordering::Relaxed) {
             return Ok(());
         }
         // A flush on a stopped database returns the error that stopped it.
         self.flush(true)?;
-        Err(Error::Other(format!(
-            "RocksDB's background work failed {failed} time(s); see the LOG in the state directory"
-        )))
+        self.recovered_errors.store(failed, Ordering::Relaxed);
+        Ok(())
     }
 
     /// When this store's writes become durable.
