@@ -1,10 +1,14 @@
-//! The working set of one batch: reads go through the batch's own writes, then a bounded cache
-//! of recent values, then RocksDB; writes stay here until the batch is committed in one
-//! `WriteBatch` (see `consumer.rs`). Rows marked dirty are re-derived once per batch.
+//! The working set of one epoch: reads go through the epoch's own writes, then a bounded cache
+//! of recent values, then RocksDB; writes stay here until the epoch is committed in one
+//! `WriteBatch` (see `consumer.rs`). An epoch is one batch or several: its aggregates, rows,
+//! event ids and index markers stay in memory from batch to batch, and each key is written
+//! once when the epoch ends, whatever number of batches touched it. Rows marked dirty are
+//! re-derived once per batch (their changes are published per batch), or, for the tenants a
+//! catch-up owes, once per epoch.
 //!
-//! Aggregates are decoded once per batch on first touch and kept typed in the working set;
-//! every later touch in the batch updates them in place, and each changed one is encoded once
-//! when the batch is written (not once per event).
+//! Aggregates are decoded once per epoch on first touch and kept typed in the working set;
+//! every later touch updates them in place, and each changed one is encoded once when the
+//! epoch is written (not once per event, nor once per batch).
 
 use crate::error::Result;
 use crate::filter::MayExist;
@@ -52,12 +56,14 @@ impl<T: Serialize + Any + Send> Agg for T {
     }
 }
 
-/// An aggregate in the working set, and whether this batch changed it.
+/// An aggregate in the working set, and whether this epoch changed it.
 struct Slot {
     value: Box<dyn Agg>,
     changed: bool,
     /// Bytes of its encoding when it was read (0: new), what the cache weighs it by.
     encoded: usize,
+    /// The epoch's batch that touched it last ([`Epoch::touched`]).
+    batch: u32,
 }
 
 impl std::fmt::Debug for Slot {
@@ -316,22 +322,62 @@ fn cf_row(view: ViewName) -> u8 {
     2 + view as u8
 }
 
-/// One batch's reads and writes.
-#[derive(Debug)]
-pub(crate) struct Overlay<'a> {
-    store: &'a Store,
-    cache: &'a mut Cache,
+/// What an epoch holds until it is written: every write of its batches, merged per key.
+/// A worker keeps one beside its cache; [`Overlay::drain_writes`] empties it.
+#[derive(Debug, Default)]
+pub(crate) struct Epoch {
     /// Row writes by cache key; `None` deletes.
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Index markers by state key, in key order (so a prefix of them is a range): `true`
     /// marks, `false` deletes.
     marks: BTreeMap<Vec<u8>, bool>,
-    /// Aggregates touched by this batch, by state key.
+    /// Aggregates touched by this epoch, by state key.
     aggs: HashMap<Vec<u8>, Slot>,
     /// The keys of the changed aggregates of [`Tag::listed`] tags, in key order.
     listed: BTreeSet<Vec<u8>>,
-    /// Event ids first seen in this batch, and the event each is kept with.
+    /// Event ids first seen in this epoch, and the event each is kept with.
     seen: HashMap<Vec<u8>, Vec<u8>>,
+    /// Rows of the tenants a catch-up owes that the epoch's batches made dirty: derived once,
+    /// when the epoch ends (nothing of theirs is published before the catch-up ends).
+    pub deferred: HashSet<Dirty>,
+    /// The estimated heap bytes of all of the above ([`Epoch::bytes`]).
+    bytes: usize,
+    /// The number of the batch under way (from 1), and how many distinct aggregates it touched.
+    batch: u32,
+    touched: usize,
+}
+
+/// Bytes an aggregate new to the store is assumed to take decoded, until it is encoded.
+const NEW_AGGREGATE: usize = 256;
+
+impl Epoch {
+    /// The estimated heap bytes the epoch holds: what bounds it (`Engine::epoch_full`).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Starts the next batch: [`Epoch::touched`] counts from zero again.
+    pub(crate) fn next_batch(&mut self) {
+        self.batch = self.batch.wrapping_add(1);
+        self.touched = 0;
+    }
+
+    /// Distinct aggregates the batch under way touched (what `Engine::batch_limit` learns from).
+    pub(crate) fn touched(&self) -> usize {
+        self.touched
+    }
+
+    fn grow(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+}
+
+/// One batch's reads and writes, over its epoch's.
+#[derive(Debug)]
+pub(crate) struct Overlay<'a> {
+    store: &'a Store,
+    cache: &'a mut Cache,
+    epoch: &'a mut Epoch,
     pub dirty: HashSet<Dirty>,
     /// Agents whose newest decision moved in this batch, by tenant and agent: the newest
     /// decision's time before the batch's first move (`None`: it had none) and after its last.
@@ -341,31 +387,30 @@ pub(crate) struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    pub(crate) fn new(store: &'a Store, cache: &'a mut Cache) -> Self {
+    pub(crate) fn new(store: &'a Store, cache: &'a mut Cache, epoch: &'a mut Epoch) -> Self {
         Overlay {
             store,
             cache,
-            writes: HashMap::default(),
-            marks: BTreeMap::new(),
-            aggs: HashMap::default(),
-            listed: BTreeSet::new(),
-            seen: HashMap::default(),
+            epoch,
             dirty: HashSet::default(),
             clocks: HashMap::default(),
         }
     }
 
-    /// The slot of an aggregate, decoded on first touch in this batch (its default when absent);
-    /// `touch` marks it changed.
+    /// The slot of an aggregate, decoded on first touch in this epoch (its default when
+    /// absent); `touch` marks it changed.
     fn slot<T>(&mut self, tenant: &str, tag: Tag, id: &str, touch: bool) -> Result<&mut T>
     where
         T: DeserializeOwned + Serialize + Default + Send + 'static,
     {
         let key = state_key(tenant, tag, id);
-        if touch && tag.listed() && !self.listed.contains(&key) {
-            self.listed.insert(key.clone());
+        let epoch = &mut *self.epoch;
+        if touch && tag.listed() && !epoch.listed.contains(&key) {
+            epoch.grow(key.len() + ENTRY_OVERHEAD);
+            epoch.listed.insert(key.clone());
         }
-        let slot = match self.aggs.entry(key) {
+        let batch = epoch.batch;
+        let slot = match epoch.aggs.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let (value, encoded) = match self.cache.take(e.key()) {
@@ -378,13 +423,22 @@ impl<'a> Overlay<'a> {
                         None => (Box::new(T::default()) as Box<dyn Agg>, 0),
                     },
                 };
+                epoch.bytes = epoch.bytes.saturating_add(Cache::weigh(
+                    e.key(),
+                    if encoded == 0 { NEW_AGGREGATE } else { encoded },
+                ));
                 e.insert(Slot {
                     value,
                     changed: false,
                     encoded,
+                    batch: batch.wrapping_sub(1),
                 })
             }
         };
+        if slot.batch != batch {
+            slot.batch = batch;
+            epoch.touched += 1;
+        }
         if !slot.value.as_any().is::<T>() {
             // Read as another type (never done by the rules; kept correct anyway): re-decode.
             slot.value = Box::new(decode::<T>(&slot.value.encode())?);
@@ -429,12 +483,19 @@ impl<'a> Overlay<'a> {
 
     /// Marks an empty index entry.
     pub(crate) fn mark(&mut self, tenant: &str, tag: Tag, id: &str) {
-        self.marks.insert(state_key(tenant, tag, id), true);
+        self.set_mark(state_key(tenant, tag, id), true);
     }
 
     /// Deletes an index entry ([`Overlay::mark`]).
     pub(crate) fn unmark(&mut self, tenant: &str, tag: Tag, id: &str) {
-        self.marks.insert(state_key(tenant, tag, id), false);
+        self.set_mark(state_key(tenant, tag, id), false);
+    }
+
+    fn set_mark(&mut self, key: Vec<u8>, marked: bool) {
+        let bytes = key.len() + ENTRY_OVERHEAD;
+        if self.epoch.marks.insert(key, marked).is_none() {
+            self.epoch.grow(bytes);
+        }
     }
 
     /// The first `limit` ids, in key order, of the index entries under `{tenant} \0 {tag} \0
@@ -467,6 +528,7 @@ impl<'a> Overlay<'a> {
         let key_end = state_key(tenant, tag, end);
         let strip = state_key(tenant, tag, "").len();
         let here: Vec<(&Vec<u8>, bool)> = self
+            .epoch
             .marks
             .range(key_start.clone()..key_end.clone())
             .map(|(k, m)| (k, *m))
@@ -521,20 +583,20 @@ impl<'a> Overlay<'a> {
             }
         };
         if tag.listed() {
-            for k in self.listed.range(key_prefix.clone()..) {
+            for k in self.epoch.listed.range(key_prefix.clone()..) {
                 if !k.starts_with(&key_prefix) {
                     break;
                 }
                 changed(k);
             }
         } else {
-            for (k, slot) in &self.aggs {
+            for (k, slot) in &self.epoch.aggs {
                 if slot.changed && k.starts_with(&key_prefix) {
                     changed(k);
                 }
             }
         }
-        for (k, marked) in self.marks.range(key_prefix.clone()..) {
+        for (k, marked) in self.epoch.marks.range(key_prefix.clone()..) {
             if !k.starts_with(&key_prefix) {
                 break;
             }
@@ -549,11 +611,6 @@ impl<'a> Overlay<'a> {
         Ok(out)
     }
 
-    /// Distinct aggregates this batch holds decoded.
-    pub(crate) fn aggregates(&self) -> usize {
-        self.aggs.len()
-    }
-
     /// True the first time an event id is seen for a tenant (here or in any earlier batch);
     /// the id is then kept with `stored()` (the event, fetched by id through the API).
     pub(crate) fn first_sighting(
@@ -563,7 +620,7 @@ impl<'a> Overlay<'a> {
         stored: impl FnOnce() -> Vec<u8>,
     ) -> Result<bool> {
         let key = columns::tenant_key(tenant, event_id);
-        if self.seen.contains_key(&key) {
+        if self.epoch.seen.contains_key(&key) {
             return Ok(false);
         }
         // A new id is usually answered by the may-exist filter; else straight to RocksDB:
@@ -573,11 +630,14 @@ impl<'a> Overlay<'a> {
         {
             return Ok(false);
         }
-        self.seen.insert(key, stored());
+        let event = stored();
+        self.epoch
+            .grow(key.len() + event.capacity() + ENTRY_OVERHEAD);
+        self.epoch.seen.insert(key, event);
         Ok(true)
     }
 
-    /// Whether the row stored (or written by this batch) is exactly `new` (postcard bytes;
+    /// Whether the row stored (or written by this epoch) is exactly `new` (postcard bytes;
     /// `None`: no row).
     pub(crate) fn row_is(
         &mut self,
@@ -587,7 +647,7 @@ impl<'a> Overlay<'a> {
         new: Option<&[u8]>,
     ) -> Result<bool> {
         let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
-        if let Some(v) = self.writes.get(&ck) {
+        if let Some(v) = self.epoch.writes.get(&ck) {
             return Ok(v.as_deref() == new);
         }
         if let Some(d) = self.cache.rows.get(&ck) {
@@ -610,10 +670,18 @@ impl<'a> Overlay<'a> {
         key: &str,
         row: Option<Vec<u8>>,
     ) {
-        self.writes.insert(
-            cache_key(cf_row(view), &columns::tenant_key(tenant, key)),
-            row,
-        );
+        let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
+        let entry = ck.len() + ENTRY_OVERHEAD;
+        let value = row.as_ref().map_or(0, Vec::capacity);
+        let epoch = &mut *self.epoch;
+        match epoch.writes.insert(ck, row) {
+            // Replaced: only the value's size changes.
+            Some(old) => {
+                epoch.bytes = epoch.bytes.saturating_sub(old.map_or(0, |o| o.capacity()));
+                epoch.grow(value);
+            }
+            None => epoch.grow(entry + value),
+        }
     }
 
     /// The verdict `verify` gives on `inputs` (every input it reads: public key, tenant,
@@ -630,22 +698,43 @@ impl<'a> Overlay<'a> {
         self.cache.verdict(inputs, verify)
     }
 
+    /// Leaves a dirty row of a tenant a catch-up owes to the epoch's end
+    /// ([`Epoch::deferred`]).
+    pub(crate) fn defer(&mut self, dirty: Dirty) {
+        let bytes = dirty.0.len() + dirty.2.len() + ENTRY_OVERHEAD;
+        if self.epoch.deferred.insert(dirty) {
+            self.epoch.grow(bytes);
+        }
+    }
+
+    /// The rows left to the epoch's end, taken out of it.
+    pub(crate) fn take_deferred(&mut self) -> HashSet<Dirty> {
+        std::mem::take(&mut self.epoch.deferred)
+    }
+
+    /// [`Epoch::touched`].
+    pub(crate) fn touched(&self) -> usize {
+        self.epoch.touched()
+    }
+
     pub(crate) fn dirty(&mut self, tenant: &str, view: ViewName, key: impl Into<String>) {
         self.dirty.insert((tenant.to_owned(), view, key.into()));
     }
 
-    /// Hands every write to `put` in turn (each changed aggregate encoded once) and moves what
-    /// was read or written into the cache. In key order per column family: RocksDB's memtable
-    /// skip list inserts a run of ascending keys far faster than the same keys in hash order.
+    /// Hands every write of the epoch to `put` in turn (each changed aggregate encoded once),
+    /// moves what was read or written into the cache and leaves the epoch empty. In key order
+    /// per column family: RocksDB's memtable skip list inserts a run of ascending keys far
+    /// faster than the same keys in hash order.
     pub(crate) fn drain_writes(
         self,
         mut put: impl FnMut(WriteRef<'_>) -> Result<()>,
     ) -> Result<()> {
-        let mut seen: Vec<(Vec<u8>, Vec<u8>)> = self.seen.into_iter().collect();
+        let epoch = std::mem::take(self.epoch);
+        let mut seen: Vec<(Vec<u8>, Vec<u8>)> = epoch.seen.into_iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut aggs: Vec<(Vec<u8>, Slot)> = self.aggs.into_iter().collect();
+        let mut aggs: Vec<(Vec<u8>, Slot)> = epoch.aggs.into_iter().collect();
         aggs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.writes.into_iter().collect();
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = epoch.writes.into_iter().collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
         for (key, event) in seen {
@@ -669,7 +758,7 @@ impl<'a> Overlay<'a> {
             }
             self.cache.keep(key, slot.value, encoded);
         }
-        for (key, marked) in self.marks {
+        for (key, marked) in epoch.marks {
             if marked {
                 self.cache.exists.insert(CF_STATE, &key);
             }

@@ -1,7 +1,15 @@
-//! The consumer loop: poll a batch (by count and by time), prepare it, dead-letter the rejects,
-//! commit the batch with its offsets in one RocksDB write, publish the view changes, and only
-//! then commit offsets to Kafka (for lag visibility; our own offsets are the truth): without
-//! the WAL, the offsets of the last flush that ended, which a crash cannot take back.
+//! The consumer loop: poll a batch (by count and by time), apply it to the open epoch,
+//! dead-letter the rejects, write the epoch with its offsets in one RocksDB write when it ends
+//! (with the WAL: every batch), publish the batch's view changes, and only then commit offsets
+//! to Kafka (for lag visibility; our own offsets are the truth): without the WAL, the offsets
+//! of the last flush that ended, which a crash cannot take back.
+//!
+//! Without the WAL a write is durable only at the next flush anyway, so an epoch of several
+//! batches loses nothing a crash would not: its batches are written together, each key once,
+//! and what a crash takes is replayed from the flushed offsets (`docs/reliability.md`). An
+//! epoch ends after `--epoch-interval` (while catching up, `--flush-interval`), past
+//! `--epoch-bytes`, when the input is idle, before a flush, before a catch-up's rows are
+//! published, and at a stop.
 //!
 //! On every partition assignment the rebalance hook seeks each partition to the next offset
 //! stored in RocksDB (or the beginning): a partition that moves to this instance is rebuilt by
@@ -183,6 +191,10 @@ pub(crate) struct Batching {
     /// Cuts batches so one holds about this many aggregates (`Engine::batch_limit`).
     pub max_aggregates: usize,
     pub max_wait: Duration,
+    /// An epoch's longest life while records keep coming (`--epoch-interval`).
+    pub epoch_interval: Duration,
+    /// An epoch's most estimated bytes in memory (`--epoch-bytes`).
+    pub epoch_bytes: usize,
 }
 
 /// Everything the loop needs.
@@ -244,6 +256,10 @@ impl Loop {
                 break;
             }
             let n = self.one_batch(&mut totals, shutdown)?;
+            if n == 0 {
+                // Idle: what the epoch holds is written, so the API reads it.
+                self.end_epoch()?;
+            }
             // What a catch-up that ended owes is published before the group learns the
             // offsets: a group caught up is views published.
             self.settle(shutdown)?;
@@ -260,6 +276,7 @@ impl Loop {
             if unlogged && unflushed && last_flush.elapsed() >= self.flush_interval {
                 // The state and the offsets it stands at, at one instant: what a crash keeps
                 // (`Durability::Flushed`). Only started here; RocksDB's threads write it.
+                self.end_epoch()?;
                 let started = Instant::now();
                 self.engine.store().flush(false)?;
                 self.flushing = Some(self.engine.next_offsets.clone());
@@ -310,10 +327,16 @@ impl Loop {
                     crate::batch::cache_bytes() as u64,
                 );
                 gauge(&self.metrics.state_memory, "memtables", memtables);
+                gauge(
+                    &self.metrics.state_memory,
+                    "epoch",
+                    self.engine.epoch_bytes() as u64,
+                );
                 gauge(&self.metrics.state_memory, "table_readers", table_readers);
                 last_stats = Instant::now();
             }
         }
+        self.end_epoch()?;
         if self.until.is_some() {
             // A rebuild stops at the ends it read at start: what it owes is published as of
             // there.
@@ -391,7 +414,9 @@ impl Loop {
             if assigned.iter().any(|(_, p)| *p == partition) {
                 self.publish_owed(partition, shutdown)?;
             } else if !ours.iter().any(|(_, p)| *p == partition) {
-                self.engine.forget(partition);
+                // Rows of its tenants in the open epoch are owed under its number first.
+                self.end_epoch()?;
+                self.engine.forget(partition)?;
             }
         }
         Ok(())
@@ -400,6 +425,8 @@ impl Loop {
     /// Publishes the rows the catch-up of partition number `partition` owes, as stored now,
     /// then removes them.
     fn publish_owed(&mut self, partition: i32, shutdown: &CancellationToken) -> Result<()> {
+        // The rows owed are read from the store: the open epoch's first.
+        self.end_epoch()?;
         let started = Instant::now();
         let mut from: Option<Vec<u8>> = None;
         let mut records = 0;
@@ -445,6 +472,7 @@ impl Loop {
     /// until the partitions taken have caught up to the ends they had when taken, and
     /// publishes rows as of there.
     fn drain_outbox(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        self.end_epoch()?;
         let (pending, range) = self.engine.pending_outbox()?;
         if !pending.is_empty() {
             tracing::info!(
@@ -586,22 +614,23 @@ impl Loop {
         }
 
         crate::crash::reached(crate::crash::DEAD_LETTERED);
-        let commit_started = Instant::now();
-        self.engine.commit(&mut prepared)?;
-        crate::crash::reached(crate::crash::COMMITTED);
-        if let Some(k) = &self.posture {
-            k.changed(
-                prepared
-                    .outgoing
-                    .iter()
-                    .map(|o| o.tenant.as_str())
-                    .chain(prepared.owed.iter().map(String::as_str)),
-            );
+        // With the WAL every batch is written (each is durable once logged); without it, the
+        // epoch is written when it ends, this batch with it.
+        let unlogged = self.engine.store().durability() == Durability::Flushed;
+        let catching_up = !self.catch_up.is_empty() || !self.engine.owing_partitions().is_empty();
+        let lifetime = if catching_up {
+            self.flush_interval.max(self.batching.epoch_interval)
+        } else {
+            self.batching.epoch_interval
+        };
+        let committed = !unlogged
+            || self.engine.epoch_age() >= lifetime
+            || self.engine.epoch_bytes() >= self.batching.epoch_bytes;
+        if committed {
+            let commit_started = Instant::now();
+            let ended = self.engine.commit(&mut prepared)?;
+            self.epoch_written(&ended, commit_started);
         }
-        self.metrics
-            .stage_seconds
-            .with_label_values(&["commit"])
-            .observe(commit_started.elapsed().as_secs_f64());
         self.share_offsets();
         self.metrics
             .outbox_pending
@@ -615,7 +644,9 @@ impl Loop {
             std::future::ready(publisher.publish(outgoing))
         })?;
         crate::crash::reached(crate::crash::PUBLISHED);
-        self.engine.clear_outbox(prepared.outbox)?;
+        if committed {
+            self.engine.clear_outbox(prepared.outbox)?;
+        }
         crate::crash::reached(crate::crash::OUTBOX_CLEARED);
         self.metrics
             .outbox_pending
@@ -657,6 +688,40 @@ impl Loop {
         totals.records += n as u64;
         totals.batches += 1;
         Ok(n)
+    }
+
+    /// Writes the open epoch, if one is open, outside a batch (idle input, a flush or a
+    /// catch-up's end due, a stop).
+    fn end_epoch(&mut self) -> Result<()> {
+        if !self.engine.epoch_open() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let ended = self.engine.end_epoch()?;
+        self.epoch_written(&ended, started);
+        for (view, count) in &ended.changes {
+            self.metrics
+                .view_changes
+                .with_label_values(&[view.as_str()])
+                .inc_by(*count);
+        }
+        Ok(())
+    }
+
+    /// After an epoch's write: the crash point, the posture keeper told, the metrics.
+    fn epoch_written(&self, ended: &crate::project::Ended, started: Instant) {
+        crate::crash::reached(crate::crash::COMMITTED);
+        if let Some(k) = &self.posture {
+            k.changed(ended.tenants.iter().map(String::as_str));
+        }
+        self.metrics
+            .stage_seconds
+            .with_label_values(&["commit"])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .epoch_batches
+            .with_label_values::<&str>(&[])
+            .observe(ended.batches as f64);
     }
 
     fn share_offsets(&self) {

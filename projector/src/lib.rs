@@ -80,7 +80,7 @@ pub mod store;
 pub use api::{evidence_freshness, exception_state, sla_state};
 pub use error::Error;
 pub use posture::compute as posture;
-pub use project::{Engine, Input, Sink, decode_row};
+pub use project::{Ended, Engine, Input, Sink, decode_row};
 pub use rules::Settings;
 
 use crate::consumer::{Batching, Ctx, Loop, Totals};
@@ -180,6 +180,20 @@ pub struct Config {
     #[arg(long, env = "AISPM_FLUSH_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
     pub flush_interval: Duration,
 
+    /// Without `--wal`, the longest an epoch lasts while the input keeps coming: batches are
+    /// applied in memory and published one by one, and what an epoch's batches changed is
+    /// written to RocksDB once when it ends, each key once (an idle input, a flush, a catch-up
+    /// that ends or a stop end it sooner). The API reads the state as of the last epoch
+    /// written. While partitions catch up (nothing of theirs is published until they reach
+    /// their end), epochs last up to `--flush-interval`.
+    #[arg(long, env = "AISPM_EPOCH_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub epoch_interval: Duration,
+
+    /// An epoch ends when what it holds in memory (aggregates decoded, rows, event ids, all
+    /// estimated) passes this many bytes.
+    #[arg(long, env = "AISPM_EPOCH_BYTES", default_value_t = Config::DEFAULT_EPOCH_BYTES)]
+    pub epoch_bytes: usize,
+
     /// Decisions per agent per minute (event time) above which the agent is runaway
     /// (AISPM-RUN-001).
     #[arg(long, env = "AISPM_RUNAWAY_PER_MINUTE", default_value_t = 120)]
@@ -241,6 +255,8 @@ impl Config {
     pub const DEFAULT_BATCH_MAX: usize = 50_000;
     /// `--batch-max-aggregates`' default.
     pub const DEFAULT_BATCH_MAX_AGGREGATES: usize = 50_000;
+    /// `--epoch-bytes`' default.
+    pub const DEFAULT_EPOCH_BYTES: usize = 64 * 1024 * 1024;
 
     /// Defaults for tests and embedding.
     pub fn local(brokers: &str, state_dir: PathBuf) -> Self {
@@ -260,6 +276,8 @@ impl Config {
             sync_writes: false,
             wal: false,
             flush_interval: Duration::from_secs(10),
+            epoch_interval: Duration::from_secs(1),
+            epoch_bytes: Config::DEFAULT_EPOCH_BYTES,
             runaway_per_minute: 120,
             loop_repeats: 30,
             denials_per_minute: 20,
@@ -335,6 +353,8 @@ impl Parts {
                 max_records: config.batch_max,
                 max_aggregates: config.batch_max_aggregates,
                 max_wait: config.batch_wait,
+                epoch_interval: config.epoch_interval,
+                epoch_bytes: config.epoch_bytes,
             },
             flush_interval: config.flush_interval,
             outbox_left: true,

@@ -12,6 +12,8 @@ pub(crate) struct ProjectorMetrics {
     pub batch_size: HistogramVec,
     /// Distinct aggregates a batch held decoded (what `--batch-max-aggregates` bounds).
     pub batch_aggregates: HistogramVec,
+    /// Batches per epoch written (`--epoch-interval`, `--epoch-bytes`).
+    pub epoch_batches: HistogramVec,
     /// Seconds per stage of a batch (apply, commit, publish, kafka_commit).
     pub stage_seconds: HistogramVec,
     pub view_changes: IntCounterVec,
@@ -39,9 +41,15 @@ impl ProjectorMetrics {
                 &[],
                 size_buckets(),
             )?,
+            epoch_batches: m.histogram(
+                "epoch_batches",
+                "Batches per epoch written: what an epoch's batches changed is written to RocksDB once, each key once, when it ends (--epoch-interval, --epoch-bytes, an idle input, a flush).",
+                &[],
+                size_buckets(),
+            )?,
             stage_seconds: m.histogram(
                 "batch_stage_duration_seconds",
-                "Time per batch stage: apply (decode, fold, derive), commit (RocksDB write with offsets), publish (view changes acknowledged), kafka_commit.",
+                "Time per batch stage: apply (decode, fold, derive), commit (the epoch's RocksDB write with its offsets, when the batch ends one), publish (view changes acknowledged), kafka_commit.",
                 &["stage"],
                 latency_buckets(),
             )?,
@@ -55,7 +63,7 @@ impl ProjectorMetrics {
             state_bytes: m.gauge("state_bytes", "RocksDB size: sst files and memtables.", &["kind"])?,
             state_memory: m.gauge(
                 "state_memory_bytes",
-                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); and aggregate_cache, the estimated heap of the decoded aggregates and row digests kept across batches (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries).",
+                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); aggregate_cache, the estimated heap of the decoded aggregates and row digests kept across batches (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries); and epoch, the estimated heap of what the open epoch holds until it is written (bounded by --epoch-bytes).",
                 &["part"],
             )?,
             as_of_checkpoints: m.gauge(

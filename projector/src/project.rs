@@ -4,7 +4,7 @@
 //! benchmark drive it directly.
 
 use crate::apply::{self, Event};
-use crate::batch::{Cache, Dirty, Overlay, Write};
+use crate::batch::{Cache, Dirty, Epoch, Overlay, Write};
 use crate::derive;
 use crate::error::{Error, Result};
 use crate::rules::Settings;
@@ -13,6 +13,7 @@ use aispm_runtime::dlq::Stage;
 use aispm_schemas::{Codec, Timestamp, Topics, ViewChange, ViewName, ViewRow};
 use std::collections::HashMap;
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 /// One input record.
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +126,7 @@ impl Outgoing {
 
 /// A view change as the outbox keeps it until the views topic acknowledges it: which row, and
 /// the stamp of the change, not the row itself. The row is already in its view's column family,
-/// written by the same batch; after a crash the change is published again with the row as it
+/// written by the same epoch; after a crash the change is published again with the row as it
 /// is then (the same row, or a newer one, which is what a compacted topic keeps anyway). The
 /// row bytes are not written twice, which had cost a ninth of the apply path and 60 MiB of
 /// memtable at 100k entities.
@@ -146,22 +147,57 @@ pub struct Stats {
     pub duplicates: u64,
     pub skipped: u64,
     pub rejected: u64,
+    /// Rows changed: by the batch, and (once committed) by its epoch's end.
     pub changes: HashMap<ViewName, u64>,
-    /// Distinct aggregates the batch held decoded (its working set).
+    /// Distinct aggregates the batch touched (its share of the epoch's working set).
     pub aggregates: usize,
 }
 
-/// A prepared batch: commit it after the dead letters are acknowledged.
+/// A prepared batch, applied to the open epoch: publish its view changes; commit it (which
+/// writes its whole epoch) after its dead letters are acknowledged, or leave it to a later
+/// batch's commit.
 pub struct Prepared {
-    pub batch: rocksdb::WriteBatch,
     pub rejected: Vec<Rejected>,
-    /// Outbox sequence numbers `[first, end)` written by this batch (one record per batch).
+    /// Outbox sequence numbers `[first, end)` its commit wrote (one record; none when it was
+    /// not committed or had no change).
     pub outbox: (u64, u64),
     pub outgoing: Vec<Outgoing>,
-    /// Tenants whose changed rows the batch wrote as owed by a catch-up instead of publishing
-    /// them (`catchup.rs`), each once.
+    /// Once committed: tenants whose changed rows its epoch wrote as owed by a catch-up
+    /// instead of publishing them (`catchup.rs`), each once.
     pub owed: Vec<String>,
     pub stats: Stats,
+    /// Its view changes as the outbox keeps them, written only if this batch is committed:
+    /// an epoch's earlier batches were published before it is written.
+    pending: Vec<Pending>,
+}
+
+/// What writing an epoch did (`Engine::end_epoch`).
+#[derive(Debug, Default, Clone)]
+pub struct Ended {
+    /// Outbox sequence numbers `[first, end)` written (the committed batch's changes).
+    pub outbox: (u64, u64),
+    /// Tenants whose changed rows were written as owed by a catch-up (`catchup.rs`).
+    pub owed: Vec<String>,
+    /// Tenants whose rows changed in the epoch (published or owed), each once.
+    pub tenants: Vec<String>,
+    /// Rows changed when it ended (the owed rows derived then).
+    pub changes: HashMap<ViewName, u64>,
+    /// Batches it held.
+    pub batches: u64,
+}
+
+/// The epoch under way: batches applied in memory since the last write.
+#[derive(Debug, Default)]
+struct Open {
+    batches: u64,
+    /// When its first batch was prepared.
+    started: Option<Instant>,
+    /// Each worker's epoch's estimated bytes, as of its last batch.
+    bytes: Vec<usize>,
+    /// Next offsets its batches reached, written with it.
+    offsets: HashMap<(String, i32), i64>,
+    /// Tenants whose rows its batches changed.
+    tenants: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -179,6 +215,10 @@ pub struct Engine {
     store: Arc<Store>,
     /// The cache of the first worker, whose tenants are applied on the calling thread.
     cache: Cache,
+    /// The first worker's share of the open epoch (the others keep theirs on their threads).
+    epoch: Epoch,
+    /// The open epoch.
+    open: Open,
     /// The other workers (`with_workers`): threads that own their caches.
     pool: Vec<Worker>,
     cache_entries: usize,
@@ -225,6 +265,8 @@ impl Engine {
         let engine = Engine {
             store,
             cache: Cache::new(cache_entries),
+            epoch: Epoch::default(),
+            open: Open::default(),
             pool: Vec::new(),
             cache_entries,
             settings,
@@ -264,6 +306,11 @@ impl Engine {
     pub fn with_workers(mut self, workers: usize) -> Result<Self> {
         let workers = workers.max(1);
         let entries = self.cache_entries.div_ceil(workers);
+        if self.epoch_open() {
+            return Err(Error::Other(
+                "the workers cannot change while an epoch is open".into(),
+            ));
+        }
         self.pool.clear(); // stops the old threads
         let mut caches: Vec<Cache> = (0..workers).map(|_| Cache::new(entries)).collect();
         let mut cfs = vec![columns::STATE, columns::SEEN];
@@ -314,15 +361,26 @@ impl Engine {
         &self.store
     }
 
-    /// Applies a batch of records to a working set and prepares its atomic write.
+    /// Applies a batch of records to the open epoch (opening one if none is), and returns its
+    /// view changes to publish; [`Engine::commit`] writes the epoch.
     ///
     /// Records are decoded and validated in order on the calling thread, then split by tenant
     /// over the engine's workers (`with_workers`): tenants share no state, so each worker
-    /// applies its tenants' events in their order, re-derives their rows and encodes what
-    /// changed, with its own cache, while the others do the same. The writes, view changes and
-    /// offsets are then put into one `WriteBatch`. The views do not depend on the number of
-    /// workers; the order of the view changes differs only between tenants.
+    /// applies its tenants' events in their order to its share of the epoch and re-derives
+    /// their rows, with its own cache, while the others do the same. The views do not depend on
+    /// the number of workers, nor on where epochs end; the order of the view changes differs
+    /// only between tenants.
+    ///
+    /// On an error the open epoch is dropped whole: the engine stands where the store does.
     pub fn prepare(&mut self, inputs: &[Input<'_>]) -> Result<Prepared> {
+        let prepared = self.try_prepare(inputs);
+        if prepared.is_err() {
+            self.abandon_epoch();
+        }
+        prepared
+    }
+
+    fn try_prepare(&mut self, inputs: &[Input<'_>]) -> Result<Prepared> {
         let mut stats = Stats::default();
         let mut rejected = Vec::new();
         // Next offset per partition of this batch (a handful: searched, not hashed, so no key
@@ -445,10 +503,8 @@ impl Engine {
         }
         stats.rejected = rejected.len() as u64;
 
-        // A catch-up owes some tenants' rows: the workers say which rows they derived.
-        let owing: Option<Owing> =
-            (!self.owing.is_empty()).then(|| Arc::new(self.owing.keys().cloned().collect()));
-        let mut batch = rocksdb::WriteBatch::default();
+        // A catch-up owes some tenants' rows: their rows wait for the epoch's end.
+        let owing = self.owing_set();
         let outs = on_workers(
             &self.pool,
             shards,
@@ -457,10 +513,10 @@ impl Engine {
                 apply_shard(
                     &self.store,
                     &mut self.cache,
+                    &mut self.epoch,
                     &self.settings,
                     &self.codec,
                     &mine,
-                    Some(&mut batch),
                     self.publishing,
                     owing.as_deref(),
                 )
@@ -468,17 +524,9 @@ impl Engine {
         );
 
         let mut outgoing = Vec::new();
-        let mut pending = Vec::new();
-        let mut owed_tenants: Vec<String> = Vec::new();
-        let outs = match outs.into_iter().collect::<Result<Vec<Shard>>>() {
-            Ok(outs) => outs,
-            Err(e) => {
-                // Some workers' caches already hold what this failed batch derived: drop them
-                // all, so a retry reads the store as committed.
-                self.clear_caches();
-                return Err(e);
-            }
-        };
+        let mut pending: Vec<Pending> = Vec::new();
+        let outs = outs.into_iter().collect::<Result<Vec<Shard>>>()?;
+        self.open.bytes.resize(self.workers(), 0);
         for out in outs {
             // `Kind` follows the order of `Topics::inputs`.
             for (topic, n) in self.topics.inputs().into_iter().zip(out.applied) {
@@ -491,30 +539,16 @@ impl Engine {
             for (view, n) in out.changes {
                 *stats.changes.entry(view).or_default() += n;
             }
-            for (cf, key, value) in out.writes {
-                put(&self.store, &mut batch, cf, &key, value.as_deref())?;
+            if let Some(b) = self.open.bytes.get_mut(out.worker) {
+                *b = out.epoch_bytes;
             }
             // The owed tenants' changes are left out by the workers.
             pending.extend(out.pending);
             outgoing.extend(out.outgoing);
-            // A catch-up owes these tenants' rows: each row derived, changed or not, is noted
-            // under its partition number, to be derived and published once when the catch-up
-            // ends. Changed or not: a row the previous owner published may have come and gone
-            // here within one batch (no change to publish, yet the topic must lose it).
-            for (tenant, view, key) in &out.derived {
-                let Some(&partition) = self.owing.get(tenant.as_str()) else {
-                    continue;
-                };
-                self.store.batch_put(
-                    &mut batch,
-                    columns::OWED,
-                    &columns::owed_key(partition, view_index(*view), tenant, key),
-                    b"",
-                )?;
-                self.owed.insert(partition);
-                if !owed_tenants.contains(tenant) {
-                    owed_tenants.push(tenant.clone());
-                }
+        }
+        for p in &pending {
+            if !self.open.tenants.contains(&p.tenant) {
+                self.open.tenants.insert(p.tenant.clone());
             }
         }
 
@@ -524,7 +558,127 @@ impl Engine {
             let rate = stats.aggregates as f64 / inputs.len() as f64;
             self.touch_rate = (self.touch_rate + rate) / 2.0;
         }
-        // The batch's view changes as one outbox record: one write and one delete per batch.
+        for (tp, next) in offsets {
+            self.next_offsets.insert(tp.clone(), next);
+            self.open.offsets.insert(tp, next);
+        }
+        self.open.batches += 1;
+        self.open.started.get_or_insert_with(Instant::now);
+        Ok(Prepared {
+            rejected,
+            outbox: (self.next_seq, self.next_seq),
+            outgoing,
+            owed: Vec::new(),
+            stats,
+            pending,
+        })
+    }
+
+    /// The tenants a catch-up owes, as the workers are told them.
+    fn owing_set(&self) -> Option<Owing> {
+        (!self.owing.is_empty()).then(|| Arc::new(self.owing.keys().cloned().collect()))
+    }
+
+    /// Whether an epoch is open: batches prepared and not yet written.
+    pub fn epoch_open(&self) -> bool {
+        self.open.batches > 0
+    }
+
+    /// How long ago the open epoch's first batch was prepared (zero when none is open).
+    pub fn epoch_age(&self) -> Duration {
+        self.open.started.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    /// The open epoch's estimated bytes in memory, over all workers: what bounds it.
+    pub fn epoch_bytes(&self) -> usize {
+        self.open.bytes.iter().sum()
+    }
+
+    /// Commits `prepared`'s epoch: writes every batch prepared since the last commit, its
+    /// view changes in the outbox (the epoch's earlier batches' were published before), and
+    /// the offsets, in one atomic write. `prepared` learns its outbox range, the tenants owed
+    /// and the rows the epoch's end changed.
+    pub fn commit(&mut self, prepared: &mut Prepared) -> Result<Ended> {
+        let ended = self.end_epoch_with(std::mem::take(&mut prepared.pending))?;
+        prepared.outbox = ended.outbox;
+        prepared.owed.clone_from(&ended.owed);
+        for (view, n) in &ended.changes {
+            *prepared.stats.changes.entry(*view).or_default() += n;
+        }
+        Ok(ended)
+    }
+
+    /// Writes the open epoch, if one is open (a commit without a batch: the input is idle, a
+    /// flush or a catch-up's end is due, or the engine stops).
+    pub fn end_epoch(&mut self) -> Result<Ended> {
+        if !self.epoch_open() {
+            return Ok(Ended::default());
+        }
+        self.end_epoch_with(Vec::new())
+    }
+
+    fn end_epoch_with(&mut self, pending: Vec<Pending>) -> Result<Ended> {
+        let ended = self.try_end_epoch(pending);
+        if ended.is_err() {
+            self.abandon_epoch();
+        }
+        ended
+    }
+
+    /// Each worker derives the rows its epoch left to the end and hands its writes over; they
+    /// go into one `WriteBatch` with the owed rows' keys, the outbox record and the offsets.
+    fn try_end_epoch(&mut self, pending: Vec<Pending>) -> Result<Ended> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let everyone: Vec<Vec<()>> = (0..self.workers()).map(|_| vec![()]).collect();
+        let outs = on_workers(
+            &self.pool,
+            everyone,
+            |_| Job::End,
+            |_| {
+                end_shard(
+                    &self.store,
+                    &mut self.cache,
+                    &mut self.epoch,
+                    &self.settings,
+                    Some(&mut batch),
+                )
+            },
+        );
+        let outs = outs.into_iter().collect::<Result<Vec<Shard>>>()?;
+        let mut ended = Ended {
+            batches: self.open.batches,
+            ..Ended::default()
+        };
+        for out in outs {
+            for (view, n) in out.changes {
+                *ended.changes.entry(view).or_default() += n;
+            }
+            for (cf, key, value) in out.writes {
+                put(&self.store, &mut batch, cf, &key, value.as_deref())?;
+            }
+            // A catch-up owes these tenants' rows: each row derived, changed or not, is noted
+            // under its partition number, to be derived and published once when the catch-up
+            // ends. Changed or not: a row the previous owner published may have come and gone
+            // here within one epoch (no change to publish, yet the topic must lose it).
+            for (tenant, view, key) in &out.derived {
+                let Some(&partition) = self.owing.get(tenant.as_str()) else {
+                    return Err(Error::Other(format!(
+                        "an epoch derived rows of tenant '{tenant}' for a catch-up that no longer owes them"
+                    )));
+                };
+                self.store.batch_put(
+                    &mut batch,
+                    columns::OWED,
+                    &columns::owed_key(partition, view_index(*view), tenant, key),
+                    b"",
+                )?;
+                self.owed.insert(partition);
+                if !ended.owed.contains(tenant) {
+                    ended.owed.push(tenant.clone());
+                }
+            }
+        }
+        // The committed batch's view changes as one outbox record: one write and one delete.
         let first = self.next_seq;
         if !pending.is_empty() {
             self.store.batch_put(
@@ -535,7 +689,8 @@ impl Engine {
             )?;
             self.next_seq += 1;
         }
-        for ((topic, partition), next) in &offsets {
+        ended.outbox = (first, self.next_seq);
+        for ((topic, partition), next) in &self.open.offsets {
             self.store.batch_put(
                 &mut batch,
                 columns::OFFSETS,
@@ -543,15 +698,26 @@ impl Engine {
                 &next.to_be_bytes(),
             )?;
         }
-        self.next_offsets.extend(offsets);
-        Ok(Prepared {
-            batch,
-            rejected,
-            outbox: (first, self.next_seq),
-            outgoing,
-            owed: owed_tenants,
-            stats,
-        })
+        self.store.write(batch)?;
+        let open = std::mem::take(&mut self.open);
+        ended.tenants = open.tenants.into_iter().collect();
+        for t in &ended.owed {
+            if !ended.tenants.contains(t) {
+                ended.tenants.push(t.clone());
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Drops the open epoch (after an error): every worker's epoch and cache, and the offsets
+    /// it had reached. The engine stands where the store does.
+    fn abandon_epoch(&mut self) {
+        self.clear_caches();
+        self.open = Open::default();
+        match self.store.offsets() {
+            Ok(o) => self.next_offsets = o,
+            Err(e) => tracing::error!(error = %e, "Reading the stored offsets failed."),
+        }
     }
 
     /// From now on `tenant`'s changed rows are owed by the catch-up of input partition number
@@ -615,6 +781,7 @@ impl Engine {
             derive_owed(
                 &self.store,
                 &mut self.cache,
+                &mut self.epoch,
                 &self.settings,
                 &self.codec,
                 &mine,
@@ -630,7 +797,7 @@ impl Engine {
     /// The rows owed under `partition` are published: they are removed, and its tenants' rows
     /// are published as they change again.
     pub(crate) fn settle(&mut self, partition: i32) -> Result<()> {
-        self.forget(partition);
+        self.forget(partition)?;
         if self.owed.remove(&partition) {
             self.store.delete_prefix(columns::OWED, partition)?;
         }
@@ -640,14 +807,15 @@ impl Engine {
     /// The catch-up of `partition` stopped without ending (the partitions were revoked): its
     /// tenants' rows are published as they change again; what they owe stays stored until a
     /// catch-up of that number ends here again (the new owner publishes its own).
-    pub(crate) fn forget(&mut self, partition: i32) {
+    pub(crate) fn forget(&mut self, partition: i32) -> Result<()> {
+        if self.epoch_open() {
+            // Its rows still wait for the epoch's end, owed under this number.
+            return Err(Error::Other(
+                "a catch-up cannot end while an epoch is open".into(),
+            ));
+        }
         self.owing.retain(|_, p| *p != partition);
-    }
-
-    /// Makes a prepared batch durable (one atomic write).
-    pub fn commit(&self, prepared: &mut Prepared) -> Result<()> {
-        let batch = std::mem::take(&mut prepared.batch);
-        self.store.write(batch)
+        Ok(())
     }
 
     /// Removes published view changes from the outbox.
@@ -696,9 +864,10 @@ impl Engine {
         Ok((self.derive_now(shards)?, (first, self.next_seq)))
     }
 
-    /// Empties every worker's cache (a stopped worker says so at the next batch).
+    /// Empties every worker's cache and epoch (a stopped worker says so at the next batch).
     fn clear_caches(&mut self) {
         self.cache.clear();
+        self.epoch = Epoch::default();
         for w in &self.pool {
             if let Some(jobs) = &w.jobs {
                 let _ = jobs.send(Job::Clear);
@@ -709,6 +878,7 @@ impl Engine {
     /// Drops cached values (after the store is wiped).
     pub fn reset(&mut self) -> Result<()> {
         self.clear_caches();
+        self.open = Open::default();
         self.next_offsets = self.store.offsets()?;
         self.next_seq = 0;
         self.owing.clear();
@@ -746,13 +916,14 @@ type Owing = Arc<crate::batch::HashSet<String>>;
 
 /// What a worker thread is asked to do.
 enum Job {
-    /// Apply these events (all of the batch's events of the worker's tenants, in order); with
-    /// the tenants a catch-up owes, return the rows derived (`Shard::derived`) and build no
-    /// view change of theirs to publish.
+    /// Apply these events (all of the batch's events of the worker's tenants, in order) to
+    /// the epoch; the rows of the tenants a catch-up owes wait for its end.
     Apply(Vec<Asserted>, Option<Owing>),
+    /// End the epoch: derive the rows left to its end and hand over its writes (`end_shard`).
+    End,
     /// Derive these owed rows of the worker's tenants as view changes (`Engine::owed_page`).
     Derive(Vec<OwedRow>),
-    /// Drop the cache (the store was wiped).
+    /// Drop the cache and the epoch (the store was wiped, or the epoch failed).
     Clear,
 }
 
@@ -784,30 +955,35 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("apply-{index}"))
             .spawn(move || {
+                let mut epoch = Epoch::default();
                 for job in inbox {
-                    match job {
-                        Job::Apply(events, owing) => {
-                            let out = apply_shard(
-                                &store,
-                                &mut cache,
-                                &settings,
-                                &codec,
-                                &events,
-                                None,
-                                publishing,
-                                owing.as_deref(),
-                            );
-                            if outbox.send(out).is_err() {
-                                return;
-                            }
-                        }
+                    let out = match job {
+                        Job::Apply(events, owing) => apply_shard(
+                            &store,
+                            &mut cache,
+                            &mut epoch,
+                            &settings,
+                            &codec,
+                            &events,
+                            publishing,
+                            owing.as_deref(),
+                        ),
+                        Job::End => end_shard(&store, &mut cache, &mut epoch, &settings, None),
                         Job::Derive(owed) => {
-                            let out = derive_owed(&store, &mut cache, &settings, &codec, &owed);
-                            if outbox.send(out).is_err() {
-                                return;
-                            }
+                            derive_owed(&store, &mut cache, &mut epoch, &settings, &codec, &owed)
                         }
-                        Job::Clear => cache.clear(),
+                        Job::Clear => {
+                            cache.clear();
+                            epoch = Epoch::default();
+                            continue;
+                        }
+                    };
+                    let out = out.map(|mut shard| {
+                        shard.worker = index;
+                        shard
+                    });
+                    if outbox.send(out).is_err() {
+                        return;
                     }
                 }
             })?;
@@ -883,7 +1059,8 @@ fn worker_stopped(index: usize) -> Error {
     Error::Other(format!("apply worker {index} stopped"))
 }
 
-/// What one worker made of its tenants' events in a batch.
+/// What one worker made of its tenants' events in a batch, or of its epoch when it ended.
+#[derive(Default)]
 struct Shard {
     writes: Vec<Write>,
     pending: Vec<Pending>,
@@ -892,21 +1069,27 @@ struct Shard {
     applied: [u64; 4],
     duplicates: u64,
     changes: HashMap<ViewName, u64>,
+    /// Distinct aggregates the batch touched.
     aggregates: usize,
-    /// Every row derived, changed or not, when asked for (`apply_shard`'s `derived`).
+    /// Every owed row derived when the epoch ended, changed or not (`end_shard`).
     derived: crate::batch::HashSet<Dirty>,
+    /// The worker's epoch's estimated bytes after the batch (`Epoch::bytes`).
+    epoch_bytes: usize,
+    /// The worker it comes from.
+    worker: usize,
 }
 
-/// Derives owed rows from the state as stored (and cached) now: their view changes, in
-/// `Shard::outgoing`.
+/// Derives owed rows from the state now (the worker's open epoch, then its cache and the
+/// store): their view changes, in `Shard::outgoing`. Nothing is written.
 fn derive_owed(
     store: &Store,
     cache: &mut Cache,
+    epoch: &mut Epoch,
     settings: &Settings,
     codec: &Codec,
     owed: &[OwedRow],
 ) -> Result<Shard> {
-    let mut ov = Overlay::new(store, cache);
+    let mut ov = Overlay::new(store, cache, epoch);
     let mut outgoing = Vec::new();
     for (tenant, view, key) in owed {
         let derived = derive::row(&mut ov, tenant, *view, key, settings)?;
@@ -921,26 +1104,86 @@ fn derive_owed(
         Outgoing::of(codec, &change, &mut outgoing)?;
     }
     Ok(Shard {
-        writes: Vec::new(),
-        pending: Vec::new(),
         outgoing,
-        applied: [0; 4],
-        duplicates: 0,
-        changes: HashMap::new(),
-        aggregates: 0,
-        derived: Default::default(),
+        ..Shard::default()
     })
 }
 
-/// Applies one worker's events (all of its tenants' events of the batch, in order), re-derives
-/// every row they made dirty once, and returns the writes and the view changes.
+/// Where the changes of rows derived go: to publish (with the tenants a catch-up owes left
+/// out), or nowhere (the epoch's end derives only owed rows; a replay publishes nothing).
+struct Publishing<'p> {
+    codec: &'p Codec,
+    pending: Vec<Pending>,
+    outgoing: Vec<Outgoing>,
+}
+
+/// Derives `round` of dirty rows, then the rows those read (`follow`), in rounds, each in key
+/// order, until none is left; keeps each row that changed (`Overlay::set_row`), counts it in
+/// `changes` and, when `publishing`, makes it a view change. Returns every row derived.
+fn derive_rounds(
+    ov: &mut Overlay<'_>,
+    mut round: Vec<Dirty>,
+    settings: &Settings,
+    mut publishing: Option<&mut Publishing<'_>>,
+    changes: &mut HashMap<ViewName, u64>,
+) -> Result<crate::batch::HashSet<Dirty>> {
+    let mut done: crate::batch::HashSet<Dirty> = crate::batch::HashSet::default();
+    while !round.is_empty() {
+        round.sort_unstable();
+        round.dedup();
+        let mut next_round = Vec::new();
+        for dirty in &round {
+            if done.contains(dirty) {
+                continue;
+            }
+            let (tenant, view, key) = (dirty.0.as_str(), dirty.1, dirty.2.as_str());
+            let derived = derive::row(ov, tenant, view, key, settings)?;
+            for (v, k) in &derived.follow {
+                let follow = (tenant.to_owned(), *v, k.clone());
+                if !done.contains(&follow) {
+                    next_round.push(follow);
+                }
+            }
+            let new_bytes = derived.row.as_ref().map(encode_row);
+            if ov.row_is(tenant, view, key, new_bytes.as_deref())? {
+                continue;
+            }
+            ov.set_row(tenant, view, key, new_bytes);
+            *changes.entry(view).or_default() += 1;
+            let Some(p) = publishing.as_deref_mut() else {
+                continue;
+            };
+            let change = ViewChange::new(
+                tenant,
+                view,
+                key,
+                derived.row,
+                Timestamp(derived.stamp.0),
+                derived.stamp.1,
+            );
+            p.pending.push(Pending {
+                view: view_index(view),
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
+                changed_at: change.changed_at.0,
+                cause_event_id: change.cause_event_id.clone(),
+            });
+            Outgoing::of(p.codec, &change, &mut p.outgoing)?;
+        }
+        // Derived (or skipped as derived in an earlier round): not again.
+        done.extend(round.drain(..));
+        round = next_round;
+    }
+    Ok(done)
+}
+
+/// Applies one worker's events of a batch (all of its tenants' events of the batch, in order)
+/// to its epoch, re-derives every row they made dirty once, and returns the view changes to
+/// publish. Nothing is written: the epoch keeps it all until it ends (`end_shard`).
 ///
-/// Its writes go straight into `batch` when given (the calling thread's worker), else into
-/// `Shard::writes` for the calling thread to copy into the batch. With the tenants a catch-up
-/// owes (`owing`), it also returns every row it derived, changed or not (`Shard::derived`), and
-/// builds no view change of those tenants to publish: they are published once the catch-up
-/// ends (`Engine::owed_page`), and encoding them (JSON and OCSF) only to drop them cost about
-/// 7 % of the applying thread's time.
+/// The rows of the tenants a catch-up owes (`owing`) are not derived here but once, when the
+/// epoch ends: nothing of theirs is published before the catch-up ends (`Engine::owed_page`),
+/// so deriving them batch after batch was work thrown away.
 #[allow(
     clippy::too_many_arguments,
     reason = "the worker's parts and the batch's switches; a struct would only rename them"
@@ -948,14 +1191,15 @@ fn derive_owed(
 fn apply_shard(
     store: &Store,
     cache: &mut Cache,
+    epoch: &mut Epoch,
     settings: &Settings,
     codec: &Codec,
     events: &[Asserted],
-    batch: Option<&mut rocksdb::WriteBatch>,
     publishing: bool,
     owing: Option<&crate::batch::HashSet<String>>,
 ) -> Result<Shard> {
-    let mut ov = Overlay::new(store, cache);
+    epoch.next_batch();
+    let mut ov = Overlay::new(store, cache, epoch);
     let mut applied = [0u64; 4];
     let mut duplicates = 0;
     for Asserted {
@@ -976,61 +1220,57 @@ fn apply_shard(
     }
     apply::settle(&mut ov, settings)?;
 
-    // Re-derive every dirty row once; publish only rows that changed.
-    let mut outgoing = Vec::new();
-    let mut pending = Vec::new();
-    let mut changes: HashMap<ViewName, u64> = HashMap::new();
-    // In rounds, each in key order: the rows the batch marked, then the rows those read
-    // (`follow`), until none is left.
-    let mut done: crate::batch::HashSet<Dirty> = crate::batch::HashSet::default();
-    let mut round: Vec<Dirty> = ov.dirty.drain().collect();
-    while !round.is_empty() {
-        round.sort_unstable();
-        round.dedup();
-        let mut next_round = Vec::new();
-        for dirty in &round {
-            if done.contains(dirty) {
-                continue;
-            }
-            let (tenant, view, key) = (dirty.0.as_str(), dirty.1, dirty.2.as_str());
-            let derived = derive::row(&mut ov, tenant, view, key, settings)?;
-            for (v, k) in &derived.follow {
-                let follow = (tenant.to_owned(), *v, k.clone());
-                if !done.contains(&follow) {
-                    next_round.push(follow);
-                }
-            }
-            let new_bytes = derived.row.as_ref().map(encode_row);
-            if ov.row_is(tenant, view, key, new_bytes.as_deref())? {
-                continue;
-            }
-            ov.set_row(tenant, view, key, new_bytes);
-            let change = ViewChange::new(
-                tenant,
-                view,
-                key,
-                derived.row,
-                Timestamp(derived.stamp.0),
-                derived.stamp.1,
-            );
-            *changes.entry(view).or_default() += 1;
-            if !publishing || owing.is_some_and(|o| o.contains(tenant)) {
-                continue;
-            }
-            pending.push(Pending {
-                view: view_index(view),
-                tenant: tenant.to_owned(),
-                key: key.to_owned(),
-                changed_at: change.changed_at.0,
-                cause_event_id: change.cause_event_id.clone(),
-            });
-            Outgoing::of(codec, &change, &mut outgoing)?;
+    // Re-derive every dirty row once; publish only rows that changed. A catch-up's rows wait
+    // for the epoch's end.
+    let mut now = Vec::with_capacity(ov.dirty.len());
+    for dirty in std::mem::take(&mut ov.dirty) {
+        if owing.is_some_and(|o| o.contains(&dirty.0)) {
+            ov.defer(dirty);
+        } else {
+            now.push(dirty);
         }
-        // Derived (or skipped as derived in an earlier round): not again.
-        done.extend(round.drain(..));
-        round = next_round;
     }
-    let aggregates = ov.aggregates();
+    let mut changes: HashMap<ViewName, u64> = HashMap::new();
+    let mut out = Publishing {
+        codec,
+        pending: Vec::new(),
+        outgoing: Vec::new(),
+    };
+    derive_rounds(
+        &mut ov,
+        now,
+        settings,
+        publishing.then_some(&mut out),
+        &mut changes,
+    )?;
+    let aggregates = ov.touched();
+    Ok(Shard {
+        pending: out.pending,
+        outgoing: out.outgoing,
+        applied,
+        duplicates,
+        changes,
+        aggregates,
+        epoch_bytes: epoch.bytes(),
+        ..Shard::default()
+    })
+}
+
+/// Ends one worker's epoch: derives the rows left to its end (the tenants a catch-up owes;
+/// returned in `Shard::derived`, with the rows they read), and hands every write of the epoch
+/// over, each key once: into `batch` when given (the calling thread's worker), else in
+/// `Shard::writes` for the calling thread to copy into the batch.
+fn end_shard(
+    store: &Store,
+    cache: &mut Cache,
+    epoch: &mut Epoch,
+    settings: &Settings,
+    batch: Option<&mut rocksdb::WriteBatch>,
+) -> Result<Shard> {
+    let mut ov = Overlay::new(store, cache, epoch);
+    let deferred: Vec<Dirty> = ov.take_deferred().into_iter().collect();
+    let mut changes: HashMap<ViewName, u64> = HashMap::new();
+    let derived = derive_rounds(&mut ov, deferred, settings, None, &mut changes)?;
     let mut writes = Vec::new();
     match batch {
         Some(batch) => ov.drain_writes(|(cf, key, value)| put(store, batch, cf, key, value))?,
@@ -1041,17 +1281,9 @@ fn apply_shard(
     }
     Ok(Shard {
         writes,
-        pending,
-        outgoing,
-        applied,
-        duplicates,
         changes,
-        aggregates,
-        derived: if owing.is_some() {
-            done
-        } else {
-            Default::default()
-        },
+        derived,
+        ..Shard::default()
     })
 }
 

@@ -375,16 +375,19 @@ fn hex(b: &[u8]) -> String {
 /// Produces `events` in the given order (offsets per topic follow it) and applies them in
 /// batches cut at `cuts`; returns every view row.
 fn project(events: &[(String, Vec<u8>, String)], order: &[usize], cuts: &[usize]) -> Views {
-    project_on(events, order, cuts, 1).0
+    project_on(events, order, cuts, 1, &[]).0
 }
 
 /// [`project`] on an engine with `workers` apply threads; also returns the view changes each
-/// tenant's rows went through, in publishing order.
+/// tenant's rows went through, in publishing order. Batch `i` ends its epoch unless
+/// `commits[i]` is `false` (the last batch always does): an epoch of several batches writes
+/// them together.
 fn project_on(
     events: &[(String, Vec<u8>, String)],
     order: &[usize],
     cuts: &[usize],
     workers: usize,
+    commits: &[bool],
 ) -> (Views, BTreeMap<String, Vec<String>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
@@ -408,10 +411,10 @@ fn project_on(
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (inputs.len() + 1)).collect();
     bounds.push(inputs.len());
     bounds.sort_unstable();
-    for end in bounds {
-        if end <= start {
-            continue;
-        }
+    bounds.dedup();
+    bounds.retain(|&b| b > 0);
+    let batches = bounds.len();
+    for (i, end) in bounds.into_iter().enumerate() {
         let batch: Vec<Input<'_>> = inputs[start..end]
             .iter()
             .map(|(t, o, b, k)| Input::new(t, 0, *o, k.as_bytes(), b))
@@ -429,9 +432,14 @@ fn project_on(
                 o.value.as_deref().map_or_else(|| "null".to_owned(), hex)
             ));
         }
-        engine.commit(&mut p).unwrap();
+        if commits.get(i) != Some(&false) || i + 1 == batches {
+            engine.commit(&mut p).unwrap();
+        } else {
+            assert!(engine.epoch_open());
+        }
         start = end;
     }
+    assert!(!engine.epoch_open());
     (Views(store.dump_views().unwrap()), published)
 }
 
@@ -491,6 +499,7 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..8),
         dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
         shuffle in any::<u64>(),
+        commits in proptest::collection::vec(any::<bool>(), 0..10),
     ) {
         let topics = Topics::default();
         let events = build(&specs, &topics);
@@ -516,8 +525,14 @@ proptest! {
         prop_assert_eq!(&reordered, &reference, "reordered:\n{}", diff(&reordered, &reference));
 
         // Applied with the tenants split over three workers.
-        let (split, _) = project_on(&events, &shuffled, &cuts, 3);
+        let (split, split_published) = project_on(&events, &shuffled, &cuts, 3, &[]);
         prop_assert_eq!(&split, &reference, "three workers:\n{}", diff(&split, &reference));
+
+        // Batches written together in epochs wherever they end: the same views, and the same
+        // view changes published batch by batch.
+        let (epochs, epochs_published) = project_on(&events, &shuffled, &cuts, 3, &commits);
+        prop_assert_eq!(&epochs, &reference, "epochs:\n{}", diff(&epochs, &reference));
+        prop_assert_eq!(&epochs_published, &split_published, "epochs published other changes");
 
         // Each stage's share adds up to the row's totals.
         prop_assert_eq!(environments_add_up(&reference), Ok(()));
@@ -685,10 +700,10 @@ fn workers_split_the_tenants_and_change_neither_the_views_nor_a_tenants_changes(
     order.extend((0..events.len()).step_by(7)); // duplicates, produced again later
     let cuts = [900, 1_700, 2_900];
 
-    let (one, one_published) = project_on(&events, &order, &cuts, 1);
+    let (one, one_published) = project_on(&events, &order, &cuts, 1, &[]);
     assert!(one.0.len() > 1_000, "{} rows", one.0.len());
     for workers in [2, 3] {
-        let (split, published) = project_on(&events, &order, &cuts, workers);
+        let (split, published) = project_on(&events, &order, &cuts, workers, &[]);
         assert_eq!(split, one, "{workers} workers:\n{}", diff(&split, &one));
         // Each tenant's view changes, in the order they were published, are the same.
         assert_eq!(published.len(), TENANTS.len());

@@ -109,6 +109,22 @@ fn batch_limit(engine: &Engine) -> usize {
     ) as usize;
     engine.batch_limit(max, aggs)
 }
+/// Whether the in-process runs end the open epoch after this batch, as the service does live
+/// (`Loop::one_batch`): always with the WAL; else once it is `--epoch-interval` old or holds
+/// `--epoch-bytes` (`AISPM_BENCH_EPOCH_MS` and `AISPM_BENCH_EPOCH_BYTES`; a catch-up's epochs
+/// last up to `--flush-interval`, 10 000 ms; 0 bytes ends every batch's, as before epochs).
+fn epoch_due(engine: &Engine) -> bool {
+    let config = aispm_projector::Config::local("", PathBuf::new());
+    let bytes = env_or("AISPM_BENCH_EPOCH_BYTES", config.epoch_bytes as u64) as usize;
+    let interval = env_or(
+        "AISPM_BENCH_EPOCH_MS",
+        config.epoch_interval.as_millis() as u64,
+    );
+    env_or("AISPM_BENCH_WAL", 0) == 1
+        || engine.epoch_age() >= Duration::from_millis(interval)
+        || engine.epoch_bytes() >= bytes
+}
+
 /// The in-process runs' RocksDB, its writes durable as the service's default makes them (at the
 /// next flush, no WAL), or each logged with `AISPM_BENCH_WAL=1` (the service's `--wal`).
 fn bench_store(dir: &Path) -> Result<Store> {
@@ -599,14 +615,17 @@ fn memory_child() -> Result<()> {
     let mut done = 0u64;
     let mut rss_at: Vec<Value> = Vec::new();
     let mut next_mark = 1_000_000u64;
-    let (mut batches, mut aggregates) = (0u64, 0u64);
+    let (mut batches, mut aggregates, mut epochs) = (0u64, 0u64, 0u64);
     while done < events {
         let n = batch_limit(&engine).min(usize::try_from(events - done).unwrap_or(usize::MAX));
         let recs: Vec<_> = (0..n).map(|_| g.next_record()).collect();
         let inputs = aispm_tests::measure::inputs(&recs, &topics, &mut offsets);
         let mut p = engine.prepare(&inputs)?;
-        engine.commit(&mut p)?;
-        engine.clear_outbox(p.outbox)?;
+        if epoch_due(&engine) || done + n as u64 >= events {
+            engine.commit(&mut p)?;
+            engine.clear_outbox(p.outbox)?;
+            epochs += 1;
+        }
         done += n as u64;
         batches += 1;
         aggregates += p.stats.aggregates as u64;
@@ -635,6 +654,7 @@ fn memory_child() -> Result<()> {
             "rss_mib_now": rss_mib(),
             "batches": batches,
             "records_per_batch": round(done as f64 / batches.max(1) as f64, 0),
+            "batches_per_epoch": round(batches as f64 / epochs.max(1) as f64, 1),
             "aggregates_per_batch": round(aggregates as f64 / batches.max(1) as f64, 0),
             "by_million": rss_at,
         })
@@ -671,12 +691,17 @@ fn apply_only(
     let (p0, t0) = (process_cpu(), thread_cpu());
     let started = Instant::now();
     let mut rest = &inputs[..];
+    let (mut batches, mut epochs) = (0u64, 0u64);
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(batch_limit(&engine).min(rest.len()));
         rest = tail;
         let mut p = engine.prepare(chunk)?;
-        engine.commit(&mut p)?;
-        engine.clear_outbox(p.outbox)?;
+        batches += 1;
+        if epoch_due(&engine) || rest.is_empty() {
+            engine.commit(&mut p)?;
+            engine.clear_outbox(p.outbox)?;
+            epochs += 1;
+        }
         applied += p.stats.applied.values().sum::<u64>();
         changes += p.outgoing.len() as u64;
         for o in &p.outgoing {
@@ -698,6 +723,7 @@ fn apply_only(
     let (p1, t1) = (process_cpu(), thread_cpu());
     Ok(json!({
         "records": events, "applied": applied, "view_changes": changes, "workers": workers,
+        "batches": batches, "epochs": epochs,
         "view_changes_by_view": by_view,
         "seconds": round(seconds, 3),
         "events_per_second": round(events as f64 / seconds, 0),

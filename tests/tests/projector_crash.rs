@@ -585,17 +585,22 @@ fn kill_9_at_each_step_of_the_commit_protocol() {
     // replay (rows owed, stored), while the owed rows are published, and after they are.
     // Each without the WAL (the default) but where the flags say otherwise: a logged write is
     // what leaves an outbox for the next start to drain; a flush after every batch puts one
-    // under way at the third.
-    let steps: [(&str, u64, Start, &[&str]); 11] = [
+    // under way at the third. Without the WAL, batches are written together in epochs: an
+    // epoch that lives long (`--epoch-interval 1h`, so only an idle input, a flush or a
+    // catch-up's end writes it) has batches published and not written when the kill comes at
+    // `published:3`; a catch-up's epoch lasts until it ends unless it fills (small
+    // `--epoch-bytes`: several written, owed rows stored, before the third write's kill).
+    let steps: [(&str, u64, Start, &[&str]); 12] = [
         ("applied", 3, Live, &[]),
         ("dead_lettered", 3, Live, &[]),
         ("committed", 3, Live, &[]),
         ("committed", 3, Live, &["--wal"]),
         ("publishing", 400, Live, &[]),
         ("published", 3, Live, &[]),
+        ("published", 3, Live, &["--epoch-interval", "1h"]),
         ("outbox_cleared", 3, Live, &[]),
         ("flushing", 3, Live, &["--flush-interval", "0s"]),
-        ("committed", 3, CatchingUp, &[]),
+        ("committed", 3, CatchingUp, &["--epoch-bytes", "300000"]),
         ("publishing", 400, CatchingUp, &[]),
         ("caught_up", 1, CatchingUp, &[]),
     ];
