@@ -403,7 +403,24 @@ impl<'a> Overlay<'a> {
     where
         T: DeserializeOwned + Serialize + Default + Send + 'static,
     {
-        let key = state_key(tenant, tag, id);
+        self.slot_at(state_key(tenant, tag, id), tag, touch)
+    }
+
+    /// Whether the aggregate under `key` is known not to exist: not in the epoch, not cached,
+    /// and not stored (the may-exist filter). A read of it is its default, kept nowhere: most
+    /// reads of a batch are of findings' facts that were never raised, and keeping a default
+    /// for each in the epoch cost memory and a map insert each.
+    fn absent(&self, key: &[u8]) -> bool {
+        !self.epoch.aggs.contains_key(key)
+            && !self.cache.aggs.contains(key)
+            && !self.cache.exists.may_contain(CF_STATE, key)
+    }
+
+    /// [`Overlay::slot`] by its state key.
+    fn slot_at<T>(&mut self, key: Vec<u8>, tag: Tag, touch: bool) -> Result<&mut T>
+    where
+        T: DeserializeOwned + Serialize + Default + Send + 'static,
+    {
         let epoch = &mut *self.epoch;
         if touch && tag.listed() && !epoch.listed.contains(&key) {
             epoch.grow(key.len() + ENTRY_OVERHEAD);
@@ -455,7 +472,11 @@ impl<'a> Overlay<'a> {
     where
         T: DeserializeOwned + Serialize + Default + Clone + Send + 'static,
     {
-        self.slot::<T>(tenant, tag, id, false).map(|v| v.clone())
+        let key = state_key(tenant, tag, id);
+        if self.absent(&key) {
+            return Ok(T::default());
+        }
+        self.slot_at::<T>(key, tag, false).map(|v| v.clone())
     }
 
     /// Reads an aggregate for `f` without copying it.
@@ -469,7 +490,11 @@ impl<'a> Overlay<'a> {
     where
         T: DeserializeOwned + Serialize + Default + Send + 'static,
     {
-        self.slot::<T>(tenant, tag, id, false).map(|v| f(v))
+        let key = state_key(tenant, tag, id);
+        if self.absent(&key) {
+            return Ok(f(&T::default()));
+        }
+        self.slot_at::<T>(key, tag, false).map(|v| f(v))
     }
 
     /// Updates an aggregate in place; returns what `f` returns.

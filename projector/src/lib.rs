@@ -137,8 +137,9 @@ pub struct Config {
     pub batch_max: usize,
 
     /// Batches are cut shorter than `--batch-max` so that one holds about this many distinct
-    /// aggregates decoded in memory (about 1 KiB each), judged from the batches before: it
-    /// bounds a batch's memory when records spread over many entities.
+    /// aggregates decoded in memory (about 1 KiB each; a read of one known not to exist holds
+    /// none), judged from the batches before: it bounds a batch's memory when records spread
+    /// over many entities.
     #[arg(long, env = "AISPM_BATCH_MAX_AGGREGATES", default_value_t = Config::DEFAULT_BATCH_MAX_AGGREGATES)]
     pub batch_max_aggregates: usize,
 
