@@ -617,8 +617,9 @@ impl Loop {
         // With the WAL every batch is written (each is durable once logged); without it, the
         // epoch is written when it ends, this batch with it.
         let unlogged = self.engine.store().durability() == Durability::Flushed;
-        let catching_up = !self.catch_up.is_empty() || !self.engine.owing_partitions().is_empty();
-        let lifetime = if catching_up {
+        // Partitions catching up publish nothing of theirs until they end: their epochs last
+        // longer (rows owed but no longer catching up, after a revocation, do not count).
+        let lifetime = if !self.catch_up.is_empty() {
             self.flush_interval.max(self.batching.epoch_interval)
         } else {
             self.batching.epoch_interval
