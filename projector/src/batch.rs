@@ -839,6 +839,78 @@ mod tests {
     }
 
     #[test]
+    fn an_epoch_holds_its_batches_writes_until_drained_and_counts_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, false).unwrap();
+        let mut cache = Cache::new(100);
+        let mut epoch = Epoch::default();
+        // Batch 1: an aggregate, a row, a marker and an event id.
+        epoch.next_batch();
+        let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+        ov.update::<u64, _, _>("t1", Tag::Asset, "a", |n| *n += 1)
+            .unwrap();
+        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![1; 100]));
+        ov.mark("t1", Tag::Approval, "m");
+        assert!(ov.first_sighting("t1", "e1", || vec![7; 50]).unwrap());
+        assert_eq!(ov.touched(), 1);
+        let after_one = epoch.bytes();
+        assert!(after_one > 100 + 50, "{after_one}");
+
+        // Batch 2 sees batch 1's writes though nothing is stored yet.
+        epoch.next_batch();
+        let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+        assert!(!ov.first_sighting("t1", "e1", || vec![7; 50]).unwrap());
+        assert_eq!(ov.get::<u64>("t1", Tag::Asset, "a").unwrap(), 1);
+        assert!(
+            ov.row_is("t1", ViewName::Coverage, "r", Some(&[1; 100]))
+                .unwrap()
+        );
+        // A read of an aggregate known not to exist is its default, held nowhere.
+        assert_eq!(
+            ov.with::<u64, _>("t1", Tag::Finding, "never", |n| *n)
+                .unwrap(),
+            0
+        );
+        assert_eq!(ov.touched(), 1, "only the aggregate batch 1 wrote");
+        // A row written again changes the bytes by its value alone.
+        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![2; 40]));
+        assert_eq!(epoch.bytes(), after_one - 60);
+        assert!(
+            store
+                .get_raw(columns::SEEN, &columns::tenant_key("t1", "e1"))
+                .unwrap()
+                .is_none()
+        );
+
+        // Drained: every key once, and the epoch empty.
+        let ov = Overlay::new(&store, &mut cache, &mut epoch);
+        let mut puts = Vec::new();
+        ov.drain_writes(|(cf, key, value)| {
+            puts.push((cf, key.to_vec(), value.map(<[u8]>::to_vec)));
+            Ok(())
+        })
+        .unwrap();
+        let cfs: Vec<&str> = puts.iter().map(|p| p.0).collect();
+        assert_eq!(
+            cfs,
+            [
+                columns::SEEN,
+                columns::STATE,
+                columns::STATE,
+                columns::view_cf(ViewName::Coverage)
+            ]
+        );
+        assert_eq!(puts[3].2.as_deref(), Some(&[2u8; 40][..]));
+        assert_eq!(epoch.bytes(), 0);
+        let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+        assert_eq!(
+            ov.get::<u64>("t1", Tag::Asset, "a").unwrap(),
+            1,
+            "kept in the cache after the write"
+        );
+    }
+
+    #[test]
     fn a_signature_verdict_is_remembered_under_exactly_its_inputs() {
         let mut cache = Cache::new(100);
         let verified = std::cell::Cell::new(0);
