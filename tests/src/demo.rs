@@ -865,6 +865,26 @@ impl Pipeline {
         Ok(body)
     }
 
+    /// The sum of a metric's samples (every label set) on a service's `/metrics`.
+    pub async fn metric_sum(&self, base: &str, name: &str) -> Result<f64> {
+        let text = self
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// The production readiness verdict from the gatekeeper.
     pub async fn readiness(&self) -> Result<Value> {
         self.get(

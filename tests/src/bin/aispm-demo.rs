@@ -388,6 +388,20 @@ async fn ready(p: &Pipeline) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("            {}", p.webhooks.log.display());
+    // The projector writes its batches to RocksDB together, each key once per epoch.
+    let http = &p.projector.http;
+    let batches = p
+        .metric_sum(http, "aispm_projector_batch_records_count")
+        .await?;
+    let epochs = p
+        .metric_sum(http, "aispm_projector_epoch_batches_count")
+        .await?;
+    let applied = p
+        .metric_sum(http, "aispm_projector_batch_records_sum")
+        .await?;
+    println!(
+        "epochs      the projector applied {applied} records in {batches} batches, written to RocksDB in {epochs} epochs (each key once per epoch)"
+    );
     Ok(())
 }
 
