@@ -680,12 +680,7 @@ impl Loop {
                 .with_label_values(&[&r.topic, "dead_lettered"])
                 .inc();
         }
-        for (view, count) in &s.changes {
-            self.metrics
-                .view_changes
-                .with_label_values(&[view.as_str()])
-                .inc_by(*count);
-        }
+        self.metrics.count_view_changes(&s.changes);
         totals.records += n as u64;
         totals.batches += 1;
         Ok(n)
@@ -700,12 +695,7 @@ impl Loop {
         let started = Instant::now();
         let ended = self.engine.end_epoch()?;
         self.epoch_written(&ended, started);
-        for (view, count) in &ended.changes {
-            self.metrics
-                .view_changes
-                .with_label_values(&[view.as_str()])
-                .inc_by(*count);
-        }
+        self.metrics.count_view_changes(&ended.changes);
         Ok(())
     }
 

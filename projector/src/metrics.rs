@@ -73,6 +73,18 @@ impl ProjectorMetrics {
             )?,
         })
     }
+
+    /// Adds rows changed, by view, to `view_changes_total`.
+    pub(crate) fn count_view_changes(
+        &self,
+        changes: &std::collections::HashMap<aispm_schemas::ViewName, u64>,
+    ) {
+        for (view, count) in changes {
+            self.view_changes
+                .with_label_values(&[view.as_str()])
+                .inc_by(*count);
+        }
+    }
 }
 
 /// `aispm_projector_jemalloc_bytes{state}`, jemalloc's own statistics read at each scrape (the

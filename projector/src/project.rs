@@ -162,9 +162,6 @@ pub struct Prepared {
     /// not committed or had no change).
     pub outbox: (u64, u64),
     pub outgoing: Vec<Outgoing>,
-    /// Once committed: tenants whose changed rows its epoch wrote as owed by a catch-up
-    /// instead of publishing them (`catchup.rs`), each once.
-    pub owed: Vec<String>,
     pub stats: Stats,
     /// Its view changes as the outbox keeps them, written only if this batch is committed:
     /// an epoch's earlier batches were published before it is written.
@@ -568,7 +565,6 @@ impl Engine {
             rejected,
             outbox: (self.next_seq, self.next_seq),
             outgoing,
-            owed: Vec::new(),
             stats,
             pending,
         })
@@ -596,12 +592,11 @@ impl Engine {
 
     /// Commits `prepared`'s epoch: writes every batch prepared since the last commit, its
     /// view changes in the outbox (the epoch's earlier batches' were published before), and
-    /// the offsets, in one atomic write. `prepared` learns its outbox range, the tenants owed
-    /// and the rows the epoch's end changed.
+    /// the offsets, in one atomic write. `prepared` learns its outbox range and the rows the
+    /// epoch's end changed; the tenants owed are in what it returns.
     pub fn commit(&mut self, prepared: &mut Prepared) -> Result<Ended> {
         let ended = self.end_epoch_with(std::mem::take(&mut prepared.pending))?;
         prepared.outbox = ended.outbox;
-        prepared.owed.clone_from(&ended.owed);
         for (view, n) in &ended.changes {
             *prepared.stats.changes.entry(*view).or_default() += n;
         }
