@@ -1066,7 +1066,8 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-/// Every event that raised an event-raised finding (`AISPM-APR-001`, `AISPM-EV-001`), oldest
+/// Every event that raised an event-raised finding (`AISPM-APR-001`, `AISPM-EV-001`,
+/// `AISPM-EV-002`), oldest
 /// first, a page at a time: `next_cursor` names where the next page starts (`null` after the
 /// last). Other findings are derived from an asset's or control's state and name their newest
 /// events on the row (`event_ids`); for them `indexed` is false and `events` lists those.

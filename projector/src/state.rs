@@ -379,7 +379,7 @@ pub(crate) struct AssetAgg {
     /// [`KEY_SCOPES`], each scope its decisions exercised → the newest event time.
     pub reach: BTreeMap<String, BTreeMap<String, i64>>,
     /// An agent's findings about it and a control it acted under (AISPM-APR-001,
-    /// AISPM-APR-002, AISPM-EV-001), derived again when its risk factors change.
+    /// AISPM-APR-002, AISPM-EV-001, AISPM-EV-002), derived again when its risk factors change.
     pub findings: BTreeSet<String>,
     /// An agent's requests for approval not answered yet, by control: the pairs whose
     /// AISPM-APR-002 is derived again when the agent acts (its newest decision is that rule's

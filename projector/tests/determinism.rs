@@ -84,7 +84,7 @@ fn spec() -> impl Strategy<Value = Spec> {
     prop_oneof![
         6 => ((tenant.clone(), select(vec!["a1", "a2", "a3"]), select(ActionKind::ALL), select(vec!["s1/x", "s1/y", "s2/z"]), select(vec!["m1", "m2"]), proptest::option::of(select(vec!["c1", "c2"]))), (any::<bool>(), select(Verdict::ALL), select(Risk::ALL), proptest::collection::vec(select(vec!["pii", "secret"]), 0..2), any::<bool>(), 0..4u8, minute.clone()))
             .prop_map(|((tenant, agent, kind, tool, endpoint, control), (shadow, verdict, risk, classes, synthetic, evidence, minute))| Spec::Decision { tenant, agent, kind, tool, endpoint, control, shadow, verdict, risk, classes, synthetic, evidence, minute }),
-        3 => (tenant.clone(), select(ApprovalKind::ALL), 0..40usize, select(vec!["AISPM-APR-001", "AISPM-SHADOW-001", "AISPM-DATA-001", "AISPM-EV-001"]), minute.clone())
+        3 => (tenant.clone(), select(ApprovalKind::ALL), 0..40usize, select(vec!["AISPM-APR-001", "AISPM-SHADOW-001", "AISPM-DATA-001", "AISPM-EV-001", "AISPM-EV-002"]), minute.clone())
             .prop_map(|(tenant, kind, target, rule, minute)| Spec::Approval { tenant, kind, target, rule, minute }),
         3 => (tenant.clone(), select(vec![AssetKind::Agent, AssetKind::McpTool, AssetKind::McpServer, AssetKind::ModelEndpoint, AssetKind::ApiKey, AssetKind::TrustRoot, AssetKind::Control]), select(vec!["a1", "a2", "s1/x", "s1", "m1", "m2", "k1", "c1"]), any::<bool>(), prop::bool::weighted(0.2), minute.clone())
             .prop_map(|(tenant, kind, id, bad, retired, minute)| Spec::Asset { tenant, kind, id, bad, retired, minute }),

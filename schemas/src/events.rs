@@ -220,7 +220,7 @@ impl DecisionEvent {
     }
 
     /// The subject of the findings this decision raises by itself (AISPM-APR-001,
-    /// AISPM-EV-001): its agent and the control it acted under (`finding_subject`).
+    /// AISPM-EV-001, AISPM-EV-002): its agent and the control it acted under (`finding_subject`).
     pub fn finding_subject(&self) -> String {
         finding_subject(&[&self.agent_id, &self.control_key()])
     }

@@ -147,9 +147,9 @@ rules! {
     EVIDENCE_MISSING = "AISPM-EV-001", Medium, Detection, Subject::AgentUnderControl, "High or critical decision without evidence",
         ["NIST-AI-RMF MEASURE"],
         "Make the control emit signed evidence for every high and critical decision.", events;
-    EVIDENCE_UNSIGNED = "AISPM-EV-002", Medium, Compliance, Subject::Evidence, "Evidence is not signed",
+    EVIDENCE_UNSIGNED = "AISPM-EV-002", Medium, Compliance, Subject::AgentUnderControl, "Decisions carry evidence that is not signed",
         ["NIST-AI-RMF MEASURE"],
-        "Sign evidence with a key registered as a trust root for the tenant.";
+        "Make the control sign its evidence with a key registered as a trust root for the tenant.", events;
     EVIDENCE_SIGNATURE = "AISPM-EV-003", High, Detection, Subject::Evidence, "Evidence signature does not verify against the tenant's trust roots",
         ["MITRE-ATLAS AML.T0048 External Harms", "NIST-AI-RMF MEASURE"],
         "Investigate the evidence (a signature that does not verify may be a forgery) and check the signing key against the trust roots.";
@@ -219,13 +219,13 @@ mod tests {
             (AGENT_UNOWNED, "nb", Some("agent/nb")),
             (NO_APPROVAL, pair.as_str(), Some("agent/coder-agent")),
             (EVIDENCE_MISSING, pair.as_str(), Some("agent/coder-agent")),
+            (EVIDENCE_UNSIGNED, pair.as_str(), Some("agent/coder-agent")),
             (PENDING_APPROVAL, pair.as_str(), Some("agent/coder-agent")),
             // The class is the last part: an endpoint id may hold a `/`.
             (DATA_CLASS, "eu/llm/pii", Some("model_endpoint/eu/llm")),
             (SHADOW_CONTROL, "ctl-1", None),
             (EXCEPTION_EXPIRED, "exc-1", None),
             (BREAK_GLASS_LATE, "bg-1", None),
-            (EVIDENCE_UNSIGNED, "ev-1", None),
             (EVIDENCE_SIGNATURE, "ev-1", None),
         ];
         for (rule, subject, want) in cases {

@@ -129,6 +129,11 @@ fn no_approval_finding(d: &DecisionEvent) -> String {
     format!("AISPM-APR-001:{}", d.finding_subject())
 }
 
+/// The finding a decision with unsigned evidence raises: about its agent and control.
+fn unsigned_finding(d: &DecisionEvent) -> String {
+    format!("AISPM-EV-002:{}", d.finding_subject())
+}
+
 impl LoadGen {
     /// `run` goes into every event id, so separate runs do not collide (consumers apply an
     /// event id once).
@@ -422,7 +427,8 @@ impl LoadGen {
         if risk != Risk::Low || self.rng.gen_bool(0.3) {
             let digest: [u8; 32] = Sha256::digest(event_id.as_bytes()).into();
             let evidence_id = format!("ev-{event_id}");
-            // Nine in ten gateways sign their evidence; the rest raise AISPM-EV-002.
+            // Nine in ten gateways sign their evidence; the rest raise AISPM-EV-002 (one
+            // finding per agent and control, queued once until it is resolved).
             let signature = match &self.keys[t] {
                 Some(key) if self.rng.gen_bool(0.9) => Some(aispm_schemas::signature::sign(
                     key,
@@ -431,9 +437,9 @@ impl LoadGen {
                     &digest,
                 )),
                 _ => {
-                    if self.backlog != usize::MAX {
-                        self.open[t]
-                            .push_back(Remedy::Resolve(format!("AISPM-EV-002:{evidence_id}")));
+                    let remedy = Remedy::Resolve(unsigned_finding(&d));
+                    if self.backlog != usize::MAX && !self.open[t].contains(&remedy) {
+                        self.open[t].push_back(remedy);
                     }
                     None
                 }
@@ -706,12 +712,9 @@ mod tests {
                 _ => {}
             }
             if let InputEvent::Decision(d) = e
-                && let Some(ev) = d.evidence.as_ref().filter(|ev| ev.signature.is_none())
+                && d.evidence.as_ref().is_some_and(|ev| ev.signature.is_none())
             {
-                assert!(open.insert((
-                    d.tenant_id.clone(),
-                    format!("AISPM-EV-002:{}", ev.evidence_id)
-                )));
+                open.insert((d.tenant_id.clone(), unsigned_finding(d)));
             }
             // A decision opens at most two items (no approval, unsigned evidence).
             assert!(open.len() <= 2 * (20 + 2), "{}", open.len());

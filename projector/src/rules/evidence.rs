@@ -1,7 +1,9 @@
-//! Evidence: AISPM-EV-001, a high or critical decision without evidence (each such decision
-//! an occurrence); AISPM-EV-002, an evidence item not signed; AISPM-EV-003, an item whose
-//! signature does not verify against the tenant's trust roots (or the validators' keys, for
-//! a validation's evidence).
+//! Evidence: AISPM-EV-001, a high or critical decision without evidence, and AISPM-EV-002, a
+//! decision whose evidence is not signed (each such decision an occurrence of the finding
+//! about its agent and control: the control that should sign, not each item it left
+//! unsigned; each item's row says `unsigned`); AISPM-EV-003, an item whose signature does not
+//! verify against the tenant's trust roots (or the validators' keys, for a validation's
+//! evidence), a finding per item, since a trust root registered later can make it verify.
 
 use super::{Condition, Ctx, Logic, On, raised_condition};
 use crate::batch::Overlay;
@@ -18,7 +20,10 @@ const EVIDENCE_MISSING: Logic = Logic {
     ..Logic::new(catalog::EVIDENCE_MISSING, &[], raised_condition)
 };
 
-const EVIDENCE_UNSIGNED: Logic = Logic::new(catalog::EVIDENCE_UNSIGNED, &[On::Evidence], unsigned);
+const EVIDENCE_UNSIGNED: Logic = Logic {
+    raise: Some(unsigned),
+    ..Logic::new(catalog::EVIDENCE_UNSIGNED, &[], raised_condition)
+};
 
 const EVIDENCE_SIGNATURE: Logic =
     Logic::new(catalog::EVIDENCE_SIGNATURE, &[On::Evidence], not_verified);
@@ -27,8 +32,10 @@ fn high_without_evidence(d: &DecisionEvent) -> bool {
     matches!(d.risk, Risk::High | Risk::Critical) && d.evidence.is_none()
 }
 
-fn unsigned(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
-    signature(ov, ctx, |state| state == SignatureState::Unsigned)
+/// Evidence without a signature: unsigned whatever the tenant's trust roots
+/// (`signatures::signature_state`), so the decision alone decides it.
+fn unsigned(d: &DecisionEvent) -> bool {
+    d.evidence.as_ref().is_some_and(|e| e.signature.is_none())
 }
 
 fn not_verified(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
