@@ -60,8 +60,13 @@ impl<T: Serialize + Any + Send> Agg for T {
 struct Slot {
     value: Box<dyn Agg>,
     changed: bool,
-    /// Bytes of its encoding when it was read (0: new), what the cache weighs it by.
+    /// Bytes of its encoding when it was read, or for an aggregate new to the store when the
+    /// batch that created it ended ([`Overlay::weigh_new`]; 0 until then): what the epoch and the
+    /// cache weigh it by.
     encoded: usize,
+    /// What the cache's budget is charged for it while the epoch holds it
+    /// ([`Cache::hold`], [`Cache::release`]).
+    weight: usize,
     /// The epoch's batch that touched it last ([`Epoch::touched`]).
     batch: u32,
 }
@@ -90,12 +95,16 @@ pub(crate) type WriteRef<'w> = (&'static str, &'w [u8], Option<&'w [u8]>);
 pub(crate) struct Cache {
     rows: LruCache<Vec<u8>, Option<u128>>,
     aggs: LruCache<Vec<u8>, Cached>,
-    /// The estimated heap bytes of `aggs` and of `rows` (`cache_bytes` sums every cache's).
+    /// The estimated heap bytes of `aggs`, with the aggregates the worker's epoch holds
+    /// (taken out of `aggs` or read from the store, until the epoch's end gives them back),
+    /// and of `rows` (`cache_bytes` sums every cache's).
     agg_bytes: usize,
     row_bytes: usize,
-    /// Most estimated bytes of decoded aggregates: an aggregate's decoded size grows with its
-    /// history (an agent's reach, a control's environments), so a bound on entries alone
-    /// lets the cache grow for as long as the state does.
+    /// Most estimated bytes of decoded aggregates, cached or held by the epoch: an
+    /// aggregate's decoded size grows with its history (an agent's reach, a control's
+    /// environments), so a bound on entries alone lets the cache grow for as long as the
+    /// state does. Held aggregates cannot be evicted: past the budget they count against the
+    /// epoch's bound instead ([`Cache::over_budget`]).
     agg_budget: usize,
     /// The keys of this worker's tenants that may exist: a read of any other is skipped.
     pub exists: MayExist,
@@ -219,11 +228,41 @@ impl Cache {
         key.len() + std::mem::size_of::<Option<u128>>() + ENTRY_OVERHEAD
     }
 
-    /// Takes an aggregate out (a batch holds it while it works): its value and encoded size.
+    /// Takes an aggregate out for the epoch to hold: its value and encoded size. Its weight
+    /// stays charged until the epoch gives it back ([`Cache::release`]).
     fn take(&mut self, key: &[u8]) -> Option<(Box<dyn Agg>, usize)> {
         let c = self.aggs.pop(key)?;
-        self.account(self.agg_bytes.saturating_sub(c.weight), self.row_bytes);
         Some((c.value, c.encoded))
+    }
+
+    /// Charges `weight` for an aggregate the epoch now holds, read from the store or new,
+    /// evicting the least recently used cached ones past the budget.
+    fn hold(&mut self, weight: usize) {
+        let bytes = self.evict(self.agg_bytes + weight, 0);
+        self.account(bytes, self.row_bytes);
+    }
+
+    /// Uncharges an aggregate the epoch held, `weight` as charged.
+    fn release(&mut self, weight: usize) {
+        self.account(self.agg_bytes.saturating_sub(weight), self.row_bytes);
+    }
+
+    /// The estimated bytes of the aggregates held past the budget: the cache holds nothing
+    /// more, and the epoch holds that much besides ([`Overlay::epoch_bytes`] counts it).
+    pub(crate) fn over_budget(&self) -> usize {
+        self.agg_bytes.saturating_sub(self.agg_budget)
+    }
+
+    /// Evicts the least recently used cached aggregates, but the last `keep`, while `bytes` is
+    /// past the budget; the bytes left.
+    fn evict(&mut self, mut bytes: usize, keep: usize) -> usize {
+        while bytes > self.agg_budget && self.aggs.len() > keep {
+            match self.aggs.pop_lru() {
+                Some((_, old)) => bytes = bytes.saturating_sub(old.weight),
+                None => break,
+            }
+        }
+        bytes
     }
 
     /// Keeps an aggregate, evicting the least recently used past the entry or byte bound.
@@ -241,12 +280,8 @@ impl Cache {
         ) {
             bytes = bytes.saturating_sub(old.weight);
         }
-        while bytes > self.agg_budget && self.aggs.len() > 1 {
-            match self.aggs.pop_lru() {
-                Some((_, old)) => bytes = bytes.saturating_sub(old.weight),
-                None => break,
-            }
-        }
+        // The one just kept (the most recently used) stays, even alone past the budget.
+        let bytes = self.evict(bytes, 1);
         self.account(bytes, self.row_bytes);
     }
 
@@ -340,18 +375,22 @@ pub(crate) struct Epoch {
     /// Rows of the tenants a catch-up owes that the epoch's batches made dirty: derived once,
     /// when the epoch ends (nothing of theirs is published before the catch-up ends).
     pub deferred: HashSet<Dirty>,
-    /// The estimated heap bytes of all of the above ([`Epoch::bytes`]).
+    /// The estimated heap bytes of all of the above but the aggregates, which the cache's
+    /// budget counts while the epoch holds them ([`Epoch::bytes`]).
     bytes: usize,
     /// The number of the batch under way (from 1), and how many distinct aggregates it touched.
     batch: u32,
     touched: usize,
 }
 
-/// Bytes an aggregate new to the store is assumed to take decoded, until it is encoded.
+/// Bytes of encoding an aggregate new to the store is assumed to have until its batch ends
+/// ([`Overlay::weigh_new`]).
 const NEW_AGGREGATE: usize = 256;
 
 impl Epoch {
-    /// The estimated heap bytes the epoch holds: what bounds it (`Engine::epoch_full`).
+    /// The estimated heap bytes of the epoch's writes, event ids, markers and deferred rows;
+    /// with the aggregates it holds past the cache's budget, what `--epoch-bytes` bounds
+    /// ([`Overlay::epoch_bytes`]).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -430,24 +469,28 @@ impl<'a> Overlay<'a> {
         let slot = match epoch.aggs.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let (value, encoded) = match self.cache.take(e.key()) {
-                    Some(cached) => cached,
+                // A cached aggregate's weight is charged already; one read from the store or
+                // new is charged now.
+                let (value, encoded, charged) = match self.cache.take(e.key()) {
+                    Some((value, encoded)) => (value, encoded, true),
                     None if !self.cache.exists.may_contain(CF_STATE, e.key()) => {
-                        (Box::new(T::default()) as Box<dyn Agg>, 0)
+                        (Box::new(T::default()) as Box<dyn Agg>, 0, false)
                     }
                     None => match self.store.get_raw(columns::STATE, e.key())? {
-                        Some(b) => (Box::new(decode::<T>(&b)?) as Box<dyn Agg>, b.len()),
-                        None => (Box::new(T::default()) as Box<dyn Agg>, 0),
+                        Some(b) => (Box::new(decode::<T>(&b)?) as Box<dyn Agg>, b.len(), false),
+                        None => (Box::new(T::default()) as Box<dyn Agg>, 0, false),
                     },
                 };
-                epoch.bytes = epoch.bytes.saturating_add(Cache::weigh(
-                    e.key(),
-                    if encoded == 0 { NEW_AGGREGATE } else { encoded },
-                ));
+                let weight =
+                    Cache::weigh(e.key(), if encoded == 0 { NEW_AGGREGATE } else { encoded });
+                if !charged {
+                    self.cache.hold(weight);
+                }
                 e.insert(Slot {
                     value,
                     changed: false,
                     encoded,
+                    weight,
                     batch: batch.wrapping_sub(1),
                 })
             }
@@ -723,6 +766,38 @@ impl<'a> Overlay<'a> {
         self.cache.verdict(inputs, verify)
     }
 
+    /// Weighs again, by their encoding, the aggregates new to the store that this batch
+    /// created: until then each was charged as [`NEW_AGGREGATE`] encoded bytes, and most (a
+    /// link's use, a minute's rate, an event's facts) are a tenth of that. Weighed once, as an
+    /// aggregate read from the store is weighed once by its encoding as read.
+    pub(crate) fn weigh_new(&mut self) {
+        let mut buf = Vec::new();
+        let batch = self.epoch.batch;
+        for (key, slot) in &mut self.epoch.aggs {
+            if slot.encoded != 0 || !slot.changed || slot.batch != batch {
+                continue;
+            }
+            buf.clear();
+            slot.value.encode_into(&mut buf);
+            slot.encoded = buf.len().max(1);
+            self.cache.release(slot.weight);
+            slot.weight = Cache::weigh(key, slot.encoded);
+            self.cache.hold(slot.weight);
+        }
+    }
+
+    /// The estimated bytes the epoch holds beyond the cache's budget: its writes, event ids,
+    /// markers and deferred rows, and the aggregates it holds past the budget
+    /// ([`Overlay::over_budget`]).
+    pub(crate) fn epoch_bytes(&self) -> usize {
+        self.epoch.bytes() + self.cache.over_budget()
+    }
+
+    /// The estimated bytes of the aggregates the epoch holds past the cache's budget.
+    pub(crate) fn over_budget(&self) -> usize {
+        self.cache.over_budget()
+    }
+
     /// Leaves a dirty row of a tenant a catch-up owes to the epoch's end
     /// ([`Epoch::deferred`]).
     pub(crate) fn defer(&mut self, dirty: Dirty) {
@@ -768,6 +843,8 @@ impl<'a> Overlay<'a> {
         }
         let mut bytes = Vec::new();
         for (key, slot) in aggs {
+            // Given back: charged again below by what the cache keeps of it.
+            self.cache.release(slot.weight);
             let mut encoded = slot.encoded;
             if slot.changed {
                 self.cache.exists.insert(CF_STATE, &key);
@@ -822,7 +899,22 @@ mod tests {
         assert!(cache.take(b"k0").is_none() && cache.take(b"k2").is_none());
         let (_, encoded) = cache.take(b"k4").expect("the newest stays");
         assert_eq!(encoded, 5_000);
-        assert_eq!(cache.agg_bytes, weight, "taken out, no longer counted");
+        assert_eq!(
+            cache.agg_bytes,
+            2 * weight,
+            "taken out for an epoch to hold: still charged"
+        );
+        cache.release(weight);
+        assert_eq!(cache.agg_bytes, weight, "given back: no longer counted");
+        // Held aggregates cannot be evicted: past the budget the cache empties, and what is
+        // held beyond it is the epoch's to count.
+        assert_eq!(cache.over_budget(), 0);
+        cache.hold(3 * weight);
+        assert!(cache.aggs.is_empty(), "the cached one made room");
+        assert_eq!(cache.agg_bytes, 3 * weight);
+        assert_eq!(cache.over_budget(), 3 * weight - cache.agg_budget);
+        cache.release(3 * weight);
+        assert_eq!((cache.agg_bytes, cache.over_budget()), (0, 0));
         // Small ones: the entry bound (10) holds, whatever the bytes.
         for i in 0..30u8 {
             cache.keep(vec![b's', i], Box::new(i), 10);
@@ -853,6 +945,18 @@ mod tests {
         ov.mark("t1", Tag::Approval, "m");
         assert!(ov.first_sighting("t1", "e1", || vec![7; 50]).unwrap());
         assert_eq!(ov.touched(), 1);
+        // The new aggregate is charged to the cache's budget while the epoch holds it: as a
+        // guess during the batch, by its encoding once the batch is over.
+        let key = state_key("t1", Tag::Asset, "a");
+        ov.weigh_new();
+        assert_eq!(ov.over_budget(), 0);
+        assert_eq!(
+            ov.epoch_bytes(),
+            ov.epoch.bytes(),
+            "nothing held past the budget"
+        );
+        let one = Cache::weigh(&key, encode(&1u64).len());
+        assert_eq!(cache.agg_bytes, one);
         let after_one = epoch.bytes();
         assert!(after_one > 100 + 50, "{after_one}");
 
@@ -902,6 +1006,7 @@ mod tests {
         );
         assert_eq!(puts[3].2.as_deref(), Some(&[2u8; 40][..]));
         assert_eq!(epoch.bytes(), 0);
+        assert_eq!(cache.agg_bytes, one, "given back, and charged as cached");
         let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
         assert_eq!(
             ov.get::<u64>("t1", Tag::Asset, "a").unwrap(),

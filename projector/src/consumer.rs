@@ -324,7 +324,8 @@ impl Loop {
                 gauge(
                     &self.metrics.state_memory,
                     "aggregate_cache",
-                    crate::batch::cache_bytes() as u64,
+                    crate::batch::cache_bytes().saturating_sub(self.engine.epoch_over_budget())
+                        as u64,
                 );
                 gauge(&self.metrics.state_memory, "memtables", memtables);
                 gauge(

@@ -63,7 +63,7 @@ impl ProjectorMetrics {
             state_bytes: m.gauge("state_bytes", "RocksDB size: sst files and memtables.", &["kind"])?,
             state_memory: m.gauge(
                 "state_memory_bytes",
-                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); aggregate_cache, the estimated heap of the decoded aggregates and row digests kept across batches (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries); and epoch, the estimated heap of what the open epoch holds until it is written (bounded by --epoch-bytes).",
+                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); aggregate_cache, the estimated heap of the decoded aggregates kept across batches or held by the open epoch, and of the row digests (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries); and epoch, the estimated heap of what the open epoch holds until it is written beyond that budget: its row writes, event ids, index markers and deferred rows, and the aggregates it holds once the cache's budget is full (bounded by --epoch-bytes).",
                 &["part"],
             )?,
             as_of_checkpoints: m.gauge(

@@ -189,8 +189,9 @@ struct Open {
     batches: u64,
     /// When its first batch was prepared.
     started: Option<Instant>,
-    /// Each worker's epoch's estimated bytes, as of its last batch.
-    bytes: Vec<usize>,
+    /// Each worker's epoch's estimated bytes (what `--epoch-bytes` bounds), and of them the
+    /// aggregates it holds past its cache's budget, as of its last batch.
+    bytes: Vec<(usize, usize)>,
     /// Next offsets its batches reached, written with it.
     offsets: HashMap<(String, i32), i64>,
     /// Tenants whose rows its batches changed.
@@ -523,7 +524,7 @@ impl Engine {
         let mut outgoing = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let outs = outs.into_iter().collect::<Result<Vec<Shard>>>()?;
-        self.open.bytes.resize(self.workers(), 0);
+        self.open.bytes.resize(self.workers(), (0, 0));
         for out in outs {
             // `Kind` follows the order of `Topics::inputs`.
             for (topic, n) in self.topics.inputs().into_iter().zip(out.applied) {
@@ -537,7 +538,7 @@ impl Engine {
                 *stats.changes.entry(view).or_default() += n;
             }
             if let Some(b) = self.open.bytes.get_mut(out.worker) {
-                *b = out.epoch_bytes;
+                *b = (out.epoch_bytes, out.over_budget);
             }
             // The owed tenants' changes are left out by the workers.
             pending.extend(out.pending);
@@ -587,7 +588,13 @@ impl Engine {
 
     /// The open epoch's estimated bytes in memory, over all workers: what bounds it.
     pub fn epoch_bytes(&self) -> usize {
-        self.open.bytes.iter().sum()
+        self.open.bytes.iter().map(|b| b.0).sum()
+    }
+
+    /// Of [`Engine::epoch_bytes`], the aggregates the open epoch holds past the caches'
+    /// budgets (the caches' estimate counts them too).
+    pub fn epoch_over_budget(&self) -> usize {
+        self.open.bytes.iter().map(|b| b.1).sum()
     }
 
     /// Commits `prepared`'s epoch: writes every batch prepared since the last commit, its
@@ -717,9 +724,10 @@ impl Engine {
 
     /// From now on `tenant`'s changed rows are owed by the catch-up of input partition number
     /// `partition` (`catchup.rs`): written to [`columns::OWED`] with the batch instead of the
-    /// outbox, and published by [`Engine::owed_page`] once that catch-up ends. A tenant already
-    /// owed keeps its first partition number.
-    pub(crate) fn owe(&mut self, tenant: &str, partition: i32) {
+    /// outbox, and published by `Engine::owed_page` once that catch-up ends. A tenant already
+    /// owed keeps its first partition number. Public for the bench, which applies as a
+    /// catch-up does.
+    pub fn owe(&mut self, tenant: &str, partition: i32) {
         if !self.owing.contains_key(tenant) {
             self.owing.insert(tenant.to_owned(), partition);
         }
@@ -1068,8 +1076,10 @@ struct Shard {
     aggregates: usize,
     /// Every owed row derived when the epoch ended, changed or not (`end_shard`).
     derived: crate::batch::HashSet<Dirty>,
-    /// The worker's epoch's estimated bytes after the batch (`Epoch::bytes`).
+    /// The worker's epoch's estimated bytes after the batch (`Overlay::epoch_bytes`), and of
+    /// them the aggregates held past the cache's budget.
     epoch_bytes: usize,
+    over_budget: usize,
     /// The worker it comes from.
     worker: usize,
 }
@@ -1239,6 +1249,9 @@ fn apply_shard(
         &mut changes,
     )?;
     let aggregates = ov.touched();
+    ov.weigh_new();
+    let epoch_bytes = ov.epoch_bytes();
+    let over_budget = ov.over_budget();
     Ok(Shard {
         pending: out.pending,
         outgoing: out.outgoing,
@@ -1246,7 +1259,8 @@ fn apply_shard(
         duplicates,
         changes,
         aggregates,
-        epoch_bytes: epoch.bytes(),
+        epoch_bytes,
+        over_budget,
         ..Shard::default()
     })
 }

@@ -116,13 +116,24 @@ fn batch_limit(engine: &Engine) -> usize {
 fn epoch_due(engine: &Engine) -> bool {
     let config = aispm_projector::Config::local("", PathBuf::new());
     let bytes = env_or("AISPM_BENCH_EPOCH_BYTES", config.epoch_bytes as u64) as usize;
-    let interval = env_or(
-        "AISPM_BENCH_EPOCH_MS",
-        config.epoch_interval.as_millis() as u64,
-    );
+    // A catch-up's epochs last up to the flush interval, as the service's.
+    let interval = if catching_up() {
+        config.flush_interval
+    } else {
+        config.epoch_interval
+    };
+    let interval = env_or("AISPM_BENCH_EPOCH_MS", interval.as_millis() as u64);
     env_or("AISPM_BENCH_WAL", 0) == 1
         || engine.epoch_age() >= Duration::from_millis(interval)
         || engine.epoch_bytes() >= bytes
+}
+
+/// `AISPM_BENCH_CATCHUP=1`: the apply-only run as a catch-up (a `rebuild`, a partition taken
+/// over) runs it: every tenant owed, so its changed rows are derived once per epoch and written
+/// as owed instead of published per batch (their publication once the catch-up ends is not
+/// part of the run), and epochs last up to the flush interval.
+fn catching_up() -> bool {
+    env_or("AISPM_BENCH_CATCHUP", 0) == 1
 }
 
 /// The in-process runs' RocksDB, its writes durable as the service's default makes them (at the
@@ -695,6 +706,13 @@ fn apply_only(
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(batch_limit(&engine).min(rest.len()));
         rest = tail;
+        if catching_up() {
+            for input in chunk {
+                if let Some(tenant) = input.key.and_then(|k| std::str::from_utf8(k).ok()) {
+                    engine.owe(tenant, input.partition);
+                }
+            }
+        }
         let mut p = engine.prepare(chunk)?;
         batches += 1;
         if epoch_due(&engine) || rest.is_empty() {
@@ -736,7 +754,8 @@ fn apply_only(
 /// process), with `AISPM_BENCH_EVENTS` (default 200000), `AISPM_BENCH_ENTITIES` (one count, default
 /// 1000), `AISPM_BENCH_TENANTS` and `AISPM_BENCH_WORKERS` (default 1); `AISPM_BENCH_SIGNED=1`
 /// signs nine in ten evidence items (`LoadGen::signed`), so that their Ed25519 verification
-/// is measured too (the other runs, as the targets, use unsigned evidence).
+/// is measured too (the other runs, as the targets, use unsigned evidence);
+/// `AISPM_BENCH_CATCHUP=1` runs it as a catch-up (`catching_up`).
 fn apply_child() -> Result<()> {
     let events = env_or("AISPM_BENCH_EVENTS", 200_000);
     let entities = env_or("AISPM_BENCH_ENTITIES", 1_000) as usize;
