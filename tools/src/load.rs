@@ -437,9 +437,11 @@ impl LoadGen {
                     &digest,
                 )),
                 _ => {
-                    let remedy = Remedy::Resolve(unsigned_finding(&d));
-                    if self.backlog != usize::MAX && !self.open[t].contains(&remedy) {
-                        self.open[t].push_back(remedy);
+                    if self.backlog != usize::MAX {
+                        let remedy = Remedy::Resolve(unsigned_finding(&d));
+                        if !self.open[t].contains(&remedy) {
+                            self.open[t].push_back(remedy);
+                        }
                     }
                     None
                 }

@@ -38,23 +38,14 @@ fn unsigned(d: &DecisionEvent) -> bool {
     d.evidence.as_ref().is_some_and(|e| e.signature.is_none())
 }
 
+/// A finding about one evidence item while its signature does not verify (invalid, or by a
+/// key that is no registered trust root).
 fn not_verified(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
-    signature(ov, ctx, |state| {
-        matches!(state, SignatureState::Invalid | SignatureState::UnknownKey)
-    })
-}
-
-/// A finding about one evidence item when its signature's state is one `hit` accepts.
-fn signature(
-    ov: &mut Overlay<'_>,
-    ctx: &Ctx<'_>,
-    hit: fn(SignatureState) -> bool,
-) -> Result<Condition> {
     let ev: EvidenceAgg = ov.get(ctx.tenant, Tag::Evidence, ctx.subject)?;
     Ok(match &ev.record {
         Some(r) => {
             let state = crate::signatures::signature_state(ov, ctx.tenant, ctx.subject, &r.value)?;
-            let hit = hit(state);
+            let hit = matches!(state, SignatureState::Invalid | SignatureState::UnknownKey);
             Condition {
                 exists: hit,
                 active: hit,
