@@ -6,7 +6,7 @@
 #   scripts/bench.sh                 # projector (1M events, 1k and 100k entities, 10M memory run),
 #                                    # then ingest and gatekeeper
 #   AISPM_BENCH_EVENTS=10000000 scripts/bench.sh   # 10M events per scenario (slow)
-#   AISPM_BENCH_ONLY=projector scripts/bench.sh    # one bench (projector | ingest | gatekeeper | scale)
+#   AISPM_BENCH_ONLY=projector scripts/bench.sh    # one bench (projector | latency | ingest | gatekeeper | scale)
 #   AISPM_BENCH_SCALE=1 scripts/bench.sh           # also the scale table (bench/scale.md): the
 #                                    # projector bench (with the Quix Streams and Kafka
 #                                    # Streams comparison) at
@@ -35,6 +35,10 @@ want_scale() { [ "$only" = scale ] || { [ -z "$only" ] && [ "${AISPM_BENCH_SCALE
 cargo build --release --bins
 if want projector; then
   cargo bench -p aispm-tests --bench projector
+fi
+if want latency; then
+  # Event to view change and event to blocker under 10k events/s (tests/benches/latency.rs).
+  cargo bench -p aispm-tests --bench latency
 fi
 if want ingest; then
   AISPM_BENCH_SECONDS="${AISPM_BENCH_SECONDS:-10}" cargo bench -p aispm-ingest --bench ingest \
@@ -68,7 +72,7 @@ python3 - <<'PY'
 import json, os, platform, time
 out = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
        "machine": {"cores": os.cpu_count(), "kernel": platform.release()}}
-for name in ("projector", "ingest", "gatekeeper", "scale"):
+for name in ("projector", "latency", "ingest", "gatekeeper", "scale"):
     path = f"bench/{name}.json"
     if os.path.exists(path):
         out[name] = json.load(open(path))
@@ -76,6 +80,8 @@ json.dump(out, open("bench/results.json", "w"), indent=2)
 md = ["# Benchmark results", "", f"Generated {out['generated_at']} on {out['machine']['cores']} cores.", ""]
 if os.path.exists("bench/projector.md"):
     md.append(open("bench/projector.md").read())
+if os.path.exists("bench/latency.md"):
+    md.append(open("bench/latency.md").read())
 if os.path.exists("bench/scale.md"):
     md.append(open("bench/scale.md").read())
 def flat(prefix, v, rows):

@@ -375,6 +375,9 @@ pub(crate) struct Epoch {
     /// Rows of the tenants a catch-up owes that the epoch's batches made dirty: derived once,
     /// when the epoch ends (nothing of theirs is published before the catch-up ends).
     pub deferred: HashSet<Dirty>,
+    /// Rows the epoch's batches made dirty, waiting for the next publication
+    /// (`--publish-interval`): derived and published then, each once, or when the epoch ends.
+    held: HashSet<Dirty>,
     /// The estimated heap bytes of all of the above but the aggregates, which the cache's
     /// budget counts while the epoch holds them ([`Epoch::bytes`]).
     bytes: usize,
@@ -383,12 +386,17 @@ pub(crate) struct Epoch {
     touched: usize,
 }
 
+/// The estimated heap bytes of a dirty row's name kept in a set.
+fn held_bytes(dirty: &Dirty) -> usize {
+    dirty.0.len() + dirty.2.len() + ENTRY_OVERHEAD
+}
+
 /// Bytes of encoding an aggregate new to the store is assumed to have until its batch ends
 /// ([`Overlay::weigh_new`]).
 const NEW_AGGREGATE: usize = 256;
 
 impl Epoch {
-    /// The estimated heap bytes of the epoch's writes, event ids, markers and deferred rows;
+    /// The estimated heap bytes of the epoch's writes, event ids, markers and waiting rows;
     /// with the aggregates it holds past the cache's budget, what `--epoch-bytes` bounds
     /// ([`Overlay::epoch_bytes`]).
     pub(crate) fn bytes(&self) -> usize {
@@ -801,7 +809,7 @@ impl<'a> Overlay<'a> {
     /// Leaves a dirty row of a tenant a catch-up owes to the epoch's end
     /// ([`Epoch::deferred`]).
     pub(crate) fn defer(&mut self, dirty: Dirty) {
-        let bytes = dirty.0.len() + dirty.2.len() + ENTRY_OVERHEAD;
+        let bytes = held_bytes(&dirty);
         if self.epoch.deferred.insert(dirty) {
             self.epoch.grow(bytes);
         }
@@ -810,6 +818,23 @@ impl<'a> Overlay<'a> {
     /// The rows left to the epoch's end, taken out of it.
     pub(crate) fn take_deferred(&mut self) -> HashSet<Dirty> {
         std::mem::take(&mut self.epoch.deferred)
+    }
+
+    /// Leaves a dirty row to the next publication ([`Epoch::held`]).
+    pub(crate) fn hold_row(&mut self, dirty: Dirty) {
+        let bytes = held_bytes(&dirty);
+        if self.epoch.held.insert(dirty) {
+            self.epoch.grow(bytes);
+        }
+    }
+
+    /// The rows waiting for a publication, taken out of the epoch (and out of its bytes: they
+    /// are derived now).
+    pub(crate) fn take_held(&mut self) -> HashSet<Dirty> {
+        let held = std::mem::take(&mut self.epoch.held);
+        let bytes: usize = held.iter().map(held_bytes).sum();
+        self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
+        held
     }
 
     /// [`Epoch::touched`].

@@ -258,7 +258,7 @@ impl Loop {
             let n = self.one_batch(&mut totals, shutdown)?;
             if n == 0 {
                 // Idle: what the epoch holds is written, so the API reads it.
-                self.end_epoch()?;
+                self.end_epoch(shutdown)?;
             }
             // What a catch-up that ended owes is published before the group learns the
             // offsets: a group caught up is views published.
@@ -276,7 +276,7 @@ impl Loop {
             if unlogged && unflushed && last_flush.elapsed() >= self.flush_interval {
                 // The state and the offsets it stands at, at one instant: what a crash keeps
                 // (`Durability::Flushed`). Only started here; RocksDB's threads write it.
-                self.end_epoch()?;
+                self.end_epoch(shutdown)?;
                 let started = Instant::now();
                 self.engine.store().flush(false)?;
                 self.flushing = Some(self.engine.next_offsets.clone());
@@ -337,7 +337,7 @@ impl Loop {
                 last_stats = Instant::now();
             }
         }
-        self.end_epoch()?;
+        self.end_epoch(shutdown)?;
         if self.until.is_some() {
             // A rebuild stops at the ends it read at start: what it owes is published as of
             // there.
@@ -416,7 +416,7 @@ impl Loop {
                 self.publish_owed(partition, shutdown)?;
             } else if !ours.iter().any(|(_, p)| *p == partition) {
                 // Rows of its tenants in the open epoch are owed under its number first.
-                self.end_epoch()?;
+                self.end_epoch(shutdown)?;
                 self.engine.forget(partition)?;
             }
         }
@@ -427,7 +427,7 @@ impl Loop {
     /// then removes them.
     fn publish_owed(&mut self, partition: i32, shutdown: &CancellationToken) -> Result<()> {
         // The rows owed are read from the store: the open epoch's first.
-        self.end_epoch()?;
+        self.end_epoch(shutdown)?;
         let started = Instant::now();
         let mut from: Option<Vec<u8>> = None;
         let mut records = 0;
@@ -473,7 +473,7 @@ impl Loop {
     /// until the partitions taken have caught up to the ends they had when taken, and
     /// publishes rows as of there.
     fn drain_outbox(&mut self, shutdown: &CancellationToken) -> Result<()> {
-        self.end_epoch()?;
+        self.end_epoch(shutdown)?;
         let (pending, range) = self.engine.pending_outbox()?;
         if !pending.is_empty() {
             tracing::info!(
@@ -689,7 +689,7 @@ impl Loop {
 
     /// Writes the open epoch, if one is open, outside a batch (idle input, a flush or a
     /// catch-up's end due, a stop).
-    fn end_epoch(&mut self) -> Result<()> {
+    fn end_epoch(&mut self, shutdown: &CancellationToken) -> Result<()> {
         if !self.engine.epoch_open() {
             return Ok(());
         }
@@ -697,6 +697,12 @@ impl Loop {
         let ended = self.engine.end_epoch()?;
         self.epoch_written(&ended, started);
         self.metrics.count_view_changes(&ended.changes);
+        // The rows that waited for a publication, in the outbox the epoch wrote.
+        if !ended.outgoing.is_empty() {
+            self.publish("publishing view changes", &ended.outgoing, shutdown)?;
+            crate::crash::reached(crate::crash::PUBLISHED);
+            self.engine.clear_outbox(ended.outbox)?;
+        }
         Ok(())
     }
 

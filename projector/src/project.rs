@@ -177,10 +177,14 @@ pub struct Ended {
     pub owed: Vec<String>,
     /// Tenants whose rows changed in the epoch (published or owed), each once.
     pub tenants: Vec<String>,
-    /// Rows changed when it ended (the owed rows derived then).
+    /// Rows changed when it ended (the rows waiting for a publication and the owed rows,
+    /// derived then).
     pub changes: HashMap<ViewName, u64>,
     /// Batches it held.
     pub batches: u64,
+    /// The view changes of the rows that waited for a publication (`--publish-interval`),
+    /// derived when it ended: in its outbox record, to publish now.
+    pub outgoing: Vec<Outgoing>,
 }
 
 /// The epoch under way: batches applied in memory since the last write.
@@ -230,6 +234,11 @@ pub struct Engine {
     pub next_offsets: HashMap<(String, i32), i64>,
     /// Whether changed rows become view changes (outgoing records and the outbox).
     publishing: bool,
+    /// How often live batches' changed rows are derived and published
+    /// ([`Engine::with_publish_interval`]); zero: every batch.
+    publish_every: Duration,
+    /// When they last were.
+    last_publish: Option<Instant>,
     /// Tenants whose changed rows are owed instead of published, and the input partition
     /// number whose catch-up owes them ([`Engine::owe`]).
     owing: HashMap<String, i32>,
@@ -274,6 +283,8 @@ impl Engine {
             touch_rate: INITIAL_TOUCH_RATE,
             next_offsets,
             publishing: true,
+            publish_every: Duration::ZERO,
+            last_publish: None,
             owing: HashMap::new(),
             owed,
         };
@@ -339,6 +350,18 @@ impl Engine {
 
     pub fn workers(&self) -> usize {
         1 + self.pool.len()
+    }
+
+    /// Derives and publishes the rows live batches changed at most once per `every`, not
+    /// after each batch: a row changed by several batches within it (an agent's coverage, a
+    /// control's row, a finding that keeps occurring) is derived and published once, with the
+    /// values the state has then. Rows wait in the open epoch; a batch that comes `every` after
+    /// the last publication derives them with its own, and so does the epoch's end
+    /// ([`Ended::outgoing`]). What a catch-up owes waits for its end as before. Zero (the
+    /// default): every batch publishes its rows.
+    pub fn with_publish_interval(mut self, every: Duration) -> Self {
+        self.publish_every = every;
+        self
     }
 
     /// An engine whose changed rows are written but never become view changes: no outgoing
@@ -501,12 +524,14 @@ impl Engine {
         }
         stats.rejected = rejected.len() as u64;
 
-        // A catch-up owes some tenants' rows: their rows wait for the epoch's end.
+        // A catch-up owes some tenants' rows: their rows wait for the epoch's end. The others'
+        // are derived now if a publication is due, else they wait for the next.
         let owing = self.owing_set();
+        let publish_now = self.publication_due();
         let outs = on_workers(
             &self.pool,
             shards,
-            |events| Job::Apply(events, owing.clone()),
+            |events| Job::Apply(events, owing.clone(), publish_now),
             |mine| {
                 apply_shard(
                     &self.store,
@@ -517,9 +542,13 @@ impl Engine {
                     &mine,
                     self.publishing,
                     owing.as_deref(),
+                    publish_now,
                 )
             },
         );
+        if publish_now {
+            self.last_publish = Some(Instant::now());
+        }
 
         let mut outgoing = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
@@ -571,6 +600,16 @@ impl Engine {
         })
     }
 
+    /// Whether the batch being prepared derives the rows waiting and its own: always with a
+    /// zero `--publish-interval`, else once the interval has passed since the last publication
+    /// (so a batch after a quiet spell publishes at once).
+    fn publication_due(&self) -> bool {
+        self.publish_every.is_zero()
+            || self
+                .last_publish
+                .is_none_or(|at| at.elapsed() >= self.publish_every)
+    }
+
     /// The tenants a catch-up owes, as the workers are told them.
     fn owing_set(&self) -> Option<Owing> {
         (!self.owing.is_empty()).then(|| Arc::new(self.owing.keys().cloned().collect()))
@@ -602,11 +641,13 @@ impl Engine {
     /// the offsets, in one atomic write. `prepared` learns its outbox range and the rows the
     /// epoch's end changed; the tenants owed are in what it returns.
     pub fn commit(&mut self, prepared: &mut Prepared) -> Result<Ended> {
-        let ended = self.end_epoch_with(std::mem::take(&mut prepared.pending))?;
+        let mut ended = self.end_epoch_with(std::mem::take(&mut prepared.pending))?;
         prepared.outbox = ended.outbox;
         for (view, n) in &ended.changes {
             *prepared.stats.changes.entry(*view).or_default() += n;
         }
+        // The rows that waited go out with the batch's.
+        prepared.outgoing.append(&mut ended.outgoing);
         Ok(ended)
     }
 
@@ -629,23 +670,27 @@ impl Engine {
 
     /// Each worker derives the rows its epoch left to the end and hands its writes over; they
     /// go into one `WriteBatch` with the owed rows' keys, the outbox record and the offsets.
-    fn try_end_epoch(&mut self, pending: Vec<Pending>) -> Result<Ended> {
+    fn try_end_epoch(&mut self, mut pending: Vec<Pending>) -> Result<Ended> {
         let mut batch = rocksdb::WriteBatch::default();
         let everyone: Vec<Vec<()>> = (0..self.workers()).map(|_| vec![()]).collect();
+        let owing = self.owing_set();
         let outs = on_workers(
             &self.pool,
             everyone,
-            |_| Job::End,
+            |_| Job::End(owing.clone()),
             |_| {
                 end_shard(
                     &self.store,
                     &mut self.cache,
                     &mut self.epoch,
                     &self.settings,
+                    self.publishing.then_some(&self.codec),
+                    owing.as_deref(),
                     Some(&mut batch),
                 )
             },
         );
+        self.last_publish = Some(Instant::now());
         let outs = outs.into_iter().collect::<Result<Vec<Shard>>>()?;
         let mut ended = Ended {
             batches: self.open.batches,
@@ -658,6 +703,9 @@ impl Engine {
             for (cf, key, value) in out.writes {
                 put(&self.store, &mut batch, cf, &key, value.as_deref())?;
             }
+            // The rows that waited for a publication: in the outbox record, published next.
+            pending.extend(out.pending);
+            ended.outgoing.extend(out.outgoing);
             // A catch-up owes these tenants' rows: each row derived, changed or not, is noted
             // under its partition number, to be derived and published once when the catch-up
             // ends. Changed or not: a row the previous owner published may have come and gone
@@ -920,10 +968,12 @@ type Owing = Arc<crate::batch::HashSet<String>>;
 /// What a worker thread is asked to do.
 enum Job {
     /// Apply these events (all of the batch's events of the worker's tenants, in order) to
-    /// the epoch; the rows of the tenants a catch-up owes wait for its end.
-    Apply(Vec<Asserted>, Option<Owing>),
-    /// End the epoch: derive the rows left to its end and hand over its writes (`end_shard`).
-    End,
+    /// the epoch; the rows of the tenants a catch-up owes wait for its end, the others are
+    /// derived now if a publication is due (`true`), else wait for the next.
+    Apply(Vec<Asserted>, Option<Owing>, bool),
+    /// End the epoch: derive the rows left to its end and hand over its writes (`end_shard`);
+    /// the rows of the tenants a catch-up owes stay unpublished.
+    End(Option<Owing>),
     /// Derive these owed rows of the worker's tenants as view changes (`Engine::owed_page`).
     Derive(Vec<OwedRow>),
     /// Drop the cache and the epoch (the store was wiped, or the epoch failed).
@@ -961,7 +1011,7 @@ impl Worker {
                 let mut epoch = Epoch::default();
                 for job in inbox {
                     let out = match job {
-                        Job::Apply(events, owing) => apply_shard(
+                        Job::Apply(events, owing, publish_now) => apply_shard(
                             &store,
                             &mut cache,
                             &mut epoch,
@@ -970,8 +1020,17 @@ impl Worker {
                             &events,
                             publishing,
                             owing.as_deref(),
+                            publish_now,
                         ),
-                        Job::End => end_shard(&store, &mut cache, &mut epoch, &settings, None),
+                        Job::End(owing) => end_shard(
+                            &store,
+                            &mut cache,
+                            &mut epoch,
+                            &settings,
+                            publishing.then_some(&codec),
+                            owing.as_deref(),
+                            None,
+                        ),
                         Job::Derive(owed) => {
                             derive_owed(&store, &mut cache, &mut epoch, &settings, &codec, &owed)
                         }
@@ -1188,7 +1247,9 @@ fn derive_rounds(
 ///
 /// The rows of the tenants a catch-up owes (`owing`) are not derived here but once, when the
 /// epoch ends: nothing of theirs is published before the catch-up ends (`Engine::owed_page`),
-/// so deriving them batch after batch was work thrown away.
+/// so deriving them batch after batch was work thrown away. The others are derived with the
+/// rows earlier batches left waiting when a publication is due (`publish_now`), else they
+/// wait too (`Engine::with_publish_interval`).
 #[allow(
     clippy::too_many_arguments,
     reason = "the worker's parts and the batch's switches; a struct would only rename them"
@@ -1202,6 +1263,7 @@ fn apply_shard(
     events: &[Asserted],
     publishing: bool,
     owing: Option<&crate::batch::HashSet<String>>,
+    publish_now: bool,
 ) -> Result<Shard> {
     epoch.next_batch();
     let mut ov = Overlay::new(store, cache, epoch);
@@ -1226,13 +1288,19 @@ fn apply_shard(
     apply::settle(&mut ov, settings)?;
 
     // Re-derive every dirty row once; publish only rows that changed. A catch-up's rows wait
-    // for the epoch's end.
-    let mut now = Vec::with_capacity(ov.dirty.len());
-    for dirty in std::mem::take(&mut ov.dirty) {
+    // for the epoch's end; the others for the next publication, unless it is now.
+    let mut dirty = std::mem::take(&mut ov.dirty);
+    if publish_now {
+        dirty.extend(ov.take_held());
+    }
+    let mut now = Vec::with_capacity(dirty.len());
+    for dirty in dirty {
         if owing.is_some_and(|o| o.contains(&dirty.0)) {
             ov.defer(dirty);
-        } else {
+        } else if publish_now {
             now.push(dirty);
+        } else {
+            ov.hold_row(dirty);
         }
     }
     let mut changes: HashMap<ViewName, u64> = HashMap::new();
@@ -1265,8 +1333,9 @@ fn apply_shard(
     })
 }
 
-/// Ends one worker's epoch: derives the rows left to its end (the tenants a catch-up owes;
-/// returned in `Shard::derived`, with the rows they read), and hands every write of the epoch
+/// Ends one worker's epoch: derives the rows left to its end (those waiting for a publication,
+/// as view changes when `publishing` gives the codec; and the tenants a catch-up owes,
+/// returned in `Shard::derived` with the rows they read), and hands every write of the epoch
 /// over, each key once: into `batch` when given (the calling thread's worker), else in
 /// `Shard::writes` for the calling thread to copy into the batch.
 fn end_shard(
@@ -1274,11 +1343,28 @@ fn end_shard(
     cache: &mut Cache,
     epoch: &mut Epoch,
     settings: &Settings,
+    publishing: Option<&Codec>,
+    owing: Option<&crate::batch::HashSet<String>>,
     batch: Option<&mut rocksdb::WriteBatch>,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache, epoch);
-    let deferred: Vec<Dirty> = ov.take_deferred().into_iter().collect();
     let mut changes: HashMap<ViewName, u64> = HashMap::new();
+    // Waiting rows of a tenant a catch-up came to owe since wait with its owed ones.
+    let mut held = Vec::new();
+    for dirty in ov.take_held() {
+        if owing.is_some_and(|o| o.contains(&dirty.0)) {
+            ov.defer(dirty);
+        } else {
+            held.push(dirty);
+        }
+    }
+    let mut out = publishing.map(|codec| Publishing {
+        codec,
+        pending: Vec::new(),
+        outgoing: Vec::new(),
+    });
+    derive_rounds(&mut ov, held, settings, out.as_mut(), &mut changes)?;
+    let deferred: Vec<Dirty> = ov.take_deferred().into_iter().collect();
     let derived = derive_rounds(&mut ov, deferred, settings, None, &mut changes)?;
     let mut writes = Vec::new();
     match batch {
@@ -1288,8 +1374,11 @@ fn end_shard(
             Ok(())
         })?,
     }
+    let (pending, outgoing) = out.map_or_else(Default::default, |o| (o.pending, o.outgoing));
     Ok(Shard {
         writes,
+        pending,
+        outgoing,
         changes,
         derived,
         ..Shard::default()

@@ -2,9 +2,10 @@
 //! production order of the same events give byte-identical views.
 
 use aispm_projector::store::Store;
-use aispm_projector::{Engine, Input, Settings};
+use aispm_projector::{Engine, Input, Settings, Sink};
 use aispm_schemas::codec::encode_single_object;
 use aispm_schemas::signature;
+use aispm_schemas::views::ViewOp;
 use aispm_schemas::*;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
@@ -13,6 +14,7 @@ use proptest::sample::select;
 use proptest::strategy::ValueTree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 const T0: i64 = 1_763_719_200_000;
 
@@ -389,14 +391,29 @@ fn project_on(
     workers: usize,
     commits: &[bool],
 ) -> (Views, BTreeMap<String, Vec<String>>) {
+    project_with(events, order, cuts, workers, commits, Duration::ZERO)
+}
+
+/// [`project_on`] publishing changed rows at most once per `publish_every`
+/// (`Engine::with_publish_interval`; zero: every batch).
+fn project_with(
+    events: &[(String, Vec<u8>, String)],
+    order: &[usize],
+    cuts: &[usize],
+    workers: usize,
+    commits: &[bool],
+    publish_every: Duration,
+) -> (Views, BTreeMap<String, Vec<String>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
     store.check_version().unwrap();
     let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64)
         .unwrap()
         .with_workers(workers)
-        .unwrap();
+        .unwrap()
+        .with_publish_interval(publish_every);
     let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let codec = Codec::new();
     let mut next: std::collections::HashMap<&str, i64> = Default::default();
     let inputs: Vec<(String, i64, &Vec<u8>, &String)> = order
         .iter()
@@ -425,17 +442,26 @@ fn project_on(
             "{:?}",
             p.rejected.first().map(|r| &r.error)
         );
-        for o in &p.outgoing {
-            published.entry(o.tenant.clone()).or_default().push(format!(
-                "{} {}",
-                o.key,
-                o.value.as_deref().map_or_else(|| "null".to_owned(), hex)
-            ));
-        }
         if commits.get(i) != Some(&false) || i + 1 == batches {
+            // With the rows that waited for a publication, if any.
             engine.commit(&mut p).unwrap();
         } else {
             assert!(engine.epoch_open());
+        }
+        for o in &p.outgoing {
+            // A row's delete is a view change too (`op = delete`): "null", as a tombstone is.
+            let deleted = o.sink == Sink::Views
+                && o.value
+                    .as_deref()
+                    .is_some_and(|v| codec.decode::<ViewChange>(v).unwrap().op == ViewOp::Delete);
+            published.entry(o.tenant.clone()).or_default().push(format!(
+                "{} {}",
+                o.key,
+                o.value
+                    .as_deref()
+                    .filter(|_| !deleted)
+                    .map_or_else(|| "null".to_owned(), hex)
+            ));
         }
         start = end;
     }
@@ -534,9 +560,63 @@ proptest! {
         prop_assert_eq!(&epochs, &reference, "epochs:\n{}", diff(&epochs, &reference));
         prop_assert_eq!(&epochs_published, &split_published, "epochs published other changes");
 
+        // Rows published at most once an hour: the first batch's at once, then each row once,
+        // when its epoch ends. The same views, and never more records than batch by batch. In
+        // both, what the (compacted) views topic keeps is exactly the stored rows.
+        let hour = Duration::from_secs(3600);
+        let (coalesced, coalesced_published) =
+            project_with(&events, &shuffled, &cuts, 3, &commits, hour);
+        prop_assert_eq!(&coalesced, &reference, "coalesced:\n{}", diff(&coalesced, &reference));
+        prop_assert_eq!(on_topic(&coalesced), view_rows(&coalesced_published));
+        prop_assert_eq!(on_topic(&epochs), view_rows(&epochs_published));
+        let records = |p: &BTreeMap<String, Vec<String>>| p.values().map(Vec::len).sum::<usize>();
+        prop_assert!(records(&coalesced_published) <= records(&epochs_published));
+
         // Each stage's share adds up to the row's totals.
         prop_assert_eq!(environments_add_up(&reference), Ok(()));
     }
+}
+
+/// The stored rows as views topic keys, `{tenant}/{view}/{row}`.
+fn on_topic(views: &Views) -> Vec<String> {
+    let mut rows: Vec<String> = views
+        .0
+        .keys()
+        .map(|(cf, k)| {
+            let k = String::from_utf8_lossy(k);
+            let (tenant, row) = k.split_once('\0').unwrap_or(("", &k));
+            format!("{tenant}/{cf}/{row}")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The rows the views topic keeps of `published` (not the OCSF records), sorted.
+fn view_rows(published: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let views: Vec<&str> = aispm_projector::store::columns::VIEWS
+        .iter()
+        .map(|(_, cf)| *cf)
+        .collect();
+    let mut rows: Vec<String> = last_values(published)
+        .into_keys()
+        .filter(|k| k.split('/').nth(1).is_some_and(|v| views.contains(&v)))
+        .map(str::to_owned)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// What a compacted topic keeps of `published`: each key's last value, a tombstone or a
+/// delete being no value at all.
+fn last_values(published: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, &str> {
+    let mut last = BTreeMap::new();
+    for record in published.values().flatten() {
+        let (key, value) = record.split_once(' ').unwrap_or((record, ""));
+        last.insert(key, value);
+    }
+    last.retain(|_, v| *v != "null");
+    last
 }
 
 /// Every coverage and control row splits its counts over the environments of the decisions

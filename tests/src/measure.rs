@@ -23,6 +23,16 @@ pub fn thread_cpu() -> f64 {
     stat_cpu("/proc/thread-self/stat")
 }
 
+/// CPU seconds (user + sys) of process `pid`, all threads; 0 once it is gone.
+pub fn pid_cpu(pid: u32) -> f64 {
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid`, in MiB; 0 once it is gone.
+pub fn pid_peak_rss_mib(pid: u32) -> f64 {
+    status_mib_of(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
 fn stat_cpu(path: &str) -> f64 {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let Some(rest) = text.rsplit_once(") ").map(|(_, r)| r) else {
@@ -45,7 +55,11 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 fn status_mib(field: &str) -> f64 {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_mib_of("/proc/self/status", field)
+}
+
+fn status_mib_of(path: &str, field: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())

@@ -167,7 +167,19 @@ fn find<'a>(v: &'a Value, list: &str, field: &str, id: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multi_tenant_scenario_produces_the_expected_views() {
-    let rig = rig().await;
+    multi_tenant_scenario(&[]).await;
+}
+
+/// The same scenario with changed rows published at most every 300 ms (`--publish-interval`):
+/// rows wait in the epoch, and whatever waits when the input goes idle is derived, written
+/// and published then.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_tenant_scenario_produces_the_expected_views_with_rows_published_per_interval() {
+    multi_tenant_scenario(&["--publish-interval", "300ms"]).await;
+}
+
+async fn multi_tenant_scenario(extra: &[&str]) {
+    let rig = rig_with(extra).await;
     let p = producer(&rig.broker.bootstrap()).unwrap();
     let t = &rig.topics;
     let root = SigningKey::from_bytes(&[9u8; 32]);
