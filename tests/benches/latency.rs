@@ -322,35 +322,21 @@ async fn main() -> Result<()> {
     let topics = create_contract_topics(&brokers, &prefix, PARTITIONS).await?;
     let dir = tempfile::tempdir()?;
     let addr = || format!("127.0.0.1:{}", free_port());
-    let mut projector = Service::start(
+    // Both services with their defaults, but where they find the broker and their topics.
+    let start = |name: &str, own: &[&str]| {
+        let args = [&["--brokers", &brokers, "--topic-prefix", &prefix][..], own].concat();
+        Service::start(name, &addr(), &strings(&args), dir.path())
+    };
+    let state = dir.path().join("projector").display().to_string();
+    let group = format!("proj-{}", random_prefix());
+    let mut projector = start(
         "aispm-projector",
-        &addr(),
-        &strings(&[
-            "--brokers",
-            &brokers,
-            "--topic-prefix",
-            &prefix,
-            "--state-dir",
-            &dir.path().join("projector").display().to_string(),
-            "--group",
-            &format!("proj-{}", random_prefix()),
-        ]),
-        dir.path(),
+        &["--state-dir", &state, "--group", &group],
     )?;
-    let mut gatekeeper = Service::start(
+    let (tokens, gk_group) = (tokens_file(dir.path())?, format!("gk-{}", random_prefix()));
+    let mut gatekeeper = start(
         "aispm-gatekeeper",
-        &addr(),
-        &strings(&[
-            "--brokers",
-            &brokers,
-            "--topic-prefix",
-            &prefix,
-            "--tokens-file",
-            &tokens_file(dir.path())?,
-            "--group-id",
-            &format!("gk-{}", random_prefix()),
-        ]),
-        dir.path(),
+        &["--tokens-file", &tokens, "--group-id", &gk_group],
     )?;
     for s in [&mut projector, &mut gatekeeper] {
         s.wait_ready(Duration::from_secs(60)).await?;
