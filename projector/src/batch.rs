@@ -387,7 +387,7 @@ pub(crate) struct Epoch {
 }
 
 /// The estimated heap bytes of a dirty row's name kept in a set.
-fn held_bytes(dirty: &Dirty) -> usize {
+fn dirty_bytes(dirty: &Dirty) -> usize {
     dirty.0.len() + dirty.2.len() + ENTRY_OVERHEAD
 }
 
@@ -809,7 +809,7 @@ impl<'a> Overlay<'a> {
     /// Leaves a dirty row of a tenant a catch-up owes to the epoch's end
     /// ([`Epoch::deferred`]).
     pub(crate) fn defer(&mut self, dirty: Dirty) {
-        let bytes = held_bytes(&dirty);
+        let bytes = dirty_bytes(&dirty);
         if self.epoch.deferred.insert(dirty) {
             self.epoch.grow(bytes);
         }
@@ -822,7 +822,7 @@ impl<'a> Overlay<'a> {
 
     /// Leaves a dirty row to the next publication ([`Epoch::held`]).
     pub(crate) fn hold_row(&mut self, dirty: Dirty) {
-        let bytes = held_bytes(&dirty);
+        let bytes = dirty_bytes(&dirty);
         if self.epoch.held.insert(dirty) {
             self.epoch.grow(bytes);
         }
@@ -832,7 +832,7 @@ impl<'a> Overlay<'a> {
     /// are derived now).
     pub(crate) fn take_held(&mut self) -> HashSet<Dirty> {
         let held = std::mem::take(&mut self.epoch.held);
-        let bytes: usize = held.iter().map(held_bytes).sum();
+        let bytes: usize = held.iter().map(dirty_bytes).sum();
         self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
         held
     }

@@ -1293,16 +1293,7 @@ fn apply_shard(
     if publish_now {
         dirty.extend(ov.take_held());
     }
-    let mut now = Vec::with_capacity(dirty.len());
-    for dirty in dirty {
-        if owing.is_some_and(|o| o.contains(&dirty.0)) {
-            ov.defer(dirty);
-        } else if publish_now {
-            now.push(dirty);
-        } else {
-            ov.hold_row(dirty);
-        }
-    }
+    let now = derive_now(&mut ov, dirty, owing, publish_now);
     let mut changes: HashMap<ViewName, u64> = HashMap::new();
     let mut out = Publishing {
         codec,
@@ -1333,6 +1324,28 @@ fn apply_shard(
     })
 }
 
+/// Of `dirty`, the rows to derive now: a tenant's a catch-up owes wait for the epoch's end
+/// (`Overlay::defer`); the others wait for the next publication (`Overlay::hold_row`) unless
+/// it is now.
+fn derive_now(
+    ov: &mut Overlay<'_>,
+    dirty: crate::batch::HashSet<Dirty>,
+    owing: Option<&crate::batch::HashSet<String>>,
+    publish_now: bool,
+) -> Vec<Dirty> {
+    let mut now = Vec::with_capacity(dirty.len());
+    for d in dirty {
+        if owing.is_some_and(|o| o.contains(&d.0)) {
+            ov.defer(d);
+        } else if publish_now {
+            now.push(d);
+        } else {
+            ov.hold_row(d);
+        }
+    }
+    now
+}
+
 /// Ends one worker's epoch: derives the rows left to its end (those waiting for a publication,
 /// as view changes when `publishing` gives the codec; and the tenants a catch-up owes,
 /// returned in `Shard::derived` with the rows they read), and hands every write of the epoch
@@ -1350,14 +1363,8 @@ fn end_shard(
     let mut ov = Overlay::new(store, cache, epoch);
     let mut changes: HashMap<ViewName, u64> = HashMap::new();
     // Waiting rows of a tenant a catch-up came to owe since wait with its owed ones.
-    let mut held = Vec::new();
-    for dirty in ov.take_held() {
-        if owing.is_some_and(|o| o.contains(&dirty.0)) {
-            ov.defer(dirty);
-        } else {
-            held.push(dirty);
-        }
-    }
+    let held = ov.take_held();
+    let held = derive_now(&mut ov, held, owing, true);
     let mut out = publishing.map(|codec| Publishing {
         codec,
         pending: Vec::new(),
