@@ -777,13 +777,23 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
     );
 
     // The projector's lists are pages: every finding exactly once through the cursor, and a
-    // page size outside 1..=1000 or a cursor it never gave is a 400.
-    let all = p
+    // page size outside 1..=1000 or a cursor it never gave is a 400. The reporter keeps
+    // delivering while the test pages (each packet may raise a finding of its own), so the
+    // pages must hold every finding there was before and nothing that is not there after.
+    let ids = |list: &serde_json::Value| -> Vec<String> {
+        assert!(list["next_cursor"].is_null(), "{list}");
+        list["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["finding_id"].to_string())
+            .collect()
+    };
+    let before = ids(&p
         .get(&p.projector.http, "/v1/tenants/acme/findings")
         .await
-        .unwrap();
-    let total = all["findings"].as_array().unwrap().len();
-    assert!(total > 2 && all["next_cursor"].is_null(), "{all}");
+        .unwrap());
+    assert!(before.len() > 2, "{before:?}");
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -800,10 +810,19 @@ async fn an_operator_drills_from_a_blocker_to_the_events_behind_it() {
             None => break,
         }
     }
+    let after_paging = ids(&p
+        .get(&p.projector.http, "/v1/tenants/acme/findings")
+        .await
+        .unwrap());
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((seen.len(), unique.len()), (total, total), "{seen:?}");
+    assert_eq!(seen.len(), unique.len(), "a finding on two pages: {seen:?}");
+    assert!(
+        before.iter().all(|id| seen.contains(id))
+            && seen.iter().all(|id| after_paging.contains(id)),
+        "before {before:?}, paged {seen:?}, after {after_paging:?}"
+    );
     for bad in ["limit=0", "limit=1001", "after=zz"] {
         let r = reqwest::Client::new()
             .get(format!(
