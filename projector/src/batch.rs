@@ -378,6 +378,9 @@ pub(crate) struct Epoch {
     /// Rows the epoch's batches made dirty, waiting for the next publication
     /// (`--publish-interval`): derived and published then, each once, or when the epoch ends.
     held: HashSet<Dirty>,
+    /// Findings whose view change the epoch's batches published: their OCSF records are
+    /// published once, from the row as it is when the epoch ends (`aispm.ocsf.v1`).
+    ocsf: HashSet<Dirty>,
     /// The estimated heap bytes of all of the above but the aggregates, which the cache's
     /// budget counts while the epoch holds them ([`Epoch::bytes`]).
     bytes: usize,
@@ -835,6 +838,22 @@ impl<'a> Overlay<'a> {
         let bytes: usize = held.iter().map(dirty_bytes).sum();
         self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
         held
+    }
+
+    /// Leaves a finding's OCSF record to the epoch's end ([`Epoch::ocsf`]).
+    pub(crate) fn ocsf_due(&mut self, finding: Dirty) {
+        let bytes = dirty_bytes(&finding);
+        if self.epoch.ocsf.insert(finding) {
+            self.epoch.grow(bytes);
+        }
+    }
+
+    /// The findings whose OCSF records are due, taken out of the epoch.
+    pub(crate) fn take_ocsf_due(&mut self) -> HashSet<Dirty> {
+        let due = std::mem::take(&mut self.epoch.ocsf);
+        let bytes: usize = due.iter().map(dirty_bytes).sum();
+        self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
+        due
     }
 
     /// [`Epoch::touched`].
