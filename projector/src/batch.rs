@@ -420,6 +420,22 @@ impl Epoch {
     fn grow(&mut self, bytes: usize) {
         self.bytes = self.bytes.saturating_add(bytes);
     }
+
+    /// Adds `dirty` to one of the epoch's sets of rows (`set`), counted in its bytes once.
+    fn note(&mut self, set: fn(&mut Epoch) -> &mut HashSet<Dirty>, dirty: Dirty) {
+        let bytes = dirty_bytes(&dirty);
+        if set(self).insert(dirty) {
+            self.grow(bytes);
+        }
+    }
+
+    /// Takes one of the epoch's sets of rows out of it, and out of its bytes.
+    fn take_rows(&mut self, set: fn(&mut Epoch) -> &mut HashSet<Dirty>) -> HashSet<Dirty> {
+        let rows = std::mem::take(set(self));
+        let bytes: usize = rows.iter().map(dirty_bytes).sum();
+        self.bytes = self.bytes.saturating_sub(bytes);
+        rows
+    }
 }
 
 /// One batch's reads and writes, over its epoch's.
@@ -812,48 +828,32 @@ impl<'a> Overlay<'a> {
     /// Leaves a dirty row of a tenant a catch-up owes to the epoch's end
     /// ([`Epoch::deferred`]).
     pub(crate) fn defer(&mut self, dirty: Dirty) {
-        let bytes = dirty_bytes(&dirty);
-        if self.epoch.deferred.insert(dirty) {
-            self.epoch.grow(bytes);
-        }
+        self.epoch.note(|e| &mut e.deferred, dirty);
     }
 
     /// The rows left to the epoch's end, taken out of it.
     pub(crate) fn take_deferred(&mut self) -> HashSet<Dirty> {
-        std::mem::take(&mut self.epoch.deferred)
+        self.epoch.take_rows(|e| &mut e.deferred)
     }
 
     /// Leaves a dirty row to the next publication ([`Epoch::held`]).
     pub(crate) fn hold_row(&mut self, dirty: Dirty) {
-        let bytes = dirty_bytes(&dirty);
-        if self.epoch.held.insert(dirty) {
-            self.epoch.grow(bytes);
-        }
+        self.epoch.note(|e| &mut e.held, dirty);
     }
 
-    /// The rows waiting for a publication, taken out of the epoch (and out of its bytes: they
-    /// are derived now).
+    /// The rows waiting for a publication, taken out of the epoch: they are derived now.
     pub(crate) fn take_held(&mut self) -> HashSet<Dirty> {
-        let held = std::mem::take(&mut self.epoch.held);
-        let bytes: usize = held.iter().map(dirty_bytes).sum();
-        self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
-        held
+        self.epoch.take_rows(|e| &mut e.held)
     }
 
     /// Leaves a finding's OCSF record to the epoch's end ([`Epoch::ocsf`]).
     pub(crate) fn ocsf_due(&mut self, finding: Dirty) {
-        let bytes = dirty_bytes(&finding);
-        if self.epoch.ocsf.insert(finding) {
-            self.epoch.grow(bytes);
-        }
+        self.epoch.note(|e| &mut e.ocsf, finding);
     }
 
     /// The findings whose OCSF records are due, taken out of the epoch.
     pub(crate) fn take_ocsf_due(&mut self) -> HashSet<Dirty> {
-        let due = std::mem::take(&mut self.epoch.ocsf);
-        let bytes: usize = due.iter().map(dirty_bytes).sum();
-        self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
-        due
+        self.epoch.take_rows(|e| &mut e.ocsf)
     }
 
     /// [`Epoch::touched`].

@@ -27,6 +27,19 @@ impl Derived {
             follow: Vec::new(),
         }
     }
+
+    /// The row as the change of `key` of `view` for `tenant`, stamped with the newest event
+    /// behind it.
+    pub(crate) fn change(self, tenant: &str, view: ViewName, key: &str) -> ViewChange {
+        ViewChange::new(
+            tenant,
+            view,
+            key,
+            self.row,
+            Timestamp(self.stamp.0),
+            self.stamp.1,
+        )
+    }
 }
 
 /// Derives the row `key` of `view` for `tenant`.

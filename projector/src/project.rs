@@ -1181,14 +1181,7 @@ fn derive_owed(
     let mut outgoing = Vec::new();
     for (tenant, view, key) in owed {
         let derived = derive::row(&mut ov, tenant, *view, key, settings)?;
-        let change = ViewChange::new(
-            tenant.as_str(),
-            *view,
-            key.as_str(),
-            derived.row,
-            Timestamp(derived.stamp.0),
-            derived.stamp.1,
-        );
+        let change = derived.change(tenant, *view, key);
         Outgoing::of(codec, &change, &mut outgoing)?;
     }
     Ok(Shard {
@@ -1242,14 +1235,7 @@ fn derive_rounds(
             let Some(p) = publishing.as_deref_mut() else {
                 continue;
             };
-            let change = ViewChange::new(
-                tenant,
-                view,
-                key,
-                derived.row,
-                Timestamp(derived.stamp.0),
-                derived.stamp.1,
-            );
+            let change = derived.change(tenant, view, key);
             p.pending.push(Pending::of(&change));
             Outgoing::view(p.codec, &change, &mut p.outgoing)?;
             if view == ViewName::Findings {
@@ -1440,14 +1426,7 @@ fn ocsf_records(
         }
         let (tenant, view, key) = (finding.0.as_str(), finding.1, finding.2.as_str());
         let derived = derive::row(ov, tenant, view, key, settings)?;
-        let change = ViewChange::new(
-            tenant,
-            view,
-            key,
-            derived.row,
-            Timestamp(derived.stamp.0),
-            derived.stamp.1,
-        );
+        let change = derived.change(tenant, view, key);
         p.pending.push(Pending::of(&change));
         Outgoing::ocsf(&change, &mut p.outgoing)?;
     }
