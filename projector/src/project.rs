@@ -1402,29 +1402,26 @@ fn end_shard(
 }
 
 /// The OCSF records of the findings whose view changes the epoch's batches published, each
-/// once, from its row now: a SIEM subscribes to a finding's latest state, so an occurrence a
-/// second is one record per epoch instead of one per batch (a sixth of the records a live
-/// batch made, and of the projector's time). Their names go into the outbox record with the
-/// epoch's, so a crash after the epoch is written publishes them again. A finding of a tenant a
-/// catch-up came to owe since waits with its owed rows (published with its OCSF record when
-/// the catch-up ends).
+/// once, from its row now: a SIEM subscribes to a finding's latest state, so a finding that
+/// keeps occurring is one record per epoch instead of one per batch (in batches of 100 events,
+/// 62 % fewer OCSF records; no CPU measurably saved). Their names go into the outbox record
+/// with the epoch's, so a crash after the epoch is written publishes them again. A finding of
+/// a tenant a catch-up came to owe since waits with its owed rows (`derive_now`; published
+/// with its OCSF record when the catch-up ends).
 fn ocsf_records(
     ov: &mut Overlay<'_>,
     settings: &Settings,
     owing: Option<&crate::batch::HashSet<String>>,
     publishing: Option<&mut Publishing<'_>>,
 ) -> Result<()> {
-    let mut due: Vec<Dirty> = ov.take_ocsf_due().into_iter().collect();
+    let due = ov.take_ocsf_due();
     let Some(p) = publishing else {
         return Ok(());
     };
+    let mut due = derive_now(ov, due, owing, true);
     due.sort_unstable();
-    for finding in due {
-        if owing.is_some_and(|o| o.contains(&finding.0)) {
-            ov.defer(finding);
-            continue;
-        }
-        let (tenant, view, key) = (finding.0.as_str(), finding.1, finding.2.as_str());
+    for (tenant, view, key) in &due {
+        let (tenant, view, key) = (tenant.as_str(), *view, key.as_str());
         let derived = derive::row(ov, tenant, view, key, settings)?;
         let change = derived.change(tenant, view, key);
         p.pending.push(Pending::of(&change));
