@@ -86,7 +86,14 @@ pub async fn run_with_clock(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let metrics = Metrics::new("gatekeeper")?;
+    // Its `malloc` is jemalloc (`main.rs`), which reports its own statistics.
+    let metrics = Metrics::with_heap(
+        "gatekeeper",
+        Box::new(
+            aispm_jemalloc::JemallocCollector::new("gatekeeper")
+                .map_err(aispm_runtime::Error::from)?,
+        ),
+    )?;
     let health = Health::new();
     health.set("topics", false, "creating the topics");
     let tokens = config.common.tokens("the readiness API")?;

@@ -384,7 +384,10 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
     crash::check()?;
     let metrics = Metrics::with_heap(
         "projector",
-        Box::new(metrics::JemallocCollector::new().map_err(aispm_runtime::Error::from)?),
+        Box::new(
+            aispm_jemalloc::JemallocCollector::new("projector")
+                .map_err(aispm_runtime::Error::from)?,
+        ),
     )?;
     let health = Health::new();
     health.set("partitions_assigned", false, "waiting for the group");

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 /// off (`docs/reliability.md`, "Which allocator keeps it flat"). Its statistics are exported as
 /// `aispm_projector_jemalloc_bytes`.
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: aispm_jemalloc::Jemalloc = aispm_jemalloc::Jemalloc;
 
 /// aispm-projector: input topics → RocksDB views (exactly once) → views topic and HTTP API.
 #[derive(Parser)]

@@ -1,6 +1,6 @@
 //! The projector's metrics (`aispm_projector_*`); consumer lag and rebalances come from
 //! `aispm_runtime::kafka::KafkaMetrics`. Its heap is jemalloc's (`main.rs`), reported by
-//! [`JemallocCollector`] in place of the other services' glibc heap.
+//! [`aispm_jemalloc::JemallocCollector`] in place of glibc's heap.
 
 use aispm_runtime::metrics::{Metrics, latency_buckets, size_buckets};
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
@@ -83,127 +83,6 @@ impl ProjectorMetrics {
             self.view_changes
                 .with_label_values(&[view.as_str()])
                 .inc_by(*count);
-        }
-    }
-}
-
-/// `aispm_projector_jemalloc_bytes{state}`, jemalloc's own statistics read at each scrape (the
-/// projector's `malloc` for Rust, RocksDB and librdkafka alike):
-/// - `allocated`: bytes in live allocations;
-/// - `active`: bytes in the pages those allocations occupy (`allocated` plus fragmentation);
-/// - `resident`: bytes of the allocator's pages that are resident (active pages, dirty free
-///   pages not yet purged, metadata): with the process's RSS, what the heap keeps;
-/// - `mapped`, `retained` (address space kept for reuse but not resident) and `metadata`.
-///
-/// A steady `allocated` with a climbing `resident` is memory freed but kept; a climbing
-/// `allocated` is live values growing.
-#[derive(Debug)]
-pub(crate) struct JemallocCollector {
-    bytes: IntGaugeVec,
-}
-
-impl JemallocCollector {
-    pub(crate) fn new() -> prometheus::Result<Self> {
-        let bytes = IntGaugeVec::new(
-            prometheus::Opts::new(
-                "aispm_projector_jemalloc_bytes",
-                "jemalloc's statistics, by state: allocated (live allocations), active (their \
-                 pages), resident (resident pages of the allocator: active, dirty free pages not \
-                 yet purged, metadata), mapped, retained (kept mapped but not resident) and \
-                 metadata.",
-            ),
-            &["state"],
-        )?;
-        Ok(JemallocCollector { bytes })
-    }
-}
-
-/// jemalloc's statistics now, by state (cached by jemalloc until its epoch is advanced, which
-/// this does first). `None` if jemalloc does not answer.
-pub(crate) fn jemalloc_stats() -> Option<[(&'static str, usize); 6]> {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    epoch::advance().ok()?;
-    Some([
-        ("allocated", stats::allocated::read().ok()?),
-        ("active", stats::active::read().ok()?),
-        ("resident", stats::resident::read().ok()?),
-        ("mapped", stats::mapped::read().ok()?),
-        ("retained", stats::retained::read().ok()?),
-        ("metadata", stats::metadata::read().ok()?),
-    ])
-}
-
-impl prometheus::core::Collector for JemallocCollector {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.bytes.desc()
-    }
-
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let Some(stats) = jemalloc_stats() else {
-            return Vec::new();
-        };
-        for (state, bytes) in stats {
-            self.bytes
-                .with_label_values(&[state])
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
-        self.bytes.collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::alloc::{GlobalAlloc, Layout};
-
-    #[test]
-    #[allow(unsafe_code)]
-    fn jemalloc_counts_a_live_allocation_and_its_release() {
-        let allocated = || {
-            let stats = super::jemalloc_stats().expect("jemalloc answers");
-            stats[0].1 as i64
-        };
-        // Straight from jemalloc, whatever this test binary's global allocator; other tests'
-        // allocations in between are far smaller than 64 MiB.
-        let layout = Layout::from_size_align(64 << 20, 16).unwrap();
-        let before = allocated();
-        // SAFETY: a non-zero size and a valid alignment; the block is freed below with the
-        // same layout and allocator, and never read.
-        let block = unsafe { tikv_jemallocator::Jemalloc.alloc(layout) };
-        assert!(!block.is_null());
-        let during = allocated();
-        // SAFETY: `block` came from this allocator with this layout.
-        unsafe { tikv_jemallocator::Jemalloc.dealloc(block, layout) };
-        let after = allocated();
-        assert!(
-            during - before > 60 << 20,
-            "allocated grew {} bytes",
-            during - before
-        );
-        assert!(
-            during - after > 60 << 20,
-            "allocated fell {} bytes",
-            during - after
-        );
-    }
-
-    #[test]
-    fn the_collector_exports_every_state() {
-        let c = super::JemallocCollector::new().unwrap();
-        let families = prometheus::core::Collector::collect(&c);
-        let states: Vec<String> = families[0]
-            .get_metric()
-            .iter()
-            .map(|m| m.label[0].value().to_string())
-            .collect();
-        for s in [
-            "allocated",
-            "active",
-            "resident",
-            "mapped",
-            "retained",
-            "metadata",
-        ] {
-            assert!(states.iter().any(|x| x == s), "{s} missing from {states:?}");
         }
     }
 }

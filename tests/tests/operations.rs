@@ -800,9 +800,10 @@ async fn prometheus_sees_lag_events_blockers_and_alerts() {
             "process_resident_memory_bytes",
             "process_cpu_seconds_total",
             "process_open_fds",
-            // The projector's malloc is jemalloc, which reports its own statistics.
-            &if *svc == "projector" {
-                "aispm_projector_jemalloc_bytes".to_string()
+            // The projector's and the gatekeeper's malloc is jemalloc, which reports its own
+            // statistics.
+            &if ["projector", "gatekeeper"].contains(svc) {
+                format!("aispm_{svc}_jemalloc_bytes")
             } else {
                 format!("aispm_{svc}_malloc_heap_bytes")
             },
