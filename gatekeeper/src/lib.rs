@@ -68,7 +68,6 @@ use aispm_runtime::clock::{SharedClock, SystemClock};
 use aispm_runtime::dlq::DeadLetters;
 use aispm_runtime::health::Health;
 use aispm_runtime::kafka::{KafkaMetrics, TopicSpec};
-use aispm_runtime::metrics::Metrics;
 use aispm_runtime::supervise::Supervisor;
 use aispm_schemas::Codec;
 use rdkafka::producer::FutureProducer;
@@ -87,13 +86,7 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
 ) -> Result<()> {
     // Its `malloc` is jemalloc (`main.rs`), which reports its own statistics.
-    let metrics = Metrics::with_heap(
-        "gatekeeper",
-        Box::new(
-            aispm_jemalloc::JemallocCollector::new("gatekeeper")
-                .map_err(aispm_runtime::Error::from)?,
-        ),
-    )?;
+    let metrics = aispm_jemalloc::metrics("gatekeeper")?;
     let health = Health::new();
     health.set("topics", false, "creating the topics");
     let tokens = config.common.tokens("the readiness API")?;

@@ -7,16 +7,24 @@
 //! levelled off with it: `docs/reliability.md`, "Which allocator keeps it flat"), and cheaper on
 //! their many small values than glibc's, whose `malloc`, `free` and consolidation took 40 % of
 //! the gatekeeper's time at 10,000 events/s (`docs/performance.md`). [`JemallocCollector`]
-//! exports jemalloc's own statistics in place of glibc's heap
-//! (`aispm_runtime::metrics::Metrics::with_heap`).
+//! exports jemalloc's own statistics in place of glibc's heap, in the registry [`metrics`]
+//! makes.
 //!
 //! A crate of its own, linked only by the services that choose jemalloc: linking
 //! `tikv-jemalloc-ctl` pulls in jemalloc's unprefixed `malloc`, which would replace glibc's in
 //! every service that depends on the crate holding it.
 
+use aispm_runtime::metrics::Metrics;
 use prometheus::IntGaugeVec;
 
 pub use tikv_jemallocator::Jemalloc;
+
+/// The metrics registry of `service`, whose global allocator is [`Jemalloc`]: its heap is
+/// reported by [`JemallocCollector`] (`aispm_{service}_jemalloc_bytes`) in place of glibc's.
+pub fn metrics(service: &'static str) -> aispm_runtime::Result<Metrics> {
+    let heap = JemallocCollector::new(service).map_err(aispm_runtime::Error::from)?;
+    Metrics::with_heap(service, Box::new(heap))
+}
 
 /// `aispm_<service>_jemalloc_bytes{state}`, jemalloc's own statistics read at each scrape (the
 /// service's `malloc` for Rust, RocksDB and librdkafka alike):

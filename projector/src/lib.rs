@@ -382,13 +382,8 @@ impl Parts {
 
 async fn setup(config: &Config, group: bool) -> Result<Parts> {
     crash::check()?;
-    let metrics = Metrics::with_heap(
-        "projector",
-        Box::new(
-            aispm_jemalloc::JemallocCollector::new("projector")
-                .map_err(aispm_runtime::Error::from)?,
-        ),
-    )?;
+    // Its `malloc` is jemalloc (`main.rs`), which reports its own statistics.
+    let metrics = aispm_jemalloc::metrics("projector")?;
     let health = Health::new();
     health.set("partitions_assigned", false, "waiting for the group");
     let topics = config.common.topics();
