@@ -88,6 +88,10 @@ struct PendingClock {
     after: i64,
     /// Every control with a pending request of the agent, when all its pairs' rows changed.
     every_pair: Option<Vec<String>>,
+    /// Whether the agent had a request pending as its clock moved. Without one, the move
+    /// makes none overdue: a request added later in the batch marks its pair dirty itself
+    /// (`pending_changed`), so [`settle`] need not read the agent's requests for this move.
+    any_pending: bool,
 }
 
 impl PendingClock {
@@ -97,7 +101,7 @@ impl PendingClock {
         for control in self.every_pair.into_iter().flatten() {
             rules::fire(ov, t, On::Pending, &finding_subject(&[agent, &control]));
         }
-        if self.before.is_none_or(|b| b < self.after) {
+        if self.any_pending && self.before.is_none_or(|b| b < self.after) {
             ov.clocks
                 .entry((t.to_owned(), agent.to_owned()))
                 .and_modify(|(_, after)| *after = (*after).max(self.after))
@@ -114,7 +118,9 @@ impl PendingClock {
 ///
 /// Reading once at the end sees the requests the batch added and not those it answered; a
 /// request added or answered in the batch marked its pair dirty itself (`pending_changed`), so
-/// the rows derived are those a read per decision would have derived.
+/// the rows derived are those a read per decision would have derived. A move while the agent
+/// had no request pending is not noted at all (`PendingClock::any_pending`): it made none
+/// overdue.
 pub(crate) fn settle(ov: &mut Overlay<'_>, s: &Settings) -> Result<()> {
     let deadline = |clock: i64| overdue_before(s.approval_decision_ms, clock);
     // In any order: the pairs are marked in a set, and the dirty rows derived in key order.
@@ -302,6 +308,7 @@ fn assets(
                     // AISPM-APR-002's rows name the agent's environments: all of them change.
                     every_pair: (a.environments.len() != environments_before)
                         .then(|| a.pending.keys().cloned().collect()),
+                    any_pending: !a.pending.is_empty(),
                 };
                 (signalled, changed, clock)
             })?;

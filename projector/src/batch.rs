@@ -632,14 +632,16 @@ impl<'a> Overlay<'a> {
         // Among the first `limit + deleted + 1` stored, at most `deleted` are gone here.
         let want = limit.saturating_add(deleted).saturating_add(1);
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
-        self.store
-            .walk_from(columns::STATE, &key_prefix, &key_start, |k, _| {
-                if k >= key_end.as_slice() {
-                    return Ok(false);
-                }
+        self.store.walk_between(
+            columns::STATE,
+            &key_prefix,
+            &key_start,
+            Some(&key_end),
+            |k, _| {
                 keys.insert(k.to_vec());
                 Ok(keys.len() < want)
-            })?;
+            },
+        )?;
         for (k, marked) in here {
             if marked {
                 keys.insert(k.clone());

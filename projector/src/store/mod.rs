@@ -107,6 +107,34 @@ pub fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
 }
 
 /// Encodes a stored value (aggregates and rows).
+/// Read options for a walk over the keys under `prefix` (before `end`, when given): RocksDB's
+/// upper bound is the lower of `end` and the first key past the prefix.
+fn bounded(prefix: &[u8], end: Option<&[u8]>) -> ReadOptions {
+    let past = past_prefix(prefix);
+    let upper = match (past, end) {
+        (Some(p), Some(e)) => Some(p.min(e.to_vec())),
+        (p, e) => p.or_else(|| e.map(<[u8]>::to_vec)),
+    };
+    let mut opts = ReadOptions::default();
+    if let Some(upper) = upper {
+        opts.set_iterate_upper_bound(upper);
+    }
+    opts
+}
+
+/// The first key after every key that starts with `prefix`; none when no key is (an empty
+/// prefix, or one of only `0xff` bytes).
+fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut past = prefix.to_vec();
+    while let Some(last) = past.pop() {
+        if last < u8::MAX {
+            past.push(last + 1);
+            return Some(past);
+        }
+    }
+    None
+}
+
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Our own types always serialize; an error here would be a bug in a derive.
     postcard::to_stdvec(v).unwrap_or_default()
@@ -220,11 +248,9 @@ impl Store {
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut opts = ReadOptions::default();
-        opts.set_prefix_same_as_start(false);
         let iter = self.db.iterator_cf_opt(
             self.cf(cf)?,
-            opts,
+            bounded(prefix, None),
             IteratorMode::From(prefix, Direction::Forward),
         );
         let mut out = Vec::new();
@@ -256,11 +282,27 @@ impl Store {
         cf: &str,
         prefix: &[u8],
         start: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.walk_between(cf, prefix, start, None, f)
+    }
+
+    /// [`Store::walk_from`], stopping before `end` too. RocksDB is told the bound (the end,
+    /// or the first key past the prefix), so a seek skips what lies beyond it instead of
+    /// reading it to find the walk's end.
+    pub fn walk_between(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        start: &[u8],
+        end: Option<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            bounded(prefix, end),
+            IteratorMode::From(start, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) || !f(&k, &v)? {
@@ -279,9 +321,11 @@ impl Store {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            bounded(prefix, None),
+            IteratorMode::From(start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
@@ -610,5 +654,72 @@ mod tests {
                 Some(&b"x"[..])
             );
         }
+    }
+
+    #[test]
+    fn the_key_past_a_prefix_follows_every_key_under_it() {
+        assert_eq!(past_prefix(b"t1\0"), Some(b"t1\x01".to_vec()));
+        assert_eq!(past_prefix(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(past_prefix(b"\xff\xff"), None);
+        assert_eq!(past_prefix(b""), None);
+    }
+
+    /// A walk that tells RocksDB its bound sees exactly the keys under the prefix from the
+    /// start and before the end, in the memtable and in flushed files alike, with neighbours
+    /// on both sides and keys ending in `0xff`.
+    #[test]
+    fn a_bounded_walk_sees_exactly_its_range_stored_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), 1 << 20, Durability::Flushed).unwrap();
+        let keys: Vec<Vec<u8>> = [
+            &b"t0\xff"[..],
+            b"t1",
+            b"t1\0",
+            b"t1\0a",
+            b"t1\0a\xff",
+            b"t1\0b",
+            b"t1\0c",
+            b"t1\x01",
+            b"t2\0a",
+        ]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+        let walk = |start: &[u8], end: Option<&[u8]>| {
+            let mut seen = Vec::new();
+            store
+                .walk_between(columns::STATE, b"t1\0", start, end, |k, _| {
+                    seen.push(k.to_vec());
+                    Ok(true)
+                })
+                .unwrap();
+            seen
+        };
+        for (i, flushed) in [(0, false), (1, true)] {
+            let mut batch = WriteBatch::default();
+            for k in keys.iter().skip(i).step_by(2) {
+                store
+                    .batch_put(&mut batch, columns::STATE, k, b"v")
+                    .unwrap();
+            }
+            store.write(batch).unwrap();
+            if flushed {
+                store.flush(true).unwrap();
+            }
+        }
+        let under = |from: usize, to: usize| keys[from..to].to_vec();
+        assert_eq!(walk(b"t1\0", None), under(2, 7));
+        assert_eq!(walk(b"t1\0a\xff", None), under(4, 7));
+        assert_eq!(walk(b"t1\0", Some(b"t1\0b")), under(2, 5));
+        assert_eq!(walk(b"t1\0a", Some(b"t1\0a")), Vec::<Vec<u8>>::new());
+        assert_eq!(walk(b"t1\0", Some(b"t9")), under(2, 7));
+        let mut all = Vec::new();
+        store
+            .for_each_prefix(columns::STATE, b"t1", |k, _| {
+                all.push(k.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(all, under(1, 8));
     }
 }
