@@ -89,11 +89,20 @@ pub(crate) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
 /// it (into a RocksDB `WriteBatch`, or into a [`Write`]).
 pub(crate) type WriteRef<'w> = (&'static str, &'w [u8], Option<&'w [u8]>);
 
+/// What the cache keeps of a stored row: a digest of its bytes (`None`: no row), and of its
+/// state without its running counts (`ViewRow::hash_state`) when that was computed as it was
+/// written (`--counters-per-epoch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowDigest {
+    bytes: Option<u128>,
+    state: Option<u128>,
+}
+
 /// Values recently read or written, across batches (bounded: memory does not grow with state):
 /// a digest of each stored row (enough to tell whether a re-derived row changed), and
 /// aggregates decoded, ready to update without decoding again.
 pub(crate) struct Cache {
-    rows: LruCache<Vec<u8>, Option<u128>>,
+    rows: LruCache<Vec<u8>, RowDigest>,
     aggs: LruCache<Vec<u8>, Cached>,
     /// The estimated heap bytes of `aggs`, with the aggregates the worker's epoch holds
     /// (taken out of `aggs` or read from the store, until the epoch's end gives them back),
@@ -119,9 +128,22 @@ pub(crate) struct Cache {
 static DIGEST: LazyLock<[foldhash::quality::RandomState; 2]> = LazyLock::new(Default::default);
 
 /// 128 bits identifying a row's bytes (two seeded passes): equal digests, equal rows.
-fn digest(bytes: &[u8]) -> u128 {
+pub(crate) fn digest(bytes: &[u8]) -> u128 {
     let [a, b] = &*DIGEST;
     (u128::from(a.hash_one(bytes)) << 64) | u128::from(b.hash_one(bytes))
+}
+
+/// The digest of a row's state without its running counts (`ViewRow::hash_state`); `None`
+/// for the views that keep none. Two independently seeded hashers, as [`digest`].
+pub(crate) fn state_digest(row: &aispm_schemas::ViewRow) -> Option<u128> {
+    use std::hash::Hasher;
+    let [a, b] = &*DIGEST;
+    let (mut ha, mut hb) = (a.build_hasher(), b.build_hasher());
+    if !row.hash_state(&mut ha) {
+        return None;
+    }
+    row.hash_state(&mut hb);
+    Some((u128::from(ha.finish()) << 64) | u128::from(hb.finish()))
 }
 
 /// A decoded aggregate kept across batches, with its weight in the cache.
@@ -319,7 +341,7 @@ impl Cache {
     }
 
     /// Keeps a row's digest, evicting the least recently used past the entry bound.
-    fn keep_row(&mut self, key: Vec<u8>, digest: Option<u128>) {
+    fn keep_row(&mut self, key: Vec<u8>, digest: RowDigest) {
         let mut bytes = self.row_bytes + Self::weigh_row(&key);
         if let Some((old, _)) = self.rows.push(key, digest) {
             bytes = bytes.saturating_sub(Self::weigh_row(&old));
@@ -378,6 +400,12 @@ pub(crate) struct Epoch {
     /// Rows the epoch's batches made dirty, waiting for the next publication
     /// (`--publish-interval`): derived and published then, each once, or when the epoch ends.
     held: HashSet<Dirty>,
+    /// Rows whose change the epoch's batches left to its end, their state unchanged
+    /// (`--counters-per-epoch`): derived and published then, each once.
+    coalesced: HashSet<Dirty>,
+    /// Digests of the state (`ViewRow::hash_state`) of the rows written in this epoch, by
+    /// cache key, where it was computed: what the next change of the row is compared with.
+    states: HashMap<Vec<u8>, u128>,
     /// Findings whose view change the epoch's batches published: their OCSF records are
     /// published once, from the row as it is when the epoch ends (`aispm.ocsf.v1`).
     ocsf: HashSet<Dirty>,
@@ -748,7 +776,7 @@ impl<'a> Overlay<'a> {
             return Ok(v.as_deref() == new);
         }
         if let Some(d) = self.cache.rows.get(&ck) {
-            return Ok(*d == new.map(digest));
+            return Ok(d.bytes == new.map(digest));
         }
         let stored = if self.cache.exists.may_contain(ck[0], &ck[1..]) {
             self.store.get_raw(columns::view_cf(view), &ck[1..])?
@@ -756,21 +784,55 @@ impl<'a> Overlay<'a> {
             None
         };
         let same = stored.as_deref() == new;
-        self.cache.keep_row(ck, stored.as_deref().map(digest));
+        let stored = RowDigest {
+            bytes: stored.as_deref().map(digest),
+            state: None,
+        };
+        self.cache.keep_row(ck, stored);
         Ok(same)
     }
 
+    /// The digest of the state of a row as last written (`ViewRow::hash_state`), when it is
+    /// known: written in this epoch, or cached with it since.
+    pub(crate) fn written_state(
+        &mut self,
+        tenant: &str,
+        view: ViewName,
+        key: &str,
+    ) -> Option<u128> {
+        let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
+        if self.epoch.writes.contains_key(&ck) {
+            return self.epoch.states.get(&ck).copied();
+        }
+        self.cache.rows.peek(&ck).and_then(|d| d.state)
+    }
+
+    /// Writes a row (`None` deletes it), with the digest of its state when computed
+    /// ([`Overlay::written_state`]).
     pub(crate) fn set_row(
         &mut self,
         tenant: &str,
         view: ViewName,
         key: &str,
         row: Option<Vec<u8>>,
+        state: Option<u128>,
     ) {
         let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
         let entry = ck.len() + ENTRY_OVERHEAD;
         let value = row.as_ref().map_or(0, Vec::capacity);
         let epoch = &mut *self.epoch;
+        match state {
+            Some(state) => {
+                if epoch.states.insert(ck.clone(), state).is_none() {
+                    epoch.grow(entry);
+                }
+            }
+            None => {
+                if epoch.states.remove(&ck).is_some() {
+                    epoch.bytes = epoch.bytes.saturating_sub(entry);
+                }
+            }
+        }
         match epoch.writes.insert(ck, row) {
             // Replaced: only the value's size changes.
             Some(old) => {
@@ -848,6 +910,17 @@ impl<'a> Overlay<'a> {
         self.epoch.take_rows(|e| &mut e.held)
     }
 
+    /// Leaves a changed row whose state did not change to the epoch's end
+    /// ([`Epoch::coalesced`]).
+    pub(crate) fn coalesce(&mut self, dirty: Dirty) {
+        self.epoch.note(|e| &mut e.coalesced, dirty);
+    }
+
+    /// The rows left to the epoch's end by [`Overlay::coalesce`], taken out of it.
+    pub(crate) fn take_coalesced(&mut self) -> HashSet<Dirty> {
+        self.epoch.take_rows(|e| &mut e.coalesced)
+    }
+
     /// Leaves a finding's OCSF record to the epoch's end ([`Epoch::ocsf`]).
     pub(crate) fn ocsf_due(&mut self, finding: Dirty) {
         self.epoch.note(|e| &mut e.ocsf, finding);
@@ -881,6 +954,7 @@ impl<'a> Overlay<'a> {
         let mut aggs: Vec<(Vec<u8>, Slot)> = epoch.aggs.into_iter().collect();
         aggs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = epoch.writes.into_iter().collect();
+        let states = epoch.states;
         writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
         for (key, event) in seen {
@@ -921,7 +995,11 @@ impl<'a> Overlay<'a> {
                 self.cache.exists.insert(ck[0], &ck[1..]);
             }
             put((cf, &ck[1..], v.as_deref()))?;
-            self.cache.keep_row(ck, v.as_deref().map(digest));
+            let written = RowDigest {
+                bytes: v.as_deref().map(digest),
+                state: states.get(&ck).copied(),
+            };
+            self.cache.keep_row(ck, written);
         }
         Ok(())
     }
@@ -969,8 +1047,12 @@ mod tests {
         let expected: usize = cache.aggs.iter().map(|(_, c)| c.weight).sum();
         assert_eq!(cache.agg_bytes, expected, "evicted entries are not counted");
         // Row digests are counted, and a replaced digest is not counted twice.
-        cache.keep_row(b"r1".to_vec(), Some(1));
-        cache.keep_row(b"r1".to_vec(), Some(2));
+        let row = |d| RowDigest {
+            bytes: Some(d),
+            state: None,
+        };
+        cache.keep_row(b"r1".to_vec(), row(1));
+        cache.keep_row(b"r1".to_vec(), row(2));
         assert_eq!(cache.row_bytes, Cache::weigh_row(b"r1"));
         cache.clear();
         assert_eq!((cache.agg_bytes, cache.row_bytes), (0, 0));
@@ -987,7 +1069,7 @@ mod tests {
         let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
         ov.update::<u64, _, _>("t1", Tag::Asset, "a", |n| *n += 1)
             .unwrap();
-        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![1; 100]));
+        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![1; 100]), None);
         ov.mark("t1", Tag::Approval, "m");
         assert!(ov.first_sighting("t1", "e1", || vec![7; 50]).unwrap());
         assert_eq!(ov.touched(), 1);
@@ -1023,7 +1105,7 @@ mod tests {
         );
         assert_eq!(ov.touched(), 1, "only the aggregate batch 1 wrote");
         // A row written again changes the bytes by its value alone.
-        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![2; 40]));
+        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![2; 40]), None);
         assert_eq!(epoch.bytes(), after_one - 60);
         assert!(
             store

@@ -263,6 +263,9 @@ pub struct Engine {
     publish_every: Duration,
     /// When they last were.
     last_publish: Option<Instant>,
+    /// Whether a changed row whose state did not change waits for the epoch's end
+    /// ([`Engine::with_counters_per_epoch`]).
+    counters: Counters,
     /// Tenants whose changed rows are owed instead of published, and the input partition
     /// number whose catch-up owes them ([`Engine::owe`]).
     owing: HashMap<String, i32>,
@@ -309,6 +312,7 @@ impl Engine {
             publishing: true,
             publish_every: Duration::ZERO,
             last_publish: None,
+            counters: Counters::AtOnce,
             owing: HashMap::new(),
             owed,
         };
@@ -385,6 +389,22 @@ impl Engine {
     /// default): every batch publishes its rows.
     pub fn with_publish_interval(mut self, every: Duration) -> Self {
         self.publish_every = every;
+        self
+    }
+
+    /// An engine that publishes a changed row at once only when its state changed
+    /// (`ViewRow::hash_state`: a new row or a deleted one, a status, an owner, a mode, a count
+    /// leaving zero…), and leaves a change of its running counts alone (one more decision on
+    /// an agent's coverage, one more occurrence of an open finding) to the epoch's end, where
+    /// the row is derived and published once with the values it has then. A verdict reads
+    /// state, so it is as fresh as before; a busy row is published once per epoch
+    /// (`--epoch-interval`) instead of once per batch.
+    pub fn with_counters_per_epoch(mut self, per_epoch: bool) -> Self {
+        self.counters = if per_epoch {
+            Counters::Coalesce
+        } else {
+            Counters::AtOnce
+        };
         self
     }
 
@@ -555,7 +575,7 @@ impl Engine {
         let outs = on_workers(
             &self.pool,
             shards,
-            |events| Job::Apply(events, owing.clone(), publish_now),
+            |events| Job::Apply(events, owing.clone(), publish_now, self.counters),
             |mine| {
                 apply_shard(
                     &self.store,
@@ -564,7 +584,7 @@ impl Engine {
                     &self.settings,
                     &self.codec,
                     &mine,
-                    self.publishing,
+                    self.publishing.then_some(self.counters),
                     owing.as_deref(),
                     publish_now,
                 )
@@ -701,14 +721,15 @@ impl Engine {
         let outs = on_workers(
             &self.pool,
             everyone,
-            |_| Job::End(owing.clone()),
+            |_| Job::End(owing.clone(), self.counters),
             |_| {
                 end_shard(
                     &self.store,
                     &mut self.cache,
                     &mut self.epoch,
                     &self.settings,
-                    self.publishing.then_some(&self.codec),
+                    self.publishing
+                        .then_some((&self.codec, self.counters.at_the_end())),
                     owing.as_deref(),
                     Some(&mut batch),
                 )
@@ -993,11 +1014,12 @@ type Owing = Arc<crate::batch::HashSet<String>>;
 enum Job {
     /// Apply these events (all of the batch's events of the worker's tenants, in order) to
     /// the epoch; the rows of the tenants a catch-up owes wait for its end, the others are
-    /// derived now if a publication is due (`true`), else wait for the next.
-    Apply(Vec<Asserted>, Option<Owing>, bool),
+    /// derived now if a publication is due (`true`), else wait for the next; what becomes of
+    /// a change of running counts alone.
+    Apply(Vec<Asserted>, Option<Owing>, bool, Counters),
     /// End the epoch: derive the rows left to its end and hand over its writes (`end_shard`);
     /// the rows of the tenants a catch-up owes stay unpublished.
-    End(Option<Owing>),
+    End(Option<Owing>, Counters),
     /// Derive these owed rows of the worker's tenants as view changes (`Engine::owed_page`).
     Derive(Vec<OwedRow>),
     /// Drop the cache and the epoch (the store was wiped, or the epoch failed).
@@ -1035,23 +1057,23 @@ impl Worker {
                 let mut epoch = Epoch::default();
                 for job in inbox {
                     let out = match job {
-                        Job::Apply(events, owing, publish_now) => apply_shard(
+                        Job::Apply(events, owing, publish_now, counters) => apply_shard(
                             &store,
                             &mut cache,
                             &mut epoch,
                             &settings,
                             &codec,
                             &events,
-                            publishing,
+                            publishing.then_some(counters),
                             owing.as_deref(),
                             publish_now,
                         ),
-                        Job::End(owing) => end_shard(
+                        Job::End(owing, counters) => end_shard(
                             &store,
                             &mut cache,
                             &mut epoch,
                             &settings,
-                            publishing.then_some(&codec),
+                            publishing.then_some((&codec, counters.at_the_end())),
                             owing.as_deref(),
                             None,
                         ),
@@ -1196,6 +1218,30 @@ struct Publishing<'p> {
     codec: &'p Codec,
     pending: Vec<Pending>,
     outgoing: Vec<Outgoing>,
+    counters: Counters,
+}
+
+/// What becomes of a changed row whose state (`ViewRow::hash_state`) did not change: only
+/// its running counts did ([`Engine::with_counters_per_epoch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counters {
+    /// Published at once, like any change (the default); no state is compared.
+    AtOnce,
+    /// Left to the epoch's end (`Overlay::coalesce`); the state of each row published is
+    /// kept, to compare the row's next change with.
+    Coalesce,
+    /// Published now, its state kept: the epoch's end.
+    Record,
+}
+
+impl Counters {
+    /// What the epoch's end does: publishes every row, keeping its state if states are kept.
+    fn at_the_end(self) -> Counters {
+        match self {
+            Counters::AtOnce => Counters::AtOnce,
+            Counters::Coalesce | Counters::Record => Counters::Record,
+        }
+    }
 }
 
 /// Derives `round` of dirty rows, then the rows those read (`follow`), in rounds, each in key
@@ -1230,7 +1276,19 @@ fn derive_rounds(
             if ov.row_is(tenant, view, key, new_bytes.as_deref())? {
                 continue;
             }
-            ov.set_row(tenant, view, key, new_bytes);
+            let counters = publishing.as_ref().map_or(Counters::AtOnce, |p| p.counters);
+            let state = match (counters, &derived.row) {
+                (Counters::AtOnce, _) | (_, None) => None,
+                (_, Some(row)) => crate::batch::state_digest(row),
+            };
+            if counters == Counters::Coalesce
+                && state.is_some()
+                && ov.written_state(tenant, view, key) == state
+            {
+                ov.coalesce(dirty.clone());
+                continue;
+            }
+            ov.set_row(tenant, view, key, new_bytes, state);
             *changes.entry(view).or_default() += 1;
             let Some(p) = publishing.as_deref_mut() else {
                 continue;
@@ -1269,7 +1327,7 @@ fn apply_shard(
     settings: &Settings,
     codec: &Codec,
     events: &[Asserted],
-    publishing: bool,
+    publishing: Option<Counters>,
     owing: Option<&crate::batch::HashSet<String>>,
     publish_now: bool,
 ) -> Result<Shard> {
@@ -1307,12 +1365,13 @@ fn apply_shard(
         codec,
         pending: Vec::new(),
         outgoing: Vec::new(),
+        counters: publishing.unwrap_or(Counters::AtOnce),
     };
     derive_rounds(
         &mut ov,
         now,
         settings,
-        publishing.then_some(&mut out),
+        publishing.is_some().then_some(&mut out),
         &mut changes,
     )?;
     let aggregates = ov.touched();
@@ -1364,19 +1423,22 @@ fn end_shard(
     cache: &mut Cache,
     epoch: &mut Epoch,
     settings: &Settings,
-    publishing: Option<&Codec>,
+    publishing: Option<(&Codec, Counters)>,
     owing: Option<&crate::batch::HashSet<String>>,
     batch: Option<&mut rocksdb::WriteBatch>,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache, epoch);
     let mut changes: HashMap<ViewName, u64> = HashMap::new();
-    // Waiting rows of a tenant a catch-up came to owe since wait with its owed ones.
-    let held = ov.take_held();
+    // Waiting rows, and rows whose counts alone changed; of a tenant a catch-up came to owe
+    // since, they wait with its owed ones.
+    let mut held = ov.take_held();
+    held.extend(ov.take_coalesced());
     let held = derive_now(&mut ov, held, owing, true);
-    let mut out = publishing.map(|codec| Publishing {
+    let mut out = publishing.map(|(codec, counters)| Publishing {
         codec,
         pending: Vec::new(),
         outgoing: Vec::new(),
+        counters,
     });
     derive_rounds(&mut ov, held, settings, out.as_mut(), &mut changes)?;
     ocsf_records(&mut ov, settings, owing, out.as_mut())?;

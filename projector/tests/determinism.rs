@@ -391,11 +391,12 @@ fn project_on(
     workers: usize,
     commits: &[bool],
 ) -> (Views, BTreeMap<String, Vec<String>>) {
-    project_with(events, order, cuts, workers, commits, Duration::ZERO)
+    project_with(events, order, cuts, workers, commits, Duration::ZERO, false)
 }
 
 /// [`project_on`] publishing changed rows at most once per `publish_every`
-/// (`Engine::with_publish_interval`; zero: every batch).
+/// (`Engine::with_publish_interval`; zero: every batch), and changes of running counts alone
+/// once per epoch when `counters_per_epoch` (`Engine::with_counters_per_epoch`).
 fn project_with(
     events: &[(String, Vec<u8>, String)],
     order: &[usize],
@@ -403,6 +404,7 @@ fn project_with(
     workers: usize,
     commits: &[bool],
     publish_every: Duration,
+    counters_per_epoch: bool,
 ) -> (Views, BTreeMap<String, Vec<String>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
@@ -411,7 +413,8 @@ fn project_with(
         .unwrap()
         .with_workers(workers)
         .unwrap()
-        .with_publish_interval(publish_every);
+        .with_publish_interval(publish_every)
+        .with_counters_per_epoch(counters_per_epoch);
     let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let codec = Codec::new();
     let mut next: std::collections::HashMap<&str, i64> = Default::default();
@@ -569,7 +572,7 @@ proptest! {
         // both, what the (compacted) views topic keeps is exactly the stored rows.
         let hour = Duration::from_secs(3600);
         let (coalesced, coalesced_published) =
-            project_with(&events, &shuffled, &cuts, 3, &commits, hour);
+            project_with(&events, &shuffled, &cuts, 3, &commits, hour, false);
         prop_assert_eq!(&coalesced, &reference, "coalesced:\n{}", diff(&coalesced, &reference));
         prop_assert_eq!(on_topic(&coalesced), view_rows(&coalesced_published));
         prop_assert_eq!(on_topic(&epochs), view_rows(&epochs_published));
@@ -580,6 +583,18 @@ proptest! {
         prop_assert_eq!(ocsf_of(&split), ocsf_records(&split_published));
         let records = |p: &BTreeMap<String, Vec<String>>| p.values().map(Vec::len).sum::<usize>();
         prop_assert!(records(&coalesced_published) <= records(&epochs_published));
+
+        // Changes of running counts alone published when their epoch ends, state changes at
+        // once: the same views, the compacted topics keep exactly the stored rows and
+        // findings' records, and never more records than batch by batch.
+        let (counted, counted_published) =
+            project_with(&events, &shuffled, &cuts, 3, &commits, Duration::ZERO, true);
+        prop_assert_eq!(&counted, &reference, "counters per epoch:\n{}", diff(&counted, &reference));
+        prop_assert_eq!(on_topic(&counted), view_rows(&counted_published));
+        prop_assert_eq!(stored_rows(&counted), topic_rows(&counted_published));
+        prop_assert_eq!(stored_rows(&epochs), topic_rows(&epochs_published));
+        prop_assert_eq!(ocsf_of(&counted), ocsf_records(&counted_published));
+        prop_assert!(records(&counted_published) <= records(&epochs_published));
 
         // Each stage's share adds up to the row's totals.
         prop_assert_eq!(environments_add_up(&reference), Ok(()));
@@ -599,6 +614,42 @@ fn on_topic(views: &Views) -> Vec<String> {
         .collect();
     rows.sort();
     rows
+}
+
+/// The stored rows by views topic key, decoded.
+fn stored_rows(views: &Views) -> BTreeMap<String, ViewRow> {
+    views
+        .0
+        .iter()
+        .map(|((cf, k), bytes)| {
+            let (view, _) = aispm_projector::store::columns::VIEWS
+                .iter()
+                .find(|(_, name)| name == cf)
+                .unwrap();
+            let k = String::from_utf8_lossy(k);
+            let (tenant, row) = k.split_once('\0').unwrap_or(("", &k));
+            let decoded = aispm_projector::decode_row(*view, bytes).unwrap();
+            (format!("{tenant}/{cf}/{row}"), decoded)
+        })
+        .collect()
+}
+
+/// The rows the views topic keeps of `published` (each key's last change), decoded: what a
+/// subscriber reading the compacted topic from the start ends with.
+fn topic_rows(published: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, ViewRow> {
+    let codec = Codec::new();
+    last_values(published)
+        .into_iter()
+        .filter(|(k, _)| is_view_key(k))
+        .map(|(k, v)| {
+            let bytes: Vec<u8> = (0..v.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&v[i..i + 2], 16).unwrap())
+                .collect();
+            let change = codec.decode::<ViewChange>(&bytes).unwrap();
+            (k.to_owned(), change.row.unwrap())
+        })
+        .collect()
 }
 
 /// The rows the views topic keeps of `published` (not the OCSF records), sorted.
@@ -1274,6 +1325,76 @@ fn a_decision_changes_only_the_pending_pairs_it_made_overdue() {
         "no request became overdue, yet {} finding rows changed",
         findings_changed[2]
     );
+}
+
+/// With `--counters-per-epoch`, a row whose running counts alone changed is published when
+/// the epoch ends, with the counts it has then, and a change of its state at once: an agent's
+/// first decision (a new coverage row) and its registration go out in their batch, its other
+/// decisions with the epoch's end.
+#[test]
+fn counts_alone_wait_for_the_epochs_end_and_state_changes_go_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
+    store.check_version().unwrap();
+    let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64)
+        .unwrap()
+        .with_counters_per_epoch(true);
+    let decision = |minute| {
+        low(
+            "a1",
+            ActionKind::Command,
+            "s1/x",
+            "c1",
+            Verdict::Allow,
+            minute,
+        )
+    };
+    let registration = Spec::Asset {
+        tenant: "acme",
+        kind: AssetKind::Agent,
+        id: "a1",
+        bad: false,
+        retired: false,
+        minute: 5,
+    };
+    // Minutes 1, 4 and 7: one environment (`build` picks it by the minute), so no decision
+    // but the first adds one to the row.
+    let specs = [decision(1), decision(4), registration, decision(7)];
+    let events = build(&specs, &Topics::default());
+    let inputs = in_order(&events);
+    let codec = Codec::new();
+    // The agent's coverage row as each batch published it, if it did.
+    let mut published = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let mut p = engine.prepare(std::slice::from_ref(input)).unwrap();
+        if i + 1 == inputs.len() {
+            engine.commit(&mut p).unwrap();
+        }
+        let coverage = p
+            .outgoing
+            .iter()
+            .filter(|o| o.key == "acme/coverage/agent/a1")
+            .filter_map(|o| {
+                let change = codec.decode::<ViewChange>(o.value.as_deref()?).unwrap();
+                match change.row? {
+                    ViewRow::Coverage(r) => Some((r.decisions, r.registered)),
+                    _ => None,
+                }
+            })
+            .collect::<Vec<_>>();
+        published.push(coverage);
+    }
+    assert_eq!(
+        published,
+        [vec![(1, false)], vec![], vec![(2, true)], vec![(3, true)],],
+        "the new row and the registration at once, the counts with the epoch's end"
+    );
+    let stored = store.dump_views().unwrap();
+    let row = stored
+        .iter()
+        .find(|((cf, k), _)| cf == "coverage" && k.as_slice() == b"acme\0agent/a1")
+        .map(|(_, v)| aispm_projector::decode_row(ViewName::Coverage, v).unwrap());
+    assert!(matches!(row, Some(ViewRow::Coverage(r)) if r.decisions == 3));
 }
 
 /// The control row `id` of tenant `acme` in `views`.

@@ -76,7 +76,7 @@ pub struct Inputs {
 }
 
 /// One factor: its name, the value it read, and the points it adds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RiskFactor {
     pub factor: String,
     pub value: String,
@@ -89,7 +89,7 @@ crate::avro_record!(RiskFactor {
 });
 
 /// A score and the factors that make it up (they sum to it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RiskScore {
     pub score: i64,
     pub factors: Vec<RiskFactor>,

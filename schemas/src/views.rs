@@ -9,6 +9,7 @@ use crate::time::Timestamp;
 use crate::{avro_enum, avro_record};
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
+use std::hash::{Hash, Hasher};
 
 avro_enum!(
     /// The materialized views.
@@ -617,6 +618,169 @@ pub enum ViewRow {
     Delivery(DeliveryRow),
 }
 
+impl ViewRow {
+    /// Feeds `h` the row's state without its running counts, and answers whether the view
+    /// keeps any (`false`: exceptions, evidence, validations and deliveries, fed nothing).
+    /// A count feeds only whether it is zero, the newest events (times, ids) only whether
+    /// there are any; every other field is state. Two versions of a row with the same state
+    /// differ only in how many events they count and which came last: the projector may
+    /// publish such a change once per epoch instead of at once (`--counters-per-epoch`),
+    /// since nothing a verdict reads changed. A new row, a status, an owner, a mode, a shadow
+    /// flag, a risk score, an environment or a count leaving zero is a change of state. Each
+    /// row is taken apart field by field, so a field added to a row must be placed here.
+    pub fn hash_state<H: Hasher>(&self, h: &mut H) -> bool {
+        let any = |n: &i64| n.signum();
+        match self {
+            ViewRow::Coverage(CoverageRow {
+                kind,
+                id,
+                registered,
+                retired,
+                owner,
+                trust,
+                decisions,
+                synthetic_decisions,
+                first_seen,
+                last_seen,
+                last_decision_id,
+                last_real_decision_id,
+                shadow_ai,
+                asserted_by,
+                environments,
+            }) => {
+                (kind, id, registered, retired, owner, trust).hash(h);
+                (any(decisions), any(synthetic_decisions), first_seen).hash(h);
+                (last_seen.is_some(), last_decision_id.is_some()).hash(h);
+                (last_real_decision_id.is_some(), shadow_ai, asserted_by).hash(h);
+                environments.len().hash(h);
+                for EnvironmentActivity {
+                    environment,
+                    decisions,
+                    synthetic_decisions,
+                    last_seen,
+                    last_decision_id,
+                    last_real_decision_id,
+                } in environments
+                {
+                    (environment, any(decisions), any(synthetic_decisions)).hash(h);
+                    (last_seen.is_some(), last_decision_id.is_some()).hash(h);
+                    last_real_decision_id.is_some().hash(h);
+                }
+            }
+            ViewRow::Control(ControlRow {
+                control_id,
+                state,
+                registered,
+                enforced_decisions,
+                shadow_decisions,
+                high_risk_decisions,
+                action_kinds,
+                framework_mappings,
+                decision_ids,
+                last_decision_at,
+                asserted_by,
+                environments,
+                last_enforced_at,
+                policies,
+                approvals,
+            }) => {
+                (
+                    control_id,
+                    state,
+                    registered,
+                    action_kinds,
+                    framework_mappings,
+                )
+                    .hash(h);
+                (any(enforced_decisions), any(shadow_decisions)).hash(h);
+                (any(high_risk_decisions), decision_ids.is_empty()).hash(h);
+                (
+                    last_decision_at.is_some(),
+                    asserted_by,
+                    last_enforced_at.is_some(),
+                )
+                    .hash(h);
+                environments.len().hash(h);
+                for ControlActivity {
+                    environment,
+                    state,
+                    enforced_decisions,
+                    shadow_decisions,
+                    high_risk_decisions,
+                    decision_ids,
+                    last_decision_at,
+                } in environments
+                {
+                    (environment, state, any(enforced_decisions)).hash(h);
+                    (any(shadow_decisions), any(high_risk_decisions)).hash(h);
+                    (decision_ids.is_empty(), last_decision_at.is_some()).hash(h);
+                }
+                policies.len().hash(h);
+                for PolicyUse {
+                    policy_id,
+                    first_seen_at,
+                    last_seen_at: _,
+                    decisions,
+                } in policies
+                {
+                    (policy_id, first_seen_at, any(decisions)).hash(h);
+                }
+                approvals.len().hash(h);
+                for ApprovalMonth {
+                    month,
+                    requested,
+                    granted,
+                    denied,
+                    decide_ms_sum,
+                    decide_buckets,
+                } in approvals
+                {
+                    (month, any(requested), any(granted), any(denied)).hash(h);
+                    any(decide_ms_sum).hash(h);
+                    decide_buckets.len().hash(h);
+                    for bucket in decide_buckets {
+                        any(bucket).hash(h);
+                    }
+                }
+            }
+            ViewRow::Finding(FindingRow {
+                finding_id,
+                rule_id,
+                title,
+                severity,
+                status,
+                subject,
+                owner,
+                due_at,
+                opened_at,
+                closed_at,
+                resolution,
+                frameworks,
+                event_ids,
+                occurrences,
+                exception_id,
+                exception_expires_at,
+                asserted_by,
+                first_occurrence_at,
+                last_occurrence_at: _,
+                environments,
+                risk,
+            }) => {
+                (finding_id, rule_id, title, severity, status, subject, owner).hash(h);
+                (due_at, opened_at, closed_at, resolution, frameworks).hash(h);
+                (event_ids.is_empty(), any(occurrences), exception_id).hash(h);
+                (exception_expires_at, asserted_by, first_occurrence_at).hash(h);
+                (environments, risk).hash(h);
+            }
+            ViewRow::Exception(_)
+            | ViewRow::Evidence(_)
+            | ViewRow::Validation(_)
+            | ViewRow::Delivery(_) => return false,
+        }
+        true
+    }
+}
+
 impl CoverageRow {
     /// The row with every decision it counts made in `env`: its per-environment list holds that
     /// one entry, carrying the row's totals.
@@ -679,7 +843,6 @@ impl ValidationRow {
 }
 
 impl ViewRow {
-    /// The view this row belongs to.
     /// A row of `view` from its JSON form (the projector's `/rows` route): the view says which
     /// type it is.
     pub fn from_json(view: ViewName, v: serde_json::Value) -> Result<ViewRow, serde_json::Error> {
@@ -694,6 +857,7 @@ impl ViewRow {
         })
     }
 
+    /// The view this row belongs to.
     pub fn view(&self) -> ViewName {
         match self {
             ViewRow::Coverage(_) => ViewName::Coverage,
@@ -941,5 +1105,90 @@ impl ViewChange {
             changed_at,
             cause_event_id: cause_event_id.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// The hash of a row's state, one seed for every call.
+    fn state(row: &ViewRow) -> Option<u64> {
+        static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let mut h = SEED.get_or_init(Default::default).build_hasher();
+        row.hash_state(&mut h).then(|| h.finish())
+    }
+
+    fn agent(decisions: i64, real: Option<&str>) -> CoverageRow {
+        let activity = EnvironmentActivity {
+            environment: Environment::Production,
+            decisions,
+            synthetic_decisions: 1,
+            last_seen: Some(Timestamp(decisions)),
+            last_decision_id: Some(format!("d{decisions}")),
+            last_real_decision_id: real.map(str::to_owned),
+        };
+        CoverageRow {
+            kind: CoverageKind::Agent,
+            id: "a1".into(),
+            registered: false,
+            retired: false,
+            owner: None,
+            trust: None,
+            decisions,
+            synthetic_decisions: 1,
+            first_seen: Some(Timestamp(1)),
+            last_seen: Some(Timestamp(decisions)),
+            last_decision_id: Some(format!("d{decisions}")),
+            last_real_decision_id: real.map(str::to_owned),
+            shadow_ai: true,
+            asserted_by: None,
+            environments: vec![activity],
+        }
+    }
+
+    /// More events counted, a newer one last: the same state. A first real decision, a
+    /// registration, a new environment, a count leaving zero: another state.
+    #[test]
+    fn a_rows_state_leaves_out_its_running_counts_and_nothing_else() {
+        let base = state(&ViewRow::Coverage(agent(2, Some("d2"))));
+        assert!(base.is_some());
+        assert_eq!(state(&ViewRow::Coverage(agent(9, Some("d9")))), base);
+        assert_ne!(state(&ViewRow::Coverage(agent(9, None))), base);
+        let mut registered = agent(9, Some("d9"));
+        registered.registered = true;
+        assert_ne!(state(&ViewRow::Coverage(registered)), base);
+        let mut staged = agent(9, Some("d9"));
+        staged.environments.push(EnvironmentActivity {
+            environment: Environment::Trial,
+            ..staged.environments[0].clone()
+        });
+        assert_ne!(state(&ViewRow::Coverage(staged)), base);
+        let mut no_synthetic = agent(9, Some("d9"));
+        no_synthetic.synthetic_decisions = 0;
+        assert_ne!(state(&ViewRow::Coverage(no_synthetic)), base);
+
+        let evidence = EvidenceRow {
+            evidence_id: "ev".into(),
+            event_id: "e".into(),
+            sha256: String::new(),
+            uri: String::new(),
+            signature_state: SignatureState::Unsigned,
+            key_id: None,
+            recorded_at: Timestamp(0),
+            synthetic: false,
+            action_kind: None,
+            asserted_by: None,
+            environment: None,
+            agent_id: None,
+            control_id: None,
+        };
+        assert_eq!(
+            state(&ViewRow::Evidence(evidence)),
+            None,
+            "no running counts"
+        );
     }
 }

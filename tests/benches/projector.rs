@@ -696,7 +696,8 @@ fn apply_only(
     let store = Arc::new(bench_store(dir.path())?);
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
-        .with_workers(workers)?;
+        .with_workers(workers)?
+        .with_counters_per_epoch(env_or("AISPM_BENCH_COUNTERS_PER_EPOCH", 0) == 1);
     let (mut applied, mut changes) = (0u64, 0u64);
     let mut by_view = std::collections::BTreeMap::new();
     let (p0, t0) = (process_cpu(), thread_cpu());
@@ -755,7 +756,9 @@ fn apply_only(
 /// 1000), `AISPM_BENCH_TENANTS` and `AISPM_BENCH_WORKERS` (default 1); `AISPM_BENCH_SIGNED=1`
 /// signs nine in ten evidence items (`LoadGen::signed`), so that their Ed25519 verification
 /// is measured too (the other runs, as the targets, use unsigned evidence);
-/// `AISPM_BENCH_CATCHUP=1` runs it as a catch-up (`catching_up`).
+/// `AISPM_BENCH_CATCHUP=1` runs it as a catch-up (`catching_up`);
+/// `AISPM_BENCH_COUNTERS_PER_EPOCH=1` publishes changes of running counts alone once per epoch
+/// (`--counters-per-epoch`).
 fn apply_child() -> Result<()> {
     let events = env_or("AISPM_BENCH_EVENTS", 200_000);
     let entities = env_or("AISPM_BENCH_ENTITIES", 1_000) as usize;
