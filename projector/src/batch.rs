@@ -379,6 +379,13 @@ fn cf_row(view: ViewName) -> u8 {
     2 + view as u8
 }
 
+/// A view row's cache key, with its view ([`Overlay::row_key`]).
+#[derive(Debug)]
+pub(crate) struct RowKey {
+    view: ViewName,
+    key: Vec<u8>,
+}
+
 /// What an epoch holds until it is written: every write of its batches, merged per key.
 /// A worker keeps one beside its cache; [`Overlay::drain_writes`] empties it.
 #[derive(Debug, Default)]
@@ -762,24 +769,27 @@ impl<'a> Overlay<'a> {
         Ok(true)
     }
 
+    /// The key a row is cached, written and compared under: built once per derived row and
+    /// handed to [`Overlay::row_is`], [`Overlay::written_state`] and [`Overlay::set_row`].
+    pub(crate) fn row_key(tenant: &str, view: ViewName, key: &str) -> RowKey {
+        RowKey {
+            view,
+            key: cache_key(cf_row(view), &columns::tenant_key(tenant, key)),
+        }
+    }
+
     /// Whether the row stored (or written by this epoch) is exactly `new` (postcard bytes;
     /// `None`: no row).
-    pub(crate) fn row_is(
-        &mut self,
-        tenant: &str,
-        view: ViewName,
-        key: &str,
-        new: Option<&[u8]>,
-    ) -> Result<bool> {
-        let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
-        if let Some(v) = self.epoch.writes.get(&ck) {
+    pub(crate) fn row_is(&mut self, row: &RowKey, new: Option<&[u8]>) -> Result<bool> {
+        let ck = &row.key;
+        if let Some(v) = self.epoch.writes.get(ck) {
             return Ok(v.as_deref() == new);
         }
-        if let Some(d) = self.cache.rows.get(&ck) {
+        if let Some(d) = self.cache.rows.get(ck) {
             return Ok(d.bytes == new.map(digest));
         }
         let stored = if self.cache.exists.may_contain(ck[0], &ck[1..]) {
-            self.store.get_raw(columns::view_cf(view), &ck[1..])?
+            self.store.get_raw(columns::view_cf(row.view), &ck[1..])?
         } else {
             None
         };
@@ -788,38 +798,25 @@ impl<'a> Overlay<'a> {
             bytes: stored.as_deref().map(digest),
             state: None,
         };
-        self.cache.keep_row(ck, stored);
+        self.cache.keep_row(ck.clone(), stored);
         Ok(same)
     }
 
     /// The digest of the state of a row as last written (`ViewRow::hash_state`), when it is
     /// known: written in this epoch, or cached with it since.
-    pub(crate) fn written_state(
-        &mut self,
-        tenant: &str,
-        view: ViewName,
-        key: &str,
-    ) -> Option<u128> {
-        let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
-        if self.epoch.writes.contains_key(&ck) {
-            return self.epoch.states.get(&ck).copied();
+    pub(crate) fn written_state(&self, row: &RowKey) -> Option<u128> {
+        if self.epoch.writes.contains_key(&row.key) {
+            return self.epoch.states.get(&row.key).copied();
         }
-        self.cache.rows.peek(&ck).and_then(|d| d.state)
+        self.cache.rows.peek(&row.key).and_then(|d| d.state)
     }
 
     /// Writes a row (`None` deletes it), with the digest of its state when computed
     /// ([`Overlay::written_state`]).
-    pub(crate) fn set_row(
-        &mut self,
-        tenant: &str,
-        view: ViewName,
-        key: &str,
-        row: Option<Vec<u8>>,
-        state: Option<u128>,
-    ) {
-        let ck = cache_key(cf_row(view), &columns::tenant_key(tenant, key));
+    pub(crate) fn set_row(&mut self, row: RowKey, bytes: Option<Vec<u8>>, state: Option<u128>) {
+        let ck = row.key;
         let entry = ck.len() + ENTRY_OVERHEAD;
-        let value = row.as_ref().map_or(0, Vec::capacity);
+        let value = bytes.as_ref().map_or(0, Vec::capacity);
         let epoch = &mut *self.epoch;
         match state {
             Some(state) => {
@@ -833,7 +830,7 @@ impl<'a> Overlay<'a> {
                 }
             }
         }
-        match epoch.writes.insert(ck, row) {
+        match epoch.writes.insert(ck, bytes) {
             // Replaced: only the value's size changes.
             Some(old) => {
                 epoch.bytes = epoch.bytes.saturating_sub(old.map_or(0, |o| o.capacity()));
@@ -1069,7 +1066,11 @@ mod tests {
         let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
         ov.update::<u64, _, _>("t1", Tag::Asset, "a", |n| *n += 1)
             .unwrap();
-        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![1; 100]), None);
+        ov.set_row(
+            Overlay::row_key("t1", ViewName::Coverage, "r"),
+            Some(vec![1; 100]),
+            None,
+        );
         ov.mark("t1", Tag::Approval, "m");
         assert!(ov.first_sighting("t1", "e1", || vec![7; 50]).unwrap());
         assert_eq!(ov.touched(), 1);
@@ -1094,8 +1095,11 @@ mod tests {
         assert!(!ov.first_sighting("t1", "e1", || vec![7; 50]).unwrap());
         assert_eq!(ov.get::<u64>("t1", Tag::Asset, "a").unwrap(), 1);
         assert!(
-            ov.row_is("t1", ViewName::Coverage, "r", Some(&[1; 100]))
-                .unwrap()
+            ov.row_is(
+                &Overlay::row_key("t1", ViewName::Coverage, "r"),
+                Some(&[1; 100])
+            )
+            .unwrap()
         );
         // A read of an aggregate known not to exist is its default, held nowhere.
         assert_eq!(
@@ -1105,7 +1109,11 @@ mod tests {
         );
         assert_eq!(ov.touched(), 1, "only the aggregate batch 1 wrote");
         // A row written again changes the bytes by its value alone.
-        ov.set_row("t1", ViewName::Coverage, "r", Some(vec![2; 40]), None);
+        ov.set_row(
+            Overlay::row_key("t1", ViewName::Coverage, "r"),
+            Some(vec![2; 40]),
+            None,
+        );
         assert_eq!(epoch.bytes(), after_one - 60);
         assert!(
             store

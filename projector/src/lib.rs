@@ -203,10 +203,17 @@ pub struct Config {
     /// Publish a changed row at once only when its state changed (a new or deleted row, a
     /// status, an owner, a mode, a shadow flag, a count leaving zero, a risk score…), and a
     /// change of its running counts alone (one more decision on a coverage row, one more
-    /// occurrence of a finding) once, when the epoch ends (`--epoch-interval`). What the
-    /// gatekeeper's verdicts read arrives as fast as before; a busy row's counts arrive up to
-    /// an epoch later, in far fewer records (docs/performance.md).
-    #[arg(long, env = "AISPM_COUNTERS_PER_EPOCH")]
+    /// occurrence of a finding) once, when the epoch ends (`--epoch-interval`): the views
+    /// topic's contract, each changed row once per epoch. What the gatekeeper's verdicts read
+    /// arrives as fast as before; a busy row's counts arrive up to an epoch later, in far
+    /// fewer records (docs/performance.md). `false`: every changed row with its batch.
+    #[arg(
+        long,
+        env = "AISPM_COUNTERS_PER_EPOCH",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
     pub counters_per_epoch: bool,
 
     /// An epoch ends when what it holds in memory (aggregates decoded, rows, event ids, all
@@ -298,7 +305,7 @@ impl Config {
             flush_interval: Duration::from_secs(10),
             epoch_interval: Duration::from_secs(1),
             publish_interval: Duration::ZERO,
-            counters_per_epoch: false,
+            counters_per_epoch: true,
             epoch_bytes: Config::DEFAULT_EPOCH_BYTES,
             runaway_per_minute: 120,
             loop_repeats: 30,

@@ -1272,23 +1272,27 @@ fn derive_rounds(
                     next_round.push(follow);
                 }
             }
-            let new_bytes = derived.row.as_ref().map(encode_row);
-            if ov.row_is(tenant, view, key, new_bytes.as_deref())? {
-                continue;
-            }
             let counters = publishing.as_ref().map_or(Counters::AtOnce, |p| p.counters);
             let state = match (counters, &derived.row) {
                 (Counters::AtOnce, _) | (_, None) => None,
                 (_, Some(row)) => crate::batch::state_digest(row),
             };
+            let row_key = Overlay::row_key(tenant, view, key);
+            // Its state as written: only its counts may have changed, which the epoch's end
+            // publishes (re-derived then; unchanged, nothing goes out). Known before encoding
+            // the row or reading what was written of it.
             if counters == Counters::Coalesce
                 && state.is_some()
-                && ov.written_state(tenant, view, key) == state
+                && ov.written_state(&row_key) == state
             {
                 ov.coalesce(dirty.clone());
                 continue;
             }
-            ov.set_row(tenant, view, key, new_bytes, state);
+            let new_bytes = derived.row.as_ref().map(encode_row);
+            if ov.row_is(&row_key, new_bytes.as_deref())? {
+                continue;
+            }
+            ov.set_row(row_key, new_bytes, state);
             *changes.entry(view).or_default() += 1;
             let Some(p) = publishing.as_deref_mut() else {
                 continue;

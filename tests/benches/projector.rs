@@ -697,7 +697,7 @@ fn apply_only(
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
         .with_workers(workers)?
-        .with_counters_per_epoch(env_or("AISPM_BENCH_COUNTERS_PER_EPOCH", 0) == 1);
+        .with_counters_per_epoch(env_or("AISPM_BENCH_COUNTERS_PER_EPOCH", 1) == 1);
     let (mut applied, mut changes) = (0u64, 0u64);
     let mut by_view = std::collections::BTreeMap::new();
     let (p0, t0) = (process_cpu(), thread_cpu());
@@ -757,8 +757,9 @@ fn apply_only(
 /// signs nine in ten evidence items (`LoadGen::signed`), so that their Ed25519 verification
 /// is measured too (the other runs, as the targets, use unsigned evidence);
 /// `AISPM_BENCH_CATCHUP=1` runs it as a catch-up (`catching_up`);
-/// `AISPM_BENCH_COUNTERS_PER_EPOCH=1` publishes changes of running counts alone once per epoch
-/// (`--counters-per-epoch`).
+/// `AISPM_BENCH_COUNTERS_PER_EPOCH=0` publishes every changed row with its batch
+/// (`--counters-per-epoch false`; the default, as the service's, publishes changes of running
+/// counts alone once per epoch).
 fn apply_child() -> Result<()> {
     let events = env_or("AISPM_BENCH_EVENTS", 200_000);
     let entities = env_or("AISPM_BENCH_ENTITIES", 1_000) as usize;
