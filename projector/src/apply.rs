@@ -268,7 +268,7 @@ fn assets(
     let privileged = risk::privileged_action(d.action_kind.as_str());
     for (kind, id) in covered(d) {
         let key = format!("{kind}/{id}");
-        let (signalled, risk_changed, clock) =
+        let (signalled, risk_changed, clock, counts_only) =
             ov.update(t, Tag::Asset, &key, |a: &mut AssetAgg| {
                 // What this asset's findings' risk reads from it (the registration aside): grows
                 // only, so a change is a new data class, privileged action kind or reach event.
@@ -278,6 +278,7 @@ fn assets(
                 let window_before = window(a);
                 let clock_before = a.last_decision.as_ref().map(|l| l.0);
                 let environments_before = a.environments.len();
+                let counts_only = !a.named_moves_state(d, at);
                 a.named_by(d, at);
                 for class in &d.data_classes {
                     if !a.data_classes.contains(class) {
@@ -310,15 +311,17 @@ fn assets(
                         .then(|| a.pending.keys().cloned().collect()),
                     any_pending: !a.pending.is_empty(),
                 };
-                (signalled, changed, clock)
+                (signalled, changed, clock, counts_only)
             })?;
-        ov.dirty(t, ViewName::Coverage, key);
-        rules::fire(ov, t, On::Named(kind), &id);
+        rules::fire_named(ov, t, kind, (&id, &key), counts_only)?;
+        ov.dirty_as(t, ViewName::Coverage, key, counts_only);
         match kind {
             CoverageKind::Agent => {
                 // A signal's row names the agent's newest decisions: derived again with each.
+                // Its state reads the agent's environments besides the signal's own facts
+                // (which `runtime_signals` marks when they change).
                 for rule in signalled {
-                    ov.dirty(t, ViewName::Findings, format!("{rule}:{id}"));
+                    ov.dirty_as(t, ViewName::Findings, format!("{rule}:{id}"), counts_only);
                 }
                 if let Some(findings) = risk_changed {
                     agent_risk_changed(ov, t, &id, findings);
@@ -511,8 +514,8 @@ fn approval_request(
     }
     // The pair's findings that read its pending requests are about the agent: noted on it.
     let subject = d.finding_subject();
-    for rule in rules::reading(On::Pending) {
-        let id = rules::finding_id(*rule, &subject);
+    for l in rules::reading(On::Pending) {
+        let id = rules::finding_id(l.rule, &subject);
         agent_finding(ov, t, &d.agent_id, &id)?;
         ov.dirty(t, ViewName::Findings, id);
     }

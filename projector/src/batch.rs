@@ -485,6 +485,9 @@ pub(crate) struct Overlay<'a> {
     /// `apply::settle` reads the pending requests the moves made overdue once per agent and
     /// batch, not once per decision.
     pub clocks: HashMap<(String, String), (Option<i64>, i64)>,
+    /// Whether a row whose running counts alone changed waits for the epoch's end
+    /// (`--counters-per-epoch`, while publishing): [`Overlay::dirty_as`].
+    pub counts_wait: bool,
 }
 
 impl<'a> Overlay<'a> {
@@ -495,6 +498,7 @@ impl<'a> Overlay<'a> {
             epoch,
             dirty: HashSet::default(),
             clocks: HashMap::default(),
+            counts_wait: false,
         }
     }
 
@@ -937,6 +941,24 @@ impl<'a> Overlay<'a> {
         self.dirty.insert((tenant.to_owned(), view, key.into()));
     }
 
+    /// Marks a changed row dirty, or, when its running counts alone changed (`counts_only`:
+    /// the caller knows it from the aggregate, e.g. `AssetAgg::named_moves_state`) and
+    /// [`Overlay::counts_wait`], leaves it to the epoch's end without deriving it now
+    /// ([`Overlay::coalesce`]).
+    pub(crate) fn dirty_as(
+        &mut self,
+        tenant: &str,
+        view: ViewName,
+        key: impl Into<String>,
+        counts_only: bool,
+    ) {
+        if counts_only && self.counts_wait {
+            self.coalesce((tenant.to_owned(), view, key.into()));
+        } else {
+            self.dirty(tenant, view, key);
+        }
+    }
+
     /// Hands every write of the epoch to `put` in turn (each changed aggregate encoded once),
     /// moves what was read or written into the cache and leaves the epoch empty. In key order
     /// per column family: RocksDB's memtable skip list inserts a run of ascending keys far
@@ -1149,6 +1171,57 @@ mod tests {
             1,
             "kept in the cache after the write"
         );
+    }
+
+    /// A tenant flooding changes of running counts alone (`--counters-per-epoch`) cannot make
+    /// an epoch hold rows without bound: each row left to the epoch's end, and each written
+    /// row's state digest, counts in the epoch's bytes (what `--epoch-bytes` ends the epoch
+    /// by) once, however many batches touch it; taken out at the end, they are given back.
+    #[test]
+    fn rows_left_to_the_epochs_end_and_their_states_count_in_its_bytes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, false).unwrap();
+        let mut cache = Cache::new(100);
+        let mut epoch = Epoch::default();
+        let rows = 1_000;
+        let row = |i: usize| ("t1".to_owned(), ViewName::Coverage, format!("agent/a{i}"));
+        let mut grown = Vec::new();
+        for _batch in 0..3 {
+            epoch.next_batch();
+            let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+            for i in 0..rows {
+                ov.coalesce(row(i));
+            }
+            grown.push(ov.epoch_bytes());
+        }
+        let least = rows * ("t1".len() + "agent/a0".len());
+        assert!(grown[0] >= least, "{} < {least}", grown[0]);
+        assert_eq!(grown[1], grown[0], "a row left again is not counted again");
+        assert_eq!(grown[2], grown[0]);
+
+        let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+        let key = Overlay::row_key("t1", ViewName::Coverage, "agent/a0");
+        ov.set_row(key, Some(vec![1; 10]), Some(7));
+        let with_state = ov.epoch_bytes();
+        let key = Overlay::row_key("t1", ViewName::Coverage, "agent/a0");
+        assert_eq!(ov.written_state(&key), Some(7));
+        ov.set_row(key, Some(vec![2; 10]), Some(8));
+        assert_eq!(
+            ov.epoch_bytes(),
+            with_state,
+            "a state replaced is counted once"
+        );
+        let key = Overlay::row_key("t1", ViewName::Coverage, "agent/a0");
+        ov.set_row(key, Some(vec![2; 10]), None);
+        assert!(
+            ov.epoch_bytes() < with_state,
+            "a state dropped is given back"
+        );
+
+        let taken = ov.take_coalesced();
+        assert_eq!(taken.len(), rows);
+        assert!(ov.epoch_bytes() < least, "{}", ov.epoch_bytes());
+        assert!(ov.take_coalesced().is_empty());
     }
 
     #[test]

@@ -560,3 +560,63 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
     };
     Ok(Derived::new(Some(ViewRow::Evidence(row)), stamp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Lww, Registration};
+    use aispm_schemas::{DecisionEvent, Environment, InputEvent};
+    use proptest::prelude::*;
+
+    fn decision() -> DecisionEvent {
+        let json = serde_json::json!({"type": "decision", "event_id": "e1", "tenant_id": "acme",
+            "occurred_at": "2026-11-21T10:00:00Z", "source": "gw", "agent_id": "a1",
+            "actor": "alice", "environment": "production", "action_kind": "file",
+            "target": "/etc/passwd", "mode": "enforced", "verdict": "deny", "risk": "high"});
+        match InputEvent::from_json(json) {
+            Ok(InputEvent::Decision(d)) => d,
+            other => panic!("not a decision: {other:?}"),
+        }
+    }
+
+    proptest! {
+        /// A decision that `AssetAgg::named_moves_state` says moves only the asset's counts
+        /// leaves its coverage row's state (`ViewRow::hash_state`) as it was, whatever came
+        /// before it and in whatever order: such a row may wait for the epoch's end.
+        #[test]
+        fn a_decision_said_to_move_only_counts_leaves_the_coverage_rows_state(
+            registration in proptest::option::of(any::<bool>()),
+            steps in proptest::collection::vec((0i64..20, any::<bool>(), 0usize..3), 1..40),
+        ) {
+            let mut a = AssetAgg::default();
+            if let Some(retired) = registration {
+                let value = Registration { retired, ..Registration::default() };
+                a.registration = Some(Lww { at: (5 * 60_000, "r".into()), value });
+                a.registered_since = (!retired).then_some(5 * 60_000);
+            }
+            let environments = [Environment::Trial, Environment::Pilot, Environment::Production];
+            let state = |a: &AssetAgg| {
+                coverage_row(a, "agent/a1").row.as_ref().and_then(crate::batch::state_digest)
+            };
+            let base = decision();
+            let mut moved = 0;
+            for (i, (minute, synthetic, env)) in steps.into_iter().enumerate() {
+                let mut d = base.clone();
+                d.synthetic = synthetic;
+                d.environment = environments[env];
+                d.occurred_at = aispm_schemas::Timestamp(minute * 60_000);
+                d.event_id = format!("e{i}");
+                let at = (d.occurred_at.0, d.event_id.clone());
+                let moves = a.named_moves_state(&d, &at);
+                let before = state(&a);
+                a.named_by(&d, &at);
+                if moves {
+                    moved += 1;
+                } else {
+                    prop_assert_eq!(state(&a), before, "decision {} moved the state", i);
+                }
+            }
+            prop_assert!(moved >= 1, "the first decision moves it");
+        }
+    }
+}

@@ -1337,6 +1337,7 @@ fn apply_shard(
 ) -> Result<Shard> {
     epoch.next_batch();
     let mut ov = Overlay::new(store, cache, epoch);
+    ov.counts_wait = publishing == Some(Counters::Coalesce);
     let mut applied = [0u64; 4];
     let mut duplicates = 0;
     for Asserted {

@@ -398,6 +398,29 @@ pub(crate) const REACH_RELATIONS: [&str; 3] = ["mcp_tool", "repo", "model_endpoi
 pub(crate) const KEEP_REACH: usize = 256;
 
 impl AssetAgg {
+    /// Whether counting decision `d` (at `at`, [`AssetAgg::named_by`]) would change the state
+    /// of the asset's coverage row (`ViewRow::hash_state`), not only its running counts and
+    /// newest decisions: its first decision, first synthetic or real one, an earlier first
+    /// sighting, or the same firsts in the decision's environment. The row of a decision that
+    /// does not can wait for the epoch's end (`Overlay::dirty_as`). Asked before counting.
+    pub(crate) fn named_moves_state(&self, d: &aispm_schemas::DecisionEvent, at: &Stamp) -> bool {
+        let firsts = |decisions: i64, synthetic: i64, real: bool| {
+            decisions == 0 || if d.synthetic { synthetic == 0 } else { !real }
+        };
+        firsts(
+            self.decisions,
+            self.synthetic_decisions,
+            self.last_real_decision.is_some(),
+        ) || self.first_seen.is_none_or(|first| at.0 < first)
+            || self.environments.get(&d.environment).is_none_or(|e| {
+                firsts(
+                    e.decisions,
+                    e.synthetic_decisions,
+                    e.last_real_decision.is_some(),
+                ) || e.last_decision.is_none()
+            })
+    }
+
     /// Counts a decision that named the asset (at `at`): its decisions, first and newest, the
     /// newest ids, and its environment's share.
     pub(crate) fn named_by(&mut self, d: &aispm_schemas::DecisionEvent, at: &Stamp) {

@@ -19,7 +19,7 @@ pub(crate) use aispm_schemas::rules::*;
 
 use crate::batch::Overlay;
 use crate::error::Result;
-use crate::state::{FindingFacts, Stamp};
+use crate::state::{AssetAgg, FindingFacts, Stamp, Tag};
 use aispm_schemas::{Asset, AssetKind, CoverageKind, DecisionEvent, Environment, ViewName};
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -217,6 +217,11 @@ pub(crate) struct Logic {
     /// Findings of this rule whose condition reads another finding, from that finding's facts
     /// (derived again when it changes).
     pub follows: Option<fn(&FindingFacts) -> Vec<String>>,
+    /// On [`On::Named`]: whether, for the asset as it is after the decision, its row's state
+    /// moves only when the asset's coverage row's state does (`AssetAgg::named_moves_state`).
+    /// Then a decision that moves neither changes only the row's counts and newest
+    /// decisions, and the row may wait for the epoch's end ([`fire_named`]).
+    pub named_counts: Option<fn(&AssetAgg) -> bool>,
 }
 
 impl Logic {
@@ -235,6 +240,7 @@ impl Logic {
             cleared_by_approval: false,
             signal: None,
             follows: None,
+            named_counts: None,
         }
     }
 }
@@ -260,14 +266,14 @@ pub(crate) fn logics() -> impl Iterator<Item = &'static Logic> {
     FAMILIES.iter().flat_map(|family| family.iter())
 }
 
-/// Each change's rules, computed once.
-static BY_CHANGE: LazyLock<Vec<(On, Vec<Rule>)>> = LazyLock::new(|| {
-    let mut out: Vec<(On, Vec<Rule>)> = Vec::new();
+/// Each change's rules' logics, computed once.
+static BY_CHANGE: LazyLock<Vec<(On, Vec<&'static Logic>)>> = LazyLock::new(|| {
+    let mut out: Vec<(On, Vec<&'static Logic>)> = Vec::new();
     for l in logics() {
         for on in l.on {
             match out.iter_mut().find(|(o, _)| o == on) {
-                Some((_, rules)) => rules.push(l.rule),
-                None => out.push((*on, vec![l.rule])),
+                Some((_, rules)) => rules.push(l),
+                None => out.push((*on, vec![l])),
             }
         }
     }
@@ -279,8 +285,8 @@ pub(crate) fn logic(rule: Rule) -> Option<&'static Logic> {
     logics().find(|l| l.rule.id == rule.id)
 }
 
-/// The rules that read `change`.
-pub(crate) fn reading(change: On) -> &'static [Rule] {
+/// The logics of the rules that read `change`.
+pub(crate) fn reading(change: On) -> &'static [&'static Logic] {
     BY_CHANGE
         .iter()
         .find(|(o, _)| *o == change)
@@ -289,9 +295,35 @@ pub(crate) fn reading(change: On) -> &'static [Rule] {
 
 /// Marks dirty, in `tenant`, the finding about `subject` of every rule that reads `change`.
 pub(crate) fn fire(ov: &mut Overlay<'_>, tenant: &str, change: On, subject: &str) {
-    for rule in reading(change) {
-        ov.dirty(tenant, ViewName::Findings, finding_id(*rule, subject));
+    for l in reading(change) {
+        ov.dirty(tenant, ViewName::Findings, finding_id(l.rule, subject));
     }
+}
+
+/// [`fire`] for a decision that named an asset of `kind` (`subject`, state key `asset`): when
+/// it changed only the asset's running counts (`counts_only`), the rows of the rules whose
+/// state then stays ([`Logic::named_counts`]) may wait for the epoch's end
+/// (`Overlay::dirty_as`).
+pub(crate) fn fire_named(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    kind: CoverageKind,
+    (subject, asset): (&str, &str),
+    counts_only: bool,
+) -> Result<()> {
+    for l in reading(On::Named(kind)) {
+        let stays = match l.named_counts {
+            Some(stays) if counts_only => ov.with(tenant, Tag::Asset, asset, stays)?,
+            _ => false,
+        };
+        ov.dirty_as(
+            tenant,
+            ViewName::Findings,
+            finding_id(l.rule, subject),
+            stays,
+        );
+    }
+    Ok(())
 }
 
 /// The rules registrations of assets of `kind` decide.
@@ -503,7 +535,11 @@ mod tests {
                     .iter()
                     .find(|(o, _)| o == on)
                     .expect("every change of a rule is indexed");
-                assert!(rules.iter().any(|r| r.id == l.rule.id), "{}", l.rule.id);
+                assert!(
+                    rules.iter().any(|r| r.rule.id == l.rule.id),
+                    "{}",
+                    l.rule.id
+                );
             }
         }
     }

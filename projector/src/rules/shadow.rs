@@ -12,23 +12,36 @@ use aispm_schemas::{AssetKind, CoverageKind};
 
 pub(super) const RULES: &[Logic] = &[SHADOW_AGENT, SHADOW_MODEL];
 
-const SHADOW_AGENT: Logic = Logic::new(
-    catalog::SHADOW_AGENT,
-    &[
-        On::Named(CoverageKind::Agent),
-        On::RiskOf(CoverageKind::Agent),
-    ],
-    unregistered,
-);
+const SHADOW_AGENT: Logic = Logic {
+    named_counts: Some(not_retired),
+    ..Logic::new(
+        catalog::SHADOW_AGENT,
+        &[
+            On::Named(CoverageKind::Agent),
+            On::RiskOf(CoverageKind::Agent),
+        ],
+        unregistered,
+    )
+};
 
-const SHADOW_MODEL: Logic = Logic::new(
-    catalog::SHADOW_MODEL,
-    &[
-        On::Named(CoverageKind::ModelEndpoint),
-        On::Registered(AssetKind::ModelEndpoint),
-    ],
-    unregistered,
-);
+const SHADOW_MODEL: Logic = Logic {
+    named_counts: Some(not_retired),
+    ..Logic::new(
+        catalog::SHADOW_MODEL,
+        &[
+            On::Named(CoverageKind::ModelEndpoint),
+            On::Registered(AssetKind::ModelEndpoint),
+        ],
+        unregistered,
+    )
+};
+
+/// Their state reads the asset's first sighting, environments and registration, as its
+/// coverage row does (the rest of a decision is counts and newest ids), and, once the asset is
+/// retired, whether a decision came after the retirement.
+fn not_retired(a: &AssetAgg) -> bool {
+    !a.registration.as_ref().is_some_and(|r| r.value.retired)
+}
 
 fn unregistered(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
     ov.with(ctx.tenant, Tag::Asset, &ctx.asset(), shadow_condition)
