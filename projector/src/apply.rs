@@ -428,48 +428,14 @@ fn runtime_signals(ov: &mut Overlay<'_>, d: &DecisionEvent, s: &Settings) -> Res
 /// newest decisions; the control's key.
 fn control(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp) -> Result<String> {
     let t = d.tenant_id.as_str();
-    let high = matches!(d.risk, Risk::High | Risk::Critical);
-    let allowed = d.verdict == Verdict::Allow;
-    let shadow = d.mode == Mode::Shadow;
     let control = d.control_key();
-    ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
-        if shadow {
-            c.shadow += 1;
-        } else {
-            c.enforced += 1;
-            max_opt(&mut c.last_enforced_at, at.0);
-        }
-        if high {
-            c.high_risk += 1;
-        }
-        lww(&mut c.mode, at, shadow);
-        if let Some(policy) = &d.policy_id {
-            c.named_policy(policy, at.0);
-        }
-        c.action_kinds.insert(d.action_kind.as_str().to_owned());
-        keep_newest(&mut c.recent, at);
-        max_opt(&mut c.last_decision_at, at.0);
-        let env = c.environments.entry(d.environment).or_default();
-        if shadow {
-            env.shadow += 1;
-        } else {
-            env.enforced += 1;
-        }
-        if high {
-            env.high_risk += 1;
-        }
-        lww(&mut env.mode, at, shadow);
-        keep_newest(&mut env.recent, at);
-        max_opt(&mut env.last_decision_at, at.0);
-        if shadow && high && allowed {
-            c.shadow_high_allows += 1;
-            min_opt(&mut c.shadow_high_first, at.0);
-            max_opt(&mut c.shadow_high_last, at.0);
-            keep_newest(&mut c.shadow_high_ids, at);
-        }
+    let counts_only = ov.update(t, Tag::Control, &control, |c: &mut ControlAgg| {
+        let counts_only = !c.decision_moves_state(d, at);
+        c.decided(d, at);
+        counts_only
     })?;
-    ov.dirty(t, ViewName::Controls, control.clone());
-    rules::fire(ov, t, On::Control, &control);
+    ov.dirty_as(t, ViewName::Controls, control.clone(), counts_only);
+    rules::fire_control(ov, t, &control, counts_only)?;
 
     Ok(control)
 }
@@ -506,6 +472,8 @@ fn approval_request(
             c.approval_answered(at.0, a, 1);
         }
     })?;
+    // Its month's counts may leave zero: derived in this batch whatever `control` judged.
+    ov.dirty(t, ViewName::Controls, control);
     if answer.is_none() {
         ov.mark(t, Tag::Pending, &pending_id(control, &d.agent_id, at));
         let by_agent = pending_by_agent_id(control, &d.agent_id, at);
@@ -549,6 +517,8 @@ fn raised(ov: &mut Overlay<'_>, d: &DecisionEvent, at: &Stamp, by: Option<&str>)
                     keep_newest(&mut f.cleared_ids, a);
                 }
             })?;
+            // A cleared occurrence moves the row's state, whatever `raise` judged.
+            ov.dirty(t, ViewName::Findings, id);
         }
     }
 
@@ -651,15 +621,13 @@ fn raise(
     environment: Environment,
 ) -> Result<String> {
     let id = rules::finding_id(rule, subject);
-    ov.update(t, Tag::Finding, &id, |f: &mut FindingFacts| {
-        f.raises += 1;
-        min_opt(&mut f.first_raise, at.0);
-        max_opt(&mut f.last_raise, at.0);
-        keep_newest(&mut f.raise_ids, at);
-        f.environments.insert(environment);
+    let counts_only = ov.update(t, Tag::Finding, &id, |f: &mut FindingFacts| {
+        let counts_only = !f.raise_moves_state(at, environment) && !rules::trigger_moves(f);
+        f.raised(at, environment);
+        counts_only
     })?;
     ov.mark(t, Tag::Occurrence, &occurrence_id(&id, at));
-    ov.dirty(t, ViewName::Findings, id.clone());
+    ov.dirty_as(t, ViewName::Findings, id.clone(), counts_only);
     Ok(id)
 }
 

@@ -565,7 +565,7 @@ fn evidence(ov: &mut Overlay<'_>, tenant: &str, key: &str) -> Result<Derived> {
 mod tests {
     use super::*;
     use crate::state::{Lww, Registration};
-    use aispm_schemas::{DecisionEvent, Environment, InputEvent};
+    use aispm_schemas::{ActionKind, DecisionEvent, Environment, InputEvent, Mode, Risk, Verdict};
     use proptest::prelude::*;
 
     fn decision() -> DecisionEvent {
@@ -577,6 +577,34 @@ mod tests {
             Ok(InputEvent::Decision(d)) => d,
             other => panic!("not a decision: {other:?}"),
         }
+    }
+
+    /// Counts `decisions` (each at its minute, ids `e0`, `e1`, …) into `agg` in turn with
+    /// `count`, and checks that each that `moves` (asked first) says moves only counts leaves
+    /// `state` as it was; the first must move it.
+    fn judged<A>(
+        agg: &mut A,
+        decisions: impl Iterator<Item = (i64, DecisionEvent)>,
+        moves: fn(&A, &DecisionEvent, &Stamp) -> bool,
+        count: fn(&mut A, &DecisionEvent, &Stamp),
+        state: impl Fn(&A) -> Option<u128>,
+    ) -> Result<(), TestCaseError> {
+        let mut moved = 0;
+        for (i, (minute, mut d)) in decisions.enumerate() {
+            d.occurred_at = aispm_schemas::Timestamp(minute * 60_000);
+            d.event_id = format!("e{i}");
+            let at = (d.occurred_at.0, d.event_id.clone());
+            let said = moves(agg, &d, &at);
+            let before = state(agg);
+            count(agg, &d, &at);
+            if said {
+                moved += 1;
+            } else {
+                prop_assert_eq!(state(agg), before, "decision {} moved the state", i);
+            }
+        }
+        prop_assert!(moved >= 1, "the first decision moves it");
+        Ok(())
     }
 
     proptest! {
@@ -598,25 +626,55 @@ mod tests {
             let state = |a: &AssetAgg| {
                 coverage_row(a, "agent/a1").row.as_ref().and_then(crate::batch::state_digest)
             };
-            let base = decision();
-            let mut moved = 0;
-            for (i, (minute, synthetic, env)) in steps.into_iter().enumerate() {
-                let mut d = base.clone();
+            let decisions = steps.into_iter().map(|(minute, synthetic, env)| {
+                let mut d = decision();
                 d.synthetic = synthetic;
                 d.environment = environments[env];
-                d.occurred_at = aispm_schemas::Timestamp(minute * 60_000);
-                d.event_id = format!("e{i}");
-                let at = (d.occurred_at.0, d.event_id.clone());
-                let moves = a.named_moves_state(&d, &at);
-                let before = state(&a);
-                a.named_by(&d, &at);
-                if moves {
-                    moved += 1;
-                } else {
-                    prop_assert_eq!(state(&a), before, "decision {} moved the state", i);
-                }
+                (minute, d)
+            });
+            judged(&mut a, decisions, AssetAgg::named_moves_state, AssetAgg::named_by, state)?;
+        }
+
+        /// A decision that `ControlAgg::decision_moves_state` says moves only the control's
+        /// counts leaves the control row's state as it was, whatever came before it: modes,
+        /// risks, environments, action kinds and policies in any order, the control
+        /// registered, retired, quarantined or not.
+        #[test]
+        fn a_decision_said_to_move_only_counts_leaves_the_control_rows_state(
+            registration in proptest::option::of(0u8..3),
+            steps in proptest::collection::vec(
+                (0i64..20, any::<bool>(), 0usize..4, 0usize..3, 0usize..3, 0usize..3),
+                1..40,
+            ),
+        ) {
+            let mut c = ControlAgg::default();
+            if let Some(which) = registration {
+                let value = Registration {
+                    retired: which == 1,
+                    trust: (which == 2).then(|| "quarantined".to_owned()),
+                    ..Registration::default()
+                };
+                c.registration = Some(Lww { at: (5 * 60_000, "r".into()), value });
             }
-            prop_assert!(moved >= 1, "the first decision moves it");
+            let environments = [Environment::Trial, Environment::Pilot, Environment::Production];
+            let risks = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical];
+            let kinds = [ActionKind::File, ActionKind::Command, ActionKind::Git];
+            let state = |c: &ControlAgg| {
+                control_row(c, "c1").row.as_ref().and_then(crate::batch::state_digest)
+            };
+            let decisions = steps.into_iter().enumerate().map(
+                |(i, (minute, shadow, risk, env, kind, policy))| {
+                    let mut d = decision();
+                    d.mode = if shadow { Mode::Shadow } else { Mode::Enforced };
+                    d.risk = risks[risk];
+                    d.verdict = if i % 3 == 0 { Verdict::Allow } else { Verdict::Deny };
+                    d.environment = environments[env];
+                    d.action_kind = kinds[kind];
+                    d.policy_id = (policy > 0).then(|| format!("p{policy}"));
+                    (minute, d)
+                },
+            );
+            judged(&mut c, decisions, ControlAgg::decision_moves_state, ControlAgg::decided, state)?;
         }
     }
 }

@@ -266,6 +266,8 @@ pub struct Engine {
     /// Whether a changed row whose state did not change waits for the epoch's end
     /// ([`Engine::with_counters_per_epoch`]).
     counters: Counters,
+    /// [`Engine::with_judged_counts`].
+    judged_counts: bool,
     /// Tenants whose changed rows are owed instead of published, and the input partition
     /// number whose catch-up owes them ([`Engine::owe`]).
     owing: HashMap<String, i32>,
@@ -313,6 +315,7 @@ impl Engine {
             publish_every: Duration::ZERO,
             last_publish: None,
             counters: Counters::AtOnce,
+            judged_counts: true,
             owing: HashMap::new(),
             owed,
         };
@@ -401,10 +404,27 @@ impl Engine {
     /// (`--epoch-interval`) instead of once per batch.
     pub fn with_counters_per_epoch(mut self, per_epoch: bool) -> Self {
         self.counters = if per_epoch {
-            Counters::Coalesce
+            Counters::Coalesce {
+                underived: self.judged_counts,
+            }
         } else {
             Counters::AtOnce
         };
+        self
+    }
+
+    /// With counts once per epoch ([`Engine::with_counters_per_epoch`]), whether a row that an
+    /// event is known, from its aggregate, to change only the counts of (`Overlay::dirty_as`:
+    /// `AssetAgg::named_moves_state`, `ControlAgg::decision_moves_state`,
+    /// `FindingFacts::raise_moves_state`) goes to the epoch's end without being derived in its
+    /// batch (`true`, the default). `false` derives every changed row in its batch and compares
+    /// its state, as before those judgements: the same state changes go out in the same
+    /// batches, which the determinism tests check, and a pair of benchmark runs measures.
+    pub fn with_judged_counts(mut self, judged: bool) -> Self {
+        self.judged_counts = judged;
+        if let Counters::Coalesce { underived } = &mut self.counters {
+            *underived = judged;
+        }
         self
     }
 
@@ -1228,8 +1248,10 @@ enum Counters {
     /// Published at once, like any change (the default); no state is compared.
     AtOnce,
     /// Left to the epoch's end (`Overlay::coalesce`); the state of each row published is
-    /// kept, to compare the row's next change with.
-    Coalesce,
+    /// kept, to compare the row's next change with. `underived`: a row an event is known to
+    /// change only the counts of goes there without being derived
+    /// ([`Engine::with_judged_counts`]).
+    Coalesce { underived: bool },
     /// Published now, its state kept: the epoch's end.
     Record,
 }
@@ -1239,7 +1261,7 @@ impl Counters {
     fn at_the_end(self) -> Counters {
         match self {
             Counters::AtOnce => Counters::AtOnce,
-            Counters::Coalesce | Counters::Record => Counters::Record,
+            Counters::Coalesce { .. } | Counters::Record => Counters::Record,
         }
     }
 }
@@ -1281,7 +1303,7 @@ fn derive_rounds(
             // Its state as written: only its counts may have changed, which the epoch's end
             // publishes (re-derived then; unchanged, nothing goes out). Known before encoding
             // the row or reading what was written of it.
-            if counters == Counters::Coalesce
+            if matches!(counters, Counters::Coalesce { .. })
                 && state.is_some()
                 && ov.written_state(&row_key) == state
             {
@@ -1337,7 +1359,7 @@ fn apply_shard(
 ) -> Result<Shard> {
     epoch.next_batch();
     let mut ov = Overlay::new(store, cache, epoch);
-    ov.counts_wait = publishing == Some(Counters::Coalesce);
+    ov.counts_wait = publishing == Some(Counters::Coalesce { underived: true });
     let mut applied = [0u64; 4];
     let mut duplicates = 0;
     for Asserted {

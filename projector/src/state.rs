@@ -577,6 +577,97 @@ pub(crate) struct PolicyAgg {
 }
 
 impl ControlAgg {
+    /// Whether counting decision `d` (at `at`, [`ControlAgg::decided`]) would change the state
+    /// of the control's row (`ViewRow::hash_state`), not only its running counts and newest
+    /// decisions: its first enforced, shadow or high-risk decision, a new mode (the newest
+    /// decision's), a new action kind, a new policy or an earlier first use of one, the same
+    /// in the decision's environment, or any decision of a retired or quarantined control
+    /// (whose state reads when it last decided). The row of a decision that does not can wait
+    /// for the epoch's end (`Overlay::dirty_as`). Asked before counting; requests for approval
+    /// are counted apart (`approval_requested`), and mark the row themselves.
+    pub(crate) fn decision_moves_state(
+        &self,
+        d: &aispm_schemas::DecisionEvent,
+        at: &Stamp,
+    ) -> bool {
+        let shadow = d.mode == aispm_schemas::Mode::Shadow;
+        let high = matches!(
+            d.risk,
+            aispm_schemas::Risk::High | aispm_schemas::Risk::Critical
+        );
+        // The newest decision's mode changes, or is set for the first time.
+        let mode_moves = |mode: &Option<Lww<bool>>| {
+            mode.as_ref()
+                .is_none_or(|m| *at > m.at && m.value != shadow)
+        };
+        let firsts = |enforced: i64, shadow_n: i64, high_n: i64| {
+            (if shadow { shadow_n } else { enforced }) == 0 || (high && high_n == 0)
+        };
+        let blocked_reads = self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.value.retired || r.value.trust.as_deref() == Some("quarantined"));
+        blocked_reads
+            || firsts(self.enforced, self.shadow, self.high_risk)
+            || mode_moves(&self.mode)
+            || !self.action_kinds.contains(d.action_kind.as_str())
+            || d.policy_id
+                .as_ref()
+                .is_some_and(|p| self.policies.get(p).is_none_or(|p| at.0 < p.first))
+            || self
+                .environments
+                .get(&d.environment)
+                .is_none_or(|e| firsts(e.enforced, e.shadow, e.high_risk) || mode_moves(&e.mode))
+    }
+
+    /// Counts decision `d` made at `at` under the control: per mode and environment, its
+    /// mode, policy, action kind and newest decisions, and a high-risk action it allowed in
+    /// shadow mode (AISPM-CTRL-001).
+    pub(crate) fn decided(&mut self, d: &aispm_schemas::DecisionEvent, at: &Stamp) {
+        let high = matches!(
+            d.risk,
+            aispm_schemas::Risk::High | aispm_schemas::Risk::Critical
+        );
+        let allowed = d.verdict == aispm_schemas::Verdict::Allow;
+        let shadow = d.mode == aispm_schemas::Mode::Shadow;
+        if shadow {
+            self.shadow += 1;
+        } else {
+            self.enforced += 1;
+            max_opt(&mut self.last_enforced_at, at.0);
+        }
+        if high {
+            self.high_risk += 1;
+        }
+        lww(&mut self.mode, at, shadow);
+        if let Some(policy) = &d.policy_id {
+            self.named_policy(policy, at.0);
+        }
+        if !self.action_kinds.contains(d.action_kind.as_str()) {
+            self.action_kinds.insert(d.action_kind.as_str().to_owned());
+        }
+        keep_newest(&mut self.recent, at);
+        max_opt(&mut self.last_decision_at, at.0);
+        let env = self.environments.entry(d.environment).or_default();
+        if shadow {
+            env.shadow += 1;
+        } else {
+            env.enforced += 1;
+        }
+        if high {
+            env.high_risk += 1;
+        }
+        lww(&mut env.mode, at, shadow);
+        keep_newest(&mut env.recent, at);
+        max_opt(&mut env.last_decision_at, at.0);
+        if shadow && high && allowed {
+            self.shadow_high_allows += 1;
+            min_opt(&mut self.shadow_high_first, at.0);
+            max_opt(&mut self.shadow_high_last, at.0);
+            keep_newest(&mut self.shadow_high_ids, at);
+        }
+    }
+
     /// Counts a request for approval made at `at` (ms) in its month, unless that month is
     /// older than the window ending at the newest request's; months that leave the window are
     /// dropped. Whatever the order of the requests, the months kept are the window of the
@@ -656,6 +747,33 @@ pub(crate) struct FindingFacts {
     pub cleared_ids: Vec<Stamp>,
     /// The environments of the events that raised it.
     pub environments: BTreeSet<Environment>,
+}
+
+impl FindingFacts {
+    /// Whether one more occurrence (at `at`, in `environment`: [`FindingFacts::raised`]) of a
+    /// finding events raise would change the state of its row (`ViewRow::hash_state`), not
+    /// only its occurrences, newest ids and last occurrence: its first occurrence, an earlier
+    /// one, a new environment, one after every earlier occurrence was cleared by its approval
+    /// (the finding reopens). The row of an occurrence that does not can wait for the epoch's
+    /// end (`Overlay::dirty_as`), unless the finding's facts say a trigger may move it
+    /// (`rules::trigger_moves`: a resolution, or findings that read this one). Its risk reads
+    /// other aggregates, which mark the row themselves when they change. Asked before
+    /// counting.
+    pub(crate) fn raise_moves_state(&self, at: &Stamp, environment: Environment) -> bool {
+        self.raises == 0
+            || self.first_raise.is_none_or(|first| at.0 < first)
+            || !self.environments.contains(&environment)
+            || self.cleared >= self.raises
+    }
+
+    /// Counts one more occurrence, at `at` in `environment`.
+    pub(crate) fn raised(&mut self, at: &Stamp, environment: Environment) {
+        self.raises += 1;
+        min_opt(&mut self.first_raise, at.0);
+        max_opt(&mut self.last_raise, at.0);
+        keep_newest(&mut self.raise_ids, at);
+        self.environments.insert(environment);
+    }
 }
 
 /// An exception (accepted risk) or a break-glass event.

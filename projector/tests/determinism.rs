@@ -406,17 +406,48 @@ fn project_with(
     publish_every: Duration,
     counters_per_epoch: bool,
 ) -> (Views, BTreeMap<String, Vec<String>>) {
+    let (views, batches) = project_batches(events, order, cuts, commits, |engine| {
+        engine
+            .with_workers(workers)
+            .unwrap()
+            .with_publish_interval(publish_every)
+            .with_counters_per_epoch(counters_per_epoch)
+    });
+    let codec = Codec::new();
+    let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in batches.into_iter().flatten() {
+        // A row's delete is a view change too (`op = delete`): "null", as a tombstone is.
+        let deleted = o.sink == Sink::Views
+            && o.value
+                .as_deref()
+                .is_some_and(|v| codec.decode::<ViewChange>(v).unwrap().op == ViewOp::Delete);
+        published.entry(o.tenant.clone()).or_default().push(format!(
+            "{} {}",
+            o.key,
+            o.value
+                .as_deref()
+                .filter(|_| !deleted)
+                .map_or_else(|| "null".to_owned(), hex)
+        ));
+    }
+    (views, published)
+}
+
+/// Produces `events` in `order`, applies them in batches cut at `cuts` (batch `i` ends its
+/// epoch unless `commits[i]` is `false`; the last always does) on an engine `configure`d, and
+/// returns every view row and what each batch published, in order.
+fn project_batches(
+    events: &[(String, Vec<u8>, String)],
+    order: &[usize],
+    cuts: &[usize],
+    commits: &[bool],
+    configure: impl FnOnce(Engine) -> Engine,
+) -> (Views, Vec<Vec<aispm_projector::Outgoing>>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), 8 << 20, false).unwrap());
     store.check_version().unwrap();
-    let mut engine = Engine::new(Arc::clone(&store), Topics::default(), settings(), 64)
-        .unwrap()
-        .with_workers(workers)
-        .unwrap()
-        .with_publish_interval(publish_every)
-        .with_counters_per_epoch(counters_per_epoch);
-    let mut published: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let codec = Codec::new();
+    let mut engine =
+        configure(Engine::new(Arc::clone(&store), Topics::default(), settings(), 64).unwrap());
     let mut next: std::collections::HashMap<&str, i64> = Default::default();
     let inputs: Vec<(String, i64, &Vec<u8>, &String)> = order
         .iter()
@@ -434,6 +465,7 @@ fn project_with(
     bounds.dedup();
     bounds.retain(|&b| b > 0);
     let batches = bounds.len();
+    let mut published = Vec::with_capacity(batches);
     for (i, end) in bounds.into_iter().enumerate() {
         let batch: Vec<Input<'_>> = inputs[start..end]
             .iter()
@@ -451,25 +483,41 @@ fn project_with(
         } else {
             assert!(engine.epoch_open());
         }
-        for o in &p.outgoing {
-            // A row's delete is a view change too (`op = delete`): "null", as a tombstone is.
-            let deleted = o.sink == Sink::Views
-                && o.value
-                    .as_deref()
-                    .is_some_and(|v| codec.decode::<ViewChange>(v).unwrap().op == ViewOp::Delete);
-            published.entry(o.tenant.clone()).or_default().push(format!(
-                "{} {}",
-                o.key,
-                o.value
-                    .as_deref()
-                    .filter(|_| !deleted)
-                    .map_or_else(|| "null".to_owned(), hex)
-            ));
-        }
+        published.push(std::mem::take(&mut p.outgoing));
         start = end;
     }
     assert!(!engine.epoch_open());
     (Views(store.dump_views().unwrap()), published)
+}
+
+/// The changes of state (`ViewRow::hash_state`) among what each batch published on the views
+/// topic: (batch, key, the new state's digest, `None` for a deleted row), each where a row's
+/// state differs from the state its last published change had.
+fn state_changes(batches: &[Vec<aispm_projector::Outgoing>]) -> Vec<(usize, String, Option<u64>)> {
+    use std::hash::{Hash, Hasher};
+    let codec = Codec::new();
+    let mut last: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        for o in batch.iter().filter(|o| o.sink == Sink::Views) {
+            let row = o
+                .value
+                .as_deref()
+                .and_then(|v| codec.decode::<ViewChange>(v).unwrap().row);
+            let state = row.map(|row| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                // Views without counts: their whole row is state.
+                if !row.hash_state(&mut h) {
+                    format!("{row:?}").hash(&mut h);
+                }
+                h.finish()
+            });
+            if last.insert(o.key.clone(), state) != Some(state) {
+                out.push((i, o.key.clone(), state));
+            }
+        }
+    }
+    out
 }
 
 /// The events as records of one partition, offsets in order.
@@ -595,6 +643,27 @@ proptest! {
         prop_assert_eq!(stored_rows(&epochs), topic_rows(&epochs_published));
         prop_assert_eq!(ocsf_of(&counted), ocsf_records(&counted_published));
         prop_assert!(records(&counted_published) <= records(&epochs_published));
+
+        // Rows an event is judged, from its aggregate, to change the counts of alone go to the
+        // epoch's end underived (`Engine::with_judged_counts`): every change of state still
+        // goes out in the batch that made it, as when every changed row is derived and its
+        // state compared. A misjudged row would go out when its epoch ends instead: here, a
+        // batch per event and one epoch, the last batch.
+        let singles: Vec<usize> = (1..events.len()).collect();
+        let one_epoch = vec![false; events.len()];
+        let judged = |on: bool| {
+            let (views, batches) = project_batches(&events, &shuffled, &singles, &one_epoch, |e| {
+                e.with_workers(3)
+                    .unwrap()
+                    .with_counters_per_epoch(true)
+                    .with_judged_counts(on)
+            });
+            (views, state_changes(&batches))
+        };
+        let ((underived, underived_states), (derived, derived_states)) = (judged(true), judged(false));
+        prop_assert_eq!(&underived, &reference, "judged:\n{}", diff(&underived, &reference));
+        prop_assert_eq!(&derived, &reference, "derived:\n{}", diff(&derived, &reference));
+        prop_assert_eq!(underived_states, derived_states, "a change of state waited");
 
         // Each stage's share adds up to the row's totals.
         prop_assert_eq!(environments_add_up(&reference), Ok(()));

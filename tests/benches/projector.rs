@@ -697,7 +697,8 @@ fn apply_only(
     store.check_version()?;
     let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
         .with_workers(workers)?
-        .with_counters_per_epoch(env_or("AISPM_BENCH_COUNTERS_PER_EPOCH", 1) == 1);
+        .with_counters_per_epoch(env_or("AISPM_BENCH_COUNTERS_PER_EPOCH", 1) == 1)
+        .with_judged_counts(env_or("AISPM_BENCH_JUDGED_COUNTS", 1) == 1);
     let (mut applied, mut changes) = (0u64, 0u64);
     let mut by_view = std::collections::BTreeMap::new();
     let (p0, t0) = (process_cpu(), thread_cpu());
@@ -759,7 +760,9 @@ fn apply_only(
 /// `AISPM_BENCH_CATCHUP=1` runs it as a catch-up (`catching_up`);
 /// `AISPM_BENCH_COUNTERS_PER_EPOCH=0` publishes every changed row with its batch
 /// (`--counters-per-epoch false`; the default, as the service's, publishes changes of running
-/// counts alone once per epoch).
+/// counts alone once per epoch); `AISPM_BENCH_JUDGED_COUNTS=0` derives every changed row in
+/// its batch to find whether its state changed (`Engine::with_judged_counts`; the default
+/// leaves the rows an event is judged to change the counts of alone to the epoch's end).
 fn apply_child() -> Result<()> {
     let events = env_or("AISPM_BENCH_EVENTS", 200_000);
     let entities = env_or("AISPM_BENCH_ENTITIES", 1_000) as usize;

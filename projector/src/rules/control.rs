@@ -10,8 +10,15 @@ use aispm_schemas::rules as catalog;
 
 pub(super) const RULES: &[Logic] = &[SHADOW_CONTROL];
 
-const SHADOW_CONTROL: Logic =
-    Logic::new(catalog::SHADOW_CONTROL, &[On::Control], shadow_high_allows);
+const SHADOW_CONTROL: Logic = Logic {
+    // No such action yet: no finding, whatever else the decision moved.
+    control_counts: Some(no_shadow_high_allows),
+    ..Logic::new(catalog::SHADOW_CONTROL, &[On::Control], shadow_high_allows)
+};
+
+fn no_shadow_high_allows(c: &ControlAgg) -> bool {
+    c.shadow_high_allows == 0
+}
 
 fn shadow_high_allows(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
     ov.with(ctx.tenant, Tag::Control, ctx.subject, |c: &ControlAgg| {

@@ -19,7 +19,7 @@ pub(crate) use aispm_schemas::rules::*;
 
 use crate::batch::Overlay;
 use crate::error::Result;
-use crate::state::{AssetAgg, FindingFacts, Stamp, Tag};
+use crate::state::{AssetAgg, ControlAgg, FindingFacts, Stamp, Tag};
 use aispm_schemas::{Asset, AssetKind, CoverageKind, DecisionEvent, Environment, ViewName};
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -222,6 +222,10 @@ pub(crate) struct Logic {
     /// Then a decision that moves neither changes only the row's counts and newest
     /// decisions, and the row may wait for the epoch's end ([`fire_named`]).
     pub named_counts: Option<fn(&AssetAgg) -> bool>,
+    /// On [`On::Control`]: whether, for the control as it is after a decision that moved only
+    /// its counts (`ControlAgg::decision_moves_state`), the rule's row stays as it was but for
+    /// its counts ([`fire_control`]).
+    pub control_counts: Option<fn(&ControlAgg) -> bool>,
 }
 
 impl Logic {
@@ -241,6 +245,7 @@ impl Logic {
             signal: None,
             follows: None,
             named_counts: None,
+            control_counts: None,
         }
     }
 }
@@ -311,19 +316,64 @@ pub(crate) fn fire_named(
     (subject, asset): (&str, &str),
     counts_only: bool,
 ) -> Result<()> {
-    for l in reading(On::Named(kind)) {
-        let stays = match l.named_counts {
-            Some(stays) if counts_only => ov.with(tenant, Tag::Asset, asset, stays)?,
+    let read = (Tag::Asset, asset, counts_only);
+    fire_counted(ov, tenant, On::Named(kind), subject, read, |l| {
+        l.named_counts
+    })
+}
+
+/// [`fire`] for a decision counted under control `control`: when it changed only the
+/// control's running counts (`counts_only`), the rows of the rules whose state then stays
+/// ([`Logic::control_counts`]) may wait for the epoch's end (`Overlay::dirty_as`).
+pub(crate) fn fire_control(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    control: &str,
+    counts_only: bool,
+) -> Result<()> {
+    let read = (Tag::Control, control, counts_only);
+    fire_counted(ov, tenant, On::Control, control, read, |l| l.control_counts)
+}
+
+/// [`fire`] for a change that moved only the running counts of aggregate `(tag, key)` when
+/// `counts_only`: each rule's row whose state then stays (`stays`, asked of the aggregate as
+/// it is now) goes to the epoch's end ([`Overlay::dirty_as`]), the others are derived now.
+fn fire_counted<A>(
+    ov: &mut Overlay<'_>,
+    tenant: &str,
+    change: On,
+    subject: &str,
+    (tag, key, counts_only): (Tag, &str, bool),
+    stays: impl Fn(&Logic) -> Option<fn(&A) -> bool>,
+) -> Result<()>
+where
+    A: serde::de::DeserializeOwned + serde::Serialize + Default + Send + 'static,
+{
+    for l in reading(change) {
+        let id = finding_id(l.rule, subject);
+        let waits = match stays(l) {
+            Some(stays) if counts_only => {
+                ov.with(tenant, tag, key, stays)? && !followed(ov, tenant, &id)?
+            }
             _ => false,
         };
-        ov.dirty_as(
-            tenant,
-            ViewName::Findings,
-            finding_id(l.rule, subject),
-            stays,
-        );
+        ov.dirty_as(tenant, ViewName::Findings, id, waits);
     }
     Ok(())
+}
+
+/// Whether one more trigger of finding `id` may move its row's state through the finding's
+/// own facts ([`trigger_moves`]): read before leaving its row to the epoch's end.
+fn followed(ov: &mut Overlay<'_>, tenant: &str, id: &str) -> Result<bool> {
+    ov.with(tenant, Tag::Finding, id, trigger_moves)
+}
+
+/// Whether one more trigger of a finding with these facts may move its row's state whatever
+/// its rule's aggregate says: a resolution (a trigger after it reopens the finding, and its
+/// SLA runs from there) or findings that read this one ([`followers`]: an exception's expiry
+/// reads its last trigger), whose rows are derived from its derivation.
+pub(crate) fn trigger_moves(f: &FindingFacts) -> bool {
+    f.resolved.is_some() || !followers(f).is_empty()
 }
 
 /// The rules registrations of assets of `kind` decide.

@@ -30,6 +30,9 @@ const SHADOW_MODEL: Logic = Logic {
         catalog::SHADOW_MODEL,
         &[
             On::Named(CoverageKind::ModelEndpoint),
+            // Its risk reads the endpoint's data classes: a new one moves the row's state
+            // even when the decision moved only the endpoint's counts.
+            On::RiskOf(CoverageKind::ModelEndpoint),
             On::Registered(AssetKind::ModelEndpoint),
         ],
         unregistered,
