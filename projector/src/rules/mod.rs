@@ -353,19 +353,14 @@ where
         let id = finding_id(l.rule, subject);
         let waits = match stays(l) {
             Some(stays) if counts_only => {
-                ov.with(tenant, tag, key, stays)? && !followed(ov, tenant, &id)?
+                ov.with(tenant, tag, key, stays)?
+                    && !ov.with(tenant, Tag::Finding, &id, trigger_moves)?
             }
             _ => false,
         };
         ov.dirty_as(tenant, ViewName::Findings, id, waits);
     }
     Ok(())
-}
-
-/// Whether one more trigger of finding `id` may move its row's state through the finding's
-/// own facts ([`trigger_moves`]): read before leaving its row to the epoch's end.
-fn followed(ov: &mut Overlay<'_>, tenant: &str, id: &str) -> Result<bool> {
-    ov.with(tenant, Tag::Finding, id, trigger_moves)
 }
 
 /// Whether one more trigger of a finding with these facts may move its row's state whatever
