@@ -113,7 +113,8 @@ impl PendingClock {
 /// What a batch's events leave to its end: AISPM-APR-002 of the pairs with a request that the
 /// moves of their agent's clock made overdue, one range read of [`Tag::PendingByAgent`] per
 /// agent (from the deadline before the batch's first move to the one after its last), not one
-/// per decision. An agent with requests pending under many controls so costs only the requests
+/// per decision; none while that range lies before the agent's next request as an earlier
+/// read of the epoch found it (`Overlay::marks_passed`). An agent with requests pending under many controls so costs only the requests
 /// that became overdue: a pair's row does not name the clock itself.
 ///
 /// Reading once at the end sees the requests the batch added and not those it answered; a
@@ -134,8 +135,7 @@ pub(crate) fn settle(ov: &mut Overlay<'_>, s: &Settings) -> Result<()> {
         if start >= end {
             continue;
         }
-        let (ids, _) =
-            ov.marks_between(&t, Tag::PendingByAgent, &prefix, &start, &end, usize::MAX)?;
+        let ids = ov.marks_passed(&t, Tag::PendingByAgent, &prefix, &start, &end)?;
         let controls: BTreeSet<&str> = ids
             .iter()
             .filter_map(|id| pending_by_agent_control(&id[prefix.len()..]))

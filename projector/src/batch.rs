@@ -23,6 +23,7 @@ use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -395,6 +396,10 @@ pub(crate) struct Epoch {
     /// Index markers by state key, in key order (so a prefix of them is a range): `true`
     /// marks, `false` deletes.
     marks: BTreeMap<Vec<u8>, bool>,
+    /// Ranges of state keys known to hold no key, stored or marked by the epoch, by their
+    /// first key: each `[from, to)` found by a read of [`Overlay::marks_passed`], dropped when
+    /// a marker is set inside it. Disjoint.
+    gaps: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Aggregates touched by this epoch, by state key.
     aggs: HashMap<Vec<u8>, Slot>,
     /// The keys of the changed aggregates of [`Tag::listed`] tags, in key order.
@@ -454,6 +459,64 @@ impl Epoch {
 
     fn grow(&mut self, bytes: usize) {
         self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    /// The estimated heap bytes of a gap ([`Epoch::gaps`]).
+    fn gap_bytes(from: &[u8], to: &[u8]) -> usize {
+        from.len() + to.len() + ENTRY_OVERHEAD
+    }
+
+    /// Whether `[start, end)` lies inside a known gap.
+    fn in_gap(&self, start: &[u8], end: &[u8]) -> bool {
+        self.gaps
+            .range::<[u8], _>((Unbounded, Included(start)))
+            .next_back()
+            .is_some_and(|(_, to)| end <= to.as_slice())
+    }
+
+    /// Notes that `[from, to)` holds no key, in place of the gaps it overlaps (which stay true,
+    /// but the gaps are kept disjoint so that a marker falls in one at most).
+    fn note_gap(&mut self, from: Vec<u8>, to: Vec<u8>) {
+        if from >= to {
+            return;
+        }
+        let mut overlapping: Vec<Vec<u8>> = self
+            .gaps
+            .range::<[u8], _>((Included(from.as_slice()), Excluded(to.as_slice())))
+            .map(|(f, _)| f.clone())
+            .collect();
+        if let Some((f, t)) = self
+            .gaps
+            .range::<[u8], _>((Unbounded, Excluded(from.as_slice())))
+            .next_back()
+            && t.as_slice() > from.as_slice()
+        {
+            overlapping.push(f.clone());
+        }
+        for f in overlapping {
+            self.drop_gap(&f);
+        }
+        self.grow(Self::gap_bytes(&from, &to));
+        self.gaps.insert(from, to);
+    }
+
+    fn drop_gap(&mut self, from: &[u8]) {
+        if let Some(to) = self.gaps.remove(from) {
+            self.bytes = self.bytes.saturating_sub(Self::gap_bytes(from, &to));
+        }
+    }
+
+    /// A key is marked: the gap it falls in, if any, no longer is one.
+    fn mark_in_gap(&mut self, key: &[u8]) {
+        let hit = self
+            .gaps
+            .range::<[u8], _>((Unbounded, Included(key)))
+            .next_back()
+            .filter(|(_, to)| key < to.as_slice())
+            .map(|(from, _)| from.clone());
+        if let Some(from) = hit {
+            self.drop_gap(&from);
+        }
     }
 
     /// Adds `dirty` to one of the epoch's sets of rows (`set`), counted in its bytes once.
@@ -626,6 +689,9 @@ impl<'a> Overlay<'a> {
     }
 
     fn set_mark(&mut self, key: Vec<u8>, marked: bool) {
+        if marked && !self.epoch.gaps.is_empty() {
+            self.epoch.mark_in_gap(&key);
+        }
         let bytes = key.len() + ENTRY_OVERHEAD;
         if self.epoch.marks.insert(key, marked).is_none() {
             self.epoch.grow(bytes);
@@ -695,6 +761,72 @@ impl<'a> Overlay<'a> {
             .filter_map(|k| std::str::from_utf8(&k[strip..]).ok().map(str::to_owned))
             .collect();
         Ok((ids, more))
+    }
+
+    /// The ids, in key order, of the index entries under `{tenant} \0 {tag} \0 {prefix}` from
+    /// `start` to before `end`, as this batch sees them, for a caller whose successive ranges
+    /// under one prefix follow each other: a clock moving forward reads the entries it passed,
+    /// `[start, end)`, then `[end, later)`. The read goes on to the first entry at or past
+    /// `end`, and the epoch keeps the gap up to it ([`Epoch::gaps`], until a marker is set
+    /// inside it): a later range inside the gap is answered without reading RocksDB. An agent's
+    /// clock moves with each of its decisions, and its requests become overdue far more rarely.
+    pub(crate) fn marks_passed(
+        &mut self,
+        tenant: &str,
+        tag: Tag,
+        prefix: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<String>> {
+        let key_start = state_key(tenant, tag, start);
+        let key_end = state_key(tenant, tag, end);
+        if self.epoch.in_gap(&key_start, &key_end) {
+            return Ok(Vec::new());
+        }
+        let key_prefix = state_key(tenant, tag, prefix);
+        let strip = state_key(tenant, tag, "").len();
+        // Stored: those before `end`, and the first at or past it.
+        let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut next: Option<Vec<u8>> = None;
+        self.store
+            .walk_between(columns::STATE, &key_prefix, &key_start, None, |k, _| {
+                if k < key_end.as_slice() {
+                    keys.insert(k.to_vec());
+                    return Ok(true);
+                }
+                next = Some(k.to_vec());
+                Ok(false)
+            })?;
+        // As this epoch marked or deleted them; a stored entry deleted past `end` still ends
+        // the gap (it only ends it sooner).
+        for (k, marked) in self
+            .epoch
+            .marks
+            .range::<[u8], _>((Included(key_start.as_slice()), Unbounded))
+        {
+            if !k.starts_with(&key_prefix) {
+                break;
+            }
+            if k.as_slice() < key_end.as_slice() {
+                if *marked {
+                    keys.insert(k.clone());
+                } else {
+                    keys.remove(k);
+                }
+            } else if *marked {
+                if next.as_ref().is_none_or(|n| k < n) {
+                    next = Some(k.clone());
+                }
+                break;
+            }
+        }
+        if let Some(to) = next.or_else(|| crate::store::past_prefix(&key_prefix)) {
+            self.epoch.note_gap(key_end, to);
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|k| std::str::from_utf8(&k[strip..]).ok().map(str::to_owned))
+            .collect())
     }
 
     /// Ids under `{tenant} \0 {tag} \0 {prefix}` (stored or written in this batch, and not
@@ -1222,6 +1354,70 @@ mod tests {
         assert_eq!(taken.len(), rows);
         assert!(ov.epoch_bytes() < least, "{}", ov.epoch_bytes());
         assert!(ov.take_coalesced().is_empty());
+    }
+
+    #[test]
+    fn a_clock_reads_the_markers_it_passed_once_and_a_gap_ends_where_one_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, false).unwrap();
+        let mut cache = Cache::new(100);
+        let mut epoch = Epoch::default();
+        let at = |agent: &str, t: i64| format!("{agent}\0{t:04}");
+        // Stored: a's requests at 5 and 20 (and b's at 1, and 3 deleted below).
+        epoch.next_batch();
+        let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+        for id in [at("a", 5), at("a", 20), at("a", 3), at("b", 1)] {
+            ov.mark("t1", Tag::PendingByAgent, &id);
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        ov.drain_writes(|(cf, key, value)| match value {
+            Some(v) => store.batch_put(&mut batch, cf, key, v),
+            None => store.batch_delete(&mut batch, cf, key),
+        })
+        .unwrap();
+        store.write(batch).unwrap();
+
+        epoch.next_batch();
+        let mut ov = Overlay::new(&store, &mut cache, &mut epoch);
+        ov.unmark("t1", Tag::PendingByAgent, &at("a", 3));
+        let passed = |ov: &mut Overlay<'_>, from: i64, to: i64| {
+            ov.marks_passed(
+                "t1",
+                Tag::PendingByAgent,
+                "a\0",
+                &at("a", from),
+                &at("a", to),
+            )
+            .unwrap()
+        };
+        assert!(passed(&mut ov, 0, 4).is_empty(), "3 was deleted");
+        // The read went on to 5: the gap [4, 5) is known.
+        let gap = |ov: &Overlay<'_>| ov.epoch.gaps.values().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            gap(&ov),
+            [state_key("t1", Tag::PendingByAgent, &at("a", 5))]
+        );
+        assert!(ov.epoch.in_gap(
+            &state_key("t1", Tag::PendingByAgent, &at("a", 4)),
+            &state_key("t1", Tag::PendingByAgent, &at("a", 5)),
+        ));
+        // A request marked inside the gap ends it, and is read.
+        ov.mark("t1", Tag::PendingByAgent, &at("a", 4));
+        assert!(ov.epoch.gaps.is_empty());
+        assert_eq!(passed(&mut ov, 4, 5), [at("a", 4)]);
+        assert_eq!(passed(&mut ov, 5, 21), [at("a", 5), at("a", 20)]);
+        // Past a's last request the gap runs to the end of a's markers, not into b's.
+        assert!(passed(&mut ov, 21, 30).is_empty());
+        assert!(passed(&mut ov, 30, 9999).is_empty());
+        assert_eq!(
+            ov.marks_passed("t1", Tag::PendingByAgent, "b\0", &at("b", 0), &at("b", 2))
+                .unwrap(),
+            [at("b", 1)]
+        );
+        // Gaps count in the epoch's bytes, and go with it.
+        assert!(ov.epoch_bytes() > 0);
+        ov.drain_writes(|_| Ok(())).unwrap();
+        assert!(epoch.gaps.is_empty());
     }
 
     #[test]

@@ -1220,6 +1220,35 @@ fn same_whatever_the_order(events: &[(String, Vec<u8>, String)], cuts: [&[usize]
     one
 }
 
+/// AISPM-APR-002 of a request made out of order inside a range of requests its agent's clock
+/// already found empty in the same epoch (the gap `Overlay::marks_passed` keeps): judged
+/// overdue all the same when the clock passes it.
+#[test]
+fn a_request_made_inside_a_range_found_empty_is_judged_overdue_when_the_clock_passes_it() {
+    let topics = Topics::default();
+    let decide =
+        |verdict, control, minute| low("a1", ActionKind::Command, "s1/x", control, verdict, minute);
+    let events = build(
+        &[
+            decide(Verdict::RequireApproval, "c1", 25),
+            // The clock at 30: nothing requested before 10; the next request is at 25.
+            decide(Verdict::Allow, "c2", 30),
+            // Requested at 15, between the two.
+            decide(Verdict::RequireApproval, "c3", 15),
+            // The clock at 36: the request at 15 is overdue.
+            decide(Verdict::Allow, "c2", 36),
+        ],
+        &topics,
+    );
+    let order: Vec<usize> = (0..events.len()).collect();
+    let one = project(&events, &order, &[]);
+    let f = finding_row(&one, "AISPM-APR-002:a1/c3").expect("requested at 15, overdue at 36");
+    assert_eq!(f.event_ids, ["ev2"]);
+    // One epoch of a batch per event: the clock's reads follow each other.
+    let (each, _) = project_on(&events, &order, &[1, 2, 3], 1, &[false, false, false]);
+    assert_eq!(each, one, "{}", diff(&each, &one));
+}
+
 /// AISPM-KEY-002: a key's scopes unused for the window (20 minutes here) before its newest use,
 /// by event time, so any order and batching of the same events gives the same row; it leaves
 /// the view once every scope was used within the window.

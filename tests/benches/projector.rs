@@ -151,7 +151,12 @@ fn bench_workers() -> usize {
     env_or("AISPM_BENCH_WORKERS", default as u64).max(1) as usize
 }
 /// The service defaults (`Config::local`): what the binary runs with.
+/// The service's `--cache-entries` default; `AISPM_BENCH_CACHE_ENTRIES` sets another.
 const CACHE_ENTRIES: usize = 100_000;
+
+fn cache_entries() -> usize {
+    env_or("AISPM_BENCH_CACHE_ENTRIES", CACHE_ENTRIES as u64) as usize
+}
 const BLOCK_CACHE: usize = 64 * 1024 * 1024;
 
 /// What `/usr/bin/time -v` says about a child.
@@ -617,7 +622,7 @@ fn memory_child() -> Result<()> {
     let topics = Topics::with_prefix("bench.");
     let store = Arc::new(bench_store(dir.path())?);
     store.check_version()?;
-    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
+    let mut engine = Engine::new(store, topics.clone(), Settings::default(), cache_entries())?
         .with_workers(bench_workers())?;
     let mut g = LoadGen::keyed(SEED, tenants, entities);
     let mut offsets = [0i64; 3];
@@ -695,7 +700,7 @@ fn apply_only(
     let dir = tempfile::tempdir()?;
     let store = Arc::new(bench_store(dir.path())?);
     store.check_version()?;
-    let mut engine = Engine::new(store, topics.clone(), Settings::default(), CACHE_ENTRIES)?
+    let mut engine = Engine::new(store, topics.clone(), Settings::default(), cache_entries())?
         .with_workers(workers)?
         .with_counters_per_epoch(env_or("AISPM_BENCH_COUNTERS_PER_EPOCH", 1) == 1)
         .with_judged_counts(env_or("AISPM_BENCH_JUDGED_COUNTS", 1) == 1);

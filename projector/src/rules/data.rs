@@ -14,21 +14,28 @@ const DATA_CLASS: Logic = Logic::new(catalog::DATA_CLASS, &[On::Exposure], unapp
 
 fn unapproved(ov: &mut Overlay<'_>, ctx: &Ctx<'_>) -> Result<Condition> {
     let class = ctx.subject.rsplit_once('/').map_or("", |(_, c)| c);
-    let e: ExposureAgg = ov.get(ctx.tenant, Tag::Exposure, ctx.subject)?;
-    let a: AssetAgg = ov.get(ctx.tenant, Tag::Asset, &ctx.asset())?;
-    let approved_now = a.approves(class);
-    let since = a.approved_since.get(class).copied();
-    let first = e.first.unwrap_or(0);
-    Ok(Condition {
-        exists: e.decisions > 0 && (!approved_now || since.is_none_or(|s| first < s)),
-        active: e.decisions > 0 && !approved_now,
-        opened_at: first,
-        last_trigger: e.last.unwrap_or(0),
-        cleared_at: if approved_now { since } else { None },
-        ids: ids(&e.ids),
-        occurrences: e.decisions,
-        stamp: newest([e.ids.last(), a.registration.as_ref().map(|r| &r.at)]),
-        recent: e.ids.clone(),
-        environments: e.environments.clone(),
+    // Read in place: an endpoint's aggregate holds its reach and every class it was sent.
+    let (approved_now, since, registered) =
+        ov.with(ctx.tenant, Tag::Asset, &ctx.asset(), |a: &AssetAgg| {
+            (
+                a.approves(class),
+                a.approved_since.get(class).copied(),
+                a.registration.as_ref().map(|r| r.at.clone()),
+            )
+        })?;
+    ov.with(ctx.tenant, Tag::Exposure, ctx.subject, |e: &ExposureAgg| {
+        let first = e.first.unwrap_or(0);
+        Condition {
+            exists: e.decisions > 0 && (!approved_now || since.is_none_or(|s| first < s)),
+            active: e.decisions > 0 && !approved_now,
+            opened_at: first,
+            last_trigger: e.last.unwrap_or(0),
+            cleared_at: if approved_now { since } else { None },
+            ids: ids(&e.ids),
+            occurrences: e.decisions,
+            stamp: newest([e.ids.last(), registered.as_ref()]),
+            recent: e.ids.clone(),
+            environments: e.environments.clone(),
+        }
     })
 }

@@ -124,7 +124,7 @@ fn bounded(prefix: &[u8], end: Option<&[u8]>) -> ReadOptions {
 
 /// The first key after every key that starts with `prefix`; none when no key is (an empty
 /// prefix, or one of only `0xff` bytes).
-fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut past = prefix.to_vec();
     while let Some(last) = past.pop() {
         if last < u8::MAX {
