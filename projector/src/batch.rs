@@ -12,7 +12,7 @@
 
 use crate::error::Result;
 use crate::filter::MayExist;
-use crate::state::{Tag, state_key};
+use crate::state::{Stamp, Tag, state_key};
 use crate::store::{Store, columns, decode, encode};
 use aispm_schemas::ViewName;
 use aispm_schemas::views::SignatureState;
@@ -418,9 +418,10 @@ pub(crate) struct Epoch {
     /// Digests of the state (`ViewRow::hash_state`) of the rows written in this epoch, by
     /// cache key, where it was computed: what the next change of the row is compared with.
     states: HashMap<Vec<u8>, u128>,
-    /// Findings whose view change the epoch's batches published: their OCSF records are
-    /// published once, from the row as it is when the epoch ends (`aispm.ocsf.v1`).
-    ocsf: HashSet<Dirty>,
+    /// Findings whose view change the epoch's batches published, with the stamp of the last
+    /// change: their OCSF records are published once, from the row as the epoch wrote it last
+    /// (`aispm.ocsf.v1`), named in the outbox with that stamp.
+    ocsf: HashMap<Dirty, Stamp>,
     /// The estimated heap bytes of all of the above but the aggregates, which the cache's
     /// budget counts while the epoch holds them ([`Epoch::bytes`]).
     bytes: usize,
@@ -1054,14 +1055,45 @@ impl<'a> Overlay<'a> {
         self.epoch.take_rows(|e| &mut e.coalesced)
     }
 
-    /// Leaves a finding's OCSF record to the epoch's end ([`Epoch::ocsf`]).
-    pub(crate) fn ocsf_due(&mut self, finding: Dirty) {
-        self.epoch.note(|e| &mut e.ocsf, finding);
+    /// Leaves a finding's OCSF record to the epoch's end ([`Epoch::ocsf`]), with the stamp of
+    /// the view change just published of it.
+    pub(crate) fn ocsf_due(&mut self, finding: Dirty, stamp: &Stamp) {
+        let epoch = &mut *self.epoch;
+        if let Some(kept) = epoch.ocsf.get_mut(&finding) {
+            let before = kept.1.capacity();
+            kept.0 = stamp.0;
+            kept.1.clone_from(&stamp.1);
+            let after = kept.1.capacity();
+            epoch.bytes = epoch.bytes.saturating_sub(before);
+            epoch.grow(after);
+            return;
+        }
+        let bytes = dirty_bytes(&finding) + stamp.1.capacity();
+        epoch.ocsf.insert(finding, stamp.clone());
+        epoch.grow(bytes);
     }
 
-    /// The findings whose OCSF records are due, taken out of the epoch.
-    pub(crate) fn take_ocsf_due(&mut self) -> HashSet<Dirty> {
-        self.epoch.take_rows(|e| &mut e.ocsf)
+    /// The findings whose OCSF records are due, with their stamps, taken out of the epoch.
+    pub(crate) fn take_ocsf_due(&mut self) -> HashMap<Dirty, Stamp> {
+        let due = std::mem::take(&mut self.epoch.ocsf);
+        let bytes: usize = due
+            .iter()
+            .map(|(d, s)| dirty_bytes(d) + s.1.capacity())
+            .sum();
+        self.epoch.bytes = self.epoch.bytes.saturating_sub(bytes);
+        due
+    }
+
+    /// The bytes of a row as this epoch last wrote it, else as stored (`None`: no row).
+    pub(crate) fn row_bytes(&self, row: &RowKey) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.epoch.writes.get(&row.key) {
+            return Ok(v.clone());
+        }
+        let ck = &row.key;
+        if !self.cache.exists.may_contain(ck[0], &ck[1..]) {
+            return Ok(None);
+        }
+        self.store.get_raw(columns::view_cf(row.view), &ck[1..])
     }
 
     /// [`Epoch::touched`].
