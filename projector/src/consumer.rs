@@ -308,32 +308,15 @@ impl Loop {
             if n > 0 || last_stats.elapsed() > Duration::from_secs(5) {
                 let store = self.engine.store();
                 let (sst, mem) = store.sizes();
-                let (memtables, table_readers, block_cache) = store.memory();
                 let gauge = |g: &prometheus::IntGaugeVec, label: &str, v: u64| {
                     g.with_label_values(&[label])
                         .set(i64::try_from(v).unwrap_or(i64::MAX));
                 };
                 gauge(&self.metrics.state_bytes, "sst", sst);
                 gauge(&self.metrics.state_bytes, "memtable", mem);
-                gauge(&self.metrics.state_memory, "block_cache", block_cache);
-                gauge(
-                    &self.metrics.state_memory,
-                    "key_filter",
-                    crate::filter::total_bytes() as u64,
-                );
-                gauge(
-                    &self.metrics.state_memory,
-                    "aggregate_cache",
-                    crate::batch::cache_bytes().saturating_sub(self.engine.epoch_over_budget())
-                        as u64,
-                );
-                gauge(&self.metrics.state_memory, "memtables", memtables);
-                gauge(
-                    &self.metrics.state_memory,
-                    "epoch",
-                    self.engine.epoch_bytes() as u64,
-                );
-                gauge(&self.metrics.state_memory, "table_readers", table_readers);
+                for (part, bytes) in self.engine.memory().parts() {
+                    gauge(&self.metrics.state_memory, part, bytes);
+                }
                 last_stats = Instant::now();
             }
         }

@@ -80,7 +80,7 @@ pub mod store;
 pub use api::{evidence_freshness, exception_state, sla_state};
 pub use error::Error;
 pub use posture::compute as posture;
-pub use project::{Ended, Engine, Input, Outgoing, Sink, decode_row};
+pub use project::{Ended, Engine, Input, Memory, Outgoing, Sink, decode_row};
 pub use rules::Settings;
 
 use crate::consumer::{Batching, Ctx, Loop, Totals};

@@ -192,6 +192,39 @@ pub struct Prepared {
     pending: Vec<Pending>,
 }
 
+/// The memory the state holds, by part, in bytes ([`Engine::memory`]): the parts of the
+/// projector's `state_memory_bytes` gauge, whose help text says what bounds each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Memory {
+    /// RocksDB's block cache (bounded by `--block-cache`).
+    pub block_cache: u64,
+    /// RocksDB's memtables (bounded by the write buffers).
+    pub memtables: u64,
+    /// RocksDB's index and filter blocks outside the block cache (grow with the state).
+    pub table_readers: u64,
+    /// The may-exist filter over the stored keys (grows with the distinct keys).
+    pub key_filter: u64,
+    /// The decoded aggregates and row digests kept across batches (bounded by
+    /// `--cache-entries`).
+    pub aggregate_cache: u64,
+    /// What the open epoch holds beyond the cache's budget (bounded by `--epoch-bytes`).
+    pub epoch: u64,
+}
+
+impl Memory {
+    /// Each part by its name in `state_memory_bytes{part}`.
+    pub fn parts(&self) -> [(&'static str, u64); 6] {
+        [
+            ("block_cache", self.block_cache),
+            ("memtables", self.memtables),
+            ("table_readers", self.table_readers),
+            ("key_filter", self.key_filter),
+            ("aggregate_cache", self.aggregate_cache),
+            ("epoch", self.epoch),
+        ]
+    }
+}
+
 /// What writing an epoch did (`Engine::end_epoch`).
 #[derive(Debug, Default, Clone)]
 pub struct Ended {
@@ -698,6 +731,20 @@ impl Engine {
     /// budgets (the caches' estimate counts them too).
     pub fn epoch_over_budget(&self) -> usize {
         self.open.bytes.iter().map(|b| b.1).sum()
+    }
+
+    /// The memory the state holds now, by part (`state_memory_bytes{part}`).
+    pub fn memory(&self) -> Memory {
+        let (memtables, table_readers, block_cache) = self.store.memory();
+        let u = |v: usize| v as u64;
+        Memory {
+            block_cache,
+            memtables,
+            table_readers,
+            key_filter: u(crate::filter::total_bytes()),
+            aggregate_cache: u(crate::batch::cache_bytes().saturating_sub(self.epoch_over_budget())),
+            epoch: u(self.epoch_bytes()),
+        }
     }
 
     /// Commits `prepared`'s epoch: writes every batch prepared since the last commit, its

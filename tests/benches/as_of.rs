@@ -35,7 +35,7 @@ use std::time::Instant;
 
 /// The projector binary's allocator, so the figures match the service's.
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: aispm_jemalloc::Jemalloc = aispm_jemalloc::Jemalloc;
 
 const SEED: u64 = 11;
 const TENANT: &str = "tenant-000";

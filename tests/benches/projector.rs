@@ -93,7 +93,7 @@ use std::time::{Duration, Instant};
 
 /// The projector binary's allocator, so the in-process figures match the service's.
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: aispm_jemalloc::Jemalloc = aispm_jemalloc::Jemalloc;
 
 const PARTITIONS: i32 = 6;
 const SEED: u64 = 7;
@@ -622,8 +622,13 @@ fn memory_child() -> Result<()> {
     let topics = Topics::with_prefix("bench.");
     let store = Arc::new(bench_store(dir.path())?);
     store.check_version()?;
-    let mut engine = Engine::new(store, topics.clone(), Settings::default(), cache_entries())?
-        .with_workers(bench_workers())?;
+    let mut engine = Engine::new(
+        Arc::clone(&store),
+        topics.clone(),
+        Settings::default(),
+        cache_entries(),
+    )?
+    .with_workers(bench_workers())?;
     let mut g = LoadGen::keyed(SEED, tenants, entities);
     let mut offsets = [0i64; 3];
     let started = Instant::now();
@@ -646,13 +651,18 @@ fn memory_child() -> Result<()> {
         batches += 1;
         aggregates += p.stats.aggregates as u64;
         if done >= next_mark {
+            let (state, heap) = memory_parts(&engine);
+            eprintln!(
+                "memory run: {done} events, peak RSS {:.0} MiB, RSS {:.0} MiB; state {state}; \
+                 jemalloc {heap}",
+                peak_rss_mib(),
+                rss_mib()
+            );
             rss_at.push(
                 json!({"events": done, "peak_rss_mib": round(peak_rss_mib(), 1),
-                "seconds": round(started.elapsed().as_secs_f64(), 1)}),
-            );
-            eprintln!(
-                "memory run: {done} events, peak RSS {:.0} MiB",
-                peak_rss_mib()
+                "rss_mib": round(rss_mib(), 1),
+                "seconds": round(started.elapsed().as_secs_f64(), 1),
+                "state_mib": state, "jemalloc_mib": heap}),
             );
             next_mark += 1_000_000;
         }
@@ -673,9 +683,46 @@ fn memory_child() -> Result<()> {
             "batches_per_epoch": round(batches as f64 / epochs.max(1) as f64, 1),
             "aggregates_per_batch": round(aggregates as f64 / batches.max(1) as f64, 0),
             "by_million": rss_at,
+            "heap_held_mib": heap_held(engine, store),
         })
     );
     Ok(())
+}
+
+/// What each owner really holds of the heap at the end of the memory run, in MiB: jemalloc's
+/// allocated bytes given back when the engine (its caches and epochs), then the store
+/// (RocksDB, whose C++ allocations jemalloc serves too) is dropped, and what is left.
+fn heap_held(engine: Engine, store: Arc<Store>) -> Value {
+    let allocated = || {
+        aispm_jemalloc::stats()
+            .and_then(|s| s.into_iter().find(|(name, _)| *name == "allocated"))
+            .map_or(0.0, |(_, bytes)| bytes as f64 / 1_048_576.0)
+    };
+    let all = allocated();
+    drop(engine);
+    let without_engine = allocated();
+    drop(store);
+    let rest = allocated();
+    json!({"all": round(all, 1), "engine": round(all - without_engine, 1),
+        "rocksdb": round(without_engine - rest, 1), "rest": round(rest, 1)})
+}
+
+/// Where the memory is: the state's parts (`state_memory_bytes{part}`) and jemalloc's
+/// statistics, in MiB, each by name.
+fn memory_parts(engine: &Engine) -> (Value, Value) {
+    let mib = |b: u64| round(b as f64 / 1_048_576.0, 1);
+    let state: serde_json::Map<String, Value> = engine
+        .memory()
+        .parts()
+        .into_iter()
+        .map(|(part, bytes)| (part.to_owned(), json!(mib(bytes))))
+        .collect();
+    let heap: serde_json::Map<String, Value> = aispm_jemalloc::stats()
+        .into_iter()
+        .flatten()
+        .map(|(name, bytes)| (name.to_owned(), json!(mib(bytes as u64))))
+        .collect();
+    (Value::Object(state), Value::Object(heap))
 }
 
 // ----------------------------------------------------------------------------------------------
