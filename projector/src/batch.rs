@@ -537,6 +537,12 @@ impl Epoch {
     }
 }
 
+/// The id an index entry's state key names: what follows its `{tenant} \0 {tag} \0`
+/// (`strip` bytes, `state_key(tenant, tag, "").len()`); `None` if it is not UTF-8.
+fn index_id(key: &[u8], strip: usize) -> Option<&str> {
+    std::str::from_utf8(key.get(strip..)?).ok()
+}
+
 /// One batch's reads and writes, over its epoch's.
 #[derive(Debug)]
 pub(crate) struct Overlay<'a> {
@@ -759,7 +765,7 @@ impl<'a> Overlay<'a> {
         let ids = keys
             .iter()
             .take(limit)
-            .filter_map(|k| std::str::from_utf8(&k[strip..]).ok().map(str::to_owned))
+            .filter_map(|k| index_id(k, strip).map(str::to_owned))
             .collect();
         Ok((ids, more))
     }
@@ -826,7 +832,7 @@ impl<'a> Overlay<'a> {
         }
         Ok(keys
             .iter()
-            .filter_map(|k| std::str::from_utf8(&k[strip..]).ok().map(str::to_owned))
+            .filter_map(|k| index_id(k, strip).map(str::to_owned))
             .collect())
     }
 
@@ -842,12 +848,12 @@ impl<'a> Overlay<'a> {
         let strip = state_key(tenant, tag, "").len();
         let mut out = BTreeSet::new();
         for (k, _) in self.store.scan_prefix(columns::STATE, &key_prefix)? {
-            if let Ok(id) = std::str::from_utf8(&k[strip..]) {
+            if let Some(id) = index_id(&k, strip) {
                 out.insert(id.to_owned());
             }
         }
         let mut changed = |k: &[u8]| {
-            if let Ok(id) = std::str::from_utf8(&k[strip..]) {
+            if let Some(id) = index_id(k, strip) {
                 out.insert(id.to_owned());
             }
         };
@@ -869,7 +875,7 @@ impl<'a> Overlay<'a> {
             if !k.starts_with(&key_prefix) {
                 break;
             }
-            if let Ok(id) = std::str::from_utf8(&k[strip..]) {
+            if let Some(id) = index_id(k, strip) {
                 if *marked {
                     out.insert(id.to_owned());
                 } else {
