@@ -83,11 +83,8 @@ impl std::fmt::Debug for Slot {
 /// A row to re-derive: tenant, view, row key.
 pub(crate) type Dirty = (String, ViewName, String);
 
-/// One write of a batch: column family, key, value (`None` deletes).
-pub(crate) type Write = (&'static str, Vec<u8>, Option<Vec<u8>>);
-
-/// One write of a batch as `Overlay::drain_writes` hands it over, borrowed: the taker copies
-/// it (into a RocksDB `WriteBatch`, or into a [`Write`]).
+/// One write of an epoch as `Overlay::drain_writes` hands it over, borrowed, into the epoch's
+/// RocksDB `WriteBatch`: column family, key, value (`None` deletes).
 pub(crate) type WriteRef<'w> = (&'static str, &'w [u8], Option<&'w [u8]>);
 
 /// What the cache keeps of a stored row: a digest of its bytes (`None`: no row), and of its

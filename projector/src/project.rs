@@ -4,7 +4,7 @@
 //! benchmark drive it directly.
 
 use crate::apply::{self, Event};
-use crate::batch::{Cache, Dirty, Epoch, Overlay, Write};
+use crate::batch::{Cache, Dirty, Epoch, Overlay};
 use crate::derive;
 use crate::error::{Error, Result};
 use crate::rules::Settings;
@@ -798,12 +798,26 @@ impl Engine {
                     self.publishing
                         .then_some((&self.codec, self.counters.at_the_end())),
                     owing.as_deref(),
-                    Some(&mut batch),
                 )
             },
         );
         self.last_publish = Some(Instant::now());
         let outs = outs.into_iter().collect::<Result<Vec<Shard>>>()?;
+        // Every worker derived in parallel; now each puts its writes into the one batch in
+        // turn, the calling thread's first.
+        drain_shard(&self.store, &mut self.cache, &mut self.epoch, &mut batch)?;
+        for (i, worker) in self.pool.iter().enumerate() {
+            let sent = worker.jobs.as_ref().map(|j| j.send(Job::Drain(batch)));
+            if !matches!(sent, Some(Ok(()))) {
+                return Err(worker_stopped(i + 1));
+            }
+            batch = worker
+                .results
+                .recv()
+                .unwrap_or_else(|_| Err(worker_stopped(i + 1)))?
+                .batch
+                .ok_or_else(|| worker_stopped(i + 1))?;
+        }
         let mut ended = Ended {
             batches: self.open.batches,
             ..Ended::default()
@@ -811,9 +825,6 @@ impl Engine {
         for out in outs {
             for (view, n) in out.changes {
                 *ended.changes.entry(view).or_default() += n;
-            }
-            for (cf, key, value) in out.writes {
-                put(&self.store, &mut batch, cf, &key, value.as_deref())?;
             }
             // The rows that waited for a publication: in the outbox record, published next.
             pending.extend(out.pending);
@@ -1084,9 +1095,11 @@ enum Job {
     /// derived now if a publication is due (`true`), else wait for the next; what becomes of
     /// a change of running counts alone.
     Apply(Vec<Asserted>, Option<Owing>, bool, Counters),
-    /// End the epoch: derive the rows left to its end and hand over its writes (`end_shard`);
-    /// the rows of the tenants a catch-up owes stay unpublished.
+    /// End the epoch: derive the rows left to its end (`end_shard`); the rows of the tenants a
+    /// catch-up owes stay unpublished.
     End(Option<Owing>, Counters),
+    /// Put the ended epoch's writes into this `WriteBatch` and hand it back (`drain_shard`).
+    Drain(rocksdb::WriteBatch),
     /// Derive these owed rows of the worker's tenants as view changes (`Engine::owed_page`).
     Derive(Vec<OwedRow>),
     /// Drop the cache and the epoch (the store was wiped, or the epoch failed).
@@ -1142,8 +1155,15 @@ impl Worker {
                             &settings,
                             publishing.then_some((&codec, counters.at_the_end())),
                             owing.as_deref(),
-                            None,
                         ),
+                        Job::Drain(mut batch) => {
+                            drain_shard(&store, &mut cache, &mut epoch, &mut batch).map(|()| {
+                                Shard {
+                                    batch: Some(batch),
+                                    ..Shard::default()
+                                }
+                            })
+                        }
                         Job::Derive(owed) => {
                             derive_owed(&store, &mut cache, &mut epoch, &settings, &codec, &owed)
                         }
@@ -1237,7 +1257,9 @@ fn worker_stopped(index: usize) -> Error {
 /// What one worker made of its tenants' events in a batch, or of its epoch when it ended.
 #[derive(Default)]
 struct Shard {
-    writes: Vec<Write>,
+    /// The epoch's `WriteBatch`, handed back by a worker that drained its writes into it
+    /// (`Job::Drain`).
+    batch: Option<rocksdb::WriteBatch>,
     pending: Vec<Pending>,
     outgoing: Vec<Outgoing>,
     /// Applied events by `Kind`.
@@ -1490,9 +1512,8 @@ fn derive_now(
 
 /// Ends one worker's epoch: derives the rows left to its end (those waiting for a publication,
 /// as view changes when `publishing` gives the codec; and the tenants a catch-up owes,
-/// returned in `Shard::derived` with the rows they read), and hands every write of the epoch
-/// over, each key once: into `batch` when given (the calling thread's worker), else in
-/// `Shard::writes` for the calling thread to copy into the batch.
+/// returned in `Shard::derived` with the rows they read). Its writes stay in the epoch until
+/// [`drain_shard`] puts them into the epoch's one `WriteBatch`.
 fn end_shard(
     store: &Store,
     cache: &mut Cache,
@@ -1500,7 +1521,6 @@ fn end_shard(
     settings: &Settings,
     publishing: Option<(&Codec, Counters)>,
     owing: Option<&crate::batch::HashSet<String>>,
-    batch: Option<&mut rocksdb::WriteBatch>,
 ) -> Result<Shard> {
     let mut ov = Overlay::new(store, cache, epoch);
     let mut changes: HashMap<ViewName, u64> = HashMap::new();
@@ -1519,23 +1539,28 @@ fn end_shard(
     ocsf_records(&mut ov, owing, out.as_mut())?;
     let deferred: Vec<Dirty> = ov.take_deferred().into_iter().collect();
     let derived = derive_rounds(&mut ov, deferred, settings, None, &mut changes)?;
-    let mut writes = Vec::new();
-    match batch {
-        Some(batch) => ov.drain_writes(|(cf, key, value)| put(store, batch, cf, key, value))?,
-        None => ov.drain_writes(|(cf, key, value)| {
-            writes.push((cf, key.to_vec(), value.map(<[u8]>::to_vec)));
-            Ok(())
-        })?,
-    }
     let (pending, outgoing) = out.map_or_else(Default::default, |o| (o.pending, o.outgoing));
     Ok(Shard {
-        writes,
         pending,
         outgoing,
         changes,
         derived,
         ..Shard::default()
     })
+}
+
+/// Puts one worker's ended epoch into the epoch's `WriteBatch`, each key once, and empties it.
+/// The workers drain one after the other into the one batch (their keys are disjoint: each
+/// owns its tenants), so no worker's writes are held twice, once encoded apart and once in
+/// the batch.
+fn drain_shard(
+    store: &Store,
+    cache: &mut Cache,
+    epoch: &mut Epoch,
+    batch: &mut rocksdb::WriteBatch,
+) -> Result<()> {
+    Overlay::new(store, cache, epoch)
+        .drain_writes(|(cf, key, value)| put(store, batch, cf, key, value))
 }
 
 /// The OCSF records of the findings whose view changes the epoch's batches published, each

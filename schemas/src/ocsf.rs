@@ -66,7 +66,11 @@ pub fn finding(tenant: &str, f: &FindingRow) -> Value {
 /// `f`, a finding of `tenant`, as the bytes of its OCSF record: what [`finding`] holds, written
 /// without building it as a JSON value first (the projector writes one per finding change).
 pub fn finding_json(tenant: &str, f: &FindingRow) -> serde_json::Result<Vec<u8>> {
-    serde_json::to_vec(&record(tenant, f))
+    let mut result = Ok(());
+    let bytes = crate::codec::exact_bytes(|out| {
+        result = serde_json::to_writer(out, &record(tenant, f));
+    });
+    result.map(|()| bytes)
 }
 
 // The record's objects. Each object's fields are in the order of their names, the order a JSON
@@ -391,7 +395,10 @@ mod tests {
         for r in rules::ALL {
             let mut f = row(r.id);
             let value = serde_json::to_vec(&finding("t", &f)).unwrap();
-            assert_eq!(finding_json("t", &f).unwrap(), value, "{}", r.id);
+            let bytes = finding_json("t", &f).unwrap();
+            assert_eq!(bytes, value, "{}", r.id);
+            // Held until published: no room left over from growing.
+            assert_eq!(bytes.capacity(), bytes.len(), "{}", r.id);
             f.status = FindingStatus::Closed;
             f.closed_at = Some(Timestamp(9_000));
             f.owner = Some("sec".into());

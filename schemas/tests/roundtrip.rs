@@ -12,11 +12,21 @@ fn round_trip<T: Record + PartialEq + std::fmt::Debug>(value: &T) {
     let codec = Codec::new();
     let bytes = encode_single_object(value).expect("encodes");
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+    assert_eq!(
+        bytes.capacity(),
+        bytes.len(),
+        "no room left over from growing"
+    );
     assert_eq!(&codec.decode::<T>(&bytes).expect("decodes"), value);
 
     codec.use_schema_id::<T>(42);
     let framed = codec.encode(value).expect("encodes");
     assert_eq!(framed, encode_confluent(42, value).expect("encodes"));
+    assert_eq!(
+        framed.capacity(),
+        framed.len(),
+        "no room left over from growing"
+    );
     assert_eq!(&framed[..5], &[0, 0, 0, 0, 42]);
     assert_eq!(&framed[5..], &bytes[10..], "same datum under both framings");
     assert_eq!(&codec.decode::<T>(&framed).expect("decodes"), value);
