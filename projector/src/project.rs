@@ -84,24 +84,38 @@ pub enum Sink {
     Ocsf,
 }
 
-/// A record ready to publish: where, tenant (for the partition), record key, value (`None`:
-/// a tombstone).
+/// A record ready to publish: where, tenant (for the partition), record key, and its value
+/// ([`Outgoing::value`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     pub sink: Sink,
     pub tenant: String,
     pub key: String,
-    pub value: Option<Vec<u8>>,
+    payload: Payload,
+}
+
+/// An outgoing record's value as it is held until published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Payload {
+    /// Encoded: a view change.
+    Bytes(Vec<u8>),
+    /// A finding whose OCSF record is written when it is published. The JSON is two to three
+    /// times the row and a batch's records are all held until its epoch is written and they
+    /// are published (about 15k OCSF records, 38 MiB of JSON, per batch at 100k entities):
+    /// written as librdkafka takes it, each is held only while it is copied.
+    Ocsf(Box<aispm_schemas::FindingRow>),
+    /// A tombstone.
+    Tombstone,
 }
 
 impl Outgoing {
     /// The records of one view change: the change itself and, for a finding, its OCSF record
     /// (a tombstone when the row is gone). Both are functions of the row, so a replay of the
     /// outbox publishes the same bytes.
-    fn of(codec: &Codec, change: &ViewChange, out: &mut Vec<Outgoing>) -> Result<()> {
-        Self::view(codec, change, out)?;
+    fn of(codec: &Codec, change: ViewChange, out: &mut Vec<Outgoing>) -> Result<()> {
+        Self::view(codec, &change, out)?;
         if change.view == ViewName::Findings {
-            Self::ocsf(change, out)?;
+            Self::ocsf(change, out);
         }
         Ok(())
     }
@@ -112,27 +126,37 @@ impl Outgoing {
             sink: Sink::Views,
             tenant: change.tenant_id.clone(),
             key: change.record_key(),
-            value: Some(codec.encode(change)?),
+            payload: Payload::Bytes(codec.encode(change)?),
         });
         Ok(())
     }
 
     /// A finding's OCSF record, a tombstone when the row is gone.
-    fn ocsf(change: &ViewChange, out: &mut Vec<Outgoing>) -> Result<()> {
-        let value = match &change.row {
-            Some(ViewRow::Finding(f)) => Some(
-                aispm_schemas::ocsf::finding_json(&change.tenant_id, f)
-                    .map_err(|e| Error::Other(format!("OCSF record: {e}")))?,
-            ),
-            _ => None,
+    fn ocsf(change: ViewChange, out: &mut Vec<Outgoing>) {
+        let payload = match change.row {
+            Some(ViewRow::Finding(f)) => Payload::Ocsf(Box::new(f)),
+            _ => Payload::Tombstone,
         };
         out.push(Outgoing {
             sink: Sink::Ocsf,
-            tenant: change.tenant_id.clone(),
             key: aispm_schemas::ocsf::record_key(&change.tenant_id, &change.key),
-            value,
+            tenant: change.tenant_id,
+            payload,
         });
-        Ok(())
+    }
+
+    /// The record's value (`None`: a tombstone); a finding's OCSF record is written now, the
+    /// same bytes each time.
+    pub fn value(&self) -> Result<Option<std::borrow::Cow<'_, [u8]>>> {
+        use std::borrow::Cow;
+        Ok(match &self.payload {
+            Payload::Bytes(b) => Some(Cow::Borrowed(b.as_slice())),
+            Payload::Ocsf(f) => Some(Cow::Owned(
+                aispm_schemas::ocsf::finding_json(&self.tenant, f)
+                    .map_err(|e| Error::Other(format!("OCSF record: {e}")))?,
+            )),
+            Payload::Tombstone => None,
+        })
     }
 }
 
@@ -298,7 +322,7 @@ pub struct Engine {
     last_publish: Option<Instant>,
     /// Whether a changed row whose state did not change waits for the epoch's end
     /// ([`Engine::with_counters_per_epoch`]).
-    counters: Counters,
+    counters_per_epoch: bool,
     /// [`Engine::with_judged_counts`].
     judged_counts: bool,
     /// Tenants whose changed rows are owed instead of published, and the input partition
@@ -347,7 +371,7 @@ impl Engine {
             publishing: true,
             publish_every: Duration::ZERO,
             last_publish: None,
-            counters: Counters::AtOnce,
+            counters_per_epoch: false,
             judged_counts: true,
             owing: HashMap::new(),
             owed,
@@ -436,13 +460,7 @@ impl Engine {
     /// state, so it is as fresh as before; a busy row is published once per epoch
     /// (`--epoch-interval`) instead of once per batch.
     pub fn with_counters_per_epoch(mut self, per_epoch: bool) -> Self {
-        self.counters = if per_epoch {
-            Counters::Coalesce {
-                underived: self.judged_counts,
-            }
-        } else {
-            Counters::AtOnce
-        };
+        self.counters_per_epoch = per_epoch;
         self
     }
 
@@ -455,10 +473,18 @@ impl Engine {
     /// batches, which the determinism tests check, and a pair of benchmark runs measures.
     pub fn with_judged_counts(mut self, judged: bool) -> Self {
         self.judged_counts = judged;
-        if let Counters::Coalesce { underived } = &mut self.counters {
-            *underived = judged;
-        }
         self
+    }
+
+    /// What becomes of a change of running counts alone, from the two settings above.
+    fn counters(&self) -> Counters {
+        if self.counters_per_epoch {
+            Counters::Coalesce {
+                underived: self.judged_counts,
+            }
+        } else {
+            Counters::AtOnce
+        }
     }
 
     /// An engine whose changed rows are written but never become view changes: no outgoing
@@ -625,10 +651,11 @@ impl Engine {
         // are derived now if a publication is due, else they wait for the next.
         let owing = self.owing_set();
         let publish_now = self.publication_due();
+        let counters = self.counters();
         let outs = on_workers(
             &self.pool,
             shards,
-            |events| Job::Apply(events, owing.clone(), publish_now, self.counters),
+            |events| Job::Apply(events, owing.clone(), publish_now, counters),
             |mine| {
                 apply_shard(
                     &self.store,
@@ -637,7 +664,7 @@ impl Engine {
                     &self.settings,
                     &self.codec,
                     &mine,
-                    self.publishing.then_some(self.counters),
+                    self.publishing.then_some(counters),
                     owing.as_deref(),
                     publish_now,
                 )
@@ -785,10 +812,11 @@ impl Engine {
         let mut batch = rocksdb::WriteBatch::default();
         let everyone: Vec<Vec<()>> = (0..self.workers()).map(|_| vec![()]).collect();
         let owing = self.owing_set();
+        let counters = self.counters();
         let outs = on_workers(
             &self.pool,
             everyone,
-            |_| Job::End(owing.clone(), self.counters),
+            |_| Job::End(owing.clone(), counters),
             |_| {
                 end_shard(
                     &self.store,
@@ -796,7 +824,7 @@ impl Engine {
                     &mut self.epoch,
                     &self.settings,
                     self.publishing
-                        .then_some((&self.codec, self.counters.at_the_end())),
+                        .then_some((&self.codec, counters.at_the_end())),
                     owing.as_deref(),
                 )
             },
@@ -1293,7 +1321,7 @@ fn derive_owed(
     for (tenant, view, key) in owed {
         let derived = derive::row(&mut ov, tenant, *view, key, settings)?;
         let change = derived.change(tenant, *view, key);
-        Outgoing::of(codec, &change, &mut outgoing)?;
+        Outgoing::of(codec, change, &mut outgoing)?;
     }
     Ok(Shard {
         outgoing,
@@ -1590,7 +1618,7 @@ fn ocsf_records(
         let row = bytes.map(|b| decode_row(view, &b)).transpose()?;
         let change = ViewChange::new(tenant, view, key, row, Timestamp(changed_at), cause);
         p.pending.push(Pending::of(&change));
-        Outgoing::ocsf(&change, &mut p.outgoing)?;
+        Outgoing::ocsf(change, &mut p.outgoing);
     }
     Ok(())
 }

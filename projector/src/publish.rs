@@ -109,10 +109,11 @@ impl Publisher {
                 Sink::Views => &self.topic,
                 Sink::Ocsf => &self.ocsf_topic,
             };
+            let value = c.value()?;
             let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
                 .partition(partition_for(c.tenant.as_bytes(), self.partitions))
                 .key(c.key.as_bytes());
-            record.payload = c.value.as_deref();
+            record.payload = value.as_deref();
             loop {
                 self.acks.outstanding.fetch_add(1, Ordering::AcqRel);
                 match self.producer.send(record) {

@@ -418,13 +418,13 @@ fn project_with(
     for o in batches.into_iter().flatten() {
         // A row's delete is a view change too (`op = delete`): "null", as a tombstone is.
         let deleted = o.sink == Sink::Views
-            && o.value
+            && value(&o)
                 .as_deref()
                 .is_some_and(|v| codec.decode::<ViewChange>(v).unwrap().op == ViewOp::Delete);
         published.entry(o.tenant.clone()).or_default().push(format!(
             "{} {}",
             o.key,
-            o.value
+            value(&o)
                 .as_deref()
                 .filter(|_| !deleted)
                 .map_or_else(|| "null".to_owned(), hex)
@@ -500,8 +500,7 @@ fn state_changes(batches: &[Vec<aispm_projector::Outgoing>]) -> Vec<(usize, Stri
     let mut out = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
         for o in batch.iter().filter(|o| o.sink == Sink::Views) {
-            let row = o
-                .value
+            let row = value(o)
                 .as_deref()
                 .and_then(|v| codec.decode::<ViewChange>(v).unwrap().row);
             let state = row.map(|row| {
@@ -1096,7 +1095,7 @@ fn changes_left_in_the_outbox_are_published_again_as_stored() {
                 };
                 order.retain(|k| k != &row);
                 order.push(row);
-                last_sent.insert(o.key.clone(), o.value.clone());
+                last_sent.insert(o.key.clone(), value(o));
             }
         }
     }
@@ -1124,12 +1123,12 @@ fn changes_left_in_the_outbox_are_published_again_as_stored() {
         |v: &Option<Vec<u8>>| -> ViewChange { codec.decode(v.as_deref().unwrap()).unwrap() };
     for o in &pending {
         if o.sink == aispm_projector::Sink::Views {
-            let (now, sent) = (change(&o.value), change(&last_sent[&o.key]));
+            let (now, sent) = (change(&value(o)), change(&last_sent[&o.key]));
             assert_eq!(now.row, sent.row, "{} differs", o.key);
             assert!(now.changed_at >= sent.changed_at, "{} went back", o.key);
         } else {
             // An OCSF record is a function of its finding's row alone.
-            assert!(o.value == last_sent[&o.key], "{} differs", o.key);
+            assert!(value(o) == last_sent[&o.key], "{} differs", o.key);
         }
         assert!(o.key.starts_with(&format!("{}/", o.tenant)));
     }
@@ -1473,7 +1472,7 @@ fn counts_alone_wait_for_the_epochs_end_and_state_changes_go_at_once() {
             .iter()
             .filter(|o| o.key == "acme/coverage/agent/a1")
             .filter_map(|o| {
-                let change = codec.decode::<ViewChange>(o.value.as_deref()?).unwrap();
+                let change = codec.decode::<ViewChange>(value(o).as_deref()?).unwrap();
                 match change.row? {
                     ViewRow::Coverage(r) => Some((r.decisions, r.registered)),
                     _ => None,
@@ -2368,4 +2367,9 @@ fn an_event_that_occurred_by_t_but_arrived_after_it_is_counted_late() {
         (2, 2, 1, 0),
         "{summary:?}"
     );
+}
+
+/// An outgoing record's value as published (`None`: a tombstone).
+fn value(o: &aispm_projector::Outgoing) -> Option<Vec<u8>> {
+    o.value().unwrap().map(std::borrow::Cow::into_owned)
 }
