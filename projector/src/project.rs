@@ -99,10 +99,10 @@ pub struct Outgoing {
 enum Payload {
     /// Encoded: a view change.
     Bytes(Vec<u8>),
-    /// A finding whose OCSF record is written when it is published. The JSON is two to three
-    /// times the row and a batch's records are all held until its epoch is written and they
-    /// are published (about 15k OCSF records, 38 MiB of JSON, per batch at 100k entities):
-    /// written as librdkafka takes it, each is held only while it is copied.
+    /// A finding whose OCSF record is written when it is published. The JSON (about 2.6 KB)
+    /// is three times the row's Avro, and a batch's records are all held until its epoch is
+    /// written and they are published (about 15k OCSF records, 38 MiB of JSON, per batch at
+    /// 100k entities): written as librdkafka takes it, each is held only while it is copied.
     Ocsf(Box<aispm_schemas::FindingRow>),
     /// A tombstone.
     Tombstone,
