@@ -216,27 +216,29 @@ impl Codec {
 /// Avro single-object encoding: `C3 01`, the writer schema's fingerprint (little-endian), the datum.
 pub fn encode_single_object<T: Record>(value: &T) -> Result<Vec<u8>, EncodeError> {
     let published = T::published();
-    Ok(exact_bytes(|out| {
+    exact_bytes(|out| {
         out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
         out.extend_from_slice(&published.fingerprint.to_le_bytes());
         value.write_avro(out);
-    }))
+        Ok(())
+    })
 }
 
 /// Confluent framing: `00`, the schema id (big-endian), the datum.
 pub fn encode_confluent<T: Record>(id: u32, value: &T) -> Result<Vec<u8>, EncodeError> {
-    Ok(exact_bytes(|out| {
+    exact_bytes(|out| {
         out.push(CONFLUENT_MAGIC);
         out.extend_from_slice(&id.to_be_bytes());
         value.write_avro(out);
-    }))
+        Ok(())
+    })
 }
 
-/// What `write` writes, in a vector of exactly its length. It writes into a scratch buffer
+/// What `write` writes, in a vector of exactly its length (or its error). It writes into a scratch buffer
 /// kept per thread, so an encoding grows no vector by doubling: the projector holds a batch's
 /// encoded view changes and OCSF records until they are published (tens of thousands of them),
 /// and a doubled vector is on average a quarter empty, besides the copies made as it grows.
-pub fn exact_bytes(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+pub fn exact_bytes<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Vec<u8>, E> {
     /// A scratch buffer larger than this is dropped after use rather than kept.
     const KEEP: usize = 1 << 20;
     thread_local! {
@@ -245,8 +247,8 @@ pub fn exact_bytes(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     // Taken out of the cell while in use: a nested call (none today) gets a fresh buffer.
     let mut scratch = SCRATCH.take();
     scratch.clear();
-    write(&mut scratch);
-    let out = scratch.as_slice().to_vec();
+    let written = write(&mut scratch);
+    let out = written.map(|()| scratch.as_slice().to_vec());
     if scratch.capacity() <= KEEP {
         SCRATCH.set(scratch);
     }

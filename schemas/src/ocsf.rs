@@ -66,11 +66,7 @@ pub fn finding(tenant: &str, f: &FindingRow) -> Value {
 /// `f`, a finding of `tenant`, as the bytes of its OCSF record: what [`finding`] holds, written
 /// without building it as a JSON value first (the projector writes one per finding change).
 pub fn finding_json(tenant: &str, f: &FindingRow) -> serde_json::Result<Vec<u8>> {
-    let mut result = Ok(());
-    let bytes = crate::codec::exact_bytes(|out| {
-        result = serde_json::to_writer(out, &record(tenant, f));
-    });
-    result.map(|()| bytes)
+    crate::codec::exact_bytes(|out| serde_json::to_writer(out, &record(tenant, f)))
 }
 
 // The record's objects. Each object's fields are in the order of their names, the order a JSON
