@@ -222,6 +222,8 @@ pub(crate) struct Loop {
     pub durable: HashMap<Partition, i64>,
     /// The offsets the flush under way will make durable.
     pub flushing: Option<HashMap<Partition, i64>>,
+    /// The partitions `unflushed_records` has a value for.
+    pub gauged: Vec<Partition>,
 }
 
 impl std::fmt::Debug for Loop {
@@ -711,8 +713,9 @@ impl Loop {
         shared.clone_from(&self.engine.next_offsets);
     }
 
-    /// Commits our stored offsets of the partitions we own to the group, so lag is visible.
-    fn commit_to_kafka(&self) {
+    /// Commits our stored offsets of the partitions we own to the group, so lag is visible,
+    /// and sets `unflushed_records`: what each has applied beyond them.
+    fn commit_to_kafka(&mut self) {
         if self.until.is_some() {
             return;
         }
@@ -732,6 +735,27 @@ impl Loop {
         for tp in &assigned {
             if let Some(o) = offsets.get(tp) {
                 let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*o));
+            }
+        }
+        // What each partition has applied beyond what the group is told (a crash's replay).
+        let gauge = &self.metrics.unflushed_records;
+        self.gauged.retain(|tp| {
+            let kept = assigned.contains(tp);
+            if !kept {
+                let _ = gauge.remove_label_values(&[&tp.0, &tp.1.to_string()]);
+            }
+            kept
+        });
+        for tp in &assigned {
+            let (Some(next), Some(committed)) = (self.engine.next_offsets.get(tp), offsets.get(tp))
+            else {
+                continue;
+            };
+            gauge
+                .with_label_values(&[&tp.0, &tp.1.to_string()])
+                .set((next - committed).max(0));
+            if !self.gauged.contains(tp) {
+                self.gauged.push(tp.clone());
             }
         }
         if tpl.count() > 0

@@ -160,8 +160,15 @@ pub struct Config {
     pub cache_entries: usize,
 
     /// RocksDB block cache size in bytes.
-    #[arg(long, env = "AISPM_BLOCK_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "AISPM_BLOCK_CACHE_BYTES", default_value_t = Budget::DEFAULT_BLOCK_CACHE)]
     pub block_cache_bytes: usize,
+
+    /// RocksDB's memtables, all column families together, in bytes: a flush of the state
+    /// begins when they fill (or at `--flush-interval`), and an epoch's write (up to
+    /// `--epoch-bytes`) is copied into them. Smaller: less memory, more flushes and
+    /// compactions.
+    #[arg(long, env = "AISPM_WRITE_BUFFER_BYTES", default_value_t = Budget::DEFAULT_WRITE_BUFFERS)]
+    pub write_buffer_bytes: usize,
 
     /// fsync every batch (survives power loss, not only a process crash); slower. Implies
     /// `--wal`.
@@ -299,7 +306,8 @@ impl Config {
             apply_workers: 0,
             batch_wait: Duration::from_millis(20),
             cache_entries: 100_000,
-            block_cache_bytes: 64 * 1024 * 1024,
+            block_cache_bytes: Budget::DEFAULT_BLOCK_CACHE,
+            write_buffer_bytes: Budget::DEFAULT_WRITE_BUFFERS,
             sync_writes: false,
             wal: false,
             flush_interval: Duration::from_secs(10),
@@ -328,6 +336,14 @@ impl Config {
             Durability::Logged
         } else {
             Durability::Flushed
+        }
+    }
+
+    /// What RocksDB may hold in memory: `--block-cache-bytes` and `--write-buffer-bytes`.
+    pub fn store_budget(&self) -> Budget {
+        Budget {
+            block_cache: self.block_cache_bytes,
+            write_buffers: self.write_buffer_bytes,
         }
     }
 
@@ -389,6 +405,7 @@ impl Parts {
             outbox_left: true,
             durable: std::collections::HashMap::new(),
             flushing: None,
+            gauged: Vec::new(),
             handle: tokio::runtime::Handle::current(),
             until,
             posture: None,
@@ -418,7 +435,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
 
     let store = Arc::new(Store::open_with(
         &config.state_dir,
-        config.block_cache_bytes,
+        config.store_budget(),
         config.durability(),
     )?);
     if store.check_version()? {
@@ -485,7 +502,7 @@ async fn setup(config: &Config, group: bool) -> Result<Parts> {
     })
 }
 
-use crate::store::{Durability, Store};
+use crate::store::{Budget, Durability, Store};
 
 /// The directory under `--state-dir` that replays as of a past instant use (`as_of.rs`).
 const AS_OF_DIR: &str = "as-of";
@@ -583,7 +600,7 @@ pub async fn rebuild(config: Config, shutdown: CancellationToken) -> Result<Rebu
     {
         let store = Store::open_with(
             &config.state_dir,
-            config.block_cache_bytes,
+            config.store_budget(),
             config.durability(),
         )?;
         store.wipe()?;

@@ -24,6 +24,8 @@ pub(crate) struct ProjectorMetrics {
     pub state_memory: IntGaugeVec,
     /// Replay checkpoints kept on disk (`checkpoints.rs`).
     pub as_of_checkpoints: IntGaugeVec,
+    /// Records applied per input partition and not yet durable (`consumer.rs`).
+    pub unflushed_records: IntGaugeVec,
 }
 
 impl ProjectorMetrics {
@@ -63,13 +65,18 @@ impl ProjectorMetrics {
             state_bytes: m.gauge("state_bytes", "RocksDB size: sst files and memtables.", &["kind"])?,
             state_memory: m.gauge(
                 "state_memory_bytes",
-                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache), memtables (bounded by the write buffers) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); aggregate_cache, the estimated heap of the decoded aggregates kept across batches or held by the open epoch, and of the row digests (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries); and epoch, the estimated heap of what the open epoch holds until it is written beyond that budget: its row writes, event ids, index markers and deferred rows, and the aggregates it holds once the cache's budget is full (bounded by --epoch-bytes).",
+                "Memory RocksDB holds for the state, by part: block_cache (bounded by --block-cache-bytes), memtables (bounded by --write-buffer-bytes) and table_readers (index and filter blocks, which grow with the state); key_filter, the projector's own may-exist filter over the stored keys (grows with the distinct keys, 10 bits a key); aggregate_cache, the estimated heap of the decoded aggregates kept across batches or held by the open epoch, and of the row digests (bounded by --cache-entries: about 4 KiB of decoded aggregates per ten entries); and epoch, the estimated heap of what the open epoch holds until it is written beyond that budget: its row writes, event ids, index markers and deferred rows, and the aggregates it holds once the cache's budget is full (bounded by --epoch-bytes).",
                 &["part"],
             )?,
             as_of_checkpoints: m.gauge(
                 "as_of_checkpoints",
                 "Replay checkpoints kept on disk: a request as of a past instant replays from the newest at or before it (--as-of-checkpoint-events).",
                 &[],
+            )?,
+            unflushed_records: m.gauge(
+                "unflushed_records",
+                "Records of an assigned input partition applied but not yet durable (without --wal: since the last flush that ended; what a crash would make the projector apply again). The group's committed offsets, and so consumer_lag_messages, stand at the last flush: the lag minus this is what waits to be applied.",
+                &["topic", "partition"],
             )?,
         })
     }

@@ -141,7 +141,17 @@ fn catching_up() -> bool {
 fn bench_store(dir: &Path) -> Result<Store> {
     let mut config = aispm_projector::Config::local("", PathBuf::new());
     config.wal = env_or("AISPM_BENCH_WAL", 0) == 1;
-    Ok(Store::open_with(dir, BLOCK_CACHE, config.durability())?)
+    config.block_cache_bytes =
+        env_or("AISPM_BENCH_BLOCK_CACHE", config.block_cache_bytes as u64) as usize;
+    config.write_buffer_bytes = env_or(
+        "AISPM_BENCH_WRITE_BUFFERS",
+        config.write_buffer_bytes as u64,
+    ) as usize;
+    Ok(Store::open_with(
+        dir,
+        config.store_budget(),
+        config.durability(),
+    )?)
 }
 
 /// Apply workers of the in-process runs but the one-core apply-only figure
@@ -157,7 +167,6 @@ const CACHE_ENTRIES: usize = 100_000;
 fn cache_entries() -> usize {
     env_or("AISPM_BENCH_CACHE_ENTRIES", CACHE_ENTRIES as u64) as usize
 }
-const BLOCK_CACHE: usize = 64 * 1024 * 1024;
 
 /// What `/usr/bin/time -v` says about a child.
 #[derive(Debug, Default, Clone, Copy)]

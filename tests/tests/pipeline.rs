@@ -311,6 +311,11 @@ async fn the_demo_scenario_goes_from_every_blocker_to_ready() {
 
 /// The projector's lag per partition of the input topics, from its `/metrics`.
 async fn metric_lag(p: &Pipeline) -> BTreeMap<(String, i32), i64> {
+    metric_by_partition(p, "aispm_projector_consumer_lag_messages").await
+}
+
+/// A projector gauge labelled by topic and partition, from its `/metrics`.
+async fn metric_by_partition(p: &Pipeline, name: &str) -> BTreeMap<(String, i32), i64> {
     let text = reqwest::get(format!("{}/metrics", p.projector.http))
         .await
         .unwrap()
@@ -319,7 +324,10 @@ async fn metric_lag(p: &Pipeline) -> BTreeMap<(String, i32), i64> {
         .unwrap();
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("aispm_projector_consumer_lag_messages{") else {
+        let Some(rest) = line
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('{'))
+        else {
             continue;
         };
         let (labels, value) = rest.split_once("} ").unwrap();
@@ -481,7 +489,11 @@ async fn kafka_tools_see_the_topics_groups_and_dead_letters_aispm_made() {
                 .values()
                 .all(|(cur, end, _)| if *cur >= 0 { cur == end } else { *end == 0 })
             && kafka.values().map(|(_, end, _)| end).sum::<i64>() > 0;
-        if settled && theirs.iter().all(|(tp, lag)| ours.get(tp) == Some(lag)) {
+        // Once the group stands at the ends, every record applied is durable: nothing is left
+        // for a crash to replay, partition by partition.
+        let unflushed = metric_by_partition(&p, "aispm_projector_unflushed_records").await;
+        let durable = theirs.keys().all(|tp| unflushed.get(tp) == Some(&0));
+        if settled && durable && theirs.iter().all(|(tp, lag)| ours.get(tp) == Some(lag)) {
             let consumed: i64 = kafka.values().map(|(cur, _, _)| (*cur).max(0)).sum();
             println!(
                 "kafka-consumer-groups: {} partitions, {consumed} records consumed, lag 0 as aispm_projector_consumer_lag_messages says",
@@ -491,7 +503,7 @@ async fn kafka_tools_see_the_topics_groups_and_dead_letters_aispm_made() {
         }
         assert!(
             Instant::now() < deadline,
-            "kafka-consumer-groups and aispm disagree or never settle:\nkafka: {kafka:?}\naispm: {ours:?}"
+            "kafka-consumer-groups and aispm disagree or never settle:\nkafka: {kafka:?}\naispm: {ours:?}\nunflushed: {unflushed:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

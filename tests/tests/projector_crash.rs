@@ -499,6 +499,78 @@ async fn with_nothing_left_to_apply_the_group_still_learns_the_stored_offsets() 
     );
 }
 
+/// Without the WAL, what the projector applied since its last flush is what a crash would make
+/// it apply again: `unflushed_records` counts it, partition by partition, and the group's
+/// committed offsets (and so its lag) stand before it. A stop flushes: the group then stands
+/// at the ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_applied_since_the_last_flush_are_counted_until_a_flush() {
+    let broker = Broker::start().unwrap();
+    let r = rig(&broker).await;
+    // A first burst applied and flushed (a catch-up ends with a flush): each partition has a
+    // durable offset.
+    burst(&broker, &r.topics, 31, 600).await;
+    let mut cfg = Config::local(&broker.bootstrap(), r.state.clone());
+    cfg.common.topic_prefix = r.prefix.clone();
+    cfg.group = r.group.clone();
+    assert_eq!(
+        catch_up(cfg, CancellationToken::new())
+            .await
+            .unwrap()
+            .totals
+            .applied,
+        600
+    );
+    let mut args = r.args.clone();
+    args.extend(["--flush-interval".to_owned(), "1h".to_owned()]);
+    let mut projector = Service::start("aispm-projector", &r.http, &args, r.dir.path()).unwrap();
+    projector.wait_ready(Duration::from_secs(60)).await.unwrap();
+    burst(&broker, &r.topics, 37, 1500).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = projector.metrics().await;
+        let applied = sample(&text, "aispm_projector_unflushed_records");
+        let waiting = sample(&text, "aispm_projector_consumer_lag_messages");
+        // The group is told only of flushed offsets: its lag is the second burst until then.
+        if applied == 1500.0 && waiting == 1500.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unflushed {applied} and lag {waiting}, expected 1500 each:\n{}",
+            projector.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let inputs = r.topics.inputs();
+    assert!(
+        wait_caught_up(
+            &broker.bootstrap(),
+            &r.group,
+            &inputs,
+            Duration::from_secs(3)
+        )
+        .is_err(),
+        "the group learned offsets no flush made durable"
+    );
+    assert!(projector.terminate(Duration::from_secs(60)).unwrap());
+    wait_caught_up(
+        &broker.bootstrap(),
+        &r.group,
+        &inputs,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+}
+
+/// The sum of a gauge's samples over its label sets.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .map(|l| l.rsplit_once(' ').unwrap().1.trim().parse::<f64>().unwrap())
+        .sum()
+}
+
 /// Stopping in the middle of a record batch and resuming there loses nothing: small projector
 /// batches store offsets inside the broker's large record batches, and a fetch from inside a
 /// batch must deliver the rest of it.

@@ -40,6 +40,41 @@ pub enum Durability {
     Synced,
 }
 
+/// What RocksDB may hold in memory for the state: its block cache and its memtables. The
+/// projector's memory beyond them is its own (`--cache-entries`, `--epoch-bytes`,
+/// `--batch-max-aggregates`; docs/operations.md sizes them together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The block cache's bytes: data blocks, and the index and filter partitions.
+    pub block_cache: usize,
+    /// The memtables' bytes, all column families together (RocksDB's
+    /// `db_write_buffer_size`): a flush begins when they fill. An immutable memtable being
+    /// flushed counts until it is written, so the memtables can briefly hold up to about
+    /// half as much again.
+    pub write_buffers: usize,
+}
+
+impl Budget {
+    /// `--block-cache-bytes`' default.
+    pub const DEFAULT_BLOCK_CACHE: usize = 64 * 1024 * 1024;
+    /// `--write-buffer-bytes`' default.
+    pub const DEFAULT_WRITE_BUFFERS: usize = 64 * 1024 * 1024;
+
+    /// A block cache of `block_cache` bytes, the memtables' default budget.
+    pub fn with_cache(block_cache: usize) -> Budget {
+        Budget {
+            block_cache,
+            write_buffers: Budget::DEFAULT_WRITE_BUFFERS,
+        }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget::with_cache(Budget::DEFAULT_BLOCK_CACHE)
+    }
+}
+
 /// Every view row by (column family, key).
 pub type ViewDump = std::collections::BTreeMap<(String, Vec<u8>), Vec<u8>>;
 
@@ -161,14 +196,14 @@ impl Store {
         } else {
             Durability::Logged
         };
-        Store::open_with(dir, cache_bytes, durability)
+        Store::open_with(dir, Budget::with_cache(cache_bytes), durability)
     }
 
-    /// Opens (or creates) the database under `dir` with a bounded block cache, its writes
-    /// made durable as `durability` says.
-    pub fn open_with(dir: &Path, cache_bytes: usize, durability: Durability) -> Result<Store> {
+    /// Opens (or creates) the database under `dir` with its memory bounded by `budget`, its
+    /// writes made durable as `durability` says.
+    pub fn open_with(dir: &Path, budget: Budget, durability: Durability) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
-        let cache = Cache::new_lru_cache(cache_bytes);
+        let cache = Cache::new_lru_cache(budget.block_cache);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
@@ -189,11 +224,11 @@ impl Store {
         let cf_opts = || {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
-            // Memtables as large as the whole budget below allows, so that a flush is called
-            // by the budget (or the flush interval), not by one busy column family's memtable
-            // filling first; a row rewritten by many batches is then written to a table file
+            // Each memtable half the whole budget (`db_write_buffer_size` below), so that a
+            // flush is called by the budget (or the flush interval), not by one busy column
+            // family's small memtable filling first; a row rewritten by many batches is then written to a table file
             // once per flush, not once per small memtable.
-            o.set_write_buffer_size(32 * 1024 * 1024);
+            o.set_write_buffer_size((budget.write_buffers / 2).max(1 << 20));
             o.set_max_write_buffer_number(3);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             // Universal (tiered) compaction: each key is rewritten by a few merges of sorted
@@ -213,7 +248,7 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
-        db_opts.set_db_write_buffer_size(64 * 1024 * 1024);
+        db_opts.set_db_write_buffer_size(budget.write_buffers.max(2 << 20));
         // Without the log, a flush of one column family alone would leave the others' state
         // of that instant in memory only: every flush takes them all, at one sequence number.
         db_opts.set_atomic_flush(durability == Durability::Flushed);
@@ -632,7 +667,8 @@ mod tests {
             assert_eq!(files.as_deref(), Some("0"), "compacted below level 0");
         }
         for durability in [Durability::Flushed, Durability::Logged] {
-            let store = Store::open_with(dir.path(), 1 << 20, durability).unwrap();
+            let store =
+                Store::open_with(dir.path(), Budget::with_cache(1 << 20), durability).unwrap();
             let key = columns::tenant_key("t1", "agg-04321");
             let value = store.get_raw(columns::STATE, &key).unwrap();
             assert_eq!(value.as_deref(), Some(&4321u32.to_be_bytes()[..]));
@@ -670,7 +706,8 @@ mod tests {
     #[test]
     fn a_bounded_walk_sees_exactly_its_range_stored_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(dir.path(), 1 << 20, Durability::Flushed).unwrap();
+        let store =
+            Store::open_with(dir.path(), Budget::with_cache(1 << 20), Durability::Flushed).unwrap();
         let keys: Vec<Vec<u8>> = [
             &b"t0\xff"[..],
             b"t1",
