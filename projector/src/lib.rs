@@ -166,7 +166,7 @@ pub struct Config {
     /// RocksDB's memtables, all column families together, in bytes: a flush of the state
     /// begins when they fill (or at `--flush-interval`), and an epoch's write (up to
     /// `--epoch-bytes`) is copied into them. Smaller: less memory, more flushes and
-    /// compactions.
+    /// compactions (at least 2 MiB; docs/operations.md, "Sizing the projector's memory").
     #[arg(long, env = "AISPM_WRITE_BUFFER_BYTES", default_value_t = Budget::DEFAULT_WRITE_BUFFERS)]
     pub write_buffer_bytes: usize,
 

@@ -48,9 +48,8 @@ pub struct Budget {
     /// The block cache's bytes: data blocks, and the index and filter partitions.
     pub block_cache: usize,
     /// The memtables' bytes, all column families together (RocksDB's
-    /// `db_write_buffer_size`): a flush begins when they fill. An immutable memtable being
-    /// flushed counts until it is written, so the memtables can briefly hold up to about
-    /// half as much again.
+    /// `db_write_buffer_size`, at least 2 MiB): a flush begins when they fill. Memtables
+    /// being flushed still hold their memory until written, so RocksDB can briefly hold more.
     pub write_buffers: usize,
 }
 
@@ -226,8 +225,8 @@ impl Store {
             o.set_block_based_table_factory(&table);
             // Each memtable half the whole budget (`db_write_buffer_size` below), so that a
             // flush is called by the budget (or the flush interval), not by one busy column
-            // family's small memtable filling first; a row rewritten by many batches is then written to a table file
-            // once per flush, not once per small memtable.
+            // family's small memtable filling first; a row rewritten by many batches is then
+            // written to a table file once per flush, not once per small memtable.
             o.set_write_buffer_size((budget.write_buffers / 2).max(1 << 20));
             o.set_max_write_buffer_number(3);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
