@@ -234,10 +234,11 @@ pub fn encode_confluent<T: Record>(id: u32, value: &T) -> Result<Vec<u8>, Encode
     })
 }
 
-/// What `write` writes, in a vector of exactly its length (or its error). It writes into a scratch buffer
-/// kept per thread, so an encoding grows no vector by doubling: the projector holds a batch's
-/// encoded view changes and OCSF records until they are published (tens of thousands of them),
-/// and a doubled vector is on average a quarter empty, besides the copies made as it grows.
+/// What `write` writes, in a vector of exactly its length (or its error). It writes into a
+/// scratch buffer kept per thread, so an encoding grows no vector by doubling: the projector
+/// holds a batch's encoded view changes and OCSF records until they are published (tens of
+/// thousands of them), and a doubled vector is on average a quarter empty, besides the copies
+/// made as it grows.
 pub fn exact_bytes<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Vec<u8>, E> {
     /// A scratch buffer larger than this is dropped after use rather than kept.
     const KEEP: usize = 1 << 20;

@@ -8,7 +8,7 @@ use aispm_schemas::codec::Codec;
 use aispm_tests::Broker;
 use aispm_tests::broker::free_port;
 use aispm_tests::kafka::{create_contract_topics, random_prefix, read_to_end, wait_caught_up};
-use aispm_tests::process::Service;
+use aispm_tests::process::{Service, sum};
 use aispm_tools::load::LoadGen;
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -529,8 +529,9 @@ async fn records_applied_since_the_last_flush_are_counted_until_a_flush() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = projector.metrics().await;
-        let applied = sample(&text, "aispm_projector_unflushed_records");
-        let waiting = sample(&text, "aispm_projector_consumer_lag_messages");
+        // Each summed over the partitions.
+        let applied = sum(&text, "aispm_projector_unflushed_records", "topic=");
+        let waiting = sum(&text, "aispm_projector_consumer_lag_messages", "topic=");
         // The group is told only of flushed offsets: its lag is the second burst until then.
         if applied == 1500.0 && waiting == 1500.0 {
             break;
@@ -561,14 +562,6 @@ async fn records_applied_since_the_last_flush_are_counted_until_a_flush() {
         Duration::from_secs(30),
     )
     .unwrap();
-}
-
-/// The sum of a gauge's samples over its label sets.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
-        .map(|l| l.rsplit_once(' ').unwrap().1.trim().parse::<f64>().unwrap())
-        .sum()
 }
 
 /// Stopping in the middle of a record batch and resuming there loses nothing: small projector
